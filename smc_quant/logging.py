@@ -1,0 +1,58 @@
+"""structlog set-up: JSON lines when stderr is not a TTY, a readable console otherwise.
+
+Components take a bound logger (``log.bind(shard=3)``) from their caller; nothing here keeps global
+state beyond structlog's own configuration, which :func:`configure_logging` sets once at start.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, Literal
+
+import orjson
+import structlog
+
+SECRET_KEYS = frozenset({"api_key", "api_secret", "secret", "password", "signature", "listen_key"})
+
+
+def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Never let a secret-looking field reach the output."""
+    for key in SECRET_KEYS.intersection(event):
+        event[key] = "**redacted**"
+    return event
+
+
+def _dumps(obj: Any, default: Any = None) -> str:
+    return orjson.dumps(obj, default=default).decode()
+
+
+def configure_logging(level: str = "INFO", fmt: Literal["auto", "json", "console"] = "auto") -> None:
+    """Configure structlog (and stdlib logging for third-party libraries) once at start."""
+    as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer(serializer=_dumps)
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    numeric = logging.getLevelName(level)
+    logging.basicConfig(level=numeric, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def get_logger(**context: Any) -> structlog.stdlib.BoundLogger:
+    """A logger with ``context`` bound (``shard=…``, ``symbol=…``)."""
+    logger: structlog.stdlib.BoundLogger = structlog.get_logger().bind(**context)
+    return logger

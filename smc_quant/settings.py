@@ -1,0 +1,208 @@
+"""Typed, frozen settings built once at the composition root and passed down.
+
+The user-facing names ``SHARD_COUNT``, ``DATABASE_URL``, ``REDIS_URL``, ``BINANCE_API_KEY`` and
+``BINANCE_API_SECRET`` are read as they are; everything else lives under the ``SMC_`` prefix, nested
+sections joined with ``__`` (``SMC_FEED__HEARTBEAT_TIMEOUT_S=60``). ``config/.env.example`` documents
+every setting; :func:`load_settings` turns a validation error into one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+from typing import Annotated, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from smc_quant.errors import ConfigError
+
+ENV_PREFIX = "SMC_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class VenueSettings(_Section):
+    """Where the exchange lives. Defaults are Binance USDT-M mainnet (2026 routed WebSocket URLs)."""
+
+    rest_base: str = "https://fapi.binance.com"
+    """REST base URL (``/fapi/v1/...`` is appended)."""
+    ws_public_base: str = "wss://fstream.binance.com/public"
+    """High-frequency public streams route (bookTicker, depth)."""
+    ws_market_base: str = "wss://fstream.binance.com/market"
+    """Regular market streams route (klines, mark price, tickers)."""
+    ws_private_base: str = "wss://fstream.binance.com/private"
+    """User-data stream route (listenKey)."""
+    ws_api_base: str = "wss://ws-fapi.binance.com/ws-fapi/v1"
+    """WebSocket API (orders over WS)."""
+    request_timeout_s: PositiveFloat = 10.0
+    """Timeout of one REST request."""
+    weight_limit_per_minute: PositiveInt = 2400
+    """REQUEST_WEIGHT limit per minute (exchangeInfo's rateLimits override it when known)."""
+    weight_headroom: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.10
+    """Fraction of the weight limit never used (kept for other clients and surprises)."""
+
+
+class UniverseSettings(_Section):
+    """Which instruments are traded."""
+
+    quote_assets: tuple[str, ...] = ("USDT",)
+    """Quote assets admitted (USDT perpetuals by default)."""
+    contract_types: tuple[str, ...] = ("PERPETUAL",)
+    """Contract types admitted."""
+    symbols: tuple[str, ...] = ()
+    """Explicit symbol list; empty means the whole filtered universe."""
+    max_symbols: Annotated[int, Field(ge=0)] = 0
+    """Keep at most this many symbols (0 = no cap)."""
+    refresh_s: PositiveFloat = 3600.0
+    """How often exchangeInfo is re-read to report added and removed symbols."""
+
+
+class FeedSettings(_Section):
+    """The per-shard WebSocket feed."""
+
+    interval: Literal["1m", "3m", "5m", "15m", "1h"] = "1m"
+    """Kline interval subscribed to."""
+    streams_per_connection: Annotated[int, Field(ge=1, le=200)] = 200
+    """Streams per combined-stream connection (Binance documents 1024; we stay at or under 200)."""
+    control_messages_per_s: Annotated[float, Field(gt=0.0, le=10.0)] = 4.0
+    """SUBSCRIBE/LIST messages per second per connection (Binance closes with 1008 above 10/s)."""
+    queue_size: PositiveInt = 65_536
+    """Bound of the frame queue between the socket reader and the workers (overflow is counted)."""
+    workers: PositiveInt = 2
+    """Consumer tasks draining the frame queue."""
+    heartbeat_timeout_s: PositiveFloat = 60.0
+    """No data for this long recycles the connection (also catches a wrong route)."""
+    max_connection_age_s: PositiveFloat = 23 * 3600.0
+    """Proactive reconnect before Binance's 24 h cut."""
+    backoff_initial_s: PositiveFloat = 0.5
+    """First reconnect delay; doubles with jitter up to ``backoff_max_s``; resets after data flows."""
+    backoff_max_s: PositiveFloat = 30.0
+    """Largest reconnect delay."""
+    ring_size: PositiveInt = 1500
+    """Closed 1m candles kept per symbol in memory (higher timeframes keep proportionally)."""
+    flush_interval_s: PositiveFloat = 0.5
+    """Longest time a closed candle waits before the batched upsert to PostgreSQL."""
+    flush_batch: PositiveInt = 2000
+    """Flush as soon as this many candles are pending."""
+    warm_start_candles: PositiveInt = 1500
+    """Candles per symbol loaded from PostgreSQL at start; the gap after them is backfilled over REST."""
+    backfill_limit: Annotated[int, Field(ge=1, le=1500)] = 1000
+    """Rows per REST /klines request during backfill (1000 costs weight 5)."""
+
+
+class OpsSettings(_Section):
+    """The health/metrics endpoint."""
+
+    host: str = "127.0.0.1"
+    """Bind address of /health, /ready and /metrics."""
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    """Port (0 picks a free one)."""
+    freshness_grace_s: PositiveFloat = 30.0
+    """A symbol is fresh while its last final candle closed within interval + this grace."""
+    fresh_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.99
+    """A shard is healthy while at least this fraction of its symbols is fresh."""
+
+
+class Settings(BaseSettings):
+    """Every setting of the service. Build it once with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+        populate_by_name=True,
+    )
+
+    shard_count: PositiveInt = Field(1, validation_alias=AliasChoices("SHARD_COUNT", "SMC_SHARD_COUNT"))
+    """Number of shards the universe is split into."""
+    database_url: str | None = Field(None, validation_alias=AliasChoices("DATABASE_URL", "SMC_DATABASE_URL"))
+    """PostgreSQL DSN; unset starts an embedded PostgreSQL under ``state_dir``."""
+    redis_url: str | None = Field(None, validation_alias=AliasChoices("REDIS_URL", "SMC_REDIS_URL"))
+    """Redis URL; optional in single-process mode."""
+    binance_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("BINANCE_API_KEY", "SMC_BINANCE_API_KEY"))
+    """API key (only trading needs it)."""
+    binance_api_secret: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("BINANCE_API_SECRET", "SMC_BINANCE_API_SECRET"))
+    """API secret (only trading needs it)."""
+    mode: Literal["live", "paper", "replay"] = "paper"
+    """live: real orders; paper: live data, simulated fills; replay: against the emulator."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Lowest level logged."""
+    log_format: Literal["auto", "json", "console"] = "auto"
+    """auto: JSON when stderr is not a TTY, readable console otherwise."""
+    state_dir: Path = Field(default_factory=lambda: _default_state_dir())
+    """Where the embedded PostgreSQL keeps its data and other local state lives."""
+    venue: VenueSettings = VenueSettings()
+    universe: UniverseSettings = UniverseSettings()
+    feed: FeedSettings = FeedSettings()
+    ops: OpsSettings = OpsSettings()
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        rule = "must be a postgresql://user@host:port/dbname URL"
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgres", "postgresql") or not (parts.hostname or "host=" in parts.query):
+            raise ValueError(rule)
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a malformed port
+        except ValueError:
+            raise ValueError(rule) from None
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://host:port/db URL")
+        return value
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "smc-quant"
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    """The environment variable a validation error location refers to."""
+    head = str(loc[0]) if loc else "?"
+    aliases = {"shard_count": "SHARD_COUNT", "database_url": "DATABASE_URL", "redis_url": "REDIS_URL",
+               "binance_api_key": "BINANCE_API_KEY", "binance_api_secret": "BINANCE_API_SECRET"}
+    if head.upper() in aliases.values():
+        return head.upper()
+    if head.startswith(ENV_PREFIX):
+        return head
+    if head in aliases:
+        return aliases[head]
+    return ENV_PREFIX + "__".join(str(p).upper() for p in loc)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings from the environment (and ``overrides``); raise ``ConfigError`` in one line."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = _env_name(tuple(first["loc"]))
+        rule = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"invalid setting {name}: {rule}") from None
