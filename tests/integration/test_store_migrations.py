@@ -1,0 +1,108 @@
+"""The migrations runner against a real PostgreSQL database."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from smc_quant.errors import OperationalError
+from smc_quant.store.migrations import apply_migrations, default_migrations_dir, read_migrations
+
+pytestmark = pytest.mark.integration
+
+REPO_MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def _copy_migrations(tmp_path: Path) -> Path:
+    target = tmp_path / "migrations"
+    shutil.copytree(REPO_MIGRATIONS, target)
+    return target
+
+
+async def _versions(dsn: str) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")
+        return [r["version"] for r in rows]
+    finally:
+        await conn.close()
+
+
+async def test_applies_all_files_once_then_nothing(pg_dsn: str) -> None:
+    """A fresh database gets every file in order and a second run applies nothing."""
+    first = await apply_migrations(pg_dsn)
+    second = await apply_migrations(pg_dsn)
+    assert first == ["0001_candles.sql", "0002_universe.sql"]
+    assert second == []
+    assert await _versions(pg_dsn) == ["0001", "0002"]
+
+
+async def test_concurrent_runners_apply_each_file_exactly_once(pg_dsn: str) -> None:
+    """Four runners started together apply the files once between them, without errors."""
+    results = await asyncio.gather(*(apply_migrations(pg_dsn) for _ in range(4)))
+    applied = [name for result in results for name in result]
+    assert sorted(applied) == ["0001_candles.sql", "0002_universe.sql"]
+    assert await _versions(pg_dsn) == ["0001", "0002"]
+
+
+async def test_runs_through_a_pool(pg_dsn: str) -> None:
+    """A pool works as well as a DSN and leaves the candles table usable."""
+    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2)
+    try:
+        assert await apply_migrations(pool) == ["0001_candles.sql", "0002_universe.sql"]
+        assert await pool.fetchval("SELECT count(*) FROM candles") == 0
+    finally:
+        await pool.close()
+
+
+async def test_refuses_an_edited_applied_migration(pg_dsn: str, tmp_path: Path) -> None:
+    """Changing a file after it was applied stops the runner with OperationalError."""
+    folder = _copy_migrations(tmp_path)
+    await apply_migrations(pg_dsn, folder)
+    path = folder / "0001_candles.sql"
+    path.write_text(path.read_text() + "\n-- edited\n")
+    with pytest.raises(OperationalError, match=r"0001_candles\.sql was changed"):
+        await apply_migrations(pg_dsn, folder)
+
+
+async def test_applies_only_a_newly_added_file(pg_dsn: str, tmp_path: Path) -> None:
+    """A file added after the first run is applied alone on the next run."""
+    folder = _copy_migrations(tmp_path)
+    await apply_migrations(pg_dsn, folder)
+    (folder / "0003_extra.sql").write_text("CREATE TABLE extra (id int);")
+    assert await apply_migrations(pg_dsn, folder) == ["0003_extra.sql"]
+    assert await _versions(pg_dsn) == ["0001", "0002", "0003"]
+
+
+async def test_a_failing_migration_is_rolled_back_and_not_recorded(pg_dsn: str, tmp_path: Path) -> None:
+    """A broken file raises OperationalError and leaves neither its changes nor a record behind."""
+    folder = _copy_migrations(tmp_path)
+    (folder / "0003_broken.sql").write_text("CREATE TABLE half (id int); SELECT * FROM no_such_table;")
+    with pytest.raises(OperationalError, match=r"0003_broken\.sql failed"):
+        await apply_migrations(pg_dsn, folder)
+    assert await _versions(pg_dsn) == ["0001", "0002"]
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        assert await conn.fetchval("SELECT to_regclass('half')") is None
+    finally:
+        await conn.close()
+
+
+def test_duplicate_numbers_are_refused(tmp_path: Path) -> None:
+    """Two files with the same number are a structural error."""
+    (tmp_path / "0001_a.sql").write_text("SELECT 1;")
+    (tmp_path / "001_b.sql").write_text("SELECT 1;")
+    with pytest.raises(OperationalError, match="two migrations numbered 1"):
+        read_migrations(tmp_path)
+
+
+def test_default_folder_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SMC_MIGRATIONS_DIR overrides the repository folder, which is the default otherwise."""
+    monkeypatch.delenv("SMC_MIGRATIONS_DIR", raising=False)
+    assert default_migrations_dir() == REPO_MIGRATIONS
+    monkeypatch.setenv("SMC_MIGRATIONS_DIR", str(tmp_path))
+    assert default_migrations_dir() == tmp_path
