@@ -1,0 +1,45 @@
+"""The embedded PostgreSQL used when DATABASE_URL is unset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from smc_quant.settings import Settings
+from smc_quant.store.embedded import resolve_database
+from smc_quant.store.migrations import apply_migrations
+
+pytestmark = pytest.mark.integration
+
+
+async def test_embedded_server_starts_migrates_and_keeps_data_across_restarts(tmp_path: Path) -> None:
+    """Without DATABASE_URL a server starts under state_dir/pg and its data survives a restart."""
+    settings = Settings(state_dir=tmp_path / "state", database_url=None)
+    dsn, embedded = await resolve_database(settings)
+    assert embedded is not None
+    try:
+        assert (tmp_path / "state" / "pg" / "PG_VERSION").is_file()
+        assert await apply_migrations(dsn) == ["0001_candles.sql", "0002_universe.sql"]
+    finally:
+        await embedded.stop()
+    dsn, embedded = await resolve_database(settings)
+    assert embedded is not None
+    try:
+        assert await apply_migrations(dsn) == []
+        conn = await asyncpg.connect(dsn)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 2
+        finally:
+            await conn.close()
+    finally:
+        await embedded.stop()
+
+
+async def test_database_url_wins_over_embedded(tmp_path: Path) -> None:
+    """With DATABASE_URL set nothing is started and the URL is returned as is."""
+    url = "postgresql://postgres@127.0.0.1:5432/postgres"
+    settings = Settings(state_dir=tmp_path, database_url=url)
+    assert await resolve_database(settings) == (url, None)
+    assert not (tmp_path / "pg").exists()
