@@ -115,6 +115,8 @@ class OpsSettings(_Section):
     """A symbol is fresh while its last final candle closed within interval + this grace."""
     fresh_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.99
     """A shard is healthy while at least this fraction of its symbols is fresh."""
+    freshness_window_s: PositiveFloat | None = None
+    """Override of interval + grace (replay at N× speed, tests); unset in production."""
 
 
 class Settings(BaseSettings):

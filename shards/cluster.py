@@ -1,0 +1,104 @@
+"""ClusterManager: splits the universe into ``SHARD_COUNT`` shards and runs them in this process.
+
+Each shard gets a stable slice of the symbols (:mod:`shards.assignment`), its own feed, queue and
+sink; all share the HTTP session, the REST client (and so one weight budget) and the database pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import aiohttp
+import structlog
+
+from smc_quant.domain.candles import Candle, interval_ms
+from smc_quant.ops.metrics import FeedMetrics
+from smc_quant.settings import Settings
+from shards.assignment import assign
+from shards.feed import Backfill, ShardFeed
+from shards.sink import CandleSink, CandleWriter
+
+
+class CandleHistory(CandleWriter):
+    """What the cluster needs from the candle repository."""
+
+    async def latest(self, symbols: Sequence[str], interval: str, per_symbol: int) -> dict[str, list[Candle]]: ...
+
+
+class ClusterManager:
+    """Builds, seeds, runs and drains the shards of one process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        symbols: Sequence[str],
+        session: aiohttp.ClientSession,
+        repository: CandleHistory,
+        backfill: Backfill,
+        logger: structlog.stdlib.BoundLogger | None = None,
+    ) -> None:
+        self.settings = settings
+        self._repo = repository
+        self._log = logger or structlog.get_logger()
+        feed = settings.feed
+        self.assignment = assign(symbols, settings.shard_count)
+        self.sinks: list[CandleSink] = []
+        self.feeds: list[ShardFeed] = []
+        for shard, shard_symbols in enumerate(self.assignment):
+            metrics = FeedMetrics(shard=shard)
+            log = self._log.bind(shard=shard)
+            sink = CandleSink(repository, metrics, flush_interval_s=feed.flush_interval_s,
+                              flush_batch=feed.flush_batch, logger=log)
+            self.sinks.append(sink)
+            self.feeds.append(ShardFeed(shard=shard, symbols=shard_symbols, session=session,
+                                        market_base=settings.venue.ws_market_base, settings=feed, sink=sink,
+                                        backfill=backfill, metrics=metrics, logger=log))
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def metrics(self) -> list[FeedMetrics]:
+        return [f.metrics for f in self.feeds]
+
+    def queue_depth(self, shard: int) -> int:
+        return self.feeds[shard].queue.qsize()
+
+    async def seed(self) -> int:
+        """Warm start every shard from PostgreSQL; return the number of candles loaded."""
+        loaded = 0
+        for feed in self.feeds:
+            history = await self._repo.latest(feed.symbols, self.settings.feed.interval,
+                                              self.settings.feed.warm_start_candles)
+            feed.seed(history)
+            loaded += sum(len(v) for v in history.values())
+        self._log.info("warm_start", candles=loaded, shards=len(self.feeds))
+        return loaded
+
+    def start(self) -> None:
+        """Start every shard's feed and sink as tasks."""
+        for feed, sink in zip(self.feeds, self.sinks, strict=True):
+            self._tasks.append(asyncio.create_task(feed.run(), name=f"shard-{feed.shard}"))
+            self._tasks.append(asyncio.create_task(sink.run(), name=f"sink-{feed.shard}"))
+
+    async def stop(self) -> None:
+        """Stop intake, then drain: cancel sockets/workers, process what is queued, flush to PostgreSQL."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        for feed in self.feeds:
+            feed.drain()
+        for sink in self.sinks:
+            await sink.flush()
+
+    async def wait_until(self, open_time: int) -> None:
+        """Return once every shard accepted the candle with ``open_time`` for all its symbols."""
+        await asyncio.gather(*(f.wait_until(open_time) for f in self.feeds))
+
+    async def wait_persisted(self) -> None:
+        """Return once every sink has nothing pending."""
+        await asyncio.gather(*(s.wait_idle() for s in self.sinks))
+
+    def interval_ms(self) -> int:
+        return interval_ms(self.settings.feed.interval)

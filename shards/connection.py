@@ -1,0 +1,171 @@
+"""One combined-stream WebSocket connection carrying up to 200 kline streams of a shard.
+
+``run()`` connects to ``<market route>/stream``, subscribes in paced SUBSCRIBE messages (under the
+10 messages/s limit), and pushes every data frame with its receive time onto the shard's bounded
+queue without ever awaiting it (a full queue drops and counts). A watchdog recycles the socket when
+no data arrived for ``heartbeat_timeout_s`` and before the 24 h cut. A subscription that is acked but
+silent on a route other than ``/market`` is the 2026 mis-route: it raises an alarm and the next
+attempt goes to the origin's ``/market`` route. Server pings are answered by aiohttp (autoping).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import orjson
+import structlog
+
+from smc_quant.ops.metrics import FeedMetrics
+from smc_quant.settings import FeedSettings
+from shards.backoff import BackoffFactory
+
+Frame = tuple[int, str]
+SUBSCRIBE_CHUNK = 50
+
+
+def market_route(base: str) -> str:
+    """The ``/market`` route on the same origin as ``base`` (where kline streams live since 2026)."""
+    parts = urlsplit(base)
+    return urlunsplit((parts.scheme, parts.netloc, "/market", "", ""))
+
+
+def is_market_route(base: str) -> bool:
+    return urlsplit(base).path.rstrip("/").endswith("/market")
+
+
+class StreamConnection:
+    """Keeps one socket alive for ``streams`` and feeds ``queue``; cancel the task to stop."""
+
+    def __init__(
+        self,
+        *,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        streams: Sequence[str],
+        queue: asyncio.Queue[Frame],
+        metrics: FeedMetrics,
+        settings: FeedSettings,
+        backoff: BackoffFactory,
+        logger: structlog.stdlib.BoundLogger,
+    ) -> None:
+        self.base_url = base_url
+        self.streams = tuple(streams)
+        self._session = session
+        self._queue = queue
+        self._metrics = metrics
+        self._settings = settings
+        self._backoff = backoff
+        self._log = logger
+        self._last_data = 0.0
+        self._data_seen = 0
+        self._next_id = 1
+        if not is_market_route(base_url):
+            self._log.warning("ws_route_suspect", base=base_url, expected=market_route(base_url))
+
+    async def run(self) -> None:
+        delays = self._backoff()
+        while True:
+            reason = await self._session_once()
+            self._metrics.reconnects += 1
+            if self._data_seen:
+                delays = self._backoff()
+            delay = next(delays)
+            self._log.warning("ws_reconnect", reason=reason, in_s=round(delay, 3), url=self.base_url)
+            await asyncio.sleep(delay)
+
+    async def _session_once(self) -> str:
+        self._data_seen = 0
+        url = self.base_url.rstrip("/") + "/stream"
+        try:
+            async with self._session.ws_connect(url, autoping=True, heartbeat=None, max_msg_size=0) as ws:
+                self._metrics.connections_open += 1
+                try:
+                    return await self._serve(ws)
+                finally:
+                    self._metrics.connections_open -= 1
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            return f"connect failed: {exc!r}"
+
+    async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> str:
+        self._last_data = time.monotonic()
+        watchdog = asyncio.create_task(self._watchdog(ws))
+        subscriber = asyncio.create_task(self._subscribe(ws))
+        try:
+            await self._pump(ws)
+        finally:
+            subscriber.cancel()
+            watchdog.cancel()
+        verdict = watchdog.result() if watchdog.done() and not watchdog.cancelled() else None
+        return verdict or f"closed code={ws.close_code}"
+
+    async def _subscribe(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        pause = 1.0 / self._settings.control_messages_per_s
+        for i in range(0, len(self.streams), SUBSCRIBE_CHUNK):
+            if i:
+                await asyncio.sleep(pause)
+            params = list(self.streams[i : i + SUBSCRIBE_CHUNK])
+            await ws.send_bytes(orjson.dumps({"method": "SUBSCRIBE", "params": params, "id": self._next_id}))
+            self._next_id += 1
+
+    async def _pump(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        queue, metrics, clock = self._queue, self._metrics, time.perf_counter_ns
+        async for msg in ws:
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                if msg.type is aiohttp.WSMsgType.BINARY:
+                    metrics.reject("binary_frame")
+                continue
+            data: str = msg.data
+            if data.startswith('{"stream"'):
+                self._last_data = time.monotonic()
+                self._data_seen += 1
+                metrics.frames += 1
+                try:
+                    queue.put_nowait((clock(), data))
+                except asyncio.QueueFull:
+                    metrics.queue_drops += 1
+            else:
+                self._control(data)
+
+    def _control(self, data: str) -> None:
+        try:
+            reply = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            self._metrics.reject("malformed")
+            return
+        if isinstance(reply, dict) and reply.get("error"):
+            self._metrics.reject("control_error")
+            self._log.error("ws_control_error", reply=reply)
+        elif not (isinstance(reply, dict) and "id" in reply):
+            self._metrics.reject("malformed")
+
+    async def _watchdog(self, ws: aiohttp.ClientWebSocketResponse) -> str | None:
+        started = time.monotonic()
+        timeout = self._settings.heartbeat_timeout_s
+        while not ws.closed:
+            await asyncio.sleep(min(timeout / 4, 1.0))
+            now = time.monotonic()
+            if now - self._last_data > timeout:
+                await ws.close(code=1000, message=b"stalled")
+                return self._on_silence()
+            if now - started > self._settings.max_connection_age_s:
+                await ws.close(code=1000, message=b"recycle")
+                return "max connection age"
+        return None
+
+    def _on_silence(self) -> str:
+        self._metrics.stalls += 1
+        if self._data_seen:
+            return "stalled"
+        if is_market_route(self.base_url):
+            self._log.error("ws_silent_subscription", url=self.base_url)
+            return "silent subscription"
+        self._metrics.wrong_route_alarms += 1
+        target = market_route(self.base_url)
+        self._log.error("ws_silent_subscription", url=self.base_url, switching_to=target,
+                        hint="kline streams live on the /market route since 2026")
+        self.base_url = target
+        return "silent subscription"

@@ -1,0 +1,202 @@
+"""ShardFeed: one shard's symbols from WebSocket frames to the candle store and PostgreSQL.
+
+Sockets (:class:`StreamConnection`, ≤ 200 streams each) put frames on one bounded queue; worker tasks
+drain it synchronously: parse and firewall each frame, keep only final candles, check continuity per
+symbol, and hand accepted candles to the :class:`CandleStore` (in memory) and the :class:`CandleSink`
+(PostgreSQL). A gap pauses that symbol (later candles are held) while a budgeted REST backfill fetches
+the missing bars; then everything is released in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import aiohttp
+import structlog
+
+from smc_quant.domain.candle_store import CandleStore
+from smc_quant.domain.candles import Candle, interval_ms
+from smc_quant.domain.continuity import Continuity, Gap, Verdict
+from smc_quant.errors import DataRejected, SmcError
+from smc_quant.exchange.schemas import KlineUpdate, parse_frame
+from smc_quant.ops.metrics import FeedMetrics
+from smc_quant.settings import FeedSettings
+from shards.backoff import BackoffFactory, exponential_backoff
+from shards.connection import Frame, StreamConnection
+from shards.sink import CandleSink
+
+Backfill = Callable[[str, str, int, int], Awaitable[list[Candle]]]
+"""``(symbol, interval, start_ms, end_ms) -> closed candles`` — the REST /klines fetcher."""
+CandleListener = Callable[[Candle, list[Candle]], None]
+"""Called for each accepted 1m candle with the higher-timeframe bars it completed."""
+
+
+class ShardFeed:
+    """Runs one shard: connections, workers, backfills and the sink, until cancelled."""
+
+    def __init__(
+        self,
+        *,
+        shard: int,
+        symbols: Sequence[str],
+        session: aiohttp.ClientSession,
+        market_base: str,
+        settings: FeedSettings,
+        sink: CandleSink,
+        backfill: Backfill,
+        metrics: FeedMetrics | None = None,
+        backoff: BackoffFactory | None = None,
+        logger: structlog.stdlib.BoundLogger | None = None,
+    ) -> None:
+        self.shard = shard
+        self.symbols = tuple(sorted(symbols))
+        self.settings = settings
+        self.metrics = metrics or FeedMetrics(shard=shard)
+        self.metrics.symbols = self.symbols
+        self.store = CandleStore(self.symbols, settings.ring_size)
+        self.continuity = Continuity(interval_ms(settings.interval))
+        self.queue: asyncio.Queue[Frame] = asyncio.Queue(maxsize=settings.queue_size)
+        self.listeners: list[CandleListener] = []
+        self._session = session
+        self._market_base = market_base
+        self._sink = sink
+        self._backfill = backfill
+        self._backoff = backoff or (lambda: exponential_backoff(settings.backoff_initial_s, settings.backoff_max_s))
+        self._log = logger or structlog.get_logger().bind(shard=shard)
+        self._known = frozenset(self.symbols)
+        self._backfills: set[asyncio.Task[None]] = set()
+        self._backfill_slots = asyncio.Semaphore(8)
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.connections = [
+            StreamConnection(
+                session=session, base_url=market_base, streams=chunk, queue=self.queue,
+                metrics=self.metrics, settings=settings, backoff=self._backoff,
+                logger=self._log.bind(conn=i),
+            )
+            for i, chunk in enumerate(self._chunks())
+        ]
+
+    def _chunks(self) -> list[list[str]]:
+        streams = [f"{s.lower()}@kline_{self.settings.interval}" for s in self.symbols]
+        size = self.settings.streams_per_connection
+        return [streams[i : i + size] for i in range(0, len(streams), size)]
+
+    def seed(self, history: dict[str, list[Candle]]) -> None:
+        """Warm start: load each symbol's stored candles into the store and the continuity check."""
+        for symbol, candles in history.items():
+            if symbol not in self._known:
+                continue
+            for c in candles:
+                self.store.add(c)
+            if candles:
+                self.continuity.seed(symbol, candles[-1].open_time)
+                self.metrics.last_open_time[symbol] = candles[-1].open_time
+
+    async def run(self) -> None:
+        """Run sockets and workers until cancelled."""
+        self._log.info("shard_start", symbols=len(self.symbols), connections=len(self.connections))
+        async with asyncio.TaskGroup() as group:
+            for conn in self.connections:
+                group.create_task(conn.run())
+            for _ in range(self.settings.workers):
+                group.create_task(self._work())
+
+    async def _work(self) -> None:
+        queue = self.queue
+        while True:
+            item = await queue.get()
+            self._handle(item)
+            while not queue.empty():
+                self._handle(queue.get_nowait())
+
+    def drain(self) -> None:
+        """Process every frame still queued (shutdown: stop intake first, then drain)."""
+        while not self.queue.empty():
+            self._handle(self.queue.get_nowait())
+
+    def _handle(self, item: Frame) -> None:
+        recv_ns, raw = item
+        try:
+            update = parse_frame(raw)
+        except DataRejected as exc:
+            self.metrics.reject(exc.reason)
+            return
+        if not isinstance(update, KlineUpdate) or not update.final:
+            return
+        self.metrics.finals += 1
+        candle = update.candle
+        if candle.symbol not in self._known:
+            self.metrics.reject("unknown_symbol")
+            return
+        if candle.interval != self.settings.interval:
+            self.metrics.reject("wrong_interval")
+            return
+        verdict, gap = self.continuity.offer(candle)
+        if verdict is Verdict.ACCEPT:
+            self._accept(candle, recv_ns)
+        elif verdict is Verdict.GAP:
+            assert gap is not None
+            self._start_backfill(gap)
+        elif verdict is not Verdict.HELD:
+            self.metrics.reject(verdict.value)
+
+    def _accept(self, candle: Candle, recv_ns: int | None = None) -> None:
+        completed = self.store.add(candle)
+        if recv_ns is not None:
+            self.metrics.latency_ns.append(time.perf_counter_ns() - recv_ns)
+        self._sink.add(candle)
+        m = self.metrics
+        m.accepted += 1
+        m.last_final_mono[candle.symbol] = time.monotonic()
+        m.last_open_time[candle.symbol] = candle.open_time
+        for listener in self.listeners:
+            listener(candle, completed)
+        if self._waiters:
+            self._wake_waiters()
+
+    def _start_backfill(self, gap: Gap) -> None:
+        self.metrics.gaps_detected += 1
+        task = asyncio.create_task(self._run_backfill(gap))
+        self._backfills.add(task)
+        task.add_done_callback(self._backfills.discard)
+
+    async def _run_backfill(self, gap: Gap) -> None:
+        delays = self._backoff()
+        async with self._backfill_slots:
+            while True:
+                try:
+                    fetched = await self._backfill(gap.symbol, self.settings.interval, gap.start_ms, gap.end_ms)
+                    break
+                except (SmcError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    self.metrics.backfill_errors += 1
+                    delay = next(delays)
+                    self._log.warning("backfill_retry", symbol=gap.symbol, error=repr(exc), in_s=round(delay, 2))
+                    await asyncio.sleep(delay)
+        ordered, missing = self.continuity.complete(gap.symbol, fetched)
+        self.metrics.gaps_unfilled += missing
+        wanted = {c.open_time for c in fetched}
+        for candle in ordered:
+            if candle.open_time in wanted:
+                self.metrics.candles_backfilled += 1
+            self._accept(candle)
+        self._log.info("gap_filled", symbol=gap.symbol, start=gap.start_ms, end=gap.end_ms,
+                       fetched=len(fetched), unfilled=missing)
+
+    def _wake_waiters(self) -> None:
+        floor = min((self.metrics.last_open_time.get(s, -1) for s in self.symbols), default=-1)
+        keep = []
+        for target, fut in self._waiters:
+            if floor >= target and not fut.done():
+                fut.set_result(None)
+            elif not fut.done():
+                keep.append((target, fut))
+        self._waiters = keep
+
+    async def wait_until(self, open_time: int) -> None:
+        """Return once every symbol has accepted its candle with ``open_time`` (or a later one)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((open_time, fut))
+        self._wake_waiters()
+        await fut

@@ -1,0 +1,95 @@
+"""Batched, idempotent persistence of closed candles that never slows the feed.
+
+Workers call :meth:`CandleSink.add` (synchronous, O(1)); one flusher task upserts batches every
+``flush_interval_s`` or as soon as ``flush_batch`` candles wait. A failing database keeps the batch
+and retries with backoff; the pending list is bounded and overflow is counted, never silent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol
+
+import structlog
+
+from smc_quant.domain.candles import Candle
+from smc_quant.ops.metrics import FeedMetrics
+from shards.backoff import exponential_backoff
+
+
+class CandleWriter(Protocol):
+    async def upsert(self, candles: Sequence[Candle]) -> int: ...
+
+
+class CandleSink:
+    """Collects accepted candles and writes them in batches."""
+
+    def __init__(
+        self,
+        writer: CandleWriter,
+        metrics: FeedMetrics,
+        *,
+        flush_interval_s: float,
+        flush_batch: int,
+        max_pending: int = 2_000_000,
+        backoff: Callable[[], Iterator[float]] = exponential_backoff,
+        logger: structlog.stdlib.BoundLogger | None = None,
+    ) -> None:
+        self._writer = writer
+        self._metrics = metrics
+        self._interval = flush_interval_s
+        self._batch = flush_batch
+        self._max_pending = max_pending
+        self._backoff = backoff
+        self._log = logger or structlog.get_logger()
+        self._pending: list[Candle] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def add(self, candle: Candle) -> None:
+        """Queue one candle for the next batch (drops and counts beyond ``max_pending``)."""
+        if len(self._pending) >= self._max_pending:
+            self._metrics.reject("sink_overflow")
+            return
+        self._pending.append(candle)
+        self._idle.clear()
+        if len(self._pending) >= self._batch:
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def run(self) -> None:
+        """Flush forever; cancel to stop (call :meth:`flush` afterwards to drain)."""
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write everything pending now, retrying with backoff while the database fails."""
+        delays = self._backoff()
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                written = await self._writer.upsert(batch)
+            except (OSError, asyncio.TimeoutError, Exception) as exc:  # noqa: BLE001 - retry any DB failure
+                self._pending = batch + self._pending
+                self._metrics.persist_errors += 1
+                delay = next(delays)
+                self._log.warning("persist_failed", error=repr(exc), retry_in_s=round(delay, 2), pending=len(self._pending))
+                await asyncio.sleep(delay)
+                continue
+            self._metrics.persisted += written
+        self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once nothing is pending (for orderly shutdown and tests)."""
+        self._wake.set()
+        await self._idle.wait()

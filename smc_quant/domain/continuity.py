@@ -1,0 +1,86 @@
+"""Per-symbol continuity of closed candles: accept in order, spot duplicates and gaps, hold while filling.
+
+Pure bookkeeping, no I/O. The feed offers every final candle; a gap makes the symbol *hold* later
+candles until :meth:`Continuity.complete` receives the backfilled ones, so downstream consumers (the
+candle store, the SMC engine) always see each symbol's candles strictly in order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from smc_quant.domain.candles import Candle
+
+
+class Verdict(Enum):
+    ACCEPT = "accept"
+    DUPLICATE = "duplicate"
+    OUT_OF_ORDER = "out_of_order"
+    GAP = "gap"
+    HELD = "held"
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Missing candles of ``symbol`` with open times in ``[start_ms, end_ms]``."""
+
+    symbol: str
+    start_ms: int
+    end_ms: int
+
+    def count(self, interval_ms: int) -> int:
+        return (self.end_ms - self.start_ms) // interval_ms + 1
+
+
+class Continuity:
+    """Tracks the last accepted open time per symbol and the candles held during a backfill."""
+
+    def __init__(self, interval_ms: int) -> None:
+        self.interval_ms = interval_ms
+        self.last: dict[str, int] = {}
+        self._held: dict[str, dict[int, Candle]] = {}
+
+    def seed(self, symbol: str, last_open_time: int) -> None:
+        """Start ``symbol`` after ``last_open_time`` (warm start from the database)."""
+        self.last[symbol] = last_open_time
+
+    def holding(self, symbol: str) -> bool:
+        return symbol in self._held
+
+    def offer(self, candle: Candle) -> tuple[Verdict, Gap | None]:
+        """Judge one final candle; on ``GAP`` the caller backfills the returned range."""
+        sym, t = candle.symbol, candle.open_time
+        last = self.last.get(sym)
+        held = self._held.get(sym)
+        if held is not None:
+            if (last is not None and t <= last) or t in held:
+                return Verdict.DUPLICATE, None
+            held[t] = candle
+            return Verdict.HELD, None
+        if last is None or t == last + self.interval_ms:
+            self.last[sym] = t
+            return Verdict.ACCEPT, None
+        if t == last:
+            return Verdict.DUPLICATE, None
+        if t < last:
+            return Verdict.OUT_OF_ORDER, None
+        self._held[sym] = {t: candle}
+        return Verdict.GAP, Gap(sym, last + self.interval_ms, t - self.interval_ms)
+
+    def complete(self, symbol: str, fetched: list[Candle]) -> tuple[list[Candle], int]:
+        """Merge backfilled and held candles; return them in order and the count still missing."""
+        held = self._held.pop(symbol, {})
+        last = self.last.get(symbol)
+        merged = {c.open_time: c for c in fetched if c.symbol == symbol and (last is None or c.open_time > last)}
+        merged.update(held)
+        ordered = [merged[t] for t in sorted(merged)]
+        missing = 0
+        prev = last
+        for c in ordered:
+            if prev is not None and c.open_time > prev + self.interval_ms:
+                missing += (c.open_time - prev) // self.interval_ms - 1
+            prev = c.open_time
+        if ordered:
+            self.last[symbol] = ordered[-1].open_time
+        return ordered, missing

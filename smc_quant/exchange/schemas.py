@@ -1,0 +1,102 @@
+"""Kline stream frames: the wire shape in, our :class:`KlineUpdate` out, bad input rejected by reason.
+
+A combined-stream frame is ``{"stream": "btcusdt@kline_1m", "data": {"e": "kline", "E": …, "s": …,
+"k": {…}}}``; a raw-stream frame is the ``data`` object alone; a control reply is ``{"result": …,
+"id": n}`` or ``{"error": {…}, "id": n}``. Wire keys of ``k`` (Binance names → ours): ``t`` open time,
+``i`` interval, ``o h l c`` prices, ``v`` base volume, ``q`` quote volume, ``n`` trade count,
+``V``/``Q`` taker-buy base/quote volume, ``x`` "this is the final update of the bar".
+
+The data firewall lives here: :func:`parse_frame` raises :class:`DataRejected` with a short reason
+(``malformed``, ``bad_price``, ``high_below_low``, ``bad_volume``, ``not_kline``) that the feed counts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from smc_quant.domain.candles import Candle
+from smc_quant.errors import DataRejected
+
+__all__ = ["ControlReply", "KlineUpdate", "parse_frame"]
+
+
+@dataclass(frozen=True, slots=True)
+class KlineUpdate:
+    """One kline push: the candle as it stands and whether this is the bar's final update."""
+
+    candle: Candle
+    final: bool
+    event_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class ControlReply:
+    """The answer to a SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS request."""
+
+    id: int | None
+    result: Any
+    error: dict[str, Any] | None
+
+
+def parse_frame(raw: str | bytes, *, validate_open: bool = False) -> KlineUpdate | ControlReply:
+    """Decode one WebSocket text frame; non-final klines skip value checks unless ``validate_open``."""
+    try:
+        msg = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise DataRejected("malformed", "invalid JSON") from None
+    if not isinstance(msg, dict):
+        raise DataRejected("malformed", "frame is not an object")
+    data = msg.get("data", msg)
+    if not isinstance(data, dict):
+        raise DataRejected("malformed", "data is not an object")
+    if data.get("e") != "kline":
+        if "id" in msg and ("result" in msg or "error" in msg):
+            return ControlReply(msg.get("id"), msg.get("result"), msg.get("error"))
+        raise DataRejected("not_kline", str(data.get("e")))
+    return _kline(data, validate_open)
+
+
+def _kline(data: dict[str, Any], validate_open: bool) -> KlineUpdate:
+    try:
+        k = data["k"]
+        final = k["x"]
+        if not isinstance(final, bool):
+            raise DataRejected("malformed", "k.x is not a boolean")
+        candle = Candle(
+            symbol=k["s"],
+            interval=k["i"],
+            open_time=int(k["t"]),
+            open=float(k["o"]),
+            high=float(k["h"]),
+            low=float(k["l"]),
+            close=float(k["c"]),
+            volume=float(k["v"]),
+            quote_volume=float(k["q"]),
+            trades=int(k["n"]),
+            taker_buy_volume=float(k["V"]),
+            taker_buy_quote_volume=float(k["Q"]),
+        )
+        event_time = int(data["E"])
+    except DataRejected:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataRejected("malformed", f"kline field: {exc!r}") from None
+    if final or validate_open:
+        check_candle(candle)
+    return KlineUpdate(candle, final, event_time)
+
+
+def check_candle(c: Candle) -> None:
+    """Reject impossible values: non-finite or non-positive prices, high < low, negative volume."""
+    prices = (c.open, c.high, c.low, c.close)
+    if not all(math.isfinite(p) and p > 0.0 for p in prices):
+        raise DataRejected("bad_price", f"{c.symbol} {c.open_time}")
+    if c.high < c.low or not (c.low <= c.open <= c.high and c.low <= c.close <= c.high):
+        raise DataRejected("high_below_low", f"{c.symbol} {c.open_time}")
+    volumes = (c.volume, c.quote_volume, c.taker_buy_volume, c.taker_buy_quote_volume)
+    if not all(math.isfinite(v) and v >= 0.0 for v in volumes) or c.trades < 0:
+        raise DataRejected("bad_volume", f"{c.symbol} {c.open_time}")

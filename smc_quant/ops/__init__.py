@@ -1,0 +1,1 @@
+"""Operations surface: plain metric counters, the health verdict and the HTTP endpoint."""

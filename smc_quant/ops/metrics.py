@@ -1,0 +1,40 @@
+"""Plain per-shard counters, cheap on the hot path, exported to Prometheus only at scrape time."""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class FeedMetrics:
+    """Everything one shard counts. Mutated only by the shard's own tasks (one event loop)."""
+
+    shard: int
+    symbols: tuple[str, ...] = ()
+    frames: int = 0
+    finals: int = 0
+    accepted: int = 0
+    queue_drops: int = 0
+    queue_depth_max: int = 0
+    reconnects: int = 0
+    connections_open: int = 0
+    stalls: int = 0
+    wrong_route_alarms: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    gaps_detected: int = 0
+    candles_backfilled: int = 0
+    gaps_unfilled: int = 0
+    backfill_errors: int = 0
+    persisted: int = 0
+    persist_errors: int = 0
+    last_final_mono: dict[str, float] = field(default_factory=dict)
+    """Monotonic time at which each symbol's latest accepted final candle arrived."""
+    last_open_time: dict[str, int] = field(default_factory=dict)
+    """Open time (ms) of each symbol's latest accepted candle."""
+    latency_ns: deque[int] = field(default_factory=lambda: deque(maxlen=200_000))
+    """Frame received → candle in the store, for the latest accepted candles."""
+
+    def reject(self, reason: str) -> None:
+        """Count one input rejected by the data firewall or the continuity check."""
+        self.rejected[reason] += 1
