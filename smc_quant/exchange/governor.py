@@ -1,0 +1,134 @@
+"""``WeightGovernor``: keeps REST usage under the exchange's per-minute REQUEST_WEIGHT limit.
+
+The budget is ``limit * (1 - headroom)`` per wall-clock minute. Usage is our own accounting raised
+to the ``X-MBX-USED-WEIGHT-1M`` header whenever the exchange reports more (other clients on the same
+IP count too). A 429 or 418 blocks every caller until the exchange's deadline, so after a 429 nothing
+is sent before the deadline and the IP never earns a 418. The clock and the sleep are injected so
+tests run on a fake clock with no real waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+
+from smc_quant.domain.candles import MINUTE_MS
+
+Clock = Callable[[], int]
+"""Current wall-clock time in epoch milliseconds."""
+Sleep = Callable[[float], Awaitable[None]]
+"""Waits the given number of seconds."""
+
+_BANNED_UNTIL = re.compile(r"banned until (\d+)")
+
+
+def wall_clock_ms() -> int:
+    """The system clock in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+def _next_minute(now_ms: int) -> int:
+    return (now_ms // MINUTE_MS + 1) * MINUTE_MS
+
+
+class WeightGovernor:
+    """Shared by every REST caller of one process; ``acquire`` before each request.
+
+    Plain counters for the metrics exporter: ``used_weight`` (this minute), ``acquired_total``,
+    ``throttled`` (acquires that had to wait), ``rate_limited_429``, ``banned_418``.
+    """
+
+    def __init__(self, limit: int = 2400, headroom: float = 0.10, *,
+                 clock: Clock = wall_clock_ms, sleep: Sleep = asyncio.sleep) -> None:
+        if not 0.0 <= headroom < 1.0:
+            raise ValueError("headroom must be in [0, 1)")
+        self.clock = clock
+        self.sleep = sleep
+        self._headroom = headroom
+        self._limit = limit
+        self._minute = clock() // MINUTE_MS
+        self._used = 0
+        self._blocked_until_ms = 0
+        self._lock = asyncio.Lock()
+        self.acquired_total = 0
+        self.throttled = 0
+        self.rate_limited_429 = 0
+        self.banned_418 = 0
+
+    @property
+    def budget(self) -> int:
+        """Weight we allow ourselves per minute (the limit minus the headroom)."""
+        return int(self._limit * (1.0 - self._headroom))
+
+    @property
+    def used_weight(self) -> int:
+        """Weight counted against the current minute."""
+        self._roll(self.clock())
+        return self._used
+
+    @property
+    def blocked_until_ms(self) -> int:
+        """Nothing is sent before this time (0 when not rate limited)."""
+        return self._blocked_until_ms
+
+    def set_limit(self, limit: int) -> None:
+        """Adopt the REQUEST_WEIGHT limit read from exchangeInfo ``rateLimits``."""
+        if limit <= 0:
+            raise ValueError("limit must be positive")
+        self._limit = limit
+
+    async def acquire(self, weight: int) -> None:
+        """Wait until ``weight`` fits into this minute's budget and no penalty is running, then take it."""
+        if not 0 < weight <= self.budget:
+            raise ValueError(f"weight {weight} outside 1..{self.budget}")
+        waited = self._lock.locked()  # the holder only keeps the lock while it sleeps
+        async with self._lock:
+            while (wait_ms := self._wait_ms(weight)) > 0:
+                waited = True
+                await self.sleep(wait_ms / 1000.0)
+            self._used += weight
+            self.acquired_total += weight
+            self.throttled += int(waited)
+
+    def _wait_ms(self, weight: int) -> int:
+        now = self.clock()
+        self._roll(now)
+        if now < self._blocked_until_ms:
+            return self._blocked_until_ms - now
+        if self._used + weight > self.budget:
+            return _next_minute(now) - now
+        return 0
+
+    def _roll(self, now_ms: int) -> None:
+        minute = now_ms // MINUTE_MS
+        if minute != self._minute:
+            self._minute = minute
+            self._used = 0
+
+    def observe(self, used_weight_1m: int, sent_at_ms: int) -> None:
+        """Fold in the exchange's ``X-MBX-USED-WEIGHT-1M`` for a request sent at ``sent_at_ms``."""
+        self._roll(self.clock())
+        if sent_at_ms // MINUTE_MS == self._minute:
+            self._used = max(self._used, used_weight_1m)
+
+    def penalise(self, status: int, retry_after_s: float | None, body: str) -> int:
+        """Record a 429/418 and block every caller until its deadline; return the deadline (epoch ms).
+
+        The deadline is the latest of the 418 body's "banned until <ms>" and ``Retry-After``; with
+        neither, the next minute boundary.
+        """
+        now = self.clock()
+        if status == 418:
+            self.banned_418 += 1
+        else:
+            self.rate_limited_429 += 1
+        candidates = []
+        if match := _BANNED_UNTIL.search(body):
+            candidates.append(int(match.group(1)))
+        if retry_after_s is not None:
+            candidates.append(now + int(retry_after_s * 1000))
+        deadline = max(candidates) if candidates else _next_minute(now)
+        self._blocked_until_ms = max(self._blocked_until_ms, deadline)
+        return self._blocked_until_ms

@@ -1,0 +1,131 @@
+"""WeightGovernor on a fake clock: budget, headroom, header folding, 429/418 deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from smc_quant.exchange.governor import WeightGovernor
+
+T0 = 1_700_000_020_000  # 40 s into a minute
+
+
+class FakeClock:
+    """Epoch-ms clock whose sleep advances time instantly and records each wait."""
+
+    def __init__(self, now_ms: int = T0) -> None:
+        self.now_ms = now_ms
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now_ms += round(seconds * 1000)
+        await asyncio.sleep(0)  # a real sleep lets other tasks run; so does this one
+
+
+def make(limit: int = 100, headroom: float = 0.10) -> tuple[WeightGovernor, FakeClock]:
+    clock = FakeClock()
+    return WeightGovernor(limit, headroom, clock=clock, sleep=clock.sleep), clock
+
+
+async def test_acquires_within_budget_without_waiting() -> None:
+    """Weight up to limit minus headroom is granted at once and counted."""
+    gov, clock = make()
+    for _ in range(9):
+        await gov.acquire(10)
+    assert gov.budget == 90
+    assert gov.used_weight == 90
+    assert clock.sleeps == []
+    assert gov.throttled == 0
+
+
+async def test_waits_for_the_next_minute_when_the_budget_is_spent() -> None:
+    """A request that would eat into the headroom waits until the minute boundary, then starts afresh."""
+    gov, clock = make()
+    await gov.acquire(85)
+    await gov.acquire(10)
+    assert clock.sleeps == [20.0]
+    assert clock.now_ms == T0 + 20_000
+    assert gov.used_weight == 10
+    assert gov.throttled == 1
+    assert gov.acquired_total == 95
+
+
+async def test_header_raises_usage_seen_by_the_exchange() -> None:
+    """X-MBX-USED-WEIGHT-1M above our own count (other clients on the IP) reduces what is left."""
+    gov, clock = make()
+    await gov.acquire(5)
+    gov.observe(88, sent_at_ms=clock())
+    assert gov.used_weight == 88
+    await gov.acquire(5)
+    assert clock.sleeps == [20.0]
+
+
+async def test_header_from_a_previous_minute_is_ignored() -> None:
+    """A late response sent in the previous minute does not charge the new minute."""
+    gov, clock = make()
+    sent = clock()
+    clock.now_ms += 30_000
+    gov.observe(80, sent_at_ms=sent)
+    assert gov.used_weight == 0
+
+
+async def test_429_with_retry_after_blocks_every_caller_until_the_deadline() -> None:
+    """After a 429 no acquire returns before Retry-After has passed (so no 418 can follow)."""
+    gov, clock = make()
+    deadline = gov.penalise(429, 7.0, '{"code":-1003,"msg":"Too many requests"}')
+    assert deadline == T0 + 7_000
+    await asyncio.gather(gov.acquire(1), gov.acquire(1))
+    assert clock.now_ms >= deadline
+    assert gov.rate_limited_429 == 1
+    assert gov.throttled == 2
+
+
+async def test_429_without_retry_after_waits_for_the_next_minute() -> None:
+    """Without Retry-After the penalty lasts until the next minute boundary."""
+    gov, clock = make()
+    assert gov.penalise(429, None, "") == T0 + 20_000
+    await gov.acquire(1)
+    assert clock.now_ms == T0 + 20_000
+
+
+async def test_418_uses_the_banned_until_time_from_the_body() -> None:
+    """A 418 body's "banned until <ms>" sets the deadline, even beyond the next minute."""
+    gov, clock = make()
+    until = T0 + 125_000
+    body = f'{{"code":-1003,"msg":"Way too many requests; IP(***) banned until {until}."}}'
+    assert gov.penalise(418, None, body) == until
+    await gov.acquire(1)
+    assert clock.now_ms == until
+    assert gov.banned_418 == 1
+
+
+async def test_418_takes_the_later_of_body_and_retry_after() -> None:
+    """When both a ban time and Retry-After are given, the later deadline wins."""
+    gov, _ = make()
+    assert gov.penalise(418, 300.0, f"banned until {T0 + 1000}") == T0 + 300_000
+
+
+async def test_a_shorter_penalty_never_shortens_a_running_one() -> None:
+    """A second, shorter penalty keeps the earlier, later deadline."""
+    gov, _ = make()
+    gov.penalise(418, 120.0, "")
+    assert gov.penalise(429, 1.0, "") == T0 + 120_000
+
+
+async def test_set_limit_follows_exchange_info() -> None:
+    """The limit read from rateLimits changes the budget."""
+    gov, _ = make()
+    gov.set_limit(2400)
+    assert gov.budget == 2160
+
+
+async def test_a_weight_above_the_budget_is_a_bug() -> None:
+    """Asking for more than one minute's budget can never succeed and fails at once."""
+    gov, _ = make()
+    with pytest.raises(ValueError, match="outside"):
+        await gov.acquire(91)
