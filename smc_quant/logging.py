@@ -37,6 +37,8 @@ def configure_logging(level: str = "INFO", fmt: Literal["auto", "json", "console
     )
     numeric = logging.getLevelName(level)
     logging.basicConfig(level=numeric, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
+    for noisy in ("pgserver", "asyncio", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -32,7 +32,7 @@ ENV_PREFIX = "SMC_"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
 class VenueSettings(_Section):
@@ -128,6 +128,7 @@ class Settings(BaseSettings):
         frozen=True,
         extra="forbid",
         populate_by_name=True,
+        use_attribute_docstrings=True,
     )
 
     shard_count: PositiveInt = Field(1, validation_alias=AliasChoices("SHARD_COUNT", "SMC_SHARD_COUNT"))
@@ -151,9 +152,13 @@ class Settings(BaseSettings):
     state_dir: Path = Field(default_factory=lambda: _default_state_dir())
     """Where the embedded PostgreSQL keeps its data and other local state lives."""
     venue: VenueSettings = VenueSettings()
+    """Exchange endpoints and REST budget."""
     universe: UniverseSettings = UniverseSettings()
+    """Instrument selection."""
     feed: FeedSettings = FeedSettings()
+    """WebSocket feed, queues, candle store."""
     ops: OpsSettings = OpsSettings()
+    """Health and metrics endpoint."""
 
     @field_validator("database_url")
     @classmethod
@@ -208,3 +213,40 @@ def load_settings(**overrides: object) -> Settings:
         name = _env_name(tuple(first["loc"]))
         rule = first["msg"].removeprefix("Value error, ")
         raise ConfigError(f"invalid setting {name}: {rule}") from None
+
+
+def settings_reference() -> list[tuple[str, str, str]]:
+    """``(environment variable, default, description)`` for every setting, in declaration order."""
+    rows: list[tuple[str, str, str]] = []
+    user_facing = {"shard_count": "SHARD_COUNT", "database_url": "DATABASE_URL", "redis_url": "REDIS_URL",
+                   "binance_api_key": "BINANCE_API_KEY", "binance_api_secret": "BINANCE_API_SECRET"}
+    for name, field in Settings.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            for sub, subfield in annotation.model_fields.items():
+                default = subfield.get_default(call_default_factory=True)
+                rows.append((f"{ENV_PREFIX}{name.upper()}__{sub.upper()}", _render(default),
+                             subfield.description or ""))
+            continue
+        env = user_facing.get(name, ENV_PREFIX + name.upper())
+        default = "~/.local/state/smc-quant" if name == "state_dir" else _render(field.get_default(call_default_factory=True))
+        rows.append((env, default, field.description or ""))
+    return rows
+
+
+def _render(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, tuple):
+        return "[" + ",".join(f'"{v}"' for v in value) + "]" if value else "[]"
+    return str(value)
+
+
+def render_env_example() -> str:
+    """The text of ``config/.env.example``: every setting with its default, commented out."""
+    lines = ["# smc-quant settings. Every variable is optional; the value shown is the default.",
+             "# Nested sections use SMC_<SECTION>__<NAME>. Generated from smc_quant/settings.py", ""]
+    for env, default, doc in settings_reference():
+        lines.append(f"# {doc}")
+        lines.append(f"# {env}={default}")
+    return "\n".join(lines) + "\n"

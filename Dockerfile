@@ -1,0 +1,29 @@
+# smc-quant service image: slim, non-root, health-checked through `smc-quant check`.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY smc_quant ./smc_quant
+COPY shards ./shards
+RUN pip install --no-cache-dir --upgrade pip \
+ && pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libgomp1 \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --create-home --uid 10001 smc
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+WORKDIR /app
+COPY migrations ./migrations
+COPY config ./config
+ENV SMC_MIGRATIONS_DIR=/app/migrations \
+    SMC_OPS__HOST=0.0.0.0 \
+    SMC_OPS__PORT=8080 \
+    SMC_LOG_FORMAT=json \
+    PYTHONUNBUFFERED=1
+USER smc
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 CMD ["smc-quant", "check"]
+ENTRYPOINT ["smc-quant"]
+CMD ["run"]

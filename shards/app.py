@@ -1,0 +1,154 @@
+"""The composition root: builds every component from one :class:`Settings` and runs the service.
+
+Order of start: database (``DATABASE_URL`` or embedded) → migrations → pool → Redis (optional) →
+HTTP session + REST client (one weight governor) → universe → cluster (warm start from PostgreSQL)
+→ ops endpoint. ``stop()`` reverses it: stop intake, drain queues, flush to PostgreSQL, close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import aiohttp
+import asyncpg
+import redis.asyncio as aioredis
+import structlog
+
+from smc_quant.domain.candles import Candle, interval_ms
+from smc_quant.exchange.governor import WeightGovernor
+from smc_quant.exchange.rest import BinanceRestClient, ExchangeUnreachable
+from smc_quant.ops.server import OpsServer
+from smc_quant.settings import Settings
+from smc_quant.store.candles import CandleRepository
+from smc_quant.store.db import create_pool
+from smc_quant.store.embedded import EmbeddedPostgres, resolve_database
+from smc_quant.store.migrations import apply_migrations
+from smc_quant.store.universe_cache import UniverseCache
+from smc_quant.universe import BinanceUniverse, Universe
+from shards.cluster import ClusterManager
+
+
+class ServiceUnavailable(Exception):
+    """The service cannot start (exchange unreachable with nothing cached); the message is one line."""
+
+
+class Service:
+    """One process of smc-quant: every shard of ``settings.shard_count`` plus the ops endpoint."""
+
+    def __init__(self, settings: Settings, *, logger: structlog.stdlib.BoundLogger | None = None) -> None:
+        self.settings = settings
+        self.log = logger or structlog.get_logger()
+        self.embedded: EmbeddedPostgres | None = None
+        self.pool: asyncpg.Pool | None = None
+        self.redis: aioredis.Redis | None = None
+        self.session: aiohttp.ClientSession | None = None
+        self.rest: BinanceRestClient | None = None
+        self.governor: WeightGovernor | None = None
+        self.universe: Universe | None = None
+        self.cluster: ClusterManager | None = None
+        self.ops: OpsServer | None = None
+        self._ready = False
+
+    async def start(self) -> None:
+        """Bring every component up; raise :class:`ServiceUnavailable` with one clear line if it cannot."""
+        s = self.settings
+        dsn, self.embedded = await resolve_database(s)
+        applied = await apply_migrations(dsn)
+        self.pool = await create_pool(dsn)
+        self.log.info("database_ready", embedded=self.embedded is not None, migrations_applied=len(applied))
+        self.redis = await self._connect_redis()
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=s.venue.request_timeout_s))
+        self.governor = WeightGovernor(s.venue.weight_limit_per_minute, s.venue.weight_headroom)
+        self.rest = BinanceRestClient(self.session, s.venue.rest_base, self.governor,
+                                      timeout_s=s.venue.request_timeout_s, logger=self.log)
+        self.universe = await self._load_universe()
+        repo = CandleRepository(self.pool)
+        self.cluster = ClusterManager(s, symbols=self.universe.symbols, session=self.session,
+                                      repository=repo, backfill=self._backfill, logger=self.log)
+        await self.cluster.seed()
+        self.cluster.start()
+        self.ops = OpsServer(self.cluster.metrics, window_s=self._freshness_window(),
+                             fraction=s.ops.fresh_fraction, queue_depth=self.cluster.queue_depth,
+                             ready=lambda: self._ready, extra=self._extra_metrics)
+        await self.ops.start(s.ops.host, s.ops.port)
+        self._ready = True
+        self.log.info("service_started", symbols=len(self.universe.symbols), shards=s.shard_count,
+                      universe_source=self.universe.source, ops=f"http://{s.ops.host}:{self.ops.port}")
+
+    async def _connect_redis(self) -> aioredis.Redis | None:
+        if not self.settings.redis_url:
+            return None
+        client: aioredis.Redis = aioredis.from_url(self.settings.redis_url)
+        try:
+            await client.ping()
+        except Exception as exc:  # noqa: BLE001 - Redis is optional in single-process mode
+            self.log.warning("redis_unavailable", error=type(exc).__name__)
+            await client.aclose()
+            return None
+        return client
+
+    async def _load_universe(self) -> Universe:
+        assert self.rest is not None and self.pool is not None
+        try:
+            await self.rest.ping()
+        except ExchangeUnreachable as exc:
+            self.log.error("exchange_unreachable", url=self.settings.venue.rest_base, reason=str(exc),
+                           hint="offline? run `smc-quant demo` to use the built-in emulator")
+            cache = await UniverseCache(self.pool).load()
+            if cache is None:
+                raise ServiceUnavailable(
+                    f"cannot reach the exchange at {self.settings.venue.rest_base} and no universe is cached; "
+                    "for an offline demo run: smc-quant demo"
+                ) from None
+        universe = BinanceUniverse(self.rest, UniverseCache(self.pool), self.redis, self.settings.universe,
+                                   logger=self.log)
+        return await universe.load()
+
+    async def _backfill(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> list[Candle]:
+        assert self.rest is not None
+        step = interval_ms(interval)
+        wanted = (end_ms - start_ms) // step + 1
+        limit = max(1, min(self.settings.feed.backfill_limit, wanted))
+        return await self.rest.closed_klines(symbol, interval, start_ms, end_ms, now_ms=end_ms + step, limit=limit)
+
+    def _freshness_window(self) -> float:
+        ops = self.settings.ops
+        if ops.freshness_window_s is not None:
+            return ops.freshness_window_s
+        return interval_ms(self.settings.feed.interval) / 1000 + ops.freshness_grace_s
+
+    def _extra_metrics(self) -> dict[str, float]:
+        gov: Any = self.governor
+        if gov is None:
+            return {}
+        return {"rest_weight_used": float(gov.used_weight), "rest_rate_limited_429": float(gov.rate_limited_429),
+                "rest_banned_418": float(gov.banned_418), "rest_throttled": float(gov.throttled)}
+
+    async def stop(self) -> None:
+        """Stop intake, drain, flush, close — each step runs even if an earlier one failed."""
+        self._ready = False
+        if self.cluster is not None:
+            await self.cluster.stop()
+        if self.ops is not None:
+            await self.ops.stop()
+        if self.session is not None:
+            await self.session.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+        if self.pool is not None:
+            await self.pool.close()
+        if self.embedded is not None:
+            await self.embedded.stop()
+        self.log.info("service_stopped")
+
+
+async def run_until_signalled(service: Service, stop: asyncio.Event) -> None:
+    """Start ``service``, wait for ``stop``, then shut it down in order."""
+    try:
+        await service.start()
+        await stop.wait()
+    finally:
+        with contextlib.suppress(Exception):
+            await service.stop()

@@ -1,0 +1,169 @@
+"""``smc-quant`` command line: run, demo, emulator, migrate, check.
+
+Exit codes: 0 success, 1 runtime failure (exchange unreachable, unhealthy), 2 invalid configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from smc_quant.errors import ConfigError
+from smc_quant.logging import configure_logging, get_logger
+from smc_quant.settings import Settings, load_settings
+from shards.app import Service, ServiceUnavailable, run_until_signalled
+
+
+def _run_loop(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+        return asyncio.run(main())
+    return uvloop.run(main())
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def _settings(overrides: dict[str, Any] | None = None) -> Settings:
+    settings = load_settings(**(overrides or {}))
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def cmd_run(_: argparse.Namespace) -> int:
+    """Run the service until SIGINT/SIGTERM."""
+    settings = _settings()
+
+    async def main() -> int:
+        try:
+            await run_until_signalled(Service(settings), _stop_event())
+        except ServiceUnavailable as exc:
+            print(f"smc-quant: {exc}", file=sys.stderr)
+            return 1
+        return 0
+
+    return _run_loop(main)
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    """Apply pending migrations and exit."""
+    from smc_quant.store.embedded import resolve_database
+    from smc_quant.store.migrations import apply_migrations
+
+    settings = _settings()
+
+    async def main() -> int:
+        dsn, embedded = await resolve_database(settings)
+        try:
+            applied = await apply_migrations(dsn)
+        finally:
+            if embedded is not None:
+                await embedded.stop()
+        print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
+        return 0
+
+    return _run_loop(main)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Exit 0 when /health answers 200, 1 otherwise (for Docker HEALTHCHECK)."""
+    url = args.url
+    if url is None:
+        ops = load_settings().ops
+        host = "127.0.0.1" if ops.host in ("0.0.0.0", "::") else ops.host
+        url = f"http://{host}:{ops.port}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as resp:
+            print(f"healthy ({resp.status})")
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(f"unhealthy ({exc.code}): {exc.read().decode(errors='replace')[:500]}")
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"unreachable: {url} ({exc})")
+    return 1
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    """Serve the Binance USDT-M emulator until SIGINT/SIGTERM."""
+    from smc_quant.exchange.emulator.cli import run_emulator
+
+    return run_emulator(args.rest)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the service against the built-in emulator replaying real candles (no network needed)."""
+    from smc_quant.exchange.emulator import Emulator, EmulatorConfig
+
+    log = get_logger()
+
+    async def main() -> int:
+        config = EmulatorConfig(data_dir=Path(args.data), speed=args.speed, map_to_exchange_info=True)
+        async with Emulator(config) as emu:
+            await emu.start(port=args.emulator_port)
+            settings = _settings({
+                "venue": {"rest_base": emu.rest_url, "ws_market_base": emu.ws_market_base,
+                          "ws_public_base": emu.ws_public_base},
+                "universe": {"quote_assets": ("USDT", "USDC")},
+                "ops": {"port": args.ops_port, "freshness_window_s": max(2.0, 60.0 / max(args.speed, 1.0) * 3)},
+                "mode": "replay",
+            })
+            log.info("demo_emulator", rest=emu.rest_url, market=emu.ws_market_base, speed=args.speed)
+            await run_until_signalled(Service(settings), _stop_event())
+        return 0
+
+    try:
+        configure_logging("INFO")
+        return _run_loop(main)
+    except ServiceUnavailable as exc:
+        print(f"smc-quant: {exc}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smc-quant", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the service (settings from the environment)").set_defaults(func=cmd_run)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    check = sub.add_parser("check", help="exit 0 if /health is 200, else 1")
+    check.add_argument("--url", default=None, help="health URL (default from SMC_OPS__HOST/PORT)")
+    check.add_argument("--timeout", type=float, default=5.0)
+    check.set_defaults(func=cmd_check)
+    emu = sub.add_parser("emulator", help="serve the Binance USDT-M emulator", add_help=False)
+    emu.add_argument("rest", nargs=argparse.REMAINDER)
+    emu.set_defaults(func=cmd_emulator)
+    demo = sub.add_parser("demo", help="offline demo: the service against the emulator on real data")
+    demo.add_argument("--data", default="../shared/data", help="real data folder (default ../shared/data)")
+    demo.add_argument("--speed", type=float, default=60.0, help="replay speed (60 = one minute per second)")
+    demo.add_argument("--ops-port", type=int, default=8080)
+    demo.add_argument("--emulator-port", type=int, default=0)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"smc-quant: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

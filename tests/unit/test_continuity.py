@@ -1,0 +1,50 @@
+"""Per-symbol continuity: order, duplicates, gaps held and released in order."""
+
+from __future__ import annotations
+
+import pytest
+
+from smc_quant.datasets import KLINES_2023_1M, read_klines
+from smc_quant.domain.continuity import Continuity, Gap, Verdict
+from tests.builders import candles_of
+
+MIN = 60_000
+
+
+@pytest.fixture
+def btc(shared_data):  # type: ignore[no-untyped-def]
+    return candles_of(read_klines(shared_data / KLINES_2023_1M / "BTCUSDT.csv.gz"), 0, 20)
+
+
+def test_in_order_candles_are_accepted(btc) -> None:  # type: ignore[no-untyped-def]
+    """Consecutive candles are all accepted and duplicates/out-of-order ones rejected."""
+    c = Continuity(MIN)
+    assert [c.offer(x)[0] for x in btc[:5]] == [Verdict.ACCEPT] * 5
+    assert c.offer(btc[4])[0] is Verdict.DUPLICATE
+    assert c.offer(btc[2])[0] is Verdict.OUT_OF_ORDER
+
+
+def test_gap_holds_later_candles_until_backfill(btc) -> None:  # type: ignore[no-untyped-def]
+    """A gap returns its exact range, holds later candles, and completes in order with nothing missing."""
+    c = Continuity(MIN)
+    c.offer(btc[0])
+    verdict, gap = c.offer(btc[4])
+    assert verdict is Verdict.GAP
+    assert gap == Gap("BTCUSDT", btc[1].open_time, btc[3].open_time)
+    assert gap.count(MIN) == 3
+    assert c.offer(btc[5])[0] is Verdict.HELD
+    assert c.offer(btc[5])[0] is Verdict.DUPLICATE
+    ordered, missing = c.complete("BTCUSDT", btc[1:4])
+    assert [x.open_time for x in ordered] == [x.open_time for x in btc[1:6]]
+    assert missing == 0
+    assert c.offer(btc[6])[0] is Verdict.ACCEPT
+
+
+def test_unfillable_gap_is_counted(btc) -> None:  # type: ignore[no-untyped-def]
+    """When the backfill returns nothing, the held candles are released and the hole is counted."""
+    c = Continuity(MIN)
+    c.seed("BTCUSDT", btc[0].open_time)
+    c.offer(btc[3])
+    ordered, missing = c.complete("BTCUSDT", [])
+    assert [x.open_time for x in ordered] == [btc[3].open_time]
+    assert missing == 2
