@@ -124,7 +124,8 @@ class BinanceRestClient:
                     raise
                 delay = 0.0 if isinstance(exc, RateLimited) else self._backoff(attempt)
                 self._log.warning("rest_retry", path=path, attempt=attempt + 1, error=str(exc), delay_s=delay)
-                await self.governor.sleep(delay)
+                if delay > 0:
+                    await self.governor.sleep(delay)
         raise AssertionError("unreachable")
 
     async def request(self, method: str, path: str, params: Params, *, weight: int) -> Any:
