@@ -98,8 +98,10 @@ class BinanceUniverse:
 
     def __init__(self, rest: BinanceRestClient | None, cache: UniverseCache | None,
                  redis: aioredis.Redis | None, settings: UniverseSettings, logger: Any = None, *,
-                 default_weight_limit: int = DEFAULT_WEIGHT_LIMIT) -> None:
+                 default_weight_limit: int = DEFAULT_WEIGHT_LIMIT,
+                 redis_key: str = keys.UNIVERSE_EXCHANGE_INFO) -> None:
         self._rest = rest
+        self._redis_key = redis_key
         self._cache = cache
         self._redis = redis
         self._settings = settings
@@ -163,7 +165,7 @@ class BinanceUniverse:
 
     async def _write_through(self, payload: dict[str, Any]) -> None:
         if self._redis is not None:
-            await self._guard("redis", self._redis.set(keys.UNIVERSE_EXCHANGE_INFO, orjson.dumps(payload)))
+            await self._guard("redis", self._redis.set(self._redis_key, orjson.dumps(payload)))
         if self._cache is not None:
             await self._guard("postgres", self._cache.save(payload))
 
@@ -177,7 +179,7 @@ class BinanceUniverse:
     async def _from_redis(self) -> Any:
         if self._redis is None:
             return None
-        raw = await self._redis.get(keys.UNIVERSE_EXCHANGE_INFO)
+        raw = await self._redis.get(self._redis_key)
         return None if raw is None else orjson.loads(raw)
 
     async def _from_postgres(self) -> Any:
