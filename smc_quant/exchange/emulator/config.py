@@ -1,0 +1,64 @@
+"""The emulator's settings: one frozen object, built by the caller (tests, CLI) and passed in."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from smc_quant.datasets import KLINES_2023_1M
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    """What the emulator replays, how fast, and the exchange limits it enforces."""
+
+    data_dir: Path
+    """The shared data folder (``smc_quant.datasets.data_dir()``)."""
+    interval_folder: str = KLINES_2023_1M
+    """Kline folder under ``data_dir`` replayed as the ``1m`` stream."""
+    speed: float = 1.0
+    """1.0 = real time, N = N times faster, 0 = as fast as the clients take it (still in step)."""
+    updates_per_candle: int = 3
+    """In-candle (``k.x`` false) frames synthesised before each candle's final (``k.x`` true) frame."""
+    map_to_exchange_info: bool = False
+    """Serve all exchangeInfo symbols, mapping the real series round-robin onto them."""
+    symbols: tuple[str, ...] = ()
+    """Restrict the served symbols (empty = all)."""
+    start_time_ms: int | None = None
+    """First replayed minute; default: the first minute where every served series has data."""
+    max_minutes: int | None = None
+    """Stop the replay after this many minutes (default: when the first served series ends)."""
+    start_paused: bool = False
+    """Start with the replay clock paused; :meth:`Emulator.resume` starts it."""
+    serve_history: bool = True
+    """REST klines also return the real candles before the replay start."""
+    weight_limit: int = 2400
+    """REST request weight per IP per wall-clock minute."""
+    ban_after_429s: int = 5
+    """Requests answered 429 within one minute after which the IP is banned (HTTP 418)."""
+    ban_seconds: float = 120.0
+    """How long a ban lasts (wall clock)."""
+    ping_interval_s: float = 180.0
+    """Server WebSocket ping cadence."""
+    pong_timeout_s: float = 600.0
+    """Close a connection that has not answered a ping for this long."""
+    max_streams_per_connection: int = 200
+    """More streams on one connection close it with 1008."""
+    max_incoming_per_s: int = 10
+    """More incoming messages (text, ping, pong) in one second close the connection with 1008."""
+    max_send_buffer_bytes: int = 8 * 1024 * 1024
+    """A client whose unsent data exceeds this is dropped (counted as ``slow_client_drops``)."""
+    slow_client_timeout_s: float = 10.0
+    """At speed 0 the replay waits this long for a lagging client to drain before dropping it."""
+    clock: Callable[[], float] = field(default=time.time, compare=False)
+    """Wall clock (seconds) for weight windows and bans; tests may inject a fixed one."""
+
+    def __post_init__(self) -> None:
+        if self.speed < 0:
+            raise ValueError("speed must be >= 0")
+        if self.updates_per_candle < 0:
+            raise ValueError("updates_per_candle must be >= 0")
+        if self.max_minutes is not None and self.max_minutes < 0:
+            raise ValueError("max_minutes must be >= 0")

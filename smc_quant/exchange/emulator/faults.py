@@ -1,0 +1,123 @@
+"""Fault switches: what the emulator breaks on purpose, and counters of what it broke.
+
+Drives: :class:`Faults` methods in-process, or ``POST /_emulator/faults`` with the same names.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Protocol
+
+import orjson
+
+from smc_quant.exchange.emulator.frames import ws_text_frame
+
+
+class ConnectionControl(Protocol):
+    """What faults need from the stream server."""
+
+    def drop_all(self) -> int: ...
+    def close_all(self, code: int, reason: str) -> int: ...
+
+
+def _payload(frame: bytes) -> bytes:
+    n = frame[1] & 0x7F
+    return frame[2 + (2 if n == 126 else 8 if n == 127 else 0) :]
+
+
+def broken_frame(frame: bytes, kind: int) -> bytes:
+    """A broken copy of a kline frame: truncated JSON, NaN close, negative close, or high < low."""
+    payload = _payload(frame)
+    if kind % 4 == 0:
+        return ws_text_frame(payload[: max(1, len(payload) // 2)])
+    doc = orjson.loads(payload)
+    k = (doc.get("data") or doc)["k"]
+    if kind % 4 == 1:
+        k["c"] = "NaN"
+    elif kind % 4 == 2:
+        k["c"] = "-" + k["c"]
+    else:
+        k["h"] = repr(float(k["l"]) / 2)
+    return ws_text_frame(orjson.dumps(doc))
+
+
+class Faults:
+    """Switches (stall, malformed, delay, HTTP errors) and actions (drop, close) with counters."""
+
+    def __init__(self, control: ConnectionControl) -> None:
+        self._control = control
+        self.stalled = False
+        self.malformed_pending = 0
+        self.delay_s = 0.0
+        self.http_status = 0
+        self.http_pending = 0
+        self.counters: Counter[str] = Counter()
+
+    def drop_all(self, code: int = 1006) -> int:
+        """Cut every WebSocket connection without a close frame (the client sees 1006)."""
+        if code != 1006:
+            return self.close_all(code)
+        n = self._control.drop_all()
+        self.counters["drops"] += n
+        return n
+
+    def close_all(self, code: int = 1001, reason: str = "") -> int:
+        """Close every WebSocket connection with a close frame (1001 going away, 1008 policy)."""
+        n = self._control.close_all(code, reason or ("going away" if code == 1001 else "Too many requests"))
+        self.counters[f"closes_{code}"] += n
+        return n
+
+    def stall(self, on: bool = True) -> None:
+        """Keep sockets open but send nothing; the replay goes on, so resuming leaves a gap."""
+        if on and not self.stalled:
+            self.counters["stalls"] += 1
+        self.stalled = on
+
+    def malformed(self, n: int = 1) -> None:
+        """Make the next ``n`` data frames broken (bad JSON or bad values) instead of the real ones."""
+        self.malformed_pending += n
+
+    def delay_ms(self, ms: float) -> None:
+        """Deliver every WebSocket frame and REST response ``ms`` late (0 turns it off)."""
+        self.delay_s = max(0.0, ms) / 1000.0
+
+    def http_error(self, status: int = 429, count: int = 1) -> None:
+        """Answer the next ``count`` REST requests with HTTP ``status`` (429, 418 or 503)."""
+        if status not in (429, 418, 503):
+            raise ValueError("http_error status must be 429, 418 or 503")
+        self.http_status, self.http_pending = status, count
+
+    def take_http_error(self) -> int | None:
+        """The injected status for this request, if any (consumes one)."""
+        if self.http_pending <= 0:
+            return None
+        self.http_pending -= 1
+        self.counters[f"http_{self.http_status}"] += 1
+        return self.http_status
+
+    def take_malformed(self, frame: bytes) -> bytes:
+        """``frame``, or a broken copy of it while malformed frames are pending (consumes one)."""
+        if self.malformed_pending <= 0:
+            return frame
+        self.malformed_pending -= 1
+        kind = self.counters["malformed"]
+        self.counters["malformed"] += 1
+        return broken_frame(frame, kind)
+
+    def apply(self, command: dict[str, Any]) -> Any:
+        """Run one admin command ``{"action": name, ...args}``."""
+        action = command.get("action")
+        args = {k: v for k, v in command.items() if k != "action"}
+        if action not in ("drop_all", "close_all", "stall", "malformed", "delay_ms", "http_error"):
+            raise ValueError(f"unknown fault action {action!r}")
+        return getattr(self, str(action))(**args)
+
+    def state(self) -> dict[str, Any]:
+        """Switch positions and counters, for ``GET /_emulator/state``."""
+        return {
+            "stalled": self.stalled,
+            "malformed_pending": self.malformed_pending,
+            "delay_ms": self.delay_s * 1000.0,
+            "http_error": {"status": self.http_status, "pending": self.http_pending},
+            "counters": dict(self.counters),
+        }

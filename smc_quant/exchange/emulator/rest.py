@@ -1,0 +1,165 @@
+"""REST routes: ping, time, exchangeInfo and klines, behind request weight and injected HTTP faults."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from smc_quant.domain.candles import MINUTE_MS
+from smc_quant.exchange.emulator.config import EmulatorConfig
+from smc_quant.exchange.emulator.faults import Faults
+from smc_quant.exchange.emulator.frames import rest_row
+from smc_quant.exchange.emulator.market import Market
+from smc_quant.exchange.emulator.ratelimit import Verdict, WeightLimiter, klines_weight
+from smc_quant.exchange.emulator.replay import Replay
+
+WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON response serialized with orjson."""
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type="application/json", headers=headers
+    )
+
+
+def _bad(code: int, msg: str) -> web.Response:
+    return json_response({"code": code, "msg": msg}, status=400)
+
+
+class RestApi:
+    """Public market-data endpoints of ``/fapi/v1``."""
+
+    def __init__(self, config: EmulatorConfig, market: Market, replay: Replay, faults: Faults) -> None:
+        self._config = config
+        self._market = market
+        self._replay = replay
+        self._faults = faults
+        self.limiter = WeightLimiter(
+            config.weight_limit, config.ban_after_429s, config.ban_seconds, config.clock
+        )
+        self.requests = 0
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/fapi/v1/ping", self._weighted(self.ping)),
+            web.get("/fapi/v1/time", self._weighted(self.time)),
+            web.get("/fapi/v1/exchangeInfo", self._weighted(self.exchange_info)),
+            web.get("/fapi/v1/klines", self._weighted(self.klines, self._klines_weight)),
+        ]
+
+    @staticmethod
+    def _klines_weight(request: web.Request) -> int:
+        try:
+            return klines_weight(int(request.query.get("limit", "500")))
+        except ValueError:
+            return 1
+
+    def _weighted(self, handler: Handler, weight: Callable[[web.Request], int] = lambda r: 1) -> Handler:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            self.requests += 1
+            if self._faults.delay_s > 0:
+                await asyncio.sleep(self._faults.delay_s)
+            ip = request.remote or "unknown"
+            injected = self._faults.take_http_error()
+            if injected is not None:
+                return self._injected(injected, self.limiter.used(ip))
+            verdict = self.limiter.charge(ip, weight(request))
+            if verdict.status != 200:
+                return self._limited(verdict)
+            response = await handler(request)
+            response.headers[WEIGHT_HEADER] = str(verdict.used)
+            return response
+
+        return wrapped
+
+    def _limited(self, v: Verdict) -> web.Response:
+        headers = {WEIGHT_HEADER: str(v.used), "Retry-After": str(v.retry_after_s)}
+        if v.status == 418:
+            msg = f"Way too many requests; IP banned until {v.banned_until_ms}."
+        else:
+            msg = (
+                f"Too many requests; current limit is {self._config.weight_limit} requests per minute. "
+                "Please use the websocket for live updates to avoid polling the API."
+            )
+        return json_response({"code": -1003, "msg": msg}, status=v.status, headers=headers)
+
+    def _injected(self, status: int, used: int) -> web.Response:
+        headers = {WEIGHT_HEADER: str(used), "Retry-After": "1"}
+        if status == 503:
+            return json_response({"code": -1001, "msg": "Service Unavailable."}, 503, headers)
+        until = int(time.time() * 1000) + 1000
+        return (
+            self._limited(Verdict(status, used, 1, until))
+            if status == 418
+            else json_response(
+                {
+                    "code": -1003,
+                    "msg": f"Too many requests; current limit is {self._config.weight_limit} "
+                    "requests per minute.",
+                },
+                429,
+                headers,
+            )
+        )
+
+    async def ping(self, request: web.Request) -> web.Response:
+        return json_response({})
+
+    async def time(self, request: web.Request) -> web.Response:
+        return json_response({"serverTime": self._replay.now_ms()})
+
+    async def exchange_info(self, request: web.Request) -> web.Response:
+        return json_response(self._market.exchange_info(self._replay.now_ms(), self._config.weight_limit))
+
+    async def klines(self, request: web.Request) -> web.Response:
+        q = request.query
+        symbol = q.get("symbol", "").upper()
+        if not symbol:
+            return _bad(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
+        if "interval" not in q:
+            return _bad(-1102, "Mandatory parameter 'interval' was not sent, was empty/null, or malformed.")
+        if symbol not in self._market.source_of:
+            return _bad(-1121, "Invalid symbol.")
+        if q["interval"] != "1m":
+            return _bad(-1120, "Invalid interval.")
+        try:
+            limit = int(q.get("limit", "500"))
+            start = int(q["startTime"]) if "startTime" in q else None
+            end = int(q["endTime"]) if "endTime" in q else None
+        except ValueError:
+            return _bad(-1100, "Illegal characters found in a parameter.")
+        if not 1 <= limit <= 1500:
+            return _bad(-1130, "Data sent for parameter 'limit' is not valid.")
+        return json_response(self.rows(symbol, start, end, limit))
+
+    def rows(self, symbol: str, start: int | None, end: int | None, limit: int) -> list[list[object]]:
+        """Closed candles up to the replay clock, then the still-open bar, oldest first, like Binance."""
+        market, replay = self._market, self._replay
+        src = market.source_of[symbol]
+        prec = market.precision[src]
+        first = int(market.series[src].open_time[0]) if self._config.serve_history else market.start_ms
+        a = max(first, -(-start // MINUTE_MS) * MINUTE_MS if start is not None else first)
+        b = market.start_ms + (replay.minutes_replayed - 1) * MINUTE_MS
+        if end is not None:
+            b = min(b, end - end % MINUTE_MS)
+        bar = replay.open_bar(symbol)
+        live = bar is not None and (start is None or bar[0] >= start) and (end is None or bar[0] <= end)
+        if start is not None:
+            b = min(b, a + (limit - 1) * MINUTE_MS)
+        else:
+            a = max(a, b - (limit - 1 - int(live)) * MINUTE_MS)
+        rows: list[list[object]] = []
+        for t in range(a, b + 1, MINUTE_MS):
+            i = market.index(src, t)
+            if i is not None:
+                rows.append(rest_row(t, market.bar(src, i), prec))
+        if bar is not None and live and len(rows) < limit:
+            rows.append(rest_row(bar[0], bar[1], prec))
+        return rows

@@ -1,0 +1,93 @@
+"""Frames of one replay step (one minute, one update), serialized once and shared by every socket."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from smc_quant.domain.candles import MINUTE_MS
+from smc_quant.exchange.emulator.frames import (
+    Bar,
+    combined,
+    in_candle_path,
+    kline_body,
+    raw_kline,
+    ws_text_frame,
+)
+from smc_quant.exchange.emulator.market import Market
+
+
+def stream_name(symbol: str) -> str:
+    """The kline stream of ``symbol`` as clients subscribe to it."""
+    return f"{symbol.lower()}@kline_1m"
+
+
+@dataclass(slots=True)
+class Minute:
+    """One replayed minute: the in-candle path and event bodies of every source series."""
+
+    open_ms: int
+    paths: dict[str, list[Bar]]
+    bodies: dict[str, list[str]]
+
+
+@dataclass(slots=True)
+class Step:
+    """Ready-to-write frames of one step, keyed by stream name; raw frames are built on demand."""
+
+    minute: Minute
+    update: int
+    event_ms: int
+    final: bool
+    combined: dict[str, bytes] = field(default_factory=dict)
+    raw: dict[str, bytes] = field(default_factory=dict)
+
+
+class StepBuilder:
+    """Builds :class:`Minute` and :class:`Step` objects for the served symbols."""
+
+    def __init__(self, market: Market, updates: int) -> None:
+        self._market = market
+        self._updates = updates
+        self._symbols = {stream_name(s): s for s in market.symbols}
+
+    @property
+    def streams(self) -> dict[str, str]:
+        """Stream name → symbol for every served symbol."""
+        return self._symbols
+
+    def minute(self, m: int) -> Minute:
+        """Minute number ``m`` of the replay."""
+        open_ms = self._market.start_ms + m * MINUTE_MS
+        paths: dict[str, list[Bar]] = {}
+        bodies: dict[str, list[str]] = {}
+        for src in self._market.series:
+            i = self._market.index(src, open_ms)
+            if i is None:
+                continue
+            prec = self._market.precision[src]
+            path = in_candle_path(self._market.bar(src, i), self._updates, prec)
+            first_trade = (open_ms // MINUTE_MS) * 10_000
+            last = len(path) - 1
+            paths[src] = path
+            bodies[src] = [kline_body(b, first_trade, u == last, prec) for u, b in enumerate(path)]
+        return Minute(open_ms, paths, bodies)
+
+    def step(self, minute: Minute, update: int, wanted: set[str], raw_wanted: set[str]) -> Step:
+        """Frames of ``update`` (``updates_per_candle`` = the final frame) for the wanted streams."""
+        final = update == self._updates
+        event_ms = minute.open_ms + (MINUTE_MS * (update + 1)) // (self._updates + 1)
+        step = Step(minute, update, event_ms, final)
+        source_of = self._market.source_of
+        for stream in wanted | raw_wanted:
+            sym = self._symbols.get(stream)
+            if sym is None:
+                continue
+            bodies = minute.bodies.get(source_of[sym])
+            if bodies is None:
+                continue
+            raw = raw_kline(sym, event_ms, minute.open_ms, bodies[update])
+            if stream in wanted:
+                step.combined[stream] = ws_text_frame(combined(stream, raw).encode())
+            if stream in raw_wanted:
+                step.raw[stream] = ws_text_frame(raw.encode())
+        return step
