@@ -3,6 +3,10 @@
 Writes are idempotent: a batch is COPied into a per-connection temporary staging table and moved with
 ``INSERT … SELECT … ON CONFLICT DO NOTHING`` in one transaction, so a candle seen twice (a reconnect, a
 backfill overlapping the stream) is stored once and the first stored version wins.
+
+Candle writes commit with ``synchronous_commit`` off by default: a crash of PostgreSQL itself may lose
+the last fraction of a second of candles (never corrupt anything), and those are exactly the candles
+the warm start finds missing and backfills from the exchange. It makes small batches 2-3x faster.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ COLUMNS = (
 _COLS = ", ".join(COLUMNS)
 _STAGING = "candles_staging"
 
-_CREATE_STAGING = f"""
+_PREPARE = f"""
+SET LOCAL synchronous_commit TO {{commit}};
 CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGING} (
     symbol text, interval text, open_time bigint, open double precision, high double precision,
     low double precision, close double precision, volume double precision, quote_volume double precision,
@@ -32,14 +37,14 @@ INSERT INTO candles ({_COLS})
 SELECT {_COLS} FROM {_STAGING} ORDER BY symbol, interval, open_time
 ON CONFLICT (symbol, interval, open_time) DO NOTHING"""
 
+# No outer ORDER BY: sorting 450k rows (a warm start) spills to disk; Python orders each symbol instead.
 _LATEST = f"""
 SELECT c.* FROM unnest($1::text[]) AS s(symbol)
 CROSS JOIN LATERAL (
     SELECT {_COLS} FROM candles
     WHERE candles.symbol = s.symbol AND candles.interval = $2
     ORDER BY open_time DESC LIMIT $3
-) AS c
-ORDER BY c.symbol, c.open_time"""
+) AS c"""
 
 _FETCH = f"""
 SELECT {_COLS} FROM candles
@@ -61,6 +66,10 @@ def _row(candle: Candle) -> tuple[object, ...]:
     )
 
 
+def _open_time(candle: Candle) -> int:
+    return candle.open_time
+
+
 def _candles(records: Iterable[asyncpg.Record]) -> list[Candle]:
     return [Candle(*r) for r in records]
 
@@ -68,15 +77,16 @@ def _candles(records: Iterable[asyncpg.Record]) -> list[Candle]:
 class CandleRepository:
     """Closed candles in PostgreSQL, keyed by (symbol, interval, open_time)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, synchronous_commit: bool = False) -> None:
         self._pool = pool
+        self._prepare = _PREPARE.format(commit="ON" if synchronous_commit else "OFF")
 
     async def upsert(self, candles: Sequence[Candle]) -> int:
         """Store ``candles``, ignoring those already stored; return how many rows were new."""
         if not candles:
             return 0
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(_CREATE_STAGING)
+            await conn.execute(self._prepare)
             await conn.copy_records_to_table(_STAGING, records=map(_row, candles), columns=COLUMNS)
             status = await conn.execute(_MOVE)
         return int(status.rsplit(" ", 1)[1])
@@ -87,6 +97,8 @@ class CandleRepository:
         out: dict[str, list[Candle]] = {}
         for candle in _candles(records):
             out.setdefault(candle.symbol, []).append(candle)
+        for candles in out.values():
+            candles.sort(key=_open_time)
         return out
 
     async def fetch(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> list[Candle]:
