@@ -111,8 +111,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         config = EmulatorConfig(data_dir=Path(args.data), speed=args.speed, map_to_exchange_info=True)
-        async with Emulator(config) as emu:
-            await emu.start(port=args.emulator_port)
+        emu = Emulator(config)
+        await emu.start(port=args.emulator_port)
+        try:
             settings = _settings({
                 "venue": {"rest_base": emu.rest_url, "ws_market_base": emu.ws_market_base,
                           "ws_public_base": emu.ws_public_base},
@@ -122,6 +123,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             })
             log.info("demo_emulator", rest=emu.rest_url, market=emu.ws_market_base, speed=args.speed)
             await run_until_signalled(Service(settings), _stop_event())
+        finally:
+            await emu.stop()
         return 0
 
     try:

@@ -96,6 +96,10 @@ class ClusterManager:
         """Return once every shard accepted the candle with ``open_time`` for all its symbols."""
         await asyncio.gather(*(f.wait_until(open_time) for f in self.feeds))
 
+    async def wait_subscribed(self) -> None:
+        """Return once every connection of every shard is subscribed."""
+        await asyncio.gather(*(f.wait_subscribed() for f in self.feeds))
+
     async def wait_persisted(self) -> None:
         """Return once every sink has nothing pending."""
         await asyncio.gather(*(s.wait_idle() for s in self.sinks))

@@ -63,6 +63,9 @@ class StreamConnection:
         self._last_data = 0.0
         self._data_seen = 0
         self._next_id = 1
+        self._awaiting_acks: set[int] = set()
+        self.subscribed = asyncio.Event()
+        """Set once every SUBSCRIBE of the current socket was acknowledged; cleared on reconnect."""
         if not is_market_route(base_url):
             self._log.warning("ws_route_suspect", base=base_url, expected=market_route(base_url))
 
@@ -79,6 +82,7 @@ class StreamConnection:
 
     async def _session_once(self) -> str:
         self._data_seen = 0
+        self.subscribed.clear()
         url = self.base_url.rstrip("/") + "/stream"
         try:
             async with self._session.ws_connect(url, autoping=True, heartbeat=None, max_msg_size=0) as ws:
@@ -92,6 +96,7 @@ class StreamConnection:
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> str:
         self._last_data = time.monotonic()
+        self._verdict: str | None = None
         watchdog = asyncio.create_task(self._watchdog(ws))
         subscriber = asyncio.create_task(self._subscribe(ws))
         try:
@@ -99,17 +104,20 @@ class StreamConnection:
         finally:
             subscriber.cancel()
             watchdog.cancel()
-        verdict = watchdog.result() if watchdog.done() and not watchdog.cancelled() else None
-        return verdict or f"closed code={ws.close_code}"
+        return self._verdict or f"closed code={ws.close_code}"
 
     async def _subscribe(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         pause = 1.0 / self._settings.control_messages_per_s
+        requests = []
         for i in range(0, len(self.streams), SUBSCRIBE_CHUNK):
-            if i:
-                await asyncio.sleep(pause)
-            params = list(self.streams[i : i + SUBSCRIBE_CHUNK])
-            await ws.send_bytes(orjson.dumps({"method": "SUBSCRIBE", "params": params, "id": self._next_id}))
+            requests.append({"method": "SUBSCRIBE", "params": list(self.streams[i : i + SUBSCRIBE_CHUNK]),
+                             "id": self._next_id})
             self._next_id += 1
+        self._awaiting_acks = {r["id"] for r in requests}  # type: ignore[misc]
+        for n, request in enumerate(requests):
+            if n:
+                await asyncio.sleep(pause)
+            await ws.send_str(orjson.dumps(request).decode())
 
     async def _pump(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         queue, metrics, clock = self._queue, self._metrics, time.perf_counter_ns
@@ -141,20 +149,23 @@ class StreamConnection:
             self._log.error("ws_control_error", reply=reply)
         elif not (isinstance(reply, dict) and "id" in reply):
             self._metrics.reject("malformed")
+        else:
+            self._awaiting_acks.discard(reply["id"])
+            if not self._awaiting_acks:
+                self.subscribed.set()
 
-    async def _watchdog(self, ws: aiohttp.ClientWebSocketResponse) -> str | None:
+    async def _watchdog(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         started = time.monotonic()
         timeout = self._settings.heartbeat_timeout_s
         while not ws.closed:
             await asyncio.sleep(min(timeout / 4, 1.0))
             now = time.monotonic()
             if now - self._last_data > timeout:
+                self._verdict = self._on_silence()
                 await ws.close(code=1000, message=b"stalled")
-                return self._on_silence()
-            if now - started > self._settings.max_connection_age_s:
+            elif now - started > self._settings.max_connection_age_s:
+                self._verdict = "max connection age"
                 await ws.close(code=1000, message=b"recycle")
-                return "max connection age"
-        return None
 
     def _on_silence(self) -> str:
         self._metrics.stalls += 1

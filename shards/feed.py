@@ -181,7 +181,7 @@ class ShardFeed:
             if candle.open_time in wanted:
                 self.metrics.candles_backfilled += 1
             self._accept(candle)
-        self._log.info("gap_filled", symbol=gap.symbol, start=gap.start_ms, end=gap.end_ms,
+        self._log.debug("gap_filled", symbol=gap.symbol, start=gap.start_ms, end=gap.end_ms,
                        fetched=len(fetched), unfilled=missing)
 
     def _wake_waiters(self) -> None:
@@ -193,6 +193,10 @@ class ShardFeed:
             elif not fut.done():
                 keep.append((target, fut))
         self._waiters = keep
+
+    async def wait_subscribed(self) -> None:
+        """Return once every connection of this shard has its subscriptions acknowledged."""
+        await asyncio.gather(*(c.subscribed.wait() for c in self.connections))
 
     async def wait_until(self, open_time: int) -> None:
         """Return once every symbol has accepted its candle with ``open_time`` (or a later one)."""

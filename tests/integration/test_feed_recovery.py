@@ -1,0 +1,91 @@
+"""Recovery paths of the feed: a mis-routed subscription, and a restart that fetches only the gap."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from smc_quant.exchange.emulator import Emulator, EmulatorConfig
+from shards.app import Service
+from shards.connection import is_market_route
+from tests.integration.cluster_kit import assert_exact, settings_for, stored_candles
+
+pytestmark = pytest.mark.integration
+
+
+def _emulator(data: Path, minutes: int) -> Emulator:
+    return Emulator(EmulatorConfig(data_dir=data, speed=120.0, updates_per_candle=1, map_to_exchange_info=True,
+                                   max_minutes=minutes, start_paused=True))
+
+
+async def test_wrong_route_is_detected_and_switched(shared_data: Path, pg_dsn: str) -> None:
+    """Klines subscribed on the legacy route are acked but silent: alarm, switch to /market, candles flow."""
+    emu = _emulator(shared_data, 12)
+    await emu.start()
+    service = Service(settings_for(emu, pg_dsn, shards=2, market_base=emu.ws_legacy_base))
+    try:
+        with capture_logs() as logs:
+            await service.start()
+            assert service.cluster is not None
+            await service.cluster.wait_subscribed()
+            emu.resume()
+            await asyncio.wait_for(service.cluster.wait_until(emu.start_ms + 8 * 60_000), 60)
+        metrics = service.cluster.metrics
+        assert all(m.wrong_route_alarms >= 1 for m in metrics)
+        assert all(is_market_route(c.base_url) for f in service.cluster.feeds for c in f.connections)
+        assert any(e["event"] == "ws_silent_subscription" and e["log_level"] == "error" for e in logs)
+        assert all(m.accepted > 0 for m in metrics)
+    finally:
+        await service.stop()
+        await emu.stop()
+
+
+async def test_restart_resumes_from_postgres_and_fetches_only_the_gap(shared_data: Path, pg_dsn: str) -> None:
+    """A stopped and restarted service warm-starts from PostgreSQL and backfills exactly the missed minutes."""
+    minutes = 14
+    emu = _emulator(shared_data, minutes)
+    await emu.start()
+    first = Service(settings_for(emu, pg_dsn, shards=2))
+    try:
+        await first.start()
+        assert first.cluster is not None and first.universe is not None
+        symbols = first.universe.symbols
+        await first.cluster.wait_subscribed()
+        emu.resume()
+        await asyncio.wait_for(first.cluster.wait_until(emu.start_ms + 3 * 60_000), 60)
+        emu.pause()
+    finally:
+        await first.stop()
+    emu.resume()
+    await asyncio.wait_for(emu.wait_minutes(8), 30)
+    emu.pause()
+    stored = await stored_candles(pg_dsn)
+    before = sum(len(v) for v in stored.values())
+    assert all(len(stored[s]) >= 4 for s in symbols)
+    requests_before = emu.stats["rest_requests"]
+
+    second = Service(settings_for(emu, pg_dsn, shards=2))
+    try:
+        await second.start()
+        assert second.cluster is not None
+        loaded = sum(len(f.store.ring(s)) for f in second.cluster.feeds for s in f.symbols)
+        assert loaded == before
+        await second.cluster.wait_subscribed()
+        emu.resume()
+        await asyncio.wait_for(emu.wait_minutes(minutes), 60)
+        await asyncio.wait_for(second.cluster.wait_until(emu.start_ms + (minutes - 1) * 60_000), 60)
+        await second.cluster.wait_persisted()
+        metrics = second.cluster.metrics
+        gaps = sum(m.gaps_detected for m in metrics)
+        backfilled = sum(m.candles_backfilled for m in metrics)
+        live = sum(m.accepted for m in metrics) - backfilled
+        assert gaps == len(symbols)
+        assert backfilled + live + before == minutes * len(symbols)
+        assert emu.stats["rest_requests"] - requests_before == 2 + gaps
+    finally:
+        await second.stop()
+        await emu.stop()
+    assert_exact(emu, await stored_candles(pg_dsn), symbols, minutes)
