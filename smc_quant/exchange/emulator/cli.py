@@ -14,6 +14,7 @@ from typing import Any
 from smc_quant.datasets import data_dir
 from smc_quant.exchange.emulator.config import EmulatorConfig
 from smc_quant.exchange.emulator.server import Emulator
+from smc_quant.logging import configure_logging
 
 
 def parser() -> argparse.ArgumentParser:
@@ -41,6 +42,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--start-paused", action="store_true", help="wait for POST /_emulator/faults resume")
     p.add_argument("--weight-limit", type=int, default=2400)
     p.add_argument("--ping-interval", type=float, default=180.0)
+    p.add_argument("--log-level", default="INFO")
     return p
 
 
@@ -93,6 +95,7 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 def run_emulator(argv: list[str]) -> int:
     """Entry point: parse ``argv``, serve until a signal; exit code 0, or 2 on bad options."""
     args = parser().parse_args(argv)
+    configure_logging(args.log_level)
     try:
         config = config_from(args)
     except (ValueError, OSError) as exc:

@@ -6,11 +6,13 @@ Drives: :class:`Faults` methods in-process, or ``POST /_emulator/faults`` with t
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 import orjson
 
 from smc_quant.exchange.emulator.frames import ws_text_frame
+from smc_quant.logging import get_logger
 
 
 class ConnectionControl(Protocol):
@@ -47,6 +49,7 @@ class Faults:
     def __init__(self, control: ConnectionControl) -> None:
         self._control = control
         self.stalled = False
+        self.stalled_streams: frozenset[str] = frozenset()
         self.malformed_pending = 0
         self.delay_s = 0.0
         self.http_status = 0
@@ -67,11 +70,24 @@ class Faults:
         self.counters[f"closes_{code}"] += n
         return n
 
-    def stall(self, on: bool = True) -> None:
-        """Keep sockets open but send nothing; the replay goes on, so resuming leaves a gap."""
+    def stall(self, on: bool = True, streams: Iterable[str] | None = None) -> None:
+        """Keep sockets open but send nothing; the replay goes on, so resuming leaves a gap.
+
+        With ``streams``, only connections subscribed to one of them stall (one shard, say).
+        """
+        if streams is not None:
+            chosen = frozenset(streams)
+            if on and not chosen <= self.stalled_streams:
+                self.counters["stalls"] += 1
+            self.stalled_streams = self.stalled_streams | chosen if on else self.stalled_streams - chosen
+            return
         if on and not self.stalled:
             self.counters["stalls"] += 1
         self.stalled = on
+
+    def stalls(self, streams: dict[str, None]) -> bool:
+        """Whether a connection subscribed to ``streams`` is stalled now."""
+        return self.stalled or (bool(self.stalled_streams) and not self.stalled_streams.isdisjoint(streams))
 
     def malformed(self, n: int = 1) -> None:
         """Make the next ``n`` data frames broken (bad JSON or bad values) instead of the real ones."""
@@ -108,6 +124,7 @@ class Faults:
         """Run one admin command ``{"action": name, ...args}``."""
         action = command.get("action")
         args = {k: v for k, v in command.items() if k != "action"}
+        get_logger(component="emulator").info("fault", action=action, **args)
         if action not in ("drop_all", "close_all", "stall", "malformed", "delay_ms", "http_error"):
             raise ValueError(f"unknown fault action {action!r}")
         return getattr(self, str(action))(**args)
@@ -116,6 +133,7 @@ class Faults:
         """Switch positions and counters, for ``GET /_emulator/state``."""
         return {
             "stalled": self.stalled,
+            "stalled_streams": sorted(self.stalled_streams),
             "malformed_pending": self.malformed_pending,
             "delay_ms": self.delay_s * 1000.0,
             "http_error": {"status": self.http_status, "pending": self.http_pending},

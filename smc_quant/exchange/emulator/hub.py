@@ -18,6 +18,7 @@ from aiohttp import web
 from smc_quant.exchange.emulator.config import EmulatorConfig
 from smc_quant.exchange.emulator.faults import Faults
 from smc_quant.exchange.emulator.steps import Step
+from smc_quant.logging import get_logger
 
 Route = Literal["market", "public", "legacy"]
 _ids = itertools.count(1)
@@ -47,6 +48,7 @@ class Hub:
         self.stats: Counter[str] = Counter()
         self._wanted: tuple[set[str], set[str]] | None = None
         self._closing: set[asyncio.Future[bool]] = set()
+        self._log = get_logger(component="emulator")
 
     def add(self, conn: Connection) -> None:
         self.conns[conn.id] = conn
@@ -88,7 +90,7 @@ class Hub:
             parts = [f for s in conn.streams if (f := frames.get(s)) is not None]
             if not parts:
                 continue
-            if faults.stalled:
+            if faults.stalls(conn.streams):
                 self.stats["frames_stalled"] += len(parts)
                 continue
             if faults.malformed_pending:
@@ -114,6 +116,7 @@ class Hub:
 
     def _drop_slow(self, conn: Connection) -> None:
         self.stats["slow_client_drops"] += 1
+        self._log.warning("slow_client_dropped", conn=conn.id, unsent=conn.transport.get_write_buffer_size())
         conn.transport.abort()
         self.remove(conn)
 

@@ -14,6 +14,7 @@ from smc_quant.exchange.emulator.frames import Bar, in_candle_path
 from smc_quant.exchange.emulator.hub import Hub
 from smc_quant.exchange.emulator.market import Market
 from smc_quant.exchange.emulator.steps import Minute, StepBuilder
+from smc_quant.logging import get_logger
 
 
 class Replay:
@@ -80,6 +81,7 @@ class Replay:
                     self._progress.notify_all()
         finally:
             self.done.set()
+            get_logger(component="emulator").info("replay_done", minutes=self.minutes_replayed)
             async with self._progress:
                 self._progress.notify_all()
 

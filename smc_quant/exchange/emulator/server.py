@@ -18,6 +18,7 @@ from smc_quant.exchange.emulator.market import Market
 from smc_quant.exchange.emulator.replay import Replay
 from smc_quant.exchange.emulator.rest import RestApi, json_response
 from smc_quant.exchange.emulator.ws import StreamServer
+from smc_quant.logging import get_logger
 
 
 class Emulator:
@@ -34,6 +35,7 @@ class Emulator:
         self._tasks: list[asyncio.Task[None]] = []
         self._port = 0
         self._host = "127.0.0.1"
+        self._log = get_logger(component="emulator")
 
     # -- lifecycle -------------------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -61,6 +63,20 @@ class Emulator:
             asyncio.create_task(self._replay.run(), name="emulator-replay"),
             asyncio.create_task(self._hub.ping_forever(), name="emulator-ping"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(self._task_done)
+        self._log.info(
+            "emulator_started",
+            rest=self.rest_url,
+            symbols=len(self.symbols),
+            start_ms=self.start_ms,
+            minutes=self.market.n_minutes,
+            speed=self.config.speed,
+        )
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self._log.error("emulator_task_failed", task=task.get_name(), exc_info=task.exception())
 
     async def stop(self) -> None:
         """Stop the replay, drop every connection and close the port."""
