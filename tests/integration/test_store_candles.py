@@ -8,25 +8,19 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from smc_quant.datasets import KLINES_2023_1M, derived_fields, read_klines
+from smc_quant.datasets import KLINES_2023_1M, read_klines
 from smc_quant.domain.candles import Candle
 from smc_quant.store.candles import CandleRepository
 from smc_quant.store.db import create_pool
 from smc_quant.store.migrations import apply_migrations
+from tests.builders import candles_of
 
 pytestmark = pytest.mark.integration
 
 
 def real_candles(root: Path, symbol: str, count: int) -> list[Candle]:
     """The first ``count`` real 1m candles of ``symbol`` with the derived wire fields."""
-    series = read_klines(root / KLINES_2023_1M / f"{symbol}.csv.gz").slice(0, count)
-    out = []
-    for i in range(len(series)):
-        columns = (series.open, series.high, series.low, series.close, series.volume)
-        o, h, low, c, v = (float(column[i]) for column in columns)
-        qv, trades, tb, tbq = derived_fields(o, h, low, c, v)
-        out.append(Candle(symbol, "1m", int(series.open_time[i]), o, h, low, c, v, qv, trades, tb, tbq))
-    return out
+    return candles_of(read_klines(root / KLINES_2023_1M / f"{symbol}.csv.gz"), 0, count)
 
 
 @pytest.fixture
