@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from smc_quant.domain.candles import MINUTE_MS
+from smc_quant.errors import RateLimited
 
 Clock = Callable[[], int]
 """Current wall-clock time in epoch milliseconds."""
@@ -51,6 +52,7 @@ class WeightGovernor:
         self._minute = clock() // MINUTE_MS
         self._used = 0
         self._blocked_until_ms = 0
+        self._penalty_status = 429
         self._lock = asyncio.Lock()
         self.acquired_total = 0
         self.throttled = 0
@@ -79,10 +81,15 @@ class WeightGovernor:
             raise ValueError("limit must be positive")
         self._limit = limit
 
-    async def acquire(self, weight: int) -> None:
-        """Wait until ``weight`` fits into this minute's budget and no penalty is running, then take it."""
+    async def acquire(self, weight: int, *, max_wait_s: float | None = None) -> None:
+        """Wait until ``weight`` fits into this minute's budget and no penalty is running, then take it.
+
+        With ``max_wait_s``, a running 429/418 penalty that ends later than that raises ``RateLimited``
+        at once instead of waiting (an IP ban can last up to three days).
+        """
         if not 0 < weight <= self.budget:
             raise ValueError(f"weight {weight} outside 1..{self.budget}")
+        self._refuse_long_penalty(max_wait_s)
         waited = self._lock.locked()  # the holder only keeps the lock while it sleeps
         async with self._lock:
             while (wait_ms := self._wait_ms(weight)) > 0:
@@ -91,6 +98,14 @@ class WeightGovernor:
             self._used += weight
             self.acquired_total += weight
             self.throttled += int(waited)
+
+    def _refuse_long_penalty(self, max_wait_s: float | None) -> None:
+        if max_wait_s is None:
+            return
+        if self._blocked_until_ms - self.clock() > max_wait_s * 1000:
+            until, status = self._blocked_until_ms, self._penalty_status
+            raise RateLimited(f"REST requests paused until {until} (HTTP {status})",
+                              status=status, retry_at_ms=until)
 
     def _wait_ms(self, weight: int) -> int:
         now = self.clock()
@@ -130,5 +145,6 @@ class WeightGovernor:
         if retry_after_s is not None:
             candidates.append(now + int(retry_after_s * 1000))
         deadline = max(candidates) if candidates else _next_minute(now)
-        self._blocked_until_ms = max(self._blocked_until_ms, deadline)
+        if deadline >= self._blocked_until_ms:
+            self._blocked_until_ms, self._penalty_status = deadline, status
         return self._blocked_until_ms

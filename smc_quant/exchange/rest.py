@@ -61,13 +61,14 @@ class BinanceRestClient:
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str, governor: WeightGovernor, *,
                  timeout_s: float = 10.0, retries: int = 3, backoff: Backoff = default_backoff,
-                 logger: Any = None) -> None:
+                 max_wait_s: float = 90.0, logger: Any = None) -> None:
         self._session = session
         self.base_url = base_url.rstrip("/")
         self.governor = governor
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._retries = retries
         self._backoff = backoff
+        self._max_wait_s = max_wait_s
         self._log = logger if logger is not None else get_logger(component="rest")
 
     async def ping(self) -> None:
@@ -120,7 +121,7 @@ class BinanceRestClient:
             try:
                 return await self.request(method, path, params, weight=weight)
             except TemporaryError as exc:
-                if attempt == self._retries:
+                if attempt == self._retries or self._too_long(exc):
                     raise
                 delay = 0.0 if isinstance(exc, RateLimited) else self._backoff(attempt)
                 self._log.warning("rest_retry", path=path, attempt=attempt + 1, error=str(exc), delay_s=delay)
@@ -128,9 +129,14 @@ class BinanceRestClient:
                     await self.governor.sleep(delay)
         raise AssertionError("unreachable")
 
+    def _too_long(self, exc: TemporaryError) -> bool:
+        """A penalty (an IP ban) lasting longer than ``max_wait_s`` is reported, not waited out."""
+        wait_ms = exc.retry_at_ms - self.governor.clock() if isinstance(exc, RateLimited) else 0
+        return wait_ms > self._max_wait_s * 1000
+
     async def request(self, method: str, path: str, params: Params, *, weight: int) -> Any:
         """One request, no retry: take the weight, send, map the outcome (see the module docstring)."""
-        await self.governor.acquire(weight)
+        await self.governor.acquire(weight, max_wait_s=self._max_wait_s)
         sent_at = self.governor.clock()
         url = self.base_url + path
         try:

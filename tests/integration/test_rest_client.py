@@ -47,10 +47,11 @@ class Setup:
     clock: FakeClock
     session: aiohttp.ClientSession
 
-    def client(self, limit: int = 2400, retries: int = 0, base_url: str | None = None) -> BinanceRestClient:
+    def client(self, limit: int = 2400, retries: int = 0, base_url: str | None = None,
+               max_wait_s: float = 90.0) -> BinanceRestClient:
         governor = WeightGovernor(limit, 0.10, clock=self.clock, sleep=self.clock.sleep)
         return BinanceRestClient(self.session, base_url or self.emu.rest_url, governor,
-                                 retries=retries, backoff=lambda attempt: 0.25)
+                                 retries=retries, backoff=lambda attempt: 0.25, max_wait_s=max_wait_s)
 
 
 def emulator_config(root: Path, clock: FakeClock, weight_limit: int = 2400) -> EmulatorConfig:
@@ -161,7 +162,7 @@ async def test_429_raises_rate_limited_and_blocks_until_retry_after(setup: Setup
 async def test_418_raises_rate_limited_and_counts_a_ban(setup: Setup) -> None:
     """A 418 is a RateLimited with the body's ban time, counted as a ban; nothing is sent before it."""
     setup.emu.faults.http_error(418, 1)
-    client = setup.client()
+    client = setup.client(max_wait_s=float("inf"))
     with pytest.raises(RateLimited) as caught:
         await client.ping()
     assert caught.value.status == 418
@@ -169,6 +170,21 @@ async def test_418_raises_rate_limited_and_counts_a_ban(setup: Setup) -> None:
     await client.ping()
     assert setup.clock.now_ms >= caught.value.retry_at_ms
     assert client.governor.banned_418 == 1
+
+
+async def test_a_ban_longer_than_max_wait_is_reported_without_sending(setup: Setup) -> None:
+    """While a ban outlasts max_wait_s, requests fail at once with RateLimited and are never sent."""
+    setup.emu.faults.http_error(418, 1)
+    client = setup.client(retries=3, max_wait_s=0.5)
+    with pytest.raises(RateLimited) as first:
+        await client.ping()
+    sent = setup.emu.stats["rest_requests"]
+    with pytest.raises(RateLimited, match="paused until") as second:
+        await client.ping()
+    assert second.value.retry_at_ms == first.value.retry_at_ms
+    assert second.value.status == 418
+    assert setup.emu.stats["rest_requests"] == sent
+    assert setup.clock.sleeps == []
 
 
 async def test_unknown_symbol_is_rejected_without_retry(setup: Setup) -> None:

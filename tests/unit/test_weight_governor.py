@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from smc_quant.errors import RateLimited
 from smc_quant.exchange.governor import WeightGovernor
 
 T0 = 1_700_000_020_000  # 40 s into a minute
@@ -115,6 +116,19 @@ async def test_a_shorter_penalty_never_shortens_a_running_one() -> None:
     gov, _ = make()
     gov.penalise(418, 120.0, "")
     assert gov.penalise(429, 1.0, "") == T0 + 120_000
+
+
+async def test_a_penalty_longer_than_max_wait_raises_instead_of_waiting() -> None:
+    """acquire(max_wait_s=…) refuses at once during a long ban, and waits out a short penalty."""
+    gov, clock = make()
+    gov.penalise(418, None, f"banned until {T0 + 3_600_000}")
+    with pytest.raises(RateLimited) as caught:
+        await gov.acquire(1, max_wait_s=90)
+    assert (caught.value.status, caught.value.retry_at_ms) == (418, T0 + 3_600_000)
+    assert clock.sleeps == []
+    clock.now_ms = T0 + 3_600_000 - 5_000
+    await gov.acquire(1, max_wait_s=90)
+    assert clock.now_ms == T0 + 3_600_000
 
 
 async def test_set_limit_follows_exchange_info() -> None:
