@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -11,6 +12,7 @@ import aiohttp
 import orjson
 import pytest
 
+from smc_quant.domain.candles import MINUTE_MS
 from smc_quant.exchange.emulator import Emulator, EmulatorConfig
 
 pytestmark = pytest.mark.integration
@@ -47,6 +49,17 @@ async def read_json(ws: aiohttp.ClientWebSocketResponse) -> Any:
     msg = await ws.receive(timeout=5.0)
     assert msg.type == aiohttp.WSMsgType.TEXT, msg
     return orjson.loads(msg.data)
+
+
+async def drain(ws: aiohttp.ClientWebSocketResponse) -> int:
+    """Read until nothing arrives for 0.3 s; the number of messages read."""
+    n = 0
+    try:
+        while True:
+            await ws.receive(timeout=0.3)
+            n += 1
+    except TimeoutError:
+        return n
 
 
 async def collect(ws: aiohttp.ClientWebSocketResponse, n: int) -> list[Any]:
@@ -243,3 +256,34 @@ async def test_server_pings_and_client_pongs(emulator: Factory, http: aiohttp.Cl
         msg = await ws.receive(timeout=5)
         assert msg.type == aiohttp.WSMsgType.PING
         await ws.pong(msg.data)
+
+
+async def test_speed_paces_the_replay_clock(emulator: Factory, http: aiohttp.ClientSession) -> None:
+    """At speed 1200 a minute takes at least 50 ms of wall time and serverTime follows the replay clock."""
+    async with emulator(speed=1200) as em:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        em.resume()
+        await em.wait_minutes(2)
+        assert loop.time() - began >= 2 * 60 / 1200
+        async with http.get(f"{em.rest_url}/fapi/v1/time") as r:
+            server_time = (await r.json())["serverTime"]
+        assert em.start_ms + 2 * MINUTE_MS <= server_time <= em.now_ms <= em.start_ms + 3 * MINUTE_MS
+
+
+async def test_pause_freezes_the_replay(emulator: Factory, http: aiohttp.ClientSession) -> None:
+    """While paused no minute advances and no frame is sent; resume continues from there."""
+    async with (
+        emulator(max_minutes=4) as em,
+        http.ws_connect(f"{em.ws_market_base}/ws/btcusdt@kline_1m") as ws,
+    ):
+        em.resume()
+        await em.wait_minutes(1)
+        em.pause()
+        done, now = em.minutes_replayed, em.now_ms
+        received = await drain(ws)
+        assert received == em.stats["frames_sent"]
+        assert (em.minutes_replayed, em.now_ms) == (done, now)
+        em.resume()
+        await em.wait_minutes(4)
+        assert em.replay_done.is_set()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -94,7 +93,7 @@ class RestApi:
         headers = {WEIGHT_HEADER: str(used), "Retry-After": "1"}
         if status == 503:
             return json_response({"code": -1001, "msg": "Service Unavailable."}, 503, headers)
-        until = int(time.time() * 1000) + 1000
+        until = int(self._config.clock() * 1000) + 1000
         return (
             self._limited(Verdict(status, used, 1, until))
             if status == 418
