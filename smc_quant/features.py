@@ -1,0 +1,231 @@
+"""FeatureEngineer: one declared feature schema for training and inference, computed from SMC state.
+
+Every feature is a pure function of a symbol's engine state after a closed candle, so the batch path
+(a whole history, one row per candle) and the live path (``rows`` of all symbols that closed in a
+minute, one kernel call) are the same computation. Warm-up is explicit: a feature whose inputs do not
+exist yet (no break, no zone, ATR still warming up, fewer than 64 bars) is NaN, never 0.
+
+Live use (the shard pipeline)::
+
+    fe = FeatureEngineer(SMCParams())
+    bank = EngineBank(symbols, fe.params)
+    events, X = fe.on_close(bank, rows, open_time, o, h, l, c, v)   # X: (len(rows), N_FEATURES)
+
+Batch use: ``X, events = fe.batch(series)``; ``X[t]`` is exactly the live row after candle t.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from smc_quant.datasets import KlineSeries
+from smc_quant.smc import bars, liquidity, structure, swings
+from smc_quant.smc._jit import jit, kernel
+from smc_quant.smc.atr import A_VAL
+from smc_quant.smc.engine import CHUNK_EVENTS, EngineBank
+from smc_quant.smc.kernel import (
+    OFF_ATR,
+    OFF_FVG_BEAR,
+    OFF_FVG_BULL,
+    OFF_LIQ,
+    OFF_OB_BEAR,
+    OFF_OB_BULL,
+    OFF_RING,
+    OFF_ST,
+    OFF_SW,
+    STEP_MAX_EVENTS,
+    TF_SIZE,
+    event_buffer,
+    new_state,
+    symbol_step,
+)
+from smc_quant.smc.params import SMCParams
+from smc_quant.smc.zones import nearest
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+WINDOW = bars.RING
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSpec:
+    """One column of the feature matrix."""
+
+    name: str
+    dtype: str
+    formula: str
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSchema:
+    """Names, dtypes and order of the feature matrix, with a version to store beside models."""
+
+    version: str
+    features: tuple[FeatureSpec, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+
+def _f(name: str, formula: str) -> FeatureSpec:
+    return FeatureSpec(name, "float64", formula)
+
+
+FEATURE_SCHEMA = FeatureSchema("smc-features/1", (
+    _f("trend_1m", "structure trend on 1m: +1 after a bullish BOS/CHoCH, −1 after a bearish; NaN before"),
+    _f("trend_5m", "same on completed 5m bars"),
+    _f("trend_15m", "same on completed 15m bars"),
+    _f("trend_1h", "same on completed 1h bars"),
+    _f("bars_since_bos", "t − bar of the last 1m BOS (either direction); NaN before the first"),
+    _f("bars_since_choch", "t − bar of the last 1m CHoCH; NaN before the first"),
+    _f("bull_fvg_dist_atr", "signed distance close − nearest edge of the closest active bullish 1m FVG "
+                            "(0 inside), / ATR; NaN when none or ATR warming up"),
+    _f("bear_fvg_dist_atr", "same for the closest active bearish 1m FVG"),
+    _f("bull_ob_dist_atr", "same for the closest active bullish 1m order block"),
+    _f("bear_ob_dist_atr", "same for the closest active bearish 1m order block"),
+    _f("bars_since_sweep_high", "t − bar of the last buy-side sweep (wick above an equal-highs pool, close "
+                                "back below); NaN before the first"),
+    _f("bars_since_sweep_low", "t − bar of the last sell-side sweep; NaN before the first"),
+    _f("atr_pct", "100 · ATR14(1m) / close"),
+    _f("ret_1", "ln(c_t / c_{t−1}); NaN for t < 1"),
+    _f("ret_5", "ln(c_t / c_{t−5}); NaN for t < 5"),
+    _f("ret_15", "ln(c_t / c_{t−15}); NaN for t < 15"),
+    _f("volume_z", "(v_t − mean(v over the last 64 bars)) / std (population); NaN for < 64 bars or std 0"),
+    _f("range_pos", "(c_t − min low) / (max high − min low) over the last 64 bars; NaN for < 64 bars or "
+                    "a flat range"),
+    _f("swing_pos", "(c_t − last confirmed swing low) / (last swing high − last swing low); NaN when "
+                    "either is unknown or they are equal"),
+))
+N_FEATURES = len(FEATURE_SCHEMA)
+
+
+@jit
+def _since(now: float, then: float) -> float:
+    return now - then  # NaN stays NaN
+
+
+@jit
+def _window_stats(s: F64, r: int) -> tuple[float, float, float, float]:
+    """(mean v, std v, max h, min l) over the whole ring (the last ``WINDOW`` bars)."""
+    acc = 0.0
+    hi = -np.inf
+    lo = np.inf
+    for k in range(WINDOW):
+        acc += s[r + bars.B_V + k]
+        hi = max(hi, s[r + bars.B_H + k])
+        lo = min(lo, s[r + bars.B_L + k])
+    mean = acc / WINDOW
+    var = 0.0
+    for k in range(WINDOW):
+        d = s[r + bars.B_V + k] - mean
+        var += d * d
+    return mean, np.sqrt(var / WINDOW), hi, lo
+
+
+@jit
+def _ratio(num: float, den: float) -> float:
+    return num / den if den != 0.0 else np.nan
+
+
+@jit
+def _ret(s: F64, r: int, c: float, lag: int) -> float:
+    if bars.count(s, r) <= lag:
+        return np.nan
+    return float(np.log(_ratio(c, bars.at(s, r, bars.B_C, lag))))
+
+
+@jit
+def feature_row(s: F64, out: F64) -> None:
+    """Write the features of a symbol state (after its latest candle) into ``out``."""
+    r = OFF_RING
+    t = float(bars.count(s, r) - 1)
+    c = bars.at(s, r, bars.B_C, 0)
+    atr = s[OFF_ATR + A_VAL]
+    st = OFF_ST
+    for k in range(4):
+        out[k] = structure.trend(s, k * TF_SIZE + st)
+    out[4] = _since(t, s[st + structure.ST_LAST_BOS])
+    out[5] = _since(t, s[st + structure.ST_LAST_CHOCH])
+    out[6] = _ratio(nearest(s, OFF_FVG_BULL, c), atr)
+    out[7] = _ratio(nearest(s, OFF_FVG_BEAR, c), atr)
+    out[8] = _ratio(nearest(s, OFF_OB_BULL, c), atr)
+    out[9] = _ratio(nearest(s, OFF_OB_BEAR, c), atr)
+    out[10] = _since(t, s[OFF_LIQ + liquidity.LAST_SWEEP])
+    out[11] = _since(t, s[OFF_LIQ + liquidity.SIDE + liquidity.LAST_SWEEP])
+    out[12] = 100.0 * _ratio(atr, c)
+    out[13] = _ret(s, r, c, 1)
+    out[14] = _ret(s, r, c, 5)
+    out[15] = _ret(s, r, c, 15)
+    out[16] = np.nan
+    out[17] = np.nan
+    if t + 1 >= WINDOW:
+        mean, std, hi, lo = _window_stats(s, r)
+        out[16] = _ratio(bars.at(s, r, bars.B_V, 0) - mean, std)
+        out[17] = _ratio(c - lo, hi - lo)
+    lo_sw = s[OFF_SW + swings.SW_LO_LVL]
+    out[18] = _ratio(c - lo_sw, s[OFF_SW + swings.SW_HI_LVL] - lo_sw)
+
+
+@kernel
+def _pipeline(s: F64, p: F64, ot: I64, o: F64, h: F64, low: F64, c: F64, v: F64, start: int,
+              ev: F64, x: F64) -> tuple[int, int]:
+    """Step every bar from ``start`` and write its feature row; stop before the buffer can overflow."""
+    n = 0
+    cap = ev.shape[0] - STEP_MAX_EVENTS
+    i = start
+    while i < ot.shape[0] and n <= cap:
+        n = symbol_step(s, p, ot[i], o[i], h[i], low[i], c[i], v[i], ev, n)
+        feature_row(s, x[i])
+        i += 1
+    return i, n
+
+
+@kernel
+def _rows(states: F64, rows: I64, x: F64) -> None:
+    for i in range(rows.shape[0]):
+        feature_row(states[rows[i]], x[i])
+
+
+class FeatureEngineer:
+    """Feature rows of :data:`FEATURE_SCHEMA` from SMC engine state, batch or per minute close."""
+
+    schema = FEATURE_SCHEMA
+
+    def __init__(self, params: SMCParams | None = None) -> None:
+        self.params = params or SMCParams()
+        self._p = self.params.to_array()
+
+    def batch(self, series: KlineSeries, state: F64 | None = None) -> tuple[F64, F64]:
+        """(features, events) of a whole history: row t is the live row after candle t."""
+        s = new_state() if state is None else state
+        x = np.empty((len(series), N_FEATURES))
+        ev = event_buffer(CHUNK_EVENTS)
+        parts: list[F64] = []
+        i = 0
+        while i < len(series):
+            i, n = _pipeline(s, self._p, series.open_time, series.open, series.high, series.low,
+                             series.close, series.volume, i, ev, x)
+            parts.append(ev[:n].copy())
+        return x, (np.concatenate(parts) if parts else ev[:0].copy())
+
+    def rows(self, states: F64, rows: I64) -> F64:
+        """Current feature rows of the listed symbol rows of a state matrix, in one kernel call."""
+        x = np.empty((rows.shape[0], N_FEATURES))
+        _rows(states, rows, x)
+        return x
+
+    def on_close(self, bank: EngineBank, rows: I64, open_time: I64, o: F64, h: F64, low: F64, c: F64,
+                 v: F64) -> tuple[F64, F64]:
+        """Feed one closed candle per listed row and return (events, feature rows) of that minute."""
+        events = bank.update(rows, open_time, o, h, low, c, v)
+        return events, self.rows(bank.states, rows)
+
+
+__all__ = ["FEATURE_SCHEMA", "N_FEATURES", "FeatureEngineer", "FeatureSchema", "FeatureSpec"]

@@ -1,0 +1,116 @@
+"""SMCEngine entry points: batch over a history and incremental per closed candle.
+
+Incremental, one symbol::
+
+    eng = SymbolEngine(SMCParams())
+    events = eng.update(open_time_ms, o, h, l, c, v)   # (k, EV_COLS) float64, new events only
+
+Incremental, many symbols closing in the same minute (one kernel call)::
+
+    bank = EngineBank(["BTCUSDT", "ETHUSDT", ...], SMCParams())
+    events = bank.update(rows, open_time, o, h, l, c, v)   # rows: int64 indices into bank.symbols
+
+Batch (backtests, training): ``detect(series, params)`` returns every event of a whole history.
+All three run :func:`smc_quant.smc.kernel.symbol_step`, so they agree event for event. Events are
+described in :mod:`smc_quant.smc.events`; ``E_KNOWN`` is the base-bar index at whose close the event
+became known, and nothing is reported before it. Feed candles in open-time order, closed only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from smc_quant.datasets import KlineSeries
+from smc_quant.smc._jit import kernel
+from smc_quant.smc.events import E_SYM
+from smc_quant.smc.kernel import STEP_MAX_EVENTS, event_buffer, new_state, new_states, symbol_step
+from smc_quant.smc.params import SMCParams
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+CHUNK_EVENTS = 1 << 16
+
+
+@kernel
+def _run(s: F64, p: F64, ot: I64, o: F64, h: F64, low: F64, c: F64, v: F64, start: int,
+         ev: F64) -> tuple[int, int]:
+    """Feed bars from ``start`` until done or the buffer could overflow; returns (stop, events)."""
+    n = 0
+    cap = ev.shape[0] - STEP_MAX_EVENTS
+    i = start
+    while i < ot.shape[0] and n <= cap:
+        n = symbol_step(s, p, ot[i], o[i], h[i], low[i], c[i], v[i], ev, n)
+        i += 1
+    return i, n
+
+
+@kernel
+def _run_bank(states: F64, p: F64, rows: I64, ot: I64, o: F64, h: F64, low: F64, c: F64, v: F64,
+              start: int, ev: F64) -> tuple[int, int]:
+    """One candle per listed symbol row, from ``start``; returns (stop, events)."""
+    n = 0
+    cap = ev.shape[0] - STEP_MAX_EVENTS
+    i = start
+    while i < rows.shape[0] and n <= cap:
+        m = symbol_step(states[rows[i]], p, ot[i], o[i], h[i], low[i], c[i], v[i], ev, n)
+        ev[n:m, E_SYM] = rows[i]
+        n = m
+        i += 1
+    return i, n
+
+
+def detect(series: KlineSeries, params: SMCParams | None = None, state: F64 | None = None) -> F64:
+    """Every event of a whole history (batch path). ``state`` continues a previous run if given."""
+    p = (params or SMCParams()).to_array()
+    s = new_state() if state is None else state
+    ev = event_buffer(CHUNK_EVENTS)
+    parts: list[F64] = []
+    i = 0
+    while i < len(series):
+        i, n = _run(s, p, series.open_time, series.open, series.high, series.low, series.close,
+                    series.volume, i, ev)
+        parts.append(ev[:n].copy())
+    return np.concatenate(parts) if parts else ev[:0].copy()
+
+
+class SymbolEngine:
+    """Incremental engine of one symbol: ``update`` per closed candle, O(1) per candle."""
+
+    def __init__(self, params: SMCParams | None = None, state: F64 | None = None) -> None:
+        self.params = params or SMCParams()
+        self._p = self.params.to_array()
+        self.state = new_state() if state is None else state
+        self._ev = event_buffer(STEP_MAX_EVENTS + 1)
+
+    def update(self, open_time: int, o: float, h: float, low: float, c: float, v: float) -> F64:
+        """Feed one closed candle; returns the events it made known (a copy, possibly empty)."""
+        n = symbol_step(self.state, self._p, open_time, o, h, low, c, v, self._ev, 0)
+        return self._ev[:n].copy()
+
+
+class EngineBank:
+    """The states of many symbols in one matrix, so a minute's closes update in one kernel call."""
+
+    def __init__(self, symbols: Sequence[str], params: SMCParams | None = None) -> None:
+        self.symbols = list(symbols)
+        self.index = {s: i for i, s in enumerate(self.symbols)}
+        self.params = params or SMCParams()
+        self.p = self.params.to_array()
+        self.states = new_states(len(self.symbols))
+        self._ev = event_buffer(max(CHUNK_EVENTS, 2 * STEP_MAX_EVENTS))
+
+    def engine(self, symbol: str) -> SymbolEngine:
+        """A single-symbol engine sharing this bank's state row (updates write into the bank)."""
+        return SymbolEngine(self.params, self.states[self.index[symbol]])
+
+    def update(self, rows: I64, open_time: I64, o: F64, h: F64, low: F64, c: F64, v: F64) -> F64:
+        """One closed candle for each listed row; returns the events, ``E_SYM`` = the row."""
+        parts: list[F64] = []
+        i = 0
+        while i < rows.shape[0]:
+            i, n = _run_bank(self.states, self.p, rows, open_time, o, h, low, c, v, i, self._ev)
+            parts.append(self._ev[:n].copy())
+        return np.concatenate(parts) if parts else self._ev[:0].copy()

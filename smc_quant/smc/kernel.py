@@ -1,0 +1,165 @@
+"""The per-bar state machine shared by the batch and the incremental paths.
+
+A symbol's whole state is one float64 vector: one block per timeframe (ring of recent bars, ATR,
+swings, structure, FVG lists, OB lists, liquidity) followed by one aggregation block per higher
+timeframe. :func:`symbol_step` feeds one closed base candle: it runs the base timeframe's
+:func:`tf_step`, aggregates, and runs ``tf_step`` on every higher-timeframe bar completed by that
+candle. Batch loops and live updates call this same function, so they agree bar for bar.
+
+Order inside ``tf_step`` for bar t: push the bar and update the ATR; touch/fill/invalidate/sweep the
+zones and pools known before t; break-of-structure checks (and the OB they create); extend the
+order-block candidates with bar t; confirm the pivot at t − right (swing event, new level to break,
+liquidity pool); detect the FVG completed by bar t.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from smc_quant.smc import atr, bars, fvg, liquidity, order_blocks, structure, swings, timeframes
+from smc_quant.smc._jit import jit, kernel
+from smc_quant.smc.events import E_KNOWN, E_TF, EV_COLS, K_SWING, emit
+from smc_quant.smc.params import P_ATR_PERIOD as P_ATR
+from smc_quant.smc.params import (
+    P_BASE_MS,
+    P_CLOSE_BREAK,
+    P_FVG_COLOUR,
+    P_FVG_MIN_ATR,
+    P_LIQ_TOL_ATR,
+    P_N_TF,
+    P_SW_LEFT,
+    P_SW_RIGHT,
+    TIMEFRAMES,
+)
+
+F64 = npt.NDArray[np.float64]
+
+OFF_RING = 0
+OFF_ATR = OFF_RING + bars.SIZE
+OFF_SW = OFF_ATR + atr.SIZE
+OFF_ST = OFF_SW + swings.SIZE
+OFF_FVG_BULL = OFF_ST + structure.SIZE
+OFF_FVG_BEAR = OFF_FVG_BULL + fvg.SIZE
+OFF_OB_BULL = OFF_FVG_BEAR + fvg.SIZE
+OFF_OB_BEAR = OFF_OB_BULL + order_blocks.SIZE
+OFF_LIQ = OFF_OB_BEAR + order_blocks.SIZE
+TF_SIZE = OFF_LIQ + liquidity.SIZE
+N_TF = len(TIMEFRAMES)
+OFF_AGG = N_TF * TF_SIZE
+STATE_SIZE = OFF_AGG + (N_TF - 1) * timeframes.SIZE
+
+_PER_TF_EVENTS = 4 * fvg.CAPACITY + 4 * order_blocks.CAPACITY + 2 * liquidity.POOLS + 32
+STEP_MAX_EVENTS = 2 * N_TF * _PER_TF_EVENTS
+"""Upper bound of events one base candle can emit (one base bar plus, with gaps, two per HTF)."""
+
+
+def new_state() -> F64:
+    """A fresh symbol state (nothing seen)."""
+    s = np.zeros(STATE_SIZE)
+    for k in range(N_TF):
+        b = s[k * TF_SIZE:(k + 1) * TF_SIZE]
+        atr.init(b[OFF_ATR:OFF_ATR + atr.SIZE])
+        swings.init(b[OFF_SW:OFF_SW + swings.SIZE])
+        structure.init(b[OFF_ST:OFF_ST + structure.SIZE])
+        liquidity.init(b[OFF_LIQ:OFF_LIQ + liquidity.SIZE])
+    return s
+
+
+def new_states(n: int) -> F64:
+    """``n`` fresh symbol states as rows of one C-contiguous matrix."""
+    return np.ascontiguousarray(np.tile(new_state(), (n, 1)))
+
+
+@jit
+def _zones_and_pools(s: F64, b: int, h: float, low: float, c: float, t: float, ev: F64, n: int) -> int:
+    n = fvg.update(s, b + OFF_FVG_BULL, 1, h, low, t, ev, n)
+    n = fvg.update(s, b + OFF_FVG_BEAR, -1, h, low, t, ev, n)
+    n = order_blocks.update(s, b + OFF_OB_BULL, 1, h, low, c, t, ev, n)
+    n = order_blocks.update(s, b + OFF_OB_BEAR, -1, h, low, c, t, ev, n)
+    n = liquidity.update(s, b + OFF_LIQ, 1, h, low, c, t, ev, n)
+    return liquidity.update(s, b + OFF_LIQ + liquidity.SIDE, -1, h, low, c, t, ev, n)
+
+
+@jit
+def _structure(s: F64, b: int, p: F64, h: float, low: float, c: float, t: float, ev: F64, n: int) -> int:
+    st = b + OFF_ST
+    by_close = p[P_CLOSE_BREAK] != 0.0
+    n, up = structure.check_break(s, st, 1, c if by_close else h, t, ev, n)
+    if up:
+        n = order_blocks.on_break(s, b + OFF_OB_BULL, st, 1, t, ev, n)
+    n, dn = structure.check_break(s, st, -1, c if by_close else low, t, ev, n)
+    if dn:
+        n = order_blocks.on_break(s, b + OFF_OB_BEAR, st, -1, t, ev, n)
+    structure.track(s, st, h, low, t)
+    return n
+
+
+@jit
+def _swing(s: F64, b: int, p: F64, sgn: int, t: float, ev: F64, n: int) -> int:
+    r = b + OFF_RING
+    right = int(p[P_SW_RIGHT])
+    if not swings.pivot(s, r, int(p[P_SW_LEFT]), right, sgn):
+        return n
+    level = bars.at(s, r, bars.B_H if sgn > 0 else bars.B_L, right)
+    piv = t - right
+    n = emit(ev, n, K_SWING, sgn, piv, t, level, level)
+    swings.remember(s, b + OFF_SW, sgn, level, piv)
+    structure.on_swing(s, b + OFF_ST, sgn, level, piv, r, right)
+    tol = p[P_LIQ_TOL_ATR] * s[b + OFF_ATR + atr.A_VAL]
+    side = b + OFF_LIQ + (0 if sgn > 0 else liquidity.SIDE)
+    return liquidity.on_swing(s, side, sgn, level, piv, t, tol, ev, n)
+
+
+@kernel
+def tf_step(s: F64, b: int, p: F64, o: float, h: float, low: float, c: float, v: float,
+            ev: F64, n: int) -> int:
+    """Feed one closed bar to the timeframe block at offset ``b``; returns the new event count."""
+    t = float(bars.push(s, b + OFF_RING, o, h, low, c, v))
+    a = atr.update(s, b + OFF_ATR, h, low, c, int(p[P_ATR]))
+    n = _zones_and_pools(s, b, h, low, c, t, ev, n)
+    n = _structure(s, b, p, h, low, c, t, ev, n)
+    n = _swing(s, b, p, 1, t, ev, n)
+    n = _swing(s, b, p, -1, t, ev, n)
+    return fvg.step(s, b + OFF_RING, b + OFF_FVG_BULL, b + OFF_FVG_BEAR, p[P_FVG_COLOUR] != 0.0,
+                    p[P_FVG_MIN_ATR], a, t, ev, n)
+
+
+@jit
+def _stamp(ev: F64, n: int, m: int, tf: int, known: float) -> None:
+    for i in range(n, m):
+        ev[i, E_TF] = tf
+        ev[i, E_KNOWN] = known
+
+
+@kernel
+def _htf_bar(s: F64, p: F64, k: int, a: int, ev: F64, n: int, known: float) -> int:
+    m = tf_step(s, k * TF_SIZE, p, s[a + timeframes.A_O], s[a + timeframes.A_H], s[a + timeframes.A_L],
+                s[a + timeframes.A_C], s[a + timeframes.A_V], ev, n)
+    s[a + timeframes.A_HAS] = 0.0
+    _stamp(ev, n, m, k, known)
+    return m
+
+
+@kernel
+def symbol_step(s: F64, p: F64, open_time: int, o: float, h: float, low: float, c: float, v: float,
+                ev: F64, n: int) -> int:
+    """Feed one closed base candle to a symbol state; events are written from row ``n``."""
+    known = float(bars.count(s, OFF_RING))
+    m = tf_step(s, 0, p, o, h, low, c, v, ev, n)
+    _stamp(ev, n, m, 0, known)
+    base = int(p[P_BASE_MS])
+    for k in range(1, int(p[P_N_TF])):
+        tf = timeframes.TF_MS[k]
+        a = OFF_AGG + (k - 1) * timeframes.SIZE
+        if timeframes.stale(s, a, open_time, tf):
+            m = _htf_bar(s, p, k, a, ev, m, known)
+        timeframes.add(s, a, open_time, tf, o, h, low, c, v)
+        if timeframes.closes(open_time, base, tf):
+            m = _htf_bar(s, p, k, a, ev, m, known)
+    return m
+
+
+def event_buffer(rows: int) -> F64:
+    """A zeroed event buffer with ``rows`` rows."""
+    return np.zeros((rows, EV_COLS))

@@ -1,0 +1,102 @@
+"""A bounded, age-ordered list of price zones (used by fair value gaps and order blocks).
+
+Block layout (at offset ``z`` of a state vector): ``[count, slot0…, slot1…, …]``, each slot
+``[top, bottom, formed, confirmed, touched]``. ``side`` +1 is a bullish zone below price (support),
+−1 a bearish zone above price (resistance). When the list is full the oldest zone is dropped with
+an ``expire`` event.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from smc_quant.smc._jit import jit
+from smc_quant.smc.events import emit
+
+Z_TOP = 0
+Z_BOT = 1
+Z_FORMED = 2
+Z_CONF = 3
+Z_TOUCHED = 4
+ZW = 5
+
+
+def size(capacity: int) -> int:
+    """Block length for ``capacity`` zones."""
+    return 1 + ZW * capacity
+
+
+@jit
+def _move(s: npt.NDArray[np.float64], dst: int, src: int, width: int) -> None:
+    """Copy ``width`` values from ``src`` to ``dst`` (``dst < src``, front to back)."""
+    for j in range(width):
+        s[dst + j] = s[src + j]
+
+
+@jit
+def add(s: npt.NDArray[np.float64], z: int, cap: int, side: int, top: float, bottom: float,
+        formed: float, conf: float, expire_kind: int, ev: npt.NDArray[np.float64], n: int) -> int:
+    """Append a zone (dropping the oldest with an ``expire_kind`` event when full)."""
+    cnt = int(s[z])
+    if cnt == cap:
+        f = z + 1
+        n = emit(ev, n, expire_kind, side, s[f + Z_FORMED], conf, s[f + Z_TOP], s[f + Z_BOT])
+        _move(s, f, f + ZW, ZW * (cap - 1))
+        cnt -= 1
+    k = z + 1 + ZW * cnt
+    s[k + Z_TOP] = top
+    s[k + Z_BOT] = bottom
+    s[k + Z_FORMED] = formed
+    s[k + Z_CONF] = conf
+    s[k + Z_TOUCHED] = 0.0
+    s[z] = cnt + 1
+    return n
+
+
+@jit
+def update(s: npt.NDArray[np.float64], z: int, side: int, h: float, low: float, c: float,
+           by_close: bool, bar: float, touch_kind: int, end_kind: int,
+           ev: npt.NDArray[np.float64], n: int) -> int:
+    """Apply one bar: first touch emits ``touch_kind``; the end (far edge crossed by the wick, or
+    by the close when ``by_close``) emits ``end_kind`` and removes the zone."""
+    cnt = int(s[z])
+    keep = 0
+    for i in range(cnt):
+        k = z + 1 + ZW * i
+        top = s[k + Z_TOP]
+        bot = s[k + Z_BOT]
+        if side > 0:
+            touched = low <= top
+            ended = (c < bot) if by_close else (low <= bot)
+        else:
+            touched = h >= bot
+            ended = (c > top) if by_close else (h >= top)
+        if touched and s[k + Z_TOUCHED] == 0.0:
+            s[k + Z_TOUCHED] = 1.0
+            n = emit(ev, n, touch_kind, side, s[k + Z_FORMED], bar, top, bot)
+        if ended:
+            n = emit(ev, n, end_kind, side, s[k + Z_FORMED], bar, top, bot)
+            continue
+        if keep != i:
+            _move(s, z + 1 + ZW * keep, k, ZW)
+        keep += 1
+    s[z] = keep
+    return n
+
+
+@jit
+def nearest(s: npt.NDArray[np.float64], z: int, price: float) -> float:
+    """Signed distance from ``price`` to the closest zone (0 inside; NaN when the list is empty)."""
+    best = np.nan
+    for i in range(int(s[z])):
+        k = z + 1 + ZW * i
+        if price > s[k + Z_TOP]:
+            d = price - s[k + Z_TOP]
+        elif price < s[k + Z_BOT]:
+            d = price - s[k + Z_BOT]
+        else:
+            d = 0.0
+        if np.isnan(best) or abs(d) < abs(best):
+            best = d
+    return best
