@@ -165,6 +165,14 @@ class Hub:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
+    async def shutdown(self) -> None:
+        """Abort every connection and wait for the close handshakes still in flight."""
+        self.drop_all()
+        if self._closing:
+            await asyncio.wait(self._closing, timeout=1.0)
+        for task in self._closing:
+            task.cancel()
+
     async def ping_forever(self) -> None:
         """Ping every connection each ``ping_interval_s``; close those silent past ``pong_timeout_s``."""
         loop = asyncio.get_running_loop()

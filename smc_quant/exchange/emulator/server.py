@@ -86,7 +86,7 @@ class Emulator:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        self._hub.drop_all()
+        await self._hub.shutdown()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
