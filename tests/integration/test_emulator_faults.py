@@ -168,3 +168,21 @@ async def _registered(ws: aiohttp.ClientWebSocketResponse) -> None:
     """Make sure the server has registered the connection (a control round trip)."""
     await ws.send_str('{"method":"LIST_SUBSCRIPTIONS","id":0}')
     assert (await ws.receive_json(timeout=5))["id"] == 0
+
+
+async def test_stall_can_target_the_connections_of_some_streams(
+    emulator: Factory, http: aiohttp.ClientSession
+) -> None:
+    """stall(streams=…) silences only the connections subscribed to one of those streams."""
+    async with (
+        emulator(symbols=("BTCUSDT", "ETHUSDT")) as em,
+        http.ws_connect(f"{em.ws_market_base}/stream?streams={BTC}") as btc,
+        http.ws_connect(f"{em.ws_market_base}/stream?streams=ethusdt@kline_1m") as eth,
+    ):
+        em.faults.stall(True, streams=[BTC])
+        em.resume()
+        await em.wait_minutes(1)
+        assert (await eth.receive_json(timeout=5))["stream"] == "ethusdt@kline_1m"
+        with pytest.raises(TimeoutError):
+            await btc.receive(timeout=0.3)
+        assert em.faults.state()["stalled_streams"] == [BTC]
