@@ -188,6 +188,11 @@ def _pipeline(s: F64, p: F64, ot: I64, o: F64, h: F64, low: F64, c: F64, v: F64,
 
 
 @kernel
+def _row(state: F64, x: F64) -> None:
+    feature_row(state, x)
+
+
+@kernel
 def _rows(states: F64, rows: I64, x: F64) -> None:
     for i in range(rows.shape[0]):
         feature_row(states[rows[i]], x[i])
@@ -214,6 +219,12 @@ class FeatureEngineer:
                              series.close, series.volume, i, ev, x)
             parts.append(ev[:n].copy())
         return x, (np.concatenate(parts) if parts else ev[:0].copy())
+
+    def row(self, state: F64) -> F64:
+        """The current feature row of one symbol state (e.g. ``SymbolEngine.state``)."""
+        x = np.empty(N_FEATURES)
+        _row(state, x)
+        return x
 
     def rows(self, states: F64, rows: I64) -> F64:
         """Current feature rows of the listed symbol rows of a state matrix, in one kernel call."""

@@ -30,6 +30,7 @@ from smc_quant.smc.params import (
     P_N_TF,
     P_SW_LEFT,
     P_SW_RIGHT,
+    P_SW_STRICT,
     TIMEFRAMES,
 )
 
@@ -99,7 +100,7 @@ def _structure(s: F64, b: int, p: F64, h: float, low: float, c: float, t: float,
 def _swing(s: F64, b: int, p: F64, sgn: int, t: float, ev: F64, n: int) -> int:
     r = b + OFF_RING
     right = int(p[P_SW_RIGHT])
-    if not swings.pivot(s, r, int(p[P_SW_LEFT]), right, sgn):
+    if not swings.pivot(s, r, int(p[P_SW_LEFT]), right, sgn, p[P_SW_STRICT] != 0.0):
         return n
     level = bars.at(s, r, bars.B_H if sgn > 0 else bars.B_L, right)
     piv = t - right

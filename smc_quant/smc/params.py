@@ -18,7 +18,8 @@ P_ATR_PERIOD = 5
 P_LIQ_TOL_ATR = 6
 P_N_TF = 7
 P_BASE_MS = 8
-P_SIZE = 9
+P_SW_STRICT = 9
+P_SIZE = 10
 
 TIMEFRAMES: tuple[str, ...] = ("1m", "5m", "15m", "1h", "1d")
 
@@ -33,6 +34,8 @@ class SMCParams:
     reference library). ``fvg_min_atr``: minimum gap size in ATRs (0 = any gap). ``atr_period``:
     Wilder ATR length. ``liq_tol_atr``: equal-high/low tolerance in ATRs. ``n_timeframes``: how
     many of ``TIMEFRAMES`` to run (1 = the base series only). ``base_ms``: the input interval.
+    ``swing_strict_left``: a pivot must be strictly above the left bars (one pivot per run of equal
+    highs); False flags every equal high, as the reference library's raw candidates do.
     """
 
     swing_left: int = 5
@@ -44,6 +47,7 @@ class SMCParams:
     liq_tol_atr: float = 0.1
     n_timeframes: int = 4
     base_ms: int = 60_000
+    swing_strict_left: bool = True
 
     def __post_init__(self) -> None:
         if self.swing_left < 1 or self.swing_right < 1:
@@ -67,4 +71,5 @@ class SMCParams:
         out[P_LIQ_TOL_ATR] = self.liq_tol_atr
         out[P_N_TF] = self.n_timeframes
         out[P_BASE_MS] = self.base_ms
+        out[P_SW_STRICT] = float(self.swing_strict_left)
         return out

@@ -2,6 +2,8 @@
 
 Pivot high at p: h_p > max(h_{p−left} … h_{p−1}) (strict) and h_p ≥ max(h_{p+1} … h_{p+right})
 (non-strict), so exactly one bar of a run of equal highs qualifies (the first). Lows mirror this.
+With ``strict`` off the left side is non-strict too (every equal high qualifies, as the reference
+library's raw candidates).
 Known at the close of bar p + right (``confirmed``); no alternation clean-up, no deleted swings.
 """
 
@@ -26,14 +28,16 @@ def init(s: npt.NDArray[np.float64]) -> None:
 
 
 @jit
-def pivot(s: npt.NDArray[np.float64], r: int, left: int, right: int, sgn: int) -> bool:
-    """Whether the bar ``right`` bars back in the ring at ``r`` is a pivot high (+1) or low (−1)."""
+def pivot(s: npt.NDArray[np.float64], r: int, left: int, right: int, sgn: int, strict: bool) -> bool:
+    """Whether the bar ``right`` bars back in the ring at ``r`` is a pivot high (+1) or low (−1);
+    ``strict``: strictly beyond the left bars (else equal left bars are allowed)."""
     if bars.count(s, r) < left + right + 1:
         return False
     field = bars.B_H if sgn > 0 else bars.B_L
     x = bars.at(s, r, field, right)
     for k in range(1, left + 1):
-        if sgn * (bars.at(s, r, field, right + k) - x) >= 0:
+        d = sgn * (bars.at(s, r, field, right + k) - x)
+        if d > 0 or (strict and d == 0):
             return False
     ok = True
     for k in range(right):
@@ -50,8 +54,8 @@ def remember(s: npt.NDArray[np.float64], w: int, sgn: int, level: float, idx: fl
 
 
 @kernel
-def batch(h: npt.NDArray[np.float64], low: npt.NDArray[np.float64], left: int,
-          right: int) -> npt.NDArray[np.int8]:
+def batch(h: npt.NDArray[np.float64], low: npt.NDArray[np.float64], left: int, right: int,
+          strict: bool = True) -> npt.NDArray[np.int8]:
     """Swing flags stamped on the pivot bar (+1 high, −1 low, 2 both, 0 none); known at p + right.
 
     A standalone vectorisable scan with the same rule as :func:`pivot`, for per-detector use.
@@ -62,8 +66,8 @@ def batch(h: npt.NDArray[np.float64], low: npt.NDArray[np.float64], left: int,
         hi = True
         lo = True
         for k in range(1, left + 1):
-            hi = hi and h[p - k] < h[p]
-            lo = lo and low[p - k] > low[p]
+            hi = hi and (h[p - k] < h[p] or (not strict and h[p - k] == h[p]))
+            lo = lo and (low[p - k] > low[p] or (not strict and low[p - k] == low[p]))
         for k in range(1, right + 1):
             hi = hi and h[p + k] <= h[p]
             lo = lo and low[p + k] >= low[p]

@@ -1,0 +1,46 @@
+"""The SMC detectors and the feature code are pure: they import no I/O library."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import smc_quant
+
+FORBIDDEN = ("asyncio", "aiohttp", "asyncpg", "redis", "websockets", "socket", "ssl", "http", "urllib",
+             "requests", "structlog", "uvloop", "pgserver", "subprocess")
+PURE = [Path(smc_quant.__file__).parent / "features.py",
+        *sorted((Path(smc_quant.__file__).parent / "smc").glob("*.py"))]
+
+
+def _imported_roots(path: Path) -> set[str]:
+    roots: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            roots.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_pure_modules_import_no_io_library_directly() -> None:
+    """No module of smc_quant.smc or smc_quant.features names an I/O library in its imports."""
+    offenders = {p.name: sorted(_imported_roots(p) & set(FORBIDDEN)) for p in PURE}
+    assert len(PURE) > 10
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_importing_pure_modules_loads_no_io_library_beyond_numpy_numba_polars() -> None:
+    """Importing the pure modules adds no I/O module to what numpy, numba and polars already load."""
+    code = (
+        "import sys, numpy, numba, polars\n"
+        "before = set(sys.modules)\n"
+        "import smc_quant.smc, smc_quant.features\n"
+        "print('\\n'.join(sorted(set(sys.modules) - before)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    added = {m.split(".")[0] for m in out.stdout.split()}
+    assert "smc_quant" in added
+    assert added & set(FORBIDDEN) == set()
