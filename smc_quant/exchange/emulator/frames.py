@@ -73,24 +73,57 @@ def in_candle_path(bar: Bar, updates: int, prec: Precision) -> list[Bar]:
     return out
 
 
-def kline_body(bar: Bar, first_trade: int, final: bool, prec: Precision) -> str:
+@dataclass(frozen=True, slots=True)
+class Kline:
+    """A bar with the fields the data files lack: quote volume, trades, taker-buy base and quote volume."""
+
+    bar: Bar
+    quote: float
+    trades: int
+    taker_base: float
+    taker_quote: float
+
+
+def with_derived(bar: Bar) -> Kline:
+    """``bar`` with :func:`smc_quant.datasets.derived_fields`."""
+    return Kline(bar, *derived_fields(bar.open, bar.high, bar.low, bar.close, bar.volume))
+
+
+def merge(a: Kline | None, b: Kline) -> Kline:
+    """``a`` followed by ``b`` as one longer kline (sums, extremes, first open, last close)."""
+    if a is None:
+        return b
+    x, y = a.bar, b.bar
+    bar = Bar(x.open, max(x.high, y.high), min(x.low, y.low), y.close, x.volume + y.volume)
+    return Kline(
+        bar,
+        a.quote + b.quote,
+        a.trades + b.trades,
+        a.taker_base + b.taker_base,
+        a.taker_quote + b.taker_quote,
+    )
+
+
+def kline_body(k: Kline, first_trade: int, final: bool, prec: Precision) -> str:
     """The ``"f":…,"B":"0"}}`` tail of a kline event, shared by every symbol mapped on one series."""
-    q, n, v_buy, q_buy = derived_fields(bar.open, bar.high, bar.low, bar.close, bar.volume)
+    bar, n = k.bar, k.trades
     f, last = (first_trade, first_trade + n - 1) if n > 0 else (-1, -1)
     p, dq = prec.price, prec.qty
     return (
         f'"f":{f},"L":{last},"o":"{fmt(bar.open, p)}","c":"{fmt(bar.close, p)}",'
         f'"h":"{fmt(bar.high, p)}","l":"{fmt(bar.low, p)}","v":"{fmt(bar.volume, dq)}",'
-        f'"n":{n},"x":{"true" if final else "false"},"q":"{fmt(q, 8)}","V":"{fmt(v_buy, dq)}",'
-        f'"Q":"{fmt(q_buy, 8)}","B":"0"}}}}'
+        f'"n":{n},"x":{"true" if final else "false"},"q":"{fmt(k.quote, 8)}","V":"{fmt(k.taker_base, dq)}",'
+        f'"Q":"{fmt(k.taker_quote, 8)}","B":"0"}}}}'
     )
 
 
-def raw_kline(symbol: str, event_ms: int, open_ms: int, body: str) -> str:
-    """A raw ``<symbol>@kline_1m`` event (what ``/ws/…`` connections receive)."""
+def raw_kline(
+    symbol: str, event_ms: int, open_ms: int, body: str, interval: str = "1m", length_ms: int = 60_000
+) -> str:
+    """A raw ``<symbol>@kline_<interval>`` event (what ``/ws/…`` connections receive)."""
     return (
-        f'{{"e":"kline","E":{event_ms},"s":"{symbol}","k":{{"t":{open_ms},"T":{open_ms + 59_999},'
-        f'"s":"{symbol}","i":"1m",{body}'
+        f'{{"e":"kline","E":{event_ms},"s":"{symbol}","k":{{"t":{open_ms},"T":{open_ms + length_ms - 1},'
+        f'"s":"{symbol}","i":"{interval}",{body}'
     )
 
 
@@ -99,10 +132,9 @@ def combined(stream: str, raw: str) -> str:
     return f'{{"stream":"{stream}","data":{raw}}}'
 
 
-def rest_row(open_ms: int, bar: Bar, prec: Precision) -> list[object]:
+def rest_row(open_ms: int, k: Kline, prec: Precision, length_ms: int = 60_000) -> list[object]:
     """One ``GET /fapi/v1/klines`` row."""
-    q, n, v_buy, q_buy = derived_fields(bar.open, bar.high, bar.low, bar.close, bar.volume)
-    p, dq = prec.price, prec.qty
+    bar, p, dq = k.bar, prec.price, prec.qty
     return [
         open_ms,
         fmt(bar.open, p),
@@ -110,10 +142,10 @@ def rest_row(open_ms: int, bar: Bar, prec: Precision) -> list[object]:
         fmt(bar.low, p),
         fmt(bar.close, p),
         fmt(bar.volume, dq),
-        open_ms + 59_999,
-        fmt(q, 8),
-        n,
-        fmt(v_buy, dq),
-        fmt(q_buy, 8),
+        open_ms + length_ms - 1,
+        fmt(k.quote, 8),
+        k.trades,
+        fmt(k.taker_base, dq),
+        fmt(k.taker_quote, 8),
         "0",
     ]

@@ -9,10 +9,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from smc_quant.domain.candles import MINUTE_MS
+from smc_quant.domain.candles import INTERVAL_MS, MINUTE_MS
 from smc_quant.exchange.emulator.config import EmulatorConfig
 from smc_quant.exchange.emulator.faults import Faults
-from smc_quant.exchange.emulator.frames import rest_row
+from smc_quant.exchange.emulator.frames import merge, rest_row, with_derived
+from smc_quant.exchange.emulator.intervals import Aggregator
 from smc_quant.exchange.emulator.market import Market
 from smc_quant.exchange.emulator.ratelimit import Verdict, WeightLimiter, klines_weight
 from smc_quant.exchange.emulator.replay import Replay
@@ -44,6 +45,7 @@ class RestApi:
             config.weight_limit, config.ban_after_429s, config.ban_seconds, config.clock
         )
         self.requests = 0
+        self._agg = Aggregator(market)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -126,7 +128,7 @@ class RestApi:
             return _bad(-1102, "Mandatory parameter 'interval' was not sent, was empty/null, or malformed.")
         if symbol not in self._market.source_of:
             return _bad(-1121, "Invalid symbol.")
-        if q["interval"] != "1m":
+        if q["interval"] not in INTERVAL_MS:
             return _bad(-1120, "Invalid interval.")
         try:
             limit = int(q.get("limit", "500"))
@@ -136,29 +138,36 @@ class RestApi:
             return _bad(-1100, "Illegal characters found in a parameter.")
         if not 1 <= limit <= 1500:
             return _bad(-1130, "Data sent for parameter 'limit' is not valid.")
-        return json_response(self.rows(symbol, start, end, limit))
+        return json_response(self.rows(symbol, start, end, limit, q["interval"]))
 
-    def rows(self, symbol: str, start: int | None, end: int | None, limit: int) -> list[list[object]]:
-        """Closed candles up to the replay clock, then the still-open bar, oldest first, like Binance."""
+    def rows(
+        self, symbol: str, start: int | None, end: int | None, limit: int, interval: str = "1m"
+    ) -> list[list[object]]:
+        """Closed klines up to the replay clock, then the still-open one, oldest first, like Binance."""
         market, replay = self._market, self._replay
-        src = market.source_of[symbol]
+        src, length = market.source_of[symbol], INTERVAL_MS[interval]
         prec = market.precision[src]
+        now_open = market.start_ms + replay.minutes_replayed * MINUTE_MS  # first minute not closed
         first = int(market.series[src].open_time[0]) if self._config.serve_history else market.start_ms
-        a = max(first, -(-start // MINUTE_MS) * MINUTE_MS if start is not None else first)
-        b = market.start_ms + (replay.minutes_replayed - 1) * MINUTE_MS
+        live = replay.open_bar(symbol)
+        last = now_open - now_open % length  # the window still open
+        b = last if live is not None or last < now_open else last - length
+        a = (
+            first - first % length
+            if start is None
+            else max(first - first % length, -(-start // length) * length)
+        )
         if end is not None:
-            b = min(b, end - end % MINUTE_MS)
-        bar = replay.open_bar(symbol)
-        live = bar is not None and (start is None or bar[0] >= start) and (end is None or bar[0] <= end)
+            b = min(b, end - end % length)
         if start is not None:
-            b = min(b, a + (limit - 1) * MINUTE_MS)
+            b = min(b, a + (limit - 1) * length)
         else:
-            a = max(a, b - (limit - 1 - int(live)) * MINUTE_MS)
+            a = max(a, b - (limit - 1) * length)
         rows: list[list[object]] = []
-        for t in range(a, b + 1, MINUTE_MS):
-            i = market.index(src, t)
-            if i is not None:
-                rows.append(rest_row(t, market.bar(src, i), prec))
-        if bar is not None and live and len(rows) < limit:
-            rows.append(rest_row(bar[0], bar[1], prec))
+        for w in range(a, b + 1, length):
+            k = self._agg.closed(src, length, w, min(w + length, now_open))
+            if w == last and live is not None:
+                k = merge(k, with_derived(live[1]))
+            if k is not None:
+                rows.append(rest_row(w, k, prec, length))
         return rows

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from smc_quant.domain.candles import MINUTE_MS
+from smc_quant.domain.candles import INTERVAL_MS, MINUTE_MS
 from smc_quant.exchange.emulator.frames import (
     Bar,
     combined,
     in_candle_path,
     kline_body,
+    merge,
     raw_kline,
+    with_derived,
     ws_text_frame,
 )
+from smc_quant.exchange.emulator.intervals import Aggregator, parse_stream
 from smc_quant.exchange.emulator.market import Market
 
 
@@ -49,6 +52,8 @@ class StepBuilder:
         self._market = market
         self._updates = updates
         self._symbols = {stream_name(s): s for s in market.symbols}
+        self._lower = {s.lower(): s for s in market.symbols}
+        self._agg = Aggregator(market)
 
     @property
     def streams(self) -> dict[str, str]:
@@ -69,7 +74,9 @@ class StepBuilder:
             first_trade = (open_ms // MINUTE_MS) * 10_000
             last = len(path) - 1
             paths[src] = path
-            bodies[src] = [kline_body(b, first_trade, u == last, prec) for u, b in enumerate(path)]
+            bodies[src] = [
+                kline_body(with_derived(b), first_trade, u == last, prec) for u, b in enumerate(path)
+            ]
         return Minute(open_ms, paths, bodies)
 
     def step(self, minute: Minute, update: int, wanted: set[str], raw_wanted: set[str]) -> Step:
@@ -78,16 +85,46 @@ class StepBuilder:
         event_ms = minute.open_ms + (MINUTE_MS * (update + 1)) // (self._updates + 1)
         step = Step(minute, update, event_ms, final)
         source_of = self._market.source_of
+        longer: dict[tuple[str, str], tuple[int, str] | None] = {}
         for stream in wanted | raw_wanted:
             sym = self._symbols.get(stream)
-            if sym is None:
-                continue
-            bodies = minute.bodies.get(source_of[sym])
-            if bodies is None:
-                continue
-            raw = raw_kline(sym, event_ms, minute.open_ms, bodies[update])
+            if sym is not None:
+                bodies = minute.bodies.get(source_of[sym])
+                if bodies is None:
+                    continue
+                raw = raw_kline(sym, event_ms, minute.open_ms, bodies[update])
+            else:
+                target = self._longer_target(stream)
+                if target is None:
+                    continue
+                sym, interval = target
+                key = (source_of[sym], interval)
+                if key not in longer:
+                    longer[key] = self._longer_body(minute, update, *key)
+                built = longer[key]
+                if built is None:
+                    continue
+                raw = raw_kline(sym, event_ms, built[0], built[1], interval, INTERVAL_MS[interval])
             if stream in wanted:
                 step.combined[stream] = ws_text_frame(combined(stream, raw).encode())
             if stream in raw_wanted:
                 step.raw[stream] = ws_text_frame(raw.encode())
         return step
+
+    def _longer_target(self, stream: str) -> tuple[str, str] | None:
+        parsed = parse_stream(stream)
+        if parsed is None or parsed[1] == "1m" or parsed[0] not in self._lower:
+            return None
+        return self._lower[parsed[0]], parsed[1]
+
+    def _longer_body(self, minute: Minute, update: int, src: str, interval: str) -> tuple[int, str] | None:
+        """Window open time and event body of a longer kline at this step (closed minutes + this one)."""
+        path = minute.paths.get(src)
+        if path is None:
+            return None
+        length = INTERVAL_MS[interval]
+        window = minute.open_ms - minute.open_ms % length
+        k = merge(self._agg.closed(src, length, window, minute.open_ms), with_derived(path[update]))
+        closes = update == self._updates and minute.open_ms + MINUTE_MS == window + length
+        prec = self._market.precision[src]
+        return window, kline_body(k, (window // MINUTE_MS) * 10_000, closes, prec)
