@@ -8,6 +8,7 @@ Binance does since 2026.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -40,8 +41,10 @@ class StreamServer:
         self._hub = hub
 
     def routes(self) -> list[web.RouteDef]:
+        """``/stream``, ``/ws`` and ``/ws/<streams>`` under ``/market``, ``/public`` and the bare host."""
         out = []
-        for prefix, route in (("/market", "market"), ("/public", "public"), ("", "legacy")):
+        routes: tuple[tuple[str, Route], ...] = (("/market", "market"), ("/public", "public"), ("", "legacy"))
+        for prefix, route in routes:
             out += [
                 web.get(f"{prefix}/stream", self._handler(route, combined=True)),
                 web.get(f"{prefix}/ws", self._handler(route, combined=False)),
@@ -49,9 +52,11 @@ class StreamServer:
             ]
         return out
 
-    def _handler(self, route: str, combined: bool) -> Any:
-        async def handle(request: web.Request) -> web.WebSocketResponse:
-            return await self.serve(request, route, combined)  # type: ignore[arg-type]
+    def _handler(
+        self, route: Route, combined: bool
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self.serve(request, route, combined)
 
         return handle
 
