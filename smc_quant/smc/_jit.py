@@ -2,7 +2,8 @@
 
 ``jit`` marks a helper that is inlined into its caller at numba-IR level: calls that pass the state
 arrays then cost nothing (no call frame, no reference counting). ``kernel`` marks a function
-compiled on its own and called normally: the per-bar step and the loops that drive it.
+compiled on its own and called normally (releasing the GIL): the per-bar step and the loops
+that drive it, so batch runs of different symbols can share threads.
 
 Caveat of numba's on-disk cache: a cached kernel is invalidated only when *its own* file changes.
 After editing a helper, touch the modules that define the calling kernels (or delete
@@ -26,4 +27,4 @@ def jit(fn: F) -> F:
 
 def kernel(fn: F) -> F:
     """Compile ``fn`` with numba as a stand-alone function (entry points and the per-bar step)."""
-    return cast(F, njit(cache=True, error_model="numpy")(fn))
+    return cast(F, njit(cache=True, nogil=True, error_model="numpy")(fn))

@@ -112,7 +112,7 @@ def _swing(s: F64, b: int, p: F64, sgn: int, t: float, ev: F64, n: int) -> int:
     return liquidity.on_swing(s, side, sgn, level, piv, t, tol, ev, n)
 
 
-@kernel
+@jit
 def tf_step(s: F64, b: int, p: F64, o: float, h: float, low: float, c: float, v: float,
             ev: F64, n: int) -> int:
     """Feed one closed bar to the timeframe block at offset ``b``; returns the new event count."""
@@ -134,31 +134,38 @@ def _stamp(ev: F64, n: int, m: int, tf: int, known: float) -> None:
 
 
 @kernel
-def _htf_bar(s: F64, p: F64, k: int, a: int, ev: F64, n: int, known: float) -> int:
-    m = tf_step(s, k * TF_SIZE, p, s[a + timeframes.A_O], s[a + timeframes.A_H], s[a + timeframes.A_L],
-                s[a + timeframes.A_C], s[a + timeframes.A_V], ev, n)
-    s[a + timeframes.A_HAS] = 0.0
-    _stamp(ev, n, m, k, known)
-    return m
-
-
-@kernel
 def symbol_step(s: F64, p: F64, open_time: int, o: float, h: float, low: float, c: float, v: float,
                 ev: F64, n: int) -> int:
-    """Feed one closed base candle to a symbol state; events are written from row ``n``."""
+    """Feed one closed base candle to a symbol state; events are written from row ``n``.
+
+    Job 0 is the base bar; then, per higher timeframe k, job ``2k−1`` closes a bucket left open by
+    a gap and job ``2k`` closes the bucket this candle completes. One call site keeps the inlined
+    ``tf_step`` compiled once.
+    """
     known = float(bars.count(s, OFF_RING))
-    m = tf_step(s, 0, p, o, h, low, c, v, ev, n)
-    _stamp(ev, n, m, 0, known)
     base = int(p[P_BASE_MS])
-    for k in range(1, int(p[P_N_TF])):
-        tf = timeframes.TF_MS[k]
+    for job in range(2 * int(p[P_N_TF]) - 1):
+        k = (job + 1) // 2
         a = OFF_AGG + (k - 1) * timeframes.SIZE
-        if timeframes.stale(s, a, open_time, tf):
-            m = _htf_bar(s, p, k, a, ev, m, known)
-        timeframes.add(s, a, open_time, tf, o, h, low, c, v)
-        if timeframes.closes(open_time, base, tf):
-            m = _htf_bar(s, p, k, a, ev, m, known)
-    return m
+        tf = timeframes.TF_MS[k]
+        if job == 0:
+            run = True
+        elif job % 2 == 1:
+            run = timeframes.stale(s, a, open_time, tf)
+        else:
+            timeframes.add(s, a, open_time, tf, o, h, low, c, v)
+            run = timeframes.closes(s, a, open_time, base, tf)
+        if not run:
+            continue
+        bo, bh, bl, bc, bv = o, h, low, c, v
+        if job > 0:
+            bo, bh, bl = s[a + timeframes.A_O], s[a + timeframes.A_H], s[a + timeframes.A_L]
+            bc, bv = s[a + timeframes.A_C], s[a + timeframes.A_V]
+            s[a + timeframes.A_HAS] = 0.0
+        m = tf_step(s, k * TF_SIZE, p, bo, bh, bl, bc, bv, ev, n)
+        _stamp(ev, n, m, k, known)
+        n = m
+    return n
 
 
 def event_buffer(rows: int) -> F64:

@@ -33,8 +33,9 @@ I64 = npt.NDArray[np.int64]
 
 @jit
 def stale(s: F64, a: int, open_time: int, tf: int) -> bool:
-    """Whether the bar in progress (block at ``a``) belongs to an earlier bucket than ``open_time``."""
-    return s[a + A_HAS] != 0.0 and int(s[a + A_OT]) != open_time - open_time % tf
+    """Whether the bar in progress (block at ``a``) belongs to another bucket than ``open_time``."""
+    start = int(s[a + A_OT])
+    return s[a + A_HAS] != 0.0 and (open_time < start or open_time >= start + tf)
 
 
 @jit
@@ -57,9 +58,9 @@ def add(s: F64, a: int, open_time: int, tf: int, o: float, h: float, low: float,
 
 
 @jit
-def closes(open_time: int, base_ms: int, tf: int) -> bool:
-    """Whether the base candle at ``open_time`` is the last one of its bucket."""
-    return (open_time + base_ms) % tf == 0
+def closes(s: F64, a: int, open_time: int, base_ms: int, tf: int) -> bool:
+    """Whether the base candle at ``open_time``, just added to the bar at ``a``, ends its bucket."""
+    return open_time + base_ms == int(s[a + A_OT]) + tf
 
 
 @kernel
@@ -76,7 +77,7 @@ def _stream(ot: I64, o: F64, h: F64, low: F64, c: F64, v: F64, tf: int,
             m += 1
             a[A_HAS] = 0.0
         add(a, 0, ot[i], tf, o[i], h[i], low[i], c[i], v[i])
-        if closes(ot[i], base_ms, tf):
+        if closes(a, 0, ot[i], base_ms, tf):
             out[m, :] = a[A_OT:A_V + 1]
             known[m] = i
             m += 1
