@@ -24,6 +24,10 @@ from smc_quant.smc.params import P_ATR_PERIOD as P_ATR
 from smc_quant.smc.params import (
     P_BASE_MS,
     P_CLOSE_BREAK,
+    P_DO_FVG,
+    P_DO_LIQUIDITY,
+    P_DO_ORDER_BLOCKS,
+    P_DO_STRUCTURE,
     P_FVG_COLOUR,
     P_FVG_MIN_ATR,
     P_LIQ_TOL_ATR,
@@ -86,11 +90,12 @@ def _zones_and_pools(s: F64, b: int, h: float, low: float, c: float, t: float, e
 def _structure(s: F64, b: int, p: F64, h: float, low: float, c: float, t: float, ev: F64, n: int) -> int:
     st = b + OFF_ST
     by_close = p[P_CLOSE_BREAK] != 0.0
+    obs = p[P_DO_ORDER_BLOCKS] != 0.0
     n, up = structure.check_break(s, st, 1, c if by_close else h, t, ev, n)
-    if up:
+    if up and obs:
         n = order_blocks.on_break(s, b + OFF_OB_BULL, st, 1, t, ev, n)
     n, dn = structure.check_break(s, st, -1, c if by_close else low, t, ev, n)
-    if dn:
+    if dn and obs:
         n = order_blocks.on_break(s, b + OFF_OB_BEAR, st, -1, t, ev, n)
     structure.track(s, st, h, low, t)
     return n
@@ -106,7 +111,10 @@ def _swing(s: F64, b: int, p: F64, sgn: int, t: float, ev: F64, n: int) -> int:
     piv = t - right
     n = emit(ev, n, K_SWING, sgn, piv, t, level, level)
     swings.remember(s, b + OFF_SW, sgn, level, piv)
-    structure.on_swing(s, b + OFF_ST, sgn, level, piv, r, right)
+    if p[P_DO_STRUCTURE] != 0.0:
+        structure.on_swing(s, b + OFF_ST, sgn, level, piv, r, right)
+    if p[P_DO_LIQUIDITY] == 0.0:
+        return n
     tol = p[P_LIQ_TOL_ATR] * s[b + OFF_ATR + atr.A_VAL]
     side = b + OFF_LIQ + (0 if sgn > 0 else liquidity.SIDE)
     return liquidity.on_swing(s, side, sgn, level, piv, t, tol, ev, n)
@@ -119,9 +127,12 @@ def tf_step(s: F64, b: int, p: F64, o: float, h: float, low: float, c: float, v:
     t = float(bars.push(s, b + OFF_RING, o, h, low, c, v))
     a = atr.update(s, b + OFF_ATR, h, low, c, int(p[P_ATR]))
     n = _zones_and_pools(s, b, h, low, c, t, ev, n)
-    n = _structure(s, b, p, h, low, c, t, ev, n)
+    if p[P_DO_STRUCTURE] != 0.0:
+        n = _structure(s, b, p, h, low, c, t, ev, n)
     n = _swing(s, b, p, 1, t, ev, n)
     n = _swing(s, b, p, -1, t, ev, n)
+    if p[P_DO_FVG] == 0.0:
+        return n
     return fvg.step(s, b + OFF_RING, b + OFF_FVG_BULL, b + OFF_FVG_BEAR, p[P_FVG_COLOUR] != 0.0,
                     p[P_FVG_MIN_ATR], a, t, ev, n)
 

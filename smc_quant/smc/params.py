@@ -19,7 +19,11 @@ P_LIQ_TOL_ATR = 6
 P_N_TF = 7
 P_BASE_MS = 8
 P_SW_STRICT = 9
-P_SIZE = 10
+P_DO_STRUCTURE = 10
+P_DO_ORDER_BLOCKS = 11
+P_DO_FVG = 12
+P_DO_LIQUIDITY = 13
+P_SIZE = 14
 
 TIMEFRAMES: tuple[str, ...] = ("1m", "5m", "15m", "1h", "1d")
 
@@ -36,6 +40,8 @@ class SMCParams:
     many of ``TIMEFRAMES`` to run (1 = the base series only). ``base_ms``: the input interval.
     ``swing_strict_left``: a pivot must be strictly above the left bars (one pivot per run of equal
     highs); False flags every equal high, as the reference library's raw candidates do.
+    ``structure``/``order_blocks``/``fvgs``/``liquidity``: switch detectors off (swings and ATR always
+    run; order blocks need structure). A switched-off detector emits nothing and its features are NaN.
     """
 
     swing_left: int = 5
@@ -48,6 +54,10 @@ class SMCParams:
     n_timeframes: int = 4
     base_ms: int = 60_000
     swing_strict_left: bool = True
+    structure: bool = True
+    order_blocks: bool = True
+    fvgs: bool = True
+    liquidity: bool = True
 
     def __post_init__(self) -> None:
         if self.swing_left < 1 or self.swing_right < 1:
@@ -72,4 +82,8 @@ class SMCParams:
         out[P_N_TF] = self.n_timeframes
         out[P_BASE_MS] = self.base_ms
         out[P_SW_STRICT] = float(self.swing_strict_left)
+        out[P_DO_STRUCTURE] = float(self.structure)
+        out[P_DO_ORDER_BLOCKS] = float(self.structure and self.order_blocks)
+        out[P_DO_FVG] = float(self.fvgs)
+        out[P_DO_LIQUIDITY] = float(self.liquidity)
         return out

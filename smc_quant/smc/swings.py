@@ -53,23 +53,31 @@ def remember(s: npt.NDArray[np.float64], w: int, sgn: int, level: float, idx: fl
     s[k + 1] = idx
 
 
+@jit
+def _side(x: npt.NDArray[np.float64], p: int, left: int, right: int, strict: bool) -> bool:
+    v = x[p]
+    for k in range(1, right + 1):
+        if x[p + k] > v:
+            return False
+    for k in range(1, left + 1):
+        y = x[p - k]
+        if y > v or (strict and y == v):
+            return False
+    return True
+
+
 @kernel
 def batch(h: npt.NDArray[np.float64], low: npt.NDArray[np.float64], left: int, right: int,
           strict: bool = True) -> npt.NDArray[np.int8]:
     """Swing flags stamped on the pivot bar (+1 high, −1 low, 2 both, 0 none); known at p + right.
 
-    A standalone vectorisable scan with the same rule as :func:`pivot`, for per-detector use.
+    A stand-alone scan with the same rule as :func:`pivot`, for per-detector use.
     """
     n = h.shape[0]
     out = np.zeros(n, dtype=np.int8)
+    neg = -low
     for p in range(left, n - right):
-        hi = True
-        lo = True
-        for k in range(1, left + 1):
-            hi = hi and (h[p - k] < h[p] or (not strict and h[p - k] == h[p]))
-            lo = lo and (low[p - k] > low[p] or (not strict and low[p - k] == low[p]))
-        for k in range(1, right + 1):
-            hi = hi and h[p + k] <= h[p]
-            lo = lo and low[p + k] >= low[p]
+        hi = _side(h, p, left, right, strict)
+        lo = _side(neg, p, left, right, strict)
         out[p] = 2 if (hi and lo) else (1 if hi else (-1 if lo else 0))
     return out

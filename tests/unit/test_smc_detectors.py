@@ -179,3 +179,17 @@ def test_params_are_validated() -> None:
         SMCParams(swing_left=0)
     with pytest.raises(ValueError, match="n_timeframes"):
         SMCParams(n_timeframes=9)
+
+
+def test_switched_off_detectors_emit_nothing_and_leave_the_rest_unchanged(btc: KlineSeries,
+                                                                          events: F64) -> None:
+    """Turning structure/OB/FVG/liquidity off removes exactly their events; swings stay identical."""
+    only = detect(btc, SMCParams(n_timeframes=1, structure=False, fvgs=False, liquidity=False))
+    assert set(np.unique(only[:, E_KIND]).astype(int)) == {K_SWING}
+    np.testing.assert_array_equal(only, select(events, K_SWING))
+    no_ob = detect(btc, SMCParams(n_timeframes=1, order_blocks=False))
+    kinds = set(np.unique(no_ob[:, E_KIND]).astype(int))
+    assert K_OB not in kinds
+    assert {K_BOS, K_CHOCH, K_FVG, K_SWEEP} <= kinds
+    brk = np.isin(events[:, E_KIND], [K_BOS, K_CHOCH])
+    np.testing.assert_array_equal(no_ob[np.isin(no_ob[:, E_KIND], [K_BOS, K_CHOCH])], events[brk])
