@@ -18,14 +18,13 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from smc_quant.datasets import KlineSeries, load_klines
 from smc_quant.features import FeatureEngineer
-from smc_quant.smc import EngineBank, SMCParams, SymbolEngine, detect, fvg, swings
+from smc_quant.smc import EngineBank, SMCParams, SymbolEngine, atr, detect, fvg, standalone, swings
 
 SWING_N = 10
 BASE = SMCParams(swing_left=SWING_N - 1, swing_right=SWING_N, swing_strict_left=False, n_timeframes=1)
@@ -82,23 +81,21 @@ def reference(s: KlineSeries) -> dict[str, float]:
     return out
 
 
-ONLY = {  # the engine with one detector on (swings and ATR always run: the others need them)
-    "bos_choch": replace(BASE, order_blocks=False, fvgs=False, liquidity=False),
-    "ob": replace(BASE, fvgs=False, liquidity=False),
-    "liquidity": replace(BASE, structure=False, fvgs=False),
-}
-
-
 def ours(s: KlineSeries) -> dict[str, float]:
-    """Seconds per detector of ours: stand-alone kernels for swings and FVG, the event engine with
-    only that detector switched on for the others, and the whole engine (every detector at once)."""
-    out = {
-        "swings": best(lambda: swings.batch(s.high, s.low, SWING_N - 1, SWING_N, False)),
-        "fvg": best(lambda: fvg.batch(s.open, s.high, s.low, s.close, True)),
+    """Seconds per detector of ours. Like the reference, BOS/CHoCH, OB and liquidity are given the
+    swings (the stand-alone kernels of ``smc.standalone``); the whole engine is timed as well."""
+    left, right = SWING_N - 1, SWING_N
+    flags = swings.batch(s.high, s.low, left, right, False)
+    a = atr.batch(s.high, s.low, s.close, BASE.atr_period)
+    h, low, c = s.high, s.low, s.close
+    return {
+        "swings": best(lambda: swings.batch(h, low, left, right, False)),
+        "fvg": best(lambda: fvg.batch(s.open, h, low, c, True)),
+        "bos_choch": best(lambda: standalone.structure_batch(h, low, c, flags, right, True, False)),
+        "ob": best(lambda: standalone.structure_batch(h, low, c, flags, right, True, True)),
+        "liquidity": best(lambda: standalone.liquidity_batch(h, low, c, flags, right, a, BASE.liq_tol_atr)),
+        "all (engine)": best(lambda: detect(s, BASE)),
     }
-    out.update({name: best(lambda p=p: detect(s, p)) for name, p in ONLY.items()})
-    out["all (engine)"] = best(lambda: detect(s, BASE))
-    return out
 
 
 def detectors(s: KlineSeries, with_reference: bool) -> None:
@@ -172,6 +169,7 @@ def main(argv: list[str]) -> None:
     say("compiling kernels (first run only; cached afterwards) ...")
     detect(small.slice(0, 500))
     FeatureEngineer().batch(small.slice(0, 500))
+    ours(small.slice(0, 500))
     detectors(small, True)
     detectors(large, not quick)
     pipeline(large, series)

@@ -2,7 +2,8 @@
 
 One small module per detector (``swings``, ``structure``, ``fvg``, ``order_blocks``, ``liquidity``,
 ``atr``), the shared per-bar state machine (``kernel``), multi-timeframe aggregation
-(``timeframes``) and the entry points (``engine``). Every detection is an event carrying the bar it
+(``timeframes``), the entry points (``engine``) and stand-alone per-detector batch kernels that
+take swings as input (``standalone``). Every detection is an event carrying the bar it
 formed on and the bar it became known at; see ``docs/smc.md``.
 """
 

@@ -57,39 +57,45 @@ def check_break(s: npt.NDArray[np.float64], st: int, sgn: int, src: float, bar: 
 
 
 @jit
-def on_swing(s: npt.NDArray[np.float64], st: int, sgn: int, level: float, pivot: float, r: int,
-             right: int) -> None:
-    """A newly confirmed swing becomes the level to break; seed its extreme over bars pivot..now."""
+def extend(s: npt.NDArray[np.float64], st: int, sgn: int, x: float, other: float, bar: float) -> None:
+    """Offer bar ``bar`` (extreme ``x``, opposite price ``other``) as the side's OB candidate; ties
+    move to the later bar."""
+    b = st + (ST_HI if sgn > 0 else ST_LO)
+    if sgn * (x - s[b + S_EXT]) <= 0:
+        s[b + S_EXT] = x
+        s[b + S_EXT_IDX] = bar
+        s[b + S_EXT_OTHER] = other
+
+
+@jit
+def on_level(s: npt.NDArray[np.float64], st: int, sgn: int, level: float, pivot: float) -> None:
+    """A newly confirmed swing becomes the level to break (its candidate is then seeded by
+    :func:`extend` over the bars pivot..now)."""
     b = st + (ST_HI if sgn > 0 else ST_LO)
     s[b + S_ON] = 1.0
     s[b + S_LVL] = level
     s[b + S_IDX] = pivot
+    s[b + S_EXT] = sgn * np.inf
+
+
+@jit
+def on_swing(s: npt.NDArray[np.float64], st: int, sgn: int, level: float, pivot: float, r: int,
+             right: int) -> None:
+    """A newly confirmed swing becomes the level to break; seed its candidate from the ring at ``r``."""
+    on_level(s, st, sgn, level, pivot)
     ext_f = bars.B_L if sgn > 0 else bars.B_H
     oth_f = bars.B_H if sgn > 0 else bars.B_L
-    s[b + S_EXT] = bars.at(s, r, ext_f, right)
-    s[b + S_EXT_IDX] = pivot
-    s[b + S_EXT_OTHER] = bars.at(s, r, oth_f, right)
-    for k in range(right - 1, -1, -1):
-        x = bars.at(s, r, ext_f, k)
-        if sgn * (x - s[b + S_EXT]) <= 0:
-            s[b + S_EXT] = x
-            s[b + S_EXT_IDX] = pivot + right - k
-            s[b + S_EXT_OTHER] = bars.at(s, r, oth_f, k)
+    for k in range(right, -1, -1):
+        extend(s, st, sgn, bars.at(s, r, ext_f, k), bars.at(s, r, oth_f, k), pivot + right - k)
 
 
 @jit
 def track(s: npt.NDArray[np.float64], st: int, h: float, low: float, bar: float) -> None:
-    """Extend both extremes with this bar (ties move to the later bar)."""
-    b = st + ST_HI
-    if s[b + S_ON] != 0.0 and low <= s[b + S_EXT]:
-        s[b + S_EXT] = low
-        s[b + S_EXT_IDX] = bar
-        s[b + S_EXT_OTHER] = h
-    b = st + ST_LO
-    if s[b + S_ON] != 0.0 and h >= s[b + S_EXT]:
-        s[b + S_EXT] = h
-        s[b + S_EXT_IDX] = bar
-        s[b + S_EXT_OTHER] = low
+    """Extend both unbroken levels' candidates with this bar."""
+    if s[st + ST_HI + S_ON] != 0.0:
+        extend(s, st, 1, low, h, bar)
+    if s[st + ST_LO + S_ON] != 0.0:
+        extend(s, st, -1, h, low, bar)
 
 
 @jit

@@ -10,7 +10,7 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 from smc_quant.datasets import KLINES_2023_1M, KlineSeries, read_klines
-from smc_quant.smc import SMCParams, atr, detect, fvg, swings
+from smc_quant.smc import SMCParams, atr, detect, fvg, standalone, swings
 from smc_quant.smc.events import (
     E_BOTTOM,
     E_CONFIRMED,
@@ -25,7 +25,12 @@ from smc_quant.smc.events import (
     K_FVG_FILL,
     K_FVG_TOUCH,
     K_OB,
+    K_OB_EXPIRE,
+    K_OB_INVALID,
+    K_OB_TOUCH,
+    K_POOL,
     K_POOL_BREAK,
+    K_POOL_EXPIRE,
     K_SWEEP,
     K_SWING,
     select,
@@ -193,3 +198,24 @@ def test_switched_off_detectors_emit_nothing_and_leave_the_rest_unchanged(btc: K
     assert {K_BOS, K_CHOCH, K_FVG, K_SWEEP} <= kinds
     brk = np.isin(events[:, E_KIND], [K_BOS, K_CHOCH])
     np.testing.assert_array_equal(no_ob[np.isin(no_ob[:, E_KIND], [K_BOS, K_CHOCH])], events[brk])
+
+
+def test_standalone_structure_and_liquidity_kernels_equal_the_engine(btc: KlineSeries, events: F64) -> None:
+    """Given the swing flags, the stand-alone structure/OB and liquidity kernels emit the engine's events."""
+    flags = swings.batch(btc.high, btc.low, BASE.swing_left, BASE.swing_right, True)
+    a = atr.batch(btc.high, btc.low, btc.close, 14)
+    kinds = {
+        "structure": [K_BOS, K_CHOCH, K_OB, K_OB_TOUCH, K_OB_INVALID, K_OB_EXPIRE],
+        "liquidity": [K_POOL, K_SWEEP, K_POOL_BREAK, K_POOL_EXPIRE],
+    }
+    got = {
+        "structure": standalone.structure_batch(btc.high, btc.low, btc.close, flags, BASE.swing_right, True,
+                                                True),
+        "liquidity": standalone.liquidity_batch(btc.high, btc.low, btc.close, flags, BASE.swing_right,
+                                                a, BASE.liq_tol_atr),
+    }
+    for name, ks in kinds.items():
+        want = events[np.isin(events[:, E_KIND], ks)]
+        assert want.shape[0] > 100
+        cols = [E_KIND, E_DIR, E_FORMED, E_CONFIRMED, E_TOP, E_BOTTOM]
+        np.testing.assert_array_equal(got[name][:, cols], want[:, cols], err_msg=name)
