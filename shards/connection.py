@@ -2,7 +2,8 @@
 
 ``run()`` connects to ``<market route>/stream``, subscribes in paced SUBSCRIBE messages (under the
 10 messages/s limit), and pushes every data frame with its receive time onto the shard's bounded
-queue without ever awaiting it (a full queue drops and counts). A watchdog recycles the socket when
+queue without ever awaiting it (a full queue drops and counts). In-candle updates (``"x":false``)
+count as proof of life and are not queued: only final candles are stored. A watchdog recycles the socket when
 no data arrived for ``heartbeat_timeout_s`` and before the 24 h cut. A subscription that is acked but
 silent on a route other than ``/market`` is the 2026 mis-route: it raises an alarm and the next
 attempt goes to the origin's ``/market`` route. Server pings are answered by aiohttp (autoping).
@@ -25,6 +26,8 @@ from shards.backoff import BackoffFactory
 
 Frame = tuple[int, str]
 SUBSCRIBE_CHUNK = 50
+OPEN_MARK = '"x":false'
+"""Compact-JSON marker of a non-final kline update; such frames skip the queue (anything else is parsed)."""
 
 
 def market_route(base: str) -> str:
@@ -131,6 +134,8 @@ class StreamConnection:
                 self._last_data = time.monotonic()
                 self._data_seen += 1
                 metrics.frames += 1
+                if OPEN_MARK in data:
+                    continue  # an in-candle update: proof of life only, never stored
                 try:
                     queue.put_nowait((clock(), data))
                 except asyncio.QueueFull:

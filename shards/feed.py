@@ -68,7 +68,7 @@ class ShardFeed:
         self._known = frozenset(self.symbols)
         self._backfills: set[asyncio.Task[None]] = set()
         self._backfill_slots = asyncio.Semaphore(8)
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._waiters: list[tuple[int, set[str], asyncio.Future[None]]] = []
         self.connections = [
             StreamConnection(
                 session=session, base_url=market_base, streams=chunk, queue=self.queue,
@@ -154,7 +154,7 @@ class ShardFeed:
         for listener in self.listeners:
             listener(candle, completed)
         if self._waiters:
-            self._wake_waiters()
+            self._progress(candle.symbol, candle.open_time)
 
     def _start_backfill(self, gap: Gap) -> None:
         self.metrics.gaps_detected += 1
@@ -184,14 +184,16 @@ class ShardFeed:
         self._log.debug("gap_filled", symbol=gap.symbol, start=gap.start_ms, end=gap.end_ms,
                        fetched=len(fetched), unfilled=missing)
 
-    def _wake_waiters(self) -> None:
-        floor = min((self.metrics.last_open_time.get(s, -1) for s in self.symbols), default=-1)
+    def _progress(self, symbol: str, open_time: int) -> None:
         keep = []
-        for target, fut in self._waiters:
-            if floor >= target and not fut.done():
-                fut.set_result(None)
-            elif not fut.done():
-                keep.append((target, fut))
+        for target, pending, fut in self._waiters:
+            if open_time >= target:
+                pending.discard(symbol)
+            if not pending:
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                keep.append((target, pending, fut))
         self._waiters = keep
 
     async def wait_subscribed(self) -> None:
@@ -200,7 +202,9 @@ class ShardFeed:
 
     async def wait_until(self, open_time: int) -> None:
         """Return once every symbol has accepted its candle with ``open_time`` (or a later one)."""
+        pending = {s for s in self.symbols if self.metrics.last_open_time.get(s, -1) < open_time}
+        if not pending:
+            return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((open_time, fut))
-        self._wake_waiters()
+        self._waiters.append((open_time, pending, fut))
         await fut

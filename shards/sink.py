@@ -66,7 +66,8 @@ class CandleSink:
         """Flush forever; cancel to stop (call :meth:`flush` afterwards to drain)."""
         while True:
             try:
-                await asyncio.wait_for(self._wake.wait(), self._interval)
+                async with asyncio.timeout(self._interval):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()
@@ -79,7 +80,10 @@ class CandleSink:
             batch, self._pending = self._pending, []
             try:
                 written = await self._writer.upsert(batch)
-            except (OSError, asyncio.TimeoutError, Exception) as exc:  # noqa: BLE001 - retry any DB failure
+            except asyncio.CancelledError:
+                self._pending = batch + self._pending  # idempotent upsert: safe to write again on drain
+                raise
+            except Exception as exc:  # noqa: BLE001 - any database failure: keep the batch and retry
                 self._pending = batch + self._pending
                 self._metrics.persist_errors += 1
                 delay = next(delays)

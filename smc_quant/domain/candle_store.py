@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import numpy as np
 import numpy.typing as npt
 
-from smc_quant.domain.candles import Candle, interval_ms
+from smc_quant.domain.candles import MINUTE_MS, Candle, interval_ms
 
 HIGHER_TIMEFRAMES: tuple[str, ...] = ("5m", "15m", "1h", "1d")
 FIELDS = ("open", "high", "low", "close", "volume", "quote_volume", "taker_buy_volume")
@@ -53,49 +53,55 @@ class Ring:
 
 
 class BarAggregator:
-    """Builds completed ``interval`` bars from in-order closed 1m candles (UTC-aligned buckets)."""
+    """Builds completed ``interval`` bars from in-order closed 1m candles (UTC-aligned buckets).
 
-    __slots__ = ("_acc", "_bucket", "_whole", "interval", "length_ms", "symbol")
+    A bar is emitted when its last minute arrives, or when a later bucket starts after a gap; a bar
+    whose first minute was not seen (start mid-bucket) is never emitted.
+    """
+
+    __slots__ = ("_end", "_start", "_whole", "c", "h", "interval", "l", "length_ms", "n", "o", "q", "symbol",
+                 "tq", "tv", "v")
 
     def __init__(self, symbol: str, interval: str) -> None:
         self.symbol = symbol
         self.interval = interval
         self.length_ms = interval_ms(interval)
-        self._bucket: int | None = None
-        self._acc: list[float] = []
+        self._start = self._end = -1
         self._whole = False
+        self.o = self.h = self.l = self.c = self.v = self.q = self.tv = self.tq = 0.0
+        self.n = 0
 
-    def add(self, c: Candle) -> list[Candle]:
-        """Fold one 1m candle in; return the bars it completes (a bar seen from its first minute only)."""
-        bucket = c.open_time - c.open_time % self.length_ms
-        done: list[Candle] = []
-        if self._bucket is not None and bucket != self._bucket:
-            self._emit(done)
-        if self._bucket != bucket:
-            self._bucket = bucket
-            self._whole = c.open_time == bucket
-            self._acc = [c.open, c.high, c.low, c.close, c.volume, c.quote_volume, float(c.trades),
-                         c.taker_buy_volume, c.taker_buy_quote_volume]
+    def add(self, c: Candle, out: list[Candle]) -> None:
+        """Fold one 1m candle in, appending to ``out`` the bars it completes."""
+        t = c.open_time
+        if t >= self._end:
+            if self._end > 0:
+                self._emit(out)
+            self._start = start = t - t % self.length_ms
+            self._end = start + self.length_ms
+            self._whole = t == start
+            self.o, self.h, self.l, self.c = c.open, c.high, c.low, c.close
+            self.v, self.q, self.n = c.volume, c.quote_volume, c.trades
+            self.tv, self.tq = c.taker_buy_volume, c.taker_buy_quote_volume
         else:
-            a = self._acc
-            a[1] = max(a[1], c.high)
-            a[2] = min(a[2], c.low)
-            a[3] = c.close
-            a[4] += c.volume
-            a[5] += c.quote_volume
-            a[6] += c.trades
-            a[7] += c.taker_buy_volume
-            a[8] += c.taker_buy_quote_volume
-        if c.open_time + interval_ms(c.interval) == bucket + self.length_ms:
-            self._emit(done)
-        return done
+            if c.high > self.h:
+                self.h = c.high
+            if c.low < self.l:
+                self.l = c.low
+            self.c = c.close
+            self.v += c.volume
+            self.q += c.quote_volume
+            self.n += c.trades
+            self.tv += c.taker_buy_volume
+            self.tq += c.taker_buy_quote_volume
+        if t + MINUTE_MS == self._end:
+            self._emit(out)
 
     def _emit(self, out: list[Candle]) -> None:
-        a, t = self._acc, self._bucket
-        self._bucket = None
-        if t is not None and self._whole:
-            out.append(Candle(self.symbol, self.interval, t, a[0], a[1], a[2], a[3], a[4], a[5], int(a[6]),
-                              a[7], a[8]))
+        if self._whole:
+            out.append(Candle(self.symbol, self.interval, self._start, self.o, self.h, self.l, self.c, self.v,
+                              self.q, self.n, self.tv, self.tq))
+        self._end = -1
 
 
 class CandleStore:
@@ -124,9 +130,9 @@ class CandleStore:
         self._rings[(c.symbol, "1m")].append(c)
         completed: list[Candle] = []
         for agg in self._aggs[c.symbol]:
-            for bar in agg.add(c):
-                self._rings[(c.symbol, bar.interval)].append(bar)
-                completed.append(bar)
+            agg.add(c, completed)
+        for bar in completed:
+            self._rings[(c.symbol, bar.interval)].append(bar)
         return completed
 
     def ring(self, symbol: str, interval: str = "1m") -> Ring:

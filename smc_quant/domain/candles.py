@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final
+
+import msgspec
 
 MINUTE_MS: Final = 60_000
 
@@ -28,9 +29,12 @@ def interval_ms(interval: str) -> int:
         raise ValueError(f"unknown interval {interval!r}; known: {', '.join(INTERVAL_MS)}") from None
 
 
-@dataclass(frozen=True, slots=True)
-class Candle:
-    """One closed candle. Times are UTC epoch milliseconds; ``close_time = open_time + len - 1``."""
+class Candle(msgspec.Struct, frozen=True, gc=False):
+    """One closed candle. Times are UTC epoch milliseconds; ``close_time = open_time + len - 1``.
+
+    An immutable msgspec struct (a tenth of a frozen dataclass's construction cost on the feed's hot
+    path); fields are positional in this order.
+    """
 
     symbol: str
     interval: str

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import orjson
 
 from smc_quant.domain.candles import Candle
@@ -24,8 +25,7 @@ from smc_quant.errors import DataRejected
 __all__ = ["ControlReply", "KlineUpdate", "parse_frame"]
 
 
-@dataclass(frozen=True, slots=True)
-class KlineUpdate:
+class KlineUpdate(msgspec.Struct, frozen=True, gc=False):
     """One kline push: the candle as it stands and whether this is the bar's final update."""
 
     candle: Candle
@@ -42,8 +42,67 @@ class ControlReply:
     error: dict[str, Any] | None
 
 
+class _WireKline(msgspec.Struct):
+    """``k`` of a kline event, Binance's names: t open time, i interval, o/h/l/c prices (strings), v base
+    volume, n trades, x final, q quote volume, V/Q taker-buy base/quote volume."""
+
+    t: int
+    s: str
+    i: str
+    o: str
+    h: str
+    l: str  # noqa: E741 - Binance's field name
+    c: str
+    v: str
+    n: int
+    x: bool
+    q: str
+    V: str
+    Q: str
+
+
+class _WireEvent(msgspec.Struct):
+    e: str
+    E: int
+    k: _WireKline
+
+
+class _WireCombined(msgspec.Struct):
+    stream: str
+    data: _WireEvent
+
+
+_COMBINED = msgspec.json.Decoder(_WireCombined)
+
+
 def parse_frame(raw: str | bytes, *, validate_open: bool = False) -> KlineUpdate | ControlReply:
-    """Decode one WebSocket text frame; non-final klines skip value checks unless ``validate_open``."""
+    """Decode one WebSocket text frame; non-final klines skip value checks unless ``validate_open``.
+
+    The common case, a well-formed combined kline frame, is decoded straight into typed wire structs;
+    anything else takes the general path that classifies it (control reply, raw frame, rejection).
+    """
+    try:
+        frame = _COMBINED.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return _parse_general(raw, validate_open)
+    if frame.data.e != "kline":
+        raise DataRejected("not_kline", frame.data.e)
+    return _from_wire(frame.data, validate_open)
+
+
+def _from_wire(event: _WireEvent, validate_open: bool) -> KlineUpdate:
+    k = event.k
+    try:
+        candle = Candle(k.s, k.i, k.t, float(k.o), float(k.h), float(k.l), float(k.c), float(k.v),
+                        float(k.q), k.n, float(k.V), float(k.Q))
+    except ValueError as exc:
+        raise DataRejected("malformed", f"kline number: {exc}") from None
+    if k.x or validate_open:
+        check_candle(candle)
+    return KlineUpdate(candle, k.x, event.E)
+
+
+def _parse_general(raw: str | bytes, validate_open: bool) -> KlineUpdate | ControlReply:
     try:
         msg = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -90,13 +149,18 @@ def _kline(data: dict[str, Any], validate_open: bool) -> KlineUpdate:
     return KlineUpdate(candle, final, event_time)
 
 
+_INF = math.inf
+
+
 def check_candle(c: Candle) -> None:
     """Reject impossible values: non-finite or non-positive prices, high < low, negative volume."""
-    prices = (c.open, c.high, c.low, c.close)
+    low, high = c.low, c.high
+    if 0.0 < low <= c.open <= high < _INF and low <= c.close <= high:
+        if (0.0 <= c.volume < _INF and 0.0 <= c.quote_volume < _INF and 0.0 <= c.taker_buy_volume < _INF
+                and 0.0 <= c.taker_buy_quote_volume < _INF and c.trades >= 0):
+            return
+        raise DataRejected("bad_volume", f"{c.symbol} {c.open_time}")
+    prices = (c.open, high, low, c.close)
     if not all(math.isfinite(p) and p > 0.0 for p in prices):
         raise DataRejected("bad_price", f"{c.symbol} {c.open_time}")
-    if c.high < c.low or not (c.low <= c.open <= c.high and c.low <= c.close <= c.high):
-        raise DataRejected("high_below_low", f"{c.symbol} {c.open_time}")
-    volumes = (c.volume, c.quote_volume, c.taker_buy_volume, c.taker_buy_quote_volume)
-    if not all(math.isfinite(v) and v >= 0.0 for v in volumes) or c.trades < 0:
-        raise DataRejected("bad_volume", f"{c.symbol} {c.open_time}")
+    raise DataRejected("high_below_low", f"{c.symbol} {c.open_time}")

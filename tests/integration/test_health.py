@@ -1,0 +1,76 @@
+"""/health follows shard freshness; `smc-quant check` exit codes follow /health; /metrics and /ready."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from smc_quant.exchange.emulator import Emulator, EmulatorConfig
+from shards.app import Service
+from shards.cli import main as cli_main
+from tests.integration.cluster_kit import settings_for
+
+pytestmark = pytest.mark.integration
+
+
+async def _health(session: aiohttp.ClientSession, url: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    async with session.get(url) as resp:
+        return resp.status, await resp.json()
+
+
+async def _until_status(session: aiohttp.ClientSession, url: str, status: int) -> dict:  # type: ignore[type-arg]
+    """Poll /health the way an uptime monitor does until it answers ``status``."""
+    while True:
+        got, body = await _health(session, url)
+        if got == status:
+            return body
+        await asyncio.sleep(0.1)
+
+
+async def _check_exit(url: str) -> int:
+    return await asyncio.to_thread(cli_main, ["check", "--url", url, "--timeout", "2"])
+
+
+async def test_health_turns_503_on_one_stalled_shard_and_recovers(shared_data: Path, pg_dsn: str) -> None:
+    """One shard's stream stalls: 503 naming only it within the window; resumes: back to 200."""
+    emu = Emulator(EmulatorConfig(data_dir=shared_data, speed=120.0, updates_per_candle=1,
+                                  map_to_exchange_info=True, max_minutes=200, start_paused=True))
+    await emu.start()
+    service = Service(settings_for(emu, pg_dsn, shards=3, heartbeat_timeout_s=30.0))
+    try:
+        await service.start()
+        assert service.cluster is not None and service.ops is not None
+        await service.cluster.wait_subscribed()
+        emu.resume()
+        await service.cluster.wait_until(emu.start_ms + 60_000)
+        url = f"http://127.0.0.1:{service.ops.port}/health"
+        async with aiohttp.ClientSession() as session:
+            body = await _until_status(session, url, 200)
+            assert body["status"] == "ok" and len(body["shards"]) == 3
+            assert await _check_exit(url) == 0
+            stalled = service.cluster.feeds[1]
+            emu.faults.stall(True, streams=stalled.connections[0].streams)
+            body = await asyncio.wait_for(_until_status(session, url, 503), 10)
+            assert body["stale_shards"] == [1]
+            assert await _check_exit(url) == 1
+            emu.faults.stall(False, streams=stalled.connections[0].streams)
+            body = await asyncio.wait_for(_until_status(session, url, 200), 10)
+            assert body["stale_shards"] == []
+            assert await _check_exit(url) == 0
+            async with session.get(f"http://127.0.0.1:{service.ops.port}/metrics") as resp:
+                text = await resp.text()
+            assert 'smc_feed_frames_total{shard="1"}' in text and "smc_feed_queue_depth" in text
+            assert "smc_rest_weight_used" in text
+            async with session.get(f"http://127.0.0.1:{service.ops.port}/ready") as resp:
+                assert resp.status == 200
+    finally:
+        await service.stop()
+        await emu.stop()
+
+
+def test_check_reports_unreachable_endpoint() -> None:
+    """`smc-quant check` exits 1 when nothing listens on the health URL."""
+    assert cli_main(["check", "--url", "http://127.0.0.1:9/health", "--timeout", "1"]) == 1

@@ -1,0 +1,48 @@
+"""The candle sink never loses a batch: not to a database outage, not to cancellation mid-write."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from smc_quant.datasets import KLINES_2023_1M, read_klines
+from smc_quant.ops.metrics import FeedMetrics
+from smc_quant.store.candles import CandleRepository
+from smc_quant.store.db import create_pool
+from smc_quant.store.migrations import apply_migrations
+from shards.sink import CandleSink
+from tests.builders import candles_of
+
+pytestmark = pytest.mark.integration
+
+
+async def test_cancel_during_blocked_write_then_drain_keeps_everything(shared_data: Path, pg_dsn: str) -> None:
+    """A flush cancelled while PostgreSQL blocks it keeps its batch; the shutdown drain writes it once."""
+    await apply_migrations(pg_dsn)
+    pool = await create_pool(pg_dsn)
+    candles = candles_of(read_klines(shared_data / KLINES_2023_1M / "SOLUSDT.csv.gz"), 0, 500)
+    sink = CandleSink(CandleRepository(pool), FeedMetrics(shard=0), flush_interval_s=0.01, flush_batch=100)
+    locker = await asyncpg.connect(pg_dsn)
+    try:
+        tx = locker.transaction()
+        await tx.start()
+        await locker.execute("LOCK TABLE candles IN ACCESS EXCLUSIVE MODE")
+        for c in candles:
+            sink.add(c)
+        task = asyncio.create_task(sink.run())
+        while sink.pending:  # the flusher took the batch and is now blocked on the lock
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert sink.pending == len(candles)
+        await tx.rollback()
+        await sink.flush()
+        assert sink.pending == 0
+        assert await pool.fetchval("SELECT count(*) FROM candles") == len(candles)
+    finally:
+        await locker.close()
+        await pool.close()
