@@ -1,0 +1,98 @@
+"""Dockerfile and docker-compose.yml stay consistent with the package (no Docker engine runs here)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from smc_quant.exchange.emulator.cli import parser as emulator_parser
+from smc_quant.settings import load_settings
+from shards.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+SMC_CLI = Path(sys.executable).parent / "smc-quant"
+
+
+def _compose() -> dict:  # type: ignore[type-arg]
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def _interpolate(value: str) -> str:
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose (Debian package) not installed")
+def test_compose_file_validates() -> None:
+    """`docker-compose config` accepts the file, with and without the offline profile."""
+    for args in (["config", "-q"], ["--profile", "offline", "config", "-q"]):
+        done = subprocess.run(["docker-compose", "-f", str(COMPOSE), *args], capture_output=True, text=True,
+                              cwd=ROOT, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+
+
+def test_compose_commands_and_settings_are_ours(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every smc-quant service runs a real subcommand with valid options and a valid environment."""
+    services = _compose()["services"]
+    ours = {n: s for n, s in services.items() if str(s.get("image", "")).startswith("smc-quant")}
+    assert {"migrate", "smc", "emulator", "smc-offline"} <= set(ours)
+    commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    for name, svc in ours.items():
+        command = svc["command"]
+        assert command[0] in commands, name
+        if command[0] == "emulator":
+            emulator_parser().parse_args(command[1:])
+        for key in list(os.environ):
+            if key.startswith(("SMC_", "SHARD_", "DATABASE_", "REDIS_", "BINANCE_")):
+                monkeypatch.delenv(key)
+        for key, value in (svc.get("environment") or {}).items():
+            if key != "SMC_DATA_DIR":
+                monkeypatch.setenv(key, _interpolate(str(value)))
+        settings = load_settings()
+        assert settings.shard_count >= 1, name
+
+
+def test_dockerfile_matches_package() -> None:
+    """The image installs this package, runs the `smc-quant` script as non-root, health-checks with `check`."""
+    text = DOCKERFILE.read_text()
+    assert 'ENTRYPOINT ["smc-quant"]' in text
+    assert 'CMD ["smc-quant", "check"]' in text and "HEALTHCHECK" in text
+    assert re.search(r"^USER (?!root)\w+", text, re.M)
+    for src in re.findall(r"^COPY (?!--from)(\S+)", text, re.M):
+        assert (ROOT / src).exists(), src
+    assert "SMC_MIGRATIONS_DIR=/app/migrations" in text and "COPY migrations ./migrations" in text
+    assert 'smc-quant = "shards.cli:main"' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_wheel_install_and_entry_commands(tmp_path: Path, pg_dsn: str) -> None:
+    """The Dockerfile's wheel build packages both packages; its entry commands run from a container-like layout."""
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                           "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    wheel = next(tmp_path.glob("smc_quant-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert any(n.startswith("smc_quant/exchange/emulator/") for n in names)
+    assert any(n.startswith("shards/cli.py") for n in names)
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "smc-quant = shards.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+    app = tmp_path / "app"
+    shutil.copytree(ROOT / "migrations", app / "migrations")
+    env = {**os.environ, "DATABASE_URL": pg_dsn, "SMC_MIGRATIONS_DIR": str(app / "migrations"),
+           "SMC_LOG_FORMAT": "json"}
+    migrate = subprocess.run([str(SMC_CLI), "migrate"], capture_output=True, text=True, cwd=app, env=env,
+                             timeout=120, check=False)
+    assert migrate.returncode == 0, migrate.stderr[-2000:]
+    assert "0001_candles.sql" in migrate.stdout
+    bad = subprocess.run([str(SMC_CLI), "run"], capture_output=True, text=True, cwd=app,
+                         env={**env, "SHARD_COUNT": "0"}, timeout=60, check=False)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == ["smc-quant: invalid setting SHARD_COUNT: Input should be greater than 0"]
