@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Protocol
 
 import aiohttp
 import structlog
 
-from smc_quant.domain.candles import Candle, interval_ms
-from smc_quant.ops.metrics import FeedMetrics
-from smc_quant.settings import Settings
 from shards.assignment import assign
 from shards.feed import Backfill, ShardFeed
 from shards.sink import CandleSink, CandleWriter
+from smc_quant.domain.candles import Candle, interval_ms
+from smc_quant.ops.metrics import FeedMetrics
+from smc_quant.settings import Settings
 
 
-class CandleHistory(CandleWriter):
+class CandleHistory(CandleWriter, Protocol):
     """What the cluster needs from the candle repository."""
 
     async def latest(self, symbols: Sequence[str], interval: str, per_symbol: int) -> dict[str, list[Candle]]: ...

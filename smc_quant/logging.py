@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any, Literal
 
 import orjson
@@ -16,7 +17,7 @@ import structlog
 SECRET_KEYS = frozenset({"api_key", "api_secret", "secret", "password", "signature", "listen_key"})
 
 
-def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Never let a secret-looking field reach the output."""
     for key in SECRET_KEYS.intersection(event):
         event[key] = "**redacted**"
