@@ -16,6 +16,7 @@ import asyncpg
 import redis.asyncio as aioredis
 import structlog
 
+from shards.cluster import ClusterManager
 from smc_quant.domain.candles import Candle, interval_ms
 from smc_quant.exchange.governor import WeightGovernor
 from smc_quant.exchange.rest import BinanceRestClient, ExchangeUnreachable
@@ -27,7 +28,6 @@ from smc_quant.store.embedded import EmbeddedPostgres, resolve_database
 from smc_quant.store.migrations import apply_migrations
 from smc_quant.store.universe_cache import UniverseCache
 from smc_quant.universe import BinanceUniverse, Universe
-from shards.cluster import ClusterManager
 
 
 class ServiceUnavailable(Exception):
@@ -83,7 +83,7 @@ class Service:
         client: aioredis.Redis = aioredis.from_url(self.settings.redis_url)
         try:
             await client.ping()
-        except Exception as exc:  # noqa: BLE001 - Redis is optional in single-process mode
+        except Exception as exc:
             self.log.warning("redis_unavailable", error=type(exc).__name__)
             await client.aclose()
             return None
@@ -121,10 +121,16 @@ class Service:
 
     def _extra_metrics(self) -> dict[str, float]:
         gov: Any = self.governor
-        if gov is None:
-            return {}
-        return {"rest_weight_used": float(gov.used_weight), "rest_rate_limited_429": float(gov.rate_limited_429),
-                "rest_banned_418": float(gov.banned_418), "rest_throttled": float(gov.throttled)}
+        out: dict[str, float] = {}
+        if gov is not None:
+            out.update(rest_weight_used=float(gov.used_weight), rest_rate_limited_429=float(gov.rate_limited_429),
+                       rest_banned_418=float(gov.banned_418), rest_throttled=float(gov.throttled))
+        if self.cluster is not None:
+            stats = [a.stats for a in self.cluster.analyzers]
+            out.update(feature_batches=float(sum(s.batches for s in stats)),
+                       feature_rows=float(sum(s.rows for s in stats)),
+                       feature_batch_max_seconds=max((s.max_compute_s for s in stats), default=0.0))
+        return out
 
     async def stop(self) -> None:
         """Stop intake, drain, flush, close — each step runs even if an earlier one failed."""

@@ -13,6 +13,7 @@ from typing import Protocol
 import aiohttp
 import structlog
 
+from shards.analysis import MinuteAnalyzer
 from shards.assignment import assign
 from shards.feed import Backfill, ShardFeed
 from shards.sink import CandleSink, CandleWriter
@@ -47,15 +48,20 @@ class ClusterManager:
         self.assignment = assign(symbols, settings.shard_count)
         self.sinks: list[CandleSink] = []
         self.feeds: list[ShardFeed] = []
+        self.analyzers: list[MinuteAnalyzer] = []
         for shard, shard_symbols in enumerate(self.assignment):
             metrics = FeedMetrics(shard=shard)
             log = self._log.bind(shard=shard)
             sink = CandleSink(repository, metrics, flush_interval_s=feed.flush_interval_s,
                               flush_batch=feed.flush_batch, logger=log)
             self.sinks.append(sink)
-            self.feeds.append(ShardFeed(shard=shard, symbols=shard_symbols, session=session,
-                                        market_base=settings.venue.ws_market_base, settings=feed, sink=sink,
-                                        backfill=backfill, metrics=metrics, logger=log))
+            shard_feed = ShardFeed(shard=shard, symbols=shard_symbols, session=session,
+                                   market_base=settings.venue.ws_market_base, settings=feed, sink=sink,
+                                   backfill=backfill, metrics=metrics, logger=log)
+            analyzer = MinuteAnalyzer(shard, shard_feed.symbols)
+            shard_feed.listeners.append(analyzer.on_candle)
+            self.feeds.append(shard_feed)
+            self.analyzers.append(analyzer)
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -73,6 +79,8 @@ class ClusterManager:
                                               self.settings.feed.warm_start_candles)
             feed.seed(history)
             loaded += sum(len(v) for v in history.values())
+        for feed, analyzer in zip(self.feeds, self.analyzers, strict=True):
+            analyzer.warm(feed.store)
         self._log.info("warm_start", candles=loaded, shards=len(self.feeds))
         return loaded
 
@@ -90,6 +98,8 @@ class ClusterManager:
         self._tasks.clear()
         for feed in self.feeds:
             feed.drain()
+        for analyzer in self.analyzers:
+            analyzer.flush()
         for sink in self.sinks:
             await sink.flush()
 

@@ -1,0 +1,149 @@
+"""Per-shard minute analysis: closed candles → SMC engine (one bank per shard) → one feature batch.
+
+Every accepted 1m candle is appended to a pending list (O(1)); once every symbol of the shard has
+closed the minute — or ``grace_s`` after the minute's first close, for symbols still filling a gap —
+the pending candles go through :meth:`FeatureEngineer.on_close` in one kernel call and the minute's
+feature rows are handed on as one :class:`FeatureBatch`. Candles reach the engine in order per symbol
+(the feed's continuity check guarantees it), so the live rows equal the batch path's rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from smc_quant.domain.candle_store import CandleStore
+from smc_quant.domain.candles import Candle
+from smc_quant.features import FEATURE_SCHEMA, FeatureEngineer
+from smc_quant.smc.engine import EngineBank
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureBatch:
+    """The feature rows of the symbols of one shard updated by one minute's closes."""
+
+    shard: int
+    open_time: int
+    symbols: tuple[str, ...]
+    open_times: I64
+    """Open time of the candle each row was computed after (a symbol filling a gap may lag)."""
+    features: F64
+    events: F64
+    compute_s: float
+    schema_version: str = FEATURE_SCHEMA.version
+
+
+@dataclass(slots=True)
+class AnalysisStats:
+    batches: int = 0
+    rows: int = 0
+    candles: int = 0
+    last_compute_s: float = 0.0
+    max_compute_s: float = 0.0
+    late_flushes: int = 0
+    warm_candles: int = 0
+    sinks: list[Callable[[FeatureBatch], None]] = field(default_factory=list)
+
+
+class MinuteAnalyzer:
+    """Feeds one shard's closed candles to its engine bank and emits a feature batch per minute."""
+
+    def __init__(self, shard: int, symbols: Sequence[str], *, grace_s: float = 2.0,
+                 engineer: FeatureEngineer | None = None) -> None:
+        self.shard = shard
+        self.engineer = engineer or FeatureEngineer()
+        self.bank = EngineBank(list(symbols), self.engineer.params)
+        self.stats = AnalysisStats()
+        self.latest: FeatureBatch | None = None
+        self._grace_s = grace_s
+        self._pending: list[tuple[int, int, float, float, float, float, float]] = []
+        self._minute = -1
+        self._closed = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def subscribe(self, sink: Callable[[FeatureBatch], None]) -> None:
+        """Call ``sink`` with every feature batch (the strategy attaches here)."""
+        self.stats.sinks.append(sink)
+
+    def warm(self, store: CandleStore) -> int:
+        """Run the stored history of every symbol through the engine (before live candles)."""
+        total = 0
+        for symbol, row in self.bank.index.items():
+            times, values = store.ring(symbol).arrays()
+            if not len(times):
+                continue
+            rows = np.full(len(times), row, dtype=np.int64)
+            self.bank.update(rows, times, values[:, 0].copy(), values[:, 1].copy(), values[:, 2].copy(),
+                             values[:, 3].copy(), values[:, 4].copy())
+            total += len(times)
+        self.stats.warm_candles = total
+        return total
+
+    def on_candle(self, candle: Candle, _completed: list[Candle]) -> None:
+        """Feed listener: queue one accepted candle; flush when the minute is complete."""
+        row = self.bank.index.get(candle.symbol)
+        if row is None:
+            return
+        self._pending.append((row, candle.open_time, candle.open, candle.high, candle.low, candle.close,
+                              candle.volume))
+        if candle.open_time > self._minute:
+            self._minute, self._closed = candle.open_time, 0
+            self._arm_timer()
+        if candle.open_time == self._minute:
+            self._closed += 1
+            if self._closed == len(self.bank.symbols):
+                self.flush()
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._timer = loop.call_later(self._grace_s, self._late_flush)
+
+    def _late_flush(self) -> None:
+        self._timer = None
+        if self._pending:
+            self.stats.late_flushes += 1
+            self.flush()
+
+    def flush(self) -> FeatureBatch | None:
+        """Run everything pending through the engine now and hand on the minute's feature rows."""
+        if not self._pending:
+            return None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        started = time.perf_counter()
+        cols = np.array(self._pending, dtype=np.float64)
+        self._pending.clear()
+        rows = cols[:, 0].astype(np.int64)
+        times = cols[:, 1].astype(np.int64)
+        events = self.bank.update(rows, times, cols[:, 2].copy(), cols[:, 3].copy(), cols[:, 4].copy(),
+                                  cols[:, 5].copy(), cols[:, 6].copy())
+        unique, last_from_end = np.unique(rows[::-1], return_index=True)
+        row_times = times[::-1][last_from_end]
+        features = self.engineer.rows(self.bank.states, unique)
+        elapsed = time.perf_counter() - started
+        batch = FeatureBatch(self.shard, int(times.max()), tuple(self.bank.symbols[i] for i in unique), row_times,
+                             features, events, elapsed)
+        s = self.stats
+        s.batches += 1
+        s.rows += len(unique)
+        s.candles += len(rows)
+        s.last_compute_s = elapsed
+        s.max_compute_s = max(s.max_compute_s, elapsed)
+        self.latest = batch
+        for sink in s.sinks:
+            sink(batch)
+        return batch
