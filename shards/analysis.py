@@ -74,7 +74,10 @@ class MinuteAnalyzer:
         self.stats.sinks.append(sink)
 
     def warm(self, store: CandleStore) -> int:
-        """Run the stored history of every symbol through the engine (before live candles)."""
+        """Compile the kernels, then run every symbol's stored history through the engine (before live data)."""
+        none_i, none_f = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+        self.bank.update(none_i, none_i, none_f, none_f, none_f, none_f, none_f)
+        self.engineer.rows(self.bank.states, none_i)
         total = 0
         for symbol, row in self.bank.index.items():
             times, values = store.ring(symbol).arrays()
