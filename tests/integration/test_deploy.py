@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from shards.cli import build_parser
 from smc_quant.exchange.emulator.cli import parser as emulator_parser
 from smc_quant.settings import load_settings
-from shards.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -92,7 +92,12 @@ def test_wheel_install_and_entry_commands(tmp_path: Path, pg_dsn: str) -> None:
                              timeout=120, check=False)
     assert migrate.returncode == 0, migrate.stderr[-2000:]
     assert "0001_candles.sql" in migrate.stdout
-    bad = subprocess.run([str(SMC_CLI), "run"], capture_output=True, text=True, cwd=app,
-                         env={**env, "SHARD_COUNT": "0"}, timeout=60, check=False)
-    assert bad.returncode == 2
-    assert bad.stderr.strip().splitlines() == ["smc-quant: invalid setting SHARD_COUNT: Input should be greater than 0"]
+    for var, value, line in (
+        ("SHARD_COUNT", "0", "smc-quant: invalid setting SHARD_COUNT: Input should be greater than 0"),
+        ("DATABASE_URL", "postgres//nohost", "smc-quant: invalid setting DATABASE_URL: must be a "
+                                             "postgresql://user@host:port/dbname URL"),
+    ):
+        bad = subprocess.run([str(SMC_CLI), "run"], capture_output=True, text=True, cwd=app,
+                             env={**env, var: value}, timeout=60, check=False)
+        assert bad.returncode == 2
+        assert bad.stderr.strip().splitlines() == [line]
