@@ -48,6 +48,8 @@ class Service:
         self.governor: WeightGovernor | None = None
         self.universe: Universe | None = None
         self.cluster: ClusterManager | None = None
+        self.universe_source: BinanceUniverse | None = None
+        self._refresher: asyncio.Task[None] | None = None
         self.ops: OpsServer | None = None
         self._ready = False
 
@@ -73,6 +75,7 @@ class Service:
                              fraction=s.ops.fresh_fraction, queue_depth=self.cluster.queue_depth,
                              ready=lambda: self._ready, extra=self._extra_metrics)
         await self.ops.start(s.ops.host, s.ops.port)
+        self._refresher = asyncio.create_task(self._refresh_universe(), name="universe-refresh")
         self._ready = True
         self.log.info("service_started", symbols=len(self.universe.symbols), shards=s.shard_count,
                       universe_source=self.universe.source, ops=f"http://{s.ops.host}:{self.ops.port}")
@@ -102,9 +105,19 @@ class Service:
                     f"cannot reach the exchange at {self.settings.venue.rest_base} and no universe is cached; "
                     "for an offline demo run: smc-quant demo"
                 ) from None
-        universe = BinanceUniverse(self.rest, UniverseCache(self.pool), self.redis, self.settings.universe,
-                                   logger=self.log)
-        return await universe.load()
+        self.universe_source = BinanceUniverse(self.rest, UniverseCache(self.pool), self.redis,
+                                               self.settings.universe, logger=self.log)
+        return await self.universe_source.load()
+
+    async def _refresh_universe(self) -> None:
+        """Re-read exchangeInfo periodically and report added and removed symbols."""
+        assert self.universe_source is not None
+        while True:
+            await asyncio.sleep(self.settings.universe.refresh_s)
+            change = await self.universe_source.refresh()
+            if change.added or change.removed:
+                self.log.warning("universe_changed", added=list(change.added), removed=list(change.removed),
+                                 note="takes effect for the shards at the next restart")
 
     async def _backfill(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> list[Candle]:
         assert self.rest is not None
@@ -135,6 +148,9 @@ class Service:
     async def stop(self) -> None:
         """Stop intake, drain, flush, close — each step runs even if an earlier one failed."""
         self._ready = False
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.gather(self._refresher, return_exceptions=True)
         if self.cluster is not None:
             await self.cluster.stop()
         if self.ops is not None:

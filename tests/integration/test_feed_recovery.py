@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from smc_quant.exchange.emulator import Emulator, EmulatorConfig
 from shards.app import Service
 from shards.connection import is_market_route
+from smc_quant.exchange.emulator import Emulator, EmulatorConfig
 from tests.integration.cluster_kit import assert_exact, settings_for, stored_candles
 
 pytestmark = pytest.mark.integration
@@ -89,3 +89,26 @@ async def test_restart_resumes_from_postgres_and_fetches_only_the_gap(shared_dat
         await second.stop()
         await emu.stop()
     assert_exact(emu, await stored_candles(pg_dsn), symbols, minutes)
+
+
+async def test_proactive_recycle_before_the_24h_cut_loses_nothing(shared_data: Path, pg_dsn: str) -> None:
+    """Connections recycled at their maximum age reconnect and backfill: every candle arrives exactly once."""
+    minutes = 12
+    emu = _emulator(shared_data, minutes)
+    await emu.start()
+    service = Service(settings_for(emu, pg_dsn, shards=2, max_connection_age_s=1.0))
+    try:
+        with capture_logs() as logs:
+            await service.start()
+            assert service.cluster is not None and service.universe is not None
+            await service.cluster.wait_subscribed()
+            emu.resume()
+            await asyncio.wait_for(emu.wait_minutes(minutes), 60)
+            await asyncio.wait_for(service.cluster.wait_until(emu.start_ms + (minutes - 1) * 60_000), 60)
+            await service.cluster.wait_persisted()
+        recycles = [e for e in logs if e["event"] == "ws_reconnect" and e["reason"] == "max connection age"]
+        assert len(recycles) >= 2 * 2
+        assert_exact(emu, await stored_candles(pg_dsn), service.universe.symbols, minutes)
+    finally:
+        await service.stop()
+        await emu.stop()

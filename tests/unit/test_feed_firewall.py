@@ -1,0 +1,74 @@
+"""A shard's workers reject bad input by reason and keep going; only final, in-order candles are stored."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+
+from shards.feed import ShardFeed
+from shards.sink import CandleSink
+from smc_quant.ops.metrics import FeedMetrics
+from smc_quant.settings import FeedSettings
+
+PAYLOAD = "payloads/binance-futures/market_data_json/kline_stream_closed.json"
+
+
+class _Unused:
+    """A writer the test never reaches (nothing is flushed)."""
+
+    async def upsert(self, candles: object) -> int:
+        raise AssertionError("not flushed in this test")
+
+
+def _frame(base: dict, symbol: str, open_time: int, final: bool = True, **k: object) -> str:  # type: ignore[type-arg]
+    data = json.loads(json.dumps(base))
+    data["s"] = data["k"]["s"] = symbol
+    data["k"].update(t=open_time, T=open_time + 59_999, x=final, **k)
+    return orjson.dumps({"stream": f"{symbol.lower()}@kline_1m", "data": data}).decode()
+
+
+async def _backfill(*_: object) -> list:  # type: ignore[type-arg]
+    raise AssertionError("no gap in this test")
+
+
+@pytest.fixture
+async def feed() -> ShardFeed:
+    async with aiohttp.ClientSession() as session:
+        metrics = FeedMetrics(shard=0)
+        sink = CandleSink(_Unused(), metrics, flush_interval_s=60, flush_batch=10_000)
+        return ShardFeed(shard=0, symbols=["BTCUSDT", "ETHUSDT"], session=session, market_base="ws://127.0.0.1:9/market",
+                         settings=FeedSettings(), sink=sink, backfill=_backfill, metrics=metrics)
+
+
+def test_bad_frames_are_counted_and_good_ones_kept(shared_data: Path, feed: ShardFeed) -> None:
+    """Malformed, NaN, unknown-symbol, duplicate and out-of-order inputs are counted; the rest is stored in order."""
+    base = json.loads((shared_data / PAYLOAD).read_text())
+    t0 = 1_689_678_900_000
+    frames = [
+        _frame(base, "BTCUSDT", t0),
+        _frame(base, "BTCUSDT", t0 + 60_000, final=False),
+        _frame(base, "BTCUSDT", t0 + 60_000),
+        '{"stream":"btcusdt@kline_1m","data":{"e":"kline","k":{"t":',
+        _frame(base, "BTCUSDT", t0 + 120_000, c="NaN"),
+        _frame(base, "DOGEUSDT", t0),
+        _frame(base, "BTCUSDT", t0 + 60_000),
+        _frame(base, "BTCUSDT", t0),
+        _frame(base, "ETHUSDT", t0, h="0.0001"),
+        _frame(base, "ETHUSDT", t0),
+        _frame(base, "BTCUSDT", t0 + 120_000),
+    ]
+    for raw in frames:
+        feed.queue.put_nowait((time.perf_counter_ns(), raw))
+    feed.drain()
+    m = feed.metrics
+    assert dict(m.rejected) == {"malformed": 1, "bad_price": 1, "unknown_symbol": 1, "duplicate": 1,
+                                "out_of_order": 1, "high_below_low": 1}
+    times, _ = feed.store.ring("BTCUSDT").arrays()
+    assert times.tolist() == [t0, t0 + 60_000, t0 + 120_000]
+    assert feed.store.ring("ETHUSDT").arrays()[0].tolist() == [t0]
+    assert m.accepted == 4
