@@ -15,10 +15,10 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+from shards.app import Service, ServiceUnavailable, run_until_signalled
 from smc_quant.errors import ConfigError
 from smc_quant.logging import configure_logging, get_logger
 from smc_quant.settings import Settings, load_settings
-from shards.app import Service, ServiceUnavailable, run_until_signalled
 
 
 def _run_loop(main: Callable[[], Coroutine[Any, Any, int]]) -> int:

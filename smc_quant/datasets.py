@@ -111,5 +111,5 @@ def derived_fields(o: float, h: float, low: float, c: float, v: float) -> tuple[
     typical = (h + low + c) / 3.0
     share = 0.5 if h == low else min(0.95, max(0.05, (c - low) / (h - low)))
     taker = v * share
-    trades = int(round((v**0.5) * 10)) if v > 0 else 0
+    trades = round((v**0.5) * 10) if v > 0 else 0
     return round(v * typical, 8), max(trades, 1 if v > 0 else 0), round(taker, 8), round(taker * typical, 8)

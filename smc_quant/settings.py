@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -229,7 +229,10 @@ def settings_reference() -> list[tuple[str, str, str]]:
                              subfield.description or ""))
             continue
         env = user_facing.get(name, ENV_PREFIX + name.upper())
-        default = "~/.local/state/smc-quant" if name == "state_dir" else _render(field.get_default(call_default_factory=True))
+        default = (
+            "~/.local/state/smc-quant" if name == "state_dir"
+            else _render(field.get_default(call_default_factory=True))
+        )
         rows.append((env, default, field.description or ""))
     return rows
 

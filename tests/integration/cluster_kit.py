@@ -10,6 +10,8 @@ from smc_quant.domain.candles import Candle
 from smc_quant.exchange.emulator import Emulator
 from smc_quant.settings import Settings, load_settings
 
+SECRET = "s3cr3t-never-shown-0123456789abcdef"
+
 
 def settings_for(emu: Emulator, dsn: str, *, shards: int = 4, market_base: str | None = None,
                  **feed: Any) -> Settings:
@@ -26,6 +28,8 @@ def settings_for(emu: Emulator, dsn: str, *, shards: int = 4, market_base: str |
         feed=feed_settings,
         ops={"port": 0, "freshness_window_s": 1.0},
         log_level="WARNING",
+        binance_api_key=SECRET[::-1],
+        binance_api_secret=SECRET,
     )
 
 

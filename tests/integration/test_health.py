@@ -7,11 +7,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
-from smc_quant.exchange.emulator import Emulator, EmulatorConfig
 from shards.app import Service
 from shards.cli import main as cli_main
-from tests.integration.cluster_kit import settings_for
+from smc_quant.exchange.emulator import Emulator, EmulatorConfig
+from tests.integration.cluster_kit import SECRET, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -40,8 +41,10 @@ async def test_health_turns_503_on_one_stalled_shard_and_recovers(shared_data: P
                                   map_to_exchange_info=True, max_minutes=200, start_paused=True))
     await emu.start()
     service = Service(settings_for(emu, pg_dsn, shards=3, heartbeat_timeout_s=30.0))
+    bodies: list[str] = []
     try:
-        await service.start()
+        with capture_logs() as logs:
+            await service.start()
         assert service.cluster is not None and service.ops is not None
         await service.cluster.wait_subscribed()
         emu.resume()
@@ -62,10 +65,15 @@ async def test_health_turns_503_on_one_stalled_shard_and_recovers(shared_data: P
             assert await _check_exit(url) == 0
             async with session.get(f"http://127.0.0.1:{service.ops.port}/metrics") as resp:
                 text = await resp.text()
+            bodies += [text, str(body)]
             assert 'smc_feed_frames_total{shard="1"}' in text and "smc_feed_queue_depth" in text
             assert "smc_rest_weight_used" in text
             async with session.get(f"http://127.0.0.1:{service.ops.port}/ready") as resp:
                 assert resp.status == 200
+                bodies.append(await resp.text())
+        for secret in (SECRET, SECRET[::-1]):
+            assert all(secret not in b for b in bodies)
+            assert secret not in repr(logs)
     finally:
         await service.stop()
         await emu.stop()
