@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from smc_quant.exchange.emulator import Emulator, EmulatorConfig
 from shards.app import Service
+from smc_quant.exchange.emulator import Emulator, EmulatorConfig
 from tests.integration.cluster_kit import assert_exact, settings_for, stored_candles
 
 pytestmark = pytest.mark.integration

@@ -8,12 +8,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from shards.sink import CandleSink
 from smc_quant.datasets import KLINES_2023_1M, read_klines
 from smc_quant.ops.metrics import FeedMetrics
 from smc_quant.store.candles import CandleRepository
 from smc_quant.store.db import create_pool
 from smc_quant.store.migrations import apply_migrations
-from shards.sink import CandleSink
 from tests.builders import candles_of
 
 pytestmark = pytest.mark.integration
@@ -33,7 +33,7 @@ async def test_cancel_during_blocked_write_then_drain_keeps_everything(shared_da
         for c in candles:
             sink.add(c)
         task = asyncio.create_task(sink.run())
-        while sink.pending:  # the flusher took the batch and is now blocked on the lock
+        while sink.pending:  # noqa: ASYNC110 - yields (no timing) until the flusher has taken the batch
             await asyncio.sleep(0)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from smc_quant.datasets import load_exchange_info
 from shards.assignment import assign, shard_of
+from smc_quant.datasets import load_exchange_info
 
 
 def _symbols() -> list[str]:
