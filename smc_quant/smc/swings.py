@@ -35,14 +35,14 @@ def pivot(s: npt.NDArray[np.float64], r: int, left: int, right: int, sgn: int, s
         return False
     field = bars.B_H if sgn > 0 else bars.B_L
     x = bars.at(s, r, field, right)
+    for k in range(right):
+        if sgn * (bars.at(s, r, field, k) - x) > 0:
+            return False
     for k in range(1, left + 1):
         d = sgn * (bars.at(s, r, field, right + k) - x)
         if d > 0 or (strict and d == 0):
             return False
-    ok = True
-    for k in range(right):
-        ok = ok and sgn * (bars.at(s, r, field, k) - x) <= 0
-    return ok
+    return True
 
 
 @jit
