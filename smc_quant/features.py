@@ -27,7 +27,7 @@ from smc_quant.datasets import KlineSeries
 from smc_quant.smc import bars, liquidity, structure, swings
 from smc_quant.smc._jit import jit, kernel
 from smc_quant.smc.atr import A_VAL
-from smc_quant.smc.engine import CHUNK_EVENTS, EngineBank
+from smc_quant.smc.engine import CHUNK_EVENTS, EngineBank, detect
 from smc_quant.smc.kernel import (
     OFF_ATR,
     OFF_FVG_BEAR,
@@ -263,4 +263,24 @@ class FeatureEngineer:
         return events, self.rows(bank.states, rows)
 
 
-__all__ = ["FEATURE_SCHEMA", "N_FEATURES", "FeatureEngineer", "FeatureSchema", "FeatureSpec"]
+def warm_up(params: SMCParams | None = None) -> None:
+    """Compile (or load from the on-disk cache) every kernel the batch and live paths use.
+
+    Call once at start-up or image build so the first real candle does not pay numba's compile
+    time (tens of seconds cold). The candles fed here are a flat placeholder, used for nothing else.
+    """
+    n = 3
+    flat = np.ones(n)
+    series = KlineSeries("WARMUP", np.arange(n, dtype=np.int64) * 60_000, flat, flat, flat, flat, flat)
+    fe = FeatureEngineer(params)
+    fe.batch(series)
+    detect(series, fe.params)
+    bank = EngineBank(["WARMUP"], fe.params)
+    rows = np.zeros(1, dtype=np.int64)
+    fe.on_close(bank, rows, series.open_time[:1], flat[:1], flat[:1], flat[:1], flat[:1], flat[:1])
+    engine = bank.engine("WARMUP")
+    engine.update(60_000, 1.0, 1.0, 1.0, 1.0, 1.0)
+    fe.row(engine.state)
+
+
+__all__ = ["FEATURE_SCHEMA", "N_FEATURES", "FeatureEngineer", "FeatureSchema", "FeatureSpec", "warm_up"]

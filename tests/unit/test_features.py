@@ -10,7 +10,7 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 from smc_quant.datasets import KLINES_2023_1M, KlineSeries, load_klines, read_klines
-from smc_quant.features import FEATURE_SCHEMA, N_FEATURES, FeatureEngineer
+from smc_quant.features import FEATURE_SCHEMA, N_FEATURES, FeatureEngineer, warm_up
 from smc_quant.smc import EngineBank, SymbolEngine, atr
 from smc_quant.smc.events import (
     E_BOTTOM,
@@ -18,6 +18,7 @@ from smc_quant.smc.events import (
     E_DIR,
     E_FORMED,
     E_KIND,
+    E_KNOWN,
     E_TF,
     E_TOP,
     K_BOS,
@@ -172,3 +173,11 @@ def test_fvg_distance_equals_brute_force_over_active_gaps(sol: KlineSeries, batc
                          np.where(c < live[:, E_BOTTOM], c - live[:, E_BOTTOM], 0.0))
             want = d[np.argmin(np.abs(d))] / a[t] if d.shape[0] else np.nan
             np.testing.assert_array_equal(x[t, _col(name)], want, err_msg=f"{name} at {t}")
+
+
+def test_warm_up_compiles_without_touching_later_engines(sol: KlineSeries, batch: tuple[F64, F64]) -> None:
+    """warm_up runs every kernel once and leaves fresh engines and batches unchanged."""
+    warm_up()
+    x, ev = FeatureEngineer().batch(sol.slice(0, 500))
+    np.testing.assert_array_equal(x, batch[0][:500])
+    np.testing.assert_array_equal(ev, batch[1][batch[1][:, E_KNOWN] < 500])
