@@ -16,21 +16,23 @@ from collections.abc import Awaitable, Callable, Sequence
 import aiohttp
 import structlog
 
+from shards.backoff import BackoffFactory, exponential_backoff
+from shards.connection import Frame, StreamConnection
+from shards.sink import CandleSink
 from smc_quant.domain.candle_store import CandleStore
 from smc_quant.domain.candles import Candle, interval_ms
-from smc_quant.domain.continuity import Continuity, Gap, Verdict
+from smc_quant.domain.continuity import ACCEPTED, Continuity, Gap, Verdict
 from smc_quant.errors import DataRejected, SmcError
 from smc_quant.exchange.schemas import KlineUpdate, parse_frame
 from smc_quant.ops.metrics import FeedMetrics
 from smc_quant.settings import FeedSettings
-from shards.backoff import BackoffFactory, exponential_backoff
-from shards.connection import Frame, StreamConnection
-from shards.sink import CandleSink
 
 Backfill = Callable[[str, str, int, int], Awaitable[list[Candle]]]
 """``(symbol, interval, start_ms, end_ms) -> closed candles`` — the REST /klines fetcher."""
 CandleListener = Callable[[Candle, list[Candle]], None]
 """Called for each accepted 1m candle with the higher-timeframe bars it completed."""
+_clock_ns = time.perf_counter_ns
+_monotonic = time.monotonic
 
 
 class ShardFeed:
@@ -66,6 +68,7 @@ class ShardFeed:
         self._backoff = backoff or (lambda: exponential_backoff(settings.backoff_initial_s, settings.backoff_max_s))
         self._log = logger or structlog.get_logger().bind(shard=shard)
         self._known = frozenset(self.symbols)
+        self._interval = settings.interval
         self._backfills: set[asyncio.Task[None]] = set()
         self._backfill_slots = asyncio.Semaphore(8)
         self._waiters: list[tuple[int, set[str], asyncio.Future[None]]] = []
@@ -105,11 +108,11 @@ class ShardFeed:
 
     async def _work(self) -> None:
         queue = self.queue
+        get, handle = queue.get_nowait, self._handle
         while True:
-            item = await queue.get()
-            self._handle(item)
-            while not queue.empty():
-                self._handle(queue.get_nowait())
+            handle(await queue.get())
+            while queue.qsize():
+                handle(get())
 
     def drain(self) -> None:
         """Process every frame still queued (shutdown: stop intake first, then drain)."""
@@ -123,38 +126,44 @@ class ShardFeed:
         except DataRejected as exc:
             self.metrics.reject(exc.reason)
             return
-        if not isinstance(update, KlineUpdate) or not update.final:
+        if not (isinstance(update, KlineUpdate) and update.final):
             return
-        self.metrics.finals += 1
+        metrics = self.metrics
+        metrics.finals += 1
         candle = update.candle
         if candle.symbol not in self._known:
-            self.metrics.reject("unknown_symbol")
+            metrics.reject("unknown_symbol")
             return
-        if candle.interval != self.settings.interval:
-            self.metrics.reject("wrong_interval")
+        if candle.interval != self._interval:
+            metrics.reject("wrong_interval")
             return
-        verdict, gap = self.continuity.offer(candle)
+        offered = self.continuity.offer(candle)
+        if offered is ACCEPTED:
+            self._accept(candle, recv_ns)
+            return
+        verdict, gap = offered
         if verdict is Verdict.ACCEPT:
             self._accept(candle, recv_ns)
         elif verdict is Verdict.GAP:
             assert gap is not None
             self._start_backfill(gap)
         elif verdict is not Verdict.HELD:
-            self.metrics.reject(verdict.value)
+            metrics.reject(verdict.value)
 
     def _accept(self, candle: Candle, recv_ns: int | None = None) -> None:
         completed = self.store.add(candle)
-        if recv_ns is not None:
-            self.metrics.latency_ns.append(time.perf_counter_ns() - recv_ns)
-        self._sink.add(candle)
         m = self.metrics
+        if recv_ns is not None:
+            m.latency_ns.append(_clock_ns() - recv_ns)
+        self._sink.add(candle)
         m.accepted += 1
-        m.last_final_mono[candle.symbol] = time.monotonic()
-        m.last_open_time[candle.symbol] = candle.open_time
+        symbol = candle.symbol
+        m.last_final_mono[symbol] = _monotonic()
+        m.last_open_time[symbol] = candle.open_time
         for listener in self.listeners:
             listener(candle, completed)
         if self._waiters:
-            self._progress(candle.symbol, candle.open_time)
+            self._progress(symbol, candle.open_time)
 
     def _start_backfill(self, gap: Gap) -> None:
         self.metrics.gaps_detected += 1
@@ -185,16 +194,19 @@ class ShardFeed:
                        fetched=len(fetched), unfilled=missing)
 
     def _progress(self, symbol: str, open_time: int) -> None:
-        keep = []
-        for target, pending, fut in self._waiters:
-            if open_time >= target:
+        finished = False
+        for target, pending, _ in self._waiters:
+            if open_time >= target and symbol in pending:
                 pending.discard(symbol)
-            if not pending:
-                if not fut.done():
-                    fut.set_result(None)
-            else:
-                keep.append((target, pending, fut))
-        self._waiters = keep
+                finished = finished or not pending
+        if finished:
+            keep = []
+            for waiter in self._waiters:
+                if waiter[1]:
+                    keep.append(waiter)
+                elif not waiter[2].done():
+                    waiter[2].set_result(None)
+            self._waiters = keep
 
     async def wait_subscribed(self) -> None:
         """Return once every connection of this shard has its subscriptions acknowledged."""

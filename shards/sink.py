@@ -13,9 +13,9 @@ from typing import Protocol
 
 import structlog
 
+from shards.backoff import exponential_backoff
 from smc_quant.domain.candles import Candle
 from smc_quant.ops.metrics import FeedMetrics
-from shards.backoff import exponential_backoff
 
 
 class CandleWriter(Protocol):
@@ -83,11 +83,12 @@ class CandleSink:
             except asyncio.CancelledError:
                 self._pending = batch + self._pending  # idempotent upsert: safe to write again on drain
                 raise
-            except Exception as exc:  # noqa: BLE001 - any database failure: keep the batch and retry
+            except Exception as exc:
                 self._pending = batch + self._pending
                 self._metrics.persist_errors += 1
                 delay = next(delays)
-                self._log.warning("persist_failed", error=repr(exc), retry_in_s=round(delay, 2), pending=len(self._pending))
+                self._log.warning("persist_failed", error=repr(exc), retry_in_s=round(delay, 2),
+                                  pending=len(self._pending))
                 await asyncio.sleep(delay)
                 continue
             self._metrics.persisted += written

@@ -21,6 +21,10 @@ class Verdict(Enum):
     HELD = "held"
 
 
+ACCEPTED: tuple[Verdict, None] = (Verdict.ACCEPT, None)
+"""What :meth:`Continuity.offer` returns for an accepted candle (one shared tuple: the hot path)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Gap:
     """Missing candles of ``symbol`` with open times in ``[start_ms, end_ms]``."""
@@ -52,6 +56,9 @@ class Continuity:
         """Judge one final candle; on ``GAP`` the caller backfills the returned range."""
         sym, t = candle.symbol, candle.open_time
         last = self.last.get(sym)
+        if last is not None and t == last + self.interval_ms and not self._held:  # the common case
+            self.last[sym] = t
+            return ACCEPTED
         held = self._held.get(sym)
         if held is not None:
             if (last is not None and t <= last) or t in held:
@@ -60,7 +67,7 @@ class Continuity:
             return Verdict.HELD, None
         if last is None or t == last + self.interval_ms:
             self.last[sym] = t
-            return Verdict.ACCEPT, None
+            return ACCEPTED
         if t == last:
             return Verdict.DUPLICATE, None
         if t < last:

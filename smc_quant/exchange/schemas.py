@@ -42,37 +42,47 @@ class ControlReply:
     error: dict[str, Any] | None
 
 
-class _WireKline(msgspec.Struct):
-    """``k`` of a kline event, Binance's names: t open time, i interval, o/h/l/c prices (strings), v base
-    volume, n trades, x final, q quote volume, V/Q taker-buy base/quote volume."""
+class _WireKline(msgspec.Struct, gc=False):
+    """``k`` of a kline event, Binance's names: t open time, i interval, o/h/l/c prices, v base volume,
+    n trades, x final, q quote volume, V/Q taker-buy base/quote volume.
 
-    t: int
+    Decoded leniently (``strict=False``), so the quoted decimal strings become floats inside msgspec
+    instead of one ``float()`` call each. ``x``, ``t``, ``n`` (and the event's ``E``) are kept raw
+    because lenient decoding would also accept ``1`` or ``"true"`` as ``True`` and ``"6e4"`` as an
+    integer: a literal ``true``/``false`` and plain JSON integers are read here, anything else takes the
+    general path, as does any value the lenient decoder refuses (``"1e400"``, ``null``…) — so the fast
+    path accepts and rejects exactly what the general path does (checked against the previous decoder
+    on ~10k mutated frames; the one difference: ``"-0"`` now reads as ``0.0``, not ``-0.0``).
+    """
+
+    t: msgspec.Raw
     s: str
     i: str
-    o: str
-    h: str
-    l: str  # noqa: E741 - Binance's field name
-    c: str
-    v: str
-    n: int
-    x: bool
-    q: str
-    V: str
-    Q: str
+    o: float
+    h: float
+    l: float  # noqa: E741 - Binance's field name
+    c: float
+    v: float
+    n: msgspec.Raw
+    x: msgspec.Raw
+    q: float
+    V: float
+    Q: float
 
 
-class _WireEvent(msgspec.Struct):
+class _WireEvent(msgspec.Struct, gc=False):
     e: str
-    E: int
+    E: msgspec.Raw
     k: _WireKline
 
 
-class _WireCombined(msgspec.Struct):
-    stream: str
-    data: _WireEvent
+class _WireCombined(msgspec.Struct, gc=False):
+    data: _WireEvent  # "stream" is not needed: the symbol and interval are in "k"
 
 
-_COMBINED = msgspec.json.Decoder(_WireCombined)
+_COMBINED = msgspec.json.Decoder(_WireCombined, strict=False)
+_TRUE = msgspec.Raw(b"true")
+_FALSE = msgspec.Raw(b"false")
 
 
 def parse_frame(raw: str | bytes, *, validate_open: bool = False) -> KlineUpdate | ControlReply:
@@ -85,21 +95,25 @@ def parse_frame(raw: str | bytes, *, validate_open: bool = False) -> KlineUpdate
         frame = _COMBINED.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return _parse_general(raw, validate_open)
-    if frame.data.e != "kline":
-        raise DataRejected("not_kline", frame.data.e)
-    return _from_wire(frame.data, validate_open)
-
-
-def _from_wire(event: _WireEvent, validate_open: bool) -> KlineUpdate:
+    event = frame.data
+    if event.e != "kline":
+        raise DataRejected("not_kline", event.e)
     k = event.k
+    x = k.x
+    if x == _TRUE:
+        final = True
+    elif x == _FALSE:
+        final = False
+    else:
+        return _parse_general(raw, validate_open)
     try:
-        candle = Candle(k.s, k.i, k.t, float(k.o), float(k.h), float(k.l), float(k.c), float(k.v),
-                        float(k.q), k.n, float(k.V), float(k.Q))
-    except ValueError as exc:
-        raise DataRejected("malformed", f"kline number: {exc}") from None
-    if k.x or validate_open:
+        candle = Candle(k.s, k.i, int(k.t), k.o, k.h, k.l, k.c, k.v, k.q, int(k.n), k.V, k.Q)
+        event_time = int(event.E)
+    except ValueError:  # a quoted or non-integral number: the general path decides
+        return _parse_general(raw, validate_open)
+    if final or validate_open:
         check_candle(candle)
-    return KlineUpdate(candle, k.x, event.E)
+    return KlineUpdate(candle, final, event_time)
 
 
 def _parse_general(raw: str | bytes, validate_open: bool) -> KlineUpdate | ControlReply:
