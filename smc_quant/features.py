@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from smc_quant.datasets import KlineSeries
 from smc_quant.smc import bars, liquidity, structure, swings
-from smc_quant.smc._jit import jit, kernel
+from smc_quant.smc._jit import hot_kernel, jit
 from smc_quant.smc.atr import A_VAL
 from smc_quant.smc.engine import CHUNK_EVENTS, EngineBank, detect
 from smc_quant.smc.kernel import (
@@ -190,26 +190,26 @@ def feature_row(s: F64, out: F64) -> None:
     out[18] = _ratio(c - lo_sw, s[OFF_SW + swings.SW_HI_LVL] - lo_sw)
 
 
-@kernel
+@hot_kernel
 def _pipeline(s: F64, p: F64, ot: I64, o: F64, h: F64, low: F64, c: F64, v: F64, start: int,
               ev: F64, x: F64) -> tuple[int, int]:
     """Step every bar from ``start`` and write its feature row; stop before the buffer can overflow."""
     n = 0
     cap = ev.shape[0] - STEP_MAX_EVENTS
     i = start
-    while i < ot.shape[0] and n <= cap:
+    while (i < ot.shape[0]) & (n <= cap):
         n = symbol_step(s, p, ot[i], o[i], h[i], low[i], c[i], v[i], ev, n)
         feature_row(s, x[i])
         i += 1
     return i, n
 
 
-@kernel
+@hot_kernel
 def _row(state: F64, x: F64) -> None:
     feature_row(state, x)
 
 
-@kernel
+@hot_kernel
 def _rows(states: F64, rows: I64, x: F64) -> None:
     for i in range(rows.shape[0]):
         feature_row(states[rows[i]], x[i])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from smc_quant.smc._jit import jit, kernel
+from smc_quant.smc._jit import hot_kernel, jit
 
 A_VAL = 0
 A_SUM = 1
@@ -46,13 +46,18 @@ def update(s: npt.NDArray[np.float64], a: int, h: float, low: float, c: float, p
     return float(s[a + A_VAL])
 
 
-@kernel
+@hot_kernel
+def _scan(h: npt.NDArray[np.float64], low: npt.NDArray[np.float64], c: npt.NDArray[np.float64],
+          period: int, s: npt.NDArray[np.float64], out: npt.NDArray[np.float64]) -> None:
+    for t in range(h.shape[0]):
+        out[t] = update(s, 0, h[t], low[t], c[t], period)
+
+
 def batch(h: npt.NDArray[np.float64], low: npt.NDArray[np.float64], c: npt.NDArray[np.float64],
           period: int) -> npt.NDArray[np.float64]:
     """ATR of every bar, by the same step as the incremental path."""
     s = np.zeros(SIZE)
-    s[A_VAL] = np.nan
+    init(s)
     out = np.empty(h.shape[0])
-    for t in range(h.shape[0]):
-        out[t] = update(s, 0, h[t], low[t], c[t], period)
+    _scan(h, low, c, period, s, out)
     return out

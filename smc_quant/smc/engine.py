@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from smc_quant.datasets import KlineSeries
-from smc_quant.smc._jit import kernel
+from smc_quant.smc._jit import hot_kernel
 from smc_quant.smc.events import E_SYM
 from smc_quant.smc.kernel import STEP_MAX_EVENTS, event_buffer, new_state, new_states, symbol_step
 from smc_quant.smc.params import SMCParams
@@ -34,27 +34,27 @@ I64 = npt.NDArray[np.int64]
 CHUNK_EVENTS = 1 << 16
 
 
-@kernel
+@hot_kernel
 def _run(s: F64, p: F64, ot: I64, o: F64, h: F64, low: F64, c: F64, v: F64, start: int,
          ev: F64) -> tuple[int, int]:
     """Feed bars from ``start`` until done or the buffer could overflow; returns (stop, events)."""
     n = 0
     cap = ev.shape[0] - STEP_MAX_EVENTS
     i = start
-    while i < ot.shape[0] and n <= cap:
+    while (i < ot.shape[0]) & (n <= cap):
         n = symbol_step(s, p, ot[i], o[i], h[i], low[i], c[i], v[i], ev, n)
         i += 1
     return i, n
 
 
-@kernel
+@hot_kernel
 def _run_bank(states: F64, p: F64, rows: I64, ot: I64, o: F64, h: F64, low: F64, c: F64, v: F64,
               start: int, ev: F64) -> tuple[int, int]:
     """One candle per listed symbol row, from ``start``; returns (stop, events)."""
     n = 0
     cap = ev.shape[0] - STEP_MAX_EVENTS
     i = start
-    while i < rows.shape[0] and n <= cap:
+    while (i < rows.shape[0]) & (n <= cap):
         m = symbol_step(states[rows[i]], p, ot[i], o[i], h[i], low[i], c[i], v[i], ev, n)
         ev[n:m, E_SYM] = rows[i]
         n = m

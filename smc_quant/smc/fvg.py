@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from smc_quant.smc import bars, zones
-from smc_quant.smc._jit import jit, kernel
+from smc_quant.smc._jit import hot_kernel, jit
 from smc_quant.smc.events import K_FVG, K_FVG_EXPIRE, K_FVG_FILL, K_FVG_TOUCH, emit
 
 CAPACITY = 16
@@ -34,9 +34,9 @@ def detect(s: npt.NDArray[np.float64], r: int, colour: bool, min_atr: float,
     h0 = bars.at(s, r, bars.B_H, 0)
     l0 = bars.at(s, r, bars.B_L, 0)
     min_gap = min_atr * atr if min_atr > 0 else 0.0
-    if l0 > h2 and (body > 0 or not colour) and l0 - h2 >= min_gap:
+    if (l0 > h2) & ((body > 0) | (not colour)) & (l0 - h2 >= min_gap):
         return 1, l0, h2
-    if h0 < l2 and (body < 0 or not colour) and l2 - h0 >= min_gap:
+    if (h0 < l2) & ((body < 0) | (not colour)) & (l2 - h0 >= min_gap):
         return -1, l2, h0
     return 0, 0.0, 0.0
 
@@ -60,16 +60,20 @@ def update(s: npt.NDArray[np.float64], z: int, sgn: int, h: float, low: float, b
     return zones.update(s, z, sgn, h, low, 0.0, False, bar, K_FVG_TOUCH, K_FVG_FILL, ev, n)
 
 
-@kernel
+@hot_kernel
+def _scan(o: npt.NDArray[np.float64], h: npt.NDArray[np.float64], low: npt.NDArray[np.float64],
+          c: npt.NDArray[np.float64], colour: bool, out: npt.NDArray[np.int8]) -> None:
+    for t in range(2, h.shape[0]):
+        body = c[t - 1] - o[t - 1]
+        if (low[t] > h[t - 2]) & ((body > 0) | (not colour)):
+            out[t] = 1
+        elif (h[t] < low[t - 2]) & ((body < 0) | (not colour)):
+            out[t] = -1
+
+
 def batch(o: npt.NDArray[np.float64], h: npt.NDArray[np.float64], low: npt.NDArray[np.float64],
           c: npt.NDArray[np.float64], colour: bool) -> npt.NDArray[np.int8]:
     """Gap direction stamped on the third candle (no minimum size), for per-detector use."""
-    n = h.shape[0]
-    out = np.zeros(n, dtype=np.int8)
-    for t in range(2, n):
-        body = c[t - 1] - o[t - 1]
-        if low[t] > h[t - 2] and (body > 0 or not colour):
-            out[t] = 1
-        elif h[t] < low[t - 2] and (body < 0 or not colour):
-            out[t] = -1
+    out = np.zeros(h.shape[0], dtype=np.int8)
+    _scan(o, h, low, c, colour, out)
     return out

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from smc_quant.smc import atr, bars, fvg, liquidity, order_blocks, structure, swings, timeframes
-from smc_quant.smc._jit import jit, kernel
+from smc_quant.smc._jit import hot_kernel, jit
 from smc_quant.smc.events import E_KNOWN, E_TF, EV_COLS, K_SWING, emit
 from smc_quant.smc.params import P_ATR_PERIOD as P_ATR
 from smc_quant.smc.params import (
@@ -92,10 +92,10 @@ def _structure(s: F64, b: int, p: F64, h: float, low: float, c: float, t: float,
     by_close = p[P_CLOSE_BREAK] != 0.0
     obs = p[P_DO_ORDER_BLOCKS] != 0.0
     n, up = structure.check_break(s, st, 1, c if by_close else h, t, ev, n)
-    if up and obs:
+    if up & obs:
         n = order_blocks.on_break(s, b + OFF_OB_BULL, st, 1, t, ev, n)
     n, dn = structure.check_break(s, st, -1, c if by_close else low, t, ev, n)
-    if dn and obs:
+    if dn & obs:
         n = order_blocks.on_break(s, b + OFF_OB_BEAR, st, -1, t, ev, n)
     structure.track(s, st, h, low, t)
     return n
@@ -144,7 +144,7 @@ def _stamp(ev: F64, n: int, m: int, tf: int, known: float) -> None:
         ev[i, E_KNOWN] = known
 
 
-@kernel
+@hot_kernel
 def symbol_step(s: F64, p: F64, open_time: int, o: float, h: float, low: float, c: float, v: float,
                 ev: F64, n: int) -> int:
     """Feed one closed base candle to a symbol state; events are written from row ``n``.

@@ -45,7 +45,7 @@ def check_break(s: npt.NDArray[np.float64], st: int, sgn: int, src: float, bar: 
                 ev: npt.NDArray[np.float64], n: int) -> tuple[int, bool]:
     """Break of the unbroken swing high (sgn +1, ``src`` above it) or low (sgn −1, below it)."""
     b = st + (ST_HI if sgn > 0 else ST_LO)
-    if s[b + S_ON] == 0.0 or sgn * (src - s[b + S_LVL]) <= 0:
+    if (s[b + S_ON] == 0.0) | (sgn * (src - s[b + S_LVL]) <= 0):
         return n, False
     choch = s[st + ST_TREND] == -sgn
     kind = K_CHOCH if choch else K_BOS

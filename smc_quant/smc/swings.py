@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from smc_quant.smc import bars
-from smc_quant.smc._jit import jit, kernel
+from smc_quant.smc._jit import hot_kernel, jit
 
 SW_HI_LVL = 0
 SW_HI_IDX = 1
@@ -40,7 +40,7 @@ def pivot(s: npt.NDArray[np.float64], r: int, left: int, right: int, sgn: int, s
             return False
     for k in range(1, left + 1):
         d = sgn * (bars.at(s, r, field, right + k) - x)
-        if d > 0 or (strict and d == 0):
+        if (d > 0) | (strict & (d == 0)):
             return False
     return True
 
@@ -61,23 +61,26 @@ def _side(x: npt.NDArray[np.float64], p: int, left: int, right: int, strict: boo
             return False
     for k in range(1, left + 1):
         y = x[p - k]
-        if y > v or (strict and y == v):
+        if (y > v) | (strict & (y == v)):
             return False
     return True
 
 
-@kernel
+@hot_kernel
+def _scan(h: npt.NDArray[np.float64], neg_low: npt.NDArray[np.float64], left: int, right: int,
+          strict: bool, out: npt.NDArray[np.int8]) -> None:
+    for p in range(left, h.shape[0] - right):
+        hi = _side(h, p, left, right, strict)
+        lo = _side(neg_low, p, left, right, strict)
+        out[p] = 2 if (hi & lo) else (1 if hi else (-1 if lo else 0))
+
+
 def batch(h: npt.NDArray[np.float64], low: npt.NDArray[np.float64], left: int, right: int,
           strict: bool = True) -> npt.NDArray[np.int8]:
     """Swing flags stamped on the pivot bar (+1 high, −1 low, 2 both, 0 none); known at p + right.
 
     A stand-alone scan with the same rule as :func:`pivot`, for per-detector use.
     """
-    n = h.shape[0]
-    out = np.zeros(n, dtype=np.int8)
-    neg = -low
-    for p in range(left, n - right):
-        hi = _side(h, p, left, right, strict)
-        lo = _side(neg, p, left, right, strict)
-        out[p] = 2 if (hi and lo) else (1 if hi else (-1 if lo else 0))
+    out = np.zeros(h.shape[0], dtype=np.int8)
+    _scan(h, -low, left, right, strict, out)
     return out

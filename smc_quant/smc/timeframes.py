@@ -35,7 +35,7 @@ I64 = npt.NDArray[np.int64]
 def stale(s: F64, a: int, open_time: int, tf: int) -> bool:
     """Whether the bar in progress (block at ``a``) belongs to another bucket than ``open_time``."""
     start = int(s[a + A_OT])
-    return s[a + A_HAS] != 0.0 and (open_time < start or open_time >= start + tf)
+    return bool((s[a + A_HAS] != 0.0) & ((open_time < start) | (open_time >= start + tf)))
 
 
 @jit

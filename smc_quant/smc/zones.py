@@ -68,11 +68,11 @@ def update(s: npt.NDArray[np.float64], z: int, side: int, h: float, low: float, 
         bot = s[k + Z_BOT]
         if side > 0:
             touched = low <= top
-            ended = (c < bot) if by_close else (low <= bot)
+            ended = (by_close & (c < bot)) | ((not by_close) & (low <= bot))
         else:
             touched = h >= bot
-            ended = (c > top) if by_close else (h >= top)
-        if touched and s[k + Z_TOUCHED] == 0.0:
+            ended = (by_close & (c > top)) | ((not by_close) & (h >= top))
+        if touched & (s[k + Z_TOUCHED] == 0.0):
             s[k + Z_TOUCHED] = 1.0
             n = emit(ev, n, touch_kind, side, s[k + Z_FORMED], bar, top, bot)
         if ended:
@@ -97,6 +97,6 @@ def nearest(s: npt.NDArray[np.float64], z: int, price: float) -> float:
             d = price - s[k + Z_BOT]
         else:
             d = 0.0
-        if np.isnan(best) or abs(d) < abs(best):
+        if np.isnan(best) | (abs(d) < abs(best)):
             best = d
     return best
