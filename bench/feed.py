@@ -6,6 +6,10 @@ Prints (never asserts):
      process holding all 347 symbols and for one shard of SHARD_COUNT=4 (~87 symbols). The emulator
      writes every symbol's final frame of a minute in one burst, so the last of N finals waits for
      the N-1 before it: the worst case of Binance's minute close;
+     Next to it, the minute close: from the first final of a minute received to the last final of that
+     minute in the store (per minute, p50/max) — what a consumer waiting for the whole minute sees. The
+     reader yields to the workers every few frames, so frames not yet read wait in aiohttp's buffer,
+     before our receive stamp: per-frame latency does not show that wait, the minute close does;
   3. peak RSS with 300+ symbols × 1,000 candles in the store (and in PostgreSQL).
 
 Usage: python bench/feed.py [--dsn postgresql://postgres@127.0.0.1:5432/postgres] [--quick]
@@ -32,14 +36,14 @@ import uvloop
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from shards.feed import ShardFeed  # noqa: E402
+from shards.sink import CandleSink  # noqa: E402
 from smc_quant.exchange.governor import WeightGovernor  # noqa: E402
 from smc_quant.exchange.rest import BinanceRestClient  # noqa: E402
 from smc_quant.settings import FeedSettings  # noqa: E402
 from smc_quant.store.candles import CandleRepository  # noqa: E402
 from smc_quant.store.db import create_pool  # noqa: E402
 from smc_quant.store.migrations import apply_migrations  # noqa: E402
-from shards.feed import ShardFeed  # noqa: E402
-from shards.sink import CandleSink  # noqa: E402
 
 
 @dataclass
@@ -105,6 +109,19 @@ async def phase(label: str, admin_dsn: str, *, speed: float, updates: int, minut
                              settings=settings, sink=sink, backfill=backfill)
             feed_ref.append(feed)
             sink._metrics = feed.metrics
+            closes: dict[int, list[int]] = {}
+            latency = feed.metrics.latency_ns
+
+            def minute_close(candle, _completed) -> None:  # type: ignore[no-untyped-def]
+                now = time.perf_counter_ns()  # just after the latency sample of this candle
+                span = closes.get(candle.open_time)
+                if span is None:
+                    closes[candle.open_time] = [now - latency[-1], now]
+                else:
+                    span[0] = min(span[0], now - latency[-1])
+                    span[1] = now
+
+            feed.listeners.append(minute_close)
             tasks = [asyncio.create_task(feed.run()), asyncio.create_task(sink.run())]
             await feed.wait_subscribed()
             total = len(symbols) * minutes
@@ -121,6 +138,7 @@ async def phase(label: str, admin_dsn: str, *, speed: float, updates: int, minut
             await asyncio.gather(*tasks, return_exceptions=True)
             m = feed.metrics
             lat = np.array(m.latency_ns, dtype=np.float64) / 1e3
+            spans = np.array([b - a for a, b in closes.values()], dtype=np.float64) / 1e3
             stored = await pool.fetchval("SELECT count(*) FROM candles")
             await pool.close()
             return {
@@ -131,6 +149,8 @@ async def phase(label: str, admin_dsn: str, *, speed: float, updates: int, minut
                 "backfilled": m.candles_backfilled,
                 "lat_p50_us": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
                 "lat_p99_us": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+                "close_p50_us": float(np.percentile(spans, 50)) if len(spans) else float("nan"),
+                "close_max_us": float(spans.max()) if len(spans) else float("nan"),
                 "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             }
     finally:
@@ -149,7 +169,8 @@ def report(label: str, r: dict[str, float]) -> None:
     print(f"{label}: {r['symbols']:.0f} symbols × {r['minutes']:.0f} min in {r['seconds']:.2f} s — "
           f"{r['frames_per_s']:,.0f} frames/s ({r['frames']:,.0f} frames), candles {r['candles']:,.0f}/"
           f"{r['expected']:,.0f}, stored {r['stored']:,.0f}, loss {r['loss']:.0f}, backfilled {r['backfilled']:.0f}, "
-          f"latency p50 {r['lat_p50_us']:.0f} µs p99 {r['lat_p99_us']:.0f} µs, peak RSS {r['rss_mb']:.0f} MB",
+          f"latency p50 {r['lat_p50_us']:.0f} µs p99 {r['lat_p99_us']:.0f} µs (minute close p50 "
+          f"{r['close_p50_us']:.0f} µs max {r['close_max_us']:.0f} µs), peak RSS {r['rss_mb']:.0f} MB",
           flush=True)
 
 

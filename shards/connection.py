@@ -2,7 +2,8 @@
 
 ``run()`` connects to ``<market route>/stream``, subscribes in paced SUBSCRIBE messages (under the
 10 messages/s limit), and pushes every data frame with its receive time onto the shard's bounded
-queue without ever awaiting it (a full queue drops and counts). In-candle updates (``"x":false``)
+queue without ever awaiting it (a full queue drops and counts), yielding to the loop every
+``YIELD_EVERY`` queued frames so workers keep up within a burst. In-candle updates (``"x":false``)
 count as proof of life and are not queued: only final candles are stored. A watchdog recycles the socket when
 no data arrived for ``heartbeat_timeout_s`` and before the 24 h cut. A subscription that is acked but
 silent on a route other than ``/market`` is the 2026 mis-route: it raises an alarm and the next
@@ -20,14 +21,21 @@ import aiohttp
 import orjson
 import structlog
 
+from shards.backoff import BackoffFactory
 from smc_quant.ops.metrics import FeedMetrics
 from smc_quant.settings import FeedSettings
-from shards.backoff import BackoffFactory
 
 Frame = tuple[int, str]
 SUBSCRIBE_CHUNK = 50
 OPEN_MARK = '"x":false'
 """Compact-JSON marker of a non-final kline update; such frames skip the queue (anything else is parsed)."""
+YIELD_EVERY = 32
+"""The reader yields to the event loop after this many queued frames. aiohttp hands over every frame
+of a received chunk without suspending, so a minute-close burst (all finals in one write) would
+otherwise be read whole before any worker runs: the first candle would wait for the last frame to be
+read. Yielding lets workers store candles while the burst is still being read; frames not yet read
+wait in aiohttp's buffer (before our receive stamp), so the minute's last candle is stored no sooner —
+bench/feed.py reports that minute-close completion next to the per-frame latency."""
 
 
 def market_route(base: str) -> str:
@@ -124,6 +132,7 @@ class StreamConnection:
 
     async def _pump(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         queue, metrics, clock = self._queue, self._metrics, time.perf_counter_ns
+        queued = 0
         async for msg in ws:
             if msg.type is not aiohttp.WSMsgType.TEXT:
                 if msg.type is aiohttp.WSMsgType.BINARY:
@@ -140,6 +149,10 @@ class StreamConnection:
                     queue.put_nowait((clock(), data))
                 except asyncio.QueueFull:
                     metrics.queue_drops += 1
+                queued += 1
+                if queued == YIELD_EVERY:  # let the workers store these while the rest is read
+                    queued = 0
+                    await asyncio.sleep(0)
             else:
                 self._control(data)
 

@@ -1,8 +1,11 @@
 """Batched, idempotent persistence of closed candles that never slows the feed.
 
 Workers call :meth:`CandleSink.add` (synchronous, O(1)); one flusher task upserts batches every
-``flush_interval_s`` or as soon as ``flush_batch`` candles wait. A failing database keeps the batch
-and retries with backoff; the pending list is bounded and overflow is counted, never silent.
+``flush_interval_s`` or as soon as ``flush_batch`` candles wait — but first lets a burst of adds
+(the minute close, when every symbol's final arrives at once) finish: the COPY encodes the whole batch
+on the event loop, and doing that in the middle of a burst would delay the burst's remaining candles.
+A failing database keeps the batch and retries with backoff; the pending list is bounded and overflow
+is counted, never silent.
 """
 
 from __future__ import annotations
@@ -16,6 +19,11 @@ import structlog
 from shards.backoff import exponential_backoff
 from smc_quant.domain.candles import Candle
 from smc_quant.ops.metrics import FeedMetrics
+
+QUIET_S = 0.005
+"""A flush waits until no candle was added for this long (the burst is over)…"""
+MAX_QUIET_WAIT_S = 0.25
+"""…but never longer than this (a continuous stream of candles, e.g. a backlog being drained)."""
 
 
 class CandleWriter(Protocol):
@@ -44,6 +52,7 @@ class CandleSink:
         self._backoff = backoff
         self._log = logger or structlog.get_logger()
         self._pending: list[Candle] = []
+        self._added = 0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -54,6 +63,7 @@ class CandleSink:
             self._metrics.reject("sink_overflow")
             return
         self._pending.append(candle)
+        self._added += 1
         self._idle.clear()
         if len(self._pending) >= self._batch:
             self._wake.set()
@@ -71,7 +81,18 @@ class CandleSink:
             except TimeoutError:
                 pass
             self._wake.clear()
+            if self._pending:
+                await self._until_quiet()
             await self.flush()
+
+    async def _until_quiet(self) -> None:
+        """Return once ``add`` was not called for ``QUIET_S`` (or after ``MAX_QUIET_WAIT_S``)."""
+        quiet = min(QUIET_S, self._interval)
+        seen, waited = -1, 0.0
+        while self._added != seen and waited < MAX_QUIET_WAIT_S:
+            seen = self._added
+            await asyncio.sleep(quiet)
+            waited += quiet
 
     async def flush(self) -> None:
         """Write everything pending now, retrying with backoff while the database fails."""
