@@ -62,10 +62,12 @@ class CandleSink:
         if len(self._pending) >= self._max_pending:
             self._metrics.reject("sink_overflow")
             return
-        self._pending.append(candle)
+        pending = self._pending
+        if not pending:
+            self._idle.clear()  # only set again by a flush that emptied the list
+        pending.append(candle)
         self._added += 1
-        self._idle.clear()
-        if len(self._pending) >= self._batch:
+        if len(pending) >= self._batch:
             self._wake.set()
 
     @property
