@@ -11,6 +11,9 @@ Incremental, many symbols closing in the same minute (one kernel call)::
     events = bank.update(rows, open_time, o, h, l, c, v)   # rows: int64 indices into bank.symbols
 
 Batch (backtests, training): ``detect(series, params)`` returns every event of a whole history.
+Warm start of a live row from history: ``detect(history, params, state=bank.states[row])`` (or
+``FeatureEngineer.batch(history, state=...)``) fills that row in place; live updates then continue
+exactly as one batch run would. Bar indices in events count from the first candle fed.
 All three run :func:`smc_quant.smc.kernel.symbol_step`, so they agree event for event. Events are
 described in :mod:`smc_quant.smc.events`; ``E_KNOWN`` is the base-bar index at whose close the event
 became known, and nothing is reported before it. Feed candles in open-time order, closed only.

@@ -88,3 +88,18 @@ def test_minute_close_batches_of_all_symbols_equal_batch_rows(
         live = np.concatenate(events[i])
         live[:, E_SYM] = 0
         np.testing.assert_array_equal(live, batch[sym][1], err_msg=sym)
+
+
+def test_bank_row_warmed_by_batch_continues_live_like_one_batch(series: dict[str, KlineSeries],
+                                                                 batch: dict[str, tuple[F64, F64]]) -> None:
+    """Warming a bank row with the batch path on history, then feeding live candles, equals one batch."""
+    s = series["ETHUSDT"]
+    fe = FeatureEngineer()
+    bank = EngineBank(["BTCUSDT", "ETHUSDT"], fe.params)
+    cut = len(s) - 500
+    warm_x, _ = fe.batch(s.slice(0, cut), state=bank.states[1])
+    rows = np.array([1], dtype=np.int64)
+    live = [fe.on_close(bank, rows, s.open_time[i:i + 1], s.open[i:i + 1], s.high[i:i + 1],
+                        s.low[i:i + 1], s.close[i:i + 1], s.volume[i:i + 1])[1][0] for i in range(cut, len(s))]
+    np.testing.assert_array_equal(np.vstack([warm_x, np.array(live)]), batch["ETHUSDT"][0])
+    assert np.isnan(fe.rows(bank.states, np.array([0], dtype=np.int64))).all()
