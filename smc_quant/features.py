@@ -252,6 +252,7 @@ class FeatureEngineer:
 
     def rows(self, states: F64, rows: I64) -> F64:
         """Current feature rows of the listed symbol rows of a state matrix, in one kernel call."""
+        rows = np.asarray(rows, dtype=np.int64)
         x = np.empty((rows.shape[0], N_FEATURES))
         _rows(states, rows, x)
         return x
@@ -260,7 +261,7 @@ class FeatureEngineer:
                  v: F64) -> tuple[F64, F64]:
         """Feed one closed candle per listed row and return (events, feature rows) of that minute."""
         events = bank.update(rows, open_time, o, h, low, c, v)
-        return events, self.rows(bank.states, rows)
+        return events, self.rows(bank.states, np.asarray(rows, dtype=np.int64))
 
 
 def warm_up(params: SMCParams | None = None) -> None:

@@ -90,7 +90,8 @@ class SymbolEngine:
 
     def update(self, open_time: int, o: float, h: float, low: float, c: float, v: float) -> F64:
         """Feed one closed candle; returns the events it made known (a copy, possibly empty)."""
-        n = symbol_step(self.state, self._p, open_time, o, h, low, c, v, self._ev, 0)
+        n = symbol_step(self.state, self._p, int(open_time), float(o), float(h), float(low), float(c),
+                        float(v), self._ev, 0)
         return self._ev[:n].copy()
 
 
@@ -110,7 +111,11 @@ class EngineBank:
         return SymbolEngine(self.params, self.states[self.index[symbol]])
 
     def update(self, rows: I64, open_time: I64, o: F64, h: F64, low: F64, c: F64, v: F64) -> F64:
-        """One closed candle for each listed row; returns the events, ``E_SYM`` = the row."""
+        """One closed candle for each listed row; returns the events, ``E_SYM`` = the row.
+
+        Inputs are coerced to int64 / float64 once, so no other dtype ever triggers a new compile."""
+        rows, open_time = np.asarray(rows, dtype=np.int64), np.asarray(open_time, dtype=np.int64)
+        o, h, low, c, v = (np.asarray(x, dtype=np.float64) for x in (o, h, low, c, v))
         parts: list[F64] = []
         i = 0
         while i < rows.shape[0]:

@@ -103,3 +103,19 @@ def test_bank_row_warmed_by_batch_continues_live_like_one_batch(series: dict[str
                         s.low[i:i + 1], s.close[i:i + 1], s.volume[i:i + 1])[1][0] for i in range(cut, len(s))]
     np.testing.assert_array_equal(np.vstack([warm_x, np.array(live)]), batch["ETHUSDT"][0])
     assert np.isnan(fe.rows(bank.states, np.array([0], dtype=np.int64))).all()
+
+
+def test_inputs_of_other_dtypes_are_coerced_not_recompiled(series: dict[str, KlineSeries]) -> None:
+    """Python lists, int32 rows and Python scalars give the same state as float64/int64 arrays."""
+    s = series["XRPUSDT"].slice(0, 300)
+    typed, loose = EngineBank(["XRPUSDT"]), EngineBank(["XRPUSDT"])
+    single = SymbolEngine()
+    for i in range(len(s)):
+        args = (s.open_time[i:i + 1], s.open[i:i + 1], s.high[i:i + 1], s.low[i:i + 1], s.close[i:i + 1],
+                s.volume[i:i + 1])
+        typed.update(np.zeros(1, dtype=np.int64), *args)
+        loose.update(np.zeros(1, dtype=np.int32), *[a.tolist() for a in args])
+        single.update(*[a.tolist()[0] for a in args])
+    assert np.isfinite(typed.states).sum() > 1000
+    np.testing.assert_array_equal(loose.states, typed.states)
+    np.testing.assert_array_equal(single.state, typed.states[0])
