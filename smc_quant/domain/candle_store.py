@@ -36,7 +36,7 @@ class Ring:
         self.capacity = capacity
         self.open_time = np.zeros(capacity, dtype=np.int64)
         self.values = np.zeros((capacity, len(FIELDS)), dtype=np.float64)
-        self._times = memoryview(self.open_time)
+        self._times = self.open_time.data  # a memoryview: item writes skip numpy's scalar conversion
         self._n = 0
 
     def __len__(self) -> int:
@@ -46,7 +46,7 @@ class Ring:
         n = self._n
         i = n % self.capacity
         self._times[i] = c.open_time
-        _pack_row(self.values, i * _ROW_BYTES, c.open, c.high, c.low, c.close, c.volume, c.quote_volume,
+        _pack_row(self.values.data, i * _ROW_BYTES, c.open, c.high, c.low, c.close, c.volume, c.quote_volume,
                   c.taker_buy_volume)
         self._n = n + 1
 
