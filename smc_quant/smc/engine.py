@@ -21,12 +21,14 @@ became known, and nothing is reported before it. Feed candles in open-time order
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from smc_quant.datasets import KlineSeries
+from smc_quant.errors import DataRejected
 from smc_quant.smc._jit import hot_kernel
 from smc_quant.smc.events import E_SYM
 from smc_quant.smc.kernel import STEP_MAX_EVENTS, event_buffer, new_state, new_states, symbol_step
@@ -89,9 +91,14 @@ class SymbolEngine:
         self._ev = event_buffer(STEP_MAX_EVENTS + 1)
 
     def update(self, open_time: int, o: float, h: float, low: float, c: float, v: float) -> F64:
-        """Feed one closed candle; returns the events it made known (a copy, possibly empty)."""
-        n = symbol_step(self.state, self._p, int(open_time), float(o), float(h), float(low), float(c),
-                        float(v), self._ev, 0)
+        """Feed one closed candle; returns the events it made known (a copy, possibly empty).
+
+        A non-finite price, high < low or a negative volume raises ``DataRejected`` and leaves the
+        state untouched."""
+        o, h, low, c, v = float(o), float(h), float(low), float(c), float(v)
+        if not (math.isfinite(o + h + low + c + v) and h >= low and v >= 0):
+            raise DataRejected("bad_candle", f"open_time={open_time} ohlcv={(o, h, low, c, v)}")
+        n = symbol_step(self.state, self._p, int(open_time), o, h, low, c, v, self._ev, 0)
         return self._ev[:n].copy()
 
 
@@ -116,9 +123,19 @@ class EngineBank:
         Inputs are coerced to int64 / float64 once, so no other dtype ever triggers a new compile."""
         rows, open_time = np.asarray(rows, dtype=np.int64), np.asarray(open_time, dtype=np.int64)
         o, h, low, c, v = (np.asarray(x, dtype=np.float64) for x in (o, h, low, c, v))
+        self._check(rows, o, h, low, c, v)
         parts: list[F64] = []
         i = 0
         while i < rows.shape[0]:
             i, n = _run_bank(self.states, self.p, rows, open_time, o, h, low, c, v, i, self._ev)
             parts.append(self._ev[:n].copy())
         return np.concatenate(parts) if parts else self._ev[:0].copy()
+
+    def _check(self, rows: I64, o: F64, h: F64, low: F64, c: F64, v: F64) -> None:
+        """Reject the whole call, before any state changes, if a row or a candle is invalid."""
+        if rows.shape[0] and (rows.min() < 0 or rows.max() >= len(self.symbols)):
+            raise DataRejected("unknown_row", f"rows must be in 0..{len(self.symbols) - 1}")
+        bad = ~(np.isfinite(o + h + low + c + v) & (h >= low) & (v >= 0))
+        if bad.any():
+            names = [self.symbols[r] for r in rows[bad]]
+            raise DataRejected("bad_candle", f"non-finite, high < low or negative volume: {names}")

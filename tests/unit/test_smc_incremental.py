@@ -10,6 +10,7 @@ import numpy.typing as npt
 import pytest
 
 from smc_quant.datasets import KlineSeries, load_klines
+from smc_quant.errors import DataRejected
 from smc_quant.features import N_FEATURES, FeatureEngineer
 from smc_quant.smc import EngineBank, SymbolEngine
 from smc_quant.smc.events import E_SYM
@@ -119,3 +120,29 @@ def test_inputs_of_other_dtypes_are_coerced_not_recompiled(series: dict[str, Kli
     assert np.isfinite(typed.states).sum() > 1000
     np.testing.assert_array_equal(loose.states, typed.states)
     np.testing.assert_array_equal(single.state, typed.states[0])
+
+
+@pytest.mark.parametrize("bad", [{"h": float("nan")}, {"low": float("inf")}, {"h": 0.0}, {"v": -1.0}])
+def test_bad_candles_are_rejected_before_any_state_changes(series: dict[str, KlineSeries],
+                                                           bad: dict[str, float]) -> None:
+    """A NaN/inf price, high below low or negative volume raises DataRejected and changes nothing."""
+    s = series["BTCUSDT"]
+    candle = {"o": s.open[0], "h": s.high[0], "low": s.low[0], "c": s.close[0], "v": s.volume[0], **bad}
+    bank, eng = EngineBank(["A", "B"]), SymbolEngine()
+    before = bank.states.copy()
+    with pytest.raises(DataRejected, match="bad_candle"):
+        bank.update(np.array([0, 1]), np.array([s.open_time[0]] * 2),
+                    *[np.array([getattr(s, f)[0], x]) for f, x in
+                      zip(("open", "high", "low", "close", "volume"), candle.values(), strict=True)])
+    with pytest.raises(DataRejected, match="bad_candle"):
+        eng.update(int(s.open_time[0]), *candle.values())
+    np.testing.assert_array_equal(bank.states, before)
+    np.testing.assert_array_equal(eng.state, SymbolEngine().state)
+
+
+def test_unknown_bank_rows_are_rejected(series: dict[str, KlineSeries]) -> None:
+    """A row index outside the bank raises DataRejected instead of writing out of bounds."""
+    s = series["BTCUSDT"]
+    with pytest.raises(DataRejected, match="unknown_row"):
+        EngineBank(["A"]).update(np.array([1]), s.open_time[:1], s.open[:1], s.high[:1], s.low[:1],
+                                 s.close[:1], s.volume[:1])
