@@ -26,15 +26,17 @@ P_N = R0 + RW * RECENT
 P0 = P_N + 1
 PW = 4  # level, formed, confirmed, members
 LAST_SWEEP = P0 + PW * POOLS
-SIDE = LAST_SWEEP + 1
+REACH = LAST_SWEEP + 1  # min of sgn·level over pools and recent swings: a bar below it changes nothing
+SIDE = REACH + 1
 SIZE = 2 * SIDE
 
 
 def init(s: npt.NDArray[np.float64]) -> None:
     """No swings, no pools, no sweep yet (both sides)."""
     s[:] = 0.0
-    s[LAST_SWEEP] = np.nan
-    s[SIDE + LAST_SWEEP] = np.nan
+    for side in (0, SIDE):
+        s[side + LAST_SWEEP] = np.nan
+        s[side + REACH] = np.inf
 
 
 @jit
@@ -48,6 +50,9 @@ def update(s: npt.NDArray[np.float64], b: int, sgn: int, h: float, low: float, c
            ev: npt.NDArray[np.float64], n: int) -> int:
     """Sweeps/breaks of one side's pools (side block at ``b``); forget exceeded recent swings."""
     x = h if sgn > 0 else low
+    if sgn * x <= s[b + REACH]:
+        return n
+    reach = np.inf
     keep = 0
     for i in range(int(s[b + P_N])):
         k = b + P0 + PW * i
@@ -61,6 +66,7 @@ def update(s: npt.NDArray[np.float64], b: int, sgn: int, h: float, low: float, c
         if keep != i:
             _move(s, b + P0 + PW * keep, k, PW)
         keep += 1
+        reach = min(reach, sgn * lvl)
     s[b + P_N] = keep
     keep = 0
     for i in range(int(s[b + R_N])):
@@ -69,7 +75,9 @@ def update(s: npt.NDArray[np.float64], b: int, sgn: int, h: float, low: float, c
             continue
         _move(s, b + R0 + RW * keep, k, RW)
         keep += 1
+        reach = min(reach, sgn * s[k])
     s[b + R_N] = keep
+    s[b + REACH] = reach
     return n
 
 
@@ -88,7 +96,7 @@ def _closest(s: npt.NDArray[np.float64], first: int, width: int, cnt: int, level
 
 
 @jit
-def _push_recent(s: npt.NDArray[np.float64], b: int, level: float, idx: float) -> None:
+def _push_recent(s: npt.NDArray[np.float64], b: int, sgn: int, level: float, idx: float) -> None:
     cnt = int(s[b + R_N])
     if cnt == RECENT:
         _move(s, b + R0, b + R0 + RW, RW * (RECENT - 1))
@@ -96,6 +104,7 @@ def _push_recent(s: npt.NDArray[np.float64], b: int, level: float, idx: float) -
     s[b + R0 + RW * cnt] = level
     s[b + R0 + RW * cnt + 1] = idx
     s[b + R_N] = cnt + 1
+    s[b + REACH] = min(s[b + REACH], sgn * level)
 
 
 @jit
@@ -113,6 +122,7 @@ def _new_pool(s: npt.NDArray[np.float64], b: int, sgn: int, level: float, formed
     s[k + 2] = bar
     s[k + 3] = 2.0
     s[b + P_N] = cnt + 1
+    s[b + REACH] = min(s[b + REACH], sgn * level)
     return emit(ev, n, K_POOL, sgn, formed, bar, level, level)
 
 
@@ -143,5 +153,5 @@ def on_swing(s: npt.NDArray[np.float64], b: int, sgn: int, level: float, pivot: 
             _take_recent(s, b, r)
             top = level if sgn * (level - other) > 0 else other
             return _new_pool(s, b, sgn, top, formed, bar, ev, n)
-    _push_recent(s, b, level, pivot)
+    _push_recent(s, b, sgn, level, pivot)
     return n
