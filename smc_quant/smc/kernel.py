@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from smc_quant.smc import atr, bars, fvg, liquidity, order_blocks, structure, swings, timeframes
+from smc_quant.smc import atr, bars, fvg, liquidity, order_blocks, structure, swings, timeframes, zones
 from smc_quant.smc._jit import hot_kernel, jit
 from smc_quant.smc.events import E_KNOWN, E_TF, EV_COLS, K_SWING, emit
 from smc_quant.smc.params import P_ATR_PERIOD as P_ATR
@@ -68,6 +68,9 @@ def new_state() -> F64:
         swings.init(b[OFF_SW:OFF_SW + swings.SIZE])
         structure.init(b[OFF_ST:OFF_ST + structure.SIZE])
         liquidity.init(b[OFF_LIQ:OFF_LIQ + liquidity.SIZE])
+        for off, end, side in ((OFF_FVG_BULL, OFF_FVG_BEAR, 1), (OFF_FVG_BEAR, OFF_OB_BULL, -1),
+                               (OFF_OB_BULL, OFF_OB_BEAR, 1), (OFF_OB_BEAR, OFF_LIQ, -1)):
+            zones.init(b[off:end], side)
     return s
 
 

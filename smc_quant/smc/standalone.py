@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from smc_quant.smc import liquidity, order_blocks, structure
+from smc_quant.smc import liquidity, order_blocks, structure, zones
 from smc_quant.smc._jit import hot_kernel
 from smc_quant.smc.events import EV_COLS
 
@@ -70,6 +70,8 @@ def structure_batch(h: F64, low: F64, c: F64, flags: I8, right: int, close_break
     """BOS/CHoCH (and order-block) events of a history, given swing flags stamped on the pivot bar."""
     s = np.zeros(_STRUCT_SIZE)
     structure.init(s[:structure.SIZE])
+    zones.init(s[_OB_BULL:_OB_BEAR], 1)
+    zones.init(s[_OB_BEAR:], -1)
     ev = np.zeros((CHUNK, EV_COLS))
     parts, t = [], 0
     while t < h.shape[0]:
