@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+import structlog
 
 from smc_quant.domain.candle_store import CandleStore
 from smc_quant.domain.candles import Candle
-from smc_quant.features import FEATURE_SCHEMA, FeatureEngineer
+from smc_quant.errors import DataRejected
+from smc_quant.features import FEATURE_SCHEMA, FeatureEngineer, warm_up
 from smc_quant.smc.engine import EngineBank
 
 F64 = npt.NDArray[np.float64]
@@ -49,6 +51,7 @@ class AnalysisStats:
     last_compute_s: float = 0.0
     max_compute_s: float = 0.0
     late_flushes: int = 0
+    rejected_batches: int = 0
     warm_candles: int = 0
     sinks: list[Callable[[FeatureBatch], None]] = field(default_factory=list)
 
@@ -57,8 +60,9 @@ class MinuteAnalyzer:
     """Feeds one shard's closed candles to its engine bank and emits a feature batch per minute."""
 
     def __init__(self, shard: int, symbols: Sequence[str], *, grace_s: float = 2.0,
-                 engineer: FeatureEngineer | None = None) -> None:
+                 engineer: FeatureEngineer | None = None, logger: structlog.stdlib.BoundLogger | None = None) -> None:
         self.shard = shard
+        self._log = logger or structlog.get_logger().bind(shard=shard)
         self.engineer = engineer or FeatureEngineer()
         self.bank = EngineBank(list(symbols), self.engineer.params)
         self.stats = AnalysisStats()
@@ -75,9 +79,7 @@ class MinuteAnalyzer:
 
     def warm(self, store: CandleStore) -> int:
         """Compile the kernels, then run every symbol's stored history through the engine (before live data)."""
-        none_i, none_f = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
-        self.bank.update(none_i, none_i, none_f, none_f, none_f, none_f, none_f)
-        self.engineer.rows(self.bank.states, none_i)
+        warm_up(self.engineer.params)
         total = 0
         for symbol, row in self.bank.index.items():
             times, values = store.ring(symbol).arrays()
@@ -132,8 +134,13 @@ class MinuteAnalyzer:
         self._pending.clear()
         rows = cols[:, 0].astype(np.int64)
         times = cols[:, 1].astype(np.int64)
-        events = self.bank.update(rows, times, cols[:, 2].copy(), cols[:, 3].copy(), cols[:, 4].copy(),
-                                  cols[:, 5].copy(), cols[:, 6].copy())
+        try:
+            events = self.bank.update(rows, times, cols[:, 2].copy(), cols[:, 3].copy(), cols[:, 4].copy(),
+                                      cols[:, 5].copy(), cols[:, 6].copy())
+        except DataRejected as exc:  # the feed's firewall should make this unreachable; count, never crash
+            self.stats.rejected_batches += 1
+            self._log.error("analysis_batch_rejected", reason=exc.reason, candles=len(rows))
+            return None
         unique, last_from_end = np.unique(rows[::-1], return_index=True)
         row_times = times[::-1][last_from_end]
         features = self.engineer.rows(self.bank.states, unique)
