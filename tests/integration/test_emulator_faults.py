@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import orjson
@@ -14,37 +11,16 @@ import pytest
 import websockets
 
 from smc_quant.domain.candles import MINUTE_MS
-from smc_quant.exchange.emulator import Emulator, EmulatorConfig
+from tests.integration.emulator_kit import Factory, emulator_factory
 
 pytestmark = pytest.mark.integration
-Factory = Callable[..., AbstractAsyncContextManager[Emulator]]
 BTC = "btcusdt@kline_1m"
 
 
 @pytest.fixture
 def emulator(shared_data: Path) -> Factory:
     """A factory of started, paused emulators on 127.0.0.1:0 replaying at full speed."""
-
-    @asynccontextmanager
-    async def make(**overrides: Any) -> AsyncIterator[Emulator]:
-        options: dict[str, Any] = {
-            "speed": 0,
-            "max_minutes": 6,
-            "start_paused": True,
-            "symbols": ("BTCUSDT",),
-        }
-        options.update(overrides)
-        async with Emulator(EmulatorConfig(data_dir=shared_data, **options)) as em:
-            yield em
-
-    return make
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    """One aiohttp client session."""
-    async with aiohttp.ClientSession() as session:
-        yield session
+    return emulator_factory(shared_data, max_minutes=6, start_paused=True, symbols=("BTCUSDT",))
 
 
 async def test_drop_all_is_an_abnormal_close_1006(emulator: Factory, http: aiohttp.ClientSession) -> None:

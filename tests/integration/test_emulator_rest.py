@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,37 +10,17 @@ import pytest
 
 from smc_quant.datasets import load_exchange_info
 from smc_quant.domain.candles import MINUTE_MS
-from smc_quant.exchange.emulator import Emulator, EmulatorConfig
+from tests.integration.emulator_kit import Factory, emulator_factory
 
 pytestmark = pytest.mark.integration
-Factory = Callable[..., AbstractAsyncContextManager[Emulator]]
 FROZEN_WALL = 1_700_000_010.0  # ten seconds into a wall-clock minute, so a window never rolls mid-test
 
 
 @pytest.fixture
 def emulator(shared_data: Path) -> Factory:
     """A factory of started emulators on 127.0.0.1:0 with a frozen wall clock for weight windows."""
-
-    @asynccontextmanager
-    async def make(**overrides: Any) -> AsyncIterator[Emulator]:
-        options: dict[str, Any] = {
-            "speed": 0,
-            "max_minutes": 5,
-            "symbols": ("BTCUSDT", "ETHUSDT"),
-            "clock": lambda: FROZEN_WALL,
-        }
-        options.update(overrides)
-        async with Emulator(EmulatorConfig(data_dir=shared_data, **options)) as em:
-            yield em
-
-    return make
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    """One aiohttp client session."""
-    async with aiohttp.ClientSession() as session:
-        yield session
+    return emulator_factory(shared_data, max_minutes=5, symbols=("BTCUSDT", "ETHUSDT"),
+                            clock=lambda: FROZEN_WALL)
 
 
 async def get(http: aiohttp.ClientSession, url: str, **params: Any) -> tuple[int, dict[str, str], Any]:

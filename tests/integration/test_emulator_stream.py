@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,36 +11,15 @@ import orjson
 import pytest
 
 from smc_quant.domain.candles import MINUTE_MS
-from smc_quant.exchange.emulator import Emulator, EmulatorConfig
+from tests.integration.emulator_kit import Factory, emulator_factory
 
 pytestmark = pytest.mark.integration
-Factory = Callable[..., AbstractAsyncContextManager[Emulator]]
 
 
 @pytest.fixture
 def emulator(shared_data: Path) -> Factory:
     """A factory of started, paused emulators on 127.0.0.1:0 replaying at full speed."""
-
-    @asynccontextmanager
-    async def make(**overrides: Any) -> AsyncIterator[Emulator]:
-        options: dict[str, Any] = {
-            "speed": 0,
-            "max_minutes": 3,
-            "start_paused": True,
-            "symbols": ("BTCUSDT", "ETHUSDT"),
-        }
-        options.update(overrides)
-        async with Emulator(EmulatorConfig(data_dir=shared_data, **options)) as em:
-            yield em
-
-    return make
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    """One aiohttp client session."""
-    async with aiohttp.ClientSession() as session:
-        yield session
+    return emulator_factory(shared_data, max_minutes=3, start_paused=True, symbols=("BTCUSDT", "ETHUSDT"))
 
 
 async def read_json(ws: aiohttp.ClientWebSocketResponse) -> Any:
