@@ -13,54 +13,27 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import polars as pl
+
+from smc_quant.domain.series import KlineSeries
+
+__all__ = ["KlineSeries", "data_dir", "derived_fields", "kline_files", "load_exchange_info", "load_klines",
+           "read_klines"]
 
 DEFAULT_DATA_DIR = "../shared/data"
 KLINES_2023_1M = "klines/binance-usdm-2023/1m"
 EXCHANGE_INFO = "exchange/binance-usdm-exchangeInfo-2024-10-02.json"
 LEVERAGE_TIERS = "exchange/binance-leverage-tiers-2024-10.ccxt.json"
 
-F64 = npt.NDArray[np.float64]
-I64 = npt.NDArray[np.int64]
 
 
 def data_dir() -> Path:
     """The shared data directory, from ``SMC_DATA_DIR`` or the default."""
     return Path(os.environ.get("SMC_DATA_DIR", DEFAULT_DATA_DIR)).resolve()
-
-
-@dataclass(frozen=True, slots=True)
-class KlineSeries:
-    """One symbol's candles as column arrays (open_time in ms, OHLCV as float64)."""
-
-    symbol: str
-    open_time: I64
-    open: F64
-    high: F64
-    low: F64
-    close: F64
-    volume: F64
-
-    def __len__(self) -> int:
-        return int(self.open_time.shape[0])
-
-    def slice(self, start: int, stop: int) -> KlineSeries:
-        """Rows ``start:stop`` as a new series."""
-        return KlineSeries(
-            self.symbol,
-            self.open_time[start:stop],
-            self.open[start:stop],
-            self.high[start:stop],
-            self.low[start:stop],
-            self.close[start:stop],
-            self.volume[start:stop],
-        )
 
 
 def read_klines(path: Path, symbol: str | None = None) -> KlineSeries:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from smc_quant.datasets import KlineSeries
+from smc_quant.domain.series import KlineSeries
 from smc_quant.smc import bars, liquidity, structure, swings
 from smc_quant.smc._jit import hot_kernel, jit
 from smc_quant.smc.atr import A_VAL

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from smc_quant.datasets import KlineSeries
+from smc_quant.domain.series import KlineSeries
 from smc_quant.errors import DataRejected
 from smc_quant.smc._jit import hot_kernel
 from smc_quant.smc.events import E_SYM

@@ -12,7 +12,8 @@ import smc_quant
 FORBIDDEN = ("asyncio", "aiohttp", "asyncpg", "redis", "websockets", "socket", "ssl", "http", "urllib",
              "requests", "structlog", "uvloop", "pgserver", "subprocess")
 PURE = [Path(smc_quant.__file__).parent / "features.py",
-        *sorted((Path(smc_quant.__file__).parent / "smc").glob("*.py"))]
+        *sorted((Path(smc_quant.__file__).parent / "smc").glob("*.py")),
+        *sorted((Path(smc_quant.__file__).parent / "domain").glob("*.py"))]
 
 
 def _imported_roots(path: Path) -> set[str]:
@@ -37,10 +38,11 @@ def test_importing_pure_modules_loads_no_io_library_beyond_numpy_numba_polars() 
     code = (
         "import sys, numpy, numba, polars\n"
         "before = set(sys.modules)\n"
-        "import smc_quant.smc, smc_quant.features\n"
+        "import smc_quant.smc, smc_quant.features, smc_quant.domain.candle_store, smc_quant.domain.continuity\n"
         "print('\\n'.join(sorted(set(sys.modules) - before)))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     added = {m.split(".")[0] for m in out.stdout.split()}
     assert "smc_quant" in added
     assert added & set(FORBIDDEN) == set()
+    assert "smc_quant.datasets" not in out.stdout.split()
