@@ -166,9 +166,12 @@ def test_every_accepted_order_on_real_symbols_satisfies_every_filter(
         o = validate_order(f, side=side, order_type=kind, quantity=qty, mark_price=mark,
                            price=price if kind == "LIMIT" else None, reduce_only=reduce_only)
     except FilterRejected as exc:
-        assert exc.filter in {"LOT_SIZE", "MARKET_LOT_SIZE", "MIN_NOTIONAL", "PERCENT_PRICE", "PRICE_FILTER"}
-        if exc.filter == "MIN_NOTIONAL":
-            assert not reduce_only
+        rejected = exc.filter
+    else:
+        rejected = None
+    if rejected is not None:
+        assert rejected in {"LOT_SIZE", "MARKET_LOT_SIZE", "PERCENT_PRICE", "PRICE_FILTER"} or (
+            rejected == "MIN_NOTIONAL" and not reduce_only)
         return
     step = f.market_step_size if kind == "MARKET" else f.step_size
     assert o.quantity % step == 0 and o.quantity <= qty and D(o.wire_quantity) == o.quantity

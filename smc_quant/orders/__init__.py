@@ -1,0 +1,10 @@
+"""Order building blocks of the SmartOrderManager, all pure (no I/O, no asyncio).
+
+- ``filters``: exchangeInfo filters applied in Decimal, and the wire strings of price and quantity.
+- ``signing``: HMAC-SHA256 request signing, ``recvWindow``, and the server-clock offset.
+- ``client_ids``: our deterministic ``newClientOrderId`` / ``clientAlgoId``.
+- ``reactions``: Binance error codes → what the executor does next, in one table.
+
+The async executor that sends orders, queries after timeouts and persists them sits outside this
+package and uses these pieces; see ``docs/orders.md``.
+"""
