@@ -104,7 +104,11 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Run the service against the built-in emulator replaying real candles (no network needed)."""
+    """Run the service against the built-in emulator replaying real candles (no network needed).
+
+    The demo always uses its own embedded database under ``<state_dir>/demo``: replayed history must
+    never land in the database of a live deployment.
+    """
     from smc_quant.exchange.emulator import Emulator, EmulatorConfig
 
     log = get_logger()
@@ -114,7 +118,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         emu = Emulator(config)
         await emu.start(port=args.emulator_port)
         try:
+            base = load_settings()
             settings = _settings({
+                "database_url": None,  # replayed 2023 candles never mix with a live database
+                "state_dir": base.state_dir / "demo",
                 "venue": {"rest_base": emu.rest_url, "ws_market_base": emu.ws_market_base,
                           "ws_public_base": emu.ws_public_base},
                 "universe": {"quote_assets": ("USDT", "USDC")},
