@@ -21,12 +21,13 @@ from smc_quant.errors import VenueRejected
 from smc_quant.exchange.exchange_info import SymbolFilters
 
 __all__ = [
-    "FilterRejected", "OrderType", "PriceRounding", "Side", "ValidOrder", "ceil_to_step", "decimals_of",
-    "floor_to_step", "round_price", "safe_rounding", "to_wire", "validate_order",
+    "FilterRejected", "OrderType", "PriceRounding", "Side", "TriggerType", "ValidOrder", "ceil_to_step",
+    "decimals_of", "floor_to_step", "round_price", "safe_rounding", "to_wire", "validate_order", "validate_trigger",
 ]
 
 Side = Literal["BUY", "SELL"]
 OrderType = Literal["LIMIT", "MARKET"]
+TriggerType = Literal["STOP_MARKET", "TAKE_PROFIT_MARKET"]
 PriceRounding = Literal["down", "up", "half_up"]
 
 
@@ -141,3 +142,24 @@ def validate_order(filters: SymbolFilters, *, side: Side, order_type: OrderType,
     _check_price(px, filters, mark_price)
     check_notional(qty, px, filters.min_notional, reduce_only=reduce_only)
     return ValidOrder(side, "LIMIT", qty, px, reduce_only, to_wire(qty, step), to_wire(px, filters.tick_size))
+
+
+def validate_trigger(filters: SymbolFilters, *, side: Side, order_type: TriggerType, trigger: Decimal,
+                     reference_price: Decimal, rounding: PriceRounding) -> tuple[Decimal, str]:
+    """A protective ``triggerPrice`` on the tick grid and its wire string, or ``FilterRejected``.
+
+    ``reference_price`` is the price the trigger watches (last price for CONTRACT_PRICE, mark for
+    MARK_PRICE). A SELL stop / BUY take-profit must sit below it, a BUY stop / SELL take-profit above
+    it; otherwise Binance answers -2021 "Order would immediately trigger".
+    """
+    if not trigger.is_finite() or not 0 < trigger <= filters.max_price:
+        raise FilterRejected("PRICE_FILTER", f"trigger {trigger} outside (0, {filters.max_price}]", code=-1013)
+    px = round_price(trigger, filters.tick_size, rounding)
+    if px < filters.min_price:
+        raise FilterRejected("PRICE_FILTER", f"trigger {px} below minPrice {filters.min_price}", code=-1013)
+    must_be_below = (side == "SELL") == (order_type == "STOP_MARKET")
+    if (px >= reference_price) if must_be_below else (px <= reference_price):
+        where = "below" if must_be_below else "above"
+        raise FilterRejected("TRIGGER", f"{side} {order_type} trigger {px} must be {where} {reference_price}",
+                             code=-2021)
+    return px, to_wire(px, filters.tick_size)

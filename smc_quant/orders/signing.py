@@ -23,6 +23,7 @@ __all__ = [
 ]
 
 MAX_RECV_WINDOW_MS = 5000
+FORM = "application/x-www-form-urlencoded"
 SIGNER_OWNED = frozenset({"timestamp", "recvWindow", "signature"})
 Param = tuple[str, str | int]
 
@@ -42,7 +43,11 @@ def encode_params(params: Sequence[Param]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SignedRequest:
-    """What goes on the wire: the query string, the form body (may be empty) and the headers."""
+    """What goes on the wire, byte for byte: the query string, the form body (may be empty), the headers.
+
+    Send the query as an already-encoded URL (aiohttp: ``yarl.URL(url, encoded=True)``) and the body
+    as these bytes; letting the HTTP library re-encode either would break the signature.
+    """
 
     query: str
     body: str
@@ -92,7 +97,7 @@ class RequestSigner:
         query_s, body_s = encode_params(q), encode_params(b)
         sig = "signature=" + hmac_signature(self._secret, query_s + body_s)
         if body_s:
-            return SignedRequest(query_s, f"{body_s}&{sig}", self.headers)
+            return SignedRequest(query_s, f"{body_s}&{sig}", {**self.headers, "Content-Type": FORM})
         return SignedRequest(f"{query_s}&{sig}" if query_s else sig, "", self.headers)
 
 

@@ -14,12 +14,16 @@ from smc_quant.errors import VenueRejected
 from smc_quant.exchange.exchange_info import SymbolFilters, parse_exchange_info
 from smc_quant.orders.filters import (
     FilterRejected,
+    OrderType,
+    Side,
+    TriggerType,
     ceil_to_step,
     decimals_of,
     floor_to_step,
     round_price,
     to_wire,
     validate_order,
+    validate_trigger,
 )
 
 D = Decimal
@@ -134,6 +138,36 @@ def test_market_order_with_a_price_is_a_programming_error(btc: SymbolFilters) ->
         validate_order(btc, side="BUY", order_type="MARKET", quantity=D("1"), mark_price=D("0"))
 
 
+@pytest.mark.parametrize(("side", "kind", "trigger", "ok"), [
+    ("SELL", "STOP_MARKET", "62000.07", True), ("SELL", "STOP_MARKET", "64500", False),
+    ("BUY", "STOP_MARKET", "66000", True), ("BUY", "STOP_MARKET", "63000", False),
+    ("SELL", "TAKE_PROFIT_MARKET", "66000", True), ("SELL", "TAKE_PROFIT_MARKET", "64000", False),
+    ("BUY", "TAKE_PROFIT_MARKET", "62000", True), ("BUY", "TAKE_PROFIT_MARKET", "65000", False),
+])
+def test_protective_trigger_sits_on_the_right_side_of_the_price(
+        btc: SymbolFilters, side: Side, kind: TriggerType, trigger: str, ok: bool) -> None:
+    """A long's stop (SELL STOP_MARKET) must be below the price, its take-profit above; else -2021 up front."""
+    def check() -> tuple[Decimal, str]:
+        return validate_trigger(btc, side=side, order_type=kind, trigger=D(trigger), reference_price=D("64000"),
+                                rounding="half_up")
+    if ok:
+        px, wire = check()
+        assert px % btc.tick_size == 0 and D(wire) == px
+    else:
+        with pytest.raises(FilterRejected) as info:
+            check()
+        assert (info.value.filter, info.value.code) == ("TRIGGER", -2021)
+
+
+def test_trigger_outside_price_filter_is_rejected(btc: SymbolFilters) -> None:
+    """Triggers below minPrice (556.80) or above maxPrice are PRICE_FILTER rejections."""
+    for trigger in ("100", "1E12"):
+        with pytest.raises(FilterRejected) as info:
+            validate_trigger(btc, side="SELL", order_type="STOP_MARKET", trigger=D(trigger),
+                             reference_price=D("64000"), rounding="down")
+        assert info.value.filter == "PRICE_FILTER"
+
+
 quantities = st.decimals(min_value=D("0.00000001"), max_value=D("100000"), allow_nan=False, allow_infinity=False,
                          places=9)
 steps = st.sampled_from([D("0.001"), D("0.01"), D("0.1"), D("1"), D("10"), D("0.0001000"), D("1E-7")])
@@ -158,17 +192,16 @@ def test_every_accepted_order_on_real_symbols_satisfies_every_filter(
     mark = data.draw(st.decimals(min_value=f.min_price * 2, max_value=f.min_price * 10_000, places=8))
     price = mark * data.draw(st.decimals(min_value=D("0.9"), max_value=D("1.1"), places=4))
     notional = data.draw(st.decimals(min_value=D("1"), max_value=D("5000"), places=2))
-    side = data.draw(st.sampled_from(["BUY", "SELL"]))
-    kind = data.draw(st.sampled_from(["LIMIT", "MARKET"]))
+    side: Side = data.draw(st.sampled_from(("BUY", "SELL")))
+    kind: OrderType = data.draw(st.sampled_from(("LIMIT", "MARKET")))
     reduce_only = data.draw(st.booleans())
     qty = notional / price
+    rejected: str | None = None
     try:
         o = validate_order(f, side=side, order_type=kind, quantity=qty, mark_price=mark,
                            price=price if kind == "LIMIT" else None, reduce_only=reduce_only)
     except FilterRejected as exc:
         rejected = exc.filter
-    else:
-        rejected = None
     if rejected is not None:
         assert rejected in {"LOT_SIZE", "MARKET_LOT_SIZE", "PERCENT_PRICE", "PRICE_FILTER"} or (
             rejected == "MIN_NOTIONAL" and not reduce_only)

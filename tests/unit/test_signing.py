@@ -44,7 +44,7 @@ def test_futures_official_example_in_the_body() -> None:
     req = _signer(FUT_KEY, FUT_SECRET, FUT_TS).sign(
         body=[("symbol", "BTCUSDT"), ("side", "BUY"), ("type", "LIMIT"), ("quantity", "1"), ("price", "9000"),
               ("timeInForce", "GTC")], offset_ms=0)
-    assert req.query == ""
+    assert req.query == "" and req.headers["Content-Type"] == "application/x-www-form-urlencoded"
     assert req.body.endswith("&signature=3c661234138461fcc7a7d8746c6558c9842d4e10870d2ecbedf7777cad694af9")
 
 
