@@ -1,0 +1,150 @@
+"""LightGBM P(win) classifier: deterministic training, walk-forward evaluation, bias checks.
+
+Determinism: fixed ``seed`` (which seeds bagging, feature fraction and data sampling),
+``deterministic=True``, ``force_row_wise=True`` and ``num_threads=1``: the same rows give the same
+model string on every run. :func:`train` and :func:`walk_forward_report` are synchronous and CPU-bound;
+callers on the event loop run them with ``asyncio.to_thread`` or in a process pool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import numpy.typing as npt
+
+from smc_quant.errors import OperationalError
+from smc_quant.features import FEATURE_SCHEMA
+from smc_quant.model.dataset import Dataset
+from smc_quant.model.metrics import evaluate
+from smc_quant.model.walkforward import walk_forward
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+
+class FeatureSchemaMismatch(OperationalError):
+    """A stored model was trained on another feature schema than the running engine computes."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    """LightGBM hyper-parameters and the trading threshold; ``lgb_params`` is what LightGBM sees."""
+
+    num_rounds: int = 150
+    learning_rate: float = 0.05
+    num_leaves: int = 15
+    min_data_in_leaf: int = 200
+    feature_fraction: float = 0.8
+    bagging_fraction: float = 0.8
+    lambda_l2: float = 1.0
+    seed: int = 7
+    threshold: float = 0.55
+
+    def lgb_params(self) -> dict[str, Any]:
+        return {
+            "objective": "binary", "learning_rate": self.learning_rate, "num_leaves": self.num_leaves,
+            "min_data_in_leaf": self.min_data_in_leaf, "feature_fraction": self.feature_fraction,
+            "bagging_fraction": self.bagging_fraction, "bagging_freq": 1, "lambda_l2": self.lambda_l2,
+            "seed": self.seed, "deterministic": True, "force_row_wise": True, "num_threads": 1,
+            "verbosity": -1,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class TrainedModel:
+    """A booster with the feature schema it was trained on."""
+
+    booster: lgb.Booster
+    feature_schema: str = FEATURE_SCHEMA.version
+
+    def predict(self, x: F64) -> F64:
+        """P(win) of each row (single-threaded, so results are reproducible)."""
+        raw = self.booster.predict(np.ascontiguousarray(x, dtype=np.float64), num_threads=1)
+        return np.asarray(raw, dtype=np.float64)
+
+    def to_string(self) -> str:
+        """The artifact stored in the registry (LightGBM's text model format)."""
+        text: str = self.booster.model_to_string()
+        return text
+
+    @classmethod
+    def from_string(cls, text: str, feature_schema: str) -> TrainedModel:
+        """Load an artifact; ``FeatureSchemaMismatch`` unless it matches the running schema."""
+        check_schema(feature_schema)
+        return cls(lgb.Booster(model_str=text), feature_schema)
+
+    def importance(self) -> dict[str, float]:
+        """Share of the total split gain per feature (sums to 1; all 0 for a tree-less model)."""
+        gain = np.asarray(self.booster.feature_importance(importance_type="gain"), dtype=np.float64)
+        total = gain.sum()
+        shares = gain / total if total > 0 else gain
+        return dict(zip(FEATURE_SCHEMA.names, (float(s) for s in shares), strict=True))
+
+
+def check_schema(feature_schema: str) -> None:
+    """Raise ``FeatureSchemaMismatch`` when ``feature_schema`` is not the engine's current one."""
+    if feature_schema != FEATURE_SCHEMA.version:
+        raise FeatureSchemaMismatch(
+            f"model was trained on feature schema {feature_schema!r} but the engine computes "
+            f"{FEATURE_SCHEMA.version!r}; retrain the model (refusing to predict with mismatched features)"
+        )
+
+
+def train(x: F64, y: I64, config: TrainConfig | None = None) -> TrainedModel:
+    """Fit the classifier on feature rows ``x`` and 0/1 labels ``y`` (blocking; run it off the loop)."""
+    config = config or TrainConfig()
+    data = lgb.Dataset(np.ascontiguousarray(x, dtype=np.float64), label=np.asarray(y, dtype=np.float64),
+                       feature_name=list(FEATURE_SCHEMA.names), free_raw_data=True)
+    booster = lgb.train(config.lgb_params(), data, num_boost_round=config.num_rounds)
+    return TrainedModel(booster)
+
+
+def shuffled(y: I64, seed: int) -> I64:
+    """``y`` in a seeded random order: same class balance, no relation to the features."""
+    out: I64 = np.random.default_rng(seed).permutation(y)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class WalkForwardReport:
+    """Per-fold and pooled out-of-sample metrics, the shuffled-label baseline and feature importance."""
+
+    folds: list[dict[str, float]]
+    pooled: dict[str, float]
+    shuffled_auc: float
+    importance: dict[str, float]
+    oos_p: F64 = field(repr=False)
+    oos_rows: I64 = field(repr=False)
+
+
+def walk_forward_report(ds: Dataset, n_folds: int = 4, embargo_ms: int = 0, config: TrainConfig | None = None,
+                        shuffle_seed: int = 99) -> WalkForwardReport:
+    """Train on each fold's purged past, predict its test block; also the same with shuffled labels."""
+    config = config or TrainConfig()
+    folds = walk_forward(ds.start, ds.end, n_folds, embargo_ms=embargo_ms)
+    rows, real, fake, per_fold = [], [], [], []
+    for fold in folds:
+        model = train(ds.x[fold.train], ds.win[fold.train], config)
+        p = model.predict(ds.x[fold.test])
+        q = train(ds.x[fold.train], shuffled(ds.win[fold.train], shuffle_seed), config).predict(ds.x[fold.test])
+        per_fold.append({**evaluate(ds.win[fold.test], ds.ret_pct[fold.test], p, config.threshold),
+                         "train_rows": float(fold.train.shape[0]), "test_start": float(fold.test_start)})
+        rows.append(fold.test)
+        real.append(p)
+        fake.append(q)
+    oos = np.concatenate(rows)
+    p_all, q_all = np.concatenate(real), np.concatenate(fake)
+    pooled = evaluate(ds.win[oos], ds.ret_pct[oos], p_all, config.threshold)
+    shuffled_auc = evaluate(ds.win[oos], ds.ret_pct[oos], q_all, config.threshold)["auc"]
+    importance = train(ds.x, ds.win, config).importance()
+    return WalkForwardReport(per_fold, pooled, shuffled_auc, importance, p_all, oos)
+
+
+__all__ = ["FeatureSchemaMismatch", "TrainConfig", "TrainedModel", "WalkForwardReport", "check_schema",
+           "shuffled", "train", "walk_forward_report"]
