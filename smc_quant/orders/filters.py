@@ -22,7 +22,8 @@ from smc_quant.exchange.exchange_info import SymbolFilters
 
 __all__ = [
     "FilterRejected", "OrderType", "PriceRounding", "Side", "TriggerType", "ValidOrder", "ceil_to_step",
-    "decimals_of", "floor_to_step", "round_price", "safe_rounding", "to_wire", "validate_order", "validate_trigger",
+    "check_notional", "decimals_of", "floor_to_step", "round_price", "safe_rounding", "to_wire", "validate_order",
+    "validate_trigger",
 ]
 
 Side = Literal["BUY", "SELL"]
@@ -60,24 +61,28 @@ def decimals_of(step: Decimal) -> int:
 
 
 def floor_to_step(value: Decimal, step: Decimal) -> Decimal:
-    """The largest multiple of ``step`` not above ``value`` (``value ≥ 0``); exact, no division rounding."""
-    return value - value % step
+    """The largest multiple of ``step`` not above ``value`` (``value ≥ 0``).
+
+    ``//`` is Decimal's exact integer division (no rounding, unlike ``/``), and an integer times the
+    step is exact, so float-born inputs with 50 digits still land on the grid and never above.
+    """
+    return (value // step) * step
 
 
 def ceil_to_step(value: Decimal, step: Decimal) -> Decimal:
     """The smallest multiple of ``step`` not below ``value`` (``value ≥ 0``)."""
-    rest = value % step
-    return value if rest == 0 else value - rest + step
+    low = floor_to_step(value, step)
+    return low if low == value else low + step
 
 
 def round_price(price: Decimal, tick: Decimal, mode: PriceRounding) -> Decimal:
     """``price`` on the tick grid: ``down``, ``up`` or ``half_up`` (a half tick goes up, like ccxt ROUND)."""
-    if mode == "down":
-        return floor_to_step(price, tick)
+    low = floor_to_step(price, tick)
+    if mode == "down" or low == price:
+        return low
     if mode == "up":
-        return ceil_to_step(price, tick)
-    rest = price % tick
-    return price - rest + (tick if rest * 2 >= tick else 0)
+        return low + tick
+    return low + tick if (price - low) * 2 >= tick else low
 
 
 def safe_rounding(side: Side) -> PriceRounding:

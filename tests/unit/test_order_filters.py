@@ -15,6 +15,7 @@ from smc_quant.exchange.exchange_info import SymbolFilters, parse_exchange_info
 from smc_quant.orders.filters import (
     FilterRejected,
     OrderType,
+    PriceRounding,
     Side,
     TriggerType,
     ceil_to_step,
@@ -180,6 +181,19 @@ def test_floor_is_a_multiple_of_step_never_above_input_and_within_one_step(q: De
     f = floor_to_step(q, step)
     assert f % step == 0 and f <= q < f + step
     assert D(to_wire(f, step)) == f and "E" not in to_wire(f, step)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.floats(min_value=1e-6, max_value=1e6, allow_nan=False), steps,
+       st.sampled_from(["down", "up", "half_up"]))
+def test_float_born_values_with_many_digits_land_exactly_on_the_grid(
+        x: float, step: Decimal, mode: PriceRounding) -> None:
+    """Decimal(float) has up to ~50 digits; rounding still gives an exact grid value within one step."""
+    value = D(x)
+    rounded = round_price(value, step, mode)
+    assert rounded % step == 0 and abs(rounded - value) < step
+    assert (rounded <= value) if mode == "down" else (rounded >= value) if mode == "up" else True
+    assert D(to_wire(rounded, step)) == rounded
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)
