@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import resource
 import subprocess
@@ -122,6 +123,8 @@ async def phase(label: str, admin_dsn: str, *, speed: float, updates: int, minut
                     span[1] = now
 
             feed.listeners.append(minute_close)
+            gc.collect()
+            gc.freeze()  # as the service does after its warm start
             tasks = [asyncio.create_task(feed.run()), asyncio.create_task(sink.run())]
             await feed.wait_subscribed()
             total = len(symbols) * minutes

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from typing import Any
 
 import aiohttp
@@ -70,6 +71,8 @@ class Service:
         self.cluster = ClusterManager(s, symbols=self.universe.symbols, session=self.session,
                                       repository=repo, backfill=self._backfill, logger=self.log)
         await self.cluster.seed()
+        gc.collect()  # warm start done: drop its garbage, then move everything long-lived so far (rings,
+        gc.freeze()  # engine state, modules) out of the collector's scans, which would pause the loop
         self.cluster.start()
         self.ops = OpsServer(self.cluster.metrics, window_s=self._freshness_window(),
                              fraction=s.ops.fresh_fraction, queue_depth=self.cluster.queue_depth,

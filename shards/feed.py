@@ -10,7 +10,6 @@ the missing bars; then everything is released in order.
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -101,8 +100,6 @@ class ShardFeed:
     async def run(self) -> None:
         """Run sockets and workers until cancelled."""
         self._log.info("shard_start", symbols=len(self.symbols), connections=len(self.connections))
-        gc.collect()  # warm start done: drop its garbage, then take everything long-lived so far (the
-        gc.freeze()  # store, seeded history, modules) out of the collector's scans, which pause the loop
         async with asyncio.TaskGroup() as group:
             for conn in self.connections:
                 group.create_task(conn.run())
