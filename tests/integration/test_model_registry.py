@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -33,17 +32,6 @@ from smc_quant.store.models import ModelRegistry
 pytestmark = pytest.mark.integration
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 CONFIG = TrainConfig()
-MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
-
-
-def _migrations(tmp_path: Path) -> Path:
-    """The repository's migrations plus those parked in ``migrations/pending`` (0003_models.sql, until the
-    migration-runner tests that list the applied files are updated and it moves up one folder)."""
-    target = tmp_path / "migrations"
-    target.mkdir()
-    for path in (*MIGRATIONS.glob("*.sql"), *(MIGRATIONS / "pending").glob("*.sql")):
-        shutil.copy(path, target / path.name)
-    return target
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +48,9 @@ def last_fold(dataset: Dataset) -> Fold:
 
 
 @pytest.fixture
-async def registry(pg_dsn: str, tmp_path: Path) -> AsyncIterator[ModelRegistry]:
+async def registry(pg_dsn: str) -> AsyncIterator[ModelRegistry]:
     """A registry on a freshly migrated database."""
-    assert "0003_models.sql" in await apply_migrations(pg_dsn, _migrations(tmp_path))
+    assert "0003_models.sql" in await apply_migrations(pg_dsn)
     pool = await create_pool(pg_dsn)
     try:
         yield ModelRegistry(pool)

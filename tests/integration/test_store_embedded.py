@@ -9,7 +9,7 @@ import pytest
 
 from smc_quant.settings import Settings
 from smc_quant.store.embedded import resolve_database
-from smc_quant.store.migrations import apply_migrations
+from smc_quant.store.migrations import apply_migrations, default_migrations_dir, read_migrations
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +21,7 @@ async def test_embedded_server_starts_migrates_and_keeps_data_across_restarts(tm
     assert embedded is not None
     try:
         assert (tmp_path / "state" / "pg" / "PG_VERSION").is_file()
-        assert await apply_migrations(dsn) == ["0001_candles.sql", "0002_universe.sql"]
+        assert await apply_migrations(dsn) == [m.filename for m in read_migrations(default_migrations_dir())]
     finally:
         await embedded.stop()
     dsn, embedded = await resolve_database(settings)
@@ -30,7 +30,8 @@ async def test_embedded_server_starts_migrates_and_keeps_data_across_restarts(tm
         assert await apply_migrations(dsn) == []
         conn = await asyncpg.connect(dsn)
         try:
-            assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 2
+            shipped = len(read_migrations(default_migrations_dir()))
+            assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == shipped
         finally:
             await conn.close()
     finally:

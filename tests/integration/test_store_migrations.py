@@ -12,6 +12,9 @@ import pytest
 from smc_quant.errors import OperationalError
 from smc_quant.store.migrations import apply_migrations, default_migrations_dir, read_migrations
 
+SHIPPED = [m.filename for m in read_migrations(default_migrations_dir())]
+VERSIONS = [name.split("_", 1)[0] for name in SHIPPED]
+
 pytestmark = pytest.mark.integration
 
 REPO_MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
@@ -36,24 +39,24 @@ async def test_applies_all_files_once_then_nothing(pg_dsn: str) -> None:
     """A fresh database gets every file in order and a second run applies nothing."""
     first = await apply_migrations(pg_dsn)
     second = await apply_migrations(pg_dsn)
-    assert first == ["0001_candles.sql", "0002_universe.sql"]
+    assert first == SHIPPED
     assert second == []
-    assert await _versions(pg_dsn) == ["0001", "0002"]
+    assert await _versions(pg_dsn) == VERSIONS
 
 
 async def test_concurrent_runners_apply_each_file_exactly_once(pg_dsn: str) -> None:
     """Four runners started together apply the files once between them, without errors."""
     results = await asyncio.gather(*(apply_migrations(pg_dsn) for _ in range(4)))
     applied = [name for result in results for name in result]
-    assert sorted(applied) == ["0001_candles.sql", "0002_universe.sql"]
-    assert await _versions(pg_dsn) == ["0001", "0002"]
+    assert sorted(applied) == SHIPPED
+    assert await _versions(pg_dsn) == VERSIONS
 
 
 async def test_runs_through_a_pool(pg_dsn: str) -> None:
     """A pool works as well as a DSN and leaves the candles table usable."""
     pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2)
     try:
-        assert await apply_migrations(pool) == ["0001_candles.sql", "0002_universe.sql"]
+        assert await apply_migrations(pool) == SHIPPED
         assert await pool.fetchval("SELECT count(*) FROM candles") == 0
     finally:
         await pool.close()
@@ -73,18 +76,18 @@ async def test_applies_only_a_newly_added_file(pg_dsn: str, tmp_path: Path) -> N
     """A file added after the first run is applied alone on the next run."""
     folder = _copy_migrations(tmp_path)
     await apply_migrations(pg_dsn, folder)
-    (folder / "0003_extra.sql").write_text("CREATE TABLE extra (id int);")
-    assert await apply_migrations(pg_dsn, folder) == ["0003_extra.sql"]
-    assert await _versions(pg_dsn) == ["0001", "0002", "0003"]
+    (folder / "9999_extra.sql").write_text("CREATE TABLE extra (id int);")
+    assert await apply_migrations(pg_dsn, folder) == ["9999_extra.sql"]
+    assert await _versions(pg_dsn) == [*VERSIONS, "9999"]
 
 
 async def test_a_failing_migration_is_rolled_back_and_not_recorded(pg_dsn: str, tmp_path: Path) -> None:
     """A broken file raises OperationalError and leaves neither its changes nor a record behind."""
     folder = _copy_migrations(tmp_path)
-    (folder / "0003_broken.sql").write_text("CREATE TABLE half (id int); SELECT * FROM no_such_table;")
-    with pytest.raises(OperationalError, match=r"0003_broken\.sql failed"):
+    (folder / "9999_broken.sql").write_text("CREATE TABLE half (id int); SELECT * FROM no_such_table;")
+    with pytest.raises(OperationalError, match=r"9999_broken\.sql failed"):
         await apply_migrations(pg_dsn, folder)
-    assert await _versions(pg_dsn) == ["0001", "0002"]
+    assert await _versions(pg_dsn) == VERSIONS
     conn = await asyncpg.connect(pg_dsn)
     try:
         assert await conn.fetchval("SELECT to_regclass('half')") is None
