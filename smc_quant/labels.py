@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from smc_quant.datasets import KlineSeries
+from smc_quant.domain.series import KlineSeries
 from smc_quant.features import FEATURE_SCHEMA
 from smc_quant.smc._jit import kernel
 

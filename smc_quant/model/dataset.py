@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from smc_quant.datasets import KlineSeries
+from smc_quant.domain.series import KlineSeries
 from smc_quant.features import FeatureEngineer
 from smc_quant.labels import BarrierSpec, label_setups
 
