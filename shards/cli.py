@@ -164,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["emulator"]:  # the emulator owns its options (argparse REMAINDER drops leading --flags)
+        from smc_quant.exchange.emulator.cli import run_emulator
+
+        return run_emulator(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)

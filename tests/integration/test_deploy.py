@@ -101,3 +101,16 @@ def test_wheel_install_and_entry_commands(tmp_path: Path, pg_dsn: str) -> None:
                              env={**env, var: value}, timeout=60, check=False)
         assert bad.returncode == 2
         assert bad.stderr.strip().splitlines() == [line]
+
+
+def test_emulator_console_command_serves(shared_data: Path) -> None:
+    """`smc-quant emulator --data DIR --speed X` (the compose emulator's command) starts and prints its URLs."""
+    proc = subprocess.Popen([str(SMC_CLI), "emulator", "--data", str(shared_data), "--speed", "60", "--port", "0",
+                             "--log-level", "WARNING"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("emulator rest=http://127.0.0.1:") and "market=ws://127.0.0.1:" in line
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
