@@ -1,0 +1,68 @@
+"""MLPredictor: schema check, the explicit no-model state, and probabilities identical to LightGBM's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from smc_quant.features import FEATURE_SCHEMA
+from smc_quant.model.predictor import MLPredictor, NoModel, compile_trees
+from smc_quant.model.trainer import FeatureSchemaMismatch, TrainConfig, TrainedModel, train
+
+N = len(FEATURE_SCHEMA)
+
+
+def _data(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, N))
+    x[rng.random(x.shape) < 0.25] = np.nan
+    x[:, 2] = np.round(x[:, 2])  # many exact zeros
+    y = (np.nan_to_num(x[:, 0]) + 0.5 * np.nan_to_num(x[:, 2]) + rng.normal(size=rows) > 0.7).astype(np.int64)
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def model() -> TrainedModel:
+    """A small deterministic model trained on synthetic rows with NaNs and zeros."""
+    x, y = _data(5000, 1)
+    return train(x, y, TrainConfig(num_rounds=60, min_data_in_leaf=50))
+
+
+def test_probabilities_equal_the_trained_model(model: TrainedModel) -> None:
+    """The compiled kernel gives LightGBM's probabilities (within 1e-12) on rows with NaNs, zeros and tiny values."""
+    x, _ = _data(3000, 2)
+    x[:20] = 0.0
+    x[20:40] = 1e-40
+    x[40:60] = np.nan
+    predictor = MLPredictor(model, version=3)
+    assert predictor.ready and predictor.compiled and predictor.version == 3
+    np.testing.assert_allclose(predictor.predict_batch(x), model.predict(x), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(predictor.predict_batch(x[:1]), model.predict(x[:1]), rtol=0, atol=1e-12)
+
+
+def test_no_model_is_not_trading(model: TrainedModel) -> None:
+    """Without a model the predictor is not ready and refuses to predict; unloading returns to that state."""
+    predictor = MLPredictor()
+    assert not predictor.ready
+    with pytest.raises(NoModel, match="not trading"):
+        predictor.predict_batch(np.zeros((3, N)))
+    predictor.load(model)
+    assert predictor.predict_batch(np.zeros((3, N))).shape == (3,)
+    predictor.unload()
+    with pytest.raises(NoModel):
+        predictor.predict_batch(np.zeros((1, N)))
+
+
+def test_schema_mismatch_is_refused(model: TrainedModel) -> None:
+    """A model stored with another feature-schema version is refused with a clear error, and wrong widths too."""
+    stale = TrainedModel(model.booster, "smc-features/0")
+    with pytest.raises(FeatureSchemaMismatch, match="retrain"):
+        MLPredictor(stale)
+    predictor = MLPredictor(model)
+    with pytest.raises(ValueError, match="feature matrix"):
+        predictor.predict_batch(np.zeros((2, N - 1)))
+
+
+def test_unsupported_models_fall_back_to_lightgbm() -> None:
+    """A model text the kernel cannot evaluate exactly (not binary) is left to LightGBM's own predict."""
+    assert compile_trees("tree\nversion=v4\nobjective=regression\n\nTree=0\nleaf_value=1\n") is None
