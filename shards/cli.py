@@ -1,4 +1,4 @@
-"""``smc-quant`` command line: run, demo, emulator, migrate, check.
+"""``smc-quant`` command line: run, demo, emulator, migrate, check, train, models, promote, rollback.
 
 Exit codes: 0 success, 1 runtime failure (exchange unreachable, unhealthy), 2 invalid configuration.
 """
@@ -142,6 +142,86 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 1
 
 
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _model_task(task: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
+    """Run ``task(registry)`` on the model registry; a registry or data error prints one line, exit 1."""
+    from smc_quant.errors import OperationalError
+    from smc_quant.model.cli_tasks import open_registry
+
+    settings = _settings()
+
+    async def main() -> int:
+        async with open_registry(settings) as registry:
+            return await task(registry)
+
+    try:
+        return _run_loop(main)
+    except OperationalError as exc:
+        print(f"smc-quant: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Build the dataset from real candles, walk-forward report, train, register a candidate, write reports."""
+    from smc_quant.model.cli_tasks import load_series, train_and_register
+
+    async def task(registry: Any) -> int:
+        series = load_series(Path(args.data), args.symbols, args.max_bars, _say)
+        result = await train_and_register(registry, series, every=args.every, folds=args.folds, out=Path(args.out),
+                                          say=_say)
+        print(result.text, end="")
+        return 0
+
+    return _model_task(task)
+
+
+def cmd_models(_: argparse.Namespace) -> int:
+    """Print the model registry."""
+    from smc_quant.model.cli_tasks import models_table
+
+    async def task(registry: Any) -> int:
+        print(models_table(await registry.list()), end="")
+        return 0
+
+    return _model_task(task)
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    """Promote VERSION if it beats the champion on the latest out-of-sample window (or with --force)."""
+    from smc_quant.model.cli_tasks import load_series, promote
+
+    async def task(registry: Any) -> int:
+        series = load_series(Path(args.data), args.symbols, args.max_bars, _say) if args.data else None
+        outcome = await promote(registry, args.version, series=series, every=args.every, margin=args.margin,
+                                force=args.force, say=_say)
+        print(outcome.reason)
+        return 0 if outcome.promoted else 1
+
+    return _model_task(task)
+
+
+def cmd_rollback(_: argparse.Namespace) -> int:
+    """Retire the champion and reinstate the previous one."""
+    from smc_quant.model.cli_tasks import rollback
+
+    async def task(registry: Any) -> int:
+        record = await rollback(registry)
+        print(f"rolled back: v{record.version} is the champion again")
+        return 0
+
+    return _model_task(task)
+
+
+def _data_args(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument("--data", required=required, default=None, help="real data folder (e.g. ../shared/data)")
+    parser.add_argument("--symbols", nargs="+", default=None, help="symbols to use (default: every file)")
+    parser.add_argument("--max-bars", type=int, default=None, help="use only the first N 1m candles per symbol")
+    parser.add_argument("--every", type=int, default=5, help="a candidate setup every N bars (default 5)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smc-quant", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -160,6 +240,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--ops-port", type=int, default=8080)
     demo.add_argument("--emulator-port", type=int, default=0)
     demo.set_defaults(func=cmd_demo)
+    tr = sub.add_parser("train", help="train on real candles, register a candidate, write text/HTML reports")
+    _data_args(tr, required=True)
+    tr.add_argument("--folds", type=int, default=5, help="walk-forward folds (default 5)")
+    tr.add_argument("--out", default="reports", help="report folder (default reports/)")
+    tr.set_defaults(func=cmd_train)
+    sub.add_parser("models", help="list the model registry").set_defaults(func=cmd_models)
+    pr = sub.add_parser("promote", help="make VERSION the champion if it beats the current one (or --force)")
+    pr.add_argument("version", type=int)
+    _data_args(pr, required=False)
+    pr.add_argument("--margin", type=float, default=0.01, help="AUC margin the challenger must win by")
+    pr.add_argument("--force", action="store_true", help="promote even if the gate says no (prints why)")
+    pr.set_defaults(func=cmd_promote)
+    sub.add_parser("rollback", help="reinstate the previous champion").set_defaults(func=cmd_rollback)
     return parser
 
 

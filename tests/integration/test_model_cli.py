@@ -1,0 +1,67 @@
+"""``smc-quant train / models / promote / rollback`` on a small slice of real candles and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from shards.cli import main
+from smc_quant.store.db import create_pool
+from smc_quant.store.models import ModelRecord, ModelRegistry
+
+pytestmark = pytest.mark.integration
+SLICE = ["--symbols", "BTCUSDT", "ETHUSDT", "--every", "5"]
+
+
+def _statuses(dsn: str) -> dict[int, str]:
+    async def read() -> list[ModelRecord]:
+        pool = await create_pool(dsn, max_size=1)
+        try:
+            return await ModelRegistry(pool).list()
+        finally:
+            await pool.close()
+
+    return {r.version: r.status for r in asyncio.run(read())}
+
+
+def test_train_models_promote_rollback(shared_data: Path, pg_dsn: str, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Train registers candidates with text and HTML reports; promote gates on unseen data; rollback walks back."""
+    monkeypatch.setenv("DATABASE_URL", pg_dsn)
+    data, out = str(shared_data), str(tmp_path / "reports")
+    train = ["train", "--data", data, *SLICE, "--max-bars", "20000", "--folds", "4", "--out", out]
+    assert main(train) == 0
+    printed = capsys.readouterr().out
+    assert "[2/2] read ETHUSDT: 20,000 candles" in printed and "fold 4: AUC" in printed
+    assert "registered model v1 as candidate" in printed and "shuffled_auc" in printed
+    page = (tmp_path / "reports" / "model-v1.html").read_text()
+    assert '<svg class="calibration"' in page and '<svg class="importance"' in page and "<circle" in page
+    assert "atr_pct" in (tmp_path / "reports" / "model-v1.txt").read_text()
+    assert _statuses(pg_dsn) == {1: "candidate"}
+
+    assert main(["promote", "1"]) == 1
+    assert "no data to score the models on" in capsys.readouterr().out
+    unseen = ["--data", data, *SLICE, "--max-bars", "30000"]
+    assert main(["promote", "1", *unseen]) == 0
+    assert capsys.readouterr().out.strip().endswith("beats champion 0.5000 + 0.01")
+    assert _statuses(pg_dsn) == {1: "champion"}
+
+    assert main(train) == 0
+    capsys.readouterr()
+    assert main(["promote", "2", *unseen]) == 1
+    assert "kept champion v1: challenger AUC" in capsys.readouterr().out
+    assert main(["promote", "2", "--force"]) == 0
+    assert "promoted v2 with --force (gate: no data" in capsys.readouterr().out
+    assert _statuses(pg_dsn) == {1: "retired", 2: "champion"}
+
+    assert main(["models"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["version", "status", "schema"]
+    assert [line.split()[:2] for line in table[1:]] == [["1", "retired"], ["2", "champion"]]
+    assert main(["rollback"]) == 0
+    assert "v1 is the champion again" in capsys.readouterr().out
+    assert _statuses(pg_dsn) == {1: "champion", 2: "retired"}
+    assert main(["rollback"]) == 1
+    assert "no earlier champion" in capsys.readouterr().err
