@@ -2,7 +2,8 @@
 
 Order of start: database (``DATABASE_URL`` or embedded) → migrations → pool → Redis (optional) →
 HTTP session + REST client (one weight governor) → universe → cluster (warm start from PostgreSQL)
-→ ops endpoint. ``stop()`` reverses it: stop intake, drain queues, flush to PostgreSQL, close.
+→ champion model (scores every feature batch; none: "no model, not trading") → ops endpoint.
+``stop()`` reverses it: stop intake, drain queues, flush to PostgreSQL, close.
 """
 
 from __future__ import annotations
@@ -19,14 +20,18 @@ import structlog
 
 from shards.cluster import ClusterManager
 from smc_quant.domain.candles import Candle, interval_ms
+from smc_quant.errors import OperationalError
 from smc_quant.exchange.governor import WeightGovernor
 from smc_quant.exchange.rest import BinanceRestClient, ExchangeUnreachable
+from smc_quant.model.predictor import MLPredictor
+from smc_quant.model.scoring import BatchScorer
 from smc_quant.ops.server import OpsServer
 from smc_quant.settings import Settings
 from smc_quant.store.candles import CandleRepository
 from smc_quant.store.db import create_pool
 from smc_quant.store.embedded import EmbeddedPostgres, resolve_database
 from smc_quant.store.migrations import apply_migrations
+from smc_quant.store.models import ModelRegistry
 from smc_quant.store.universe_cache import UniverseCache
 from smc_quant.universe import BinanceUniverse, Universe
 
@@ -52,6 +57,7 @@ class Service:
         self.universe_source: BinanceUniverse | None = None
         self._refresher: asyncio.Task[None] | None = None
         self.ops: OpsServer | None = None
+        self.scorer: BatchScorer | None = None
         self._ready = False
 
     async def start(self) -> None:
@@ -71,6 +77,7 @@ class Service:
         self.cluster = ClusterManager(s, symbols=self.universe.symbols, session=self.session,
                                       repository=repo, backfill=self._backfill, logger=self.log)
         await self.cluster.seed()
+        self.scorer = await self._attach_model()  # subscribed before the feeds start: no batch goes uncounted
         gc.collect()  # warm start done: drop its garbage, then move everything long-lived so far (rings,
         gc.freeze()  # engine state, modules) out of the collector's scans, which would pause the loop
         self.cluster.start()
@@ -82,6 +89,23 @@ class Service:
         self._ready = True
         self.log.info("service_started", symbols=len(self.universe.symbols), shards=s.shard_count,
                       universe_source=self.universe.source, ops=f"http://{s.ops.host}:{self.ops.port}")
+
+    async def _attach_model(self) -> BatchScorer:
+        """Load the registry's champion (if any) and score every analyzer's feature batches with it."""
+        assert self.pool is not None and self.cluster is not None
+        predictor, registry = MLPredictor(), ModelRegistry(self.pool)
+        try:
+            record = await registry.champion()
+            if record is not None:
+                predictor.load(await registry.load(record.version), version=record.version)
+        except OperationalError as exc:  # e.g. FeatureSchemaMismatch: refuse the model, keep the data plane up
+            self.log.error("model_refused", reason=str(exc), note="no model, not trading")
+        if predictor.ready:
+            self.log.info("model_loaded", version=predictor.version, compiled=predictor.compiled)
+        scorer = BatchScorer(predictor, self.log)
+        for analyzer in self.cluster.analyzers:
+            analyzer.subscribe(scorer)
+        return scorer
 
     async def _connect_redis(self) -> aioredis.Redis | None:
         if not self.settings.redis_url:
@@ -146,6 +170,8 @@ class Service:
             out.update(feature_batches=float(sum(s.batches for s in stats)),
                        feature_rows=float(sum(s.rows for s in stats)),
                        feature_batch_max_seconds=max((s.max_compute_s for s in stats), default=0.0))
+        if self.scorer is not None:
+            out.update(self.scorer.metrics())
         return out
 
     async def stop(self) -> None:

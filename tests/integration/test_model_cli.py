@@ -30,6 +30,7 @@ def test_train_models_promote_rollback(shared_data: Path, pg_dsn: str, tmp_path:
                                        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """Train registers candidates with text and HTML reports; promote gates on unseen data; rollback walks back."""
     monkeypatch.setenv("DATABASE_URL", pg_dsn)
+    monkeypatch.setattr("shards.cli.configure_logging", lambda *_a, **_k: None)  # keep the global log setup
     data, out = str(shared_data), str(tmp_path / "reports")
     train = ["train", "--data", data, *SLICE, "--max-bars", "20000", "--folds", "4", "--out", out]
     assert main(train) == 0

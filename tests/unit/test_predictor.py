@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from shards.analysis import FeatureBatch
 from smc_quant.features import FEATURE_SCHEMA
 from smc_quant.model.predictor import MLPredictor, NoModel, compile_trees
+from smc_quant.model.scoring import BatchScorer
 from smc_quant.model.trainer import FeatureSchemaMismatch, TrainConfig, TrainedModel, train
 
 N = len(FEATURE_SCHEMA)
@@ -66,3 +68,36 @@ def test_schema_mismatch_is_refused(model: TrainedModel) -> None:
 def test_unsupported_models_fall_back_to_lightgbm() -> None:
     """A model text the kernel cannot evaluate exactly (not binary) is left to LightGBM's own predict."""
     assert compile_trees("tree\nversion=v4\nobjective=regression\n\nTree=0\nleaf_value=1\n") is None
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, object]]] = []
+
+    def warning(self, event: str, **kw: object) -> None:
+        self.events.append((event, kw))
+
+    error = warning
+
+
+def _batch(shard: int, rows: int) -> FeatureBatch:
+    x, _ = _data(rows, 3)
+    return FeatureBatch(shard, 0, tuple(f"S{i}" for i in range(rows)), np.zeros(rows, dtype=np.int64), x,
+                        np.zeros((0, 0)), 0.0)
+
+
+def test_scorer_counts_unscored_batches_without_a_model_and_scores_with_one(model: TrainedModel) -> None:
+    """The analyzer sink logs "no model, not trading" once, then scores every batch once a model is loaded."""
+    log, predictor = _Log(), MLPredictor()
+    scorer = BatchScorer(predictor, log)
+    scorer(_batch(0, 5))
+    scorer(_batch(1, 5))
+    assert scorer.metrics()["model_batches_unscored"] == 2 and scorer.metrics()["model_ready"] == 0
+    assert [kw["reason"] for _, kw in log.events] == ["no model, not trading"]
+    predictor.load(model, version=7)
+    batch = _batch(1, 300)
+    scorer(batch)
+    m = scorer.metrics()
+    assert m["model_batches_scored"] == 1 and m["model_rows_scored"] == 300 and m["model_version"] == 7
+    assert 0 < m["model_predict_last_seconds"] <= m["model_predict_max_seconds"]
+    np.testing.assert_array_equal(scorer.latest[1].p_win, predictor.predict_batch(batch.features))
