@@ -119,6 +119,79 @@ class OpsSettings(_Section):
     """Override of interval + grace (replay at N× speed, tests); unset in production."""
 
 
+class TradingSettings(_Section):
+    """Strategy, risk and order rules (docs/strategy.md explains each)."""
+
+    enabled: bool = True
+    """Turn signals into orders (False: signals are recorded, nothing is sent)."""
+    min_confidence: Annotated[float, Field(ge=0.5, le=1.0)] = 0.55
+    """Smallest model P(win) that produces a signal."""
+    risk_per_trade_pct: Annotated[float, Field(gt=0.0, le=2.0)] = 1.0
+    """Equity risked per trade at confidence 0.75 (scaled by (confidence − 0.5) × 4; hard cap 2 %)."""
+    max_positions: Annotated[int, Field(ge=1, le=10)] = 3
+    """Open positions at most (a stronger signal may rotate out the weakest one in profit)."""
+    max_position_margin_pct: Annotated[float, Field(gt=0.0, le=100.0)] = 10.0
+    """Margin of one position as % of equity, at most."""
+    max_total_margin_pct: Annotated[float, Field(gt=0.0, le=100.0)] = 50.0
+    """Margin of all positions as % of equity, at most."""
+    max_leverage: Annotated[int, Field(ge=1, le=125)] = 10
+    """Highest leverage used (the symbol's brackets may allow less)."""
+    max_hold_s: PositiveFloat = 7200.0
+    """Forced exit after this long in a position (2 hours)."""
+    exit_check_interval_s: Annotated[float, Field(gt=0.0, le=60.0)] = 15.0
+    """How often the forced-exit clock is checked (at most every 60 s)."""
+    daily_loss_limit_pct: Annotated[float, Field(gt=0.0, le=100.0)] = 5.0
+    """Loss today (UTC) as % of the day's starting equity that stops new entries."""
+    cooldown_after_stop_s: Annotated[float, Field(ge=0.0)] = 1800.0
+    """No new entry on a symbol for this long after a stop-loss there."""
+    entry_type: Literal["MARKET", "LIMIT"] = "MARKET"
+    """Entry order type."""
+    margin_type: Literal["CROSSED", "ISOLATED"] = "CROSSED"
+    """Margin type set once per symbol."""
+    reconcile_interval_s: PositiveFloat = 180.0
+    """Orders, positions and balance are reconciled against REST this often (and at start)."""
+    recv_window_ms: Annotated[int, Field(ge=1, le=5000)] = 5000
+    """recvWindow of signed requests."""
+    order_timeout_s: PositiveFloat = 5.0
+    """Timeout of one order request; afterwards the order is queried before anything is re-sent."""
+    listen_key_keepalive_s: Annotated[float, Field(gt=0.0, le=3000.0)] = 1800.0
+    """User-data stream keep-alive period (the key lives 60 min)."""
+    paper_balance: PositiveFloat = 10_000.0
+    """Starting USDT balance of the paper account."""
+    taker_fee_pct: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    """Taker fee (%) of simulated fills, labels and reports."""
+    slippage_bps: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0
+    """Slippage of simulated market fills, basis points."""
+
+
+class NotifySettings(_Section):
+    """Discord and Telegram notifications (unset = off). Secrets are never logged."""
+
+    discord_webhook_url: SecretStr | None = None
+    """Discord webhook URL."""
+    telegram_token: SecretStr | None = None
+    """Telegram bot token."""
+    telegram_chat_id: str | None = None
+    """Telegram chat id messages go to."""
+    telegram_api_base: str = "https://api.telegram.org"
+    """Telegram Bot API base URL."""
+    min_interval_s: Annotated[float, Field(ge=1.0)] = 1.0
+    """Seconds between two messages on one channel (at least 1)."""
+
+
+class LearnerSettings(_Section):
+    """The self-learning loop (docs/learning.md)."""
+
+    enabled: bool = True
+    """Retrain from closed trades and promote better models."""
+    retrain_every_trades: PositiveInt = 50
+    """Retrain after this many closed trades."""
+    retrain_interval_s: PositiveFloat = 86_400.0
+    """Retrain on this schedule as well."""
+    promote_margin: Annotated[float, Field(ge=0.0, le=0.5)] = 0.01
+    """AUC a challenger must gain over the champion on the latest out-of-sample window."""
+
+
 class Settings(BaseSettings):
     """Every setting of the service. Build it once with :func:`load_settings`."""
 
@@ -159,6 +232,12 @@ class Settings(BaseSettings):
     """WebSocket feed, queues, candle store."""
     ops: OpsSettings = OpsSettings()
     """Health and metrics endpoint."""
+    trading: TradingSettings = TradingSettings()
+    """Strategy, risk and orders."""
+    notify: NotifySettings = NotifySettings()
+    """Notifications."""
+    learner: LearnerSettings = LearnerSettings()
+    """Self-learning loop."""
 
     @field_validator("database_url")
     @classmethod
