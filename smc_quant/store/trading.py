@@ -1,0 +1,261 @@
+"""``TradingRepository``: the SQL of the trading tables (migration 0004).
+
+PostgreSQL is the source of truth for the trading path: after a restart the executor rebuilds its book
+from ``positions`` (including ``entry_time_ms``, so the 2-hour clock keeps running), its pending work
+from ``orders`` and its daily loss from ``trades``.
+
+Idempotency: a signal is recorded once per ``signal_id``, a fill once per ``(symbol, trade_id,
+client_order_id)`` and a trade once per ``signal_id`` — the stream and a REST query reporting the same
+fact, or a restarted shard replaying a setup, store it once. ``close_trade`` writes the trade, the
+learner's experience row and removes the position in ONE transaction: either all three happen or none.
+
+Money goes in and out as ``Decimal`` over ``numeric`` columns, so values round-trip exactly (scale
+included); features are ``float8[]`` and come back bit-identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import orjson
+
+from smc_quant.domain.trading import ZERO, ExitReason, ExperienceRow, Fill, Position, Signal, Trade
+
+DECISIONS = frozenset({"open", "skip", "rotate"})
+ORDER_KINDS = frozenset({"entry", "stop_loss", "take_profit", "exit"})
+POSITION_STATUSES = frozenset({"opening", "open", "closing"})
+
+_INSERT_SIGNAL = """
+INSERT INTO signals (signal_id, symbol, side, open_time, price, confidence, expected_return_pct, stop_pct,
+                     target_pct, setup, features, schema_version, model_version, created_ms, decision,
+                     decision_reason, decision_detail)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17::jsonb)
+ON CONFLICT (signal_id) DO NOTHING"""
+
+_ORDER_COLS = ("client_order_id, signal_id, symbol, side, kind, order_type, algo, quantity, price, trigger_price, "
+               "reduce_only, close_position, status, exchange_id, attempt, last_error, created_ms, updated_ms")
+_UPSERT_ORDER = f"""
+INSERT INTO orders ({_ORDER_COLS})
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17)
+ON CONFLICT (client_order_id) DO UPDATE SET
+    signal_id = EXCLUDED.signal_id, symbol = EXCLUDED.symbol, side = EXCLUDED.side, kind = EXCLUDED.kind,
+    order_type = EXCLUDED.order_type, algo = EXCLUDED.algo, quantity = EXCLUDED.quantity, price = EXCLUDED.price,
+    trigger_price = EXCLUDED.trigger_price, reduce_only = EXCLUDED.reduce_only,
+    close_position = EXCLUDED.close_position, status = EXCLUDED.status,
+    exchange_id = COALESCE(EXCLUDED.exchange_id, orders.exchange_id), attempt = EXCLUDED.attempt,
+    last_error = EXCLUDED.last_error, updated_ms = EXCLUDED.updated_ms, updated_at = now()"""
+_ORDER = f"SELECT {_ORDER_COLS} FROM orders WHERE client_order_id = $1"
+_ORDERS_FOR_SIGNAL = f"SELECT {_ORDER_COLS} FROM orders WHERE signal_id = $1 ORDER BY created_ms, client_order_id"
+
+_INSERT_FILL = """
+INSERT INTO fills (symbol, trade_id, client_order_id, order_id, side, qty, price, fee, realized_pnl, time_ms, is_maker)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+ON CONFLICT (symbol, trade_id, client_order_id) DO NOTHING"""
+_FILLS_FOR_SIGNAL = """
+SELECT f.symbol, f.client_order_id, f.side, f.qty, f.price, f.fee, f.time_ms, f.realized_pnl, f.trade_id,
+       f.order_id, f.is_maker
+FROM fills f JOIN orders o ON o.client_order_id = f.client_order_id
+WHERE o.signal_id = $1 ORDER BY f.time_ms, f.id"""
+
+_SAVE_POSITION = """
+INSERT INTO positions (symbol, side, quantity, entry_price, entry_time_ms, signal_id, confidence, leverage,
+                       stop_price, target_price, sl_client_id, tp_client_id, status, updated_ms)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+        COALESCE($14, (extract(epoch FROM clock_timestamp()) * 1000)::bigint))
+ON CONFLICT (symbol) DO UPDATE SET
+    side = EXCLUDED.side, quantity = EXCLUDED.quantity, entry_price = EXCLUDED.entry_price,
+    entry_time_ms = EXCLUDED.entry_time_ms, signal_id = EXCLUDED.signal_id, confidence = EXCLUDED.confidence,
+    leverage = EXCLUDED.leverage, stop_price = EXCLUDED.stop_price, target_price = EXCLUDED.target_price,
+    sl_client_id = EXCLUDED.sl_client_id, tp_client_id = EXCLUDED.tp_client_id, status = EXCLUDED.status,
+    updated_ms = EXCLUDED.updated_ms, updated_at = now()"""
+_OPEN_POSITIONS = "SELECT * FROM positions ORDER BY symbol"
+
+_INSERT_TRADE = """
+INSERT INTO trades (signal_id, symbol, side, quantity, entry_price, exit_price, entry_time_ms, exit_time_ms, fees,
+                    gross_pnl, net_pnl, net_return_pct, exit_reason, confidence, model_version)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+ON CONFLICT (signal_id) DO NOTHING RETURNING id"""
+_INSERT_EXPERIENCE = """
+INSERT INTO experience (trade_id, symbol, side, features, schema_version, net_return_pct, signal_time_ms,
+                        closed_ms, model_version)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"""
+_DELETE_CLOSED_POSITION = "DELETE FROM positions WHERE symbol = $1 AND signal_id = $2"
+_TRADES = """
+SELECT signal_id, symbol, side, quantity, entry_price, exit_price, entry_time_ms, exit_time_ms, fees, exit_reason,
+       confidence
+FROM trades WHERE exit_time_ms >= $1 AND exit_time_ms <= $2 ORDER BY exit_time_ms, id"""
+_EXPERIENCE = """
+SELECT symbol, side, features, schema_version, net_return_pct, signal_time_ms, closed_ms, model_version
+FROM experience WHERE schema_version = $1 AND closed_ms >= $2 ORDER BY closed_ms, id"""
+
+_MIN_MS = -(2**63)
+_MAX_MS = 2**63 - 1
+
+
+def _check(value: str, allowed: frozenset[str], what: str) -> None:
+    if value not in allowed:
+        raise ValueError(f"{what} must be one of {sorted(allowed)}, got {value!r}")
+
+
+def _json(detail: Mapping[str, object]) -> str:
+    """Decision detail as JSON text; Decimals and other non-JSON values are written as their str()."""
+    return orjson.dumps(dict(detail), default=str).decode()
+
+
+def _position(row: asyncpg.Record) -> Position:
+    return Position(symbol=row["symbol"], side=row["side"], quantity=row["quantity"], entry_price=row["entry_price"],
+                    entry_time_ms=row["entry_time_ms"], leverage=row["leverage"], signal_id=row["signal_id"],
+                    confidence=row["confidence"], stop_price=row["stop_price"], target_price=row["target_price"])
+
+
+def _trade(row: asyncpg.Record) -> Trade:
+    return Trade(signal_id=row["signal_id"], symbol=row["symbol"], side=row["side"], quantity=row["quantity"],
+                 entry_price=row["entry_price"], exit_price=row["exit_price"], entry_time_ms=row["entry_time_ms"],
+                 exit_time_ms=row["exit_time_ms"], fees=row["fees"], exit_reason=ExitReason(row["exit_reason"]),
+                 confidence=row["confidence"])
+
+
+def _fill(row: asyncpg.Record) -> Fill:
+    return Fill(symbol=row["symbol"], client_order_id=row["client_order_id"], side=row["side"], quantity=row["qty"],
+                price=row["price"], fee=row["fee"], time_ms=row["time_ms"], realized_pnl=row["realized_pnl"],
+                trade_id=row["trade_id"], order_id=row["order_id"], is_maker=row["is_maker"])
+
+
+def _experience(row: asyncpg.Record) -> ExperienceRow:
+    return ExperienceRow(symbol=row["symbol"], side=row["side"], features=tuple(row["features"]),
+                         schema_version=row["schema_version"], net_return_pct=row["net_return_pct"],
+                         signal_time_ms=row["signal_time_ms"], closed_ms=row["closed_ms"],
+                         model_version=row["model_version"])
+
+
+class TradingRepository:
+    """Signals, orders, fills, the open book, closed trades, experience and alarms in PostgreSQL."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def record_signal(self, signal: Signal, decision: str, reason: str, detail: Mapping[str, object]) -> bool:
+        """Store ``signal`` with the risk decision (``open``/``skip``/``rotate``); ``False`` if already stored."""
+        _check(decision, DECISIONS, "decision")
+        status = await self._pool.execute(
+            _INSERT_SIGNAL, signal.signal_id, signal.symbol, signal.side, signal.open_time, signal.price,
+            signal.confidence, signal.expected_return_pct, signal.stop_pct, signal.target_pct, signal.setup,
+            list(signal.features), signal.schema_version, signal.model_version, signal.created_ms, decision,
+            reason, _json(detail))
+        return bool(status == "INSERT 0 1")
+
+    async def upsert_order(self, *, client_id: str, signal_id: str, symbol: str, side: str, kind: str,
+                           order_type: str, algo: bool, quantity: Decimal | None, price: Decimal | None = None,
+                           trigger_price: Decimal | None = None, reduce_only: bool = False,
+                           close_position: bool = False, status: str, exchange_id: int | None = None,
+                           attempt: int = 0, last_error: str | None = None, time_ms: int) -> None:
+        """Insert or update our order ``client_id`` (plain or algo).
+
+        On update ``created_ms`` keeps its first value, ``updated_ms`` becomes ``time_ms``, and a known
+        ``exchange_id`` is never overwritten by ``None`` (a retry that has not heard back yet).
+        """
+        _check(kind, ORDER_KINDS, "order kind")
+        await self._pool.execute(
+            _UPSERT_ORDER, client_id, signal_id, symbol, side, kind, order_type, algo, quantity, price,
+            trigger_price, reduce_only, close_position, status, exchange_id, attempt, last_error, time_ms)
+
+    async def order(self, client_id: str) -> dict[str, Any] | None:
+        """The row of order ``client_id`` as a dict (column names as keys), or ``None``."""
+        row = await self._pool.fetchrow(_ORDER, client_id)
+        return None if row is None else dict(row)
+
+    async def orders_for_signal(self, signal_id: str) -> list[dict[str, Any]]:
+        """Every order of ``signal_id``, oldest first."""
+        return [dict(r) for r in await self._pool.fetch(_ORDERS_FOR_SIGNAL, signal_id)]
+
+    async def record_fill(self, fill: Fill) -> bool:
+        """Store one execution; ``False`` when this (symbol, trade_id, client_order_id) is already stored."""
+        status = await self._pool.execute(
+            _INSERT_FILL, fill.symbol, fill.trade_id, fill.client_order_id, fill.order_id, fill.side,
+            fill.quantity, fill.price, fill.fee, fill.realized_pnl, fill.time_ms, fill.is_maker)
+        return bool(status == "INSERT 0 1")
+
+    async def fills_for_signal(self, signal_id: str) -> list[Fill]:
+        """The fills of every order of ``signal_id`` (joined through ``orders.signal_id``), by time."""
+        return [_fill(r) for r in await self._pool.fetch(_FILLS_FOR_SIGNAL, signal_id)]
+
+    async def save_position(self, position: Position, *, status: str, sl_client_id: str | None,
+                            tp_client_id: str | None, time_ms: int | None = None) -> None:
+        """Insert or replace the book entry of ``position.symbol``.
+
+        ``status`` is ``opening``, ``open`` or ``closing``; ``time_ms`` (default: the database clock) is
+        stored as ``updated_ms``. ``mark_price`` is transient and not stored.
+        """
+        _check(status, POSITION_STATUSES, "position status")
+        p = position
+        await self._pool.execute(
+            _SAVE_POSITION, p.symbol, p.side, p.quantity, p.entry_price, p.entry_time_ms, p.signal_id,
+            p.confidence, p.leverage, p.stop_price, p.target_price, sl_client_id, tp_client_id, status, time_ms)
+
+    async def open_positions(self) -> list[tuple[Position, dict[str, Any]]]:
+        """The open book by symbol: each position with ``{status, sl_client_id, tp_client_id, updated_ms}``."""
+        rows = await self._pool.fetch(_OPEN_POSITIONS)
+        keys = ("status", "sl_client_id", "tp_client_id", "updated_ms")
+        return [(_position(r), {k: r[k] for k in keys}) for r in rows]
+
+    async def delete_position(self, symbol: str) -> None:
+        """Remove ``symbol`` from the book (no error when it is not there)."""
+        await self._pool.execute("DELETE FROM positions WHERE symbol = $1", symbol)
+
+    async def close_trade(self, trade: Trade, *, features: Sequence[float], schema_version: str,
+                          signal_time_ms: int, model_version: int | None) -> int | None:
+        """Record a closed round trip in ONE transaction; return the new trade id, ``None`` if already recorded.
+
+        Inserts the trade (gross = (exit − entry)·qty·dir, net = gross − fees), its experience row
+        (signal-time ``features``, ``net_return_pct`` = net / (entry·qty) · 100) and removes the book entry
+        of ``trade.symbol`` if it still belongs to ``trade.signal_id``. Any failure rolls all three back.
+        """
+        t = trade
+        async with self._pool.acquire() as conn, conn.transaction():
+            trade_id: int | None = await conn.fetchval(
+                _INSERT_TRADE, t.signal_id, t.symbol, t.side, t.quantity, t.entry_price, t.exit_price,
+                t.entry_time_ms, t.exit_time_ms, t.fees, t.gross_pnl, t.net_pnl, t.net_return_pct,
+                t.exit_reason.value, t.confidence, model_version)
+            if trade_id is None:
+                return None
+            await conn.execute(_INSERT_EXPERIENCE, trade_id, t.symbol, t.side, [float(f) for f in features],
+                               schema_version, t.net_return_pct, signal_time_ms, t.exit_time_ms, model_version)
+            await conn.execute(_DELETE_CLOSED_POSITION, t.symbol, t.signal_id)
+            return trade_id
+
+    async def trades(self, since_ms: int | None = None, until_ms: int | None = None) -> list[Trade]:
+        """Closed trades with ``since_ms ≤ exit_time_ms ≤ until_ms`` (bounds optional), by exit time."""
+        rows = await self._pool.fetch(_TRADES, _MIN_MS if since_ms is None else since_ms,
+                                      _MAX_MS if until_ms is None else until_ms)
+        return [_trade(r) for r in rows]
+
+    async def trades_count(self, since_ms: int | None = None) -> int:
+        """How many trades closed at or after ``since_ms`` (all when ``None``)."""
+        count: int = await self._pool.fetchval("SELECT count(*) FROM trades WHERE exit_time_ms >= $1",
+                                               _MIN_MS if since_ms is None else since_ms)
+        return count
+
+    async def experience(self, schema_version: str, since_ms: int | None = None) -> list[ExperienceRow]:
+        """The learner's rows of one feature schema closed at or after ``since_ms``, oldest first."""
+        rows = await self._pool.fetch(_EXPERIENCE, schema_version, _MIN_MS if since_ms is None else since_ms)
+        return [_experience(r) for r in rows]
+
+    async def realized_since(self, since_ms: int) -> Decimal:
+        """Σ net_pnl of the trades closed at or after ``since_ms`` (the daily loss breaker's input)."""
+        total: Decimal | None = await self._pool.fetchval(
+            "SELECT sum(net_pnl) FROM trades WHERE exit_time_ms >= $1", since_ms)
+        return ZERO if total is None else total
+
+    async def record_alarm(self, kind: str, detail: str, time_ms: int) -> None:
+        """Store something that needs a human (an exit that failed after its retries, an unknown position)."""
+        await self._pool.execute("INSERT INTO alarms (kind, detail, time_ms) VALUES ($1, $2, $3)",
+                                 kind, detail, time_ms)
+
+    async def open_alarms(self) -> list[dict[str, Any]]:
+        """Unresolved alarms, oldest first."""
+        rows = await self._pool.fetch(
+            "SELECT id, kind, detail, time_ms FROM alarms WHERE resolved_at IS NULL ORDER BY time_ms, id")
+        return [dict(r) for r in rows]

@@ -1,0 +1,248 @@
+"""TradingRepository against a real PostgreSQL database (migration 0004)."""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from decimal import Decimal
+
+import asyncpg
+import orjson
+import pytest
+
+from smc_quant.domain.trading import ExitReason, Fill, Position, Signal, Trade
+from smc_quant.store.db import create_pool
+from smc_quant.store.migrations import apply_migrations
+from smc_quant.store.trading import TradingRepository
+
+pytestmark = pytest.mark.integration
+
+D = Decimal
+T0 = 1_700_000_000_000
+FEATURES = (0.1, -0.0, 1e-300, 123456.789012345, -7.25, math.nan, math.inf, 2.0**-1074)
+SCHEMA = "smc-features/1"
+
+
+def _signal(signal_id: str = "sig-1", symbol: str = "BTCUSDT") -> Signal:
+    return Signal(signal_id=signal_id, symbol=symbol, side="LONG", open_time=T0, price=D("37123.40"),
+                  confidence=0.6375, stop_pct=0.8, target_pct=1.6, setup="sweep>choch>fvg@1700000000000",
+                  features=FEATURES, expected_return_pct=0.42, model_version=3, schema_version=SCHEMA,
+                  created_ms=T0 + 61_000)
+
+
+def _position(symbol: str = "BTCUSDT", signal_id: str = "sig-1") -> Position:
+    return Position(symbol=symbol, side="LONG", quantity=D("0.012"), entry_price=D("37125.10"),
+                    entry_time_ms=T0 + 62_000, leverage=5, signal_id=signal_id, confidence=0.6375,
+                    stop_price=D("36828.10"), target_price=D("37719.10"))
+
+
+def _trade(signal_id: str = "sig-1", exit_ms: int = T0 + 3_600_000, exit_price: str = "37719.10",
+           symbol: str = "BTCUSDT") -> Trade:
+    return Trade(signal_id=signal_id, symbol=symbol, side="LONG", quantity=D("0.012"), entry_price=D("37125.10"),
+                 exit_price=D(exit_price), entry_time_ms=T0 + 62_000, exit_time_ms=exit_ms,
+                 fees=D("0.44550120"), exit_reason=ExitReason.TAKE_PROFIT, confidence=0.6375)
+
+
+def _bits(values: tuple[float, ...]) -> list[bytes]:
+    return [struct.pack("<d", v) for v in values]
+
+
+@pytest.fixture
+async def pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on a freshly migrated database."""
+    assert "0004_trading.sql" in await apply_migrations(pg_dsn)
+    p = await create_pool(pg_dsn, max_size=3)
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+@pytest.fixture
+def repo(pool: asyncpg.Pool) -> TradingRepository:
+    return TradingRepository(pool)
+
+
+async def test_migrations_apply_twice_cleanly(pg_dsn: str) -> None:
+    """A second run applies nothing and leaves the trading tables in place."""
+    first = await apply_migrations(pg_dsn)
+    assert first[-1] == "0004_trading.sql"
+    assert await apply_migrations(pg_dsn) == []
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        names = {r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables")}
+    finally:
+        await conn.close()
+    assert {"signals", "orders", "fills", "positions", "trades", "experience", "alarms"} <= names
+
+
+async def test_signal_round_trip_and_idempotency(repo: TradingRepository, pool: asyncpg.Pool) -> None:
+    """A signal is stored once with its exact price, bit-identical features and the decision detail."""
+    detail = {"action": "open", "quantity": "0.012", "notional": "445.50"}
+    assert await repo.record_signal(_signal(), "open", "ok", detail) is True
+    assert await repo.record_signal(_signal(), "skip", "again", {}) is False
+    row = await pool.fetchrow("SELECT *, decision_detail::text AS detail_text FROM signals")
+    assert row["price"] == D("37123.40") and str(row["price"]) == "37123.40"
+    assert _bits(tuple(row["features"])) == _bits(FEATURES)
+    assert (row["decision"], row["decision_reason"], row["model_version"]) == ("open", "ok", 3)
+    assert orjson.loads(row["detail_text"]) == detail
+    assert await pool.fetchval("SELECT count(*) FROM signals") == 1
+
+
+async def test_bad_decision_is_a_clear_error(repo: TradingRepository) -> None:
+    with pytest.raises(ValueError, match="decision must be one of"):
+        await repo.record_signal(_signal(), "maybe", "", {})
+
+
+async def test_order_upsert_keeps_created_ms_and_exchange_id(repo: TradingRepository) -> None:
+    """An order is inserted, then updated; created_ms and a known exchange id survive later updates."""
+    await repo.upsert_order(client_id="e-sig-1-0", signal_id="sig-1", symbol="BTCUSDT", side="BUY", kind="entry",
+                            order_type="MARKET", algo=False, quantity=D("0.012"), status="PENDING", time_ms=T0)
+    await repo.upsert_order(client_id="e-sig-1-0", signal_id="sig-1", symbol="BTCUSDT", side="BUY", kind="entry",
+                            order_type="MARKET", algo=False, quantity=D("0.012"), status="NEW",
+                            exchange_id=987654321012, attempt=1, time_ms=T0 + 5)
+    await repo.upsert_order(client_id="e-sig-1-0", signal_id="sig-1", symbol="BTCUSDT", side="BUY", kind="entry",
+                            order_type="MARKET", algo=False, quantity=D("0.012"), status="FILLED", attempt=1,
+                            last_error=None, time_ms=T0 + 9)
+    await repo.upsert_order(client_id="s-sig-1-0", signal_id="sig-1", symbol="BTCUSDT", side="SELL",
+                            kind="stop_loss", order_type="STOP_MARKET", algo=True, quantity=None,
+                            trigger_price=D("36828.10"), close_position=True, status="NEW", exchange_id=42,
+                            last_error="-2021 would trigger", time_ms=T0 + 10)
+    entry = await repo.order("e-sig-1-0")
+    assert entry is not None
+    assert (entry["status"], entry["exchange_id"], entry["created_ms"], entry["updated_ms"]) == (
+        "FILLED", 987654321012, T0, T0 + 9)
+    assert entry["quantity"] == D("0.012") and entry["algo"] is False and entry["attempt"] == 1
+    orders = await repo.orders_for_signal("sig-1")
+    assert [o["client_order_id"] for o in orders] == ["e-sig-1-0", "s-sig-1-0"]
+    stop = orders[1]
+    assert (stop["algo"], stop["close_position"], stop["quantity"], stop["trigger_price"]) == (
+        True, True, None, D("36828.10"))
+    assert stop["last_error"] == "-2021 would trigger"
+    assert await repo.order("nope") is None
+    assert await repo.orders_for_signal("other") == []
+    with pytest.raises(ValueError, match="order kind"):
+        await repo.upsert_order(client_id="x", signal_id="s", symbol="BTCUSDT", side="BUY", kind="bogus",
+                                order_type="MARKET", algo=False, quantity=D(1), status="NEW", time_ms=T0)
+
+
+async def test_fill_idempotency_and_fills_for_signal(repo: TradingRepository, pool: asyncpg.Pool) -> None:
+    """The same fill twice is one row; fills come back by signal with exact Decimals."""
+    await repo.upsert_order(client_id="e-1", signal_id="sig-1", symbol="BTCUSDT", side="BUY", kind="entry",
+                            order_type="MARKET", algo=False, quantity=D("0.012"), status="FILLED", time_ms=T0)
+    await repo.upsert_order(client_id="e-2", signal_id="sig-2", symbol="ETHUSDT", side="SELL", kind="entry",
+                            order_type="MARKET", algo=False, quantity=D("0.5"), status="FILLED", time_ms=T0)
+    a = Fill(symbol="BTCUSDT", client_order_id="e-1", side="BUY", quantity=D("0.005"), price=D("37125.10"),
+             fee=D("0.07425020"), time_ms=T0 + 1, realized_pnl=D("0"), trade_id=5001, order_id=77, is_maker=False)
+    b = replace(a, quantity=D("0.007"), fee=D("0.10395028"), time_ms=T0 + 2, trade_id=5002, is_maker=True)
+    other = replace(a, symbol="ETHUSDT", client_order_id="e-2", side="SELL", trade_id=5001)
+    assert await repo.record_fill(a) is True
+    assert await repo.record_fill(a) is False
+    assert await repo.record_fill(b) is True
+    assert await repo.record_fill(other) is True
+    assert await pool.fetchval("SELECT count(*) FROM fills") == 3
+    assert await repo.fills_for_signal("sig-1") == [a, b]
+    assert await repo.fills_for_signal("sig-2") == [other]
+
+
+async def test_positions_round_trip_update_and_delete(repo: TradingRepository) -> None:
+    """The book survives a 'restart' with entry time, exits and protective order ids; status updates in place."""
+    pos = _position()
+    await repo.save_position(pos, status="opening", sl_client_id=None, tp_client_id=None, time_ms=T0 + 62_000)
+    await repo.save_position(pos, status="open", sl_client_id="s-sig-1-0", tp_client_id="t-sig-1-0",
+                             time_ms=T0 + 63_000)
+    eth = Position(symbol="ETHUSDT", side="SHORT", quantity=D("0.5"), entry_price=D("2010.55"), entry_time_ms=T0)
+    await repo.save_position(eth, status="closing", sl_client_id=None, tp_client_id=None)
+    book = await repo.open_positions()
+    assert [p.symbol for p, _ in book] == ["BTCUSDT", "ETHUSDT"]
+    assert book[0] == (pos, {"status": "open", "sl_client_id": "s-sig-1-0", "tp_client_id": "t-sig-1-0",
+                             "updated_ms": T0 + 63_000})
+    assert book[1][0] == eth and book[1][1]["status"] == "closing" and book[1][1]["updated_ms"] > T0
+    await repo.delete_position("ETHUSDT")
+    await repo.delete_position("ETHUSDT")
+    assert [p.symbol for p, _ in await repo.open_positions()] == ["BTCUSDT"]
+    with pytest.raises(ValueError, match="position status"):
+        await repo.save_position(pos, status="gone", sl_client_id=None, tp_client_id=None)
+
+
+async def test_close_trade_writes_trade_experience_and_removes_position(repo: TradingRepository,
+                                                                        pool: asyncpg.Pool) -> None:
+    """One call: trade with exact PnL, experience with bit-identical features, position gone; twice → None."""
+    await repo.save_position(_position(), status="open", sl_client_id="s", tp_client_id="t")
+    await repo.save_position(_position("ETHUSDT", "sig-eth"), status="open", sl_client_id=None, tp_client_id=None)
+    trade = _trade()
+    trade_id = await repo.close_trade(trade, features=FEATURES, schema_version=SCHEMA, signal_time_ms=T0,
+                                      model_version=3)
+    assert isinstance(trade_id, int)
+    assert await repo.trades() == [trade]
+    row = await pool.fetchrow("SELECT gross_pnl, net_pnl, net_return_pct, model_version FROM trades")
+    assert row["gross_pnl"] == D("7.128000") == trade.gross_pnl
+    assert row["net_pnl"] == D("6.68249880") == trade.net_pnl
+    assert row["net_return_pct"] == trade.net_return_pct and row["model_version"] == 3
+    [exp] = await repo.experience(SCHEMA)
+    assert _bits(exp.features) == _bits(FEATURES)
+    assert (exp.symbol, exp.side, exp.net_return_pct, exp.signal_time_ms, exp.closed_ms, exp.model_version) == (
+        "BTCUSDT", "LONG", trade.net_return_pct, T0, trade.exit_time_ms, 3)
+    assert exp.win
+    assert [p.symbol for p, _ in await repo.open_positions()] == ["ETHUSDT"]
+    assert await repo.close_trade(trade, features=FEATURES, schema_version=SCHEMA, signal_time_ms=T0,
+                                  model_version=3) is None
+    assert await repo.trades_count() == 1 and len(await repo.experience(SCHEMA)) == 1
+
+
+async def test_close_trade_is_atomic(repo: TradingRepository, pool: asyncpg.Pool) -> None:
+    """A failing experience insert (empty schema version violates its CHECK) leaves no trade, keeps the position."""
+    await repo.save_position(_position(), status="closing", sl_client_id="s", tp_client_id="t")
+    with pytest.raises(asyncpg.CheckViolationError):
+        await repo.close_trade(_trade(), features=FEATURES, schema_version="", signal_time_ms=T0, model_version=None)
+    assert await repo.trades() == []
+    assert await pool.fetchval("SELECT count(*) FROM experience") == 0
+    book = await repo.open_positions()
+    assert [(p.symbol, meta["status"]) for p, meta in book] == [("BTCUSDT", "closing")]
+    assert await repo.close_trade(_trade(), features=FEATURES, schema_version=SCHEMA, signal_time_ms=T0,
+                                  model_version=None) is not None
+    assert await repo.open_positions() == []
+
+
+async def test_close_trade_keeps_a_newer_position_of_the_same_symbol(repo: TradingRepository) -> None:
+    """Closing an old signal's trade never deletes a position opened since by another signal."""
+    await repo.save_position(_position(signal_id="sig-new"), status="open", sl_client_id=None, tp_client_id=None)
+    assert await repo.close_trade(_trade("sig-old"), features=(), schema_version=SCHEMA, signal_time_ms=T0,
+                                  model_version=None) is not None
+    assert [p.signal_id for p, _ in await repo.open_positions()] == ["sig-new"]
+
+
+async def test_trades_window_order_count_and_realized(repo: TradingRepository) -> None:
+    """Trades come back ordered by exit time and filtered by window; realized_since sums net PnL exactly."""
+    day = 86_400_000
+    late = _trade("a", exit_ms=T0 + day + 5_000, exit_price="37000.00")   # loss
+    early = _trade("b", exit_ms=T0 + 3_600_000)                           # win
+    mid = _trade("c", exit_ms=T0 + day + 1_000, exit_price="37500.25", symbol="ETHUSDT")
+    for t in (late, early, mid):
+        assert await repo.close_trade(t, features=(1.0,), schema_version=SCHEMA, signal_time_ms=T0,
+                                      model_version=None) is not None
+    assert await repo.trades() == [early, mid, late]
+    assert await repo.trades(since_ms=T0 + day) == [mid, late]
+    assert await repo.trades(until_ms=T0 + day + 1_000) == [early, mid]
+    assert await repo.trades(since_ms=T0 + day, until_ms=T0 + day + 1_000) == [mid]
+    assert await repo.trades_count() == 3 and await repo.trades_count(T0 + day) == 2
+    assert await repo.realized_since(T0 + day) == mid.net_pnl + late.net_pnl
+    assert await repo.realized_since(T0 + day) == D("4.05629880") + D("-1.94670120")
+    assert await repo.realized_since(T0 + 10 * day) == D(0)
+    rows = await repo.experience(SCHEMA)
+    assert [r.closed_ms for r in rows] == [early.exit_time_ms, mid.exit_time_ms, late.exit_time_ms]
+    assert [r.win for r in rows] == [True, True, False]
+    assert [r.closed_ms for r in await repo.experience(SCHEMA, since_ms=T0 + day)] == [mid.exit_time_ms,
+                                                                                        late.exit_time_ms]
+    assert await repo.experience("smc-features/0") == []
+
+
+async def test_alarms(repo: TradingRepository) -> None:
+    """Alarms are stored and listed oldest first."""
+    await repo.record_alarm("unknown_position", "SOLUSDT 3.0 LONG found at the exchange", T0 + 5)
+    await repo.record_alarm("exit_failed", "BTCUSDT exit failed after 5 attempts", T0)
+    alarms = await repo.open_alarms()
+    assert [(a["kind"], a["time_ms"]) for a in alarms] == [("exit_failed", T0), ("unknown_position", T0 + 5)]
+    assert alarms[1]["detail"] == "SOLUSDT 3.0 LONG found at the exchange"
