@@ -41,6 +41,8 @@ class FeatureBatch:
     events: F64
     compute_s: float
     schema_version: str = FEATURE_SCHEMA.version
+    closes: F64 | None = None
+    """Close of the candle each row was computed after (the signal's reference price)."""
 
 
 @dataclass(slots=True)
@@ -143,10 +145,11 @@ class MinuteAnalyzer:
             return None
         unique, last_from_end = np.unique(rows[::-1], return_index=True)
         row_times = times[::-1][last_from_end]
+        row_closes = cols[::-1, 5][last_from_end]
         features = self.engineer.rows(self.bank.states, unique)
         elapsed = time.perf_counter() - started
         batch = FeatureBatch(self.shard, int(times.max()), tuple(self.bank.symbols[i] for i in unique), row_times,
-                             features, events, elapsed)
+                             features, events, elapsed, closes=row_closes)
         s = self.stats
         s.batches += 1
         s.rows += len(unique)

@@ -9,6 +9,7 @@ batch as unscored. It never raises into the analyzer: a failing prediction is lo
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -60,6 +61,11 @@ class BatchScorer:
         self.last_predict_s = 0.0
         self.max_predict_s = 0.0
         self._told_no_model = False
+        self._listeners: list[Callable[[Batch, Scores], None]] = []
+
+    def subscribe(self, listener: Callable[[Batch, Scores], None]) -> None:
+        """Call ``listener(batch, scores)`` after every scored batch (the strategy attaches here)."""
+        self._listeners.append(listener)
 
     def __call__(self, batch: Batch) -> None:
         if not self.predictor.ready or batch.schema_version != FEATURE_SCHEMA.version:
@@ -78,11 +84,18 @@ class BatchScorer:
             self._log.error("model_predict_failed", error=f"{type(exc).__name__}: {exc}", shard=batch.shard)
             return
         elapsed = time.perf_counter() - started
-        self.latest[batch.shard] = Scores(batch.symbols, batch.open_times, p)
+        scores = Scores(batch.symbols, batch.open_times, p)
+        self.latest[batch.shard] = scores
         self.batches_scored += 1
         self.rows_scored += len(batch.symbols)
         self.last_predict_s = elapsed
         self.max_predict_s = max(self.max_predict_s, elapsed)
+        for listener in self._listeners:
+            try:
+                listener(batch, scores)
+            except Exception as exc:  # a failing listener never breaks scoring or the analyzer
+                self.errors += 1
+                self._log.error("scores_listener_failed", error=f"{type(exc).__name__}: {exc}")
 
     def metrics(self) -> dict[str, float]:
         """Counters for the ops endpoint (``model_*``)."""
