@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 from smc_quant.datasets import KLINES_2023_1M
@@ -53,7 +54,27 @@ class EmulatorConfig:
     slow_client_timeout_s: float = 10.0
     """At speed 0 the replay waits this long for a lagging client to drain before dropping it."""
     clock: Callable[[], float] = field(default=time.time, compare=False)
-    """Wall clock (seconds) for weight windows and bans; tests may inject a fixed one."""
+    """Wall clock (seconds) for weight windows, bans, order-count windows and listenKey TTLs."""
+    api_key: str = "emulator-key"
+    """The one account's API key (``X-MBX-APIKEY``)."""
+    api_secret: str = field(default="emulator-secret", repr=False)
+    """The HMAC-SHA256 secret requests are signed with; never shown in ``repr``."""
+    balance: Decimal = Decimal("10000")
+    """Starting USDT wallet balance of the simulated account."""
+    taker_fee: Decimal = Decimal("0.0005")
+    """Taker commission rate (fraction of notional)."""
+    maker_fee: Decimal = Decimal("0.0002")
+    """Maker commission rate (fraction of notional)."""
+    slippage_bps: Decimal = Decimal("1")
+    """Adverse slippage of market fills, in basis points of the last price."""
+    order_limit_10s: int = 300
+    """New orders per account per 10 s (``X-MBX-ORDER-COUNT-10S``); beyond it 429 -1015."""
+    order_limit_1m: int = 1200
+    """New orders per account per minute (``X-MBX-ORDER-COUNT-1M``); beyond it 429 -1015."""
+    listen_key_ttl_s: float = 3600.0
+    """A listenKey expires this long after its creation or last keepalive (wall clock)."""
+    recv_window_max_ms: int = 60000
+    """Largest accepted ``recvWindow``; beyond it 400 -1131."""
 
     def __post_init__(self) -> None:
         if self.speed < 0:

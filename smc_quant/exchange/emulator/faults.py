@@ -6,7 +6,7 @@ Drives: :class:`Faults` methods in-process, or ``POST /_emulator/faults`` with t
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import orjson
@@ -55,6 +55,11 @@ class Faults:
         self.http_status = 0
         self.http_pending = 0
         self.counters: Counter[str] = Counter()
+        self.order_faults: list[tuple[str, float]] = []
+        """Pending order-placement faults, oldest first: ``("timeout", hold_s)``, ``("unknown", 0)``,
+        ``("reject_503", 0)``; each placement consumes one."""
+        self.listen_key_expirer: Callable[[str | None], int] | None = None
+        """Installed by the emulator: expires a listenKey (``expire_listen_key``)."""
 
     def drop_all(self, code: int = 1006) -> int:
         """Cut every WebSocket connection without a close frame (the client sees 1006)."""
@@ -120,12 +125,43 @@ class Faults:
         self.counters["malformed"] += 1
         return broken_frame(frame, kind)
 
+    def order_timeout(self, n: int = 1, hold_s: float = 30.0) -> None:
+        """The next ``n`` order placements (order / algoOrder) are executed but answered ``hold_s`` late.
+
+        Longer than the client's timeout, so the client sees a timeout and must query to learn the outcome.
+        """
+        self.order_faults += [("timeout", float(hold_s))] * n
+
+    def order_unknown(self, n: int = 1) -> None:
+        """The next ``n`` placements are executed, then answered HTTP 503 "Unknown error, …" (-1000)."""
+        self.order_faults += [("unknown", 0.0)] * n
+
+    def order_reject_503(self, n: int = 1) -> None:
+        """The next ``n`` placements are NOT executed and answered HTTP 503 "Service Unavailable." (-1001)."""
+        self.order_faults += [("reject_503", 0.0)] * n
+
+    def take_order_fault(self) -> tuple[str, float] | None:
+        """The fault for this order placement, if any (consumes one and counts it)."""
+        if not self.order_faults:
+            return None
+        kind, hold = self.order_faults.pop(0)
+        self.counters[f"order_{kind}"] += 1
+        return kind, hold
+
+    def expire_listen_key(self, key: str | None = None) -> int:
+        """Send ``listenKeyExpired`` to the key's streams (default: the active key) and invalidate it."""
+        if self.listen_key_expirer is None:
+            raise ValueError("no user-data side to expire a listenKey on")
+        self.counters["listen_keys_expired"] += 1
+        return self.listen_key_expirer(key)
+
     def apply(self, command: dict[str, Any]) -> Any:
         """Run one admin command ``{"action": name, ...args}``."""
         action = command.get("action")
         args = {k: v for k, v in command.items() if k != "action"}
         get_logger(component="emulator").info("fault", action=action, **args)
-        if action not in ("drop_all", "close_all", "stall", "malformed", "delay_ms", "http_error"):
+        if action not in ("drop_all", "close_all", "stall", "malformed", "delay_ms", "http_error", "order_timeout",
+                          "order_unknown", "order_reject_503", "expire_listen_key"):
             raise ValueError(f"unknown fault action {action!r}")
         return getattr(self, str(action))(**args)
 
@@ -137,5 +173,6 @@ class Faults:
             "malformed_pending": self.malformed_pending,
             "delay_ms": self.delay_s * 1000.0,
             "http_error": {"status": self.http_status, "pending": self.http_pending},
+            "order_faults": [{"kind": k, "hold_s": h} for k, h in self.order_faults],
             "counters": dict(self.counters),
         }

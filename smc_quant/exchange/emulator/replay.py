@@ -7,13 +7,14 @@ final frames close it. At speed 0 the steps follow one another as fast as the cl
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from smc_quant.domain.candles import MINUTE_MS
 from smc_quant.exchange.emulator.config import EmulatorConfig
 from smc_quant.exchange.emulator.frames import Bar, in_candle_path
 from smc_quant.exchange.emulator.hub import Hub
 from smc_quant.exchange.emulator.market import Market
-from smc_quant.exchange.emulator.steps import Minute, StepBuilder
+from smc_quant.exchange.emulator.steps import Minute, Step, StepBuilder
 from smc_quant.logging import get_logger
 
 
@@ -36,6 +37,8 @@ class Replay:
         self._anchor_wall = 0.0
         self._anchor_sim = float(market.start_ms)
         self._progress = asyncio.Condition()
+        self.step_listeners: list[Callable[[Step], None]] = []
+        """Called after each step is written, with the step (the account's price feed)."""
 
     @property
     def streams(self) -> dict[str, str]:
@@ -113,6 +116,8 @@ class Replay:
         if step.final:
             self.minutes_replayed = m + 1
             self.update = -1
+        for listener in self.step_listeners:
+            listener(step)
 
     async def wait_minutes(self, n: int) -> None:
         """Return once ``n`` minutes are fully replayed (final frames written)."""
