@@ -1,0 +1,714 @@
+"""SmartOrderManager: a risk decision in, a protected position out; exits that are never dropped or duplicated.
+
+This is the asynchronous edge of ``smc_quant.orders`` (the rest of the package is pure): it talks to a
+:class:`~smc_quant.orders.broker.Broker` — the live REST broker, the paper broker or the emulator — and
+is the only component that sends orders. Rules (``BINANCE-PROTOCOL.md`` §3.3, §7; ARCHITECTURE.md
+invariants 3 and 4):
+
+- **Ids.** Every order and algo order carries ``client_order_id(signal_id, leg, attempt)``. ``attempt`` is
+  raised only once the previous order of that leg is known to be dead (rejected, expired, cancelled).
+- **Journal first.** Each order is written to the :class:`OrderJournal` as ``sending`` before the request
+  and again with the answer, so a crash in between is recovered by querying the client id.
+- **Unknown is not failure.** On :class:`OrderStatusUnknown` (timeout, 503 "unknown") the order is queried
+  by client id, with backoff, until the exchange knows it or says it does not: known → used as is; absent
+  → re-sent with the *same* id (the first never reached the book). Nothing is re-sent blind.
+- **Per symbol, once.** Margin type is set before the first order on a symbol (-4046 = already so);
+  leverage whenever the decision's differs from the last value set.
+- **Protection right after the fill.** STOP_MARKET at the stop and TAKE_PROFIT_MARKET at the target with
+  ``closePosition=true`` on the algo endpoint. A trigger the price has already passed (-2021, or our own
+  :func:`validate_trigger` saying so) means the exit level is behind us: the position is closed at market
+  at once. If the stop cannot be placed after retries, the position is closed at market and an alarm is
+  raised — no position stays without a stop.
+- **Exits.** Cancel both algo orders (already gone is fine), then a reduce-only MARKET order for the size the
+  exchange reports, with backoff ``min(base · 2^(n−1), max)`` between tries, until done or
+  ``exit_max_attempts``; then an alarm (ERROR log, ``stats["alarms"]``, journal ``last_error``). A position
+  that is already flat (the stop fired meanwhile: -2022, or ``positions()`` shows none) is done — no send.
+- **Cancellation.** ``asyncio.CancelledError`` propagates after the journal records ``interrupted``; the
+  protection of a filled entry runs to completion in the background even if ``open()`` is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+
+from smc_quant.domain.trading import ExitReason, Position, PositionSide, entry_side, exit_side
+from smc_quant.errors import RateLimited, TemporaryError, VenueRejected
+from smc_quant.exchange.exchange_info import SymbolFilters
+from smc_quant.orders.broker import (
+    AlgoRequest,
+    AlgoState,
+    Broker,
+    ExchangePosition,
+    OrderRequest,
+    OrderState,
+    OrderStatusUnknown,
+    TriggerType,
+)
+from smc_quant.orders.client_ids import Leg, client_order_id, same_signal
+from smc_quant.orders.filters import FilterRejected, floor_to_step, validate_order, validate_trigger
+from smc_quant.orders.reactions import REACTIONS, Reaction
+
+if TYPE_CHECKING:
+    from smc_quant.risk import Decision
+
+__all__ = ["CloseResult", "OpenResult", "OrderConfig", "OrderJournal", "SmartOrderManager"]
+
+OrderKind = Literal["entry", "stop_loss", "take_profit", "exit"]
+_T = TypeVar("_T", OrderState, AlgoState)
+
+#: Exit rejections that mean "maybe there is nothing left to reduce": look at the position before retrying.
+_MAYBE_FLAT = frozenset({-2022, -2024, -4118})
+#: Entry rejections worth one repair: the size (margin, leverage ratio) or a re-signed resend (clock).
+_SHRINK = frozenset({-2019, -2027})
+_RESIGN = frozenset({-1021, -5028})
+_WOULD_TRIGGER = -2021
+
+
+class OrderJournal(Protocol):
+    """Where every order is recorded before it is sent and after the answer (the ``orders`` table)."""
+
+    async def upsert_order(
+        self, *, client_id: str, signal_id: str, symbol: str, side: str, kind: str, order_type: str, algo: bool,
+        quantity: Decimal | None, price: Decimal | None = None, trigger_price: Decimal | None = None,
+        reduce_only: bool = False, close_position: bool = False, status: str, exchange_id: int | None = None,
+        attempt: int = 0, last_error: str | None = None, time_ms: int,
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class OrderConfig:
+    """Order-path settings; times in seconds.
+
+    Backoff between tries ``n = 1, 2, …`` is ``min(exit_retry_base_s · 2^(n−1), exit_retry_max_s)`` for every
+    retry of this manager (entries, queries, protection, exits).
+    """
+
+    entry_type: Literal["MARKET", "LIMIT"] = "MARKET"
+    margin_type: Literal["ISOLATED", "CROSSED"] = "CROSSED"
+    fill_timeout_s: float = 10.0
+    """How long a LIMIT entry (or an acknowledged but not yet filled MARKET order) is waited for."""
+    fill_poll_s: float = 0.5
+    """Interval of the order queries while waiting for a fill."""
+    exit_retry_base_s: float = 0.5
+    exit_retry_max_s: float = 30.0
+    exit_max_attempts: int = 8
+    """Tries of one exit before the alarm."""
+    entry_max_attempts: int = 3
+    """Sends of one entry after temporary failures (nothing happened) before it is dropped."""
+    query_max_attempts: int = 8
+    """Queries after an unknown outcome before the order is reported unknown (and reconciliation takes over)."""
+    protection_max_attempts: int = 3
+    """Tries of one protective algo order before the position is closed at market."""
+    working_type: Literal["CONTRACT_PRICE", "MARK_PRICE"] = "CONTRACT_PRICE"
+    limit_offset_ticks: int = 1
+    """A LIMIT entry rests this many ticks on the passive side of the mark (BUY below, SELL above): at the
+    mark itself it would cross and fill as taker."""
+
+    def backoff(self, n: int) -> float:
+        """Delay before retry ``n`` (1-based): exponential, capped."""
+        return float(min(self.exit_retry_base_s * 2 ** max(0, n - 1), self.exit_retry_max_s))
+
+
+@dataclass(frozen=True)
+class CloseResult:
+    """What :meth:`SmartOrderManager.close` achieved.
+
+    ``closed``: the exchange shows no position left for this trade (closed by us or already flat).
+    ``outcome``: ``closed`` (our exit filled), ``already_flat`` (nothing sent) or ``alarm`` (gave up).
+    """
+
+    closed: bool
+    reason: ExitReason
+    outcome: Literal["closed", "already_flat", "alarm"]
+    exit: OrderState | None = None
+    attempts: int = 0
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class OpenResult:
+    """What :meth:`SmartOrderManager.open` achieved; ``position`` is ``None`` when nothing is held.
+
+    ``reason`` is ``opened`` or why not (``filter MIN_NOTIONAL: …``, ``rejected -2019: …``, ``not_filled``,
+    ``closed_at_once: stop already passed`` …). ``close`` is set when the position was opened and had to be
+    closed immediately (trigger already passed, protection impossible).
+    """
+
+    position: Position | None
+    reason: str
+    entry: OrderState | None = None
+    sl: AlgoState | None = None
+    tp: AlgoState | None = None
+    close: CloseResult | None = None
+
+    @property
+    def opened(self) -> bool:
+        return self.position is not None
+
+
+class _StillUnknown(Exception):
+    """Queried ``query_max_attempts`` times and the exchange still could not say (reconciliation decides)."""
+
+
+@dataclass
+class _Protection:
+    stop_loss: AlgoState | None = None
+    take_profit: AlgoState | None = None
+    close: CloseResult | None = None
+    failures: list[str] = field(default_factory=list)
+
+
+def _exchange_id(state: OrderState | AlgoState) -> int:
+    return state.order_id if isinstance(state, OrderState) else state.algo_id
+
+
+def _error_text(exc: BaseException) -> str:
+    code = getattr(exc, "code", None)
+    return f"{code}: {exc}" if code is not None else f"{type(exc).__name__}: {exc}"
+
+
+STAT_KEYS = ("sent", "filled", "rejected", "dropped", "unknown_queried", "resent", "retries", "repaired",
+             "exit_retries", "exits", "already_flat", "alarms", "protection_placed", "protection_failures",
+             "immediate_trigger_closes", "leverage_set", "margin_type_set", "journal_errors", "cancel_failures")
+
+
+class SmartOrderManager:
+    """Turns risk decisions into protected positions and closes them; see the module docstring for the rules."""
+
+    def __init__(self, broker: Broker, filters: Mapping[str, SymbolFilters], *, config: OrderConfig = OrderConfig(),
+                 journal: OrderJournal | None = None, clock: Callable[[], int], logger: Any = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self._broker = broker
+        self._filters = filters
+        self.config = config
+        self._journal = journal
+        self._clock = clock
+        if logger is None:
+            from smc_quant.logging import get_logger
+            logger = get_logger(component="orders")
+        self._log = logger
+        self._sleep = sleep
+        self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
+        self._margin_done: set[str] = set()
+        self._leverage: dict[str, int] = {}
+        self._attempts: dict[tuple[str, Leg], int] = {}
+        """Next attempt number per (signal, leg): raised when the previous order of the leg is dead."""
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- public API ----------------------------------------------------------------------------------
+
+    async def open(self, decision: Decision, mark: Decimal) -> OpenResult:
+        """Enter the decision's trade and protect it; a refusal anywhere before the fill is a drop with reason."""
+        signal = decision.signal
+        if decision.action not in ("open", "rotate"):
+            return self._drop(signal.symbol, f"decision {decision.action}: {decision.reason}")
+        filters = self._filters.get(signal.symbol)
+        if filters is None:
+            return self._drop(signal.symbol, "unknown_symbol: no exchange filters")
+        side = entry_side(signal.side)
+        cfg = self.config
+        try:
+            if cfg.entry_type == "MARKET":
+                valid = validate_order(filters, side=side, order_type="MARKET", quantity=decision.quantity,
+                                       mark_price=mark)
+            else:
+                offset = filters.tick_size * cfg.limit_offset_ticks
+                valid = validate_order(filters, side=side, order_type="LIMIT", quantity=decision.quantity,
+                                       mark_price=mark, price=mark - offset if side == "BUY" else mark + offset)
+            # The exits must still lie ahead of the price, or the position would be closed the moment it opens.
+            self._trigger(filters, signal.side, "STOP_MARKET", decision.stop_price, mark)
+            self._trigger(filters, signal.side, "TAKE_PROFIT_MARKET", decision.target_price, mark)
+        except FilterRejected as exc:
+            return self._drop(signal.symbol, f"filter {exc.filter}: {exc}")
+        try:
+            await self._prepare_symbol(signal.symbol, decision.leverage)
+        except VenueRejected as exc:
+            return self._drop(signal.symbol, f"leverage rejected {_error_text(exc)}")
+        except TemporaryError as exc:
+            return self._drop(signal.symbol, f"leverage not set: {_error_text(exc)}")
+
+        quantity, attempt, repaired = valid.quantity, self._attempts.get((signal.signal_id, Leg.ENTRY), 0), False
+        while True:
+            request = OrderRequest(signal.symbol, side, valid.type, quantity,
+                                   client_order_id(signal.signal_id, Leg.ENTRY, attempt), price=valid.price,
+                                   time_in_force="GTC")
+            try:
+                state = await self._send_order(request, signal.signal_id, "entry", attempt,
+                                               budget=cfg.entry_max_attempts)
+                break
+            except _StillUnknown:
+                self._alarm(signal.symbol, "entry outcome unknown after queries; reconciliation must decide",
+                            client_id=request.client_order_id)
+                return OpenResult(None, "entry_unknown")
+            except VenueRejected as exc:
+                self._attempts[(signal.signal_id, Leg.ENTRY)] = attempt = attempt + 1
+                fixed = None if repaired else self._repair_entry(exc, quantity, filters, mark)
+                if fixed is None:
+                    return self._drop(signal.symbol, f"rejected {_error_text(exc)}")
+                quantity, repaired = fixed, True
+                self.stats["repaired"] += 1
+            except TemporaryError as exc:
+                return self._drop(signal.symbol, f"entry failed after retries: {_error_text(exc)}")
+        self._attempts[(signal.signal_id, Leg.ENTRY)] = attempt + 1
+        state = await self._await_fill(state, cancel_rest=True)
+        if state.executed_qty <= 0:
+            return self._drop(signal.symbol, f"not_filled ({state.status})", entry=state)
+        self.stats["filled"] += 1
+        price = state.avg_price if state.avg_price > 0 else (valid.price or mark)
+        position = Position(
+            symbol=signal.symbol, side=signal.side, quantity=state.executed_qty, entry_price=price,
+            entry_time_ms=self._clock(), leverage=decision.leverage, signal_id=signal.signal_id,
+            confidence=signal.confidence, stop_price=decision.stop_price, target_price=decision.target_price,
+            mark_price=price)
+        self._log.info("entry_filled", symbol=signal.symbol, side=signal.side, quantity=str(state.executed_qty),
+                       price=str(price), client_id=state.client_order_id)
+        # The fill price is the freshest last price we know: protection is validated against it.
+        task = asyncio.ensure_future(self._protect(position, price, fresh=True))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        prot = await asyncio.shield(task)
+        if prot.close is not None:
+            held = None if prot.close.closed else position
+            return OpenResult(held, f"closed_at_once: {prot.close.detail}", state, prot.stop_loss,
+                              prot.take_profit, prot.close)
+        return OpenResult(position, "opened", state, prot.stop_loss, prot.take_profit)
+
+    async def ensure_protection(self, position: Position, mark: Decimal) -> tuple[AlgoState | None, AlgoState | None]:
+        """Make sure the position's stop and target are live at the exchange; re-place whatever is missing.
+
+        Used after a restart or a reconciliation. Returns ``(None, None)`` when the position had to be closed
+        instead (its stop or target already passed, or the stop could not be placed).
+        """
+        prot = await self._protect(position, mark, fresh=False)
+        if prot.close is not None:
+            return None, None
+        return prot.stop_loss, prot.take_profit
+
+    async def close(self, position: Position, reason: ExitReason, *, mark: Decimal | None = None) -> CloseResult:
+        """Close ``position`` at market: cancel its algo orders, then reduce-only MARKET until flat (or alarm)."""
+        await self._cancel_protection(position)
+        return await self._exit(position, reason, mark)
+
+    # -- symbol set-up ---------------------------------------------------------------------------------
+
+    async def _prepare_symbol(self, symbol: str, leverage: int) -> None:
+        if symbol not in self._margin_done:
+            try:
+                await self._retrying(lambda: self._broker.set_margin_type(symbol, self.config.margin_type))
+                self.stats["margin_type_set"] += 1
+            except VenueRejected as exc:
+                if exc.code != -4046:  # -4046: already so
+                    self._log.warning("margin_type_not_set", symbol=symbol, error=_error_text(exc))
+            self._margin_done.add(symbol)
+        if self._leverage.get(symbol) != leverage:
+            await self._retrying(lambda: self._broker.set_leverage(symbol, leverage))
+            self._leverage[symbol] = leverage
+            self.stats["leverage_set"] += 1
+
+    async def _retrying(self, call: Callable[[], Awaitable[None]]) -> None:
+        """A settings call retried on temporary failures (nothing happened; settings calls are idempotent)."""
+        for n in range(1, self.config.entry_max_attempts + 1):
+            try:
+                await call()
+                return
+            except TemporaryError:
+                if n == self.config.entry_max_attempts:
+                    raise
+                self.stats["retries"] += 1
+                await self._sleep(self.config.backoff(n))
+
+    # -- sending with recovery --------------------------------------------------------------------------
+
+    async def _send_order(self, request: OrderRequest, signal_id: str, kind: OrderKind, attempt: int, *,
+                          budget: int) -> OrderState:
+        """Send a plain order; unknown → query first; temporary → resend (same id) up to ``budget`` sends."""
+        meta: dict[str, Any] = {
+            "client_id": request.client_order_id, "signal_id": signal_id, "symbol": request.symbol,
+            "side": request.side, "kind": kind, "order_type": request.type, "algo": False,
+            "quantity": request.quantity, "price": request.price, "reduce_only": request.reduce_only,
+            "attempt": attempt}
+        return await self._send(meta, lambda: self._broker.place_order(request),
+                                lambda: self._broker.query_order(request.symbol, request.client_order_id), budget)
+
+    async def _send_algo(self, request: AlgoRequest, signal_id: str, kind: OrderKind, attempt: int, *,
+                         budget: int) -> AlgoState:
+        meta: dict[str, Any] = {
+            "client_id": request.client_algo_id, "signal_id": signal_id, "symbol": request.symbol,
+            "side": request.side, "kind": kind, "order_type": request.type, "algo": True,
+            "quantity": request.quantity, "trigger_price": request.trigger_price,
+            "close_position": request.close_position, "reduce_only": request.reduce_only, "attempt": attempt}
+        return await self._send(meta, lambda: self._broker.place_algo(request),
+                                lambda: self._broker.query_algo(request.symbol, request.client_algo_id), budget)
+
+    async def _send(self, meta: dict[str, Any], place: Callable[[], Awaitable[_T]],
+                    query: Callable[[], Awaitable[_T | None]], budget: int) -> _T:
+        """The one send loop: journal ``sending`` → send → journal the answer.
+
+        ``OrderStatusUnknown`` → :meth:`_query_until_known`; a known order is the answer, an absent one is
+        re-sent with the same id. ``TemporaryError`` (nothing happened) → backoff and resend, at most
+        ``budget`` sends in all. ``VenueRejected`` is journalled and raised.
+        """
+        sends = 0
+        while True:
+            sends += 1
+            await self._record(meta, status="sending")
+            self.stats["sent"] += 1
+            try:
+                state = await place()
+            except asyncio.CancelledError:
+                await self._record(meta, status="interrupted", last_error="cancelled")
+                raise
+            except OrderStatusUnknown as exc:
+                self.stats["unknown_queried"] += 1
+                await self._record(meta, status="unknown", last_error=_error_text(exc))
+                known = await self._query_until_known(meta, query)
+                if known is not None:
+                    await self._record(meta, status=known.status, exchange_id=_exchange_id(known))
+                    return known
+                if sends >= budget:
+                    raise TemporaryError(f"{meta['client_id']}: absent after {sends} unknown sends") from exc
+                self.stats["resent"] += 1
+                self._log.warning("order_absent_resending", client_id=meta["client_id"], symbol=meta["symbol"])
+                continue
+            except VenueRejected as exc:
+                self.stats["rejected"] += 1
+                await self._record(meta, status="REJECTED", last_error=_error_text(exc))
+                raise
+            except TemporaryError as exc:
+                await self._record(meta, status="failed", last_error=_error_text(exc))
+                if sends >= budget:
+                    raise
+                self.stats["retries"] += 1
+                await self._wait_after(exc, sends)
+                continue
+            await self._record(meta, status=state.status, exchange_id=_exchange_id(state))
+            return state
+
+    async def _query_until_known(self, meta: dict[str, Any], query: Callable[[], Awaitable[_T | None]]) -> _T | None:
+        """Ask the exchange about our id until it answers: the order, or ``None`` (it does not know it)."""
+        for n in range(1, self.config.query_max_attempts + 1):
+            await self._sleep(self.config.backoff(n))
+            try:
+                return await query()
+            except TemporaryError as exc:
+                self._log.warning("query_failed", client_id=meta["client_id"], error=_error_text(exc), n=n)
+        raise _StillUnknown(meta["client_id"])
+
+    async def _wait_after(self, exc: TemporaryError, n: int) -> None:
+        delay = self.config.backoff(n)
+        if isinstance(exc, RateLimited):
+            delay = max(delay, (exc.retry_at_ms - self._clock()) / 1000)
+        await self._sleep(delay)
+
+    async def _await_fill(self, state: OrderState, *, cancel_rest: bool) -> OrderState:
+        """Poll a not-yet-final order until final or ``fill_timeout_s``; then cancel the rest if asked."""
+        cfg = self.config
+        polls = max(1, int(cfg.fill_timeout_s / cfg.fill_poll_s)) if cfg.fill_poll_s > 0 else 1
+        for _ in range(polls):
+            if state.final:
+                return state
+            await self._sleep(cfg.fill_poll_s)
+            try:
+                state = await self._broker.query_order(state.symbol, state.client_order_id) or state
+            except TemporaryError as exc:
+                self._log.warning("fill_query_failed", client_id=state.client_order_id, error=_error_text(exc))
+        if state.final or not cancel_rest:
+            return state
+        try:
+            cancelled = await self._broker.cancel_order(state.symbol, state.client_order_id)
+        except (TemporaryError, VenueRejected) as exc:
+            self._log.warning("cancel_rest_failed", client_id=state.client_order_id, error=_error_text(exc))
+            cancelled = None
+        if cancelled is None:  # gone meanwhile (filled or cancelled): the exchange's final word
+            try:
+                cancelled = await self._broker.query_order(state.symbol, state.client_order_id)
+            except TemporaryError:
+                cancelled = None
+        return cancelled or state
+
+    def _repair_entry(self, exc: VenueRejected, quantity: Decimal, filters: SymbolFilters,
+                      mark: Decimal) -> Decimal | None:
+        """The quantity for one repaired resend of a rejected entry, or ``None`` to drop it (reactions table)."""
+        rule = REACTIONS.get(exc.code) if exc.code is not None else None
+        if rule is None or rule.reaction != Reaction.REPAIR:
+            return None
+        if exc.code in _RESIGN:  # the broker resynchronised its clock: the same order, re-signed
+            return quantity
+        if exc.code in _SHRINK:  # margin or leverage ratio: half the size, if it still passes the filters
+            try:
+                return validate_order(filters, side="BUY", order_type="MARKET", quantity=quantity / 2,
+                                      mark_price=mark).quantity
+            except FilterRejected:
+                return None
+        return None  # size/price/format repairs: our filters already produced the request, a resend won't differ
+
+    # -- protection ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _trigger(filters: SymbolFilters, side: PositionSide, kind: TriggerType, price: Decimal | None,
+                 reference: Decimal) -> Decimal:
+        if price is None:
+            raise FilterRejected("TRIGGER", f"no {kind} price", code=-1102)
+        # Round away from the reference: never closer to the market than the decision asked.
+        below = (exit_side(side) == "SELL") == (kind == "STOP_MARKET")
+        return validate_trigger(filters, side=exit_side(side), order_type=kind, trigger=price,
+                                reference_price=reference, rounding="down" if below else "up")[0]
+
+    async def _protect(self, position: Position, reference: Decimal, *, fresh: bool) -> _Protection:
+        """Place (or confirm) stop and target; a passed trigger or an impossible stop closes at market."""
+        prot = _Protection()
+        legs: tuple[tuple[Leg, TriggerType], ...] = ((Leg.STOP_LOSS, "STOP_MARKET"),
+                                                     (Leg.TAKE_PROFIT, "TAKE_PROFIT_MARKET"))
+        for leg, kind in legs:
+            price = position.stop_price if leg is Leg.STOP_LOSS else position.target_price
+            if price is None and leg is Leg.TAKE_PROFIT:
+                continue
+            try:
+                state = await self._place_protective(position, leg, kind, price, reference, fresh=fresh)
+            except FilterRejected as exc:
+                if exc.code == _WOULD_TRIGGER:
+                    return await self._close_at_once(position, prot, leg, f"{kind} already passed: {exc}")
+                prot.failures.append(_error_text(exc))
+                state = None
+            except VenueRejected as exc:
+                if exc.code == _WOULD_TRIGGER:
+                    return await self._close_at_once(position, prot, leg, f"{kind} already passed: {exc}")
+                prot.failures.append(_error_text(exc))
+                state = None
+            except (TemporaryError, _StillUnknown) as exc:
+                prot.failures.append(_error_text(exc))
+                state = None
+            if state is None:
+                self.stats["protection_failures"] += 1
+                if leg is Leg.STOP_LOSS:  # invariant 4: no position without a stop at the exchange
+                    self._alarm(position.symbol, "stop could not be placed; closing at market",
+                                errors=prot.failures)
+                    prot.close = await self.close(position, ExitReason.STOP_LOSS, mark=reference)
+                    return prot
+                self._log.warning("take_profit_not_placed", symbol=position.symbol, errors=prot.failures)
+                continue
+            self.stats["protection_placed"] += 1
+            if leg is Leg.STOP_LOSS:
+                prot.stop_loss = state
+            else:
+                prot.take_profit = state
+        return prot
+
+    async def _close_at_once(self, position: Position, prot: _Protection, leg: Leg, detail: str) -> _Protection:
+        self.stats["immediate_trigger_closes"] += 1
+        self._log.warning("trigger_already_passed_closing", symbol=position.symbol, leg=leg.name, detail=detail)
+        reason = ExitReason.STOP_LOSS if leg is Leg.STOP_LOSS else ExitReason.TAKE_PROFIT
+        result = await self.close(position, reason)
+        prot.close = CloseResult(result.closed, result.reason, result.outcome, result.exit, result.attempts,
+                                 f"{detail}; {result.detail}".strip("; "))
+        return prot
+
+    async def _place_protective(self, position: Position, leg: Leg, kind: TriggerType, price: Decimal | None,
+                                reference: Decimal, *, fresh: bool) -> AlgoState | None:
+        """One protective algo order, re-using a live one; ``None`` after ``protection_max_attempts`` tries."""
+        filters = self._filters[position.symbol]
+        sid = position.signal_id or f"{position.symbol}:{position.entry_time_ms}"
+        key = (sid, leg)
+        attempt = self._attempts.get(key, 0)
+        if not fresh:
+            existing = await self._broker.query_algo(position.symbol, client_order_id(sid, leg, attempt))
+            if existing is not None and not existing.final:
+                return existing
+            if existing is not None:
+                attempt += 1
+        trigger = self._trigger(filters, position.side, kind, price, reference)
+        kind_name: OrderKind = "stop_loss" if leg is Leg.STOP_LOSS else "take_profit"
+        for n in range(1, self.config.protection_max_attempts + 1):
+            self._attempts[key] = attempt
+            request = AlgoRequest(position.symbol, exit_side(position.side), kind, trigger,
+                                  client_order_id(sid, leg, attempt), close_position=True,
+                                  working_type=self.config.working_type)
+            try:
+                state = await self._send_algo(request, sid, kind_name, attempt, budget=self.config.entry_max_attempts)
+            except VenueRejected as exc:
+                if exc.code == _WOULD_TRIGGER or n == self.config.protection_max_attempts:
+                    raise
+                attempt += 1  # rejected = dead: the next try gets a new id
+                await self._sleep(self.config.backoff(n))
+                continue
+            except TemporaryError:
+                if n == self.config.protection_max_attempts:
+                    raise
+                await self._sleep(self.config.backoff(n))
+                continue
+            if state.status in ("REJECTED", "EXPIRED", "CANCELED"):
+                attempt += 1
+                continue
+            return state
+        return None
+
+    async def _cancel_protection(self, position: Position) -> None:
+        """Cancel every open algo order of this trade (by our ids); already gone is fine."""
+        sid = position.signal_id
+        try:
+            live = await self._broker.open_algo_orders(position.symbol)
+            ids = [a.client_algo_id for a in live
+                   if (same_signal(a.client_algo_id, sid) if sid else a.close_position)]
+        except TemporaryError as exc:
+            self._log.warning("open_algos_unavailable", symbol=position.symbol, error=_error_text(exc))
+            ids = [client_order_id(sid, leg, self._attempts.get((sid, leg), 0))
+                   for leg in (Leg.STOP_LOSS, Leg.TAKE_PROFIT)] if sid else []
+        for cid in ids:
+            for n in range(1, self.config.protection_max_attempts + 1):
+                try:
+                    await self._broker.cancel_algo(position.symbol, cid)
+                    await self._record({"client_id": cid, "signal_id": sid, "symbol": position.symbol,
+                                        "side": exit_side(position.side), "kind": _kind_of(cid), "algo": True,
+                                        "order_type": "CONDITIONAL", "quantity": None, "close_position": True,
+                                        "attempt": _attempt_of(cid)}, status="CANCELED")
+                    break
+                except (TemporaryError, VenueRejected) as exc:
+                    if n == self.config.protection_max_attempts:
+                        self.stats["cancel_failures"] += 1
+                        self._log.warning("algo_cancel_failed", client_id=cid, error=_error_text(exc))
+                    else:
+                        await self._sleep(self.config.backoff(n))
+
+    # -- exits -----------------------------------------------------------------------------------------
+
+    async def _exchange_position(self, symbol: str, side: PositionSide) -> ExchangePosition | None:
+        for p in await self._broker.positions():
+            if p.symbol == symbol and p.side == side and p.quantity > 0:
+                return p
+        return None
+
+    async def _exit(self, position: Position, reason: ExitReason, mark: Decimal | None) -> CloseResult:
+        """Reduce-only MARKET until flat; see the module docstring. Never returns without a verdict."""
+        cfg = self.config
+        filters = self._filters.get(position.symbol)
+        sid = position.signal_id or f"{position.symbol}:{position.entry_time_ms}"
+        key = (sid, Leg.EXIT)
+        attempt = self._attempts.get(key, 0)
+        pending: OrderRequest | None = None  # an exit whose outcome is unknown: query it before anything else
+        last_error = ""
+        last_state: OrderState | None = None
+        sent_any = False
+        for n in range(1, cfg.exit_max_attempts + 1):
+            if n > 1:
+                self.stats["exit_retries"] += 1
+                await self._sleep(cfg.backoff(n - 1))
+            try:
+                state: OrderState | None = None
+                if pending is not None:
+                    state = await self._broker.query_order(pending.symbol, pending.client_order_id)
+                    if state is None:  # never reached the book: resend the same id
+                        self.stats["resent"] += 1
+                        state = await self._send_order(pending, sid, "exit", attempt, budget=1)
+                    pending = None
+                else:
+                    held = await self._exchange_position(position.symbol, position.side)
+                    if held is None:
+                        return self._flat(position, reason, n, sent_any, last_state)
+                    request = self._exit_request(position, held, filters, mark, sid, attempt)
+                    sent_any = True
+                    try:
+                        state = await self._send_order(request, sid, "exit", attempt, budget=1)
+                    except _StillUnknown:
+                        pending = request
+                        last_error = "outcome unknown"
+                        continue
+                state = await self._await_fill(state, cancel_rest=True)
+                last_state = state
+                if state.status == "FILLED":
+                    self._attempts[key] = attempt + 1
+                    self.stats["exits"] += 1
+                    self._log.info("exit_filled", symbol=position.symbol, reason=str(reason),
+                                   quantity=str(state.executed_qty), price=str(state.avg_price),
+                                   client_id=state.client_order_id)
+                    # A partial position (e.g. a bigger one than we knew) is checked on the next pass.
+                    held = await self._exchange_position(position.symbol, position.side)
+                    if held is None:
+                        return CloseResult(True, reason, "closed", state, n, "exit filled")
+                attempt += 1  # this exit is final (filled part, expired, cancelled): the next one gets a new id
+                self._attempts[key] = attempt
+                last_error = f"exit {state.status} {state.executed_qty}/{state.orig_qty}"
+            except asyncio.CancelledError:
+                raise
+            except VenueRejected as exc:
+                last_error = _error_text(exc)
+                attempt += 1
+                self._attempts[key] = attempt
+                if exc.code in _MAYBE_FLAT:
+                    try:
+                        if await self._exchange_position(position.symbol, position.side) is None:
+                            return self._flat(position, reason, n, sent_any, last_state)
+                    except TemporaryError as exc2:
+                        last_error = _error_text(exc2)
+            except _StillUnknown as exc:
+                last_error = f"outcome unknown: {exc}"
+            except TemporaryError as exc:
+                last_error = _error_text(exc)
+                if isinstance(exc, RateLimited):
+                    await self._sleep(max(0.0, (exc.retry_at_ms - self._clock()) / 1000))
+        self._alarm(position.symbol, f"exit not done after {cfg.exit_max_attempts} attempts", reason=str(reason),
+                    last_error=last_error)
+        cid = client_order_id(sid, Leg.EXIT, attempt)
+        await self._record({"client_id": cid, "signal_id": sid, "symbol": position.symbol,
+                            "side": exit_side(position.side), "kind": "exit", "order_type": "MARKET", "algo": False,
+                            "quantity": position.quantity, "reduce_only": True, "attempt": attempt},
+                           status="alarm", last_error=last_error or "exit not done")
+        return CloseResult(False, reason, "alarm", last_state, cfg.exit_max_attempts, last_error)
+
+    def _exit_request(self, position: Position, held: ExchangePosition, filters: SymbolFilters | None,
+                      mark: Decimal | None, sid: str, attempt: int) -> OrderRequest:
+        """A reduce-only MARKET for what the exchange holds (capped at the market max qty; the rest next pass)."""
+        quantity = held.quantity
+        if filters is not None:
+            quantity = min(floor_to_step(quantity, filters.market_step_size), filters.market_max_qty)
+            ref = mark or (held.mark_price if held.mark_price > 0 else None) or position.mark_price \
+                or position.entry_price
+            quantity = validate_order(filters, side=exit_side(position.side), order_type="MARKET",
+                                      quantity=quantity, mark_price=ref, reduce_only=True).quantity
+        return OrderRequest(position.symbol, exit_side(position.side), "MARKET", quantity,
+                            client_order_id(sid, Leg.EXIT, attempt), reduce_only=True)
+
+    def _flat(self, position: Position, reason: ExitReason, n: int, sent_any: bool,
+              last: OrderState | None) -> CloseResult:
+        if sent_any and last is not None and last.executed_qty > 0:
+            return CloseResult(True, reason, "closed", last, n, "flat after exit")
+        self.stats["already_flat"] += 1
+        self._log.info("exit_already_flat", symbol=position.symbol, reason=str(reason))
+        return CloseResult(True, reason, "already_flat", last, n, "position already flat at the exchange")
+
+    # -- bookkeeping -------------------------------------------------------------------------------------
+
+    def _drop(self, symbol: str, reason: str, *, entry: OrderState | None = None) -> OpenResult:
+        self.stats["dropped"] += 1
+        self._log.info("entry_dropped", symbol=symbol, reason=reason)
+        return OpenResult(None, reason, entry)
+
+    def _alarm(self, symbol: str, message: str, **context: Any) -> None:
+        self.stats["alarms"] += 1
+        self._log.error("order_alarm", symbol=symbol, message=message, **context)
+
+    async def _record(self, meta: dict[str, Any], *, status: str, exchange_id: int | None = None,
+                      last_error: str | None = None) -> None:
+        """Journal one order state; a journal failure is logged and counted, never stops an order."""
+        if self._journal is None:
+            return
+        try:
+            await self._journal.upsert_order(**meta, status=status, exchange_id=exchange_id, last_error=last_error,
+                                             time_ms=self._clock())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.stats["journal_errors"] += 1
+            self._log.error("journal_failed", client_id=meta.get("client_id"), error=_error_text(exc))
+
+
+def _kind_of(cid: str) -> str:
+    return "stop_loss" if "-sl-" in cid else "take_profit" if "-tp-" in cid else "exit"
+
+
+def _attempt_of(cid: str) -> int:
+    tail = cid.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0

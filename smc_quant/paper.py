@@ -1,0 +1,181 @@
+"""PaperBroker: the :class:`~smc_quant.orders.broker.Broker` contract over an in-process simulated account.
+
+Paper mode is "the same fill model without keys, on live (or emulated) market data": the service feeds
+every closed candle's close (and anything finer it has, e.g. mark prices) into :meth:`PaperBroker.on_price`;
+the simulated account (``smc_quant.sim.account.SimAccount``, the same model the emulator serves over the
+wire) fills MARKET orders at the last price with slippage, rests LIMIT orders, triggers the conditional
+(algo) orders and keeps balance and positions. The SmartOrderManager cannot tell this broker from the live one.
+
+Two details keep it honest to the exchange:
+
+- Account events (``OrderUpdate``/``AccountUpdate``/``AlgoUpdate``) are delivered to subscribers **through
+  the event loop** (``loop.call_soon``), in the order the account produced them, never re-entrantly inside
+  the caller's ``await`` — like a user-data stream, they arrive after the REST answer.
+- A refusal of the simulated account (``SimRejected``, a ``VenueRejected`` with the Binance ``code``) passes
+  through unchanged, except the answers the Broker contract turns into values: ``-2013`` (no such order) on
+  a query and ``-2011``/``-2013`` on a cancel give ``None``, ``-4046`` (margin type unchanged) is a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+from typing import TYPE_CHECKING, Literal
+
+from smc_quant.errors import VenueRejected
+from smc_quant.orders.broker import (
+    AccountEvent,
+    AlgoRequest,
+    AlgoState,
+    Balance,
+    EventSink,
+    ExchangePosition,
+    OrderRequest,
+    OrderState,
+)
+
+if TYPE_CHECKING:
+    from smc_quant.sim.account import SimAccount
+
+__all__ = ["PaperBroker"]
+
+NO_SUCH_ORDER = -2013
+CANCEL_REJECTED = -2011
+MARGIN_TYPE_UNCHANGED = -4046
+
+
+class PaperBroker:
+    """A :class:`Broker` over a :class:`SimAccount`, priced by :meth:`on_price`; ``server_time()`` is ``clock()``.
+
+    ``clock`` returns epoch milliseconds (in replay, the replay clock); every request is stamped with it.
+    """
+
+    def __init__(self, account: SimAccount, clock: Callable[[], int]) -> None:
+        self._account = account
+        self._clock = clock
+        self._sinks: list[EventSink] = []
+        self.events_delivered = 0
+
+    @property
+    def account(self) -> SimAccount:
+        """The simulated account (order log, fills) — for reports and tests."""
+        return self._account
+
+    # -- market data -------------------------------------------------------------------------------
+
+    def on_price(self, symbol: str, price: Decimal, time_ms: int) -> None:
+        """A new last price of ``symbol``: fills resting orders, triggers algo orders, marks positions.
+
+        Must be called on the event loop thread; the resulting events reach subscribers on a later turn.
+        """
+        self._emit(self._account.on_price(symbol, price, time_ms))
+
+    # -- events ------------------------------------------------------------------------------------
+
+    def subscribe(self, sink: EventSink) -> None:
+        """Deliver every account event to ``sink`` (on the event loop, in the account's order)."""
+        self._sinks.append(sink)
+
+    def _emit(self, events: Iterable[AccountEvent]) -> None:
+        batch = list(events)
+        if not batch or not self._sinks:
+            return
+        loop = asyncio.get_running_loop()
+        for event in batch:
+            loop.call_soon(self._deliver, event)
+
+    def _deliver(self, event: AccountEvent) -> None:
+        self.events_delivered += 1
+        for sink in tuple(self._sinks):
+            sink(event)
+
+    # -- Broker ------------------------------------------------------------------------------------
+
+    async def server_time(self) -> int:
+        """The paper clock (epoch ms)."""
+        return self._clock()
+
+    async def place_order(self, request: OrderRequest) -> OrderState:
+        """``POST /fapi/v1/order`` on the simulated account; ``SimRejected`` passes through."""
+        state, events = self._account.new_order(
+            symbol=request.symbol, side=request.side, type=request.type, quantity=request.quantity,
+            time_ms=self._clock(), client_order_id=request.client_order_id, price=request.price,
+            reduce_only=request.reduce_only, time_in_force=request.time_in_force)
+        self._emit(events)
+        return state
+
+    async def query_order(self, symbol: str, client_order_id: str) -> OrderState | None:
+        """The order by our client id, ``None`` when the account does not know it (-2013)."""
+        try:
+            return self._account.query_order(symbol, client_order_id=client_order_id)
+        except VenueRejected as exc:
+            if exc.code == NO_SUCH_ORDER:
+                return None
+            raise
+
+    async def cancel_order(self, symbol: str, client_order_id: str) -> OrderState | None:
+        """Cancel by client id; ``None`` when already gone (-2011 / -2013)."""
+        try:
+            state, events = self._account.cancel_order(symbol, client_order_id=client_order_id,
+                                                       time_ms=self._clock())
+        except VenueRejected as exc:
+            if exc.code in (CANCEL_REJECTED, NO_SUCH_ORDER):
+                return None
+            raise
+        self._emit(events)
+        return state
+
+    async def place_algo(self, request: AlgoRequest) -> AlgoState:
+        """``POST /fapi/v1/algoOrder`` (CONDITIONAL) on the simulated account."""
+        state, events = self._account.new_algo(
+            symbol=request.symbol, side=request.side, type=request.type, trigger_price=request.trigger_price,
+            time_ms=self._clock(), client_algo_id=request.client_algo_id, quantity=request.quantity,
+            close_position=request.close_position, reduce_only=request.reduce_only,
+            working_type=request.working_type)
+        self._emit(events)
+        return state
+
+    async def query_algo(self, symbol: str, client_algo_id: str) -> AlgoState | None:
+        """The algo order by our client id, ``None`` when unknown."""
+        try:
+            return self._account.query_algo(client_algo_id=client_algo_id)
+        except VenueRejected as exc:
+            if exc.code == NO_SUCH_ORDER:
+                return None
+            raise
+
+    async def cancel_algo(self, symbol: str, client_algo_id: str) -> AlgoState | None:
+        """Cancel an algo order by client id; ``None`` when already gone (triggered, cancelled, unknown)."""
+        try:
+            state, events = self._account.cancel_algo(symbol=symbol, client_algo_id=client_algo_id,
+                                                      time_ms=self._clock())
+        except VenueRejected as exc:
+            if exc.code in (CANCEL_REJECTED, NO_SUCH_ORDER):
+                return None
+            raise
+        self._emit(events)
+        return state
+
+    async def open_orders(self, symbol: str | None = None) -> list[OrderState]:
+        return list(self._account.open_orders(symbol))
+
+    async def open_algo_orders(self, symbol: str | None = None) -> list[AlgoState]:
+        return list(self._account.open_algo_orders(symbol))
+
+    async def positions(self) -> list[ExchangePosition]:
+        return list(self._account.positions())
+
+    async def balance(self) -> Balance:
+        return self._account.balance()
+
+    async def set_leverage(self, symbol: str, leverage: int) -> None:
+        self._account.set_leverage(symbol, leverage)
+
+    async def set_margin_type(self, symbol: str, margin_type: Literal["ISOLATED", "CROSSED"]) -> None:
+        """Set the margin type; already set (-4046) is a no-op, as the contract says."""
+        try:
+            self._account.set_margin_type(symbol, margin_type)
+        except VenueRejected as exc:
+            if exc.code != MARGIN_TYPE_UNCHANGED:
+                raise
