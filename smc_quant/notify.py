@@ -1,0 +1,405 @@
+"""Fire-and-forget notifications to Discord (webhook) and Telegram (bot API) over aiohttp.
+
+The trading path calls :meth:`Notifier.notify`, which is synchronous and only enqueues: each channel
+has a bounded queue; when it is full the OLDEST message is dropped and counted, so a slow or dead chat
+service never blocks or slows trading. One background task per channel sends the messages in order,
+with at least ``min_interval_s`` between the end of one request and the start of the next (both
+services throttle bursts). A transient failure (timeout, connection error, 5xx, 408) is retried with
+exponential backoff ``backoff_s · 2^(attempt−1)``; an HTTP 429 waits the ``retry_after`` the service
+asked for (Discord: JSON ``retry_after`` seconds or the ``Retry-After`` header; Telegram:
+``parameters.retry_after``). After ``max_attempts`` the message is dropped and counted as failed; a
+permanent rejection (other 4xx) fails at once. Nothing here raises into the caller.
+
+Secrets: the Discord webhook URL carries its token in the path and the Telegram bot token is part of
+every request URL. Neither is ever logged, put in an exception message or shown by a ``repr``: logs
+name the channel only, and errors are logged by type name and HTTP status (aiohttp exception messages
+may contain the request URL).
+
+Formatting helpers (:func:`opened`, :func:`closed`, :func:`forced_exit`, :func:`error`,
+:func:`daily_summary`) turn domain values into short plain-text messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+import aiohttp
+import orjson
+import structlog
+
+from smc_quant.domain.trading import ZERO, Position, Signal, Trade
+from smc_quant.logging import get_logger
+
+TELEGRAM_API = "https://api.telegram.org"
+DISCORD_LIMIT = 2000
+TELEGRAM_LIMIT = 4096
+_MAX_BACKOFF_S = 30.0
+
+
+# ----------------------------------------------------------------------------------------------- formatting
+
+def _money(value: Decimal) -> str:
+    return f"{value:+.2f}"
+
+
+def _utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def opened(signal: Signal, position: Position) -> str:
+    """``OPEN BTCUSDT LONG 0.012 @ 37125.10 x5 · P(win) 0.64 · SL 36828.10 · TP 37719.10 · setup``."""
+    sl = "-" if position.stop_price is None else str(position.stop_price)
+    tp = "-" if position.target_price is None else str(position.target_price)
+    return (f"OPEN {position.symbol} {position.side} {position.quantity} @ {position.entry_price} "
+            f"x{position.leverage} · P(win) {signal.confidence:.2f} · SL {sl} · TP {tp} · {signal.setup}")
+
+
+def closed(trade: Trade) -> str:
+    """``CLOSE BTCUSDT LONG 0.012 37125.10 → 37719.10 · net +6.68 USDT (+1.50%) · take_profit · 59m``.
+
+    Net PnL = (exit − entry)·qty·dir − fees; % of the entry notional (:attr:`Trade.net_return_pct`).
+    """
+    held_min = (trade.exit_time_ms - trade.entry_time_ms) // 60_000
+    return (f"CLOSE {trade.symbol} {trade.side} {trade.quantity} {trade.entry_price} → {trade.exit_price} · "
+            f"net {_money(trade.net_pnl)} USDT ({trade.net_return_pct:+.2f}%) · {trade.exit_reason.value} · "
+            f"{held_min}m")
+
+
+def forced_exit(position: Position) -> str:
+    """``FORCED EXIT BTCUSDT LONG 0.012 @ 37125.10 (entered 2023-11-14 22:14 UTC)``: closed by us, not by a stop."""
+    return (f"FORCED EXIT {position.symbol} {position.side} {position.quantity} @ {position.entry_price} "
+            f"(entered {_utc(position.entry_time_ms)})")
+
+
+def error(kind: str, detail: str) -> str:
+    """``ERROR kind: detail`` with the detail cut to 300 characters (one line)."""
+    flat = " ".join(detail.split())
+    return f"ERROR {kind}: {flat[:299] + '…' if len(flat) > 300 else flat}"
+
+
+def daily_summary(trades: Iterable[Trade], equity: Decimal) -> str:
+    """``DAY 3 trades · 2W/1L (67%) · net +8.30 USDT · fees 1.34 · equity 1008.30 USDT``; a win has net PnL > 0."""
+    done = list(trades)
+    wins = sum(1 for t in done if t.net_pnl > 0)
+    net = sum((t.net_pnl for t in done), ZERO)
+    fees = sum((t.fees for t in done), ZERO)
+    rate = f" ({wins / len(done):.0%})" if done else ""
+    return (f"DAY {len(done)} trades · {wins}W/{len(done) - wins}L{rate} · net {_money(net)} USDT · "
+            f"fees {fees:.2f} · equity {equity:.2f} USDT")
+
+
+# ------------------------------------------------------------------------------------------------- channels
+
+class _Result(Enum):
+    OK = "ok"
+    RETRY = "retry"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    result: _Result
+    status: int | None = None
+    error: str | None = None
+    retry_after_s: float | None = None
+
+
+def _float(value: object) -> float | None:
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return out if out >= 0 else None
+
+
+def _json_body(body: bytes) -> Mapping[str, Any]:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+class DiscordChannel:
+    """A Discord webhook: POST ``{"content": text}``; 200/204 ok; 429 → ``retry_after`` (s) or ``Retry-After``."""
+
+    name = "discord"
+
+    def __init__(self, webhook_url: str) -> None:
+        self._url = webhook_url
+
+    def __repr__(self) -> str:
+        return "DiscordChannel(webhook_url=**redacted**)"
+
+    def request(self, text: str) -> tuple[str, dict[str, Any]]:
+        """URL and JSON body of one message (cut to Discord's 2000-character limit)."""
+        return self._url, {"content": _cut(text, DISCORD_LIMIT)}
+
+    @staticmethod
+    def retry_after(headers: Mapping[str, str], body: bytes) -> float | None:
+        """Seconds to wait after a 429: the body's ``retry_after``, else the ``Retry-After`` header."""
+        after = _float(_json_body(body).get("retry_after"))
+        return after if after is not None else _float(headers.get("Retry-After"))
+
+
+class TelegramChannel:
+    """A Telegram bot: POST ``{base}/bot{token}/sendMessage``; 429 → ``parameters.retry_after`` (s)."""
+
+    name = "telegram"
+
+    def __init__(self, token: str, chat_id: str | int, api_base: str = TELEGRAM_API) -> None:
+        self._url = f"{api_base.rstrip('/')}/bot{token}/sendMessage"
+        self._chat_id = chat_id
+
+    def __repr__(self) -> str:
+        return f"TelegramChannel(token=**redacted**, chat_id={self._chat_id!r})"
+
+    def request(self, text: str) -> tuple[str, dict[str, Any]]:
+        """URL and JSON body of one message (cut to Telegram's 4096-character limit)."""
+        return self._url, {"chat_id": self._chat_id, "text": _cut(text, TELEGRAM_LIMIT),
+                           "disable_web_page_preview": True}
+
+    @staticmethod
+    def retry_after(headers: Mapping[str, str], body: bytes) -> float | None:
+        """Seconds to wait after a 429: ``parameters.retry_after``, else the ``Retry-After`` header."""
+        params = _json_body(body).get("parameters")
+        after = _float(params.get("retry_after")) if isinstance(params, dict) else None
+        return after if after is not None else _float(headers.get("Retry-After"))
+
+
+Channel = DiscordChannel | TelegramChannel
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+async def _post(session: aiohttp.ClientSession, channel: Channel, text: str, timeout_s: float) -> _Attempt:
+    """One HTTP attempt, classified; never raises for network or HTTP failures."""
+    url, payload = channel.request(text)
+    try:
+        async with session.post(url, json=payload, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            body = await resp.read()
+            if 200 <= resp.status < 300:
+                return _Attempt(_Result.OK, resp.status)
+            if resp.status == 429:
+                return _Attempt(_Result.RETRY, 429, retry_after_s=channel.retry_after(resp.headers, body))
+            if resp.status >= 500 or resp.status == 408:
+                return _Attempt(_Result.RETRY, resp.status)
+            return _Attempt(_Result.FAIL, resp.status)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return _Attempt(_Result.RETRY, error=type(exc).__name__)
+
+
+# ------------------------------------------------------------------------------------------------- notifier
+
+@dataclass(frozen=True, slots=True)
+class ChannelStats:
+    """Counters of one channel: delivered, dropped (queue overflow or shutdown), failed (gave up), retries."""
+
+    sent: int = 0
+    dropped: int = 0
+    failed: int = 0
+    retried: int = 0
+
+
+@dataclass(slots=True)
+class _Lane:
+    channel: Channel
+    queue: deque[tuple[str, str]] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    current: str | None = None
+    last_done: float | None = None
+    sent: int = 0
+    dropped: int = 0
+    failed: int = 0
+    retried: int = 0
+    task: asyncio.Task[None] | None = None
+
+
+class Notifier:
+    """Bounded, paced, retrying delivery of short texts to every configured channel.
+
+    With no channel configured every method is a no-op (``enabled`` is False, ``stats`` is empty).
+    Use ``async with Notifier(...)`` or ``await start()`` / ``await close()``; messages given to
+    :meth:`notify` before :meth:`start` wait in the queue. ``notify`` must be called from the event
+    loop's thread.
+    """
+
+    def __init__(self, *, discord_webhook_url: str | None = None, telegram_token: str | None = None,
+                 telegram_chat_id: str | int | None = None, telegram_api_base: str = TELEGRAM_API,
+                 min_interval_s: float = 1.0, queue_size: int = 100, max_attempts: int = 4,
+                 backoff_s: float = 1.0, request_timeout_s: float = 10.0, max_retry_after_s: float = 60.0,
+                 session: aiohttp.ClientSession | None = None,
+                 logger: structlog.stdlib.BoundLogger | None = None) -> None:
+        channels: list[Channel] = []
+        if discord_webhook_url:
+            channels.append(DiscordChannel(discord_webhook_url))
+        if telegram_token and telegram_chat_id is not None and str(telegram_chat_id) != "":
+            channels.append(TelegramChannel(telegram_token, telegram_chat_id, telegram_api_base))
+        self._lanes = {c.name: _Lane(c) for c in channels}
+        for lane in self._lanes.values():
+            lane.idle.set()
+        self._min_interval_s = max(0.0, min_interval_s)
+        self._queue_size = max(1, queue_size)
+        self._max_attempts = max(1, max_attempts)
+        self._backoff_s = max(0.0, backoff_s)
+        self._timeout_s = request_timeout_s
+        self._max_retry_after_s = max_retry_after_s
+        self._session = session
+        self._own_session = session is None
+        self._log = logger if logger is not None else get_logger(component="notify")
+        self._closing = False
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"Notifier(channels={list(self._lanes)})"
+
+    @property
+    def enabled(self) -> bool:
+        """True when at least one channel is configured."""
+        return bool(self._lanes)
+
+    @property
+    def channels(self) -> list[str]:
+        """Names of the configured channels (``discord``, ``telegram``)."""
+        return list(self._lanes)
+
+    @property
+    def stats(self) -> dict[str, ChannelStats]:
+        """Counters per channel name."""
+        return {name: ChannelStats(lane.sent, lane.dropped, lane.failed, lane.retried)
+                for name, lane in self._lanes.items()}
+
+    def pending(self, channel: str) -> int:
+        """Messages of ``channel`` waiting in its queue (the one being sent excluded)."""
+        return len(self._lanes[channel].queue)
+
+    def notify(self, text: str, kind: str = "info") -> None:
+        """Enqueue ``text`` on every channel; never blocks, never raises (overflow drops the oldest)."""
+        for lane in self._lanes.values():
+            if self._closing:
+                lane.dropped += 1
+                continue
+            if len(lane.queue) >= self._queue_size:
+                lane.queue.popleft()
+                lane.dropped += 1
+            lane.queue.append((str(text), kind))
+            lane.idle.clear()
+            lane.wake.set()
+
+    async def start(self) -> None:
+        """Open the HTTP session (unless one was given) and start one sender task per channel."""
+        if not self._lanes or any(lane.task is not None for lane in self._lanes.values()):
+            return
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        for lane in self._lanes.values():
+            lane.task = asyncio.create_task(self._run(lane), name=f"notify-{lane.channel.name}")
+
+    async def wait_idle(self) -> None:
+        """Return once every queue is empty and no message is being sent (tests, orderly shutdown)."""
+        for lane in self._lanes.values():
+            await lane.idle.wait()
+
+    async def close(self, deadline_s: float = 5.0) -> None:
+        """Send what is queued within ``deadline_s``, then stop; what is left is counted as dropped."""
+        if self._closed:
+            return
+        self._closing = True
+        self._closed = True
+        tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
+        for lane in self._lanes.values():
+            lane.wake.set()
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=deadline_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        for lane in self._lanes.values():
+            left = len(lane.queue) + (lane.current is not None)
+            if left:
+                lane.dropped += left
+                self._log.warning("notify_dropped_at_close", channel=lane.channel.name, messages=left)
+            lane.queue.clear()
+            lane.current = None
+            lane.idle.set()
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> Notifier:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _run(self, lane: _Lane) -> None:
+        while True:
+            if not lane.queue:
+                lane.idle.set()
+                if self._closing:
+                    return
+                lane.wake.clear()
+                await lane.wake.wait()
+                continue
+            text, kind = lane.queue.popleft()
+            lane.current = text
+            try:
+                await self._deliver(lane, text, kind)
+            except Exception as exc:  # a sender task must survive anything
+                lane.failed += 1
+                self._log.warning("notify_failed", channel=lane.channel.name, kind=kind, error=type(exc).__name__)
+            lane.current = None
+
+    async def _deliver(self, lane: _Lane, text: str, kind: str) -> None:
+        assert self._session is not None
+        name = lane.channel.name
+        extra = 0.0
+        for attempt in range(1, self._max_attempts + 1):
+            await self._pace(lane, extra)
+            outcome = await _post(self._session, lane.channel, text, self._timeout_s)
+            lane.last_done = asyncio.get_running_loop().time()
+            if outcome.result is _Result.OK:
+                lane.sent += 1
+                self._log.debug("notify_sent", channel=name, kind=kind, attempt=attempt)
+                return
+            if outcome.result is _Result.FAIL or attempt == self._max_attempts:
+                break
+            lane.retried += 1
+            extra = self._retry_wait(outcome, attempt)
+            self._log.info("notify_retry", channel=name, kind=kind, attempt=attempt, status=outcome.status,
+                           error=outcome.error, wait_s=round(extra, 3))
+        lane.failed += 1
+        self._log.warning("notify_failed", channel=name, kind=kind, attempts=attempt, status=outcome.status,
+                          error=outcome.error)
+
+    def _retry_wait(self, outcome: _Attempt, attempt: int) -> float:
+        """429: the service's ``retry_after`` (capped); otherwise ``backoff_s · 2^(attempt−1)`` (capped)."""
+        if outcome.status == 429 and outcome.retry_after_s is not None:
+            return min(outcome.retry_after_s, self._max_retry_after_s)
+        return min(self._backoff_s * 2.0 ** (attempt - 1), _MAX_BACKOFF_S)
+
+    async def _pace(self, lane: _Lane, extra: float) -> None:
+        """Wait until ``min_interval_s`` (and ``extra``) after the previous request of this channel ended."""
+        if lane.last_done is None:
+            return
+        loop = asyncio.get_running_loop()
+        delay = lane.last_done + max(self._min_interval_s, extra) - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+__all__ = [
+    "DISCORD_LIMIT", "TELEGRAM_API", "TELEGRAM_LIMIT", "ChannelStats", "DiscordChannel", "Notifier", "TelegramChannel",
+    "closed", "daily_summary", "error", "forced_exit", "opened",
+]

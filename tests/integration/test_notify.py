@@ -1,0 +1,316 @@
+"""Notifier against a local aiohttp server standing in for Discord and Telegram on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from itertools import pairwise
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from structlog.testing import capture_logs
+
+from smc_quant.domain.trading import ExitReason, Position, Signal, Trade
+from smc_quant.notify import (
+    ChannelStats,
+    DiscordChannel,
+    Notifier,
+    TelegramChannel,
+    closed,
+    daily_summary,
+    error,
+    forced_exit,
+    opened,
+)
+
+pytestmark = pytest.mark.integration
+
+DISCORD_SECRET = "SECRETdiscordTOKEN-9f8e7d"
+TELEGRAM_SECRET = "123456:SECRETtelegramTOKEN-AAbb"
+DISCORD_PATH = f"/api/webhooks/1122334455/{DISCORD_SECRET}"
+TELEGRAM_PATH = f"/bot{TELEGRAM_SECRET}/sendMessage"
+Reply = tuple[int, Any, dict[str, str]]   # status, JSON body (or None), headers
+
+
+@dataclass
+class Hit:
+    """One request as the server saw it: receive time (monotonic s), channel, JSON body."""
+
+    t: float
+    channel: str
+    body: dict[str, Any]
+
+
+@dataclass
+class FakeChat:
+    """Discord webhook + Telegram sendMessage routes with scripted replies (default: success)."""
+
+    hits: list[Hit] = field(default_factory=list)
+    script: dict[str, deque[Reply]] = field(default_factory=lambda: {"discord": deque(), "telegram": deque()})
+    hang: bool = False
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def discord(self, request: web.Request) -> web.StreamResponse:
+        return await self._answer("discord", request, (204, None, {}))
+
+    async def telegram(self, request: web.Request) -> web.StreamResponse:
+        return await self._answer("telegram", request, (200, {"ok": True, "result": {"message_id": 1}}, {}))
+
+    async def _answer(self, channel: str, request: web.Request, default: Reply) -> web.StreamResponse:
+        t = time.monotonic()
+        body = await request.json()
+        async with self.changed:
+            self.hits.append(Hit(t, channel, body))
+            self.changed.notify_all()
+        if self.hang:
+            await self.release.wait()
+        status, payload, headers = self.script[channel].popleft() if self.script[channel] else default
+        if payload is None:
+            return web.Response(status=status, headers=headers)
+        return web.json_response(payload, status=status, headers=headers)
+
+    def of(self, channel: str) -> list[Hit]:
+        return [h for h in self.hits if h.channel == channel]
+
+    async def wait_hits(self, channel: str, n: int) -> list[Hit]:
+        """Wait (at most 15 s) until ``channel`` has received ``n`` requests."""
+        async def _wait() -> None:
+            async with self.changed:
+                await self.changed.wait_for(lambda: len(self.of(channel)) >= n)
+        await asyncio.wait_for(_wait(), 15)
+        return self.of(channel)
+
+
+@pytest.fixture
+async def chat() -> AsyncIterator[tuple[FakeChat, str]]:
+    """The fake server and its base URL."""
+    fake = FakeChat()
+    app = web.Application()
+    app.router.add_post("/api/webhooks/{id}/{token}", fake.discord)
+    app.router.add_post("/bot{token}/sendMessage", fake.telegram)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield fake, str(server.make_url("")).rstrip("/")
+    finally:
+        fake.release.set()
+        await server.close()
+
+
+def _notifier(base: str, **kw: Any) -> Notifier:
+    settings: dict[str, Any] = {"discord_webhook_url": f"{base}{DISCORD_PATH}", "telegram_token": TELEGRAM_SECRET,
+                                "telegram_chat_id": -100123, "telegram_api_base": base, "min_interval_s": 0.01,
+                                "backoff_s": 0.01, "request_timeout_s": 5.0}
+    settings.update(kw)
+    return Notifier(**settings)
+
+
+def _gaps(hits: list[Hit]) -> list[float]:
+    return [b.t - a.t for a, b in pairwise(hits)]
+
+
+async def test_both_channels_receive_the_exact_json(chat: tuple[FakeChat, str]) -> None:
+    fake, base = chat
+    async with _notifier(base) as notifier:
+        notifier.notify("OPEN BTCUSDT LONG 0.012 @ 37125.10", "opened")
+        [d] = await fake.wait_hits("discord", 1)
+        [t] = await fake.wait_hits("telegram", 1)
+        await notifier.wait_idle()
+        assert d.body == {"content": "OPEN BTCUSDT LONG 0.012 @ 37125.10"}
+        assert t.body == {"chat_id": -100123, "text": "OPEN BTCUSDT LONG 0.012 @ 37125.10",
+                          "disable_web_page_preview": True}
+        assert notifier.stats == {"discord": ChannelStats(sent=1), "telegram": ChannelStats(sent=1)}
+
+
+async def test_messages_are_spaced_by_min_interval(chat: tuple[FakeChat, str]) -> None:
+    """Three messages queued at once arrive in order, ≥ 1 s apart by the server's receive clock."""
+    fake, base = chat
+    async with _notifier(base, min_interval_s=1.0) as notifier:
+        for i in range(3):
+            notifier.notify(f"m{i}")
+        for channel in ("discord", "telegram"):
+            hits = await fake.wait_hits(channel, 3)
+            assert all(gap >= 1.0 for gap in _gaps(hits)), _gaps(hits)
+        assert [h.body["content"] for h in fake.of("discord")] == ["m0", "m1", "m2"]
+        assert [h.body["text"] for h in fake.of("telegram")] == ["m0", "m1", "m2"]
+
+
+async def test_429_retry_after_is_honoured(chat: tuple[FakeChat, str]) -> None:
+    """Discord's body retry_after, Discord's Retry-After header and Telegram's parameters.retry_after."""
+    fake, base = chat
+    fake.script["discord"].extend([(429, {"message": "You are being rate limited.", "retry_after": 1.3,
+                                          "global": False}, {}),
+                                   (429, None, {"Retry-After": "0.7"})])
+    fake.script["telegram"].append((429, {"ok": False, "error_code": 429, "description": "Too Many Requests: "
+                                          "retry after 1", "parameters": {"retry_after": 1}}, {}))
+    async with _notifier(base) as notifier:
+        notifier.notify("hello")
+        discord = await fake.wait_hits("discord", 3)
+        telegram = await fake.wait_hits("telegram", 2)
+        await notifier.wait_idle()
+        gaps = _gaps(discord)
+        assert gaps[0] >= 1.3 and gaps[1] >= 0.7, gaps
+        assert _gaps(telegram)[0] >= 1.0
+        assert {h.body["content"] for h in discord} == {"hello"}
+        assert notifier.stats == {"discord": ChannelStats(sent=1, retried=2),
+                                  "telegram": ChannelStats(sent=1, retried=1)}
+
+
+async def test_5xx_is_retried_with_backoff_and_4xx_fails_at_once(chat: tuple[FakeChat, str]) -> None:
+    fake, base = chat
+    fake.script["telegram"].extend([(502, None, {}), (500, {"ok": False}, {})])
+    fake.script["discord"].append((404, {"message": "Unknown Webhook", "code": 10015}, {}))
+    async with _notifier(base, backoff_s=0.3) as notifier:
+        notifier.notify("x")
+        telegram = await fake.wait_hits("telegram", 3)
+        await notifier.wait_idle()
+        gaps = _gaps(telegram)
+        assert gaps[0] >= 0.3 and gaps[1] >= 0.6, gaps    # backoff_s · 2^(attempt−1)
+        assert len(fake.of("discord")) == 1
+        assert notifier.stats == {"discord": ChannelStats(failed=1), "telegram": ChannelStats(sent=1, retried=2)}
+
+
+async def test_overflow_drops_the_oldest_and_counts(chat: tuple[FakeChat, str]) -> None:
+    fake, base = chat
+    notifier = _notifier(base, queue_size=3)
+    for i in range(5):
+        notifier.notify(f"m{i}")
+    assert notifier.pending("discord") == 3
+    assert notifier.stats["discord"] == notifier.stats["telegram"] == ChannelStats(dropped=2)
+    await notifier.start()
+    try:
+        await fake.wait_hits("discord", 3)
+        await fake.wait_hits("telegram", 3)
+        await notifier.wait_idle()
+    finally:
+        await notifier.close()
+    assert [h.body["content"] for h in fake.of("discord")] == ["m2", "m3", "m4"]
+    assert [h.body["text"] for h in fake.of("telegram")] == ["m2", "m3", "m4"]
+    assert notifier.stats["discord"] == ChannelStats(sent=3, dropped=2)
+
+
+async def test_notify_never_blocks_while_the_server_hangs(chat: tuple[FakeChat, str]) -> None:
+    """A hanging endpoint: 1000 notify() calls return at once, the hung request times out and is retried."""
+    fake, base = chat
+    fake.hang = True
+    notifier = _notifier(base, queue_size=5, request_timeout_s=0.3, max_attempts=2)
+    await notifier.start()
+    try:
+        notifier.notify("first")
+        await fake.wait_hits("discord", 1)
+        started = time.perf_counter()
+        for i in range(1000):
+            notifier.notify(f"m{i}")
+        elapsed = time.perf_counter() - started
+        assert elapsed < 0.25, elapsed
+        assert notifier.pending("discord") == 5 and notifier.stats["discord"].dropped == 995
+        hits = await fake.wait_hits("discord", 3)          # first, first again after the timeout, then m995
+        assert [h.body["content"] for h in hits[:3]] == ["first", "first", "m995"]
+        assert hits[1].t - hits[0].t >= 0.3
+        assert notifier.stats["discord"].failed == 1
+        closing = time.perf_counter()
+        await notifier.close(deadline_s=0.2)
+        assert time.perf_counter() - closing < 2.0
+    finally:
+        await notifier.close()
+    # m995 was in flight and m996..m999 queued when the deadline passed: dropped, never raised.
+    assert notifier.stats["discord"] == ChannelStats(sent=0, dropped=1000, failed=1, retried=1)
+
+
+async def test_close_flushes_pending_messages(chat: tuple[FakeChat, str]) -> None:
+    fake, base = chat
+    notifier = _notifier(base, min_interval_s=0.2)
+    await notifier.start()
+    for i in range(3):
+        notifier.notify(f"m{i}")
+    await notifier.close(deadline_s=10.0)
+    assert [h.body["content"] for h in fake.of("discord")] == ["m0", "m1", "m2"]
+    assert [h.body["text"] for h in fake.of("telegram")] == ["m0", "m1", "m2"]
+    notifier.notify("after close")
+    assert notifier.stats["discord"] == ChannelStats(sent=3, dropped=1)
+
+
+async def test_no_secret_in_logs_errors_or_reprs(chat: tuple[FakeChat, str], caplog: pytest.LogCaptureFixture) -> None:
+    """Discord answers 500 forever, Telegram's host refuses connections: logs name channels, never tokens."""
+    fake, base = chat
+    with socket.socket() as s:                 # a loopback port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    fake.script["discord"].extend([(500, {"message": f"boom {DISCORD_SECRET}"}, {})] * 3)
+    caplog.set_level(logging.DEBUG)
+    with capture_logs() as logs:
+        notifier = _notifier(base, telegram_api_base=dead, max_attempts=3)
+        async with notifier:
+            notifier.notify("x", "error")
+            await notifier.wait_idle()
+    assert notifier.stats == {"discord": ChannelStats(failed=1, retried=2), "telegram": ChannelStats(failed=1,
+                                                                                                    retried=2)}
+    failed = [e for e in logs if e["event"] == "notify_failed"]
+    assert sorted(e["channel"] for e in failed) == ["discord", "telegram"]
+    assert [e["status"] for e in failed if e["channel"] == "discord"] == [500]
+    assert [e["error"] for e in failed if e["channel"] == "telegram"] == ["ClientConnectorError"]
+    # The fake server's own access log prints request paths (it is the exchange side, not our code).
+    ours = "\n".join(f"{r.name} {r.getMessage()}" for r in caplog.records
+                     if not r.name.startswith(("aiohttp.access", "aiohttp.server", "aiohttp.web")))
+    texts = [str(logs), ours, repr(notifier), repr(DiscordChannel(f"{base}{DISCORD_PATH}")),
+             repr(TelegramChannel(TELEGRAM_SECRET, 1, base)), str(notifier.stats)]
+    for secret in (DISCORD_SECRET, TELEGRAM_SECRET, "SECRET", "1122334455"):
+        assert not any(secret in text for text in texts), secret
+
+
+async def test_no_channel_configured_is_a_no_op() -> None:
+    for notifier in (Notifier(), Notifier(telegram_token=TELEGRAM_SECRET), Notifier(telegram_chat_id=5)):
+        assert not notifier.enabled and notifier.channels == []
+        async with notifier:
+            notifier.notify("nobody listens")
+            await notifier.wait_idle()
+        assert notifier.stats == {}
+
+
+# ------------------------------------------------------------------------------------------------ formatting
+
+D = Decimal
+T0 = 1_700_000_000_000
+SIGNAL = Signal(signal_id="s1", symbol="BTCUSDT", side="LONG", open_time=T0, price=D("37123.40"), confidence=0.6375,
+                stop_pct=0.8, target_pct=1.6, setup="sweep>choch>fvg@1700000000000")
+POSITION = Position(symbol="BTCUSDT", side="LONG", quantity=D("0.012"), entry_price=D("37125.10"),
+                    entry_time_ms=T0 + 60_000, leverage=5, signal_id="s1", stop_price=D("36828.10"),
+                    target_price=D("37719.10"))
+
+
+def _trade(exit_price: str, reason: ExitReason = ExitReason.TAKE_PROFIT) -> Trade:
+    return Trade(signal_id="s1", symbol="BTCUSDT", side="LONG", quantity=D("0.012"), entry_price=D("37125.10"),
+                 exit_price=D(exit_price), entry_time_ms=T0 + 60_000, exit_time_ms=T0 + 60_000 + 59 * 60_000 + 5,
+                 fees=D("0.44550120"), exit_reason=reason)
+
+
+def test_opened_and_forced_exit_texts() -> None:
+    assert opened(SIGNAL, POSITION) == ("OPEN BTCUSDT LONG 0.012 @ 37125.10 x5 · P(win) 0.64 · SL 36828.10 · "
+                                        "TP 37719.10 · sweep>choch>fvg@1700000000000")
+    assert forced_exit(POSITION) == "FORCED EXIT BTCUSDT LONG 0.012 @ 37125.10 (entered 2023-11-14 22:14 UTC)"
+
+
+def test_closed_text_has_net_pnl_and_percent() -> None:
+    # gross = (37719.10 − 37125.10)·0.012 = 7.128; net = 7.128 − 0.4455012 = 6.6824988; / 445.5012 = +1.50 %
+    assert closed(_trade("37719.10")) == ("CLOSE BTCUSDT LONG 0.012 37125.10 → 37719.10 · net +6.68 USDT (+1.50%) · "
+                                          "take_profit · 59m")
+    assert "net -1.95 USDT (-0.44%) · stop_loss" in closed(_trade("37000.00", ExitReason.STOP_LOSS))
+
+
+def test_error_and_daily_summary_texts() -> None:
+    assert error("exit_failed", "BTCUSDT\n exit failed   after 5 attempts") == (
+        "ERROR exit_failed: BTCUSDT exit failed after 5 attempts")
+    assert len(error("x", "y" * 1000)) == len("ERROR x: ") + 300
+    trades = [_trade("37719.10"), _trade("37000.00", ExitReason.STOP_LOSS), _trade("37719.10")]
+    assert daily_summary(trades, D("1011.4183")) == ("DAY 3 trades · 2W/1L (67%) · net +11.42 USDT · fees 1.34 · "
+                                                     "equity 1011.42 USDT")
+    assert daily_summary([], D("1000")) == "DAY 0 trades · 0W/0L · net +0.00 USDT · fees 0.00 · equity 1000.00 USDT"
