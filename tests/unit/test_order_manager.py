@@ -9,113 +9,29 @@ a request lost before the book, an exit path that keeps failing) — the manager
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 from decimal import Decimal
-from functools import cache
-from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
-import pytest
-
-from smc_quant.datasets import KLINES_2023_1M, LEVERAGE_TIERS, KlineSeries, data_dir, load_exchange_info, read_klines
 from smc_quant.domain.trading import ExitReason, Position, PositionSide, Signal
 from smc_quant.errors import TemporaryError
-from smc_quant.exchange.brackets import load_brackets
-from smc_quant.exchange.exchange_info import SymbolFilters, parse_exchange_info
 from smc_quant.orders.broker import OrderRequest, OrderState, OrderStatusUnknown
 from smc_quant.orders.client_ids import Leg, client_order_id
 from smc_quant.orders.filters import floor_to_step, round_price
 from smc_quant.orders.manager import OrderConfig, SmartOrderManager
 from smc_quant.paper import PaperBroker
 from smc_quant.risk import Decision
-from smc_quant.sim.account import SimAccount, SimConfig
+from smc_quant.sim.account import SimAccount
+from tests.unit.test_paper_broker import (
+    Clock,
+    Venue,
+    broker_of,
+    make_venue,
+    pytestmark,
+    real_filters,
+    real_series,
+)
 
-ROOT = data_dir()
-pytestmark = pytest.mark.skipif(not (ROOT / KLINES_2023_1M).is_dir(), reason=f"real market data not found at {ROOT}")
-
-
-# -- real data ----------------------------------------------------------------------------------------
-
-
-@cache
-def real_filters() -> dict[str, SymbolFilters]:
-    """Every symbol's filters from the real exchangeInfo (2024-10-02)."""
-    info = parse_exchange_info(load_exchange_info(ROOT))
-    return {s.symbol: s.filters for s in info.symbols if s.filters is not None}
-
-
-@cache
-def real_series(symbol: str, folder: str = KLINES_2023_1M) -> KlineSeries:
-    return read_klines(Path(ROOT) / folder / f"{symbol}.csv.gz")
-
-
-def price_at(symbol: str, i: int, folder: str = KLINES_2023_1M) -> Decimal:
-    """The real close of bar ``i`` on the symbol's tick grid."""
-    s = real_series(symbol, folder)
-    return round_price(Decimal(repr(float(s.close[i]))), real_filters()[symbol].tick_size, "half_up")
-
-
-# -- a paper venue driven by real closes ------------------------------------------------------------
-
-
-@dataclass
-class Clock:
-    """The venue clock in epoch ms (moved by the market replay)."""
-
-    now: int = 0
-
-    def __call__(self) -> int:
-        return self.now
-
-
-@dataclass
-class Venue:
-    """A SimAccount behind a PaperBroker, priced bar by bar with real closes."""
-
-    account: SimAccount
-    broker: PaperBroker
-    clock: Clock
-    cursor: dict[str, int] = field(default_factory=dict)
-    folder: dict[str, str] = field(default_factory=dict)
-
-    def start(self, symbol: str, i: int, folder: str = KLINES_2023_1M) -> Decimal:
-        """Put ``symbol`` at real bar ``i``; returns its close."""
-        self.cursor[symbol], self.folder[symbol] = i, folder
-        return self._feed(symbol)
-
-    def step(self, symbol: str, bars: int = 1) -> Decimal:
-        """Advance ``symbol`` by ``bars`` real bars; returns the last close fed."""
-        for _ in range(bars):
-            self.cursor[symbol] += 1
-            price = self._feed(symbol)
-        return price
-
-    def _feed(self, symbol: str) -> Decimal:
-        i, folder = self.cursor[symbol], self.folder[symbol]
-        self.clock.now = int(real_series(symbol, folder).open_time[i]) + 60_000
-        price = price_at(symbol, i, folder)
-        self.broker.on_price(symbol, price, self.clock.now)
-        return price
-
-    def position(self, symbol: str) -> object | None:
-        return next((p for p in self.account.positions() if p.symbol == symbol), None)
-
-
-B = TypeVar("B", bound=PaperBroker)
-
-
-def broker_of(venue: Venue, kind: type[B]) -> B:
-    """The venue's broker as the test subclass it was built with."""
-    assert isinstance(venue.broker, kind)
-    return venue.broker
-
-
-def make_venue(broker_type: type[PaperBroker] = PaperBroker, balance: str = "10000") -> Venue:
-    clock = Clock()
-    account = SimAccount(real_filters(), load_brackets(ROOT / LEVERAGE_TIERS),
-                         SimConfig(balance=Decimal(balance), taker_fee=Decimal("0.0005"), maker_fee=Decimal("0.0002"),
-                                   slippage_bps=Decimal("1"), default_leverage=20, margin_type="CROSSED"))
-    return Venue(account, broker_type(account, clock), clock)
+__all__ = ["pytestmark"]
 
 
 class Sleeps:
