@@ -147,6 +147,20 @@ class TradingRepository:
             reason, _json(detail))
         return bool(status == "INSERT 0 1")
 
+    async def signal(self, signal_id: str) -> Signal | None:
+        """The stored signal (frozen features, model version), e.g. to rebuild the book after a restart."""
+        row = await self._pool.fetchrow(
+            "SELECT signal_id, symbol, side, open_time, price, confidence, expected_return_pct, stop_pct, target_pct,"
+            " setup, features, schema_version, model_version, created_ms FROM signals WHERE signal_id = $1",
+            signal_id)
+        if row is None:
+            return None
+        return Signal(signal_id=row["signal_id"], symbol=row["symbol"], side=row["side"], open_time=row["open_time"],
+                      price=row["price"], confidence=row["confidence"], stop_pct=row["stop_pct"],
+                      target_pct=row["target_pct"], setup=row["setup"], features=tuple(row["features"]),
+                      expected_return_pct=row["expected_return_pct"], model_version=row["model_version"],
+                      schema_version=row["schema_version"], created_ms=row["created_ms"])
+
     async def upsert_order(self, *, client_id: str, signal_id: str, symbol: str, side: str, kind: str,
                            order_type: str, algo: bool, quantity: Decimal | None, price: Decimal | None = None,
                            trigger_price: Decimal | None = None, reduce_only: bool = False,
