@@ -48,7 +48,7 @@ from smc_quant.orders.broker import (
     OrderStatusUnknown,
     TriggerType,
 )
-from smc_quant.orders.client_ids import Leg, client_order_id, same_signal
+from smc_quant.orders.client_ids import Leg, client_order_id, parse_client_order_id, same_signal
 from smc_quant.orders.filters import FilterRejected, floor_to_step, validate_order, validate_trigger
 from smc_quant.orders.reactions import REACTIONS, Reaction
 
@@ -547,12 +547,17 @@ class SmartOrderManager:
         return None
 
     async def _cancel_protection(self, position: Position) -> None:
-        """Cancel every open algo order of this trade (by our ids); already gone is fine."""
+        """Cancel every open algo order of this trade (by our ids); already gone is fine.
+
+        The trade's algo orders are found by listing the symbol's open ones (so an attempt re-placed before a
+        restart is found too); without a signal id, every closePosition algo order of ours on the symbol.
+        """
         sid = position.signal_id
         try:
             live = await self._broker.open_algo_orders(position.symbol)
             ids = [a.client_algo_id for a in live
-                   if (same_signal(a.client_algo_id, sid) if sid else a.close_position)]
+                   if (same_signal(a.client_algo_id, sid) if sid
+                       else a.close_position and parse_client_order_id(a.client_algo_id) is not None)]
         except TemporaryError as exc:
             self._log.warning("open_algos_unavailable", symbol=position.symbol, error=_error_text(exc))
             ids = [client_order_id(sid, leg, self._attempts.get((sid, leg), 0))
@@ -560,18 +565,24 @@ class SmartOrderManager:
         for cid in ids:
             for n in range(1, self.config.protection_max_attempts + 1):
                 try:
-                    await self._broker.cancel_algo(position.symbol, cid)
-                    await self._record({"client_id": cid, "signal_id": sid, "symbol": position.symbol,
-                                        "side": exit_side(position.side), "kind": _kind_of(cid), "algo": True,
-                                        "order_type": "CONDITIONAL", "quantity": None, "close_position": True,
-                                        "attempt": _attempt_of(cid)}, status="CANCELED")
-                    break
+                    state = await self._broker.cancel_algo(position.symbol, cid)
                 except (TemporaryError, VenueRejected) as exc:
                     if n == self.config.protection_max_attempts:
                         self.stats["cancel_failures"] += 1
                         self._log.warning("algo_cancel_failed", client_id=cid, error=_error_text(exc))
                     else:
                         await self._sleep(self.config.backoff(n))
+                    continue
+                if state is not None:
+                    parts = parse_client_order_id(cid)
+                    kind = "stop_loss" if parts is not None and parts.leg is Leg.STOP_LOSS else "take_profit"
+                    await self._record({"client_id": cid, "signal_id": sid, "symbol": position.symbol,
+                                        "side": state.side, "kind": kind, "algo": True, "order_type": state.type,
+                                        "quantity": state.quantity, "trigger_price": state.trigger_price,
+                                        "close_position": state.close_position,
+                                        "attempt": parts.attempt if parts is not None else 0},
+                                       status=state.status, exchange_id=state.algo_id)
+                break
 
     # -- exits -----------------------------------------------------------------------------------------
 
@@ -704,11 +715,3 @@ class SmartOrderManager:
             self.stats["journal_errors"] += 1
             self._log.error("journal_failed", client_id=meta.get("client_id"), error=_error_text(exc))
 
-
-def _kind_of(cid: str) -> str:
-    return "stop_loss" if "-sl-" in cid else "take_profit" if "-tp-" in cid else "exit"
-
-
-def _attempt_of(cid: str) -> int:
-    tail = cid.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
