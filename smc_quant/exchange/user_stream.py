@@ -85,6 +85,8 @@ class UserDataStream:
         self._task: asyncio.Task[None] | None = None
         self._listen_key: str | None = None
         self.connected = asyncio.Event()
+        self.keepalive_seen = asyncio.Event()
+        """Set after each successful keep-alive ``PUT`` (tests wait on it; clear it to wait for the next)."""
         self.frames = 0
         self.events = 0
         self.malformed: Counter[str] = Counter()
@@ -97,6 +99,11 @@ class UserDataStream:
 
     def __repr__(self) -> str:
         return f"UserDataStream(ws={self._ws!r}, connected={self.connected.is_set()})"
+
+    @property
+    def listen_key(self) -> str | None:
+        """The key in use (a credential: do not log it)."""
+        return self._listen_key
 
     def subscribe(self, sink: EventSink) -> None:
         """Add a subscriber; it is called on the event loop for every event, in arrival order."""
@@ -146,6 +153,7 @@ class UserDataStream:
             raise ListenKeyInvalid("no listenKey yet")
         await self._key_request("PUT", self._listen_key)
         self.keepalives += 1
+        self.keepalive_seen.set()
 
     async def _delete_key(self) -> None:
         if self._listen_key is None:
