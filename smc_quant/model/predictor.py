@@ -4,29 +4,44 @@ No model → "not trading": ``ready`` is False and :meth:`MLPredictor.predict_ba
 :class:`NoModel` — never a random or default prediction. A model whose feature-schema version is not
 ``FEATURE_SCHEMA.version`` is refused with ``FeatureSchemaMismatch``.
 
-Evaluation: LightGBM's ``Booster.predict(num_threads=1)`` measures p50 ~1.5 ms / p99 ~2.0 ms for
-300 real rows here (150 trees, 15 leaves), above the 1 ms target. The model is also compiled into
-flat arrays (parsed from LightGBM's text model, whose thresholds and leaf values carry 17 significant
-digits, so exact) and evaluated by a numba kernel that moves all rows through a tree in lockstep
-(leaves loop onto themselves, so there is no data-dependent exit) and follows LightGBM's numerical
-decision rule exactly: NaN counts as 0 unless the split's missing type is NaN, |v| ≤ 1e-35 is 0
-(LightGBM's dense-row reader drops such values), missing values go to the split's default side,
-otherwise ``v <= threshold`` goes left; tree outputs are summed per row in tree order from 0.0, then
-the sigmoid. Its output is identical to LightGBM's (max |diff| 0 on 100k real rows; tests allow
-1e-12). Measured by ``bench/model.py`` (model trained on 1M real rows, 300 real rows per call):
-kernel p50 ~1.0 ms / p99 ~1.3 ms, LightGBM p50 ~1.5 ms / p99 ~2.0 ms — better, but the 1 ms p99
-target is not met yet. Generating one numba function of nested ``if``s from the trees (treelite
-style) exhausted memory while compiling and was dropped. Categorical or non-binary models are left to
-LightGBM's predict.
+Evaluation. LightGBM's ``Booster.predict(num_threads=1)`` measures p50 ~1.5 ms / p99 ~2.0 ms for 300
+real rows (150 trees, 15 leaves), above the 1 ms target. The model is therefore compiled (from
+LightGBM's text model, whose thresholds and leaf values carry 17 significant digits, so exact) into
+the arrays of the *QuickScorer* algorithm (Lucchese et al., SIGIR 2015) and evaluated by a numba kernel:
+
+* leaves of each tree are numbered left to right; a tree's state is a 64-bit mask of the leaves still
+  reachable, all ones at the start of a row;
+* a split node whose test is false for the row (the row goes right) removes every leaf of its left
+  subtree: ``bits[tree] &= mask[node]``. The exit leaf is then the leftmost remaining leaf, i.e. the
+  lowest set bit (a trailing-zero count);
+* the split nodes of all trees are sorted by (feature, threshold). For a row value ``v`` the false
+  nodes of that feature are exactly the prefix with ``threshold < v`` (LightGBM goes left iff
+  ``v <= threshold``), so one forward scan per feature, ended by a +inf sentinel, visits every false
+  node and nothing else: no per-node data-dependent branch, sequential memory access;
+* LightGBM's numerical decision rule is kept exactly: a value with ``|v| <= 1e-35`` is 0 (its dense-row
+  reader drops such values); NaN goes to the split's default side when the split's missing type is
+  NaN and counts as 0 otherwise — so for NaN the false nodes are a precomputed per-feature list;
+* tree outputs are summed per row in tree order from 0.0, as LightGBM sums, then the link function
+  (sigmoid for ``binary``, identity for ``regression``).
+
+Measured by ``bench/model.py`` (model trained on 1M real rows, 300 real rows per call, quietest of
+three runs on the shared 2-core machine): see ``docs/learning.md`` — the tree-walking kernel it
+replaces measured p50 1.0 / p99 1.3 ms, the QuickScorer kernel about half of that. Its output is
+identical to LightGBM's (max |diff| 0 on 100k real rows; tests allow 1e-12). Models the kernel cannot
+evaluate exactly (categorical or linear trees, missing type Zero, more than 64 leaves, other
+objectives) are left to LightGBM's own predict.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from smc_quant.errors import OperationalError
 from smc_quant.features import FEATURE_SCHEMA
@@ -35,9 +50,13 @@ from smc_quant.smc._jit import kernel
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
+U64 = npt.NDArray[np.uint64]
 ZERO_THRESHOLD = 1e-35  # LightGBM's kZeroThreshold
 _DEFAULT_LEFT = 2
 _MISSING_ZERO, _MISSING_NAN = 1, 2
+_ALL = (1 << 64) - 1
+_LINKS = {"binary": 1, "regression": 0}
+_trailing_zeros = cast(Callable[[np.uint64], int], trailing_zeros)  # numba intrinsic (typed for mypy)
 
 
 class NoModel(OperationalError):
@@ -46,25 +65,28 @@ class NoModel(OperationalError):
 
 @dataclass(frozen=True, slots=True)
 class CompiledTrees:
-    """A LightGBM binary model as flat arrays, leaves included as self-looping nodes.
+    """A LightGBM model as QuickScorer arrays.
 
-    Tree t owns nodes ``node_off[t] : node_off[t + 1]``: its split nodes first, then one node per leaf
-    whose both children are itself, so ``depth[t]`` steps from the root land every row on its leaf
-    without a data-dependent loop exit. ``child[2k]`` / ``child[2k + 1]`` are the left / right child of
-    node k (tree-local). ``leaf_value[leaf_off[t] + j]`` is the value of tree t's leaf j, node
-    ``splits[t] + j``."""
+    The split nodes of all trees sorted by (feature, threshold): feature f owns entries
+    ``feature_off[f] : feature_off[f + 1]`` (its last entry is a +inf sentinel with an all-ones mask),
+    each with ``threshold``, ``tree`` and ``mask`` (the tree's leaves outside the node's left subtree).
+    ``nan_node[nan_off[f] : nan_off[f + 1]]`` lists the entries whose test is false for a NaN value.
+    ``leaf_value[leaf_off[t] + j]`` is tree t's j-th leaf from the left. ``sigmoid`` is the
+    coefficient of the sigmoid link; 0 means the identity (a regression model)."""
 
-    feature: I64
+    feature_off: I64
     threshold: F64
-    nan_left: npt.NDArray[np.bool_]
-    zero_left: npt.NDArray[np.bool_]
-    child: I64
-    node_off: I64
-    splits: I64
-    depth: I64
+    tree: I64
+    mask: U64
+    nan_off: I64
+    nan_node: I64
     leaf_value: F64
     leaf_off: I64
     sigmoid: float
+
+    @property
+    def n_trees(self) -> int:
+        return int(self.leaf_off.shape[0] - 1)
 
 
 def _ints(text: str) -> list[int]:
@@ -75,15 +97,16 @@ def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split()] if text.strip() else []
 
 
-def _depth(left: list[int], right: list[int]) -> int:
-    best, stack = 0, [(0, 0)] if left else []
+def _leaves(node: int, left: list[int], right: list[int]) -> list[int]:
+    """Leaf ids under ``node`` (a leaf is ``~id``), left to right."""
+    out, stack = [], [node]
     while stack:
-        node, d = stack.pop()
-        if node < 0:
-            best = max(best, d)
+        k = stack.pop()
+        if k < 0:
+            out.append(~k)
         else:
-            stack += [(left[node], d + 1), (right[node], d + 1)]
-    return best
+            stack += [right[k], left[k]]
+    return out
 
 
 def compile_trees(model_text: str) -> CompiledTrees | None:
@@ -91,88 +114,104 @@ def compile_trees(model_text: str) -> CompiledTrees | None:
     header, _, rest = model_text.partition("\nTree=")
     fields = dict(line.split("=", 1) for line in header.splitlines() if "=" in line)
     objective = fields.get("objective", "").split()
-    if not objective or objective[0] != "binary" or fields.get("num_tree_per_iteration", "1") != "1":
+    if (not objective or objective[0] not in _LINKS or fields.get("num_tree_per_iteration", "1") != "1"
+            or "average_output" in header.splitlines()):
         return None
-    sigmoid = 1.0
-    for part in objective[1:]:
-        if part.startswith("sigmoid:"):
-            sigmoid = float(part.split(":", 1)[1])
-    feature: list[int] = []
-    threshold: list[float] = []
-    nan_left: list[bool] = []
-    zero_left: list[bool] = []
-    child: list[int] = []
+    sigmoid = 0.0
+    if _LINKS[objective[0]]:
+        sigmoid = 1.0
+        for part in objective[1:]:
+            if part.startswith("sigmoid:"):
+                sigmoid = float(part.split(":", 1)[1])
+    n_features = len(FEATURE_SCHEMA)
+    nodes: list[tuple[int, float, int, int, bool]] = []  # feature, threshold, tree, mask, false for NaN
     leaves: list[float] = []
-    node_off, leaf_off, splits, depth = [0], [0], [], []
+    leaf_off = [0]
     body = rest.split("\nend of trees", 1)[0]
-    for block in body.split("\nTree="):
+    for t, block in enumerate(body.split("\nTree=")):
         tree = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
         if int(tree.get("num_cat", "0")) != 0 or tree.get("is_linear", "0") != "0":
             return None
         dec = _ints(tree.get("decision_type", ""))
-        if any(d & 1 for d in dec):
-            return None
         thr = _floats(tree.get("threshold", ""))
+        feat = _ints(tree.get("split_feature", ""))
         left, right = _ints(tree.get("left_child", "")), _ints(tree.get("right_child", ""))
         values = _floats(tree["leaf_value"])
-        m = len(dec)
-        for k in range(m):
-            default_left, missing = bool(dec[k] & _DEFAULT_LEFT), (dec[k] >> 2) & 3
-            # LightGBM's NumericalDecision folded per node: a zero goes to the default side when the
-            # missing type is Zero, else compares 0 <= threshold; NaN goes to the default side when
-            # the missing type is NaN, else it counts as 0.
-            z = default_left if missing == _MISSING_ZERO else thr[k] >= 0.0
-            nan_left.append(default_left if missing == _MISSING_NAN else z)
-            zero_left.append(z)
-            child += [c if c >= 0 else m + ~c for c in (left[k], right[k])]
-        for j in range(len(values)):
-            nan_left.append(True)
-            zero_left.append(True)
-            child += [m + j, m + j]
-        feature += _ints(tree.get("split_feature", "")) + [0] * len(values)
-        threshold += thr + [0.0] * len(values)
-        leaves += values
-        splits.append(m)
-        depth.append(_depth(left, right))
-        node_off.append(len(feature))
+        if (len(values) > 64 or any(d & 1 or (d >> 2) & 3 == _MISSING_ZERO for d in dec)
+                or any(not 0 <= f < n_features for f in feat)):
+            return None
+        order = _leaves(0, left, right) if dec else [0]
+        position = {leaf: j for j, leaf in enumerate(order)}
+        leaves += [values[leaf] for leaf in order]
         leaf_off.append(len(leaves))
-    return CompiledTrees(np.array(feature, dtype=np.int64), np.array(threshold, dtype=np.float64),
-                         np.array(nan_left, dtype=np.bool_), np.array(zero_left, dtype=np.bool_),
-                         np.array(child, dtype=np.int64), np.array(node_off, dtype=np.int64),
-                         np.array(splits, dtype=np.int64), np.array(depth, dtype=np.int64),
+        for k in range(len(dec)):
+            # NaN: the default side when the missing type is NaN, else it counts as 0 (0 <= thr → left).
+            nan_left = bool(dec[k] & _DEFAULT_LEFT) if (dec[k] >> 2) & 3 == _MISSING_NAN else thr[k] >= 0.0
+            mask = _ALL
+            for leaf in _leaves(left[k], left, right):
+                mask &= ~(1 << position[leaf])
+            nodes.append((feat[k], thr[k], t, mask, not nan_left))
+    nodes.sort(key=lambda node: (node[0], node[1]))
+    threshold: list[float] = []
+    trees: list[int] = []
+    masks: list[int] = []
+    nan_node: list[int] = []
+    feature_off, nan_off = [0], [0]
+    by_feature: list[list[tuple[int, float, int, int, bool]]] = [[] for _ in range(n_features)]
+    for node in nodes:
+        by_feature[node[0]].append(node)
+    for group in by_feature:
+        for _, th, t, mask, nan_false in group:
+            if nan_false:
+                nan_node.append(len(threshold))
+            threshold.append(th)
+            trees.append(t)
+            masks.append(mask)
+        threshold.append(math.inf)  # sentinel: no finite value is above it
+        trees.append(0)
+        masks.append(_ALL)
+        feature_off.append(len(threshold))
+        nan_off.append(len(nan_node))
+    return CompiledTrees(np.array(feature_off, dtype=np.int64), np.array(threshold, dtype=np.float64),
+                         np.array(trees, dtype=np.int64), np.array(masks, dtype=np.uint64),
+                         np.array(nan_off, dtype=np.int64), np.array(nan_node, dtype=np.int64),
                          np.array(leaves, dtype=np.float64), np.array(leaf_off, dtype=np.int64), sigmoid)
 
 
 def _run(trees: CompiledTrees, x: F64) -> F64:
-    out = np.zeros(x.shape[0], dtype=np.float64)
-    nodes = np.empty(x.shape[0], dtype=np.int64)
-    _evaluate(x, trees.feature, trees.threshold, trees.nan_left, trees.zero_left, trees.child, trees.node_off,
-              trees.splits, trees.depth, trees.leaf_value, trees.leaf_off, trees.sigmoid, out, nodes)
+    """Evaluate ``trees`` on the C-contiguous float64 rows ``x`` (n × the schema's width)."""
+    out = np.empty(x.shape[0], dtype=np.float64)
+    bits = np.empty(trees.n_trees, dtype=np.uint64)  # per call: safe when threads share a predictor
+    _evaluate(x, trees.feature_off, trees.threshold, trees.tree, trees.mask, trees.nan_off, trees.nan_node,
+              trees.leaf_value, trees.leaf_off, trees.sigmoid, out, bits)
     return out
 
 
 @kernel
-def _evaluate(x: F64, feature: I64, threshold: F64, nan_left: npt.NDArray[np.bool_],
-              zero_left: npt.NDArray[np.bool_], child: I64, node_off: I64, splits: I64, depth: I64,
-              leaf_value: F64, leaf_off: I64, sigmoid: float, out: F64,
-              nodes: I64) -> None:  # pragma: no cover - numba
-    n = x.shape[0]
-    for t in range(node_off.shape[0] - 1):
-        base = node_off[t]
-        nodes[:] = 0
-        for _ in range(depth[t]):  # rows advance in lockstep: no data-dependent exit, few mispredictions
-            for i in range(n):
-                k = base + nodes[i]
-                v = x[i, feature[k]]
-                go = v <= threshold[k]
-                go = zero_left[k] if abs(v) <= ZERO_THRESHOLD else go
-                go = nan_left[k] if math.isnan(v) else go
-                nodes[i] = child[2 * k + 1 - np.int64(go)]
-        first = leaf_off[t] - splits[t]
-        for i in range(n):
-            out[i] += leaf_value[first + nodes[i]]  # tree order per row, from 0.0, as LightGBM sums
-    for i in range(n):
-        out[i] = 1.0 / (1.0 + math.exp(-sigmoid * out[i]))
+def _evaluate(x: F64, feature_off: I64, threshold: F64, tree: I64, mask: U64, nan_off: I64, nan_node: I64,
+              leaf_value: F64, leaf_off: I64, sigmoid: float, out: F64, bits: U64) -> None:  # pragma: no cover
+    n_trees = leaf_off.shape[0] - 1
+    everything = np.uint64(0xFFFFFFFFFFFFFFFF)
+    for i in range(x.shape[0]):
+        for t in range(n_trees):
+            bits[t] = everything
+        for f in range(x.shape[1]):
+            v = x[i, f]
+            if math.isnan(v):
+                for q in range(nan_off[f], nan_off[f + 1]):
+                    k = nan_node[q]
+                    bits[tree[k]] &= mask[k]
+            else:
+                if abs(v) <= ZERO_THRESHOLD:
+                    v = 0.0
+                k = feature_off[f]
+                while v > threshold[k]:  # false nodes: threshold < v; the +inf sentinel ends the scan
+                    bits[tree[k]] &= mask[k]
+                    k += 1
+        s = 0.0
+        for t in range(n_trees):  # tree order, from 0.0, as LightGBM sums
+            s += leaf_value[leaf_off[t] + _trailing_zeros(bits[t])]
+        out[i] = 1.0 / (1.0 + math.exp(-sigmoid * s)) if sigmoid != 0.0 else s
 
 
 class MLPredictor:

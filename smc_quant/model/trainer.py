@@ -43,9 +43,10 @@ class TrainConfig:
     seed: int = 7
     threshold: float = 0.55
 
-    def lgb_params(self) -> dict[str, Any]:
+    def lgb_params(self, objective: str = "binary") -> dict[str, Any]:
+        """LightGBM's parameters; ``objective`` is ``binary`` (P(win)) or ``regression`` (expected %)."""
         return {
-            "objective": "binary", "learning_rate": self.learning_rate, "num_leaves": self.num_leaves,
+            "objective": objective, "learning_rate": self.learning_rate, "num_leaves": self.num_leaves,
             "min_data_in_leaf": self.min_data_in_leaf, "feature_fraction": self.feature_fraction,
             "bagging_fraction": self.bagging_fraction, "bagging_freq": 1, "lambda_l2": self.lambda_l2,
             "seed": self.seed, "deterministic": True, "force_row_wise": True, "num_threads": 1,
@@ -64,7 +65,7 @@ class TrainedModel:
     feature_schema: str = FEATURE_SCHEMA.version
 
     def predict(self, x: F64) -> F64:
-        """P(win) of each row (single-threaded, so results are reproducible)."""
+        """P(win) of each row — the expected net % for a regressor (single-threaded, so reproducible)."""
         raw = self.booster.predict(np.ascontiguousarray(x, dtype=np.float64), num_threads=1)
         return np.asarray(raw, dtype=np.float64)
 
@@ -102,6 +103,18 @@ def train(x: F64, y: I64, config: TrainConfig | None = None) -> TrainedModel:
     data = lgb.Dataset(np.ascontiguousarray(x, dtype=np.float64), label=np.asarray(y, dtype=np.float64),
                        feature_name=list(FEATURE_SCHEMA.names), free_raw_data=True)
     booster = lgb.train(config.lgb_params(), data, num_boost_round=config.num_rounds)
+    return TrainedModel(booster)
+
+
+def train_regressor(x: F64, ret_pct: F64, config: TrainConfig | None = None) -> TrainedModel:
+    """Fit the expected-% model: L2 regression of the net % return ``ret_pct`` on ``x`` (blocking).
+
+    Same hyper-parameters and determinism as :func:`train`; ``predict`` then returns the expected net
+    % return of a setup (identity link)."""
+    config = config or TrainConfig()
+    data = lgb.Dataset(np.ascontiguousarray(x, dtype=np.float64), label=np.asarray(ret_pct, dtype=np.float64),
+                       feature_name=list(FEATURE_SCHEMA.names), free_raw_data=True)
+    booster = lgb.train(config.lgb_params("regression"), data, num_boost_round=config.num_rounds)
     return TrainedModel(booster)
 
 
@@ -152,4 +165,4 @@ def walk_forward_report(ds: Dataset, n_folds: int = 4, embargo_ms: int = 0, conf
 
 
 __all__ = ["FeatureSchemaMismatch", "TrainConfig", "TrainedModel", "WalkForwardReport", "check_schema",
-           "shuffled", "train", "walk_forward_report"]
+           "shuffled", "train", "train_regressor", "walk_forward_report"]

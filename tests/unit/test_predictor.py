@@ -9,7 +9,7 @@ from shards.analysis import FeatureBatch
 from smc_quant.features import FEATURE_SCHEMA
 from smc_quant.model.predictor import MLPredictor, NoModel, compile_trees
 from smc_quant.model.scoring import BatchScorer
-from smc_quant.model.trainer import FeatureSchemaMismatch, TrainConfig, TrainedModel, train
+from smc_quant.model.trainer import FeatureSchemaMismatch, TrainConfig, TrainedModel, train, train_regressor
 
 N = len(FEATURE_SCHEMA)
 
@@ -66,8 +66,32 @@ def test_schema_mismatch_is_refused(model: TrainedModel) -> None:
 
 
 def test_unsupported_models_fall_back_to_lightgbm() -> None:
-    """A model text the kernel cannot evaluate exactly (not binary) is left to LightGBM's own predict."""
-    assert compile_trees("tree\nversion=v4\nobjective=regression\n\nTree=0\nleaf_value=1\n") is None
+    """Model texts the kernel cannot evaluate exactly (multiclass, categorical, > 64 leaves, zero-as-missing)
+    are left to LightGBM's own predict, and its predictions are still LightGBM's."""
+    head = "tree\nversion=v4\nobjective=multiclass num_class:3\nnum_tree_per_iteration=3\n"
+    assert compile_trees(head + "\nTree=0\nleaf_value=1\n") is None
+    x, y = _data(3000, 4)
+    wide = train(x, y, TrainConfig(num_rounds=3, num_leaves=80, min_data_in_leaf=5))
+    assert max(t["num_leaves"] for t in wide.booster.dump_model()["tree_info"]) > 64
+    predictor = MLPredictor(wide)
+    assert not predictor.compiled
+    np.testing.assert_array_equal(predictor.predict_batch(x[:50]), wide.predict(x[:50]))
+
+
+def test_regression_model_is_compiled_exactly() -> None:
+    """An L2 regressor (the expected-% model) is evaluated by the same kernel with the identity link."""
+    x, y = _data(4000, 5)
+    ret = np.nan_to_num(x[:, 0]) * 0.3 + y - 0.4
+    model = train_regressor(x, ret, TrainConfig(num_rounds=40, min_data_in_leaf=30))
+    trees = compile_trees(model.to_string())
+    assert trees is not None and trees.sigmoid == 0.0
+    rows, _ = _data(2000, 6)
+    rows[:10] = 1e-40
+    predictor = MLPredictor(model)
+    assert predictor.compiled
+    got = predictor.predict_batch(rows)
+    np.testing.assert_allclose(got, model.predict(rows), rtol=0, atol=1e-12)
+    assert got.std() > 0.05  # a real spread of predictions, not a constant
 
 
 class _Log:
