@@ -150,6 +150,10 @@ class OpenResult:
         return self.position is not None
 
 
+class _CannotVerify(Exception):
+    """The exchange could not be asked whether a protective order exists (reconciliation retries later)."""
+
+
 class _StillUnknown(Exception):
     """Queried ``query_max_attempts`` times and the exchange still could not say (reconciliation decides)."""
 
@@ -160,6 +164,12 @@ class _Protection:
     take_profit: AlgoState | None = None
     close: CloseResult | None = None
     failures: list[str] = field(default_factory=list)
+
+
+def _query_first(exc: VenueRejected) -> bool:
+    """True for refusals whose outcome is unknown (reactions table: ``query_first``), e.g. -1007, -4116."""
+    rule = REACTIONS.get(exc.code) if exc.code is not None else None
+    return rule is not None and rule.reaction == Reaction.QUERY_FIRST
 
 
 def _exchange_id(state: OrderState | AlgoState) -> int:
@@ -362,7 +372,12 @@ class SmartOrderManager:
             except asyncio.CancelledError:
                 await self._record(meta, status="interrupted", last_error="cancelled")
                 raise
-            except OrderStatusUnknown as exc:
+            except (OrderStatusUnknown, VenueRejected) as exc:
+                if isinstance(exc, VenueRejected) and not _query_first(exc):
+                    self.stats["rejected"] += 1
+                    await self._record(meta, status="REJECTED", last_error=_error_text(exc))
+                    raise
+                # timeout / 503 "unknown" / -1000 / -1006 / -1007 / -4116: the order may exist — ask first
                 self.stats["unknown_queried"] += 1
                 await self._record(meta, status="unknown", last_error=_error_text(exc))
                 known = await self._query_until_known(meta, query)
@@ -374,10 +389,6 @@ class SmartOrderManager:
                 self.stats["resent"] += 1
                 self._log.warning("order_absent_resending", client_id=meta["client_id"], symbol=meta["symbol"])
                 continue
-            except VenueRejected as exc:
-                self.stats["rejected"] += 1
-                await self._record(meta, status="REJECTED", last_error=_error_text(exc))
-                raise
             except TemporaryError as exc:
                 await self._record(meta, status="failed", last_error=_error_text(exc))
                 if sends >= budget:
@@ -479,6 +490,9 @@ class SmartOrderManager:
                     return await self._close_at_once(position, prot, leg, f"{kind} already passed: {exc}")
                 prot.failures.append(_error_text(exc))
                 state = None
+            except _CannotVerify as exc:  # the exchange cannot be asked now: leave things as they are
+                self._log.warning("protection_not_verified", symbol=position.symbol, leg=leg.name, error=str(exc))
+                continue
             except (TemporaryError, _StillUnknown) as exc:
                 prot.failures.append(_error_text(exc))
                 state = None
@@ -515,11 +529,10 @@ class SmartOrderManager:
         key = (sid, leg)
         attempt = self._attempts.get(key, 0)
         if not fresh:
-            existing = await self._broker.query_algo(position.symbol, client_order_id(sid, leg, attempt))
-            if existing is not None and not existing.final:
-                return existing
-            if existing is not None:
-                attempt += 1
+            live, attempt = await self._find_protective(position, sid, leg, attempt)
+            self._attempts[key] = attempt
+            if live is not None:
+                return live
         trigger = self._trigger(filters, position.side, kind, price, reference)
         kind_name: OrderKind = "stop_loss" if leg is Leg.STOP_LOSS else "take_profit"
         for n in range(1, self.config.protection_max_attempts + 1):
@@ -545,6 +558,32 @@ class SmartOrderManager:
                 continue
             return state
         return None
+
+    async def _find_protective(self, position: Position, sid: str, leg: Leg,
+                               attempt: int) -> tuple[AlgoState | None, int]:
+        """The live algo order of this leg, or the next unused attempt number (``_CannotVerify`` if unreachable).
+
+        The symbol's open algo orders are listed first (a leg re-placed before a restart is found whatever
+        its attempt); otherwise ids are queried forward from ``attempt`` while the exchange knows them (all
+        dead), so the new order never re-uses an id.
+        """
+        for n in range(1, self.config.protection_max_attempts + 1):
+            try:
+                for algo in await self._broker.open_algo_orders(position.symbol):
+                    parts = parse_client_order_id(algo.client_algo_id)
+                    if parts is not None and parts.leg is leg and same_signal(algo.client_algo_id, sid):
+                        return algo, parts.attempt
+                while (known := await self._broker.query_algo(position.symbol,
+                                                              client_order_id(sid, leg, attempt))) is not None:
+                    if not known.final:
+                        return known, attempt
+                    attempt += 1
+                return None, attempt
+            except TemporaryError as exc:
+                if n == self.config.protection_max_attempts:
+                    raise _CannotVerify(_error_text(exc)) from exc
+                await self._sleep(self.config.backoff(n))
+        raise AssertionError("unreachable")
 
     async def _cancel_protection(self, position: Position) -> None:
         """Cancel every open algo order of this trade (by our ids); already gone is fine.

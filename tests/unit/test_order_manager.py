@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Literal
 
 from smc_quant.domain.trading import ExitReason, Position, PositionSide, Signal
-from smc_quant.errors import TemporaryError
+from smc_quant.errors import TemporaryError, VenueRejected
 from smc_quant.orders.broker import OrderRequest, OrderState, OrderStatusUnknown
 from smc_quant.orders.client_ids import Leg, client_order_id
 from smc_quant.orders.filters import floor_to_step, round_price
@@ -511,3 +511,56 @@ async def test_skip_decision_sends_nothing() -> None:
     assert result.position is None and result.reason == "decision skip: max_positions"
     assert client_ids(venue.account) == []
     assert isinstance(result.position, Position | None)
+
+
+# -- reconciliation: ensure_protection ------------------------------------------------------------------
+
+
+async def test_ensure_protection_after_a_restart_keeps_live_orders_and_replaces_only_the_missing_leg() -> None:
+    """A fresh manager (no memory): the live target is kept, the cancelled stop is re-placed with attempt 1."""
+    venue = make_venue()
+    price = venue.start("BTCUSDT", 9_000)
+    d = decision("BTCUSDT", "LONG", price, bars("BTCUSDT", 9_000), stop_pct=3.0, target_pct=6.0)
+    result = await make_manager(venue).open(d, price)
+    assert result.position is not None and result.sl is not None and result.tp is not None
+    await venue.broker.cancel_algo("BTCUSDT", result.sl.client_algo_id)  # the stop went missing
+    restarted = make_manager(venue)
+
+    sl, tp = await restarted.ensure_protection(result.position, venue.step("BTCUSDT"))
+
+    assert tp is not None and tp.client_algo_id == result.tp.client_algo_id  # kept, not duplicated
+    assert sl is not None and sl.client_algo_id == client_order_id(d.signal.signal_id, Leg.STOP_LOSS, 1)
+    assert (sl.trigger_price, sl.close_position, sl.status) == (d.stop_price, True, "NEW")
+    assert venue.account.order_log[-1] == sl.client_algo_id and len(venue.account.order_log) == 4
+    sent = restarted.stats["sent"]
+    assert await restarted.ensure_protection(result.position, venue.step("BTCUSDT")) == (sl, tp)
+    assert restarted.stats["sent"] == sent  # both live: nothing sent
+
+
+class RefusesWithTimeoutCode(PaperBroker):
+    """The venue executes the first order, then answers -1007 (TIMEOUT: execution status unknown)."""
+
+    def __init__(self, account: SimAccount, clock: Clock) -> None:
+        super().__init__(account, clock)
+        self.armed = True
+
+    async def place_order(self, request: OrderRequest) -> OrderState:
+        state = await super().place_order(request)
+        if self.armed:
+            self.armed = False
+            raise VenueRejected("Timeout waiting for response from backend server.", status=408, code=-1007)
+        return state
+
+
+async def test_a_query_first_code_is_treated_as_unknown_not_as_a_refusal() -> None:
+    """-1007 after execution: queried and used; one entry at the exchange, position protected."""
+    venue = make_venue(RefusesWithTimeoutCode)
+    price = venue.start("ETHUSDT", 9_500)
+    d = decision("ETHUSDT", "SHORT", price, bars("ETHUSDT", 9_500))
+    manager = make_manager(venue)
+
+    result = await manager.open(d, price)
+
+    assert result.position is not None and result.sl is not None
+    assert venue.account.order_log.count(client_order_id(d.signal.signal_id, Leg.ENTRY, 0)) == 1
+    assert manager.stats["unknown_queried"] == 1 and manager.stats["rejected"] == 0
