@@ -94,7 +94,9 @@ class LiveBroker:
     ``ws_base_url`` is the WebSocket root (``wss://fstream.binance.com`` on prod, the emulator's
     ``ws://127.0.0.1:<port>``); without it the stream is derived from ``base_url`` (http→ws), which only
     fits the emulator. ``await start()`` opens the user-data stream, ``await close()`` stops it; the
-    aiohttp session belongs to the caller.
+    aiohttp session belongs to the caller. A 429/418 pause of the IP longer than ``max_wait_s`` raises
+    ``RateLimited`` at once instead of waiting (a ban can last days); placements, which cost no IP weight,
+    are refused with ``RateLimited`` while any pause runs.
 
     Counters: ``rejected_payloads`` (DataRejected reasons of unreadable answers), ``resyncs`` (clock
     resamples after -1021/-5028), ``time_refreshes``.
@@ -103,13 +105,15 @@ class LiveBroker:
     def __init__(self, session: aiohttp.ClientSession, base_url: str, signer: RequestSigner, *,
                  governor: WeightGovernor, limiter: OrderLimiter, timeout_s: float = 5.0,
                  time_refresh_s: float = 300, ws_base_url: str | None = None,
-                 stream_options: Mapping[str, Any] | None = None, logger: Any = None) -> None:
+                 stream_options: Mapping[str, Any] | None = None, max_wait_s: float = 60.0,
+                 logger: Any = None) -> None:
         self._session = session
         self.base_url = base_url.rstrip("/")
         self._signer = signer
         self.governor = governor
         self.limiter = limiter
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._max_wait_s = max_wait_s
         self.offset = ClockOffset(OffsetPolicy(refresh_every_ms=int(time_refresh_s * 1000)))
         self._time_lock = asyncio.Lock()
         self._log = logger if logger is not None else get_logger(component="trade_client")
@@ -204,7 +208,11 @@ class LiveBroker:
                     weight: int, order: bool = False, client_id: str | None = None) -> Any:
         """Send exactly these strings; map the outcome."""
         if weight > 0:
-            await self.governor.acquire(weight)
+            await self.governor.acquire(weight, max_wait_s=self._max_wait_s)
+        elif self.governor.blocked_until_ms > self.governor.clock():
+            # placements cost no IP weight, but a 418 ban or 429 pause covers every request from this IP
+            until = self.governor.blocked_until_ms
+            raise RateLimited(f"{method} {path}: requests paused until {until}", status=429, retry_at_ms=until)
         sent_at = self.governor.clock()
         url = yarl.URL(f"{self.base_url}{path}?{query}" if query else f"{self.base_url}{path}", encoded=True)
         self._log.debug("rest_send", method=method, path=path, client_id=client_id)

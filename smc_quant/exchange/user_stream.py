@@ -62,7 +62,8 @@ class UserDataStream:
 
     ``connected`` is set while a socket is open (tests wait on it). Counters: ``frames``, ``events``,
     ``malformed`` and ``ignored`` (by reason / type), ``connections``, ``listen_keys_created``,
-    ``keepalives``, ``expired`` (listenKeyExpired seen or -1125 met), ``sink_errors``.
+    ``keepalives``, ``expired`` (listenKeyExpired seen or -1125 met), ``sink_errors``, ``errors`` (unexpected
+    exceptions in the loop, logged and retried with backoff).
     ``listen_keys_created`` counts distinct keys (a POST returning the active key again does not count).
     """
 
@@ -96,6 +97,7 @@ class UserDataStream:
         self.keepalives = 0
         self.expired = 0
         self.sink_errors = 0
+        self.errors = 0
 
     def __repr__(self) -> str:
         return f"UserDataStream(ws={self._ws!r}, connected={self.connected.is_set()})"
@@ -204,8 +206,13 @@ class UserDataStream:
                 if isinstance(exc, RateLimited):
                     delay = max(delay, (exc.retry_at_ms - self.governor.clock()) / 1000)
                 await asyncio.sleep(delay)
-            except DataRejected as exc:  # pragma: no cover - parse errors are handled per frame
-                self.malformed[exc.reason] += 1
+            except Exception as exc:  # a bug or an unforeseen library error must not end the account stream
+                self.connected.clear()
+                self.errors += 1
+                delay = self._backoff(attempt)
+                attempt += 1
+                self._log.error("user_stream_error", error=f"{type(exc).__name__}: {exc}"[:200], delay_s=delay)
+                await asyncio.sleep(delay)
 
     async def _connection(self, key: str) -> None:
         """One socket: read until it closes, the key expires or the 24 h recycle is due."""

@@ -341,3 +341,18 @@ async def test_edge_unavailable_and_repair(http: aiohttp.ClientSession, edge: Ed
         await broker.set_leverage("BTCUSDT", 20)
     assert (info.value.code, info.value.reaction.reaction, info.value.reaction.action) == (
         -2019, Reaction.REPAIR, "shrink_size")
+
+
+async def test_edge_ip_ban_stops_placements_without_sending(http: aiohttp.ClientSession, edge: Edge) -> None:
+    """During a 418 ban, a placement (0 IP weight) is refused with RateLimited and never reaches the wire."""
+    broker = _edge_broker(http, edge)
+    await broker.sync_time()
+    until = broker.governor.clock() + 120_000
+    broker.governor.penalise(418, None, f"Way too many requests; IP(***) banned until {until}.")
+    with pytest.raises(RateLimited) as info:
+        await broker.place_order(OrderRequest("BTCUSDT", "SELL", "MARKET", D("1"), "smc-edge-ban-ex-0",
+                                              reduce_only=True))
+    assert info.value.retry_at_ms == until
+    with pytest.raises(RateLimited):
+        await broker.positions()  # a weighted read refuses a pause longer than max_wait_s too
+    assert "/fapi/v1/order" not in edge.hits and "/fapi/v3/positionRisk" not in edge.hits
