@@ -241,6 +241,7 @@ class SmartOrderManager:
         except TemporaryError as exc:
             return self._drop(signal.symbol, f"leverage not set: {_error_text(exc)}")
 
+        await self._cancel_stale_protection(signal.symbol, signal.signal_id)
         quantity, attempt, repaired = valid.quantity, self._attempts.get((signal.signal_id, Leg.ENTRY), 0), False
         while True:
             request = OrderRequest(signal.symbol, side, valid.type, quantity,
@@ -297,6 +298,10 @@ class SmartOrderManager:
         if prot.close is not None:
             return None, None
         return prot.stop_loss, prot.take_profit
+
+    async def cancel_protection(self, position: Position) -> None:
+        """Cancel the trade's remaining algo orders (e.g. the target left after the stop fired); gone is fine."""
+        await self._cancel_protection(position)
 
     async def close(self, position: Position, reason: ExitReason, *, mark: Decimal | None = None) -> CloseResult:
         """Close ``position`` at market: cancel its algo orders, then reduce-only MARKET until flat (or alarm)."""
@@ -584,6 +589,27 @@ class SmartOrderManager:
                     raise _CannotVerify(_error_text(exc)) from exc
                 await self._sleep(self.config.backoff(n))
         raise AssertionError("unreachable")
+
+    async def _cancel_stale_protection(self, symbol: str, signal_id: str) -> None:
+        """Before an entry: cancel closePosition algo orders of ours left on ``symbol`` by earlier trades.
+
+        One-way mode holds one position per symbol, so such an order belongs to a closed trade (its other leg
+        fired); left alone it would close the new position at the old trade's level.
+        """
+        try:
+            live = await self._broker.open_algo_orders(symbol)
+        except TemporaryError as exc:
+            self._log.warning("stale_protection_not_checked", symbol=symbol, error=_error_text(exc))
+            return
+        for algo in live:
+            if (algo.close_position and parse_client_order_id(algo.client_algo_id) is not None
+                    and not same_signal(algo.client_algo_id, signal_id)):
+                self._log.warning("stale_protection_cancelled", symbol=symbol, client_id=algo.client_algo_id)
+                try:
+                    await self._broker.cancel_algo(symbol, algo.client_algo_id)
+                except (TemporaryError, VenueRejected) as exc:
+                    self.stats["cancel_failures"] += 1
+                    self._log.warning("algo_cancel_failed", client_id=algo.client_algo_id, error=_error_text(exc))
 
     async def _cancel_protection(self, position: Position) -> None:
         """Cancel every open algo order of this trade (by our ids); already gone is fine.

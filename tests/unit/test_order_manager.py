@@ -564,3 +564,26 @@ async def test_a_query_first_code_is_treated_as_unknown_not_as_a_refusal() -> No
     assert result.position is not None and result.sl is not None
     assert venue.account.order_log.count(client_order_id(d.signal.signal_id, Leg.ENTRY, 0)) == 1
     assert manager.stats["unknown_queried"] == 1 and manager.stats["rejected"] == 0
+
+
+async def test_a_target_left_by_a_stopped_trade_is_cancelled_before_the_next_entry_on_the_symbol() -> None:
+    """After the stop fires, the old closePosition target would close a new position at the old level."""
+    start, hit = first_exit("ETHUSDT", "LONG", 0.4, 0.8, want="stop")
+    venue = make_venue()
+    price = venue.start("ETHUSDT", start)
+    first = decision("ETHUSDT", "LONG", price, bars("ETHUSDT", start), stop_pct=0.4, target_pct=0.8)
+    manager = make_manager(venue)
+    result = await manager.open(first, price)
+    assert result.tp is not None
+    price = venue.step("ETHUSDT", hit - start)
+    assert venue.position("ETHUSDT") is None
+    assert [a.client_algo_id for a in venue.account.open_algo_orders("ETHUSDT")] == [result.tp.client_algo_id]
+
+    second = decision("ETHUSDT", "LONG", price, bars("ETHUSDT", hit), stop_pct=3.0, target_pct=6.0)
+    again = await manager.open(second, price)
+
+    assert again.sl is not None and again.tp is not None
+    old_tp = await venue.broker.query_algo("ETHUSDT", result.tp.client_algo_id)
+    assert old_tp is not None and old_tp.status == "CANCELED"
+    assert {a.client_algo_id for a in venue.account.open_algo_orders("ETHUSDT")} == {again.sl.client_algo_id,
+                                                                                     again.tp.client_algo_id}
