@@ -1,0 +1,790 @@
+"""Signed REST routes: orders, algo orders, leverage, positions, balances, listenKeys — over a simulated account.
+
+The matching is ``smc_quant.sim.account.SimAccount`` (pure, Decimal); this module is its Binance face:
+request parsing, the security checks, the account's order-count limits, the order faults, Binance JSON
+out (``wire.py``) and the account events out to the ``/private`` streams (``userdata.py``).
+
+Security (``BINANCE-PROTOCOL.md`` §5): ``X-MBX-APIKEY`` missing → 401 -2014, unknown → 401 -2015; SIGNED
+routes also need ``timestamp`` (-1102) and ``signature`` = hex HMAC-SHA256(secret, query string + body)
+over the bytes exactly as received, the ``signature`` parameter itself removed (-1022 when it differs);
+``recvWindow`` (default 5000) above ``recv_window_max_ms`` → -1131; ``timestamp ≥ server + 1000`` or
+``server − timestamp > recvWindow`` → -1021, where the server time is the replay clock (``/fapi/v1/time``).
+Parameters come from the query string, a form body, or both; on a duplicate the query wins.
+
+Limits: IP weight through the market side's limiter (orders 0, queries 1, openOrders 1/40, account
+reads 5); new orders and algo orders also count on the account's fixed wall-clock windows of 10 s and
+1 min (``X-MBX-ORDER-COUNT-10S``/``-1M`` on every placement response), over either → 429 -1015.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import importlib
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from decimal import Decimal, InvalidOperation
+from typing import Any, Protocol, cast
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from smc_quant.datasets import LEVERAGE_TIERS
+from smc_quant.domain.trading import ZERO, Fill
+from smc_quant.errors import VenueRejected
+from smc_quant.exchange.brackets import Bracket, SymbolBrackets, load_brackets
+from smc_quant.exchange.emulator.config import EmulatorConfig
+from smc_quant.exchange.emulator.faults import Faults
+from smc_quant.exchange.emulator.market import Market
+from smc_quant.exchange.emulator.replay import Replay
+from smc_quant.exchange.emulator.rest import RestApi, json_response
+from smc_quant.exchange.emulator.steps import Step
+from smc_quant.exchange.emulator.userdata import UserData
+from smc_quant.exchange.emulator.wire import (
+    account_json,
+    algo_json,
+    balance_json,
+    brackets_json,
+    event_json,
+    order_json,
+    position_json,
+    trade_json,
+)
+from smc_quant.exchange.exchange_info import SymbolFilters, parse_filters
+from smc_quant.orders.broker import (
+    AccountEvent,
+    AccountUpdate,
+    AlgoState,
+    AlgoUpdate,
+    Balance,
+    ExchangePosition,
+    OrderState,
+    OrderUpdate,
+)
+
+__all__ = ["ApiError", "OrderCounter", "TradingAccount", "TradingApi", "account_brackets", "account_filters",
+           "build_account"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Json = dict[str, Any]
+CLIENT_ID = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
+UNKNOWN_503 = "Unknown error, please check your request or try again later."
+ALGO_ONLY = frozenset({"STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"})
+DEFAULT_TIER = Bracket(ZERO, Decimal("1000000000"), 20, Decimal("0.01"), ZERO)
+"""The one tier given to a served symbol the bracket file does not list (mapped or renamed symbols)."""
+
+
+class TradingAccount(Protocol):
+    """What the routes need of the simulated account (``smc_quant.sim.account.SimAccount``)."""
+
+    order_log: list[str]
+    fills: list[Fill]
+
+    def on_price(self, symbol: str, price: Decimal, time_ms: int) -> list[AccountEvent]: ...
+    def last_price(self, symbol: str) -> Decimal | None: ...
+    def new_order(self, *, symbol: str, side: str, type: str, quantity: Decimal, time_ms: int,
+                  client_order_id: str | None = None, price: Decimal | None = None, reduce_only: bool = False,
+                  time_in_force: str = "GTC") -> tuple[OrderState, list[AccountEvent]]: ...
+    def cancel_order(self, symbol: str, *, client_order_id: str | None = None, order_id: int | None = None,
+                     time_ms: int) -> tuple[OrderState, list[AccountEvent]]: ...
+    def query_order(self, symbol: str, *, client_order_id: str | None = None,
+                    order_id: int | None = None) -> OrderState: ...
+    def open_orders(self, symbol: str | None = None) -> list[OrderState]: ...
+    def new_algo(self, *, symbol: str, side: str, type: str, trigger_price: Decimal, time_ms: int,
+                 client_algo_id: str | None = None, quantity: Decimal | None = None, close_position: bool = False,
+                 reduce_only: bool = False,
+                 working_type: str = "CONTRACT_PRICE") -> tuple[AlgoState, list[AccountEvent]]: ...
+    def cancel_algo(self, *, symbol: str | None = None, client_algo_id: str | None = None,
+                    algo_id: int | None = None, time_ms: int) -> tuple[AlgoState, list[AccountEvent]]: ...
+    def query_algo(self, *, client_algo_id: str | None = None, algo_id: int | None = None) -> AlgoState: ...
+    def open_algo_orders(self, symbol: str | None = None) -> list[AlgoState]: ...
+    def set_leverage(self, symbol: str, leverage: int) -> tuple[int, Decimal]: ...
+    def set_margin_type(self, symbol: str, margin_type: str) -> None: ...
+    def leverage(self, symbol: str) -> int: ...
+    def positions(self) -> list[ExchangePosition]: ...
+    def balance(self) -> Balance: ...
+
+
+def account_filters(market: Market) -> dict[str, SymbolFilters]:
+    """Filters of every served symbol from the exchangeInfo the emulator serves (symbols whose filters
+    do not parse are left out: orders on them get -1121)."""
+    info = market.exchange_info(market.start_ms, 2400)
+    out: dict[str, SymbolFilters] = {}
+    for entry in info["symbols"]:
+        f = parse_filters(entry.get("filters") or ())
+        if f is not None:
+            out[str(entry["symbol"])] = f
+    return out
+
+
+def account_brackets(config: EmulatorConfig, symbols: Sequence[str]) -> dict[str, SymbolBrackets]:
+    """Leverage brackets of the served symbols from the real file; a symbol it lacks gets one default tier."""
+    path = config.data_dir / LEVERAGE_TIERS
+    known = load_brackets(path) if path.is_file() else {}
+    return {s: known.get(s) or SymbolBrackets(s, (DEFAULT_TIER,)) for s in symbols}
+
+
+def build_account(config: EmulatorConfig, market: Market) -> TradingAccount:
+    """A ``SimAccount`` for the served symbols, configured from ``config`` (balance, fees, slippage)."""
+    sim = importlib.import_module("smc_quant.sim.account")
+    sim_config = sim.SimConfig(balance=config.balance, taker_fee=config.taker_fee, maker_fee=config.maker_fee,
+                               slippage_bps=config.slippage_bps)
+    account = sim.SimAccount(account_filters(market), account_brackets(config, market.symbols), sim_config)
+    return cast(TradingAccount, account)
+
+
+class ApiError(Exception):
+    """A request refused with a Binance error body ``{"code", "msg"}`` and an HTTP status."""
+
+    def __init__(self, code: int, msg: str, status: int = 400, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(msg)
+        self.code, self.msg, self.status = code, msg, status
+        self.headers = dict(headers or {})
+
+    def response(self) -> web.Response:
+        return json_response({"code": self.code, "msg": self.msg}, status=self.status, headers=self.headers)
+
+
+def _mandatory(name: str) -> ApiError:
+    return ApiError(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+
+
+class Params:
+    """The request's parameters (query wins over body on duplicates) with typed, Binance-coded access."""
+
+    def __init__(self, query: str, body: str) -> None:
+        merged: dict[str, str] = {}
+        for k, v in parse_qsl(body, keep_blank_values=True):
+            merged.setdefault(k, v)
+        for k, v in parse_qsl(query, keep_blank_values=True):
+            merged[k] = v
+        self.values = merged
+
+    def opt(self, name: str) -> str | None:
+        value = self.values.get(name)
+        return value if value not in (None, "") else None
+
+    def req(self, name: str) -> str:
+        value = self.opt(name)
+        if value is None:
+            raise _mandatory(name)
+        return value
+
+    def decimal(self, name: str, required: bool = True) -> Decimal | None:
+        raw = self.req(name) if required else self.opt(name)
+        if raw is None:
+            return None
+        try:
+            value = Decimal(raw)
+        except InvalidOperation:
+            raise ApiError(-1100, f"Illegal characters found in parameter '{name}'; legal range is "
+                                  "'^([0-9]{1,20})(\\.[0-9]{1,20})?$'.") from None
+        if not value.is_finite():
+            raise ApiError(-1100, f"Illegal characters found in parameter '{name}'.")
+        return value
+
+    def integer(self, name: str, default: int | None = None) -> int | None:
+        raw = self.opt(name)
+        if raw is None:
+            return default
+        if not raw.lstrip("-").isdigit():
+            raise ApiError(-1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.")
+        return int(raw)
+
+    def flag(self, name: str) -> bool:
+        raw = self.opt(name)
+        if raw is None:
+            return False
+        if raw.lower() not in ("true", "false"):
+            raise ApiError(-1130, f"Data sent for parameter '{name}' is not valid.")
+        return raw.lower() == "true"
+
+    def client_id(self, name: str) -> str | None:
+        raw = self.opt(name)
+        if raw is not None and not CLIENT_ID.match(raw):
+            raise ApiError(-1100, f"Illegal characters found in parameter '{name}'; legal range is "
+                                  "'^[\\.A-Z\\:/a-z0-9_-]{1,36}$'.")
+        return raw
+
+
+class OrderCounter:
+    """The account's new-order counts in fixed wall-clock windows of 10 s and 1 min (like Binance)."""
+
+    def __init__(self, limit_10s: int, limit_1m: int, clock: Callable[[], float]) -> None:
+        self.limit_10s, self.limit_1m = limit_10s, limit_1m
+        self._clock = clock
+        self._w10 = self._w1m = -1
+        self.count_10s = self.count_1m = 0
+        self.rejected = 0
+
+    def _roll(self) -> None:
+        now = self._clock()
+        w10, w1m = int(now // 10), int(now // 60)
+        if w10 != self._w10:
+            self._w10, self.count_10s = w10, 0
+        if w1m != self._w1m:
+            self._w1m, self.count_1m = w1m, 0
+
+    def headers(self) -> dict[str, str]:
+        self._roll()
+        return {"X-MBX-ORDER-COUNT-10S": str(self.count_10s), "X-MBX-ORDER-COUNT-1M": str(self.count_1m)}
+
+    def charge(self) -> None:
+        """Count one new order, or raise 429 -1015 (not counted) when either window is full."""
+        self._roll()
+        if self.count_10s >= self.limit_10s:
+            self.rejected += 1
+            raise ApiError(-1015, f"Too many new orders; current limit is {self.limit_10s} orders per TEN_SECONDS.",
+                           429, self.headers())
+        if self.count_1m >= self.limit_1m:
+            self.rejected += 1
+            raise ApiError(-1015, f"Too many new orders; current limit is {self.limit_1m} orders per MINUTE.",
+                           429, self.headers())
+        self.count_10s += 1
+        self.count_1m += 1
+
+
+@dataclass(frozen=True, slots=True)
+class _OrderExtra:
+    """What an order request said that ``OrderState`` does not carry."""
+
+    price: Decimal | None
+    time_in_force: str
+    created_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class _AlgoExtra:
+    quantity: Decimal | None
+    close_position: bool
+    reduce_only: bool
+    working_type: str
+    created_ms: int
+
+
+def _strip_signature(part: str) -> tuple[str, str | None]:
+    """``part`` without its ``signature=`` parameter, and the signature (``None`` if absent)."""
+    if not part:
+        return part, None
+    keep: list[str] = []
+    sig: str | None = None
+    for item in part.split("&"):
+        if item.startswith("signature="):
+            sig = item[len("signature="):]
+        else:
+            keep.append(item)
+    return "&".join(keep), sig
+
+
+class TradingApi:
+    """The signed endpoints of ``/fapi`` over one :class:`TradingAccount`, and the account's price feed."""
+
+    def __init__(self, config: EmulatorConfig, market: Market, replay: Replay, rest: RestApi, faults: Faults,
+                 account: TradingAccount, userdata: UserData) -> None:
+        self._config = config
+        self._market = market
+        self._replay = replay
+        self._rest = rest
+        self._faults = faults
+        self.account = account
+        self._user = userdata
+        self._secret = config.api_secret.encode("utf-8")
+        self.orders = OrderCounter(config.order_limit_10s, config.order_limit_1m, config.clock)
+        self._brackets = account_brackets(config, market.symbols)
+        self._order_extra: dict[str, _OrderExtra] = {}
+        self._algo_extra: dict[str, _AlgoExtra] = {}
+        self._margin_type: dict[str, str] = {}
+        self._released = asyncio.Event()
+        self._next_id = 0
+        self._latest: dict[str, tuple[float, int]] = {}
+        self._active: set[str] = set()
+        userdata.render = self.render_event
+        replay.step_listeners.append(self.on_step)
+        self._seed_prices()
+
+    # -- prices ----------------------------------------------------------------------------------
+    def _seed_prices(self) -> None:
+        """Before the first step the clients see the first minute opening: that open is each series' price."""
+        m = self._market
+        for src in m.series:
+            i = m.index(src, m.start_ms)
+            if i is not None:
+                self._latest[src] = (m.bar(src, i).open, m.start_ms)
+
+    def on_step(self, step: Step) -> None:
+        """Replay listener: the current close of every series; the account gets it for its active symbols.
+
+        A symbol becomes active on its first signed request (``_touch``), which first hands the account
+        the symbol's current price; from then on every step prices it (fills, triggers, liquidation, PnL).
+        An idle symbol's price changes nothing in the account, so skipping it is equivalent and keeps the
+        step cheap with 347 symbols (one ``Decimal`` per active symbol instead of 347 calls).
+        """
+        u, event_ms = step.update, step.event_ms
+        for src, path in step.minute.paths.items():
+            self._latest[src] = (path[u].close, event_ms)
+        if not self._active:
+            return
+        source_of = self._market.source_of
+        cache: dict[str, Decimal] = {}
+        events: list[AccountEvent] = []
+        for sym in self._active:
+            src = source_of[sym]
+            if src not in step.minute.paths:
+                continue
+            price = cache.get(src)
+            if price is None:
+                price = cache[src] = Decimal(repr(self._latest[src][0]))
+            events += self.account.on_price(sym, price, event_ms)
+        if events:
+            self._user.publish(events)
+
+    def _touch(self, symbol: str) -> None:
+        """Make ``symbol`` active: price it now at the series' latest step, then at every step."""
+        if symbol in self._active:
+            return
+        self._active.add(symbol)
+        latest = self._latest.get(self._market.source_of[symbol])
+        if latest is not None:
+            self._publish(self.account.on_price(symbol, Decimal(repr(latest[0])), latest[1]))
+
+    # -- events ----------------------------------------------------------------------------------
+    def render_event(self, event: AccountEvent) -> Json:
+        """Binance JSON of ``event`` with what the request said (order price/TIF, algo size, margin type)."""
+        if isinstance(event, OrderUpdate):
+            extra = self._order_extra.get(event.client_order_id)
+            return event_json(event, price=extra.price if extra else None,
+                              time_in_force=extra.time_in_force if extra else "GTC")
+        if isinstance(event, AlgoUpdate):
+            algo = self._algo_extra.get(event.client_algo_id)
+            if algo is None:
+                return event_json(event)
+            return event_json(event, quantity=algo.quantity, close_position=algo.close_position,
+                              reduce_only=algo.reduce_only)
+        if isinstance(event, AccountUpdate):
+            symbol = next((p.symbol if isinstance(p, ExchangePosition) else p[0] for p in event.positions), "")
+            return event_json(event, margin_type=self._margin_type.get(symbol, "CROSSED"))
+        return event_json(event)
+
+    def _publish(self, events: list[AccountEvent]) -> None:
+        if events:
+            self._user.publish(events)
+
+    # -- routing and security --------------------------------------------------------------------
+    def routes(self) -> list[web.RouteDef]:
+        one: Callable[[web.Request], int] = lambda r: 1  # noqa: E731
+        five: Callable[[web.Request], int] = lambda r: 5  # noqa: E731
+        zero: Callable[[web.Request], int] = lambda r: 0  # noqa: E731
+        open_weight: Callable[[web.Request], int] = lambda r: 1 if r.query.get("symbol") else 40  # noqa: E731
+        s = self._signed
+        return [
+            web.post("/fapi/v1/order", s(self.new_order, zero)),
+            web.get("/fapi/v1/order", s(self.get_order, one)),
+            web.delete("/fapi/v1/order", s(self.cancel_order, one)),
+            web.get("/fapi/v1/openOrders", s(self.open_orders, open_weight)),
+            web.delete("/fapi/v1/allOpenOrders", s(self.cancel_all, one)),
+            web.post("/fapi/v1/algoOrder", s(self.new_algo, zero)),
+            web.get("/fapi/v1/algoOrder", s(self.get_algo, one)),
+            web.delete("/fapi/v1/algoOrder", s(self.cancel_algo, one)),
+            web.get("/fapi/v1/openAlgoOrders", s(self.open_algos, open_weight)),
+            web.post("/fapi/v1/leverage", s(self.leverage, one)),
+            web.post("/fapi/v1/marginType", s(self.margin_type, one)),
+            web.get("/fapi/v2/positionRisk", s(self.position_risk_v2, five)),
+            web.get("/fapi/v3/positionRisk", s(self.position_risk_v3, five)),
+            web.get("/fapi/v2/balance", s(self.balance, five)),
+            web.get("/fapi/v3/balance", s(self.balance, five)),
+            web.get("/fapi/v2/account", s(self.account_info, five)),
+            web.get("/fapi/v3/account", s(self.account_info, five)),
+            web.get("/fapi/v1/leverageBracket", s(self.leverage_bracket, one)),
+            web.get("/fapi/v1/userTrades", s(self.user_trades, five)),
+            web.post("/fapi/v1/listenKey", s(self.listen_key_new, one, signed=False)),
+            web.put("/fapi/v1/listenKey", s(self.listen_key_keepalive, one, signed=False)),
+            web.delete("/fapi/v1/listenKey", s(self.listen_key_delete, one, signed=False)),
+        ]
+
+    def _signed(self, handler: Callable[[Params], Awaitable[web.Response]], weight: Callable[[web.Request], int],
+                *, signed: bool = True) -> Handler:
+        async def checked(request: web.Request) -> web.StreamResponse:
+            try:
+                raw_query = request.rel_url.raw_query_string
+                body = (await request.read()).decode("utf-8", errors="replace") if request.can_read_body else ""
+                self._check_key(request)
+                if signed:
+                    self._check_signature(raw_query, body)
+                params = Params(raw_query, body)
+                if signed:
+                    self._check_time(params)
+                return await handler(params)
+            except ApiError as err:
+                return err.response()
+
+        return self._rest._weighted(checked, weight)
+
+    def _check_key(self, request: web.Request) -> None:
+        key = request.headers.get("X-MBX-APIKEY")
+        if not key:
+            raise ApiError(-2014, "API-key format invalid.", 401)
+        if not hmac.compare_digest(key.encode(), self._config.api_key.encode()):
+            raise ApiError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
+
+    def _check_signature(self, query: str, body: str) -> None:
+        q, sig_q = _strip_signature(query)
+        b, sig_b = _strip_signature(body)
+        sig = sig_b if sig_b is not None else sig_q
+        if sig is None:
+            raise _mandatory("signature")
+        expected = hmac.new(self._secret, (q + b).encode("utf-8"), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, sig.lower()):
+            raise ApiError(-1022, "Signature for this request is not valid.")
+
+    def _check_time(self, params: Params) -> None:
+        ts = params.integer("timestamp")
+        if ts is None:
+            raise _mandatory("timestamp")
+        window = params.integer("recvWindow", 5000)
+        assert window is not None
+        if window > self._config.recv_window_max_ms or window <= 0:
+            raise ApiError(-1131, f"recvWindow must be less than {self._config.recv_window_max_ms}.")
+        server = self._replay.now_ms()
+        if ts >= server + 1000:
+            raise ApiError(-1021, "Timestamp for this request was 1000ms ahead of the server's time.")
+        if server - ts > window:
+            raise ApiError(-1021, "Timestamp for this request is outside of the recvWindow.")
+
+    def _now(self) -> int:
+        return self._replay.now_ms()
+
+    def _symbol(self, params: Params, required: bool = True) -> str | None:
+        raw = params.req("symbol") if required else params.opt("symbol")
+        if raw is None:
+            return None
+        symbol = raw.upper()
+        if symbol not in self._brackets:
+            raise ApiError(-1121, "Invalid symbol.")
+        self._touch(symbol)
+        return symbol
+
+    @staticmethod
+    def _venue(exc: VenueRejected) -> ApiError:
+        """The account's refusal as Binance says it: the code's message without the simulator's detail."""
+        msg, detail = str(exc), getattr(exc, "detail", "")
+        if detail and msg.endswith(f" ({detail})"):
+            msg = msg[: -len(detail) - 3]
+        return ApiError(exc.code if exc.code is not None else -1000, msg, exc.status or 400)
+
+    def _new_client_id(self, prefix: str) -> str:
+        self._next_id += 1
+        return f"{prefix}{self._next_id:010d}"
+
+    async def _hold(self, seconds: float) -> None:
+        """Hold a response (``order_timeout``) until ``seconds`` pass or the emulator stops."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._released.wait(), seconds)
+
+    def release(self) -> None:
+        """Let every held response go (the emulator is stopping)."""
+        self._released.set()
+
+    async def _place(self, execute: Callable[[], Json]) -> web.Response:
+        """Order-count limit, order faults, execution, then the (possibly held or replaced) answer."""
+        self.orders.charge()
+        headers = self.orders.headers()
+        fault = self._faults.take_order_fault()
+        if fault is not None and fault[0] == "reject_503":
+            return json_response({"code": -1001, "msg": "Service Unavailable."}, 503, headers)
+        try:
+            body = execute()
+        except VenueRejected as exc:
+            err = self._venue(exc)
+            err.headers.update(headers)
+            raise err from None
+        if fault is not None and fault[0] == "unknown":
+            return json_response({"code": -1000, "msg": UNKNOWN_503}, 503, headers)
+        if fault is not None and fault[0] == "timeout":
+            await self._hold(fault[1])
+        return json_response(body, headers=headers)
+
+    # -- orders ----------------------------------------------------------------------------------
+    async def new_order(self, p: Params) -> web.Response:
+        symbol = self._symbol(p)
+        assert symbol is not None
+        side = p.req("side").upper()
+        if side not in ("BUY", "SELL"):
+            raise ApiError(-1117, "Invalid side.")
+        kind = p.req("type").upper()
+        if kind in ALGO_ONLY:
+            raise ApiError(-4120, "Order type not supported for this endpoint. "
+                                  "Please use the Algo Order API endpoints instead.")
+        if kind not in ("MARKET", "LIMIT"):
+            raise ApiError(-1116, "Invalid orderType.")
+        if p.opt("positionSide") not in (None, "BOTH"):
+            raise ApiError(-4061, "Order's position side does not match user's setting.")
+        quantity = p.decimal("quantity")
+        assert quantity is not None
+        price = p.decimal("price", required=kind == "LIMIT")
+        tif = p.opt("timeInForce") or "GTC"
+        if kind == "LIMIT" and p.opt("timeInForce") is None:
+            raise _mandatory("timeInForce")
+        if tif not in ("GTC", "IOC", "FOK", "GTX", "GTD"):
+            raise ApiError(-1115, "Invalid timeInForce.")
+        reduce_only = p.flag("reduceOnly")
+        client_id = p.client_id("newClientOrderId") or self._new_client_id("emu")
+        resp_type = (p.opt("newOrderRespType") or "ACK").upper()
+        if resp_type not in ("ACK", "RESULT"):
+            raise ApiError(-1130, "Data sent for parameter 'newOrderRespType' is not valid.")
+
+        def execute() -> Json:
+            now = self._now()
+            self._order_extra.setdefault(client_id, _OrderExtra(price if kind == "LIMIT" else None, tif, now))
+            state, events = self.account.new_order(
+                symbol=symbol, side=side, type=kind, quantity=quantity, time_ms=now, client_order_id=client_id,
+                price=price if kind == "LIMIT" else None, reduce_only=reduce_only, time_in_force=tif)
+            self._publish(events)
+            if resp_type == "ACK" and state.status not in ("REJECTED", "EXPIRED"):
+                state = replace(state, status="NEW", executed_qty=ZERO, avg_price=ZERO)
+            return self._order(state)
+
+        return await self._place(execute)
+
+    def _order(self, state: OrderState) -> Json:
+        extra = self._order_extra.get(state.client_order_id)
+        if extra is None:
+            return order_json(state)
+        return order_json(state, price=extra.price, time_in_force=extra.time_in_force,
+                          create_time_ms=extra.created_ms)
+
+    def _order_ref(self, p: Params) -> tuple[str | None, int | None]:
+        client_id = p.opt("origClientOrderId")
+        order_id = p.integer("orderId")
+        if client_id is None and order_id is None:
+            raise ApiError(-1102, "Either orderId or origClientOrderId must be sent.")
+        return client_id, order_id
+
+    async def get_order(self, p: Params) -> web.Response:
+        symbol = self._symbol(p)
+        assert symbol is not None
+        client_id, order_id = self._order_ref(p)
+        try:
+            state = self.account.query_order(symbol, client_order_id=client_id, order_id=order_id)
+        except VenueRejected as exc:
+            raise self._venue(exc) from None
+        return json_response(self._order(state))
+
+    async def cancel_order(self, p: Params) -> web.Response:
+        symbol = self._symbol(p)
+        assert symbol is not None
+        client_id, order_id = self._order_ref(p)
+        try:
+            state, events = self.account.cancel_order(symbol, client_order_id=client_id, order_id=order_id,
+                                                      time_ms=self._now())
+        except VenueRejected as exc:
+            raise self._venue(exc) from None
+        self._publish(events)
+        return json_response(self._order(state))
+
+    async def open_orders(self, p: Params) -> web.Response:
+        symbol = self._symbol(p, required=False)
+        return json_response([self._order(o) for o in self.account.open_orders(symbol)])
+
+    async def cancel_all(self, p: Params) -> web.Response:
+        symbol = self._symbol(p)
+        for order in self.account.open_orders(symbol):
+            try:
+                _, events = self.account.cancel_order(order.symbol, order_id=order.order_id, time_ms=self._now())
+            except VenueRejected:
+                continue
+            self._publish(events)
+        return json_response({"code": 200, "msg": "The operation of cancel all open order is done."})
+
+    # -- algo orders -----------------------------------------------------------------------------
+    async def new_algo(self, p: Params) -> web.Response:
+        if p.req("algoType").upper() != "CONDITIONAL":
+            raise ApiError(-1130, "Data sent for parameter 'algoType' is not valid.")
+        symbol = self._symbol(p)
+        assert symbol is not None
+        side = p.req("side").upper()
+        if side not in ("BUY", "SELL"):
+            raise ApiError(-1117, "Invalid side.")
+        kind = p.req("type").upper()
+        if kind not in ("STOP_MARKET", "TAKE_PROFIT_MARKET"):
+            raise ApiError(-1116, "Invalid orderType.")
+        trigger = p.decimal("triggerPrice")
+        assert trigger is not None
+        close_position = p.flag("closePosition")
+        quantity = p.decimal("quantity", required=not close_position)
+        if close_position and quantity is not None:
+            raise ApiError(-1106, "Parameter 'quantity' sent when not required.")
+        reduce_only = p.flag("reduceOnly")
+        if close_position and reduce_only:
+            raise ApiError(-1106, "Parameter 'reduceOnly' sent when not required.")
+        working = (p.opt("workingType") or "CONTRACT_PRICE").upper()
+        if working not in ("CONTRACT_PRICE", "MARK_PRICE"):
+            raise ApiError(-1130, "Data sent for parameter 'workingType' is not valid.")
+        client_id = p.client_id("clientAlgoId") or self._new_client_id("emualgo")
+
+        def execute() -> Json:
+            now = self._now()
+            self._algo_extra.setdefault(client_id, _AlgoExtra(quantity, close_position, reduce_only, working, now))
+            state, events = self.account.new_algo(
+                symbol=symbol, side=side, type=kind, trigger_price=trigger, time_ms=now, client_algo_id=client_id,
+                quantity=quantity, close_position=close_position, reduce_only=reduce_only, working_type=working)
+            self._publish(events)
+            return self._algo(state)
+
+        return await self._place(execute)
+
+    def _algo(self, state: AlgoState) -> Json:
+        extra = self._algo_extra.get(state.client_algo_id)
+        if extra is None:
+            return algo_json(state)
+        return algo_json(state, reduce_only=extra.reduce_only, working_type=extra.working_type,
+                         create_time_ms=extra.created_ms)
+
+    def _algo_ref(self, p: Params) -> tuple[str | None, int | None]:
+        client_id = p.opt("clientAlgoId")
+        algo_id = p.integer("algoId")
+        if client_id is None and algo_id is None:
+            raise ApiError(-1102, "Either algoId or clientAlgoId must be sent.")
+        return client_id, algo_id
+
+    async def get_algo(self, p: Params) -> web.Response:
+        client_id, algo_id = self._algo_ref(p)
+        try:
+            state = self.account.query_algo(client_algo_id=client_id, algo_id=algo_id)
+        except VenueRejected as exc:
+            raise self._venue(exc) from None
+        return json_response(self._algo(state))
+
+    async def cancel_algo(self, p: Params) -> web.Response:
+        client_id, algo_id = self._algo_ref(p)
+        symbol = self._symbol(p, required=False)
+        try:
+            state, events = self.account.cancel_algo(symbol=symbol, client_algo_id=client_id, algo_id=algo_id,
+                                                     time_ms=self._now())
+        except VenueRejected as exc:
+            raise self._venue(exc) from None
+        self._publish(events)
+        return json_response(self._algo(state))
+
+    async def open_algos(self, p: Params) -> web.Response:
+        symbol = self._symbol(p, required=False)
+        return json_response([self._algo(a) for a in self.account.open_algo_orders(symbol)])
+
+    # -- account ---------------------------------------------------------------------------------
+    async def leverage(self, p: Params) -> web.Response:
+        symbol = self._symbol(p)
+        assert symbol is not None
+        lev = p.integer("leverage")
+        if lev is None:
+            raise _mandatory("leverage")
+        try:
+            applied, max_notional = self.account.set_leverage(symbol, lev)
+        except VenueRejected as exc:
+            raise self._venue(exc) from None
+        return json_response({"leverage": applied, "maxNotionalValue": format(max_notional, "f"), "symbol": symbol})
+
+    async def margin_type(self, p: Params) -> web.Response:
+        symbol = self._symbol(p)
+        assert symbol is not None
+        mt = p.req("marginType").upper()
+        if mt == "CROSS":
+            mt = "CROSSED"
+        if mt not in ("ISOLATED", "CROSSED"):
+            raise ApiError(-1130, "Data sent for parameter 'marginType' is not valid.")
+        try:
+            self.account.set_margin_type(symbol, mt)
+        except VenueRejected as exc:
+            raise self._venue(exc) from None
+        self._margin_type[symbol] = mt
+        return json_response({"code": 200, "msg": "success"})
+
+    def _position_rows(self, symbol: str | None, version: int) -> list[Json]:
+        """Positions, plus zero rows for symbols with only open orders (as v3 does, §3.4)."""
+        positions = {p.symbol: p for p in self.account.positions() if symbol in (None, p.symbol)}
+        with_orders = {o.symbol for o in self.account.open_orders(symbol)}
+        if symbol is not None and version == 2:
+            with_orders.add(symbol)
+        now = self._now()
+        rows = []
+        for sym in sorted(set(positions) | with_orders):
+            pos = positions.get(sym)
+            lev = self.account.leverage(sym)
+            if pos is None:
+                mark = self.account.last_price(sym) or ZERO
+                pos = ExchangePosition(sym, "LONG", ZERO, ZERO, mark_price=mark, leverage=lev, update_time_ms=0)
+            elif pos.leverage == 0:
+                pos = replace(pos, leverage=lev)
+            rows.append(position_json(pos, version=version, margin_type=self._margin_type.get(sym, "CROSSED"),
+                                      max_notional=self._brackets[sym].max_notional(lev),
+                                      time_ms=pos.update_time_ms or now))
+        return rows
+
+    async def position_risk_v2(self, p: Params) -> web.Response:
+        return json_response(self._position_rows(self._symbol(p, required=False), 2))
+
+    async def position_risk_v3(self, p: Params) -> web.Response:
+        return json_response(self._position_rows(self._symbol(p, required=False), 3))
+
+    async def balance(self, p: Params) -> web.Response:
+        return json_response(balance_json(self.account.balance(), time_ms=self._now()))
+
+    async def account_info(self, p: Params) -> web.Response:
+        return json_response(account_json(self.account.balance(), self.account.positions(), time_ms=self._now()))
+
+    async def leverage_bracket(self, p: Params) -> web.Response:
+        symbol = self._symbol(p, required=False)
+        if symbol is not None:
+            return json_response(brackets_json(self._brackets[symbol]))
+        return json_response([brackets_json(b) for b in self._brackets.values()])
+
+    async def user_trades(self, p: Params) -> web.Response:
+        symbol = self._symbol(p)
+        limit = p.integer("limit", 500)
+        assert limit is not None
+        if not 1 <= limit <= 1000:
+            raise ApiError(-1130, "Data sent for parameter 'limit' is not valid.")
+        start, end, from_id = p.integer("startTime"), p.integer("endTime"), p.integer("fromId")
+        fills = [
+            f for f in self.account.fills
+            if f.symbol == symbol
+            and (start is None or f.time_ms >= start)
+            and (end is None or f.time_ms <= end)
+            and (from_id is None or f.trade_id >= from_id)
+        ]
+        chosen = fills[:limit] if from_id is not None else fills[-limit:]
+        return json_response([trade_json(f) for f in chosen])
+
+    # -- listenKey (USER_STREAM: key only) -------------------------------------------------------
+    async def listen_key_new(self, p: Params) -> web.Response:
+        return json_response({"listenKey": self._user.keys.create()})
+
+    async def listen_key_keepalive(self, p: Params) -> web.Response:
+        key = p.opt("listenKey") or self._user.keys.active()
+        self._user.expire_due()
+        if key is None or not self._user.keys.keepalive(key):
+            raise ApiError(-1125, "This listenKey does not exist.")
+        return json_response({"listenKey": key})
+
+    async def listen_key_delete(self, p: Params) -> web.Response:
+        key = p.opt("listenKey") or self._user.keys.active()
+        if key is not None:
+            self._user.delete(key)
+        return json_response({})
+
+    # -- snapshot --------------------------------------------------------------------------------
+    def snapshot(self) -> Json:
+        """Everything ``GET /_emulator/account`` shows: positions, balance, open orders/algos, order log, fills."""
+        now = self._now()
+        return {
+            "now_ms": now,
+            "positions": self._position_rows(None, 2),
+            "balance": balance_json(self.account.balance(), time_ms=now)[0],
+            "open_orders": [self._order(o) for o in self.account.open_orders()],
+            "open_algo_orders": [self._algo(a) for a in self.account.open_algo_orders()],
+            "order_log": list(self.account.order_log),
+            "fills": [trade_json(f) for f in self.account.fills],
+            "order_count": {"10s": self.orders.count_10s, "1m": self.orders.count_1m,
+                            "rejected": self.orders.rejected},
+        }
