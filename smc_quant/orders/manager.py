@@ -231,7 +231,8 @@ class SmartOrderManager:
                                        mark_price=mark, price=mark - offset if side == "BUY" else mark + offset)
             # The exits must still lie ahead of the price, or the position would be closed the moment it opens.
             self._trigger(filters, signal.side, "STOP_MARKET", decision.stop_price, mark)
-            self._trigger(filters, signal.side, "TAKE_PROFIT_MARKET", decision.target_price, mark)
+            if decision.target_price is not None:  # no target: the stop and the time limit end the trade
+                self._trigger(filters, signal.side, "TAKE_PROFIT_MARKET", decision.target_price, mark)
         except FilterRejected as exc:
             return self._drop(signal.symbol, f"filter {exc.filter}: {exc}")
         try:
@@ -280,13 +281,19 @@ class SmartOrderManager:
         # The fill price is the freshest last price we know: protection is validated against it.
         task = asyncio.ensure_future(self._protect(position, price, fresh=True))
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._protection_done)
         prot = await asyncio.shield(task)
         if prot.close is not None:
             held = None if prot.close.closed else position
             return OpenResult(held, f"closed_at_once: {prot.close.detail}", state, prot.stop_loss,
                               prot.take_profit, prot.close)
         return OpenResult(position, "opened", state, prot.stop_loss, prot.take_profit)
+
+    def _protection_done(self, task: asyncio.Task[_Protection]) -> None:
+        """A protection task ended (normally awaited by ``open``; this reports one that outlived a cancellation)."""
+        self._background.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._alarm("", "protection task failed", error=_error_text(exc))
 
     async def ensure_protection(self, position: Position, mark: Decimal) -> tuple[AlgoState | None, AlgoState | None]:
         """Make sure the position's stop and target are live at the exchange; re-place whatever is missing.

@@ -14,7 +14,7 @@ from typing import Literal
 
 from smc_quant.domain.trading import ExitReason, Position, PositionSide, Signal
 from smc_quant.errors import TemporaryError, VenueRejected
-from smc_quant.orders.broker import OrderRequest, OrderState, OrderStatusUnknown
+from smc_quant.orders.broker import AlgoRequest, AlgoState, OrderRequest, OrderState, OrderStatusUnknown
 from smc_quant.orders.client_ids import Leg, client_order_id
 from smc_quant.orders.filters import floor_to_step, round_price
 from smc_quant.orders.manager import OrderConfig, SmartOrderManager
@@ -160,7 +160,7 @@ async def test_take_profit_path_on_a_short_closes_by_algo() -> None:
     manager = make_manager(venue)
     result = await manager.open(d, price)
     assert result.position is not None and result.tp is not None
-    assert result.tp.side == "BUY" and result.tp.trigger_price < price < d.stop_price
+    assert d.stop_price is not None and result.tp.side == "BUY" and result.tp.trigger_price < price < d.stop_price
 
     venue.step("DOGEUSDT", hit - start)
 
@@ -311,6 +311,7 @@ async def test_decision_whose_stop_is_already_behind_the_mark_is_dropped() -> No
     price = venue.start("BTCUSDT", 500)
     d = decision("BTCUSDT", "LONG", price, bars("BTCUSDT", 500))
     manager = make_manager(venue)
+    assert d.stop_price is not None
     result = await manager.open(d, d.stop_price - real_filters()["BTCUSDT"].tick_size)
     assert result.position is None and result.reason.startswith("filter TRIGGER")
     assert client_ids(venue.account) == []
@@ -326,6 +327,7 @@ class TimeoutAfterExecuting(PaperBroker):
         super().__init__(account, clock)
         self.lose_answers = 0
         self.lose_requests = 0
+        self.lose_algo_answers = 0
         self.log: list[tuple[str, str]] = []
 
     async def place_order(self, request: OrderRequest) -> OrderState:
@@ -342,6 +344,18 @@ class TimeoutAfterExecuting(PaperBroker):
     async def query_order(self, symbol: str, client_order_id: str) -> OrderState | None:
         self.log.append(("query", client_order_id))
         return await super().query_order(symbol, client_order_id)
+
+    async def place_algo(self, request: AlgoRequest) -> AlgoState:
+        self.log.append(("place_algo", request.client_algo_id))
+        state = await super().place_algo(request)
+        if self.lose_algo_answers > 0:
+            self.lose_algo_answers -= 1
+            raise OrderStatusUnknown("timeout after the algo order was accepted", client_id=request.client_algo_id)
+        return state
+
+    async def query_algo(self, symbol: str, client_algo_id: str) -> AlgoState | None:
+        self.log.append(("query_algo", client_algo_id))
+        return await super().query_algo(symbol, client_algo_id)
 
 
 async def test_entry_timeout_after_execution_is_queried_and_never_resent() -> None:
@@ -587,3 +601,22 @@ async def test_a_target_left_by_a_stopped_trade_is_cancelled_before_the_next_ent
     assert old_tp is not None and old_tp.status == "CANCELED"
     assert {a.client_algo_id for a in venue.account.open_algo_orders("ETHUSDT")} == {again.sl.client_algo_id,
                                                                                      again.tp.client_algo_id}
+
+
+async def test_a_stop_accepted_but_unanswered_is_queried_and_not_placed_twice() -> None:
+    """The stop's answer is lost after the venue accepted it: queried, found NEW, no second stop."""
+    venue = make_venue(TimeoutAfterExecuting)
+    broker = broker_of(venue, TimeoutAfterExecuting)
+    broker.lose_algo_answers = 1
+    price = venue.start("BTCUSDT", 10_000)
+    d = decision("BTCUSDT", "SHORT", price, bars("BTCUSDT", 10_000))
+    manager = make_manager(venue)
+
+    result = await manager.open(d, price)
+
+    sl_id = client_order_id(d.signal.signal_id, Leg.STOP_LOSS, 0)
+    assert result.sl is not None and result.sl.client_algo_id == sl_id and result.sl.status == "NEW"
+    algo_calls = [e for e in broker.log if e[0] in ("place_algo", "query_algo")]
+    assert algo_calls[:3] == [("place_algo", sl_id), ("query_algo", sl_id),
+                              ("place_algo", client_order_id(d.signal.signal_id, Leg.TAKE_PROFIT, 0))]
+    assert venue.account.order_log.count(sl_id) == 1 and len(venue.account.open_algo_orders("BTCUSDT")) == 2
