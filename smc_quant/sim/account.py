@@ -1,0 +1,561 @@
+"""``SimAccount``: one simulated Binance USDT-M futures account (one-way mode), as a pure matching engine.
+
+Used by the emulator (served over the Binance wire protocol), the paper broker (in process) and the
+backtest (directly). Pure: no clock, no I/O — every call takes ``time_ms`` and prices arrive through
+:meth:`SimAccount.on_price`, which is also the mark price. Money is Decimal throughout; order, algo
+and trade ids are counters, so a run is deterministic. Formulas and simplifications: ``docs/sim.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+
+from smc_quant.domain.trading import ZERO, Fill, OrderSide
+from smc_quant.exchange.brackets import SymbolBrackets
+from smc_quant.exchange.exchange_info import SymbolFilters
+from smc_quant.orders.broker import (
+    AccountEvent,
+    AccountUpdate,
+    AlgoState,
+    Balance,
+    ExchangePosition,
+    OrderState,
+    TriggerType,
+)
+from smc_quant.orders.filters import ceil_to_step, floor_to_step
+from smc_quant.sim.ledger import apply_fill, liquidation_price
+from smc_quant.sim.records import AlgoRecord, OrderRecord
+from smc_quant.sim.rejections import SimRejected
+from smc_quant.sim.validation import (
+    check_client_id,
+    check_notional,
+    check_price,
+    check_quantity,
+    check_trigger,
+)
+
+__all__ = ["DUPLICATE_CLIENT_ID", "SimAccount", "SimConfig", "SimRejected"]
+
+CONDITIONAL_TYPES = frozenset({"STOP_MARKET", "TAKE_PROFIT_MARKET", "STOP", "TAKE_PROFIT", "TRAILING_STOP_MARKET"})
+TRIGGER_TYPES: frozenset[str] = frozenset({"STOP_MARKET", "TAKE_PROFIT_MARKET"})
+TIME_IN_FORCE = frozenset({"GTC", "IOC", "FOK", "GTX"})
+MARGIN_TYPES = frozenset({"CROSSED", "ISOLATED"})
+DUPLICATE_CLIENT_ID = -4116
+"""Binance's DUPLICATED_CLIENT_ORDER_ID (``reactions.py``: query first); -4015 is a malformed id."""
+_BPS = Decimal(10000)
+USDT_PLACES = Decimal("1E-8")
+"""Fees and realised PnL are booked in USDT to 8 decimals (half-up), so the wallet is an exact sum of them."""
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Account parameters: starting wallet (USDT), fee rates, MARKET slippage, default leverage, margin type."""
+
+    balance: Decimal = Decimal("10000")
+    taker_fee: Decimal = Decimal("0.0005")
+    maker_fee: Decimal = Decimal("0.0002")
+    slippage_bps: Decimal = Decimal("1")
+    default_leverage: int = 20
+    margin_type: str = "CROSSED"
+
+
+@dataclass(slots=True)
+class _Position:
+    amount: Decimal
+    entry: Decimal
+    time_ms: int
+
+
+class SimAccount:
+    """A simulated USDT-M account: orders, conditional orders, one-way positions, cross margin, liquidation.
+
+    Every mutating call returns the account events it produced, in exchange order (``OrderUpdate``,
+    ``AccountUpdate`` with reason ``ORDER`` after each fill, ``AlgoUpdate``); refusals raise
+    :class:`SimRejected` with Binance's code and change nothing.
+    """
+
+    def __init__(self, filters: Mapping[str, SymbolFilters], brackets: Mapping[str, SymbolBrackets],
+                 config: SimConfig = SimConfig()) -> None:
+        self._filters = dict(filters)
+        self._brackets = dict(brackets)
+        self._config = config
+        self._wallet = config.balance
+        self._prices: dict[str, Decimal] = {}
+        self._positions: dict[str, _Position] = {}
+        self._leverage: dict[str, int] = {}
+        self._margin_type: dict[str, str] = {}
+        self._orders: dict[int, OrderRecord] = {}
+        self._order_ids: dict[tuple[str, str], int] = {}
+        self._resting: dict[str, dict[int, OrderRecord]] = {}
+        self._algos: dict[int, AlgoRecord] = {}
+        self._algo_ids: dict[str, int] = {}
+        self._open_algos: dict[str, dict[int, AlgoRecord]] = {}
+        self._next_order_id = 1
+        self._next_algo_id = 1
+        self._next_trade_id = 1
+        self._order_log: list[str] = []
+        self._fills: list[Fill] = []
+
+    # -- prices -------------------------------------------------------------------------------------
+
+    def on_price(self, symbol: str, price: Decimal, time_ms: int, *, gap: bool = False) -> list[AccountEvent]:
+        """A new last price of ``symbol`` (also its mark price); returns the events it caused, in order.
+
+        First the symbol's algo orders whose condition holds trigger (a MARKET order at the trigger
+        price, or at ``price`` when ``gap`` says the price jumped there without trading in between),
+        then resting LIMIT orders the price reached fill at their limit, then — if the symbol has a
+        position — the account is checked for liquidation. Cost: O(orders on the symbol), plus
+        O(positions) for the liquidation check.
+        """
+        if not price.is_finite() or price <= 0:
+            raise ValueError(f"{symbol}: price {price} is not a positive number")
+        self._prices[symbol] = price
+        events: list[AccountEvent] = []
+        for algo in list(self._open_algos.get(symbol, {}).values()):
+            if algo.triggers_at(price):
+                events += self._trigger(algo, price, time_ms, gap=gap)
+        for order in list(self._resting.get(symbol, {}).values()):
+            assert order.price is not None
+            if (price <= order.price) if order.side == "BUY" else (price >= order.price):
+                events += self._fill_resting(order, time_ms)
+        if symbol in self._positions:
+            events += self._check_liquidation(time_ms)
+        return events
+
+    def last_price(self, symbol: str) -> Decimal | None:
+        """The last price seen for ``symbol``, if any."""
+        return self._prices.get(symbol)
+
+    # -- orders -------------------------------------------------------------------------------------
+
+    def new_order(self, *, symbol: str, side: str, type: str, quantity: Decimal | None, time_ms: int,
+                  client_order_id: str | None = None, price: Decimal | None = None, reduce_only: bool = False,
+                  time_in_force: str = "GTC") -> tuple[OrderState, list[AccountEvent]]:
+        """Place a MARKET or LIMIT order (``POST /fapi/v1/order``); the state returned is after matching.
+
+        MARKET fills at once at ``last × (1 ± slippage)`` on the tick away from the taker, taker fee.
+        LIMIT that crosses the last price fills at once as taker (at the better of limit and slipped
+        price; GTX is refused with -5022); otherwise GTC/GTX rest, IOC/FOK expire.
+        """
+        f = self._symbol_filters(symbol)
+        order_side = _side(side)
+        if type in CONDITIONAL_TYPES:
+            raise SimRejected(-4120, f"type {type}")
+        if type not in ("MARKET", "LIMIT"):
+            raise SimRejected(-1116, f"type {type!r}")
+        if client_order_id is not None:
+            check_client_id(client_order_id)
+            if self._open_order(symbol, client_order_id) is not None:
+                raise SimRejected(DUPLICATE_CLIENT_ID, f"{client_order_id} is already open on {symbol}")
+        mark = self._mark(symbol)
+        sign = 1 if order_side == "BUY" else -1
+        if type == "MARKET":
+            if price is not None:
+                raise SimRejected(-1106, "price sent with a MARKET order")
+            qty = check_quantity(quantity, f.market_step_size, f.market_min_qty, f.market_max_qty)
+            fill_price = self._slipped(symbol, mark, order_side)
+            if not mark * f.percent_down <= fill_price <= mark * f.percent_up:
+                raise SimRejected(-4131, f"fill {fill_price} outside the band around mark {mark}")
+            ref = mark
+        else:
+            if time_in_force not in TIME_IN_FORCE:
+                raise SimRejected(-1115, f"timeInForce {time_in_force!r}")
+            qty = check_quantity(quantity, f.step_size, f.min_qty, f.max_qty)
+            limit = check_price(price, f, mark)
+            ref = limit
+            crosses = (mark <= limit) if sign > 0 else (mark >= limit)
+            if crosses and time_in_force == "GTX":
+                raise SimRejected(-5022, f"limit {limit} crosses last {mark}")
+            slipped = self._slipped(symbol, mark, order_side)
+            fill_price = min(limit, slipped) if sign > 0 else max(limit, slipped)
+        check_notional(qty, ref, f, reduce_only=reduce_only)
+        amount = self._amount(symbol)
+        if reduce_only and (amount == 0 or (amount > 0) == (sign > 0)):
+            raise SimRejected(-2022, f"{side} reduce-only against position {amount}")
+        opening = _opening(amount, sign * qty)
+        self._check_margin(symbol, amount, sign * qty, opening, fill_price if type == "MARKET" else ref)
+        cid = client_order_id or f"sim-{self._next_order_id}"
+        order = self._register(symbol, cid, order_side, type, qty, price, reduce_only, time_in_force, time_ms)
+        self._order_log.append(cid)
+        events: list[AccountEvent] = [order.update("NEW", time_ms)]
+        if type == "MARKET" or crosses:
+            fill_qty = min(qty, abs(amount)) if reduce_only else qty
+            events += self._fill(order, fill_price, is_maker=False, time_ms=time_ms, quantity=fill_qty)
+        elif time_in_force in ("IOC", "FOK"):
+            order.status = "EXPIRED"
+            events.append(order.update("EXPIRED", time_ms))
+        else:
+            order.margin = opening * ref / self.leverage(symbol)
+            self._resting.setdefault(symbol, {})[order.order_id] = order
+        return order.state(), events
+
+    def cancel_order(self, symbol: str, *, client_order_id: str | None = None, order_id: int | None = None,
+                     time_ms: int) -> tuple[OrderState, list[AccountEvent]]:
+        """Cancel an open order (``DELETE /fapi/v1/order``); unknown or no longer open → -2011."""
+        order = self._find_order(symbol, client_order_id, order_id, missing=-2011)
+        if order.order_id not in self._resting.get(symbol, {}):
+            raise SimRejected(-2011, f"order {order.order_id} is {order.status}")
+        self._close_resting(order, "CANCELED", time_ms)
+        return order.state(), [order.update("CANCELED", time_ms)]
+
+    def query_order(self, symbol: str, *, client_order_id: str | None = None,
+                    order_id: int | None = None) -> OrderState:
+        """The order by id or client id (the latest order that carried it); unknown → -2013."""
+        return self._find_order(symbol, client_order_id, order_id, missing=-2013).state()
+
+    def open_orders(self, symbol: str | None = None) -> list[OrderState]:
+        """Resting orders of ``symbol`` (or of every symbol), oldest first."""
+        books = [self._resting.get(symbol, {})] if symbol is not None else list(self._resting.values())
+        return sorted((o.state() for book in books for o in book.values()), key=lambda s: s.order_id)
+
+    # -- algo orders --------------------------------------------------------------------------------
+
+    def new_algo(self, *, symbol: str, side: str, type: str, trigger_price: Decimal, time_ms: int,
+                 client_algo_id: str | None = None, quantity: Decimal | None = None, close_position: bool = False,
+                 reduce_only: bool = False, working_type: str = "CONTRACT_PRICE"
+                 ) -> tuple[AlgoState, list[AccountEvent]]:
+        """Place a conditional STOP_MARKET / TAKE_PROFIT_MARKET (``POST /fapi/v1/algoOrder``).
+
+        Refused with -2021 when it would trigger at the current price. ``close_position`` needs an
+        open position (-2022) and takes no quantity nor reduce-only (-1106). Both working types watch
+        the last price (the simulator's mark price is the last price).
+        """
+        f = self._symbol_filters(symbol)
+        algo_side = _side(side)
+        if type not in TRIGGER_TYPES:
+            raise SimRejected(-1116, f"algo type {type!r} (simulated: STOP_MARKET, TAKE_PROFIT_MARKET)")
+        trigger_type: TriggerType = "STOP_MARKET" if type == "STOP_MARKET" else "TAKE_PROFIT_MARKET"
+        if working_type not in ("CONTRACT_PRICE", "MARK_PRICE"):
+            raise SimRejected(-1102, f"workingType {working_type!r}")
+        if client_algo_id is not None:
+            check_client_id(client_algo_id)
+            known = self._algo_ids.get(client_algo_id)
+            if known is not None and not self._algos[known].state().final:
+                raise SimRejected(DUPLICATE_CLIENT_ID, f"algo {client_algo_id} is already open")
+        trigger = check_trigger(trigger_price, f)
+        if close_position:
+            if quantity is not None or reduce_only:
+                raise SimRejected(-1106, "quantity / reduceOnly sent with closePosition")
+            if self._amount(symbol) == 0:
+                raise SimRejected(-2022, f"closePosition without a position on {symbol}")
+        else:
+            qty = check_quantity(quantity, f.market_step_size, f.market_min_qty, f.market_max_qty)
+            check_notional(qty, trigger, f, reduce_only=reduce_only)
+        algo = AlgoRecord(symbol, client_algo_id or f"simalgo-{self._next_algo_id}", self._next_algo_id, algo_side,
+                          trigger_type, trigger, quantity, close_position, reduce_only, working_type, time_ms)
+        if algo.triggers_at(self._mark(symbol)):
+            raise SimRejected(-2021, f"{side} {type} trigger {trigger} vs last {self._prices[symbol]}")
+        self._next_algo_id += 1
+        self._algos[algo.algo_id] = algo
+        self._algo_ids[algo.client_algo_id] = algo.algo_id
+        self._open_algos.setdefault(symbol, {})[algo.algo_id] = algo
+        self._order_log.append(algo.client_algo_id)
+        return algo.state(), [algo.move("NEW", time_ms)]
+
+    def cancel_algo(self, *, symbol: str | None = None, client_algo_id: str | None = None,
+                    algo_id: int | None = None, time_ms: int) -> tuple[AlgoState, list[AccountEvent]]:
+        """Cancel an open algo order; unknown, on another symbol, or no longer open → -2011."""
+        algo = self._find_algo(client_algo_id, algo_id, missing=-2011)
+        if (symbol is not None and algo.symbol != symbol) or algo.state().final:
+            raise SimRejected(-2011, f"algo {algo.algo_id} is {algo.status} on {algo.symbol}")
+        del self._open_algos[algo.symbol][algo.algo_id]
+        event = algo.move("CANCELED", time_ms)
+        return algo.state(), [event]
+
+    def query_algo(self, *, client_algo_id: str | None = None, algo_id: int | None = None) -> AlgoState:
+        """The algo order by id or client id (the latest that carried it); unknown → -2013."""
+        return self._find_algo(client_algo_id, algo_id, missing=-2013).state()
+
+    def open_algo_orders(self, symbol: str | None = None) -> list[AlgoState]:
+        """Untriggered algo orders of ``symbol`` (or of every symbol), oldest first."""
+        books = [self._open_algos.get(symbol, {})] if symbol is not None else list(self._open_algos.values())
+        return sorted((a.state() for book in books for a in book.values()), key=lambda s: s.algo_id)
+
+    # -- account ------------------------------------------------------------------------------------
+
+    def set_leverage(self, symbol: str, leverage: int) -> tuple[int, Decimal]:
+        """Set the symbol's leverage; returns ``(leverage, maxNotionalValue)``.
+
+        -4028 outside ``1..max bracket leverage``; -2027 when the open position is above the new cap.
+        """
+        brackets = self._symbol_brackets(symbol)
+        top = max(b.max_leverage for b in brackets.tiers)
+        if isinstance(leverage, bool) or not isinstance(leverage, int) or not 1 <= leverage <= top:
+            raise SimRejected(-4028, f"leverage {leverage!r} outside 1..{top} for {symbol}")
+        cap = brackets.max_notional(leverage)
+        position = self._positions.get(symbol)
+        if position is not None and abs(position.amount) * self._prices[symbol] > cap:
+            raise SimRejected(-2027, f"position notional above {cap} at leverage {leverage}")
+        self._leverage[symbol] = leverage
+        return leverage, cap
+
+    def set_margin_type(self, symbol: str, margin_type: str) -> None:
+        """Record CROSSED / ISOLATED (-4044 other, -4046 unchanged, -4048 with a position or open orders).
+
+        The simulator computes margin as cross for both (``docs/sim.md``).
+        """
+        self._symbol_filters(symbol)
+        if margin_type not in MARGIN_TYPES:
+            raise SimRejected(-4044, f"margin type {margin_type!r}")
+        if margin_type == self._margin_type.get(symbol, self._config.margin_type):
+            raise SimRejected(-4046, f"{symbol} is already {margin_type}")
+        if symbol in self._positions or self._resting.get(symbol):
+            raise SimRejected(-4048, f"{symbol} has a position or open orders")
+        self._margin_type[symbol] = margin_type
+
+    def margin_type(self, symbol: str) -> str:
+        """The symbol's margin type (the config default until changed)."""
+        return self._margin_type.get(symbol, self._config.margin_type)
+
+    def leverage(self, symbol: str) -> int:
+        """The symbol's leverage: as set, else ``min(default_leverage, highest bracket leverage)``."""
+        if symbol in self._leverage:
+            return self._leverage[symbol]
+        top = max(b.max_leverage for b in self._symbol_brackets(symbol).tiers)
+        return min(self._config.default_leverage, top)
+
+    def positions(self) -> list[ExchangePosition]:
+        """Non-zero positions by symbol, with mark, unrealised PnL, liquidation price and leverage."""
+        maint = {s: self._maintenance(s, p) for s, p in self._positions.items()}
+        unreal = {s: self._unrealized(s, p) for s, p in self._positions.items()}
+        total_mm, total_up = sum(maint.values(), ZERO), sum(unreal.values(), ZERO)
+        out = []
+        for symbol in sorted(self._positions):
+            p = self._positions[symbol]
+            lp = liquidation_price(p.amount, p.entry, self._brackets[symbol], wallet=self._wallet,
+                                   other_maintenance=total_mm - maint[symbol],
+                                   other_unrealized=total_up - unreal[symbol], mark=self._prices[symbol])
+            out.append(self._exchange_position(symbol, p, liquidation=lp))
+        return out
+
+    def balance(self) -> Balance:
+        """Wallet, unrealised PnL and available balance (cross: wallet + unrealised − IM − open-order margin)."""
+        return Balance(self._wallet, self._total_unrealized(), self._available())
+
+    @property
+    def order_log(self) -> list[str]:
+        """Client ids of every accepted order and algo order, in acceptance order (triggers not included)."""
+        return list(self._order_log)
+
+    @property
+    def fills(self) -> list[Fill]:
+        """Every fill, in order (including triggered and liquidation orders)."""
+        return list(self._fills)
+
+    # -- matching -----------------------------------------------------------------------------------
+
+    def _fill(self, order: OrderRecord, price: Decimal, *, is_maker: bool, time_ms: int,
+              quantity: Decimal | None = None) -> list[AccountEvent]:
+        """Execute ``quantity`` (default: the whole order) at ``price``: position, wallet, fill, events."""
+        qty = order.quantity if quantity is None else quantity
+        symbol = order.symbol
+        held = self._positions.get(symbol)
+        effect = apply_fill(held.amount if held else ZERO, held.entry if held else ZERO, order.sign * qty, price)
+        fee = _usdt((self._config.maker_fee if is_maker else self._config.taker_fee) * qty * price)
+        realized = _usdt(effect.realized_pnl)
+        self._wallet += realized - fee
+        if effect.amount == 0:
+            self._positions.pop(symbol, None)
+        else:
+            self._positions[symbol] = _Position(effect.amount, effect.entry_price, time_ms)
+        order.executed, order.avg_price, order.status, order.time_ms = qty, price, "FILLED", time_ms
+        trade_id = self._next_trade_id
+        self._next_trade_id += 1
+        self._fills.append(Fill(symbol, order.client_order_id, order.side, qty, price, fee, time_ms,
+                                realized, trade_id, order.order_id, is_maker))
+        position = self._positions.get(symbol)
+        changed = self._exchange_position(symbol, position) if position else (symbol, None)
+        return [order.update("TRADE", time_ms, last_qty=qty, last_price=price, commission=fee,
+                             realized_pnl=realized, is_maker=is_maker, trade_id=trade_id),
+                AccountUpdate("ORDER", self._wallet, (changed,), time_ms)]
+
+    def _fill_resting(self, order: OrderRecord, time_ms: int) -> list[AccountEvent]:
+        """A resting LIMIT the price reached: fill at its limit as maker (reduce-only: up to the position)."""
+        assert order.price is not None
+        qty = order.quantity
+        if order.reduce_only:
+            amount = self._amount(order.symbol)
+            if amount == 0 or (amount > 0) == (order.sign > 0):
+                self._close_resting(order, "EXPIRED", time_ms)
+                return [order.update("EXPIRED", time_ms)]
+            qty = min(qty, abs(amount))
+        self._close_resting(order, "NEW", time_ms)
+        return self._fill(order, order.price, is_maker=True, time_ms=time_ms, quantity=qty)
+
+    def _trigger(self, algo: AlgoRecord, price: Decimal, time_ms: int, *, gap: bool) -> list[AccountEvent]:
+        """Fire one algo order: TRIGGERED, then its MARKET order fills and FINISHED — or REJECTED."""
+        del self._open_algos[algo.symbol][algo.algo_id]
+        events: list[AccountEvent] = [algo.move("TRIGGERED", time_ms)]
+        amount = self._amount(algo.symbol)
+        sign = 1 if algo.side == "BUY" else -1
+        reducing = algo.close_position or algo.reduce_only
+        if reducing and (amount == 0 or (amount > 0) == (sign > 0)):
+            return [*events, algo.move("REJECTED", time_ms, "Reduce Only reject")]
+        base = price if gap else algo.trigger_price
+        fill_price = self._slipped(algo.symbol, base, algo.side)
+        if algo.close_position:
+            qty = abs(amount)
+        else:
+            assert algo.quantity is not None
+            qty = min(algo.quantity, abs(amount)) if reducing else algo.quantity
+        if not reducing:
+            try:
+                self._check_margin(algo.symbol, amount, sign * qty, _opening(amount, sign * qty), fill_price)
+            except SimRejected as exc:
+                return [*events, algo.move("REJECTED", time_ms, str(exc))]
+        order = self._register(algo.symbol, algo.client_algo_id, algo.side, "MARKET", qty, None, reducing, "GTC",
+                               time_ms)
+        events.append(order.update("NEW", time_ms))
+        events += self._fill(order, fill_price, is_maker=False, time_ms=time_ms)
+        events.append(algo.move("FINISHED", time_ms))
+        return events
+
+    def _check_liquidation(self, time_ms: int) -> list[AccountEvent]:
+        """Cross liquidation: when margin balance ≤ total maintenance margin, cancel resting orders and
+        close every position at its last price with an ``autoclose-`` order (CALCULATED, then TRADE)."""
+        margin_balance = self._wallet + self._total_unrealized()
+        maintenance = sum((self._maintenance(s, p) for s, p in self._positions.items()), ZERO)
+        if margin_balance > maintenance:
+            return []
+        events: list[AccountEvent] = []
+        for book in list(self._resting.values()):
+            for order in list(book.values()):
+                self._close_resting(order, "CANCELED", time_ms)
+                events.append(order.update("CANCELED", time_ms))
+        for symbol in sorted(self._positions):
+            amount = self._positions[symbol].amount
+            side: OrderSide = "SELL" if amount > 0 else "BUY"
+            cid = f"autoclose-{time_ms}-{self._next_order_id}"
+            order = self._register(symbol, cid, side, "LIMIT", abs(amount), self._prices[symbol], True, "IOC",
+                                   time_ms)
+            events.append(order.update("CALCULATED", time_ms))
+            events += self._fill(order, self._prices[symbol], is_maker=False, time_ms=time_ms)
+        return events
+
+    # -- bookkeeping --------------------------------------------------------------------------------
+
+    def _register(self, symbol: str, cid: str, side: OrderSide, type: str, qty: Decimal, price: Decimal | None,
+                  reduce_only: bool, tif: str, time_ms: int) -> OrderRecord:
+        order = OrderRecord(symbol, cid, self._next_order_id, side, type, qty, price, reduce_only, tif, time_ms)
+        self._next_order_id += 1
+        self._orders[order.order_id] = order
+        self._order_ids[(symbol, cid)] = order.order_id
+        return order
+
+    def _close_resting(self, order: OrderRecord, status: str, time_ms: int) -> None:
+        """Take ``order`` off the book (releasing its margin); ``status`` NEW leaves it for a fill."""
+        self._resting.get(order.symbol, {}).pop(order.order_id, None)
+        order.margin = ZERO
+        order.time_ms = time_ms
+        if status == "CANCELED":
+            order.status = "CANCELED"
+        elif status == "EXPIRED":
+            order.status = "EXPIRED"
+
+    def _open_order(self, symbol: str, cid: str) -> OrderRecord | None:
+        order_id = self._order_ids.get((symbol, cid))
+        book = self._resting.get(symbol, {})
+        return book.get(order_id) if order_id is not None else None
+
+    def _find_order(self, symbol: str, cid: str | None, order_id: int | None, *, missing: int) -> OrderRecord:
+        self._symbol_filters(symbol)
+        if cid is None and order_id is None:
+            raise SimRejected(-1102, "orderId or origClientOrderId is mandatory")
+        if order_id is None:
+            assert cid is not None
+            order_id = self._order_ids.get((symbol, cid))
+        order = self._orders.get(order_id) if order_id is not None else None
+        if order is None or order.symbol != symbol or (cid is not None and order.client_order_id != cid):
+            raise SimRejected(missing, f"order {order_id or cid} on {symbol}")
+        return order
+
+    def _find_algo(self, cid: str | None, algo_id: int | None, *, missing: int) -> AlgoRecord:
+        if cid is None and algo_id is None:
+            raise SimRejected(-1102, "algoId or clientAlgoId is mandatory")
+        if algo_id is None:
+            assert cid is not None
+            algo_id = self._algo_ids.get(cid)
+        algo = self._algos.get(algo_id) if algo_id is not None else None
+        if algo is None or (cid is not None and algo.client_algo_id != cid):
+            raise SimRejected(missing, f"algo {algo_id or cid}")
+        return algo
+
+    def _symbol_filters(self, symbol: str) -> SymbolFilters:
+        if symbol not in self._filters or symbol not in self._brackets:
+            raise SimRejected(-1121, f"symbol {symbol!r}")
+        return self._filters[symbol]
+
+    def _symbol_brackets(self, symbol: str) -> SymbolBrackets:
+        self._symbol_filters(symbol)
+        return self._brackets[symbol]
+
+    def _mark(self, symbol: str) -> Decimal:
+        price = self._prices.get(symbol)
+        if price is None:
+            raise SimRejected(-1000, f"no price yet for {symbol} in the simulator")
+        return price
+
+    def _amount(self, symbol: str) -> Decimal:
+        position = self._positions.get(symbol)
+        return position.amount if position else ZERO
+
+    def _slipped(self, symbol: str, price: Decimal, side: str) -> Decimal:
+        """``price × (1 ± bps/10000)`` on the tick away from the taker (BUY up, SELL down, ≥ one tick)."""
+        tick = self._filters[symbol].tick_size
+        if side == "BUY":
+            return ceil_to_step(price * (1 + self._config.slippage_bps / _BPS), tick)
+        return max(tick, floor_to_step(price * (1 - self._config.slippage_bps / _BPS), tick))
+
+    def _unrealized(self, symbol: str, p: _Position) -> Decimal:
+        return (self._prices[symbol] - p.entry) * p.amount
+
+    def _total_unrealized(self) -> Decimal:
+        return sum((self._unrealized(s, p) for s, p in self._positions.items()), ZERO)
+
+    def _maintenance(self, symbol: str, p: _Position) -> Decimal:
+        return self._brackets[symbol].maintenance_margin(abs(p.amount) * self._prices[symbol])
+
+    def _available(self) -> Decimal:
+        """Cross: wallet + unrealised − Σ position IM (at mark) − Σ margin held by resting orders."""
+        initial = sum((abs(p.amount) * self._prices[s] / self.leverage(s) for s, p in self._positions.items()), ZERO)
+        held = sum((o.margin for book in self._resting.values() for o in book.values()), ZERO)
+        return self._wallet + self._total_unrealized() - initial - held
+
+    def _check_margin(self, symbol: str, amount: Decimal, signed_qty: Decimal, opening: Decimal,
+                      price: Decimal) -> None:
+        """-2027 when the resulting position is above the bracket cap; -2019 when its new margin is not there."""
+        if opening == 0:
+            return
+        leverage = self.leverage(symbol)
+        cap = self._brackets[symbol].max_notional(leverage)
+        if abs(amount + signed_qty) * price > cap:
+            raise SimRejected(-2027, f"position notional {abs(amount + signed_qty) * price} above {cap} at x{leverage}")
+        need = opening * price / leverage
+        if need > self._available():
+            raise SimRejected(-2019, f"initial margin {need} above available {self._available()}")
+
+    def _exchange_position(self, symbol: str, p: _Position, *, liquidation: Decimal = ZERO) -> ExchangePosition:
+        return ExchangePosition(symbol, "LONG" if p.amount > 0 else "SHORT", abs(p.amount), p.entry,
+                                self._prices[symbol], self._unrealized(symbol, p), liquidation,
+                                self.leverage(symbol), p.time_ms)
+
+
+def _usdt(amount: Decimal) -> Decimal:
+    return amount.quantize(USDT_PLACES, rounding=ROUND_HALF_UP)
+
+
+def _side(side: str) -> OrderSide:
+    if side == "BUY":
+        return "BUY"
+    if side == "SELL":
+        return "SELL"
+    raise SimRejected(-1117, f"side {side!r}")
+
+
+def _opening(amount: Decimal, signed_qty: Decimal) -> Decimal:
+    """The part of a fill that opens or increases exposure (the rest only reduces ``amount``)."""
+    if amount == 0 or (amount > 0) == (signed_qty > 0):
+        return abs(signed_qty)
+    return max(ZERO, abs(signed_qty) - abs(amount))

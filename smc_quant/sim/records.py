@@ -1,0 +1,92 @@
+"""The simulator's mutable records of one order and one conditional (algo) order.
+
+They live only inside :class:`smc_quant.sim.account.SimAccount`; the outside world sees the frozen
+``OrderState`` / ``AlgoState`` / ``OrderUpdate`` / ``AlgoUpdate`` values they produce.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from smc_quant.domain.trading import ZERO, OrderSide
+from smc_quant.orders.broker import AlgoState, AlgoStatus, AlgoUpdate, OrderState, OrderStatus, OrderUpdate, TriggerType
+
+__all__ = ["AlgoRecord", "OrderRecord"]
+
+
+@dataclass(slots=True)
+class OrderRecord:
+    """One order: what was asked, how much filled, and the initial margin it holds while resting."""
+
+    symbol: str
+    client_order_id: str
+    order_id: int
+    side: OrderSide
+    type: str
+    quantity: Decimal
+    price: Decimal | None
+    reduce_only: bool
+    time_in_force: str
+    time_ms: int
+    status: OrderStatus = "NEW"
+    executed: Decimal = ZERO
+    avg_price: Decimal = ZERO
+    margin: Decimal = ZERO
+    """Initial margin reserved while the order rests (its opening part × price / leverage)."""
+
+    @property
+    def sign(self) -> int:
+        """+1 for a BUY, −1 for a SELL."""
+        return 1 if self.side == "BUY" else -1
+
+    def state(self) -> OrderState:
+        """The order as ``GET /fapi/v1/order`` reports it."""
+        return OrderState(self.symbol, self.client_order_id, self.order_id, self.status, self.side, self.type,
+                          self.quantity, self.executed, self.avg_price, self.reduce_only, self.time_ms)
+
+    def update(self, execution: str, time_ms: int, *, last_qty: Decimal = ZERO, last_price: Decimal = ZERO,
+               commission: Decimal = ZERO, realized_pnl: Decimal = ZERO, is_maker: bool = False,
+               trade_id: int = 0) -> OrderUpdate:
+        """An ``ORDER_TRADE_UPDATE`` for the record's current status (``execution`` = NEW, TRADE, …)."""
+        return OrderUpdate(
+            symbol=self.symbol, client_order_id=self.client_order_id, order_id=self.order_id, side=self.side,
+            type=self.type, execution=execution, status=self.status, orig_qty=self.quantity, last_qty=last_qty,
+            last_price=last_price, cum_qty=self.executed, avg_price=self.avg_price, commission=commission,
+            realized_pnl=realized_pnl, reduce_only=self.reduce_only, is_maker=is_maker, trade_id=trade_id,
+            event_time_ms=time_ms, trade_time_ms=time_ms)
+
+
+@dataclass(slots=True)
+class AlgoRecord:
+    """One conditional order (STOP_MARKET / TAKE_PROFIT_MARKET)."""
+
+    symbol: str
+    client_algo_id: str
+    algo_id: int
+    side: OrderSide
+    type: TriggerType
+    trigger_price: Decimal
+    quantity: Decimal | None
+    close_position: bool
+    reduce_only: bool
+    working_type: str
+    time_ms: int
+    status: AlgoStatus = "NEW"
+
+    def triggers_at(self, price: Decimal) -> bool:
+        """STOP BUY / TAKE_PROFIT SELL fire at ``price ≥ trigger``; STOP SELL / TAKE_PROFIT BUY at ``≤``."""
+        rising = (self.type == "STOP_MARKET") == (self.side == "BUY")
+        return price >= self.trigger_price if rising else price <= self.trigger_price
+
+    def state(self) -> AlgoState:
+        """The algo order as ``GET /fapi/v1/algoOrder`` reports it."""
+        return AlgoState(self.symbol, self.client_algo_id, self.algo_id, self.status, self.side, self.type,
+                         self.trigger_price, self.quantity, self.close_position, self.time_ms)
+
+    def move(self, status: AlgoStatus, time_ms: int, reject_reason: str = "") -> AlgoUpdate:
+        """Set the status and return its ``ALGO_UPDATE``."""
+        self.status = status
+        self.time_ms = time_ms
+        return AlgoUpdate(self.symbol, self.client_algo_id, self.algo_id, status, self.side, self.type,
+                          self.trigger_price, time_ms, reject_reason)

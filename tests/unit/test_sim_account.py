@@ -1,0 +1,547 @@
+"""The simulated USDT-M account (``smc_quant.sim``) on the real exchangeInfo and leverage brackets.
+
+Hand computations use BTCUSDT: tick 0.10, step 0.001, MARKET max 120, MIN_NOTIONAL 100, band ±5 %,
+first bracket [0, 50 000) at 125x with mmr 0.4 % and cum 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from smc_quant.datasets import LEVERAGE_TIERS, load_exchange_info
+from smc_quant.exchange.brackets import SymbolBrackets, load_brackets
+from smc_quant.exchange.exchange_info import SymbolFilters, parse_exchange_info
+from smc_quant.orders.broker import AccountEvent, AccountUpdate, AlgoUpdate, OrderUpdate
+from smc_quant.orders.filters import FilterRejected, PriceRounding, Side, TriggerType, validate_order, validate_trigger
+from smc_quant.sim import SimAccount, SimConfig, SimRejected
+from smc_quant.sim.ledger import apply_fill
+
+D = Decimal
+T0 = 1_700_000_000_000
+NO_SLIP = SimConfig(slippage_bps=D(0))
+
+
+@pytest.fixture(scope="module")
+def filters(shared_data: Path) -> dict[str, SymbolFilters]:
+    """Every USDT perpetual of the real exchangeInfo that has complete filters."""
+    info = parse_exchange_info(load_exchange_info(shared_data))
+    return {s.symbol: s.filters for s in info.symbols
+            if s.filters is not None and s.contract_type == "PERPETUAL" and s.quote_asset == "USDT"}
+
+
+@pytest.fixture(scope="module")
+def brackets(shared_data: Path) -> dict[str, SymbolBrackets]:
+    """The real leverage brackets (ccxt dump)."""
+    return load_brackets(shared_data / LEVERAGE_TIERS)
+
+
+@pytest.fixture
+def make(filters: dict[str, SymbolFilters], brackets: dict[str, SymbolBrackets]) -> Callable[..., SimAccount]:
+    """A fresh account with BTCUSDT at 50 000 (and ETHUSDT at 3 000)."""
+    def build(config: SimConfig | None = None, **overrides: SymbolFilters) -> SimAccount:
+        acc = SimAccount({**filters, **overrides}, brackets, config or SimConfig())
+        acc.on_price("BTCUSDT", D("50000"), T0)
+        acc.on_price("ETHUSDT", D("3000"), T0)
+        return acc
+    return build
+
+
+def kinds(events: list[AccountEvent]) -> list[str]:
+    """A compact trace: ``NEW``/``TRADE``/… for orders, ``ACCOUNT``, ``algo:STATUS``."""
+    out = []
+    for e in events:
+        if isinstance(e, OrderUpdate):
+            out.append(e.execution)
+        elif isinstance(e, AccountUpdate):
+            out.append("ACCOUNT")
+        elif isinstance(e, AlgoUpdate):
+            out.append(f"algo:{e.status}")
+    return out
+
+
+def market(acc: SimAccount, side: str, qty: str, *, t: int = T0, symbol: str = "BTCUSDT", cid: str | None = None,
+           reduce_only: bool = False) -> list[AccountEvent]:
+    state, events = acc.new_order(symbol=symbol, side=side, type="MARKET", quantity=D(qty), time_ms=t,
+                                  client_order_id=cid, reduce_only=reduce_only)
+    assert state.status == "FILLED"
+    return events
+
+
+# -- fills, fees, PnL ----------------------------------------------------------------------------
+
+
+def test_market_round_trip_price_fee_and_pnl_by_hand(make: Callable[..., SimAccount]) -> None:
+    """BUY 0.01 at 50 000 fills at 50 005.0 (1 bp up), SELL at 51 000 fills at 50 994.9; fee 0.05 % each."""
+    acc = make()
+    events = market(acc, "BUY", "0.01", cid="e1")
+    assert kinds(events) == ["NEW", "TRADE", "ACCOUNT"]
+    trade = events[1]
+    assert isinstance(trade, OrderUpdate)
+    assert (trade.last_price, trade.last_qty, trade.commission, trade.is_maker) == (D("50005.0"), D("0.01"),
+                                                                                   D("0.250025"), False)
+    acc.on_price("BTCUSDT", D("51000"), T0 + 1)
+    market(acc, "SELL", "0.01", t=T0 + 1, cid="x1")
+    sell = acc.fills[-1]
+    assert sell.price == D("50994.9")
+    assert sell.realized_pnl == (D("50994.9") - D("50005.0")) * D("0.01") == D("9.899")
+    assert sell.fee == D("0.0005") * D("0.01") * D("50994.9")
+    assert acc.balance().wallet == D("10000") - D("0.250025") + D("9.899") - D("0.2549745")
+    assert acc.positions() == []
+
+
+def test_slippage_rounds_to_the_tick_away_from_the_taker(make: Callable[..., SimAccount]) -> None:
+    """50 001 × 1.0001 = 50 006.0001 → 50 006.1 for a BUY; 50 001 × 0.9999 = 49 995.9999 → 49 995.9 for a SELL."""
+    acc = make()
+    acc.on_price("BTCUSDT", D("50001"), T0)
+    market(acc, "BUY", "0.01")
+    market(acc, "SELL", "0.01")
+    assert [f.price for f in acc.fills] == [D("50006.1"), D("49995.9")]
+
+
+def test_adds_average_the_entry_and_the_account_update_carries_the_position(
+        make: Callable[..., SimAccount]) -> None:
+    """0.01 at 50 000 + 0.02 at 53 000 → 0.03 at (500 + 1060) / 0.03 = 52 000."""
+    acc = make(NO_SLIP)
+    market(acc, "BUY", "0.01")
+    acc.on_price("BTCUSDT", D("53000"), T0 + 1)
+    events = market(acc, "BUY", "0.02", t=T0 + 1)
+    update = events[-1]
+    assert isinstance(update, AccountUpdate) and update.reason == "ORDER"
+    (pos,) = acc.positions()
+    assert (pos.side, pos.quantity, pos.entry_price) == ("LONG", D("0.03"), D("52000"))
+    assert update.positions == (replace(pos, liquidation_price=D(0)),)
+    assert update.wallet_balance == acc.balance().wallet
+    assert pos.unrealized_pnl == (D("53000") - D("52000")) * D("0.03")
+
+
+def test_flip_realises_the_closed_part_and_opens_the_rest_at_the_fill(make: Callable[..., SimAccount]) -> None:
+    """Long 0.03 at 52 000, SELL 0.05 at 54 000: realised 60, then short 0.02 at 54 000."""
+    acc = make(NO_SLIP)
+    acc.on_price("BTCUSDT", D("52000"), T0)
+    market(acc, "BUY", "0.03")
+    acc.on_price("BTCUSDT", D("54000"), T0 + 1)
+    market(acc, "SELL", "0.05", t=T0 + 1)
+    assert acc.fills[-1].realized_pnl == D("60")
+    (pos,) = acc.positions()
+    assert (pos.side, pos.quantity, pos.entry_price) == ("SHORT", D("0.02"), D("54000"))
+
+
+def test_apply_fill_closes_to_flat() -> None:
+    """Closing exactly leaves amount 0, entry 0 and the realised PnL of a short."""
+    effect = apply_fill(D("-2"), D("100"), D("2"), D("90"))
+    assert (effect.amount, effect.entry_price, effect.realized_pnl) == (D(0), D(0), D("20"))
+
+
+# -- rejections ----------------------------------------------------------------------------------
+
+BTC = "BTCUSDT"
+
+
+def _order(**kw: object) -> Callable[[SimAccount], object]:
+    args: dict[str, object] = {"symbol": BTC, "side": "BUY", "type": "MARKET", "quantity": D("0.01"), "time_ms": T0}
+    args.update(kw)
+    return lambda acc: acc.new_order(**args)  # type: ignore[arg-type]
+
+
+def _algo(**kw: object) -> Callable[[SimAccount], object]:
+    args: dict[str, object] = {"symbol": BTC, "side": "SELL", "type": "STOP_MARKET", "trigger_price": D("49000"),
+                               "quantity": D("0.01"), "reduce_only": True, "time_ms": T0}
+    args.update(kw)
+    return lambda acc: acc.new_algo(**args)  # type: ignore[arg-type]
+
+
+REJECTIONS: list[tuple[str, Callable[[SimAccount], object], int]] = [
+    ("unknown symbol", _order(symbol="NOPEUSDT"), -1121),
+    ("zero quantity", _order(quantity=D(0)), -4003),
+    ("negative quantity", _order(quantity=D("-0.01")), -4003),
+    ("NaN quantity", _order(quantity=D("NaN")), -4003),
+    ("missing quantity", _order(quantity=None), -1102),
+    ("LIMIT without price", _order(type="LIMIT"), -1102),
+    ("quantity finer than the step", _order(quantity=D("0.0105")), -1111),
+    ("price finer than the tick", _order(type="LIMIT", price=D("49999.95")), -1111),
+    ("quantity above MARKET_LOT_SIZE maxQty", _order(quantity=D("121")), -4005),
+    ("price below minPrice", _order(type="LIMIT", price=D("500")), -4013),
+    ("price above the PERCENT_PRICE cap", _order(type="LIMIT", price=D("52500.1")), -4016),
+    ("price below the PERCENT_PRICE floor", _order(type="LIMIT", price=D("47499.9")), -4024),
+    ("notional below MIN_NOTIONAL", _order(quantity=D("0.001")), -4164),
+    ("reduce-only without a position", _order(reduce_only=True), -2022),
+    ("margin above the available balance", _order(quantity=D("5")), -2019),
+    ("conditional type on /order", _order(type="STOP_MARKET"), -4120),
+    ("trailing stop on /order", _order(type="TRAILING_STOP_MARKET"), -4120),
+    ("unknown type", _order(type="ICEBERG"), -1116),
+    ("bad side", _order(side="LONG"), -1117),
+    ("bad timeInForce", _order(type="LIMIT", price=D("49000"), time_in_force="DAY"), -1115),
+    ("client id breaks the regex", _order(client_order_id="has space"), -4015),
+    ("post-only that crosses", _order(type="LIMIT", price=D("50100"), time_in_force="GTX"), -5022),
+    ("no price yet", _order(symbol="SOLUSDT"), -1000),
+    ("algo SELL stop above the price", _algo(trigger_price=D("50000")), -2021),
+    ("algo BUY take-profit above the price", _algo(side="BUY", type="TAKE_PROFIT_MARKET",
+                                                   trigger_price=D("50500")), -2021),
+    ("algo trigger finer than the tick", _algo(trigger_price=D("49000.01")), -1111),
+    ("algo trigger below minPrice", _algo(trigger_price=D("100")), -4006),
+    ("algo LIMIT-style type", _algo(type="STOP"), -1116),
+    ("algo closePosition without a position", _algo(quantity=None, reduce_only=False, close_position=True), -2022),
+    ("algo closePosition with a quantity", _algo(reduce_only=False, close_position=True), -1106),
+    ("algo below MIN_NOTIONAL", _algo(reduce_only=False, quantity=D("0.001")), -4164),
+    ("algo without quantity", _algo(quantity=None), -1102),
+    ("cancel unknown order", lambda acc: acc.cancel_order(BTC, order_id=99, time_ms=T0), -2011),
+    ("query unknown order", lambda acc: acc.query_order(BTC, client_order_id="nope"), -2013),
+    ("cancel unknown algo", lambda acc: acc.cancel_algo(client_algo_id="nope", time_ms=T0), -2011),
+    ("query unknown algo", lambda acc: acc.query_algo(algo_id=7), -2013),
+    ("leverage 0", lambda acc: acc.set_leverage(BTC, 0), -4028),
+    ("leverage above the first bracket", lambda acc: acc.set_leverage(BTC, 126), -4028),
+    ("margin type unchanged", lambda acc: acc.set_margin_type(BTC, "CROSSED"), -4046),
+    ("margin type unknown", lambda acc: acc.set_margin_type(BTC, "CROSS"), -4044),
+]
+
+
+@pytest.mark.parametrize(("call", "code"), [(c, code) for _, c, code in REJECTIONS],
+                         ids=[name for name, _, _ in REJECTIONS])
+def test_rejections_carry_binance_codes_and_change_nothing(make: Callable[..., SimAccount],
+                                                           call: Callable[[SimAccount], object], code: int) -> None:
+    """Each bad request raises SimRejected with Binance's code, HTTP 400, and leaves the account untouched."""
+    acc = make()
+    with pytest.raises(SimRejected) as info:
+        call(acc)
+    assert (info.value.code, info.value.status) == (code, 400)
+    assert acc.order_log == [] and acc.fills == [] and acc.open_orders() == [] and acc.open_algo_orders() == []
+    assert acc.balance().wallet == D("10000")
+
+
+def test_min_qty_and_step_multiple_codes(make: Callable[..., SimAccount], filters: dict[str, SymbolFilters]) -> None:
+    """A symbol whose step is not a power of ten: 0.003 with step 0.002 → -4023; below minQty 0.01 → -4004."""
+    odd = replace(filters[BTC], market_step_size=D("0.002"), market_min_qty=D("0.01"))
+    acc = make(BTCUSDT=odd)
+    with pytest.raises(SimRejected) as info:
+        acc.new_order(symbol=BTC, side="BUY", type="MARKET", quantity=D("0.003"), time_ms=T0)
+    assert info.value.code == -4023
+    with pytest.raises(SimRejected) as info:
+        acc.new_order(symbol=BTC, side="BUY", type="MARKET", quantity=D("0.004"), time_ms=T0)
+    assert info.value.code == -4004
+
+
+def test_reduce_only_that_would_increase_is_rejected_and_a_larger_one_is_clipped(
+        make: Callable[..., SimAccount]) -> None:
+    """Long 0.01: reduce-only BUY → -2022; reduce-only SELL 0.05 closes only the 0.01 (below MIN_NOTIONAL is fine)."""
+    acc = make(NO_SLIP)
+    market(acc, "BUY", "0.01")
+    with pytest.raises(SimRejected) as info:
+        market(acc, "BUY", "0.01", reduce_only=True)
+    assert info.value.code == -2022
+    market(acc, "SELL", "0.05", reduce_only=True)
+    assert acc.fills[-1].quantity == D("0.01") and acc.positions() == []
+
+
+def test_bracket_cap_at_high_leverage(make: Callable[..., SimAccount]) -> None:
+    """At 125x BTC's cap is 50 000 notional: 1.1 BTC (55 000) → -2027; set_leverage reports the cap."""
+    acc = make(SimConfig(balance=D("100000")))
+    assert acc.set_leverage(BTC, 125) == (125, D("50000"))
+    with pytest.raises(SimRejected) as info:
+        market(acc, "BUY", "1.1")
+    assert info.value.code == -2027
+    market(acc, "BUY", "0.9")
+    assert acc.leverage(BTC) == 125
+
+
+def test_market_fill_outside_the_band_is_4131(make: Callable[..., SimAccount]) -> None:
+    """With 600 bp of slippage the fill would leave the ±5 % band: -4131."""
+    with pytest.raises(SimRejected) as info:
+        market(make(SimConfig(slippage_bps=D(600))), "BUY", "0.01")
+    assert info.value.code == -4131
+
+
+def test_client_id_reuse_after_fill_but_not_while_open(make: Callable[..., SimAccount]) -> None:
+    """A filled order's id is free again; an open one is not (-4116) until it is cancelled."""
+    acc = make()
+    market(acc, "BUY", "0.01", cid="same")
+    market(acc, "SELL", "0.01", cid="same")
+    acc.new_order(symbol=BTC, side="BUY", type="LIMIT", quantity=D("0.01"), price=D("49000"), time_ms=T0,
+                  client_order_id="rest")
+    with pytest.raises(SimRejected) as info:
+        acc.new_order(symbol=BTC, side="BUY", type="LIMIT", quantity=D("0.01"), price=D("48000"), time_ms=T0,
+                      client_order_id="rest")
+    assert info.value.code == -4116
+    acc.cancel_order(BTC, client_order_id="rest", time_ms=T0)
+    state, _ = acc.new_order(symbol=BTC, side="BUY", type="LIMIT", quantity=D("0.01"), price=D("48000"),
+                             time_ms=T0, client_order_id="rest")
+    assert acc.query_order(BTC, client_order_id="rest") == state
+    assert acc.order_log == ["same", "same", "rest", "rest"]
+
+
+# -- LIMIT ---------------------------------------------------------------------------------------
+
+
+def test_limit_rests_holds_margin_then_fills_at_its_price_as_maker(make: Callable[..., SimAccount]) -> None:
+    """BUY 0.01 @ 49 000 rests (margin 24.5 at 20x), ignores 49 500, fills at 49 000 on 48 900 with 0.02 % fee."""
+    acc = make()
+    state, events = acc.new_order(symbol=BTC, side="BUY", type="LIMIT", quantity=D("0.01"), price=D("49000"),
+                                  time_ms=T0, client_order_id="lim")
+    assert (state.status, kinds(events)) == ("NEW", ["NEW"])
+    assert [o.client_order_id for o in acc.open_orders(BTC)] == ["lim"]
+    assert acc.balance().available == D("10000") - D("24.5")
+    assert acc.on_price(BTC, D("49500"), T0 + 1) == []
+    events = acc.on_price(BTC, D("48900"), T0 + 2)
+    assert kinds(events) == ["TRADE", "ACCOUNT"]
+    fill = acc.fills[-1]
+    assert (fill.price, fill.fee, fill.is_maker) == (D("49000"), D("0.0002") * D("490"), True)
+    assert acc.query_order(BTC, client_order_id="lim").status == "FILLED"
+    assert acc.open_orders() == []
+    with pytest.raises(SimRejected) as info:
+        acc.cancel_order(BTC, client_order_id="lim", time_ms=T0 + 3)
+    assert info.value.code == -2011
+
+
+def test_marketable_limit_fills_at_once_and_ioc_expires(make: Callable[..., SimAccount]) -> None:
+    """A BUY limit above the price fills now as taker at the slipped price; an IOC below it expires."""
+    acc = make()
+    state, _ = acc.new_order(symbol=BTC, side="BUY", type="LIMIT", quantity=D("0.01"), price=D("50100"),
+                             time_ms=T0)
+    assert (state.status, state.avg_price) == ("FILLED", D("50005.0"))
+    state, events = acc.new_order(symbol=BTC, side="BUY", type="LIMIT", quantity=D("0.01"), price=D("49000"),
+                                  time_ms=T0, time_in_force="IOC")
+    assert (state.status, kinds(events)) == ("EXPIRED", ["NEW", "EXPIRED"])
+
+
+def test_cancel_releases_the_order_margin(make: Callable[..., SimAccount]) -> None:
+    """After a cancel the available balance is whole again and the order reports CANCELED."""
+    acc = make()
+    state, _ = acc.new_order(symbol=BTC, side="SELL", type="LIMIT", quantity=D("0.01"), price=D("51000"),
+                             time_ms=T0)
+    cancelled, events = acc.cancel_order(BTC, order_id=state.order_id, time_ms=T0 + 1)
+    assert (cancelled.status, kinds(events)) == ("CANCELED", ["CANCELED"])
+    assert acc.balance().available == D("10000")
+
+
+# -- algo orders ---------------------------------------------------------------------------------
+
+TRIGGERS = [
+    # position side, algo side, type, trigger, crossing price, expected fill (trigger ± 1 bp on the tick)
+    ("BUY", "SELL", "STOP_MARKET", "49000", "48990", "48995.1"),
+    ("BUY", "SELL", "TAKE_PROFIT_MARKET", "52000", "52100", "51994.8"),
+    ("SELL", "BUY", "STOP_MARKET", "51000", "51200", "51005.1"),
+    ("SELL", "BUY", "TAKE_PROFIT_MARKET", "48000", "47900", "48004.8"),
+]
+
+
+@pytest.mark.parametrize(("entry", "side", "type", "trigger", "cross", "fill"), TRIGGERS,
+                         ids=["long-stop", "long-tp", "short-stop", "short-tp"])
+def test_algo_triggers_and_fills_at_its_trigger(make: Callable[..., SimAccount], entry: str, side: str, type: str,
+                                                trigger: str, cross: str, fill: str) -> None:
+    """The position closes at the trigger price with slippage; events TRIGGERED, NEW, TRADE, ACCOUNT, FINISHED."""
+    acc = make()
+    market(acc, entry, "0.01")
+    state, events = acc.new_algo(symbol=BTC, side=side, type=type, trigger_price=D(trigger), close_position=True,
+                                 time_ms=T0, client_algo_id="sl-1")
+    assert (state.status, kinds(events)) == ("NEW", ["algo:NEW"])
+    assert acc.on_price(BTC, (D(trigger) + D(cross)) / 2 + (D(trigger) - D(cross)), T0 + 1) == []
+    events = acc.on_price(BTC, D(cross), T0 + 2)
+    assert kinds(events) == ["algo:TRIGGERED", "NEW", "TRADE", "ACCOUNT", "algo:FINISHED"]
+    trade = events[2]
+    assert isinstance(trade, OrderUpdate)
+    assert (trade.client_order_id, trade.last_price, trade.reduce_only) == ("sl-1", D(fill), True)
+    assert acc.positions() == [] and acc.open_algo_orders() == []
+    assert acc.query_algo(client_algo_id="sl-1").status == "FINISHED"
+    assert acc.query_order(BTC, client_order_id="sl-1").status == "FILLED"
+
+
+def test_gap_through_the_stop_fills_at_the_gap_price(make: Callable[..., SimAccount]) -> None:
+    """Long with a stop at 49 000; the price gaps to 48 000: the stop fills at 48 000 × 0.9999 = 47 995.2."""
+    acc = make()
+    market(acc, "BUY", "0.01")
+    acc.new_algo(symbol=BTC, side="SELL", type="STOP_MARKET", trigger_price=D("49000"), close_position=True,
+                 time_ms=T0)
+    acc.on_price(BTC, D("48000"), T0 + 1, gap=True)
+    assert acc.fills[-1].price == D("47995.2")
+    assert acc.fills[-1].realized_pnl == (D("47995.2") - D("50005.0")) * D("0.01")
+
+
+def test_trigger_without_position_is_rejected_and_algos_outlive_the_position(
+        make: Callable[..., SimAccount]) -> None:
+    """The stop is not cancelled when the position closes; when it fires: TRIGGERED, REJECTED "Reduce Only reject"."""
+    acc = make()
+    market(acc, "BUY", "0.01")
+    acc.new_algo(symbol=BTC, side="SELL", type="STOP_MARKET", trigger_price=D("49000"), close_position=True,
+                 time_ms=T0, client_algo_id="sl")
+    market(acc, "SELL", "0.01")
+    assert [a.client_algo_id for a in acc.open_algo_orders(BTC)] == ["sl"]
+    fills = len(acc.fills)
+    events = acc.on_price(BTC, D("48900"), T0 + 1)
+    assert kinds(events) == ["algo:TRIGGERED", "algo:REJECTED"]
+    rejected = events[-1]
+    assert isinstance(rejected, AlgoUpdate) and rejected.reject_reason == "Reduce Only reject"
+    assert len(acc.fills) == fills and acc.positions() == []
+    assert acc.query_algo(client_algo_id="sl").status == "REJECTED"
+
+
+def test_algo_cancel_and_duplicate_client_id(make: Callable[..., SimAccount]) -> None:
+    """An open algo id cannot be reused (-4116); after a cancel it can; a cancelled algo never fires."""
+    acc = make()
+    acc.new_algo(symbol=BTC, side="BUY", type="STOP_MARKET", trigger_price=D("51000"), quantity=D("0.01"),
+                 time_ms=T0, client_algo_id="a")
+    with pytest.raises(SimRejected) as info:
+        acc.new_algo(symbol=BTC, side="BUY", type="STOP_MARKET", trigger_price=D("52000"), quantity=D("0.01"),
+                     time_ms=T0, client_algo_id="a")
+    assert info.value.code == -4116
+    state, events = acc.cancel_algo(symbol=BTC, client_algo_id="a", time_ms=T0 + 1)
+    assert (state.status, kinds(events)) == ("CANCELED", ["algo:CANCELED"])
+    assert acc.on_price(BTC, D("51500"), T0 + 2) == []
+    acc.new_algo(symbol=BTC, side="BUY", type="STOP_MARKET", trigger_price=D("52000"), quantity=D("0.01"),
+                 time_ms=T0 + 3, client_algo_id="a")
+    assert acc.order_log == ["a", "a"]
+
+
+def test_entry_stop_opens_a_position(make: Callable[..., SimAccount]) -> None:
+    """A non-reduce BUY stop at 51 000 opens a long when the price rises through it."""
+    acc = make(NO_SLIP)
+    acc.new_algo(symbol=BTC, side="BUY", type="STOP_MARKET", trigger_price=D("51000"), quantity=D("0.01"),
+                 time_ms=T0)
+    acc.on_price(BTC, D("51050"), T0 + 1)
+    (pos,) = acc.positions()
+    assert (pos.side, pos.quantity, pos.entry_price) == ("LONG", D("0.01"), D("51000"))
+
+
+# -- liquidation ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("side", "hand_lp"), [
+    ("BUY", (D("992.5") - D("0.3") * D("50000")) / (D("0.3") * D("0.004") - D("0.3"))),
+    ("SELL", (D("992.5") + D("0.3") * D("50000")) / (D("0.3") * D("0.004") + D("0.3"))),
+], ids=["long", "short"])
+def test_liquidation_price_by_hand_and_liquidation_at_it(make: Callable[..., SimAccount], side: str,
+                                                         hand_lp: Decimal) -> None:
+    """1 000 USDT, 0.3 BTC at 50 000 (fee 7.5 → WB 992.5, mmr 0.4 %, cum 0): LP = (WB − s·q·e) / (q·mmr − s·q).
+
+    Long: 46 879.18…, short: 53 095.28…. Just before the LP nothing happens; just past it the account is
+    liquidated with an ``autoclose-`` order (CALCULATED, then TRADE) at the price, taker fee charged.
+    """
+    acc = make(SimConfig(balance=D("1000"), slippage_bps=D(0)))
+    market(acc, side, "0.3")
+    (pos,) = acc.positions()
+    assert pos.liquidation_price == hand_lp
+    sign = 1 if side == "BUY" else -1
+    assert acc.on_price(BTC, (hand_lp + sign * D("1")).quantize(D("0.1")), T0 + 1) == []
+    past = (hand_lp - sign * D("1")).quantize(D("0.1"))
+    events = acc.on_price(BTC, past, T0 + 2)
+    assert kinds(events) == ["CALCULATED", "TRADE", "ACCOUNT"]
+    close = events[1]
+    assert isinstance(close, OrderUpdate) and close.client_order_id.startswith("autoclose-") and close.is_liquidation
+    assert (close.last_price, close.commission) == (past, D("0.0005") * D("0.3") * past)
+    assert acc.positions() == []
+    assert acc.balance().wallet == D("1000") + sum(f.realized_pnl - f.fee for f in acc.fills)
+
+
+def test_liquidation_cancels_resting_orders_and_closes_every_position(make: Callable[..., SimAccount]) -> None:
+    """Cross: a BTC crash liquidates the ETH position too, and the resting order is cancelled first."""
+    acc = make(SimConfig(balance=D("1000"), slippage_bps=D(0)))
+    market(acc, "BUY", "0.3")
+    market(acc, "BUY", "0.1", symbol="ETHUSDT")
+    acc.new_order(symbol="ETHUSDT", side="BUY", type="LIMIT", quantity=D("0.1"), price=D("2900"), time_ms=T0)
+    events = acc.on_price(BTC, D("46000"), T0 + 1)
+    assert kinds(events) == ["CANCELED", "CALCULATED", "TRADE", "ACCOUNT", "CALCULATED", "TRADE", "ACCOUNT"]
+    assert acc.positions() == [] and acc.open_orders() == []
+
+
+# -- properties over the real exchangeInfo -------------------------------------------------------
+
+
+def _log_between(low: Decimal, high: Decimal, u: float) -> Decimal:
+    return D(str(float(low) * (float(high) / float(low)) ** u))
+
+
+def test_builder_orders_are_accepted_on_every_usdt_perpetual(filters: dict[str, SymbolFilters],
+                                                              brackets: dict[str, SymbolBrackets]) -> None:
+    """On every USDT perpetual, validate_order / validate_trigger output is never refused by the simulator.
+
+    Per symbol: random marks (log-uniform from max(minPrice, 10 000 ticks) to maxPrice), LIMIT prices
+    anywhere in the PERCENT_PRICE band, notionals from MIN_NOTIONAL to 100×, every rounding mode, and a
+    reduce-only stop or take-profit; cases the builder itself refuses are skipped.
+    """
+    symbols = sorted(s for s in filters if s in brackets)
+    assert len(symbols) > 300
+    accepted: dict[str, int] = dict.fromkeys(symbols, 0)
+    for symbol in symbols:
+        _accept_builder_orders(symbol, filters[symbol], brackets[symbol], accepted)
+    assert [s for s, n in accepted.items() if n == 0] == []
+
+
+def _accept_builder_orders(symbol: str, f: SymbolFilters, b: SymbolBrackets, accepted: dict[str, int]) -> None:
+    @settings(max_examples=6, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.filter_too_much])
+    @given(st.floats(0, 1), st.floats(0, 1), st.floats(0, 1), st.sampled_from(["BUY", "SELL"]),
+           st.sampled_from(["down", "up", "half_up"]), st.floats(1.001, 1.5))
+    def check(u_mark: float, u_band: float, u_notional: float, side: Side, rounding: PriceRounding,
+              distance: float) -> None:
+        low = max(f.min_price, f.tick_size * 10_000)
+        mark = (_log_between(low, max(low, f.max_price), u_mark) // f.tick_size) * f.tick_size
+        limit = mark * (f.percent_down + (f.percent_up - f.percent_down) * D(str(u_band)))
+        notional = _log_between(f.min_notional, f.min_notional * 100, u_notional)
+        # the entry's protective exit: a stop below a long / above a short, a take-profit the other way
+        kind: TriggerType = "STOP_MARKET" if u_band < 0.5 else "TAKE_PROFIT_MARKET"
+        exit_side: Side = "SELL" if side == "BUY" else "BUY"
+        below = (exit_side == "SELL") == (kind == "STOP_MARKET")
+        trigger_at = mark / D(str(distance)) if below else mark * D(str(distance))
+        try:
+            lim = validate_order(f, side=side, order_type="LIMIT", quantity=notional / limit, mark_price=mark,
+                                 price=limit, rounding=rounding)
+            mkt = validate_order(f, side=side, order_type="MARKET", quantity=notional / mark, mark_price=mark)
+            trigger, _ = validate_trigger(f, side=exit_side, order_type=kind, trigger=trigger_at,
+                                          reference_price=mark, rounding=rounding)
+        except FilterRejected:
+            assume(False)
+            return
+        acc = SimAccount({symbol: f}, {symbol: b}, SimConfig(balance=D("1e15")))
+        acc.on_price(symbol, mark, T0)
+        acc.set_leverage(symbol, 1)
+        acc.new_order(symbol=symbol, side=side, type="LIMIT", quantity=lim.quantity, price=lim.price, time_ms=T0)
+        acc.new_order(symbol=symbol, side=side, type="MARKET", quantity=mkt.quantity, time_ms=T0)
+        acc.new_algo(symbol=symbol, side=exit_side, type=kind, trigger_price=trigger, quantity=mkt.quantity,
+                     reduce_only=True, time_ms=T0)
+        accepted[symbol] += 1
+
+    check()
+
+
+STEPS = st.lists(st.tuples(st.sampled_from(["BTCUSDT", "ETHUSDT"]), st.sampled_from(["BUY", "SELL"]),
+                           st.integers(1, 400), st.integers(-300, 300)), min_size=1, max_size=40)
+
+
+def test_wallet_is_initial_plus_realised_minus_fees_after_ending_flat(
+        filters: dict[str, SymbolFilters], brackets: dict[str, SymbolBrackets]) -> None:
+    """Random MARKET trades and price moves, then flat: wallet = initial + Σ rp − Σ fee exactly, and equals
+    initial + Σ cash flows − Σ fee up to the 8-decimal rounding of each realised PnL (≤ 0.5e-8 per fill)."""
+
+    @settings(max_examples=60, deadline=None, derandomize=True)
+    @given(STEPS)
+    def check(steps: list[tuple[str, str, int, int]]) -> None:
+        acc = SimAccount(filters, brackets, SimConfig(balance=D("1000000")))
+        rejected: list[int | None] = []
+        prices = {"BTCUSDT": D("50000"), "ETHUSDT": D("3000")}
+        for symbol, price in prices.items():
+            acc.on_price(symbol, price, T0)
+        for i, (symbol, side, lots, move) in enumerate(steps):
+            prices[symbol] += prices[symbol] * D(move) / D(10000)
+            prices[symbol] = prices[symbol].quantize(filters[symbol].tick_size)
+            acc.on_price(symbol, prices[symbol], T0 + i)
+            try:
+                acc.new_order(symbol=symbol, side=side, type="MARKET", quantity=filters[symbol].step_size * lots * 10,
+                              time_ms=T0 + i)
+            except SimRejected as exc:
+                rejected.append(exc.code)
+        for pos in acc.positions():
+            acc.new_order(symbol=pos.symbol, side="SELL" if pos.side == "LONG" else "BUY", type="MARKET",
+                          quantity=pos.quantity, reduce_only=True, time_ms=T0 + len(steps))
+        assert acc.positions() == [] and set(rejected) <= {-4164, -2019, -2027}
+        fills = acc.fills
+        fees = sum((f.fee for f in fills), D(0))
+        assert acc.balance().wallet == D("1000000") + sum((f.realized_pnl for f in fills), D(0)) - fees
+        cash = sum((f.quantity * f.price * (1 if f.side == "SELL" else -1) for f in fills), D(0))
+        assert abs(acc.balance().wallet - (D("1000000") + cash - fees)) <= len(fills) * D("0.000000005")
+
+    check()
