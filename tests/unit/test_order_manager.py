@@ -8,9 +8,12 @@ a request lost before the book, an exit path that keeps failing) — the manager
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from decimal import Decimal
 from typing import Literal
+
+import pytest
 
 from smc_quant.domain.trading import ExitReason, Position, PositionSide, Signal
 from smc_quant.errors import TemporaryError, VenueRejected
@@ -620,3 +623,45 @@ async def test_a_stop_accepted_but_unanswered_is_queried_and_not_placed_twice() 
     assert algo_calls[:3] == [("place_algo", sl_id), ("query_algo", sl_id),
                               ("place_algo", client_order_id(d.signal.signal_id, Leg.TAKE_PROFIT, 0))]
     assert venue.account.order_log.count(sl_id) == 1 and len(venue.account.open_algo_orders("BTCUSDT")) == 2
+
+
+class SlowAlgos(PaperBroker):
+    """Algo placements wait for ``release``; ``placed`` is set once two of them went through."""
+
+    def __init__(self, account: SimAccount, clock: Clock) -> None:
+        super().__init__(account, clock)
+        self.in_flight = asyncio.Event()
+        self.release = asyncio.Event()
+        self.placed = asyncio.Event()
+        self.count = 0
+
+    async def place_algo(self, request: AlgoRequest) -> AlgoState:
+        self.in_flight.set()
+        await self.release.wait()
+        state = await super().place_algo(request)
+        self.count += 1
+        if self.count == 2:
+            self.placed.set()
+        return state
+
+
+async def test_cancelling_open_after_the_fill_still_protects_the_position() -> None:
+    """open() is cancelled while the stop is in flight: CancelledError propagates, the protection completes."""
+    venue = make_venue(SlowAlgos)
+    broker = broker_of(venue, SlowAlgos)
+    price = venue.start("ETHUSDT", 11_000)
+    d = decision("ETHUSDT", "LONG", price, bars("ETHUSDT", 11_000))
+    manager = make_manager(venue)
+
+    task = asyncio.create_task(manager.open(d, price))
+    await asyncio.wait_for(broker.in_flight.wait(), timeout=5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    broker.release.set()
+    await asyncio.wait_for(broker.placed.wait(), timeout=5)
+
+    live = {a.type: a for a in venue.account.open_algo_orders("ETHUSDT")}
+    assert live["STOP_MARKET"].trigger_price == d.stop_price and live["STOP_MARKET"].close_position
+    assert live["TAKE_PROFIT_MARKET"].trigger_price == d.target_price
+    assert venue.position("ETHUSDT") is not None
