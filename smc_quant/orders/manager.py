@@ -207,7 +207,7 @@ class SmartOrderManager:
         self._leverage: dict[str, int] = {}
         self._attempts: dict[tuple[str, Leg], int] = {}
         """Next attempt number per (signal, leg): raised when the previous order of the leg is dead."""
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Future[_Protection]] = set()
 
     # -- public API ----------------------------------------------------------------------------------
 
@@ -258,7 +258,7 @@ class SmartOrderManager:
                 return OpenResult(None, "entry_unknown")
             except VenueRejected as exc:
                 self._attempts[(signal.signal_id, Leg.ENTRY)] = attempt = attempt + 1
-                fixed = None if repaired else self._repair_entry(exc, quantity, filters, mark)
+                fixed = None if repaired else self._repair_entry(exc, request, filters, mark)
                 if fixed is None:
                     return self._drop(signal.symbol, f"rejected {_error_text(exc)}")
                 quantity, repaired = fixed, True
@@ -266,30 +266,62 @@ class SmartOrderManager:
             except TemporaryError as exc:
                 return self._drop(signal.symbol, f"entry failed after retries: {_error_text(exc)}")
         self._attempts[(signal.signal_id, Leg.ENTRY)] = attempt + 1
-        state = await self._await_fill(state, cancel_rest=True)
+        try:
+            state = await self._await_fill(state, cancel_rest=True)
+        except asyncio.CancelledError:
+            # Cancelled while a LIMIT entry rests: take the rest off the book and protect what already filled.
+            self._in_background(self._abandon_entry(state, decision, valid.price or mark))
+            raise
         if state.executed_qty <= 0:
             return self._drop(signal.symbol, f"not_filled ({state.status})", entry=state)
-        self.stats["filled"] += 1
-        price = state.avg_price if state.avg_price > 0 else (valid.price or mark)
-        position = Position(
-            symbol=signal.symbol, side=signal.side, quantity=state.executed_qty, entry_price=price,
-            entry_time_ms=self._clock(), leverage=decision.leverage, signal_id=signal.signal_id,
-            confidence=signal.confidence, stop_price=decision.stop_price, target_price=decision.target_price,
-            mark_price=price)
-        self._log.info("entry_filled", symbol=signal.symbol, side=signal.side, quantity=str(state.executed_qty),
-                       price=str(price), client_id=state.client_order_id)
+        position = self._position(decision, state, valid.price or mark)
         # The fill price is the freshest last price we know: protection is validated against it.
-        task = asyncio.ensure_future(self._protect(position, price, fresh=True))
-        self._background.add(task)
-        task.add_done_callback(self._protection_done)
-        prot = await asyncio.shield(task)
+        prot = await asyncio.shield(self._in_background(self._protect(position, position.entry_price, fresh=True)))
         if prot.close is not None:
             held = None if prot.close.closed else position
             return OpenResult(held, f"closed_at_once: {prot.close.detail}", state, prot.stop_loss,
                               prot.take_profit, prot.close)
         return OpenResult(position, "opened", state, prot.stop_loss, prot.take_profit)
 
-    def _protection_done(self, task: asyncio.Task[_Protection]) -> None:
+    def _position(self, decision: Decision, state: OrderState, fallback_price: Decimal) -> Position:
+        """The position a filled (or partly filled) entry opened."""
+        signal = decision.signal
+        self.stats["filled"] += 1
+        price = state.avg_price if state.avg_price > 0 else fallback_price
+        self._log.info("entry_filled", symbol=signal.symbol, side=signal.side, quantity=str(state.executed_qty),
+                       price=str(price), client_id=state.client_order_id)
+        return Position(
+            symbol=signal.symbol, side=signal.side, quantity=state.executed_qty, entry_price=price,
+            entry_time_ms=self._clock(), leverage=decision.leverage, signal_id=signal.signal_id,
+            confidence=signal.confidence, stop_price=decision.stop_price, target_price=decision.target_price,
+            mark_price=price)
+
+    def _in_background(self, work: Awaitable[_Protection]) -> asyncio.Future[_Protection]:
+        """Run ``work`` as a task that survives the caller's cancellation (kept referenced until done)."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._protection_done)
+        return task
+
+    async def _abandon_entry(self, state: OrderState, decision: Decision, fallback_price: Decimal) -> _Protection:
+        """A cancelled ``open()`` left an entry resting: cancel it, then protect any part that filled."""
+        final: OrderState | None = None
+        for n in range(1, self.config.protection_max_attempts + 1):
+            try:
+                final = await self._broker.cancel_order(state.symbol, state.client_order_id)
+                if final is None:
+                    final = await self._broker.query_order(state.symbol, state.client_order_id)
+                break
+            except (TemporaryError, VenueRejected) as exc:
+                self._log.warning("abandon_entry_cancel_failed", client_id=state.client_order_id,
+                                  error=_error_text(exc))
+                await self._sleep(self.config.backoff(n))
+        if final is None or final.executed_qty <= 0:
+            return _Protection()
+        position = self._position(decision, final, fallback_price)
+        return await self._protect(position, position.entry_price, fresh=True)
+
+    def _protection_done(self, task: asyncio.Future[_Protection]) -> None:
         """A protection task ended (normally awaited by ``open``; this reports one that outlived a cancellation)."""
         self._background.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
@@ -453,9 +485,10 @@ class SmartOrderManager:
                 cancelled = None
         return cancelled or state
 
-    def _repair_entry(self, exc: VenueRejected, quantity: Decimal, filters: SymbolFilters,
+    def _repair_entry(self, exc: VenueRejected, request: OrderRequest, filters: SymbolFilters,
                       mark: Decimal) -> Decimal | None:
         """The quantity for one repaired resend of a rejected entry, or ``None`` to drop it (reactions table)."""
+        quantity, side, price = request.quantity, request.side, request.price
         rule = REACTIONS.get(exc.code) if exc.code is not None else None
         if rule is None or rule.reaction != Reaction.REPAIR:
             return None
@@ -463,8 +496,11 @@ class SmartOrderManager:
             return quantity
         if exc.code in _SHRINK:  # margin or leverage ratio: half the size, if it still passes the filters
             try:
-                return validate_order(filters, side="BUY", order_type="MARKET", quantity=quantity / 2,
-                                      mark_price=mark).quantity
+                if price is None:
+                    return validate_order(filters, side=side, order_type="MARKET", quantity=quantity / 2,
+                                          mark_price=mark).quantity
+                return validate_order(filters, side=side, order_type="LIMIT", quantity=quantity / 2,
+                                      mark_price=mark, price=price).quantity
             except FilterRejected:
                 return None
         return None  # size/price/format repairs: our filters already produced the request, a resend won't differ

@@ -665,3 +665,65 @@ async def test_cancelling_open_after_the_fill_still_protects_the_position() -> N
     assert live["STOP_MARKET"].trigger_price == d.stop_price and live["STOP_MARKET"].close_position
     assert live["TAKE_PROFIT_MARKET"].trigger_price == d.target_price
     assert venue.position("ETHUSDT") is not None
+
+
+async def test_margin_insufficient_entry_is_repaired_once_with_half_the_size() -> None:
+    """150k USDT notional at 10× on a 10k account: -2019, then one resend at half the size with attempt 1."""
+    venue = make_venue()
+    price = venue.start("BTCUSDT", 12_000)
+    d = decision("BTCUSDT", "LONG", price, bars("BTCUSDT", 12_000), notional="150000", stop_pct=3.0, target_pct=6.0)
+    manager = make_manager(venue)
+
+    result = await manager.open(d, price)
+
+    step = real_filters()["BTCUSDT"].market_step_size
+    assert result.position is not None and result.position.quantity == floor_to_step(d.quantity / 2, step)
+    assert result.entry is not None and result.entry.client_order_id == client_order_id(d.signal.signal_id,
+                                                                                         Leg.ENTRY, 1)
+    assert manager.stats["rejected"] == 1 and manager.stats["repaired"] == 1
+
+
+async def test_margin_insufficient_twice_is_dropped_with_the_code() -> None:
+    venue = make_venue()
+    price = venue.start("BTCUSDT", 12_000)
+    d = decision("BTCUSDT", "LONG", price, bars("BTCUSDT", 12_000), notional="500000")
+    manager = make_manager(venue)
+    result = await manager.open(d, price)
+    assert result.position is None and result.reason.startswith("rejected -2019")
+    assert venue.account.order_log == [] and manager.stats["rejected"] == 2
+
+
+class CancelWitness(PaperBroker):
+    """Signals when an order is cancelled (the manager's background clean-up after a cancelled open)."""
+
+    def __init__(self, account: SimAccount, clock: Clock) -> None:
+        super().__init__(account, clock)
+        self.cancelled = asyncio.Event()
+
+    async def cancel_order(self, symbol: str, client_order_id: str) -> OrderState | None:
+        state = await super().cancel_order(symbol, client_order_id)
+        self.cancelled.set()
+        return state
+
+
+async def test_cancelling_open_while_a_limit_entry_rests_takes_it_off_the_book() -> None:
+    venue = make_venue(CancelWitness)
+    broker = broker_of(venue, CancelWitness)
+    price = venue.start("BTCUSDT", 12_500)
+    d = decision("BTCUSDT", "LONG", price, bars("BTCUSDT", 12_500), stop_pct=3.0, target_pct=6.0)
+    waiting, forever = asyncio.Event(), asyncio.Event()
+
+    async def hanging_sleep(_: float) -> None:  # the fill wait never ends by itself
+        waiting.set()
+        await forever.wait()
+
+    manager = SmartOrderManager(venue.broker, real_filters(), config=OrderConfig(entry_type="LIMIT"),
+                                clock=venue.clock, sleep=hanging_sleep)
+    task = asyncio.create_task(manager.open(d, price))
+    await asyncio.wait_for(waiting.wait(), timeout=5)
+    assert len(venue.account.open_orders("BTCUSDT")) == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.wait_for(broker.cancelled.wait(), timeout=5)
+    assert venue.account.open_orders() == [] and venue.account.positions() == []
