@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Coroutine
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,17 @@ from smc_quant.datasets import data_dir
 from smc_quant.exchange.emulator.config import EmulatorConfig
 from smc_quant.exchange.emulator.server import Emulator
 from smc_quant.logging import configure_logging
+
+
+def _balance(text: str) -> Decimal:
+    """A positive decimal amount (argparse turns the ValueError into a usage error, exit 2)."""
+    try:
+        value = Decimal(text)
+    except ArithmeticError:
+        raise ValueError(text) from None
+    if not value.is_finite() or value <= 0:
+        raise ValueError(text)
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -42,6 +55,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--start-paused", action="store_true", help="wait for POST /_emulator/faults resume")
     p.add_argument("--weight-limit", type=int, default=2400)
     p.add_argument("--ping-interval", type=float, default=180.0)
+    p.add_argument("--api-key", default="emulator-key", help="the account's API key (X-MBX-APIKEY)")
+    p.add_argument("--api-secret", default=None,
+                   help="HMAC secret (default: SMC_EMULATOR_API_SECRET or 'emulator-secret')")
+    p.add_argument("--balance", type=_balance, default=Decimal("10000"), help="starting USDT wallet balance")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -59,6 +76,9 @@ def config_from(args: argparse.Namespace) -> EmulatorConfig:
         start_paused=args.start_paused,
         weight_limit=args.weight_limit,
         ping_interval_s=args.ping_interval,
+        api_key=args.api_key,
+        api_secret=args.api_secret or os.environ.get("SMC_EMULATOR_API_SECRET", "emulator-secret"),
+        balance=args.balance,
     )
 
 
@@ -73,7 +93,7 @@ async def serve(config: EmulatorConfig, host: str, port: int) -> None:
     await emulator.start(host, port)
     print(
         f"emulator rest={emulator.rest_url} market={emulator.ws_market_base} "
-        f"public={emulator.ws_public_base} legacy={emulator.ws_legacy_base} "
+        f"public={emulator.ws_public_base} private={emulator.ws_private_base} legacy={emulator.ws_legacy_base} "
         f"symbols={len(emulator.symbols)} start_ms={emulator.start_ms}",
         flush=True,
     )

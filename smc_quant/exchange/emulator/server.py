@@ -17,6 +17,8 @@ from smc_quant.exchange.emulator.hub import Hub
 from smc_quant.exchange.emulator.market import Market
 from smc_quant.exchange.emulator.replay import Replay
 from smc_quant.exchange.emulator.rest import RestApi, json_response
+from smc_quant.exchange.emulator.trading import TradingAccount, TradingApi, build_account
+from smc_quant.exchange.emulator.userdata import UserData
 from smc_quant.exchange.emulator.ws import StreamServer
 from smc_quant.logging import get_logger
 
@@ -31,6 +33,10 @@ class Emulator:
         self._replay = Replay(config, self.market, self._hub)
         self._rest = RestApi(config, self.market, self._replay, self._hub.faults)
         self._streams = StreamServer(config, self._hub)
+        self._user = UserData(config)
+        self._trading = TradingApi(config, self.market, self._replay, self._rest, self._hub.faults,
+                                   build_account(config, self.market), self._user)
+        self._hub.faults.listen_key_expirer = lambda key: self._user.expire(key)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._port = 0
@@ -43,10 +49,13 @@ class Emulator:
         app = web.Application()
         app.add_routes(self._rest.routes())
         app.add_routes(self._streams.routes())
+        app.add_routes(self._trading.routes())
+        app.add_routes(self._user.routes())
         app.add_routes(
             [
                 web.post("/_emulator/faults", self._admin_faults),
                 web.get("/_emulator/state", self._admin_state),
+                web.get("/_emulator/account", self._admin_account),
             ]
         )
         return app
@@ -86,6 +95,8 @@ class Emulator:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        self._trading.release()
+        await self._user.shutdown()
         await self._hub.shutdown()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -120,6 +131,11 @@ class Emulator:
     @property
     def ws_public_base(self) -> str:
         return f"{self.ws_legacy_base}/public"
+
+    @property
+    def ws_private_base(self) -> str:
+        """User-data WebSocket base: ``+ "/ws?listenKey=<k>"`` (query form) or ``+ "/ws/<k>"`` (path form)."""
+        return f"{self.ws_legacy_base}/private"
 
     # -- replay ----------------------------------------------------------------------------------
     @property
@@ -161,6 +177,29 @@ class Emulator:
         )
         return [c for c in out if c is not None]
 
+    # -- trading -------------------------------------------------------------------------------
+    @property
+    def account(self) -> TradingAccount:
+        """The simulated account the signed endpoints trade on (``smc_quant.sim.account.SimAccount``)."""
+        return self._trading.account
+
+    @property
+    def trading(self) -> TradingApi:
+        """The signed REST side (order counters, snapshot)."""
+        return self._trading
+
+    @property
+    def user_data(self) -> UserData:
+        """listenKeys and the ``/private`` streams."""
+        return self._user
+
+    def account_snapshot(self) -> dict[str, Any]:
+        """What ``GET /_emulator/account`` returns: positions, balance, open orders/algos, order log, fills."""
+        return self._trading.snapshot()
+
+    async def _admin_account(self, request: web.Request) -> web.Response:
+        return json_response(self.account_snapshot())
+
     # -- faults and stats ------------------------------------------------------------------------
     @property
     def faults(self) -> Faults:
@@ -192,6 +231,9 @@ class Emulator:
             "symbols": len(self.symbols),
             "stats": self.stats,
             "faults": self.faults.state(),
+            "user_data": {"connections_open": len(self._user.conns), **dict(self._user.stats)},
+            "orders": {"count_10s": self._trading.orders.count_10s, "count_1m": self._trading.orders.count_1m,
+                       "rejected_1015": self._trading.orders.rejected},
         }
 
     async def _admin_state(self, request: web.Request) -> web.Response:

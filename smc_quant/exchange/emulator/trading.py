@@ -22,12 +22,11 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import importlib
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from aiohttp import web
@@ -64,6 +63,7 @@ from smc_quant.orders.broker import (
     OrderState,
     OrderUpdate,
 )
+from smc_quant.sim.account import SimAccount, SimConfig
 
 __all__ = ["ApiError", "OrderCounter", "TradingAccount", "TradingApi", "account_brackets", "account_filters",
            "build_account"]
@@ -80,8 +80,14 @@ DEFAULT_TIER = Bracket(ZERO, Decimal("1000000000"), 20, Decimal("0.01"), ZERO)
 class TradingAccount(Protocol):
     """What the routes need of the simulated account (``smc_quant.sim.account.SimAccount``)."""
 
-    order_log: list[str]
-    fills: list[Fill]
+    @property
+    def order_log(self) -> list[str]:
+        """Client ids of accepted orders and algo orders, each once, in acceptance order."""
+
+    @property
+    def fills(self) -> list[Fill]:
+        """Every execution, oldest first."""
+
 
     def on_price(self, symbol: str, price: Decimal, time_ms: int) -> list[AccountEvent]: ...
     def last_price(self, symbol: str) -> Decimal | None: ...
@@ -129,11 +135,9 @@ def account_brackets(config: EmulatorConfig, symbols: Sequence[str]) -> dict[str
 
 def build_account(config: EmulatorConfig, market: Market) -> TradingAccount:
     """A ``SimAccount`` for the served symbols, configured from ``config`` (balance, fees, slippage)."""
-    sim = importlib.import_module("smc_quant.sim.account")
-    sim_config = sim.SimConfig(balance=config.balance, taker_fee=config.taker_fee, maker_fee=config.maker_fee,
-                               slippage_bps=config.slippage_bps)
-    account = sim.SimAccount(account_filters(market), account_brackets(config, market.symbols), sim_config)
-    return cast(TradingAccount, account)
+    sim_config = SimConfig(balance=config.balance, taker_fee=config.taker_fee, maker_fee=config.maker_fee,
+                           slippage_bps=config.slippage_bps)
+    return SimAccount(account_filters(market), account_brackets(config, market.symbols), sim_config)
 
 
 class ApiError(Exception):
