@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 from smc_quant.domain.trading import ExitReason, Position, PositionSide, entry_side, exit_side
 from smc_quant.errors import RateLimited, TemporaryError, VenueRejected
 from smc_quant.exchange.exchange_info import SymbolFilters
+from smc_quant.logging import get_logger
 from smc_quant.orders.broker import (
     AlgoRequest,
     AlgoState,
@@ -197,10 +198,7 @@ class SmartOrderManager:
         self.config = config
         self._journal = journal
         self._clock = clock
-        if logger is None:
-            from smc_quant.logging import get_logger
-            logger = get_logger(component="orders")
-        self._log = logger
+        self._log = logger if logger is not None else get_logger(component="orders")
         self._sleep = sleep
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
         self._margin_done: set[str] = set()
