@@ -22,6 +22,7 @@ from smc_quant.orders.broker import (
     Balance,
     ExchangePosition,
     OrderState,
+    OrderStatus,
     TriggerType,
 )
 from smc_quant.orders.filters import ceil_to_step, floor_to_step
@@ -381,7 +382,7 @@ class SimAccount:
                 self._close_resting(order, "EXPIRED", time_ms)
                 return [order.update("EXPIRED", time_ms)]
             qty = min(qty, abs(amount))
-        self._close_resting(order, "NEW", time_ms)
+        self._close_resting(order, None, time_ms)
         return self._fill(order, order.price, is_maker=True, time_ms=time_ms, quantity=qty)
 
     def _trigger(self, algo: AlgoRecord, price: Decimal, time_ms: int, *, gap: bool) -> list[AccountEvent]:
@@ -444,15 +445,13 @@ class SimAccount:
         self._order_ids[(symbol, cid)] = order.order_id
         return order
 
-    def _close_resting(self, order: OrderRecord, status: str, time_ms: int) -> None:
-        """Take ``order`` off the book (releasing its margin); ``status`` NEW leaves it for a fill."""
+    def _close_resting(self, order: OrderRecord, status: OrderStatus | None, time_ms: int) -> None:
+        """Take ``order`` off the book and release its margin; ``status`` None when a fill follows."""
         self._resting.get(order.symbol, {}).pop(order.order_id, None)
         order.margin = ZERO
         order.time_ms = time_ms
-        if status == "CANCELED":
-            order.status = "CANCELED"
-        elif status == "EXPIRED":
-            order.status = "EXPIRED"
+        if status is not None:
+            order.status = status
 
     def _open_order(self, symbol: str, cid: str) -> OrderRecord | None:
         order_id = self._order_ids.get((symbol, cid))

@@ -53,10 +53,12 @@ class SimRejected(VenueRejected):
     """A request the simulated account refuses: ``.code`` is the Binance error code, ``.status`` 400.
 
     ``str(exc)`` is Binance's message for the code, followed by the detail (which field, which limit),
-    so a test or a log line shows both what the venue would say and why.
+    so a test or a log line shows both what the venue would say and why; ``.msg`` is the message alone.
     """
 
     def __init__(self, code: int, detail: str = "") -> None:
         base = MESSAGES.get(code, "Rejected by the simulated exchange.")
         super().__init__(f"{base} ({detail})" if detail else base, status=400, code=code)
+        self.msg = base
+        """Binance's own message for the code (what the wire ``msg`` carries)."""
         self.detail = detail

@@ -545,3 +545,23 @@ def test_wallet_is_initial_plus_realised_minus_fees_after_ending_flat(
         assert abs(acc.balance().wallet - (D("1000000") + cash - fees)) <= len(fills) * D("0.000000005")
 
     check()
+
+
+def test_sim_modules_are_pure() -> None:
+    """No module of smc_quant.sim imports an I/O library or reads the clock (time is passed in)."""
+    import ast
+
+    import smc_quant.sim
+    forbidden = {"asyncio", "aiohttp", "asyncpg", "redis", "websockets", "socket", "time", "datetime", "random",
+                 "structlog", "logging"}
+    roots: dict[str, set[str]] = {}
+    for path in sorted(Path(smc_quant.sim.__file__).parent.glob("*.py")):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module.split(".")[0])
+        roots[path.name] = names & forbidden
+    assert "account.py" in roots
+    assert {k: v for k, v in roots.items() if v} == {}
