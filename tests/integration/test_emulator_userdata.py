@@ -145,3 +145,22 @@ async def test_expire_listen_key_fault(emulator: Factory, http: aiohttp.ClientSe
             assert (await filtered.receive(timeout=READ_TIMEOUT_S)).type == aiohttp.WSMsgType.CLOSE
         assert (await client.key_only("PUT", params=[("listenKey", key)])).body["code"] == -1125
         assert em.faults.counters["listen_keys_expired"] == 1
+
+
+async def test_a_key_past_its_ttl_tells_its_streams(
+    emulator: Factory, http: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    """Without keepalive the key dies after listen_key_ttl_s: its stream gets listenKeyExpired, then closes."""
+    async with emulator() as em:
+        client = await connect(http, em)
+        key = (await client.key_only("POST")).body["listenKey"]
+        async with http.ws_connect(f"{em.ws_private_base}/ws?listenKey={key}") as ws:
+            clock.now += 3599
+            assert (await client.key_only("PUT", params=[("listenKey", key)])).status == 200  # extended to +3600
+            clock.now += 3600
+            late = await client.key_only("PUT", params=[("listenKey", key)])
+            assert late.body["code"] == -1125
+            expired = await next_event(ws)
+            assert (expired["e"], expired["listenKey"]) == ("listenKeyExpired", key)
+            assert expired["E"] == int((clock.now) * 1000)
+            assert (await ws.receive(timeout=READ_TIMEOUT_S)).type == aiohttp.WSMsgType.CLOSE

@@ -159,7 +159,8 @@ class Faults:
         """Run one admin command ``{"action": name, ...args}``."""
         action = command.get("action")
         args = {k: v for k, v in command.items() if k != "action"}
-        get_logger(component="emulator").info("fault", action=action, **args)
+        shown = {k: ("<listenKey>" if k == "key" and v else v) for k, v in args.items()}  # a key is a credential
+        get_logger(component="emulator").info("fault", action=action, **shown)
         if action not in ("drop_all", "close_all", "stall", "malformed", "delay_ms", "http_error", "order_timeout",
                           "order_unknown", "order_reject_503", "expire_listen_key"):
             raise ValueError(f"unknown fault action {action!r}")

@@ -327,6 +327,8 @@ class TradingApi:
         step cheap with 347 symbols (one ``Decimal`` per active symbol instead of 347 calls).
         """
         u, event_ms = step.update, step.event_ms
+        if self._user.keys.expiry:
+            self._user.expire_due()
         for src, path in step.minute.paths.items():
             self._latest[src] = (path[u].close, event_ms)
         if not self._active:
