@@ -1,0 +1,350 @@
+"""RiskManager: turns a Signal into an order size, a leverage and exit prices, or a reasoned refusal.
+
+Every decision carries a machine-readable ``reason``. In evaluation order:
+
+* bad input → ``unknown_symbol``, ``no_brackets``, ``bad_mark``, ``bad_signal``, ``no_equity``;
+* ``daily_breaker``: realised net PnL of today's (UTC) closed trades + the account's unrealised PnL has
+  lost ≥ ``daily_loss_limit_pct`` of the day's starting equity; latched until the next UTC day;
+* ``already_open`` (one position per symbol), ``cooldown`` (a stop-loss or liquidation exit on the symbol
+  less than ``cooldown_ms`` ago), ``low_confidence`` (multiplier ≤ 0);
+* exits: stop = price × (1 ∓ stop%/100), target = price × (1 ± target%/100) from the signal's candle close,
+  each rounded to the tick *toward the entry* (a stop never further away, a target never further away than
+  planned); then ``price_drifted`` (the mark moved from the signal price by more than ``max_entry_drift`` of
+  the stop distance), ``stop_crossed``/``target_crossed`` (an exit on the wrong side of the mark),
+  ``price_filter`` (outside PRICE_FILTER);
+* ``max_positions``: at the limit the weakest-confidence position is rotated out (decision ``rotate``,
+  ``close_symbol`` names it) only if it is in profit at its mark and the new signal is more confident;
+* sizing (entry at the mark, all Decimal)::
+
+      m          = min((confidence − 0.5) × 4, max_confidence_multiplier)      (0.75 → 1×, 1.0 → 2×)
+      risk %     = min(risk_per_trade_pct × m, 2)                               (hard cap 2 % of equity)
+      quantity   = floor_step(equity × risk % / 100 / |mark − stop|)           (MARKET_LOT_SIZE step)
+
+  then the margin caps (this position ≤ ``max_position_margin_pct``, all positions incl. this one ≤
+  ``max_total_margin_pct`` of equity) and the leverage guard: the lowest integer leverage L ≤
+  ``max_leverage`` such that the margin fits, L ≤ the bracket's max leverage for the notional, notional ≤
+  ``max_notional(L)``, and the liquidation guard ``stop_distance ≤ (1/L − mmr_tier) / liq_safety`` (the
+  isolated-style worst-case liquidation distance as a fraction of the entry) holds. When no L carries the
+  full size, the size shrinks to the largest any admissible L allows (reason ``shrunk_<cap>``); if no L
+  passes the liquidation guard → ``stop_beyond_liquidation``; no margin room → ``total_margin_cap``; a
+  quantity under minQty or MIN_NOTIONAL → ``below_min_notional``.
+
+Exits of open positions: :meth:`RiskManager.due_exits` (2-hour limit, breaker). Pure: no I/O, time passed in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from decimal import Decimal
+from typing import Literal
+
+from smc_quant.domain.trading import ZERO, AccountSnapshot, ExitReason, Position, Signal, Trade, direction
+from smc_quant.exchange.brackets import SymbolBrackets
+from smc_quant.exchange.exchange_info import SymbolFilters
+from smc_quant.orders.filters import PriceRounding, floor_to_step, round_price
+
+__all__ = ["DAY_MS", "MAX_RISK_PER_TRADE_PCT", "Decision", "RiskConfig", "RiskManager", "confidence_multiplier"]
+
+DAY_MS = 86_400_000
+MAX_RISK_PER_TRADE_PCT = Decimal(2)
+HUNDRED = Decimal(100)
+ONE = Decimal(1)
+
+
+@dataclass(frozen=True, slots=True)
+class RiskConfig:
+    """Limits of the global book (percentages of equity; times in ms)."""
+
+    risk_per_trade_pct: Decimal = Decimal(1)
+    max_confidence_multiplier: Decimal = Decimal(2)
+    max_position_margin_pct: Decimal = Decimal(10)
+    max_total_margin_pct: Decimal = Decimal(50)
+    max_leverage: int = 10
+    liq_safety: Decimal = Decimal(2)
+    max_positions: int = 3
+    cooldown_ms: int = 30 * 60_000
+    daily_loss_limit_pct: Decimal = Decimal(5)
+    close_on_breaker: bool = True
+    max_hold_ms: int = 2 * 3_600_000
+    max_entry_drift: Decimal = Decimal("0.5")
+    """How far (fraction of the stop distance) the mark may have moved from the signal price."""
+
+    def __post_init__(self) -> None:
+        pct = (self.risk_per_trade_pct, self.max_position_margin_pct, self.max_total_margin_pct,
+               self.daily_loss_limit_pct)
+        problems = []
+        if not ZERO < self.risk_per_trade_pct <= MAX_RISK_PER_TRADE_PCT:
+            problems.append(f"risk_per_trade_pct must be in (0, {MAX_RISK_PER_TRADE_PCT}]")
+        if any(not p.is_finite() or p <= 0 or p > HUNDRED for p in pct):
+            problems.append("percentages must be in (0, 100]")
+        if self.max_confidence_multiplier <= 0 or self.liq_safety < 1 or self.max_entry_drift < 0:
+            problems.append("need max_confidence_multiplier > 0, liq_safety ≥ 1, max_entry_drift ≥ 0")
+        if not 1 <= self.max_leverage <= 125 or self.max_positions < 1:
+            problems.append("need 1 ≤ max_leverage ≤ 125 and max_positions ≥ 1")
+        if self.cooldown_ms < 0 or self.max_hold_ms <= 0:
+            problems.append("need cooldown_ms ≥ 0 and max_hold_ms > 0")
+        if problems:
+            raise ValueError("invalid RiskConfig: " + "; ".join(problems))
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do with one signal and why; sizes are filled for ``open`` and ``rotate``."""
+
+    action: Literal["open", "skip", "rotate"]
+    reason: str
+    signal: Signal
+    quantity: Decimal = ZERO
+    leverage: int = 0
+    stop_price: Decimal | None = None
+    target_price: Decimal | None = None
+    close_symbol: str | None = None
+    notional: Decimal = ZERO
+    margin: Decimal = ZERO
+    risk_amount: Decimal = ZERO
+
+    def as_record(self) -> dict[str, str]:
+        """Every field as a string (``signal`` as its id; ``None`` as ""), for persistence and logs."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "signal":
+                out["signal_id"], out["symbol"], out["side"] = value.signal_id, value.symbol, value.side
+                out["confidence"] = repr(value.confidence)
+            else:
+                out[f.name] = "" if value is None else format(value, "f") if isinstance(value, Decimal) else str(value)
+        return out
+
+
+def confidence_multiplier(confidence: float, cap: Decimal = Decimal(2)) -> Decimal:
+    """m = (confidence − 0.5) × 4, capped: 0.5 → 0 (skip), 0.75 → 1, 1.0 → 2 (exact Decimal of the float's repr)."""
+    return min((Decimal(repr(confidence)) - Decimal("0.5")) * 4, cap)
+
+
+@dataclass(frozen=True, slots=True)
+class _Size:
+    leverage: int
+    quantity: Decimal
+    bound: str  # "" when the risk-sized quantity fitted
+
+
+class RiskManager:
+    """The global book's gatekeeper: sizing, caps, leverage guard, rotation, cooldown, breaker, forced exits."""
+
+    def __init__(self, config: RiskConfig, filters: Mapping[str, SymbolFilters],
+                 brackets: Mapping[str, SymbolBrackets]) -> None:
+        self.config = config
+        self.filters = filters
+        self.brackets = brackets
+        self._day: int | None = None
+        self._day_start_equity: Decimal | None = None
+        self._realised = ZERO
+        self._tripped = False
+        self._cooldown_until: dict[str, int] = {}
+
+    # ---- day, breaker, cooldown -------------------------------------------------------------------
+
+    @property
+    def breaker_tripped(self) -> bool:
+        """True once today's loss reached the limit; stays true until the next UTC day."""
+        return self._tripped
+
+    @property
+    def realised_today(self) -> Decimal:
+        """Net PnL of the trades closed this UTC day."""
+        return self._realised
+
+    def start_day(self, equity: Decimal, now_ms: int) -> None:
+        """Begin the UTC day of ``now_ms`` with ``equity`` as its starting equity (resets PnL and breaker)."""
+        self._day, self._day_start_equity = now_ms // DAY_MS, equity
+        self._realised, self._tripped = ZERO, False
+
+    def _roll(self, now_ms: int, equity: Decimal | None) -> None:
+        """Start a new day implicitly when ``now_ms`` is on a later UTC day than the current one."""
+        if self._day is None or now_ms // DAY_MS > self._day:
+            self._day, self._day_start_equity = now_ms // DAY_MS, equity
+            self._realised, self._tripped = ZERO, False
+        elif self._day_start_equity is None:
+            self._day_start_equity = equity
+
+    def _check_breaker(self, unrealised: Decimal) -> bool:
+        start = self._day_start_equity
+        if start is not None and start > 0:
+            loss = -(self._realised + unrealised)
+            if loss >= start * self.config.daily_loss_limit_pct / HUNDRED:
+                self._tripped = True
+        return self._tripped
+
+    def _record(self, trade: Trade) -> None:
+        if trade.exit_reason in (ExitReason.STOP_LOSS, ExitReason.LIQUIDATION):
+            until = trade.exit_time_ms + self.config.cooldown_ms
+            self._cooldown_until[trade.symbol] = max(until, self._cooldown_until.get(trade.symbol, 0))
+        if trade.exit_time_ms // DAY_MS == self._day:
+            self._realised += trade.net_pnl
+
+    def on_trade_closed(self, trade: Trade, equity_after: Decimal) -> None:
+        """Book a closed trade: stop-loss/liquidation cooldown for its symbol, today's realised PnL, breaker."""
+        self._roll(trade.exit_time_ms, equity_after - trade.net_pnl)
+        self._record(trade)
+        self._check_breaker(ZERO)
+
+    def restore(self, trades_today: Iterable[Trade], day_start_equity: Decimal, now_ms: int) -> None:
+        """Rebuild the state after a restart from the persisted trades of today (plus any closed within
+        ``cooldown_ms`` before, for the cooldowns) and the day's starting equity."""
+        self._cooldown_until.clear()
+        self.start_day(day_start_equity, now_ms)
+        for trade in sorted(trades_today, key=lambda t: t.exit_time_ms):
+            self._record(trade)
+        self._check_breaker(ZERO)
+
+    def due_exits(self, positions: Iterable[Position], now_ms: int) -> list[tuple[Position, ExitReason]]:
+        """Positions to close now: held ``max_hold_ms`` or longer (``entry_time_ms + max_hold_ms ≤ now_ms``)
+        → TIME; otherwise, if the breaker is tripped (checked with the positions' unrealised PnL at their
+        marks) and ``close_on_breaker`` → BREAKER."""
+        held = list(positions)
+        self._roll(now_ms, None)
+        self._check_breaker(sum((p.unrealized_pnl for p in held), ZERO))
+        out: list[tuple[Position, ExitReason]] = []
+        for p in held:
+            if p.entry_time_ms + self.config.max_hold_ms <= now_ms:
+                out.append((p, ExitReason.TIME))
+            elif self._tripped and self.config.close_on_breaker:
+                out.append((p, ExitReason.BREAKER))
+        return out
+
+    # ---- entries ----------------------------------------------------------------------------------
+
+    def evaluate(self, signal: Signal, account: AccountSnapshot, mark: Decimal, now_ms: int) -> Decision:
+        """The decision for ``signal`` given the account, the symbol's mark price and the time."""
+        equity = account.equity
+        self._roll(now_ms, equity)
+        reason = self._refusal(signal, account, mark, now_ms)
+        if reason:
+            return Decision("skip", reason, signal)
+        positions = dict(account.positions)
+        rotate: str | None = None
+        if len(positions) >= self.config.max_positions:
+            weakest = min(positions.values(), key=lambda p: (p.confidence, p.symbol))
+            if not (weakest.unrealized_pnl > 0 and signal.confidence > weakest.confidence):
+                return Decision("skip", "max_positions", signal)
+            rotate = weakest.symbol
+            del positions[rotate]
+        used = sum((p.margin for p in positions.values()), ZERO)
+        return self._size(signal, equity, used, mark, rotate)
+
+    def _refusal(self, signal: Signal, account: AccountSnapshot, mark: Decimal, now_ms: int) -> str:
+        """The first reason to refuse before sizing, or ""."""
+        checks: tuple[tuple[bool, str], ...] = (
+            (signal.symbol not in self.filters, "unknown_symbol"),
+            (signal.symbol not in self.brackets, "no_brackets"),
+            (not (mark.is_finite() and mark > 0), "bad_mark"),
+            (not _valid_signal(signal), "bad_signal"),
+            (not (account.equity.is_finite() and account.equity > 0), "no_equity"),
+        )
+        for failed, reason in checks:
+            if failed:
+                return reason
+        if self._tripped or self._check_breaker(account.unrealized_pnl):
+            return "daily_breaker"
+        if signal.symbol in account.positions:
+            return "already_open"
+        if now_ms < self._cooldown_until.get(signal.symbol, 0):
+            return "cooldown"
+        if confidence_multiplier(signal.confidence, self.config.max_confidence_multiplier) <= 0:
+            return "low_confidence"
+        return ""
+
+    def exit_prices(self, signal: Signal, mark: Decimal) -> tuple[Decimal, Decimal] | str:
+        """(stop, target) on the tick grid, rounded toward the entry, or the refusal reason."""
+        f = self.filters[signal.symbol]
+        d = direction(signal.side)
+        ref = signal.price
+        raw_stop = ref * (ONE - d * Decimal(repr(signal.stop_pct)) / HUNDRED)
+        raw_target = ref * (ONE + d * Decimal(repr(signal.target_pct)) / HUNDRED)
+        toward_entry_stop: PriceRounding = "up" if d > 0 else "down"
+        toward_entry_target: PriceRounding = "down" if d > 0 else "up"
+        stop = round_price(raw_stop, f.tick_size, toward_entry_stop)
+        target = round_price(raw_target, f.tick_size, toward_entry_target)
+        if abs(mark - ref) > self.config.max_entry_drift * abs(ref - raw_stop):
+            return "price_drifted"
+        if (mark - stop) * d <= 0:
+            return "stop_crossed"
+        if (target - mark) * d <= 0:
+            return "target_crossed"
+        if not (f.min_price <= min(stop, target) and max(stop, target) <= f.max_price):
+            return "price_filter"
+        return stop, target
+
+    def _size(self, signal: Signal, equity: Decimal, used: Decimal, mark: Decimal, rotate: str | None) -> Decision:
+        exits = self.exit_prices(signal, mark)
+        if isinstance(exits, str):
+            return Decision("skip", exits, signal)
+        stop, target = exits
+        cfg, f = self.config, self.filters[signal.symbol]
+        m = confidence_multiplier(signal.confidence, cfg.max_confidence_multiplier)
+        risk_pct = min(cfg.risk_per_trade_pct * m, MAX_RISK_PER_TRADE_PCT)
+        dist = abs(mark - stop)
+        wanted = floor_to_step(equity * risk_pct / HUNDRED / dist, f.market_step_size)
+        bound = ""
+        if wanted > f.market_max_qty:
+            wanted, bound = floor_to_step(f.market_max_qty, f.market_step_size), "max_qty"
+        position_cap = equity * cfg.max_position_margin_pct / HUNDRED
+        room = equity * cfg.max_total_margin_pct / HUNDRED - used
+        if room <= 0:
+            return Decision("skip", "total_margin_cap", signal)
+        cap_name = "position_margin_cap" if position_cap <= room else "total_margin_cap"
+        size = self._leverage(signal.symbol, wanted, mark, dist / mark, min(position_cap, room), cap_name)
+        if size is None:
+            return Decision("skip", "stop_beyond_liquidation", signal)
+        qty = size.quantity
+        if qty <= 0 or qty < f.market_min_qty or qty * mark < f.min_notional:
+            return Decision("skip", "below_min_notional", signal)
+        bound = size.bound or bound
+        notional = qty * mark
+        return Decision(
+            "rotate" if rotate else "open", f"shrunk_{bound}" if bound else "sized", signal, quantity=qty,
+            leverage=size.leverage, stop_price=stop, target_price=target, close_symbol=rotate, notional=notional,
+            margin=notional / size.leverage, risk_amount=qty * dist,
+        )
+
+    def _leverage(self, symbol: str, wanted: Decimal, mark: Decimal, stop_frac: Decimal, margin_cap: Decimal,
+                  cap_name: str) -> _Size | None:
+        """The lowest leverage carrying ``wanted`` within every limit, else the one allowing the largest size.
+
+        For each L: notional ≤ min(wanted × mark, margin_cap × L, max_notional(L)); the bracket of that
+        notional must allow L, and the stop must sit inside the liquidation distance:
+        ``stop_frac × liq_safety ≤ 1/L − mmr``. A notional that lands in a tier not allowing L steps back
+        just under that tier's floor. ``None`` when no L passes the liquidation guard.
+        """
+        br, step = self.brackets[symbol], self.filters[symbol].market_step_size
+        best: _Size | None = None
+        for lev in range(1, self.config.max_leverage + 1):
+            limits = {"": wanted * mark, cap_name: margin_cap * lev, "bracket_notional": br.max_notional(lev)}
+            bound = min(limits, key=lambda k: (limits[k], k != ""))
+            qty = min(wanted, floor_to_step(limits[bound] / mark, step))
+            tier = br.tier(qty * mark)
+            if tier.max_leverage < lev and tier.floor > 0:  # just over a tier floor: step back under it
+                qty, bound = _below(tier.floor, mark, step), "bracket_notional"
+                tier = br.tier(qty * mark)
+            if tier.max_leverage < lev or stop_frac * self.config.liq_safety > ONE / lev - tier.maint_margin_ratio:
+                continue
+            if qty == wanted:
+                return _Size(lev, qty, "")
+            if best is None or qty > best.quantity:
+                best = _Size(lev, qty, bound)
+        return best
+
+
+def _below(floor: Decimal, mark: Decimal, step: Decimal) -> Decimal:
+    """The largest quantity on the step grid whose notional is strictly below ``floor``."""
+    qty = floor_to_step(floor / mark, step)
+    return max(qty - step if qty * mark >= floor else qty, ZERO)
+
+
+def _valid_signal(signal: Signal) -> bool:
+    """Finite positive price and exits, confidence in [0, 1], a known side."""
+    finite = all(math.isfinite(x) for x in (signal.stop_pct, signal.target_pct, signal.confidence))
+    return (finite and signal.side in ("LONG", "SHORT") and signal.price.is_finite() and signal.price > 0
+            and 0 < signal.stop_pct < 100 and signal.target_pct > 0 and 0.0 <= signal.confidence <= 1.0)
