@@ -298,8 +298,9 @@ class TradingApi:
         self._secret = config.api_secret.encode("utf-8")
         self.orders = OrderCounter(config.order_limit_10s, config.order_limit_1m, config.clock)
         self._brackets = account_brackets(config, market.symbols)
-        self._order_extra: dict[str, _OrderExtra] = {}
-        self._algo_extra: dict[str, _AlgoExtra] = {}
+        self._order_extra: dict[int, _OrderExtra] = {}
+        """By order id (a client id may be reused once its order is closed)."""
+        self._algo_extra: dict[int, _AlgoExtra] = {}
         self._margin_type: dict[str, str] = {}
         self._released = asyncio.Event()
         self._next_id = 0
@@ -360,11 +361,11 @@ class TradingApi:
     def render_event(self, event: AccountEvent) -> Json:
         """Binance JSON of ``event`` with what the request said (order price/TIF, algo size, margin type)."""
         if isinstance(event, OrderUpdate):
-            extra = self._order_extra.get(event.client_order_id)
+            extra = self._order_extra.get(event.order_id)
             return event_json(event, price=extra.price if extra else None,
                               time_in_force=extra.time_in_force if extra else "GTC")
         if isinstance(event, AlgoUpdate):
-            algo = self._algo_extra.get(event.client_algo_id)
+            algo = self._algo_extra.get(event.algo_id)
             if algo is None:
                 return event_json(event)
             return event_json(event, quantity=algo.quantity, close_position=algo.close_position,
@@ -543,10 +544,10 @@ class TradingApi:
 
         def execute() -> Json:
             now = self._now()
-            self._order_extra.setdefault(client_id, _OrderExtra(price if kind == "LIMIT" else None, tif, now))
             state, events = self.account.new_order(
                 symbol=symbol, side=side, type=kind, quantity=quantity, time_ms=now, client_order_id=client_id,
                 price=price if kind == "LIMIT" else None, reduce_only=reduce_only, time_in_force=tif)
+            self._order_extra[state.order_id] = _OrderExtra(price if kind == "LIMIT" else None, tif, now)
             self._publish(events)
             if resp_type == "ACK" and state.status not in ("REJECTED", "EXPIRED"):
                 state = replace(state, status="NEW", executed_qty=ZERO, avg_price=ZERO)
@@ -555,7 +556,7 @@ class TradingApi:
         return await self._place(execute)
 
     def _order(self, state: OrderState) -> Json:
-        extra = self._order_extra.get(state.client_order_id)
+        extra = self._order_extra.get(state.order_id)
         if extra is None:
             return order_json(state)
         return order_json(state, price=extra.price, time_in_force=extra.time_in_force,
@@ -632,17 +633,17 @@ class TradingApi:
 
         def execute() -> Json:
             now = self._now()
-            self._algo_extra.setdefault(client_id, _AlgoExtra(quantity, close_position, reduce_only, working, now))
             state, events = self.account.new_algo(
                 symbol=symbol, side=side, type=kind, trigger_price=trigger, time_ms=now, client_algo_id=client_id,
                 quantity=quantity, close_position=close_position, reduce_only=reduce_only, working_type=working)
+            self._algo_extra[state.algo_id] = _AlgoExtra(quantity, close_position, reduce_only, working, now)
             self._publish(events)
             return self._algo(state)
 
         return await self._place(execute)
 
     def _algo(self, state: AlgoState) -> Json:
-        extra = self._algo_extra.get(state.client_algo_id)
+        extra = self._algo_extra.get(state.algo_id)
         if extra is None:
             return algo_json(state)
         return algo_json(state, reduce_only=extra.reduce_only, working_type=extra.working_type,
