@@ -10,10 +10,12 @@ import numpy.typing as npt
 
 from smc_quant.domain.series import KlineSeries
 from smc_quant.features import FeatureEngineer
-from smc_quant.labels import BarrierSpec, label_setups
+from smc_quant.labels import BarrierSpec, SetupSource, select_setups, triple_barrier
+from smc_quant.strategy import ScalperConfig
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
+B = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +23,9 @@ class Dataset:
     """Labelled setups of many symbols, sorted by signal time.
 
     ``start`` is the open time (ms) of the signal candle, ``end`` the open time of the last candle the
-    label reads (for purging); ``symbol`` indexes ``symbols``."""
+    label reads (for purging); ``symbol`` indexes ``symbols``. ``is_setup`` marks the rows where the
+    strategy's entry rules hold (the rows the live model is asked about; gates score on them when there
+    are enough); ``weight`` is the training weight of each row (1 for history)."""
 
     x: F64
     win: I64
@@ -31,31 +35,58 @@ class Dataset:
     end: I64
     symbol: I64
     symbols: tuple[str, ...]
+    is_setup: B
+    weight: F64
 
     def __len__(self) -> int:
         return int(self.win.shape[0])
 
-    def take(self, rows: I64) -> Dataset:
-        """The listed rows as a new dataset (order as given)."""
+    def take(self, rows: I64 | B) -> Dataset:
+        """The listed rows (indices or a mask) as a new dataset (order as given)."""
         return Dataset(self.x[rows], self.win[rows], self.ret_pct[rows], self.side[rows], self.start[rows],
-                       self.end[rows], self.symbol[rows], self.symbols)
+                       self.end[rows], self.symbol[rows], self.symbols, self.is_setup[rows], self.weight[rows])
+
+    @classmethod
+    def concat(cls, parts: Sequence[Dataset]) -> Dataset:
+        """The rows of ``parts`` merged and sorted by signal time (then symbol); symbol codes re-mapped."""
+        symbols = tuple(dict.fromkeys(s for p in parts for s in p.symbols))
+        code = {s: k for k, s in enumerate(symbols)}
+        remap = [np.array([code[s] for s in p.symbols], dtype=np.int64) for p in parts]
+        sym = np.concatenate([r[p.symbol] if len(p) else np.zeros(0, np.int64) for r, p in zip(remap, parts,
+                                                                                              strict=True)])
+        start = np.concatenate([p.start for p in parts])
+        order = np.lexsort((sym, start))
+        width = parts[0].x.shape[1] if parts else 0
+        x = np.concatenate([p.x.reshape(len(p), width) for p in parts])
+        return cls(x[order], np.concatenate([p.win for p in parts])[order],
+                   np.concatenate([p.ret_pct for p in parts])[order], np.concatenate([p.side for p in parts])[order],
+                   start[order], np.concatenate([p.end for p in parts])[order], sym[order], symbols,
+                   np.concatenate([p.is_setup for p in parts])[order], np.concatenate([p.weight for p in parts])[order])
 
 
 def build_dataset(series: Sequence[KlineSeries], spec: BarrierSpec | None = None, every: int = 1,
-                  side_feature: str = "trend_1m", fe: FeatureEngineer | None = None) -> Dataset:
-    """Features (``FeatureEngineer.batch``) and labels (:func:`label_setups`) of every series, merged."""
+                  side_feature: str = "trend_1m", fe: FeatureEngineer | None = None,
+                  source: SetupSource = "broad", scalper: ScalperConfig | None = None) -> Dataset:
+    """Features (``FeatureEngineer.batch``) and labels of every series' setups, merged in time order.
+
+    ``source`` picks the setups (``labels.select_setups``): ``"broad"`` (default: the strategy's setups
+    plus every ``every``-th trend-side bar, all with the strategy's exits), ``"strategy"`` (its setups
+    only) or ``"candidates"`` (the earlier placeholder with the spec's fixed barriers)."""
     fe = fe or FeatureEngineer()
     parts = []
     for code, s in enumerate(series):
         x, _ = fe.batch(s)
-        lab = label_setups(s, x, spec, every, side_feature)
+        rows = select_setups(x, source, every, side_feature, spec, scalper)
+        lab = triple_barrier(s, rows.index, rows.side, spec, rows.stop_pct, rows.target_pct)
+        is_setup = np.isin(lab.index, rows.index[rows.is_setup])
         sym = np.full(len(lab), code, dtype=np.int64)
         parts.append((x[lab.index], lab.win, lab.ret_pct, lab.side, s.open_time[lab.index],
-                      s.open_time[lab.end], sym))
-    cols = [np.concatenate([p[k] for p in parts]) for k in range(7)]
+                      s.open_time[lab.end], sym, is_setup))
+    cols = [np.concatenate([p[k] for p in parts]) for k in range(8)]
     order = np.lexsort((cols[6], cols[4]))
-    x, win, ret, side, start, end, sym = (c[order] for c in cols)
-    return Dataset(x, win, ret, side, start, end, sym, tuple(s.symbol for s in series))
+    x, win, ret, side, start, end, sym, is_setup = (c[order] for c in cols)
+    return Dataset(x, win, ret, side, start, end, sym, tuple(s.symbol for s in series), is_setup,
+                   np.ones(len(win)))
 
 
 __all__ = ["Dataset", "build_dataset"]

@@ -97,22 +97,27 @@ def check_schema(feature_schema: str) -> None:
         )
 
 
-def train(x: F64, y: I64, config: TrainConfig | None = None) -> TrainedModel:
-    """Fit the classifier on feature rows ``x`` and 0/1 labels ``y`` (blocking; run it off the loop)."""
+def train(x: F64, y: I64, config: TrainConfig | None = None, weight: F64 | None = None) -> TrainedModel:
+    """Fit the classifier on feature rows ``x`` and 0/1 labels ``y`` (blocking; run it off the loop).
+
+    ``weight`` (optional, one per row) scales each row's loss — the learner weights experience rows."""
     config = config or TrainConfig()
     data = lgb.Dataset(np.ascontiguousarray(x, dtype=np.float64), label=np.asarray(y, dtype=np.float64),
+                       weight=None if weight is None else np.asarray(weight, dtype=np.float64),
                        feature_name=list(FEATURE_SCHEMA.names), free_raw_data=True)
     booster = lgb.train(config.lgb_params(), data, num_boost_round=config.num_rounds)
     return TrainedModel(booster)
 
 
-def train_regressor(x: F64, ret_pct: F64, config: TrainConfig | None = None) -> TrainedModel:
+def train_regressor(x: F64, ret_pct: F64, config: TrainConfig | None = None,
+                    weight: F64 | None = None) -> TrainedModel:
     """Fit the expected-% model: L2 regression of the net % return ``ret_pct`` on ``x`` (blocking).
 
     Same hyper-parameters and determinism as :func:`train`; ``predict`` then returns the expected net
     % return of a setup (identity link)."""
     config = config or TrainConfig()
     data = lgb.Dataset(np.ascontiguousarray(x, dtype=np.float64), label=np.asarray(ret_pct, dtype=np.float64),
+                       weight=None if weight is None else np.asarray(weight, dtype=np.float64),
                        feature_name=list(FEATURE_SCHEMA.names), free_raw_data=True)
     booster = lgb.train(config.lgb_params("regression"), data, num_boost_round=config.num_rounds)
     return TrainedModel(booster)

@@ -10,7 +10,18 @@ import pytest
 
 from smc_quant.datasets import KLINES_2023_1M, KlineSeries, read_klines
 from smc_quant.features import FEATURE_SCHEMA, FeatureEngineer
-from smc_quant.labels import STOP, TAKE_PROFIT, TIME, BarrierSpec, candidates, label_setups, triple_barrier
+from smc_quant.labels import (
+    STOP,
+    TAKE_PROFIT,
+    TIME,
+    BarrierSpec,
+    candidates,
+    label_setups,
+    select_setups,
+    strategy_exits,
+    triple_barrier,
+)
+from smc_quant.strategy import ScalperConfig, find_setups
 
 F64 = npt.NDArray[np.float64]
 SPEC = BarrierSpec(stop_pct=1.0, target_pct=2.0, horizon=3, fee_pct=0.05)
@@ -146,3 +157,66 @@ def _scramble_outside(s: KlineSeries, t: int, end: int, rng: np.random.Generator
         if a is cols[3]:
             a[t] = keep_entry
     return KlineSeries(s.symbol, s.open_time, cols[0], cols[1], cols[2], cols[3], s.volume)
+
+
+def test_per_setup_barriers_follow_each_setups_own_stop_and_target() -> None:
+    """The same entry with a tight and a wide stop: the tight one is stopped, the wide one reaches its target;
+    arrays of the wrong length or with non-positive barriers are refused."""
+    s = _series([(100, 100, 100, 100), (100, 100.2, 99.4, 100), (100, 101.6, 99.8, 101.5), (101.5, 101.5, 101, 101)])
+    lab = triple_barrier(s, np.array([0, 0]), np.array([1, 1]), SPEC, np.array([0.5, 1.0]), np.array([1.0, 1.5]))
+    assert lab.outcome.tolist() == [STOP, TAKE_PROFIT] and lab.exit.tolist() == [1, 2]
+    assert lab.ret_pct[0] == pytest.approx(-0.5 - 0.1) and lab.ret_pct[1] == pytest.approx(1.5 - 0.1)
+    assert lab.stop_pct.tolist() == [0.5, 1.0] and lab.target_pct.tolist() == [1.0, 1.5]
+    with pytest.raises(ValueError, match="one value per setup"):
+        triple_barrier(s, np.array([0, 0]), np.array([1, 1]), SPEC, np.array([0.5]), np.array([1.0]))
+    with pytest.raises(ValueError, match="stop_pct must be"):
+        triple_barrier(s, np.array([0]), np.array([1]), SPEC, np.array([0.0]), np.array([1.0]))
+
+
+def test_strategy_setups_are_labelled_with_their_own_exits(real: tuple[KlineSeries, F64]) -> None:
+    """source="strategy": exactly the strategy's rows, sides and stop/target %, and the kernel agrees with the
+    plain rules on each of them; "broad" adds trend-side bars, all with the strategy's exit formula."""
+    s, x = real
+    found = find_setups(x)
+    lab = label_setups(s, x, BarrierSpec(), source="strategy")
+    assert len(found) >= 10
+    assert lab.index.tolist() == found.rows.tolist()  # none is within 2 h of the slice's end
+    np.testing.assert_array_equal(lab.side, found.sides)
+    np.testing.assert_array_equal(lab.stop_pct, found.stop_pct)
+    np.testing.assert_array_equal(lab.target_pct, found.target_pct)
+    for k in range(len(lab)):
+        spec = BarrierSpec(stop_pct=float(lab.stop_pct[k]), target_pct=float(lab.target_pct[k]))
+        outcome, ret, exit_ = _reference(s, int(lab.index[k]), int(lab.side[k]), spec)
+        assert (int(lab.outcome[k]), int(lab.exit[k])) == (outcome, exit_)
+        assert lab.ret_pct[k] == pytest.approx(ret, abs=1e-9)
+    broad = select_setups(x, "broad", every=5)
+    assert set(found.rows.tolist()) <= set(broad.index.tolist())
+    assert int(broad.is_setup.sum()) == len(found) and len(broad) > 10 * len(found)
+    assert (np.diff(broad.index) > 0).all()
+    stop, target = strategy_exits(x, broad.index)
+    np.testing.assert_array_equal(broad.stop_pct, stop)
+    np.testing.assert_array_equal(broad.target_pct, target)
+    atr = x[broad.index, FEATURE_SCHEMA.names.index("atr_pct")]
+    cfg = ScalperConfig()
+    np.testing.assert_allclose(stop, np.clip(cfg.stop_atr_mult * atr, cfg.min_stop_pct, cfg.max_stop_pct))
+    np.testing.assert_allclose(target, cfg.reward_risk * stop)
+    with pytest.raises(ValueError, match="unknown setup source"):
+        select_setups(x, "everything")  # type: ignore[arg-type]
+
+
+def test_no_look_ahead_on_the_strategy_path(real: tuple[KlineSeries, F64]) -> None:
+    """A strategy setup at t is found from candles ≤ t alone (same side and exits on the prefix), and its
+    label, with its own barriers, changes with candles t+1..t+horizon only."""
+    s, x = real
+    lab = label_setups(s, x, BarrierSpec(), source="strategy")
+    rng = np.random.default_rng(8)
+    for k in rng.choice(len(lab), size=min(6, len(lab)), replace=False):
+        t = int(lab.index[k])
+        prefix = FeatureEngineer().batch(s.slice(0, t + 1))[0]
+        again_rows = select_setups(prefix, "strategy")
+        assert again_rows.index[-1] == t and again_rows.side[-1] == lab.side[k]
+        assert (again_rows.stop_pct[-1], again_rows.target_pct[-1]) == (lab.stop_pct[k], lab.target_pct[k])
+        scrambled = _scramble_outside(s, t, t + 120, rng)
+        again = triple_barrier(scrambled, lab.index[k:k + 1], lab.side[k:k + 1], BarrierSpec(),
+                               lab.stop_pct[k:k + 1], lab.target_pct[k:k + 1])
+        assert (again.outcome[0], again.ret_pct[0], again.exit[0]) == (lab.outcome[k], lab.ret_pct[k], lab.exit[k])
