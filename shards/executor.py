@@ -253,11 +253,14 @@ class Executor:
             await self._save(entry)
             mark = self.marks.get(symbol)
             try:
-                await self.manager.close(entry.position, reason, mark=mark)
+                result = await self.manager.close(entry.position, reason, mark=mark)
+                failed = None if getattr(result, "closed", True) else str(getattr(result, "detail", "alarm"))
             except SmcError as exc:
+                failed = str(exc)
+            if failed is not None:
                 self.stats.alarms += 1
-                self.log.error("exit_failed", symbol=symbol, reason=reason.value, error=str(exc))
-                self._notify(f"EXIT FAILED {symbol} ({reason.value}): {exc}", "error")
+                self.log.error("exit_failed", symbol=symbol, reason=reason.value, error=failed)
+                self._notify(f"EXIT FAILED {symbol} ({reason.value}): {failed}", "error")
                 entry.status = "open"
                 return
         if reason is ExitReason.TIME:

@@ -5,6 +5,6 @@
 - ``client_ids``: our deterministic ``newClientOrderId`` / ``clientAlgoId``.
 - ``reactions``: Binance error codes → what the executor does next, in one table.
 
-The async executor that sends orders, queries after timeouts and persists them sits outside this
-package and uses these pieces; see ``docs/orders.md``.
+The async SmartOrderManager that sends orders, queries after timeouts and persists them sits outside this
+package (``smc_quant/order_manager.py``) and uses these pieces; see ``docs/orders.md``.
 """

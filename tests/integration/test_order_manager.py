@@ -17,9 +17,9 @@ import pytest
 
 from smc_quant.domain.trading import ExitReason
 from smc_quant.errors import TemporaryError
+from smc_quant.order_manager import OrderConfig, SmartOrderManager
 from smc_quant.orders.broker import AlgoRequest, AlgoState, OrderRequest, OrderState
 from smc_quant.orders.client_ids import Leg, client_order_id
-from smc_quant.orders.manager import OrderConfig, SmartOrderManager
 from smc_quant.paper import PaperBroker
 from smc_quant.sim.account import SimAccount
 from smc_quant.store.db import create_pool

@@ -17,10 +17,10 @@ import pytest
 
 from smc_quant.domain.trading import ExitReason, Position, PositionSide, Signal
 from smc_quant.errors import TemporaryError, VenueRejected
+from smc_quant.order_manager import OrderConfig, SmartOrderManager
 from smc_quant.orders.broker import AlgoRequest, AlgoState, OrderRequest, OrderState, OrderStatusUnknown
 from smc_quant.orders.client_ids import Leg, client_order_id
 from smc_quant.orders.filters import floor_to_step, round_price
-from smc_quant.orders.manager import OrderConfig, SmartOrderManager
 from smc_quant.paper import PaperBroker
 from smc_quant.risk import Decision
 from smc_quant.sim.account import SimAccount
