@@ -58,6 +58,7 @@ class Service:
         self._refresher: asyncio.Task[None] | None = None
         self.ops: OpsServer | None = None
         self.scorer: BatchScorer | None = None
+        self.trading: Any = None
         self._ready = False
 
     async def start(self) -> None:
@@ -78,6 +79,7 @@ class Service:
                                       repository=repo, backfill=self._backfill, logger=self.log)
         await self.cluster.seed()
         self.scorer = await self._attach_model()  # subscribed before the feeds start: no batch goes uncounted
+        await self._attach_trading()
         gc.collect()  # warm start done: drop its garbage, then move everything long-lived so far (rings,
         gc.freeze()  # engine state, modules) out of the collector's scans, which would pause the loop
         self.cluster.start()
@@ -106,6 +108,25 @@ class Service:
         for analyzer in self.cluster.analyzers:
             analyzer.subscribe(scorer)
         return scorer
+
+    async def _attach_trading(self) -> None:
+        """Strategy on scored batches → executor → broker (paper account, or signed REST with keys)."""
+        assert self.cluster is not None and self.scorer is not None and self.universe is not None
+        assert self.session is not None
+        from shards.trading import TradingStack
+        from smc_quant.datasets import LEVERAGE_TIERS, data_dir
+
+        tiers = data_dir() / LEVERAGE_TIERS
+        self.trading = TradingStack(self.settings, filters=self.universe.filters, session=self.session,
+                                    pool=self.pool, governor=self.governor,
+                                    brackets_file=tiers if tiers.exists() else None, logger=self.log,
+                                    model_version=lambda: self.scorer.predictor.version if self.scorer else None)
+        for feed in self.cluster.feeds:  # first: marks and paper prices move before the minute's signals
+            feed.listeners.insert(0, self.trading.on_candle)
+        self.scorer.subscribe(self.trading.on_scores)
+        await self.trading.start()
+        self.log.info("trading_ready", mode=self.settings.mode, broker=type(self.trading.broker).__name__,
+                      enabled=self.settings.trading.enabled, positions=len(self.trading.executor.book))
 
     async def _connect_redis(self) -> aioredis.Redis | None:
         if not self.settings.redis_url:
@@ -172,6 +193,8 @@ class Service:
                        feature_batch_max_seconds=max((s.max_compute_s for s in stats), default=0.0))
         if self.scorer is not None:
             out.update(self.scorer.metrics())
+        if self.trading is not None:
+            out.update(self.trading.metrics())
         return out
 
     async def stop(self) -> None:
@@ -182,6 +205,9 @@ class Service:
             await asyncio.gather(self._refresher, return_exceptions=True)
         if self.cluster is not None:
             await self.cluster.stop()
+        if self.trading is not None:
+            with contextlib.suppress(Exception):
+                await self.trading.stop()
         if self.ops is not None:
             await self.ops.stop()
         if self.session is not None:

@@ -1,0 +1,180 @@
+"""Trading composition: strategy on scored batches, the executor, and the broker chosen by the mode.
+
+``paper`` (and ``replay`` without keys): the simulated account in process, priced by every closed candle;
+``live`` / ``replay`` with keys: signed REST + the user-data stream against ``venue.rest_base``.
+The same ICTScalper, RiskManager, SmartOrderManager and Executor objects run in every mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import asyncpg
+import structlog
+
+from shards.executor import Executor, ExecutorConfig
+from smc_quant.domain.candles import MINUTE_MS, Candle
+from smc_quant.domain.trading import Trade
+from smc_quant.errors import ConfigError
+from smc_quant.exchange.brackets import Bracket, SymbolBrackets, load_brackets
+from smc_quant.exchange.exchange_info import SymbolFilters
+from smc_quant.model.scoring import Batch, Scores
+from smc_quant.orders.broker import Broker
+from smc_quant.settings import Settings
+
+DEFAULT_TIER = Bracket(Decimal(0), Decimal(10) ** 12, 20, Decimal("0.01"), Decimal(0))
+"""Used for a symbol whose brackets are unknown: 20× max, 1 % maintenance (conservative)."""
+
+
+class MarketClock:
+    """Milliseconds: the wall clock in live/paper mode, the latest candle close in replay (the emulator's time)."""
+
+    def __init__(self, replay: bool) -> None:
+        self.replay = replay
+        self.latest_close_ms = 0
+
+    def observe(self, candle: Candle) -> None:
+        close = candle.open_time + MINUTE_MS
+        if close > self.latest_close_ms:
+            self.latest_close_ms = close
+
+    def __call__(self) -> int:
+        if self.replay:
+            return self.latest_close_ms
+        return int(time.time() * 1000)
+
+
+def brackets_for(symbols: Mapping[str, Any], known: Mapping[str, SymbolBrackets]) -> dict[str, SymbolBrackets]:
+    """Known brackets, or the conservative default tier for a symbol without any."""
+    return {s: known.get(s) or SymbolBrackets(s, (DEFAULT_TIER,)) for s in symbols}
+
+
+class TradingStack:
+    """Scalper → executor (risk, orders, persistence, notifications) wired to one broker."""
+
+    def __init__(self, settings: Settings, *, filters: Mapping[str, SymbolFilters | None],
+                 session: aiohttp.ClientSession, pool: asyncpg.Pool | None, governor: Any,
+                 brackets_file: Any | None = None, logger: structlog.stdlib.BoundLogger | None = None,
+                 on_trade_closed: Callable[[Trade], None] | None = None,
+                 model_version: Callable[[], int | None] = lambda: None) -> None:
+        from smc_quant.notify import Notifier
+        from smc_quant.order_manager import OrderConfig, SmartOrderManager
+        from smc_quant.risk import RiskConfig, RiskManager
+        from smc_quant.store.trading import TradingRepository
+        from smc_quant.strategy import ICTScalper, ScalperConfig
+
+        t = settings.trading
+        self.settings = settings
+        self.log = logger or structlog.get_logger()
+        self.filters: dict[str, SymbolFilters] = {s: f for s, f in filters.items() if f is not None}
+        known = load_brackets(brackets_file) if brackets_file is not None else {}
+        self.brackets = brackets_for(self.filters, known)
+        self.clock = MarketClock(settings.mode == "replay")
+        keys = settings.binance_api_key is not None and settings.binance_api_secret is not None
+        if settings.mode == "live" and not keys:
+            raise ConfigError("invalid setting SMC_MODE: live trading needs BINANCE_API_KEY and BINANCE_API_SECRET")
+        self.paper = None
+        self.broker: Broker
+        if keys and settings.mode in ("live", "replay"):
+            self.broker = self._live_broker(session, governor)
+        else:
+            from smc_quant.paper import PaperBroker
+            from smc_quant.sim.account import SimAccount, SimConfig
+
+            account = SimAccount(self.filters, self.brackets, SimConfig(
+                balance=Decimal(str(t.paper_balance)), taker_fee=Decimal(str(t.taker_fee_pct)) / 100,
+                slippage_bps=Decimal(str(t.slippage_bps))))
+            self.paper = PaperBroker(account, self.clock)
+            self.broker = self.paper
+        self.repo = TradingRepository(pool) if pool is not None else None
+        n = settings.notify
+        self.notifier = Notifier(
+            discord_webhook_url=n.discord_webhook_url.get_secret_value() if n.discord_webhook_url else None,
+            telegram_token=n.telegram_token.get_secret_value() if n.telegram_token else None,
+            telegram_chat_id=n.telegram_chat_id, telegram_api_base=n.telegram_api_base,
+            min_interval_s=n.min_interval_s, session=session)
+        self.scalper = ICTScalper(ScalperConfig(min_confidence=t.min_confidence))
+        self.risk = RiskManager(RiskConfig(
+            risk_per_trade_pct=Decimal(str(t.risk_per_trade_pct)), max_positions=t.max_positions,
+            max_position_margin_pct=Decimal(str(t.max_position_margin_pct)),
+            max_total_margin_pct=Decimal(str(t.max_total_margin_pct)), max_leverage=t.max_leverage,
+            max_hold_ms=int(t.max_hold_s * 1000), daily_loss_limit_pct=Decimal(str(t.daily_loss_limit_pct)),
+            cooldown_ms=int(t.cooldown_after_stop_s * 1000)), self.filters, self.brackets)
+        self.manager = SmartOrderManager(self.broker, self.filters, config=OrderConfig(
+            entry_type=t.entry_type, margin_type=t.margin_type), journal=self.repo, clock=self.clock,
+            logger=self.log)
+        self.executor = Executor(
+            broker=self.broker, manager=self.manager, risk=self.risk, repo=self.repo, notifier=self.notifier,
+            on_trade_closed=on_trade_closed, clock=self.clock, logger=self.log.bind(component="executor"),
+            config=ExecutorConfig(exit_check_interval_s=t.exit_check_interval_s,
+                                  reconcile_interval_s=t.reconcile_interval_s,
+                                  taker_fee=Decimal(str(t.taker_fee_pct)) / 100))
+        self.signals_emitted = 0
+        self._model_version = model_version
+
+    def _live_broker(self, session: aiohttp.ClientSession, governor: Any) -> Broker:
+        from smc_quant.exchange.trade_client import LiveBroker
+        from smc_quant.orders.limiter import OrderLimiter
+        from smc_quant.orders.signing import RequestSigner
+
+        s, t = self.settings, self.settings.trading
+        assert s.binance_api_key is not None and s.binance_api_secret is not None
+        signer = RequestSigner(s.binance_api_key.get_secret_value(), s.binance_api_secret.get_secret_value(),
+                               lambda: int(time.time() * 1000), recv_window_ms=t.recv_window_ms)
+        limiter = OrderLimiter(sleep=asyncio.sleep, new_event=asyncio.Event)
+        ws_root = s.venue.ws_private_base.removesuffix("/private")
+        return LiveBroker(session, s.venue.rest_base, signer, governor=governor, limiter=limiter,
+                          timeout_s=t.order_timeout_s, ws_base_url=ws_root,
+                          stream_options={"keepalive_s": t.listen_key_keepalive_s})
+
+    # -- feed side -----------------------------------------------------------------------------------
+    def on_candle(self, candle: Candle, _completed: list[Candle]) -> None:
+        """Every accepted closed candle: the clock, the marks, and the paper account's prices."""
+        self.clock.observe(candle)
+        price = Decimal(repr(candle.close))
+        self.executor.on_price(candle.symbol, price)
+        if self.paper is not None:
+            self.paper.on_price(candle.symbol, price, candle.open_time + MINUTE_MS - 1)
+
+    def on_scores(self, batch: Batch, scores: Scores) -> None:
+        """A scored feature batch: the scalper's signals go to the executor's queue."""
+        closes = getattr(batch, "closes", None)
+        if closes is None or not self.settings.trading.enabled:
+            return
+        prices = [Decimal(repr(float(c))) for c in closes]
+        signals = self.scalper.on_batch(batch.symbols, batch.open_times, batch.features, scores.p_win,
+                                        model_version=self._model_version(),
+                                        close_prices=prices, now_ms=self.clock())
+        for signal in signals:
+            if self.executor.submit(signal):
+                self.signals_emitted += 1
+
+    async def on_minute(self) -> None:
+        await self.executor.check_exits()
+
+    async def start(self) -> None:
+        start = getattr(self.broker, "start", None)
+        if start is not None:
+            await start()
+        await self.notifier.start()
+        await self.executor.start()
+
+    async def stop(self) -> None:
+        await self.executor.stop()
+        close = getattr(self.broker, "close", None)
+        if close is not None:
+            await close()
+        await self.notifier.close()
+
+    def metrics(self) -> dict[str, float]:
+        out = self.executor.metrics()
+        out["strategy_signals"] = float(self.signals_emitted)
+        return out
+
+
+__all__ = ["DEFAULT_TIER", "MarketClock", "TradingStack", "brackets_for"]
