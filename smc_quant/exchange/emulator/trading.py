@@ -64,6 +64,7 @@ from smc_quant.orders.broker import (
     OrderUpdate,
 )
 from smc_quant.sim.account import SimAccount, SimConfig
+from smc_quant.sim.rejections import SimRejected
 
 __all__ = ["ApiError", "OrderCounter", "TradingAccount", "TradingApi", "account_brackets", "account_filters",
            "build_account"]
@@ -476,9 +477,7 @@ class TradingApi:
     @staticmethod
     def _venue(exc: VenueRejected) -> ApiError:
         """The account's refusal as Binance says it: the code's message without the simulator's detail."""
-        msg, detail = str(exc), getattr(exc, "detail", "")
-        if detail and msg.endswith(f" ({detail})"):
-            msg = msg[: -len(detail) - 3]
+        msg = exc.msg if isinstance(exc, SimRejected) else str(exc)
         return ApiError(exc.code if exc.code is not None else -1000, msg, exc.status or 400)
 
     def _new_client_id(self, prefix: str) -> str:
