@@ -66,7 +66,10 @@ class ScalperConfig:
 
     Defaults are round numbers for 1m scalping, not fitted: a sweep counts for 30 minutes, the break
     must follow it within 20 bars, the close must sit within a quarter ATR of the zone; the stop is
-    1.5 ATR kept between 0.15 % (noise floor, a few ticks plus fees) and 2 %; target 1.5 R.
+    1.5 ATR kept between 0.3 % and 2 %; target 1.5 R. The 0.3 % floor comes from fees, not from data:
+    taker fees cost 2 × 0.05 % = 0.1 % of notional per round trip, so at 1.5 R the break-even win rate is
+    (s + 0.1) / (2.5 s) — 53 % for s = 0.3 % (below the 0.55 confidence gate) but 67 % for s = 0.15 %.
+    (On the 2023 1m data 1.5 ATR is below 0.3 % most of the time, so the floor usually sets the stop.)
     """
 
     sweep_window: int = 30
@@ -74,7 +77,7 @@ class ScalperConfig:
     zone_tolerance_atr: float = 0.25
     htf_mode: HtfMode = "not_opposed"
     stop_atr_mult: float = 1.5
-    min_stop_pct: float = 0.15
+    min_stop_pct: float = 0.3
     max_stop_pct: float = 2.0
     reward_risk: float = 1.5
     min_confidence: float = 0.55
@@ -145,7 +148,7 @@ def find_setups(features: F64, config: ScalperConfig | None = None) -> Setups:
     """Vectorised rule evaluation over any matrix (a whole history for labels/backtests, or one minute's batch).
 
     Row i's decision uses row i only, so it is causal by construction. ``features`` has the columns of
-    :data:`FEATURE_SCHEMA`; 1M rows take a few tens of milliseconds.
+    :data:`FEATURE_SCHEMA`; about 0.2 s per million rows (measured on the 18 real series, 861 k rows).
     """
     cfg = config or ScalperConfig()
     x = np.asarray(features, dtype=np.float64)

@@ -83,12 +83,12 @@ def test_find_setups_equals_the_rules_row_by_row(real: dict[str, tuple[KlineSeri
 
 
 def test_exits_follow_the_atr_formula(real: dict[str, tuple[KlineSeries, F64]]) -> None:
-    """stop% = clamp(1.5 × atr%, 0.15, 2) and target% = 1.5 × stop% for every setup; break age is the latest break."""
+    """stop% = clamp(1.5 × atr%, 0.3, 2) and target% = 1.5 × stop% for every setup; break age is the latest break."""
     x = real["SOLUSDT"][1]
     st = find_setups(x, CFG)
     assert len(st) > 0
     for k, i in enumerate(st.rows):
-        stop = min(max(1.5 * x[i, COL["atr_pct"]], 0.15), 2.0)
+        stop = min(max(1.5 * x[i, COL["atr_pct"]], 0.3), 2.0)
         assert st.stop_pct[k] == pytest.approx(stop)
         assert st.target_pct[k] == pytest.approx(1.5 * stop)
         assert st.break_bars[k] == np.nanmin(x[i, [COL["bars_since_bos"], COL["bars_since_choch"]]])
@@ -140,7 +140,7 @@ def test_minute_by_minute_replay_yields_one_signal_per_setup_key(real: dict[str,
         assert sig.open_time == s.open_time[i]
         assert sig.price == Decimal(repr(float(s.close[i])))
         assert np.array_equal(np.array(sig.features), x[i], equal_nan=True)
-        assert sig.stop_pct == pytest.approx(min(max(1.5 * x[i, COL["atr_pct"]], 0.15), 2.0))
+        assert sig.stop_pct == pytest.approx(min(max(1.5 * x[i, COL["atr_pct"]], 0.3), 2.0))
         assert sig.confidence == 0.9 and sig.model_version == 7 and sig.schema_version == FEATURE_SCHEMA.version
         assert sig.setup.startswith("sweep>") and sig.setup.endswith(sig.signal_id.rsplit(":", 1)[1])
     assert scalper.stats.duplicates > 0  # setups lasting several bars were seen again and suppressed
