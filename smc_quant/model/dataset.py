@@ -66,12 +66,13 @@ class Dataset:
 
 def build_dataset(series: Sequence[KlineSeries], spec: BarrierSpec | None = None, every: int = 1,
                   side_feature: str = "trend_1m", fe: FeatureEngineer | None = None,
-                  source: SetupSource = "broad", scalper: ScalperConfig | None = None) -> Dataset:
+                  source: SetupSource = "candidates", scalper: ScalperConfig | None = None) -> Dataset:
     """Features (``FeatureEngineer.batch``) and labels of every series' setups, merged in time order.
 
-    ``source`` picks the setups (``labels.select_setups``): ``"broad"`` (default: the strategy's setups
-    plus every ``every``-th trend-side bar, all with the strategy's exits), ``"strategy"`` (its setups
-    only) or ``"candidates"`` (the earlier placeholder with the spec's fixed barriers)."""
+    ``source`` picks the setups (``labels.select_setups``): ``"broad"`` (the strategy's setups plus
+    every ``every``-th trend-side bar, all with the strategy's exits — what the learner and ``smc-quant
+    train`` use), ``"strategy"`` (its setups only) or ``"candidates"`` (default, for the callers written
+    against it: the earlier placeholder with the spec's fixed barriers)."""
     fe = fe or FeatureEngineer()
     parts = []
     for code, s in enumerate(series):
