@@ -175,7 +175,7 @@ class SimAccount:
         amount = self._amount(symbol)
         if reduce_only and (amount == 0 or (amount > 0) == (sign > 0)):
             raise SimRejected(-2022, f"{side} reduce-only against position {amount}")
-        opening = _opening(amount, sign * qty)
+        opening = ZERO if reduce_only else _opening(amount, sign * qty)
         self._check_margin(symbol, amount, sign * qty, opening, fill_price if type == "MARKET" else ref)
         cid = client_order_id or f"sim-{self._next_order_id}"
         order = self._register(symbol, cid, order_side, type, qty, price, reduce_only, time_in_force, time_ms)

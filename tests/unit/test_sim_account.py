@@ -19,7 +19,16 @@ from smc_quant.datasets import LEVERAGE_TIERS, load_exchange_info
 from smc_quant.exchange.brackets import SymbolBrackets, load_brackets
 from smc_quant.exchange.exchange_info import SymbolFilters, parse_exchange_info
 from smc_quant.orders.broker import AccountEvent, AccountUpdate, AlgoUpdate, OrderUpdate
-from smc_quant.orders.filters import FilterRejected, PriceRounding, Side, TriggerType, validate_order, validate_trigger
+from smc_quant.orders.filters import (
+    FilterRejected,
+    PriceRounding,
+    Side,
+    TriggerType,
+    ceil_to_step,
+    floor_to_step,
+    validate_order,
+    validate_trigger,
+)
 from smc_quant.sim import SimAccount, SimConfig, SimRejected
 from smc_quant.sim.ledger import apply_fill
 
@@ -229,13 +238,14 @@ def test_min_qty_and_step_multiple_codes(make: Callable[..., SimAccount], filter
 
 def test_reduce_only_that_would_increase_is_rejected_and_a_larger_one_is_clipped(
         make: Callable[..., SimAccount]) -> None:
-    """Long 0.01: reduce-only BUY → -2022; reduce-only SELL 0.05 closes only the 0.01 (below MIN_NOTIONAL is fine)."""
-    acc = make(NO_SLIP)
+    """Long 0.01: reduce-only BUY → -2022; reduce-only SELL 5 closes only the 0.01 and needs no margin (100 USDT
+    could not margin 4.99 BTC) nor MIN_NOTIONAL."""
+    acc = make(SimConfig(balance=D("100"), slippage_bps=D(0)))
     market(acc, "BUY", "0.01")
     with pytest.raises(SimRejected) as info:
         market(acc, "BUY", "0.01", reduce_only=True)
     assert info.value.code == -2022
-    market(acc, "SELL", "0.05", reduce_only=True)
+    market(acc, "SELL", "5", reduce_only=True)
     assert acc.fills[-1].quantity == D("0.01") and acc.positions() == []
 
 
@@ -437,6 +447,45 @@ def test_liquidation_price_by_hand_and_liquidation_at_it(make: Callable[..., Sim
     assert acc.balance().wallet == D("1000") + sum(f.realized_pnl - f.fee for f in acc.fills)
 
 
+def test_liquidation_price_is_where_margin_balance_meets_maintenance(
+        filters: dict[str, SymbolFilters], brackets: dict[str, SymbolBrackets]) -> None:
+    """Two positions, BTC up to 20 (several brackets): at BTC = LP the margin balance equals the total
+    maintenance margin (the formula, other positions and the bracket fixed point); one tick on the safe
+    side nothing happens, two ticks past it the account is liquidated."""
+
+    @settings(max_examples=40, deadline=None, derandomize=True, database=None)
+    @given(st.integers(1, 400), st.sampled_from(["BUY", "SELL"]), st.integers(0, 300),
+           st.sampled_from(["BUY", "SELL"]), st.integers(-500, 500))
+    def check(btc_lots: int, btc_side: str, eth_lots: int, eth_side: str, eth_move: int) -> None:
+        acc = SimAccount(filters, brackets, SimConfig(balance=D("100000"), slippage_bps=D(0)))
+        acc.on_price(BTC, D("50000"), T0)
+        acc.on_price("ETHUSDT", D("3000"), T0)
+        market(acc, btc_side, str(D("0.05") * btc_lots))
+        if eth_lots:
+            market(acc, eth_side, str(D("0.1") * eth_lots), symbol="ETHUSDT")
+        acc.on_price("ETHUSDT", D("3000") + eth_move, T0 + 1)
+        btc = next(p for p in acc.positions() if p.symbol == BTC)
+        lp = btc.liquidation_price
+        assume(lp > 1)
+        s = 1 if btc.side == "LONG" else -1
+        others = [p for p in acc.positions() if p.symbol != BTC]
+        other_up = sum((p.unrealized_pnl for p in others), D(0))
+        other_mm = sum((brackets[p.symbol].maintenance_margin(p.quantity * p.mark_price) for p in others), D(0))
+        at_lp = acc.balance().wallet + other_up + s * btc.quantity * (lp - btc.entry_price)
+        maintenance = other_mm + brackets[BTC].maintenance_margin(btc.quantity * lp)
+        assert abs(at_lp - maintenance) < D("1e-12")
+        tick = filters[BTC].tick_size
+        safe = floor_to_step(lp, tick) + tick if s > 0 else ceil_to_step(lp, tick) - tick
+        assert "CALCULATED" not in kinds(acc.on_price(BTC, safe, T0 + 2))
+        assert "CALCULATED" in kinds(acc.on_price(BTC, safe - s * 2 * tick, T0 + 3))
+        assert acc.positions() == []
+        tiers.add(brackets[BTC].tier(btc.quantity * lp))
+
+    tiers: set[object] = set()
+    check()
+    assert len(tiers) >= 2
+
+
 def test_liquidation_cancels_resting_orders_and_closes_every_position(make: Callable[..., SimAccount]) -> None:
     """Cross: a BTC crash liquidates the ETH position too, and the resting order is cancelled first."""
     acc = make(SimConfig(balance=D("1000"), slippage_bps=D(0)))
@@ -565,3 +614,56 @@ def test_sim_modules_are_pure() -> None:
         roots[path.name] = names & forbidden
     assert "account.py" in roots
     assert {k: v for k, v in roots.items() if v} == {}
+
+
+def test_account_settings_leverage_and_margin_type(make: Callable[..., SimAccount], filters: dict[str, SymbolFilters],
+                                                   brackets: dict[str, SymbolBrackets]) -> None:
+    """Leverage defaults to min(20, the symbol's top bracket); it sets the initial margin; margin type changes
+    only while flat (-4048), and a second identical change is -4046."""
+    acc = make()
+    low_cap = next(s for s in sorted(filters) if s in brackets and max(t.max_leverage for t in brackets[s].tiers) < 20)
+    assert acc.leverage(low_cap) == max(t.max_leverage for t in brackets[low_cap].tiers)
+    assert acc.leverage(BTC) == 20
+    acc.set_leverage(BTC, 10)
+    market(acc, "BUY", "0.1")
+    balance = acc.balance()
+    # available = wallet + unrealised − position IM at the mark (50 000 × 0.1 / 10 = 500)
+    assert balance.available == balance.wallet + balance.unrealized_pnl - D("500")
+    with pytest.raises(SimRejected) as info:
+        acc.set_margin_type(BTC, "ISOLATED")
+    assert info.value.code == -4048
+    acc.set_margin_type("ETHUSDT", "ISOLATED")
+    assert acc.margin_type("ETHUSDT") == "ISOLATED"
+    with pytest.raises(SimRejected) as info:
+        acc.set_margin_type("ETHUSDT", "ISOLATED")
+    assert info.value.code == -4046
+
+
+def test_ids_are_counters_and_queries_find_orders_by_either_id(make: Callable[..., SimAccount]) -> None:
+    """orderId, algoId and tradeId count from 1; generated client ids are deterministic; open_orders spans
+    symbols oldest first."""
+    acc = make()
+    first, _ = acc.new_order(symbol=BTC, side="BUY", type="LIMIT", quantity=D("0.01"), price=D("49000"), time_ms=T0)
+    second, _ = acc.new_order(symbol="ETHUSDT", side="SELL", type="LIMIT", quantity=D("0.01"), price=D("3100"),
+                              time_ms=T0)
+    algo, _ = acc.new_algo(symbol=BTC, side="BUY", type="STOP_MARKET", trigger_price=D("51000"),
+                           quantity=D("0.01"), time_ms=T0)
+    assert (first.order_id, second.order_id, algo.algo_id) == (1, 2, 1)
+    assert (first.client_order_id, algo.client_algo_id) == ("sim-1", "simalgo-1")
+    assert [o.order_id for o in acc.open_orders()] == [1, 2]
+    assert acc.query_order(BTC, order_id=1) == acc.query_order(BTC, client_order_id="sim-1") == first
+    with pytest.raises(SimRejected) as info:
+        acc.query_order("ETHUSDT", order_id=1)
+    assert info.value.code == -2013
+    assert acc.query_algo(algo_id=1) == algo
+    market(acc, "BUY", "0.01")
+    assert acc.fills[-1].trade_id == 1 and acc.fills[-1].order_id == 3
+
+
+def test_bad_price_feed_is_a_clear_error(make: Callable[..., SimAccount]) -> None:
+    """A non-positive or NaN price is refused with ValueError; the last price is kept."""
+    acc = make()
+    for bad in (D(0), D("-1"), D("NaN")):
+        with pytest.raises(ValueError, match="not a positive number"):
+            acc.on_price(BTC, bad, T0)
+    assert acc.last_price(BTC) == D("50000")
