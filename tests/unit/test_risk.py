@@ -182,6 +182,10 @@ def test_bad_inputs_are_reasoned_refusals(rm: RiskManager) -> None:
     assert rm.evaluate(sig(stop=math.nan), acct(), D("30000.0"), T0).reason == "bad_signal"
     assert rm.evaluate(sig(conf=1.5), acct(), D("30000.0"), T0).reason == "bad_signal"
     assert rm.evaluate(sig(), acct("0"), D("30000.0"), T0).reason == "no_equity"
+    assert rm.evaluate(sig(price="600.0", stop=10.0, target=15.0), acct(), D("600.0"), T0).reason == (
+        "price_filter")  # stop 540.0 under BTCUSDT's minPrice 556.80
+    no_tiers = RiskManager(RiskConfig(), rm.filters, {})
+    assert no_tiers.evaluate(sig(), acct(), D("30000.0"), T0).reason == "no_brackets"
 
 
 def test_one_position_per_symbol_and_low_confidence(rm: RiskManager) -> None:
