@@ -406,6 +406,14 @@ class Executor:
             self.book[position.symbol] = entry
             self._digests[signal_digest(position.signal_id)] = position.signal_id
             self._fills[position.signal_id] = list(await self.repo.fills_for_signal(position.signal_id))
+        now = self.clock()
+        day_start = now - now % DAY_MS
+        balance = await self.broker.balance()
+        cooldown = int(getattr(getattr(self.risk, "config", None), "cooldown_ms", 0))
+        recent = await self.repo.trades(since_ms=min(day_start, now - cooldown))
+        today = [t for t in recent if t.exit_time_ms >= day_start]
+        start_equity = balance.margin_balance - sum((t.net_pnl for t in today), ZERO)
+        self.risk.restore(recent, start_equity, now)
         if self.book:
             self.log.info("book_recovered", positions=len(self.book),
                           symbols=sorted(self.book))
