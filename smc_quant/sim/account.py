@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 from smc_quant.domain.trading import ZERO, Fill, OrderSide
 from smc_quant.exchange.brackets import SymbolBrackets
@@ -22,18 +22,19 @@ from smc_quant.orders.broker import (
     Balance,
     ExchangePosition,
     OrderState,
-    OrderStatus,
     TriggerType,
 )
 from smc_quant.orders.filters import ceil_to_step, floor_to_step
-from smc_quant.sim.ledger import apply_fill, liquidation_price
-from smc_quant.sim.records import AlgoRecord, OrderRecord
+from smc_quant.sim.book import OrderBook
+from smc_quant.sim.ledger import apply_fill, liquidation_price, opening_qty, to_usdt
+from smc_quant.sim.records import AlgoRecord, OrderRecord, triggers
 from smc_quant.sim.rejections import SimRejected
 from smc_quant.sim.validation import (
     check_client_id,
     check_notional,
     check_price,
     check_quantity,
+    check_side,
     check_trigger,
 )
 
@@ -46,8 +47,6 @@ MARGIN_TYPES = frozenset({"CROSSED", "ISOLATED"})
 DUPLICATE_CLIENT_ID = -4116
 """Binance's DUPLICATED_CLIENT_ORDER_ID (``reactions.py``: query first); -4015 is a malformed id."""
 _BPS = Decimal(10000)
-USDT_PLACES = Decimal("1E-8")
-"""Fees and realised PnL are booked in USDT to 8 decimals (half-up), so the wallet is an exact sum of them."""
 
 
 @dataclass(frozen=True)
@@ -87,14 +86,7 @@ class SimAccount:
         self._positions: dict[str, _Position] = {}
         self._leverage: dict[str, int] = {}
         self._margin_type: dict[str, str] = {}
-        self._orders: dict[int, OrderRecord] = {}
-        self._order_ids: dict[tuple[str, str], int] = {}
-        self._resting: dict[str, dict[int, OrderRecord]] = {}
-        self._algos: dict[int, AlgoRecord] = {}
-        self._algo_ids: dict[str, int] = {}
-        self._open_algos: dict[str, dict[int, AlgoRecord]] = {}
-        self._next_order_id = 1
-        self._next_algo_id = 1
+        self._book = OrderBook()
         self._next_trade_id = 1
         self._order_log: list[str] = []
         self._fills: list[Fill] = []
@@ -114,10 +106,10 @@ class SimAccount:
             raise ValueError(f"{symbol}: price {price} is not a positive number")
         self._prices[symbol] = price
         events: list[AccountEvent] = []
-        for algo in list(self._open_algos.get(symbol, {}).values()):
+        for algo in self._book.open_algos(symbol):
             if algo.triggers_at(price):
                 events += self._trigger(algo, price, time_ms, gap=gap)
-        for order in list(self._resting.get(symbol, {}).values()):
+        for order in self._book.resting(symbol):
             assert order.price is not None
             if (price <= order.price) if order.side == "BUY" else (price >= order.price):
                 events += self._fill_resting(order, time_ms)
@@ -141,14 +133,14 @@ class SimAccount:
         price; GTX is refused with -5022); otherwise GTC/GTX rest, IOC/FOK expire.
         """
         f = self._symbol_filters(symbol)
-        order_side = _side(side)
+        order_side = check_side(side)
         if type in CONDITIONAL_TYPES:
             raise SimRejected(-4120, f"type {type}")
         if type not in ("MARKET", "LIMIT"):
             raise SimRejected(-1116, f"type {type!r}")
         if client_order_id is not None:
             check_client_id(client_order_id)
-            if self._open_order(symbol, client_order_id) is not None:
+            if self._book.open_order(symbol, client_order_id) is not None:
                 raise SimRejected(DUPLICATE_CLIENT_ID, f"{client_order_id} is already open on {symbol}")
         mark = self._mark(symbol)
         sign = 1 if order_side == "BUY" else -1
@@ -175,11 +167,11 @@ class SimAccount:
         amount = self._amount(symbol)
         if reduce_only and (amount == 0 or (amount > 0) == (sign > 0)):
             raise SimRejected(-2022, f"{side} reduce-only against position {amount}")
-        opening = ZERO if reduce_only else _opening(amount, sign * qty)
+        opening = ZERO if reduce_only else opening_qty(amount, sign * qty)
         self._check_margin(symbol, amount, sign * qty, opening, fill_price if type == "MARKET" else ref)
-        cid = client_order_id or f"sim-{self._next_order_id}"
-        order = self._register(symbol, cid, order_side, type, qty, price, reduce_only, time_in_force, time_ms)
-        self._order_log.append(cid)
+        order = self._book.add_order(symbol, client_order_id, order_side, type, qty, price, reduce_only,
+                                     time_in_force, time_ms)
+        self._order_log.append(order.client_order_id)
         events: list[AccountEvent] = [order.update("NEW", time_ms)]
         if type == "MARKET" or crosses:
             fill_qty = min(qty, abs(amount)) if reduce_only else qty
@@ -189,16 +181,16 @@ class SimAccount:
             events.append(order.update("EXPIRED", time_ms))
         else:
             order.margin = opening * ref / self.leverage(symbol)
-            self._resting.setdefault(symbol, {})[order.order_id] = order
+            self._book.rest(order)
         return order.state(), events
 
     def cancel_order(self, symbol: str, *, client_order_id: str | None = None, order_id: int | None = None,
                      time_ms: int) -> tuple[OrderState, list[AccountEvent]]:
         """Cancel an open order (``DELETE /fapi/v1/order``); unknown or no longer open → -2011."""
         order = self._find_order(symbol, client_order_id, order_id, missing=-2011)
-        if order.order_id not in self._resting.get(symbol, {}):
+        if not self._book.is_resting(order):
             raise SimRejected(-2011, f"order {order.order_id} is {order.status}")
-        self._close_resting(order, "CANCELED", time_ms)
+        self._book.unrest(order, "CANCELED", time_ms)
         return order.state(), [order.update("CANCELED", time_ms)]
 
     def query_order(self, symbol: str, *, client_order_id: str | None = None,
@@ -208,8 +200,7 @@ class SimAccount:
 
     def open_orders(self, symbol: str | None = None) -> list[OrderState]:
         """Resting orders of ``symbol`` (or of every symbol), oldest first."""
-        books = [self._resting.get(symbol, {})] if symbol is not None else list(self._resting.values())
-        return sorted((o.state() for book in books for o in book.values()), key=lambda s: s.order_id)
+        return [o.state() for o in self._book.resting(symbol)]
 
     # -- algo orders --------------------------------------------------------------------------------
 
@@ -224,7 +215,7 @@ class SimAccount:
         the last price (the simulator's mark price is the last price).
         """
         f = self._symbol_filters(symbol)
-        algo_side = _side(side)
+        algo_side = check_side(side)
         if type not in TRIGGER_TYPES:
             raise SimRejected(-1116, f"algo type {type!r} (simulated: STOP_MARKET, TAKE_PROFIT_MARKET)")
         trigger_type: TriggerType = "STOP_MARKET" if type == "STOP_MARKET" else "TAKE_PROFIT_MARKET"
@@ -232,8 +223,7 @@ class SimAccount:
             raise SimRejected(-1102, f"workingType {working_type!r}")
         if client_algo_id is not None:
             check_client_id(client_algo_id)
-            known = self._algo_ids.get(client_algo_id)
-            if known is not None and not self._algos[known].state().final:
+            if self._book.open_algo(client_algo_id) is not None:
                 raise SimRejected(DUPLICATE_CLIENT_ID, f"algo {client_algo_id} is already open")
         trigger = check_trigger(trigger_price, f)
         if close_position:
@@ -244,14 +234,10 @@ class SimAccount:
         else:
             qty = check_quantity(quantity, f.market_step_size, f.market_min_qty, f.market_max_qty)
             check_notional(qty, trigger, f, reduce_only=reduce_only)
-        algo = AlgoRecord(symbol, client_algo_id or f"simalgo-{self._next_algo_id}", self._next_algo_id, algo_side,
-                          trigger_type, trigger, quantity, close_position, reduce_only, working_type, time_ms)
-        if algo.triggers_at(self._mark(symbol)):
+        if triggers(trigger_type, algo_side, trigger, self._mark(symbol)):
             raise SimRejected(-2021, f"{side} {type} trigger {trigger} vs last {self._prices[symbol]}")
-        self._next_algo_id += 1
-        self._algos[algo.algo_id] = algo
-        self._algo_ids[algo.client_algo_id] = algo.algo_id
-        self._open_algos.setdefault(symbol, {})[algo.algo_id] = algo
+        algo = self._book.add_algo(symbol, client_algo_id, algo_side, trigger_type, trigger, quantity, close_position,
+                                   reduce_only, working_type, time_ms)
         self._order_log.append(algo.client_algo_id)
         return algo.state(), [algo.move("NEW", time_ms)]
 
@@ -259,9 +245,9 @@ class SimAccount:
                     algo_id: int | None = None, time_ms: int) -> tuple[AlgoState, list[AccountEvent]]:
         """Cancel an open algo order; unknown, on another symbol, or no longer open → -2011."""
         algo = self._find_algo(client_algo_id, algo_id, missing=-2011)
-        if (symbol is not None and algo.symbol != symbol) or algo.state().final:
+        if (symbol is not None and algo.symbol != symbol) or not self._book.is_open_algo(algo):
             raise SimRejected(-2011, f"algo {algo.algo_id} is {algo.status} on {algo.symbol}")
-        del self._open_algos[algo.symbol][algo.algo_id]
+        self._book.close_algo(algo)
         event = algo.move("CANCELED", time_ms)
         return algo.state(), [event]
 
@@ -271,8 +257,7 @@ class SimAccount:
 
     def open_algo_orders(self, symbol: str | None = None) -> list[AlgoState]:
         """Untriggered algo orders of ``symbol`` (or of every symbol), oldest first."""
-        books = [self._open_algos.get(symbol, {})] if symbol is not None else list(self._open_algos.values())
-        return sorted((a.state() for book in books for a in book.values()), key=lambda s: s.algo_id)
+        return [a.state() for a in self._book.open_algos(symbol)]
 
     # -- account ------------------------------------------------------------------------------------
 
@@ -302,7 +287,7 @@ class SimAccount:
             raise SimRejected(-4044, f"margin type {margin_type!r}")
         if margin_type == self._margin_type.get(symbol, self._config.margin_type):
             raise SimRejected(-4046, f"{symbol} is already {margin_type}")
-        if symbol in self._positions or self._resting.get(symbol):
+        if symbol in self._positions or self._book.has_resting(symbol):
             raise SimRejected(-4048, f"{symbol} has a position or open orders")
         self._margin_type[symbol] = margin_type
 
@@ -354,8 +339,8 @@ class SimAccount:
         symbol = order.symbol
         held = self._positions.get(symbol)
         effect = apply_fill(held.amount if held else ZERO, held.entry if held else ZERO, order.sign * qty, price)
-        fee = _usdt((self._config.maker_fee if is_maker else self._config.taker_fee) * qty * price)
-        realized = _usdt(effect.realized_pnl)
+        fee = to_usdt((self._config.maker_fee if is_maker else self._config.taker_fee) * qty * price)
+        realized = to_usdt(effect.realized_pnl)
         self._wallet += realized - fee
         if effect.amount == 0:
             self._positions.pop(symbol, None)
@@ -379,15 +364,15 @@ class SimAccount:
         if order.reduce_only:
             amount = self._amount(order.symbol)
             if amount == 0 or (amount > 0) == (order.sign > 0):
-                self._close_resting(order, "EXPIRED", time_ms)
+                self._book.unrest(order, "EXPIRED", time_ms)
                 return [order.update("EXPIRED", time_ms)]
             qty = min(qty, abs(amount))
-        self._close_resting(order, None, time_ms)
+        self._book.unrest(order, None, time_ms)
         return self._fill(order, order.price, is_maker=True, time_ms=time_ms, quantity=qty)
 
     def _trigger(self, algo: AlgoRecord, price: Decimal, time_ms: int, *, gap: bool) -> list[AccountEvent]:
         """Fire one algo order: TRIGGERED, then its MARKET order fills and FINISHED — or REJECTED."""
-        del self._open_algos[algo.symbol][algo.algo_id]
+        self._book.close_algo(algo)
         events: list[AccountEvent] = [algo.move("TRIGGERED", time_ms)]
         amount = self._amount(algo.symbol)
         sign = 1 if algo.side == "BUY" else -1
@@ -403,11 +388,11 @@ class SimAccount:
             qty = min(algo.quantity, abs(amount)) if reducing else algo.quantity
         if not reducing:
             try:
-                self._check_margin(algo.symbol, amount, sign * qty, _opening(amount, sign * qty), fill_price)
+                self._check_margin(algo.symbol, amount, sign * qty, opening_qty(amount, sign * qty), fill_price)
             except SimRejected as exc:
                 return [*events, algo.move("REJECTED", time_ms, str(exc))]
-        order = self._register(algo.symbol, algo.client_algo_id, algo.side, "MARKET", qty, None, reducing, "GTC",
-                               time_ms)
+        order = self._book.add_order(algo.symbol, algo.client_algo_id, algo.side, "MARKET", qty, None, reducing,
+                                     "GTC", time_ms)
         events.append(order.update("NEW", time_ms))
         events += self._fill(order, fill_price, is_maker=False, time_ms=time_ms)
         events.append(algo.move("FINISHED", time_ms))
@@ -421,64 +406,36 @@ class SimAccount:
         if margin_balance > maintenance:
             return []
         events: list[AccountEvent] = []
-        for book in list(self._resting.values()):
-            for order in list(book.values()):
-                self._close_resting(order, "CANCELED", time_ms)
-                events.append(order.update("CANCELED", time_ms))
+        for order in self._book.resting():
+            self._book.unrest(order, "CANCELED", time_ms)
+            events.append(order.update("CANCELED", time_ms))
         for symbol in sorted(self._positions):
             amount = self._positions[symbol].amount
             side: OrderSide = "SELL" if amount > 0 else "BUY"
-            cid = f"autoclose-{time_ms}-{self._next_order_id}"
-            order = self._register(symbol, cid, side, "LIMIT", abs(amount), self._prices[symbol], True, "IOC",
-                                   time_ms)
+            cid = f"autoclose-{time_ms}-{self._book.next_order_id}"
+            order = self._book.add_order(symbol, cid, side, "LIMIT", abs(amount), self._prices[symbol], True, "IOC",
+                                         time_ms)
             events.append(order.update("CALCULATED", time_ms))
             events += self._fill(order, self._prices[symbol], is_maker=False, time_ms=time_ms)
         return events
 
     # -- bookkeeping --------------------------------------------------------------------------------
 
-    def _register(self, symbol: str, cid: str, side: OrderSide, type: str, qty: Decimal, price: Decimal | None,
-                  reduce_only: bool, tif: str, time_ms: int) -> OrderRecord:
-        order = OrderRecord(symbol, cid, self._next_order_id, side, type, qty, price, reduce_only, tif, time_ms)
-        self._next_order_id += 1
-        self._orders[order.order_id] = order
-        self._order_ids[(symbol, cid)] = order.order_id
-        return order
-
-    def _close_resting(self, order: OrderRecord, status: OrderStatus | None, time_ms: int) -> None:
-        """Take ``order`` off the book and release its margin; ``status`` None when a fill follows."""
-        self._resting.get(order.symbol, {}).pop(order.order_id, None)
-        order.margin = ZERO
-        order.time_ms = time_ms
-        if status is not None:
-            order.status = status
-
-    def _open_order(self, symbol: str, cid: str) -> OrderRecord | None:
-        order_id = self._order_ids.get((symbol, cid))
-        book = self._resting.get(symbol, {})
-        return book.get(order_id) if order_id is not None else None
-
     def _find_order(self, symbol: str, cid: str | None, order_id: int | None, *, missing: int) -> OrderRecord:
         self._symbol_filters(symbol)
         if cid is None and order_id is None:
             raise SimRejected(-1102, "orderId or origClientOrderId is mandatory")
-        if order_id is None:
-            assert cid is not None
-            order_id = self._order_ids.get((symbol, cid))
-        order = self._orders.get(order_id) if order_id is not None else None
-        if order is None or order.symbol != symbol or (cid is not None and order.client_order_id != cid):
-            raise SimRejected(missing, f"order {order_id or cid} on {symbol}")
+        order = self._book.find_order(symbol, cid, order_id)
+        if order is None:
+            raise SimRejected(missing, f"order {order_id if order_id is not None else cid} on {symbol}")
         return order
 
     def _find_algo(self, cid: str | None, algo_id: int | None, *, missing: int) -> AlgoRecord:
         if cid is None and algo_id is None:
             raise SimRejected(-1102, "algoId or clientAlgoId is mandatory")
-        if algo_id is None:
-            assert cid is not None
-            algo_id = self._algo_ids.get(cid)
-        algo = self._algos.get(algo_id) if algo_id is not None else None
-        if algo is None or (cid is not None and algo.client_algo_id != cid):
-            raise SimRejected(missing, f"algo {algo_id or cid}")
+        algo = self._book.find_algo(cid, algo_id)
+        if algo is None:
+            raise SimRejected(missing, f"algo {algo_id if algo_id is not None else cid}")
         return algo
 
     def _symbol_filters(self, symbol: str) -> SymbolFilters:
@@ -519,8 +476,7 @@ class SimAccount:
     def _available(self) -> Decimal:
         """Cross: wallet + unrealised − Σ position IM (at mark) − Σ margin held by resting orders."""
         initial = sum((abs(p.amount) * self._prices[s] / self.leverage(s) for s, p in self._positions.items()), ZERO)
-        held = sum((o.margin for book in self._resting.values() for o in book.values()), ZERO)
-        return self._wallet + self._total_unrealized() - initial - held
+        return self._wallet + self._total_unrealized() - initial - self._book.held_margin()
 
     def _check_margin(self, symbol: str, amount: Decimal, signed_qty: Decimal, opening: Decimal,
                       price: Decimal) -> None:
@@ -539,22 +495,3 @@ class SimAccount:
         return ExchangePosition(symbol, "LONG" if p.amount > 0 else "SHORT", abs(p.amount), p.entry,
                                 self._prices[symbol], self._unrealized(symbol, p), liquidation,
                                 self.leverage(symbol), p.time_ms)
-
-
-def _usdt(amount: Decimal) -> Decimal:
-    return amount.quantize(USDT_PLACES, rounding=ROUND_HALF_UP)
-
-
-def _side(side: str) -> OrderSide:
-    if side == "BUY":
-        return "BUY"
-    if side == "SELL":
-        return "SELL"
-    raise SimRejected(-1117, f"side {side!r}")
-
-
-def _opening(amount: Decimal, signed_qty: Decimal) -> Decimal:
-    """The part of a fill that opens or increases exposure (the rest only reduces ``amount``)."""
-    if amount == 0 or (amount > 0) == (signed_qty > 0):
-        return abs(signed_qty)
-    return max(ZERO, abs(signed_qty) - abs(amount))

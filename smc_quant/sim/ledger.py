@@ -26,12 +26,15 @@ A negative result means the position cannot be liquidated by price alone: report
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from smc_quant.domain.trading import ZERO
 from smc_quant.exchange.brackets import SymbolBrackets
 
-__all__ = ["FillEffect", "apply_fill", "liquidation_price"]
+__all__ = ["USDT_PLACES", "FillEffect", "apply_fill", "liquidation_price", "opening_qty", "to_usdt"]
+
+USDT_PLACES = Decimal("1E-8")
+"""Fees and realised PnL are booked in USDT to 8 decimals (half-up), so the wallet is an exact sum of them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,18 @@ class FillEffect:
 
 def _sign(x: Decimal) -> int:
     return (x > 0) - (x < 0)
+
+
+def to_usdt(amount: Decimal) -> Decimal:
+    """``amount`` rounded half-up to :data:`USDT_PLACES`."""
+    return amount.quantize(USDT_PLACES, rounding=ROUND_HALF_UP)
+
+
+def opening_qty(amount: Decimal, signed_qty: Decimal) -> Decimal:
+    """The part of a fill of ``signed_qty`` that opens or increases exposure (the rest only reduces ``amount``)."""
+    if amount == 0 or (amount > 0) == (signed_qty > 0):
+        return abs(signed_qty)
+    return max(ZERO, abs(signed_qty) - abs(amount))
 
 
 def apply_fill(amount: Decimal, entry: Decimal, signed_qty: Decimal, price: Decimal) -> FillEffect:

@@ -12,7 +12,13 @@ from decimal import Decimal
 from smc_quant.domain.trading import ZERO, OrderSide
 from smc_quant.orders.broker import AlgoState, AlgoStatus, AlgoUpdate, OrderState, OrderStatus, OrderUpdate, TriggerType
 
-__all__ = ["AlgoRecord", "OrderRecord"]
+__all__ = ["AlgoRecord", "OrderRecord", "triggers"]
+
+
+def triggers(type: str, side: str, trigger: Decimal, price: Decimal) -> bool:
+    """STOP BUY / TAKE_PROFIT SELL fire at ``price ≥ trigger``; STOP SELL / TAKE_PROFIT BUY at ``price ≤ trigger``."""
+    rising = (type == "STOP_MARKET") == (side == "BUY")
+    return price >= trigger if rising else price <= trigger
 
 
 @dataclass(slots=True)
@@ -75,9 +81,8 @@ class AlgoRecord:
     status: AlgoStatus = "NEW"
 
     def triggers_at(self, price: Decimal) -> bool:
-        """STOP BUY / TAKE_PROFIT SELL fire at ``price ≥ trigger``; STOP SELL / TAKE_PROFIT BUY at ``≤``."""
-        rising = (self.type == "STOP_MARKET") == (self.side == "BUY")
-        return price >= self.trigger_price if rising else price <= self.trigger_price
+        """Whether ``price`` fires this order (:func:`triggers`)."""
+        return triggers(self.type, self.side, self.trigger_price, price)
 
     def state(self) -> AlgoState:
         """The algo order as ``GET /fapi/v1/algoOrder`` reports it."""

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from smc_quant.domain.trading import OrderSide
 from smc_quant.exchange.exchange_info import SymbolFilters
 from smc_quant.orders.client_ids import CLIENT_ID_RE
 from smc_quant.orders.filters import decimals_of
 from smc_quant.sim.rejections import SimRejected
 
-__all__ = ["check_client_id", "check_notional", "check_price", "check_quantity", "check_trigger", "decimals"]
+__all__ = [
+    "check_client_id", "check_notional", "check_price", "check_quantity", "check_side", "check_trigger", "decimals",
+]
 
 
 def decimals(value: Decimal) -> int:
@@ -94,3 +97,12 @@ def check_client_id(client_id: str) -> str:
     if not CLIENT_ID_RE.fullmatch(client_id):
         raise SimRejected(-4015, f"client id {client_id!r} breaks {CLIENT_ID_RE.pattern}")
     return client_id
+
+
+def check_side(side: str) -> OrderSide:
+    """BUY or SELL (-1117 otherwise)."""
+    if side == "BUY":
+        return "BUY"
+    if side == "SELL":
+        return "SELL"
+    raise SimRejected(-1117, f"side {side!r}")
