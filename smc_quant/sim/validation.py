@@ -7,11 +7,11 @@ Checks run in a fixed order and raise :class:`SimRejected` with the code Binance
 - quantity: not finite or ≤ 0 → -4003; more decimals than the step → -1111; above maxQty → -4005;
   not a multiple of the step → -4023; below minQty → -4004 (``LOT_SIZE`` for LIMIT, ``MARKET_LOT_SIZE``
   for MARKET and conditional orders);
-- price: not finite or ≤ 0 → -1102; more decimals than the tick → -1111; below minPrice → -4013; above
+- price: not finite → -1102, ≤ 0 → -4001; more decimals than the tick → -1111; below minPrice → -4013; above
   maxPrice → -4002; not a multiple of the tick → -4014; ``PERCENT_PRICE`` band around the mark: above
   ``mark × multiplierUp`` → -4016, below ``mark × multiplierDown`` → -4024 (the LIMIT codes; -4131 is
   only for a MARKET order whose fill price would leave the band);
-- trigger price: as price, but -4006 below minPrice, -4007 above maxPrice;
+- trigger price: as price, but -4006 when ≤ 0 or below minPrice, -4007 above maxPrice;
 - notional ``q × price < MIN_NOTIONAL`` and not reduce-only → -4164.
 """
 
@@ -53,9 +53,11 @@ def check_quantity(quantity: Decimal | None, step: Decimal, low: Decimal, high: 
     return quantity
 
 
-def _check_grid(price: Decimal, f: SymbolFilters, name: str, low_code: int, high_code: int) -> None:
-    if not price.is_finite() or price <= 0:
-        raise SimRejected(-1102, f"{name} {price} is not a positive number")
+def _check_grid(price: Decimal, f: SymbolFilters, name: str, low_code: int, high_code: int, zero_code: int) -> None:
+    if not price.is_finite():
+        raise SimRejected(-1102, f"{name} {price} is not a number")
+    if price <= 0:
+        raise SimRejected(zero_code, f"{name} {price} is not positive")
     if decimals(price) > decimals_of(f.tick_size):
         raise SimRejected(-1111, f"{name} {price} has more decimals than tick {f.tick_size}")
     if price < f.min_price:
@@ -70,7 +72,7 @@ def check_price(price: Decimal | None, f: SymbolFilters, mark: Decimal) -> Decim
     """A LIMIT price on the grid, inside PRICE_FILTER and the PERCENT_PRICE band around ``mark``."""
     if price is None:
         raise SimRejected(-1102, "price is mandatory for LIMIT")
-    _check_grid(price, f, "price", -4013, -4002)
+    _check_grid(price, f, "price", -4013, -4002, -4001)
     if price > mark * f.percent_up:
         raise SimRejected(-4016, f"price {price} above mark {mark} × {f.percent_up}")
     if price < mark * f.percent_down:
@@ -82,7 +84,7 @@ def check_trigger(trigger: Decimal | None, f: SymbolFilters) -> Decimal:
     """A trigger price on the grid and inside PRICE_FILTER (-4006 / -4007 outside)."""
     if trigger is None:
         raise SimRejected(-1102, "triggerPrice is mandatory")
-    _check_grid(trigger, f, "triggerPrice", -4006, -4007)
+    _check_grid(trigger, f, "triggerPrice", -4006, -4007, -4006)
     return trigger
 
 

@@ -177,6 +177,8 @@ REJECTIONS: list[tuple[str, Callable[[SimAccount], object], int]] = [
     ("price finer than the tick", _order(type="LIMIT", price=D("49999.95")), -1111),
     ("quantity above MARKET_LOT_SIZE maxQty", _order(quantity=D("121")), -4005),
     ("price below minPrice", _order(type="LIMIT", price=D("500")), -4013),
+    ("price zero", _order(type="LIMIT", price=D("0")), -4001),
+    ("price not a number", _order(type="LIMIT", price=D("Infinity")), -1102),
     ("price above the PERCENT_PRICE cap", _order(type="LIMIT", price=D("52500.1")), -4016),
     ("price below the PERCENT_PRICE floor", _order(type="LIMIT", price=D("47499.9")), -4024),
     ("notional below MIN_NOTIONAL", _order(quantity=D("0.001")), -4164),
@@ -195,6 +197,7 @@ REJECTIONS: list[tuple[str, Callable[[SimAccount], object], int]] = [
                                                    trigger_price=D("50500")), -2021),
     ("algo trigger finer than the tick", _algo(trigger_price=D("49000.01")), -1111),
     ("algo trigger below minPrice", _algo(trigger_price=D("100")), -4006),
+    ("algo trigger above maxPrice", _algo(side="BUY", trigger_price=D("5000000")), -4007),
     ("algo LIMIT-style type", _algo(type="STOP"), -1116),
     ("algo closePosition without a position", _algo(quantity=None, reduce_only=False, close_position=True), -2022),
     ("algo closePosition with a quantity", _algo(reduce_only=False, close_position=True), -1106),
@@ -225,8 +228,9 @@ def test_rejections_carry_binance_codes_and_change_nothing(make: Callable[..., S
 
 
 def test_min_qty_and_step_multiple_codes(make: Callable[..., SimAccount], filters: dict[str, SymbolFilters]) -> None:
-    """A symbol whose step is not a power of ten: 0.003 with step 0.002 → -4023; below minQty 0.01 → -4004."""
-    odd = replace(filters[BTC], market_step_size=D("0.002"), market_min_qty=D("0.01"))
+    """Steps that are not powers of ten: 0.003 with step 0.002 → -4023; below minQty 0.01 → -4004; a price
+    of 50 000.3 with tick 0.5 → -4014."""
+    odd = replace(filters[BTC], market_step_size=D("0.002"), market_min_qty=D("0.01"), tick_size=D("0.5"))
     acc = make(BTCUSDT=odd)
     with pytest.raises(SimRejected) as info:
         acc.new_order(symbol=BTC, side="BUY", type="MARKET", quantity=D("0.003"), time_ms=T0)
@@ -234,6 +238,9 @@ def test_min_qty_and_step_multiple_codes(make: Callable[..., SimAccount], filter
     with pytest.raises(SimRejected) as info:
         acc.new_order(symbol=BTC, side="BUY", type="MARKET", quantity=D("0.004"), time_ms=T0)
     assert info.value.code == -4004
+    with pytest.raises(SimRejected) as info:
+        acc.new_order(symbol=BTC, side="BUY", type="LIMIT", quantity=D("0.01"), price=D("50000.3"), time_ms=T0)
+    assert info.value.code == -4014
 
 
 def test_reduce_only_that_would_increase_is_rejected_and_a_larger_one_is_clipped(
