@@ -8,7 +8,10 @@ champion.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -42,4 +45,69 @@ def decide(y: I64, challenger_p: F64, champion_p: F64 | None, margin: float = 0.
     return GateDecision(True, ch, cur, f"challenger AUC {ch:.4f} beats champion {cur:.4f} + {margin}")
 
 
-__all__ = ["GateDecision", "decide"]
+
+
+# --- the latest out-of-sample window: split, choice of gate rows, and its stored form -------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LatestSplit:
+    """Rows of a time-sorted dataset: ``train`` (labels end before ``cut_ms``) and ``holdout`` (signal at or
+    after ``cut_ms``: the latest slice, never seen by a model trained on ``train``)."""
+
+    train: I64
+    holdout: I64
+    cut_ms: int
+
+
+def split_latest(start: I64, end: I64, fraction: float = 0.2, min_rows: int = 50) -> LatestSplit:
+    """Hold out the latest ``max(min_rows, ceil(fraction · n))`` rows by signal time (ties kept together).
+
+    Purge: a training row must have its whole label window before the cut (``end < cut_ms``), so no
+    training label overlaps the held-out window."""
+    n = int(start.shape[0])
+    if not 0 < fraction < 1:
+        raise ValueError("fraction must be in (0, 1)")
+    k = min(n, max(min_rows, math.ceil(fraction * n)))
+    if n == 0 or k == n:
+        raise ValueError(f"{n} rows are too few to hold out {k} and train on the rest")
+    cut = int(np.sort(start)[n - k])
+    return LatestSplit(np.flatnonzero(end < cut).astype(np.int64), np.flatnonzero(start >= cut).astype(np.int64),
+                       cut)
+
+
+def gate_rows(win: I64, is_setup: npt.NDArray[np.bool_], min_setups: int = 100) -> tuple[I64, str]:
+    """Which held-out rows the gate scores: the strategy's setups when there are ``min_setups`` of them with
+    both outcomes (the rows the live model is asked about), else every held-out row; with the name used."""
+    setups = np.flatnonzero(is_setup).astype(np.int64)
+    if setups.shape[0] >= min_setups and 0 < int(win[setups].sum()) < setups.shape[0]:
+        return setups, "strategy setups"
+    return np.arange(win.shape[0], dtype=np.int64), "all held-out rows"
+
+
+def holdout_to_json(x: F64, win: I64, is_setup: npt.NDArray[np.bool_], start: I64,
+                    max_rows: int = 4000) -> dict[str, Any]:
+    """The held-out window as registry metrics (its latest ``max_rows`` rows; NaN features become null),
+    so ``smc-quant promote`` can gate a candidate later without the candles."""
+    keep = slice(max(0, win.shape[0] - max_rows), None)
+    return {"x": x[keep].tolist(), "win": win[keep].tolist(), "is_setup": is_setup[keep].tolist(),
+            "start": start[keep].tolist()}
+
+
+def holdout_from_json(data: Mapping[str, Any]) -> tuple[F64, I64, npt.NDArray[np.bool_], I64]:
+    """Inverse of :func:`holdout_to_json` (null → NaN); ``ValueError`` on a malformed payload."""
+    try:
+        x = np.array([[np.nan if v is None else float(v) for v in row] for row in data["x"]], dtype=np.float64)
+        win = np.asarray(data["win"], dtype=np.int64)
+        is_setup = np.asarray(data["is_setup"], dtype=np.bool_)
+        start = np.asarray(data["start"], dtype=np.int64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"malformed stored holdout window: {exc}") from exc
+    n = win.shape[0]
+    if x.shape[0] != n or is_setup.shape[0] != n or start.shape[0] != n or (n and x.ndim != 2):
+        raise ValueError("malformed stored holdout window: column lengths differ")
+    return x.reshape(n, -1) if n else x.reshape(0, 0), win, is_setup, start
+
+
+__all__ = ["GateDecision", "LatestSplit", "decide", "gate_rows", "holdout_from_json", "holdout_to_json",
+           "split_latest"]

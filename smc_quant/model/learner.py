@@ -1,0 +1,318 @@
+"""``Learner``: the self-learning loop — retrain on history + the system's own closed trades, promote only a
+better model.
+
+When: every ``retrain_every`` closed trades (:meth:`Learner.on_trade_closed` counts them; at start the
+count resumes from the trades closed since the newest registered model) and every ``retrain_interval_s``
+seconds. :meth:`Learner.run` waits on an event or that timeout — nothing polls.
+
+What one round does (:meth:`Learner.learn_once`):
+
+1. **Data.** The history loader gives labelled historical setups (a :class:`Dataset`, e.g. the ``"broad"``
+   setups of the candles in PostgreSQL). The experience source gives the closed trades of the engine's
+   feature schema; each becomes one training row: its frozen signal-time features, ``win = net_return_pct
+   > 0``, ``ret_pct = net_return_pct``, signal time as start, close time as label end, marked as a strategy
+   setup. Experience rows are weighted ``experience_weight`` (default 3): they are the strategy's real
+   fills and fees, the ground truth the history labels only approximate, and they are few. Rows of
+   another schema version, of the wrong width or with a non-finite return are refused and counted.
+2. **Split.** Everything is sorted by signal time; the latest ``holdout_fraction`` (at least
+   ``min_holdout`` rows) is held out, and training keeps only rows whose label window ends before it
+   (purge). The challenger is trained on those rows in a worker thread (``asyncio.to_thread``: LightGBM
+   releases the GIL, so the event loop keeps running — tested with a heartbeat).
+3. **Gate.** Challenger and champion are scored on the same held-out rows — the strategy's setups there
+   when there are ``min_gate_setups`` with both outcomes, else all held-out rows — and
+   :func:`smc_quant.model.gate.decide` promotes only if the challenger's AUC beats the champion's by
+   ``margin`` and is itself above ``0.5 + margin``. No champion → the first challenger above that floor
+   becomes champion. The champion may have been trained on part of the window (when it is younger than
+   the window's start); that can only flatter it, so the gate stays conservative.
+4. **Register / promote.** The challenger is registered as a candidate either way (with the held-out
+   window in its metrics, so ``smc-quant promote`` can re-gate it later without candles); promotion goes
+   through the registry (one transaction), then the ``on_promoted(version)`` hook lets the service
+   hot-swap its predictor. Every decision is logged as one structured line with both scores and the
+   reason, and returned as a :class:`LearnOutcome`.
+
+No SQL here: the experience source and the registry are injected (the PostgreSQL implementations are
+``TradingRepository`` and ``ModelRegistry``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import structlog
+
+from smc_quant.domain.trading import ExperienceRow
+from smc_quant.features import FEATURE_SCHEMA
+from smc_quant.model.dataset import Dataset
+from smc_quant.model.gate import decide, gate_rows, holdout_to_json, split_latest
+from smc_quant.model.metrics import auc
+from smc_quant.model.trainer import TrainConfig, TrainedModel, check_schema, train
+from smc_quant.store.models import ModelRegistry
+
+HistoryLoader = Callable[[], Awaitable[Dataset]]
+PromotedHook = Callable[[int], Awaitable[None] | None]
+
+
+class ExperienceSource(Protocol):
+    """Where closed trades come from (``TradingRepository`` in the service)."""
+
+    async def experience(self, schema_version: str, since_ms: int | None = None) -> list[ExperienceRow]: ...
+
+    async def trades_count(self, since_ms: int | None = None) -> int: ...
+
+
+class Log(Protocol):
+    """The structured logger the learner writes to (structlog's bound logger fits)."""
+
+    def info(self, event: str, **kw: Any) -> Any: ...
+
+    def warning(self, event: str, **kw: Any) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LearnerConfig:
+    """When to retrain and how to gate (see the module docstring)."""
+
+    retrain_every: int = 50
+    retrain_interval_s: float = 24 * 3600.0
+    margin: float = 0.01
+    holdout_fraction: float = 0.2
+    min_holdout: int = 50
+    min_gate_setups: int = 100
+    experience_weight: float = 3.0
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.retrain_every < 1 or not self.retrain_interval_s > 0:
+            raise ValueError("retrain_every must be ≥ 1 and retrain_interval_s > 0")
+        if not (0 < self.holdout_fraction < 1 and self.min_holdout >= 2 and 0 <= self.margin < 0.5):
+            raise ValueError("need 0 < holdout_fraction < 1, min_holdout ≥ 2 and 0 ≤ margin < 0.5")
+        if not (math.isfinite(self.experience_weight) and self.experience_weight > 0):
+            raise ValueError("experience_weight must be finite and > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class LearnOutcome:
+    """One retraining round: the registered challenger, whether it was promoted, why, and the scores."""
+
+    version: int
+    promoted: bool
+    reason: str
+    challenger_auc: float
+    champion_auc: float | None
+    champion_version: int | None
+    trigger: str
+    train_rows: int
+    holdout_rows: int
+    gate_rows: int
+    gate_on: str
+    experience_rows: int
+    seconds: float
+
+
+@dataclass(slots=True)
+class LearnerStats:
+    """Counters of the loop (exported as metrics by the service)."""
+
+    closed_trades: int = 0
+    rounds: int = 0
+    promoted: int = 0
+    kept: int = 0
+    failed: int = 0
+    refused_rows: int = 0
+    training: bool = False
+    last: LearnOutcome | None = None
+
+    def metrics(self) -> dict[str, float]:
+        """Flat numeric view (``learner_*``)."""
+        out = {f"learner_{k}": float(v) for k, v in asdict(self).items() if k != "last"}
+        if self.last is not None:
+            out["learner_last_challenger_auc"] = self.last.challenger_auc
+            out["learner_last_version"] = float(self.last.version)
+        return out
+
+
+def experience_dataset(rows: Sequence[ExperienceRow], schema_version: str,
+                       weight: float = 1.0) -> tuple[Dataset, int]:
+    """Closed trades as training rows (see the module docstring) and how many were refused."""
+    n_features = len(FEATURE_SCHEMA)
+    good = [r for r in rows if r.schema_version == schema_version and len(r.features) == n_features
+            and math.isfinite(r.net_return_pct)]
+    symbols = tuple(dict.fromkeys(r.symbol for r in good))
+    code = {s: k for k, s in enumerate(symbols)}
+    n = len(good)
+    x = np.array([r.features for r in good], dtype=np.float64).reshape(n, n_features)
+    ret = np.array([r.net_return_pct for r in good], dtype=np.float64)
+    ds = Dataset(x, (ret > 0).astype(np.int64), ret,
+                 np.array([1 if r.side == "LONG" else -1 for r in good], dtype=np.int64),
+                 np.array([r.signal_time_ms for r in good], dtype=np.int64),
+                 np.array([max(r.closed_ms, r.signal_time_ms) for r in good], dtype=np.int64),
+                 np.array([code[r.symbol] for r in good], dtype=np.int64), symbols,
+                 np.ones(n, dtype=np.bool_), np.full(n, weight))
+    return ds, len(rows) - n
+
+
+@dataclass(frozen=True, slots=True)
+class _Fitted:
+    model: TrainedModel
+    data: Dataset
+    train: np.ndarray
+    holdout: np.ndarray
+    cut_ms: int
+    challenger_p: np.ndarray
+
+
+def _fit(data: Dataset, config: LearnerConfig) -> _Fitted:
+    """Split, train and score the held-out window (CPU-bound: runs in the worker thread)."""
+    split = split_latest(data.start, data.end, config.holdout_fraction, config.min_holdout)
+    if split.train.shape[0] < config.min_holdout:
+        raise ValueError(f"only {split.train.shape[0]} training rows before the held-out window")
+    tr = data.take(split.train)
+    model = train(tr.x, tr.win, config.train, tr.weight)
+    return _Fitted(model, data, split.train, split.holdout, split.cut_ms, model.predict(data.x[split.holdout]))
+
+
+class Learner:
+    """Retrains on history + experience and promotes a challenger only if it is better out of sample."""
+
+    def __init__(self, experience: ExperienceSource, registry: ModelRegistry, history: HistoryLoader,
+                 config: LearnerConfig | None = None, *, on_promoted: PromotedHook | None = None,
+                 log: Log | None = None, schema_version: str = FEATURE_SCHEMA.version) -> None:
+        check_schema(schema_version)  # a learner for another schema would train models the engine refuses
+        self.config = config or LearnerConfig()
+        self.stats = LearnerStats()
+        self._experience, self._registry, self._history = experience, registry, history
+        self._on_promoted, self._schema = on_promoted, schema_version
+        self._log: Log = log if log is not None else structlog.get_logger("learner")
+        self._wake = asyncio.Event()
+        self._trigger = "trades"
+        self._since_retrain = 0
+        self._lock = asyncio.Lock()
+        self._round_done = asyncio.Condition()
+
+    @property
+    def pending(self) -> bool:
+        """Whether a retrain has been triggered and not started yet."""
+        return self._wake.is_set()
+
+    async def wait_rounds(self, n: int) -> LearnOutcome | None:
+        """Wait until :meth:`run` has finished ``n`` rounds in total (failed ones included); the last outcome."""
+        async with self._round_done:
+            await self._round_done.wait_for(lambda: self.stats.rounds + self.stats.failed >= n)
+        return self.stats.last
+
+    def on_trade_closed(self, count: int = 1) -> None:
+        """Count closed trades; every ``retrain_every`` of them wakes :meth:`run` for a retrain."""
+        self.stats.closed_trades += count
+        self._since_retrain += count
+        if self._since_retrain >= self.config.retrain_every:
+            self._since_retrain = 0
+            self.trigger("trades")
+
+    def trigger(self, reason: str = "manual") -> None:
+        """Wake :meth:`run` now (the trade counter and the schedule call this too)."""
+        self._trigger = reason
+        self._wake.set()
+
+    async def resume_count(self) -> int:
+        """Set the trade counter from the trades closed since the newest registered model (restart-safe)."""
+        records = await self._registry.list()
+        since = int(records[-1].created_at.timestamp() * 1000) if records else None
+        closed = await self._experience.trades_count(since)
+        self._since_retrain = closed % self.config.retrain_every
+        if closed >= self.config.retrain_every:
+            self.trigger("trades")
+        return closed
+
+    async def run(self) -> None:
+        """Forever: wait for the trade trigger or the schedule, then run one round (failures logged, counted)."""
+        await self.resume_count()
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.config.retrain_interval_s)
+                trigger = self._trigger
+            except TimeoutError:
+                trigger = "schedule"
+            self._wake.clear()
+            try:
+                await self.learn_once(trigger)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the loop must survive a failed round; it is logged
+                self.stats.failed += 1
+                self._log.warning("learner_round_failed", trigger=trigger, error=f"{type(exc).__name__}: {exc}")
+            async with self._round_done:
+                self._round_done.notify_all()
+
+    async def learn_once(self, trigger: str = "manual") -> LearnOutcome:
+        """One round: data → challenger (in a thread) → register → gate against the champion → maybe promote."""
+        async with self._lock:
+            self.stats.training = True
+            try:
+                return await self._round(trigger)
+            finally:
+                self.stats.training = False
+
+    async def _round(self, trigger: str) -> LearnOutcome:
+        started = time.perf_counter()
+        history = await self._history()
+        if history.x.shape[1:] != (len(FEATURE_SCHEMA),) and len(history):
+            raise ValueError(f"history rows have {history.x.shape[1]} features, the schema has {len(FEATURE_SCHEMA)}")
+        rows = await self._experience.experience(self._schema)
+        exp, refused = experience_dataset(rows, self._schema, self.config.experience_weight)
+        self.stats.refused_rows += refused
+        if refused:
+            self._log.warning("learner_experience_refused", rows=refused, schema=self._schema,
+                              reason="other schema version, wrong width or non-finite return")
+        data = Dataset.concat([history, exp]) if len(exp) else history
+        fitted = await asyncio.to_thread(_fit, data, self.config)
+        hold = data.take(fitted.holdout)
+        chosen, gate_on = gate_rows(hold.win, hold.is_setup, self.config.min_gate_setups)
+        champion = await self._registry.champion()
+        champion_p = None
+        if champion is not None:
+            champion_model = await self._registry.load(champion.version)
+            champion_p = await asyncio.to_thread(champion_model.predict, hold.x[chosen])
+        decision = decide(hold.win[chosen], fitted.challenger_p[chosen], champion_p, self.config.margin)
+        tr = data.take(fitted.train)
+        params = {**self.config.train.to_json(), "learner": {"trigger": trigger, "margin": self.config.margin,
+                                                             "experience_weight": self.config.experience_weight},
+                  "symbols": list(data.symbols)}
+        metrics = {"holdout_auc": decision.challenger_auc, "champion_auc": decision.champion_auc,
+                   "holdout_all_auc": auc(hold.win, fitted.challenger_p), "gate_on": gate_on,
+                   "gate_reason": decision.reason, "train_rows": len(tr), "experience_rows": len(exp),
+                   "holdout_start": fitted.cut_ms,
+                   "holdout": holdout_to_json(hold.x, hold.win, hold.is_setup, hold.start)}
+        record = await self._registry.register(fitted.model, train_start=int(tr.start.min()),
+                                               train_end=int(tr.end.max()), params=params, metrics=metrics)
+        if decision.promote:
+            await self._registry.promote(record.version)
+            self.stats.promoted += 1
+        else:
+            self.stats.kept += 1
+        self.stats.rounds += 1
+        outcome = LearnOutcome(record.version, decision.promote, decision.reason, decision.challenger_auc,
+                               None if champion is None else decision.champion_auc,
+                               None if champion is None else champion.version, trigger, len(tr), len(hold),
+                               int(chosen.shape[0]), gate_on, len(exp), time.perf_counter() - started)
+        self.stats.last = outcome
+        self._log.info("learner_promoted" if decision.promote else "learner_kept_champion",
+                       version=record.version, champion=outcome.champion_version, promoted=decision.promote,
+                       challenger_auc=round(decision.challenger_auc, 4),
+                       champion_auc=None if champion is None else round(decision.champion_auc, 4),
+                       reason=decision.reason, trigger=trigger, gate_on=gate_on, gate_rows=outcome.gate_rows,
+                       train_rows=outcome.train_rows, experience_rows=outcome.experience_rows)
+        if decision.promote and self._on_promoted is not None:
+            result = self._on_promoted(record.version)
+            if result is not None:
+                await result
+        return outcome
+
+
+__all__ = ["ExperienceSource", "HistoryLoader", "LearnOutcome", "Learner", "LearnerConfig", "LearnerStats",
+           "experience_dataset"]

@@ -1,0 +1,203 @@
+"""The Learner on a real PostgreSQL (registry + trading repository) and real 1m candles of ../shared/data."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from smc_quant.datasets import KLINES_2023_1M, read_klines
+from smc_quant.domain.trading import ExitReason, PositionSide, Trade
+from smc_quant.features import FEATURE_SCHEMA
+from smc_quant.labels import BarrierSpec
+from smc_quant.model.dataset import Dataset, build_dataset
+from smc_quant.model.learner import Learner, LearnerConfig, experience_dataset
+from smc_quant.model.trainer import FeatureSchemaMismatch, TrainConfig, shuffled, train
+from smc_quant.store.db import create_pool
+from smc_quant.store.migrations import apply_migrations
+from smc_quant.store.models import ModelRegistry
+from smc_quant.store.trading import TradingRepository
+
+pytestmark = pytest.mark.integration
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")
+HISTORY_BARS, LIVE_BARS = 30_000, 36_000
+
+
+@dataclass(frozen=True)
+class RealData:
+    history: Dataset
+    live: Dataset  # setups after the history's candles: the "closed trades" of the tests
+
+
+@pytest.fixture(scope="module")
+def real(shared_data: Path) -> RealData:
+    """Labelled setups of the first 30,000 real candles of 4 symbols, and of the next 6,000 (their labels
+    play the closed trades' realised returns). The fixed-barrier candidates are used: on this early slice
+    their labels carry a clear signal (AUC ≈ 0.65), so "better" and "worse" are unambiguous; the learner
+    does not depend on how the history loader picked its setups."""
+    series = [read_klines(shared_data / KLINES_2023_1M / f"{s}.csv.gz").slice(0, LIVE_BARS) for s in SYMBOLS]
+    history = build_dataset([s.slice(0, HISTORY_BARS) for s in series], BarrierSpec(), every=5, source="candidates")
+    everything = build_dataset(series, BarrierSpec(), every=5, source="candidates")
+    live = everything.take(np.flatnonzero(everything.start > history.end.max()).astype(np.int64))
+    return RealData(history, live)
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, dict[str, Any]]] = []
+
+    def info(self, event: str, **kw: Any) -> None:
+        self.lines.append((event, kw))
+
+    warning = info
+
+
+@pytest.fixture
+async def stores(pg_dsn: str) -> AsyncIterator[tuple[ModelRegistry, TradingRepository]]:
+    """The model registry and the trading repository on a freshly migrated database."""
+    await apply_migrations(pg_dsn)
+    pool = await create_pool(pg_dsn)
+    try:
+        yield ModelRegistry(pool), TradingRepository(pool)
+    finally:
+        await pool.close()
+
+
+async def _close_trades(repo: TradingRepository, live: Dataset, rows: range, schema: str = FEATURE_SCHEMA.version,
+                        tag: str = "t") -> None:
+    """Write closed trades for live setups ``rows``: real signal-time features, the label's net % as the result."""
+    for k in rows:
+        side: PositionSide = "LONG" if live.side[k] > 0 else "SHORT"
+        entry = Decimal("100")
+        move = Decimal(repr(round(float(live.ret_pct[k]), 6))) * int(live.side[k])
+        trade = Trade(f"{tag}{k}", live.symbols[live.symbol[k]], side, Decimal("1"), entry, entry + move,
+                      int(live.start[k]), int(live.end[k]), Decimal("0"),
+                      ExitReason.TAKE_PROFIT if live.win[k] else ExitReason.STOP_LOSS)
+        assert await repo.close_trade(trade, features=live.x[k].tolist(), schema_version=schema,
+                                      signal_time_ms=int(live.start[k]), model_version=None) is not None
+
+
+def _loader(ds: Dataset) -> Any:
+    async def load() -> Dataset:
+        return ds
+    return load
+
+
+def _shuffled(ds: Dataset) -> Dataset:
+    """History whose training part (the earliest 75 %, all before the learner's 20 % held-out window) has
+    shuffled labels: a challenger trained on it is label-blind, while the gate still scores real labels."""
+    early = int(0.75 * len(ds))
+    return replace(ds, win=np.concatenate([shuffled(ds.win[:early], seed=3), ds.win[early:]]))
+
+
+async def test_retrains_after_n_closed_trades_from_the_experience_table(
+        stores: tuple[ModelRegistry, TradingRepository], real: RealData) -> None:
+    """Four closed trades do not trigger a retrain, the fifth does; the round trains on history + those five
+    experience rows, and with no champion the first challenger above chance becomes champion (hook called)."""
+    registry, repo = stores
+    promoted: list[int] = []
+    log = _Log()
+    learner = Learner(repo, registry, _loader(real.history), LearnerConfig(retrain_every=5), log=log,
+                      on_promoted=promoted.append)
+    task = asyncio.create_task(learner.run())
+    try:
+        await _close_trades(repo, real.live, range(4))
+        for _ in range(4):
+            learner.on_trade_closed()
+        assert not learner.pending and learner.stats.rounds == 0
+        await _close_trades(repo, real.live, range(4, 5))
+        learner.on_trade_closed()
+        outcome = await asyncio.wait_for(learner.wait_rounds(1), timeout=240)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert outcome is not None and outcome.trigger == "trades" and outcome.experience_rows == 5
+    assert outcome.promoted and outcome.champion_version is None and outcome.challenger_auc > 0.51
+    assert promoted == [outcome.version]
+    champion = await registry.champion()
+    assert champion is not None and champion.version == outcome.version
+    assert champion.metrics["experience_rows"] == 5 and len(champion.metrics["holdout"]["win"]) == outcome.holdout_rows
+    assert champion.train_end < champion.metrics["holdout_start"]  # purged: no training label reaches the window
+    event, kw = log.lines[-1]
+    assert event == "learner_promoted" and kw["champion_auc"] is None and "beats champion" in kw["reason"]
+    assert learner.stats.metrics()["learner_promoted"] == 1.0
+
+
+async def test_better_challenger_promoted_worse_one_rejected(stores: tuple[ModelRegistry, TradingRepository],
+                                                            real: RealData) -> None:
+    """A champion trained on shuffled labels is replaced by a real challenger; a challenger trained on
+    shuffled labels is then rejected, the champion kept, and the log line carries both scores and why."""
+    registry, repo = stores
+    h = real.history
+    blind = train(h.x, shuffled(h.win, seed=5), TrainConfig())
+    record = await registry.register(blind, train_start=int(h.start.min()), train_end=int(h.end.max()),
+                                     params={}, metrics={})
+    await registry.promote(record.version)
+    await _close_trades(repo, real.live, range(30))
+    log = _Log()
+    better = await Learner(repo, registry, _loader(h), log=log).learn_once()
+    assert better.promoted and better.champion_version == record.version
+    assert better.champion_auc is not None and better.challenger_auc > better.champion_auc + 0.01
+    assert better.experience_rows == 30
+
+    worse = await Learner(repo, registry, _loader(_shuffled(h)), log=log).learn_once()
+    assert not worse.promoted and worse.champion_version == better.version
+    assert abs(worse.challenger_auc - 0.5) < 0.08 and worse.champion_auc is not None and worse.champion_auc > 0.6
+    champion = await registry.champion()
+    assert champion is not None and champion.version == better.version
+    statuses = {r.version: r.status for r in await registry.list()}
+    assert statuses == {record.version: "retired", better.version: "champion", worse.version: "candidate"}
+    event, kw = log.lines[-1]
+    assert event == "learner_kept_champion" and kw["version"] == worse.version
+    assert kw["challenger_auc"] == round(worse.challenger_auc, 4) and kw["champion_auc"] == round(
+        worse.champion_auc or 0, 4)
+    assert kw["reason"].startswith("challenger AUC")
+
+
+async def test_schema_version_mismatch_is_refused(stores: tuple[ModelRegistry, TradingRepository],
+                                                 real: RealData) -> None:
+    """A learner for another feature schema refuses to start; experience of another schema is never trained on,
+    and rows of the wrong width are refused and counted."""
+    registry, repo = stores
+    with pytest.raises(FeatureSchemaMismatch, match="retrain"):
+        Learner(repo, registry, _loader(real.history), schema_version="smc-features/0")
+    await _close_trades(repo, real.live, range(10), schema="smc-features/0", tag="old")
+    await _close_trades(repo, real.live, range(10, 13))
+    outcome = await Learner(repo, registry, _loader(real.history)).learn_once()
+    assert outcome.experience_rows == 3
+    rows = await repo.experience(FEATURE_SCHEMA.version)
+    bad = [replace(rows[0], features=rows[0].features[:-1]), replace(rows[1], schema_version="smc-features/0"),
+           replace(rows[2], net_return_pct=float("nan"))]
+    ds, refused = experience_dataset([*bad, rows[0]], FEATURE_SCHEMA.version, weight=3.0)
+    assert (len(ds), refused) == (1, 3)
+    assert ds.weight.tolist() == [3.0] and ds.is_setup.all() and ds.win[0] == int(rows[0].net_return_pct > 0)
+
+
+async def test_training_does_not_stall_the_event_loop(stores: tuple[ModelRegistry, TradingRepository],
+                                                      real: RealData) -> None:
+    """A heartbeat task keeps ticking while the challenger trains (LightGBM runs in a worker thread)."""
+    registry, repo = stores
+    learner = Learner(repo, registry, _loader(real.history), LearnerConfig(train=TrainConfig(num_rounds=400)))
+    ticks_while_training = 0
+    done = asyncio.Event()
+
+    async def heartbeat() -> None:
+        nonlocal ticks_while_training
+        while not done.is_set():
+            await asyncio.sleep(0.001)
+            ticks_while_training += learner.stats.training
+
+    beat = asyncio.create_task(heartbeat())
+    try:
+        outcome = await learner.learn_once("schedule")
+    finally:
+        done.set()
+        await beat
+    assert outcome.trigger == "schedule" and outcome.train_rows > 1000
+    assert ticks_while_training >= 20
