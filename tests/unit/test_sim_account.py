@@ -96,13 +96,16 @@ def test_market_round_trip_price_fee_and_pnl_by_hand(make: Callable[..., SimAcco
     assert (trade.last_price, trade.last_qty, trade.commission, trade.is_maker) == (D("50005.0"), D("0.01"),
                                                                                    D("0.250025"), False)
     acc.on_price("BTCUSDT", D("51000"), T0 + 1)
-    market(acc, "SELL", "0.01", t=T0 + 1, cid="x1")
+    events = market(acc, "SELL", "0.01", t=T0 + 1, cid="x1")
+    assert events[-1] == AccountUpdate("ORDER", acc.balance().wallet, (("BTCUSDT", None),), T0 + 1)
     sell = acc.fills[-1]
     assert sell.price == D("50994.9")
     assert sell.realized_pnl == (D("50994.9") - D("50005.0")) * D("0.01") == D("9.899")
     assert sell.fee == D("0.0005") * D("0.01") * D("50994.9")
     assert acc.balance().wallet == D("10000") - D("0.250025") + D("9.899") - D("0.2549745")
     assert acc.positions() == []
+    flat = acc.query_order(BTC, client_order_id="x1")
+    assert (flat.status, flat.executed_qty, flat.avg_price) == ("FILLED", D("0.01"), D("50994.9"))
 
 
 def test_slippage_rounds_to_the_tick_away_from_the_taker(make: Callable[..., SimAccount]) -> None:
@@ -674,3 +677,45 @@ def test_bad_price_feed_is_a_clear_error(make: Callable[..., SimAccount]) -> Non
         with pytest.raises(ValueError, match="not a positive number"):
             acc.on_price(BTC, bad, T0)
     assert acc.last_price(BTC) == D("50000")
+
+
+def test_resting_reduce_only_expires_when_the_position_is_gone(make: Callable[..., SimAccount]) -> None:
+    """A reduce-only take-profit LIMIT outlives a manual close; when the price reaches it, it EXPIRES unfilled."""
+    acc = make()
+    market(acc, "BUY", "0.01")
+    acc.new_order(symbol=BTC, side="SELL", type="LIMIT", quantity=D("0.01"), price=D("51000"), reduce_only=True,
+                  time_ms=T0, client_order_id="tp")
+    market(acc, "SELL", "0.01")
+    fills = len(acc.fills)
+    assert kinds(acc.on_price(BTC, D("51000"), T0 + 1)) == ["EXPIRED"]
+    assert acc.query_order(BTC, client_order_id="tp").status == "EXPIRED" and len(acc.fills) == fills
+
+
+def test_entry_stop_without_margin_is_rejected_when_it_triggers(make: Callable[..., SimAccount]) -> None:
+    """No margin check at placement (Binance, after the algo migration); at trigger time 5 BTC at 20x needs
+    12 750 USDT of 10 000: TRIGGERED, then REJECTED with the -2019 message, and no fill."""
+    acc = make()
+    acc.new_algo(symbol=BTC, side="BUY", type="STOP_MARKET", trigger_price=D("51000"), quantity=D("5"), time_ms=T0)
+    events = acc.on_price(BTC, D("51000"), T0 + 1)
+    assert kinds(events) == ["algo:TRIGGERED", "algo:REJECTED"]
+    rejected = events[-1]
+    assert isinstance(rejected, AlgoUpdate) and rejected.reject_reason.startswith("Margin is insufficient.")
+    assert acc.fills == [] and acc.positions() == []
+
+
+def test_same_calls_give_the_same_events(make: Callable[..., SimAccount]) -> None:
+    """Determinism: ids are counters and nothing reads a clock, so a replay is event-for-event identical."""
+    def run() -> list[AccountEvent]:
+        acc = make()
+        out = market(acc, "BUY", "0.05")
+        out += acc.new_algo(symbol=BTC, side="SELL", type="STOP_MARKET", trigger_price=D("49500"),
+                            close_position=True, time_ms=T0)[1]
+        out += acc.new_order(symbol=BTC, side="BUY", type="LIMIT", quantity=D("0.02"), price=D("49800"),
+                             time_ms=T0)[1]
+        for i, price in enumerate(("49900", "49700", "49400", "50100")):
+            out += acc.on_price(BTC, D(price), T0 + i + 1)
+        return out
+    first = run()
+    assert kinds(first) == ["NEW", "TRADE", "ACCOUNT", "algo:NEW", "NEW", "TRADE", "ACCOUNT",
+                            "algo:TRIGGERED", "NEW", "TRADE", "ACCOUNT", "algo:FINISHED"]
+    assert run() == first
