@@ -3,10 +3,21 @@
 Unlike the rest of :mod:`smc_quant.model` this module does I/O: it reads candle files, writes the
 reports and talks to the registry (PostgreSQL from ``DATABASE_URL``, or the embedded server).
 
+``train`` labels the ``"broad"`` setups (the strategy's setups plus every ``every``-th trend-side bar,
+all with the strategy's exits; ``labels.select_setups``), reports a purged walk-forward, and registers a
+candidate trained on every setup except the latest window (the last ``1/(folds + 1)`` by signal time,
+purged), which is stored with it in the registry (``metrics["holdout"]``, its latest 5,000 rows).
+
 ``promote`` gates the challenger against the current champion on the latest out-of-sample window:
-the setups of ``--data`` whose signal time is after both models' training windows (neither model has
-seen them). Without data, or when that window is empty or has one class only, it refuses unless
-``force`` is given; every outcome carries its reason.
+
+* without ``--data``: the challenger's stored held-out window — rows it was not trained on; the
+  champion is scored on the same rows (the strategy's setups there when there are 100 with both
+  outcomes, else all of them). A model registered without a stored window is refused (pass ``--data``);
+* with ``--data``: the setups of those candles whose signal time is after both models' training windows
+  (neither model has seen them), labelled like the challenger's training set.
+
+When the window is empty or has one class only it refuses unless ``force`` is given; every outcome
+carries its reason.
 """
 
 from __future__ import annotations
@@ -22,9 +33,9 @@ import numpy as np
 
 from smc_quant.datasets import KLINES_2023_1M, KlineSeries, kline_files, read_klines
 from smc_quant.errors import OperationalError
-from smc_quant.labels import BarrierSpec
+from smc_quant.labels import BarrierSpec, SetupSource
 from smc_quant.model.dataset import Dataset, build_dataset
-from smc_quant.model.gate import GateDecision, decide
+from smc_quant.model.gate import GateDecision, decide, gate_rows, holdout_from_json, holdout_to_json, split_latest
 from smc_quant.model.report import ReportMeta, fmt, html_report, text_report, utc
 from smc_quant.model.trainer import TrainConfig, train, walk_forward_report
 from smc_quant.settings import Settings
@@ -83,29 +94,35 @@ class TrainResult:
 
 async def train_and_register(registry: ModelRegistry, series: Sequence[KlineSeries], *, every: int, folds: int,
                              out: Path, say: Say, spec: BarrierSpec | None = None,
-                             config: TrainConfig | None = None) -> TrainResult:
-    """Dataset → purged walk-forward report → final model on every row → candidate → text/HTML report.
+                             config: TrainConfig | None = None, source: SetupSource = "broad") -> TrainResult:
+    """Dataset → purged walk-forward report → final model on all but the latest window → candidate (with
+    that window) → text/HTML report.
 
     The CPU-bound steps run in a worker thread (``asyncio.to_thread``)."""
     spec, config = spec or BarrierSpec(), config or TrainConfig()
     started = time.perf_counter()
-    say(f"building features and triple-barrier labels (every {every} bars) ...")
-    ds = await asyncio.to_thread(build_dataset, series, spec, every)
+    say(f"building features and triple-barrier labels ({source} setups, every {every} bars) ...")
+    ds = await asyncio.to_thread(build_dataset, series, spec, every, "trend_1m", None, source)
     if len(ds) < 10 * (folds + 1):
         raise OperationalError(f"only {len(ds)} labelled setups: too few for {folds} folds (use more data)")
-    say(f"  {len(ds):,} setups, base rate {ds.win.mean():.3f} ({time.perf_counter() - started:.1f} s)")
+    say(f"  {len(ds):,} setups ({int(ds.is_setup.sum()):,} strategy setups), base rate {ds.win.mean():.3f} "
+        f"({time.perf_counter() - started:.1f} s)")
     say(f"walk-forward: {folds} purged folds + shuffled-label baseline ...")
     wf = await asyncio.to_thread(walk_forward_report, ds, folds, spec.horizon * 60_000, config)
     for i, f in enumerate(wf.folds, 1):
         say(f"  fold {i}: AUC {fmt(f['auc'])}  shuffled {fmt(f['shuffled_auc'])}  test rows {fmt(f['n'])}")
     say(f"  pooled AUC {fmt(wf.pooled['auc'])}, mean fold AUC {fmt(wf.pooled['fold_auc_mean'])}, "
         f"shuffled {fmt(wf.shuffled_auc)} ({time.perf_counter() - started:.1f} s)")
-    say(f"training the final model on all {len(ds):,} setups ...")
-    model = await asyncio.to_thread(train, ds.x, ds.win, config)
-    params = {**config.to_json(), "barrier": asdict(spec), "every": every, "folds": folds,
+    split = split_latest(ds.start, ds.end, 1.0 / (folds + 1), min_rows=10)
+    fit, hold = ds.take(split.train), ds.take(split.holdout)
+    say(f"training the final model on {len(fit):,} setups; the latest {len(hold):,} are held out for its gate ...")
+    model = await asyncio.to_thread(train, fit.x, fit.win, config)
+    params = {**config.to_json(), "barrier": asdict(spec), "every": every, "folds": folds, "source": source,
               "symbols": list(ds.symbols), "candles": sum(len(s) for s in series)}
-    metrics = {**wf.pooled, "shuffled_auc": wf.shuffled_auc, "folds": wf.folds, "importance": wf.importance}
-    train_start, train_end = int(ds.start.min()), int(ds.end.max())
+    metrics = {**wf.pooled, "shuffled_auc": wf.shuffled_auc, "folds": wf.folds, "importance": wf.importance,
+               "holdout_start": split.cut_ms,
+               "holdout": holdout_to_json(hold.x, hold.win, hold.is_setup, hold.start, max_rows=5000)}
+    train_start, train_end = int(fit.start.min()), int(fit.end.max())
     record = await registry.register(model, train_start=train_start, train_end=train_end, params=params,
                                      metrics=metrics)
     meta = ReportMeta(record.version, ds.symbols, len(ds), params["candles"], train_start, train_end,
@@ -186,16 +203,31 @@ async def _gate(registry: ModelRegistry, record: ModelRecord, champion: ModelRec
                 series: Sequence[KlineSeries] | None, every: int, margin: float, spec: BarrierSpec | None,
                 say: Say) -> GateDecision | str:
     if series is None:
-        return "no data to score the models on (pass --data DIR, or --force)"
-    after = max(record.train_end, champion.train_end if champion is not None else record.train_end)
-    ds = await asyncio.to_thread(build_dataset, series, spec or BarrierSpec(), every)
-    window = latest_window(ds, after)
-    if len(window) == 0:
-        return f"no setups after {utc(after)} UTC in the data (both training windows cover it)"
-    say(f"gate window: {len(window):,} setups after {utc(after)} UTC")
-    challenger_p = (await registry.load(record.version)).predict(window.x)
-    champion_p = None if champion is None else (await registry.load(champion.version)).predict(window.x)
-    return decide(window.win, challenger_p, champion_p, margin)
+        stored = record.metrics.get("holdout")
+        if not isinstance(stored, dict):
+            return f"model v{record.version} has no stored held-out window (pass --data DIR, or --force)"
+        try:
+            x, win, is_setup, _ = holdout_from_json(stored)
+        except ValueError as exc:
+            return f"{exc} (pass --data DIR, or --force)"
+        if win.shape[0] == 0:
+            return f"model v{record.version}'s stored held-out window is empty (pass --data DIR, or --force)"
+        rows, gate_on = gate_rows(win, is_setup)
+        say(f"gate window: the {rows.shape[0]:,} {gate_on} of v{record.version}'s stored held-out window "
+            f"(from {utc(int(record.metrics.get('holdout_start', 0)))} UTC)")
+        x, win = x[rows], win[rows]
+    else:
+        after = max(record.train_end, champion.train_end if champion is not None else record.train_end)
+        source = record.params.get("source", "candidates")
+        ds = await asyncio.to_thread(build_dataset, series, spec or BarrierSpec(), every, "trend_1m", None, source)
+        window = latest_window(ds, after)
+        if len(window) == 0:
+            return f"no setups after {utc(after)} UTC in the data (both training windows cover it)"
+        say(f"gate window: {len(window):,} setups after {utc(after)} UTC")
+        x, win = window.x, window.win
+    challenger_p = (await registry.load(record.version)).predict(x)
+    champion_p = None if champion is None else (await registry.load(champion.version)).predict(x)
+    return decide(win, challenger_p, champion_p, margin)
 
 
 async def rollback(registry: ModelRegistry) -> ModelRecord:

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 SLICE = ["--symbols", "BTCUSDT", "ETHUSDT", "--every", "5"]
 
 
-def _statuses(dsn: str) -> dict[int, str]:
+def _records(dsn: str) -> list[ModelRecord]:
     async def read() -> list[ModelRecord]:
         pool = await create_pool(dsn, max_size=1)
         try:
@@ -23,12 +23,33 @@ def _statuses(dsn: str) -> dict[int, str]:
         finally:
             await pool.close()
 
-    return {r.version: r.status for r in asyncio.run(read())}
+    return asyncio.run(read())
+
+
+def _register_without_holdout(dsn: str) -> int:
+    """v1's artifact registered again with no stored held-out window (as models trained before it existed)."""
+    async def register() -> int:
+        pool = await create_pool(dsn, max_size=1)
+        try:
+            registry = ModelRegistry(pool)
+            record = await registry.register(await registry.load(1), train_start=0, train_end=1, params={},
+                                             metrics={})
+            return record.version
+        finally:
+            await pool.close()
+
+    return asyncio.run(register())
+
+
+def _statuses(dsn: str) -> dict[int, str]:
+    return {r.version: r.status for r in _records(dsn)}
 
 
 def test_train_models_promote_rollback(shared_data: Path, pg_dsn: str, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    """Train registers candidates with text and HTML reports; promote gates on unseen data; rollback walks back."""
+    """Train registers candidates (trained on all but the latest window, stored with them) with text and HTML
+    reports; promote gates on that stored window without --data, or on unseen candles with it; rollback walks
+    back."""
     monkeypatch.setenv("DATABASE_URL", pg_dsn)
     monkeypatch.setattr("shards.cli.configure_logging", lambda *_a, **_k: None)  # keep the global log setup
     data, out = str(shared_data), str(tmp_path / "reports")
@@ -42,19 +63,25 @@ def test_train_models_promote_rollback(shared_data: Path, pg_dsn: str, tmp_path:
     assert "atr_pct" in (tmp_path / "reports" / "model-v1.txt").read_text()
     assert _statuses(pg_dsn) == {1: "candidate"}
 
-    assert main(["promote", "1"]) == 1
-    assert "no data to score the models on" in capsys.readouterr().out
-    unseen = ["--data", data, *SLICE, "--max-bars", "30000"]
-    assert main(["promote", "1", *unseen]) == 0
-    assert capsys.readouterr().out.strip().endswith("beats champion 0.5000 + 0.01")
+    holdout = _records(pg_dsn)[0].metrics["holdout"]
+    assert len(holdout["win"]) > 100 and holdout["start"][0] > _records(pg_dsn)[0].train_end  # purged, unseen
+
+    assert main(["promote", "1"]) == 0  # no --data: gated on v1's stored held-out window, no champion yet
+    printed = capsys.readouterr().out
+    assert "gate window: the" in printed and "stored held-out window" in printed
+    assert printed.strip().endswith("beats champion 0.5000 + 0.01")
     assert _statuses(pg_dsn) == {1: "champion"}
 
     assert main(train) == 0
     capsys.readouterr()
-    assert main(["promote", "2", *unseen]) == 1
+    assert main(["promote", "2"]) == 1  # the same rows, the same model: it does not beat the champion
     assert "kept champion v1: challenger AUC" in capsys.readouterr().out
+    unseen = ["--data", data, *SLICE, "--max-bars", "30000"]
+    assert main(["promote", "2", *unseen]) == 1
+    printed = capsys.readouterr().out
+    assert "setups after" in printed and "kept champion v1: challenger AUC" in printed
     assert main(["promote", "2", "--force"]) == 0
-    assert "promoted v2 with --force (gate: no data" in capsys.readouterr().out
+    assert "promoted v2 with --force (gate: challenger AUC" in capsys.readouterr().out
     assert _statuses(pg_dsn) == {1: "retired", 2: "champion"}
 
     assert main(["models"]) == 0
@@ -66,3 +93,6 @@ def test_train_models_promote_rollback(shared_data: Path, pg_dsn: str, tmp_path:
     assert _statuses(pg_dsn) == {1: "champion", 2: "retired"}
     assert main(["rollback"]) == 1
     assert "no earlier champion" in capsys.readouterr().err
+    plain = _register_without_holdout(pg_dsn)
+    assert main(["promote", str(plain)]) == 1
+    assert f"model v{plain} has no stored held-out window (pass --data DIR, or --force)" in capsys.readouterr().out
