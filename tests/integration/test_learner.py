@@ -201,3 +201,30 @@ async def test_training_does_not_stall_the_event_loop(stores: tuple[ModelRegistr
         await beat
     assert outcome.trigger == "schedule" and outcome.train_rows > 1000
     assert ticks_while_training >= 20
+
+
+async def test_schedule_retrains_without_trades_and_a_failed_round_does_not_stop_the_loop(
+        stores: tuple[ModelRegistry, TradingRepository], real: RealData) -> None:
+    """With no trades the schedule wakes the loop; a round whose history load fails is logged and counted,
+    and the next scheduled round trains normally."""
+    registry, repo = stores
+    calls = 0
+
+    async def flaky() -> Dataset:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise OSError("candles unavailable")
+        return real.history
+
+    log = _Log()
+    learner = Learner(repo, registry, flaky, LearnerConfig(retrain_interval_s=0.05), log=log)
+    task = asyncio.create_task(learner.run())
+    try:
+        outcome = await asyncio.wait_for(learner.wait_rounds(2), timeout=240)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert learner.stats.failed == 1 and learner.stats.rounds >= 1
+    assert log.lines[0] == ("learner_round_failed", {"trigger": "schedule", "error": "OSError: candles unavailable"})
+    assert outcome is not None and outcome.trigger == "schedule" and outcome.experience_rows == 0

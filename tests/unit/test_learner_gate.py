@@ -1,0 +1,90 @@
+"""The learner's pure pieces: the latest held-out split (purged), the choice of gate rows, the stored window,
+the experience rows as training rows, and the configuration checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+
+from smc_quant.domain.trading import ExperienceRow
+from smc_quant.features import FEATURE_SCHEMA
+from smc_quant.model.dataset import Dataset
+from smc_quant.model.gate import gate_rows, holdout_from_json, holdout_to_json, split_latest
+from smc_quant.model.learner import LearnerConfig, experience_dataset
+
+N = len(FEATURE_SCHEMA)
+
+
+def test_latest_split_holds_out_the_newest_rows_and_purges_overlapping_labels() -> None:
+    """The held-out rows are the latest 20 % by signal time; no training label window reaches the cut."""
+    start = np.arange(100, dtype=np.int64) * 10
+    end = start + 35  # each label reads 3.5 rows ahead
+    split = split_latest(start, end, fraction=0.2, min_rows=5)
+    assert split.holdout.tolist() == list(range(80, 100)) and split.cut_ms == 800
+    assert (end[split.train] < split.cut_ms).all()
+    assert split.train.tolist() == list(range(0, 77))  # rows 77..79 end at or after the cut: purged
+    assert split_latest(start, end, fraction=0.01, min_rows=30).holdout.shape[0] == 30
+    with pytest.raises(ValueError, match="too few"):
+        split_latest(start[:10], end[:10], fraction=0.5, min_rows=10)
+
+
+def test_gate_scores_strategy_setups_when_there_are_enough_with_both_outcomes() -> None:
+    """Enough strategy setups with both outcomes → only those; too few or one class → all held-out rows."""
+    win = np.array([0, 1] * 100, dtype=np.int64)
+    is_setup = np.zeros(200, dtype=np.bool_)
+    is_setup[:120] = True
+    rows, on = gate_rows(win, is_setup, min_setups=100)
+    assert on == "strategy setups" and rows.tolist() == list(range(120))
+    rows, on = gate_rows(win, is_setup, min_setups=121)
+    assert on == "all held-out rows" and rows.shape[0] == 200
+    one_class = np.where(is_setup, 1, win)
+    assert gate_rows(one_class, is_setup, min_setups=100)[1] == "all held-out rows"
+
+
+def test_stored_window_round_trips_through_json_with_nans() -> None:
+    """The window survives JSON (NaN features as null) and keeps only its latest rows; junk is refused."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(30, N))
+    x[3, 4] = np.nan
+    win = rng.integers(0, 2, 30).astype(np.int64)
+    is_setup = rng.random(30) < 0.5
+    start = np.arange(30, dtype=np.int64)
+    stored = orjson.loads(orjson.dumps(holdout_to_json(x, win, is_setup, start, max_rows=20)))
+    x2, win2, setup2, start2 = holdout_from_json(stored)
+    np.testing.assert_array_equal(x2, x[10:])  # the NaN at row 3 is older than the kept 20 rows
+    assert np.isnan(x2).sum() == 0 and win2.tolist() == win[10:].tolist()
+    assert setup2.tolist() == is_setup[10:].tolist() and start2.tolist() == list(range(10, 30))
+    full = orjson.loads(orjson.dumps(holdout_to_json(x, win, is_setup, start)))
+    assert np.isnan(holdout_from_json(full)[0][3, 4])
+    with pytest.raises(ValueError, match="malformed"):
+        holdout_from_json({"x": [[1.0]], "win": [1, 0], "is_setup": [True], "start": [0]})
+    with pytest.raises(ValueError, match="malformed"):
+        holdout_from_json({"win": []})
+
+
+def _row(net: float, schema: str = FEATURE_SCHEMA.version, width: int = N, side: str = "LONG") -> ExperienceRow:
+    return ExperienceRow("BTCUSDT", side, tuple(float(i) for i in range(width)), schema, net, 1_000, 61_000)  # type: ignore[arg-type]
+
+
+def test_experience_rows_become_weighted_setup_rows() -> None:
+    """win = net % > 0, ret = net %, start/end = signal/close time, short side → −1; bad rows refused."""
+    rows = [_row(0.3), _row(-0.2, side="SHORT"), _row(0.0), _row(1.0, schema="smc-features/0"), _row(1.0, width=N - 1),
+            _row(float("inf"))]
+    ds, refused = experience_dataset(rows, FEATURE_SCHEMA.version, weight=2.5)
+    assert refused == 3 and len(ds) == 3
+    assert ds.win.tolist() == [1, 0, 0] and ds.ret_pct.tolist() == [0.3, -0.2, 0.0] and ds.side.tolist() == [1, -1, 1]
+    assert ds.start.tolist() == [1_000] * 3 and ds.end.tolist() == [61_000] * 3 and ds.weight.tolist() == [2.5] * 3
+    assert ds.x.shape == (3, N) and ds.symbols == ("BTCUSDT",) and ds.is_setup.all()
+    empty, refused = experience_dataset([], FEATURE_SCHEMA.version)
+    assert (len(empty), refused, empty.x.shape) == (0, 0, (0, N))
+    merged = Dataset.concat([ds, ds.take(np.array([0], dtype=np.int64))])
+    assert len(merged) == 4 and (np.diff(merged.start) >= 0).all()
+
+
+def test_learner_config_refuses_nonsense() -> None:
+    """Zero trade counts, non-positive intervals, out-of-range fractions or weights are refused."""
+    for bad in ({"retrain_every": 0}, {"retrain_interval_s": 0.0}, {"holdout_fraction": 1.0}, {"min_holdout": 1},
+                {"margin": 0.5}, {"experience_weight": float("nan")}):
+        with pytest.raises(ValueError, match=r"must|need"):
+            LearnerConfig(**bad)
