@@ -73,21 +73,20 @@ async def test_tp_sl_time_limit_and_rotation_end_in_trades_that_match_the_exchan
             assert rig.account.open_algo_orders("BTCUSDT") == [] and rig.account.open_algo_orders("ETHUSDT") == []
 
             # 4: rotation — fill the book (3 positions), then a stronger signal while the weakest is in profit
-            weak = rig.signal("XRPUSDT", "LONG", confidence=0.6, stop_pct=8.0, target_pct=30.0)
+            weak_side = _tp_case(rig, "XRPUSDT")[0]  # the side the next minutes favour
+            weak = rig.signal("XRPUSDT", weak_side, confidence=0.6, stop_pct=8.0, target_pct=30.0)
             mid = rig.signal("BTCUSDT", "SHORT", confidence=0.7, stop_pct=8.0, target_pct=30.0)
             for s in (weak, mid):
                 assert ex.submit(s)
             await ex.idle()
             assert len(ex.book) == 3
-            for _ in range(60):  # wait (in market minutes) until the weakest position is in profit
+            for _ in range(15):  # wait (in market minutes) until the weakest position is in profit
                 entry = ex.book["XRPUSDT"].position
-                if rig.price("XRPUSDT") > entry.entry_price:
+                if (rig.price("XRPUSDT") - entry.entry_price) * (1 if weak_side == "LONG" else -1) > 0:
                     break
                 await rig.minutes(1)
-                rig.emulator.pause()
             else:
-                pytest.fail("precondition: XRPUSDT never traded above its entry within an hour")
-            rig.emulator.pause()
+                pytest.fail("precondition: XRPUSDT never moved into profit within 15 minutes")
             strong = rig.signal("DOGEUSDT", "LONG", confidence=0.9, stop_pct=8.0, target_pct=30.0)
             assert ex.submit(strong)
             await ex.idle()
@@ -114,3 +113,57 @@ async def test_tp_sl_time_limit_and_rotation_end_in_trades_that_match_the_exchan
     text = repr(logs) + caplog.text
     assert secret not in text and api_key not in text
     assert Decimal(0) != sum((t.net_pnl for t in stored), Decimal(0))
+
+
+async def test_restart_with_open_positions_recovers_book_protection_and_clock_without_duplicates(
+        shared_data: Path, pg_dsn: str) -> None:
+    """Entries answered by a timeout and a 503 "unknown"; the executor is killed with three open positions;
+    one stop fires while it is down. The new executor recovers the book, finds the stop's exit, keeps the
+    exchange-side protection (places nothing twice) and closes the rest at the 2-hour limit."""
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        first = await rig.executor()
+        faults = rig.emulator.faults
+        faults.order_timeout(1, hold_s=2.0)  # the BTCUSDT entry executes, its answer never arrives in time
+        faults.order_unknown(1)  # the next placement (BTCUSDT's stop) executes and answers 503 unknown
+        held = rig.signal("BTCUSDT", "LONG", confidence=0.75, stop_pct=8.0, target_pct=30.0)
+        other = rig.signal("ETHUSDT", "SHORT", confidence=0.7, stop_pct=8.0, target_pct=30.0)
+        side, stop, target = _sl_case(rig, "SOLUSDT")
+        stopped = rig.signal("SOLUSDT", side, confidence=0.75, stop_pct=stop, target_pct=target)
+        for s in (held, other, stopped):
+            assert first.submit(s)
+        await first.idle()
+        assert set(first.book) == {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
+        assert first.manager.stats["unknown_queried"] >= 2 and first.manager.stats["resent"] == 0
+        entry_times = {s: e.position.entry_time_ms for s, e in first.book.items()}
+        protection = {s: (e.sl_client_id, e.tp_client_id) for s, e in first.book.items()}
+        state = rig.emulator.state()["faults"]
+        assert state["counters"].get("order_timeout", 0) == 1 and state["counters"].get("order_unknown", 0) == 1
+
+        await rig.kill(first)
+        await rig.minutes(20)  # SOLUSDT's stop fires while no executor runs
+        log_before = list(rig.account.order_log)
+
+        second = await rig.executor()
+        await second.idle()
+        assert set(second.book) == {"BTCUSDT", "ETHUSDT"}
+        for symbol, entry in second.book.items():
+            assert entry.position.entry_time_ms == entry_times[symbol]
+            assert (entry.sl_client_id, entry.tp_client_id) == protection[symbol]
+        assert rig.account.order_log == log_before, "the restart sent an order"
+        sol = [t for t in await rig.repo.trades() if t.symbol == "SOLUSDT"]
+        assert [t.exit_reason for t in sol] == [ExitReason.STOP_LOSS]
+
+        remaining = (max(entry_times.values()) + HOLD_MS - rig.clock()) // 60_000 + 2
+        await rig.minutes(int(remaining))
+        await second.idle()
+        closed = {t.symbol: t for t in second.trades if t.symbol != "SOLUSDT"}
+        assert {s: t.exit_reason for s, t in closed.items()} == {"BTCUSDT": ExitReason.TIME,
+                                                                  "ETHUSDT": ExitReason.TIME}
+        for symbol, trade in closed.items():
+            assert trade.entry_time_ms == entry_times[symbol]
+            assert HOLD_MS <= trade.exit_time_ms - trade.entry_time_ms <= HOLD_MS + 60_000
+        log = rig.account.order_log
+        assert len(log) == len(set(log)), "a client id reached the exchange twice"
+        stored = await rig.repo.trades()
+        assert len(stored) == 3
+        check_trades([t for t in stored if t.symbol != "SOLUSDT"], rig.account.fills)

@@ -119,10 +119,11 @@ class Rig:
         await broker.close()
 
     async def minutes(self, n: int) -> None:
-        """Let the replay run ``n`` more minutes."""
+        """Let the replay run exactly ``n`` more minutes, then pause it (prices stand still in between)."""
         target = self.emulator.minutes_replayed + n
         self.emulator.resume()
         await self.emulator.wait_minutes(target)
+        self.emulator.pause()
 
     def signal(self, symbol: str, side: PositionSide, *, confidence: float, stop_pct: float,
                target_pct: float) -> Signal:
@@ -187,7 +188,6 @@ async def trading_rig(data_dir: Path, dsn: str, *, speed: float = 240.0, warm_mi
     rig.feed_marks()
     try:
         await rig.minutes(warm_minutes)
-        em.pause()
         yield rig
     finally:
         for ex in rig.executors:
