@@ -70,7 +70,8 @@ class CompiledTrees:
     The split nodes of all trees sorted by (feature, threshold): feature f owns entries
     ``feature_off[f] : feature_off[f + 1]`` (its last entry is a +inf sentinel with an all-ones mask),
     each with ``threshold``, ``tree`` and ``mask`` (the tree's leaves outside the node's left subtree).
-    ``nan_node[nan_off[f] : nan_off[f + 1]]`` lists the entries whose test is false for a NaN value.
+    ``nan_node[nan_off[f] : nan_off[f + 1]]`` lists the entries whose test is false for a NaN value
+    (``nan_false`` marks the same entries).
     ``leaf_value[leaf_off[t] + j]`` is tree t's j-th leaf from the left. ``sigmoid`` is the
     coefficient of the sigmoid link; 0 means the identity (a regression model)."""
 
@@ -80,6 +81,7 @@ class CompiledTrees:
     mask: U64
     nan_off: I64
     nan_node: I64
+    nan_false: npt.NDArray[np.bool_]
     leaf_value: F64
     leaf_off: I64
     sigmoid: float
@@ -172,24 +174,37 @@ def compile_trees(model_text: str) -> CompiledTrees | None:
         masks.append(_ALL)
         feature_off.append(len(threshold))
         nan_off.append(len(nan_node))
+    false_for_nan = np.zeros(len(threshold), dtype=np.bool_)
+    false_for_nan[nan_node] = True
     return CompiledTrees(np.array(feature_off, dtype=np.int64), np.array(threshold, dtype=np.float64),
                          np.array(trees, dtype=np.int64), np.array(masks, dtype=np.uint64),
-                         np.array(nan_off, dtype=np.int64), np.array(nan_node, dtype=np.int64),
+                         np.array(nan_off, dtype=np.int64), np.array(nan_node, dtype=np.int64), false_for_nan,
                          np.array(leaves, dtype=np.float64), np.array(leaf_off, dtype=np.int64), sigmoid)
+
+
+SMALL_BATCH = 16
+"""Below this many rows the row-at-a-time kernel is faster (no transposition, no per-row bitmask columns)."""
+BLOCK = 512
+"""Rows per block of the batch kernel (its bitmasks are ``n_trees × BLOCK`` uint64)."""
 
 
 def _run(trees: CompiledTrees, x: F64) -> F64:
     """Evaluate ``trees`` on the C-contiguous float64 rows ``x`` (n × the schema's width)."""
     out = np.empty(x.shape[0], dtype=np.float64)
-    bits = np.empty(trees.n_trees, dtype=np.uint64)  # per call: safe when threads share a predictor
-    _evaluate(x, trees.feature_off, trees.threshold, trees.tree, trees.mask, trees.nan_off, trees.nan_node,
-              trees.leaf_value, trees.leaf_off, trees.sigmoid, out, bits)
+    if x.shape[0] < SMALL_BATCH:
+        bits = np.empty(trees.n_trees, dtype=np.uint64)  # per call: safe when threads share a predictor
+        _evaluate_rows(x, trees.feature_off, trees.threshold, trees.tree, trees.mask, trees.nan_off,
+                       trees.nan_node, trees.leaf_value, trees.leaf_off, trees.sigmoid, out, bits)
+    else:
+        _evaluate_batch(x, trees.feature_off, trees.threshold, trees.tree, trees.mask, trees.nan_false,
+                        trees.leaf_value, trees.leaf_off, trees.sigmoid, out, BLOCK)
     return out
 
 
 @kernel
-def _evaluate(x: F64, feature_off: I64, threshold: F64, tree: I64, mask: U64, nan_off: I64, nan_node: I64,
-              leaf_value: F64, leaf_off: I64, sigmoid: float, out: F64, bits: U64) -> None:  # pragma: no cover
+def _evaluate_rows(x: F64, feature_off: I64, threshold: F64, tree: I64, mask: U64, nan_off: I64, nan_node: I64,
+                   leaf_value: F64, leaf_off: I64, sigmoid: float, out: F64,
+                   bits: U64) -> None:  # pragma: no cover - numba
     n_trees = leaf_off.shape[0] - 1
     everything = np.uint64(0xFFFFFFFFFFFFFFFF)
     for i in range(x.shape[0]):
@@ -212,6 +227,46 @@ def _evaluate(x: F64, feature_off: I64, threshold: F64, tree: I64, mask: U64, na
         for t in range(n_trees):  # tree order, from 0.0, as LightGBM sums
             s += leaf_value[leaf_off[t] + _trailing_zeros(bits[t])]
         out[i] = 1.0 / (1.0 + math.exp(-sigmoid * s)) if sigmoid != 0.0 else s
+
+
+@kernel
+def _evaluate_batch(x: F64, feature_off: I64, threshold: F64, tree: I64, mask: U64, nan_false: npt.NDArray[np.bool_],
+                    leaf_value: F64, leaf_off: I64, sigmoid: float, out: F64,
+                    block: int) -> None:  # pragma: no cover - numba
+    """Node-major QuickScorer over a block of rows: for each split node, one branch-free, vectorisable pass
+    over the block's values of its feature (transposed, zero-cleaned), ``bits[tree, row] &= mask`` where
+    the test is false (``v > threshold``; for NaN-goes-right nodes ``not v <= threshold``, true for NaN)."""
+    n, m = x.shape[0], x.shape[1]
+    n_trees = leaf_off.shape[0] - 1
+    everything = np.uint64(0xFFFFFFFFFFFFFFFF)
+    width = min(block, n)
+    xt = np.empty((m, width))
+    bits = np.empty((n_trees, width), dtype=np.uint64)
+    acc = np.empty(width)
+    for r0 in range(0, n, width):
+        w = min(width, n - r0)
+        for r in range(w):
+            for f in range(m):
+                v = x[r0 + r, f]
+                xt[f, r] = 0.0 if abs(v) <= ZERO_THRESHOLD else v
+        bits[:, :w] = everything
+        for f in range(m):
+            xf = xt[f]
+            for k in range(feature_off[f], feature_off[f + 1] - 1):  # the sentinel is not a node
+                th, mk, bt = threshold[k], mask[k], bits[tree[k]]
+                if nan_false[k]:
+                    for r in range(w):
+                        bt[r] &= everything if xf[r] <= th else mk
+                else:
+                    for r in range(w):
+                        bt[r] &= mk if xf[r] > th else everything
+        acc[:w] = 0.0
+        for t in range(n_trees):  # tree order per row, from 0.0, as LightGBM sums
+            bt, first = bits[t], leaf_off[t]
+            for r in range(w):
+                acc[r] += leaf_value[first + _trailing_zeros(bt[r])]
+        for r in range(w):
+            out[r0 + r] = 1.0 / (1.0 + math.exp(-sigmoid * acc[r])) if sigmoid != 0.0 else acc[r]
 
 
 class MLPredictor:
@@ -239,7 +294,8 @@ class MLPredictor:
         check_schema(model.feature_schema)
         trees = compile_trees(model.to_string())
         if trees is not None:
-            _run(trees, np.zeros((1, len(FEATURE_SCHEMA))))  # compile/load the kernel now, not on a live minute
+            for rows in (1, SMALL_BATCH):  # compile/load both kernels now, not on a live minute
+                _run(trees, np.zeros((rows, len(FEATURE_SCHEMA))))
         self._model, self._trees, self.version = model, trees, version
 
     def unload(self) -> None:

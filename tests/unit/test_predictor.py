@@ -7,7 +7,7 @@ import pytest
 
 from shards.analysis import FeatureBatch
 from smc_quant.features import FEATURE_SCHEMA
-from smc_quant.model.predictor import MLPredictor, NoModel, compile_trees
+from smc_quant.model.predictor import BLOCK, SMALL_BATCH, MLPredictor, NoModel, compile_trees
 from smc_quant.model.scoring import BatchScorer
 from smc_quant.model.trainer import FeatureSchemaMismatch, TrainConfig, TrainedModel, train, train_regressor
 
@@ -39,7 +39,8 @@ def test_probabilities_equal_the_trained_model(model: TrainedModel) -> None:
     predictor = MLPredictor(model, version=3)
     assert predictor.ready and predictor.compiled and predictor.version == 3
     np.testing.assert_allclose(predictor.predict_batch(x), model.predict(x), rtol=0, atol=1e-12)
-    np.testing.assert_allclose(predictor.predict_batch(x[:1]), model.predict(x[:1]), rtol=0, atol=1e-12)
+    for rows in (1, SMALL_BATCH - 1, SMALL_BATCH, BLOCK + 1):  # both kernels, and a batch over two blocks
+        np.testing.assert_allclose(predictor.predict_batch(x[:rows]), model.predict(x[:rows]), rtol=0, atol=1e-12)
 
 
 def test_no_model_is_not_trading(model: TrainedModel) -> None:
