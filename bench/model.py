@@ -5,7 +5,7 @@
 
 Rows are the labelled setups (every bar) of the real 2023 1m series; the 1M-row training set repeats
 them (in time order per copy) where the data has fewer rows. Predict latency is measured per call on
-real feature rows of the final model, for the numba kernel of :class:`MLPredictor` and for LightGBM's
+real feature rows of the final model, for the exact QuickScorer kernels of :class:`MLPredictor` and for LightGBM's
 own ``Booster.predict(num_threads=1)``. Targets (issue 4): 300-row p99 ≤ 1 ms, 1M-row training ≤ 60 s.
 """
 
@@ -79,7 +79,7 @@ def main() -> None:
         def lgbm(rows: int = rows, it: Iterator[int] = it) -> object:
             return booster.predict(np.ascontiguousarray(live[next(it) % args.calls, :rows]), num_threads=1)
 
-        for name, fn in (("MLPredictor (numba kernel)", kern), ("LightGBM predict, 1 thread", lgbm)):
+        for name, fn in (("MLPredictor (QuickScorer)", kern), ("LightGBM predict, 1 thread", lgbm)):
             p50, p99 = latency(fn, args.calls)
             say(f"  predict {rows:>3} rows  {name:<28} p50 {p50:.3f} ms  p99 {p99:.3f} ms")
 
