@@ -2,8 +2,9 @@
 better model.
 
 When: every ``retrain_every`` closed trades (:meth:`Learner.on_trade_closed` counts them; at start the
-count resumes from the trades closed since the newest registered model) and every ``retrain_interval_s``
-seconds. :meth:`Learner.run` waits on an event or that timeout — nothing polls.
+count resumes from the trades closed since the newest registered model), every ``retrain_interval_s``
+seconds, and once at start when there is no champion (cold start from history; otherwise the engine
+stays "no model, not trading"). :meth:`Learner.run` waits on an event or that timeout — nothing polls.
 
 What one round does (:meth:`Learner.learn_once`):
 
@@ -85,6 +86,8 @@ class LearnerConfig:
     min_holdout: int = 50
     min_gate_setups: int = 100
     experience_weight: float = 3.0
+    cold_start: bool = True
+    """With no champion in the registry, :meth:`Learner.run` trains one round at once (on history)."""
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
@@ -229,9 +232,18 @@ class Learner:
             self.trigger("trades")
         return closed
 
-    async def run(self) -> None:
-        """Forever: wait for the trade trigger or the schedule, then run one round (failures logged, counted)."""
+    async def prepare(self) -> None:
+        """Resume the trade count, and trigger a ``cold_start`` round when the registry has no champion
+        (if the config allows it)."""
         await self.resume_count()
+        if self.config.cold_start and await self._registry.champion() is None:
+            self.trigger("cold_start")
+
+    async def run(self) -> None:
+        """Forever: wait for the trade trigger or the schedule, then run one round (failures logged, counted).
+
+        Starts with :meth:`prepare`."""
+        await self.prepare()
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.config.retrain_interval_s)

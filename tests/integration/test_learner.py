@@ -103,8 +103,8 @@ async def test_retrains_after_n_closed_trades_from_the_experience_table(
     registry, repo = stores
     promoted: list[int] = []
     log = _Log()
-    learner = Learner(repo, registry, _loader(real.history), LearnerConfig(retrain_every=5), log=log,
-                      on_promoted=promoted.append)
+    learner = Learner(repo, registry, _loader(real.history), LearnerConfig(retrain_every=5, cold_start=False),
+                      log=log, on_promoted=promoted.append)
     task = asyncio.create_task(learner.run())
     try:
         await _close_trades(repo, real.live, range(4))
@@ -218,7 +218,7 @@ async def test_schedule_retrains_without_trades_and_a_failed_round_does_not_stop
         return real.history
 
     log = _Log()
-    learner = Learner(repo, registry, flaky, LearnerConfig(retrain_interval_s=0.05), log=log)
+    learner = Learner(repo, registry, flaky, LearnerConfig(retrain_interval_s=0.05, cold_start=False), log=log)
     task = asyncio.create_task(learner.run())
     try:
         outcome = await asyncio.wait_for(learner.wait_rounds(2), timeout=240)
@@ -228,3 +228,27 @@ async def test_schedule_retrains_without_trades_and_a_failed_round_does_not_stop
     assert learner.stats.failed == 1 and learner.stats.rounds >= 1
     assert log.lines[0] == ("learner_round_failed", {"trigger": "schedule", "error": "OSError: candles unavailable"})
     assert outcome is not None and outcome.trigger == "schedule" and outcome.experience_rows == 0
+
+
+async def test_cold_start_trains_a_champion_from_history_at_once(stores: tuple[ModelRegistry, TradingRepository],
+                                                                  real: RealData) -> None:
+    """With an empty registry the loop trains on history right away (no trade, no schedule needed) and
+    crowns the challenger; with a champion present it waits."""
+    registry, repo = stores
+    promoted: list[int] = []
+
+    async def swap(version: int) -> None:
+        promoted.append(version)
+
+    learner = Learner(repo, registry, _loader(real.history), on_promoted=swap)
+    task = asyncio.create_task(learner.run())
+    try:
+        outcome = await asyncio.wait_for(learner.wait_rounds(1), timeout=240)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert outcome is not None and outcome.trigger == "cold_start" and outcome.promoted
+    assert promoted == [outcome.version] and outcome.experience_rows == 0
+    again = Learner(repo, registry, _loader(real.history))
+    await again.prepare()  # what run() does first
+    assert not again.pending and again.stats.rounds == 0
