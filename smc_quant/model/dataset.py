@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from smc_quant.domain.series import KlineSeries
-from smc_quant.features import FeatureEngineer
+from smc_quant.features import FEATURE_SCHEMA, FeatureEngineer
 from smc_quant.labels import BarrierSpec, SetupSource, select_setups, triple_barrier
 from smc_quant.strategy import ScalperConfig
 
@@ -83,6 +83,11 @@ def build_dataset(series: Sequence[KlineSeries], spec: BarrierSpec | None = None
         sym = np.full(len(lab), code, dtype=np.int64)
         parts.append((x[lab.index], lab.win, lab.ret_pct, lab.side, s.open_time[lab.index],
                       s.open_time[lab.end], sym, is_setup))
+    if not parts:
+        n = len(FEATURE_SCHEMA)
+        return Dataset(np.zeros((0, n)), np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64),
+                       np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), (),
+                       np.zeros(0, np.bool_), np.zeros(0))
     cols = [np.concatenate([p[k] for p in parts]) for k in range(8)]
     order = np.lexsort((cols[6], cols[4]))
     x, win, ret, side, start, end, sym, is_setup = (c[order] for c in cols)

@@ -47,16 +47,22 @@ from typing import Any, Protocol
 import numpy as np
 import structlog
 
+from smc_quant.domain.candles import Candle
+from smc_quant.domain.series import KlineSeries
 from smc_quant.domain.trading import ExperienceRow
 from smc_quant.features import FEATURE_SCHEMA
-from smc_quant.model.dataset import Dataset
+from smc_quant.labels import BarrierSpec, SetupSource
+from smc_quant.model.dataset import Dataset, build_dataset
 from smc_quant.model.gate import decide, gate_rows, holdout_to_json, split_latest
 from smc_quant.model.metrics import auc
 from smc_quant.model.trainer import TrainConfig, TrainedModel, check_schema, train
 from smc_quant.store.models import ModelRegistry
+from smc_quant.strategy import ScalperConfig
 
 HistoryLoader = Callable[[], Awaitable[Dataset]]
 PromotedHook = Callable[[int], Awaitable[None] | None]
+CandleFetch = Callable[[str, str, int, int], Awaitable[Sequence[Candle]]]
+"""``(symbol, interval, start_ms, end_ms) -> candles, oldest first`` (``CandleRepository.fetch``)."""
 
 
 class ExperienceSource(Protocol):
@@ -158,6 +164,37 @@ def experience_dataset(rows: Sequence[ExperienceRow], schema_version: str,
                  np.array([code[r.symbol] for r in good], dtype=np.int64), symbols,
                  np.ones(n, dtype=np.bool_), np.full(n, weight))
     return ds, len(rows) - n
+
+
+def _series(symbol: str, candles: Sequence[Candle]) -> KlineSeries:
+    return KlineSeries(symbol, np.array([c.open_time for c in candles], dtype=np.int64),
+                       np.array([c.open for c in candles], dtype=np.float64),
+                       np.array([c.high for c in candles], dtype=np.float64),
+                       np.array([c.low for c in candles], dtype=np.float64),
+                       np.array([c.close for c in candles], dtype=np.float64),
+                       np.array([c.volume for c in candles], dtype=np.float64))
+
+
+def candle_history(fetch: CandleFetch, symbols: Sequence[str], lookback_ms: int, now_ms: Callable[[], int], *,
+                   spec: BarrierSpec | None = None, every: int = 5, source: SetupSource = "broad",
+                   scalper: ScalperConfig | None = None) -> HistoryLoader:
+    """A history loader over stored 1m candles: the last ``lookback_ms`` of each symbol (fetched through
+    ``fetch``, e.g. ``CandleRepository.fetch``), labelled by ``build_dataset`` in a worker thread.
+
+    Symbols with no more candles than the label horizon are skipped. The candles are used as stored: the
+    service backfills gaps before storing, so they are contiguous minutes."""
+    spec = spec or BarrierSpec()
+
+    async def load() -> Dataset:
+        end = now_ms()
+        series = []
+        for symbol in symbols:
+            candles = await fetch(symbol, "1m", end - lookback_ms, end)
+            if len(candles) > spec.horizon:
+                series.append(_series(symbol, candles))
+        return await asyncio.to_thread(build_dataset, series, spec, every, "trend_1m", None, source, scalper)
+
+    return load
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,5 +363,14 @@ class Learner:
         return outcome
 
 
-__all__ = ["ExperienceSource", "HistoryLoader", "LearnOutcome", "Learner", "LearnerConfig", "LearnerStats",
-           "experience_dataset"]
+__all__ = [
+    "CandleFetch",
+    "ExperienceSource",
+    "HistoryLoader",
+    "LearnOutcome",
+    "Learner",
+    "LearnerConfig",
+    "LearnerStats",
+    "candle_history",
+    "experience_dataset",
+]

@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 
 from smc_quant.datasets import KLINES_2023_1M, read_klines
+from smc_quant.domain.candles import Candle
 from smc_quant.domain.trading import ExitReason, PositionSide, Trade
 from smc_quant.features import FEATURE_SCHEMA
 from smc_quant.labels import BarrierSpec
 from smc_quant.model.dataset import Dataset, build_dataset
-from smc_quant.model.learner import Learner, LearnerConfig, experience_dataset
+from smc_quant.model.learner import Learner, LearnerConfig, candle_history, experience_dataset
 from smc_quant.model.trainer import FeatureSchemaMismatch, TrainConfig, shuffled, train
+from smc_quant.store.candles import CandleRepository
 from smc_quant.store.db import create_pool
 from smc_quant.store.migrations import apply_migrations
 from smc_quant.store.models import ModelRegistry
@@ -27,6 +29,7 @@ from smc_quant.store.trading import TradingRepository
 pytestmark = pytest.mark.integration
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")
 HISTORY_BARS, LIVE_BARS = 30_000, 36_000
+PAIR = ("BTCUSDT", "SOLUSDT")  # same time range in the data set
 
 
 @dataclass(frozen=True)
@@ -252,3 +255,30 @@ async def test_cold_start_trains_a_champion_from_history_at_once(stores: tuple[M
     again = Learner(repo, registry, _loader(real.history))
     await again.prepare()  # what run() does first
     assert not again.pending and again.stats.rounds == 0
+
+
+async def test_history_loader_labels_the_candles_stored_in_postgres(pg_dsn: str, shared_data: Path) -> None:
+    """``candle_history`` over ``CandleRepository.fetch`` gives the same dataset as the candle files do
+    (real candles written to PostgreSQL, only the requested look-back window read back)."""
+    await apply_migrations(pg_dsn)
+    pool = await create_pool(pg_dsn)
+    try:
+        candles_repo = CandleRepository(pool, synchronous_commit=True)
+        series = [read_klines(shared_data / KLINES_2023_1M / f"{s}.csv.gz").slice(0, 9_000) for s in PAIR]
+        for s in series:
+            await candles_repo.upsert([Candle(s.symbol, "1m", int(t), float(o), float(h), float(lo), float(c), float(v))
+                                       for t, o, h, lo, c, v in zip(s.open_time, s.open, s.high, s.low, s.close,
+                                                                    s.volume, strict=True)])
+        now = int(series[0].open_time[-1])
+        window = 8_000 * 60_000
+        loader = candle_history(candles_repo.fetch, [*PAIR, "NOSUCHUSDT"], window, lambda: now)
+        got = await loader()
+    finally:
+        await pool.close()
+    want = build_dataset([s.slice(int(np.searchsorted(s.open_time, now - window)), len(s)) for s in series],
+                         BarrierSpec(), every=5, source="broad")
+    assert len(got) == len(want) > 500 and got.symbols == PAIR
+    np.testing.assert_array_equal(got.x, want.x)
+    np.testing.assert_array_equal(got.win, want.win)
+    np.testing.assert_array_equal(got.is_setup, want.is_setup)
+    assert got.start.min() >= now - window
