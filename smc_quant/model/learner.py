@@ -22,9 +22,10 @@ What one round does (:meth:`Learner.learn_once`):
 3. **Gate.** Challenger and champion are scored on the same held-out rows — the strategy's setups there
    when there are ``min_gate_setups`` with both outcomes, else all held-out rows — and
    :func:`smc_quant.model.gate.decide` promotes only if the challenger's AUC beats the champion's by
-   ``margin`` and is itself above ``0.5 + margin``. No champion → the first challenger above that floor
-   becomes champion. The champion may have been trained on part of the window (when it is younger than
-   the window's start); that can only flatter it, so the gate stays conservative.
+   ``margin`` and is itself above ``0.5 + margin``. No champion (or one of another feature schema, which
+   cannot score these rows: logged) → the first challenger above that floor becomes champion. The
+   champion may have been trained on part of the window (when it is younger than the window's start);
+   that can only flatter it, so the gate stays conservative.
 4. **Register / promote.** The challenger is registered as a candidate either way (with the held-out
    window in its metrics, so ``smc-quant promote`` can re-gate it later without candles); promotion goes
    through the registry (one transaction), then the ``on_promoted(version)`` hook lets the service
@@ -55,7 +56,7 @@ from smc_quant.labels import BarrierSpec, SetupSource
 from smc_quant.model.dataset import Dataset, build_dataset
 from smc_quant.model.gate import decide, gate_rows, holdout_to_json, split_latest
 from smc_quant.model.metrics import auc
-from smc_quant.model.trainer import TrainConfig, TrainedModel, check_schema, train
+from smc_quant.model.trainer import FeatureSchemaMismatch, TrainConfig, TrainedModel, check_schema, train
 from smc_quant.store.models import ModelRegistry
 from smc_quant.strategy import ScalperConfig
 
@@ -325,8 +326,13 @@ class Learner:
         champion = await self._registry.champion()
         champion_p = None
         if champion is not None:
-            champion_model = await self._registry.load(champion.version)
-            champion_p = await asyncio.to_thread(champion_model.predict, hold.x[chosen])
+            try:
+                champion_model = await self._registry.load(champion.version)
+            except FeatureSchemaMismatch as exc:  # a stale champion cannot score these rows: the floor decides
+                self._log.warning("learner_champion_unusable", champion=champion.version, error=str(exc))
+                champion = None
+            else:
+                champion_p = await asyncio.to_thread(champion_model.predict, hold.x[chosen])
         decision = decide(hold.win[chosen], fitted.challenger_p[chosen], champion_p, self.config.margin)
         tr = data.take(fitted.train)
         params = {**self.config.train.to_json(), "learner": {"trigger": trigger, "margin": self.config.margin,

@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import numpy as np
 import pytest
 
@@ -19,7 +20,7 @@ from smc_quant.features import FEATURE_SCHEMA
 from smc_quant.labels import BarrierSpec
 from smc_quant.model.dataset import Dataset, build_dataset
 from smc_quant.model.learner import Learner, LearnerConfig, candle_history, experience_dataset
-from smc_quant.model.trainer import FeatureSchemaMismatch, TrainConfig, shuffled, train
+from smc_quant.model.trainer import FeatureSchemaMismatch, TrainConfig, TrainedModel, shuffled, train
 from smc_quant.store.candles import CandleRepository
 from smc_quant.store.db import create_pool
 from smc_quant.store.migrations import apply_migrations
@@ -164,9 +165,10 @@ async def test_better_challenger_promoted_worse_one_rejected(stores: tuple[Model
 
 
 async def test_schema_version_mismatch_is_refused(stores: tuple[ModelRegistry, TradingRepository],
-                                                 real: RealData) -> None:
-    """A learner for another feature schema refuses to start; experience of another schema is never trained on,
-    and rows of the wrong width are refused and counted."""
+                                                 real: RealData, pg_dsn: str) -> None:
+    """A learner for another feature schema refuses to start; experience of another schema is never trained on;
+    a champion of another schema cannot score and the floor decides (logged); rows of the wrong width are
+    refused and counted."""
     registry, repo = stores
     with pytest.raises(FeatureSchemaMismatch, match="retrain"):
         Learner(repo, registry, _loader(real.history), schema_version="smc-features/0")
@@ -174,6 +176,20 @@ async def test_schema_version_mismatch_is_refused(stores: tuple[ModelRegistry, T
     await _close_trades(repo, real.live, range(10, 13))
     outcome = await Learner(repo, registry, _loader(real.history)).learn_once()
     assert outcome.experience_rows == 3
+    stale = await registry.register(TrainedModel(train(real.history.x, real.history.win).booster, "smc-features/0"),
+                                    train_start=0, train_end=1, params={}, metrics={})
+    await registry.promote(outcome.version)
+    conn = await asyncpg.connect(pg_dsn)  # a champion left over from an older schema (SQL: promote refuses it)
+    try:
+        await conn.execute("UPDATE models SET status = 'retired' WHERE status = 'champion'")
+        await conn.execute("UPDATE models SET status = 'champion' WHERE version = $1", stale.version)
+    finally:
+        await conn.close()
+    log = _Log()
+    replaced = await Learner(repo, registry, _loader(real.history), log=log).learn_once()
+    assert replaced.promoted and replaced.champion_version is None and "beats champion 0.5000" in replaced.reason
+    assert ("learner_champion_unusable", {"champion": stale.version, "error": log.lines[0][1]["error"]}) == log.lines[0]
+    assert "retrain" in log.lines[0][1]["error"]
     rows = await repo.experience(FEATURE_SCHEMA.version)
     bad = [replace(rows[0], features=rows[0].features[:-1]), replace(rows[1], schema_version="smc-features/0"),
            replace(rows[2], net_return_pct=float("nan"))]
