@@ -32,8 +32,9 @@ What one round does (:meth:`Learner.learn_once`):
    hot-swap its predictor. Every decision is logged as one structured line with both scores and the
    reason, and returned as a :class:`LearnOutcome`.
 
-No SQL here: the experience source and the registry are injected (the PostgreSQL implementations are
-``TradingRepository`` and ``ModelRegistry``).
+No SQL and no database driver here: the experience source, the registry and the candle reader are
+injected (the PostgreSQL implementations are ``TradingRepository``, ``ModelRegistry`` and
+``CandleRepository``).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import structlog
@@ -57,8 +58,12 @@ from smc_quant.model.dataset import Dataset, build_dataset
 from smc_quant.model.gate import decide, gate_rows, holdout_to_json, split_latest
 from smc_quant.model.metrics import auc
 from smc_quant.model.trainer import FeatureSchemaMismatch, TrainConfig, TrainedModel, check_schema, train
-from smc_quant.store.models import ModelRegistry
 from smc_quant.strategy import ScalperConfig
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from smc_quant.store.models import ModelRecord
 
 HistoryLoader = Callable[[], Awaitable[Dataset]]
 PromotedHook = Callable[[int], Awaitable[None] | None]
@@ -72,6 +77,21 @@ class ExperienceSource(Protocol):
     async def experience(self, schema_version: str, since_ms: int | None = None) -> list[ExperienceRow]: ...
 
     async def trades_count(self, since_ms: int | None = None) -> int: ...
+
+
+class Registry(Protocol):
+    """The model registry operations the learner uses (``smc_quant.store.models.ModelRegistry``)."""
+
+    async def register(self, model: TrainedModel, *, train_start: int, train_end: int,
+                       params: Mapping[str, Any], metrics: Mapping[str, Any]) -> ModelRecord: ...
+
+    async def champion(self) -> ModelRecord | None: ...
+
+    async def load(self, version: int) -> TrainedModel: ...
+
+    async def promote(self, version: int) -> ModelRecord: ...
+
+    async def list(self) -> list[ModelRecord]: ...
 
 
 class Log(Protocol):
@@ -221,7 +241,7 @@ def _fit(data: Dataset, config: LearnerConfig) -> _Fitted:
 class Learner:
     """Retrains on history + experience and promotes a challenger only if it is better out of sample."""
 
-    def __init__(self, experience: ExperienceSource, registry: ModelRegistry, history: HistoryLoader,
+    def __init__(self, experience: ExperienceSource, registry: Registry, history: HistoryLoader,
                  config: LearnerConfig | None = None, *, on_promoted: PromotedHook | None = None,
                  log: Log | None = None, schema_version: str = FEATURE_SCHEMA.version) -> None:
         check_schema(schema_version)  # a learner for another schema would train models the engine refuses
@@ -377,6 +397,7 @@ __all__ = [
     "Learner",
     "LearnerConfig",
     "LearnerStats",
+    "Registry",
     "candle_history",
     "experience_dataset",
 ]
