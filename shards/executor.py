@@ -112,6 +112,7 @@ class Executor:
         self.stats = ExecutorStats()
         self.book: dict[str, BookEntry] = {}
         self.marks: dict[str, Decimal] = {}
+        self.wallet = ZERO
         self.trades: list[Trade] = []
         self._signals: asyncio.Queue[Signal] = asyncio.Queue(self.config.queue_size)
         self._events: asyncio.Queue[AccountEvent] = asyncio.Queue()
@@ -193,18 +194,28 @@ class Executor:
                 if self._signals.empty():
                     self._idle.set()
 
-    def snapshot(self, balance_wallet: Decimal, available: Decimal) -> AccountSnapshot:
+    def snapshot(self) -> AccountSnapshot:
+        """The account as the risk manager sees it: the wallet from the user-data stream (ACCOUNT_UPDATE,
+        refreshed over REST at start and at every reconciliation — never polled per signal), positions from
+        the book at the latest marks, available = equity − the book's margin."""
         positions = {s: replace(e.position, mark_price=self.marks.get(s, e.position.entry_price))
                      for s, e in self.book.items()}
         unrealized = sum((p.unrealized_pnl for p in positions.values()), ZERO)
-        return AccountSnapshot(balance_wallet, unrealized, available, positions, self.clock())
+        used = sum((p.margin for p in positions.values()), ZERO)
+        available = self.wallet + unrealized - used
+        return AccountSnapshot(self.wallet, unrealized, available, positions, self.clock())
+
+    async def refresh_balance(self) -> Decimal:
+        """Read the wallet balance over REST (start, reconciliation)."""
+        balance = await self.broker.balance()
+        self.wallet = balance.wallet
+        return balance.margin_balance
 
     async def handle(self, signal: Signal) -> None:
         """Risk decision, persistence, then orders — one signal."""
         self.stats.signals += 1
         self._digests[signal_digest(signal.signal_id)] = signal.signal_id
-        balance = await self.broker.balance()
-        account = self.snapshot(balance.wallet, balance.available)
+        account = self.snapshot()
         mark = self.marks.get(signal.symbol, signal.price)
         now = self.clock()
         decision = self.risk.evaluate(signal, account, mark, now)
@@ -310,6 +321,8 @@ class Executor:
                 if event.client_algo_id in (entry.sl_client_id, entry.tp_client_id) and entry.status == "open":
                     self.log.warning("protection_rejected", symbol=event.symbol, reason=event.reject_reason)
         elif isinstance(event, AccountUpdate):
+            if event.wallet_balance is not None:
+                self.wallet = event.wallet_balance
             for pos in event.positions:
                 if isinstance(pos, tuple) and pos[0] in self.book:
                     self._check_complete(pos[0])
@@ -369,18 +382,21 @@ class Executor:
         reason = entry.exit_reason or ExitReason.RECONCILED
         trade = Trade(pos.signal_id, pos.symbol, pos.side, qty, entry_px, exit_px,
                       min(f.time_ms for f in ins), max(f.time_ms for f in outs), fees, reason, pos.confidence)
-        for cid in (entry.sl_client_id, entry.tp_client_id):
-            if cid:
-                with contextlib.suppress(SmcError):
-                    await self.broker.cancel_algo(pos.symbol, cid)
+        cancel = getattr(self.manager, "cancel_protection", None)
+        with contextlib.suppress(SmcError):  # the leftover leg (a fired stop leaves the target, and back)
+            if cancel is not None:
+                await cancel(pos)
+            else:
+                for cid in (entry.sl_client_id, entry.tp_client_id):
+                    if cid:
+                        await self.broker.cancel_algo(pos.symbol, cid)
         if self.repo is not None:
             await self.repo.close_trade(trade, features=entry.features, schema_version=entry.schema_version,
                                         signal_time_ms=entry.signal_time_ms, model_version=entry.model_version)
         self._fills.pop(pos.signal_id, None)
         self.trades.append(trade)
         self.stats.closed += 1
-        balance = await self.broker.balance()
-        self.risk.on_trade_closed(trade, balance.margin_balance)
+        self.risk.on_trade_closed(trade, self.snapshot().equity)
         if self._on_trade_closed is not None:
             self._on_trade_closed(trade)
         self.log.info("trade_closed", symbol=trade.symbol, side=trade.side, reason=reason.value,
@@ -408,11 +424,11 @@ class Executor:
             self._fills[position.signal_id] = list(await self.repo.fills_for_signal(position.signal_id))
         now = self.clock()
         day_start = now - now % DAY_MS
-        balance = await self.broker.balance()
+        equity = await self.refresh_balance()
         cooldown = int(getattr(getattr(self.risk, "config", None), "cooldown_ms", 0))
         recent = await self.repo.trades(since_ms=min(day_start, now - cooldown))
         today = [t for t in recent if t.exit_time_ms >= day_start]
-        start_equity = balance.margin_balance - sum((t.net_pnl for t in today), ZERO)
+        start_equity = equity - sum((t.net_pnl for t in today), ZERO)
         self.risk.restore(recent, start_equity, now)
         if self.book:
             self.log.info("book_recovered", positions=len(self.book),
@@ -421,6 +437,7 @@ class Executor:
     async def reconcile(self) -> None:
         """Exchange positions and protection vs our book; repair and log every mismatch."""
         self.stats.reconciliations += 1
+        await self.refresh_balance()
         remote = {p.symbol: p for p in await self.broker.positions()}
         for symbol, entry in list(self.book.items()):
             pos = remote.get(symbol)

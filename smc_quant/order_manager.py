@@ -202,6 +202,8 @@ class SmartOrderManager:
         self._sleep = sleep
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
         self._margin_done: set[str] = set()
+        self._clean: set[str] = set()
+        """Symbols known to carry no protective order of ours from an earlier trade (skips the pre-entry check)."""
         self._leverage: dict[str, int] = {}
         self._attempts: dict[tuple[str, Leg], int] = {}
         """Next attempt number per (signal, leg): raised when the previous order of the leg is dead."""
@@ -518,6 +520,7 @@ class SmartOrderManager:
     async def _protect(self, position: Position, reference: Decimal, *, fresh: bool) -> _Protection:
         """Place (or confirm) stop and target; a passed trigger or an impossible stop closes at market."""
         prot = _Protection()
+        self._clean.discard(position.symbol)
         legs: tuple[tuple[Leg, TriggerType], ...] = ((Leg.STOP_LOSS, "STOP_MARKET"),
                                                      (Leg.TAKE_PROFIT, "TAKE_PROFIT_MARKET"))
         for leg, kind in legs:
@@ -635,8 +638,12 @@ class SmartOrderManager:
         """Before an entry: cancel closePosition algo orders of ours left on ``symbol`` by earlier trades.
 
         One-way mode holds one position per symbol, so such an order belongs to a closed trade (its other leg
-        fired); left alone it would close the new position at the old trade's level.
+        fired); left alone it would close the new position at the old trade's level. Skipped (no request) for a
+        symbol whose earlier protection this manager already cancelled or checked since it started.
         """
+        if symbol in self._clean:
+            return
+        failures = self.stats["cancel_failures"]
         try:
             live = await self._broker.open_algo_orders(symbol)
         except TemporaryError as exc:
@@ -651,6 +658,8 @@ class SmartOrderManager:
                 except (TemporaryError, VenueRejected) as exc:
                     self.stats["cancel_failures"] += 1
                     self._log.warning("algo_cancel_failed", client_id=algo.client_algo_id, error=_error_text(exc))
+        if self.stats["cancel_failures"] == failures:
+            self._clean.add(symbol)
 
     async def _cancel_protection(self, position: Position) -> None:
         """Cancel every open algo order of this trade (by our ids); already gone is fine.
@@ -659,6 +668,7 @@ class SmartOrderManager:
         restart is found too); without a signal id, every closePosition algo order of ours on the symbol.
         """
         sid = position.signal_id
+        failures = self.stats["cancel_failures"]
         try:
             live = await self._broker.open_algo_orders(position.symbol)
             ids = [a.client_algo_id for a in live
@@ -689,6 +699,8 @@ class SmartOrderManager:
                                         "attempt": parts.attempt if parts is not None else 0},
                                        status=state.status, exchange_id=state.algo_id)
                 break
+        if self.stats["cancel_failures"] == failures:
+            self._clean.add(position.symbol)
 
     # -- exits -----------------------------------------------------------------------------------------
 
