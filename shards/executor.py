@@ -57,6 +57,9 @@ class ExecutorConfig:
     taker_fee: Decimal = Decimal("0.0005")
     """Used only to estimate a fee the exchange did not report (flagged in the log)."""
     close_on_breaker: bool = False
+    dedupe_window_ms: int = 86_400_000
+    """Signal ids created this recently are reloaded at start to refuse duplicates."""
+    dedupe_max: int = 100_000
 
 
 @dataclass(slots=True)
@@ -79,6 +82,7 @@ class BookEntry:
 class ExecutorStats:
     signals: int = 0
     signals_dropped: int = 0
+    duplicates: int = 0
     opened: int = 0
     skipped: int = 0
     rotations: int = 0
@@ -121,6 +125,8 @@ class Executor:
         self._tasks: list[asyncio.Task[None]] = []
         self._symbol_locks: dict[str, asyncio.Lock] = {}
         self._finishing: set[asyncio.Task[None]] = set()
+        self._pending_writes: set[asyncio.Future[bool]] = set()
+        self._seen: dict[str, None] = {}
         self._idle = asyncio.Event()
         self._idle.set()
         self.started = asyncio.Event()
@@ -158,8 +164,8 @@ class Executor:
 
     async def stop(self) -> None:
         """Stop taking signals; positions stay protected by their exchange-side orders."""
-        if self._finishing:
-            await asyncio.gather(*self._finishing, return_exceptions=True)
+        if self._finishing or self._pending_writes:
+            await asyncio.gather(*self._finishing, *self._pending_writes, return_exceptions=True)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -172,8 +178,8 @@ class Executor:
         while True:
             await self._idle.wait()
             await self._events.join()
-            if self._finishing:
-                await asyncio.gather(*self._finishing, return_exceptions=True)
+            if self._finishing or self._pending_writes:
+                await asyncio.gather(*self._finishing, *self._pending_writes, return_exceptions=True)
                 continue
             if self._signals.empty() and self._events.empty() and self._idle.is_set():
                 return
@@ -212,19 +218,26 @@ class Executor:
         return balance.margin_balance
 
     async def handle(self, signal: Signal) -> None:
-        """Risk decision, persistence, then orders — one signal."""
+        """Risk decision, persistence, then orders — one signal.
+
+        Duplicates are refused from memory (the ids of the last ``dedupe_window_ms``, reloaded from PostgreSQL
+        at start; the signals table's primary key is the backstop), so the signal row is written *after* the
+        entry went out, off the order path; the order journal row (which names the signal id) is still
+        written before the order leaves, so a crash in between loses nothing a restart needs.
+        """
         self.stats.signals += 1
+        if signal.signal_id in self._seen:
+            self.stats.duplicates += 1
+            self.log.info("signal_seen_before", signal_id=signal.signal_id)
+            return
+        self._remember(signal.signal_id)
         self._digests[signal_digest(signal.signal_id)] = signal.signal_id
         account = self.snapshot()
         mark = self.marks.get(signal.symbol, signal.price)
         now = self.clock()
         decision = self.risk.evaluate(signal, account, mark, now)
-        if self.repo is not None:
-            fresh = await self.repo.record_signal(signal, decision.action, decision.reason, decision.as_record())
-            if not fresh:
-                self.log.info("signal_seen_before", signal_id=signal.signal_id)
-                return
         if decision.action == "skip":
+            self._record(signal, decision)
             self.stats.skipped += 1
             self.stats.skip_reasons[decision.reason] = self.stats.skip_reasons.get(decision.reason, 0) + 1
             self.log.info("signal_skipped", signal_id=signal.signal_id, reason=decision.reason)
@@ -233,7 +246,10 @@ class Executor:
             self.stats.rotations += 1
             await self.close(decision.close_symbol, ExitReason.ROTATION)
         async with self._lock(signal.symbol):
-            result = await self.manager.open(decision, mark)
+            try:
+                result = await self.manager.open(decision, mark)
+            finally:  # after the entry left: the order journal (written before it) already names the signal
+                self._record(signal, decision)
             position = getattr(result, "position", None)
             if position is None:
                 self.log.warning("entry_not_opened", signal_id=signal.signal_id,
@@ -252,6 +268,31 @@ class Executor:
                      f"(conf {signal.confidence:.2f}, SL {position.stop_price}, TP {position.target_price})", "open")
         # fills that arrived before the entry returned may already complete the position
         self._check_complete(signal.symbol)
+
+    def _record(self, signal: Signal, decision: Any) -> None:
+        """Write the signal and its decision in the background (awaited by :meth:`idle` and :meth:`stop`)."""
+        if self.repo is None:
+            return
+        task = asyncio.ensure_future(
+            self.repo.record_signal(signal, decision.action, decision.reason, decision.as_record()))
+        self._pending_writes.add(task)
+        task.add_done_callback(self._written)
+
+    def _remember(self, signal_id: str) -> None:
+        self._seen[signal_id] = None
+        while len(self._seen) > self.config.dedupe_max:
+            del self._seen[next(iter(self._seen))]
+
+    def _written(self, task: asyncio.Future[bool]) -> None:
+        self._pending_writes.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.stats.errors += 1
+            self.log.error("signal_not_recorded", error=f"{type(exc).__name__}: {exc}")
+        elif not task.result():
+            self.log.warning("signal_row_existed", note="a duplicate passed the in-memory filter")
 
     # -- exits -------------------------------------------------------------------------------------
     async def close(self, symbol: str, reason: ExitReason) -> None:
@@ -423,6 +464,8 @@ class Executor:
             self._digests[signal_digest(position.signal_id)] = position.signal_id
             self._fills[position.signal_id] = list(await self.repo.fills_for_signal(position.signal_id))
         now = self.clock()
+        for sid in await self.repo.recent_signal_ids(now - self.config.dedupe_window_ms):
+            self._remember(sid)
         day_start = now - now % DAY_MS
         equity = await self.refresh_balance()
         cooldown = int(getattr(getattr(self.risk, "config", None), "cooldown_ms", 0))

@@ -11,11 +11,21 @@ import asyncpg
 from smc_quant.errors import OperationalError
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 8) -> asyncpg.Pool:
-    """Open a pool to ``dsn``; ``OperationalError`` if that fails (the message never repeats the DSN)."""
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 8,
+                      synchronous_commit: bool = True) -> asyncpg.Pool:
+    """Open a pool to ``dsn``; ``OperationalError`` if that fails (the message never repeats the DSN).
+
+    ``synchronous_commit=False`` makes commits return before the WAL is flushed to disk: a crash of
+    PostgreSQL itself (not of our process) may lose the last fraction of a second of writes, never corrupt
+    anything. The service uses it for the hot path (signals, the order journal, fills: everything the
+    exchange can be asked about again); closed trades commit synchronously regardless
+    (``TradingRepository.close_trade`` sets it per transaction).
+    """
+    settings = {"jit": "off"}
+    if not synchronous_commit:
+        settings["synchronous_commit"] = "off"
     try:
-        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
-                                         server_settings={"jit": "off"})
+        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, server_settings=settings)
     except (OSError, asyncpg.PostgresError) as exc:
         raise OperationalError(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from exc
     assert pool is not None

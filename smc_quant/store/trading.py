@@ -147,6 +147,11 @@ class TradingRepository:
             reason, _json(detail))
         return bool(status == "INSERT 0 1")
 
+    async def recent_signal_ids(self, since_ms: int) -> set[str]:
+        """Ids of the signals created since ``since_ms`` (the executor's duplicate filter after a restart)."""
+        rows = await self._pool.fetch("SELECT signal_id FROM signals WHERE created_ms >= $1", since_ms)
+        return {r["signal_id"] for r in rows}
+
     async def signal(self, signal_id: str) -> Signal | None:
         """The stored signal (frozen features, model version), e.g. to rebuild the book after a restart."""
         row = await self._pool.fetchrow(
@@ -229,6 +234,7 @@ class TradingRepository:
         """
         t = trade
         async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL synchronous_commit TO on")  # a closed trade is durable on commit
             trade_id: int | None = await conn.fetchval(
                 _INSERT_TRADE, t.signal_id, t.symbol, t.side, t.quantity, t.entry_price, t.exit_price,
                 t.entry_time_ms, t.exit_time_ms, t.fees, t.gross_pnl, t.net_pnl, t.net_return_pct,
