@@ -59,6 +59,8 @@ class Service:
         self.ops: OpsServer | None = None
         self.scorer: BatchScorer | None = None
         self.trading: Any = None
+        self.learner: Any = None
+        self._learner_task: asyncio.Task[None] | None = None
         self._ready = False
 
     async def start(self) -> None:
@@ -66,7 +68,7 @@ class Service:
         s = self.settings
         dsn, self.embedded = await resolve_database(s)
         applied = await apply_migrations(dsn)
-        self.pool = await create_pool(dsn)
+        self.pool = await create_pool(dsn, synchronous_commit=False)  # closed trades still commit synchronously
         self.log.info("database_ready", embedded=self.embedded is not None, migrations_applied=len(applied))
         self.redis = await self._connect_redis()
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=s.venue.request_timeout_s))
@@ -80,6 +82,7 @@ class Service:
         await self.cluster.seed()
         self.scorer = await self._attach_model()  # subscribed before the feeds start: no batch goes uncounted
         await self._attach_trading()
+        self._attach_learner()
         gc.collect()  # warm start done: drop its garbage, then move everything long-lived so far (rings,
         gc.freeze()  # engine state, modules) out of the collector's scans, which would pause the loop
         self.cluster.start()
@@ -127,6 +130,30 @@ class Service:
         await self.trading.start()
         self.log.info("trading_ready", mode=self.settings.mode, broker=type(self.trading.broker).__name__,
                       enabled=self.settings.trading.enabled, positions=len(self.trading.executor.book))
+
+    def _attach_learner(self) -> None:
+        """The self-learning loop: closed trades → retrain (worker thread) → gate → hot-swap the champion."""
+        if not self.settings.learner.enabled or self.trading is None or self.trading.repo is None:
+            return
+        assert self.pool is not None and self.universe is not None and self.scorer is not None
+        from smc_quant.model.learner import Learner, LearnerConfig, candle_history
+
+        ls = self.settings.learner
+        registry = ModelRegistry(self.pool)
+        history = candle_history(CandleRepository(self.pool).fetch, self.universe.symbols,
+                                 int(ls.history_days * 86_400_000), self.trading.clock.wall_or_market)
+        predictor = self.scorer.predictor
+
+        async def promoted(version: int) -> None:
+            predictor.load(await registry.load(version), version=version)
+            self.log.warning("model_hot_swapped", version=version, compiled=predictor.compiled)
+
+        self.learner = Learner(self.trading.repo, registry, history, LearnerConfig(
+            retrain_every=ls.retrain_every_trades, retrain_interval_s=ls.retrain_interval_s,
+            margin=ls.promote_margin, cold_start=ls.cold_start), on_promoted=promoted, log=self.log)
+        learner = self.learner
+        self.trading.executor.add_trade_listener(lambda _trade: learner.on_trade_closed())
+        self._learner_task = asyncio.create_task(self.learner.run(), name="learner")
 
     async def _connect_redis(self) -> aioredis.Redis | None:
         if not self.settings.redis_url:
@@ -195,14 +222,17 @@ class Service:
             out.update(self.scorer.metrics())
         if self.trading is not None:
             out.update(self.trading.metrics())
+        if self.learner is not None:
+            out.update(self.learner.stats.metrics())
         return out
 
     async def stop(self) -> None:
         """Stop intake, drain, flush, close — each step runs even if an earlier one failed."""
         self._ready = False
-        if self._refresher is not None:
-            self._refresher.cancel()
-            await asyncio.gather(self._refresher, return_exceptions=True)
+        for task in (self._refresher, self._learner_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self.cluster is not None:
             await self.cluster.stop()
         if self.trading is not None:

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from smc_quant import notify as messages
 from smc_quant.domain.trading import (
     ZERO,
     AccountSnapshot,
@@ -109,7 +110,7 @@ class Executor:
         self.risk = risk
         self.repo = repo
         self.notifier = notifier
-        self._on_trade_closed = on_trade_closed
+        self._trade_listeners: list[Callable[[Trade], None]] = [on_trade_closed] if on_trade_closed else []
         self.clock = clock
         self.config = config or ExecutorConfig()
         self.log = logger or structlog.get_logger().bind(component="executor")
@@ -117,6 +118,7 @@ class Executor:
         self.book: dict[str, BookEntry] = {}
         self.marks: dict[str, Decimal] = {}
         self.wallet = ZERO
+        self._summary_day: int | None = None
         self.trades: list[Trade] = []
         self._signals: asyncio.Queue[Signal] = asyncio.Queue(self.config.queue_size)
         self._events: asyncio.Queue[AccountEvent] = asyncio.Queue()
@@ -142,6 +144,10 @@ class Executor:
             return False
         self._idle.clear()
         return True
+
+    def add_trade_listener(self, listener: Callable[[Trade], None]) -> None:
+        """Call ``listener(trade)`` after every closed trade is stored (the learner counts here)."""
+        self._trade_listeners.append(listener)
 
     def on_price(self, symbol: str, price: Decimal) -> None:
         """Latest mark for ``symbol`` (fed by the candle stream)."""
@@ -195,7 +201,7 @@ class Executor:
             except Exception as exc:  # one bad signal never stops the executor
                 self.stats.errors += 1
                 self.log.error("signal_failed", signal_id=signal.signal_id, error=f"{type(exc).__name__}: {exc}")
-                self._notify(f"error handling {signal.symbol}: {type(exc).__name__}", "error")
+                self._notify(messages.error("signal failed", f"{signal.symbol}: {type(exc).__name__}"), "error")
             finally:
                 if self._signals.empty():
                     self._idle.set()
@@ -264,8 +270,7 @@ class Executor:
         self.stats.opened += 1
         self.log.info("position_opened", symbol=signal.symbol, side=position.side, qty=str(position.quantity),
                       entry=str(position.entry_price), leverage=position.leverage, signal_id=signal.signal_id)
-        self._notify(f"OPEN {position.side} {signal.symbol} qty {position.quantity} @ {position.entry_price} "
-                     f"(conf {signal.confidence:.2f}, SL {position.stop_price}, TP {position.target_price})", "open")
+        self._notify(messages.opened(signal, position), "open")
         # fills that arrived before the entry returned may already complete the position
         self._check_complete(signal.symbol)
 
@@ -312,15 +317,31 @@ class Executor:
             if failed is not None:
                 self.stats.alarms += 1
                 self.log.error("exit_failed", symbol=symbol, reason=reason.value, error=failed)
-                self._notify(f"EXIT FAILED {symbol} ({reason.value}): {failed}", "error")
+                self._notify(messages.error(f"exit failed {symbol} ({reason.value})", failed), "error")
                 entry.status = "open"
                 return
         if reason is ExitReason.TIME:
             self.stats.forced_exits += 1
-            self._notify(f"FORCED EXIT {symbol} after the holding limit", "forced_exit")
+            self._notify(messages.forced_exit(entry.position), "forced_exit")
+
+    def daily_summary(self) -> bool:
+        """Once per UTC day (checked with the exits): yesterday's trades, net PnL and the equity, as one message."""
+        day = self.clock() // DAY_MS
+        if self._summary_day is None:
+            self._summary_day = day
+            return False
+        if day <= self._summary_day:
+            return False
+        start, end = self._summary_day * DAY_MS, day * DAY_MS
+        self._summary_day = day
+        done = [t for t in self.trades if start <= t.exit_time_ms < end]
+        self._notify(messages.daily_summary(done, self.snapshot().equity), "daily_summary")
+        self.trades = [t for t in self.trades if t.exit_time_ms >= end - DAY_MS]  # keep memory bounded
+        return True
 
     async def check_exits(self) -> int:
         """Close every position past its holding limit; returns how many were closed."""
+        self.daily_summary()
         due = self.risk.due_exits([e.position for e in self.book.values() if e.status == "open"], self.clock())
         for position, reason in due:
             await self.close(position.symbol, reason)
@@ -438,12 +459,15 @@ class Executor:
         self.trades.append(trade)
         self.stats.closed += 1
         self.risk.on_trade_closed(trade, self.snapshot().equity)
-        if self._on_trade_closed is not None:
-            self._on_trade_closed(trade)
+        for listener in self._trade_listeners:
+            try:
+                listener(trade)
+            except Exception as exc:  # a listener never breaks trade bookkeeping
+                self.stats.errors += 1
+                self.log.error("trade_listener_failed", error=f"{type(exc).__name__}: {exc}")
         self.log.info("trade_closed", symbol=trade.symbol, side=trade.side, reason=reason.value,
                       net_pnl=str(trade.net_pnl), net_pct=round(trade.net_return_pct, 4))
-        self._notify(f"CLOSE {trade.side} {trade.symbol} {reason.value}: net {trade.net_pnl:.4f} USDT "
-                     f"({trade.net_return_pct:+.3f} %)", "close")
+        self._notify(messages.closed(trade), "close")
 
     # -- recovery and reconciliation -----------------------------------------------------------------
     async def _recover(self) -> None:

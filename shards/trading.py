@@ -48,6 +48,10 @@ class MarketClock:
             return self.latest_close_ms
         return int(time.time() * 1000)
 
+    def wall_or_market(self) -> int:
+        """Like calling the clock, but before the first candle of a replay: the wall clock."""
+        return self() or int(time.time() * 1000)
+
 
 def brackets_for(symbols: Mapping[str, Any], known: Mapping[str, SymbolBrackets]) -> dict[str, SymbolBrackets]:
     """Known brackets, or the conservative default tier for a symbol without any."""

@@ -190,6 +190,10 @@ class LearnerSettings(_Section):
     """Retrain on this schedule as well."""
     promote_margin: Annotated[float, Field(ge=0.0, le=0.5)] = 0.01
     """AUC a challenger must gain over the champion on the latest out-of-sample window."""
+    history_days: PositiveFloat = 7.0
+    """Stored 1m candles (per symbol, most recent) labelled as history for each retrain."""
+    cold_start: bool = True
+    """With no champion, train one from the stored history at start (in a worker thread)."""
 
 
 class Settings(BaseSettings):
