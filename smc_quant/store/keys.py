@@ -1,7 +1,12 @@
-"""Every Redis key, channel and stream name of the cluster, in one place."""
+"""Every Redis key, channel and stream name of the cluster, in one place.
+
+The module-level names use the default prefix ``smc``; :class:`ClusterKeys` builds the same names
+under another prefix (tests, or two deployments sharing one Redis).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 PREFIX: Final = "smc"
@@ -29,3 +34,42 @@ def shard_lease(shard: int) -> str:
 def rest_weight(minute: int) -> str:
     """REST weight used cluster-wide during the epoch minute ``minute``."""
     return f"{REST_WEIGHT_BUDGET}:{minute}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterKeys:
+    """The multi-process cluster's keys under one ``prefix`` (default ``smc``: the module-level names)."""
+
+    prefix: str = PREFIX
+
+    def shard_lease(self, shard: int) -> str:
+        """String key holding the owner token of shard ``shard`` (SET NX PX, renewed by its worker)."""
+        return f"{self.prefix}:lease:shard:{shard}"
+
+    @property
+    def workers(self) -> str:
+        """Sorted set of live shard workers, scored by the epoch ms their membership expires."""
+        return f"{self.prefix}:workers"
+
+    @property
+    def signals(self) -> str:
+        """Stream of encoded signals (shards → executor)."""
+        return f"{self.prefix}:stream:signals"
+
+    @property
+    def signals_group(self) -> str:
+        """The executor's consumer group on :attr:`signals`."""
+        return f"{self.prefix}:executor"
+
+    @property
+    def marks(self) -> str:
+        """Capped stream of per-minute closes (shards → executor: marks, replay clock, paper prices)."""
+        return f"{self.prefix}:stream:marks"
+
+    def rest_weight(self, minute: int) -> str:
+        """REST weight used cluster-wide during the epoch minute ``minute`` (INCRBY, expires)."""
+        return f"{self.prefix}:rest:weight:{minute}"
+
+    def crashes(self, role: str) -> str:
+        """List of recent crash times (epoch ms) of processes of ``role`` (crash-loop backoff)."""
+        return f"{self.prefix}:crashes:{role}"

@@ -1,0 +1,322 @@
+"""The signal bus: shard workers → one executor over a Redis Stream with a consumer group.
+
+Wire format (msgspec JSON, one stream field ``s``): a :class:`~smc_quant.domain.trading.Signal` with the
+Decimal price as a string (exact) and the features as floats. Publishers never block the feed: signals
+go into a bounded in-memory buffer flushed by a background task (``XADD … MAXLEN ~``); while Redis is
+down the buffer holds them, and when it is full the oldest is dropped and counted (a stale signal is
+worth less than a fresh one). The executor reads with ``XREADGROUP`` and acknowledges an entry only
+after the executor handled it and its rows were written; at start it first re-reads its own pending
+entries and claims those of a crashed consumer with ``XAUTOCLAIM`` (idle longer than ``claim_idle_ms``).
+Marks (each minute's closes) travel on a second, capped stream read without a group: they are
+ephemeral, the next minute replaces them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+
+import msgspec
+import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from smc_quant.domain.trading import Signal
+
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+"""Exceptions that mean "Redis is unreachable right now" (retry later), not a bug."""
+
+
+class _WireSignal(msgspec.Struct, array_like=True, frozen=True):
+    signal_id: str
+    symbol: str
+    side: Literal["LONG", "SHORT"]
+    open_time: int
+    price: str
+    confidence: float
+    stop_pct: float
+    target_pct: float
+    setup: str
+    features: list[float]
+    expected_return_pct: float | None
+    model_version: int | None
+    schema_version: str
+    created_ms: int
+
+
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder(_WireSignal)
+
+
+class BadSignal(ValueError):
+    """A bus entry that is not a valid encoded signal."""
+
+
+def encode_signal(signal: Signal) -> bytes:
+    """Signal → bytes (price as its exact decimal string, features as floats)."""
+    return _ENCODER.encode(_WireSignal(
+        signal.signal_id, signal.symbol, signal.side, signal.open_time, str(signal.price), signal.confidence,
+        signal.stop_pct, signal.target_pct, signal.setup, [float(f) for f in signal.features],
+        signal.expected_return_pct, signal.model_version, signal.schema_version, signal.created_ms))
+
+
+def decode_signal(data: bytes) -> Signal:
+    """Bytes → Signal; raise :class:`BadSignal` on anything malformed (never a crash of the consumer)."""
+    try:
+        w = _DECODER.decode(data)
+        price = Decimal(w.price)
+    except (msgspec.DecodeError, msgspec.ValidationError, InvalidOperation) as exc:
+        raise BadSignal(f"undecodable signal: {exc}") from None
+    if not price.is_finite() or price <= 0:
+        raise BadSignal(f"bad signal price {w.price!r}")
+    return Signal(w.signal_id, w.symbol, w.side, w.open_time, price, w.confidence, w.stop_pct, w.target_pct,
+                  w.setup, tuple(w.features), w.expected_return_pct, w.model_version, w.schema_version, w.created_ms)
+
+
+@dataclass(slots=True)
+class PublisherStats:
+    """Counters of one publisher (exported by the worker's /metrics and heartbeat line)."""
+
+    published: int = 0
+    buffered_max: int = 0
+    overflow: int = 0
+    redis_errors: int = 0
+    marks_published: int = 0
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+
+
+class SignalPublisher:
+    """Bounded, non-blocking publisher of signals (and marks) to the streams; see the module docstring."""
+
+    def __init__(self, redis: Any, stream: str, *, marks_stream: str | None = None, buffer_max: int = 10_000,
+                 maxlen: int = 100_000, retry_s: float = 0.5, clock_ms: Callable[[], int] | None = None,
+                 logger: structlog.stdlib.BoundLogger | None = None) -> None:
+        self.redis = redis
+        self.stream = stream
+        self.marks_stream = marks_stream
+        self.buffer_max = buffer_max
+        self.maxlen = maxlen
+        self.retry_s = retry_s
+        self.log = logger or structlog.get_logger()
+        self.stats = PublisherStats()
+        self._buffer: deque[tuple[bytes, int]] = deque()
+        self._marks: deque[bytes] = deque(maxlen=4)
+        self._wake = asyncio.Event()
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self._task: asyncio.Task[None] | None = None
+        self._clock = clock_ms
+        self._down = False
+
+    @property
+    def buffered(self) -> int:
+        """Signals waiting to be written (grows only while Redis is down)."""
+        return len(self._buffer)
+
+    def publish(self, signal: Signal) -> None:
+        """Queue ``signal`` for the stream; never blocks, drops the oldest (counted) when the buffer is full."""
+        if len(self._buffer) >= self.buffer_max:
+            self._buffer.popleft()
+            self.stats.overflow += 1
+            self.log.warning("signal_buffer_overflow", dropped=1, total=self.stats.overflow)
+        self._buffer.append((encode_signal(signal), signal.created_ms))
+        self.stats.buffered_max = max(self.stats.buffered_max, len(self._buffer))
+        self._empty.clear()
+        self._wake.set()
+
+    def publish_marks(self, open_time: int, symbols: Sequence[str], closes: Sequence[float]) -> None:
+        """Queue one minute's closes for the marks stream (only the latest few are kept while Redis is down)."""
+        if self.marks_stream is None or not symbols:
+            return
+        self._marks.append(msgspec.json.encode([open_time, list(symbols), [float(c) for c in closes]]))
+        self._wake.set()
+
+    def start(self) -> None:
+        """Start the background flusher."""
+        self._task = asyncio.create_task(self._run(), name="signal-publisher")
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait (bounded) until the buffer is empty; ``False`` if Redis did not take it in time."""
+        try:
+            await asyncio.wait_for(self._empty.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self) -> None:
+        """Stop the flusher (call :meth:`drain` first to write what is buffered)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._flush()
+            except REDIS_DOWN as exc:
+                self.stats.redis_errors += 1
+                if not self._down:  # one line per outage, not one per retry
+                    self._down = True
+                    self.log.warning("signal_bus_unavailable", error=type(exc).__name__, buffered=len(self._buffer))
+                await asyncio.sleep(self.retry_s)
+                self._wake.set()
+            else:
+                if self._down:
+                    self._down = False
+                    self.log.warning("signal_bus_recovered", overflow=self.stats.overflow)
+
+    async def _flush(self) -> None:
+        while self._buffer or self._marks:
+            batch = list(self._buffer)[:500]
+            marks = list(self._marks)
+            pipe = self.redis.pipeline(transaction=False)
+            for data, _created in batch:
+                pipe.xadd(self.stream, {"s": data}, maxlen=self.maxlen, approximate=True)
+            for data in marks:
+                pipe.xadd(self.marks_stream, {"m": data}, maxlen=1000, approximate=True)
+            await pipe.execute()
+            for _ in batch:
+                _data, created = self._buffer.popleft()
+                if self._clock is not None and created:
+                    self.stats.latencies_ms.append(float(self._clock() - created))
+            for _ in marks:
+                self._marks.popleft()
+            self.stats.published += len(batch)
+            self.stats.marks_published += len(marks)
+        self._empty.set()
+
+
+@dataclass(slots=True)
+class ConsumerStats:
+    """Counters of the executor's consumer."""
+
+    delivered: int = 0
+    acked: int = 0
+    claimed: int = 0
+    bad: int = 0
+    redis_errors: int = 0
+
+
+class SignalConsumer:
+    """The executor's side of the bus: XREADGROUP, XAUTOCLAIM of a dead consumer's pending, XACK."""
+
+    def __init__(self, redis: Any, stream: str, group: str, consumer: str, *, claim_idle_ms: int = 30_000,
+                 logger: structlog.stdlib.BoundLogger | None = None) -> None:
+        self.redis = redis
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.claim_idle_ms = claim_idle_ms
+        self.log = logger or structlog.get_logger()
+        self.stats = ConsumerStats()
+        self._backlog = True  # first read our own pending entries (delivered before a crash, never acked)
+
+    async def ensure_group(self) -> None:
+        """Create the stream and the group if absent (the group starts at the stream's beginning)."""
+        try:
+            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read(self, count: int = 100, block_ms: int = 1000) -> list[tuple[bytes, Signal | None]]:
+        """The next entries for this consumer: own pending first, then claimed, then new (``>``).
+
+        Each item is ``(entry id, signal)``; a malformed entry comes back with ``None`` (the caller acks
+        it so it is not redelivered forever; counted in ``stats.bad``).
+        """
+        try:
+            return await self._read(count, block_ms)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.ensure_group()  # Redis restarted empty: the group is gone
+            self._backlog = True
+            return []
+
+    async def _read(self, count: int, block_ms: int) -> list[tuple[bytes, Signal | None]]:
+        if self._backlog:
+            resp = await self.redis.xreadgroup(self.group, self.consumer, {self.stream: "0"}, count=count)
+            entries = _entries(resp)
+            if entries:
+                return self._decode(entries)
+            self._backlog = False
+            claimed = await self._autoclaim(count)
+            if claimed:
+                return claimed
+        resp = await self.redis.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=count,
+                                           block=block_ms)
+        return self._decode(_entries(resp))
+
+    async def _autoclaim(self, count: int) -> list[tuple[bytes, Signal | None]]:
+        out: list[tuple[bytes, Signal | None]] = []
+        start: Any = "0-0"
+        while True:
+            resp = await self.redis.xautoclaim(self.stream, self.group, self.consumer, self.claim_idle_ms,
+                                               start_id=start, count=count)
+            start, entries = resp[0], [e for e in resp[1] if e is not None and e[1] is not None]
+            self.stats.claimed += len(entries)
+            out.extend(self._decode(entries))
+            if start in (b"0-0", "0-0") or len(out) >= count:
+                return out
+
+    async def claim_stale(self, count: int = 100) -> list[tuple[bytes, Signal | None]]:
+        """Claim entries another consumer left pending longer than ``claim_idle_ms`` (periodic sweep)."""
+        return await self._autoclaim(count)
+
+    def _decode(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[tuple[bytes, Signal | None]]:
+        out: list[tuple[bytes, Signal | None]] = []
+        for entry_id, fields in entries:
+            self.stats.delivered += 1
+            try:
+                out.append((entry_id, decode_signal(fields[b"s"])))
+            except (BadSignal, KeyError) as exc:
+                self.stats.bad += 1
+                self.log.error("bad_signal_entry", entry=entry_id.decode(), error=str(exc)[:200])
+                out.append((entry_id, None))
+        return out
+
+    async def ack(self, ids: Sequence[bytes]) -> None:
+        """Acknowledge handled entries (they leave the pending list)."""
+        if ids:
+            await self.redis.xack(self.stream, self.group, *ids)
+            self.stats.acked += len(ids)
+
+
+def _entries(resp: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    if not resp:
+        return []
+    return [e for e in resp[0][1] if e[1] is not None]
+
+
+class MarksReader:
+    """Reads the marks stream (no group: each executor start reads from "now")."""
+
+    def __init__(self, redis: Any, stream: str) -> None:
+        self.redis = redis
+        self.stream = stream
+        self.last_id: Any = "$"
+
+    async def read(self, block_ms: int = 1000) -> list[tuple[int, list[str], list[float]]]:
+        """The minutes published since the last call: ``(open_time, symbols, closes)`` each."""
+        if self.last_id == "$":  # resolve "now" once, so entries between two calls are never skipped
+            last = await self.redis.xrevrange(self.stream, count=1)
+            self.last_id = last[0][0] if last else "0-0"
+        resp = await self.redis.xread({self.stream: self.last_id}, block=block_ms, count=100)
+        out: list[tuple[int, list[str], list[float]]] = []
+        for entry_id, fields in _entries(resp):
+            self.last_id = entry_id
+            with contextlib.suppress(msgspec.DecodeError, KeyError, ValueError):
+                open_time, symbols, closes = msgspec.json.decode(fields[b"m"])
+                out.append((int(open_time), list(symbols), list(closes)))
+        return out

@@ -1,0 +1,107 @@
+"""The signal bus over the real Redis: exact round trip, consumer group ack, reclaim of a dead consumer."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import pytest
+import redis.asyncio as aioredis
+
+from shards.bus import BadSignal, MarksReader, SignalConsumer, SignalPublisher, decode_signal, encode_signal
+from smc_quant.domain.trading import Signal
+from smc_quant.store.keys import ClusterKeys
+from tests.conftest import TEST_REDIS_URL
+
+pytestmark = pytest.mark.integration
+
+
+def _signal(i: int, price: str = "27123.45000001") -> Signal:
+    return Signal(f"sig-{i}", "BTCUSDT", "LONG" if i % 2 else "SHORT", 1_700_000_000_000 + i * 60_000,
+                  Decimal(price), 0.73, 0.8, 1.6, f"sweep>choch>fvg@{i}", (0.1, -2.5, 3e-9, 1e12),
+                  0.42, 7, "v3", 1_700_000_000_500 + i)
+
+
+@pytest.fixture
+async def rds() -> AsyncIterator[aioredis.Redis]:
+    client: aioredis.Redis = aioredis.from_url(TEST_REDIS_URL)
+    try:
+        await client.ping()
+    except Exception:
+        await client.aclose()
+        pytest.skip("Redis not reachable")
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def keys(rds: aioredis.Redis) -> AsyncIterator[ClusterKeys]:
+    k = ClusterKeys(f"t{uuid.uuid4().hex[:10]}")
+    yield k
+    await rds.delete(k.signals, k.marks)
+
+
+def test_signal_round_trip_is_exact() -> None:
+    for sig in (_signal(1), _signal(2, "0.000001234"), _signal(3, "1E+3")):
+        back = decode_signal(encode_signal(sig))
+        assert back == sig
+        assert str(back.price) == str(sig.price)
+
+
+def test_bad_entries_are_refused_cleanly() -> None:
+    for raw in (b"", b"{", b"[1,2]", encode_signal(_signal(1)).replace(b'"27123.45000001"', b'"abc"'),
+                encode_signal(_signal(1)).replace(b'"27123.45000001"', b'"-1"')):
+        with pytest.raises(BadSignal):
+            decode_signal(raw)
+
+
+async def test_publish_consume_ack_and_reclaim(rds: aioredis.Redis, keys: ClusterKeys) -> None:
+    """Unacked entries of a consumer that died are claimed by the next one; acked ones never come back."""
+    pub = SignalPublisher(rds, keys.signals, marks_stream=keys.marks)
+    marks = MarksReader(rds, keys.marks)
+    await marks.read(block_ms=1)  # positions the reader at "now"
+    pub.start()
+    for i in range(10):
+        pub.publish(_signal(i))
+    pub.publish_marks(1_700_000_000_000, ["BTCUSDT", "ETHUSDT"], [27000.5, 1800.25])
+    assert await pub.drain(5)
+    await pub.stop()
+    assert pub.stats.published == 10
+    assert await marks.read(block_ms=100) == [(1_700_000_000_000, ["BTCUSDT", "ETHUSDT"], [27000.5, 1800.25])]
+    dead = SignalConsumer(rds, keys.signals, keys.signals_group, "exec-dead", claim_idle_ms=0)
+    await dead.ensure_group()
+    await dead.ensure_group()  # idempotent
+    got = await dead.read(count=4, block_ms=100)
+    assert [s.signal_id for _, s in got if s] == [f"sig-{i}" for i in range(4)]
+    await dead.ack([got[0][0]])  # handled one, then "crashed" with three delivered and unacked
+    alive = SignalConsumer(rds, keys.signals, keys.signals_group, "exec-new", claim_idle_ms=0)
+    seen: list[str] = []
+    while batch := await alive.read(count=100, block_ms=50):
+        seen += [s.signal_id for _, s in batch if s]
+        await alive.ack([i for i, _ in batch])
+    assert sorted(seen) == sorted(f"sig-{i}" for i in range(1, 10))
+    assert alive.stats.claimed == 3
+    pending = await rds.xpending(keys.signals, keys.signals_group)
+    assert pending["pending"] == 0
+
+
+async def test_buffer_is_bounded_while_redis_is_down(rds: aioredis.Redis, keys: ClusterKeys) -> None:
+    """With Redis unreachable the publisher keeps the newest N signals, counts the overflow, then delivers."""
+    down: aioredis.Redis = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    pub = SignalPublisher(down, keys.signals, buffer_max=5, retry_s=0.01)
+    pub.start()
+    for i in range(8):
+        pub.publish(_signal(i))
+    assert not await pub.drain(0.3)
+    assert pub.buffered == 5 and pub.stats.overflow == 3 and pub.stats.redis_errors >= 1
+    await pub.stop()
+    await down.aclose()
+    pub.redis = rds  # Redis is back
+    pub.start()
+    pub.publish(_signal(8))  # the buffer is full: the oldest (sig-3) goes
+    assert await pub.drain(5)
+    assert pub.stats.overflow == 4
+    await pub.stop()
+    entries = await rds.xrange(keys.signals)
+    assert [decode_signal(f[b"s"]).signal_id for _, f in entries] == [f"sig-{i}" for i in range(4, 9)]
