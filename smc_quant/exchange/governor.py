@@ -5,6 +5,11 @@ to the ``X-MBX-USED-WEIGHT-1M`` header whenever the exchange reports more (other
 IP count too). A 429 or 418 blocks every caller until the exchange's deadline, so after a 429 nothing
 is sent before the deadline and the IP never earns a 418. The clock and the sleep are injected so
 tests run on a fake clock with no real waiting.
+
+Several processes (shard workers, the executor) behind one IP share one budget: with a
+:class:`SharedWeightBudget` every acquire also adds its weight to a per-minute Redis counter
+(``INCRBY`` on ``rest_weight(minute)``, expiring after two minutes) and waits for the next minute when
+the cluster-wide total would pass the budget. Redis unreachable → the local accounting alone decides.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from smc_quant.domain.candles import MINUTE_MS
 from smc_quant.errors import RateLimited
@@ -34,6 +40,48 @@ def _next_minute(now_ms: int) -> int:
     return (now_ms // MINUTE_MS + 1) * MINUTE_MS
 
 
+class SharedWeightBudget:
+    """The cluster-wide per-minute REST weight counter in Redis (one key per epoch minute).
+
+    ``redis`` is a ``redis.asyncio.Redis``; ``key_for(minute)`` names the counter (``ClusterKeys.rest_weight``).
+    """
+
+    def __init__(self, redis: Any, key_for: Callable[[int], str], *, expire_s: int = 120) -> None:
+        self.redis = redis
+        self.key_for = key_for
+        self.expire_s = expire_s
+        self.errors = 0
+
+    async def add(self, minute: int, weight: int) -> int | None:
+        """Add ``weight`` to ``minute``'s counter and return the new total (None: Redis unreachable)."""
+        key = self.key_for(minute)
+        try:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.incrby(key, weight)
+            pipe.expire(key, self.expire_s)
+            total, _ = await pipe.execute()
+        except Exception:  # Redis down or any client error: local accounting only, counted
+            self.errors += 1
+            return None
+        return int(total)
+
+    async def give_back(self, minute: int, weight: int) -> None:
+        """Undo an :meth:`add` that did not fit (the request waits for the next minute instead)."""
+        try:
+            await self.redis.decrby(self.key_for(minute), weight)
+        except Exception:
+            self.errors += 1
+
+    async def used(self, minute: int) -> int:
+        """The cluster-wide weight counted for ``minute`` (0 when absent or unreachable)."""
+        try:
+            value = await self.redis.get(self.key_for(minute))
+        except Exception:
+            self.errors += 1
+            return 0
+        return int(value or 0)
+
+
 class WeightGovernor:
     """Shared by every REST caller of one process; ``acquire`` before each request.
 
@@ -42,7 +90,8 @@ class WeightGovernor:
     """
 
     def __init__(self, limit: int = 2400, headroom: float = 0.10, *,
-                 clock: Clock = wall_clock_ms, sleep: Sleep = asyncio.sleep) -> None:
+                 clock: Clock = wall_clock_ms, sleep: Sleep = asyncio.sleep,
+                 shared: SharedWeightBudget | None = None) -> None:
         if not 0.0 <= headroom < 1.0:
             raise ValueError("headroom must be in [0, 1)")
         self.clock = clock
@@ -58,6 +107,8 @@ class WeightGovernor:
         self.throttled = 0
         self.rate_limited_429 = 0
         self.banned_418 = 0
+        self.shared = shared
+        self.shared_waits = 0
 
     @property
     def budget(self) -> int:
@@ -92,12 +143,30 @@ class WeightGovernor:
         self._refuse_long_penalty(max_wait_s)
         waited = self._lock.locked()  # the holder only keeps the lock while it sleeps
         async with self._lock:
-            while (wait_ms := self._wait_ms(weight)) > 0:
+            while True:
+                while (wait_ms := self._wait_ms(weight)) > 0:
+                    waited = True
+                    await self.sleep(wait_ms / 1000.0)
+                if await self._fits_cluster(weight):
+                    break
                 waited = True
-                await self.sleep(wait_ms / 1000.0)
+                self.shared_waits += 1
+                now = self.clock()
+                await self.sleep((_next_minute(now) - now) / 1000.0)
             self._used += weight
             self.acquired_total += weight
             self.throttled += int(waited)
+
+    async def _fits_cluster(self, weight: int) -> bool:
+        """Count ``weight`` in the cluster-wide minute; ``False`` (given back) when it would pass the budget."""
+        if self.shared is None:
+            return True
+        minute = self.clock() // MINUTE_MS
+        total = await self.shared.add(minute, weight)
+        if total is None or total <= self.budget:
+            return True
+        await self.shared.give_back(minute, weight)
+        return False
 
     def _refuse_long_penalty(self, max_wait_s: float | None) -> None:
         if max_wait_s is None:

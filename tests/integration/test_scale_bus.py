@@ -105,3 +105,36 @@ async def test_buffer_is_bounded_while_redis_is_down(rds: aioredis.Redis, keys: 
     await pub.stop()
     entries = await rds.xrange(keys.signals)
     assert [decode_signal(f[b"s"]).signal_id for _, f in entries] == [f"sig-{i}" for i in range(4, 9)]
+
+
+async def test_rest_weight_budget_is_shared_across_processes(rds: aioredis.Redis, keys: ClusterKeys) -> None:
+    """Two governors (two processes) on one Redis counter: the second waits for the next minute."""
+    from smc_quant.exchange.governor import SharedWeightBudget, WeightGovernor
+
+    now = [1_700_000_000_000 - 1_700_000_000_000 % 60_000 + 1_000]
+    slept: list[float] = []
+
+    async def sleep(s: float) -> None:
+        slept.append(s)
+        now[0] += int(s * 1000)
+
+    def gov() -> WeightGovernor:
+        return WeightGovernor(100, 0.0, clock=lambda: now[0], sleep=sleep,
+                              shared=SharedWeightBudget(rds, keys.rest_weight))
+    a, b = gov(), gov()
+    minute = now[0] // 60_000
+    try:
+        await a.acquire(60)
+        assert slept == []
+        await b.acquire(60)  # locally b has used nothing, but the cluster has 60 of 100
+        assert slept == [59.0] and b.shared_waits == 1
+        assert int(await rds.get(keys.rest_weight(minute))) == 60  # the refused reservation was given back
+        assert int(await rds.get(keys.rest_weight(minute + 1))) == 60
+        assert 0 < await rds.ttl(keys.rest_weight(minute + 1)) <= 120
+    finally:
+        await rds.delete(keys.rest_weight(minute), keys.rest_weight(minute + 1))
+    down = WeightGovernor(100, 0.0, clock=lambda: now[0], sleep=sleep,
+                          shared=SharedWeightBudget(aioredis.from_url("redis://127.0.0.1:1/0"), keys.rest_weight))
+    await down.acquire(10)  # Redis unreachable: local accounting alone
+    assert down.shared is not None and down.shared.errors == 1 and down.used_weight == 10
+    await down.shared.redis.aclose()
