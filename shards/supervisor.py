@@ -1,0 +1,276 @@
+"""Process lifecycle for a service that runs for months: supervised tasks, crash-loop backoff, a loop
+watchdog, the heartbeat line and aggregation of repeated log lines.
+
+* :class:`Supervisor` runs named long-lived coroutines; one that raises is logged (with its traceback)
+  and restarted after an exponential backoff; more than ``max_restarts`` crashes of one task within
+  ``window_s`` marks the supervisor failed — the process then stops and exits non-zero so the
+  orchestrator (Docker, systemd) sees it.
+* :class:`CrashHistory` remembers, in the state dir, when earlier runs of this role died without a clean
+  stop (a marker file written at start and removed at a clean exit; a SIGKILL leaves it behind). More
+  than ``limit`` crashes within ``window_s`` → the next start waits ``delay_s`` first, so a crash loop
+  does not hammer the exchange or the database.
+* :class:`LoopWatchdog` is a thread that notices the event loop not ticking for ``stall_s`` and logs it
+  with the stack of the loop's thread (what blocks it).
+* :class:`Heartbeat` logs one WARNING-level line every ``interval_s`` (15 min by default) with whatever
+  the process reports (per-shard throughput and lag, open positions, PnL, model version), so a quiet
+  log at the default WARNING level still proves the process is alive.
+* :class:`ErrorAggregator` is a structlog processor: the same warning/error (event + error text) repeated
+  within ``window_s`` is printed once, then once more with ``repeated=N`` when the window ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Coroutine, MutableMapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+TaskFactory = Callable[[], Coroutine[Any, Any, None]]
+
+
+@dataclass(slots=True)
+class TaskRecord:
+    """One supervised task: its factory, running task and crash times (monotonic seconds)."""
+
+    name: str
+    factory: TaskFactory
+    task: asyncio.Task[None] | None = None
+    crashes: list[float] = field(default_factory=list)
+    restarts: int = 0
+
+
+class Supervisor:
+    """Runs and restarts named tasks; see the module docstring. ``failed`` is set when one crash-loops."""
+
+    def __init__(self, *, max_restarts: int = 5, window_s: float = 300.0, backoff_initial_s: float = 0.5,
+                 backoff_max_s: float = 30.0, clock: Callable[[], float] = time.monotonic,
+                 logger: structlog.stdlib.BoundLogger | None = None) -> None:
+        self.max_restarts = max_restarts
+        self.window_s = window_s
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.clock = clock
+        self.log = logger or structlog.get_logger()
+        self.records: dict[str, TaskRecord] = {}
+        self.failed = asyncio.Event()
+        self.failure: str | None = None
+        self._runners: list[asyncio.Task[None]] = []
+
+    def spawn(self, name: str, factory: TaskFactory) -> None:
+        """Run ``factory()`` as a supervised task named ``name`` (restarted when it raises)."""
+        record = TaskRecord(name, factory)
+        self.records[name] = record
+        self._runners.append(asyncio.create_task(self._keep(record), name=f"supervise-{name}"))
+
+    @property
+    def crash_count(self) -> int:
+        """Crashes of every task so far."""
+        return sum(len(r.crashes) for r in self.records.values())
+
+    async def _keep(self, record: TaskRecord) -> None:
+        delay = self.backoff_initial_s
+        while True:
+            record.task = asyncio.create_task(record.factory(), name=record.name)
+            try:
+                await record.task
+                return  # finished on its own: nothing to restart
+            except Exception as exc:
+                now = self.clock()
+                record.crashes = [t for t in record.crashes if now - t <= self.window_s] + [now]
+                self.log.error("task_crashed", task=record.name, error=f"{type(exc).__name__}: {exc}",
+                               crashes_in_window=len(record.crashes),
+                               traceback="".join(traceback.format_exception(exc))[-4000:])
+                if len(record.crashes) > self.max_restarts:
+                    self.failure = f"task {record.name} crashed {len(record.crashes)} times in {self.window_s:g}s"
+                    self.log.error("supervisor_giving_up", task=record.name, reason=self.failure)
+                    self.failed.set()
+                    return
+                await asyncio.sleep(delay)
+                delay = min(self.backoff_max_s, delay * 2)
+                record.restarts += 1
+                self.log.warning("task_restarted", task=record.name, restarts=record.restarts)
+
+    async def stop(self) -> None:
+        """Cancel every supervised task and wait for them."""
+        for runner in self._runners:
+            runner.cancel()
+        for record in self.records.values():
+            if record.task is not None:
+                record.task.cancel()
+        await asyncio.gather(*self._runners, return_exceptions=True)
+        await asyncio.gather(*(r.task for r in self.records.values() if r.task is not None), return_exceptions=True)
+        self._runners.clear()
+
+
+class CrashHistory:
+    """Crash times of earlier runs of one role, kept in ``<state_dir>/crashes-<role>.json``."""
+
+    def __init__(self, state_dir: Path, role: str, *, limit: int = 3, window_s: float = 300.0,
+                 delay_s: float = 60.0, clock: Callable[[], float] = time.time) -> None:
+        self.path = state_dir / f"crashes-{role}.json"
+        self.marker = state_dir / f"running-{role}.pid"
+        self.limit = limit
+        self.window_s = window_s
+        self.delay_s = delay_s
+        self.clock = clock
+
+    def _load(self) -> list[float]:
+        try:
+            data = json.loads(self.path.read_text())
+            return [float(t) for t in data if isinstance(t, int | float)]
+        except (OSError, ValueError, TypeError):
+            return []
+
+    def crashes(self) -> list[float]:
+        """Crash times within the window (epoch seconds)."""
+        now = self.clock()
+        return [t for t in self._load() if now - t <= self.window_s]
+
+    def record_crash(self) -> None:
+        """Remember a crash now (a non-zero exit, or a previous run that left its marker behind)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps([*self.crashes(), self.clock()]))
+
+    def begin(self) -> float:
+        """At start: count an unclean previous run as a crash, write our marker, return the delay to wait."""
+        if self.marker.exists():
+            self.record_crash()
+        self.marker.parent.mkdir(parents=True, exist_ok=True)
+        self.marker.write_text(str(os.getpid()))
+        return self.delay_s if len(self.crashes()) > self.limit else 0.0
+
+    def end(self, clean: bool) -> None:
+        """At exit: a clean stop removes the marker; a failure is recorded as a crash."""
+        if not clean:
+            self.record_crash()
+        with contextlib.suppress(OSError):
+            self.marker.unlink()
+
+
+class LoopWatchdog:
+    """A daemon thread that logs when the event loop has not ticked for ``stall_s`` seconds."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, stall_s: float = 5.0, tick_s: float = 0.5,
+                 logger: structlog.stdlib.BoundLogger | None = None) -> None:
+        self.loop = loop
+        self.stall_s = stall_s
+        self.tick_s = tick_s
+        self.log = logger or structlog.get_logger()
+        self.stalls = 0
+        self.last_stack = ""
+        self.stalled = threading.Event()
+        self._last_tick = time.monotonic()
+        self._loop_thread = threading.get_ident()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="loop-watchdog", daemon=True)
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """Start ticking (call from the loop's thread) and start the watching thread."""
+        self._loop_thread = threading.get_ident()
+        self._tick()
+        self._thread.start()
+
+    def _tick(self) -> None:
+        self._last_tick = time.monotonic()
+        self._handle = self.loop.call_later(self.tick_s, self._tick)
+
+    def _watch(self) -> None:
+        in_stall = False
+        while not self._stop.wait(self.tick_s / 2):
+            lag = time.monotonic() - self._last_tick
+            if lag > self.stall_s and not in_stall:
+                in_stall = True
+                self.stalls += 1
+                frame = sys._current_frames().get(self._loop_thread)
+                self.last_stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
+                self.log.error("event_loop_stalled", seconds=round(lag, 1), stack=self.last_stack[-4000:])
+                self.stalled.set()
+            elif lag <= self.stall_s:
+                in_stall = False
+
+    def stop(self) -> None:
+        """Stop the thread and the ticks."""
+        self._stop.set()
+        if self._handle is not None:
+            self._handle.cancel()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+
+
+class Heartbeat:
+    """Logs ``heartbeat`` at WARNING every ``interval_s`` with the fields ``report()`` returns."""
+
+    def __init__(self, report: Callable[[], dict[str, Any]], *, interval_s: float = 900.0,
+                 logger: structlog.stdlib.BoundLogger | None = None) -> None:
+        self.report = report
+        self.interval_s = interval_s
+        self.log = logger or structlog.get_logger()
+        self.beats = 0
+
+    def beat(self) -> dict[str, Any]:
+        """Log one heartbeat line now and return its fields."""
+        fields = self.report()
+        self.beats += 1
+        self.log.warning("heartbeat", **fields)
+        return fields
+
+    async def run(self) -> None:
+        """Beat every ``interval_s`` until cancelled."""
+        while True:
+            await asyncio.sleep(self.interval_s)
+            self.beat()
+
+
+class ErrorAggregator:
+    """structlog processor folding repeats of one warning/error into one line with a count.
+
+    Key: (level, event, ``error`` field). The first occurrence passes; repeats within ``window_s`` are
+    dropped and counted; the first occurrence after the window passes with ``repeated=<dropped count>``.
+    """
+
+    LEVELS = frozenset({"warning", "error", "critical", "exception"})
+
+    def __init__(self, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 max_keys: int = 10_000) -> None:
+        self.window_s = window_s
+        self.clock = clock
+        self.max_keys = max_keys
+        self._seen: dict[tuple[str, str, str], list[float]] = {}  # key → [window start, suppressed count]
+        self.suppressed = 0
+
+    def __call__(self, _logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        if method not in self.LEVELS or event.get("event") == "heartbeat":
+            return event
+        key = (method, str(event.get("event")), str(event.get("error", ""))[:200])
+        now = self.clock()
+        state = self._seen.get(key)
+        if state is not None and now - state[0] < self.window_s:
+            state[1] += 1
+            self.suppressed += 1
+            raise structlog.DropEvent
+        if state is not None and state[1]:
+            event["repeated"] = int(state[1])
+        if len(self._seen) >= self.max_keys:
+            self._seen.clear()
+        self._seen[key] = [now, 0]
+        return event
+
+
+def install_error_aggregation(window_s: float = 60.0) -> ErrorAggregator:
+    """Insert an :class:`ErrorAggregator` just before structlog's renderer (after ``configure_logging``)."""
+    aggregator = ErrorAggregator(window_s)
+    processors = list(structlog.get_config()["processors"])
+    processors.insert(max(0, len(processors) - 1), aggregator)
+    structlog.configure(processors=processors)
+    return aggregator

@@ -1,0 +1,131 @@
+"""Lifecycle pieces: supervised restarts and giving up, crash-loop backoff on disk, the loop watchdog,
+the heartbeat line and the aggregation of repeated errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from shards.supervisor import CrashHistory, ErrorAggregator, Heartbeat, LoopWatchdog, Supervisor
+
+
+async def test_crashed_task_restarts_with_backoff_and_is_reported() -> None:
+    runs: list[int] = []
+    done = asyncio.Event()
+
+    async def flaky() -> None:
+        runs.append(1)
+        if len(runs) < 3:
+            raise RuntimeError("boom")
+        done.set()
+        await asyncio.Event().wait()
+
+    sup = Supervisor(backoff_initial_s=0.01, max_restarts=5)
+    with capture_logs() as logs:
+        sup.spawn("flaky", flaky)
+        await asyncio.wait_for(done.wait(), 5)
+    assert len(runs) == 3 and sup.crash_count == 2 and not sup.failed.is_set()
+    crashed = [e for e in logs if e["event"] == "task_crashed"]
+    assert len(crashed) == 2 and crashed[0]["task"] == "flaky" and "RuntimeError: boom" in crashed[0]["error"]
+    assert "Traceback" in crashed[0]["traceback"]
+    assert [e["restarts"] for e in logs if e["event"] == "task_restarted"] == [1, 2]
+    await sup.stop()
+
+
+async def test_repeated_crashes_fail_the_supervisor() -> None:
+    async def broken() -> None:
+        raise ValueError("always")
+
+    sup = Supervisor(backoff_initial_s=0.001, max_restarts=3, window_s=60)
+    sup.spawn("broken", broken)
+    await asyncio.wait_for(sup.failed.wait(), 5)
+    assert sup.crash_count == 4 and sup.failure is not None and "broken" in sup.failure
+    await sup.stop()
+
+
+def test_crash_history_delays_a_crash_loop(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    hist = CrashHistory(tmp_path, "shard", limit=3, window_s=300, delay_s=60, clock=lambda: now[0])
+    assert hist.begin() == 0.0
+    hist.end(clean=True)  # a clean stop is not a crash
+    assert hist.crashes() == []
+    for _ in range(4):  # four SIGKILLed runs leave their marker behind
+        assert hist.begin() == 0.0 or len(hist.crashes()) > 3
+        now[0] += 10
+    assert len(hist.crashes()) == 3
+    assert hist.begin() == 60.0  # the 4th crash within 5 min → wait 60 s before starting
+    hist.end(clean=False)
+    assert len(hist.crashes()) == 5
+    now[0] += 301  # five minutes later the history no longer counts
+    assert hist.begin() == 0.0
+    (tmp_path / "crashes-shard.json").write_text("not json")
+    assert hist.crashes() == []  # a damaged file is an empty history, not a crash
+
+
+async def test_watchdog_reports_a_stalled_loop_with_its_stack() -> None:
+    dog = LoopWatchdog(asyncio.get_running_loop(), stall_s=0.3, tick_s=0.05)
+    with capture_logs() as logs:
+        dog.start()
+        await asyncio.sleep(0)
+
+        def blocking_call_in_the_loop() -> None:
+            dog.stalled.wait(5)  # blocks the loop thread until the watchdog noticed
+
+        blocking_call_in_the_loop()
+        dog.stop()
+    assert dog.stalls == 1
+    assert "blocking_call_in_the_loop" in dog.last_stack
+    stalled = [e for e in logs if e["event"] == "event_loop_stalled"]
+    assert len(stalled) == 1 and stalled[0]["seconds"] >= 0.3
+
+
+async def test_watchdog_is_quiet_while_the_loop_ticks() -> None:
+    dog = LoopWatchdog(asyncio.get_running_loop(), stall_s=0.5, tick_s=0.05)
+    dog.start()
+    await asyncio.sleep(0.8)  # a healthy loop for longer than the stall threshold (the time passing is the test)
+    dog.stop()
+    assert dog.stalls == 0
+
+
+def test_heartbeat_line_carries_the_report() -> None:
+    hb = Heartbeat(lambda: {"shards": {"0": {"frames_per_s": 12.5, "lag_s": 0.4}}, "open_positions": 2,
+                            "pnl": "12.5", "model_version": 3}, interval_s=900)
+    with capture_logs() as logs:
+        fields = hb.beat()
+    assert logs == [{"event": "heartbeat", "log_level": "warning", **fields}]
+    assert hb.beats == 1
+
+
+def test_repeated_errors_aggregate_into_one_line_with_a_count() -> None:
+    now = [0.0]
+    agg = ErrorAggregator(window_s=60, clock=lambda: now[0])
+    out: list[Any] = []
+
+    def emit(level: str, event: str, **kw: Any) -> None:
+        with contextlib.suppress(structlog.DropEvent):
+            out.append(agg(None, level, {"event": event, **kw}))
+
+    for _ in range(50):
+        emit("error", "redis_down", error="ConnectionError: refused")
+        now[0] += 1
+    emit("error", "other_failure", error="x")  # another key passes at once
+    emit("info", "redis_down")  # below warning: never aggregated
+    assert [e["event"] for e in out] == ["redis_down", "other_failure", "redis_down"]
+    now[0] += 60
+    emit("error", "redis_down", error="ConnectionError: refused")
+    assert out[-1]["repeated"] == 49 and agg.suppressed == 49
+
+
+@pytest.mark.parametrize("level", ["warning", "error"])
+def test_aggregator_keys_on_the_error_text(level: str) -> None:
+    agg = ErrorAggregator(window_s=60, clock=lambda: 0.0)
+    assert agg(None, level, {"event": "e", "error": "a"})
+    assert agg(None, level, {"event": "e", "error": "b"})
+    with pytest.raises(structlog.DropEvent):
+        agg(None, level, {"event": "e", "error": "a"})
