@@ -196,6 +196,39 @@ class LearnerSettings(_Section):
     """With no champion, train one from the stored history at start (in a worker thread)."""
 
 
+class ClusterSettings(_Section):
+    """Multi-process mode (``smc-quant shard`` workers + one ``smc-quant executor`` over Redis; docs/scaling.md)."""
+
+    key_prefix: str = "smc"
+    """Prefix of every Redis key of this deployment (two deployments may share one Redis)."""
+    lease_ttl_s: Annotated[float, Field(ge=0.2)] = 15.0
+    """A shard lease expires this long after its worker's last renewal (a dead worker's shards move then)."""
+    lease_renew_s: PositiveFloat = 5.0
+    """How often a worker renews its leases and re-reads the live workers (well under the TTL)."""
+    signal_buffer: PositiveInt = 10_000
+    """Signals a worker keeps while Redis is down; beyond it the oldest is dropped (counted)."""
+    stream_maxlen: PositiveInt = 100_000
+    """Approximate cap of the signal stream's length."""
+    claim_idle_s: PositiveFloat = 30.0
+    """The executor claims signals another consumer left unacknowledged this long (XAUTOCLAIM)."""
+    consumer_name: str = "executor"
+    """The executor's consumer name in the group (stable across restarts: its pending entries are re-read)."""
+    heartbeat_s: PositiveFloat = 900.0
+    """Interval of the heartbeat log line (throughput, lag, positions, PnL, model version)."""
+    watchdog_stall_s: PositiveFloat = 10.0
+    """Log (with the loop's stack) when the event loop has not ticked for this long."""
+    max_task_restarts: PositiveInt = 5
+    """A supervised task crashing more often than this within crash_window_s ends the process non-zero."""
+    crash_limit: PositiveInt = 3
+    """More crashed runs than this within crash_window_s delay the next start by crash_delay_s."""
+    crash_window_s: PositiveFloat = 300.0
+    """Window of the crash counts above."""
+    crash_delay_s: Annotated[float, Field(ge=0.0)] = 60.0
+    """Start delay after a crash loop."""
+    shutdown_timeout_s: PositiveFloat = 10.0
+    """Graceful shutdown budget on SIGTERM/SIGINT (drain, flush, close)."""
+
+
 class Settings(BaseSettings):
     """Every setting of the service. Build it once with :func:`load_settings`."""
 
@@ -222,8 +255,8 @@ class Settings(BaseSettings):
     """API secret (only trading needs it)."""
     mode: Literal["live", "paper", "replay"] = "paper"
     """live: real orders; paper: live data, simulated fills; replay: against the emulator."""
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    """Lowest level logged."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    """Lowest level logged (a heartbeat line at WARNING proves liveness every cluster.heartbeat_s)."""
     log_format: Literal["auto", "json", "console"] = "auto"
     """auto: JSON when stderr is not a TTY, readable console otherwise."""
     state_dir: Path = Field(default_factory=lambda: _default_state_dir())
@@ -242,6 +275,8 @@ class Settings(BaseSettings):
     """Notifications."""
     learner: LearnerSettings = LearnerSettings()
     """Self-learning loop."""
+    cluster: ClusterSettings = ClusterSettings()
+    """Multi-process shards over Redis."""
 
     @field_validator("database_url")
     @classmethod
