@@ -40,7 +40,9 @@ class ClusterManager:
         repository: CandleHistory,
         backfill: Backfill,
         logger: structlog.stdlib.BoundLogger | None = None,
+        only: Sequence[int] | None = None,
     ) -> None:
+        """``only``: build just these shard indexes of the ``shard_count`` split (a worker's leased slots)."""
         self.settings = settings
         self._repo = repository
         self._log = logger or structlog.get_logger()
@@ -50,6 +52,8 @@ class ClusterManager:
         self.feeds: list[ShardFeed] = []
         self.analyzers: list[MinuteAnalyzer] = []
         for shard, shard_symbols in enumerate(self.assignment):
+            if only is not None and shard not in only:
+                continue
             metrics = FeedMetrics(shard=shard)
             log = self._log.bind(shard=shard)
             sink = CandleSink(repository, metrics, flush_interval_s=feed.flush_interval_s,
@@ -69,7 +73,10 @@ class ClusterManager:
         return [f.metrics for f in self.feeds]
 
     def queue_depth(self, shard: int) -> int:
-        return self.feeds[shard].queue.qsize()
+        for feed in self.feeds:
+            if feed.shard == shard:
+                return feed.queue.qsize()
+        return 0
 
     async def seed(self) -> int:
         """Warm start every shard from PostgreSQL; return the number of candles loaded."""
