@@ -1,0 +1,1 @@
+"""Backtests over history through the live decision objects (see docs/backtest.md)."""

@@ -1,0 +1,113 @@
+"""The live decision objects, composed for a backtest: the same classes and settings as ``shards/trading.py``.
+
+``build_stack`` mirrors :class:`shards.trading.TradingStack` (paper branch) line for line — RiskConfig,
+OrderConfig, SimConfig and ExecutorConfig are built from the same :class:`~smc_quant.settings.TradingSettings`
+fields — with three differences a backtest needs: no database (the executor's repository is ``None``),
+no notifier, and the executor's wall-clock loops (exit checks, reconciliation) pushed out of reach because the
+backtest drives exits on the candle clock itself (``Executor.check_exits`` after every minute). The broker is
+:class:`BarBroker`, the :class:`~smc_quant.paper.PaperBroker` plus a bar-level price feed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal
+
+import structlog
+
+from shards.executor import Executor, ExecutorConfig
+from smc_quant.exchange.brackets import SymbolBrackets
+from smc_quant.exchange.exchange_info import SymbolFilters
+from smc_quant.order_manager import OrderConfig, SmartOrderManager
+from smc_quant.paper import PaperBroker
+from smc_quant.risk import RiskConfig, RiskManager
+from smc_quant.settings import TradingSettings
+from smc_quant.sim.account import SimAccount, SimConfig
+
+__all__ = ["BacktestClock", "BarBroker", "PricePath", "Stack", "build_stack", "quiet_logger"]
+
+PricePath = Literal["ohlc", "close"]
+NEVER_S = 1e9
+"""The executor's own wall-clock loops (exit checks, reconciliation) wait this long: never, in a backtest."""
+
+
+class BacktestClock:
+    """Epoch ms of the candle being processed (its close time), like the service's replay ``MarketClock``."""
+
+    def __init__(self, now_ms: int = 0) -> None:
+        self.now_ms = now_ms
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+
+class BarBroker(PaperBroker):
+    """The paper broker, fed one whole 1m bar at a time.
+
+    ``path="ohlc"`` follows docs/sim.md: the open (``gap=True``: a stop the bar opens beyond fills at the open),
+    the extreme nearer the open, the other extreme, then the close, at ``open``, ``+20 s``, ``+40 s`` and
+    ``+59.999 s``; ``path="close"`` feeds the close only, at ``open + 59 999`` ms — exactly what the service's
+    paper mode sees from closed candles (used by the parity test).
+    """
+
+    def on_bar(self, symbol: str, o: float, h: float, low: float, c: float, open_time: int,
+               path: PricePath = "ohlc") -> int:
+        """Feed one bar; returns how many account events it produced (delivered on later loop turns)."""
+        acc = self.account
+        events = []
+        if path == "ohlc":
+            near, far = (h, low) if abs(h - o) <= abs(o - low) else (low, h)
+            events.extend(acc.on_price(symbol, _dec(o), open_time, gap=True))
+            events.extend(acc.on_price(symbol, _dec(near), open_time + 20_000))
+            events.extend(acc.on_price(symbol, _dec(far), open_time + 40_000))
+        events.extend(acc.on_price(symbol, _dec(c), open_time + 59_999))
+        self._emit(events)
+        return len(events)
+
+
+def _dec(x: float) -> Decimal:
+    return Decimal(repr(float(x)))
+
+
+@dataclass
+class Stack:
+    """What one backtest run trades through."""
+
+    broker: BarBroker
+    risk: RiskManager
+    manager: SmartOrderManager
+    executor: Executor
+
+
+def _drop(_logger: Any, _name: str, _event: Any) -> Any:
+    raise structlog.DropEvent
+
+
+def quiet_logger() -> Any:
+    """A structlog logger that drops everything (a backtest would otherwise log every order)."""
+    return structlog.wrap_logger(None, processors=[_drop])
+
+
+def build_stack(t: TradingSettings, filters: Mapping[str, SymbolFilters], brackets: Mapping[str, SymbolBrackets],
+                clock: BacktestClock, logger: Any | None = None) -> Stack:
+    """Paper account → broker → SmartOrderManager → RiskManager → Executor, configured like the service."""
+    log = logger if logger is not None else quiet_logger()
+    taker = Decimal(str(t.taker_fee_pct)) / 100
+    account = SimAccount(dict(filters), dict(brackets), SimConfig(
+        balance=Decimal(str(t.paper_balance)), taker_fee=taker, slippage_bps=Decimal(str(t.slippage_bps))))
+    broker = BarBroker(account, clock)
+    risk = RiskManager(RiskConfig(
+        risk_per_trade_pct=Decimal(str(t.risk_per_trade_pct)), max_positions=t.max_positions,
+        max_position_margin_pct=Decimal(str(t.max_position_margin_pct)),
+        max_total_margin_pct=Decimal(str(t.max_total_margin_pct)), max_leverage=t.max_leverage,
+        max_hold_ms=int(t.max_hold_s * 1000), daily_loss_limit_pct=Decimal(str(t.daily_loss_limit_pct)),
+        cooldown_ms=int(t.cooldown_after_stop_s * 1000)), filters, brackets)
+    manager = SmartOrderManager(broker, filters, config=OrderConfig(entry_type=t.entry_type,
+                                                                    margin_type=t.margin_type),
+                                journal=None, clock=clock, logger=log)
+    executor = Executor(broker=broker, manager=manager, risk=risk, repo=None, notifier=None, clock=clock,
+                        logger=log, config=ExecutorConfig(exit_check_interval_s=NEVER_S,
+                                                          reconcile_interval_s=NEVER_S, taker_fee=taker))
+    return Stack(broker, risk, manager, executor)
