@@ -221,6 +221,10 @@ class SignalConsumer:
         self.stats = ConsumerStats()
         self._backlog = True  # first read our own pending entries (delivered before a crash, never acked)
 
+    def rewind(self) -> None:
+        """Re-read our own pending entries at the next :meth:`read` (after an ack that did not reach Redis)."""
+        self._backlog = True
+
     async def ensure_group(self) -> None:
         """Create the stream and the group if absent (the group starts at the stream's beginning)."""
         try:

@@ -58,6 +58,36 @@ def cmd_run(_: argparse.Namespace) -> int:
     return _run_loop(main)
 
 
+def _cluster_command(role: str) -> int:
+    """Run a shard worker or the executor (multi-process mode, docs/scaling.md) until SIGTERM/SIGINT."""
+    from shards.supervisor import install_error_aggregation
+    from shards.worker import run_process
+
+    settings = _settings()
+    install_error_aggregation()
+
+    async def main() -> int:
+        if role == "shard":
+            from shards.worker import ShardWorker
+
+            return await run_process(ShardWorker(settings), _stop_event())
+        from shards.executor_main import ExecutorProcess
+
+        return await run_process(ExecutorProcess(settings), _stop_event())
+
+    return _run_loop(main)
+
+
+def cmd_shard(_: argparse.Namespace) -> int:
+    """Run one shard worker: lease shard slots in Redis, store candles, publish signals."""
+    return _cluster_command("shard")
+
+
+def cmd_executor(_: argparse.Namespace) -> int:
+    """Run the executor: consume the signal stream and manage orders and positions (one per account)."""
+    return _cluster_command("executor")
+
+
 def cmd_migrate(_: argparse.Namespace) -> int:
     """Apply pending migrations and exit."""
     from smc_quant.store.embedded import resolve_database
@@ -227,6 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the service (settings from the environment)").set_defaults(func=cmd_run)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    sub.add_parser("shard", help="run one shard worker (multi-process mode, needs REDIS_URL)").set_defaults(
+        func=cmd_shard)
+    sub.add_parser("executor", help="run the executor (multi-process mode, needs REDIS_URL)").set_defaults(
+        func=cmd_executor)
     check = sub.add_parser("check", help="exit 0 if /health is 200, else 1")
     check.add_argument("--url", default=None, help="health URL (default from SMC_OPS__HOST/PORT)")
     check.add_argument("--timeout", type=float, default=5.0)

@@ -1,0 +1,168 @@
+"""``smc-quant executor``: the single order-placing process of the multi-process deployment.
+
+It consumes the signal stream with a consumer group (XREADGROUP; its own pending entries re-read and a
+crashed consumer's claimed at start, XAUTOCLAIM), hands each signal to the :class:`~shards.executor.Executor`
+(risk, orders, persistence) and acknowledges the entries only once they were handled and their rows
+written. The executor's exit loop, reconciliation and user-data stream do not depend on Redis: with
+Redis down no new entries are taken, while open positions keep their exchange-side stops, the 2-hour
+limit and reconciliation. Marks (each minute's closes from the workers) drive the paper account, the
+replay clock and the exit checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from typing import Any
+
+import structlog
+
+from shards.bus import REDIS_DOWN, MarksReader, SignalConsumer
+from shards.supervisor import Heartbeat
+from shards.worker import ClusterProcess
+from smc_quant.domain.candles import MINUTE_MS
+from smc_quant.ops.server import OpsServer
+from smc_quant.settings import Settings
+
+
+class ExecutorProcess(ClusterProcess):
+    """One ``smc-quant executor`` process (exactly one per account); see the module docstring."""
+
+    role = "executor"
+
+    def __init__(self, settings: Settings, *, logger: structlog.stdlib.BoundLogger | None = None) -> None:
+        super().__init__(settings, logger=logger)
+        self.trading: Any = None
+        self.consumer: SignalConsumer | None = None
+        self.marks: MarksReader | None = None
+        self.minutes = 0
+        self._redis_down = False
+        self._ready = False
+
+    async def start(self) -> None:
+        """Recover and reconcile the book (TradingStack.start), then consume signals and marks."""
+        from shards.trading import TradingStack
+        from smc_quant.datasets import LEVERAGE_TIERS, data_dir
+
+        await self._start_infra()
+        assert self.universe is not None and self.session is not None and self.redis is not None
+        c = self.settings.cluster
+        tiers = data_dir() / LEVERAGE_TIERS
+        self.trading = TradingStack(self.settings, filters=self.universe.filters, session=self.session,
+                                    pool=self.pool, governor=self.governor,
+                                    brackets_file=tiers if tiers.exists() else None, logger=self.log)
+        await self.trading.start()
+        self.consumer = SignalConsumer(self.redis, self.keys.signals, self.keys.signals_group, c.consumer_name,
+                                       claim_idle_ms=int(c.claim_idle_s * 1000), logger=self.log)
+        self.marks = MarksReader(self.redis, self.keys.marks)
+        ops = self.settings.ops
+        self.ops = OpsServer([], window_s=ops.freshness_window_s or 90.0, fraction=ops.fresh_fraction,
+                             queue_depth=lambda _shard: 0, ready=lambda: self._ready, extra=self.metrics)
+        await self.ops.start(ops.host, ops.port)
+        self.supervisor.spawn("signals", self._signal_loop)
+        self.supervisor.spawn("marks", self._marks_loop)
+        self.supervisor.spawn("heartbeat", Heartbeat(self.report, interval_s=c.heartbeat_s, logger=self.log).run)
+        self._ready = True
+        self.log.info("executor_process_started", positions=len(self.trading.executor.book), ops=self.ops.port)
+
+    async def stop(self) -> None:
+        """Stop intake (no new entries), let the handled ones finish and persist, close. Positions stay
+        protected by their exchange-side stops."""
+        self._ready = False
+        await self.supervisor.stop()
+        if self.trading is not None:
+            try:
+                await asyncio.wait_for(self.trading.executor.idle(), 5)
+            except TimeoutError:
+                self.log.error("executor_not_idle_at_stop")
+            await self.trading.stop()
+        await self._stop_infra()
+        self.log.info("executor_process_stopped")
+
+    def _redis_failed(self, exc: BaseException) -> None:
+        if not self._redis_down:
+            self._redis_down = True
+            self.log.warning("redis_unavailable", error=type(exc).__name__,
+                             note="no new entries; exits, stops and reconciliation continue")
+
+    def _redis_ok(self) -> None:
+        if self._redis_down:
+            self._redis_down = False
+            self.log.warning("redis_recovered")
+
+    async def _signal_loop(self) -> None:
+        assert self.consumer is not None
+        executor = self.trading.executor
+        grouped = False
+        while True:
+            try:
+                if not grouped:
+                    await self.consumer.ensure_group()
+                    grouped = True
+                batch = await self.consumer.read(count=100, block_ms=1000)
+                self._redis_ok()
+            except REDIS_DOWN as exc:
+                self._redis_failed(exc)
+                grouped = False
+                await asyncio.sleep(1.0)
+                continue
+            if not batch:
+                continue
+            for _entry, signal in batch:
+                if signal is not None:
+                    await executor.handle(signal)  # refuses a signal id it has seen (memory reloaded at start)
+            await executor.idle()  # the signal rows are written: now the entries may leave the pending list
+            try:
+                await self.consumer.ack([entry for entry, _ in batch])
+            except REDIS_DOWN as exc:  # not acked: re-read from our pending list, refused as duplicates
+                self._redis_failed(exc)
+                self.consumer.rewind()
+
+    async def _marks_loop(self) -> None:
+        assert self.marks is not None
+        while True:
+            try:
+                minutes = await self.marks.read(block_ms=1000)
+                self._redis_ok()
+            except REDIS_DOWN as exc:
+                self._redis_failed(exc)
+                await asyncio.sleep(1.0)
+                continue
+            for open_time, symbols, closes in minutes:
+                self.apply_marks(open_time, symbols, closes)
+            if minutes:
+                self.minutes += len(minutes)
+                await self.trading.on_minute()
+
+    def apply_marks(self, open_time: int, symbols: list[str], closes: list[float]) -> None:
+        """One minute's closes: the replay clock, the marks, the paper account's prices."""
+        trading = self.trading
+        close_ms = open_time + MINUTE_MS
+        if close_ms > trading.clock.latest_close_ms:
+            trading.clock.latest_close_ms = close_ms
+        for symbol, close in zip(symbols, closes, strict=False):
+            price = Decimal(repr(float(close)))
+            trading.executor.on_price(symbol, price)
+            if trading.paper is not None:
+                trading.paper.on_price(symbol, price, close_ms - 1)
+
+    def report(self) -> dict[str, Any]:
+        """The heartbeat line: positions, PnL, signals consumed, bus state."""
+        ex = self.trading.executor
+        snap = ex.snapshot()
+        st = self.consumer.stats if self.consumer else None
+        return {"open_positions": len(ex.book), "wallet": str(snap.wallet_balance),
+                "unrealized_pnl": str(snap.unrealized_pnl), "signals": ex.stats.signals,
+                "opened": ex.stats.opened, "closed": ex.stats.closed,
+                "bus_delivered": st.delivered if st else 0, "bus_claimed": st.claimed if st else 0,
+                "redis_down": self._redis_down, "minutes": self.minutes}
+
+    def metrics(self) -> dict[str, float]:
+        """Extra gauges for /metrics."""
+        out: dict[str, float] = dict(self.trading.metrics()) if self.trading is not None else {}
+        if self.consumer is not None:
+            st = self.consumer.stats
+            out.update(bus_delivered=float(st.delivered), bus_acked=float(st.acked), bus_claimed=float(st.claimed),
+                       bus_bad=float(st.bad))
+        out["redis_down"] = float(self._redis_down)
+        return out
