@@ -51,8 +51,8 @@ __all__ = ["BacktestConfig", "BacktestResult", "Mode", "OrderRow", "Prepared", "
 F64 = npt.NDArray[np.float64]
 MINUTE_MS = 60_000
 Mode = Literal["model", "unfiltered", "random"]
-Scorer = Callable[[F64], F64]
-"""Rows of features → P(win) per row (``MLPredictor.predict_batch``)."""
+Scorer = Callable[[F64], F64 | None]
+"""Rows of features → P(win) per row (``MLPredictor.predict_batch``); None = no model (no signals)."""
 Progress = Callable[[int, int], None]
 """Called with (minutes done, minutes in all)."""
 MinuteHook = Callable[[int], Awaitable[None]]
@@ -261,7 +261,8 @@ class _Run:
         if self.cfg.mode == "unfiltered":
             p: F64 | None = np.full(len(syms), self.cfg.baseline_confidence)
         else:
-            p = None if self.scorer is None else np.asarray(self.scorer(x), dtype=np.float64)
+            scores = None if self.scorer is None else self.scorer(x)
+            p = None if scores is None else np.asarray(scores, dtype=np.float64)
         closes = [Decimal(repr(float(self.p.series[sym].close[r]))) for sym, r in setups]
         return self.scalper.on_batch(syms, np.full(len(syms), t, dtype=np.int64), x, p,
                                      model_version=self.model_version(), close_prices=closes,
