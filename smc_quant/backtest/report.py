@@ -25,7 +25,6 @@ import json
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -154,18 +153,14 @@ def run_report(trades: Sequence[Trade], balance: Decimal, start_ms: int, end_ms:
             "trades": trade_rows(ordered)}
 
 
-def _curve(balance: Decimal, report: Mapping[str, Any], start_ms: int) -> tuple[list[datetime], list[float]]:
+def _curve(balance: Decimal, report: Mapping[str, Any], start_ms: int) -> tuple[list[int], list[float]]:
     """(time, realised equity) after each trade, from the trades table."""
-    xs, ys, eq = [_dt(start_ms)], [float(balance)], balance
+    xs, ys, eq = [start_ms], [float(balance)], balance
     for row in report["trades"]:
         eq += Decimal(row["net_pnl"])
-        xs.append(_dt(row["exit_time_ms"]))
+        xs.append(int(row["exit_time_ms"]))
         ys.append(float(eq))
     return xs, ys
-
-
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 def plots(runs: Mapping[str, Mapping[str, Any]], balance: Decimal, start_ms: int) -> dict[str, str]:
