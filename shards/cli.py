@@ -287,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--force", action="store_true", help="promote even if the gate says no (prints why)")
     pr.set_defaults(func=cmd_promote)
     sub.add_parser("rollback", help="reinstate the previous champion").set_defaults(func=cmd_rollback)
+    from shards.backtest_cli import add_subcommands as add_backtest_subcommands
+
+    add_backtest_subcommands(sub)  # backtest, replay
     return parser
 
 
