@@ -235,7 +235,8 @@ class Heartbeat:
 class ErrorAggregator:
     """structlog processor folding repeats of one warning/error into one line with a count.
 
-    Key: (level, event, ``error`` field). The first occurrence passes; repeats within ``window_s`` are
+    Key: (level, event, ``error`` field) — or, without an ``error`` field, all the other fields. The first
+    occurrence passes; repeats within ``window_s`` are
     dropped and counted; the first occurrence after the window passes with ``repeated=<dropped count>``.
     """
 
@@ -252,7 +253,11 @@ class ErrorAggregator:
     def __call__(self, _logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         if method not in self.LEVELS or event.get("event") == "heartbeat":
             return event
-        key = (method, str(event.get("event")), str(event.get("error", ""))[:200])
+        if "error" in event:  # the same failure, whatever the other fields say
+            detail = str(event["error"])[:200]
+        else:  # otherwise only an identical line is a repeat
+            detail = repr(sorted((k, repr(v)) for k, v in event.items() if k not in ("event", "timestamp")))[:500]
+        key = (method, str(event.get("event")), detail)
         now = self.clock()
         state = self._seen.get(key)
         if state is not None and now - state[0] < self.window_s:

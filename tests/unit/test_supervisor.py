@@ -129,3 +129,11 @@ def test_aggregator_keys_on_the_error_text(level: str) -> None:
     assert agg(None, level, {"event": "e", "error": "b"})
     with pytest.raises(structlog.DropEvent):
         agg(None, level, {"event": "e", "error": "a"})
+
+
+def test_lines_without_an_error_field_aggregate_only_when_identical() -> None:
+    agg = ErrorAggregator(window_s=60, clock=lambda: 0.0)
+    assert agg(None, "warning", {"event": "slot_started", "slot": 0})
+    assert agg(None, "warning", {"event": "slot_started", "slot": 1})
+    with pytest.raises(structlog.DropEvent):
+        agg(None, "warning", {"event": "slot_started", "slot": 1, "timestamp": "later"})
