@@ -56,27 +56,6 @@ def _run_loop(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
     return asyncio.run(main())
 
 
-def _doc(title: str, series: Mapping[str, KlineSeries], runs: Mapping[str, BacktestResult], notes: Sequence[str],
-         extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    from smc_quant.backtest.report import run_report
-
-    first = next(iter(runs.values()))
-    window = f"{_iso(first.start_ms)} → {_iso(first.end_ms)} (UTC)"
-    doc: dict[str, Any] = {
-        "title": title, "window": window, "start_ms": first.start_ms, "end_ms": first.end_ms,
-        "balance": format(first.balance, "f"), "candles": first.candles, "symbols": sorted(series),
-        "notes": list(notes), "runs": {}, "signals": {}, "skip_reasons": {}, "open_at_end": {}, "seconds": {},
-    }
-    for name, res in runs.items():
-        doc["runs"][name] = run_report(res.trades, res.balance, res.start_ms, res.end_ms)
-        doc["signals"][name] = len(res.signals)
-        doc["skip_reasons"][name] = res.skip_reasons
-        doc["open_at_end"][name] = res.open_positions
-        doc["seconds"][name] = round(res.seconds, 3)
-    doc.update(extra or {})
-    return doc
-
-
 def _iso(ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ms / 1000))
 
@@ -118,6 +97,7 @@ async def run_backtests(series: Mapping[str, KlineSeries], *, model: str, settin
     """The ML run (champion or walk-forward) and both baselines over ``series``; the report document."""
     from smc_quant.backtest.engine import run_backtest
     from smc_quant.backtest.market import market_rules
+    from smc_quant.backtest.report import build_document
     from smc_quant.backtest.walkforward import WalkForwardConfig, walk_forward
 
     filters, brackets, notes = market_rules(series)
@@ -152,7 +132,8 @@ async def run_backtests(series: Mapping[str, KlineSeries], *, model: str, settin
              "targets fill at their trigger (at the open when a bar gaps through them)",
              f"baselines: unfiltered and random entries carry confidence {cfg.baseline_confidence} (1x risk); "
              f"random entries are seeded ({cfg.seed}), as many per symbol as the rules' distinct setups"]
-    return _doc(f"{model} over {len(series)} symbols", series, {"ml_filtered": ml, "unfiltered": unf, "random": rnd},
+    runs = {"ml_filtered": ml, "unfiltered": unf, "random": rnd}
+    return build_document(f"{model} over {len(series)} symbols", sorted(series), runs,
                 notes, extra)
 
 

@@ -24,6 +24,7 @@ import io
 import json
 import math
 import statistics
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -33,7 +34,8 @@ import numpy as np
 
 from smc_quant.domain.trading import Trade
 
-__all__ = ["DAY_MS", "breakdown", "headline", "plots", "run_report", "trade_rows", "write_report"]
+__all__ = ["DAY_MS", "breakdown", "build_document", "daily_returns", "headline", "plots", "run_report", "trade_rows",
+           "write_report"]
 
 DAY_MS = 86_400_000
 
@@ -151,6 +153,30 @@ def run_report(trades: Sequence[Trade], balance: Decimal, start_ms: int, end_ms:
     return {"headline": headline(ordered, balance, start_ms, end_ms),
             "by_symbol": breakdown(ordered, "symbol"), "by_exit_reason": breakdown(ordered, "exit_reason"),
             "trades": trade_rows(ordered)}
+
+
+def build_document(title: str, symbols: Sequence[str], runs: Mapping[str, Any], notes: Sequence[str],
+                   extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The report document of several runs over one window (``runs``: name → ``BacktestResult``)."""
+    first = next(iter(runs.values()))
+    window = f"{_iso(first.start_ms)} → {_iso(first.end_ms)} (UTC)"
+    doc: dict[str, Any] = {
+        "title": title, "window": window, "start_ms": first.start_ms, "end_ms": first.end_ms,
+        "balance": format(first.balance, "f"), "candles": first.candles, "symbols": list(symbols),
+        "notes": list(notes), "runs": {}, "signals": {}, "skip_reasons": {}, "open_at_end": {}, "seconds": {},
+    }
+    for name, res in runs.items():
+        doc["runs"][name] = run_report(res.trades, res.balance, res.start_ms, res.end_ms)
+        doc["signals"][name] = len(res.signals)
+        doc["skip_reasons"][name] = res.skip_reasons
+        doc["open_at_end"][name] = res.open_positions
+        doc["seconds"][name] = round(res.seconds, 3)
+    doc.update(extra or {})
+    return doc
+
+
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ms / 1000))
 
 
 def _curve(balance: Decimal, report: Mapping[str, Any], start_ms: int) -> tuple[list[int], list[float]]:

@@ -212,8 +212,12 @@ async def walk_forward(prepared: Prepared, filters: Mapping[str, SymbolFilters],
 
 
 async def _await_round(learner: Learner, n: int, out: WalkForwardResult, at_ms: int) -> None:
+    """Wait for round ``n`` (failed rounds count, as in ``Learner.wait_rounds``) and record what finished."""
     last = await learner.wait_rounds(n)
-    if last is not None and (not out.rounds or out.rounds[-1]["version"] != last.version):
+    ok = sum(1 for r in out.rounds if not r.get("failed"))
+    bad = len(out.rounds) - ok
+    if learner.stats.rounds > ok and last is not None:
         out.rounds.append(_round_row(last, at_ms))
-    elif learner.stats.failed:
-        out.rounds.append({"at_ms": at_ms, "failed": learner.stats.failed})
+    if learner.stats.failed > bad:
+        out.rounds.append({"at_ms": at_ms, "failed": True, "promoted": False,
+                           "reason": "round failed (too little history or one class only; see the learner log)"})
