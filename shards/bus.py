@@ -220,6 +220,8 @@ class SignalConsumer:
         self.log = logger or structlog.get_logger()
         self.stats = ConsumerStats()
         self._backlog = True  # first read our own pending entries (delivered before a crash, never acked)
+        self.redelivered = False
+        """True when the last :meth:`read` returned entries delivered before (pending or claimed)."""
 
     def rewind(self) -> None:
         """Re-read our own pending entries at the next :meth:`read` (after an ack that did not reach Redis)."""
@@ -249,6 +251,7 @@ class SignalConsumer:
             return []
 
     async def _read(self, count: int, block_ms: int) -> list[tuple[bytes, Signal | None]]:
+        self.redelivered = self._backlog
         if self._backlog:
             resp = await self.redis.xreadgroup(self.group, self.consumer, {self.stream: "0"}, count=count)
             entries = _entries(resp)
@@ -258,6 +261,7 @@ class SignalConsumer:
             claimed = await self._autoclaim(count)
             if claimed:
                 return claimed
+        self.redelivered = False
         resp = await self.redis.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=count,
                                            block=block_ms)
         return self._decode(_entries(resp))
@@ -311,14 +315,23 @@ class MarksReader:
         self.stream = stream
         self.last_id: Any = "$"
 
-    async def read(self, block_ms: int = 1000) -> list[tuple[int, list[str], list[float]]]:
-        """The minutes published since the last call: ``(open_time, symbols, closes)`` each."""
+    async def read(self, block_ms: int | None = 1000) -> list[tuple[int, list[str], list[float]]]:
+        """The minutes published since the last call: ``(open_time, symbols, closes)`` each.
+
+        The first call returns the latest entry already in the stream (the marks known at start), later
+        calls what came after it (``block_ms`` None: do not wait).
+        """
         if self.last_id == "$":  # resolve "now" once, so entries between two calls are never skipped
             last = await self.redis.xrevrange(self.stream, count=1)
-            self.last_id = last[0][0] if last else "0-0"
+            self.last_id = "0-0"
+            if last:
+                return self._parse(last)
         resp = await self.redis.xread({self.stream: self.last_id}, block=block_ms, count=100)
+        return self._parse(_entries(resp))
+
+    def _parse(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[tuple[int, list[str], list[float]]]:
         out: list[tuple[int, list[str], list[float]]] = []
-        for entry_id, fields in _entries(resp):
+        for entry_id, fields in entries:
             self.last_id = entry_id
             with contextlib.suppress(msgspec.DecodeError, KeyError, ValueError):
                 open_time, symbols, closes = msgspec.json.decode(fields[b"m"])

@@ -12,6 +12,8 @@ replay clock and the exit checks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -36,6 +38,7 @@ class ExecutorProcess(ClusterProcess):
         self.consumer: SignalConsumer | None = None
         self.marks: MarksReader | None = None
         self.minutes = 0
+        self.interrupted = 0
         self._redis_down = False
         self._ready = False
 
@@ -55,6 +58,9 @@ class ExecutorProcess(ClusterProcess):
         self.consumer = SignalConsumer(self.redis, self.keys.signals, self.keys.signals_group, c.consumer_name,
                                        claim_idle_ms=int(c.claim_idle_s * 1000), logger=self.log)
         self.marks = MarksReader(self.redis, self.keys.marks)
+        with contextlib.suppress(*REDIS_DOWN):  # the latest marks first: the replay clock before any signal
+            for open_time, symbols, closes in await self.marks.read(block_ms=None):
+                self.apply_marks(open_time, symbols, closes)
         ops = self.settings.ops
         self.ops = OpsServer([], window_s=ops.freshness_window_s or 90.0, fraction=ops.fresh_fraction,
                              queue_depth=lambda _shard: 0, ready=lambda: self._ready, extra=self.metrics)
@@ -69,15 +75,23 @@ class ExecutorProcess(ClusterProcess):
         """Stop intake (no new entries), let the handled ones finish and persist, close. Positions stay
         protected by their exchange-side stops."""
         self._ready = False
+        started = time.monotonic()
         await self.supervisor.stop()
         if self.trading is not None:
             try:
-                await asyncio.wait_for(self.trading.executor.idle(), 5)
+                await asyncio.wait_for(self.trading.executor.idle(), 4)
             except TimeoutError:
                 self.log.error("executor_not_idle_at_stop")
-            await self.trading.stop()
+            self.log.info("stop_step", step="idle", seconds=round(time.monotonic() - started, 3))
+            await self.trading.executor.stop()
+            self.log.info("stop_step", step="executor", seconds=round(time.monotonic() - started, 3))
+            try:  # user stream and listenKey DELETE: bounded, the exchange-side stops protect the positions
+                await asyncio.wait_for(self.trading.stop(), 3)
+            except TimeoutError:
+                self.log.error("broker_close_timeout", note="listenKey left to expire on the exchange")
+            self.log.info("stop_step", step="trading", seconds=round(time.monotonic() - started, 3))
         await self._stop_infra()
-        self.log.info("executor_process_stopped")
+        self.log.info("executor_process_stopped", seconds=round(time.monotonic() - started, 3))
 
     def _redis_failed(self, exc: BaseException) -> None:
         if not self._redis_down:
@@ -109,14 +123,35 @@ class ExecutorProcess(ClusterProcess):
             if not batch:
                 continue
             for _entry, signal in batch:
-                if signal is not None:
-                    await executor.handle(signal)  # refuses a signal id it has seen (memory reloaded at start)
+                if signal is None:
+                    continue
+                if self.consumer.redelivered and await self._interrupted(signal.signal_id):
+                    continue
+                await executor.handle(signal)  # refuses a signal id it has seen (memory reloaded at start)
             await executor.idle()  # the signal rows are written: now the entries may leave the pending list
             try:
                 await self.consumer.ack([entry for entry, _ in batch])
             except REDIS_DOWN as exc:  # not acked: re-read from our pending list, refused as duplicates
                 self._redis_failed(exc)
                 self.consumer.rewind()
+
+    async def _interrupted(self, signal_id: str) -> bool:
+        """A redelivered signal whose orders are already in the journal: a previous run died mid-order.
+
+        Handling it again could send its entry a second time (a filled MARKET order's client id is no longer
+        "open", so the exchange would accept the same id again); it is refused here, counted and logged —
+        reconciliation reports the position the dead run opened.
+        """
+        repo = self.trading.repo
+        if repo is None or signal_id in self.trading.executor._seen:
+            return False
+        orders = await repo.orders_for_signal(signal_id)
+        if not orders:
+            return False
+        self.interrupted += 1
+        self.log.error("signal_interrupted_by_crash", signal_id=signal_id, orders=len(orders),
+                       note="not handled again; see reconciliation for its position")
+        return True
 
     async def _marks_loop(self) -> None:
         assert self.marks is not None

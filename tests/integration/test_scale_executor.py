@@ -1,0 +1,129 @@
+"""Chaos on the executor process: SIGKILL it while an entry order is in flight (executed by the exchange, answer
+held back); the restarted `smc-quant executor` re-reads its unacknowledged signals from the stream, reconciles,
+and no client order id reaches the exchange twice."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from shards.bus import SignalPublisher
+from smc_quant.domain.candles import MINUTE_MS
+from smc_quant.domain.trading import Signal
+from smc_quant.exchange.emulator import Emulator, EmulatorConfig
+from smc_quant.features import FEATURE_SCHEMA
+from smc_quant.orders.client_ids import Leg, parse_client_order_id, signal_digest
+from smc_quant.store.keys import ClusterKeys
+from smc_quant.store.migrations import apply_migrations
+from tests.conftest import TEST_REDIS_URL
+from tests.integration.test_scale_kit import Cluster, wait_for
+
+pytestmark = pytest.mark.integration
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT")
+FEATURES = tuple(float(i) / 10 for i in range(len(FEATURE_SCHEMA)))
+
+
+def _signal(emu: Emulator, symbol: str, side: str) -> Signal:
+    open_time = emu.start_ms + (emu.minutes_replayed - 1) * MINUTE_MS
+    price = emu.account.last_price(symbol)
+    assert price is not None
+    return Signal(f"{symbol}:{side}:{open_time}", symbol, side, open_time, Decimal(price), 0.75,  # type: ignore[arg-type]
+                  8.0, 30.0, f"scale@{open_time}", FEATURES, schema_version=FEATURE_SCHEMA.version,
+                  created_ms=emu.now_ms)
+
+
+async def _activate(emu: Emulator) -> None:
+    """A symbol is priced by the emulator's account from its first signed request on (as with a real client)."""
+    import time
+
+    import aiohttp
+
+    from smc_quant.exchange.governor import WeightGovernor
+    from smc_quant.exchange.trade_client import LiveBroker
+    from smc_quant.orders.limiter import OrderLimiter
+    from smc_quant.orders.signing import RequestSigner
+
+    signer = RequestSigner(emu.config.api_key, emu.config.api_secret, lambda: int(time.time() * 1000),
+                           recv_window_ms=5000)
+    async with aiohttp.ClientSession() as http:
+        broker = LiveBroker(http, emu.rest_url, signer, governor=WeightGovernor(2400, 0.1),
+                            limiter=OrderLimiter(sleep=asyncio.sleep, new_event=asyncio.Event), timeout_s=2.0,
+                            ws_base_url=emu.ws_legacy_base)
+        for symbol in SYMBOLS:
+            await broker.open_orders(symbol)
+        await broker.close()
+
+
+def _legs(log: list[str], signal_id: str) -> list[str]:
+    digest = signal_digest(signal_id)
+    out = []
+    for cid in log:
+        parts = parse_client_order_id(cid)
+        if parts is not None and parts.digest == digest:
+            out.append(str(parts.leg))
+    return out
+
+
+async def test_executor_killed_mid_order_restarts_without_duplicates(shared_data: Path, pg_dsn: str,
+                                                                     tmp_path: Path) -> None:
+    await apply_migrations(pg_dsn)
+    emu = Emulator(EmulatorConfig(data_dir=shared_data, symbols=SYMBOLS, speed=240, start_paused=True))
+    await emu.start()
+    emu.resume()
+    await emu.wait_minutes(3)
+    emu.pause()  # prices stand still: the test decides when anything moves
+    cluster = Cluster(emu, pg_dsn, tmp_path, shards=1, BINANCE_API_KEY=emu.config.api_key,
+                      BINANCE_API_SECRET=emu.config.api_secret, SMC_TRADING__ORDER_TIMEOUT_S="1",
+                      SMC_CLUSTER__CLAIM_IDLE_S="1", SMC_LOG_LEVEL="INFO")
+    keys = ClusterKeys(cluster.prefix)
+    rds: aioredis.Redis = aioredis.from_url(TEST_REDIS_URL)
+    try:
+        await _activate(emu)
+        held = _signal(emu, "BTCUSDT", "LONG")
+        other = _signal(emu, "ETHUSDT", "SHORT")
+        pub = SignalPublisher(rds, keys.signals, marks_stream=keys.marks)
+        pub.start()
+        prices = [float(emu.account.last_price(s) or 0) for s in SYMBOLS]
+        pub.publish_marks(emu.start_ms + (emu.minutes_replayed - 1) * MINUTE_MS, SYMBOLS, prices)
+        pub.publish(held)
+        pub.publish(other)
+        assert await pub.drain(5)
+        await pub.stop()
+        emu.faults.order_timeout(1, hold_s=5.0)  # the first entry executes; its answer comes after the kill
+        cluster.spawn("exec1", "executor")
+
+        async def entry_executed() -> bool:
+            return "en" in _legs(emu.account.order_log, held.signal_id)
+
+        await wait_for(entry_executed, 60, "the first entry reaching the exchange")
+        assert cluster.kill("exec1") == -9  # killed mid-order: the entry's answer is still held back
+        assert _legs(emu.account.order_log, other.signal_id) == []
+        pending = await rds.xpending(keys.signals, keys.signals_group)
+        assert pending["pending"] == 2  # nothing was acknowledged
+
+        cluster.spawn("exec2", "executor")
+
+        async def all_handled() -> bool:
+            p = await rds.xpending(keys.signals, keys.signals_group)
+            return bool(p["pending"] == 0)
+
+        await wait_for(all_handled, 60, "every signal handled and acknowledged after the restart")
+        log = list(emu.account.order_log)
+        assert len(log) == len(set(log)), "a client id reached the exchange twice"
+        for sig in (held, other):
+            legs = _legs(log, sig.signal_id)
+            assert legs.count(str(Leg.ENTRY)) == 1, (sig.signal_id, legs)
+        assert sorted(_legs(log, other.signal_id)) == ["en", "sl", "tp"]  # handled once, protected
+        events = [e.get("event") for e in cluster.log("exec2")]
+        assert "signal_interrupted_by_crash" in events  # the held signal was not sent again
+        codes = cluster.stop_all()
+        assert codes == {"exec2": 0}
+    finally:
+        cluster.stop_all()
+        await rds.delete(*[k async for k in rds.scan_iter(f"{cluster.prefix}:*")] or ["_"])
+        await rds.aclose()
+        await emu.stop()
