@@ -27,6 +27,7 @@ import numpy as np
 from smc_quant.backtest.data import BacktestDataError, load_folder, parse_time
 from smc_quant.backtest.engine import BacktestConfig, BacktestResult, OrderRow, account_orders, prepare
 from smc_quant.domain.series import KlineSeries
+from smc_quant.domain.trading import Trade
 from smc_quant.settings import Settings
 
 __all__ = ["ReplayOutcome", "add_subcommands", "backtest_scorecard", "cmd_backtest", "cmd_replay", "progress_bar",
@@ -180,6 +181,8 @@ class ReplayOutcome:
 
     live_signals: list[tuple[str, str]]
     live_orders: list[OrderRow]
+    live_trades: list[Trade]
+    """Closed trades the service stored in PostgreSQL."""
     backtest: BacktestResult
     minutes: int
     symbols: tuple[str, ...]
@@ -191,12 +194,19 @@ class ReplayOutcome:
     @property
     def identical(self) -> bool:
         return (sorted(self.live_signals) == self.backtest_signals
-                and _order_key(self.live_orders) == _order_key(self.backtest.orders))
+                and _order_key(self.live_orders) == _order_key(self.backtest.orders)
+                and _trade_key(self.live_trades) == _trade_key(self.backtest.trades))
 
     def summary(self) -> str:
         return (f"replayed {self.minutes} minutes of {', '.join(self.symbols)}: live {len(self.live_signals)} "
-                f"signals / {len(self.live_orders)} orders, backtest {len(self.backtest.signals)} signals / "
-                f"{len(self.backtest.orders)} orders — {'IDENTICAL' if self.identical else 'DIFFERENT'}")
+                f"signals / {len(self.live_orders)} orders / {len(self.live_trades)} trades, backtest "
+                f"{len(self.backtest.signals)} signals / {len(self.backtest.orders)} orders / "
+                f"{len(self.backtest.trades)} trades — {'IDENTICAL' if self.identical else 'DIFFERENT'}")
+
+
+def _trade_key(trades: Sequence[Trade]) -> list[tuple[Any, ...]]:
+    return sorted((t.signal_id, t.side, t.quantity, t.entry_price, t.exit_price, t.entry_time_ms, t.exit_time_ms,
+                   t.fees, t.exit_reason.value) for t in trades)
 
 
 def _order_key(orders: Sequence[OrderRow]) -> list[tuple[str, str, str, str, str, str]]:
@@ -249,6 +259,7 @@ async def replay_compare(data_dir: Path, symbols: Sequence[str], dsn: str, *, st
             sig = await repo.signal(sid)
             if sig is not None:
                 live_signals.append((sig.signal_id, sig.side))
+        live_trades = await repo.trades()
         paper = service.trading.paper
         live_orders = account_orders(paper.account, list(symbols)) if paper is not None else []
         record = await ModelRegistry(service.pool).champion()
@@ -263,7 +274,7 @@ async def replay_compare(data_dir: Path, symbols: Sequence[str], dsn: str, *, st
     result = await run_backtest(prepare(served, cfg.rules()), filters, brackets, cfg,
                                 scorer=predictor.predict_batch if predictor is not None else None,
                                 model_version=lambda: predictor.version if predictor is not None else None)
-    return ReplayOutcome(live_signals, live_orders, result, minutes, tuple(symbols))
+    return ReplayOutcome(live_signals, live_orders, live_trades, result, minutes, tuple(symbols))
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

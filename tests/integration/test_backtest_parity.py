@@ -1,11 +1,13 @@
 """Parity: the live service (emulator → sockets → shards → analyzer → scorer → strategy → executor → paper account)
 and the backtest, on the same real candles with the same real model, make identical decisions.
 
-The slice: 2023-08-07 05:15 UTC, 150 minutes of DOGE, BTC, ETH and SOL. The model is a real LightGBM model trained
-on the first 20 000 real 1m candles of BTCUSDT and ETHUSDT (weeks before the slice). Both engines start cold at the
-slice's first candle (the service's database is empty, the emulator serves no earlier history). Found beforehand
-with ``find_setups`` + the model: DOGEUSDT holds a setup scored ≥ 0.5 around minute 75 — the precondition is
-asserted from the backtest's own output, and the comparison covers every signal and every order of both runs.
+Two slices of 150 real minutes, each with a real LightGBM model trained on the first 20 000 real 1m candles of
+some symbols (weeks before the slice): 2023-08-07 05:15 UTC (DOGE, BTC, ETH, SOL; model on BTC+ETH) and
+2023-08-16 23:15 UTC (XRP, BTC, ETH, SOL; model on BTC+ETH+SOL+XRP). Both engines start cold at the slice's first
+candle (the service's database is empty, the emulator serves no earlier history). Real setups the model scores
+≥ 0.5 are rare; these slices were found beforehand with ``find_setups`` + the model (a DOGE long around minute 75,
+an XRP short around minute 67) — the precondition is asserted from the backtest's own output, and the comparison
+covers every signal, every order and every closed trade of both runs.
 """
 
 from __future__ import annotations
@@ -26,14 +28,16 @@ from smc_quant.store.models import ModelRegistry
 
 pytestmark = pytest.mark.integration
 
-START_MS = 1_691_385_300_000  # 2023-08-07 05:15 UTC
-SYMBOLS = ("DOGEUSDT", "BTCUSDT", "ETHUSDT", "SOLUSDT")
 MINUTES = 150
+CASES = [  # (slice start, served symbols, the symbols the model is trained on)
+    (1_691_385_300_000, ("DOGEUSDT", "BTCUSDT", "ETHUSDT", "SOLUSDT"), ("BTCUSDT", "ETHUSDT")),
+    (1_692_227_700_000, ("XRPUSDT", "BTCUSDT", "ETHUSDT", "SOLUSDT"), ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")),
+]
 
 
-async def _champion(dsn: str) -> int:
+async def _champion(dsn: str, trained_on: tuple[str, ...]) -> int:
     klines = load_klines()
-    series = [klines["BTCUSDT"].slice(0, 20_000), klines["ETHUSDT"].slice(0, 20_000)]
+    series = [klines[s].slice(0, 20_000) for s in trained_on]
     ds = await asyncio.to_thread(build_dataset, series, BarrierSpec(), 5, "trend_1m", None, "broad")
     model = await asyncio.to_thread(train, ds.x, ds.win)
     pool = await create_pool(dsn)
@@ -47,14 +51,15 @@ async def _champion(dsn: str) -> int:
         await pool.close()
 
 
-async def test_replay_through_the_live_service_and_backtest_make_identical_signals_and_orders(
-        shared_data: Path, pg_dsn: str) -> None:
+@pytest.mark.parametrize(("start_ms", "symbols", "trained_on"), CASES, ids=["doge-long", "xrp-short"])
+async def test_replay_through_the_live_service_and_backtest_make_identical_signals_orders_and_trades(
+        shared_data: Path, pg_dsn: str, start_ms: int, symbols: tuple[str, ...], trained_on: tuple[str, ...]) -> None:
     await apply_migrations(pg_dsn)
-    version = await _champion(pg_dsn)
-    outcome = await replay_compare(shared_data, SYMBOLS, pg_dsn, start_ms=START_MS, minutes=MINUTES,
+    version = await _champion(pg_dsn, trained_on)
+    outcome = await replay_compare(shared_data, symbols, pg_dsn, start_ms=start_ms, minutes=MINUTES,
                                    trading={"min_confidence": 0.5}, shards=2)
     bt = outcome.backtest
-    assert bt.candles == MINUTES * len(SYMBOLS), "the backtest ran on exactly the candles the service received"
+    assert bt.candles == MINUTES * len(symbols), "the backtest ran on exactly the candles the service received"
     assert len(bt.signals) >= 1, "precondition: the slice holds a real setup the model passes"
     assert all(s.model_version == version for s in bt.signals)
     assert any(o.type == "MARKET" for o in bt.orders), "an entry order went out"
@@ -64,4 +69,9 @@ async def test_replay_through_the_live_service_and_backtest_make_identical_signa
     live = sorted((o.client_id, o.symbol, o.side, o.type, o.quantity, o.trigger_price) for o in outcome.live_orders)
     back = sorted((o.client_id, o.symbol, o.side, o.type, o.quantity, o.trigger_price) for o in bt.orders)
     assert live == back, "same client ids, sides, types, quantities and trigger prices"
-    assert outcome.identical
+    assert bt.trades, "precondition: a position closed inside the slice"
+    key = [(t.signal_id, t.quantity, t.entry_price, t.exit_price, t.exit_time_ms, t.fees, t.exit_reason)
+           for t in sorted(bt.trades, key=lambda t: t.signal_id)]
+    assert key == [(t.signal_id, t.quantity, t.entry_price, t.exit_price, t.exit_time_ms, t.fees, t.exit_reason)
+                   for t in sorted(outcome.live_trades, key=lambda t: t.signal_id)], "same trades, to the last digit"
+    assert outcome.identical, outcome.summary()
