@@ -1,4 +1,6 @@
 # smc-quant service image: slim, non-root, health-checked through `smc-quant check`.
+# One image for every role: `run` (single process), `shard` and `executor` (multi-process, docs/scaling.md),
+# `migrate`, `emulator`. SIGTERM → graceful stop within 10 s (compose gives 15 s before SIGKILL).
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -22,8 +24,11 @@ ENV SMC_MIGRATIONS_DIR=/app/migrations \
     SMC_OPS__HOST=0.0.0.0 \
     SMC_OPS__PORT=8080 \
     SMC_LOG_FORMAT=json \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    SMC_LOG_LEVEL=WARNING
 USER smc
+RUN mkdir -p /home/smc/.local/state/smc-quant
+STOPSIGNAL SIGTERM
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 CMD ["smc-quant", "check"]
 ENTRYPOINT ["smc-quant"]

@@ -64,6 +64,8 @@ def _cluster_command(role: str) -> int:
     from shards.worker import run_process
 
     settings = _settings()
+    if not settings.redis_url:
+        raise ConfigError(f"invalid setting REDIS_URL: `smc-quant {role}` needs Redis (multi-process mode)")
     install_error_aggregation()
 
     async def main() -> int:

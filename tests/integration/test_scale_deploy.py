@@ -1,0 +1,52 @@
+"""The multi-process deployment's compose profile and entry commands stay consistent with the package."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shards.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+SMC_CLI = Path(sys.executable).parent / "smc-quant"
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose (Debian package) not installed")
+def test_cluster_profile_validates() -> None:
+    """`docker-compose --profile cluster config` accepts the file; shard and executor are in it."""
+    done = subprocess.run(["docker-compose", "-f", str(COMPOSE), "--profile", "cluster", "config"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    assert {"executor", "shard", "postgres", "redis", "migrate"} <= set(services)
+
+
+def test_cluster_services_run_our_commands() -> None:
+    """executor and shard run the real subcommands, need Redis, share the image, get a stop grace period."""
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    for name in ("executor", "shard"):
+        svc = services[name]
+        assert svc["command"] == [name] and name in commands
+        assert svc["image"].startswith("smc-quant")
+        assert "redis" in svc["depends_on"] and "migrate" in svc["depends_on"]
+        assert "REDIS_URL" in svc["environment"] and "SHARD_COUNT" in svc["environment"]
+        assert "ports" not in svc  # `--scale shard=N` must not collide on a host port
+        assert int(str(svc["stop_grace_period"]).rstrip("s")) > 10
+
+
+@pytest.mark.parametrize("role", ["shard", "executor"])
+def test_cluster_commands_refuse_to_start_without_redis(role: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMC_", "REDIS_", "DATABASE_"))}
+    done = subprocess.run([str(SMC_CLI), role], capture_output=True, text=True, timeout=60, check=False,
+                          env={**env, "SMC_STATE_DIR": str(tmp_path)})
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"smc-quant: invalid setting REDIS_URL: `smc-quant {role}` needs Redis (multi-process mode)"]
