@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -297,8 +299,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
             if record is None:
                 raise BacktestDataError("the registry has no champion: smc-quant train, then promote")
             model = await registry.load(record.version)
-        scratch = load_settings(database_url=None, state_dir=base.state_dir / "replay")
-        dsn, embedded = await resolve_database(scratch)  # replayed candles never mix with the main database
+        base.state_dir.mkdir(parents=True, exist_ok=True)
+        state = Path(tempfile.mkdtemp(prefix="replay-", dir=base.state_dir))  # a fresh database every run:
+        scratch = load_settings(database_url=None, state_dir=state)  # replayed candles never mix with the
+        dsn, embedded = await resolve_database(scratch)  # main database, earlier replays never dedupe signals
         try:
             await apply_migrations(dsn)
             pool = await create_pool(dsn, max_size=2)
@@ -315,6 +319,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         finally:
             if embedded is not None:
                 await embedded.stop()
+            shutil.rmtree(state, ignore_errors=True)
         print(outcome.summary())
         if args.out:
             _write_replay(Path(args.out), outcome)
