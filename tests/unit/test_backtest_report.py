@@ -1,0 +1,63 @@
+"""Report edge cases on real trades (a real 10-day backtest of four symbols): no trades, only winners, only losers,
+one day; the trades table keeps money exact; the page escapes what it shows."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from smc_quant.backtest.data import load_folder
+from smc_quant.backtest.engine import BacktestConfig, prepare, run_backtest
+from smc_quant.backtest.market import market_rules
+from smc_quant.backtest.report import DAY_MS, daily_returns, headline, run_report, trade_rows
+from smc_quant.domain.trading import Trade
+
+BAL = Decimal(10_000)
+
+
+@pytest.fixture(scope="module")
+def trades(shared_data: Path) -> list[Trade]:
+    series = {s: v.slice(0, 10 * 1440) for s, v in load_folder(shared_data, ["SOLUSDT", "XRPUSDT", "DOGEUSDT",
+                                                                             "LTCUSDT"]).items()}
+    filters, brackets, _ = market_rules(series)
+    result = asyncio.run(run_backtest(prepare(series), filters, brackets, BacktestConfig(mode="unfiltered")))
+    assert len(result.trades) >= 5 and any(t.net_pnl > 0 for t in result.trades)
+    assert any(t.net_pnl < 0 for t in result.trades)
+    return result.trades
+
+
+def test_no_trades_gives_zeros_and_nulls_not_errors() -> None:
+    h = headline([], BAL, 0, 3 * DAY_MS)
+    assert h["trades"] == 0 and h["hit_rate"] is None and h["expectancy"] is None and h["profit_factor"] is None
+    assert h["net_pnl"] == "0" and h["max_drawdown"] == "0" and h["exposure"] == 0.0 and h["days"] == 3
+    assert h["sharpe_daily"] is None and h["sortino_daily"] is None
+
+
+def test_only_winners_only_losers_and_one_day(trades: list[Trade]) -> None:
+    wins = [t for t in trades if t.net_pnl > 0]
+    losses = [t for t in trades if t.net_pnl < 0]
+    start, end = min(t.entry_time_ms for t in trades), max(t.exit_time_ms for t in trades) + 1
+    hw = headline(wins, BAL, start, end)
+    assert hw["hit_rate"] == 1.0 and hw["profit_factor"] is None and hw["max_drawdown"] == "0"
+    assert hw["sortino_daily"] is None, "no losing day"
+    hl = headline(losses, BAL, start, end)
+    assert hl["hit_rate"] == 0.0 and hl["profit_factor"] == 0.0
+    assert Decimal(hl["max_drawdown"]) == -sum((t.net_pnl for t in losses), Decimal(0)), "all losses, one fall"
+    one = trades[:1]
+    day0 = one[0].exit_time_ms - one[0].exit_time_ms % DAY_MS
+    h1 = headline(one, BAL, day0, day0 + DAY_MS)
+    assert h1["days"] == 1 and h1["sharpe_daily"] is None, "one day has no standard deviation"
+    assert daily_returns(one, BAL, day0, day0 + DAY_MS) == [float(one[0].net_pnl / BAL)]
+
+
+def test_trade_rows_are_exact_and_ordered(trades: list[Trade]) -> None:
+    rows = run_report(list(reversed(trades)), BAL, 0, 10 * DAY_MS)["trades"]
+    assert [r["exit_time_ms"] for r in rows] == sorted(r["exit_time_ms"] for r in rows)
+    by_id = {t.signal_id: t for t in trades}
+    for r in trade_rows(trades):
+        t = by_id[r["signal_id"]]
+        assert Decimal(r["net_pnl"]) == t.net_pnl and Decimal(r["fees"]) == t.fees
+        assert Decimal(r["quantity"]) * Decimal(r["entry_price"]) == t.quantity * t.entry_price
