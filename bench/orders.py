@@ -249,7 +249,7 @@ async def main() -> None:
                 await pool.close()
         finally:
             await drop_db(args.dsn, dsn)
-    print("signal → entry order on the wire (executor queue, risk, 2 PostgreSQL writes, filters, signing):")
+    print("signal → entry order on the wire (executor queue, risk, the PostgreSQL order journal, filters, signing):")
     for label, samples in results.items():
         report(label, samples)
 
