@@ -271,7 +271,7 @@ async def replay_compare(data_dir: Path, symbols: Sequence[str], dsn: str, *, st
         await service.stop()
         await emu.stop()
     filters, brackets, _ = market_rules(served, data_dir)
-    cfg = BacktestConfig(trading=settings.trading, price_path="close")
+    cfg = BacktestConfig(trading=settings.trading, price_path=settings.trading.paper_price_path)
     predictor = MLPredictor(model, version=record.version) if model is not None and record is not None else None
     result = await run_backtest(prepare(served, cfg.rules()), filters, brackets, cfg,
                                 scorer=predictor.predict_batch if predictor is not None else None,

@@ -120,6 +120,7 @@ class TradingStack:
                                   taker_fee=Decimal(str(t.taker_fee_pct)) / 100))
         self.signals_emitted = 0
         self._model_version = model_version
+        self._exit_check: asyncio.Task[None] | None = None
 
     def _live_broker(self, session: aiohttp.ClientSession, governor: Any) -> Broker:
         from smc_quant.exchange.trade_client import LiveBroker
@@ -138,12 +139,26 @@ class TradingStack:
 
     # -- feed side -----------------------------------------------------------------------------------
     def on_candle(self, candle: Candle, _completed: list[Candle]) -> None:
-        """Every accepted closed candle: the clock, the marks, and the paper account's prices."""
+        """Every accepted closed candle: the clock, the marks, the paper account's prices (the bar's path,
+        so a stop inside the bar fills at its trigger) and, once per market minute, the exit clock."""
+        minute = self.clock.latest_close_ms
         self.clock.observe(candle)
         price = Decimal(repr(candle.close))
         self.executor.on_price(candle.symbol, price)
         if self.paper is not None:
-            self.paper.on_price(candle.symbol, price, candle.open_time + MINUTE_MS - 1)
+            self.paper.on_bar(candle.symbol, candle.open, candle.high, candle.low, candle.close, candle.open_time,
+                              self.settings.trading.paper_price_path)
+        if self.clock.latest_close_ms > minute and self._exit_check is None and self.executor.started.is_set():
+            self._exit_check = asyncio.get_running_loop().create_task(self._minute_exits())
+
+    async def _minute_exits(self) -> None:
+        """The 2-hour limit on market time (a replay at N× speed passes minutes faster than the 15 s timer)."""
+        try:
+            await self.executor.check_exits()
+        except Exception as exc:  # logged; the timer-driven check runs regardless
+            self.log.error("exit_check_failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._exit_check = None
 
     def on_scores(self, batch: Batch, scores: Scores) -> None:
         """A scored feature batch: the scalper's signals go to the executor's queue."""
@@ -169,6 +184,8 @@ class TradingStack:
         await self.executor.start()
 
     async def stop(self) -> None:
+        if self._exit_check is not None:
+            await asyncio.gather(self._exit_check, return_exceptions=True)
         await self.executor.stop()
         close = getattr(self.broker, "close", None)
         if close is not None:

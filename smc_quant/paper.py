@@ -35,6 +35,13 @@ from smc_quant.orders.broker import (
     OrderState,
 )
 
+PricePath = Literal["ohlc", "close"]
+
+
+def _dec(x: float) -> Decimal:
+    return Decimal(repr(float(x)))
+
+
 if TYPE_CHECKING:
     from smc_quant.sim.account import SimAccount
 
@@ -70,6 +77,26 @@ class PaperBroker:
         Must be called on the event loop thread; the resulting events reach subscribers on a later turn.
         """
         self._emit(self._account.on_price(symbol, price, time_ms))
+
+    def on_bar(self, symbol: str, o: float, h: float, low: float, c: float, open_time: int,
+               path: PricePath = "ohlc") -> int:
+        """Feed one closed 1m bar; returns how many account events it produced (delivered on later turns).
+
+        ``path="ohlc"`` follows docs/sim.md: the open (``gap=True``: a stop the bar opens beyond fills at the
+        open), the extreme nearer the open, the other extreme, then the close, at ``open``, ``+20 s``,
+        ``+40 s`` and ``+59.999 s`` — so a stop inside the bar fills at its trigger, as on the exchange.
+        ``path="close"`` feeds the close only. The service and the backtest both use this.
+        """
+        acc = self._account
+        events: list[AccountEvent] = []
+        if path == "ohlc":
+            near, far = (h, low) if abs(h - o) <= abs(o - low) else (low, h)
+            events.extend(acc.on_price(symbol, _dec(o), open_time, gap=True))
+            events.extend(acc.on_price(symbol, _dec(near), open_time + 20_000))
+            events.extend(acc.on_price(symbol, _dec(far), open_time + 40_000))
+        events.extend(acc.on_price(symbol, _dec(c), open_time + 59_999))
+        self._emit(events)
+        return len(events)
 
     # -- events ------------------------------------------------------------------------------------
 

@@ -162,6 +162,8 @@ class TradingSettings(_Section):
     """Taker fee (%) of simulated fills, labels and reports."""
     slippage_bps: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0
     """Slippage of simulated market fills, basis points."""
+    paper_price_path: Literal["ohlc", "close"] = "ohlc"
+    """Paper fills follow each closed bar's path (open, nearer extreme, other extreme, close) or its close only."""
 
 
 class NotifySettings(_Section):

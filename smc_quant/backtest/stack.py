@@ -44,31 +44,8 @@ class BacktestClock:
 
 
 class BarBroker(PaperBroker):
-    """The paper broker, fed one whole 1m bar at a time.
-
-    ``path="ohlc"`` follows docs/sim.md: the open (``gap=True``: a stop the bar opens beyond fills at the open),
-    the extreme nearer the open, the other extreme, then the close, at ``open``, ``+20 s``, ``+40 s`` and
-    ``+59.999 s``; ``path="close"`` feeds the close only, at ``open + 59 999`` ms — exactly what the service's
-    paper mode sees from closed candles (used by the parity test).
-    """
-
-    def on_bar(self, symbol: str, o: float, h: float, low: float, c: float, open_time: int,
-               path: PricePath = "ohlc") -> int:
-        """Feed one bar; returns how many account events it produced (delivered on later loop turns)."""
-        acc = self.account
-        events = []
-        if path == "ohlc":
-            near, far = (h, low) if abs(h - o) <= abs(o - low) else (low, h)
-            events.extend(acc.on_price(symbol, _dec(o), open_time, gap=True))
-            events.extend(acc.on_price(symbol, _dec(near), open_time + 20_000))
-            events.extend(acc.on_price(symbol, _dec(far), open_time + 40_000))
-        events.extend(acc.on_price(symbol, _dec(c), open_time + 59_999))
-        self._emit(events)
-        return len(events)
-
-
-def _dec(x: float) -> Decimal:
-    return Decimal(repr(float(x)))
+    """The paper broker as the backtest uses it: whole 1m bars through :meth:`PaperBroker.on_bar` (the
+    service's paper mode does the same with every closed candle)."""
 
 
 @dataclass
