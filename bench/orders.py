@@ -3,8 +3,9 @@
 The whole decision path is inside the span: executor queue → RiskManager → the signal and its decision
 written to PostgreSQL → SmartOrderManager (filters, journal row "sending" in PostgreSQL) → broker.
 
-* live: the signed LiveBroker against the emulator running in another process (18 real symbols, replay at
-  real-time speed); "on the wire" = aiohttp has written the POST /fapi/v1/order body to the socket
+* live: the signed LiveBroker against the emulator running in another process at lower CPU priority (a real
+  exchange does not share our cores; 18 real symbols, replay at real-time speed); "on the wire" = aiohttp
+  has written the POST /fapi/v1/order body to the socket
   (``TraceConfig.on_request_chunk_sent``);
 * paper: the PaperBroker over the simulated account in process; "on the wire" = ``place_order`` is called.
 
@@ -186,7 +187,8 @@ async def paper(repo: TradingRepository, n: int) -> list[float]:
 
 
 async def live(repo: TradingRepository, n: int) -> list[float]:
-    cmd = [sys.executable, "-m", "smc_quant.exchange.emulator", "--speed", "1", "--port", "0",
+    # nice 10: the exchange does not share our two cores in production; here it would steal them mid-request
+    cmd = ["nice", "-n", "10", sys.executable, "-m", "smc_quant.exchange.emulator", "--speed", "1", "--port", "0",
            "--api-secret", SECRET, "--balance", "100000", "--log-level", "WARNING"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)  # noqa: ASYNC220 - once, at start
     assert proc.stdout is not None
