@@ -1,7 +1,8 @@
 """Order-path benchmark: signal handed to the executor → entry order on the wire, paper and live.
 
-The whole decision path is inside the span: executor queue → RiskManager → the signal and its decision
-written to PostgreSQL → SmartOrderManager (filters, journal row "sending" in PostgreSQL) → broker.
+The whole decision path is inside the span: executor queue → in-memory duplicate check → RiskManager →
+SmartOrderManager (filters, the journal row "sending" committed to PostgreSQL) → broker (signing, HTTP).
+The signal row itself is written after the entry left (the journal row names the signal).
 
 * live: the signed LiveBroker against the emulator running in another process at lower CPU priority (a real
   exchange does not share our cores; 18 real symbols, replay at real-time speed); "on the wire" = aiohttp
