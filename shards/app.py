@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import time
 from typing import Any
 
 import aiohttp
@@ -19,9 +20,10 @@ import redis.asyncio as aioredis
 import structlog
 
 from shards.cluster import ClusterManager
+from shards.supervisor import Heartbeat
 from smc_quant.domain.candles import Candle, interval_ms
 from smc_quant.errors import OperationalError
-from smc_quant.exchange.governor import WeightGovernor
+from smc_quant.exchange.governor import SharedWeightBudget, WeightGovernor
 from smc_quant.exchange.rest import BinanceRestClient, ExchangeUnreachable
 from smc_quant.model.predictor import MLPredictor
 from smc_quant.model.scoring import BatchScorer
@@ -30,6 +32,7 @@ from smc_quant.settings import Settings
 from smc_quant.store.candles import CandleRepository
 from smc_quant.store.db import create_pool
 from smc_quant.store.embedded import EmbeddedPostgres, resolve_database
+from smc_quant.store.keys import ClusterKeys
 from smc_quant.store.migrations import apply_migrations
 from smc_quant.store.models import ModelRegistry
 from smc_quant.store.universe_cache import UniverseCache
@@ -61,6 +64,8 @@ class Service:
         self.trading: Any = None
         self.learner: Any = None
         self._learner_task: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._frames_at_beat: tuple[float, int] = (time.monotonic(), 0)
         self._ready = False
 
     async def start(self) -> None:
@@ -72,7 +77,9 @@ class Service:
         self.log.info("database_ready", embedded=self.embedded is not None, migrations_applied=len(applied))
         self.redis = await self._connect_redis()
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=s.venue.request_timeout_s))
-        self.governor = WeightGovernor(s.venue.weight_limit_per_minute, s.venue.weight_headroom)
+        shared = (SharedWeightBudget(self.redis, ClusterKeys(s.cluster.key_prefix).rest_weight)
+                  if self.redis is not None else None)  # other processes on this IP count too
+        self.governor = WeightGovernor(s.venue.weight_limit_per_minute, s.venue.weight_headroom, shared=shared)
         self.rest = BinanceRestClient(self.session, s.venue.rest_base, self.governor,
                                       timeout_s=s.venue.request_timeout_s, logger=self.log)
         self.universe = await self._load_universe()
@@ -91,6 +98,8 @@ class Service:
                              ready=lambda: self._ready, extra=self._extra_metrics)
         await self.ops.start(s.ops.host, s.ops.port)
         self._refresher = asyncio.create_task(self._refresh_universe(), name="universe-refresh")
+        self._heartbeat = asyncio.create_task(
+            Heartbeat(self.report, interval_s=s.cluster.heartbeat_s, logger=self.log).run(), name="heartbeat")
         self._ready = True
         self.log.info("service_started", symbols=len(self.universe.symbols), shards=s.shard_count,
                       universe_source=self.universe.source, ops=f"http://{s.ops.host}:{self.ops.port}")
@@ -226,10 +235,36 @@ class Service:
             out.update(self.learner.stats.metrics())
         return out
 
+    def report(self) -> dict[str, Any]:
+        """The heartbeat line (every ``cluster.heartbeat_s``): per-shard throughput and lag, open positions,
+        PnL, model version — proof of life at the default WARNING level."""
+        now = time.monotonic()
+        shards: dict[str, Any] = {}
+        frames = 0
+        if self.cluster is not None:
+            last_t, _ = self._frames_at_beat
+            for feed in self.cluster.feeds:
+                m = feed.metrics
+                frames += m.frames
+                stamps = list(m.last_final_mono.values())
+                shards[str(feed.shard)] = {"frames": m.frames, "queue": feed.queue.qsize(),
+                                           "lag_s": round(now - min(stamps), 1) if stamps else 0.0}
+            elapsed = max(1e-9, now - last_t)
+            shards["frames_per_s"] = round((frames - self._frames_at_beat[1]) / elapsed, 2)
+        self._frames_at_beat = (now, frames)
+        out: dict[str, Any] = {"shards": shards,
+                               "model_version": self.scorer.predictor.version if self.scorer else None}
+        if self.trading is not None:
+            ex = self.trading.executor
+            snap = ex.snapshot()
+            out.update(open_positions=len(ex.book), wallet=str(snap.wallet_balance),
+                       unrealized_pnl=str(snap.unrealized_pnl))
+        return out
+
     async def stop(self) -> None:
         """Stop intake, drain, flush, close — each step runs even if an earlier one failed."""
         self._ready = False
-        for task in (self._refresher, self._learner_task):
+        for task in (self._refresher, self._learner_task, self._heartbeat):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)

@@ -45,7 +45,10 @@ def _settings(overrides: dict[str, Any] | None = None) -> Settings:
 
 def cmd_run(_: argparse.Namespace) -> int:
     """Run the service until SIGINT/SIGTERM."""
+    from shards.supervisor import install_error_aggregation
+
     settings = _settings()
+    install_error_aggregation()  # repeated warnings/errors: one line, then one with repeated=N
 
     async def main() -> int:
         try:

@@ -50,3 +50,35 @@ def test_cluster_commands_refuse_to_start_without_redis(role: str, tmp_path: Pat
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         f"smc-quant: invalid setting REDIS_URL: `smc-quant {role}` needs Redis (multi-process mode)"]
+
+
+async def test_single_process_service_heartbeat_report(shared_data: Path, pg_dsn: str) -> None:
+    """`smc-quant run` (Redis optional) still starts as before and its heartbeat line reports every shard."""
+    from structlog.testing import capture_logs
+
+    from shards.app import Service
+    from shards.supervisor import Heartbeat
+    from smc_quant.exchange.emulator import Emulator, EmulatorConfig
+    from tests.integration.cluster_kit import settings_for
+
+    emu = Emulator(EmulatorConfig(data_dir=shared_data, speed=120, updates_per_candle=2, map_to_exchange_info=True,
+                                  max_minutes=2, start_paused=True))
+    await emu.start()
+    service = Service(settings_for(emu, pg_dsn, shards=2))
+    try:
+        await service.start()
+        assert service.cluster is not None and service.governor is not None
+        assert service.governor.shared is None  # no Redis configured: the local budget as before
+        await service.cluster.wait_subscribed()
+        emu.resume()
+        await emu.wait_minutes(2)
+        await service.cluster.wait_until(emu.start_ms + 60_000)
+        with capture_logs() as logs:
+            fields = Heartbeat(service.report, logger=service.log).beat()
+        assert set(fields["shards"]) == {"0", "1", "frames_per_s"}
+        assert fields["shards"]["frames_per_s"] > 0 and sum(fields["shards"][k]["frames"] for k in "01") > 0
+        assert fields["open_positions"] == 0 and fields["model_version"] is None
+        assert logs[0]["event"] == "heartbeat" and logs[0]["log_level"] == "warning"
+    finally:
+        await service.stop()
+        await emu.stop()
