@@ -1,5 +1,6 @@
-"""Chaos on the multi-process deployment: SIGKILL a shard worker; its lease expires and the survivor takes its
-shard within 30 s; every candle is in PostgreSQL exactly as the emulator served it (no gap left unfilled)."""
+"""Chaos on the multi-process deployment: a second worker joins (the first hands it a shard), then SIGKILL a
+shard worker; its lease expires and the survivor takes its shard within 30 s; every candle is in PostgreSQL
+exactly as the emulator served it (no gap left unfilled); the survivor stops gracefully within 10 s."""
 
 from __future__ import annotations
 
@@ -34,7 +35,13 @@ async def test_killed_worker_shard_is_taken_over_without_a_gap(shared_data: Path
 
     try:
         cluster.spawn("w1", "shard")
-        cluster.spawn("w2", "shard")
+
+        async def w1_alone_holds_both() -> bool:
+            h = await holders()
+            return None not in h and h[0] == h[1]
+
+        await wait_for(w1_alone_holds_both, 90, "the first worker holding both shards")
+        cluster.spawn("w2", "shard")  # joining: w1 hands one shard over (flushed, then released)
 
         async def split() -> bool:
             h = await holders()
@@ -51,9 +58,11 @@ async def test_killed_worker_shard_is_taken_over_without_a_gap(shared_data: Path
         emu.resume()
         await asyncio.wait_for(emu.wait_minutes(3), 60)
         owners = await holders()
-        w1_slots = [e["slot"] for e in cluster.log("w1") if e.get("event") == "slot_started"]
-        assert len(w1_slots) == 1
-        victim_slot = w1_slots[0]
+        w1_log = cluster.log("w1")
+        started = [e["slot"] for e in w1_log if e.get("event") == "slot_started"]
+        stopped = [e["slot"] for e in w1_log if e.get("event") == "slot_stopped"]
+        assert sorted(started) == [0, 1] and len(stopped) == 1  # rebalanced when w2 joined
+        victim_slot = next(s for s in started if s not in stopped)
         victim_owner = owners[victim_slot]
         assert cluster.kill("w1") == -9
 
@@ -74,8 +83,10 @@ async def test_killed_worker_shard_is_taken_over_without_a_gap(shared_data: Path
         survivor = [e for e in cluster.log("w2") if e.get("event") == "slot_started"]
         assert sorted(e["slot"] for e in survivor) == [0, 1]
         print(f"shard taken over {took:.1f}s after the SIGKILL")
+        stop_started = asyncio.get_running_loop().time()
         codes = cluster.stop_all()
-        assert codes == {"w2": 0}  # graceful SIGTERM stop of the survivor
+        assert codes == {"w2": 0}  # graceful SIGTERM stop of the survivor ...
+        assert asyncio.get_running_loop().time() - stop_started < 10  # ... within 10 s
         assert await rds.zcard(keys.workers) == 0 and await holders() == [None, None]  # left cleanly
     finally:
         cluster.stop_all()
