@@ -127,3 +127,92 @@ async def test_executor_killed_mid_order_restarts_without_duplicates(shared_data
         await rds.delete(*[k async for k in rds.scan_iter(f"{cluster.prefix}:*")] or ["_"])
         await rds.aclose()
         await emu.stop()
+
+
+async def test_executor_keeps_managing_exits_while_redis_is_down(shared_data: Path, pg_dsn: str,
+                                                                 tmp_path: Path) -> None:
+    """Redis (a real redis-server of the test's own) goes away with a position open: the exchange-side stop
+    fires and the executor still records the closed trade (user-data stream, PostgreSQL); when Redis comes back
+    empty, the executor recreates its group and takes new signals again."""
+    import asyncpg
+
+    from tests.integration.test_scale_recovery import RedisServer
+
+    await apply_migrations(pg_dsn)
+    emu = Emulator(EmulatorConfig(data_dir=shared_data, symbols=SYMBOLS, speed=240, start_paused=True))
+    await emu.start()
+    emu.resume()
+    await emu.wait_minutes(3)
+    emu.pause()
+    server = RedisServer(tmp_path)
+    server.start()
+    await server.wait_up()
+    cluster = Cluster(emu, pg_dsn, tmp_path / "procs", shards=1, redis_url=server.url,
+                      BINANCE_API_KEY=emu.config.api_key, BINANCE_API_SECRET=emu.config.api_secret)
+    keys = ClusterKeys(cluster.prefix)
+
+    async def publish(*signals: Signal) -> None:
+        rds: aioredis.Redis = aioredis.from_url(server.url)
+        pub = SignalPublisher(rds, keys.signals, marks_stream=keys.marks)
+        pub.start()
+        prices = [float(emu.account.last_price(s) or 0) for s in SYMBOLS]
+        pub.publish_marks(emu.start_ms + (emu.minutes_replayed - 1) * MINUTE_MS, SYMBOLS, prices)
+        for s in signals:
+            pub.publish(s)
+        assert await pub.drain(5)
+        await pub.stop()
+        await rds.aclose()
+
+    async def trades() -> list[str]:
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            return [r["exit_reason"] for r in await conn.fetch("SELECT exit_reason FROM trades")]
+        finally:
+            await conn.close()
+
+    try:
+        await _activate(emu)
+        # a stop the real path reaches: against the larger move of the next 15 minutes, half of it away
+        entry = float(emu.account.last_price("ETHUSDT") or 0)
+        first = emu.start_ms + emu.minutes_replayed * MINUTE_MS
+        path = [emu.market.candle("ETHUSDT", first + m * MINUTE_MS) for m in range(15)]
+        up = max(c.high for c in path if c) / entry - 1
+        down = 1 - min(c.low for c in path if c) / entry
+        side = "SHORT" if up >= down else "LONG"
+        base = _signal(emu, "ETHUSDT", side)
+        stopped = Signal(base.signal_id, base.symbol, base.side, base.open_time, base.price, base.confidence,
+                         100 * max(up, down) * 0.5, 6.0, base.setup, base.features,
+                         schema_version=base.schema_version, created_ms=base.created_ms)
+        await publish(stopped)
+        cluster.spawn("exec", "executor")
+
+        async def protected() -> bool:
+            return sorted(_legs(emu.account.order_log, stopped.signal_id)) == ["en", "sl", "tp"]
+
+        await wait_for(protected, 60, "the position opened and protected")
+        server.stop()  # Redis is gone
+        emu.resume()
+        await emu.wait_minutes(emu.minutes_replayed + 15)
+        emu.pause()
+
+        async def closed() -> bool:
+            return await trades() == ["stop_loss"]
+
+        await wait_for(closed, 60, "the stop's exit recorded while Redis is down")
+        assert cluster.procs["exec"].poll() is None
+        server.start()  # back, empty: no group, no stream
+        await server.wait_up()
+        fresh = _signal(emu, "XRPUSDT", "LONG")
+        await publish(fresh)
+
+        async def taken() -> bool:
+            return "en" in _legs(emu.account.order_log, fresh.signal_id)
+
+        await wait_for(taken, 60, "a new signal taken after Redis came back")
+        events = [e.get("event") for e in cluster.log("exec")]
+        assert "redis_unavailable" in events and "redis_recovered" in events
+        assert cluster.stop_all() == {"exec": 0}
+    finally:
+        cluster.stop_all()
+        server.stop()
+        await emu.stop()
