@@ -7,9 +7,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from shards.cli import build_parser
 
@@ -31,7 +32,8 @@ def test_cluster_profile_validates() -> None:
 def test_cluster_services_run_our_commands() -> None:
     """executor and shard run the real subcommands, need Redis, share the image, get a stop grace period."""
     services = yaml.safe_load(COMPOSE.read_text())["services"]
-    commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    choices: Any = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    commands = set(choices)
     for name in ("executor", "shard"):
         svc = services[name]
         assert svc["command"] == [name] and name in commands
