@@ -39,6 +39,7 @@ class ExecutorProcess(ClusterProcess):
         self.marks: MarksReader | None = None
         self.minutes = 0
         self.interrupted = 0
+        self.learner: Any = None
         self._redis_down = False
         self._ready = False
 
@@ -55,6 +56,7 @@ class ExecutorProcess(ClusterProcess):
                                     pool=self.pool, governor=self.governor,
                                     brackets_file=tiers if tiers.exists() else None, logger=self.log)
         await self.trading.start()
+        self._attach_learner()
         self.consumer = SignalConsumer(self.redis, self.keys.signals, self.keys.signals_group, c.consumer_name,
                                        claim_idle_ms=int(c.claim_idle_s * 1000), logger=self.log)
         self.marks = MarksReader(self.redis, self.keys.marks)
@@ -70,6 +72,30 @@ class ExecutorProcess(ClusterProcess):
         self.supervisor.spawn("heartbeat", Heartbeat(self.report, interval_s=c.heartbeat_s, logger=self.log).run)
         self._ready = True
         self.log.info("executor_process_started", positions=len(self.trading.executor.book), ops=self.ops.port)
+
+    def _attach_learner(self) -> None:
+        """Closed trades are here, so the learner is too: retrain → gate → promote in the registry; the shard
+        workers load the new champion from the registry within a minute (their model loop)."""
+        if not self.settings.learner.enabled or self.trading.repo is None:
+            return
+        assert self.pool is not None and self.universe is not None
+        from smc_quant.model.learner import Learner, LearnerConfig, candle_history
+        from smc_quant.store.candles import CandleRepository
+        from smc_quant.store.models import ModelRegistry
+
+        ls = self.settings.learner
+        history = candle_history(CandleRepository(self.pool).fetch, self.universe.symbols,
+                                 int(ls.history_days * 86_400_000), self.trading.clock.wall_or_market)
+
+        async def promoted(version: int) -> None:
+            self.log.warning("model_promoted", version=version, note="shard workers follow within a minute")
+
+        self.learner = Learner(self.trading.repo, ModelRegistry(self.pool), history, LearnerConfig(
+            retrain_every=ls.retrain_every_trades, retrain_interval_s=ls.retrain_interval_s,
+            margin=ls.promote_margin, cold_start=ls.cold_start), on_promoted=promoted, log=self.log)
+        learner = self.learner
+        self.trading.executor.add_trade_listener(lambda _trade: learner.on_trade_closed())
+        self.supervisor.spawn("learner", learner.run)
 
     async def stop(self) -> None:
         """Stop intake (no new entries), let the handled ones finish and persist, close. Positions stay
@@ -200,4 +226,6 @@ class ExecutorProcess(ClusterProcess):
             out.update(bus_delivered=float(st.delivered), bus_acked=float(st.acked), bus_claimed=float(st.claimed),
                        bus_bad=float(st.bad))
         out["redis_down"] = float(self._redis_down)
+        if self.learner is not None:
+            out.update(self.learner.stats.metrics())
         return out
