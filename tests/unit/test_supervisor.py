@@ -137,3 +137,65 @@ def test_lines_without_an_error_field_aggregate_only_when_identical() -> None:
     assert agg(None, "warning", {"event": "slot_started", "slot": 1})
     with pytest.raises(structlog.DropEvent):
         agg(None, "warning", {"event": "slot_started", "slot": 1, "timestamp": "later"})
+
+
+from shards.worker import ClusterProcess, run_process  # noqa: E402
+from smc_quant.settings import load_settings  # noqa: E402
+
+
+class _Proc(ClusterProcess):
+    """A minimal cluster process for ``run_process``: one supervised task, optionally crashing."""
+
+    def __init__(self, tmp: Path, *, crash: bool) -> None:
+        super().__init__(load_settings(state_dir=tmp, cluster={"max_task_restarts": 2, "crash_delay_s": 0.2,
+                                                               "crash_limit": 1, "watchdog_stall_s": 5.0}))
+        self.supervisor.backoff_initial_s = 0.001
+        self.crash = crash
+        self.stopped = False
+        self.started = asyncio.Event()
+
+    async def start(self) -> None:
+        async def work() -> None:
+            self.started.set()
+            if self.crash:
+                raise RuntimeError("boom")
+            await asyncio.Event().wait()
+
+        self.supervisor.spawn("work", work)
+
+    async def stop(self) -> None:
+        await self.supervisor.stop()
+        self.stopped = True
+
+
+async def _run(proc: _Proc, stop: asyncio.Event) -> int:
+    return await run_process(proc, stop)
+
+
+async def test_run_process_exits_non_zero_when_a_task_crash_loops(tmp_path: Path) -> None:
+    proc = _Proc(tmp_path, crash=True)
+    assert await asyncio.wait_for(_run(proc, asyncio.Event()), 10) == 1
+    assert proc.stopped
+    history = CrashHistory(tmp_path, "process")
+    assert len(history.crashes()) == 1 and not history.marker.exists()
+
+
+async def test_run_process_stops_cleanly_on_request_and_backs_off_after_crash_loops(tmp_path: Path) -> None:
+    proc = _Proc(tmp_path, crash=False)
+    stop = asyncio.Event()
+    run = asyncio.create_task(_run(proc, stop))
+    await asyncio.wait_for(proc.started.wait(), 5)
+    stop.set()  # SIGTERM
+    assert await asyncio.wait_for(run, 10) == 0 and proc.stopped
+    history = CrashHistory(tmp_path, "process")
+    assert history.crashes() == []
+    history.record_crash()
+    history.record_crash()  # two crashes > crash_limit 1: the next start waits crash_delay_s first
+    proc = _Proc(tmp_path, crash=False)
+    stop = asyncio.Event()
+    with capture_logs() as logs:
+        run = asyncio.create_task(_run(proc, stop))
+        await asyncio.wait_for(proc.started.wait(), 5)
+        stop.set()
+        assert await asyncio.wait_for(run, 10) == 0
+    assert any(e["event"] == "crash_loop_backoff" and e["delay_s"] == 0.2 for e in logs)
