@@ -143,7 +143,7 @@ class ShardWorker(ClusterProcess):
         self.scalper: Any = None
         self.symbols: tuple[str, ...] = ()
         self.signals = 0
-        self.takeovers = 0
+        self.acquired = 0
         self.converged = asyncio.Event()
         self._ready = False
         self._slot_lock = asyncio.Lock()
@@ -226,11 +226,13 @@ class ShardWorker(ClusterProcess):
                 await self.leases.release(slot)
                 self.log.info("slot_released", slot=slot, workers=len(members))
             for slot in sorted(want - set(self.slots)):
-                previous = await self.leases.holder(slot)
                 if await self.leases.try_acquire(slot):
                     await self._start_slot(slot)
-                    if previous is None and self.slots:
-                        self.takeovers += 1
+                    self.acquired += 1
+                    for held in sorted(self.slots):  # a slow warm start must not let the others lapse
+                        if held != slot and not await self.leases.renew(held):
+                            self.log.warning("lease_lost", slot=held)
+                            await self._stop_slot(held)
             if want == set(self.slots):
                 self.converged.set()
             else:
@@ -355,7 +357,7 @@ class ShardWorker(ClusterProcess):
         """Extra gauges for /metrics."""
         pub = self.publisher
         out = {"worker_slots": float(len(self.slots)), "worker_signals": float(self.signals),
-               "worker_takeovers": float(self.takeovers),
+               "worker_slots_acquired": float(self.acquired),
                "signal_buffered": float(pub.buffered if pub else 0),
                "signal_overflow": float(pub.stats.overflow if pub else 0),
                "signal_published": float(pub.stats.published if pub else 0)}
