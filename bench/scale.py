@@ -143,7 +143,7 @@ async def run_one(n: int, args: argparse.Namespace, admin_dsn: str) -> dict[str,
 
         async def read_marks() -> None:
             while True:
-                for open_time, _symbols, _closes in await reader.read(block_ms=200):
+                for open_time, *_rest in await reader.read(block_ms=200):
                     arrived[open_time] = time.perf_counter()  # the last shard's batch of the minute wins
 
         frames0 = sum(scrape_frames(p) for _, p in procs)

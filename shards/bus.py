@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import msgspec
 import structlog
@@ -130,11 +130,17 @@ class SignalPublisher:
         self._empty.clear()
         self._wake.set()
 
-    def publish_marks(self, open_time: int, symbols: Sequence[str], closes: Sequence[float]) -> None:
-        """Queue one minute's closes for the marks stream (only the latest few are kept while Redis is down)."""
+    def publish_marks(self, open_time: int, symbols: Sequence[str], closes: Sequence[float],
+                      bars: Sequence[tuple[int, float, float, float] | None] | None = None) -> None:
+        """Queue one minute's closes for the marks stream (only the latest few are kept while Redis is down).
+
+        ``bars``: per symbol ``(open_time, open, high, low)`` of the candle the close belongs to (the paper
+        account walks the bar's path, so a stop inside the bar fills at its trigger), or None.
+        """
         if self.marks_stream is None or not symbols:
             return
-        self._marks.append(msgspec.json.encode([open_time, list(symbols), [float(c) for c in closes]]))
+        wire_bars = [list(b) if b is not None else None for b in bars] if bars is not None else None
+        self._marks.append(msgspec.json.encode([open_time, list(symbols), [float(c) for c in closes], wire_bars]))
         self._wake.set()
 
     def start(self) -> None:
@@ -307,6 +313,16 @@ def _entries(resp: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
     return [e for e in resp[0][1] if e[1] is not None]
 
 
+class Marks(NamedTuple):
+    """One shard's closes of one minute from the marks stream."""
+
+    open_time: int
+    symbols: list[str]
+    closes: list[float]
+    bars: list[tuple[int, float, float, float] | None]
+    """Per symbol ``(open_time, open, high, low)`` of the candle, when the worker sent it."""
+
+
 class MarksReader:
     """Reads the marks stream (no group: each executor start reads from "now")."""
 
@@ -315,7 +331,7 @@ class MarksReader:
         self.stream = stream
         self.last_id: Any = "$"
 
-    async def read(self, block_ms: int | None = 1000) -> list[tuple[int, list[str], list[float]]]:
+    async def read(self, block_ms: int | None = 1000) -> list[Marks]:
         """The minutes published since the last call: ``(open_time, symbols, closes)`` each.
 
         The first call returns the latest entry already in the stream (the marks known at start), later
@@ -329,11 +345,13 @@ class MarksReader:
         resp = await self.redis.xread({self.stream: self.last_id}, block=block_ms, count=100)
         return self._parse(_entries(resp))
 
-    def _parse(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[tuple[int, list[str], list[float]]]:
-        out: list[tuple[int, list[str], list[float]]] = []
+    def _parse(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[Marks]:
+        out: list[Marks] = []
         for entry_id, fields in entries:
             self.last_id = entry_id
-            with contextlib.suppress(msgspec.DecodeError, KeyError, ValueError):
-                open_time, symbols, closes = msgspec.json.decode(fields[b"m"])
-                out.append((int(open_time), list(symbols), list(closes)))
+            with contextlib.suppress(msgspec.DecodeError, KeyError, ValueError, TypeError):
+                open_time, symbols, closes, *rest = msgspec.json.decode(fields[b"m"])
+                bars = rest[0] if rest and rest[0] is not None else [None] * len(symbols)
+                out.append(Marks(int(open_time), list(symbols), [float(c) for c in closes],
+                                 [tuple(b) if b is not None else None for b in bars]))
         return out

@@ -61,8 +61,8 @@ class ExecutorProcess(ClusterProcess):
                                        claim_idle_ms=int(c.claim_idle_s * 1000), logger=self.log)
         self.marks = MarksReader(self.redis, self.keys.marks)
         with contextlib.suppress(*REDIS_DOWN):  # the latest marks first: the replay clock before any signal
-            for open_time, symbols, closes in await self.marks.read(block_ms=None):
-                self.apply_marks(open_time, symbols, closes)
+            for marks in await self.marks.read(block_ms=None):
+                self.apply_marks(*marks)
         ops = self.settings.ops
         self.ops = OpsServer([], window_s=ops.freshness_window_s or 90.0, fraction=ops.fresh_fraction,
                              queue_depth=lambda _shard: 0, ready=lambda: self._ready, extra=self.metrics)
@@ -189,22 +189,31 @@ class ExecutorProcess(ClusterProcess):
                 self._redis_failed(exc)
                 await asyncio.sleep(1.0)
                 continue
-            for open_time, symbols, closes in minutes:
-                self.apply_marks(open_time, symbols, closes)
+            for marks in minutes:
+                self.apply_marks(*marks)
             if minutes:
                 self.minutes += len(minutes)
                 await self.trading.on_minute()
 
-    def apply_marks(self, open_time: int, symbols: list[str], closes: list[float]) -> None:
-        """One minute's closes: the replay clock, the marks, the paper account's prices."""
+    def apply_marks(self, open_time: int, symbols: list[str], closes: list[float],
+                    bars: list[tuple[int, float, float, float] | None] | None = None) -> None:
+        """One minute's closes: the replay clock, the marks, the paper account's prices (the bar's path when
+        the worker sent the bar, as ``TradingStack.on_candle`` does in one process)."""
         trading = self.trading
         close_ms = open_time + MINUTE_MS
         if close_ms > trading.clock.latest_close_ms:
             trading.clock.latest_close_ms = close_ms
-        for symbol, close in zip(symbols, closes, strict=False):
+        path = self.settings.trading.paper_price_path
+        for i, (symbol, close) in enumerate(zip(symbols, closes, strict=False)):
             price = Decimal(repr(float(close)))
             trading.executor.on_price(symbol, price)
-            if trading.paper is not None:
+            if trading.paper is None:
+                continue
+            bar = bars[i] if bars is not None and i < len(bars) else None
+            if bar is not None:
+                bar_open, o, h, low = bar
+                trading.paper.on_bar(symbol, o, h, low, float(close), int(bar_open), path)
+            else:
                 trading.paper.on_price(symbol, price, close_ms - 1)
 
     def report(self) -> dict[str, Any]:

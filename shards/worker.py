@@ -142,6 +142,7 @@ class ShardWorker(ClusterProcess):
         self.scorer: BatchScorer | None = None
         self.scalper: Any = None
         self.symbols: tuple[str, ...] = ()
+        self._bars: dict[str, tuple[int, float, float, float]] = {}
         self.signals = 0
         self.acquired = 0
         self.converged = asyncio.Event()
@@ -246,6 +247,8 @@ class ShardWorker(ClusterProcess):
         for analyzer in manager.analyzers:
             analyzer.subscribe(self.scorer)
             analyzer.subscribe(self._on_batch)
+        for feed in manager.feeds:
+            feed.listeners.insert(0, self._on_candle)
         await manager.seed()
         manager.start()
         self.slots[slot] = manager
@@ -313,10 +316,14 @@ class ShardWorker(ClusterProcess):
             await self._load_champion()
 
     # -- signals --------------------------------------------------------------------------------------
+    def _on_candle(self, candle: Candle, _completed: list[Candle]) -> None:
+        self._bars[candle.symbol] = (candle.open_time, candle.open, candle.high, candle.low)
+
     def _on_batch(self, batch: Any) -> None:
         closes = getattr(batch, "closes", None)
         if self.publisher is not None and closes is not None:
-            self.publisher.publish_marks(int(batch.open_time), batch.symbols, closes)
+            bars = [self._bars.get(s) for s in batch.symbols]
+            self.publisher.publish_marks(int(batch.open_time), batch.symbols, closes, bars)
 
     def _on_scores(self, batch: Batch, scores: Scores) -> None:
         closes = getattr(batch, "closes", None)

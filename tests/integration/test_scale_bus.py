@@ -65,11 +65,13 @@ async def test_publish_consume_ack_and_reclaim(rds: aioredis.Redis, keys: Cluste
     pub.start()
     for i in range(10):
         pub.publish(_signal(i))
-    pub.publish_marks(1_700_000_000_000, ["BTCUSDT", "ETHUSDT"], [27000.5, 1800.25])
+    pub.publish_marks(1_700_000_000_000, ["BTCUSDT", "ETHUSDT"], [27000.5, 1800.25],
+                      [(1_700_000_000_000, 26990.0, 27010.0, 26980.5), None])
     assert await pub.drain(5)
     await pub.stop()
     assert pub.stats.published == 10
-    assert await marks.read(block_ms=100) == [(1_700_000_000_000, ["BTCUSDT", "ETHUSDT"], [27000.5, 1800.25])]
+    assert await marks.read(block_ms=100) == [(1_700_000_000_000, ["BTCUSDT", "ETHUSDT"], [27000.5, 1800.25],
+                                                [(1_700_000_000_000, 26990.0, 27010.0, 26980.5), None])]
     dead = SignalConsumer(rds, keys.signals, keys.signals_group, "exec-dead", claim_idle_ms=0)
     await dead.ensure_group()
     await dead.ensure_group()  # idempotent

@@ -5,6 +5,7 @@ and no client order id reaches the exchange twice."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from decimal import Decimal
 from pathlib import Path
 
@@ -215,4 +216,62 @@ async def test_executor_keeps_managing_exits_while_redis_is_down(shared_data: Pa
     finally:
         cluster.stop_all()
         server.stop()
+        await emu.stop()
+
+
+async def test_paper_executor_walks_each_bar_from_the_marks_stream(shared_data: Path, pg_dsn: str,
+                                                                   tmp_path: Path) -> None:
+    """Paper account in the executor process: a worker's bar (open, high, low, close) reaches it over the marks
+    stream, so a stop inside the bar fills at its trigger although the bar closes above it."""
+    from shards.executor_main import ExecutorProcess
+    from smc_quant.domain.trading import ExitReason
+    from smc_quant.settings import load_settings
+    from tests.integration.test_scale_kit import wait_for as poll
+
+    await apply_migrations(pg_dsn)
+    emu = Emulator(EmulatorConfig(data_dir=shared_data, symbols=SYMBOLS, speed=0, start_paused=True))
+    await emu.start()
+    keys = ClusterKeys(f"t{uuid.uuid4().hex[:10]}")
+    settings = load_settings(database_url=pg_dsn, redis_url=TEST_REDIS_URL, mode="replay", state_dir=tmp_path,
+                             venue={"rest_base": emu.rest_url, "ws_market_base": emu.ws_market_base,
+                                    "ws_public_base": emu.ws_public_base},
+                             ops={"port": 0}, learner={"enabled": False},
+                             cluster={"key_prefix": keys.prefix, "claim_idle_s": 1.0})
+    proc = ExecutorProcess(settings)
+    rds: aioredis.Redis = aioredis.from_url(TEST_REDIS_URL)
+    pub = SignalPublisher(rds, keys.signals, marks_stream=keys.marks)
+    t = emu.start_ms
+    try:
+        await proc.start()
+        assert proc.trading.paper is not None  # no keys: the paper account
+        pub.start()
+        pub.publish_marks(t, ["BTCUSDT"], [27000.0], [(t, 27000.0, 27010.0, 26990.0)])
+
+        async def clock_at(ms: int) -> bool:
+            return bool(proc.trading.clock.latest_close_ms == ms)
+
+        await poll(lambda: clock_at(t + MINUTE_MS), 10, "the first minute's marks")
+        pub.publish(Signal(f"BTCUSDT:LONG:{t}", "BTCUSDT", "LONG", t, Decimal("27000"), 0.75, 1.0, 5.0, "bar@t",
+                           FEATURES, schema_version=FEATURE_SCHEMA.version, created_ms=t + MINUTE_MS))
+
+        async def opened() -> bool:
+            return "BTCUSDT" in proc.trading.executor.book
+
+        await poll(opened, 10, "the paper position")
+        stop = proc.trading.executor.book["BTCUSDT"].position
+        pub.publish_marks(t + MINUTE_MS, ["BTCUSDT"], [27005.0], [(t + MINUTE_MS, 27000.0, 27050.0, 26600.0)])
+
+        async def closed() -> bool:
+            return bool(proc.trading.executor.stats.closed == 1)
+
+        await poll(closed, 10, "the stop inside the bar")
+        trades = await proc.trading.repo.trades()
+        assert [tr.exit_reason for tr in trades] == [ExitReason.STOP_LOSS]
+        assert trades[0].exit_price < Decimal("27000") and trades[0].exit_price > Decimal("26600")  # the trigger
+        assert stop.quantity == trades[0].quantity
+    finally:
+        await pub.stop()
+        await proc.stop()
+        await rds.delete(keys.signals, keys.marks)
+        await rds.aclose()
         await emu.stop()
