@@ -47,6 +47,9 @@ async def test_worker_converges_and_follows_universe_and_members(shared_data: Pa
         await worker.converge()  # the lease loop's first round may still be running: one more is harmless
         assert worker.converged.is_set() and sorted(worker.slots) == [0, 1, 2]
         assert [await rds.get(keys.shard_lease(k)) for k in range(3)] == [b"w-a"] * 3
+        report = worker.report()  # the heartbeat line's fields
+        assert report["owner"] == "w-a" and set(report["shards"]) == {"0", "1", "2"}
+        assert report["signals_buffered"] == 0 and report["redis_down"] is False
         full = worker.symbols
         assert sum(len(f.symbols) for m in worker.slots.values() for f in m.feeds) == len(full) >= 300
         # the universe loses five symbols: only the slots that owned them restart
