@@ -28,6 +28,24 @@ def _dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default).decode()
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at write time (not the object it was when logging was set up),
+    so replacing stderr later (a test's capture, a supervisor redirect) never leaves loggers writing to a
+    closed stream."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
+STDERR = _CurrentStderr()
+
+
 def configure_logging(level: str = "INFO", fmt: Literal["auto", "json", "console"] = "auto") -> None:
     """Configure structlog (and stdlib logging for third-party libraries) once at start."""
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
@@ -37,7 +55,7 @@ def configure_logging(level: str = "INFO", fmt: Literal["auto", "json", "console
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     numeric = logging.getLevelName(level)
-    logging.basicConfig(level=numeric, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=numeric, stream=STDERR, format="%(name)s %(levelname)s %(message)s")
     for noisy in ("pgserver", "asyncio", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     structlog.configure(
@@ -50,7 +68,7 @@ def configure_logging(level: str = "INFO", fmt: Literal["auto", "json", "console
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(STDERR),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import structlog
 
 from smc_quant.datasets import data_dir
 
@@ -28,6 +29,21 @@ def shared_data() -> Path:
     if not (root / "klines").is_dir():
         pytest.skip(f"real market data not found at {root} (set SMC_DATA_DIR)")
     return root
+
+
+@pytest.fixture(autouse=True)
+def _global_logging_restored() -> object:
+    """A command run in-process (``main(argv)``) configures logging for the whole interpreter; put it back
+    after each test so one test's log set-up never changes the next test's."""
+    import logging
+
+    config = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.configure(**config)
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def _dsn_for(dbname: str) -> str:
