@@ -40,14 +40,13 @@ import uvloop
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from shards.executor import Executor, ExecutorConfig  # noqa: E402
-from shards.trading import brackets_for  # noqa: E402
 from smc_quant.datasets import LEVERAGE_TIERS, data_dir, load_exchange_info, load_klines  # noqa: E402
 from smc_quant.domain.trading import ExitReason, Signal  # noqa: E402
-from smc_quant.exchange.brackets import load_brackets  # noqa: E402
+from smc_quant.exchange.brackets import brackets_for, load_brackets  # noqa: E402
 from smc_quant.exchange.exchange_info import parse_exchange_info  # noqa: E402
 from smc_quant.exchange.governor import WeightGovernor  # noqa: E402
 from smc_quant.exchange.trade_client import LiveBroker  # noqa: E402
+from smc_quant.executor import Executor, ExecutorConfig  # noqa: E402
 from smc_quant.features import FEATURE_SCHEMA  # noqa: E402
 from smc_quant.logging import configure_logging  # noqa: E402
 from smc_quant.order_manager import SmartOrderManager  # noqa: E402

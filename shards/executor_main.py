@@ -1,7 +1,7 @@
 """``smc-quant executor``: the single order-placing process of the multi-process deployment.
 
 It consumes the signal stream with a consumer group (XREADGROUP; its own pending entries re-read and a
-crashed consumer's claimed at start, XAUTOCLAIM), hands each signal to the :class:`~shards.executor.Executor`
+crashed consumer's claimed at start, XAUTOCLAIM), hands each signal to the :class:`~smc_quant.executor.Executor`
 (risk, orders, persistence) and acknowledges the entries only once they were handled and their rows
 written. The executor's exit loop, reconciliation and user-data stream do not depend on Redis: with
 Redis down no new entries are taken, while open positions keep their exchange-side stops, the 2-hour

@@ -17,18 +17,15 @@ import aiohttp
 import asyncpg
 import structlog
 
-from shards.executor import Executor, ExecutorConfig
 from smc_quant.domain.candles import MINUTE_MS, Candle
 from smc_quant.domain.trading import Trade
 from smc_quant.errors import ConfigError
-from smc_quant.exchange.brackets import Bracket, SymbolBrackets, load_brackets
+from smc_quant.exchange.brackets import DEFAULT_TIER, brackets_for, load_brackets
 from smc_quant.exchange.exchange_info import SymbolFilters
+from smc_quant.executor import Executor, ExecutorConfig
 from smc_quant.model.scoring import Batch, Scores
 from smc_quant.orders.broker import Broker
 from smc_quant.settings import Settings
-
-DEFAULT_TIER = Bracket(Decimal(0), Decimal(10) ** 12, 20, Decimal("0.01"), Decimal(0))
-"""Used for a symbol whose brackets are unknown: 20× max, 1 % maintenance (conservative)."""
 
 
 class MarketClock:
@@ -51,11 +48,6 @@ class MarketClock:
     def wall_or_market(self) -> int:
         """Like calling the clock, but before the first candle of a replay: the wall clock."""
         return self() or int(time.time() * 1000)
-
-
-def brackets_for(symbols: Mapping[str, Any], known: Mapping[str, SymbolBrackets]) -> dict[str, SymbolBrackets]:
-    """Known brackets, or the conservative default tier for a symbol without any."""
-    return {s: known.get(s) or SymbolBrackets(s, (DEFAULT_TIER,)) for s in symbols}
 
 
 class TradingStack:

@@ -42,7 +42,7 @@ def _borrowed(template: Mapping[str, Any], series: KlineSeries) -> SymbolFilters
 def market_rules(series: Mapping[str, KlineSeries], root: Path | None = None
                  ) -> tuple[dict[str, SymbolFilters], dict[str, SymbolBrackets], list[str]]:
     """(filters, brackets, notes) for every symbol of ``series`` from the real files of the data folder."""
-    from shards.trading import brackets_for
+    from smc_quant.exchange.brackets import brackets_for
 
     root = root or data_dir()
     info = load_exchange_info(root)

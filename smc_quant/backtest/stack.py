@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 import structlog
 
-from shards.executor import Executor, ExecutorConfig
 from smc_quant.exchange.brackets import SymbolBrackets
 from smc_quant.exchange.exchange_info import SymbolFilters
+from smc_quant.executor import Executor, ExecutorConfig
 from smc_quant.order_manager import OrderConfig, SmartOrderManager
 from smc_quant.paper import PaperBroker
 from smc_quant.risk import RiskConfig, RiskManager

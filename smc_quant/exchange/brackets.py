@@ -20,7 +20,8 @@ from typing import Any
 
 from smc_quant.errors import DataRejected
 
-__all__ = ["Bracket", "SymbolBrackets", "load_brackets", "parse_ccxt_tiers", "parse_leverage_brackets"]
+__all__ = ["DEFAULT_TIER", "Bracket", "SymbolBrackets", "brackets_for", "load_brackets", "parse_ccxt_tiers",
+           "parse_leverage_brackets"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,3 +108,12 @@ def load_brackets(path: Path) -> dict[str, SymbolBrackets]:
     if isinstance(payload, dict) and "symbol" not in payload:
         return parse_ccxt_tiers(payload)
     return parse_leverage_brackets(payload)
+
+
+DEFAULT_TIER = Bracket(Decimal(0), Decimal(10) ** 12, 20, Decimal("0.01"), Decimal(0))
+"""Used for a symbol whose brackets are unknown: 20× max, 1 % maintenance (conservative)."""
+
+
+def brackets_for(symbols: Mapping[str, Any], known: Mapping[str, SymbolBrackets]) -> dict[str, SymbolBrackets]:
+    """Known brackets, or the conservative :data:`DEFAULT_TIER` for a symbol without any."""
+    return {s: known.get(s) or SymbolBrackets(s, (DEFAULT_TIER,)) for s in symbols}

@@ -21,7 +21,6 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from shards.executor import Executor, ExecutorConfig
 from smc_quant.datasets import LEVERAGE_TIERS
 from smc_quant.domain.candles import MINUTE_MS
 from smc_quant.domain.trading import PositionSide, Signal, Trade
@@ -30,6 +29,7 @@ from smc_quant.exchange.emulator import Emulator, EmulatorConfig
 from smc_quant.exchange.emulator.trading import account_filters
 from smc_quant.exchange.governor import WeightGovernor
 from smc_quant.exchange.trade_client import LiveBroker
+from smc_quant.executor import Executor, ExecutorConfig
 from smc_quant.features import FEATURE_SCHEMA
 from smc_quant.order_manager import OrderConfig, SmartOrderManager
 from smc_quant.orders.limiter import OrderLimiter

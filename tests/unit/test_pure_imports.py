@@ -53,3 +53,11 @@ def test_importing_pure_modules_loads_no_io_library_beyond_numpy_numba_polars() 
     assert "smc_quant" in added
     assert added & set(FORBIDDEN) == set()
     assert "smc_quant.datasets" not in out.stdout.split()
+
+
+def test_the_library_never_imports_the_service() -> None:
+    """``shards`` imports ``smc_quant``, never the reverse (the backtest, the executor and every adapter live in
+    the library; the service composes them)."""
+    root = Path(smc_quant.__file__).parent
+    offenders = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if "shards" in _imported_roots(p))
+    assert offenders == []
