@@ -74,6 +74,41 @@ def test_swings_equal_sliding_window_pivots(btc: KlineSeries, left: int, right: 
     assert int(((flags == 1) | (flags == 2)).sum()) == int((sw[:, E_DIR] == 1).sum())
 
 
+def _flag_oracle(h: F64, low: F64, left: int, right: int, strict: bool) -> npt.NDArray[np.int8]:
+    out = np.zeros(h.shape[0], dtype=np.int8)
+    if h.shape[0] > left + right:
+        hi = np.zeros(h.shape[0], dtype=bool)
+        lo = np.zeros(h.shape[0], dtype=bool)
+        hi[_pivots(h, left, right, strict)] = True
+        lo[_pivots(-low, left, right, strict)] = True
+        out[:] = hi.astype(np.int8) - lo + 2 * (hi & lo)
+    return out
+
+
+@pytest.mark.parametrize(("left", "right", "strict"), [(5, 5, True), (9, 10, False), (4, 5, False), (10, 3, True),
+                                                      (1, 1, True), (2, 1, False), (3, 40, False),
+                                                      (16, 31, True), (47, 47, True), (60, 70, False)])
+def test_swing_flags_equal_sliding_window_pivots(btc: KlineSeries, left: int, right: int, strict: bool) -> None:
+    """The vectorised ``swings.batch`` gives exactly the window-rule flags: on real candles, on every
+    length around its chunk size, on data full of ties; with NaN prices it falls back to the
+    bar-by-bar comparisons of ``swings.pivot``."""
+    np.testing.assert_array_equal(swings.batch(btc.high, btc.low, left, right, strict),
+                                  _flag_oracle(btc.high, btc.low, left, right, strict))
+    for n in (0, 1, left + right, left + right + 1, swings.CHUNK - 1, swings.CHUNK + left + right + 1, 3000):
+        h, low = btc.high[:n], btc.low[:n]
+        np.testing.assert_array_equal(swings.batch(h, low, left, right, strict),
+                                      _flag_oracle(h, low, left, right, strict), err_msg=str(n))
+    rng = np.random.default_rng(left * 100 + right)
+    h = rng.integers(0, 4, 5000).astype(np.float64)
+    low = h - rng.integers(0, 3, 5000)
+    np.testing.assert_array_equal(swings.batch(h, low, left, right, strict), _flag_oracle(h, low, left, right, strict))
+    h[rng.integers(0, 5000, 20)] = np.nan
+    low[rng.integers(0, 5000, 20)] = np.nan
+    want = np.zeros(h.shape[0], dtype=np.int8)
+    swings._scan_exact(h, -low, left, right, strict, want)
+    np.testing.assert_array_equal(swings.batch(h, low, left, right, strict), want)
+
+
 @pytest.mark.parametrize("colour", [True, False])
 def test_fvg_equals_three_candle_gap_rule(btc: KlineSeries, colour: bool) -> None:
     """FVG events are exactly the three-candle gaps (middle-candle colour optional), stamped on bar 3."""
