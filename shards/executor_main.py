@@ -169,7 +169,7 @@ class ExecutorProcess(ClusterProcess):
         reconciliation reports the position the dead run opened.
         """
         repo = self.trading.repo
-        if repo is None or signal_id in self.trading.executor._seen:
+        if repo is None or self.trading.executor.seen(signal_id):
             return False
         orders = await repo.orders_for_signal(signal_id)
         if not orders:

@@ -37,10 +37,19 @@ from smc_quant.domain.trading import (
     Signal,
     Trade,
     direction,
+    entry_side,
     exit_side,
 )
 from smc_quant.errors import SmcError
-from smc_quant.orders.broker import AccountEvent, AccountUpdate, AlgoUpdate, Broker, OrderUpdate, StreamExpired
+from smc_quant.orders.broker import (
+    AccountEvent,
+    AccountUpdate,
+    AlgoUpdate,
+    Broker,
+    ExchangePosition,
+    OrderUpdate,
+    StreamExpired,
+)
 from smc_quant.orders.client_ids import Leg, parse_client_order_id, signal_digest
 
 DAY_MS = 86_400_000
@@ -144,6 +153,10 @@ class Executor:
             return False
         self._idle.clear()
         return True
+
+    def seen(self, signal_id: str) -> bool:
+        """Whether ``signal_id`` was handled (or adopted) by this executor within the duplicate window."""
+        return signal_id in self._seen
 
     def add_trade_listener(self, listener: Callable[[Trade], None]) -> None:
         """Call ``listener(trade)`` after every closed trade is stored (the learner counts here)."""
@@ -523,13 +536,70 @@ class Executor:
                 entry.sl_client_id, entry.tp_client_id = new_ids
                 await self._save(entry)
         for symbol, pos in remote.items():
-            if symbol not in self.book:
+            if symbol not in self.book and not await self._adopt(pos):
                 self.stats.alarms += 1
                 self.log.error("unknown_position", symbol=symbol, side=pos.side, qty=str(pos.quantity),
                                note="not opened by this executor; left alone, needs a human")
                 if self.repo is not None:
                     await self.repo.record_alarm("unknown_position", f"{symbol} {pos.side} {pos.quantity}",
                                                  self.clock())
+
+    async def _adopt(self, remote: ExchangePosition) -> bool:
+        """A position the book does not know, opened by our own entry order: take it over and protect it.
+
+        This is the crash between the entry's fill and the position row (the journal row ``sending`` is written
+        before every order leaves, with the decision's stop/target prices, leverage and confidence as its
+        ``intent``). The entry must be ours (the newest entry journalled on the symbol whose trade is not
+        stored), on the same side; its entry time is the journal's ``created_ms`` — never later than the real
+        fill, so the 2-hour limit can only come early. The entry fill is read from the stored fills, else
+        queried from the exchange (fee estimated at the taker rate). Returns ``False`` when nothing matches.
+        """
+        if self.repo is None or not hasattr(self.repo, "latest_entry"):
+            return False
+        row = await self.repo.latest_entry(remote.symbol)
+        intent = (row or {}).get("intent") or {}
+        if row is None or not intent.get("stop_price"):
+            return False
+        if row["side"] != ("BUY" if remote.side == "LONG" else "SELL"):
+            return False
+        signal_id, cid = str(row["signal_id"]), str(row["client_order_id"])
+        sig = await self.repo.signal(signal_id) if hasattr(self.repo, "signal") else None
+        target = intent.get("target_price")
+        position = Position(
+            symbol=remote.symbol, side=remote.side, quantity=remote.quantity, entry_price=remote.entry_price,
+            entry_time_ms=int(row["created_ms"]), leverage=int(intent.get("leverage") or remote.leverage or 1),
+            signal_id=signal_id, confidence=float(intent.get("confidence") or 0.0),
+            stop_price=Decimal(str(intent["stop_price"])),
+            target_price=None if target is None else Decimal(str(target)),
+            mark_price=remote.mark_price or remote.entry_price)
+        fills = list(await self.repo.fills_for_signal(signal_id))
+        if not any(f.client_order_id == cid for f in fills):
+            state = await self.broker.query_order(remote.symbol, cid)
+            if state is not None and state.executed_qty > 0:
+                fee = state.executed_qty * state.avg_price * self.config.taker_fee
+                fills.append(Fill(remote.symbol, cid, entry_side(remote.side), state.executed_qty, state.avg_price, fee,
+                                  state.update_time_ms or int(row["created_ms"])))
+        self._fills[signal_id] = fills
+        self._digests[signal_digest(signal_id)] = signal_id
+        self._remember(signal_id)
+        entry = BookEntry(position, sig, None, None, signal_time_ms=sig.open_time if sig is not None else 0)
+        if sig is not None:
+            entry.features, entry.schema_version = sig.features, sig.schema_version
+            entry.model_version = sig.model_version
+        self.book[remote.symbol] = entry
+        mark = self.marks.get(remote.symbol) or remote.mark_price or remote.entry_price
+        sl, tp = await self.manager.ensure_protection(position, mark)
+        entry.sl_client_id, entry.tp_client_id = _client(sl), _client(tp)
+        if remote.symbol in self.book:
+            await self._save(entry)
+        self.stats.repairs += 1
+        self.log.warning("position_adopted", symbol=remote.symbol, side=remote.side, qty=str(remote.quantity),
+                         signal_id=signal_id, client_id=cid, protected=sl is not None,
+                         note="opened by an entry of ours whose position row was never written (crash)")
+        if self.repo is not None:
+            await self.repo.record_alarm("position_adopted", f"{remote.symbol} {remote.side} {remote.quantity}",
+                                         self.clock())
+        return True
 
     async def _closed_while_away(self, entry: BookEntry) -> None:
         """Our position is flat at the exchange: learn the exit from the orders we own, then finish."""

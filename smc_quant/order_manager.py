@@ -76,8 +76,16 @@ class OrderJournal(Protocol):
         self, *, client_id: str, signal_id: str, symbol: str, side: str, kind: str, order_type: str, algo: bool,
         quantity: Decimal | None, price: Decimal | None = None, trigger_price: Decimal | None = None,
         reduce_only: bool = False, close_position: bool = False, status: str, exchange_id: int | None = None,
-        attempt: int = 0, last_error: str | None = None, time_ms: int,
+        attempt: int = 0, last_error: str | None = None, time_ms: int, intent: Mapping[str, object] | None = None,
     ) -> None: ...
+
+
+def entry_intent(decision: Decision) -> dict[str, object]:
+    """What the entry's journal row keeps for a restart: the protective prices (exact decimal strings), the
+    leverage and the confidence — enough to protect the position without the signal or position row."""
+    target = decision.target_price
+    return {"stop_price": str(decision.stop_price), "target_price": None if target is None else str(target),
+            "leverage": int(decision.leverage), "confidence": float(decision.signal.confidence)}
 
 
 @dataclass(frozen=True)
@@ -250,7 +258,7 @@ class SmartOrderManager:
                                    time_in_force="GTC")
             try:
                 state = await self._send_order(request, signal.signal_id, "entry", attempt,
-                                               budget=cfg.entry_max_attempts)
+                                               budget=cfg.entry_max_attempts, intent=entry_intent(decision))
                 break
             except _StillUnknown:
                 self._alarm(signal.symbol, "entry outcome unknown after queries; reconciliation must decide",
@@ -378,13 +386,15 @@ class SmartOrderManager:
     # -- sending with recovery --------------------------------------------------------------------------
 
     async def _send_order(self, request: OrderRequest, signal_id: str, kind: OrderKind, attempt: int, *,
-                          budget: int) -> OrderState:
+                          budget: int, intent: Mapping[str, object] | None = None) -> OrderState:
         """Send a plain order; unknown → query first; temporary → resend (same id) up to ``budget`` sends."""
         meta: dict[str, Any] = {
             "client_id": request.client_order_id, "signal_id": signal_id, "symbol": request.symbol,
             "side": request.side, "kind": kind, "order_type": request.type, "algo": False,
             "quantity": request.quantity, "price": request.price, "reduce_only": request.reduce_only,
             "attempt": attempt}
+        if intent is not None:
+            meta["intent"] = intent
         return await self._send(meta, lambda: self._broker.place_order(request),
                                 lambda: self._broker.query_order(request.symbol, request.client_order_id), budget)
 

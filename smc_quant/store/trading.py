@@ -36,19 +36,25 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $
 ON CONFLICT (signal_id) DO NOTHING"""
 
 _ORDER_COLS = ("client_order_id, signal_id, symbol, side, kind, order_type, algo, quantity, price, trigger_price, "
-               "reduce_only, close_position, status, exchange_id, attempt, last_error, created_ms, updated_ms")
+               "reduce_only, close_position, status, exchange_id, attempt, last_error, created_ms, updated_ms, intent")
 _UPSERT_ORDER = f"""
 INSERT INTO orders ({_ORDER_COLS})
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17, $18::jsonb)
 ON CONFLICT (client_order_id) DO UPDATE SET
     signal_id = EXCLUDED.signal_id, symbol = EXCLUDED.symbol, side = EXCLUDED.side, kind = EXCLUDED.kind,
     order_type = EXCLUDED.order_type, algo = EXCLUDED.algo, quantity = EXCLUDED.quantity, price = EXCLUDED.price,
     trigger_price = EXCLUDED.trigger_price, reduce_only = EXCLUDED.reduce_only,
     close_position = EXCLUDED.close_position, status = EXCLUDED.status,
     exchange_id = COALESCE(EXCLUDED.exchange_id, orders.exchange_id), attempt = EXCLUDED.attempt,
-    last_error = EXCLUDED.last_error, updated_ms = EXCLUDED.updated_ms, updated_at = now()"""
+    last_error = EXCLUDED.last_error, updated_ms = EXCLUDED.updated_ms, updated_at = now(),
+    intent = COALESCE(EXCLUDED.intent, orders.intent)"""
 _ORDER = f"SELECT {_ORDER_COLS} FROM orders WHERE client_order_id = $1"
 _ORDERS_FOR_SIGNAL = f"SELECT {_ORDER_COLS} FROM orders WHERE signal_id = $1 ORDER BY created_ms, client_order_id"
+_LATEST_ENTRY = f"""
+SELECT {_ORDER_COLS} FROM orders
+WHERE symbol = $1 AND kind = 'entry' AND status NOT IN ('REJECTED', 'failed')
+  AND NOT EXISTS (SELECT 1 FROM trades t WHERE t.signal_id = orders.signal_id)
+ORDER BY created_ms DESC, client_order_id DESC LIMIT 1"""
 
 _INSERT_FILL = """
 INSERT INTO fills (symbol, trade_id, client_order_id, order_id, side, qty, price, fee, realized_pnl, time_ms, is_maker)
@@ -103,6 +109,13 @@ def _check(value: str, allowed: frozenset[str], what: str) -> None:
 def _json(detail: Mapping[str, object]) -> str:
     """Decision detail as JSON text; Decimals and other non-JSON values are written as their str()."""
     return orjson.dumps(dict(detail), default=str).decode()
+
+
+def _order(row: asyncpg.Record) -> dict[str, Any]:
+    out = dict(row)
+    raw = out.get("intent")
+    out["intent"] = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
+    return out
 
 
 def _position(row: asyncpg.Record) -> Position:
@@ -170,25 +183,35 @@ class TradingRepository:
                            order_type: str, algo: bool, quantity: Decimal | None, price: Decimal | None = None,
                            trigger_price: Decimal | None = None, reduce_only: bool = False,
                            close_position: bool = False, status: str, exchange_id: int | None = None,
-                           attempt: int = 0, last_error: str | None = None, time_ms: int) -> None:
+                           attempt: int = 0, last_error: str | None = None, time_ms: int,
+                           intent: Mapping[str, object] | None = None) -> None:
         """Insert or update our order ``client_id`` (plain or algo).
 
         On update ``created_ms`` keeps its first value, ``updated_ms`` becomes ``time_ms``, and a known
-        ``exchange_id`` is never overwritten by ``None`` (a retry that has not heard back yet).
+        ``exchange_id`` or ``intent`` is never overwritten by ``None`` (a retry that has not heard back yet).
+        ``intent`` (entries): the decision's stop/target prices, leverage and confidence — what a restart
+        needs to protect the position should the process die before the position row is written.
         """
         _check(kind, ORDER_KINDS, "order kind")
         await self._pool.execute(
             _UPSERT_ORDER, client_id, signal_id, symbol, side, kind, order_type, algo, quantity, price,
-            trigger_price, reduce_only, close_position, status, exchange_id, attempt, last_error, time_ms)
+            trigger_price, reduce_only, close_position, status, exchange_id, attempt, last_error, time_ms,
+            None if intent is None else _json(intent))
 
     async def order(self, client_id: str) -> dict[str, Any] | None:
-        """The row of order ``client_id`` as a dict (column names as keys), or ``None``."""
+        """The row of order ``client_id`` as a dict (column names as keys; ``intent`` decoded), or ``None``."""
         row = await self._pool.fetchrow(_ORDER, client_id)
-        return None if row is None else dict(row)
+        return None if row is None else _order(row)
 
     async def orders_for_signal(self, signal_id: str) -> list[dict[str, Any]]:
         """Every order of ``signal_id``, oldest first."""
-        return [dict(r) for r in await self._pool.fetch(_ORDERS_FOR_SIGNAL, signal_id)]
+        return [_order(r) for r in await self._pool.fetch(_ORDERS_FOR_SIGNAL, signal_id)]
+
+    async def latest_entry(self, symbol: str) -> dict[str, Any] | None:
+        """Our newest entry order on ``symbol`` that was not refused and whose trade is not stored — the
+        order that opened a position the book does not know (a crash between the fill and the position row)."""
+        row = await self._pool.fetchrow(_LATEST_ENTRY, symbol)
+        return None if row is None else _order(row)
 
     async def record_fill(self, fill: Fill) -> bool:
         """Store one execution; ``False`` when this (symbol, trade_id, client_order_id) is already stored."""

@@ -9,6 +9,7 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 
+import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
@@ -119,8 +120,28 @@ async def test_executor_killed_mid_order_restarts_without_duplicates(shared_data
             legs = _legs(log, sig.signal_id)
             assert legs.count(str(Leg.ENTRY)) == 1, (sig.signal_id, legs)
         assert sorted(_legs(log, other.signal_id)) == ["en", "sl", "tp"]  # handled once, protected
+        # the held entry filled while nobody listened: the restart adopts that position from the order journal
+        # and protects it with the decision's stop and target (journalled with the entry before it left)
+        assert sorted(_legs(log, held.signal_id)) == ["en", "sl", "tp"]
         events = [e.get("event") for e in cluster.log("exec2")]
-        assert "signal_interrupted_by_crash" in events  # the held signal was not sent again
+        # the held signal was not handled again: its position was adopted at start, which marks it as seen
+        assert events.index("position_adopted") < events.index("signal_seen_before")
+        assert "unknown_position" not in events
+        algo = {o.client_algo_id: o for o in emu.account.open_algo_orders("BTCUSDT")}
+        held_algo = [cid for cid in algo if (parts := parse_client_order_id(cid)) is not None
+                     and parts.digest == signal_digest(held.signal_id)]
+        assert len(held_algo) == 2, algo  # stop and target live at the exchange
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            row = await conn.fetchrow("SELECT signal_id, entry_time_ms, sl_client_id, tp_client_id FROM positions "
+                                      "WHERE symbol = 'BTCUSDT'")
+            entry_ms = await conn.fetchval("SELECT created_ms FROM orders WHERE signal_id = $1 AND kind = 'entry'",
+                                           held.signal_id)
+        finally:
+            await conn.close()
+        assert row is not None and row["signal_id"] == held.signal_id
+        assert row["entry_time_ms"] == entry_ms  # the 2-hour clock starts at the journalled entry
+        assert {row["sl_client_id"], row["tp_client_id"]} == set(held_algo)
         codes = cluster.stop_all()
         assert codes == {"exec2": 0}
     finally:

@@ -68,7 +68,7 @@ def repo(pool: asyncpg.Pool) -> TradingRepository:
 async def test_migrations_apply_twice_cleanly(pg_dsn: str) -> None:
     """A second run applies nothing and leaves the trading tables in place."""
     first = await apply_migrations(pg_dsn)
-    assert first[-1] == "0004_trading.sql"
+    assert first[-1] == "0005_order_intent.sql"
     assert await apply_migrations(pg_dsn) == []
     conn = await asyncpg.connect(pg_dsn)
     try:
@@ -126,6 +126,29 @@ async def test_order_upsert_keeps_created_ms_and_exchange_id(repo: TradingReposi
     with pytest.raises(ValueError, match="order kind"):
         await repo.upsert_order(client_id="x", signal_id="s", symbol="BTCUSDT", side="BUY", kind="bogus",
                                 order_type="MARKET", algo=False, quantity=D(1), status="NEW", time_ms=T0)
+
+
+async def test_latest_entry_names_the_open_entry_with_its_intent(repo: TradingRepository) -> None:
+    """The entry journalled with its intent is found by symbol (the restart's way to adopt a position whose row
+    was never written); a refused entry, a later retry without intent, or a stored trade never hide or fake it."""
+    intent = {"stop_price": "36828.10", "target_price": "37719.10", "leverage": 5, "confidence": 0.6375}
+    assert await repo.latest_entry("BTCUSDT") is None
+    await repo.upsert_order(client_id="e-1", signal_id="sig-1", symbol="BTCUSDT", side="BUY", kind="entry",
+                            order_type="MARKET", algo=False, quantity=D("0.012"), status="sending", time_ms=T0,
+                            intent=intent)
+    await repo.upsert_order(client_id="e-1", signal_id="sig-1", symbol="BTCUSDT", side="BUY", kind="entry",
+                            order_type="MARKET", algo=False, quantity=D("0.012"), status="unknown", time_ms=T0 + 5)
+    await repo.upsert_order(client_id="e-2", signal_id="sig-2", symbol="BTCUSDT", side="SELL", kind="entry",
+                            order_type="MARKET", algo=False, quantity=D("0.5"), status="REJECTED", time_ms=T0 + 9,
+                            intent=intent)
+    row = await repo.latest_entry("BTCUSDT")
+    assert row is not None
+    assert (row["client_order_id"], row["signal_id"], row["status"], row["created_ms"]) == (
+        "e-1", "sig-1", "unknown", T0)
+    assert row["intent"] == intent  # kept through the update without one; prices exact as decimal strings
+    assert await repo.latest_entry("ETHUSDT") is None
+    await repo.close_trade(_trade(), features=FEATURES, schema_version=SCHEMA, signal_time_ms=T0, model_version=3)
+    assert await repo.latest_entry("BTCUSDT") is None  # its trade is stored: nothing left to adopt
 
 
 async def test_fill_idempotency_and_fills_for_signal(repo: TradingRepository, pool: asyncpg.Pool) -> None:
