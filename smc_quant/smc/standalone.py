@@ -53,16 +53,27 @@ def _liquidity(h: F64, low: F64, c: F64, flags: I8, right: int, atr: F64, tol_at
     n = 0
     t = start
     while (t < h.shape[0]) & (n < ev.shape[0] - 64):
-        n = liquidity.update(s, 0, 1, h[t], low[t], c[t], t, ev, n)
-        n = liquidity.update(s, liquidity.SIDE, -1, h[t], low[t], c[t], t, ev, n)
+        # liquidity.update returns at once for a bar below the side's reach; test it here first
+        if h[t] > s[liquidity.REACH]:
+            n = liquidity.update(s, 0, 1, h[t], low[t], c[t], t, ev, n)
+        if -low[t] > s[liquidity.SIDE + liquidity.REACH]:
+            n = liquidity.update(s, liquidity.SIDE, -1, h[t], low[t], c[t], t, ev, n)
         p = t - right
-        for sgn in (1, -1):
-            if (p >= 0) and ((flags[p] == sgn) | (flags[p] == 2)):
-                side = 0 if sgn > 0 else liquidity.SIDE
-                level = h[p] if sgn > 0 else low[p]
-                n = liquidity.on_swing(s, side, sgn, level, p, t, tol_atr * atr[t], ev, n)
+        f = flags[p] if p >= 0 else 0
+        if f != 0:
+            tol = tol_atr * atr[t]
+            if (f == 1) | (f == 2):
+                n = liquidity.on_swing(s, 0, 1, h[p], p, t, tol, ev, n)
+            if (f == -1) | (f == 2):
+                n = liquidity.on_swing(s, liquidity.SIDE, -1, low[p], p, t, tol, ev, n)
         t += 1
     return t, n
+
+
+def _joined(parts: list[F64], ev: F64) -> F64:
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate(parts) if parts else ev[:0].copy()
 
 
 def structure_batch(h: F64, low: F64, c: F64, flags: I8, right: int, close_break: bool,
@@ -77,7 +88,7 @@ def structure_batch(h: F64, low: F64, c: F64, flags: I8, right: int, close_break
     while t < h.shape[0]:
         t, n = _structure(h, low, c, flags, right, close_break, with_obs, s, t, ev)
         parts.append(ev[:n].copy())
-    return np.concatenate(parts) if parts else ev[:0].copy()
+    return _joined(parts, ev)
 
 
 def liquidity_batch(h: F64, low: F64, c: F64, flags: I8, right: int, atr: F64, tol_atr: float) -> F64:
@@ -89,4 +100,4 @@ def liquidity_batch(h: F64, low: F64, c: F64, flags: I8, right: int, atr: F64, t
     while t < h.shape[0]:
         t, n = _liquidity(h, low, c, flags, right, atr, tol_atr, s, t, ev)
         parts.append(ev[:n].copy())
-    return np.concatenate(parts) if parts else ev[:0].copy()
+    return _joined(parts, ev)
