@@ -42,13 +42,23 @@ async def test_demo_command_serves_health_and_stops_on_sigterm(shared_data: Path
         env={"PATH": "/usr/bin:/bin", "SMC_STATE_DIR": str(tmp_path), "HOME": str(tmp_path),
              "SMC_LOG_LEVEL": "WARNING"},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    health = asyncio.ensure_future(_healthy(f"http://127.0.0.1:{port}/health"))
+    exited = asyncio.ensure_future(proc.wait())
     try:
-        body = await asyncio.wait_for(_healthy(f"http://127.0.0.1:{port}/health"), 200)  # cold numba compile
+        # cold numba compile on a fresh checkout; a process that dies first fails at once, with its stderr
+        await asyncio.wait({health, exited}, timeout=200, return_when=asyncio.FIRST_COMPLETED)
+        if exited.done():
+            _, err = await proc.communicate()
+            pytest.fail(f"demo exited {proc.returncode} before it was healthy:\n{err.decode()[-3000:]}")
+        assert health.done(), "demo not healthy within 200 s"
+        body = health.result()
         assert body["status"] == "ok"
         assert sum(s["symbols"] for s in body["shards"]) >= 300
         assert (tmp_path / "demo" / "pg").is_dir()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(proc.wait(), 30)
+        health.cancel()
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(exited, 30)
         _, err = await proc.communicate()
     assert code == 0, err.decode()[-2000:]
