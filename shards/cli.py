@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from shards.app import Service, ServiceUnavailable, run_until_signalled
-from smc_quant.errors import ConfigError
+from smc_quant.errors import ConfigError, OperationalError
 from smc_quant.logging import configure_logging, get_logger
 from smc_quant.settings import Settings, load_settings
 
@@ -53,7 +53,7 @@ def cmd_run(_: argparse.Namespace) -> int:
     async def main() -> int:
         try:
             await run_until_signalled(Service(settings), _stop_event())
-        except ServiceUnavailable as exc:
+        except (ServiceUnavailable, OperationalError) as exc:  # exchange unreachable, database not startable
             print(f"smc-quant: {exc}", file=sys.stderr)
             return 1
         return 0
@@ -172,7 +172,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         configure_logging("INFO")
         return _run_loop(main)
-    except ServiceUnavailable as exc:
+    except (ServiceUnavailable, OperationalError) as exc:
         print(f"smc-quant: {exc}", file=sys.stderr)
         return 1
 

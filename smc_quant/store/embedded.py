@@ -8,6 +8,7 @@ is blocking, so every call into it runs in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,8 +29,18 @@ def _import_pgserver() -> Any:
     return pgserver
 
 
+def _stderr_of(exc: BaseException) -> str:
+    """The tail of a failed command's stderr (``initdb``/``pg_ctl`` say why there), if the error carries it."""
+    err = getattr(exc, "stderr", None)
+    if isinstance(err, bytes):
+        err = err.decode(errors="replace")
+    return f" ({err.strip()[-500:]})" if isinstance(err, str) and err.strip() else ""
+
+
 class EmbeddedPostgres:
     """A PostgreSQL server owned by this process; :meth:`stop` shuts it down (the data stays)."""
+
+    retry_delay_s = 1.0
 
     def __init__(self, datadir: Path) -> None:
         self.datadir = datadir
@@ -51,11 +62,22 @@ class EmbeddedPostgres:
         return self.dsn
 
     def _start_blocking(self, pgserver: Any) -> Any:
+        """Start (initialising on first use); a first failure is retried once after ``retry_delay_s``.
+
+        A fresh data directory's ``initdb`` was seen failing once in CI right after a heavy test (the folder
+        left empty, cause not reproduced since); a second attempt costs nothing when the first succeeds.
+        Both errors are reported when the retry fails too.
+        """
         self.datadir.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            return pgserver.get_server(self.datadir, cleanup_mode="stop")
-        except Exception as exc:  # pgserver raises subprocess/OS errors of many kinds
-            raise OperationalError(f"embedded PostgreSQL failed to start in {self.datadir}: {exc}") from exc
+        errors: list[str] = []
+        for attempt in (1, 2):
+            try:
+                return pgserver.get_server(self.datadir, cleanup_mode="stop")
+            except Exception as exc:  # pgserver raises subprocess/OS errors of many kinds
+                errors.append(f"{type(exc).__name__}: {exc}{_stderr_of(exc)}")
+                if attempt == 1:
+                    time.sleep(self.retry_delay_s)
+        raise OperationalError(f"embedded PostgreSQL failed to start in {self.datadir}: " + " | then: ".join(errors))
 
     async def stop(self) -> None:
         """Stop the server if this process started it; the data directory is kept."""

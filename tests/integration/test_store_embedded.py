@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from smc_quant.errors import OperationalError
 from smc_quant.settings import Settings
-from smc_quant.store.embedded import resolve_database
+from smc_quant.store.embedded import EmbeddedPostgres, resolve_database
 from smc_quant.store.migrations import apply_migrations, default_migrations_dir, read_migrations
 
 pytestmark = pytest.mark.integration
@@ -44,3 +46,29 @@ async def test_database_url_wins_over_embedded(tmp_path: Path) -> None:
     settings = Settings(state_dir=tmp_path, database_url=url)
     assert await resolve_database(settings) == (url, None)
     assert not (tmp_path / "pg").exists()
+
+
+class _FlakyServer:
+    """Stands in for the third-party ``pgserver`` module: its ``get_server`` fails ``failures`` times."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures, self.calls = failures, 0
+
+    def get_server(self, datadir: Path, cleanup_mode: str) -> str:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise subprocess.CalledProcessError(1, ["initdb", "-D", str(datadir)], stderr=b"initdb: boom\n")
+        return f"server:{datadir}:{cleanup_mode}"
+
+
+def test_a_failed_start_is_retried_once_then_reported_with_both_errors(tmp_path: Path) -> None:
+    embedded = EmbeddedPostgres(tmp_path / "pg")
+    embedded.retry_delay_s = 0.0
+    flaky = _FlakyServer(failures=1)
+    assert embedded._start_blocking(flaky) == f"server:{tmp_path / 'pg'}:stop"
+    assert flaky.calls == 2
+    broken = _FlakyServer(failures=2)
+    with pytest.raises(OperationalError, match=r"failed to start in .*pg: CalledProcessError.*initdb: boom.* \| then: "
+                                               r"CalledProcessError"):
+        embedded._start_blocking(broken)
+    assert broken.calls == 2
