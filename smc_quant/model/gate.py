@@ -60,6 +60,10 @@ class LatestSplit:
     cut_ms: int
 
 
+class NotEnoughData(ValueError):
+    """Too few labelled rows to hold some out and train on the rest (a fresh database, a short history)."""
+
+
 def split_latest(start: I64, end: I64, fraction: float = 0.2, min_rows: int = 50) -> LatestSplit:
     """Hold out the latest ``max(min_rows, ceil(fraction · n))`` rows by signal time (ties kept together).
 
@@ -70,7 +74,7 @@ def split_latest(start: I64, end: I64, fraction: float = 0.2, min_rows: int = 50
         raise ValueError("fraction must be in (0, 1)")
     k = min(n, max(min_rows, math.ceil(fraction * n)))
     if n == 0 or k == n:
-        raise ValueError(f"{n} rows are too few to hold out {k} and train on the rest")
+        raise NotEnoughData(f"{n} rows are too few to hold out {k} and train on the rest")
     cut = int(np.sort(start)[n - k])
     return LatestSplit(np.flatnonzero(end < cut).astype(np.int64), np.flatnonzero(start >= cut).astype(np.int64),
                        cut)
@@ -109,5 +113,5 @@ def holdout_from_json(data: Mapping[str, Any]) -> tuple[F64, I64, npt.NDArray[np
     return x.reshape(n, -1) if n else x.reshape(0, 0), win, is_setup, start
 
 
-__all__ = ["GateDecision", "LatestSplit", "decide", "gate_rows", "holdout_from_json", "holdout_to_json",
-           "split_latest"]
+__all__ = ["GateDecision", "LatestSplit", "NotEnoughData", "decide", "gate_rows", "holdout_from_json",
+           "holdout_to_json", "split_latest"]

@@ -55,7 +55,7 @@ from smc_quant.domain.trading import ExperienceRow
 from smc_quant.features import FEATURE_SCHEMA
 from smc_quant.labels import BarrierSpec, SetupSource
 from smc_quant.model.dataset import Dataset, build_dataset
-from smc_quant.model.gate import decide, gate_rows, holdout_to_json, split_latest
+from smc_quant.model.gate import NotEnoughData, decide, gate_rows, holdout_to_json, split_latest
 from smc_quant.model.metrics import auc
 from smc_quant.model.trainer import FeatureSchemaMismatch, TrainConfig, TrainedModel, check_schema, train
 from smc_quant.strategy import ScalperConfig
@@ -313,6 +313,9 @@ class Learner:
                 await self.learn_once(trigger)
             except asyncio.CancelledError:
                 raise
+            except NotEnoughData as exc:  # expected on a fresh database: the next round may have the data
+                self.stats.failed += 1
+                self._log.info("learner_waiting_for_data", trigger=trigger, reason=str(exc))
             except Exception as exc:  # the loop must survive a failed round; it is logged
                 self.stats.failed += 1
                 self._log.warning("learner_round_failed", trigger=trigger, error=f"{type(exc).__name__}: {exc}")

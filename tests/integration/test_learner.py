@@ -224,8 +224,8 @@ async def test_training_does_not_stall_the_event_loop(stores: tuple[ModelRegistr
 
 async def test_schedule_retrains_without_trades_and_a_failed_round_does_not_stop_the_loop(
         stores: tuple[ModelRegistry, TradingRepository], real: RealData) -> None:
-    """With no trades the schedule wakes the loop; a round whose history load fails is logged and counted,
-    and the next scheduled round trains normally."""
+    """With no trades the schedule wakes the loop; a round whose history load fails is logged and counted, a
+    round with too little history says it waits for data, and the next scheduled round trains normally."""
     registry, repo = stores
     calls = 0
 
@@ -234,18 +234,22 @@ async def test_schedule_retrains_without_trades_and_a_failed_round_does_not_stop
         calls += 1
         if calls == 1:
             raise OSError("candles unavailable")
+        if calls == 2:
+            return real.history.take(np.arange(10))  # a fresh database: ten labelled rows
         return real.history
 
     log = _Log()
     learner = Learner(repo, registry, flaky, LearnerConfig(retrain_interval_s=0.05, cold_start=False), log=log)
     task = asyncio.create_task(learner.run())
     try:
-        outcome = await asyncio.wait_for(learner.wait_rounds(2), timeout=240)
+        outcome = await asyncio.wait_for(learner.wait_rounds(3), timeout=240)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-    assert learner.stats.failed == 1 and learner.stats.rounds >= 1
+    assert learner.stats.failed == 2 and learner.stats.rounds >= 1
     assert log.lines[0] == ("learner_round_failed", {"trigger": "schedule", "error": "OSError: candles unavailable"})
+    assert log.lines[1] == ("learner_waiting_for_data", {
+        "trigger": "schedule", "reason": "10 rows are too few to hold out 10 and train on the rest"})
     assert outcome is not None and outcome.trigger == "schedule" and outcome.experience_rows == 0
 
 

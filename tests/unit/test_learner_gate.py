@@ -10,7 +10,7 @@ import pytest
 from smc_quant.domain.trading import ExperienceRow
 from smc_quant.features import FEATURE_SCHEMA
 from smc_quant.model.dataset import Dataset
-from smc_quant.model.gate import gate_rows, holdout_from_json, holdout_to_json, split_latest
+from smc_quant.model.gate import NotEnoughData, gate_rows, holdout_from_json, holdout_to_json, split_latest
 from smc_quant.model.learner import LearnerConfig, experience_dataset
 
 N = len(FEATURE_SCHEMA)
@@ -25,7 +25,7 @@ def test_latest_split_holds_out_the_newest_rows_and_purges_overlapping_labels() 
     assert (end[split.train] < split.cut_ms).all()
     assert split.train.tolist() == list(range(0, 77))  # rows 77..79 end at or after the cut: purged
     assert split_latest(start, end, fraction=0.01, min_rows=30).holdout.shape[0] == 30
-    with pytest.raises(ValueError, match="too few"):
+    with pytest.raises(NotEnoughData, match="too few"):  # a ValueError the learner's loop tells apart
         split_latest(start[:10], end[:10], fraction=0.5, min_rows=10)
 
 
