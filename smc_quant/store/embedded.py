@@ -3,12 +3,21 @@
 The server keeps its data under ``<state_dir>/pg`` and listens on a unix socket only; the DSN it
 hands out (``postgresql://postgres:@/postgres?host=<socket dir>``) is one asyncpg accepts. pgserver
 is blocking, so every call into it runs in a worker thread.
+
+PostgreSQL refuses to run as root. pgserver then runs it as the system account ``pgserver``, and
+creates that account with a bare ``useradd`` looked up on ``PATH``, which a minimal ``PATH`` such as
+``/usr/bin:/bin`` (cron, systemd units, a scrubbed environment) does not reach. On a fresh machine
+that made the demo die at start. :func:`ensure_system_user` creates the account first, with
+``useradd`` looked up on ``PATH`` and in the sbin directories.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
+import os
+import pwd
+import shutil
+import subprocess
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +28,39 @@ if TYPE_CHECKING:
     from smc_quant.settings import Settings
 
 DATABASE = "postgres"
+SYSTEM_USER = "pgserver"
+"""The account pgserver runs PostgreSQL under when this process is root (its own fixed name)."""
+SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def ensure_system_user(name: str = SYSTEM_USER, extra_path: tuple[str, ...] = SBIN_DIRS) -> None:
+    """As root, make sure the system account ``name`` exists (``useradd -s /bin/bash name``).
+
+    ``useradd`` is looked up on ``PATH`` and then in ``extra_path``. Not root, or the account exists:
+    nothing to do. A concurrent creation by another process counts as success.
+    """
+    if os.geteuid() != 0 or _user_exists(name):
+        return
+    search = os.pathsep.join(p for p in (os.environ.get("PATH", ""), *extra_path) if p)
+    useradd = shutil.which("useradd", path=search)
+    if useradd is None:
+        raise OperationalError(
+            f"embedded PostgreSQL cannot run as root without the system account {name!r}, and useradd is "
+            f"not on PATH or in {', '.join(extra_path) or 'no other directory'}: create the account "
+            f"(useradd -s /bin/bash {name}), run as a non-root user, or set DATABASE_URL")
+    proc = subprocess.run([useradd, "-s", "/bin/bash", name], capture_output=True, text=True, check=False)
+    if proc.returncode != 0 and not _user_exists(name):
+        raise OperationalError(
+            f"embedded PostgreSQL: creating the system account {name!r} failed "
+            f"(useradd exit {proc.returncode}: {proc.stderr.strip()[-300:]})")
 
 
 def _import_pgserver() -> Any:
@@ -40,8 +82,6 @@ def _stderr_of(exc: BaseException) -> str:
 class EmbeddedPostgres:
     """A PostgreSQL server owned by this process; :meth:`stop` shuts it down (the data stays)."""
 
-    retry_delay_s = 1.0
-
     def __init__(self, datadir: Path) -> None:
         self.datadir = datadir
         self._server: Any = None
@@ -62,22 +102,15 @@ class EmbeddedPostgres:
         return self.dsn
 
     def _start_blocking(self, pgserver: Any) -> Any:
-        """Start (initialising on first use); a first failure is retried once after ``retry_delay_s``.
-
-        A fresh data directory's ``initdb`` was seen failing once in CI right after a heavy test (the folder
-        left empty, cause not reproduced since); a second attempt costs nothing when the first succeeds.
-        Both errors are reported when the retry fails too.
-        """
+        """Start (initialising the data directory on first use); a failure carries the tail of
+        ``initdb``/``pg_ctl``'s stderr."""
         self.datadir.parent.mkdir(parents=True, exist_ok=True)
-        errors: list[str] = []
-        for attempt in (1, 2):
-            try:
-                return pgserver.get_server(self.datadir, cleanup_mode="stop")
-            except Exception as exc:  # pgserver raises subprocess/OS errors of many kinds
-                errors.append(f"{type(exc).__name__}: {exc}{_stderr_of(exc)}")
-                if attempt == 1:
-                    time.sleep(self.retry_delay_s)
-        raise OperationalError(f"embedded PostgreSQL failed to start in {self.datadir}: " + " | then: ".join(errors))
+        ensure_system_user()
+        try:
+            return pgserver.get_server(self.datadir, cleanup_mode="stop")
+        except Exception as exc:  # pgserver raises subprocess/OS errors of many kinds
+            raise OperationalError(f"embedded PostgreSQL failed to start in {self.datadir}: "
+                                   f"{type(exc).__name__}: {exc}{_stderr_of(exc)}") from exc
 
     async def stop(self) -> None:
         """Stop the server if this process started it; the data directory is kept."""
