@@ -7,11 +7,10 @@ invariants 3 and 4):
 
 - **Ids.** Every order and algo order carries ``client_order_id(signal_id, leg, attempt)``. ``attempt`` is
   raised only once the previous order of that leg is known to be dead (rejected, expired, cancelled).
-- **Journal first.** Each order is written to the :class:`OrderJournal` as ``sending`` before the request
-  and again with the answer, so a crash in between is recovered by querying the client id.
-- **Unknown is not failure.** On :class:`OrderStatusUnknown` (timeout, 503 "unknown") the order is queried
-  by client id, with backoff, until the exchange knows it or says it does not: known → used as is; absent
-  → re-sent with the *same* id (the first never reached the book). Nothing is re-sent blind.
+- **Journal first; unknown is not failure.** Every order leaves through
+  :class:`~smc_quant.order_sender.OrderSender`: journalled as ``sending`` before the request and again with
+  the answer; an unknown outcome is queried by client id until the exchange knows it or says it does not,
+  and only then re-sent with the *same* id. Nothing is re-sent blind.
 - **Per symbol, once.** Margin type is set before the first order on a symbol (-4046 = already so);
   leverage whenever the decision's differs from the last value set.
 - **Protection right after the fill.** STOP_MARKET at the stop and TAKE_PROFIT_MARKET at the target with
@@ -33,12 +32,13 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
 from smc_quant.domain.trading import ExitReason, Position, PositionSide, entry_side, exit_side
 from smc_quant.errors import RateLimited, TemporaryError, VenueRejected
 from smc_quant.exchange.exchange_info import SymbolFilters
 from smc_quant.logging import get_logger
+from smc_quant.order_sender import OrderConfig, OrderJournal, OrderKind, OrderSender, StillUnknown, error_text
 from smc_quant.orders.broker import (
     AlgoRequest,
     AlgoState,
@@ -46,7 +46,6 @@ from smc_quant.orders.broker import (
     ExchangePosition,
     OrderRequest,
     OrderState,
-    OrderStatusUnknown,
     TriggerType,
 )
 from smc_quant.orders.client_ids import Leg, client_order_id, parse_client_order_id, same_signal
@@ -58,26 +57,13 @@ if TYPE_CHECKING:
 
 __all__ = ["CloseResult", "OpenResult", "OrderConfig", "OrderJournal", "SmartOrderManager"]
 
-OrderKind = Literal["entry", "stop_loss", "take_profit", "exit"]
-_T = TypeVar("_T", OrderState, AlgoState)
-
 #: Exit rejections that mean "maybe there is nothing left to reduce": look at the position before retrying.
 _MAYBE_FLAT = frozenset({-2022, -2024, -4118})
 #: Entry rejections worth one repair: the size (margin, leverage ratio) or a re-signed resend (clock).
 _SHRINK = frozenset({-2019, -2027})
 _RESIGN = frozenset({-1021, -5028})
 _WOULD_TRIGGER = -2021
-
-
-class OrderJournal(Protocol):
-    """Where every order is recorded before it is sent and after the answer (the ``orders`` table)."""
-
-    async def upsert_order(
-        self, *, client_id: str, signal_id: str, symbol: str, side: str, kind: str, order_type: str, algo: bool,
-        quantity: Decimal | None, price: Decimal | None = None, trigger_price: Decimal | None = None,
-        reduce_only: bool = False, close_position: bool = False, status: str, exchange_id: int | None = None,
-        attempt: int = 0, last_error: str | None = None, time_ms: int, intent: Mapping[str, object] | None = None,
-    ) -> None: ...
+_DEFAULT_CONFIG = OrderConfig()
 
 
 def entry_intent(decision: Decision) -> dict[str, object]:
@@ -86,40 +72,6 @@ def entry_intent(decision: Decision) -> dict[str, object]:
     target = decision.target_price
     return {"stop_price": str(decision.stop_price), "target_price": None if target is None else str(target),
             "leverage": int(decision.leverage), "confidence": float(decision.signal.confidence)}
-
-
-@dataclass(frozen=True)
-class OrderConfig:
-    """Order-path settings; times in seconds.
-
-    Backoff between tries ``n = 1, 2, …`` is ``min(exit_retry_base_s · 2^(n−1), exit_retry_max_s)`` for every
-    retry of this manager (entries, queries, protection, exits).
-    """
-
-    entry_type: Literal["MARKET", "LIMIT"] = "MARKET"
-    margin_type: Literal["ISOLATED", "CROSSED"] = "CROSSED"
-    fill_timeout_s: float = 10.0
-    """How long a LIMIT entry (or an acknowledged but not yet filled MARKET order) is waited for."""
-    fill_poll_s: float = 0.5
-    """Interval of the order queries while waiting for a fill."""
-    exit_retry_base_s: float = 0.5
-    exit_retry_max_s: float = 30.0
-    exit_max_attempts: int = 8
-    """Tries of one exit before the alarm."""
-    entry_max_attempts: int = 3
-    """Sends of one entry after temporary failures (nothing happened) before it is dropped."""
-    query_max_attempts: int = 8
-    """Queries after an unknown outcome before the order is reported unknown (and reconciliation takes over)."""
-    protection_max_attempts: int = 3
-    """Tries of one protective algo order before the position is closed at market."""
-    working_type: Literal["CONTRACT_PRICE", "MARK_PRICE"] = "CONTRACT_PRICE"
-    limit_offset_ticks: int = 1
-    """A LIMIT entry rests this many ticks on the passive side of the mark (BUY below, SELL above): at the
-    mark itself it would cross and fill as taker."""
-
-    def backoff(self, n: int) -> float:
-        """Delay before retry ``n`` (1-based): exponential, capped."""
-        return float(min(self.exit_retry_base_s * 2 ** max(0, n - 1), self.exit_retry_max_s))
 
 
 @dataclass(frozen=True)
@@ -163,31 +115,12 @@ class _CannotVerify(Exception):
     """The exchange could not be asked whether a protective order exists (reconciliation retries later)."""
 
 
-class _StillUnknown(Exception):
-    """Queried ``query_max_attempts`` times and the exchange still could not say (reconciliation decides)."""
-
-
 @dataclass
 class _Protection:
     stop_loss: AlgoState | None = None
     take_profit: AlgoState | None = None
     close: CloseResult | None = None
     failures: list[str] = field(default_factory=list)
-
-
-def _query_first(exc: VenueRejected) -> bool:
-    """True for refusals whose outcome is unknown (reactions table: ``query_first``), e.g. -1007, -4116."""
-    rule = REACTIONS.get(exc.code) if exc.code is not None else None
-    return rule is not None and rule.reaction == Reaction.QUERY_FIRST
-
-
-def _exchange_id(state: OrderState | AlgoState) -> int:
-    return state.order_id if isinstance(state, OrderState) else state.algo_id
-
-
-def _error_text(exc: BaseException) -> str:
-    code = getattr(exc, "code", None)
-    return f"{code}: {exc}" if code is not None else f"{type(exc).__name__}: {exc}"
 
 
 STAT_KEYS = ("sent", "filled", "rejected", "dropped", "unknown_queried", "resent", "retries", "repaired",
@@ -198,17 +131,18 @@ STAT_KEYS = ("sent", "filled", "rejected", "dropped", "unknown_queried", "resent
 class SmartOrderManager:
     """Turns risk decisions into protected positions and closes them; see the module docstring for the rules."""
 
-    def __init__(self, broker: Broker, filters: Mapping[str, SymbolFilters], *, config: OrderConfig = OrderConfig(),
+    def __init__(self, broker: Broker, filters: Mapping[str, SymbolFilters], *, config: OrderConfig = _DEFAULT_CONFIG,
                  journal: OrderJournal | None = None, clock: Callable[[], int], logger: Any = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self._broker = broker
         self._filters = filters
         self.config = config
-        self._journal = journal
         self._clock = clock
         self._log = logger if logger is not None else get_logger(component="orders")
         self._sleep = sleep
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
+        self._sender = OrderSender(broker, config, journal, clock=clock, logger=self._log, sleep=sleep,
+                                   stats=self.stats)
         self._margin_done: set[str] = set()
         self._clean: set[str] = set()
         """Symbols known to carry no protective order of ours from an earlier trade (skips the pre-entry check)."""
@@ -246,9 +180,9 @@ class SmartOrderManager:
         try:
             await self._prepare_symbol(signal.symbol, decision.leverage)
         except VenueRejected as exc:
-            return self._drop(signal.symbol, f"leverage rejected {_error_text(exc)}")
+            return self._drop(signal.symbol, f"leverage rejected {error_text(exc)}")
         except TemporaryError as exc:
-            return self._drop(signal.symbol, f"leverage not set: {_error_text(exc)}")
+            return self._drop(signal.symbol, f"leverage not set: {error_text(exc)}")
 
         await self._cancel_stale_protection(signal.symbol, signal.signal_id)
         quantity, attempt, repaired = valid.quantity, self._attempts.get((signal.signal_id, Leg.ENTRY), 0), False
@@ -257,10 +191,10 @@ class SmartOrderManager:
                                    client_order_id(signal.signal_id, Leg.ENTRY, attempt), price=valid.price,
                                    time_in_force="GTC")
             try:
-                state = await self._send_order(request, signal.signal_id, "entry", attempt,
+                state = await self._sender.send_order(request, signal.signal_id, "entry", attempt,
                                                budget=cfg.entry_max_attempts, intent=entry_intent(decision))
                 break
-            except _StillUnknown:
+            except StillUnknown:
                 self._alarm(signal.symbol, "entry outcome unknown after queries; reconciliation must decide",
                             client_id=request.client_order_id)
                 return OpenResult(None, "entry_unknown")
@@ -268,14 +202,14 @@ class SmartOrderManager:
                 self._attempts[(signal.signal_id, Leg.ENTRY)] = attempt = attempt + 1
                 fixed = None if repaired else self._repair_entry(exc, request, filters, mark)
                 if fixed is None:
-                    return self._drop(signal.symbol, f"rejected {_error_text(exc)}")
+                    return self._drop(signal.symbol, f"rejected {error_text(exc)}")
                 quantity, repaired = fixed, True
                 self.stats["repaired"] += 1
             except TemporaryError as exc:
-                return self._drop(signal.symbol, f"entry failed after retries: {_error_text(exc)}")
+                return self._drop(signal.symbol, f"entry failed after retries: {error_text(exc)}")
         self._attempts[(signal.signal_id, Leg.ENTRY)] = attempt + 1
         try:
-            state = await self._await_fill(state, cancel_rest=True)
+            state = await self._sender.await_fill(state, cancel_rest=True)
         except asyncio.CancelledError:
             # Cancelled while a LIMIT entry rests: take the rest off the book and protect what already filled.
             self._in_background(self._abandon_entry(state, decision, valid.price or mark))
@@ -322,7 +256,7 @@ class SmartOrderManager:
                 break
             except (TemporaryError, VenueRejected) as exc:
                 self._log.warning("abandon_entry_cancel_failed", client_id=state.client_order_id,
-                                  error=_error_text(exc))
+                                  error=error_text(exc))
                 await self._sleep(self.config.backoff(n))
         if final is None or final.executed_qty <= 0:
             return _Protection()
@@ -333,7 +267,7 @@ class SmartOrderManager:
         """A protection task ended (normally awaited by ``open``; this reports one that outlived a cancellation)."""
         self._background.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
-            self._alarm("", "protection task failed", error=_error_text(exc))
+            self._alarm("", "protection task failed", error=error_text(exc))
 
     async def ensure_protection(self, position: Position, mark: Decimal) -> tuple[AlgoState | None, AlgoState | None]:
         """Make sure the position's stop and target are live at the exchange; re-place whatever is missing.
@@ -360,140 +294,16 @@ class SmartOrderManager:
     async def _prepare_symbol(self, symbol: str, leverage: int) -> None:
         if symbol not in self._margin_done:
             try:
-                await self._retrying(lambda: self._broker.set_margin_type(symbol, self.config.margin_type))
+                await self._sender.retrying(lambda: self._broker.set_margin_type(symbol, self.config.margin_type))
                 self.stats["margin_type_set"] += 1
             except VenueRejected as exc:
                 if exc.code != -4046:  # -4046: already so
-                    self._log.warning("margin_type_not_set", symbol=symbol, error=_error_text(exc))
+                    self._log.warning("margin_type_not_set", symbol=symbol, error=error_text(exc))
             self._margin_done.add(symbol)
         if self._leverage.get(symbol) != leverage:
-            await self._retrying(lambda: self._broker.set_leverage(symbol, leverage))
+            await self._sender.retrying(lambda: self._broker.set_leverage(symbol, leverage))
             self._leverage[symbol] = leverage
             self.stats["leverage_set"] += 1
-
-    async def _retrying(self, call: Callable[[], Awaitable[None]]) -> None:
-        """A settings call retried on temporary failures (nothing happened; settings calls are idempotent)."""
-        for n in range(1, self.config.entry_max_attempts + 1):
-            try:
-                await call()
-                return
-            except TemporaryError:
-                if n == self.config.entry_max_attempts:
-                    raise
-                self.stats["retries"] += 1
-                await self._sleep(self.config.backoff(n))
-
-    # -- sending with recovery --------------------------------------------------------------------------
-
-    async def _send_order(self, request: OrderRequest, signal_id: str, kind: OrderKind, attempt: int, *,
-                          budget: int, intent: Mapping[str, object] | None = None) -> OrderState:
-        """Send a plain order; unknown → query first; temporary → resend (same id) up to ``budget`` sends."""
-        meta: dict[str, Any] = {
-            "client_id": request.client_order_id, "signal_id": signal_id, "symbol": request.symbol,
-            "side": request.side, "kind": kind, "order_type": request.type, "algo": False,
-            "quantity": request.quantity, "price": request.price, "reduce_only": request.reduce_only,
-            "attempt": attempt}
-        if intent is not None:
-            meta["intent"] = intent
-        return await self._send(meta, lambda: self._broker.place_order(request),
-                                lambda: self._broker.query_order(request.symbol, request.client_order_id), budget)
-
-    async def _send_algo(self, request: AlgoRequest, signal_id: str, kind: OrderKind, attempt: int, *,
-                         budget: int) -> AlgoState:
-        meta: dict[str, Any] = {
-            "client_id": request.client_algo_id, "signal_id": signal_id, "symbol": request.symbol,
-            "side": request.side, "kind": kind, "order_type": request.type, "algo": True,
-            "quantity": request.quantity, "trigger_price": request.trigger_price,
-            "close_position": request.close_position, "reduce_only": request.reduce_only, "attempt": attempt}
-        return await self._send(meta, lambda: self._broker.place_algo(request),
-                                lambda: self._broker.query_algo(request.symbol, request.client_algo_id), budget)
-
-    async def _send(self, meta: dict[str, Any], place: Callable[[], Awaitable[_T]],
-                    query: Callable[[], Awaitable[_T | None]], budget: int) -> _T:
-        """The one send loop: journal ``sending`` → send → journal the answer.
-
-        ``OrderStatusUnknown`` → :meth:`_query_until_known`; a known order is the answer, an absent one is
-        re-sent with the same id. ``TemporaryError`` (nothing happened) → backoff and resend, at most
-        ``budget`` sends in all. ``VenueRejected`` is journalled and raised.
-        """
-        sends = 0
-        while True:
-            sends += 1
-            await self._record(meta, status="sending")
-            self.stats["sent"] += 1
-            try:
-                state = await place()
-            except asyncio.CancelledError:
-                await self._record(meta, status="interrupted", last_error="cancelled")
-                raise
-            except (OrderStatusUnknown, VenueRejected) as exc:
-                if isinstance(exc, VenueRejected) and not _query_first(exc):
-                    self.stats["rejected"] += 1
-                    await self._record(meta, status="REJECTED", last_error=_error_text(exc))
-                    raise
-                # timeout / 503 "unknown" / -1000 / -1006 / -1007 / -4116: the order may exist — ask first
-                self.stats["unknown_queried"] += 1
-                await self._record(meta, status="unknown", last_error=_error_text(exc))
-                known = await self._query_until_known(meta, query)
-                if known is not None:
-                    await self._record(meta, status=known.status, exchange_id=_exchange_id(known))
-                    return known
-                if sends >= budget:
-                    raise TemporaryError(f"{meta['client_id']}: absent after {sends} unknown sends") from exc
-                self.stats["resent"] += 1
-                self._log.warning("order_absent_resending", client_id=meta["client_id"], symbol=meta["symbol"])
-                continue
-            except TemporaryError as exc:
-                await self._record(meta, status="failed", last_error=_error_text(exc))
-                if sends >= budget:
-                    raise
-                self.stats["retries"] += 1
-                await self._wait_after(exc, sends)
-                continue
-            await self._record(meta, status=state.status, exchange_id=_exchange_id(state))
-            return state
-
-    async def _query_until_known(self, meta: dict[str, Any], query: Callable[[], Awaitable[_T | None]]) -> _T | None:
-        """Ask the exchange about our id until it answers: the order, or ``None`` (it does not know it)."""
-        for n in range(1, self.config.query_max_attempts + 1):
-            await self._sleep(self.config.backoff(n))
-            try:
-                return await query()
-            except TemporaryError as exc:
-                self._log.warning("query_failed", client_id=meta["client_id"], error=_error_text(exc), n=n)
-        raise _StillUnknown(meta["client_id"])
-
-    async def _wait_after(self, exc: TemporaryError, n: int) -> None:
-        delay = self.config.backoff(n)
-        if isinstance(exc, RateLimited):
-            delay = max(delay, (exc.retry_at_ms - self._clock()) / 1000)
-        await self._sleep(delay)
-
-    async def _await_fill(self, state: OrderState, *, cancel_rest: bool) -> OrderState:
-        """Poll a not-yet-final order until final or ``fill_timeout_s``; then cancel the rest if asked."""
-        cfg = self.config
-        polls = max(1, int(cfg.fill_timeout_s / cfg.fill_poll_s)) if cfg.fill_poll_s > 0 else 1
-        for _ in range(polls):
-            if state.final:
-                return state
-            await self._sleep(cfg.fill_poll_s)
-            try:
-                state = await self._broker.query_order(state.symbol, state.client_order_id) or state
-            except TemporaryError as exc:
-                self._log.warning("fill_query_failed", client_id=state.client_order_id, error=_error_text(exc))
-        if state.final or not cancel_rest:
-            return state
-        try:
-            cancelled = await self._broker.cancel_order(state.symbol, state.client_order_id)
-        except (TemporaryError, VenueRejected) as exc:
-            self._log.warning("cancel_rest_failed", client_id=state.client_order_id, error=_error_text(exc))
-            cancelled = None
-        if cancelled is None:  # gone meanwhile (filled or cancelled): the exchange's final word
-            try:
-                cancelled = await self._broker.query_order(state.symbol, state.client_order_id)
-            except TemporaryError:
-                cancelled = None
-        return cancelled or state
 
     def _repair_entry(self, exc: VenueRejected, request: OrderRequest, filters: SymbolFilters,
                       mark: Decimal) -> Decimal | None:
@@ -542,18 +352,18 @@ class SmartOrderManager:
             except FilterRejected as exc:
                 if exc.code == _WOULD_TRIGGER:
                     return await self._close_at_once(position, prot, leg, f"{kind} already passed: {exc}")
-                prot.failures.append(_error_text(exc))
+                prot.failures.append(error_text(exc))
                 state = None
             except VenueRejected as exc:
                 if exc.code == _WOULD_TRIGGER:
                     return await self._close_at_once(position, prot, leg, f"{kind} already passed: {exc}")
-                prot.failures.append(_error_text(exc))
+                prot.failures.append(error_text(exc))
                 state = None
             except _CannotVerify as exc:  # the exchange cannot be asked now: leave things as they are
                 self._log.warning("protection_not_verified", symbol=position.symbol, leg=leg.name, error=str(exc))
                 continue
-            except (TemporaryError, _StillUnknown) as exc:
-                prot.failures.append(_error_text(exc))
+            except (TemporaryError, StillUnknown) as exc:
+                prot.failures.append(error_text(exc))
                 state = None
             if state is None:
                 self.stats["protection_failures"] += 1
@@ -600,7 +410,8 @@ class SmartOrderManager:
                                   client_order_id(sid, leg, attempt), close_position=True,
                                   working_type=self.config.working_type)
             try:
-                state = await self._send_algo(request, sid, kind_name, attempt, budget=self.config.entry_max_attempts)
+                state = await self._sender.send_algo(request, sid, kind_name, attempt,
+                                                     budget=self.config.entry_max_attempts)
             except VenueRejected as exc:
                 if exc.code == _WOULD_TRIGGER or n == self.config.protection_max_attempts:
                     raise
@@ -640,7 +451,7 @@ class SmartOrderManager:
                 return None, attempt
             except TemporaryError as exc:
                 if n == self.config.protection_max_attempts:
-                    raise _CannotVerify(_error_text(exc)) from exc
+                    raise _CannotVerify(error_text(exc)) from exc
                 await self._sleep(self.config.backoff(n))
         raise AssertionError("unreachable")
 
@@ -657,7 +468,7 @@ class SmartOrderManager:
         try:
             live = await self._broker.open_algo_orders(symbol)
         except TemporaryError as exc:
-            self._log.warning("stale_protection_not_checked", symbol=symbol, error=_error_text(exc))
+            self._log.warning("stale_protection_not_checked", symbol=symbol, error=error_text(exc))
             return
         for algo in live:
             if (algo.close_position and parse_client_order_id(algo.client_algo_id) is not None
@@ -667,7 +478,7 @@ class SmartOrderManager:
                     await self._broker.cancel_algo(symbol, algo.client_algo_id)
                 except (TemporaryError, VenueRejected) as exc:
                     self.stats["cancel_failures"] += 1
-                    self._log.warning("algo_cancel_failed", client_id=algo.client_algo_id, error=_error_text(exc))
+                    self._log.warning("algo_cancel_failed", client_id=algo.client_algo_id, error=error_text(exc))
         if self.stats["cancel_failures"] == failures:
             self._clean.add(symbol)
 
@@ -685,7 +496,7 @@ class SmartOrderManager:
                    if (same_signal(a.client_algo_id, sid) if sid
                        else a.close_position and parse_client_order_id(a.client_algo_id) is not None)]
         except TemporaryError as exc:
-            self._log.warning("open_algos_unavailable", symbol=position.symbol, error=_error_text(exc))
+            self._log.warning("open_algos_unavailable", symbol=position.symbol, error=error_text(exc))
             ids = [client_order_id(sid, leg, self._attempts.get((sid, leg), 0))
                    for leg in (Leg.STOP_LOSS, Leg.TAKE_PROFIT)] if sid else []
         for cid in ids:
@@ -695,14 +506,14 @@ class SmartOrderManager:
                 except (TemporaryError, VenueRejected) as exc:
                     if n == self.config.protection_max_attempts:
                         self.stats["cancel_failures"] += 1
-                        self._log.warning("algo_cancel_failed", client_id=cid, error=_error_text(exc))
+                        self._log.warning("algo_cancel_failed", client_id=cid, error=error_text(exc))
                     else:
                         await self._sleep(self.config.backoff(n))
                     continue
                 if state is not None:
                     parts = parse_client_order_id(cid)
                     kind = "stop_loss" if parts is not None and parts.leg is Leg.STOP_LOSS else "take_profit"
-                    await self._record({"client_id": cid, "signal_id": sid, "symbol": position.symbol,
+                    await self._sender.record({"client_id": cid, "signal_id": sid, "symbol": position.symbol,
                                         "side": state.side, "kind": kind, "algo": True, "order_type": state.type,
                                         "quantity": state.quantity, "trigger_price": state.trigger_price,
                                         "close_position": state.close_position,
@@ -741,7 +552,7 @@ class SmartOrderManager:
                     state = await self._broker.query_order(pending.symbol, pending.client_order_id)
                     if state is None:  # never reached the book: resend the same id
                         self.stats["resent"] += 1
-                        state = await self._send_order(pending, sid, "exit", attempt, budget=1)
+                        state = await self._sender.send_order(pending, sid, "exit", attempt, budget=1)
                     pending = None
                 else:
                     held = await self._exchange_position(position.symbol, position.side)
@@ -750,12 +561,12 @@ class SmartOrderManager:
                     request = self._exit_request(position, held, filters, mark, sid, attempt)
                     sent_any = True
                     try:
-                        state = await self._send_order(request, sid, "exit", attempt, budget=1)
-                    except _StillUnknown:
+                        state = await self._sender.send_order(request, sid, "exit", attempt, budget=1)
+                    except StillUnknown:
                         pending = request
                         last_error = "outcome unknown"
                         continue
-                state = await self._await_fill(state, cancel_rest=True)
+                state = await self._sender.await_fill(state, cancel_rest=True)
                 last_state = state
                 if state.status == "FILLED":
                     self._attempts[key] = attempt + 1
@@ -773,7 +584,7 @@ class SmartOrderManager:
             except asyncio.CancelledError:
                 raise
             except VenueRejected as exc:
-                last_error = _error_text(exc)
+                last_error = error_text(exc)
                 attempt += 1
                 self._attempts[key] = attempt
                 if exc.code in _MAYBE_FLAT:
@@ -781,17 +592,17 @@ class SmartOrderManager:
                         if await self._exchange_position(position.symbol, position.side) is None:
                             return self._flat(position, reason, n, sent_any, last_state)
                     except TemporaryError as exc2:
-                        last_error = _error_text(exc2)
-            except _StillUnknown as exc:
+                        last_error = error_text(exc2)
+            except StillUnknown as exc:
                 last_error = f"outcome unknown: {exc}"
             except TemporaryError as exc:
-                last_error = _error_text(exc)
+                last_error = error_text(exc)
                 if isinstance(exc, RateLimited):
                     await self._sleep(max(0.0, (exc.retry_at_ms - self._clock()) / 1000))
         self._alarm(position.symbol, f"exit not done after {cfg.exit_max_attempts} attempts", reason=str(reason),
                     last_error=last_error)
         cid = client_order_id(sid, Leg.EXIT, attempt)
-        await self._record({"client_id": cid, "signal_id": sid, "symbol": position.symbol,
+        await self._sender.record({"client_id": cid, "signal_id": sid, "symbol": position.symbol,
                             "side": exit_side(position.side), "kind": "exit", "order_type": "MARKET", "algo": False,
                             "quantity": position.quantity, "reduce_only": True, "attempt": attempt},
                            status="alarm", last_error=last_error or "exit not done")
@@ -828,18 +639,3 @@ class SmartOrderManager:
     def _alarm(self, symbol: str, message: str, **context: Any) -> None:
         self.stats["alarms"] += 1
         self._log.error("order_alarm", symbol=symbol, message=message, **context)
-
-    async def _record(self, meta: dict[str, Any], *, status: str, exchange_id: int | None = None,
-                      last_error: str | None = None) -> None:
-        """Journal one order state; a journal failure is logged and counted, never stops an order."""
-        if self._journal is None:
-            return
-        try:
-            await self._journal.upsert_order(**meta, status=status, exchange_id=exchange_id, last_error=last_error,
-                                             time_ms=self._clock())
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.stats["journal_errors"] += 1
-            self._log.error("journal_failed", client_id=meta.get("client_id"), error=_error_text(exc))
-
