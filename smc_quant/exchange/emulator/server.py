@@ -11,13 +11,14 @@ import orjson
 from aiohttp import web
 
 from smc_quant.domain.candles import MINUTE_MS, Candle
+from smc_quant.exchange.emulator.account import TradingAccount, build_account
 from smc_quant.exchange.emulator.config import EmulatorConfig
 from smc_quant.exchange.emulator.faults import Faults
 from smc_quant.exchange.emulator.hub import Hub
 from smc_quant.exchange.emulator.market import Market
 from smc_quant.exchange.emulator.replay import Replay
 from smc_quant.exchange.emulator.rest import RestApi, json_response
-from smc_quant.exchange.emulator.trading import TradingAccount, TradingApi, build_account
+from smc_quant.exchange.emulator.trading import TradingApi
 from smc_quant.exchange.emulator.userdata import UserData
 from smc_quant.exchange.emulator.ws import StreamServer
 from smc_quant.logging import get_logger

@@ -1,8 +1,9 @@
 """Signed REST routes: orders, algo orders, leverage, positions, balances, listenKeys — over a simulated account.
 
 The matching is ``smc_quant.sim.account.SimAccount`` (pure, Decimal); this module is its Binance face:
-request parsing, the security checks, the account's order-count limits, the order faults, Binance JSON
-out (``wire.py``) and the account events out to the ``/private`` streams (``userdata.py``).
+request parsing (``params.py``), the security checks, the account's order-count limits, the order faults,
+Binance JSON out (``wire.py``) and the account events out to the ``/private`` streams (``userdata.py``). The
+account itself is built in ``account.py``.
 
 Security (``BINANCE-PROTOCOL.md`` §5): ``X-MBX-APIKEY`` missing → 401 -2014, unknown → 401 -2015; SIGNED
 routes also need ``timestamp`` (-1102) and ``signature`` = hex HMAC-SHA256(secret, query string + body)
@@ -22,22 +23,20 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol
-from urllib.parse import parse_qsl
+from decimal import Decimal
+from typing import Any
 
 from aiohttp import web
 
-from smc_quant.datasets import LEVERAGE_TIERS
-from smc_quant.domain.trading import ZERO, Fill
+from smc_quant.domain.trading import ZERO
 from smc_quant.errors import VenueRejected
-from smc_quant.exchange.brackets import Bracket, SymbolBrackets, load_brackets
+from smc_quant.exchange.emulator.account import TradingAccount, account_brackets
 from smc_quant.exchange.emulator.config import EmulatorConfig
 from smc_quant.exchange.emulator.faults import Faults
 from smc_quant.exchange.emulator.market import Market
+from smc_quant.exchange.emulator.params import ApiError, OrderCounter, Params, mandatory, strip_signature
 from smc_quant.exchange.emulator.replay import Replay
 from smc_quant.exchange.emulator.rest import RestApi, json_response
 from smc_quant.exchange.emulator.steps import Step
@@ -52,204 +51,23 @@ from smc_quant.exchange.emulator.wire import (
     position_json,
     trade_json,
 )
-from smc_quant.exchange.exchange_info import SymbolFilters, parse_filters
 from smc_quant.orders.broker import (
     AccountEvent,
     AccountUpdate,
     AlgoState,
     AlgoUpdate,
-    Balance,
     ExchangePosition,
     OrderState,
     OrderUpdate,
 )
-from smc_quant.sim.account import SimAccount, SimConfig
 from smc_quant.sim.rejections import SimRejected
 
-__all__ = ["ApiError", "OrderCounter", "TradingAccount", "TradingApi", "account_brackets", "account_filters",
-           "build_account"]
+__all__ = ["TradingApi"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Json = dict[str, Any]
-CLIENT_ID = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
 UNKNOWN_503 = "Unknown error, please check your request or try again later."
 ALGO_ONLY = frozenset({"STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"})
-DEFAULT_TIER = Bracket(ZERO, Decimal("1000000000"), 20, Decimal("0.01"), ZERO)
-"""The one tier given to a served symbol the bracket file does not list (mapped or renamed symbols)."""
-
-
-class TradingAccount(Protocol):
-    """What the routes need of the simulated account (``smc_quant.sim.account.SimAccount``)."""
-
-    @property
-    def order_log(self) -> list[str]:
-        """Client ids of accepted orders and algo orders, each once, in acceptance order."""
-
-    @property
-    def fills(self) -> list[Fill]:
-        """Every execution, oldest first."""
-
-
-    def on_price(self, symbol: str, price: Decimal, time_ms: int) -> list[AccountEvent]: ...
-    def last_price(self, symbol: str) -> Decimal | None: ...
-    def new_order(self, *, symbol: str, side: str, type: str, quantity: Decimal, time_ms: int,
-                  client_order_id: str | None = None, price: Decimal | None = None, reduce_only: bool = False,
-                  time_in_force: str = "GTC") -> tuple[OrderState, list[AccountEvent]]: ...
-    def cancel_order(self, symbol: str, *, client_order_id: str | None = None, order_id: int | None = None,
-                     time_ms: int) -> tuple[OrderState, list[AccountEvent]]: ...
-    def query_order(self, symbol: str, *, client_order_id: str | None = None,
-                    order_id: int | None = None) -> OrderState: ...
-    def open_orders(self, symbol: str | None = None) -> list[OrderState]: ...
-    def new_algo(self, *, symbol: str, side: str, type: str, trigger_price: Decimal, time_ms: int,
-                 client_algo_id: str | None = None, quantity: Decimal | None = None, close_position: bool = False,
-                 reduce_only: bool = False,
-                 working_type: str = "CONTRACT_PRICE") -> tuple[AlgoState, list[AccountEvent]]: ...
-    def cancel_algo(self, *, symbol: str | None = None, client_algo_id: str | None = None,
-                    algo_id: int | None = None, time_ms: int) -> tuple[AlgoState, list[AccountEvent]]: ...
-    def query_algo(self, *, client_algo_id: str | None = None, algo_id: int | None = None) -> AlgoState: ...
-    def open_algo_orders(self, symbol: str | None = None) -> list[AlgoState]: ...
-    def set_leverage(self, symbol: str, leverage: int) -> tuple[int, Decimal]: ...
-    def set_margin_type(self, symbol: str, margin_type: str) -> None: ...
-    def leverage(self, symbol: str) -> int: ...
-    def positions(self) -> list[ExchangePosition]: ...
-    def balance(self) -> Balance: ...
-
-
-def account_filters(market: Market) -> dict[str, SymbolFilters]:
-    """Filters of every served symbol from the exchangeInfo the emulator serves (symbols whose filters
-    do not parse are left out: orders on them get -1121)."""
-    info = market.exchange_info(market.start_ms, 2400)
-    out: dict[str, SymbolFilters] = {}
-    for entry in info["symbols"]:
-        f = parse_filters(entry.get("filters") or ())
-        if f is not None:
-            out[str(entry["symbol"])] = f
-    return out
-
-
-def account_brackets(config: EmulatorConfig, symbols: Sequence[str]) -> dict[str, SymbolBrackets]:
-    """Leverage brackets of the served symbols from the real file; a symbol it lacks gets one default tier."""
-    path = config.data_dir / LEVERAGE_TIERS
-    known = load_brackets(path) if path.is_file() else {}
-    return {s: known.get(s) or SymbolBrackets(s, (DEFAULT_TIER,)) for s in symbols}
-
-
-def build_account(config: EmulatorConfig, market: Market) -> TradingAccount:
-    """A ``SimAccount`` for the served symbols, configured from ``config`` (balance, fees, slippage)."""
-    sim_config = SimConfig(balance=config.balance, taker_fee=config.taker_fee, maker_fee=config.maker_fee,
-                           slippage_bps=config.slippage_bps)
-    return SimAccount(account_filters(market), account_brackets(config, market.symbols), sim_config)
-
-
-class ApiError(Exception):
-    """A request refused with a Binance error body ``{"code", "msg"}`` and an HTTP status."""
-
-    def __init__(self, code: int, msg: str, status: int = 400, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(msg)
-        self.code, self.msg, self.status = code, msg, status
-        self.headers = dict(headers or {})
-
-    def response(self) -> web.Response:
-        return json_response({"code": self.code, "msg": self.msg}, status=self.status, headers=self.headers)
-
-
-def _mandatory(name: str) -> ApiError:
-    return ApiError(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
-
-
-class Params:
-    """The request's parameters (query wins over body on duplicates) with typed, Binance-coded access."""
-
-    def __init__(self, query: str, body: str) -> None:
-        merged: dict[str, str] = {}
-        for k, v in parse_qsl(body, keep_blank_values=True):
-            merged.setdefault(k, v)
-        for k, v in parse_qsl(query, keep_blank_values=True):
-            merged[k] = v
-        self.values = merged
-
-    def opt(self, name: str) -> str | None:
-        value = self.values.get(name)
-        return value if value not in (None, "") else None
-
-    def req(self, name: str) -> str:
-        value = self.opt(name)
-        if value is None:
-            raise _mandatory(name)
-        return value
-
-    def decimal(self, name: str, required: bool = True) -> Decimal | None:
-        raw = self.req(name) if required else self.opt(name)
-        if raw is None:
-            return None
-        try:
-            value = Decimal(raw)
-        except InvalidOperation:
-            raise ApiError(-1100, f"Illegal characters found in parameter '{name}'; legal range is "
-                                  "'^([0-9]{1,20})(\\.[0-9]{1,20})?$'.") from None
-        if not value.is_finite():
-            raise ApiError(-1100, f"Illegal characters found in parameter '{name}'.")
-        return value
-
-    def integer(self, name: str, default: int | None = None) -> int | None:
-        raw = self.opt(name)
-        if raw is None:
-            return default
-        if not raw.lstrip("-").isdigit():
-            raise ApiError(-1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.")
-        return int(raw)
-
-    def flag(self, name: str) -> bool:
-        raw = self.opt(name)
-        if raw is None:
-            return False
-        if raw.lower() not in ("true", "false"):
-            raise ApiError(-1130, f"Data sent for parameter '{name}' is not valid.")
-        return raw.lower() == "true"
-
-    def client_id(self, name: str) -> str | None:
-        raw = self.opt(name)
-        if raw is not None and not CLIENT_ID.match(raw):
-            raise ApiError(-1100, f"Illegal characters found in parameter '{name}'; legal range is "
-                                  "'^[\\.A-Z\\:/a-z0-9_-]{1,36}$'.")
-        return raw
-
-
-class OrderCounter:
-    """The account's new-order counts in fixed wall-clock windows of 10 s and 1 min (like Binance)."""
-
-    def __init__(self, limit_10s: int, limit_1m: int, clock: Callable[[], float]) -> None:
-        self.limit_10s, self.limit_1m = limit_10s, limit_1m
-        self._clock = clock
-        self._w10 = self._w1m = -1
-        self.count_10s = self.count_1m = 0
-        self.rejected = 0
-
-    def _roll(self) -> None:
-        now = self._clock()
-        w10, w1m = int(now // 10), int(now // 60)
-        if w10 != self._w10:
-            self._w10, self.count_10s = w10, 0
-        if w1m != self._w1m:
-            self._w1m, self.count_1m = w1m, 0
-
-    def headers(self) -> dict[str, str]:
-        self._roll()
-        return {"X-MBX-ORDER-COUNT-10S": str(self.count_10s), "X-MBX-ORDER-COUNT-1M": str(self.count_1m)}
-
-    def charge(self) -> None:
-        """Count one new order, or raise 429 -1015 (not counted) when either window is full."""
-        self._roll()
-        if self.count_10s >= self.limit_10s:
-            self.rejected += 1
-            raise ApiError(-1015, f"Too many new orders; current limit is {self.limit_10s} orders per TEN_SECONDS.",
-                           429, self.headers())
-        if self.count_1m >= self.limit_1m:
-            self.rejected += 1
-            raise ApiError(-1015, f"Too many new orders; current limit is {self.limit_1m} orders per MINUTE.",
-                           429, self.headers())
-        self.count_10s += 1
-        self.count_1m += 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,20 +86,6 @@ class _AlgoExtra:
     reduce_only: bool
     working_type: str
     created_ms: int
-
-
-def _strip_signature(part: str) -> tuple[str, str | None]:
-    """``part`` without its ``signature=`` parameter, and the signature (``None`` if absent)."""
-    if not part:
-        return part, None
-    keep: list[str] = []
-    sig: str | None = None
-    for item in part.split("&"):
-        if item.startswith("signature="):
-            sig = item[len("signature="):]
-        else:
-            keep.append(item)
-    return "&".join(keep), sig
 
 
 class TradingApi:
@@ -438,11 +242,11 @@ class TradingApi:
             raise ApiError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
 
     def _check_signature(self, query: str, body: str) -> None:
-        q, sig_q = _strip_signature(query)
-        b, sig_b = _strip_signature(body)
+        q, sig_q = strip_signature(query)
+        b, sig_b = strip_signature(body)
         sig = sig_b if sig_b is not None else sig_q
         if sig is None:
-            raise _mandatory("signature")
+            raise mandatory("signature")
         expected = hmac.new(self._secret, (q + b).encode("utf-8"), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, sig.lower()):
             raise ApiError(-1022, "Signature for this request is not valid.")
@@ -450,7 +254,7 @@ class TradingApi:
     def _check_time(self, params: Params) -> None:
         ts = params.integer("timestamp")
         if ts is None:
-            raise _mandatory("timestamp")
+            raise mandatory("timestamp")
         window = params.integer("recvWindow", 5000)
         assert window is not None
         if window > self._config.recv_window_max_ms or window <= 0:
@@ -532,7 +336,7 @@ class TradingApi:
         price = p.decimal("price", required=kind == "LIMIT")
         tif = p.opt("timeInForce") or "GTC"
         if kind == "LIMIT" and p.opt("timeInForce") is None:
-            raise _mandatory("timeInForce")
+            raise mandatory("timeInForce")
         if tif not in ("GTC", "IOC", "FOK", "GTX", "GTD"):
             raise ApiError(-1115, "Invalid timeInForce.")
         reduce_only = p.flag("reduceOnly")
@@ -684,7 +488,7 @@ class TradingApi:
         assert symbol is not None
         lev = p.integer("leverage")
         if lev is None:
-            raise _mandatory("leverage")
+            raise mandatory("leverage")
         try:
             applied, max_notional = self.account.set_leverage(symbol, lev)
         except VenueRejected as exc:
