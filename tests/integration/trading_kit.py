@@ -26,7 +26,7 @@ from smc_quant.domain.candles import MINUTE_MS
 from smc_quant.domain.trading import PositionSide, Signal, Trade
 from smc_quant.exchange.brackets import load_brackets
 from smc_quant.exchange.emulator import Emulator, EmulatorConfig
-from smc_quant.exchange.emulator.trading import account_filters
+from smc_quant.exchange.emulator.account import account_filters
 from smc_quant.exchange.governor import WeightGovernor
 from smc_quant.exchange.trade_client import LiveBroker
 from smc_quant.executor import Executor, ExecutorConfig
