@@ -90,11 +90,13 @@ def _flag_oracle(h: F64, low: F64, left: int, right: int, strict: bool) -> npt.N
                                                       (16, 31, True), (47, 47, True), (60, 70, False)])
 def test_swing_flags_equal_sliding_window_pivots(btc: KlineSeries, left: int, right: int, strict: bool) -> None:
     """The vectorised ``swings.batch`` gives exactly the window-rule flags: on real candles, on every
-    length around its chunk size, on data full of ties; with NaN prices it falls back to the
-    bar-by-bar comparisons of ``swings.pivot``."""
+    length around its vector width and output delay (the scalar edges), on data full of ties, on
+    negative and zero prices; with NaN prices it falls back to the bar-by-bar comparisons of
+    ``swings.pivot``."""
     np.testing.assert_array_equal(swings.batch(btc.high, btc.low, left, right, strict),
                                   _flag_oracle(btc.high, btc.low, left, right, strict))
-    for n in (0, 1, left + right, left + right + 1, swings.CHUNK - 1, swings.CHUNK + left + right + 1, 3000):
+    w = left + right
+    for n in sorted({0, 1, w, w + 1, *range(w + 2, w + 60, 3), 8 * (w // 8 + 4) - 1, 1023, 1024, 1025, 3000}):
         h, low = btc.high[:n], btc.low[:n]
         np.testing.assert_array_equal(swings.batch(h, low, left, right, strict),
                                       _flag_oracle(h, low, left, right, strict), err_msg=str(n))
@@ -102,10 +104,12 @@ def test_swing_flags_equal_sliding_window_pivots(btc: KlineSeries, left: int, ri
     h = rng.integers(0, 4, 5000).astype(np.float64)
     low = h - rng.integers(0, 3, 5000)
     np.testing.assert_array_equal(swings.batch(h, low, left, right, strict), _flag_oracle(h, low, left, right, strict))
+    np.testing.assert_array_equal(swings.batch(h - 2, low - 2, left, right, strict),
+                                  _flag_oracle(h - 2, low - 2, left, right, strict))
     h[rng.integers(0, 5000, 20)] = np.nan
     low[rng.integers(0, 5000, 20)] = np.nan
     want = np.zeros(h.shape[0], dtype=np.int8)
-    swings._scan_exact(h, -low, left, right, strict, want)
+    swings._scan_exact(h, low, left, right, strict, want, 0, h.shape[0])
     np.testing.assert_array_equal(swings.batch(h, low, left, right, strict), want)
 
 
