@@ -1,34 +1,43 @@
 """Explicit-SIMD pivot scan: the fast path of :func:`smc_quant.smc.swings.batch`.
 
 LLVM's auto-vectoriser turns the window scan into ~10 unaligned vector loads per bar and side (one
-per table entry); on a CPU that splits wide loads this is the whole cost. Here the loop is written
-directly in LLVM IR with 8-lane vectors (``<8 x double>``; lowered to AVX-512, AVX2 or SSE alike):
-each iteration loads one new vector of highs and one of lows, and every shifted view a window needs
-is a lane shuffle of vectors already in registers.
+per table entry) and the loop is bound by them. Here the loop is written directly in LLVM IR with
+8-lane vectors (``<8 x double>``; lowered to AVX-512, AVX2 or SSE alike). Per iteration and side:
+one aligned load of the next 8 bars, and window extremes built from vectors already in registers.
 
 Streams, per side (max for highs, min for lows): ``S1`` is the raw series; ``S2P[m] = op(SP[m],
-SP shifted by P)`` — a lane shuffle of two neighbouring vectors for P < 8, the vector P/8 further
-on for P ≥ 8 — so ``S_P`` at position q is the extreme of bars q … q+P−1. A window of ``a`` bars
-from q+c is ``op(S_P at q+c, S_P at q+c+a−P)`` with P the largest power of two ≤ a. Each stream
-lags the input by the vectors its recurrence looks ahead; the output vector ``m`` is written
-``D`` iterations after its last input arrived, every value it needs being kept in registers (phi
-nodes) meanwhile.
+SP shifted by P lanes)`` — for P = 1 the shifted view is an unaligned reload of the series (a load
+port instead of the shuffle unit, the scarce one), for P = 2, 4 a lane shuffle of two neighbouring
+vectors — so ``S_P`` at bar q is the extreme of bars q … q+P−1. A window is covered by pieces of
+these streams (overlap is free: max is idempotent). Output lane q tests the pivot q + s, with the
+frame shift s chosen so that as many pieces as possible start on a lane boundary (a piece at an
+aligned offset is a vector in hand; at a misaligned one it costs a shuffle): for swing length 10 the
+20-bar window of pivot q+1 is S8[m−1], S8[m], S4[m+1], no shuffle at all. Each stream lags the input
+by the vectors its recurrence looks ahead; output vector m is written ``D`` iterations after its
+last input arrived, the vectors it needs kept in registers meanwhile (phi nodes).
 
-The window lengths must be compile-time constants (every shuffle mask is literal), so the kernel is
-specialised per ``(left, right, strict)`` through ``numba.literally``. It returns the range of
-pivots it decided; the caller finishes the edges with the exact scalar scan, and falls back to the
-scalar scan altogether when any high or low is NaN (the same flags as :func:`swings.pivot` then).
+Shuffle masks and offsets must be compile-time constants, so the kernel is specialised per
+``(left, right, strict)`` through ``numba.literally``. It returns the range of pivots it decided;
+the caller finishes the edges with the exact scalar scan, and falls back to the scalar scan
+altogether when any high or low is NaN (the same flags as :func:`swings.pivot` then).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from llvmlite import ir  # type: ignore[import-untyped]
-from numba import types
+from numba import literally, typeof, types  # type: ignore[attr-defined]
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from smc_quant.smc._jit import hot_kernel
+
+F64 = npt.NDArray[np.float64]
+I8 = npt.NDArray[np.int8]
 LANES = 8
 _F64 = ir.DoubleType()
 _VEC = ir.VectorType(_F64, LANES)
@@ -118,6 +127,17 @@ class _Side:
         self.b = b
         self.is_high = is_high
         self.streams = {w: _Stream(w, _lag(w)) for w in (1, 2, 4, 8) if w <= top}
+        self.data: Any = None  # double* of the side's series
+        self.i: Any = None  # the loop counter (vectors)
+
+    def raw(self, vec: Any, off: int) -> Any:
+        """The 8 input bars from bar 8·vec + off, by an unaligned load (clamped at the array's start;
+        a clamped read only feeds outputs that are never stored). A load port does what would
+        otherwise be a lane shuffle on the FP/shuffle units, which are the bottleneck."""
+        b = self.b
+        pos = b.add(b.mul(vec, ir.Constant(_I64, LANES)), ir.Constant(_I64, off))
+        pos = b.select(b.icmp_signed("<", pos, ir.Constant(_I64, 0)), ir.Constant(_I64, 0), pos)
+        return b.load(b.bitcast(b.gep(self.data, [pos]), _VEC.as_pointer()), align=8)
 
     def op(self, x: Any, y: Any) -> Any:
         cmp = self.b.fcmp_ordered(">" if self.is_high else "<", x, y)
@@ -135,6 +155,8 @@ class _Side:
         return delay - self.streams[w].lag - off // LANES
 
     def at(self, w: int, off: int, delay: int) -> Any:
+        if w == 1 and off % LANES:
+            return self.raw(self.b.sub(self.i, ir.Constant(_I64, delay)), off)
         hist = self.streams[w].hist
         k = self.back(w, off, delay)
         return self.shifted(hist[k], hist[k - 1] if off % LANES else hist[k], off % LANES)
@@ -190,7 +212,8 @@ def _codegen_scan(context: Any, builder: ir.IRBuilder, sig: Any, args: Any, left
                 ph.add_incoming(zero_v, pre)
                 s.phis.append(ph)
     nan_now = nanacc
-    for side, ptr in zip(sides, (hptr, lptr), strict=True):
+    for side, ptr, data in zip(sides, (hptr, lptr), (harr.data, larr.data), strict=True):
+        side.data, side.i = data, i
         x = builder.load(builder.gep(ptr, [i]), align=8)
         nan_now = builder.or_(nan_now, builder.fcmp_unordered("uno", x, x))
         st = side.streams
@@ -198,7 +221,9 @@ def _codegen_scan(context: Any, builder: ir.IRBuilder, sig: Any, args: Any, left
         w = 1
         while 2 * w in st:
             older, newer = st[w].hist[1], st[w].hist[0]
-            st[2 * w].hist = [side.op(older, side.shifted(older, newer, w)), *st[2 * w].phis]
+            prev = builder.sub(i, ir.Constant(_I64, 1))
+            nxt = side.raw(prev, 1) if w == 1 else side.shifted(older, newer, w)
+            st[2 * w].hist = [side.op(older, nxt), *st[2 * w].phis]
             w *= 2
     builder.branch(store_bb)
 
@@ -215,9 +240,9 @@ def _codegen_scan(context: Any, builder: ir.IRBuilder, sig: Any, args: Any, left
             flags.append(builder.and_(lft, rgt))
     hi, lo = flags
     i8v = ir.VectorType(_I8, LANES)
-    val = builder.sub(builder.zext(hi, i8v), builder.zext(lo, i8v))
-    both = builder.zext(builder.and_(hi, lo), i8v)
-    val = builder.add(val, builder.shl(both, ir.Constant(i8v, [1] * LANES)))
+    # −1 for a low; where a high: 1 − that (1, or 2 for both) — one mask move and one masked subtract
+    low8 = builder.sext(lo, i8v)
+    val = builder.select(hi, builder.sub(ir.Constant(i8v, [1] * LANES), low8), low8)
     m = builder.sub(i, ir.Constant(_I64, delay))
     with builder.if_then(builder.icmp_signed(">=", m, ir.Constant(_I64, first)), likely=True):
         pos = builder.add(builder.mul(m, ir.Constant(_I64, LANES)), ir.Constant(_I64, shift))
@@ -258,3 +283,31 @@ def pivot_scan(typingctx: Any, h: Any, low: Any, out: Any, left: Any, right: Any
         return _codegen_scan(context, builder, signature, args, lv, rv, sv)
 
     return sig, codegen
+
+
+@hot_kernel
+def _vector_scan(h: F64, low: F64, out: I8, left: int, right: int, strict: bool) -> tuple[int, int, int]:
+    """:func:`pivot_scan`, specialised per (left, right, strict) by ``literally``."""
+    return pivot_scan(h, low, out, literally(left), literally(right), literally(strict))  # type: ignore[call-arg]
+
+
+_VECTOR_SCANS: dict[tuple[int, int, bool], Callable[..., tuple[int, int, int]]] = {}
+
+
+def vector_scan(left: int, right: int, strict: bool) -> Callable[..., tuple[int, int, int]]:
+    """The compiled scan for these window lengths: ``fn(h, low, out, left, right, strict)`` returns
+    ``(nan, p_lo, p_hi)``. Called without numba's dispatch (a literal-specialised dispatcher
+    re-resolves its arguments on every call, ~3 ms). The kernel lives in this module so that numba's
+    on-disk cache, which watches only the defining file, is invalidated when the code generator
+    changes."""
+    key = (left, right, strict)
+    fn = _VECTOR_SCANS.get(key)
+    if fn is None:
+        probe = np.ones(1)
+        flags = np.zeros(1, dtype=np.int8)
+        _vector_scan(probe, probe, flags, left, right, strict)
+        lits = (types.literal(v) for v in (left, right, strict))  # type: ignore[no-untyped-call]
+        sig = (*(typeof(a) for a in (probe, probe, flags)), *lits)  # type: ignore[no-untyped-call]
+        fn = _vector_scan.overloads[sig].entry_point  # type: ignore[attr-defined]
+        _VECTOR_SCANS[key] = fn
+    return fn

@@ -9,15 +9,12 @@ Known at the close of bar p + right (``confirmed``); no alternation clean-up, no
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import numpy.typing as npt
-from numba import literally, typeof, types  # type: ignore[attr-defined]
 
 from smc_quant.smc import bars
 from smc_quant.smc._jit import hot_kernel, jit
-from smc_quant.smc._pivot_simd import pivot_scan
+from smc_quant.smc._pivot_simd import vector_scan
 
 F64 = npt.NDArray[np.float64]
 I8 = npt.NDArray[np.int8]
@@ -88,31 +85,6 @@ def _scan_exact(h: F64, low: F64, left: int, right: int, strict: bool, out: I8, 
         out[p] = 2 if (hi & lo) else (1 if hi else (-1 if lo else 0))
 
 
-@hot_kernel
-def _vector_scan(h: F64, low: F64, out: I8, left: int, right: int, strict: bool) -> tuple[int, int, int]:
-    """:func:`_pivot_simd.pivot_scan`, specialised per (left, right, strict)."""
-    return pivot_scan(h, low, out, literally(left), literally(right), literally(strict))  # type: ignore[call-arg]
-
-
-_VECTOR_SCANS: dict[tuple[int, int, bool], Callable[..., tuple[int, int, int]]] = {}
-
-
-def _vector_scan_for(left: int, right: int, strict: bool) -> Callable[..., tuple[int, int, int]]:
-    """The compiled vector scan for these window lengths, called without numba's dispatch (a
-    literal-specialised dispatcher re-resolves its arguments on every call, ~3 ms)."""
-    key = (left, right, strict)
-    fn = _VECTOR_SCANS.get(key)
-    if fn is None:
-        probe = np.ones(1)
-        flags = np.zeros(1, dtype=np.int8)
-        _vector_scan(probe, probe, flags, left, right, strict)
-        lits = (types.literal(v) for v in (left, right, strict))  # type: ignore[no-untyped-call]
-        sig = (*(typeof(a) for a in (probe, probe, flags)), *lits)  # type: ignore[no-untyped-call]
-        fn = _vector_scan.overloads[sig].entry_point  # type: ignore[attr-defined]
-        _VECTOR_SCANS[key] = fn
-    return fn
-
-
 def batch(h: F64, low: F64, left: int, right: int, strict: bool = True) -> I8:
     """Swing flags stamped on the pivot bar (+1 high, −1 low, 2 both, 0 none); known at p + right.
 
@@ -127,7 +99,7 @@ def batch(h: F64, low: F64, left: int, right: int, strict: bool = True) -> I8:
     if left < 1 or right < 1:
         _scan_exact(h, low, left, right, strict, out, 0, n)
         return out
-    nan, p_lo, p_hi = _vector_scan_for(int(left), int(right), bool(strict))(h, low, out, left, right, strict)
+    nan, p_lo, p_hi = vector_scan(int(left), int(right), bool(strict))(h, low, out, left, right, strict)
     if nan or p_hi <= p_lo:
         _scan_exact(h, low, left, right, strict, out, 0, n)
     else:
