@@ -11,6 +11,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from smc_quant.datasets import KLINES_2023_1M, KlineSeries, read_klines
 from smc_quant.smc import SMCParams, atr, detect, fvg, standalone, swings
+from smc_quant.smc._pivot_simd import vector_scan
 from smc_quant.smc.events import (
     E_BOTTOM,
     E_CONFIRMED,
@@ -111,6 +112,24 @@ def test_swing_flags_equal_sliding_window_pivots(btc: KlineSeries, left: int, ri
     want = np.zeros(h.shape[0], dtype=np.int8)
     swings._scan_exact(h, low, left, right, strict, want, 0, h.shape[0])
     np.testing.assert_array_equal(swings.batch(h, low, left, right, strict), want)
+
+
+@pytest.mark.parametrize(("left", "right", "strict"), [(9, 10, False), (5, 5, True), (47, 47, True)])
+def test_swing_vector_scan_decides_all_but_the_edges(btc: KlineSeries, left: int, right: int, strict: bool) -> None:
+    """The SIMD scan itself (not its scalar fallback) decides every pivot but a few vectors at each end,
+    with the oracle's flags, and reports a NaN instead of deciding."""
+    h, low = btc.high, btc.low
+    n = h.shape[0]
+    out = np.full(n, 7, dtype=np.int8)
+    nan, p_lo, p_hi = vector_scan(left, right, strict)(h, low, out, left, right, strict)
+    assert nan == 0
+    assert left <= p_lo <= left + 16
+    assert n - right - 8 * (max(left, right) // 8 + 4) <= p_hi <= n - right
+    np.testing.assert_array_equal(out[p_lo:p_hi], _flag_oracle(h, low, left, right, strict)[p_lo:p_hi])
+    assert (out[:p_lo] == 7).all() and (out[p_hi:] == 7).all()  # the edges are left to the caller
+    h = h.copy()
+    h[n // 2] = np.nan
+    assert vector_scan(left, right, strict)(h, low, out, left, right, strict)[0] != 0
 
 
 @pytest.mark.parametrize("colour", [True, False])
