@@ -18,10 +18,11 @@ invariants 3 and 4):
   :func:`validate_trigger` saying so) means the exit level is behind us: the position is closed at market
   at once. If the stop cannot be placed after retries, the position is closed at market and an alarm is
   raised — no position stays without a stop.
-- **Exits.** Cancel both algo orders (already gone is fine), then a reduce-only MARKET order for the size the
-  exchange reports, with backoff ``min(base · 2^(n−1), max)`` between tries, until done or
-  ``exit_max_attempts``; then an alarm (ERROR log, ``stats["alarms"]``, journal ``last_error``). A position
-  that is already flat (the stop fired meanwhile: -2022, or ``positions()`` shows none) is done — no send.
+- **Exits** (sent by :class:`~smc_quant.order_exit.PositionCloser`). Cancel both algo orders (already gone
+  is fine), then a reduce-only MARKET order for the size the exchange reports, with backoff
+  ``min(base · 2^(n−1), max)`` between tries, until done or ``exit_max_attempts``; then an alarm (ERROR log,
+  ``stats["alarms"]``, journal ``last_error``). A position that is already flat (the stop fired meanwhile:
+  -2022, or ``positions()`` shows none) is done — no send.
 - **Cancellation.** ``asyncio.CancelledError`` propagates after the journal records ``interrupted``; the
   protection of a filled entry runs to completion in the background even if ``open()`` is cancelled.
 """
@@ -32,24 +33,24 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from smc_quant.domain.trading import ExitReason, Position, PositionSide, entry_side, exit_side
-from smc_quant.errors import RateLimited, TemporaryError, VenueRejected
+from smc_quant.errors import TemporaryError, VenueRejected
 from smc_quant.exchange.exchange_info import SymbolFilters
 from smc_quant.logging import get_logger
+from smc_quant.order_exit import CloseResult, PositionCloser
 from smc_quant.order_sender import OrderConfig, OrderJournal, OrderKind, OrderSender, StillUnknown, error_text
 from smc_quant.orders.broker import (
     AlgoRequest,
     AlgoState,
     Broker,
-    ExchangePosition,
     OrderRequest,
     OrderState,
     TriggerType,
 )
 from smc_quant.orders.client_ids import Leg, client_order_id, parse_client_order_id, same_signal
-from smc_quant.orders.filters import FilterRejected, floor_to_step, validate_order, validate_trigger
+from smc_quant.orders.filters import FilterRejected, validate_order, validate_trigger
 from smc_quant.orders.reactions import REACTIONS, Reaction
 
 if TYPE_CHECKING:
@@ -57,8 +58,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CloseResult", "OpenResult", "OrderConfig", "OrderJournal", "SmartOrderManager"]
 
-#: Exit rejections that mean "maybe there is nothing left to reduce": look at the position before retrying.
-_MAYBE_FLAT = frozenset({-2022, -2024, -4118})
 #: Entry rejections worth one repair: the size (margin, leverage ratio) or a re-signed resend (clock).
 _SHRINK = frozenset({-2019, -2027})
 _RESIGN = frozenset({-1021, -5028})
@@ -72,22 +71,6 @@ def entry_intent(decision: Decision) -> dict[str, object]:
     target = decision.target_price
     return {"stop_price": str(decision.stop_price), "target_price": None if target is None else str(target),
             "leverage": int(decision.leverage), "confidence": float(decision.signal.confidence)}
-
-
-@dataclass(frozen=True)
-class CloseResult:
-    """What :meth:`SmartOrderManager.close` achieved.
-
-    ``closed``: the exchange shows no position left for this trade (closed by us or already flat).
-    ``outcome``: ``closed`` (our exit filled), ``already_flat`` (nothing sent) or ``alarm`` (gave up).
-    """
-
-    closed: bool
-    reason: ExitReason
-    outcome: Literal["closed", "already_flat", "alarm"]
-    exit: OrderState | None = None
-    attempts: int = 0
-    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -150,6 +133,9 @@ class SmartOrderManager:
         self._attempts: dict[tuple[str, Leg], int] = {}
         """Next attempt number per (signal, leg): raised when the previous order of the leg is dead."""
         self._background: set[asyncio.Future[_Protection]] = set()
+        self._closer = PositionCloser(broker, filters, self._sender, config, attempts=self._attempts,
+                                      stats=self.stats, logger=self._log, clock=clock, sleep=sleep,
+                                      alarm=self._alarm)
 
     # -- public API ----------------------------------------------------------------------------------
 
@@ -287,7 +273,7 @@ class SmartOrderManager:
     async def close(self, position: Position, reason: ExitReason, *, mark: Decimal | None = None) -> CloseResult:
         """Close ``position`` at market: cancel its algo orders, then reduce-only MARKET until flat (or alarm)."""
         await self._cancel_protection(position)
-        return await self._exit(position, reason, mark)
+        return await self._closer.close(position, reason, mark)
 
     # -- symbol set-up ---------------------------------------------------------------------------------
 
@@ -522,112 +508,6 @@ class SmartOrderManager:
                 break
         if self.stats["cancel_failures"] == failures:
             self._clean.add(position.symbol)
-
-    # -- exits -----------------------------------------------------------------------------------------
-
-    async def _exchange_position(self, symbol: str, side: PositionSide) -> ExchangePosition | None:
-        for p in await self._broker.positions():
-            if p.symbol == symbol and p.side == side and p.quantity > 0:
-                return p
-        return None
-
-    async def _exit(self, position: Position, reason: ExitReason, mark: Decimal | None) -> CloseResult:
-        """Reduce-only MARKET until flat; see the module docstring. Never returns without a verdict."""
-        cfg = self.config
-        filters = self._filters.get(position.symbol)
-        sid = position.signal_id or f"{position.symbol}:{position.entry_time_ms}"
-        key = (sid, Leg.EXIT)
-        attempt = self._attempts.get(key, 0)
-        pending: OrderRequest | None = None  # an exit whose outcome is unknown: query it before anything else
-        last_error = ""
-        last_state: OrderState | None = None
-        sent_any = False
-        for n in range(1, cfg.exit_max_attempts + 1):
-            if n > 1:
-                self.stats["exit_retries"] += 1
-                await self._sleep(cfg.backoff(n - 1))
-            try:
-                state: OrderState | None = None
-                if pending is not None:
-                    state = await self._broker.query_order(pending.symbol, pending.client_order_id)
-                    if state is None:  # never reached the book: resend the same id
-                        self.stats["resent"] += 1
-                        state = await self._sender.send_order(pending, sid, "exit", attempt, budget=1)
-                    pending = None
-                else:
-                    held = await self._exchange_position(position.symbol, position.side)
-                    if held is None:
-                        return self._flat(position, reason, n, sent_any, last_state)
-                    request = self._exit_request(position, held, filters, mark, sid, attempt)
-                    sent_any = True
-                    try:
-                        state = await self._sender.send_order(request, sid, "exit", attempt, budget=1)
-                    except StillUnknown:
-                        pending = request
-                        last_error = "outcome unknown"
-                        continue
-                state = await self._sender.await_fill(state, cancel_rest=True)
-                last_state = state
-                if state.status == "FILLED":
-                    self._attempts[key] = attempt + 1
-                    self.stats["exits"] += 1
-                    self._log.info("exit_filled", symbol=position.symbol, reason=str(reason),
-                                   quantity=str(state.executed_qty), price=str(state.avg_price),
-                                   client_id=state.client_order_id)
-                    # A partial position (e.g. a bigger one than we knew) is checked on the next pass.
-                    held = await self._exchange_position(position.symbol, position.side)
-                    if held is None:
-                        return CloseResult(True, reason, "closed", state, n, "exit filled")
-                attempt += 1  # this exit is final (filled part, expired, cancelled): the next one gets a new id
-                self._attempts[key] = attempt
-                last_error = f"exit {state.status} {state.executed_qty}/{state.orig_qty}"
-            except asyncio.CancelledError:
-                raise
-            except VenueRejected as exc:
-                last_error = error_text(exc)
-                attempt += 1
-                self._attempts[key] = attempt
-                if exc.code in _MAYBE_FLAT:
-                    try:
-                        if await self._exchange_position(position.symbol, position.side) is None:
-                            return self._flat(position, reason, n, sent_any, last_state)
-                    except TemporaryError as exc2:
-                        last_error = error_text(exc2)
-            except StillUnknown as exc:
-                last_error = f"outcome unknown: {exc}"
-            except TemporaryError as exc:
-                last_error = error_text(exc)
-                if isinstance(exc, RateLimited):
-                    await self._sleep(max(0.0, (exc.retry_at_ms - self._clock()) / 1000))
-        self._alarm(position.symbol, f"exit not done after {cfg.exit_max_attempts} attempts", reason=str(reason),
-                    last_error=last_error)
-        cid = client_order_id(sid, Leg.EXIT, attempt)
-        await self._sender.record({"client_id": cid, "signal_id": sid, "symbol": position.symbol,
-                            "side": exit_side(position.side), "kind": "exit", "order_type": "MARKET", "algo": False,
-                            "quantity": position.quantity, "reduce_only": True, "attempt": attempt},
-                           status="alarm", last_error=last_error or "exit not done")
-        return CloseResult(False, reason, "alarm", last_state, cfg.exit_max_attempts, last_error)
-
-    def _exit_request(self, position: Position, held: ExchangePosition, filters: SymbolFilters | None,
-                      mark: Decimal | None, sid: str, attempt: int) -> OrderRequest:
-        """A reduce-only MARKET for what the exchange holds (capped at the market max qty; the rest next pass)."""
-        quantity = held.quantity
-        if filters is not None:
-            quantity = min(floor_to_step(quantity, filters.market_step_size), filters.market_max_qty)
-            ref = mark or (held.mark_price if held.mark_price > 0 else None) or position.mark_price \
-                or position.entry_price
-            quantity = validate_order(filters, side=exit_side(position.side), order_type="MARKET",
-                                      quantity=quantity, mark_price=ref, reduce_only=True).quantity
-        return OrderRequest(position.symbol, exit_side(position.side), "MARKET", quantity,
-                            client_order_id(sid, Leg.EXIT, attempt), reduce_only=True)
-
-    def _flat(self, position: Position, reason: ExitReason, n: int, sent_any: bool,
-              last: OrderState | None) -> CloseResult:
-        if sent_any and last is not None and last.executed_qty > 0:
-            return CloseResult(True, reason, "closed", last, n, "flat after exit")
-        self.stats["already_flat"] += 1
-        self._log.info("exit_already_flat", symbol=position.symbol, reason=str(reason))
-        return CloseResult(True, reason, "already_flat", last, n, "position already flat at the exchange")
 
     # -- bookkeeping -------------------------------------------------------------------------------------
 
