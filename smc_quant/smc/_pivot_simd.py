@@ -51,8 +51,7 @@ Piece = tuple[int, int]  # (stream width P, offset in the frame): bars offset �
 class _Stream:
     """One doubling stream of one side: ``hist[d]`` holds the vector ``i − lag − d`` at iteration i."""
 
-    def __init__(self, width: int, lag: int) -> None:
-        self.width = width
+    def __init__(self, lag: int) -> None:
         self.lag = lag
         self.depth = 1  # how many vectors (from the newest) must be kept
         self.phis: list[Any] = []
@@ -125,7 +124,7 @@ class _Side:
     def __init__(self, b: ir.IRBuilder, top: int, is_high: bool) -> None:
         self.b = b
         self.is_high = is_high
-        self.streams = {w: _Stream(w, _lag(w)) for w in (1, 2, 4, 8) if w <= top}
+        self.streams = {w: _Stream(_lag(w)) for w in (1, 2, 4, 8) if w <= top}
         self.data: Any = None  # double* of the side's series
         self.i: Any = None  # the loop counter (vectors)
 
