@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Protocol
@@ -28,17 +28,15 @@ from typing import Any, Protocol
 import structlog
 
 from smc_quant import notify as messages
+from smc_quant.book import Book, BookEntry
 from smc_quant.domain.trading import (
     ZERO,
     AccountSnapshot,
     ExitReason,
     Fill,
-    Position,
     Signal,
     Trade,
     direction,
-    entry_side,
-    exit_side,
 )
 from smc_quant.errors import SmcError
 from smc_quant.orders.broker import (
@@ -46,13 +44,15 @@ from smc_quant.orders.broker import (
     AccountUpdate,
     AlgoUpdate,
     Broker,
-    ExchangePosition,
     OrderUpdate,
     StreamExpired,
 )
-from smc_quant.orders.client_ids import Leg, parse_client_order_id, signal_digest
+from smc_quant.orders.client_ids import Leg, parse_client_order_id
+from smc_quant.reconciler import Reconciler, client_id
+from smc_quant.risk import DAY_MS
 
-DAY_MS = 86_400_000
+_LEG_EXITS = {Leg.STOP_LOSS.value: ExitReason.STOP_LOSS, Leg.TAKE_PROFIT.value: ExitReason.TAKE_PROFIT}
+"""The exit an order leg's fill implies (from the leg in its client id)."""
 
 
 class Notify(Protocol):
@@ -70,22 +70,6 @@ class ExecutorConfig:
     dedupe_window_ms: int = 86_400_000
     """Signal ids created this recently are reloaded at start to refuse duplicates."""
     dedupe_max: int = 100_000
-
-
-@dataclass(slots=True)
-class BookEntry:
-    """One open position and what we know about its orders and fills."""
-
-    position: Position
-    signal: Signal | None
-    sl_client_id: str | None = None
-    tp_client_id: str | None = None
-    status: str = "open"
-    exit_reason: ExitReason | None = None
-    features: tuple[float, ...] = ()
-    schema_version: str = ""
-    model_version: int | None = None
-    signal_time_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -124,23 +108,24 @@ class Executor:
         self.config = config or ExecutorConfig()
         self.log = logger or structlog.get_logger().bind(component="executor")
         self.stats = ExecutorStats()
-        self.book: dict[str, BookEntry] = {}
+        self.book = Book(self.config.dedupe_max)
         self.marks: dict[str, Decimal] = {}
         self.wallet = ZERO
         self._summary_day: int | None = None
         self.trades: list[Trade] = []
         self._signals: asyncio.Queue[Signal] = asyncio.Queue(self.config.queue_size)
         self._events: asyncio.Queue[AccountEvent] = asyncio.Queue()
-        self._digests: dict[str, str] = {}
-        self._fills: dict[str, list[Fill]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._symbol_locks: dict[str, asyncio.Lock] = {}
         self._finishing: set[asyncio.Task[None]] = set()
         self._pending_writes: set[asyncio.Future[bool]] = set()
-        self._seen: dict[str, None] = {}
         self._idle = asyncio.Event()
         self._idle.set()
         self.started = asyncio.Event()
+        self.reconciler = Reconciler(book=self.book, broker=broker, manager=manager, risk=risk, repo=repo,
+                                     marks=self.marks, clock=clock, config=self.config, stats=self.stats, log=self.log,
+                                     settle=self._check_complete, save=self._save,
+                                     refresh_balance=self.refresh_balance)
 
     # -- intake ------------------------------------------------------------------------------------
     def submit(self, signal: Signal) -> bool:
@@ -156,7 +141,7 @@ class Executor:
 
     def seen(self, signal_id: str) -> bool:
         """Whether ``signal_id`` was handled (or adopted) by this executor within the duplicate window."""
-        return signal_id in self._seen
+        return self.book.seen(signal_id)
 
     def add_trade_listener(self, listener: Callable[[Trade], None]) -> None:
         """Call ``listener(trade)`` after every closed trade is stored (the learner counts here)."""
@@ -170,13 +155,15 @@ class Executor:
     async def start(self) -> None:
         """Recover the book, reconcile with the exchange, then start the loops."""
         self.broker.subscribe(self._events.put_nowait)
-        await self._recover()
+        await self.reconciler.recover()
         await self.reconcile()
         self._tasks = [
             asyncio.create_task(self._signal_loop(), name="executor-signals"),
             asyncio.create_task(self._event_loop(), name="executor-events"),
-            asyncio.create_task(self._exit_loop(), name="executor-exits"),
-            asyncio.create_task(self._reconcile_loop(), name="executor-reconcile"),
+            asyncio.create_task(self._every(self.config.exit_check_interval_s, self.check_exits, "exit_check_failed"),
+                                name="executor-exits"),
+            asyncio.create_task(self._every(self.config.reconcile_interval_s, self.reconcile, "reconcile_failed"),
+                                name="executor-reconcile"),
         ]
         self.started.set()
         self.log.info("executor_started", positions=len(self.book))
@@ -225,10 +212,11 @@ class Executor:
         the book at the latest marks, available = equity − the book's margin."""
         positions = {s: replace(e.position, mark_price=self.marks.get(s, e.position.entry_price))
                      for s, e in self.book.items()}
-        unrealized = sum((p.unrealized_pnl for p in positions.values()), ZERO)
-        used = sum((p.margin for p in positions.values()), ZERO)
-        available = self.wallet + unrealized - used
-        return AccountSnapshot(self.wallet, unrealized, available, positions, self.clock())
+        return AccountSnapshot.of(self.wallet, positions, self.clock())
+
+    async def reconcile(self) -> None:
+        """Exchange positions and protection vs our book, repaired and logged (:mod:`smc_quant.reconciler`)."""
+        await self.reconciler.reconcile()
 
     async def refresh_balance(self) -> Decimal:
         """Read the wallet balance over REST (start, reconciliation)."""
@@ -245,12 +233,11 @@ class Executor:
         written before the order leaves, so a crash in between loses nothing a restart needs.
         """
         self.stats.signals += 1
-        if signal.signal_id in self._seen:
+        if self.book.seen(signal.signal_id):
             self.stats.duplicates += 1
             self.log.info("signal_seen_before", signal_id=signal.signal_id)
             return
-        self._remember(signal.signal_id)
-        self._digests[signal_digest(signal.signal_id)] = signal.signal_id
+        self.book.expect(signal.signal_id)
         account = self.snapshot()
         mark = self.marks.get(signal.symbol, signal.price)
         now = self.clock()
@@ -274,11 +261,9 @@ class Executor:
                 self.log.warning("entry_not_opened", signal_id=signal.signal_id,
                                  reason=getattr(result, "reason", "unknown"))
                 return
-            entry = BookEntry(position, signal, _client(getattr(result, "sl", None)),
-                              _client(getattr(result, "tp", None)), features=signal.features,
-                              schema_version=signal.schema_version, model_version=signal.model_version,
-                              signal_time_ms=signal.open_time)
-            self.book[signal.symbol] = entry
+            entry = BookEntry.of(position, signal, client_id(getattr(result, "sl", None)),
+                                 client_id(getattr(result, "tp", None)))
+            self.book.put(entry)
             await self._save(entry)
         self.stats.opened += 1
         self.log.info("position_opened", symbol=signal.symbol, side=position.side, qty=str(position.quantity),
@@ -295,11 +280,6 @@ class Executor:
             self.repo.record_signal(signal, decision.action, decision.reason, decision.as_record()))
         self._pending_writes.add(task)
         task.add_done_callback(self._written)
-
-    def _remember(self, signal_id: str) -> None:
-        self._seen[signal_id] = None
-        while len(self._seen) > self.config.dedupe_max:
-            del self._seen[next(iter(self._seen))]
 
     def _written(self, task: asyncio.Future[bool]) -> None:
         self._pending_writes.discard(task)
@@ -360,16 +340,18 @@ class Executor:
             await self.close(position.symbol, reason)
         return len(due)
 
-    async def _exit_loop(self) -> None:
+    async def _every(self, interval_s: float, job: Callable[[], Awaitable[object]], failure: str) -> None:
+        """Run ``job`` every ``interval_s`` (exit checks, reconciliation); a failure is counted and logged under
+        ``failure`` and the next round runs as planned."""
         while True:
-            await asyncio.sleep(self.config.exit_check_interval_s)
+            await asyncio.sleep(interval_s)
             try:
-                await self.check_exits()
+                await job()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.stats.errors += 1
-                self.log.error("exit_check_failed", error=f"{type(exc).__name__}: {exc}")
+                self.log.error(failure, error=f"{type(exc).__name__}: {exc}")
 
     # -- account events ----------------------------------------------------------------------------
     async def _event_loop(self) -> None:
@@ -409,7 +391,7 @@ class Executor:
                     u.realized_pnl, u.trade_id, u.order_id, u.is_maker)
         self.stats.fills += 1
         parts = parse_client_order_id(u.client_order_id)
-        key = self._digests.get(parts.digest) if parts is not None else None
+        key = self.book.owner(parts.digest) if parts is not None else None
         if key is None and u.symbol in self.book and (u.is_liquidation or u.is_adl or parts is None):
             entry = self.book[u.symbol]
             key = entry.position.signal_id
@@ -418,45 +400,26 @@ class Executor:
         if key is None:
             self.log.warning("fill_unmatched", symbol=u.symbol, client_id=u.client_order_id)
             return
-        self._fills.setdefault(key, []).append(fill)
+        self.book.fills(key).append(fill)
         if self.repo is not None:
             await self.repo.record_fill(fill)
         if parts is not None and u.symbol in self.book:
             entry = self.book[u.symbol]
-            if entry.exit_reason is None or entry.status != "closing":
-                if parts.leg == Leg.STOP_LOSS.value:
-                    entry.exit_reason = ExitReason.STOP_LOSS
-                elif parts.leg == Leg.TAKE_PROFIT.value:
-                    entry.exit_reason = ExitReason.TAKE_PROFIT
+            if (entry.exit_reason is None or entry.status != "closing") and parts.leg in _LEG_EXITS:
+                entry.exit_reason = _LEG_EXITS[parts.leg]
         self._check_complete(u.symbol)
 
     def _check_complete(self, symbol: str) -> None:
-        entry = self.book.get(symbol)
-        if entry is None:
-            return
-        fills = self._fills.get(entry.position.signal_id, [])
-        opening_side = "BUY" if entry.position.side == "LONG" else "SELL"
-        qty_in = sum((f.quantity for f in fills if f.side == opening_side), ZERO)
-        qty_out = sum((f.quantity for f in fills if f.side != opening_side), ZERO)
-        if qty_in > 0 and qty_out >= qty_in:
-            del self.book[symbol]
-            task = asyncio.get_running_loop().create_task(self._finish(entry, fills, opening_side))
+        """When the position's fills make it flat, take it off the book and finish its trade."""
+        settled = self.book.settle(symbol)
+        if settled is not None:
+            task = asyncio.get_running_loop().create_task(self._finish(*settled))
             self._finishing.add(task)
             task.add_done_callback(self._finishing.discard)
 
-    async def _finish(self, entry: BookEntry, fills: Sequence[Fill], entry_side: str) -> None:
+    async def _finish(self, entry: BookEntry, trade: Trade) -> None:
         """The position is flat: cancel leftover protection, store the trade, tell risk/learner/people."""
         pos = entry.position
-        ins = [f for f in fills if f.side == entry_side]
-        outs = [f for f in fills if f.side != entry_side]
-        qty = sum((f.quantity for f in ins), ZERO)
-        entry_px = sum((f.quantity * f.price for f in ins), ZERO) / qty
-        out_qty = sum((f.quantity for f in outs), ZERO)
-        exit_px = sum((f.quantity * f.price for f in outs), ZERO) / out_qty
-        fees = sum((f.fee for f in fills), ZERO)
-        reason = entry.exit_reason or ExitReason.RECONCILED
-        trade = Trade(pos.signal_id, pos.symbol, pos.side, qty, entry_px, exit_px,
-                      min(f.time_ms for f in ins), max(f.time_ms for f in outs), fees, reason, pos.confidence)
         cancel = getattr(self.manager, "cancel_protection", None)
         with contextlib.suppress(SmcError):  # the leftover leg (a fired stop leaves the target, and back)
             if cancel is not None:
@@ -468,7 +431,6 @@ class Executor:
         if self.repo is not None:
             await self.repo.close_trade(trade, features=entry.features, schema_version=entry.schema_version,
                                         signal_time_ms=entry.signal_time_ms, model_version=entry.model_version)
-        self._fills.pop(pos.signal_id, None)
         self.trades.append(trade)
         self.stats.closed += 1
         self.risk.on_trade_closed(trade, self.snapshot().equity)
@@ -478,165 +440,9 @@ class Executor:
             except Exception as exc:  # a listener never breaks trade bookkeeping
                 self.stats.errors += 1
                 self.log.error("trade_listener_failed", error=f"{type(exc).__name__}: {exc}")
-        self.log.info("trade_closed", symbol=trade.symbol, side=trade.side, reason=reason.value,
+        self.log.info("trade_closed", symbol=trade.symbol, side=trade.side, reason=trade.exit_reason.value,
                       net_pnl=str(trade.net_pnl), net_pct=round(trade.net_return_pct, 4))
         self._notify(messages.closed(trade), "close")
-
-    # -- recovery and reconciliation -----------------------------------------------------------------
-    async def _recover(self) -> None:
-        """Read the open book and its fills back from PostgreSQL."""
-        if self.repo is None:
-            return
-        for position, meta in await self.repo.open_positions():
-            entry = BookEntry(position, None, meta.get("sl_client_id"), meta.get("tp_client_id"),
-                              status=str(meta.get("status") or "open"))
-            sig = await self.repo.signal(position.signal_id) if hasattr(self.repo, "signal") else None
-            if sig is not None:
-                entry.signal, entry.features = sig, sig.features
-                entry.schema_version, entry.model_version = sig.schema_version, sig.model_version
-                entry.signal_time_ms = sig.open_time
-            if entry.status == "closing":
-                entry.status = "open"  # the exit is re-driven by the exit loop or reconciliation
-            self.book[position.symbol] = entry
-            self._digests[signal_digest(position.signal_id)] = position.signal_id
-            self._fills[position.signal_id] = list(await self.repo.fills_for_signal(position.signal_id))
-        now = self.clock()
-        for sid in await self.repo.recent_signal_ids(now - self.config.dedupe_window_ms):
-            self._remember(sid)
-        day_start = now - now % DAY_MS
-        equity = await self.refresh_balance()
-        cooldown = int(getattr(getattr(self.risk, "config", None), "cooldown_ms", 0))
-        recent = await self.repo.trades(since_ms=min(day_start, now - cooldown))
-        today = [t for t in recent if t.exit_time_ms >= day_start]
-        start_equity = equity - sum((t.net_pnl for t in today), ZERO)
-        self.risk.restore(recent, start_equity, now)
-        if self.book:
-            self.log.info("book_recovered", positions=len(self.book),
-                          symbols=sorted(self.book))
-
-    async def reconcile(self) -> None:
-        """Exchange positions and protection vs our book; repair and log every mismatch."""
-        self.stats.reconciliations += 1
-        await self.refresh_balance()
-        remote = {p.symbol: p for p in await self.broker.positions()}
-        for symbol, entry in list(self.book.items()):
-            pos = remote.get(symbol)
-            if pos is None:
-                await self._closed_while_away(entry)
-                continue
-            if pos.quantity != entry.position.quantity or pos.side != entry.position.side:
-                self.stats.repairs += 1
-                self.log.warning("position_mismatch", symbol=symbol, ours=str(entry.position.quantity),
-                                 exchange=str(pos.quantity))
-            mark = self.marks.get(symbol) or pos.mark_price or entry.position.entry_price
-            sl, tp = await self.manager.ensure_protection(entry.position, mark)
-            new_ids = (_client(sl) or entry.sl_client_id, _client(tp) or entry.tp_client_id)
-            if new_ids != (entry.sl_client_id, entry.tp_client_id):
-                self.stats.repairs += 1
-                entry.sl_client_id, entry.tp_client_id = new_ids
-                await self._save(entry)
-        for symbol, pos in remote.items():
-            if symbol not in self.book and not await self._adopt(pos):
-                self.stats.alarms += 1
-                self.log.error("unknown_position", symbol=symbol, side=pos.side, qty=str(pos.quantity),
-                               note="not opened by this executor; left alone, needs a human")
-                if self.repo is not None:
-                    await self.repo.record_alarm("unknown_position", f"{symbol} {pos.side} {pos.quantity}",
-                                                 self.clock())
-
-    async def _adopt(self, remote: ExchangePosition) -> bool:
-        """A position the book does not know, opened by our own entry order: take it over and protect it.
-
-        This is the crash between the entry's fill and the position row (the journal row ``sending`` is written
-        before every order leaves, with the decision's stop/target prices, leverage and confidence as its
-        ``intent``). The entry must be ours (the newest entry journalled on the symbol whose trade is not
-        stored), on the same side; its entry time is the journal's ``created_ms`` — never later than the real
-        fill, so the 2-hour limit can only come early. The entry fill is read from the stored fills, else
-        queried from the exchange (fee estimated at the taker rate). Returns ``False`` when nothing matches.
-        """
-        if self.repo is None or not hasattr(self.repo, "latest_entry"):
-            return False
-        row = await self.repo.latest_entry(remote.symbol)
-        intent = (row or {}).get("intent") or {}
-        if row is None or not intent.get("stop_price"):
-            return False
-        if row["side"] != ("BUY" if remote.side == "LONG" else "SELL"):
-            return False
-        signal_id, cid = str(row["signal_id"]), str(row["client_order_id"])
-        sig = await self.repo.signal(signal_id) if hasattr(self.repo, "signal") else None
-        target = intent.get("target_price")
-        position = Position(
-            symbol=remote.symbol, side=remote.side, quantity=remote.quantity, entry_price=remote.entry_price,
-            entry_time_ms=int(row["created_ms"]), leverage=int(intent.get("leverage") or remote.leverage or 1),
-            signal_id=signal_id, confidence=float(intent.get("confidence") or 0.0),
-            stop_price=Decimal(str(intent["stop_price"])),
-            target_price=None if target is None else Decimal(str(target)),
-            mark_price=remote.mark_price or remote.entry_price)
-        fills = list(await self.repo.fills_for_signal(signal_id))
-        if not any(f.client_order_id == cid for f in fills):
-            state = await self.broker.query_order(remote.symbol, cid)
-            if state is not None and state.executed_qty > 0:
-                fee = state.executed_qty * state.avg_price * self.config.taker_fee
-                fills.append(Fill(remote.symbol, cid, entry_side(remote.side), state.executed_qty, state.avg_price, fee,
-                                  state.update_time_ms or int(row["created_ms"])))
-        self._fills[signal_id] = fills
-        self._digests[signal_digest(signal_id)] = signal_id
-        self._remember(signal_id)
-        entry = BookEntry(position, sig, None, None, signal_time_ms=sig.open_time if sig is not None else 0)
-        if sig is not None:
-            entry.features, entry.schema_version = sig.features, sig.schema_version
-            entry.model_version = sig.model_version
-        self.book[remote.symbol] = entry
-        mark = self.marks.get(remote.symbol) or remote.mark_price or remote.entry_price
-        sl, tp = await self.manager.ensure_protection(position, mark)
-        entry.sl_client_id, entry.tp_client_id = _client(sl), _client(tp)
-        if remote.symbol in self.book:
-            await self._save(entry)
-        self.stats.repairs += 1
-        self.log.warning("position_adopted", symbol=remote.symbol, side=remote.side, qty=str(remote.quantity),
-                         signal_id=signal_id, client_id=cid, protected=sl is not None,
-                         note="opened by an entry of ours whose position row was never written (crash)")
-        if self.repo is not None:
-            await self.repo.record_alarm("position_adopted", f"{remote.symbol} {remote.side} {remote.quantity}",
-                                         self.clock())
-        return True
-
-    async def _closed_while_away(self, entry: BookEntry) -> None:
-        """Our position is flat at the exchange: learn the exit from the orders we own, then finish."""
-        pos = entry.position
-        fills = self._fills.setdefault(pos.signal_id, [])
-        known = {f.client_order_id for f in fills}
-        for cid, reason in ((entry.sl_client_id, ExitReason.STOP_LOSS), (entry.tp_client_id, ExitReason.TAKE_PROFIT)):
-            if not cid or cid in known:
-                continue
-            state = await self.broker.query_order(pos.symbol, cid)
-            if state is not None and state.executed_qty > 0:
-                fee = state.executed_qty * state.avg_price * self.config.taker_fee
-                fills.append(Fill(pos.symbol, cid, exit_side(pos.side), state.executed_qty, state.avg_price, fee,
-                                  state.update_time_ms))
-                entry.exit_reason = entry.exit_reason or reason
-                self.log.warning("exit_found_by_reconciliation", symbol=pos.symbol, client_id=cid,
-                                 fee="estimated")
-        self.stats.repairs += 1
-        self._check_complete(pos.symbol)
-        if pos.symbol in self.book:  # still no exit fills: nothing to learn from; close the book entry
-            self.stats.alarms += 1
-            self.log.error("position_vanished", symbol=pos.symbol, signal_id=pos.signal_id)
-            del self.book[pos.symbol]
-            if self.repo is not None:
-                await self.repo.delete_position(pos.symbol)
-                await self.repo.record_alarm("position_vanished", pos.symbol, self.clock())
-
-    async def _reconcile_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.reconcile_interval_s)
-            try:
-                await self.reconcile()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.stats.errors += 1
-                self.log.error("reconcile_failed", error=f"{type(exc).__name__}: {exc}")
 
     # -- helpers -----------------------------------------------------------------------------------
     def _lock(self, symbol: str) -> asyncio.Lock:
@@ -661,10 +467,6 @@ class Executor:
                 "executor_closed": float(s.closed), "executor_forced_exits": float(s.forced_exits),
                 "executor_open_positions": float(len(self.book)), "executor_alarms": float(s.alarms),
                 "executor_errors": float(s.errors), "executor_reconciliations": float(s.reconciliations)}
-
-
-def _client(state: Any) -> str | None:
-    return getattr(state, "client_algo_id", None) if state is not None else None
 
 
 def wall_clock_ms() -> int:

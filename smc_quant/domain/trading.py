@@ -191,6 +191,14 @@ class AccountSnapshot:
     positions: dict[str, Position] = field(default_factory=dict)
     time_ms: int = 0
 
+    @classmethod
+    def of(cls, wallet: Decimal, positions: dict[str, Position], time_ms: int) -> AccountSnapshot:
+        """The account holding ``positions`` (valued at their ``mark_price``): available = equity − their
+        margin."""
+        unrealized = sum((p.unrealized_pnl for p in positions.values()), ZERO)
+        used = sum((p.margin for p in positions.values()), ZERO)
+        return cls(wallet, unrealized, wallet + unrealized - used, positions, time_ms)
+
     @property
     def equity(self) -> Decimal:
         """Margin balance = wallet + unrealised PnL (what Binance calls ``totalMarginBalance``)."""

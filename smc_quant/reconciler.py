@@ -1,0 +1,184 @@
+"""Bringing the executor's book in line with what PostgreSQL remembers (at start) and with what the exchange
+holds (at start, every ``reconcile_interval_s`` and whenever the user-data stream was lost).
+
+- **Recover**: the open book, each position's fills and the recently handled signal ids are read back;
+  the risk manager gets today's trades and the cooldowns back.
+- **Reconcile**, per symbol:
+  - ours and at the exchange: sizes compared (a mismatch is logged), protection re-ensured;
+  - ours, flat at the exchange: the exit is learned from our own stop/target orders and the trade finished,
+    else the position is taken off the book with an alarm;
+  - at the exchange only: adopted when our own journalled entry order opened it (a crash between the fill
+    and the position row), else an alarm for a human — never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from smc_quant.book import Book, BookEntry, journalled_position, queried_fill
+from smc_quant.domain.trading import ZERO, ExitReason, entry_side, exit_side
+from smc_quant.orders.broker import Broker, ExchangePosition
+from smc_quant.risk import DAY_MS
+
+if TYPE_CHECKING:
+    from smc_quant.executor import ExecutorConfig, ExecutorStats
+
+
+class Reconciler:
+    """Recovery and reconciliation of one executor's book; see the module docstring.
+
+    ``settle(symbol)`` finishes a position whose fills made it flat, ``save(entry)`` stores a book entry and
+    ``refresh_balance()`` reads the wallet over REST — the executor's own steps, so a trade learned here is
+    finished exactly like one learned from the user-data stream.
+    """
+
+    def __init__(self, *, book: Book, broker: Broker, manager: Any, risk: Any, repo: Any | None,
+                 marks: Mapping[str, Decimal], clock: Callable[[], int], config: ExecutorConfig,
+                 stats: ExecutorStats, log: structlog.stdlib.BoundLogger, settle: Callable[[str], None],
+                 save: Callable[[BookEntry], Awaitable[None]],
+                 refresh_balance: Callable[[], Awaitable[Decimal]]) -> None:
+        self.book = book
+        self.broker = broker
+        self.manager = manager
+        self.risk = risk
+        self.repo = repo
+        self.marks = marks
+        self.clock = clock
+        self.config = config
+        self.stats = stats
+        self.log = log
+        self._settle = settle
+        self._save = save
+        self._refresh_balance = refresh_balance
+
+    async def recover(self) -> None:
+        """Read the open book, its fills, the recent signal ids and the risk state back from PostgreSQL."""
+        if self.repo is None:
+            return
+        for position, meta in await self.repo.open_positions():
+            sig = await self.repo.signal(position.signal_id) if hasattr(self.repo, "signal") else None
+            # a "closing" entry is open again: the exit is re-driven by the exit loop or reconciliation
+            self.book.put(BookEntry.of(position, sig, meta.get("sl_client_id"), meta.get("tp_client_id")),
+                          list(await self.repo.fills_for_signal(position.signal_id)))
+        now = self.clock()
+        for sid in await self.repo.recent_signal_ids(now - self.config.dedupe_window_ms):
+            self.book.remember(sid)
+        day_start = now - now % DAY_MS
+        equity = await self._refresh_balance()
+        cooldown = int(getattr(getattr(self.risk, "config", None), "cooldown_ms", 0))
+        recent = await self.repo.trades(since_ms=min(day_start, now - cooldown))
+        today = [t for t in recent if t.exit_time_ms >= day_start]
+        start_equity = equity - sum((t.net_pnl for t in today), ZERO)
+        self.risk.restore(recent, start_equity, now)
+        if self.book:
+            self.log.info("book_recovered", positions=len(self.book), symbols=sorted(self.book))
+
+    async def reconcile(self) -> None:
+        """Exchange positions and protection vs our book; repair and log every mismatch."""
+        self.stats.reconciliations += 1
+        await self._refresh_balance()
+        remote = {p.symbol: p for p in await self.broker.positions()}
+        for symbol, entry in list(self.book.items()):
+            pos = remote.get(symbol)
+            if pos is None:
+                await self._closed_while_away(entry)
+                continue
+            if pos.quantity != entry.position.quantity or pos.side != entry.position.side:
+                self.stats.repairs += 1
+                self.log.warning("position_mismatch", symbol=symbol, ours=str(entry.position.quantity),
+                                 exchange=str(pos.quantity))
+            mark = self.marks.get(symbol) or pos.mark_price or entry.position.entry_price
+            sl, tp = await self.manager.ensure_protection(entry.position, mark)
+            new_ids = (client_id(sl) or entry.sl_client_id, client_id(tp) or entry.tp_client_id)
+            if new_ids != (entry.sl_client_id, entry.tp_client_id):
+                self.stats.repairs += 1
+                entry.sl_client_id, entry.tp_client_id = new_ids
+                await self._save(entry)
+        for symbol, pos in remote.items():
+            if symbol not in self.book and not await self._adopt(pos):
+                await self._alarm("unknown_position", f"{symbol} {pos.side} {pos.quantity}", symbol=symbol,
+                                  side=pos.side, qty=str(pos.quantity),
+                                  note="not opened by this executor; left alone, needs a human")
+
+    async def _adopt(self, remote: ExchangePosition) -> bool:
+        """A position the book does not know, opened by our own entry order: take it over and protect it.
+
+        This is the crash between the entry's fill and the position row (the journal row ``sending`` is written
+        before every order leaves, with the decision as its ``intent``). The entry must be ours (the newest
+        entry journalled on the symbol whose trade is not stored), on the same side: see
+        :func:`~smc_quant.book.journalled_position`. The entry fill is read from the stored fills, else
+        queried from the exchange (fee estimated at the taker rate). Returns ``False`` when nothing matches.
+        """
+        if self.repo is None or not hasattr(self.repo, "latest_entry"):
+            return False
+        row = await self.repo.latest_entry(remote.symbol)
+        position = None if row is None else journalled_position(remote, row)
+        if row is None or position is None:
+            return False
+        signal_id, cid = position.signal_id, str(row["client_order_id"])
+        sig = await self.repo.signal(signal_id) if hasattr(self.repo, "signal") else None
+        fills = list(await self.repo.fills_for_signal(signal_id))
+        if not any(f.client_order_id == cid for f in fills):
+            state = await self.broker.query_order(remote.symbol, cid)
+            fill = queried_fill(remote.symbol, cid, state, entry_side(remote.side), self.config.taker_fee,
+                                int(row["created_ms"]))
+            if fill is not None:
+                fills.append(fill)
+        self.book.remember(signal_id)
+        entry = BookEntry.of(position, sig)
+        self.book.put(entry, fills)
+        mark = self.marks.get(remote.symbol) or remote.mark_price or remote.entry_price
+        sl, tp = await self.manager.ensure_protection(position, mark)
+        entry.sl_client_id, entry.tp_client_id = client_id(sl), client_id(tp)
+        if remote.symbol in self.book:
+            await self._save(entry)
+        self.stats.repairs += 1
+        self.log.warning("position_adopted", symbol=remote.symbol, side=remote.side, qty=str(remote.quantity),
+                         signal_id=signal_id, client_id=cid, protected=sl is not None,
+                         note="opened by an entry of ours whose position row was never written (crash)")
+        if self.repo is not None:
+            await self.repo.record_alarm("position_adopted", f"{remote.symbol} {remote.side} {remote.quantity}",
+                                         self.clock())
+        return True
+
+    async def _closed_while_away(self, entry: BookEntry) -> None:
+        """Our position is flat at the exchange: learn the exit from the orders we own, then finish."""
+        pos = entry.position
+        fills = self.book.fills(pos.signal_id)
+        known = {f.client_order_id for f in fills}
+        for cid, reason in ((entry.sl_client_id, ExitReason.STOP_LOSS), (entry.tp_client_id, ExitReason.TAKE_PROFIT)):
+            if not cid or cid in known:
+                continue
+            fill = queried_fill(pos.symbol, cid, await self.broker.query_order(pos.symbol, cid), exit_side(pos.side),
+                                self.config.taker_fee)
+            if fill is not None:
+                fills.append(fill)
+                entry.exit_reason = entry.exit_reason or reason
+                self.log.warning("exit_found_by_reconciliation", symbol=pos.symbol, client_id=cid,
+                                 fee="estimated")
+        self.stats.repairs += 1
+        self._settle(pos.symbol)
+        if pos.symbol in self.book:  # still no exit fills: nothing to learn from; close the book entry
+            self.book.drop(pos.symbol)
+            if self.repo is not None:
+                await self.repo.delete_position(pos.symbol)
+            await self._alarm("position_vanished", pos.symbol, symbol=pos.symbol, signal_id=pos.signal_id)
+
+    async def _alarm(self, kind: str, detail: str, **fields: Any) -> None:
+        """Something a human must look at: counted, logged as ``kind`` and stored in the alarms table."""
+        self.stats.alarms += 1
+        self.log.error(kind, **fields)
+        if self.repo is not None:
+            await self.repo.record_alarm(kind, detail, self.clock())
+
+
+def client_id(state: Any) -> str | None:
+    """The client id of a protection order's state (``None`` when there is none)."""
+    return getattr(state, "client_algo_id", None) if state is not None else None
+
+
+__all__ = ["Reconciler", "client_id"]

@@ -1,0 +1,45 @@
+"""Reconciliation at restart against positions changed by hand while no executor ran (emulator, real
+sockets, real PostgreSQL): ours closed by someone else, and one that is not ours at all."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tests.integration.trading_kit import trading_rig
+
+pytestmark = pytest.mark.integration
+
+
+async def test_restart_drops_a_position_closed_by_hand_and_leaves_a_foreign_one_alone(shared_data: Path,
+                                                                                    pg_dsn: str) -> None:
+    """ETHUSDT (ours) is closed by a foreign order and BTCUSDT opened by one while the executor is down.
+    The restart finds no exit among our own orders for ETHUSDT: off the book, row deleted, alarm. BTCUSDT
+    was not journalled by us: alarm, and not a single order of ours touches it."""
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        first = await rig.executor()
+        assert first.submit(rig.signal("ETHUSDT", "SHORT", confidence=0.7, stop_pct=8.0, target_pct=30.0))
+        await first.idle()
+        assert set(first.book) == {"ETHUSDT"}
+        await rig.kill(first)
+
+        account = rig.account
+        (eth,) = [p for p in account.positions() if p.symbol == "ETHUSDT"]
+        account.new_order(symbol="ETHUSDT", side="BUY", type="MARKET", quantity=eth.quantity, time_ms=rig.clock(),
+                          client_order_id="by-hand-eth", reduce_only=True)
+        account.new_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity=Decimal("0.005"),
+                          time_ms=rig.clock(), client_order_id="by-hand-btc")
+        log_before = account.order_log
+
+        second = await rig.executor()
+        await second.idle()
+        assert len(second.book) == 0
+        assert await rig.repo.open_positions() == []
+        assert second.stats.alarms == 2 and second.stats.closed == 0
+        assert sorted(a["kind"] for a in await rig.repo.open_alarms()) == ["position_vanished", "unknown_position"]
+        assert account.order_log == log_before, "the restart sent an order"
+        (btc,) = [p for p in account.positions() if p.symbol == "BTCUSDT"]
+        assert btc.side == "LONG" and btc.quantity == Decimal("0.005")
+        assert await rig.repo.trades() == []
