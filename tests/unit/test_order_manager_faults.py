@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from decimal import Decimal
 
 import pytest
 
@@ -26,6 +27,7 @@ from smc_quant.sim.account import SimAccount
 from tests.unit.order_manager_kit import Sleeps, bars, client_ids, decision, make_manager
 from tests.unit.test_paper_broker import (
     Clock,
+    Venue,
     broker_of,
     make_venue,
     pytestmark,
@@ -76,12 +78,19 @@ class TimeoutAfterExecuting(PaperBroker):
         return await super().query_algo(symbol, client_algo_id)
 
 
-async def test_entry_timeout_after_execution_is_queried_and_never_resent() -> None:
-    """The entry executed but its answer was lost: the manager queries, finds it FILLED, sends nothing again."""
+def lossy(symbol: str, bar: int, *, answers: int = 0, requests: int = 0,
+          algo_answers: int = 0) -> tuple[Venue, TimeoutAfterExecuting, Decimal]:
+    """A venue priced at real bar ``bar`` of ``symbol`` whose broker loses the answers of its first ``answers``
+    placements, its first ``requests`` placements and the answers of its first ``algo_answers`` algo orders."""
     venue = make_venue(TimeoutAfterExecuting)
     broker = broker_of(venue, TimeoutAfterExecuting)
-    broker.lose_answers = 1
-    price = venue.start("BTCUSDT", 800)
+    broker.lose_answers, broker.lose_requests, broker.lose_algo_answers = answers, requests, algo_answers
+    return venue, broker, venue.start(symbol, bar)
+
+
+async def test_entry_timeout_after_execution_is_queried_and_never_resent() -> None:
+    """The entry executed but its answer was lost: the manager queries, finds it FILLED, sends nothing again."""
+    venue, broker, price = lossy("BTCUSDT", 800, answers=1)
     d = decision("BTCUSDT", "LONG", price, bars("BTCUSDT", 800))
     sleeps = Sleeps()
     manager = make_manager(venue, sleeps)
@@ -100,10 +109,7 @@ async def test_entry_timeout_after_execution_is_queried_and_never_resent() -> No
 
 async def test_entry_lost_before_the_book_is_resent_with_the_same_id_after_the_query() -> None:
     """The request never reached the exchange: query says absent (-2013), the same id is sent once more."""
-    venue = make_venue(TimeoutAfterExecuting)
-    broker = broker_of(venue, TimeoutAfterExecuting)
-    broker.lose_requests = 1
-    price = venue.start("BTCUSDT", 900)
+    venue, broker, price = lossy("BTCUSDT", 900, requests=1)
     d = decision("BTCUSDT", "SHORT", price, bars("BTCUSDT", 900))
     manager = make_manager(venue)
 
@@ -119,10 +125,7 @@ async def test_entry_lost_before_the_book_is_resent_with_the_same_id_after_the_q
 
 async def test_exit_timeout_after_execution_is_queried_and_not_duplicated() -> None:
     """The exit's answer is lost after it filled: queried, found FILLED; one exit order, position flat."""
-    venue = make_venue(TimeoutAfterExecuting)
-    broker = broker_of(venue, TimeoutAfterExecuting)
-    broker.lose_answers = 0
-    price = venue.start("ETHUSDT", 4_000)
+    venue, broker, price = lossy("ETHUSDT", 4_000)
     d = decision("ETHUSDT", "LONG", price, bars("ETHUSDT", 4_000), stop_pct=3.0, target_pct=6.0)
     manager = make_manager(venue)
     result = await manager.open(d, price)
@@ -228,10 +231,7 @@ async def test_a_query_first_code_is_treated_as_unknown_not_as_a_refusal() -> No
 
 async def test_a_stop_accepted_but_unanswered_is_queried_and_not_placed_twice() -> None:
     """The stop's answer is lost after the venue accepted it: queried, found NEW, no second stop."""
-    venue = make_venue(TimeoutAfterExecuting)
-    broker = broker_of(venue, TimeoutAfterExecuting)
-    broker.lose_algo_answers = 1
-    price = venue.start("BTCUSDT", 10_000)
+    venue, broker, price = lossy("BTCUSDT", 10_000, algo_answers=1)
     d = decision("BTCUSDT", "SHORT", price, bars("BTCUSDT", 10_000))
     manager = make_manager(venue)
 
