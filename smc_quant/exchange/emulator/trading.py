@@ -1,16 +1,10 @@
 """Signed REST routes: orders, algo orders, leverage, positions, balances, listenKeys — over a simulated account.
 
 The matching is ``smc_quant.sim.account.SimAccount`` (pure, Decimal); this module is its Binance face:
-request parsing (``params.py``), the security checks, the account's order-count limits, the order faults,
-Binance JSON out (``wire.py``) and the account events out to the ``/private`` streams (``userdata.py``). The
-account itself is built in ``account.py``.
-
-Security (``BINANCE-PROTOCOL.md`` §5): ``X-MBX-APIKEY`` missing → 401 -2014, unknown → 401 -2015; SIGNED
-routes also need ``timestamp`` (-1102) and ``signature`` = hex HMAC-SHA256(secret, query string + body)
-over the bytes exactly as received, the ``signature`` parameter itself removed (-1022 when it differs);
-``recvWindow`` (default 5000) above ``recv_window_max_ms`` → -1131; ``timestamp ≥ server + 1000`` or
-``server − timestamp > recvWindow`` → -1021, where the server time is the replay clock (``/fapi/v1/time``).
-Parameters come from the query string, a form body, or both; on a duplicate the query wins.
+request parsing (``params.py``), the security checks (API key, signature, timestamp, recvWindow:
+``security.py``), the account's order-count limits, the order faults, Binance JSON out (``wire.py``) and
+the account events out to the ``/private`` streams (``userdata.py``, which also answers the listenKey
+routes mounted here). The account itself is built in ``account.py``.
 
 Limits: IP weight through the market side's limiter (orders 0, queries 1, openOrders 1/40, account
 reads 5); new orders and algo orders also count on the account's fixed wall-clock windows of 10 s and
@@ -21,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -36,9 +28,10 @@ from smc_quant.exchange.emulator.account import TradingAccount, account_brackets
 from smc_quant.exchange.emulator.config import EmulatorConfig
 from smc_quant.exchange.emulator.faults import Faults
 from smc_quant.exchange.emulator.market import Market
-from smc_quant.exchange.emulator.params import ApiError, OrderCounter, Params, mandatory, strip_signature
+from smc_quant.exchange.emulator.params import ApiError, OrderCounter, Params, mandatory
 from smc_quant.exchange.emulator.replay import Replay
 from smc_quant.exchange.emulator.rest import RestApi, json_response
+from smc_quant.exchange.emulator.security import Gate
 from smc_quant.exchange.emulator.steps import Step
 from smc_quant.exchange.emulator.userdata import UserData
 from smc_quant.exchange.emulator.wire import (
@@ -100,7 +93,7 @@ class TradingApi:
         self._faults = faults
         self.account = account
         self._user = userdata
-        self._secret = config.api_secret.encode("utf-8")
+        self._gate = Gate(config.api_key, config.api_secret, config.recv_window_max_ms, replay.now_ms)
         self.orders = OrderCounter(config.order_limit_10s, config.order_limit_1m, config.clock)
         self._brackets = account_brackets(config, market.symbols)
         self._order_extra: dict[int, _OrderExtra] = {}
@@ -211,59 +204,23 @@ class TradingApi:
             web.get("/fapi/v3/account", s(self.account_info, five)),
             web.get("/fapi/v1/leverageBracket", s(self.leverage_bracket, one)),
             web.get("/fapi/v1/userTrades", s(self.user_trades, five)),
-            web.post("/fapi/v1/listenKey", s(self.listen_key_new, one, signed=False)),
-            web.put("/fapi/v1/listenKey", s(self.listen_key_keepalive, one, signed=False)),
-            web.delete("/fapi/v1/listenKey", s(self.listen_key_delete, one, signed=False)),
+            web.post("/fapi/v1/listenKey", s(self._user.listen_key_new, one, signed=False)),
+            web.put("/fapi/v1/listenKey", s(self._user.listen_key_keepalive, one, signed=False)),
+            web.delete("/fapi/v1/listenKey", s(self._user.listen_key_delete, one, signed=False)),
         ]
 
     def _signed(self, handler: Callable[[Params], Awaitable[web.Response]], weight: Callable[[web.Request], int],
                 *, signed: bool = True) -> Handler:
         async def checked(request: web.Request) -> web.StreamResponse:
             try:
-                raw_query = request.rel_url.raw_query_string
                 body = (await request.read()).decode("utf-8", errors="replace") if request.can_read_body else ""
-                self._check_key(request)
-                if signed:
-                    self._check_signature(raw_query, body)
-                params = Params(raw_query, body)
-                if signed:
-                    self._check_time(params)
+                params = self._gate.admit(request.headers.get("X-MBX-APIKEY"), request.rel_url.raw_query_string,
+                                          body, signed=signed)
                 return await handler(params)
             except ApiError as err:
                 return err.response()
 
         return self._rest._weighted(checked, weight)
-
-    def _check_key(self, request: web.Request) -> None:
-        key = request.headers.get("X-MBX-APIKEY")
-        if not key:
-            raise ApiError(-2014, "API-key format invalid.", 401)
-        if not hmac.compare_digest(key.encode(), self._config.api_key.encode()):
-            raise ApiError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
-
-    def _check_signature(self, query: str, body: str) -> None:
-        q, sig_q = strip_signature(query)
-        b, sig_b = strip_signature(body)
-        sig = sig_b if sig_b is not None else sig_q
-        if sig is None:
-            raise mandatory("signature")
-        expected = hmac.new(self._secret, (q + b).encode("utf-8"), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, sig.lower()):
-            raise ApiError(-1022, "Signature for this request is not valid.")
-
-    def _check_time(self, params: Params) -> None:
-        ts = params.integer("timestamp")
-        if ts is None:
-            raise mandatory("timestamp")
-        window = params.integer("recvWindow", 5000)
-        assert window is not None
-        if window > self._config.recv_window_max_ms or window <= 0:
-            raise ApiError(-1131, f"recvWindow must be less than {self._config.recv_window_max_ms}.")
-        server = self._replay.now_ms()
-        if ts >= server + 1000:
-            raise ApiError(-1021, "Timestamp for this request was 1000ms ahead of the server's time.")
-        if server - ts > window:
-            raise ApiError(-1021, "Timestamp for this request is outside of the recvWindow.")
 
     def _now(self) -> int:
         return self._replay.now_ms()
@@ -565,23 +522,6 @@ class TradingApi:
         ]
         chosen = fills[:limit] if from_id is not None else fills[-limit:]
         return json_response([trade_json(f) for f in chosen])
-
-    # -- listenKey (USER_STREAM: key only) -------------------------------------------------------
-    async def listen_key_new(self, p: Params) -> web.Response:
-        return json_response({"listenKey": self._user.keys.create()})
-
-    async def listen_key_keepalive(self, p: Params) -> web.Response:
-        key = p.opt("listenKey") or self._user.keys.active()
-        self._user.expire_due()
-        if key is None or not self._user.keys.keepalive(key):
-            raise ApiError(-1125, "This listenKey does not exist.")
-        return json_response({"listenKey": key})
-
-    async def listen_key_delete(self, p: Params) -> web.Response:
-        key = p.opt("listenKey") or self._user.keys.active()
-        if key is not None:
-            self._user.delete(key)
-        return json_response({})
 
     # -- snapshot --------------------------------------------------------------------------------
     def snapshot(self) -> Json:

@@ -28,6 +28,8 @@ from aiohttp import WSMsgType, web
 
 from smc_quant.exchange.emulator.config import EmulatorConfig
 from smc_quant.exchange.emulator.frames import ws_text_frame
+from smc_quant.exchange.emulator.params import ApiError, Params
+from smc_quant.exchange.emulator.rest import json_response
 from smc_quant.exchange.emulator.wire import event_json, event_name
 from smc_quant.logging import get_logger
 from smc_quant.orders.broker import AccountEvent, StreamExpired
@@ -209,6 +211,23 @@ class UserData:
         for conn in self._streams_of(key):
             self._close(conn, 1000, "listenKey closed")
         return known
+
+    # -- listenKey REST routes (USER_STREAM: key only; mounted with the signed routes) ---------------
+    async def listen_key_new(self, p: Params) -> web.Response:
+        return json_response({"listenKey": self.keys.create()})
+
+    async def listen_key_keepalive(self, p: Params) -> web.Response:
+        key = p.opt("listenKey") or self.keys.active()
+        self.expire_due()
+        if key is None or not self.keys.keepalive(key):
+            raise ApiError(-1125, "This listenKey does not exist.")
+        return json_response({"listenKey": key})
+
+    async def listen_key_delete(self, p: Params) -> web.Response:
+        key = p.opt("listenKey") or self.keys.active()
+        if key is not None:
+            self.delete(key)
+        return json_response({})
 
     async def shutdown(self) -> None:
         """Abort every user-data socket."""
