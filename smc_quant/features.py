@@ -27,7 +27,7 @@ from smc_quant.domain.series import KlineSeries
 from smc_quant.smc import bars, liquidity, structure, swings
 from smc_quant.smc._jit import hot_kernel, jit
 from smc_quant.smc.atr import A_VAL
-from smc_quant.smc.engine import CHUNK_EVENTS, EngineBank, detect
+from smc_quant.smc.engine import EngineBank, detect, expected_events
 from smc_quant.smc.kernel import (
     OFF_ATR,
     OFF_FVG_BEAR,
@@ -40,7 +40,7 @@ from smc_quant.smc.kernel import (
     OFF_SW,
     STEP_MAX_EVENTS,
     TF_SIZE,
-    event_buffer,
+    collect_events,
     new_state,
     symbol_step,
 )
@@ -192,9 +192,9 @@ def feature_row(s: F64, out: F64) -> None:
 
 @hot_kernel
 def _pipeline(s: F64, p: F64, ot: I64, o: F64, h: F64, low: F64, c: F64, v: F64, start: int,
-              ev: F64, x: F64) -> tuple[int, int]:
-    """Step every bar from ``start`` and write its feature row; stop before the buffer can overflow."""
-    n = 0
+              ev: F64, n: int, x: F64) -> tuple[int, int]:
+    """Step every bar from ``start`` (events from row ``n``) and write its feature row; stop before the
+    buffer can overflow."""
     cap = ev.shape[0] - STEP_MAX_EVENTS
     i = start
     while (i < ot.shape[0]) & (n <= cap):
@@ -228,14 +228,12 @@ class FeatureEngineer:
         """(features, events) of a whole history: row t is the live row after candle t."""
         s = new_state() if state is None else state
         x = np.empty((len(series), N_FEATURES))
-        ev = event_buffer(CHUNK_EVENTS)
-        parts: list[F64] = []
-        i = 0
-        while i < len(series):
-            i, n = _pipeline(s, self._p, series.open_time, series.open, series.high, series.low,
-                             series.close, series.volume, i, ev, x)
-            parts.append(ev[:n].copy())
-        return x, (np.concatenate(parts) if parts else ev[:0].copy())
+
+        def feed(i: int, ev: F64, n: int) -> tuple[int, int]:
+            return _pipeline(s, self._p, series.open_time, series.open, series.high, series.low, series.close,
+                             series.volume, i, ev, n, x)
+
+        return x, collect_events(feed, len(series), expected_events(len(series)))
 
     def batch_many(self, series: Sequence[KlineSeries], threads: int = 2) -> list[tuple[F64, F64]]:
         """:meth:`batch` of many symbols on ``threads`` threads (the kernels release the GIL)."""

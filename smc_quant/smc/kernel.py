@@ -14,6 +14,8 @@ liquidity pool); detect the FVG completed by bar t.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import numpy.typing as npt
 
@@ -185,3 +187,19 @@ def symbol_step(s: F64, p: F64, open_time: int, o: float, h: float, low: float, 
 def event_buffer(rows: int) -> F64:
     """A zeroed event buffer with ``rows`` rows."""
     return np.zeros((rows, EV_COLS))
+
+
+def collect_events(feed: Callable[[int, F64, int], tuple[int, int]], length: int, expected: int) -> F64:
+    """The events of a run over ``length`` inputs, fed by ``feed(start, ev, n) -> (stop, n)`` (a kernel
+    that writes from row ``n`` of ``ev`` and stops early when fewer than ``STEP_MAX_EVENTS`` rows are
+    left). One buffer of ``expected`` rows, doubled when it fills; the filled rows are returned as a view
+    of it, so no event is copied more than once (a zeroed buffer only takes memory where written)."""
+    ev = event_buffer(max(expected, 2 * STEP_MAX_EVENTS))
+    i = n = 0
+    while i < length:
+        i, n = feed(i, ev, n)
+        if i < length:
+            bigger = event_buffer(2 * ev.shape[0])
+            bigger[:n] = ev[:n]
+            ev = bigger
+    return ev[:n]

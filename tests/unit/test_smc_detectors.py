@@ -10,7 +10,7 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 from smc_quant.datasets import KLINES_2023_1M, KlineSeries, read_klines
-from smc_quant.smc import SMCParams, atr, detect, fvg, standalone, swings
+from smc_quant.smc import SMCParams, atr, detect, engine, fvg, standalone, swings
 from smc_quant.smc._pivot_simd import vector_scan
 from smc_quant.smc.events import (
     E_BOTTOM,
@@ -36,6 +36,7 @@ from smc_quant.smc.events import (
     K_SWING,
     select,
 )
+from smc_quant.smc.kernel import STEP_MAX_EVENTS, collect_events, new_state
 
 F64 = npt.NDArray[np.float64]
 BASE = SMCParams(n_timeframes=1)
@@ -277,3 +278,16 @@ def test_standalone_structure_and_liquidity_kernels_equal_the_engine(btc: KlineS
         assert want.shape[0] > 100
         cols = [E_KIND, E_DIR, E_FORMED, E_CONFIRMED, E_TOP, E_BOTTOM]
         np.testing.assert_array_equal(got[name][:, cols], want[:, cols], err_msg=name)
+
+
+def test_events_are_the_same_when_the_event_buffer_has_to_grow(btc: KlineSeries, events: F64) -> None:
+    """``detect`` reserves ~1.5 rows per candle; started from the smallest buffer instead, the run
+    doubles it many times and yields the very same events."""
+    p, s = BASE.to_array(), new_state()
+
+    def feed(i: int, ev: F64, n: int) -> tuple[int, int]:
+        return engine._run(s, p, btc.open_time, btc.open, btc.high, btc.low, btc.close, btc.volume, i, ev, n)
+
+    grown = collect_events(feed, len(btc), 1)
+    assert len(grown) > 16 * 2 * STEP_MAX_EVENTS  # it did grow, more than four times
+    assert np.array_equal(grown, events, equal_nan=True)
