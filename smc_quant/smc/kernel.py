@@ -191,9 +191,10 @@ def event_buffer(rows: int) -> F64:
 
 def collect_events(feed: Callable[[int, F64, int], tuple[int, int]], length: int, expected: int) -> F64:
     """The events of a run over ``length`` inputs, fed by ``feed(start, ev, n) -> (stop, n)`` (a kernel
-    that writes from row ``n`` of ``ev`` and stops early when fewer than ``STEP_MAX_EVENTS`` rows are
-    left). One buffer of ``expected`` rows, doubled when it fills; the filled rows are returned as a view
-    of it, so no event is copied more than once (a zeroed buffer only takes memory where written)."""
+    that writes from row ``n`` of ``ev`` and returns early, at ``stop < length``, before ``ev`` could
+    overflow). One buffer of ``expected`` rows (at least ``2 · STEP_MAX_EVENTS``), doubled when it fills;
+    the filled rows are returned as a view of it, so no event is copied more than once (a zeroed buffer
+    only takes memory where written)."""
     ev = event_buffer(max(expected, 2 * STEP_MAX_EVENTS))
     i = n = 0
     while i < length:

@@ -13,11 +13,10 @@ import numpy.typing as npt
 
 from smc_quant.smc import liquidity, order_blocks, structure, zones
 from smc_quant.smc._jit import hot_kernel
-from smc_quant.smc.events import EV_COLS
+from smc_quant.smc.kernel import collect_events
 
 F64 = npt.NDArray[np.float64]
 I8 = npt.NDArray[np.int8]
-CHUNK = 1 << 15
 _OB_BULL = structure.SIZE
 _OB_BEAR = _OB_BULL + order_blocks.SIZE
 _STRUCT_SIZE = _OB_BEAR + order_blocks.SIZE
@@ -25,8 +24,7 @@ _STRUCT_SIZE = _OB_BEAR + order_blocks.SIZE
 
 @hot_kernel
 def _structure(h: F64, low: F64, c: F64, flags: I8, right: int, close_break: bool, with_obs: bool,
-               s: F64, start: int, ev: F64) -> tuple[int, int]:
-    n = 0
+               s: F64, start: int, ev: F64, n: int) -> tuple[int, int]:
     t = start
     while (t < h.shape[0]) & (n < ev.shape[0] - 64):
         n = order_blocks.update(s, _OB_BULL, 1, h[t], low[t], c[t], t, ev, n)
@@ -49,8 +47,7 @@ def _structure(h: F64, low: F64, c: F64, flags: I8, right: int, close_break: boo
 
 @hot_kernel
 def _liquidity(h: F64, low: F64, c: F64, flags: I8, right: int, atr: F64, tol_atr: float, s: F64,
-               start: int, ev: F64) -> tuple[int, int]:
-    n = 0
+               start: int, ev: F64, n: int) -> tuple[int, int]:
     t = start
     while (t < h.shape[0]) & (n < ev.shape[0] - 64):
         # liquidity.update returns at once for a bar below the side's reach; test it here first
@@ -70,10 +67,9 @@ def _liquidity(h: F64, low: F64, c: F64, flags: I8, right: int, atr: F64, tol_at
     return t, n
 
 
-def _joined(parts: list[F64], ev: F64) -> F64:
-    if len(parts) == 1:
-        return parts[0]
-    return np.concatenate(parts) if parts else ev[:0].copy()
+def _expected(candles: int) -> int:
+    """Rows to reserve: these detectors make ~0.1–0.2 events per candle on real series (swing length 10)."""
+    return candles // 4 + 1024
 
 
 def structure_batch(h: F64, low: F64, c: F64, flags: I8, right: int, close_break: bool,
@@ -83,21 +79,19 @@ def structure_batch(h: F64, low: F64, c: F64, flags: I8, right: int, close_break
     structure.init(s[:structure.SIZE])
     zones.init(s[_OB_BULL:_OB_BEAR], 1)
     zones.init(s[_OB_BEAR:], -1)
-    ev = np.zeros((CHUNK, EV_COLS))
-    parts, t = [], 0
-    while t < h.shape[0]:
-        t, n = _structure(h, low, c, flags, right, close_break, with_obs, s, t, ev)
-        parts.append(ev[:n].copy())
-    return _joined(parts, ev)
+
+    def feed(t: int, ev: F64, n: int) -> tuple[int, int]:
+        return _structure(h, low, c, flags, right, close_break, with_obs, s, t, ev, n)
+
+    return collect_events(feed, h.shape[0], _expected(h.shape[0]))
 
 
 def liquidity_batch(h: F64, low: F64, c: F64, flags: I8, right: int, atr: F64, tol_atr: float) -> F64:
     """Equal-high/low pool, sweep and break events of a history, given swing flags and the ATR."""
     s = np.zeros(liquidity.SIZE)
     liquidity.init(s)
-    ev = np.zeros((CHUNK, EV_COLS))
-    parts, t = [], 0
-    while t < h.shape[0]:
-        t, n = _liquidity(h, low, c, flags, right, atr, tol_atr, s, t, ev)
-        parts.append(ev[:n].copy())
-    return _joined(parts, ev)
+
+    def feed(t: int, ev: F64, n: int) -> tuple[int, int]:
+        return _liquidity(h, low, c, flags, right, atr, tol_atr, s, t, ev, n)
+
+    return collect_events(feed, h.shape[0], _expected(h.shape[0]))
