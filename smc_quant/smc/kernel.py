@@ -193,8 +193,8 @@ def collect_events(feed: Callable[[int, F64, int], tuple[int, int]], length: int
     """The events of a run over ``length`` inputs, fed by ``feed(start, ev, n) -> (stop, n)`` (a kernel
     that writes from row ``n`` of ``ev`` and returns early, at ``stop < length``, before ``ev`` could
     overflow). One buffer of ``expected`` rows (at least ``2 · STEP_MAX_EVENTS``), doubled when it fills;
-    the filled rows are returned as a view of it, so no event is copied more than once (a zeroed buffer
-    only takes memory where written)."""
+    the filled rows are returned as a view of it when they fill at least half of it, so no event is
+    copied more than once — else as a copy, so a sparse run does not keep a mostly empty buffer alive."""
     ev = event_buffer(max(expected, 2 * STEP_MAX_EVENTS))
     i = n = 0
     while i < length:
@@ -203,4 +203,4 @@ def collect_events(feed: Callable[[int, F64, int], tuple[int, int]], length: int
             bigger = event_buffer(2 * ev.shape[0])
             bigger[:n] = ev[:n]
             ev = bigger
-    return ev[:n]
+    return ev[:n] if 2 * n >= ev.shape[0] else ev[:n].copy()
