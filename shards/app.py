@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from shards.cluster import ClusterManager
-from shards.supervisor import Heartbeat
+from shards.supervisor import Heartbeat, stop_within
 from smc_quant.domain.candles import Candle, interval_ms
 from smc_quant.errors import OperationalError
 from smc_quant.exchange.governor import SharedWeightBudget, WeightGovernor
@@ -286,11 +286,12 @@ class Service:
         self.log.info("service_stopped")
 
 
-async def run_until_signalled(service: Service, stop: asyncio.Event) -> None:
-    """Start ``service``, wait for ``stop``, then shut it down in order."""
+async def run_until_signalled(service: Service, stop: asyncio.Event) -> bool:
+    """Start ``service``, wait for ``stop``, then shut it down in order within ``cluster.shutdown_timeout_s``;
+    ``False`` when the stop overran or failed (logged as ``shutdown_incomplete``)."""
     try:
         await service.start()
         await stop.wait()
     finally:
-        with contextlib.suppress(Exception):
-            await service.stop()
+        clean = await stop_within(service.stop(), service.settings.cluster.shutdown_timeout_s, service.log)
+    return clean

@@ -52,11 +52,11 @@ def cmd_run(_: argparse.Namespace) -> int:
 
     async def main() -> int:
         try:
-            await run_until_signalled(Service(settings), _stop_event())
+            clean = await run_until_signalled(Service(settings), _stop_event())
         except (ServiceUnavailable, OperationalError) as exc:  # exchange unreachable, database not startable
             print(f"smc-quant: {exc}", file=sys.stderr)
             return 1
-        return 0
+        return 0 if clean else 1
 
     return _run_loop(main)
 
@@ -164,10 +164,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 "mode": "replay",
             })
             log.info("demo_emulator", rest=emu.rest_url, market=emu.ws_market_base, speed=args.speed)
-            await run_until_signalled(Service(settings), _stop_event())
+            clean = await run_until_signalled(Service(settings), _stop_event())
         finally:
             await emu.stop()
-        return 0
+        return 0 if clean else 1
 
     try:
         configure_logging("INFO")

@@ -97,8 +97,13 @@ class ClusterManager:
             self._tasks.append(asyncio.create_task(feed.run(), name=f"shard-{feed.shard}"))
             self._tasks.append(asyncio.create_task(sink.run(), name=f"sink-{feed.shard}"))
 
-    async def stop(self) -> None:
-        """Stop intake, then drain: cancel sockets/workers, process what is queued, flush to PostgreSQL."""
+    async def stop(self, drain_timeout_s: float | None = None) -> int:
+        """Stop intake, then drain: cancel sockets/workers, process what is queued, flush to PostgreSQL.
+
+        The flush gets ``drain_timeout_s`` (default: half of ``cluster.shutdown_timeout_s``); candles still
+        unwritten then — PostgreSQL down or blocked — are logged as ``candles_unsaved`` and returned: the
+        next start finds those minutes missing after its warm start and backfills them over REST.
+        """
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -107,8 +112,12 @@ class ClusterManager:
             feed.drain()
         for analyzer in self.analyzers:
             analyzer.flush()
-        for sink in self.sinks:
-            await sink.flush()
+        budget = self.settings.cluster.shutdown_timeout_s / 2 if drain_timeout_s is None else drain_timeout_s
+        unsaved = sum(await asyncio.gather(*(sink.drain(budget) for sink in self.sinks)))
+        if unsaved:
+            self._log.error("candles_unsaved", candles=unsaved, seconds=budget,
+                            recovery="backfilled over REST at the next start")
+        return unsaved
 
     async def wait_until(self, open_time: int) -> None:
         """Return once every shard accepted the candle with ``open_time`` for all its symbols."""

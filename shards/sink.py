@@ -5,7 +5,9 @@ Workers call :meth:`CandleSink.add` (synchronous, O(1)); one flusher task upsert
 (the minute close, when every symbol's final arrives at once) finish: the COPY encodes the whole batch
 on the event loop, and doing that in the middle of a burst would delay the burst's remaining candles.
 A failing database keeps the batch and retries with backoff; the pending list is bounded and overflow
-is counted, never silent.
+is counted, never silent. At shutdown :meth:`drain` bounds the retrying: a database that stays down must
+not hold the process past its stop budget (what is left unwritten is reported, and the next start
+backfills those minutes over REST).
 """
 
 from __future__ import annotations
@@ -116,6 +118,16 @@ class CandleSink:
                 continue
             self._metrics.persisted += written
         self._idle.set()
+
+    async def drain(self, timeout_s: float) -> int:
+        """:meth:`flush`, giving up after ``timeout_s``; returns the candles left unwritten (still pending:
+        a later flush writes them, the upsert being idempotent)."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.flush()
+        except TimeoutError:
+            pass
+        return len(self._pending)
 
     async def wait_idle(self) -> None:
         """Return once nothing is pending (for orderly shutdown and tests)."""

@@ -14,6 +14,8 @@ watchdog, the heartbeat line and aggregation of repeated log lines.
 * :class:`Heartbeat` logs one WARNING-level line every ``interval_s`` (15 min by default) with whatever
   the process reports (per-shard throughput and lag, open positions, PnL, model version), so a quiet
   log at the default WARNING level still proves the process is alive.
+* :func:`stop_within` runs a graceful stop under the process's stop budget; one that overruns is
+  cancelled and logged with the stacks of the tasks it was waiting for.
 * :class:`ErrorAggregator` is a structlog processor: the same warning/error (event + error text) repeated
   within ``window_s`` is printed once, then once more with ``repeated=N`` when the window ends.
 """
@@ -28,7 +30,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Coroutine, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -230,6 +232,38 @@ class Heartbeat:
         while True:
             await asyncio.sleep(self.interval_s)
             self.beat()
+
+
+async def stop_within(stop: Awaitable[None], timeout_s: float, log: Any) -> bool:
+    """Await the graceful ``stop`` for at most ``timeout_s``; ``False`` when it overran (it is then
+    cancelled, after logging ``shutdown_incomplete`` with where every task waits) or raised."""
+    stopping = asyncio.ensure_future(stop)
+    done, _ = await asyncio.wait([stopping], timeout=timeout_s)
+    if not done:
+        log.error("shutdown_incomplete", error="timeout", seconds=timeout_s, stacks=task_stacks()[-6000:])
+        stopping.cancel()
+        await asyncio.gather(stopping, return_exceptions=True)
+        return False
+    if (exc := stopping.exception()) is not None:
+        log.error("shutdown_incomplete", error=f"{type(exc).__name__}: {exc}")
+        return False
+    return True
+
+
+def task_stacks() -> str:
+    """The stacks of every pending task (what a shutdown that overran is waiting for)."""
+    lines: list[str] = []
+    for task in asyncio.all_tasks():
+        if task is asyncio.current_task():
+            continue
+        lines.append(f"task {task.get_name()}:")
+        coro: Any = task.get_coro()
+        while coro is not None:  # follow the await chain down to where it waits
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            if frame is not None:
+                lines.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return "\n".join(lines)
 
 
 class ErrorAggregator:

@@ -33,7 +33,7 @@ from shards.assignment import assign
 from shards.bus import REDIS_DOWN, SignalPublisher
 from shards.cluster import ClusterManager
 from shards.lease import LeaseManager, desired_slots
-from shards.supervisor import Heartbeat, Supervisor
+from shards.supervisor import Heartbeat, Supervisor, stop_within
 from smc_quant.domain.candles import MINUTE_MS, Candle, interval_ms
 from smc_quant.exchange.governor import SharedWeightBudget, WeightGovernor
 from smc_quant.exchange.rest import BinanceRestClient
@@ -409,35 +409,9 @@ async def run_process(proc: ClusterProcess, stop: asyncio.Event) -> int:
             await asyncio.gather(*waiters, return_exceptions=True)
         clean = not proc.supervisor.failed.is_set()
     finally:
-        stopping = asyncio.ensure_future(proc.stop())
-        done, _ = await asyncio.wait([stopping], timeout=c.shutdown_timeout_s)
-        if not done:  # overran: say where it hangs, then give up on it
-            clean = False
-            proc.log.error("shutdown_incomplete", error="timeout", seconds=c.shutdown_timeout_s,
-                           stacks=_task_stacks()[-6000:])
-            stopping.cancel()
-            await asyncio.gather(stopping, return_exceptions=True)
-        elif (exc := stopping.exception()) is not None:  # a stop that fails: report it, exit anyway
-            clean = False
-            proc.log.error("shutdown_incomplete", error=f"{type(exc).__name__}: {exc}")
+        clean = await stop_within(proc.stop(), c.shutdown_timeout_s, proc.log) and clean
         watchdog.stop()
         history.end(clean)
     if not clean:
         proc.log.error("process_failed", reason=proc.supervisor.failure or "stop failed")
     return 0 if clean else 1
-
-
-def _task_stacks() -> str:
-    """The stacks of every pending task (what a shutdown that overran is waiting for)."""
-    lines: list[str] = []
-    for task in asyncio.all_tasks():
-        if task is asyncio.current_task():
-            continue
-        lines.append(f"task {task.get_name()}:")
-        coro: Any = task.get_coro()
-        while coro is not None:  # follow the await chain down to where it waits
-            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-            if frame is not None:
-                lines.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
-            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-    return "\n".join(lines)

@@ -228,7 +228,8 @@ class ClusterSettings(_Section):
     crash_delay_s: Annotated[float, Field(ge=0.0)] = 60.0
     """Start delay after a crash loop."""
     shutdown_timeout_s: PositiveFloat = 10.0
-    """Graceful shutdown budget on SIGTERM/SIGINT (drain, flush, close)."""
+    """Graceful shutdown budget on SIGTERM/SIGINT, every command (drain, flush, close); the candle flush
+    gets half (then `candles_unsaved`, backfilled at the next start)."""
 
 
 class Settings(BaseSettings):

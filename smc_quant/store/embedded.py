@@ -31,6 +31,8 @@ DATABASE = "postgres"
 SYSTEM_USER = "pgserver"
 """The account pgserver runs PostgreSQL under when this process is root (its own fixed name)."""
 SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+STOP_WAIT_S = 5
+"""Longest wait for the embedded server to stop before it is killed."""
 
 
 def _user_exists(name: str) -> bool:
@@ -113,9 +115,14 @@ class EmbeddedPostgres:
                                    f"{type(exc).__name__}: {exc}{_stderr_of(exc)}") from exc
 
     async def stop(self) -> None:
-        """Stop the server if this process started it; the data directory is kept."""
+        """Stop the server if this process started it; the data directory is kept.
+
+        pgserver stops it with ``pg_ctl -w stop``, which waits up to ``PGCTLTIMEOUT`` (60 s unless set)
+        before pgserver kills the server; a hung server would hold the process that long past its stop
+        budget, so the wait is cut to ``STOP_WAIT_S`` unless the environment sets its own."""
         server, self._server = self._server, None
         if server is not None:
+            os.environ.setdefault("PGCTLTIMEOUT", str(STOP_WAIT_S))
             await asyncio.to_thread(server.cleanup)
 
 

@@ -14,8 +14,9 @@ SECRET = "s3cr3t-never-shown-0123456789abcdef"
 
 
 def settings_for(emu: Emulator, dsn: str, *, shards: int = 4, market_base: str | None = None,
-                 **feed: Any) -> Settings:
-    """Service settings aimed at ``emu`` with fast heartbeats and backoff for loopback tests."""
+                 cluster: dict[str, Any] | None = None, **feed: Any) -> Settings:
+    """Service settings aimed at ``emu`` with fast heartbeats and backoff for loopback tests (``feed``:
+    overrides of the feed section, ``cluster``: of the cluster section)."""
     feed_settings = {"heartbeat_timeout_s": 1.5, "backoff_initial_s": 0.05, "backoff_max_s": 0.5,
                      "flush_interval_s": 0.05, "control_messages_per_s": 10.0, **feed}
     return load_settings(
@@ -27,6 +28,7 @@ def settings_for(emu: Emulator, dsn: str, *, shards: int = 4, market_base: str |
         universe={"quote_assets": ("USDT", "USDC")},
         feed=feed_settings,
         ops={"port": 0, "freshness_window_s": 1.0},
+        cluster=cluster or {},
         log_level="WARNING",
         binance_api_key=SECRET[::-1],
         binance_api_secret=SECRET,

@@ -1,15 +1,18 @@
-"""Recovery paths of the feed: a mis-routed subscription, and a restart that fetches only the gap."""
+"""Recovery paths of the feed: a mis-routed subscription, a restart that fetches only the gap, and a stop
+while PostgreSQL cannot take the candles."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
+import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
 from shards.app import Service
 from shards.connection import is_market_route
+from shards.supervisor import stop_within
 from smc_quant.exchange.emulator import Emulator, EmulatorConfig
 from tests.integration.cluster_kit import assert_exact, settings_for, stored_candles
 
@@ -85,6 +88,58 @@ async def test_restart_resumes_from_postgres_and_fetches_only_the_gap(shared_dat
         assert gaps == len(symbols)
         assert backfilled + live + before == minutes * len(symbols)
         assert emu.stats["rest_requests"] - requests_before == 2 + gaps
+    finally:
+        await second.stop()
+        await emu.stop()
+    assert_exact(emu, await stored_candles(pg_dsn), symbols, minutes)
+
+
+async def test_stop_with_postgres_blocked_ends_in_budget_and_the_restart_backfills(shared_data: Path,
+                                                                                   pg_dsn: str) -> None:
+    """SIGTERM while the candles table is locked: the stop does not wait for PostgreSQL past its budget,
+    says how many candles it could not write, and the next start backfills exactly those minutes."""
+    minutes = 10
+    emu = _emulator(shared_data, minutes)
+    await emu.start()
+    budget = {"shutdown_timeout_s": 4.0}  # the candle drain gets half of it
+    first = Service(settings_for(emu, pg_dsn, shards=2, cluster=budget))
+    locker = await asyncpg.connect(pg_dsn)
+    try:
+        await first.start()
+        assert first.cluster is not None and first.universe is not None
+        symbols = first.universe.symbols
+        await first.cluster.wait_subscribed()
+        emu.resume()
+        await asyncio.wait_for(first.cluster.wait_until(emu.start_ms + 2 * 60_000), 60)
+        emu.pause()
+        await first.cluster.wait_persisted()
+        tx = locker.transaction()
+        await tx.start()
+        await locker.execute("LOCK TABLE candles IN ACCESS EXCLUSIVE MODE")
+        emu.resume()
+        await asyncio.wait_for(first.cluster.wait_until(emu.start_ms + 5 * 60_000), 60)
+        emu.pause()
+        with capture_logs() as logs:
+            clean = await stop_within(first.stop(), 4.0, first.log)
+        assert clean, [e for e in logs if e["event"] == "shutdown_incomplete"]
+        unsaved = [e for e in logs if e["event"] == "candles_unsaved"]
+        assert len(unsaved) == 1 and unsaved[0]["candles"] >= 3 * len(symbols), unsaved
+        await tx.rollback()
+    finally:
+        await locker.close()
+    stored = await stored_candles(pg_dsn)
+    assert all(len(stored[s]) == 3 for s in symbols), "minutes 0-2 were written before the lock"
+
+    second = Service(settings_for(emu, pg_dsn, shards=2))
+    try:
+        await second.start()
+        assert second.cluster is not None
+        await second.cluster.wait_subscribed()
+        emu.resume()
+        await asyncio.wait_for(emu.wait_minutes(minutes), 60)
+        await asyncio.wait_for(second.cluster.wait_until(emu.start_ms + (minutes - 1) * 60_000), 60)
+        await second.cluster.wait_persisted()
+        assert sum(m.gaps_detected for m in second.cluster.metrics) == len(symbols)
     finally:
         await second.stop()
         await emu.stop()

@@ -46,3 +46,27 @@ async def test_cancel_during_blocked_write_then_drain_keeps_everything(shared_da
     finally:
         await locker.close()
         await pool.close()
+
+
+async def test_drain_gives_up_at_its_budget_and_keeps_the_batch(shared_data: Path, pg_dsn: str) -> None:
+    """A shutdown drain against a blocked table returns within its budget with the batch still pending
+    (counted, not dropped); once PostgreSQL answers, the next drain writes it all once."""
+    await apply_migrations(pg_dsn)
+    pool = await create_pool(pg_dsn)
+    candles = candles_of(read_klines(shared_data / KLINES_2023_1M / "XRPUSDT.csv.gz"), 0, 300)
+    sink = CandleSink(CandleRepository(pool), FeedMetrics(shard=0), flush_interval_s=0.01, flush_batch=100)
+    locker = await asyncpg.connect(pg_dsn)
+    try:
+        tx = locker.transaction()
+        await tx.start()
+        await locker.execute("LOCK TABLE candles IN ACCESS EXCLUSIVE MODE")
+        for c in candles:
+            sink.add(c)
+        assert await sink.drain(0.3) == len(candles)
+        assert sink.pending == len(candles)
+        await tx.rollback()
+        assert await sink.drain(30.0) == 0
+        assert await pool.fetchval("SELECT count(*) FROM candles WHERE symbol = 'XRPUSDT'") == len(candles)
+    finally:
+        await locker.close()
+        await pool.close()
