@@ -157,9 +157,8 @@ class Service:
             predictor.load(await registry.load(version), version=version)
             self.log.warning("model_hot_swapped", version=version, compiled=predictor.compiled)
 
-        self.learner = Learner(self.trading.repo, registry, history, LearnerConfig(
-            retrain_every=ls.retrain_every_trades, retrain_interval_s=ls.retrain_interval_s,
-            margin=ls.promote_margin, cold_start=ls.cold_start), on_promoted=promoted, log=self.log)
+        self.learner = Learner(self.trading.repo, registry, history, LearnerConfig.of(ls),
+                               on_promoted=promoted, log=self.log)
         learner = self.learner
         self.trading.executor.add_trade_listener(lambda _trade: learner.on_trade_closed())
         self._learner_task = asyncio.create_task(self.learner.run(), name="learner")

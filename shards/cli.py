@@ -148,12 +148,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     log = get_logger()
 
+    base = load_settings()
+
     async def main() -> int:
-        config = EmulatorConfig(data_dir=Path(args.data), speed=args.speed, map_to_exchange_info=True)
+        # the replay starts after the history a fresh database fetches first (its bootstrap)
+        config = EmulatorConfig(data_dir=Path(args.data), speed=args.speed, map_to_exchange_info=True,
+                                history_minutes=base.feed.bootstrap_candles)
         emu = Emulator(config)
         await emu.start(port=args.emulator_port)
         try:
-            base = load_settings()
             settings = _settings({
                 "database_url": None,  # replayed 2023 candles never mix with a live database
                 "state_dir": base.state_dir / "demo",

@@ -90,9 +90,8 @@ class ExecutorProcess(ClusterProcess):
         async def promoted(version: int) -> None:
             self.log.warning("model_promoted", version=version, note="shard workers follow within a minute")
 
-        self.learner = Learner(self.trading.repo, ModelRegistry(self.pool), history, LearnerConfig(
-            retrain_every=ls.retrain_every_trades, retrain_interval_s=ls.retrain_interval_s,
-            margin=ls.promote_margin, cold_start=ls.cold_start), on_promoted=promoted, log=self.log)
+        self.learner = Learner(self.trading.repo, ModelRegistry(self.pool), history, LearnerConfig.of(ls),
+                               on_promoted=promoted, log=self.log)
         learner = self.learner
         self.trading.executor.add_trade_listener(lambda _trade: learner.on_trade_closed())
         self.supervisor.spawn("learner", learner.run)

@@ -58,7 +58,7 @@ class ShardFeed:
         self.metrics = metrics or FeedMetrics(shard=shard)
         self.metrics.symbols = self.symbols
         self.store = CandleStore(self.symbols, settings.ring_size)
-        self.continuity = Continuity(interval_ms(settings.interval))
+        self.continuity = Continuity(interval_ms(settings.interval), settings.bootstrap_candles)
         self.queue: asyncio.Queue[Frame] = asyncio.Queue(maxsize=settings.queue_size)
         self.listeners: list[CandleListener] = []
         self._session = session

@@ -100,6 +100,9 @@ class FeedSettings(_Section):
     """Flush as soon as this many candles are pending."""
     warm_start_candles: PositiveInt = 1500
     """Candles per symbol loaded from PostgreSQL at start; the gap after them is backfilled over REST."""
+    bootstrap_candles: Annotated[int, Field(ge=0)] = 1500
+    """A symbol with no stored candles (fresh database, new listing) fetches up to this many over REST before
+    its first live one, so its engine and the learner's cold start have history (0: start empty)."""
     backfill_limit: Annotated[int, Field(ge=1, le=1500)] = 1000
     """Rows per REST /klines request during backfill (1000 costs weight 5)."""
 
@@ -196,6 +199,8 @@ class LearnerSettings(_Section):
     """Stored 1m candles (per symbol, most recent) labelled as history for each retrain."""
     cold_start: bool = True
     """With no champion, train one from the stored history at start (in a worker thread)."""
+    idle_retry_s: PositiveFloat = 300.0
+    """With no champion (not trading), the next round comes after this rather than retrain_interval_s."""
 
 
 class ClusterSettings(_Section):

@@ -3,6 +3,11 @@
 Pure bookkeeping, no I/O. The feed offers every final candle; a gap makes the symbol *hold* later
 candles until :meth:`Continuity.complete` receives the backfilled ones, so downstream consumers (the
 candle store, the SMC engine) always see each symbol's candles strictly in order.
+
+A symbol with nothing stored (a fresh database, a new listing) has no last candle to measure a gap
+from. With ``bootstrap > 0`` its first candle is treated as following a gap of ``bootstrap`` bars, so the
+same backfill fetches its recent history before anything is accepted and its engine starts warm; minutes
+before the oldest fetched bar (a listing younger than that) are not counted as missing.
 """
 
 from __future__ import annotations
@@ -40,8 +45,11 @@ class Gap:
 class Continuity:
     """Tracks the last accepted open time per symbol and the candles held during a backfill."""
 
-    def __init__(self, interval_ms: int) -> None:
+    def __init__(self, interval_ms: int, bootstrap: int = 0) -> None:
+        if bootstrap < 0:
+            raise ValueError("bootstrap must be >= 0 bars")
         self.interval_ms = interval_ms
+        self.bootstrap = bootstrap
         self.last: dict[str, int] = {}
         self._held: dict[str, dict[int, Candle]] = {}
 
@@ -65,6 +73,9 @@ class Continuity:
                 return Verdict.DUPLICATE, None
             held[t] = candle
             return Verdict.HELD, None
+        if last is None and self.bootstrap and t >= self.interval_ms:
+            self._held[sym] = {t: candle}
+            return Verdict.GAP, Gap(sym, max(0, t - self.bootstrap * self.interval_ms), t - self.interval_ms)
         if last is None or t == last + self.interval_ms:
             self.last[sym] = t
             return ACCEPTED

@@ -4,7 +4,10 @@ better model.
 When: every ``retrain_every`` closed trades (:meth:`Learner.on_trade_closed` counts them; at start the
 count resumes from the trades closed since the newest registered model), every ``retrain_interval_s``
 seconds, and once at start when there is no champion (cold start from history; otherwise the engine
-stays "no model, not trading"). :meth:`Learner.run` waits on an event or that timeout — nothing polls.
+stays "no model, not trading"). While there is no champion, the service is not trading and its history
+grows by the minute (a fresh database is still fetching its bootstrap candles), so the next round comes
+after ``idle_retry_s`` rather than a whole ``retrain_interval_s`` — whether the last one lacked data or
+its challenger missed the gate. :meth:`Learner.run` waits on an event or that timeout — nothing polls.
 
 What one round does (:meth:`Learner.learn_once`):
 
@@ -63,6 +66,7 @@ from smc_quant.strategy import ScalperConfig
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from smc_quant.settings import LearnerSettings
     from smc_quant.store.models import ModelRecord
 
 HistoryLoader = Callable[[], Awaitable[Dataset]]
@@ -115,11 +119,19 @@ class LearnerConfig:
     experience_weight: float = 3.0
     cold_start: bool = True
     """With no champion in the registry, :meth:`Learner.run` trains one round at once (on history)."""
+    idle_retry_s: float = 300.0
+    """With no champion (not trading, with cold_start on), the next round comes after this instead."""
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    @classmethod
+    def of(cls, s: LearnerSettings) -> LearnerConfig:
+        """The loop's configuration from the service settings (``SMC_LEARNER__*``)."""
+        return cls(retrain_every=s.retrain_every_trades, retrain_interval_s=s.retrain_interval_s,
+                   margin=s.promote_margin, cold_start=s.cold_start, idle_retry_s=s.idle_retry_s)
+
     def __post_init__(self) -> None:
-        if self.retrain_every < 1 or not self.retrain_interval_s > 0:
-            raise ValueError("retrain_every must be ≥ 1 and retrain_interval_s > 0")
+        if self.retrain_every < 1 or not self.retrain_interval_s > 0 or not self.idle_retry_s > 0:
+            raise ValueError("retrain_every must be ≥ 1, retrain_interval_s and idle_retry_s > 0")
         if not (0 < self.holdout_fraction < 1 and self.min_holdout >= 2 and 0 <= self.margin < 0.5):
             raise ValueError("need 0 < holdout_fraction < 1, min_holdout ≥ 2 and 0 ≤ margin < 0.5")
         if not (math.isfinite(self.experience_weight) and self.experience_weight > 0):
@@ -302,9 +314,10 @@ class Learner:
 
         Starts with :meth:`prepare`."""
         await self.prepare()
+        wait_s = self.config.retrain_interval_s
         while True:
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.config.retrain_interval_s)
+                await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
                 trigger = self._trigger
             except TimeoutError:
                 trigger = "schedule"
@@ -319,8 +332,22 @@ class Learner:
             except Exception as exc:  # the loop must survive a failed round; it is logged
                 self.stats.failed += 1
                 self._log.warning("learner_round_failed", trigger=trigger, error=f"{type(exc).__name__}: {exc}")
+            wait_s = await self._next_wait()
             async with self._round_done:
                 self._round_done.notify_all()
+
+    async def _next_wait(self) -> float:
+        """Seconds until the scheduled round: ``idle_retry_s`` while there is no champion (with cold start
+        on) or the registry cannot say, else ``retrain_interval_s``."""
+        c = self.config
+        if not c.cold_start:
+            return c.retrain_interval_s
+        try:
+            idle = await self._registry.champion() is None
+        except Exception as exc:  # the database is down: ask again soon, the loop must not die of it
+            self._log.warning("learner_registry_unavailable", error=f"{type(exc).__name__}: {exc}")
+            idle = True
+        return min(c.retrain_interval_s, c.idle_retry_s) if idle else c.retrain_interval_s
 
     async def learn_once(self, trigger: str = "manual") -> LearnOutcome:
         """One round: data → challenger (in a thread) → register → gate against the champion → maybe promote."""

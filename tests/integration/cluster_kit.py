@@ -16,9 +16,11 @@ SECRET = "s3cr3t-never-shown-0123456789abcdef"
 def settings_for(emu: Emulator, dsn: str, *, shards: int = 4, market_base: str | None = None,
                  cluster: dict[str, Any] | None = None, **feed: Any) -> Settings:
     """Service settings aimed at ``emu`` with fast heartbeats and backoff for loopback tests (``feed``:
-    overrides of the feed section, ``cluster``: of the cluster section)."""
+    overrides of the feed section, ``cluster``: of the cluster section). Symbols start empty (no
+    bootstrap history) unless ``bootstrap_candles`` is given: these tests count candles from the replay's
+    first minute."""
     feed_settings = {"heartbeat_timeout_s": 1.5, "backoff_initial_s": 0.05, "backoff_max_s": 0.5,
-                     "flush_interval_s": 0.05, "control_messages_per_s": 10.0, **feed}
+                     "flush_interval_s": 0.05, "control_messages_per_s": 10.0, "bootstrap_candles": 0, **feed}
     return load_settings(
         shard_count=shards,
         database_url=dsn,

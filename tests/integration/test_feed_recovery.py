@@ -1,5 +1,5 @@
-"""Recovery paths of the feed: a mis-routed subscription, a restart that fetches only the gap, and a stop
-while PostgreSQL cannot take the candles."""
+"""Recovery paths of the feed: a mis-routed subscription, a restart that fetches only the gap, a stop
+while PostgreSQL cannot take the candles, and a first start on an empty database."""
 
 from __future__ import annotations
 
@@ -7,16 +7,21 @@ import asyncio
 from pathlib import Path
 
 import asyncpg
+import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
+from shards.analysis import FeatureBatch
 from shards.app import Service
 from shards.connection import is_market_route
 from shards.supervisor import stop_within
+from smc_quant.datasets import KLINES_2023_1M, read_klines
 from smc_quant.exchange.emulator import Emulator, EmulatorConfig
+from smc_quant.features import FEATURE_SCHEMA
 from tests.integration.cluster_kit import assert_exact, settings_for, stored_candles
 
 pytestmark = pytest.mark.integration
+MIN = 60_000
 
 
 def _emulator(data: Path, minutes: int) -> Emulator:
@@ -92,6 +97,45 @@ async def test_restart_resumes_from_postgres_and_fetches_only_the_gap(shared_dat
         await second.stop()
         await emu.stop()
     assert_exact(emu, await stored_candles(pg_dsn), symbols, minutes)
+
+
+async def test_a_fresh_database_fetches_each_symbols_history_before_its_first_live_candle(
+        shared_data: Path, pg_dsn: str) -> None:
+    """Nothing stored: each symbol's first live candle waits for the ``bootstrap_candles`` real bars before
+    it (one REST request per symbol); they are stored and run through the engine first, so the first
+    live minute's feature rows are already warm (ATR defined) instead of starting from one bar."""
+    n, minutes = 120, 5
+    symbols = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+    common = max(int(read_klines(shared_data / KLINES_2023_1M / f"{s}.csv.gz").open_time[0]) for s in symbols)
+    emu = Emulator(EmulatorConfig(data_dir=shared_data, symbols=symbols, speed=120.0, updates_per_candle=1,
+                                  history_minutes=600, max_minutes=minutes, start_paused=True))
+    await emu.start()
+    assert emu.start_ms == common + 600 * MIN, "the replay starts after 600 minutes of servable history"
+    service = Service(settings_for(emu, pg_dsn, shards=1, bootstrap_candles=n))
+    batches: list[FeatureBatch] = []
+    try:
+        await service.start()
+        assert service.cluster is not None
+        service.cluster.analyzers[0].subscribe(batches.append)
+        await service.cluster.wait_subscribed()
+        requests = emu.stats["rest_requests"]
+        emu.resume()
+        await asyncio.wait_for(emu.wait_minutes(minutes), 60)
+        await asyncio.wait_for(service.cluster.wait_until(emu.start_ms + (minutes - 1) * MIN), 60)
+        await service.cluster.wait_persisted()
+        m = service.cluster.metrics[0]
+        assert (m.gaps_detected, m.candles_backfilled, m.gaps_unfilled) == (len(symbols), n * len(symbols), 0)
+        assert emu.stats["rest_requests"] - requests == len(symbols)
+        first = batches[0]
+        assert first.open_time == emu.start_ms and sorted(first.symbols) == sorted(symbols)
+        assert np.isfinite(first.features[:, FEATURE_SCHEMA.names.index("atr_pct")]).all()
+    finally:
+        await service.stop()
+        await emu.stop()
+    stored = await stored_candles(pg_dsn)
+    for s in symbols:
+        history = [emu.market.candle(s, emu.start_ms - k * MIN) for k in range(n, 0, -1)]
+        assert stored[s] == history + emu.candles(s), s
 
 
 async def test_stop_with_postgres_blocked_ends_in_budget_and_the_restart_backfills(shared_data: Path,

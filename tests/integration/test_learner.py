@@ -277,6 +277,36 @@ async def test_cold_start_trains_a_champion_from_history_at_once(stores: tuple[M
     assert not again.pending and again.stats.rounds == 0
 
 
+async def test_without_a_champion_the_next_round_comes_soon_not_a_day_later(
+        stores: tuple[ModelRegistry, TradingRepository], real: RealData) -> None:
+    """A fresh database: the cold start finds ten rows (the bootstrap candles are still arriving), the next
+    round's challenger is label-blind and misses the gate. With no champion each next round comes after
+    ``idle_retry_s``, not after the day-long schedule, until one is crowned; then the schedule holds."""
+    registry, repo = stores
+    calls = 0
+
+    async def filling() -> Dataset:
+        nonlocal calls
+        calls += 1
+        return {1: real.history.take(np.arange(10)), 2: _shuffled(real.history)}.get(calls, real.history)
+
+    log = _Log()
+    config = LearnerConfig(retrain_interval_s=1e9, idle_retry_s=0.05)
+    learner = Learner(repo, registry, filling, config, log=log)
+    task = asyncio.create_task(learner.run())
+    try:
+        outcome = await asyncio.wait_for(learner.wait_rounds(3), timeout=240)
+        assert await learner._next_wait() == 1e9, "a champion: back on the schedule"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert log.lines[0] == ("learner_waiting_for_data", {
+        "trigger": "cold_start", "reason": "10 rows are too few to hold out 10 and train on the rest"})
+    assert [kw["promoted"] for event, kw in log.lines[1:] if "promoted" in kw] == [False, True]
+    assert outcome is not None and outcome.trigger == "schedule" and outcome.promoted
+    assert await registry.champion() is not None and calls == 3
+
+
 async def test_history_loader_labels_the_candles_stored_in_postgres(pg_dsn: str, shared_data: Path) -> None:
     """``candle_history`` over ``CandleRepository.fetch`` gives the same dataset as the candle files do
     (real candles written to PostgreSQL, only the requested look-back window read back)."""

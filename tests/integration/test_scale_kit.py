@@ -63,7 +63,8 @@ class Cluster:
             "SMC_UNIVERSE__QUOTE_ASSETS": '["USDT","USDC"]', "SMC_MODE": "replay",
             "SMC_FEED__HEARTBEAT_TIMEOUT_S": "20", "SMC_FEED__BACKOFF_INITIAL_S": "0.05",
             "SMC_FEED__BACKOFF_MAX_S": "0.5", "SMC_FEED__FLUSH_INTERVAL_S": "0.05",
-            "SMC_FEED__CONTROL_MESSAGES_PER_S": "10", "SMC_OPS__FRESHNESS_WINDOW_S": "5",
+            "SMC_FEED__CONTROL_MESSAGES_PER_S": "10", "SMC_FEED__BOOTSTRAP_CANDLES": "0",  # counted from minute 0
+            "SMC_OPS__FRESHNESS_WINDOW_S": "5",
             "SMC_LOG_FORMAT": "json", "SMC_LOG_LEVEL": "WARNING", "SMC_LEARNER__ENABLED": "false",
             **extra,
         }

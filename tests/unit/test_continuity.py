@@ -48,3 +48,32 @@ def test_unfillable_gap_is_counted(btc) -> None:  # type: ignore[no-untyped-def]
     ordered, missing = c.complete("BTCUSDT", [])
     assert [x.open_time for x in ordered] == [btc[3].open_time]
     assert missing == 2
+
+
+def test_a_symbol_with_no_history_bootstraps_through_a_gap(btc) -> None:  # type: ignore[no-untyped-def]
+    """With ``bootstrap``, a symbol's first candle asks for the bars before it and is held until they
+    arrive; a listing younger than the window counts nothing missing, a hole inside what came does."""
+    c = Continuity(MIN, bootstrap=10)
+    verdict, gap = c.offer(btc[12])
+    assert verdict is Verdict.GAP
+    assert gap == Gap("BTCUSDT", btc[2].open_time, btc[11].open_time)
+    assert c.offer(btc[13])[0] is Verdict.HELD
+    ordered, missing = c.complete("BTCUSDT", btc[5:12])  # history starts at bar 5: a young listing
+    assert [x.open_time for x in ordered] == [x.open_time for x in btc[5:14]]
+    assert missing == 0
+    assert c.offer(btc[14])[0] is Verdict.ACCEPT
+
+    c = Continuity(MIN, bootstrap=10)
+    c.offer(btc[12])
+    _, missing = c.complete("BTCUSDT", btc[2:7] + btc[9:12])
+    assert missing == 2
+
+
+def test_bootstrap_applies_only_to_symbols_without_history(btc) -> None:  # type: ignore[no-untyped-def]
+    """A seeded symbol continues from its last stored candle; without bootstrap a new one starts at once."""
+    c = Continuity(MIN, bootstrap=10)
+    c.seed("BTCUSDT", btc[3].open_time)
+    assert c.offer(btc[4])[0] is Verdict.ACCEPT
+    assert Continuity(MIN).offer(btc[12])[0] is Verdict.ACCEPT
+    with pytest.raises(ValueError, match="bootstrap"):
+        Continuity(MIN, bootstrap=-1)

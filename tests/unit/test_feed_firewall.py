@@ -42,7 +42,8 @@ async def feed() -> ShardFeed:
         metrics = FeedMetrics(shard=0)
         sink = CandleSink(_Unused(), metrics, flush_interval_s=60, flush_batch=10_000)
         return ShardFeed(shard=0, symbols=["BTCUSDT", "ETHUSDT"], session=session, market_base="ws://127.0.0.1:9/market",
-                         settings=FeedSettings(), sink=sink, backfill=_backfill, metrics=metrics)
+                         settings=FeedSettings(bootstrap_candles=0), sink=sink, backfill=_backfill,
+                         metrics=metrics)
 
 
 def test_bad_frames_are_counted_and_good_ones_kept(shared_data: Path, feed: ShardFeed) -> None:

@@ -28,7 +28,11 @@ class EmulatorConfig:
     symbols: tuple[str, ...] = ()
     """Restrict the served symbols (empty = all)."""
     start_time_ms: int | None = None
-    """First replayed minute; default: the first minute where every served series has data."""
+    """First replayed minute; default: the first minute where every served series has data, plus
+    ``history_minutes``."""
+    history_minutes: int = 0
+    """With the default start: begin the replay this many minutes later, so that every series has that much
+    history to serve over REST before it (the service's bootstrap of a fresh database)."""
     max_minutes: int | None = None
     """Stop the replay after this many minutes (default: when the first served series ends)."""
     start_paused: bool = False
@@ -83,3 +87,5 @@ class EmulatorConfig:
             raise ValueError("updates_per_candle must be >= 0")
         if self.max_minutes is not None and self.max_minutes < 0:
             raise ValueError("max_minutes must be >= 0")
+        if self.history_minutes < 0:
+            raise ValueError("history_minutes must be >= 0")

@@ -89,7 +89,10 @@ class Market:
     def _window(self, config: EmulatorConfig) -> tuple[int, int]:
         firsts = [int(s.open_time[0]) for s in self.series.values()]
         lasts = [int(s.open_time[-1]) for s in self.series.values()]
-        start = config.start_time_ms if config.start_time_ms is not None else max(firsts)
+        if config.start_time_ms is not None:
+            start = config.start_time_ms
+        else:
+            start = max(firsts) + config.history_minutes * MINUTE_MS
         start -= start % MINUTE_MS
         n = max(0, (min(lasts) - start) // MINUTE_MS + 1)
         if config.max_minutes is not None:
