@@ -38,6 +38,8 @@ from typing import Any
 import structlog
 
 TaskFactory = Callable[[], Coroutine[Any, Any, None]]
+RECANCEL_S = 0.5
+"""A supervised task still running this long after its cancellation is cancelled again."""
 
 
 @dataclass(slots=True)
@@ -103,14 +105,19 @@ class Supervisor:
                 self.log.warning("task_restarted", task=record.name, restarts=record.restarts)
 
     async def stop(self) -> None:
-        """Cancel every supervised task and wait for them."""
-        for runner in self._runners:
-            runner.cancel()
-        for record in self.records.values():
-            if record.task is not None:
-                record.task.cancel()
-        await asyncio.gather(*self._runners, return_exceptions=True)
-        await asyncio.gather(*(r.task for r in self.records.values() if r.task is not None), return_exceptions=True)
+        """Cancel every supervised task and wait for them.
+
+        A task that swallows its cancellation — redis-py's asyncio client can, when the cancel lands inside
+        a blocking read (redis/redis-py#2028) — is cancelled again every ``RECANCEL_S`` until it ends
+        (``task_ignored_cancel``) instead of being waited for forever; the process's stop budget bounds it.
+        """
+        pending = {*self._runners, *(r.task for r in self.records.values() if r.task is not None)}
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=RECANCEL_S)
+            if pending:
+                self.log.warning("task_ignored_cancel", tasks=sorted(t.get_name() for t in pending))
         self._runners.clear()
 
 

@@ -38,6 +38,33 @@ async def test_crashed_task_restarts_with_backoff_and_is_reported() -> None:
     await sup.stop()
 
 
+async def test_stop_cancels_again_a_task_that_swallowed_its_cancellation() -> None:
+    """redis-py's asyncio client can swallow a cancellation that lands inside a blocking read; stop()
+    cancels such a task again until it ends, instead of waiting for it forever."""
+    started = asyncio.Event()
+    cancels = 0
+
+    async def stubborn() -> None:
+        nonlocal cancels
+        started.set()
+        while True:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancels += 1
+                if cancels == 1:
+                    continue  # swallowed, as the redis client does when the cancel hits its race window
+                raise
+
+    sup = Supervisor()
+    sup.spawn("signals", stubborn)
+    await started.wait()
+    with capture_logs() as logs:
+        await asyncio.wait_for(sup.stop(), 10)
+    assert cancels == 2
+    assert [e["tasks"] for e in logs if e["event"] == "task_ignored_cancel"] == [["signals", "supervise-signals"]]
+
+
 async def test_repeated_crashes_fail_the_supervisor() -> None:
     async def broken() -> None:
         raise ValueError("always")
