@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+from asyncpg.transaction import Transaction
 
 from smc_quant.domain.candles import Candle
 from smc_quant.exchange.emulator import Emulator
@@ -61,3 +64,17 @@ def assert_exact(emu: Emulator, stored: dict[str, list[Candle]], symbols: tuple[
         got = stored[symbol]
         assert len(got) == minutes, (symbol, len(got))
         assert got == served, symbol
+
+
+@contextlib.asynccontextmanager
+async def candles_locked(dsn: str) -> AsyncIterator[Transaction]:
+    """Another session holds the candles table in ACCESS EXCLUSIVE mode: every write to it blocks, the
+    database there but unable to take candles. Roll the yielded transaction back to release it early."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("LOCK TABLE candles IN ACCESS EXCLUSIVE MODE")
+        yield tx
+    finally:
+        await conn.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import asyncpg
 import numpy as np
 import pytest
 from structlog.testing import capture_logs
@@ -18,10 +17,22 @@ from shards.supervisor import stop_within
 from smc_quant.datasets import KLINES_2023_1M, read_klines
 from smc_quant.exchange.emulator import Emulator, EmulatorConfig
 from smc_quant.features import FEATURE_SCHEMA
-from tests.integration.cluster_kit import assert_exact, settings_for, stored_candles
+from tests.integration.cluster_kit import assert_exact, candles_locked, settings_for, stored_candles
 
 pytestmark = pytest.mark.integration
 MIN = 60_000
+
+
+async def _replay_until(service: Service, emu: Emulator, minute: int) -> tuple[str, ...]:
+    """Start ``service``, replay until every symbol has closed ``minute`` (counted from the replay's
+    start), pause the replay; the service's symbols."""
+    await service.start()
+    assert service.cluster is not None and service.universe is not None
+    await service.cluster.wait_subscribed()
+    emu.resume()
+    await asyncio.wait_for(service.cluster.wait_until(emu.start_ms + minute * MIN), 60)
+    emu.pause()
+    return service.universe.symbols
 
 
 def _emulator(data: Path, minutes: int) -> Emulator:
@@ -58,13 +69,7 @@ async def test_restart_resumes_from_postgres_and_fetches_only_the_gap(shared_dat
     await emu.start()
     first = Service(settings_for(emu, pg_dsn, shards=2))
     try:
-        await first.start()
-        assert first.cluster is not None and first.universe is not None
-        symbols = first.universe.symbols
-        await first.cluster.wait_subscribed()
-        emu.resume()
-        await asyncio.wait_for(first.cluster.wait_until(emu.start_ms + 3 * 60_000), 60)
-        emu.pause()
+        symbols = await _replay_until(first, emu, 3)
     finally:
         await first.stop()
     emu.resume()
@@ -147,30 +152,18 @@ async def test_stop_with_postgres_blocked_ends_in_budget_and_the_restart_backfil
     await emu.start()
     budget = {"shutdown_timeout_s": 4.0}  # the candle drain gets half of it
     first = Service(settings_for(emu, pg_dsn, shards=2, cluster=budget))
-    locker = await asyncpg.connect(pg_dsn)
-    try:
-        await first.start()
-        assert first.cluster is not None and first.universe is not None
-        symbols = first.universe.symbols
-        await first.cluster.wait_subscribed()
+    symbols = await _replay_until(first, emu, 2)
+    assert first.cluster is not None
+    await first.cluster.wait_persisted()
+    async with candles_locked(pg_dsn):
         emu.resume()
-        await asyncio.wait_for(first.cluster.wait_until(emu.start_ms + 2 * 60_000), 60)
-        emu.pause()
-        await first.cluster.wait_persisted()
-        tx = locker.transaction()
-        await tx.start()
-        await locker.execute("LOCK TABLE candles IN ACCESS EXCLUSIVE MODE")
-        emu.resume()
-        await asyncio.wait_for(first.cluster.wait_until(emu.start_ms + 5 * 60_000), 60)
+        await asyncio.wait_for(first.cluster.wait_until(emu.start_ms + 5 * MIN), 60)
         emu.pause()
         with capture_logs() as logs:
             clean = await stop_within(first.stop(), 4.0, first.log)
-        assert clean, [e for e in logs if e["event"] == "shutdown_incomplete"]
-        unsaved = [e for e in logs if e["event"] == "candles_unsaved"]
-        assert len(unsaved) == 1 and unsaved[0]["candles"] >= 3 * len(symbols), unsaved
-        await tx.rollback()
-    finally:
-        await locker.close()
+    assert clean, [e for e in logs if e["event"] == "shutdown_incomplete"]
+    unsaved = [e for e in logs if e["event"] == "candles_unsaved"]
+    assert len(unsaved) == 1 and unsaved[0]["candles"] >= 3 * len(symbols), unsaved
     stored = await stored_candles(pg_dsn)
     assert all(len(stored[s]) == 3 for s in symbols), "minutes 0-2 were written before the lock"
 
