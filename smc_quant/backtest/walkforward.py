@@ -212,12 +212,13 @@ async def walk_forward(prepared: Prepared, filters: Mapping[str, SymbolFilters],
 
 
 async def _await_round(learner: Learner, n: int, out: WalkForwardResult, at_ms: int) -> None:
-    """Wait for round ``n`` (failed rounds count, as in ``Learner.wait_rounds``) and record what finished."""
+    """Wait for round ``n`` (waiting and failed rounds count, as in ``Learner.wait_rounds``) and record what
+    finished."""
     last = await learner.wait_rounds(n)
     ok = sum(1 for r in out.rounds if not r.get("failed"))
     bad = len(out.rounds) - ok
     if learner.stats.rounds > ok and last is not None:
         out.rounds.append(_round_row(last, at_ms))
-    if learner.stats.failed > bad:
+    if learner.stats.waiting + learner.stats.failed > bad:
         out.rounds.append({"at_ms": at_ms, "failed": True, "promoted": False,
                            "reason": "round failed (too little history or one class only; see the learner log)"})

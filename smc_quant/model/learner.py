@@ -165,7 +165,10 @@ class LearnerStats:
     rounds: int = 0
     promoted: int = 0
     kept: int = 0
+    waiting: int = 0
+    """Rounds that found too little data (expected on a fresh database; not a failure)."""
     failed: int = 0
+    """Rounds that raised (logged as ``learner_round_failed``): worth an alert."""
     refused_rows: int = 0
     training: bool = False
     last: LearnOutcome | None = None
@@ -274,9 +277,10 @@ class Learner:
         return self._wake.is_set()
 
     async def wait_rounds(self, n: int) -> LearnOutcome | None:
-        """Wait until :meth:`run` has finished ``n`` rounds in total (failed ones included); the last outcome."""
+        """Wait until :meth:`run` has finished ``n`` rounds in total (waiting and failed ones included); the
+        last outcome."""
         async with self._round_done:
-            await self._round_done.wait_for(lambda: self.stats.rounds + self.stats.failed >= n)
+            await self._round_done.wait_for(lambda: self.stats.rounds + self.stats.waiting + self.stats.failed >= n)
         return self.stats.last
 
     def on_trade_closed(self, count: int = 1) -> None:
@@ -327,7 +331,7 @@ class Learner:
             except asyncio.CancelledError:
                 raise
             except NotEnoughData as exc:  # expected on a fresh database: the next round may have the data
-                self.stats.failed += 1
+                self.stats.waiting += 1
                 self._log.info("learner_waiting_for_data", trigger=trigger, reason=str(exc))
             except Exception as exc:  # the loop must survive a failed round; it is logged
                 self.stats.failed += 1

@@ -246,7 +246,7 @@ async def test_schedule_retrains_without_trades_and_a_failed_round_does_not_stop
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-    assert learner.stats.failed == 2 and learner.stats.rounds >= 1
+    assert learner.stats.failed == 1 and learner.stats.waiting == 1 and learner.stats.rounds >= 1
     assert log.lines[0] == ("learner_round_failed", {"trigger": "schedule", "error": "OSError: candles unavailable"})
     assert log.lines[1] == ("learner_waiting_for_data", {
         "trigger": "schedule", "reason": "10 rows are too few to hold out 10 and train on the rest"})
@@ -304,6 +304,7 @@ async def test_without_a_champion_the_next_round_comes_soon_not_a_day_later(
         "trigger": "cold_start", "reason": "10 rows are too few to hold out 10 and train on the rest"})
     assert [kw["promoted"] for event, kw in log.lines[1:] if "promoted" in kw] == [False, True]
     assert outcome is not None and outcome.trigger == "schedule" and outcome.promoted
+    assert (learner.stats.waiting, learner.stats.failed, learner.stats.rounds) == (1, 0, 2)
     assert await registry.champion() is not None and calls == 3
 
 
