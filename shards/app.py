@@ -35,6 +35,7 @@ from smc_quant.store.embedded import EmbeddedPostgres, resolve_database
 from smc_quant.store.keys import ClusterKeys
 from smc_quant.store.migrations import apply_migrations
 from smc_quant.store.models import ModelRegistry
+from smc_quant.store.retention import Housekeeper
 from smc_quant.store.universe_cache import UniverseCache
 from smc_quant.universe import BinanceUniverse, Universe
 
@@ -64,6 +65,8 @@ class Service:
         self.trading: Any = None
         self.learner: Any = None
         self._learner_task: asyncio.Task[None] | None = None
+        self.housekeeper: Housekeeper | None = None
+        self._housekeeping_task: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._frames_at_beat: tuple[float, int] = (time.monotonic(), 0)
         self._ready = False
@@ -90,6 +93,7 @@ class Service:
         self.scorer = await self._attach_model()  # subscribed before the feeds start: no batch goes uncounted
         await self._attach_trading()
         self._attach_learner()
+        self._attach_housekeeping()
         gc.collect()  # warm start done: drop its garbage, then move everything long-lived so far (rings,
         gc.freeze()  # engine state, modules) out of the collector's scans, which would pause the loop
         self.cluster.start()
@@ -163,6 +167,13 @@ class Service:
         self.trading.executor.add_trade_listener(lambda _trade: learner.on_trade_closed())
         self._learner_task = asyncio.create_task(self.learner.run(), name="learner")
 
+    def _attach_housekeeping(self) -> None:
+        """Retention: candles past ``feed.retention_days`` and old unpromoted candidates, deleted hourly."""
+        assert self.pool is not None and self.trading is not None
+        self.housekeeper = Housekeeper.of(self.settings, CandleRepository(self.pool), ModelRegistry(self.pool),
+                                          self.trading.clock, logger=self.log)
+        self._housekeeping_task = asyncio.create_task(self.housekeeper.run(), name="housekeeping")
+
     async def _connect_redis(self) -> aioredis.Redis | None:
         if not self.settings.redis_url:
             return None
@@ -232,6 +243,8 @@ class Service:
             out.update(self.trading.metrics())
         if self.learner is not None:
             out.update(self.learner.stats.metrics())
+        if self.housekeeper is not None:
+            out.update(self.housekeeper.stats.metrics())
         return out
 
     def report(self) -> dict[str, Any]:
@@ -263,7 +276,7 @@ class Service:
     async def stop(self) -> None:
         """Stop intake, drain, flush, close — each step runs even if an earlier one failed."""
         self._ready = False
-        for task in (self._refresher, self._learner_task, self._heartbeat):
+        for task in (self._refresher, self._learner_task, self._housekeeping_task, self._heartbeat):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)

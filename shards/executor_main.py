@@ -25,6 +25,7 @@ from shards.worker import ClusterProcess
 from smc_quant.domain.candles import MINUTE_MS
 from smc_quant.ops.server import OpsServer
 from smc_quant.settings import Settings
+from smc_quant.store.retention import Housekeeper
 
 
 class ExecutorProcess(ClusterProcess):
@@ -40,6 +41,7 @@ class ExecutorProcess(ClusterProcess):
         self.minutes = 0
         self.interrupted = 0
         self.learner: Any = None
+        self.housekeeper: Housekeeper | None = None
         self._redis_down = False
         self._ready = False
 
@@ -57,6 +59,7 @@ class ExecutorProcess(ClusterProcess):
                                     brackets_file=tiers if tiers.exists() else None, logger=self.log)
         await self.trading.start()
         self._attach_learner()
+        self._attach_housekeeping()
         self.consumer = SignalConsumer(self.redis, self.keys.signals, self.keys.signals_group, c.consumer_name,
                                        claim_idle_ms=int(c.claim_idle_s * 1000), logger=self.log)
         self.marks = MarksReader(self.redis, self.keys.marks)
@@ -95,6 +98,17 @@ class ExecutorProcess(ClusterProcess):
         learner = self.learner
         self.trading.executor.add_trade_listener(lambda _trade: learner.on_trade_closed())
         self.supervisor.spawn("learner", learner.run)
+
+    def _attach_housekeeping(self) -> None:
+        """Retention for the whole deployment (this process is the only executor): candles past
+        ``feed.retention_days`` and old unpromoted candidates, deleted hourly."""
+        assert self.pool is not None
+        from smc_quant.store.candles import CandleRepository
+        from smc_quant.store.models import ModelRegistry
+
+        self.housekeeper = Housekeeper.of(self.settings, CandleRepository(self.pool), ModelRegistry(self.pool),
+                                          self.trading.clock, logger=self.log)
+        self.supervisor.spawn("housekeeping", self.housekeeper.run)
 
     async def stop(self) -> None:
         """Stop intake (no new entries), let the handled ones finish and persist, close. Positions stay
@@ -236,4 +250,6 @@ class ExecutorProcess(ClusterProcess):
         out["redis_down"] = float(self._redis_down)
         if self.learner is not None:
             out.update(self.learner.stats.metrics())
+        if self.housekeeper is not None:
+            out.update(self.housekeeper.stats.metrics())
         return out

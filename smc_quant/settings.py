@@ -103,6 +103,9 @@ class FeedSettings(_Section):
     bootstrap_candles: Annotated[int, Field(ge=0)] = 1500
     """A symbol with no stored candles (fresh database, new listing) fetches up to this many over REST before
     its first live one, so its engine and the learner's cold start have history (0: start empty)."""
+    retention_days: Annotated[float, Field(ge=0.0)] = 90.0
+    """Stored candles older than this (by the market clock) are deleted hourly, ~85 MB a day at 323 symbols;
+    never less than the learner's history_days and the warm start (0: keep everything)."""
     backfill_limit: Annotated[int, Field(ge=1, le=1500)] = 1000
     """Rows per REST /klines request during backfill (1000 costs weight 5)."""
 
@@ -199,6 +202,8 @@ class LearnerSettings(_Section):
     """Stored 1m candles (per symbol, most recent) labelled as history for each retrain."""
     cold_start: bool = True
     """With no champion, train one from the stored history at start (in a worker thread)."""
+    keep_candidates: Annotated[int, Field(ge=0)] = 50
+    """Newest never-promoted candidate models kept; older ones are deleted hourly (champions stay; 0: keep all)."""
     idle_retry_s: PositiveFloat = 300.0
     """With no champion (not trading), the next round comes after this rather than retrain_interval_s."""
 

@@ -53,6 +53,24 @@ ORDER BY open_time"""
 
 _COUNTS = "SELECT symbol, count(*) AS n FROM candles WHERE interval = $1 GROUP BY symbol"
 
+# Loose index scan over the primary key: one probe per (symbol, interval), not a pass over every row.
+_PAIRS = """
+WITH RECURSIVE p AS (
+    (SELECT symbol, interval FROM candles ORDER BY symbol, interval LIMIT 1)
+    UNION ALL
+    SELECT n.symbol, n.interval FROM p CROSS JOIN LATERAL (
+        SELECT symbol, interval FROM candles WHERE (symbol, interval) > (p.symbol, p.interval)
+        ORDER BY symbol, interval LIMIT 1
+    ) AS n
+)
+SELECT symbol, interval FROM p"""
+
+_PRUNE = """
+DELETE FROM candles WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM candles WHERE symbol = $1 AND interval = $2 AND open_time < $3
+    ORDER BY open_time LIMIT $4
+))"""
+
 _LAST_OPEN = """
 SELECT s.symbol, (SELECT max(open_time) FROM candles c WHERE c.symbol = s.symbol AND c.interval = $2) AS t
 FROM unnest($1::text[]) AS s(symbol)"""
@@ -108,6 +126,16 @@ class CandleRepository:
     async def counts(self, interval: str) -> dict[str, int]:
         """Number of stored candles per symbol for ``interval``."""
         return {r["symbol"]: r["n"] for r in await self._pool.fetch(_COUNTS, interval)}
+
+    async def pairs(self) -> list[tuple[str, str]]:
+        """Every stored (symbol, interval), in key order (one index probe each)."""
+        return [(r["symbol"], r["interval"]) for r in await self._pool.fetch(_PAIRS)]
+
+    async def prune(self, symbol: str, interval: str, before_ms: int, limit: int) -> int:
+        """Delete up to ``limit`` of the oldest candles of one series that open before ``before_ms`` (one short
+        transaction); how many were deleted. Call again while it returns ``limit``."""
+        status = await self._pool.execute(_PRUNE, symbol, interval, before_ms, limit)
+        return int(status.rsplit(" ", 1)[1])
 
     async def last_open_times(self, symbols: Sequence[str], interval: str) -> dict[str, int]:
         """Open time of each symbol's newest stored candle; symbols without any are absent."""

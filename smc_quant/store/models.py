@@ -45,6 +45,15 @@ _PREVIOUS = """
 SELECT version FROM models
 WHERE status = 'retired' AND promoted_at IS NOT NULL AND rolled_back_at IS NULL
 ORDER BY promoted_at DESC, version DESC LIMIT 1"""
+# Candidates never promoted, older than the newest ``$1`` of them (champions and retired champions stay:
+# they are the rollback chain). ``min`` over no rows is NULL, and ``version < NULL`` deletes nothing.
+_PRUNE = """
+DELETE FROM models WHERE status = 'candidate' AND promoted_at IS NULL AND version < (
+    SELECT min(version) FROM (
+        SELECT version FROM models WHERE status = 'candidate' AND promoted_at IS NULL
+        ORDER BY version DESC LIMIT $1
+    ) AS newest
+)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +142,16 @@ class ModelRegistry:
             if previous is None:
                 raise OperationalError("no earlier champion to roll back to")
             return _record(await conn.fetchrow(_CROWN, previous))
+
+    async def prune(self, keep_candidates: int) -> int:
+        """Delete the candidates that were never promoted, except the newest ``keep_candidates`` (≥ 1); how
+        many were deleted. Under the promotion lock: a candidate being promoted is not deleted under it."""
+        if keep_candidates < 1:
+            raise ValueError("keep_candidates must be >= 1")
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
+            status = await conn.execute(_PRUNE, keep_candidates)
+        return int(status.rsplit(" ", 1)[1])
 
     async def list(self) -> builtins.list[ModelRecord]:
         """Every row, oldest first (artifacts left out)."""

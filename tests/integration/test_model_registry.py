@@ -140,6 +140,23 @@ async def test_promote_keeps_one_champion_and_rollback_walks_back(
     assert [r.status for r in await registry.list()].count("champion") == 1
 
 
+async def test_prune_deletes_old_candidates_and_keeps_the_rollback_chain(
+        registry: ModelRegistry, dataset: Dataset, last_fold: Fold) -> None:
+    """Only never-promoted candidates older than the newest ``keep`` are deleted; the champion and the retired
+    champion (what a rollback needs) stay, and a second pass deletes nothing."""
+    model = train(dataset.x[last_fold.train][:2000], dataset.win[last_fold.train][:2000], CONFIG)
+    v = [await _register(registry, model, dataset, last_fold) for _ in range(7)]
+    await registry.promote(v[1])
+    await registry.promote(v[3])  # v1 retired: the rollback target
+    # candidates never promoted: v0 v2 v4 v5 v6; the newest three stay
+    assert await registry.prune(3) == 2
+    assert [r.version for r in await registry.list()] == [v[1], v[3], v[4], v[5], v[6]]
+    assert await registry.prune(3) == 0
+    assert await registry.prune(10) == 0
+    assert (await registry.rollback()).version == v[1]
+    with pytest.raises(ValueError, match="keep_candidates"):
+        await registry.prune(0)
+
 async def test_a_model_of_another_feature_schema_is_refused(
         registry: ModelRegistry, dataset: Dataset, last_fold: Fold, pg_dsn: str) -> None:
     """Loading or promoting a model stored with a different feature-schema version raises a clear error."""

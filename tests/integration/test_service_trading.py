@@ -117,6 +117,7 @@ async def test_paper_service_loads_the_champion_scores_minutes_and_trades_a_real
         metrics = service._extra_metrics()
         assert metrics["executor_open_positions"] == 1 and metrics["model_version"] == version
         assert any(k.startswith("learner_") for k in metrics)
+        assert service.housekeeper is not None and "housekeeping_runs" in metrics
     finally:
         await service.stop()
         await emu.stop()
