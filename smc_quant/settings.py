@@ -205,7 +205,8 @@ class LearnerSettings(_Section):
     keep_candidates: Annotated[int, Field(ge=0)] = 50
     """Newest never-promoted candidate models kept; older ones are deleted hourly (champions stay; 0: keep all)."""
     idle_retry_s: PositiveFloat = 300.0
-    """With no champion (not trading), the next round comes after this rather than retrain_interval_s."""
+    """With no champion (not trading), the next round comes after this rather than retrain_interval_s (doubling
+    with each such round in a row, up to retrain_interval_s)."""
 
 
 class ClusterSettings(_Section):

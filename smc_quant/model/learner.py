@@ -7,7 +7,8 @@ seconds, and once at start when there is no champion (cold start from history; o
 stays "no model, not trading"). While there is no champion, the service is not trading and its history
 grows by the minute (a fresh database is still fetching its bootstrap candles), so the next round comes
 after ``idle_retry_s`` rather than a whole ``retrain_interval_s`` — whether the last one lacked data or
-its challenger missed the gate. :meth:`Learner.run` waits on an event or that timeout — nothing polls.
+its challenger missed the gate (doubling with each such round in a row, up to ``retrain_interval_s``).
+:meth:`Learner.run` waits on an event or that timeout — nothing polls.
 
 What one round does (:meth:`Learner.learn_once`):
 
@@ -268,6 +269,7 @@ class Learner:
         self._wake = asyncio.Event()
         self._trigger = "trades"
         self._since_retrain = 0
+        self._idle_streak = 0  # scheduled rounds in a row without a champion (the retry backs off)
         self._lock = asyncio.Lock()
         self._round_done = asyncio.Condition()
 
@@ -341,8 +343,10 @@ class Learner:
                 self._round_done.notify_all()
 
     async def _next_wait(self) -> float:
-        """Seconds until the scheduled round: ``idle_retry_s`` while there is no champion (with cold start
-        on) or the registry cannot say, else ``retrain_interval_s``."""
+        """Seconds until the scheduled round. Without a champion (cold start on), or when the registry cannot
+        say: ``idle_retry_s``, doubling with each such round in a row (5, 10, 20 … min: the history grows
+        geometrically between tries, and a deployment whose challengers keep missing the gate does not
+        train every few minutes for ever), capped at ``retrain_interval_s``, which applies with a champion."""
         c = self.config
         if not c.cold_start:
             return c.retrain_interval_s
@@ -351,7 +355,12 @@ class Learner:
         except Exception as exc:  # the database is down: ask again soon, the loop must not die of it
             self._log.warning("learner_registry_unavailable", error=f"{type(exc).__name__}: {exc}")
             idle = True
-        return min(c.retrain_interval_s, c.idle_retry_s) if idle else c.retrain_interval_s
+        if not idle:
+            self._idle_streak = 0
+            return c.retrain_interval_s
+        wait = min(c.retrain_interval_s, c.idle_retry_s * 2.0 ** min(self._idle_streak, 60))
+        self._idle_streak += 1
+        return wait
 
     async def learn_once(self, trigger: str = "manual") -> LearnOutcome:
         """One round: data → challenger (in a thread) → register → gate against the champion → maybe promote."""

@@ -308,6 +308,17 @@ async def test_without_a_champion_the_next_round_comes_soon_not_a_day_later(
     assert await registry.champion() is not None and calls == 3
 
 
+async def test_without_a_champion_the_retry_backs_off_up_to_the_schedule(
+        stores: tuple[ModelRegistry, TradingRepository], real: RealData) -> None:
+    """Rounds in a row without a champion wait ``idle_retry_s`` doubled each time, capped at the schedule: a
+    deployment whose challengers keep missing the gate does not retrain every few minutes for ever."""
+    registry, repo = stores
+    learner = Learner(repo, registry, _loader(real.history), LearnerConfig(retrain_interval_s=1.0, idle_retry_s=0.3))
+    assert [await learner._next_wait() for _ in range(5)] == [0.3, 0.6, 1.0, 1.0, 1.0]
+    assert await Learner(repo, registry, _loader(real.history),
+                         LearnerConfig(retrain_interval_s=1.0, cold_start=False))._next_wait() == 1.0
+
+
 async def test_history_loader_labels_the_candles_stored_in_postgres(pg_dsn: str, shared_data: Path) -> None:
     """``candle_history`` over ``CandleRepository.fetch`` gives the same dataset as the candle files do
     (real candles written to PostgreSQL, only the requested look-back window read back)."""
