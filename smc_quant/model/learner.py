@@ -424,7 +424,8 @@ class Learner:
                        challenger_auc=round(decision.challenger_auc, 4),
                        champion_auc=None if champion is None else round(decision.champion_auc, 4),
                        reason=decision.reason, trigger=trigger, gate_on=gate_on, gate_rows=outcome.gate_rows,
-                       train_rows=outcome.train_rows, experience_rows=outcome.experience_rows)
+                       train_rows=outcome.train_rows, experience_rows=outcome.experience_rows,
+                       seconds=round(outcome.seconds, 2))
         if decision.promote and self._on_promoted is not None:
             result = self._on_promoted(record.version)
             if result is not None:
