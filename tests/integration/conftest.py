@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import aiohttp
+import asyncpg
 import pytest
+
+from smc_quant.store.db import create_pool
+from smc_quant.store.migrations import apply_migrations
 
 
 @pytest.fixture
@@ -13,3 +17,14 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     """One aiohttp client session."""
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+@pytest.fixture
+async def pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on a freshly migrated database (tests needing more say so in their own fixture)."""
+    await apply_migrations(pg_dsn)
+    p = await create_pool(pg_dsn, max_size=4)
+    try:
+        yield p
+    finally:
+        await p.close()

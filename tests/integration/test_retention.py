@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +23,6 @@ pytestmark = pytest.mark.integration
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 BARS = 3000  # a little over two days of real 1m candles per symbol
 
-
-@pytest.fixture
-async def pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    """A pool on a migrated fresh database."""
-    await apply_migrations(pg_dsn)
-    pool = await create_pool(pg_dsn, max_size=4)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 @pytest.fixture

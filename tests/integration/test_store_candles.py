@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -11,8 +10,6 @@ import pytest
 from smc_quant.datasets import KLINES_2023_1M, read_klines
 from smc_quant.domain.candles import Candle
 from smc_quant.store.candles import CandleRepository
-from smc_quant.store.db import create_pool
-from smc_quant.store.migrations import apply_migrations
 from tests.builders import candles_of
 
 pytestmark = pytest.mark.integration
@@ -22,16 +19,6 @@ def real_candles(root: Path, symbol: str, count: int) -> list[Candle]:
     """The first ``count`` real 1m candles of ``symbol`` with the derived wire fields."""
     return candles_of(read_klines(root / KLINES_2023_1M / f"{symbol}.csv.gz"), 0, count)
 
-
-@pytest.fixture
-async def pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    """A pool on a migrated fresh database."""
-    await apply_migrations(pg_dsn)
-    pool = await create_pool(pg_dsn, max_size=4)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 async def test_upsert_is_idempotent_and_counts_only_new_rows(pool: asyncpg.Pool, shared_data: Path) -> None:

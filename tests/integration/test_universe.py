@@ -19,24 +19,12 @@ from smc_quant.datasets import load_exchange_info
 from smc_quant.exchange.emulator import Emulator, EmulatorConfig
 from smc_quant.exchange.rest import BinanceRestClient, WeightGovernor
 from smc_quant.settings import UniverseSettings
-from smc_quant.store.db import create_pool
-from smc_quant.store.migrations import apply_migrations
 from smc_quant.store.universe_cache import UniverseCache
 from smc_quant.universe import FALLBACK_SYMBOLS, BinanceUniverse
 from tests.conftest import TEST_REDIS_URL
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture
-async def pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    """A pool on a migrated fresh database."""
-    await apply_migrations(pg_dsn)
-    pool = await create_pool(pg_dsn)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 @pytest.fixture
