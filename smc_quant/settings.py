@@ -104,8 +104,8 @@ class FeedSettings(_Section):
     """A symbol with no stored candles (fresh database, new listing) fetches up to this many over REST before
     its first live one, so its engine and the learner's cold start have history (0: start empty)."""
     retention_days: Annotated[float, Field(ge=0.0)] = 90.0
-    """Stored candles older than this (by the market clock) are deleted hourly, ~85 MB a day at 323 symbols;
-    never less than the learner's history_days and the warm start (0: keep everything)."""
+    """Stored candles older than this (before the newest one, or the clock if earlier) are deleted hourly,
+    ~85 MB a day at 323 symbols; never less than the learner's history_days and the warm start (0: keep all)."""
     backfill_limit: Annotated[int, Field(ge=1, le=1500)] = 1000
     """Rows per REST /klines request during backfill (1000 costs weight 5)."""
 

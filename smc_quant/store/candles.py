@@ -53,8 +53,8 @@ ORDER BY open_time"""
 
 _COUNTS = "SELECT symbol, count(*) AS n FROM candles WHERE interval = $1 GROUP BY symbol"
 
-# Loose index scan over the primary key: one probe per (symbol, interval), not a pass over every row.
-_PAIRS = """
+# Loose index scan over the primary key: a few probes per (symbol, interval), not a pass over every row.
+_SERIES = """
 WITH RECURSIVE p AS (
     (SELECT symbol, interval FROM candles ORDER BY symbol, interval LIMIT 1)
     UNION ALL
@@ -63,7 +63,10 @@ WITH RECURSIVE p AS (
         ORDER BY symbol, interval LIMIT 1
     ) AS n
 )
-SELECT symbol, interval FROM p"""
+SELECT p.symbol, p.interval, (
+    SELECT open_time FROM candles c WHERE c.symbol = p.symbol AND c.interval = p.interval
+    ORDER BY open_time DESC LIMIT 1
+) AS newest FROM p"""
 
 _PRUNE = """
 DELETE FROM candles WHERE ctid = ANY(ARRAY(
@@ -127,9 +130,10 @@ class CandleRepository:
         """Number of stored candles per symbol for ``interval``."""
         return {r["symbol"]: r["n"] for r in await self._pool.fetch(_COUNTS, interval)}
 
-    async def pairs(self) -> list[tuple[str, str]]:
-        """Every stored (symbol, interval), in key order (one index probe each)."""
-        return [(r["symbol"], r["interval"]) for r in await self._pool.fetch(_PAIRS)]
+    async def series(self) -> list[tuple[str, str, int]]:
+        """Every stored (symbol, interval) with the open time of its newest candle, in key order (index
+        probes only)."""
+        return [(r["symbol"], r["interval"], r["newest"]) for r in await self._pool.fetch(_SERIES)]
 
     async def prune(self, symbol: str, interval: str, before_ms: int, limit: int) -> int:
         """Delete up to ``limit`` of the oldest candles of one series that open before ``before_ms`` (one short

@@ -4,10 +4,13 @@ Measured in the demo: a stored 1m candle costs ~190 bytes with its index, so 323
 (~85 MB) a day, ~31 GB a year; and every learner round registers a challenger with its held-out window.
 Every ``interval_s`` (an hour), and once at start:
 
-* **candles** of every stored series that open more than ``retention_days`` before the market clock
-  (the wall clock live; the latest replayed candle in a replay, where nothing is pruned before the
-  first one) are deleted, oldest first, ``batch`` rows per statement, each its own short transaction, so
-  the feed's writes interleave with a long first prune. The learner's look-back, the warm start and
+* **candles** of every stored series that open more than ``retention_days`` before the reference time
+  are deleted, oldest first, ``batch`` rows per statement, each its own short transaction, so the feed's
+  writes interleave with a long first prune. The reference is the earlier of the market clock (the wall
+  clock live, the latest replayed candle in a replay) and the newest stored candle: a clock ahead of
+  the data — a restart after downtime, paper mode against the emulator's 2023 replay, a replay before
+  its first candle (clock 0: nothing is pruned) — never makes the stored history look old, and a bogus
+  future candle cannot either. The learner's look-back, the warm start and
   the bootstrap are always kept, whatever ``retention_days`` says (``effective_retention_days``);
   ``retention_days = 0`` keeps everything.
 * **model candidates** never promoted, except the newest ``keep_candidates``, are deleted
@@ -102,9 +105,12 @@ class Housekeeper:
         now = self._clock()
         if self.retention_ms == 0 or now <= 0:  # keep everything, or no market time yet (a replay's start)
             return 0
-        cut = now - self.retention_ms
+        series = await self._candles.series()
+        if not series:
+            return 0
+        cut = min(now, max(newest for _, _, newest in series)) - self.retention_ms
         deleted = 0
-        for symbol, interval in await self._candles.pairs():
+        for symbol, interval, _ in series:
             while True:
                 n = await self._candles.prune(symbol, interval, cut, self.batch)
                 deleted += n

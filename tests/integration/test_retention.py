@@ -42,12 +42,17 @@ async def _open_times(pool: asyncpg.Pool, symbol: str) -> np.ndarray:
     return np.array([r["open_time"] for r in rows], dtype=np.int64)
 
 
+@pytest.mark.parametrize("clock_ahead_ms", [0, 400 * DAY_MS],
+                         ids=["clock-at-the-data", "clock-ahead-of-the-data"])
 async def test_candles_older_than_the_window_are_deleted_in_batches(
-        pool: asyncpg.Pool, stored: dict[str, np.ndarray]) -> None:
-    """With a one-day window on the market clock, exactly the candles opening before now − 1 day go, in
-    statements of at most ``batch`` rows; every later candle stays; a second pass deletes nothing."""
-    now = int(max(t[-1] for t in stored.values())) + MINUTE_MS
-    cut = now - DAY_MS
+        pool: asyncpg.Pool, stored: dict[str, np.ndarray], clock_ahead_ms: int) -> None:
+    """With a one-day window, exactly the candles opening more than a day before the newest stored one go,
+    in statements of at most ``batch`` rows; every later candle stays; a second pass deletes nothing. A
+    clock far ahead of the data (paper mode against a 2023 replay, a restart after downtime) changes
+    nothing: the window is measured from the earlier of the clock and the newest stored candle."""
+    newest = int(max(t[-1] for t in stored.values()))
+    now = newest + MINUTE_MS + clock_ahead_ms
+    cut = min(now, newest) - DAY_MS
     keeper = Housekeeper(CandleRepository(pool), None, lambda: now, retention_days=1, keep_candidates=0, batch=400)
     expected = sum(int((t < cut).sum()) for t in stored.values())
     assert expected > 2 * 400, "the window must force several batches per symbol"
@@ -62,8 +67,8 @@ async def test_candles_older_than_the_window_are_deleted_in_batches(
                          ids=["retention-0-keeps-everything", "replay-before-its-first-candle"])
 async def test_nothing_is_deleted_without_a_window_or_a_market_time(
         pool: asyncpg.Pool, stored: dict[str, np.ndarray], retention_days: float, clock_ms: int | None) -> None:
-    """``retention_days = 0`` keeps everything; a replay clock that has not seen a candle yet (0) must not be
-    read as 1970 or as today's wall clock, which would delete the whole replayed history."""
+    """``retention_days = 0`` keeps everything; a replay clock that has not seen a candle yet (0) prunes
+    nothing."""
     now = clock_ms if clock_ms is not None else int(max(t[-1] for t in stored.values())) + 10 * DAY_MS
     keeper = Housekeeper(CandleRepository(pool), None, lambda: now, retention_days=retention_days,
                          keep_candidates=0)
