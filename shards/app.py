@@ -269,8 +269,10 @@ class Service:
         if self.trading is not None:
             ex = self.trading.executor
             snap = ex.snapshot()
+            st = self.trading.scalper.stats
             out.update(open_positions=len(ex.book), wallet=str(snap.wallet_balance),
-                       unrealized_pnl=str(snap.unrealized_pnl))
+                       unrealized_pnl=str(snap.unrealized_pnl), setups=st.setups,
+                       best_confidence=round(st.best_confidence, 4))
         return out
 
     async def stop(self) -> None:

@@ -186,6 +186,7 @@ class TradingStack:
 
     def metrics(self) -> dict[str, float]:
         out = self.executor.metrics()
+        out.update(self.scalper.stats.metrics())
         out["strategy_signals"] = float(self.signals_emitted)
         return out
 

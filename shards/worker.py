@@ -358,7 +358,9 @@ class ShardWorker(ClusterProcess):
         pub = self.publisher
         return {"owner": self.leases.owner if self.leases else None, "shards": shards, "signals": self.signals,
                 "signals_buffered": pub.buffered if pub else 0, "signal_overflow": pub.stats.overflow if pub else 0,
-                "model_version": self.predictor.version, "redis_down": self._redis_down}
+                "model_version": self.predictor.version, "redis_down": self._redis_down,
+                "setups": self.scalper.stats.setups if self.scalper else 0,
+                "best_confidence": round(self.scalper.stats.best_confidence, 4) if self.scalper else 0.0}
 
     def metrics(self) -> dict[str, float]:
         """Extra gauges for /metrics."""
@@ -370,6 +372,8 @@ class ShardWorker(ClusterProcess):
                "signal_published": float(pub.stats.published if pub else 0)}
         if self.scorer is not None:
             out.update(self.scorer.metrics())
+        if self.scalper is not None:
+            out.update(self.scalper.stats.metrics())
         return out
 
 

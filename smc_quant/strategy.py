@@ -180,10 +180,20 @@ class ScalperStats:
     setups: int = 0
     below_confidence: int = 0
     duplicates: int = 0
+    best_confidence: float = 0.0
+    """Highest valid P(win) the model gave a setup row so far (0 before any): next to ``min_confidence`` it
+    says how far a quiet strategy is from trading."""
     rejected: dict[str, int] = field(default_factory=dict)
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+    def metrics(self) -> dict[str, float]:
+        """Flat numeric view (``strategy_*``; rejections summed)."""
+        return {"strategy_batches": float(self.batches), "strategy_unscored_batches": float(self.unscored_batches),
+                "strategy_setups": float(self.setups), "strategy_below_confidence": float(self.below_confidence),
+                "strategy_duplicates": float(self.duplicates), "strategy_best_confidence": self.best_confidence,
+                "strategy_rejected": float(sum(self.rejected.values()))}
 
 
 class ICTScalper:
@@ -241,6 +251,7 @@ class ICTScalper:
         if not (math.isfinite(conf) and 0.0 <= conf <= 1.0):
             self.stats.reject("bad_confidence")
             return None
+        self.stats.best_confidence = max(self.stats.best_confidence, conf)
         if conf < self.config.min_confidence:
             self.stats.below_confidence += 1
             return None

@@ -50,6 +50,7 @@ async def test_worker_converges_and_follows_universe_and_members(shared_data: Pa
         report = worker.report()  # the heartbeat line's fields
         assert report["owner"] == "w-a" and set(report["shards"]) == {"0", "1", "2"}
         assert report["signals_buffered"] == 0 and report["redis_down"] is False
+        assert report["setups"] == 0 and worker.metrics()["strategy_best_confidence"] == 0.0
         full = worker.symbols
         assert sum(len(f.symbols) for m in worker.slots.values() for f in m.feeds) == len(full) >= 300
         # the universe loses five symbols: only the slots that owned them restart

@@ -154,7 +154,10 @@ def test_no_model_or_low_confidence_gives_no_signal(real: dict[str, tuple[KlineS
     assert none.stats.unscored_batches == none.stats.batches > 0
     low = ICTScalper(CFG)
     assert _replay(real, low, 0.5499, 15_000) == []
-    assert low.stats.below_confidence > 0
+    assert low.stats.below_confidence == low.stats.setups > 0
+    m = low.stats.metrics()
+    assert m["strategy_best_confidence"] == 0.5499 and m["strategy_setups"] == float(low.stats.setups)
+    assert none.stats.metrics()["strategy_best_confidence"] == 0.0
 
 
 def test_a_setup_below_threshold_fires_later_when_confidence_rises(real: dict[str, tuple[KlineSeries, F64]]) -> None:
@@ -194,6 +197,8 @@ def test_bad_input_is_refused_clearly() -> None:
                            close_prices={"A": Decimal("-1"), "B": Decimal("2")}, now_ms=660_000)
     assert out == []
     assert scalper.stats.rejected == {"bad_close": 1, "bad_confidence": 1}
+    assert scalper.stats.metrics()["strategy_rejected"] == 2.0
+    assert scalper.stats.best_confidence == 0.9  # the NaN score did not count
     out = scalper.on_batch(["A"], np.array([600_000]), row[:1], np.array([0.9]), close_prices=[Decimal("3")],
                            now_ms=660_000)
     assert [o.signal_id for o in out] == ["A:LONG:480000"]
