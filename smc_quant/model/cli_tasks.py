@@ -174,7 +174,8 @@ class PromoteOutcome:
 
 
 async def promote(registry: ModelRegistry, version: int, *, series: Sequence[KlineSeries] | None, every: int,
-                  margin: float, force: bool, say: Say, spec: BarrierSpec | None = None) -> PromoteOutcome:
+                  margin: float, force: bool, say: Say, spec: BarrierSpec | None = None,
+                  z: float = 1.645) -> PromoteOutcome:
     """Gate ``version`` against the champion on the latest out-of-sample window, or promote with ``force``."""
     record = await registry.get(version)
     if record is None:
@@ -182,7 +183,7 @@ async def promote(registry: ModelRegistry, version: int, *, series: Sequence[Kli
     champion = await registry.champion()
     if champion is not None and champion.version == version:
         return PromoteOutcome(False, f"model v{version} is already the champion")
-    reason = await _gate(registry, record, champion, series, every, margin, spec, say)
+    reason = await _gate(registry, record, champion, series, every, margin, z, spec, say)
     if isinstance(reason, GateDecision) and reason.promote:
         await registry.promote(version)
         return PromoteOutcome(True, f"promoted v{version}: {reason.reason}", reason)
@@ -200,7 +201,7 @@ def _name(champion: ModelRecord | None) -> str:
 
 
 async def _gate(registry: ModelRegistry, record: ModelRecord, champion: ModelRecord | None,
-                series: Sequence[KlineSeries] | None, every: int, margin: float, spec: BarrierSpec | None,
+                series: Sequence[KlineSeries] | None, every: int, margin: float, z: float, spec: BarrierSpec | None,
                 say: Say) -> GateDecision | str:
     if series is None:
         stored = record.metrics.get("holdout")
@@ -227,7 +228,7 @@ async def _gate(registry: ModelRegistry, record: ModelRecord, champion: ModelRec
         x, win = window.x, window.win
     challenger_p = (await registry.load(record.version)).predict(x)
     champion_p = None if champion is None else (await registry.load(champion.version)).predict(x)
-    return decide(win, challenger_p, champion_p, margin)
+    return decide(win, challenger_p, champion_p, margin, z)
 
 
 async def rollback(registry: ModelRegistry) -> ModelRecord:

@@ -1,9 +1,17 @@
 """The promotion gate: a challenger replaces the champion only when it is better out of sample.
 
 Both models are scored on the same latest out-of-sample window (rows neither was trained on). The
-challenger must beat the champion's AUC by ``margin`` and must itself be better than chance
-(AUC > 0.5 + ``margin``); every decision carries its reason so the learner can log why it kept the
-champion.
+challenger must beat the champion's AUC by ``margin`` and must itself be better than chance: AUC > 0.5 +
+``margin``, and, with ``z > 0``, significantly so — its lower bound ``AUC − z·SE > 0.5``, with the
+Hanley–McNeil standard error of an AUC on ``n1`` wins and ``n0`` losses::
+
+    Q1 = A / (2 − A),  Q2 = 2A² / (1 + A)
+    SE² = (A(1 − A) + (n1 − 1)(Q1 − A²) + (n0 − 1)(Q2 − A²)) / (n1 · n0)
+
+A margin of 0.01 alone promotes a label-blind model about 40 % of the time on 100 gate rows (SE ≈ 0.06);
+with z = 1.645 (one-sided 95 %) about 5 % if the rows were independent. They are not (overlapping label
+windows, correlated symbols), so the bound is optimistic, never too strict. Every decision carries its
+reason so the learner can log why it kept the champion.
 """
 
 from __future__ import annotations
@@ -32,14 +40,30 @@ class GateDecision:
     reason: str
 
 
-def decide(y: I64, challenger_p: F64, champion_p: F64 | None, margin: float = 0.01) -> GateDecision:
-    """Compare AUCs on the same window; with no champion the challenger only has to beat chance."""
+def auc_se(a: float, wins: int, losses: int) -> float:
+    """Hanley–McNeil standard error of an AUC ``a`` measured on ``wins`` positives and ``losses`` negatives."""
+    if wins < 1 or losses < 1:
+        return math.inf
+    q1, q2 = a / (2.0 - a), 2.0 * a * a / (1.0 + a)
+    var = (a * (1.0 - a) + (wins - 1) * (q1 - a * a) + (losses - 1) * (q2 - a * a)) / (wins * losses)
+    return math.sqrt(max(var, 0.0))
+
+
+def decide(y: I64, challenger_p: F64, champion_p: F64 | None, margin: float = 0.01,
+           z: float = 1.645) -> GateDecision:
+    """Compare AUCs on the same window; with no champion the challenger only has to beat chance (see the
+    module docstring for the significance test ``z``; 0 turns it off)."""
     ch = auc(y, challenger_p)
     cur = auc(y, champion_p) if champion_p is not None else 0.5
     if not np.isfinite(ch):
         return GateDecision(False, ch, cur, "challenger AUC undefined on this window (one class only)")
     if ch <= 0.5 + margin:
         return GateDecision(False, ch, cur, f"challenger AUC {ch:.4f} is not above chance + {margin}")
+    wins = int(np.count_nonzero(y))
+    low = ch - z * auc_se(ch, wins, int(y.shape[0]) - wins)
+    if z > 0 and low <= 0.5:
+        return GateDecision(False, ch, cur, f"challenger AUC {ch:.4f} is not significantly above chance: "
+                                            f"AUC − {z}·SE = {low:.4f} on {y.shape[0]} rows ({wins} wins)")
     if ch <= cur + margin:
         return GateDecision(False, ch, cur, f"challenger AUC {ch:.4f} does not beat champion {cur:.4f} + {margin}")
     return GateDecision(True, ch, cur, f"challenger AUC {ch:.4f} beats champion {cur:.4f} + {margin}")
@@ -113,5 +137,5 @@ def holdout_from_json(data: Mapping[str, Any]) -> tuple[F64, I64, npt.NDArray[np
     return x.reshape(n, -1) if n else x.reshape(0, 0), win, is_setup, start
 
 
-__all__ = ["GateDecision", "LatestSplit", "NotEnoughData", "decide", "gate_rows", "holdout_from_json",
+__all__ = ["GateDecision", "LatestSplit", "NotEnoughData", "auc_se", "decide", "gate_rows", "holdout_from_json",
            "holdout_to_json", "split_latest"]

@@ -10,8 +10,17 @@ import pytest
 from smc_quant.domain.trading import ExperienceRow
 from smc_quant.features import FEATURE_SCHEMA
 from smc_quant.model.dataset import Dataset
-from smc_quant.model.gate import NotEnoughData, gate_rows, holdout_from_json, holdout_to_json, split_latest
+from smc_quant.model.gate import (
+    NotEnoughData,
+    auc_se,
+    decide,
+    gate_rows,
+    holdout_from_json,
+    holdout_to_json,
+    split_latest,
+)
 from smc_quant.model.learner import LearnerConfig, experience_dataset
+from smc_quant.model.metrics import auc
 
 N = len(FEATURE_SCHEMA)
 
@@ -40,6 +49,25 @@ def test_gate_scores_strategy_setups_when_there_are_enough_with_both_outcomes() 
     assert on == "all held-out rows" and rows.shape[0] == 200
     one_class = np.where(is_setup, 1, win)
     assert gate_rows(one_class, is_setup, min_setups=100)[1] == "all held-out rows"
+
+
+def test_the_gate_needs_a_significant_edge_not_just_a_margin() -> None:
+    """On 100 gate rows (28 wins), label-blind scores clear ``0.5 + margin`` in ~40 % of windows; with the
+    significance test (z = 1.645) in ≤ 6 %. The Hanley–McNeil SE matches the spread of those AUCs, and a
+    real edge (AUC ≈ 0.7 on the same rows) is still promoted."""
+    rng = np.random.default_rng(7)
+    y = np.r_[np.ones(28), np.zeros(72)].astype(np.int64)
+    draws = [rng.random(100) for _ in range(3000)]
+    aucs = np.array([auc(y, p) for p in draws])
+    assert aucs.std() == pytest.approx(auc_se(0.5, 28, 72), rel=0.1)
+    margin_only = np.mean([decide(y, p, None, margin=0.01, z=0.0).promote for p in draws])
+    significant = np.mean([decide(y, p, None, margin=0.01).promote for p in draws])
+    assert 0.35 < margin_only < 0.5 and significant <= 0.06
+    edge = y * 0.8 + rng.random(100)  # wins score higher on average
+    kept = decide(y, rng.random(100), None)
+    assert decide(y, edge, None).promote and auc(y, edge) > 0.7
+    assert not kept.promote and ("not significantly above chance" in kept.reason or "not above chance" in kept.reason)
+    assert auc_se(0.6, 0, 10) == float("inf")
 
 
 def test_stored_window_round_trips_through_json_with_nans() -> None:
