@@ -221,6 +221,8 @@ class ICTScalper:
         if x.shape != (n, N_FEATURES) or ot.shape != (n,):
             raise ValueError(f"batch shapes disagree: {n} symbols, open_times {ot.shape}, features {x.shape}")
         self.stats.batches += 1
+        found = find_setups(x, self.config)
+        self.stats.setups += len(found)  # counted with or without a model: "setups, but no model to score them"
         if p_win is None:
             self.stats.unscored_batches += 1
             return []
@@ -232,8 +234,6 @@ class ICTScalper:
             raise ValueError(f"close_prices must have {n} rows or be keyed by symbol")
         if n:
             self._prune(int(ot.max()))
-        found = find_setups(x, self.config)
-        self.stats.setups += len(found)
         out: list[Signal] = []
         for k in range(len(found)):
             sig = self._signal(found, k, symbols, ot, x, p, er, close_prices, model_version, now_ms)

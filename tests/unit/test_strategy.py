@@ -152,6 +152,7 @@ def test_no_model_or_low_confidence_gives_no_signal(real: dict[str, tuple[KlineS
     none = ICTScalper(CFG)
     assert _replay(real, none, None, 15_000) == []
     assert none.stats.unscored_batches == none.stats.batches > 0
+    assert none.stats.setups > 0  # seen, with no model to score them
     low = ICTScalper(CFG)
     assert _replay(real, low, 0.5499, 15_000) == []
     assert low.stats.below_confidence == low.stats.setups > 0
