@@ -98,7 +98,8 @@ class ClusterManager:
             self._tasks.append(asyncio.create_task(sink.run(), name=f"sink-{feed.shard}"))
 
     async def stop(self, drain_timeout_s: float | None = None) -> int:
-        """Stop intake, then drain: cancel sockets/workers, process what is queued, flush to PostgreSQL.
+        """Stop intake, then drain: cancel sockets/workers and the gap fetches in flight, process what is
+        queued, flush to PostgreSQL.
 
         The flush gets ``drain_timeout_s`` (default: half of ``cluster.shutdown_timeout_s``); candles still
         unwritten then — PostgreSQL down or blocked — are logged as ``candles_unsaved`` and returned: the
@@ -108,6 +109,9 @@ class ClusterManager:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        cancelled = sum(await asyncio.gather(*(feed.stop_backfills() for feed in self.feeds)))
+        if cancelled:
+            self._log.warning("backfills_cancelled", gaps=cancelled, recovery="fetched again at the next start")
         for feed in self.feeds:
             feed.drain()
         for analyzer in self.analyzers:

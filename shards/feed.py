@@ -114,6 +114,21 @@ class ShardFeed:
             while queue.qsize():
                 handle(get())
 
+    @property
+    def backfills_in_flight(self) -> tuple[asyncio.Task[None], ...]:
+        """The gap fetches running now (a snapshot)."""
+        return tuple(self._backfills)
+
+    async def stop_backfills(self) -> int:
+        """Cancel the gap fetches in flight and wait for them (shutdown: before the HTTP session closes,
+        which would otherwise fail each one with an unretrieved error); how many there were. The candles
+        they held stay unreleased and unsaved: the next start sees the same gap and fetches it again."""
+        tasks = tuple(self._backfills)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return len(tasks)
+
     def drain(self) -> None:
         """Process every frame still queued (shutdown: stop intake first, then drain)."""
         while not self.queue.empty():

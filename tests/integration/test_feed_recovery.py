@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -141,6 +142,46 @@ async def test_a_fresh_database_fetches_each_symbols_history_before_its_first_li
     for s in symbols:
         history = [emu.market.candle(s, emu.start_ms - k * MIN) for k in range(n, 0, -1)]
         assert stored[s] == history + emu.candles(s), s
+
+
+async def test_a_stop_during_the_bootstrap_cancels_its_fetches_before_the_session_closes(
+        shared_data: Path, pg_dsn: str) -> None:
+    """Stopped while each symbol's history fetch is still retrying (the exchange answers 503), the service
+    cancels those fetches and waits for them before it closes its HTTP session: none is left running or
+    dies later of the closed session (an unretrieved error per symbol, found in a demo stopped early)."""
+    symbols = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+    emu = Emulator(EmulatorConfig(data_dir=shared_data, symbols=symbols, speed=120.0, updates_per_candle=1,
+                                  history_minutes=600, max_minutes=5, start_paused=True))
+    await emu.start()
+    service = Service(settings_for(emu, pg_dsn, shards=1, bootstrap_candles=120))
+    fetching = asyncio.Event()
+    real_backfill = service._backfill
+
+    async def backfill(*args: Any) -> Any:  # the real fetch, observed: its start is the test's signal
+        fetching.set()
+        return await real_backfill(*args)
+
+    service._backfill = backfill  # type: ignore[method-assign]
+    stopped = False
+    try:
+        await service.start()
+        assert service.cluster is not None
+        await service.cluster.wait_subscribed()
+        emu.faults.http_error(503, count=1_000_000)
+        emu.resume()
+        await asyncio.wait_for(fetching.wait(), 60)
+        in_flight = service.cluster.feeds[0].backfills_in_flight
+        assert in_flight
+        with capture_logs() as logs:
+            stopped = True
+            await service.stop()
+    finally:
+        if not stopped:
+            await service.stop()
+        await emu.stop()
+    assert all(t.cancelled() for t in in_flight)
+    assert not service.cluster.feeds[0].backfills_in_flight
+    assert [e["gaps"] for e in logs if e["event"] == "backfills_cancelled"] == [len(in_flight)]
 
 
 async def test_stop_with_postgres_blocked_ends_in_budget_and_the_restart_backfills(shared_data: Path,
