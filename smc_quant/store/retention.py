@@ -10,9 +10,9 @@ Every ``interval_s`` (an hour), and once at start:
   clock live, the latest replayed candle in a replay) and the newest stored candle: a clock ahead of
   the data — a restart after downtime, paper mode against the emulator's 2023 replay, a replay before
   its first candle (clock 0: nothing is pruned) — never makes the stored history look old, and a bogus
-  future candle cannot either. The learner's look-back, the warm start and
-  the bootstrap are always kept, whatever ``retention_days`` says (``effective_retention_days``);
-  ``retention_days = 0`` keeps everything.
+  future candle cannot either. The learner's look-back, the warm start and the bootstrap are always
+  kept, whatever ``retention_days`` says (``effective_retention_days``); ``retention_days = 0`` keeps
+  everything.
 * **model candidates** never promoted, except the newest ``keep_candidates``, are deleted
   (``ModelRegistry.prune``; champions and retired champions, the rollback chain, stay); 0 keeps all.
 
