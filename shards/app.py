@@ -21,6 +21,7 @@ import structlog
 
 from shards.cluster import ClusterManager
 from shards.supervisor import Heartbeat, stop_within
+from smc_quant.domain.candle_store import FIELDS
 from smc_quant.domain.candles import Candle, interval_ms
 from smc_quant.errors import OperationalError
 from smc_quant.exchange.governor import SharedWeightBudget, WeightGovernor
@@ -137,8 +138,12 @@ class Service:
                                     pool=self.pool, governor=self.governor,
                                     brackets_file=tiers if tiers.exists() else None, logger=self.log,
                                     model_version=lambda: self.scorer.predictor.version if self.scorer else None)
+        close = FIELDS.index("close")
         for feed in self.cluster.feeds:  # first: marks and paper prices move before the minute's signals
             feed.listeners.insert(0, self.trading.on_candle)
+            for symbol in feed.symbols:  # the warm start's candles: the correlation guard works from minute one
+                times, values = feed.store.ring(symbol).arrays()
+                self.trading.returns.extend(symbol, times, values[:, close])
         self.scorer.subscribe(self.trading.on_scores)
         await self.trading.start()
         self.log.info("trading_ready", mode=self.settings.mode, broker=type(self.trading.broker).__name__,

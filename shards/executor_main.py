@@ -58,6 +58,7 @@ class ExecutorProcess(ClusterProcess):
                                     pool=self.pool, governor=self.governor,
                                     brackets_file=tiers if tiers.exists() else None, logger=self.log)
         await self.trading.start()
+        await self._seed_returns()
         self._attach_learner()
         self._attach_housekeeping()
         self.consumer = SignalConsumer(self.redis, self.keys.signals, self.keys.signals_group, c.consumer_name,
@@ -75,6 +76,18 @@ class ExecutorProcess(ClusterProcess):
         self.supervisor.spawn("heartbeat", Heartbeat(self.report, interval_s=c.heartbeat_s, logger=self.log).run)
         self._ready = True
         self.log.info("executor_process_started", positions=len(self.trading.executor.book), ops=self.ops.port)
+
+    async def _seed_returns(self) -> None:
+        """The correlation guard's last two hours of closes from PostgreSQL (the marks stream holds only the
+        latest minutes), so it works from the first signal after a restart."""
+        assert self.pool is not None and self.universe is not None
+        from smc_quant.store.candles import CandleRepository
+
+        returns = self.trading.returns
+        history = await CandleRepository(self.pool).latest(self.universe.symbols, self.settings.feed.interval,
+                                                             returns.size)
+        for symbol, candles in history.items():
+            returns.extend(symbol, [c.open_time for c in candles], [c.close for c in candles])
 
     def _attach_learner(self) -> None:
         """Closed trades are here, so the learner is too: retrain → gate → promote in the registry; the shard
@@ -220,6 +233,7 @@ class ExecutorProcess(ClusterProcess):
         for i, (symbol, close) in enumerate(zip(symbols, closes, strict=False)):
             price = Decimal(repr(float(close)))
             trading.executor.on_price(symbol, price)
+            trading.returns.record(symbol, open_time, float(close))
             if trading.paper is None:
                 continue
             bar = bars[i] if bars is not None and i < len(bars) else None

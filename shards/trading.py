@@ -17,6 +17,7 @@ import aiohttp
 import asyncpg
 import structlog
 
+from smc_quant.correlation import ReturnWindows
 from smc_quant.domain.candles import MINUTE_MS, Candle
 from smc_quant.domain.trading import Trade
 from smc_quant.errors import ConfigError
@@ -95,17 +96,14 @@ class TradingStack:
             telegram_chat_id=n.telegram_chat_id, telegram_api_base=n.telegram_api_base,
             min_interval_s=n.min_interval_s, session=session)
         self.scalper = ICTScalper(ScalperConfig(min_confidence=t.min_confidence))
-        self.risk = RiskManager(RiskConfig(
-            risk_per_trade_pct=Decimal(str(t.risk_per_trade_pct)), max_positions=t.max_positions,
-            max_position_margin_pct=Decimal(str(t.max_position_margin_pct)),
-            max_total_margin_pct=Decimal(str(t.max_total_margin_pct)), max_leverage=t.max_leverage,
-            max_hold_ms=int(t.max_hold_s * 1000), daily_loss_limit_pct=Decimal(str(t.daily_loss_limit_pct)),
-            cooldown_ms=int(t.cooldown_after_stop_s * 1000)), self.filters, self.brackets)
+        self.risk = RiskManager(RiskConfig.of(t), self.filters, self.brackets)
         self.manager = SmartOrderManager(self.broker, self.filters, config=OrderConfig(
             entry_type=t.entry_type, margin_type=t.margin_type), journal=self.repo, clock=self.clock,
             logger=self.log)
+        self.returns = ReturnWindows(t.correlation_minutes)
         self.executor = Executor(
             broker=self.broker, manager=self.manager, risk=self.risk, repo=self.repo, notifier=self.notifier,
+            returns=self.returns,
             on_trade_closed=on_trade_closed, clock=self.clock, logger=self.log.bind(component="executor"),
             config=ExecutorConfig(exit_check_interval_s=t.exit_check_interval_s,
                                   reconcile_interval_s=t.reconcile_interval_s,
@@ -137,6 +135,7 @@ class TradingStack:
         self.clock.observe(candle)
         price = Decimal(repr(candle.close))
         self.executor.on_price(candle.symbol, price)
+        self.returns.record(candle.symbol, candle.open_time, candle.close)
         if self.paper is not None:
             self.paper.on_bar(candle.symbol, candle.open, candle.high, candle.low, candle.close, candle.open_time,
                               self.settings.trading.paper_price_path)

@@ -29,6 +29,7 @@ import structlog
 
 from smc_quant import notify as messages
 from smc_quant.book import Book, BookEntry
+from smc_quant.correlation import ReturnSource, ReturnWindows
 from smc_quant.domain.trading import (
     ZERO,
     AccountSnapshot,
@@ -97,12 +98,14 @@ class Executor:
     def __init__(self, *, broker: Broker, manager: Any, risk: Any, repo: Any | None = None,
                  notifier: Notify | None = None, on_trade_closed: Callable[[Trade], None] | None = None,
                  clock: Callable[[], int], config: ExecutorConfig | None = None,
-                 logger: structlog.stdlib.BoundLogger | None = None) -> None:
+                 logger: structlog.stdlib.BoundLogger | None = None, returns: ReturnSource | None = None) -> None:
         self.broker = broker
         self.manager = manager
         self.risk = risk
         self.repo = repo
         self.notifier = notifier
+        self.returns: ReturnSource = returns if returns is not None else ReturnWindows()
+        """Recent 1m closes for the correlation guard (the caller feeds them; see smc_quant.correlation)."""
         self._trade_listeners: list[Callable[[Trade], None]] = [on_trade_closed] if on_trade_closed else []
         self.clock = clock
         self.config = config or ExecutorConfig()
@@ -241,12 +244,15 @@ class Executor:
         account = self.snapshot()
         mark = self.marks.get(signal.symbol, signal.price)
         now = self.clock()
-        decision = self.risk.evaluate(signal, account, mark, now)
+        held = [symbol for symbol in self.book if symbol != signal.symbol]
+        rho = self.returns.correlations(signal.symbol, held, signal.open_time) if held else {}
+        decision = self.risk.evaluate(signal, account, mark, now, rho)
+        correlations = {"correlations": {k: round(v, 4) for k, v in rho.items()}} if rho else {}
         if decision.action == "skip":
-            self._record(signal, decision)
+            self._record(signal, decision, correlations)
             self.stats.skipped += 1
             self.stats.skip_reasons[decision.reason] = self.stats.skip_reasons.get(decision.reason, 0) + 1
-            self.log.info("signal_skipped", signal_id=signal.signal_id, reason=decision.reason)
+            self.log.info("signal_skipped", signal_id=signal.signal_id, reason=decision.reason, **correlations)
             return
         if decision.action == "rotate" and decision.close_symbol in self.book:
             self.stats.rotations += 1
@@ -255,7 +261,7 @@ class Executor:
             try:
                 result = await self.manager.open(decision, mark)
             finally:  # after the entry left: the order journal (written before it) already names the signal
-                self._record(signal, decision)
+                self._record(signal, decision, correlations)
             position = getattr(result, "position", None)
             if position is None:
                 self.log.warning("entry_not_opened", signal_id=signal.signal_id,
@@ -272,12 +278,13 @@ class Executor:
         # fills that arrived before the entry returned may already complete the position
         self._check_complete(signal.symbol)
 
-    def _record(self, signal: Signal, decision: Any) -> None:
-        """Write the signal and its decision in the background (awaited by :meth:`idle` and :meth:`stop`)."""
+    def _record(self, signal: Signal, decision: Any, extra: dict[str, Any]) -> None:
+        """Write the signal and its decision (plus ``extra`` details, e.g. the correlations it was judged by) in
+        the background (awaited by :meth:`idle` and :meth:`stop`)."""
         if self.repo is None:
             return
         task = asyncio.ensure_future(
-            self.repo.record_signal(signal, decision.action, decision.reason, decision.as_record()))
+            self.repo.record_signal(signal, decision.action, decision.reason, {**decision.as_record(), **extra}))
         self._pending_writes.add(task)
         task.add_done_callback(self._written)
 

@@ -14,6 +14,9 @@ Every decision carries a machine-readable ``reason``. In evaluation order:
   ``price_filter`` (outside PRICE_FILTER);
 * ``max_positions``: at the limit the weakest-confidence position is rotated out (decision ``rotate``,
   ``close_symbol`` names it) only if it is in profit at its mark and the new signal is more confident;
+* ``correlated``: an open position (other than one being rotated out) is the same bet —
+  ρ · dir(signal) · dir(position) ≥ ``max_correlation``, with ρ the correlation of the two symbols' recent
+  1m returns handed in by the caller (:mod:`smc_quant.correlation`; a pair without a figure is not counted);
 * sizing (entry at the mark, all Decimal)::
 
       m          = min((confidence − 0.5) × 4, max_confidence_multiplier)      (0.75 → 1×, 1.0 → 2×)
@@ -38,12 +41,15 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from decimal import Decimal
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from smc_quant.domain.trading import ZERO, AccountSnapshot, ExitReason, Position, Signal, Trade, direction
 from smc_quant.exchange.brackets import SymbolBrackets
 from smc_quant.exchange.exchange_info import SymbolFilters
 from smc_quant.orders.filters import PriceRounding, floor_to_step, round_price
+
+if TYPE_CHECKING:
+    from smc_quant.settings import TradingSettings
 
 __all__ = ["DAY_MS", "MAX_RISK_PER_TRADE_PCT", "Decision", "RiskConfig", "RiskManager", "confidence_multiplier"]
 
@@ -70,6 +76,18 @@ class RiskConfig:
     max_hold_ms: int = 2 * 3_600_000
     max_entry_drift: Decimal = Decimal("0.5")
     """How far (fraction of the stop distance) the mark may have moved from the signal price."""
+    max_correlation: float = 0.8
+    """Refuse a signal whose symbol's returns correlate this much with an open position's, same direction
+    (1 refuses only identical moves)."""
+
+    @classmethod
+    def of(cls, t: TradingSettings) -> RiskConfig:
+        """The limits set by the trading settings (the service and the backtest use this one mapping)."""
+        return cls(risk_per_trade_pct=Decimal(str(t.risk_per_trade_pct)), max_positions=t.max_positions,
+                   max_position_margin_pct=Decimal(str(t.max_position_margin_pct)),
+                   max_total_margin_pct=Decimal(str(t.max_total_margin_pct)), max_leverage=t.max_leverage,
+                   max_hold_ms=int(t.max_hold_s * 1000), daily_loss_limit_pct=Decimal(str(t.daily_loss_limit_pct)),
+                   cooldown_ms=int(t.cooldown_after_stop_s * 1000), max_correlation=t.max_correlation)
 
     def __post_init__(self) -> None:
         pct = (self.risk_per_trade_pct, self.max_position_margin_pct, self.max_total_margin_pct,
@@ -85,6 +103,8 @@ class RiskConfig:
             problems.append("need 1 ≤ max_leverage ≤ 125 and max_positions ≥ 1")
         if self.cooldown_ms < 0 or self.max_hold_ms <= 0:
             problems.append("need cooldown_ms ≥ 0 and max_hold_ms > 0")
+        if not 0 < self.max_correlation <= 1:
+            problems.append("max_correlation must be in (0, 1]")
         if problems:
             raise ValueError("invalid RiskConfig: " + "; ".join(problems))
 
@@ -216,8 +236,10 @@ class RiskManager:
 
     # ---- entries ----------------------------------------------------------------------------------
 
-    def evaluate(self, signal: Signal, account: AccountSnapshot, mark: Decimal, now_ms: int) -> Decision:
-        """The decision for ``signal`` given the account, the symbol's mark price and the time."""
+    def evaluate(self, signal: Signal, account: AccountSnapshot, mark: Decimal, now_ms: int,
+                 correlations: Mapping[str, float] | None = None) -> Decision:
+        """The decision for ``signal`` given the account, the symbol's mark price, the time and ρ between the
+        signal's symbol and the open positions' symbols (absent: not counted)."""
         equity = account.equity
         self._roll(now_ms, equity)
         reason = self._refusal(signal, account, mark, now_ms)
@@ -231,6 +253,8 @@ class RiskManager:
                 return Decision("skip", "max_positions", signal)
             rotate = weakest.symbol
             del positions[rotate]
+        if correlations and self._same_bet(signal, positions.values(), correlations):
+            return Decision("skip", "correlated", signal)
         used = sum((p.margin for p in positions.values()), ZERO)
         return self._size(signal, equity, used, mark, rotate)
 
@@ -255,6 +279,12 @@ class RiskManager:
         if confidence_multiplier(signal.confidence, self.config.max_confidence_multiplier) <= 0:
             return "low_confidence"
         return ""
+
+    def _same_bet(self, signal: Signal, positions: Iterable[Position], correlations: Mapping[str, float]) -> bool:
+        """Whether an open position moves with the signal: ρ · dir(signal) · dir(position) ≥ max_correlation."""
+        side = direction(signal.side)
+        return any(correlations.get(p.symbol, 0.0) * side * direction(p.side) >= self.config.max_correlation
+                   for p in positions)
 
     def exit_prices(self, signal: Signal, mark: Decimal) -> tuple[Decimal, Decimal] | str:
         """(stop, target) on the tick grid, rounded toward the entry, or the refusal reason."""

@@ -136,6 +136,11 @@ class TradingSettings(_Section):
     """Equity risked per trade at confidence 0.75 (scaled by (confidence − 0.5) × 4; hard cap 2 %)."""
     max_positions: Annotated[int, Field(ge=1, le=10)] = 3
     """Open positions at most (a stronger signal may rotate out the weakest one in profit)."""
+    max_correlation: Annotated[float, Field(gt=0.0, le=1.0)] = 0.8
+    """Refuse a signal when its symbol's 1m returns correlate this much with an open position's in the same
+    direction (one bet taken twice); 1 refuses only identical moves."""
+    correlation_minutes: Annotated[int, Field(ge=30, le=1440)] = 120
+    """Window of 1m returns for that correlation (at least half of them present for both symbols)."""
     max_position_margin_pct: Annotated[float, Field(gt=0.0, le=100.0)] = 10.0
     """Margin of one position as % of equity, at most."""
     max_total_margin_pct: Annotated[float, Field(gt=0.0, le=100.0)] = 50.0

@@ -37,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from smc_quant.backtest.stack import BacktestClock, PricePath, Stack, build_stack
+from smc_quant.correlation import SeriesReturns
 from smc_quant.domain.series import KlineSeries
 from smc_quant.domain.trading import PositionSide, Signal, Trade
 from smc_quant.exchange.brackets import SymbolBrackets
@@ -313,7 +314,9 @@ async def run_backtest(prepared: Prepared, filters: Mapping[str, SymbolFilters],
     index: Mapping[int, Sequence[tuple[Any, ...]]] = (
         _random_index(prepared, start, end, cfg.seed) if cfg.mode == "random" else _minute_index(prepared, start, end))
     clock = BacktestClock(start)
-    stack = build_stack(cfg.trading, filters, brackets, clock)
+    returns = SeriesReturns({sym: (s.open_time, s.close) for sym, s in series.items()},
+                            cfg.trading.correlation_minutes)
+    stack = build_stack(cfg.trading, filters, brackets, clock, returns=returns)
     run = _Run(prepared, cfg, stack, clock, scorer, model_version)
     by_id: dict[str, Signal] = {}
     closed: list[Trade] = []

@@ -2,9 +2,11 @@
 
 ``build_stack`` mirrors :class:`shards.trading.TradingStack` (paper branch) line for line — RiskConfig,
 OrderConfig, SimConfig and ExecutorConfig are built from the same :class:`~smc_quant.settings.TradingSettings`
-fields — with three differences a backtest needs: no database (the executor's repository is ``None``),
-no notifier, and the executor's wall-clock loops (exit checks, reconciliation) pushed out of reach because the
-backtest drives exits on the candle clock itself (``Executor.check_exits`` after every minute). The broker is
+fields — with four differences a backtest needs: no database (the executor's repository is ``None``),
+no notifier, the executor's wall-clock loops (exit checks, reconciliation) pushed out of reach because the
+backtest drives exits on the candle clock itself (``Executor.check_exits`` after every minute), and the
+correlation guard reading the candles in memory (:class:`~smc_quant.correlation.SeriesReturns`, the same
+figure as the service's :class:`~smc_quant.correlation.ReturnWindows`). The broker is
 :class:`BarBroker`, the :class:`~smc_quant.paper.PaperBroker` plus a bar-level price feed.
 """
 
@@ -17,6 +19,7 @@ from typing import Any, Literal
 
 import structlog
 
+from smc_quant.correlation import ReturnSource
 from smc_quant.exchange.brackets import SymbolBrackets
 from smc_quant.exchange.exchange_info import SymbolFilters
 from smc_quant.executor import Executor, ExecutorConfig
@@ -68,23 +71,19 @@ def quiet_logger() -> Any:
 
 
 def build_stack(t: TradingSettings, filters: Mapping[str, SymbolFilters], brackets: Mapping[str, SymbolBrackets],
-                clock: BacktestClock, logger: Any | None = None) -> Stack:
+                clock: BacktestClock, logger: Any | None = None, returns: ReturnSource | None = None) -> Stack:
     """Paper account → broker → SmartOrderManager → RiskManager → Executor, configured like the service."""
     log = logger if logger is not None else quiet_logger()
     taker = Decimal(str(t.taker_fee_pct)) / 100
     account = SimAccount(dict(filters), dict(brackets), SimConfig(
         balance=Decimal(str(t.paper_balance)), taker_fee=taker, slippage_bps=Decimal(str(t.slippage_bps))))
     broker = BarBroker(account, clock)
-    risk = RiskManager(RiskConfig(
-        risk_per_trade_pct=Decimal(str(t.risk_per_trade_pct)), max_positions=t.max_positions,
-        max_position_margin_pct=Decimal(str(t.max_position_margin_pct)),
-        max_total_margin_pct=Decimal(str(t.max_total_margin_pct)), max_leverage=t.max_leverage,
-        max_hold_ms=int(t.max_hold_s * 1000), daily_loss_limit_pct=Decimal(str(t.daily_loss_limit_pct)),
-        cooldown_ms=int(t.cooldown_after_stop_s * 1000)), filters, brackets)
+    risk = RiskManager(RiskConfig.of(t), filters, brackets)
     manager = SmartOrderManager(broker, filters, config=OrderConfig(entry_type=t.entry_type,
                                                                     margin_type=t.margin_type),
                                 journal=None, clock=clock, logger=log)
     executor = Executor(broker=broker, manager=manager, risk=risk, repo=None, notifier=None, clock=clock,
                         logger=log, config=ExecutorConfig(exit_check_interval_s=NEVER_S,
-                                                          reconcile_interval_s=NEVER_S, taker_fee=taker))
+                                                          reconcile_interval_s=NEVER_S, taker_fee=taker),
+                        returns=returns)
     return Stack(broker, risk, manager, executor)

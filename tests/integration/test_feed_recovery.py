@@ -87,6 +87,12 @@ async def test_restart_resumes_from_postgres_and_fetches_only_the_gap(shared_dat
         assert second.cluster is not None
         loaded = sum(len(f.store.ring(s)) for f in second.cluster.feeds for s in f.symbols)
         assert loaded == before
+        assert second.trading is not None  # the correlation guard's ring starts with the stored closes
+        for s in symbols:
+            last = stored[s][-1]
+            window = second.trading.returns.window(s, last.open_time)
+            assert window is not None
+            assert list(window[-len(stored[s]):]) == [c.close for c in stored[s]]
         await second.cluster.wait_subscribed()
         emu.resume()
         await asyncio.wait_for(emu.wait_minutes(minutes), 60)

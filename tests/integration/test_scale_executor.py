@@ -243,15 +243,31 @@ async def test_executor_keeps_managing_exits_while_redis_is_down(shared_data: Pa
 async def test_paper_executor_walks_each_bar_from_the_marks_stream(shared_data: Path, pg_dsn: str,
                                                                    tmp_path: Path) -> None:
     """Paper account in the executor process: a worker's bar (open, high, low, close) reaches it over the marks
-    stream, so a stop inside the bar fills at its trigger although the bar closes above it."""
+    stream, so a stop inside the bar fills at its trigger although the bar closes above it. The correlation
+    guard's ring starts with the stored candles of the last two hours and follows the marks stream."""
+    import numpy as np
+
     from shards.executor_main import ExecutorProcess
+    from smc_quant.datasets import KLINES_2023_1M, read_klines
     from smc_quant.domain.trading import ExitReason
     from smc_quant.settings import load_settings
+    from smc_quant.store.candles import CandleRepository
+    from smc_quant.store.db import create_pool
+    from tests.builders import candles_of
     from tests.integration.test_scale_kit import wait_for as poll
 
     await apply_migrations(pg_dsn)
-    emu = Emulator(EmulatorConfig(data_dir=shared_data, symbols=SYMBOLS, speed=0, start_paused=True))
+    emu = Emulator(EmulatorConfig(data_dir=shared_data, symbols=SYMBOLS, speed=0, start_paused=True,
+                                  history_minutes=200))
     await emu.start()
+    btc = read_klines(shared_data / KLINES_2023_1M / "BTCUSDT.csv.gz")
+    first = int(np.searchsorted(btc.open_time, emu.start_ms - 150 * MINUTE_MS))
+    stored = candles_of(btc, first, int(np.searchsorted(btc.open_time, emu.start_ms)))
+    pool = await create_pool(pg_dsn)
+    try:
+        await CandleRepository(pool).upsert(stored)
+    finally:
+        await pool.close()
     keys = ClusterKeys(f"t{uuid.uuid4().hex[:10]}")
     settings = load_settings(database_url=pg_dsn, redis_url=TEST_REDIS_URL, mode="replay", state_dir=tmp_path,
                              venue={"rest_base": emu.rest_url, "ws_market_base": emu.ws_market_base,
@@ -265,6 +281,8 @@ async def test_paper_executor_walks_each_bar_from_the_marks_stream(shared_data: 
     try:
         await proc.start()
         assert proc.trading.paper is not None  # no keys: the paper account
+        seeded = proc.trading.returns.window("BTCUSDT", stored[-1].open_time)
+        assert seeded is not None and list(seeded) == [c.close for c in stored[-len(seeded):]]
         pub.start()
         pub.publish_marks(t, ["BTCUSDT"], [27000.0], [(t, 27000.0, 27010.0, 26990.0)])
 
@@ -272,6 +290,8 @@ async def test_paper_executor_walks_each_bar_from_the_marks_stream(shared_data: 
             return bool(proc.trading.clock.latest_close_ms == ms)
 
         await poll(lambda: clock_at(t + MINUTE_MS), 10, "the first minute's marks")
+        window = proc.trading.returns.window("BTCUSDT", t)
+        assert window is not None and window[-1] == 27000.0  # the correlation guard's ring is fed too
         pub.publish(Signal(f"BTCUSDT:LONG:{t}", "BTCUSDT", "LONG", t, Decimal("27000"), 0.75, 1.0, 5.0, "bar@t",
                            FEATURES, schema_version=FEATURE_SCHEMA.version, created_ms=t + MINUTE_MS))
 

@@ -96,6 +96,10 @@ async def test_paper_service_loads_the_champion_scores_minutes_and_trades_a_real
         last = emu.candles("SOLUSDT")[-1]
         assert paper.account.last_price("SOLUSDT") is not None
         assert float(paper.account.last_price("SOLUSDT")) == pytest.approx(last.close)
+        # and the correlation guard's ring holds every replayed close
+        window = service.trading.returns.window("SOLUSDT", last.open_time)
+        replayed = emu.candles("SOLUSDT")
+        assert window is not None and list(window[-len(replayed):]) == [c.close for c in replayed]
 
         # a real setup row, scored high, handed over exactly as the analyzer → scorer hook does
         symbol, row, _, _ = _real_setup()

@@ -7,14 +7,18 @@ record every stored trade is checked against.
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import structlog
 
-from smc_quant.domain.trading import ExitReason, PositionSide
+from smc_quant.correlation import SeriesReturns
+from smc_quant.datasets import KLINES_2023_1M, read_klines
+from smc_quant.domain.trading import ExitReason, PositionSide, Signal
 from tests.integration.trading_kit import Rig, check_trades, trading_rig
 
 pytestmark = pytest.mark.integration
@@ -113,6 +117,43 @@ async def test_tp_sl_time_limit_and_rotation_end_in_trades_that_match_the_exchan
     text = repr(logs) + caplog.text
     assert secret not in text and api_key not in text
     assert Decimal(0) != sum((t.net_pnl for t in stored), Decimal(0))
+
+
+async def test_a_second_long_that_moves_with_an_open_long_is_refused_and_recorded(
+        shared_data: Path, pg_dsn: str) -> None:
+    """The correlation guard end to end: ETHUSDT's returns are given BTCUSDT's real closes (ρ = 1), SOLUSDT
+    its own. With a BTCUSDT long open, an ETHUSDT long is refused (``correlated``, stored with the figures, no
+    order sent), an ETHUSDT short (a hedge) and a SOLUSDT long open."""
+    btc = read_klines(shared_data / KLINES_2023_1M / "BTCUSDT.csv.gz")
+    sol = read_klines(shared_data / KLINES_2023_1M / "SOLUSDT.csv.gz")
+    returns = SeriesReturns({"BTCUSDT": (btc.open_time, btc.close), "ETHUSDT": (btc.open_time, btc.close),
+                             "SOLUSDT": (sol.open_time, sol.close)})
+    at = int(btc.open_time[5_000])  # the minute the correlations are read at: 2 hours of real history before it
+    sol_rho = returns.correlations("SOLUSDT", ["BTCUSDT"], at)["BTCUSDT"]
+    assert sol_rho < 0.8, "precondition: real SOLUSDT does not move in lockstep with BTCUSDT there"
+
+    def signal(rig: Rig, symbol: str, side: PositionSide) -> Signal:
+        s = rig.signal(symbol, side, confidence=0.75, stop_pct=5.0, target_pct=20.0)
+        return replace(s, open_time=at, signal_id=f"{symbol}:{side}:{at}")
+
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        ex = await rig.executor(returns=returns)
+        assert ex.submit(signal(rig, "BTCUSDT", "LONG"))
+        await ex.idle()
+        twin = signal(rig, "ETHUSDT", "LONG")
+        assert ex.submit(twin)
+        await ex.idle()
+        assert set(ex.book) == {"BTCUSDT"} and ex.stats.skip_reasons == {"correlated": 1}
+        assert rig.account.open_orders("ETHUSDT") == [] and rig.account.open_algo_orders("ETHUSDT") == []
+        row = await rig.pool.fetchrow("SELECT decision, decision_reason, decision_detail FROM signals "
+                                      "WHERE signal_id = $1", twin.signal_id)
+        assert (row["decision"], row["decision_reason"]) == ("skip", "correlated")
+        assert json.loads(row["decision_detail"])["correlations"] == {"BTCUSDT": 1.0}
+        for s in (signal(rig, "ETHUSDT", "SHORT"), signal(rig, "SOLUSDT", "LONG")):
+            assert ex.submit(s)
+            await ex.idle()
+        assert set(ex.book) == {"BTCUSDT", "ETHUSDT", "SOLUSDT"} and ex.stats.skipped == 1
+        assert ex.book["ETHUSDT"].position.side == "SHORT"
 
 
 async def test_restart_with_open_positions_recovers_book_protection_and_clock_without_duplicates(

@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from smc_quant.correlation import ReturnSource
 from smc_quant.datasets import LEVERAGE_TIERS
 from smc_quant.domain.candles import MINUTE_MS
 from smc_quant.domain.trading import PositionSide, Signal, Trade
@@ -71,8 +72,9 @@ class Rig:
         assert price is not None, f"no price yet for {symbol}"
         return Decimal(price)
 
-    async def executor(self, **config: Any) -> Executor:
-        """A fresh executor (new broker session, new manager) over the same database and exchange."""
+    async def executor(self, returns: ReturnSource | None = None, **config: Any) -> Executor:
+        """A fresh executor (new broker session, new manager) over the same database and exchange; ``returns``
+        is the correlation guard's source (default: an empty ring, so no pair has a figure)."""
         em = self.emulator
         signer = RequestSigner(em.config.api_key, em.config.api_secret, wall_ms, recv_window_ms=5000)
         limiter = OrderLimiter(sleep=asyncio.sleep, new_event=asyncio.Event)
@@ -89,7 +91,7 @@ class Rig:
                                     journal=self.repo, clock=self.clock)
         options = {"exit_check_interval_s": 0.05, "reconcile_interval_s": 3600.0, **config}
         ex = Executor(broker=broker, manager=manager, risk=risk, repo=self.repo, clock=self.clock,
-                      config=ExecutorConfig(**options))
+                      config=ExecutorConfig(**options), returns=returns)
         for symbol in em.symbols:
             price = em.account.last_price(symbol)
             if price is not None:

@@ -357,3 +357,48 @@ def test_restored_manager_forgets_nothing_it_needs(market: tuple[dict[str, Symbo
     assert not rm.breaker_tripped
     assert rm.evaluate(sig(), acct("9400"), D("30000.0"), T0 + DAY_MS).action == "open"
     assert replace(RiskConfig(), max_positions=2).max_positions == 2
+
+
+def test_a_position_that_moves_with_the_signal_refuses_it(rm: RiskManager) -> None:
+    """Same bet = ρ · dir(signal) · dir(position) ≥ 0.8: a second long on a symbol moving with an open long is
+    refused, a short on it hedges and passes, and so does a long against a short on an inversely moving one."""
+    book = acct(positions=[pos("ETHUSDT", "0.5", "2000", mark="2000")])
+    at = D("30000.0")
+    assert rm.evaluate(sig(), book, at, T0, {"ETHUSDT": 0.8}).reason == "correlated"
+    assert rm.evaluate(sig(), book, at, T0, {"ETHUSDT": 0.79}).action == "open"
+    assert rm.evaluate(sig(side="SHORT"), book, at, T0, {"ETHUSDT": 0.95}).action == "open"
+    assert rm.evaluate(sig(), book, at, T0, {}).action == "open"  # no figure: not counted
+    assert rm.evaluate(sig(), book, at, T0).action == "open"
+    short = acct(positions=[pos("ETHUSDT", "0.5", "2000", mark="2000", side="SHORT")])
+    assert rm.evaluate(sig(), short, at, T0, {"ETHUSDT": -0.9}).reason == "correlated"
+    assert rm.evaluate(sig(), short, at, T0, {"ETHUSDT": 0.9}).action == "open"
+    strict = RiskManager(RiskConfig(max_correlation=1.0), rm.filters, rm.brackets)
+    assert strict.evaluate(sig(), book, at, T0, {"ETHUSDT": 0.99}).action == "open"
+    assert strict.evaluate(sig(), book, at, T0, {"ETHUSDT": 1.0}).reason == "correlated"
+    for bad in (0.0, -0.5, 1.01, math.nan):
+        with pytest.raises(ValueError, match="max_correlation"):
+            RiskConfig(max_correlation=bad)
+
+
+def test_the_position_rotated_out_does_not_count_the_ones_kept_do(rm: RiskManager) -> None:
+    """At 3 positions a stronger signal rotates out the weakest in profit (ETH) even when it moves with ETH;
+    one that moves with a position that stays (SOL) is refused."""
+    three = acct(positions=_three("2010"))
+    at = D("30000.0")
+    d = rm.evaluate(sig(), three, at, T0, {"ETHUSDT": 0.95, "SOLUSDT": 0.5})
+    assert (d.action, d.close_symbol) == ("rotate", "ETHUSDT")
+    assert rm.evaluate(sig(), three, at, T0, {"ETHUSDT": 0.1, "SOLUSDT": 0.9}).reason == "correlated"
+    assert rm.evaluate(sig(), acct(positions=_three("1990")), at, T0, {"SOLUSDT": 0.9}).reason == "max_positions"
+
+
+def test_risk_config_of_the_trading_settings() -> None:
+    from smc_quant.settings import TradingSettings
+
+    t = TradingSettings(risk_per_trade_pct=0.5, max_positions=2, max_position_margin_pct=5, max_total_margin_pct=20,
+                        max_leverage=7, max_hold_s=3600, daily_loss_limit_pct=3, cooldown_after_stop_s=60,
+                        max_correlation=0.7)
+    assert RiskConfig.of(t) == RiskConfig(
+        risk_per_trade_pct=D("0.5"), max_positions=2, max_position_margin_pct=D("5.0"),
+        max_total_margin_pct=D("20.0"), max_leverage=7, max_hold_ms=3_600_000, daily_loss_limit_pct=D("3.0"),
+        cooldown_ms=60_000, max_correlation=0.7)
+    assert RiskConfig.of(TradingSettings()) == RiskConfig()
