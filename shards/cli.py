@@ -17,6 +17,7 @@ from typing import Any
 
 from shards.app import Service, ServiceUnavailable, run_until_signalled
 from smc_quant.errors import ConfigError, OperationalError
+from smc_quant.labels import SETUP_SOURCES
 from smc_quant.logging import configure_logging, get_logger
 from smc_quant.settings import Settings, load_settings
 
@@ -209,7 +210,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     async def task(registry: Any) -> int:
         series = load_series(Path(args.data), args.symbols, args.max_bars, _say)
         result = await train_and_register(registry, series, every=args.every, folds=args.folds, out=Path(args.out),
-                                          say=_say)
+                                          say=_say, source=args.setups)
         print(result.text, end="")
         return 0
 
@@ -285,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train on real candles, register a candidate, write text/HTML reports")
     _data_args(tr, required=True)
     tr.add_argument("--folds", type=int, default=5, help="walk-forward folds (default 5)")
+    tr.add_argument("--setups", choices=SETUP_SOURCES, default="broad",
+                    help="rows to label: the strategy's setups, plus every Nth bar (broad, the learner's "
+                         "choice; default), or every Nth bar only (candidates)")
     tr.add_argument("--out", default="reports", help="report folder (default reports/)")
     tr.set_defaults(func=cmd_train)
     sub.add_parser("models", help="list the model registry").set_defaults(func=cmd_models)

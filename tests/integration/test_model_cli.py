@@ -93,6 +93,9 @@ def test_train_models_promote_rollback(shared_data: Path, pg_dsn: str, tmp_path:
     assert _statuses(pg_dsn) == {1: "champion", 2: "retired"}
     assert main(["rollback"]) == 1
     assert "no earlier champion" in capsys.readouterr().err
+    assert main([*train, "--setups", "strategy"]) == 0  # the strategy's own setups only
+    assert "(strategy setups, every 5 bars)" in capsys.readouterr().out
+    assert _records(pg_dsn)[-1].params["source"] == "strategy"
     plain = _register_without_holdout(pg_dsn)
     assert main(["promote", str(plain)]) == 1
     assert f"model v{plain} has no stored held-out window (pass --data DIR, or --force)" in capsys.readouterr().out
