@@ -468,8 +468,10 @@ class Executor:
             self.notifier.notify(text, kind)
 
     def metrics(self) -> dict[str, float]:
+        """Counters for /metrics; ``executor_skipped_<reason>`` for every risk reason seen (why it is not trading)."""
         s = self.stats
-        return {"executor_signals": float(s.signals), "executor_signals_dropped": float(s.signals_dropped),
+        skipped = {f"executor_skipped_{reason}": float(n) for reason, n in sorted(s.skip_reasons.items())}
+        return {**skipped, "executor_signals": float(s.signals), "executor_signals_dropped": float(s.signals_dropped),
                 "executor_opened": float(s.opened), "executor_skipped": float(s.skipped),
                 "executor_closed": float(s.closed), "executor_forced_exits": float(s.forced_exits),
                 "executor_open_positions": float(len(self.book)), "executor_alarms": float(s.alarms),

@@ -144,6 +144,7 @@ async def test_a_second_long_that_moves_with_an_open_long_is_refused_and_recorde
         assert ex.submit(twin)
         await ex.idle()
         assert set(ex.book) == {"BTCUSDT"} and ex.stats.skip_reasons == {"correlated": 1}
+        assert ex.metrics()["executor_skipped_correlated"] == 1.0
         assert rig.account.open_orders("ETHUSDT") == [] and rig.account.open_algo_orders("ETHUSDT") == []
         row = await rig.pool.fetchrow("SELECT decision, decision_reason, decision_detail FROM signals "
                                       "WHERE signal_id = $1", twin.signal_id)
