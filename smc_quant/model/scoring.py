@@ -2,8 +2,9 @@
 
 It is called synchronously by each shard's ``MinuteAnalyzer`` with a batch (``shard``, ``symbols``,
 ``open_times``, ``features``, ``schema_version``), keeps the latest scores per shard and counts what it
-did. With no model loaded it scores nothing ("no model, not trading", logged once) and counts the
-batch as unscored. It never raises into the analyzer: a failing prediction is logged and counted.
+did. With no model loaded it scores nothing ("no model, not trading", logged once), counts the batch
+as unscored and hands it on with ``p_win=None`` (the strategy counts its setups; no signal can come of
+it). It never raises into the analyzer: a failing prediction is logged and counted.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ class Scores:
 
     symbols: tuple[str, ...]
     open_times: I64
-    p_win: F64
+    p_win: F64 | None
+    """``None``: no model yet (listeners still see the batch, e.g. to count the strategy's setups)."""
 
 
 class BatchScorer:
@@ -64,7 +66,8 @@ class BatchScorer:
         self._listeners: list[Callable[[Batch, Scores], None]] = []
 
     def subscribe(self, listener: Callable[[Batch, Scores], None]) -> None:
-        """Call ``listener(batch, scores)`` after every scored batch (the strategy attaches here)."""
+        """Call ``listener(batch, scores)`` after every batch of the current schema: scored, or with
+        ``scores.p_win = None`` while there is no model (the strategy attaches here)."""
         self._listeners.append(listener)
 
     def __call__(self, batch: Batch) -> None:
@@ -74,6 +77,8 @@ class BatchScorer:
                 self._told_no_model = True
                 self._log.warning("model_not_trading", reason="no model, not trading"
                                   if not self.predictor.ready else f"batch schema {batch.schema_version}")
+            if batch.schema_version == FEATURE_SCHEMA.version:  # no model: the listeners still count setups
+                self._notify(batch, Scores(batch.symbols, batch.open_times, None))
             return
         started = time.perf_counter()
         try:
@@ -90,6 +95,9 @@ class BatchScorer:
         self.rows_scored += len(batch.symbols)
         self.last_predict_s = elapsed
         self.max_predict_s = max(self.max_predict_s, elapsed)
+        self._notify(batch, scores)
+
+    def _notify(self, batch: Batch, scores: Scores) -> None:
         for listener in self._listeners:
             try:
                 listener(batch, scores)

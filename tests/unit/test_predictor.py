@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from shards.analysis import FeatureBatch
 from smc_quant.features import FEATURE_SCHEMA
 from smc_quant.model.predictor import BLOCK, SMALL_BATCH, MLPredictor, NoModel, compile_trees
-from smc_quant.model.scoring import BatchScorer
+from smc_quant.model.scoring import BatchScorer, Scores
 from smc_quant.model.trainer import FeatureSchemaMismatch, TrainConfig, TrainedModel, train, train_regressor
 
 N = len(FEATURE_SCHEMA)
@@ -115,9 +117,13 @@ def test_scorer_counts_unscored_batches_without_a_model_and_scores_with_one(mode
     """The analyzer sink logs "no model, not trading" once, then scores every batch once a model is loaded."""
     log, predictor = _Log(), MLPredictor()
     scorer = BatchScorer(predictor, log)
+    seen: list[Scores] = []
+    scorer.subscribe(lambda _batch, scores: seen.append(scores))
     scorer(_batch(0, 5))
     scorer(_batch(1, 5))
     assert scorer.metrics()["model_batches_unscored"] == 2 and scorer.metrics()["model_ready"] == 0
+    assert [s.p_win for s in seen] == [None, None]  # handed on unscored: the strategy still counts setups
+    assert scorer.latest == {}
     assert [kw["reason"] for _, kw in log.events] == ["no model, not trading"]
     predictor.load(model, version=7)
     batch = _batch(1, 300)
@@ -126,3 +132,7 @@ def test_scorer_counts_unscored_batches_without_a_model_and_scores_with_one(mode
     assert m["model_batches_scored"] == 1 and m["model_rows_scored"] == 300 and m["model_version"] == 7
     assert 0 < m["model_predict_last_seconds"] <= m["model_predict_max_seconds"]
     np.testing.assert_array_equal(scorer.latest[1].p_win, predictor.predict_batch(batch.features))
+    assert seen[-1] is scorer.latest[1] and len(seen) == 3
+    other = _batch(0, 5)
+    scorer(replace(other, schema_version="smc-features/0"))  # another schema: not scored, not handed on
+    assert len(seen) == 3 and scorer.metrics()["model_batches_unscored"] == 3
