@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import signal
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -143,34 +145,53 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Run the service against the built-in emulator replaying real candles (no network needed).
 
     The demo always uses its own embedded database under ``<state_dir>/demo``: replayed history must
-    never land in the database of a live deployment.
+    never land in the database of a live deployment. A later run resumes the replay at the minute after
+    the newest candle that database holds (its models and trades stay valid: market time only moves
+    forward); ``--fresh`` deletes it and starts over.
     """
     from smc_quant.exchange.emulator import Emulator, EmulatorConfig
+    from smc_quant.store.embedded import EmbeddedPostgres
 
     log = get_logger()
 
     base = load_settings()
+    state = base.state_dir / "demo"
 
     async def main() -> int:
-        # the replay starts after the history a fresh database fetches first (its bootstrap)
-        config = EmulatorConfig(data_dir=Path(args.data), speed=args.speed, map_to_exchange_info=True,
-                                history_minutes=base.feed.bootstrap_candles)
-        emu = Emulator(config)
-        await emu.start(port=args.emulator_port)
+        if args.fresh:
+            shutil.rmtree(state / "pg", ignore_errors=True)
+        embedded = EmbeddedPostgres(state / "pg")
+        dsn = await embedded.start()
         try:
-            settings = _settings({
-                "database_url": None,  # replayed 2023 candles never mix with a live database
-                "state_dir": base.state_dir / "demo",
-                "venue": {"rest_base": emu.rest_url, "ws_market_base": emu.ws_market_base,
-                          "ws_public_base": emu.ws_public_base},
-                "universe": {"quote_assets": ("USDT", "USDC")},
-                "ops": {"port": args.ops_port, "freshness_window_s": max(2.0, 60.0 / max(args.speed, 1.0) * 3)},
-                "mode": "replay",
-            })
-            log.info("demo_emulator", rest=emu.rest_url, market=emu.ws_market_base, speed=args.speed)
-            clean = await run_until_signalled(Service(settings), _stop_event())
+            resume = await _demo_resume_ms(dsn)
+            # a fresh database: the replay starts after the history its bootstrap fetches first
+            config = EmulatorConfig(data_dir=Path(args.data), speed=args.speed, map_to_exchange_info=True,
+                                    history_minutes=base.feed.bootstrap_candles, start_time_ms=resume)
+            emu = Emulator(config)
+            await emu.start(port=args.emulator_port)
+            try:
+                if emu.market.n_minutes == 0:
+                    print(f"smc-quant: the demo database in {state} has replayed all of the data; "
+                          "`smc-quant demo --fresh` starts over", file=sys.stderr)
+                    return 1
+                if resume is not None:
+                    _say(f"demo: resuming the replay at {_utc(resume)} (the minute after the newest stored candle; "
+                         f"--fresh starts over), {emu.market.n_minutes:,} minutes left")
+                settings = _settings({
+                    "database_url": dsn,  # the demo's own embedded server: replayed candles never mix with live ones
+                    "state_dir": state,
+                    "venue": {"rest_base": emu.rest_url, "ws_market_base": emu.ws_market_base,
+                              "ws_public_base": emu.ws_public_base},
+                    "universe": {"quote_assets": ("USDT", "USDC")},
+                    "ops": {"port": args.ops_port, "freshness_window_s": max(2.0, 60.0 / max(args.speed, 1.0) * 3)},
+                    "mode": "replay",
+                })
+                log.info("demo_emulator", rest=emu.rest_url, market=emu.ws_market_base, speed=args.speed)
+                clean = await run_until_signalled(Service(settings), _stop_event())
+            finally:
+                await emu.stop()
         finally:
-            await emu.stop()
+            await embedded.stop()
         return 0 if clean else 1
 
     try:
@@ -179,6 +200,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except (ServiceUnavailable, OperationalError) as exc:
         print(f"smc-quant: {exc}", file=sys.stderr)
         return 1
+
+
+async def _demo_resume_ms(dsn: str) -> int | None:
+    """The minute after the newest 1m candle in the demo database, or ``None`` when it holds none."""
+    from smc_quant.store.candles import CandleRepository
+    from smc_quant.store.db import create_pool
+
+    pool = await create_pool(dsn, max_size=1)
+    try:
+        if await pool.fetchval("SELECT to_regclass('candles')") is None:
+            return None  # never migrated: a fresh database
+        newest = [t for _, interval, t in await CandleRepository(pool).series() if interval == "1m"]
+    finally:
+        await pool.close()
+    return max(newest) + 60_000 if newest else None
+
+
+def _utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _say(msg: str) -> None:
@@ -282,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--speed", type=float, default=60.0, help="replay speed (60 = one minute per second)")
     demo.add_argument("--ops-port", type=int, default=8080)
     demo.add_argument("--emulator-port", type=int, default=0)
+    demo.add_argument("--fresh", action="store_true",
+                      help="delete the demo database first (default: resume where the last demo stopped)")
     demo.set_defaults(func=cmd_demo)
     tr = sub.add_parser("train", help="train on real candles, register a candidate, write text/HTML reports")
     _data_args(tr, required=True)

@@ -34,16 +34,30 @@ async def _healthy(url: str) -> dict:  # type: ignore[type-arg]
             await asyncio.sleep(0.2)
 
 
-async def test_demo_command_serves_health_and_stops_on_sigterm(shared_data: Path, tmp_path: Path) -> None:
-    """`smc-quant demo` ingests 300+ symbols from the emulator, reports healthy, and exits 0 on SIGTERM."""
-    port = _free_port()
+async def _persisted(url: str) -> float:
+    """Poll /metrics until the feed has persisted candles; their number."""
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(url) as resp:
+                text = await resp.text()
+            stored = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                         if line.startswith("smc_feed_persisted_total"))
+            if stored > 0:
+                return stored
+            await asyncio.sleep(0.2)
+
+
+async def _run_demo(shared_data: Path, state: Path, port: int) -> tuple[dict, str, str]:  # type: ignore[type-arg]
+    """Start ``smc-quant demo``, wait until /health says ok and candles are stored, SIGTERM it; (health body,
+    stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
         str(SMC_CLI), "demo", "--data", str(shared_data), "--speed", "120", "--ops-port", str(port),
-        env={"PATH": "/usr/bin:/bin", "SMC_STATE_DIR": str(tmp_path), "HOME": str(tmp_path),
+        env={"PATH": "/usr/bin:/bin", "SMC_STATE_DIR": str(state), "HOME": str(state),
              "SMC_LOG_LEVEL": "WARNING"},
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    assert proc.stderr is not None
-    stderr = asyncio.ensure_future(proc.stderr.read())  # read as it comes: a full pipe would block the demo
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    stdout = asyncio.ensure_future(proc.stdout.read())  # read as they come: a full pipe would block the demo
+    stderr = asyncio.ensure_future(proc.stderr.read())
     health = asyncio.ensure_future(_healthy(f"http://127.0.0.1:{port}/health"))
     exited = asyncio.ensure_future(proc.wait())
     try:
@@ -53,9 +67,7 @@ async def test_demo_command_serves_health_and_stops_on_sigterm(shared_data: Path
             pytest.fail(f"demo exited {proc.returncode} before it was healthy:\n{(await stderr).decode()[-3000:]}")
         assert health.done(), "demo not healthy within 200 s"
         body = health.result()
-        assert body["status"] == "ok"
-        assert sum(s["symbols"] for s in body["shards"]) >= 300
-        assert (tmp_path / "demo" / "pg").is_dir()
+        await asyncio.wait_for(_persisted(f"http://127.0.0.1:{port}/metrics"), 60)
     finally:
         health.cancel()
         if proc.returncode is None:
@@ -69,3 +81,18 @@ async def test_demo_command_serves_health_and_stops_on_sigterm(shared_data: Path
     err = (await stderr).decode()
     assert code == 0, err[-2000:]
     assert "Task exception was never retrieved" not in err, err[-3000:]
+    return body, (await stdout).decode(), err
+
+
+async def test_demo_command_serves_health_stops_on_sigterm_and_resumes(shared_data: Path, tmp_path: Path) -> None:
+    """`smc-quant demo` ingests 300+ symbols from the emulator, reports healthy, and exits 0 on SIGTERM; run
+    again on the same state it resumes the replay after its newest stored candle and is healthy again (a
+    replay from the start would bring only candles older than the stored ones: stale for ever)."""
+    port = _free_port()
+    body, out, _ = await _run_demo(shared_data, tmp_path, port)
+    assert body["status"] == "ok"
+    assert sum(s["symbols"] for s in body["shards"]) >= 300
+    assert (tmp_path / "demo" / "pg").is_dir()
+    assert "resuming" not in out
+    body, out, _ = await _run_demo(shared_data, tmp_path, port)
+    assert body["status"] == "ok" and "demo: resuming the replay at 2023-" in out, out
