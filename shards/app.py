@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gc
 import time
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -22,7 +23,7 @@ import structlog
 from shards.cluster import ClusterManager
 from shards.supervisor import Heartbeat, stop_within
 from smc_quant.domain.candle_store import FIELDS
-from smc_quant.domain.candles import Candle, interval_ms
+from smc_quant.domain.candles import MINUTE_MS, Candle, interval_ms
 from smc_quant.errors import OperationalError
 from smc_quant.exchange.governor import SharedWeightBudget, WeightGovernor
 from smc_quant.exchange.rest import BinanceRestClient, ExchangeUnreachable
@@ -141,9 +142,12 @@ class Service:
         close = FIELDS.index("close")
         for feed in self.cluster.feeds:  # first: marks and paper prices move before the minute's signals
             feed.listeners.insert(0, self.trading.on_candle)
-            for symbol in feed.symbols:  # the warm start's candles: the correlation guard works from minute one
-                times, values = feed.store.ring(symbol).arrays()
+            for symbol in feed.symbols:  # the warm start's candles: the correlation guard works from minute one,
+                times, values = feed.store.ring(symbol).arrays()  # and a paper account has its last prices
                 self.trading.returns.extend(symbol, times, values[:, close])
+                if self.trading.paper is not None and len(times):
+                    self.trading.paper.on_price(symbol, Decimal(repr(float(values[-1, close]))),
+                                                int(times[-1]) + MINUTE_MS - 1)
         self.scorer.subscribe(self.trading.on_scores)
         await self.trading.start()
         self.log.info("trading_ready", mode=self.settings.mode, broker=type(self.trading.broker).__name__,

@@ -164,10 +164,32 @@ class TradingStack:
             if self.executor.submit(signal):
                 self.signals_emitted += 1
 
+    async def _restore_paper_account(self) -> None:
+        """The paper account lives in memory: rebuild it from PostgreSQL before the executor recovers its book,
+        so a restart keeps the paper positions (re-protected by the reconciliation) and the balance::
+
+            wallet = paper_balance + Σ net PnL of the closed trades + Σ (realised PnL − fee) of the open
+                     positions' fills
+
+        (every trade in this database counts: a database shared with live trading would mix them)."""
+        assert self.paper is not None and self.repo is not None
+        wallet = Decimal(str(self.settings.trading.paper_balance)) + await self.repo.realized_since(0)
+        positions: dict[str, tuple[Decimal, Decimal, int, int]] = {}
+        for position, _meta in await self.repo.open_positions():
+            for fill in await self.repo.fills_for_signal(position.signal_id):
+                wallet += fill.realized_pnl - fill.fee
+            amount = position.quantity if position.side == "LONG" else -position.quantity
+            positions[position.symbol] = (amount, position.entry_price, position.leverage, position.entry_time_ms)
+        if positions or wallet != self.paper.account.balance().wallet:
+            self.paper.account.restore(wallet, positions)
+            self.log.info("paper_account_restored", wallet=str(wallet), positions=sorted(positions))
+
     async def on_minute(self) -> None:
         await self.executor.check_exits()
 
     async def start(self) -> None:
+        if self.paper is not None and self.repo is not None:
+            await self._restore_paper_account()
         start = getattr(self.broker, "start", None)
         if start is not None:
             await start()

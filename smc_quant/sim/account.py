@@ -302,6 +302,26 @@ class SimAccount:
         top = max(b.max_leverage for b in self._symbol_brackets(symbol).tiers)
         return min(self._config.default_leverage, top)
 
+    def restore(self, wallet: Decimal, positions: Mapping[str, tuple[Decimal, Decimal, int, int]]) -> None:
+        """Start from a known state instead of the configured balance: ``wallet`` and, by symbol, open positions
+        ``(signed amount, entry price, leverage, open time ms)``; no open orders. For a paper account rebuilt
+        from the database after a restart (the caller re-places the protection). A position's mark is the
+        symbol's last price if one arrived, else its entry. Only on an account that has not traded."""
+        if self._positions or self._fills or self.open_algo_orders() or self.open_orders():
+            raise ValueError("restore needs an account that has not traded yet")
+        if not wallet.is_finite():
+            raise ValueError(f"wallet {wallet} is not a number")
+        for symbol, (amount, entry, leverage, _) in positions.items():
+            if symbol not in self._filters or symbol not in self._brackets:
+                raise ValueError(f"{symbol}: unknown symbol")
+            if amount == 0 or not entry.is_finite() or entry <= 0 or leverage < 1:
+                raise ValueError(f"{symbol}: bad position {amount} @ {entry} x{leverage}")
+        for symbol, (amount, entry, leverage, time_ms) in positions.items():
+            self._positions[symbol] = _Position(amount, entry, time_ms)
+            self._leverage[symbol] = leverage
+            self._prices.setdefault(symbol, entry)
+        self._wallet = wallet
+
     def positions(self) -> list[ExchangePosition]:
         """Non-zero positions by symbol, with mark, unrealised PnL, liquidation price and leverage."""
         maint = {s: self._maintenance(s, p) for s, p in self._positions.items()}

@@ -122,6 +122,20 @@ async def test_paper_service_loads_the_champion_scores_minutes_and_trades_a_real
         assert metrics["executor_open_positions"] == 1 and metrics["model_version"] == version
         assert any(k.startswith("learner_") for k in metrics)
         assert service.housekeeper is not None and "housekeeping_runs" in metrics
+
+        # a restart keeps the paper account: the position (re-protected at the "exchange") and the balance
+        wallet, held = paper.account.balance().wallet, paper.account.positions()
+        await service.stop()
+        service = Service(settings_for(emu, pg_dsn, shards=2))
+        await service.start()
+        assert service.trading is not None and service.trading.paper is not None
+        again = service.trading.paper.account
+        assert again is not paper.account and again.balance().wallet == wallet < 10_000  # the entry fee is paid
+        assert [(p.symbol, p.side, p.quantity, p.entry_price, p.leverage) for p in again.positions()] == [
+            (p.symbol, p.side, p.quantity, p.entry_price, p.leverage) for p in held]
+        assert service.trading.executor.book[symbol].position.entry_time_ms == position.entry_time_ms
+        assert {a.type for a in again.open_algo_orders(symbol)} == {"STOP_MARKET", "TAKE_PROFIT_MARKET"}
+        assert await TradingRepository(service.pool).open_alarms() == []  # nothing "vanished"
     finally:
         await service.stop()
         await emu.stop()

@@ -287,3 +287,33 @@ def test_resting_reduce_only_expires_when_the_position_is_gone(make: Callable[..
     fills = len(acc.fills)
     assert kinds(acc.on_price(BTC, D("51000"), T0 + 1)) == ["EXPIRED"]
     assert acc.query_order(BTC, client_order_id="tp").status == "EXPIRED" and len(acc.fills) == fills
+
+
+def test_a_restored_account_equals_the_one_that_traded(make: Callable[..., SimAccount]) -> None:
+    """A paper account rebuilt after a restart from (wallet, positions) — what the database holds — shows the
+    same positions, liquidation prices and balance as the account that traded, and ends the same way."""
+    traded = make(NO_SLIP)
+    traded.set_leverage("BTCUSDT", 7)
+    market(traded, "BUY", "0.5")
+    market(traded, "SELL", "4", symbol="ETHUSDT")
+    held = {p.symbol: p for p in traded.positions()}
+    restored = make(NO_SLIP)
+    restored.restore(traded.balance().wallet, {
+        s: (p.quantity if p.side == "LONG" else -p.quantity, p.entry_price, p.leverage, T0) for s, p in held.items()})
+    assert restored.positions() == traded.positions()
+    assert restored.balance() == traded.balance()
+    for acc in (traded, restored):
+        acc.on_price("BTCUSDT", D("49000"), T0 + 60_000)
+        acc.on_price("ETHUSDT", D("3100"), T0 + 60_000)
+        assert acc.positions()[0].liquidation_price > 0
+    assert restored.positions() == traded.positions() and restored.balance() == traded.balance()
+    for acc in (traded, restored):
+        market(acc, "SELL", "0.5", t=T0 + 120_000, reduce_only=True)
+        market(acc, "BUY", "4", t=T0 + 120_000, symbol="ETHUSDT", reduce_only=True)
+    assert restored.positions() == [] and restored.balance() == traded.balance()
+    with pytest.raises(ValueError, match="has not traded"):
+        traded.restore(D(1000), {})
+    with pytest.raises(ValueError, match="unknown symbol"):
+        make().restore(D(1000), {"NOPEUSDT": (D(1), D(1), 1, T0)})
+    with pytest.raises(ValueError, match="bad position"):
+        make().restore(D(1000), {"BTCUSDT": (D(0), D(50000), 5, T0)})
