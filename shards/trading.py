@@ -178,6 +178,9 @@ class TradingStack:
         for position, _meta in await self.repo.open_positions():
             for fill in await self.repo.fills_for_signal(position.signal_id):
                 wallet += fill.realized_pnl - fill.fee
+            if position.symbol not in self.filters or position.symbol not in self.brackets:
+                self.log.warning("paper_position_not_restored", symbol=position.symbol, reason="not traded any more")
+                continue  # the reconciliation reports it (position_vanished) and closes the book entry
             amount = position.quantity if position.side == "LONG" else -position.quantity
             positions[position.symbol] = (amount, position.entry_price, position.leverage, position.entry_time_ms)
         if positions or wallet != self.paper.account.balance().wallet:

@@ -1,0 +1,52 @@
+"""Paper mode across a restart, at the TradingStack: positions stored in PostgreSQL come back in the simulated
+account and are protected again; one on a symbol no longer traded is reported, and the start goes on."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+
+from shards.trading import TradingStack
+from smc_quant.datasets import LEVERAGE_TIERS, load_exchange_info
+from smc_quant.domain.trading import Position
+from smc_quant.exchange.exchange_info import parse_exchange_info
+from smc_quant.settings import load_settings
+
+pytestmark = pytest.mark.integration
+T0 = 1_700_006_400_000
+
+
+async def test_stored_paper_positions_are_restored_and_a_delisted_one_is_reported(
+        pool: asyncpg.Pool, shared_data: Path, tmp_path: Path) -> None:
+    info = parse_exchange_info(load_exchange_info(shared_data))
+    filters = {s.symbol: s.filters for s in info.symbols if s.symbol in ("BTCUSDT", "ETHUSDT")}
+    settings = load_settings(state_dir=tmp_path, mode="paper")
+    async with aiohttp.ClientSession() as session:
+        stack = TradingStack(settings, filters=filters, session=session, pool=pool, governor=None,
+                             brackets_file=shared_data / LEVERAGE_TIERS)
+        assert stack.repo is not None and stack.paper is not None
+        held = Position("BTCUSDT", "SHORT", Decimal("0.010"), Decimal("37000.0"), T0, 5, "BTCUSDT:SHORT:1", 0.7,
+                        Decimal("37500.0"), Decimal("36000.0"))
+        gone = Position("GONEUSDT", "LONG", Decimal("3"), Decimal("1.5"), T0, 5, "GONEUSDT:LONG:1", 0.7,
+                        Decimal("1.4"), Decimal("1.7"))
+        for p in (held, gone):
+            await stack.repo.save_position(p, status="open", sl_client_id=None, tp_client_id=None)
+        await stack.start()
+        try:
+            account = stack.paper.account
+            [restored] = account.positions()
+            assert (restored.symbol, restored.side, restored.quantity, restored.entry_price, restored.leverage) == (
+                "BTCUSDT", "SHORT", Decimal("0.010"), Decimal("37000.0"), 5)
+            assert account.balance().wallet == Decimal("10000.0")  # no trade, no fill: the configured balance
+            algos = {(a.type, a.trigger_price) for a in account.open_algo_orders("BTCUSDT")}
+            assert algos == {("STOP_MARKET", Decimal("37500.0")), ("TAKE_PROFIT_MARKET", Decimal("36000.0"))}
+            assert set(stack.executor.book) == {"BTCUSDT"}
+            alarms = await stack.repo.open_alarms()
+            assert [a["kind"] for a in alarms] == ["position_vanished"] and "GONEUSDT" in alarms[0]["detail"]
+        finally:
+            await stack.executor.stop()
+            await stack.stop()
