@@ -96,3 +96,33 @@ async def test_demo_command_serves_health_stops_on_sigterm_and_resumes(shared_da
     assert "resuming" not in out
     body, out, _ = await _run_demo(shared_data, tmp_path, port)
     assert body["status"] == "ok" and "demo: resuming the replay at 2023-" in out, out
+
+
+async def test_a_demo_that_has_replayed_all_the_data_says_so(shared_data: Path, tmp_path: Path) -> None:
+    """Resuming after the last candle of the data: nothing left to replay → one clear line, exit 1."""
+    from smc_quant.datasets import load_klines
+    from smc_quant.store.candles import CandleRepository
+    from smc_quant.store.db import create_pool
+    from smc_quant.store.embedded import EmbeddedPostgres
+    from smc_quant.store.migrations import apply_migrations
+    from tests.builders import candle_at
+
+    series = max(load_klines(root=shared_data).values(), key=lambda s: int(s.open_time[-1]))
+    embedded = EmbeddedPostgres(tmp_path / "demo" / "pg")
+    dsn = await embedded.start()
+    try:
+        await apply_migrations(dsn)
+        pool = await create_pool(dsn)
+        try:
+            await CandleRepository(pool).upsert([candle_at(series, len(series) - 1)])  # the newest real minute
+        finally:
+            await pool.close()
+    finally:
+        await embedded.stop()
+    proc = await asyncio.create_subprocess_exec(
+        str(SMC_CLI), "demo", "--data", str(shared_data), "--ops-port", str(_free_port()),
+        env={"PATH": "/usr/bin:/bin", "SMC_STATE_DIR": str(tmp_path), "HOME": str(tmp_path)},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 1
+    assert "has replayed all of the data; `smc-quant demo --fresh` starts over" in err.decode()
