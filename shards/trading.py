@@ -178,13 +178,19 @@ class TradingStack:
         for position, _meta in await self.repo.open_positions():
             for fill in await self.repo.fills_for_signal(position.signal_id):
                 wallet += fill.realized_pnl - fill.fee
-            if position.symbol not in self.filters or position.symbol not in self.brackets:
-                self.log.warning("paper_position_not_restored", symbol=position.symbol, reason="not traded any more")
+            unknown = position.symbol not in self.filters or position.symbol not in self.brackets
+            if unknown or position.quantity <= 0 or position.entry_price <= 0:
+                self.log.warning("paper_position_not_restored", symbol=position.symbol,
+                                 reason="not traded any more" if unknown else "no quantity or price")
                 continue  # the reconciliation reports it (position_vanished) and closes the book entry
             amount = position.quantity if position.side == "LONG" else -position.quantity
             positions[position.symbol] = (amount, position.entry_price, position.leverage, position.entry_time_ms)
         if positions or wallet != self.paper.account.balance().wallet:
-            self.paper.account.restore(wallet, positions)
+            try:
+                self.paper.account.restore(wallet, positions)
+            except ValueError as exc:  # never a reason not to start: the reconciliation reports what is missing
+                self.log.error("paper_account_not_restored", error=str(exc))
+                return
             self.log.info("paper_account_restored", wallet=str(wallet), positions=sorted(positions))
 
     async def on_minute(self) -> None:

@@ -1,5 +1,6 @@
 """Paper mode across a restart, at the TradingStack: positions stored in PostgreSQL come back in the simulated
-account and are protected again; one on a symbol no longer traded is reported, and the start goes on."""
+account and are protected again; one on a symbol no longer traded, or with no quantity, is reported, and the
+start goes on."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ async def test_stored_paper_positions_are_restored_and_a_delisted_one_is_reporte
                         Decimal("37500.0"), Decimal("36000.0"))
         gone = Position("GONEUSDT", "LONG", Decimal("3"), Decimal("1.5"), T0, 5, "GONEUSDT:LONG:1", 0.7,
                         Decimal("1.4"), Decimal("1.7"))
-        for p in (held, gone):
+        empty = Position("ETHUSDT", "LONG", Decimal("0"), Decimal("2000"), T0, 5, "ETHUSDT:LONG:1", 0.7)
+        for p in (held, gone, empty):
             await stack.repo.save_position(p, status="open", sl_client_id=None, tp_client_id=None)
         await stack.start()
         try:
@@ -46,7 +48,8 @@ async def test_stored_paper_positions_are_restored_and_a_delisted_one_is_reporte
             assert algos == {("STOP_MARKET", Decimal("37500.0")), ("TAKE_PROFIT_MARKET", Decimal("36000.0"))}
             assert set(stack.executor.book) == {"BTCUSDT"}
             alarms = await stack.repo.open_alarms()
-            assert [a["kind"] for a in alarms] == ["position_vanished"] and "GONEUSDT" in alarms[0]["detail"]
+            assert sorted((a["kind"], a["detail"]) for a in alarms) == [
+                ("position_vanished", "ETHUSDT"), ("position_vanished", "GONEUSDT")]
         finally:
             await stack.executor.stop()
             await stack.stop()
