@@ -13,7 +13,6 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +149,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     forward); ``--fresh`` deletes it and starts over.
     """
     from smc_quant.exchange.emulator import Emulator, EmulatorConfig
+    from smc_quant.notify import utc_minute
     from smc_quant.store.embedded import EmbeddedPostgres
 
     log = get_logger()
@@ -175,8 +175,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                           "`smc-quant demo --fresh` starts over", file=sys.stderr)
                     return 1
                 if resume is not None:
-                    _say(f"demo: resuming the replay at {_utc(resume)} (the minute after the newest stored candle; "
-                         f"--fresh starts over), {emu.market.n_minutes:,} minutes left")
+                    _say(f"demo: resuming the replay at {utc_minute(resume)} (the minute after the newest stored "
+                         f"candle; --fresh starts over), {emu.market.n_minutes:,} minutes left")
                 settings = _settings({
                     "database_url": dsn,  # the demo's own embedded server: replayed candles never mix with live ones
                     "state_dir": state,
@@ -204,6 +204,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 async def _demo_resume_ms(dsn: str) -> int | None:
     """The minute after the newest 1m candle in the demo database, or ``None`` when it holds none."""
+    from smc_quant.domain.candles import MINUTE_MS
     from smc_quant.store.candles import CandleRepository
     from smc_quant.store.db import create_pool
 
@@ -214,11 +215,7 @@ async def _demo_resume_ms(dsn: str) -> int | None:
         newest = [t for _, interval, t in await CandleRepository(pool).series() if interval == "1m"]
     finally:
         await pool.close()
-    return max(newest) + 60_000 if newest else None
-
-
-def _utc(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return max(newest) + MINUTE_MS if newest else None
 
 
 def _say(msg: str) -> None:

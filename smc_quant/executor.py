@@ -29,7 +29,7 @@ import structlog
 
 from smc_quant import notify as messages
 from smc_quant.book import Book, BookEntry
-from smc_quant.correlation import ReturnSource, ReturnWindows
+from smc_quant.correlation import ReturnSource
 from smc_quant.domain.trading import (
     ZERO,
     AccountSnapshot,
@@ -104,8 +104,8 @@ class Executor:
         self.risk = risk
         self.repo = repo
         self.notifier = notifier
-        self.returns: ReturnSource = returns if returns is not None else ReturnWindows()
-        """Recent 1m closes for the correlation guard (the caller feeds them; see smc_quant.correlation)."""
+        self.returns = returns
+        """Recent 1m closes for the correlation guard (fed by the caller; ``None``: no guard)."""
         self._trade_listeners: list[Callable[[Trade], None]] = [on_trade_closed] if on_trade_closed else []
         self.clock = clock
         self.config = config or ExecutorConfig()
@@ -245,7 +245,7 @@ class Executor:
         mark = self.marks.get(signal.symbol, signal.price)
         now = self.clock()
         held = [symbol for symbol in self.book if symbol != signal.symbol]
-        rho = self.returns.correlations(signal.symbol, held, signal.open_time) if held else {}
+        rho = self.returns.correlations(signal.symbol, held, signal.open_time) if held and self.returns else {}
         decision = self.risk.evaluate(signal, account, mark, now, rho)
         correlations = {"correlations": {k: round(v, 4) for k, v in rho.items()}} if rho else {}
         if decision.action == "skip":

@@ -49,7 +49,8 @@ def _money(value: Decimal) -> str:
     return f"{value:+.2f}"
 
 
-def _utc(ms: int) -> str:
+def utc_minute(ms: int) -> str:
+    """Epoch ms as ``YYYY-MM-DD HH:MM UTC``."""
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
@@ -75,7 +76,7 @@ def closed(trade: Trade) -> str:
 def forced_exit(position: Position) -> str:
     """``FORCED EXIT BTCUSDT LONG 0.012 @ 37125.10 (entered 2023-11-14 22:14 UTC)``: closed by us, not by a stop."""
     return (f"FORCED EXIT {position.symbol} {position.side} {position.quantity} @ {position.entry_price} "
-            f"(entered {_utc(position.entry_time_ms)})")
+            f"(entered {utc_minute(position.entry_time_ms)})")
 
 
 def error(kind: str, detail: str) -> str:
@@ -401,5 +402,5 @@ class Notifier:
 
 __all__ = [
     "DISCORD_LIMIT", "TELEGRAM_API", "TELEGRAM_LIMIT", "ChannelStats", "DiscordChannel", "Notifier", "TelegramChannel",
-    "closed", "daily_summary", "error", "forced_exit", "opened",
+    "closed", "daily_summary", "error", "forced_exit", "opened", "utc_minute",
 ]

@@ -74,7 +74,7 @@ class Rig:
 
     async def executor(self, returns: ReturnSource | None = None, **config: Any) -> Executor:
         """A fresh executor (new broker session, new manager) over the same database and exchange; ``returns``
-        is the correlation guard's source (default: an empty ring, so no pair has a figure)."""
+        is the correlation guard's source (default: none, no guard)."""
         em = self.emulator
         signer = RequestSigner(em.config.api_key, em.config.api_secret, wall_ms, recv_window_ms=5000)
         limiter = OrderLimiter(sleep=asyncio.sleep, new_event=asyncio.Event)
