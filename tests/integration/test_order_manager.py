@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -32,8 +33,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def repo(pg_dsn: str) -> AsyncIterator[TradingRepository]:
-    """The trading repository on a freshly migrated database."""
+async def repo(pg_dsn: str, shared_data: Path) -> AsyncIterator[TradingRepository]:
+    """The trading repository on a freshly migrated database (the tests price real symbols: skipped, like
+    every test on real data, when ``shared_data`` is missing)."""
     await apply_migrations(pg_dsn)
     pool: asyncpg.Pool = await create_pool(pg_dsn, max_size=4)
     try:
@@ -153,7 +155,7 @@ async def test_an_exit_that_never_goes_through_is_journalled_as_an_alarm_with_it
     assert sleeps.delays == [0.5, 1.0, 2.0]
 
 
-async def test_a_journal_that_fails_never_stops_an_order() -> None:
+async def test_a_journal_that_fails_never_stops_an_order(shared_data: Path) -> None:
     """The database goes away mid-trade: the exit still closes the position; failures are counted."""
     venue = make_venue()
     price = venue.start("ETHUSDT", 9_000)
