@@ -35,7 +35,15 @@ from smc_quant.datasets import KLINES_2023_1M, KlineSeries, kline_files, read_kl
 from smc_quant.errors import OperationalError
 from smc_quant.labels import BarrierSpec, SetupSource
 from smc_quant.model.dataset import Dataset, build_dataset
-from smc_quant.model.gate import GateDecision, decide, gate_rows, holdout_from_json, holdout_to_json, split_latest
+from smc_quant.model.gate import (
+    GateDecision,
+    decide,
+    gate_rows,
+    holdout_from_json,
+    holdout_to_json,
+    split_latest,
+    time_blocks,
+)
 from smc_quant.model.report import ReportMeta, fmt, html_report, text_report, utc
 from smc_quant.model.trainer import TrainConfig, train, walk_forward_report
 from smc_quant.settings import Settings
@@ -121,7 +129,7 @@ async def train_and_register(registry: ModelRegistry, series: Sequence[KlineSeri
               "symbols": list(ds.symbols), "candles": sum(len(s) for s in series)}
     metrics = {**wf.pooled, "shuffled_auc": wf.shuffled_auc, "folds": wf.folds, "importance": wf.importance,
                "holdout_start": split.cut_ms,
-               "holdout": holdout_to_json(hold.x, hold.win, hold.is_setup, hold.start, max_rows=5000)}
+               "holdout": holdout_to_json(hold.x, hold.win, hold.is_setup, hold.start, hold.end, max_rows=5000)}
     train_start, train_end = int(fit.start.min()), int(fit.end.max())
     record = await registry.register(model, train_start=train_start, train_end=train_end, params=params,
                                      metrics=metrics)
@@ -208,15 +216,15 @@ async def _gate(registry: ModelRegistry, record: ModelRecord, champion: ModelRec
         if not isinstance(stored, dict):
             return f"model v{record.version} has no stored held-out window (pass --data DIR, or --force)"
         try:
-            x, win, is_setup, _ = holdout_from_json(stored)
+            held = holdout_from_json(stored)
         except ValueError as exc:
             return f"{exc} (pass --data DIR, or --force)"
-        if win.shape[0] == 0:
+        if held.win.shape[0] == 0:
             return f"model v{record.version}'s stored held-out window is empty (pass --data DIR, or --force)"
-        rows, gate_on = gate_rows(win, is_setup)
+        rows, gate_on = gate_rows(held.win, held.is_setup)
         say(f"gate window: the {rows.shape[0]:,} {gate_on} of v{record.version}'s stored held-out window "
             f"(from {utc(int(record.metrics.get('holdout_start', 0)))} UTC)")
-        x, win = x[rows], win[rows]
+        x, win, blocks = held.x[rows], held.win[rows], time_blocks(held.start[rows], held.end[rows])
     else:
         after = max(record.train_end, champion.train_end if champion is not None else record.train_end)
         source = record.params.get("source", "candidates")
@@ -225,10 +233,10 @@ async def _gate(registry: ModelRegistry, record: ModelRecord, champion: ModelRec
         if len(window) == 0:
             return f"no setups after {utc(after)} UTC in the data (both training windows cover it)"
         say(f"gate window: {len(window):,} setups after {utc(after)} UTC")
-        x, win = window.x, window.win
+        x, win, blocks = window.x, window.win, time_blocks(window.start, window.end)
     challenger_p = (await registry.load(record.version)).predict(x)
     champion_p = None if champion is None else (await registry.load(champion.version)).predict(x)
-    return decide(win, challenger_p, champion_p, margin, z)
+    return decide(win, challenger_p, champion_p, margin, z, blocks)
 
 
 async def rollback(registry: ModelRegistry) -> ModelRecord:

@@ -2,29 +2,47 @@
 
 Both models are scored on the same latest out-of-sample window (rows neither was trained on). The
 challenger must beat the champion's AUC by ``margin`` and must itself be better than chance: AUC > 0.5 +
-``margin``, and, with ``z > 0``, significantly so — its lower bound ``AUC − z·SE > 0.5``, with the
-Hanley–McNeil standard error of an AUC on ``n1`` wins and ``n0`` losses::
+``margin``, and, with ``z > 0``, significantly so — its lower bound ``AUC − q·SE > 0.5``.
+
+The rows of a window are not independent: every symbol's row of one minute sees the same market, and
+the label windows of rows less than a horizon apart overlap (a 2-hour label read every 5 minutes). An
+SE that treats them as independent is too small, and a model that only tracks the market's state
+passes the test far more often than ``z`` says (on the demo, whose symbols repeat 18 real series, each
+row counts 18 times). So the SE is the cluster-robust one of Obuchowski (1997), with the rows grouped
+into blocks of time as long as the longest label window (:func:`time_blocks`): rows that share a block
+may depend on each other in any way, rows of different blocks are treated as independent. With the
+midrank structural components — for a win ``i``, ``V10ᵢ`` = the share of losses it outscores (ties ½);
+for a loss ``j``, ``V01ⱼ`` = the share of wins that outscore it — and per block ``k`` the sums
+``s10ₖ = Σ_{wins in k}(V10ᵢ − A)``, ``s01ₖ = Σ_{losses in k}(V01ⱼ − A)``, on ``K`` blocks, ``n1`` wins,
+``n0`` losses::
+
+    SE² = K/(K − 1) · (Σ s10ₖ² / n1² + Σ s01ₖ² / n0² + 2 Σ s10ₖ·s01ₖ / (n1·n0))
+
+With few blocks that SE is itself uncertain, so ``z`` (a normal quantile, 1.645: one-sided 95 %) is
+turned into the Student-t quantile of the same level on ``K − 1`` degrees of freedom. The SE is never
+taken below the Hanley–McNeil SE of independent rows::
 
     Q1 = A / (2 − A),  Q2 = 2A² / (1 + A)
     SE² = (A(1 − A) + (n1 − 1)(Q1 − A²) + (n0 − 1)(Q2 − A²)) / (n1 · n0)
 
-A margin of 0.01 alone promotes a label-blind model about 40 % of the time on 100 gate rows (SE ≈ 0.06);
-with z = 1.645 (one-sided 95 %) about 5 % if the rows were independent. They are not (overlapping label
-windows, correlated symbols), so the bound is optimistic, never too strict. Every decision carries its
-reason so the learner can log why it kept the champion.
+Measured on the 18 real series (``bench/gate_null.py``, 72 windows of 36 h, each after 7 days of
+training): models trained on shuffled labels — real features, no edge — passed the independent-rows test
+in 21 % of windows and the blocked one in 7 %; models trained on the real labels passed in 94 % / 85 %.
+With every row repeated 18 times (the demo) the no-edge models passed in 29 % / 7 %.
+Every decision carries its reason so the learner can log why it kept the champion.
 """
-
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+from scipy.special import ndtr, stdtrit
 
-from smc_quant.model.metrics import auc
+from smc_quant.model.metrics import auc, midranks
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -49,10 +67,48 @@ def auc_se(a: float, wins: int, losses: int) -> float:
     return math.sqrt(max(var, 0.0))
 
 
+MINUTE_MS = 60_000
+
+
+def time_blocks(start: I64, end: I64) -> I64:
+    """The block of time of each row: ``start // L`` with ``L`` the longest label window of these rows
+    (``end − start`` plus its last minute, at least one minute), so rows whose labels can overlap mostly
+    share a block and rows of different blocks do not overlap beyond the neighbouring block."""
+    if start.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    length = max(MINUTE_MS, int(np.max(end - start)) + MINUTE_MS)
+    blocks: I64 = (start // length).astype(np.int64)
+    return blocks
+
+
+def clustered_auc_se(y: I64, p: F64, groups: I64) -> tuple[float, int]:
+    """Obuchowski's cluster-robust SE of the AUC of scores ``p`` for 0/1 labels ``y``, with rows of the same
+    ``groups`` value free to depend on each other (module docstring); with the number of groups.
+    ``inf`` with one class or fewer than two groups."""
+    pos = y == 1
+    wins = int(np.count_nonzero(pos))
+    losses = int(y.shape[0]) - wins
+    ids, which = np.unique(groups, return_inverse=True)
+    k = int(ids.shape[0])
+    if wins < 1 or losses < 1 or k < 2:
+        return math.inf, k
+    p = np.asarray(p, dtype=np.float64)
+    r = midranks(p)
+    v10 = (r[pos] - midranks(p[pos])) / losses
+    v01 = 1.0 - (r[~pos] - midranks(p[~pos])) / wins
+    a = float(v10.mean())
+    s10 = np.bincount(which[pos], weights=v10 - a, minlength=k)
+    s01 = np.bincount(which[~pos], weights=v01 - a, minlength=k)
+    var = k / (k - 1) * (float(s10 @ s10) / wins**2 + float(s01 @ s01) / losses**2
+                         + 2.0 * float(s10 @ s01) / (wins * losses))
+    return math.sqrt(max(var, 0.0)), k
+
+
 def decide(y: I64, challenger_p: F64, champion_p: F64 | None, margin: float = 0.01,
-           z: float = 1.645) -> GateDecision:
-    """Compare AUCs on the same window; with no champion the challenger only has to beat chance (see the
-    module docstring for the significance test ``z``; 0 turns it off)."""
+           z: float = 1.645, groups: I64 | None = None) -> GateDecision:
+    """Compare AUCs on the same window; with no champion the challenger only has to beat chance. ``groups``
+    (e.g. :func:`time_blocks`) makes the significance test ``z`` (0 turns it off) cluster-robust; without
+    it the rows are taken as independent (see the module docstring)."""
     ch = auc(y, challenger_p)
     cur = auc(y, champion_p) if champion_p is not None else 0.5
     if not np.isfinite(ch):
@@ -60,15 +116,20 @@ def decide(y: I64, challenger_p: F64, champion_p: F64 | None, margin: float = 0.
     if ch <= 0.5 + margin:
         return GateDecision(False, ch, cur, f"challenger AUC {ch:.4f} is not above chance + {margin}")
     wins = int(np.count_nonzero(y))
-    low = ch - z * auc_se(ch, wins, int(y.shape[0]) - wins)
-    if z > 0 and low <= 0.5:
+    se = auc_se(ch, wins, int(y.shape[0]) - wins)
+    quantile, on = z, f"{y.shape[0]} rows ({wins} wins)"
+    if groups is not None and z > 0:
+        blocked, k = clustered_auc_se(y, challenger_p, groups)
+        se = max(se, blocked)
+        quantile = float(stdtrit(k - 1, ndtr(z))) if k >= 2 else math.inf
+        on += f" in {k} time blocks"
+    low = ch - quantile * se
+    if z > 0 and not low > 0.5:
         return GateDecision(False, ch, cur, f"challenger AUC {ch:.4f} is not significantly above chance: "
-                                            f"AUC − {z}·SE = {low:.4f} on {y.shape[0]} rows ({wins} wins)")
+                                            f"AUC − {quantile:.3f}·SE = {low:.4f} on {on}")
     if ch <= cur + margin:
         return GateDecision(False, ch, cur, f"challenger AUC {ch:.4f} does not beat champion {cur:.4f} + {margin}")
     return GateDecision(True, ch, cur, f"challenger AUC {ch:.4f} beats champion {cur:.4f} + {margin}")
-
-
 
 
 # --- the latest out-of-sample window: split, choice of gate rows, and its stored form -------------------------
@@ -113,29 +174,41 @@ def gate_rows(win: I64, is_setup: npt.NDArray[np.bool_], min_setups: int = 100) 
     return np.arange(win.shape[0], dtype=np.int64), "all held-out rows"
 
 
-def holdout_to_json(x: F64, win: I64, is_setup: npt.NDArray[np.bool_], start: I64,
+class StoredHoldout(NamedTuple):
+    """A held-out window as kept in the registry: features, labels, setup marks, signal and label-end times."""
+
+    x: F64
+    win: I64
+    is_setup: npt.NDArray[np.bool_]
+    start: I64
+    end: I64
+
+
+def holdout_to_json(x: F64, win: I64, is_setup: npt.NDArray[np.bool_], start: I64, end: I64,
                     max_rows: int = 4000) -> dict[str, Any]:
     """The held-out window as registry metrics (its latest ``max_rows`` rows; NaN features become null),
     so ``smc-quant promote`` can gate a candidate later without the candles."""
     keep = slice(max(0, win.shape[0] - max_rows), None)
     return {"x": x[keep].tolist(), "win": win[keep].tolist(), "is_setup": is_setup[keep].tolist(),
-            "start": start[keep].tolist()}
+            "start": start[keep].tolist(), "end": end[keep].tolist()}
 
 
-def holdout_from_json(data: Mapping[str, Any]) -> tuple[F64, I64, npt.NDArray[np.bool_], I64]:
-    """Inverse of :func:`holdout_to_json` (null → NaN); ``ValueError`` on a malformed payload."""
+def holdout_from_json(data: Mapping[str, Any]) -> StoredHoldout:
+    """Inverse of :func:`holdout_to_json` (null → NaN); ``ValueError`` on a malformed payload. A window stored
+    before label ends were kept reads ``end = start`` (its time blocks are then single minutes)."""
     try:
         x = np.array([[np.nan if v is None else float(v) for v in row] for row in data["x"]], dtype=np.float64)
         win = np.asarray(data["win"], dtype=np.int64)
         is_setup = np.asarray(data["is_setup"], dtype=np.bool_)
         start = np.asarray(data["start"], dtype=np.int64)
+        end = np.asarray(data["end"], dtype=np.int64) if "end" in data else start.copy()
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"malformed stored holdout window: {exc}") from exc
     n = win.shape[0]
-    if x.shape[0] != n or is_setup.shape[0] != n or start.shape[0] != n or (n and x.ndim != 2):
+    if any(a.shape[0] != n for a in (x, is_setup, start, end)) or (n and x.ndim != 2):
         raise ValueError("malformed stored holdout window: column lengths differ")
-    return x.reshape(n, -1) if n else x.reshape(0, 0), win, is_setup, start
+    return StoredHoldout(x.reshape(n, -1) if n else x.reshape(0, 0), win, is_setup, start, end)
 
 
-__all__ = ["GateDecision", "LatestSplit", "NotEnoughData", "auc_se", "decide", "gate_rows", "holdout_from_json",
-           "holdout_to_json", "split_latest"]
+__all__ = ["GateDecision", "LatestSplit", "NotEnoughData", "StoredHoldout", "auc_se", "clustered_auc_se", "decide",
+           "gate_rows", "holdout_from_json", "holdout_to_json", "split_latest", "time_blocks"]

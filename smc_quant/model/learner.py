@@ -60,7 +60,7 @@ from smc_quant.domain.trading import ExperienceRow
 from smc_quant.features import FEATURE_SCHEMA
 from smc_quant.labels import BarrierSpec, SetupSource
 from smc_quant.model.dataset import Dataset, build_dataset
-from smc_quant.model.gate import NotEnoughData, decide, gate_rows, holdout_to_json, split_latest
+from smc_quant.model.gate import NotEnoughData, decide, gate_rows, holdout_to_json, split_latest, time_blocks
 from smc_quant.model.metrics import auc
 from smc_quant.model.trainer import FeatureSchemaMismatch, TrainConfig, TrainedModel, check_schema, train
 from smc_quant.strategy import ScalperConfig
@@ -400,7 +400,8 @@ class Learner:
                 champion = None
             else:
                 champion_p = await asyncio.to_thread(champion_model.predict, hold.x[chosen])
-        decision = decide(hold.win[chosen], fitted.challenger_p[chosen], champion_p, self.config.margin, self.config.z)
+        decision = decide(hold.win[chosen], fitted.challenger_p[chosen], champion_p, self.config.margin, self.config.z,
+                          time_blocks(hold.start[chosen], hold.end[chosen]))
         tr = data.take(fitted.train)
         c = self.config
         params = {**c.train.to_json(), "learner": {"trigger": trigger, "margin": c.margin, "z": c.z,
@@ -410,7 +411,7 @@ class Learner:
                    "holdout_all_auc": auc(hold.win, fitted.challenger_p), "gate_on": gate_on,
                    "gate_reason": decision.reason, "train_rows": len(tr), "experience_rows": len(exp),
                    "holdout_start": fitted.cut_ms,
-                   "holdout": holdout_to_json(hold.x, hold.win, hold.is_setup, hold.start)}
+                   "holdout": holdout_to_json(hold.x, hold.win, hold.is_setup, hold.start, hold.end)}
         record = await self._registry.register(fitted.model, train_start=int(tr.start.min()),
                                                train_end=int(tr.end.max()), params=params, metrics=metrics)
         if decision.promote:

@@ -16,7 +16,7 @@ I64 = npt.NDArray[np.int64]
 EPS = 1e-15
 
 
-def _ranks(p: F64) -> F64:
+def midranks(p: F64) -> F64:
     """1-based ranks of ``p`` with ties given their average rank."""
     order = np.argsort(p, kind="mergesort")
     sorted_p = p[order]
@@ -36,7 +36,7 @@ def auc(y: I64, p: F64) -> float:
     neg = int(y.shape[0]) - pos
     if pos == 0 or neg == 0:
         return float("nan")
-    r = _ranks(np.asarray(p, dtype=np.float64))
+    r = midranks(np.asarray(p, dtype=np.float64))
     return float((r[y == 1].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
 
 
@@ -87,4 +87,4 @@ def evaluate(y: I64, ret_pct: F64, p: F64, threshold: float) -> dict[str, float]
     return {**classification(y, p, threshold), **trading(ret_pct, p, threshold)}
 
 
-__all__ = ["auc", "brier", "calibration", "classification", "evaluate", "log_loss", "trading"]
+__all__ = ["auc", "brier", "calibration", "classification", "evaluate", "log_loss", "midranks", "trading"]

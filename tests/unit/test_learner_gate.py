@@ -13,11 +13,13 @@ from smc_quant.model.dataset import Dataset
 from smc_quant.model.gate import (
     NotEnoughData,
     auc_se,
+    clustered_auc_se,
     decide,
     gate_rows,
     holdout_from_json,
     holdout_to_json,
     split_latest,
+    time_blocks,
 )
 from smc_quant.model.learner import LearnerConfig, experience_dataset
 from smc_quant.model.metrics import auc
@@ -70,6 +72,52 @@ def test_the_gate_needs_a_significant_edge_not_just_a_margin() -> None:
     assert auc_se(0.6, 0, 10) == float("inf")
 
 
+def test_clustered_se_of_independent_rows_matches_the_spread_of_the_auc() -> None:
+    """With every row its own group the cluster-robust SE is DeLong's: it matches the spread of label-blind
+    AUCs, like Hanley–McNeil's; grouping the rows in arbitrary blocks of independent rows keeps it there."""
+    rng = np.random.default_rng(11)
+    y = (rng.random(400) < 0.3).astype(np.int64)
+    draws = [rng.random(400) for _ in range(1500)]
+    spread = float(np.std([auc(y, p) for p in draws]))
+    own = np.mean([clustered_auc_se(y, p, np.arange(400))[0] for p in draws[:200]])
+    blocks = np.mean([clustered_auc_se(y, p, np.arange(400) // 10)[0] for p in draws[:200]])
+    assert own == pytest.approx(spread, rel=0.08) and blocks == pytest.approx(spread, rel=0.1)
+    assert own == pytest.approx(auc_se(0.5, int(y.sum()), 400 - int(y.sum())), rel=0.08)
+    assert clustered_auc_se(y, draws[0], np.zeros(400, dtype=np.int64)) == (float("inf"), 1)
+    assert clustered_auc_se(np.zeros(10, dtype=np.int64), draws[0][:10], np.arange(10))[0] == float("inf")
+
+
+def test_rows_repeated_within_a_minute_do_not_pass_as_evidence() -> None:
+    """The demo's case: 18 symbols repeat each real row. Label-blind scores on 60 distinct rows, each
+    repeated 18 times in its minute: the independent-rows test promotes most of them, the blocked test
+    about as often as its level says; and a real edge on the same rows is still promoted."""
+    rng = np.random.default_rng(5)
+    base_y = np.r_[np.ones(24), np.zeros(36)].astype(np.int64)
+    y = np.repeat(base_y, 18)
+    minute = np.repeat(np.arange(60, dtype=np.int64) * 60_000, 18)
+    blocks = time_blocks(minute, minute)  # one-minute labels: one block per minute
+    assert np.unique(blocks).shape[0] == 60
+    draws = [np.repeat(rng.random(60), 18) + 1e-3 * rng.random(60 * 18) for _ in range(1000)]
+    naive = np.mean([decide(y, p, None).promote for p in draws])
+    blocked = np.mean([decide(y, p, None, groups=blocks).promote for p in draws])
+    assert naive > 0.25 and blocked <= 0.07
+    edge = np.repeat(base_y * 1.2 + rng.random(60), 18)
+    assert decide(y, edge, None, groups=blocks).promote and auc(y, edge) > 0.75
+    fooled = next(p for p in draws if decide(y, p, None).promote)
+    refused = decide(y, fooled, None, groups=blocks)
+    assert not refused.promote and "on 1080 rows (432 wins) in 60 time blocks" in refused.reason
+
+
+def test_time_blocks_are_as_long_as_the_longest_label() -> None:
+    """Blocks of (longest label window + its last minute) from the epoch; at least a minute; empty → empty."""
+    m = 60_000
+    start = np.array([0, 119, 120, 121, 241, 300], dtype=np.int64) * m
+    end = start + 119 * m  # 2-hour labels: 120 minutes each
+    assert time_blocks(start, end).tolist() == [0, 0, 1, 1, 2, 2]
+    assert time_blocks(start, start).tolist() == (start // m).tolist() and time_blocks(start[:0], start[:0]).shape == (0,)
+    assert time_blocks(start[:0], start[:0]).dtype == np.int64
+
+
 def test_stored_window_round_trips_through_json_with_nans() -> None:
     """The window survives JSON (NaN features as null) and keeps only its latest rows; junk is refused."""
     rng = np.random.default_rng(2)
@@ -78,13 +126,17 @@ def test_stored_window_round_trips_through_json_with_nans() -> None:
     win = rng.integers(0, 2, 30).astype(np.int64)
     is_setup = rng.random(30) < 0.5
     start = np.arange(30, dtype=np.int64)
-    stored = orjson.loads(orjson.dumps(holdout_to_json(x, win, is_setup, start, max_rows=20)))
-    x2, win2, setup2, start2 = holdout_from_json(stored)
+    end = start + 7
+    stored = orjson.loads(orjson.dumps(holdout_to_json(x, win, is_setup, start, end, max_rows=20)))
+    x2, win2, setup2, start2, end2 = holdout_from_json(stored)
     np.testing.assert_array_equal(x2, x[10:])  # the NaN at row 3 is older than the kept 20 rows
     assert np.isnan(x2).sum() == 0 and win2.tolist() == win[10:].tolist()
     assert setup2.tolist() == is_setup[10:].tolist() and start2.tolist() == list(range(10, 30))
-    full = orjson.loads(orjson.dumps(holdout_to_json(x, win, is_setup, start)))
-    assert np.isnan(holdout_from_json(full)[0][3, 4])
+    assert end2.tolist() == list(range(17, 37))
+    full = orjson.loads(orjson.dumps(holdout_to_json(x, win, is_setup, start, end)))
+    assert np.isnan(holdout_from_json(full).x[3, 4])
+    del full["end"]  # a window stored before label ends were kept: its ends read as its starts
+    assert holdout_from_json(full).end.tolist() == start.tolist()
     with pytest.raises(ValueError, match="malformed"):
         holdout_from_json({"x": [[1.0]], "win": [1, 0], "is_setup": [True], "start": [0]})
     with pytest.raises(ValueError, match="malformed"):
