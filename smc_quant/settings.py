@@ -204,7 +204,7 @@ class LearnerSettings(_Section):
     promote_margin: Annotated[float, Field(ge=0.0, le=0.5)] = 0.01
     """AUC a challenger must gain over the champion on the latest out-of-sample window."""
     promote_z: Annotated[float, Field(ge=0.0, lt=10.0)] = 1.645
-    """A challenger's AUC must also be significantly above chance: AUC − q·SE > 0.5, SE cluster-robust over 2-hour blocks, q the t quantile of this z's level (0: the margin alone)."""
+    """Challenger AUC − q·SE must exceed 0.5 (SE over 2-hour blocks, q: t quantile at this z's level; 0: off)."""
     history_days: PositiveFloat = 7.0
     """Stored 1m candles (per symbol, most recent) labelled as history for each retrain."""
     cold_start: bool = True

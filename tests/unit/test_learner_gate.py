@@ -114,8 +114,9 @@ def test_time_blocks_are_as_long_as_the_longest_label() -> None:
     start = np.array([0, 119, 120, 121, 241, 300], dtype=np.int64) * m
     end = start + 119 * m  # 2-hour labels: 120 minutes each
     assert time_blocks(start, end).tolist() == [0, 0, 1, 1, 2, 2]
-    assert time_blocks(start, start).tolist() == (start // m).tolist() and time_blocks(start[:0], start[:0]).shape == (0,)
-    assert time_blocks(start[:0], start[:0]).dtype == np.int64
+    assert time_blocks(start, start).tolist() == (start // m).tolist()
+    empty = time_blocks(start[:0], start[:0])
+    assert empty.shape == (0,) and empty.dtype == np.int64
 
 
 def test_stored_window_round_trips_through_json_with_nans() -> None:
