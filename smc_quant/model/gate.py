@@ -31,6 +31,7 @@ in 21 % of windows and the blocked one in 7 %; models trained on the real labels
 With every row repeated 18 times (the demo) the no-edge models passed in 29 % / 7 %.
 Every decision carries its reason so the learner can log why it kept the champion.
 """
+
 from __future__ import annotations
 
 import math
