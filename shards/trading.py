@@ -171,7 +171,8 @@ class TradingStack:
             wallet = paper_balance + Σ net PnL of the closed trades + Σ (realised PnL − fee) of the open
                      positions' fills
 
-        (every trade in this database counts: a database shared with live trading would mix them)."""
+        (the trades of the current account epoch: after live trading on this database, paper starts afresh
+        from ``paper_balance``)."""
         assert self.paper is not None and self.repo is not None
         wallet = Decimal(str(self.settings.trading.paper_balance)) + await self.repo.realized_since(0)
         positions: dict[str, tuple[Decimal, Decimal, int, int]] = {}
@@ -196,7 +197,30 @@ class TradingStack:
     async def on_minute(self) -> None:
         await self.executor.check_exits()
 
+    @property
+    def account(self) -> str:
+        """Whose trading state the database holds: ``paper`` (the simulated account, also in a replay without
+        keys), ``live <rest base>`` (signed trading on that venue) or ``replay`` (signed, against an emulator)."""
+        if self.paper is not None:
+            return "paper"
+        if self.settings.mode == "live":
+            return f"live {self.settings.venue.rest_base.rstrip('/')}"
+        return "replay"
+
+    async def _bind_account(self) -> None:
+        """Claim the database for :attr:`account` before anything reads its book (``AccountConflict`` when it
+        holds another account's open positions)."""
+        assert self.repo is not None
+        epoch = await self.repo.bind_account(self.account, self.clock.wall_or_market())
+        if epoch.switched:
+            self.log.warning("account_switched", account=epoch.account, previous=epoch.previous,
+                             note="restores read this account's trades only, from now on")
+        else:
+            self.log.info("account_bound", account=epoch.account)
+
     async def start(self) -> None:
+        if self.repo is not None:
+            await self._bind_account()
         if self.paper is not None and self.repo is not None:
             await self._restore_paper_account()
         start = getattr(self.broker, "start", None)

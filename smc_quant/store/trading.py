@@ -1,4 +1,4 @@
-"""``TradingRepository``: the SQL of the trading tables (migration 0004).
+"""``TradingRepository``: the SQL of the trading tables (migrations 0004–0006).
 
 PostgreSQL is the source of truth for the trading path: after a restart the executor rebuilds its book
 from ``positions`` (including ``entry_time_ms``, so the 2-hour clock keeps running), its pending work
@@ -16,6 +16,8 @@ included); features are ``float8[]`` and come back bit-identical.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -23,6 +25,7 @@ import asyncpg
 import orjson
 
 from smc_quant.domain.trading import ZERO, ExitReason, ExperienceRow, Fill, Position, Signal, Trade
+from smc_quant.errors import ConfigError
 
 DECISIONS = frozenset({"open", "skip", "rotate"})
 ORDER_KINDS = frozenset({"entry", "stop_loss", "take_profit", "exit"})
@@ -54,6 +57,7 @@ _LATEST_ENTRY = f"""
 SELECT {_ORDER_COLS} FROM orders
 WHERE symbol = $1 AND kind = 'entry' AND status NOT IN ('REJECTED', 'failed')
   AND NOT EXISTS (SELECT 1 FROM trades t WHERE t.signal_id = orders.signal_id)
+  AND ($2::timestamptz IS NULL OR inserted_at >= $2)
 ORDER BY created_ms DESC, client_order_id DESC LIMIT 1"""
 
 _INSERT_FILL = """
@@ -92,7 +96,8 @@ _DELETE_CLOSED_POSITION = "DELETE FROM positions WHERE symbol = $1 AND signal_id
 _TRADES = """
 SELECT signal_id, symbol, side, quantity, entry_price, exit_price, entry_time_ms, exit_time_ms, fees, exit_reason,
        confidence
-FROM trades WHERE exit_time_ms >= $1 AND exit_time_ms <= $2 ORDER BY exit_time_ms, id"""
+FROM trades WHERE exit_time_ms >= $1 AND exit_time_ms <= $2 AND ($3::timestamptz IS NULL OR inserted_at >= $3)
+ORDER BY exit_time_ms, id"""
 _EXPERIENCE = """
 SELECT symbol, side, features, schema_version, net_return_pct, signal_time_ms, closed_ms, model_version
 FROM experience WHERE schema_version = $1 AND closed_ms >= $2 ORDER BY closed_ms, id"""
@@ -144,11 +149,73 @@ def _experience(row: asyncpg.Record) -> ExperienceRow:
                          model_version=row["model_version"])
 
 
+@dataclass(frozen=True, slots=True)
+class AccountEpoch:
+    """The account this database's trading state belongs to since ``started_at`` (``None``: since the first row);
+    ``previous`` is the account of the epoch before (``None`` for the first); ``started_ms`` the service clock;
+    ``switched``: this call started the epoch, replacing ``previous``."""
+
+    account: str
+    previous: str | None
+    started_at: datetime | None
+    started_ms: int
+    switched: bool = False
+
+
+class AccountConflict(ConfigError):
+    """The database holds an open book of another account: starting would mix the two (message says what to do)."""
+
+
+_EPOCH_LOCK = 0x534D_4351_4143_43  # "SMCQACC": binding an account is serialised across processes
+_LATEST_EPOCH = "SELECT account, previous, started_at, started_ms FROM account_epochs ORDER BY id DESC LIMIT 1"
+
+
 class TradingRepository:
-    """Signals, orders, fills, the open book, closed trades, experience and alarms in PostgreSQL."""
+    """Signals, orders, fills, the open book, closed trades, experience and alarms in PostgreSQL.
+
+    After :meth:`bind_account` the history that describes one account — :meth:`trades`,
+    :meth:`realized_since` and :meth:`latest_entry` — is read from the current account epoch only, so a
+    switch from paper to live (or between venues) never restores the other account's daily loss, cooldowns,
+    wallet or journalled entries. Signals, fills of open positions, experience and alarms are not scoped: the
+    learner learns from every trade the database saw, paper and live alike.
+    """
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._epoch_start: datetime | None = None
+
+    async def bind_account(self, account: str, now_ms: int) -> AccountEpoch:
+        """Claim this database's trading state for ``account`` (e.g. ``paper``, ``live https://fapi.binance.com``).
+
+        - No epoch yet: ``account`` owns everything stored so far (a database from before epochs existed).
+        - The same account as the latest epoch: nothing changes (a restart).
+        - Another account: refused with :class:`AccountConflict` while the book holds positions (they belong
+          to the other account; closing or adopting them here would be wrong); with a flat book a new epoch
+          starts now, and the account-scoped history starts empty.
+        """
+        if not account:
+            raise ValueError("account must not be empty")
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _EPOCH_LOCK)
+            row = await conn.fetchrow(_LATEST_EPOCH)
+            if row is not None and row["account"] == account:
+                epoch = AccountEpoch(account, row["previous"], row["started_at"], row["started_ms"])
+            elif row is None:
+                await conn.execute("INSERT INTO account_epochs (account, started_ms) VALUES ($1, $2)", account, now_ms)
+                epoch = AccountEpoch(account, None, None, now_ms)
+            else:
+                open_book = [r["symbol"] for r in await conn.fetch("SELECT symbol FROM positions ORDER BY symbol")]
+                if open_book:
+                    raise AccountConflict(
+                        f"this database's open book ({len(open_book)} position(s): {', '.join(open_book[:10])}) "
+                        f"belongs to account '{row['account']}'; starting as '{account}' would mix the two. Run as "
+                        f"'{row['account']}' until the book is flat, or point DATABASE_URL at another database")
+                started = await conn.fetchval(
+                    "INSERT INTO account_epochs (account, previous, started_at, started_ms) "
+                    "VALUES ($1, $2, clock_timestamp(), $3) RETURNING started_at", account, row["account"], now_ms)
+                epoch = AccountEpoch(account, row["account"], started, now_ms, switched=True)
+        self._epoch_start = epoch.started_at
+        return epoch
 
     async def record_signal(self, signal: Signal, decision: str, reason: str, detail: Mapping[str, object]) -> bool:
         """Store ``signal`` with the risk decision (``open``/``skip``/``rotate``); ``False`` if already stored."""
@@ -210,7 +277,7 @@ class TradingRepository:
     async def latest_entry(self, symbol: str) -> dict[str, Any] | None:
         """Our newest entry order on ``symbol`` that was not refused and whose trade is not stored — the
         order that opened a position the book does not know (a crash between the fill and the position row)."""
-        row = await self._pool.fetchrow(_LATEST_ENTRY, symbol)
+        row = await self._pool.fetchrow(_LATEST_ENTRY, symbol, self._epoch_start)
         return None if row is None else _order(row)
 
     async def record_fill(self, fill: Fill) -> bool:
@@ -270,9 +337,10 @@ class TradingRepository:
             return trade_id
 
     async def trades(self, since_ms: int | None = None, until_ms: int | None = None) -> list[Trade]:
-        """Closed trades with ``since_ms ≤ exit_time_ms ≤ until_ms`` (bounds optional), by exit time."""
+        """Closed trades of the current account epoch with ``since_ms ≤ exit_time_ms ≤ until_ms`` (bounds
+        optional), by exit time."""
         rows = await self._pool.fetch(_TRADES, _MIN_MS if since_ms is None else since_ms,
-                                      _MAX_MS if until_ms is None else until_ms)
+                                      _MAX_MS if until_ms is None else until_ms, self._epoch_start)
         return [_trade(r) for r in rows]
 
     async def trades_count(self, since_ms: int | None = None) -> int:
@@ -287,9 +355,10 @@ class TradingRepository:
         return [_experience(r) for r in rows]
 
     async def realized_since(self, since_ms: int) -> Decimal:
-        """Σ net_pnl of the trades closed at or after ``since_ms`` (the daily loss breaker's input)."""
+        """Σ net_pnl of the current account epoch's trades closed at or after ``since_ms`` (the paper wallet)."""
         total: Decimal | None = await self._pool.fetchval(
-            "SELECT sum(net_pnl) FROM trades WHERE exit_time_ms >= $1", since_ms)
+            "SELECT sum(net_pnl) FROM trades "
+            "WHERE exit_time_ms >= $1 AND ($2::timestamptz IS NULL OR inserted_at >= $2)", since_ms, self._epoch_start)
         return ZERO if total is None else total
 
     async def record_alarm(self, kind: str, detail: str, time_ms: int) -> None:

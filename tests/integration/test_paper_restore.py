@@ -13,12 +13,14 @@ import pytest
 
 from shards.trading import TradingStack
 from smc_quant.datasets import LEVERAGE_TIERS, load_exchange_info
-from smc_quant.domain.trading import Position
+from smc_quant.domain.trading import ExitReason, Position, Trade
 from smc_quant.exchange.exchange_info import parse_exchange_info
 from smc_quant.settings import load_settings
+from smc_quant.store.trading import AccountConflict, TradingRepository
 
 pytestmark = pytest.mark.integration
 T0 = 1_700_006_400_000
+LIVE = "live https://fapi.binance.com"
 
 
 async def test_stored_paper_positions_are_restored_and_a_delisted_one_is_reported(
@@ -53,3 +55,50 @@ async def test_stored_paper_positions_are_restored_and_a_delisted_one_is_reporte
         finally:
             await stack.executor.stop()
             await stack.stop()
+
+
+async def test_paper_does_not_inherit_a_live_book_or_wallet(pool: asyncpg.Pool, shared_data: Path,
+                                                            tmp_path: Path) -> None:
+    """A database that traded live: paper refuses to start over its open position (naming it), and once the
+    book is flat starts a new epoch whose wallet is the configured balance, not live's realised PnL."""
+    info = parse_exchange_info(load_exchange_info(shared_data))
+    filters = {s.symbol: s.filters for s in info.symbols if s.symbol in ("BTCUSDT", "ETHUSDT")}
+    live = TradingRepository(pool)
+    await live.bind_account(LIVE, T0)
+    await live.close_trade(Trade("sig-l", "BTCUSDT", "LONG", Decimal("0.010"), Decimal("37000"), Decimal("37500"),
+                                 T0, T0 + 3_600_000, Decimal("0.37"), ExitReason.TAKE_PROFIT, 0.7),
+                           features=(0.1,), schema_version="s/1", signal_time_ms=T0, model_version=None)
+    held = Position("ETHUSDT", "LONG", Decimal("0.5"), Decimal("2000"), T0, 5, "sig-open", 0.7,
+                    Decimal("1980"), Decimal("2040"))
+    await live.save_position(held, status="open", sl_client_id="sl", tp_client_id="tp")
+    settings = load_settings(state_dir=tmp_path, mode="paper")
+    async with aiohttp.ClientSession() as session:
+        stack = TradingStack(settings, filters=filters, session=session, pool=pool, governor=None,
+                             brackets_file=shared_data / LEVERAGE_TIERS)
+        assert stack.account == "paper" and stack.paper is not None
+        with pytest.raises(AccountConflict, match=f"ETHUSDT\\) belongs to account '{LIVE}'; starting as 'paper'"):
+            await stack.start()
+        assert not stack.executor.started.is_set() and not stack.paper.account.positions()
+
+        await live.delete_position("ETHUSDT")  # live closed it: the book is flat
+        stack = TradingStack(settings, filters=filters, session=session, pool=pool, governor=None,
+                             brackets_file=shared_data / LEVERAGE_TIERS)
+        assert stack.paper is not None
+        await stack.start()
+        try:
+            assert stack.paper.account.balance().wallet == Decimal("10000.0")  # not 10000 + live's +4.63
+            assert stack.paper.account.positions() == [] and not stack.executor.book
+        finally:
+            await stack.executor.stop()
+            await stack.stop()
+
+
+async def test_the_account_names_the_venue_of_live_trading(tmp_path: Path) -> None:
+    """Live trading is bound to its venue (mainnet and testnet are different accounts); keys never appear."""
+    settings = load_settings(state_dir=tmp_path, mode="live", binance_api_key="k3y-SECRET",
+                             binance_api_secret="s3cret-SECRET",
+                             venue={"rest_base": "https://testnet.binancefuture.com/"})
+    async with aiohttp.ClientSession() as session:
+        stack = TradingStack(settings, filters={}, session=session, pool=None, governor=None)
+        assert stack.account == "live https://testnet.binancefuture.com"
+        await stack.stop()

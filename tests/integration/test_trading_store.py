@@ -15,7 +15,7 @@ import pytest
 from smc_quant.domain.trading import ExitReason, Fill, Position, Signal, Trade
 from smc_quant.store.db import create_pool
 from smc_quant.store.migrations import apply_migrations
-from smc_quant.store.trading import TradingRepository
+from smc_quant.store.trading import AccountConflict, TradingRepository
 
 pytestmark = pytest.mark.integration
 
@@ -68,14 +68,14 @@ def repo(pool: asyncpg.Pool) -> TradingRepository:
 async def test_migrations_apply_twice_cleanly(pg_dsn: str) -> None:
     """A second run applies nothing and leaves the trading tables in place."""
     first = await apply_migrations(pg_dsn)
-    assert first[-1] == "0005_order_intent.sql"
+    assert first[-1] == "0006_account_epochs.sql"
     assert await apply_migrations(pg_dsn) == []
     conn = await asyncpg.connect(pg_dsn)
     try:
         names = {r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables")}
     finally:
         await conn.close()
-    assert {"signals", "orders", "fills", "positions", "trades", "experience", "alarms"} <= names
+    assert {"signals", "orders", "fills", "positions", "trades", "experience", "alarms", "account_epochs"} <= names
 
 
 async def test_signal_round_trip_and_idempotency(repo: TradingRepository, pool: asyncpg.Pool) -> None:
@@ -269,3 +269,54 @@ async def test_alarms(repo: TradingRepository) -> None:
     alarms = await repo.open_alarms()
     assert [(a["kind"], a["time_ms"]) for a in alarms] == [("exit_failed", T0), ("unknown_position", T0 + 5)]
     assert alarms[1]["detail"] == "SOLUSDT 3.0 LONG found at the exchange"
+
+
+LIVE = "live https://fapi.binance.com"
+
+
+async def test_account_epochs_scope_the_restored_history_and_refuse_a_switch_over_an_open_book(
+        pool: asyncpg.Pool) -> None:
+    """The first account owns the history; another account may start only on a flat book, and then sees none of
+    the first one's trades, realised PnL or journalled entries; a restart keeps its epoch; the learner's
+    experience is not scoped."""
+    paper = TradingRepository(pool)
+    first = await paper.bind_account("paper", T0)
+    assert (first.account, first.previous, first.started_at, first.switched) == ("paper", None, None, False)
+    await paper.close_trade(_trade("sig-p"), features=FEATURES, schema_version=SCHEMA, signal_time_ms=T0,
+                            model_version=3)
+    await paper.upsert_order(client_id="e-p", signal_id="sig-open", symbol="ETHUSDT", side="BUY", kind="entry",
+                             order_type="MARKET", algo=False, quantity=D("0.5"), status="unknown", time_ms=T0)
+    await paper.save_position(_position("ETHUSDT", "sig-open"), status="open", sl_client_id=None, tp_client_id=None)
+    assert await paper.realized_since(0) == _trade("sig-p").net_pnl
+
+    live = TradingRepository(pool)
+    with pytest.raises(AccountConflict, match=r"1 position\(s\): ETHUSDT\) belongs to account 'paper'.*DATABASE_URL"):
+        await live.bind_account(LIVE, T0 + 1)
+    assert await pool.fetchval("SELECT count(*) FROM account_epochs") == 1  # refused: nothing recorded
+
+    await paper.delete_position("ETHUSDT")  # the paper book is flat: live may take the database over
+    epoch = await live.bind_account(LIVE, T0 + 2)
+    assert (epoch.account, epoch.previous, epoch.switched, epoch.started_ms) == (LIVE, "paper", True, T0 + 2)
+    assert epoch.started_at is not None
+    assert await live.trades() == []
+    assert await live.realized_since(0) == 0
+    assert await live.latest_entry("ETHUSDT") is None  # paper's journalled entry is never adopted by live
+    assert await paper.latest_entry("ETHUSDT") is not None  # (still there for a reader of the first epoch)
+
+    won = _trade("sig-l", exit_ms=T0 + 7_200_000, exit_price="38000.00")
+    await live.close_trade(won, features=FEATURES, schema_version=SCHEMA, signal_time_ms=T0, model_version=3)
+    assert await live.trades() == [won]
+    assert await live.realized_since(0) == won.net_pnl
+
+    restart = TradingRepository(pool)
+    again = await restart.bind_account(LIVE, T0 + 3)
+    assert (again.previous, again.started_at, again.switched, again.started_ms) == (
+        "paper", epoch.started_at, False, T0 + 2)
+    assert await restart.trades() == [won]
+
+    back = TradingRepository(pool)
+    assert (await back.bind_account("paper", T0 + 4)).switched  # a new paper epoch: it starts afresh
+    assert await back.trades() == [] and await back.realized_since(0) == 0
+    assert len(await back.experience(SCHEMA)) == 2  # the learner keeps every trade the database saw
+    with pytest.raises(ValueError, match="empty"):
+        await back.bind_account("", T0)
