@@ -17,6 +17,7 @@ import aiohttp
 import asyncpg
 import structlog
 
+from shards.funding_feed import FundingFeed
 from smc_quant.correlation import ReturnWindows
 from smc_quant.domain.candles import MINUTE_MS, Candle
 from smc_quant.domain.trading import Trade
@@ -24,6 +25,7 @@ from smc_quant.errors import ConfigError
 from smc_quant.exchange.brackets import DEFAULT_TIER, brackets_for, load_brackets
 from smc_quant.exchange.exchange_info import SymbolFilters
 from smc_quant.executor import Executor, ExecutorConfig
+from smc_quant.funding import FundingBook
 from smc_quant.model.scoring import Batch, Scores
 from smc_quant.orders.broker import Broker
 from smc_quant.settings import Settings
@@ -101,9 +103,12 @@ class TradingStack:
             entry_type=t.entry_type, margin_type=t.margin_type), journal=self.repo, clock=self.clock,
             logger=self.log)
         self.returns = ReturnWindows(t.correlation_minutes)
+        self.funding = FundingBook(t.funding_max_age_s, time.monotonic) if t.funding_stream else None
+        self.funding_feed: FundingFeed | None = None
+        self._session = session
         self.executor = Executor(
             broker=self.broker, manager=self.manager, risk=self.risk, repo=self.repo, notifier=self.notifier,
-            returns=self.returns,
+            returns=self.returns, funding=self.funding.quote if self.funding is not None else None,
             on_trade_closed=on_trade_closed, clock=self.clock, logger=self.log.bind(component="executor"),
             config=ExecutorConfig(exit_check_interval_s=t.exit_check_interval_s,
                                   reconcile_interval_s=t.reconcile_interval_s,
@@ -223,6 +228,10 @@ class TradingStack:
             await self._bind_account()
         if self.paper is not None and self.repo is not None:
             await self._restore_paper_account()
+        if self.funding is not None:
+            self.funding_feed = FundingFeed(session=self._session, ws_market_base=self.settings.venue.ws_market_base,
+                                            book=self.funding, settings=self.settings.feed, logger=self.log)
+            self.funding_feed.start()
         start = getattr(self.broker, "start", None)
         if start is not None:
             await start()
@@ -233,6 +242,8 @@ class TradingStack:
         if self._exit_check is not None:
             await asyncio.gather(self._exit_check, return_exceptions=True)
         await self.executor.stop()
+        if self.funding_feed is not None:
+            await self.funding_feed.stop()
         close = getattr(self.broker, "close", None)
         if close is not None:
             await close()
@@ -242,6 +253,8 @@ class TradingStack:
         out = self.executor.metrics()
         out.update(self.scalper.stats.metrics())
         out["strategy_signals"] = float(self.signals_emitted)
+        if self.funding_feed is not None:
+            out.update(self.funding_feed.metrics_dict())
         return out
 
 

@@ -40,6 +40,7 @@ from smc_quant.domain.trading import (
     direction,
 )
 from smc_quant.errors import SmcError
+from smc_quant.funding import FundingQuote
 from smc_quant.orders.broker import (
     AccountEvent,
     AccountUpdate,
@@ -90,6 +91,8 @@ class ExecutorStats:
     alarms: int = 0
     errors: int = 0
     skip_reasons: dict[str, int] = field(default_factory=dict)
+    funding_unknown: int = 0
+    """Signals judged without a funding quote (stream off, symbol not quoted yet, or its quote stale)."""
 
 
 class Executor:
@@ -98,7 +101,8 @@ class Executor:
     def __init__(self, *, broker: Broker, manager: Any, risk: Any, repo: Any | None = None,
                  notifier: Notify | None = None, on_trade_closed: Callable[[Trade], None] | None = None,
                  clock: Callable[[], int], config: ExecutorConfig | None = None,
-                 logger: structlog.stdlib.BoundLogger | None = None, returns: ReturnSource | None = None) -> None:
+                 logger: structlog.stdlib.BoundLogger | None = None, returns: ReturnSource | None = None,
+                 funding: Callable[[str], FundingQuote | None] | None = None) -> None:
         self.broker = broker
         self.manager = manager
         self.risk = risk
@@ -106,6 +110,8 @@ class Executor:
         self.notifier = notifier
         self.returns = returns
         """Recent 1m closes for the correlation guard (fed by the caller; ``None``: no guard)."""
+        self.funding = funding
+        """The symbol's current funding quote (``smc_quant.funding.FundingBook.quote``; ``None``: no guard)."""
         self._trade_listeners: list[Callable[[Trade], None]] = [on_trade_closed] if on_trade_closed else []
         self.clock = clock
         self.config = config or ExecutorConfig()
@@ -246,8 +252,13 @@ class Executor:
         now = self.clock()
         held = [symbol for symbol in self.book if symbol != signal.symbol]
         rho = self.returns.correlations(signal.symbol, held, signal.open_time) if held and self.returns else {}
-        decision = self.risk.evaluate(signal, account, mark, now, rho)
-        correlations = {"correlations": {k: round(v, 4) for k, v in rho.items()}} if rho else {}
+        quote = self.funding(signal.symbol) if self.funding is not None else None
+        if self.funding is not None and quote is None:
+            self.stats.funding_unknown += 1
+        decision = self.risk.evaluate(signal, account, mark, now, rho, funding=quote)
+        correlations: dict[str, Any] = {"correlations": {k: round(v, 4) for k, v in rho.items()}} if rho else {}
+        if quote is not None:
+            correlations["funding"] = quote.as_record()
         if decision.action == "skip":
             self._record(signal, decision, correlations)
             self.stats.skipped += 1
@@ -475,7 +486,8 @@ class Executor:
                 "executor_opened": float(s.opened), "executor_skipped": float(s.skipped),
                 "executor_closed": float(s.closed), "executor_forced_exits": float(s.forced_exits),
                 "executor_open_positions": float(len(self.book)), "executor_alarms": float(s.alarms),
-                "executor_errors": float(s.errors), "executor_reconciliations": float(s.reconciliations)}
+                "executor_errors": float(s.errors), "executor_reconciliations": float(s.reconciliations),
+                "executor_funding_unknown": float(s.funding_unknown)}
 
 
 def wall_clock_ms() -> int:

@@ -14,6 +14,9 @@ Every decision carries a machine-readable ``reason``. In evaluation order:
   ``price_filter`` (outside PRICE_FILTER);
 * ``max_positions``: at the limit the weakest-confidence position is rotated out (decision ``rotate``,
   ``close_symbol`` names it) only if it is in profit at its mark and the new signal is more confident;
+* ``funding``: the next funding time of the symbol falls in the hold window (now, now + ``max_hold_ms``] and
+  the signal's side would pay more than ``max_funding_pct`` % of notional there (:mod:`smc_quant.funding`;
+  no quote, or a stale one, is not counted);
 * ``correlated``: an open position (other than one being rotated out) is the same bet —
   ρ · dir(signal) · dir(position) ≥ ``max_correlation``, with ρ the correlation of the two symbols' recent
   1m returns handed in by the caller (:mod:`smc_quant.correlation`; a pair without a figure is not counted);
@@ -46,6 +49,7 @@ from typing import TYPE_CHECKING, Literal
 from smc_quant.domain.trading import ZERO, AccountSnapshot, ExitReason, Position, Signal, Trade, direction
 from smc_quant.exchange.brackets import SymbolBrackets
 from smc_quant.exchange.exchange_info import SymbolFilters
+from smc_quant.funding import FundingQuote, funding_cost_pct
 from smc_quant.orders.filters import PriceRounding, floor_to_step, round_price
 
 if TYPE_CHECKING:
@@ -79,6 +83,8 @@ class RiskConfig:
     max_correlation: float = 0.8
     """Refuse a signal whose symbol's returns correlate this much with an open position's, same direction
     (1 refuses only identical moves)."""
+    max_funding_pct: Decimal = Decimal("0.05")
+    """Refuse a signal whose side pays more than this % of notional at a funding time inside its hold."""
 
     @classmethod
     def of(cls, t: TradingSettings) -> RiskConfig:
@@ -87,7 +93,8 @@ class RiskConfig:
                    max_position_margin_pct=Decimal(str(t.max_position_margin_pct)),
                    max_total_margin_pct=Decimal(str(t.max_total_margin_pct)), max_leverage=t.max_leverage,
                    max_hold_ms=int(t.max_hold_s * 1000), daily_loss_limit_pct=Decimal(str(t.daily_loss_limit_pct)),
-                   cooldown_ms=int(t.cooldown_after_stop_s * 1000), max_correlation=t.max_correlation)
+                   cooldown_ms=int(t.cooldown_after_stop_s * 1000), max_correlation=t.max_correlation,
+                   max_funding_pct=Decimal(str(t.max_funding_pct)))
 
     def __post_init__(self) -> None:
         pct = (self.risk_per_trade_pct, self.max_position_margin_pct, self.max_total_margin_pct,
@@ -105,6 +112,8 @@ class RiskConfig:
             problems.append("need cooldown_ms ≥ 0 and max_hold_ms > 0")
         if not 0 < self.max_correlation <= 1:
             problems.append("max_correlation must be in (0, 1]")
+        if not (self.max_funding_pct.is_finite() and self.max_funding_pct >= 0):
+            problems.append("max_funding_pct must be ≥ 0")
         if problems:
             raise ValueError("invalid RiskConfig: " + "; ".join(problems))
 
@@ -237,14 +246,17 @@ class RiskManager:
     # ---- entries ----------------------------------------------------------------------------------
 
     def evaluate(self, signal: Signal, account: AccountSnapshot, mark: Decimal, now_ms: int,
-                 correlations: Mapping[str, float] | None = None) -> Decision:
-        """The decision for ``signal`` given the account, the symbol's mark price, the time and ρ between the
-        signal's symbol and the open positions' symbols (absent: not counted)."""
+                 correlations: Mapping[str, float] | None = None, funding: FundingQuote | None = None) -> Decision:
+        """The decision for ``signal`` given the account, the symbol's mark price, the time, ρ between the
+        signal's symbol and the open positions' symbols (absent: not counted) and the symbol's funding quote
+        (``None``: unknown, not counted)."""
         equity = account.equity
         self._roll(now_ms, equity)
         reason = self._refusal(signal, account, mark, now_ms)
         if reason:
             return Decision("skip", reason, signal)
+        if funding is not None and self.pays_funding(signal, funding, now_ms):
+            return Decision("skip", "funding", signal)
         positions = dict(account.positions)
         rotate: str | None = None
         if len(positions) >= self.config.max_positions:
@@ -279,6 +291,11 @@ class RiskManager:
         if confidence_multiplier(signal.confidence, self.config.max_confidence_multiplier) <= 0:
             return "low_confidence"
         return ""
+
+    def pays_funding(self, signal: Signal, funding: FundingQuote, now_ms: int) -> bool:
+        """Whether the funding time falls inside the hold window and the signal's side pays more than allowed."""
+        inside = now_ms < funding.next_ms <= now_ms + self.config.max_hold_ms
+        return inside and funding_cost_pct(signal.side, funding.rate) > self.config.max_funding_pct
 
     def _same_bet(self, signal: Signal, positions: Iterable[Position], correlations: Mapping[str, float]) -> bool:
         """Whether an open position moves with the signal: ρ · dir(signal) · dir(position) ≥ max_correlation."""

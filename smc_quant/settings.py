@@ -141,6 +141,13 @@ class TradingSettings(_Section):
     direction (one bet taken twice); 1 refuses only identical moves."""
     correlation_minutes: Annotated[int, Field(ge=30, le=1440)] = 120
     """Window of 1m returns for that correlation (at least half of them present for both symbols)."""
+    max_funding_pct: Annotated[float, Field(ge=0.0, le=100.0)] = 0.05
+    """Refuse an entry whose hold window contains the next funding time when its side would pay more than this
+    % of notional there (longs pay a positive rate, shorts a negative one; docs/strategy.md, "Funding")."""
+    funding_stream: bool = True
+    """Keep the funding rates from the ``!markPrice@arr`` stream (off: the funding guard never applies)."""
+    funding_max_age_s: Annotated[float, Field(gt=0.0)] = 120.0
+    """A symbol's funding quote not refreshed for this long (the stream pushes every 3 s) is unknown: no refusal."""
     max_position_margin_pct: Annotated[float, Field(gt=0.0, le=100.0)] = 10.0
     """Margin of one position as % of equity, at most."""
     max_total_margin_pct: Annotated[float, Field(gt=0.0, le=100.0)] = 50.0

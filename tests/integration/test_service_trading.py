@@ -87,9 +87,13 @@ async def test_paper_service_loads_the_champion_scores_minutes_and_trades_a_real
         assert isinstance(service.trading.broker, PaperBroker), "no live trading in paper mode"
         assert service.learner is not None
         await service.cluster.wait_subscribed()
+        funding = service.trading.funding_feed
+        assert funding is not None, "the funding stream is on by default"
+        await asyncio.wait_for(funding.connection.subscribed.wait(), 10)
         emu.resume()
         await service.cluster.wait_until(emu.start_ms + 5 * 60_000)
         emu.pause()
+        assert len(funding.book) == len(SYMBOLS)  # every symbol's rate, from the stream alone
         assert service.scorer.batches_scored >= 5 and service.scorer.batches_unscored == 0
         # the paper account is priced by the replayed candles
         paper = service.trading.paper
@@ -120,6 +124,7 @@ async def test_paper_service_loads_the_champion_scores_minutes_and_trades_a_real
         assert (await repo.signal(position.signal_id)) is not None
         metrics = service._extra_metrics()
         assert metrics["executor_open_positions"] == 1 and metrics["model_version"] == version
+        assert metrics["funding_symbols"] == len(SYMBOLS) and metrics["executor_funding_unknown"] == 0
         assert any(k.startswith("learner_") for k in metrics)
         assert service.housekeeper is not None and "housekeeping_runs" in metrics
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -32,6 +32,7 @@ from smc_quant.exchange.governor import WeightGovernor
 from smc_quant.exchange.trade_client import LiveBroker
 from smc_quant.executor import Executor, ExecutorConfig
 from smc_quant.features import FEATURE_SCHEMA
+from smc_quant.funding import FundingQuote
 from smc_quant.order_manager import OrderConfig, SmartOrderManager
 from smc_quant.orders.limiter import OrderLimiter
 from smc_quant.orders.signing import RequestSigner
@@ -72,9 +73,10 @@ class Rig:
         assert price is not None, f"no price yet for {symbol}"
         return Decimal(price)
 
-    async def executor(self, returns: ReturnSource | None = None, **config: Any) -> Executor:
+    async def executor(self, returns: ReturnSource | None = None,
+                       funding: Callable[[str], FundingQuote | None] | None = None, **config: Any) -> Executor:
         """A fresh executor (new broker session, new manager) over the same database and exchange; ``returns``
-        is the correlation guard's source (default: none, no guard)."""
+        is the correlation guard's source and ``funding`` the funding guard's (default: none, no guard)."""
         em = self.emulator
         signer = RequestSigner(em.config.api_key, em.config.api_secret, wall_ms, recv_window_ms=5000)
         limiter = OrderLimiter(sleep=asyncio.sleep, new_event=asyncio.Event)
@@ -91,7 +93,7 @@ class Rig:
                                     journal=self.repo, clock=self.clock)
         options = {"exit_check_interval_s": 0.05, "reconcile_interval_s": 3600.0, **config}
         ex = Executor(broker=broker, manager=manager, risk=risk, repo=self.repo, clock=self.clock,
-                      config=ExecutorConfig(**options), returns=returns)
+                      config=ExecutorConfig(**options), returns=returns, funding=funding)
         for symbol in em.symbols:
             price = em.account.last_price(symbol)
             if price is not None:
@@ -179,11 +181,12 @@ def check_trades(trades: Iterable[Trade], fills: Iterable[Any]) -> None:
 
 @asynccontextmanager
 async def trading_rig(data_dir: Path, dsn: str, *, speed: float = 240.0, warm_minutes: int = 3,
-                      symbols: tuple[str, ...] = SYMBOLS) -> AsyncIterator[Rig]:
-    """Emulator paused after ``warm_minutes`` replayed minutes, a migrated database, one HTTP session."""
+                      symbols: tuple[str, ...] = SYMBOLS, **emulator: Any) -> AsyncIterator[Rig]:
+    """Emulator paused after ``warm_minutes`` replayed minutes (more ``EmulatorConfig`` options in ``emulator``),
+    a migrated database, one HTTP session."""
     await apply_migrations(dsn)
     pool = await create_pool(dsn, max_size=6)
-    em = Emulator(EmulatorConfig(data_dir=data_dir, symbols=symbols, speed=speed, start_paused=True))
+    em = Emulator(EmulatorConfig(data_dir=data_dir, symbols=symbols, speed=speed, start_paused=True, **emulator))
     await em.start()
     session = aiohttp.ClientSession()
     rig = Rig(em, pool, TradingRepository(pool), session, data_dir)

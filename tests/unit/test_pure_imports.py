@@ -18,6 +18,7 @@ PURE = [Path(smc_quant.__file__).parent / "features.py",
         Path(smc_quant.__file__).parent / "strategy.py",
         Path(smc_quant.__file__).parent / "risk.py",
         Path(smc_quant.__file__).parent / "correlation.py",
+        Path(smc_quant.__file__).parent / "funding.py",
         Path(smc_quant.__file__).parent / "book.py",
         *sorted((Path(smc_quant.__file__).parent / "orders").glob("*.py"))]
 
@@ -47,7 +48,7 @@ def test_importing_pure_modules_loads_no_io_library_beyond_numpy_numba_polars() 
         "before = set(sys.modules)\n"
         "import smc_quant.smc, smc_quant.features, smc_quant.domain.candle_store, smc_quant.domain.continuity\n"
         "import smc_quant.labels, smc_quant.orders.filters, smc_quant.orders.signing, smc_quant.orders.reactions\n"
-        "import smc_quant.strategy, smc_quant.risk, smc_quant.book, smc_quant.correlation\n"
+        "import smc_quant.strategy, smc_quant.risk, smc_quant.book, smc_quant.correlation, smc_quant.funding\n"
         "print('\\n'.join(sorted(set(sys.modules) - before)))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

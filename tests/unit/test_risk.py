@@ -15,6 +15,7 @@ from smc_quant.datasets import LEVERAGE_TIERS, load_exchange_info
 from smc_quant.domain.trading import AccountSnapshot, ExitReason, Position, Signal, Trade, entry_side, exit_side
 from smc_quant.exchange.brackets import SymbolBrackets, load_brackets
 from smc_quant.exchange.exchange_info import SymbolFilters, parse_exchange_info
+from smc_quant.funding import FundingQuote
 from smc_quant.orders.filters import floor_to_step, validate_order, validate_trigger
 from smc_quant.risk import DAY_MS, Decision, RiskConfig, RiskManager, confidence_multiplier
 
@@ -402,3 +403,44 @@ def test_risk_config_of_the_trading_settings() -> None:
         max_total_margin_pct=D("20.0"), max_leverage=7, max_hold_ms=3_600_000, daily_loss_limit_pct=D("3.0"),
         cooldown_ms=60_000, max_correlation=0.7)
     assert RiskConfig.of(TradingSettings()) == RiskConfig()
+
+
+def _funding(rate: str, next_ms: int) -> FundingQuote:
+    return FundingQuote(D(rate), next_ms, D("30000.0"), T0)
+
+
+def test_funding_inside_the_hold_that_the_side_pays_is_refused(rm: RiskManager) -> None:
+    """Default 0.05 %: a long refused when 0.06 % is due within the 2-hour hold, a short (which receives it)
+    sized; the same rate after the hold, a rate at the limit, or an unknown quote never refuse; a refused
+    signal rotates nothing out."""
+    due = T0 + 30 * MIN
+    refused = rm.evaluate(sig(), acct(), D("30000.0"), T0, funding=_funding("0.0006", due))
+    assert (refused.action, refused.reason) == ("skip", "funding")
+    assert rm.evaluate(sig(side="SHORT", stop=2.0), acct(), D("30000.0"), T0,
+                       funding=_funding("0.0006", due)).action == "open"
+    assert rm.evaluate(sig(side="SHORT"), acct(), D("30000.0"), T0,
+                       funding=_funding("-0.0006", due)).reason == "funding"  # shorts pay a negative rate
+    assert rm.evaluate(sig(), acct(), D("30000.0"), T0, funding=_funding("-0.0075", due)).action == "open"
+    limit = rm.evaluate(sig(), acct(), D("30000.0"), T0, funding=_funding("0.0005", due))
+    assert limit.action == "open"  # exactly max_funding_pct is allowed
+    hold = RiskConfig().max_hold_ms
+    assert rm.evaluate(sig(), acct(), D("30000.0"), T0, funding=_funding("0.01", T0 + hold)).reason == "funding"
+    assert rm.evaluate(sig(), acct(), D("30000.0"), T0, funding=_funding("0.01", T0 + hold + 1)).action == "open"
+    assert rm.evaluate(sig(), acct(), D("30000.0"), T0, funding=_funding("0.01", T0)).action == "open"  # settled
+    assert rm.evaluate(sig(), acct(), D("30000.0"), T0, funding=None).action == "open"
+    three = rm.evaluate(sig(), acct(positions=_three("2010")), D("30000.0"), T0, funding=_funding("0.0006", due))
+    assert (three.action, three.close_symbol) == ("skip", None)
+
+
+def test_funding_limit_comes_from_the_settings(market: tuple[dict[str, SymbolFilters],
+                                                            dict[str, SymbolBrackets]]) -> None:
+    """SMC_TRADING__MAX_FUNDING_PCT maps onto the risk config; a negative limit is refused."""
+    from smc_quant.settings import load_settings
+
+    cfg = RiskConfig.of(load_settings(trading={"max_funding_pct": 0.2}).trading)
+    assert cfg.max_funding_pct == D("0.2")
+    strict = RiskManager(cfg, *market)
+    assert strict.evaluate(sig(), acct(), D("30000.0"), T0, funding=_funding("0.0019", T0 + MIN)).action == "open"
+    assert strict.evaluate(sig(), acct(), D("30000.0"), T0, funding=_funding("0.0021", T0 + MIN)).reason == "funding"
+    with pytest.raises(ValueError, match="max_funding_pct"):
+        RiskConfig(max_funding_pct=D("-0.01"))

@@ -59,8 +59,37 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--api-secret", default=None,
                    help="HMAC secret (default: SMC_EMULATOR_API_SECRET or 'emulator-secret')")
     p.add_argument("--balance", type=_balance, default=Decimal("10000"), help="starting USDT wallet balance")
+    p.add_argument("--funding-rate", type=_rate, default=Decimal("0.0001"),
+                   help="funding rate of every symbol on !markPrice@arr (fraction; 0.0001 = 0.01 %%)")
+    p.add_argument("--symbol-funding", nargs="*", default=(), metavar="SYMBOL=RATE",
+                   help="per-symbol funding rates, e.g. DOGEUSDT=0.0075")
     p.add_argument("--log-level", default="INFO")
     return p
+
+
+def _rate(text: str) -> Decimal:
+    """A finite decimal fraction in [−0.05, 0.05] (Binance caps funding far below that)."""
+    try:
+        value = Decimal(text)
+    except ArithmeticError:
+        raise ValueError(text) from None
+    if not value.is_finite() or abs(value) > Decimal("0.05"):
+        raise ValueError(text)
+    return value
+
+
+def _symbol_rates(pairs: list[str]) -> tuple[tuple[str, Decimal], ...]:
+    out = []
+    for pair in pairs:
+        symbol, sep, rate = pair.partition("=")
+        if not sep or not symbol:
+            raise SystemExit(f"smc-quant emulator: --symbol-funding wants SYMBOL=RATE, got {pair!r}")
+        try:
+            out.append((symbol.upper(), _rate(rate)))
+        except ValueError:
+            raise SystemExit(f"smc-quant emulator: --symbol-funding {pair!r}: the rate must be a fraction "
+                             "within ±0.05") from None
+    return tuple(out)
 
 
 def config_from(args: argparse.Namespace) -> EmulatorConfig:
@@ -79,6 +108,8 @@ def config_from(args: argparse.Namespace) -> EmulatorConfig:
         api_key=args.api_key,
         api_secret=args.api_secret or os.environ.get("SMC_EMULATOR_API_SECRET", "emulator-secret"),
         balance=args.balance,
+        funding_rate=args.funding_rate,
+        funding_rates=_symbol_rates(list(args.symbol_funding)),
     )
 
 

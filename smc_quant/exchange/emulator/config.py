@@ -79,6 +79,12 @@ class EmulatorConfig:
     """A listenKey expires this long after its creation or last keepalive (wall clock)."""
     recv_window_max_ms: int = 60000
     """Largest accepted ``recvWindow``; beyond it 400 -1131."""
+    funding_rate: Decimal = Decimal("0.0001")
+    """Funding rate served on ``!markPrice@arr`` for every symbol (0.01 %, Binance's usual baseline) ..."""
+    funding_rates: tuple[tuple[str, Decimal], ...] = ()
+    """... except these ``(symbol, rate)`` pairs. Synthetic: the shared data holds no funding history."""
+    funding_interval_h: int = 8
+    """Funding times are the multiples of this many hours (UTC, market time): ``T`` of the stream."""
 
     def __post_init__(self) -> None:
         if self.speed < 0:
@@ -89,3 +95,5 @@ class EmulatorConfig:
             raise ValueError("max_minutes must be >= 0")
         if self.history_minutes < 0:
             raise ValueError("history_minutes must be >= 0")
+        if not 1 <= self.funding_interval_h <= 24:
+            raise ValueError("funding_interval_h must be in [1, 24]")

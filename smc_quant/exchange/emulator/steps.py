@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from smc_quant.domain.candles import INTERVAL_MS, MINUTE_MS
 from smc_quant.exchange.emulator.frames import (
     Bar,
     combined,
+    fmt,
     in_candle_path,
     kline_body,
     merge,
@@ -17,6 +20,9 @@ from smc_quant.exchange.emulator.frames import (
 )
 from smc_quant.exchange.emulator.intervals import Aggregator, parse_stream
 from smc_quant.exchange.emulator.market import Market
+
+MARK_PRICE_STREAMS = frozenset({"!markPrice@arr", "!markPrice@arr@1s"})
+"""All symbols' mark price and funding, one push per replay step (Binance: every 3 s or 1 s)."""
 
 
 def stream_name(symbol: str) -> str:
@@ -48,9 +54,12 @@ class Step:
 class StepBuilder:
     """Builds :class:`Minute` and :class:`Step` objects for the served symbols."""
 
-    def __init__(self, market: Market, updates: int) -> None:
+    def __init__(self, market: Market, updates: int, funding: Mapping[str, Decimal] | None = None,
+                 default_funding: Decimal = Decimal("0.0001"), funding_interval_ms: int = 8 * 3_600_000) -> None:
         self._market = market
         self._updates = updates
+        self._funding = {s: str((funding or {}).get(s, default_funding)) for s in market.symbols}
+        self._funding_interval_ms = funding_interval_ms
         self._symbols = {stream_name(s): s for s in market.symbols}
         self._lower = {s.lower(): s for s in market.symbols}
         self._agg = Aggregator(market)
@@ -87,6 +96,13 @@ class StepBuilder:
         source_of = self._market.source_of
         longer: dict[tuple[str, str], tuple[int, str] | None] = {}
         for stream in wanted | raw_wanted:
+            if stream in MARK_PRICE_STREAMS:
+                raw = self._mark_prices(minute, update, event_ms)
+                if stream in wanted:
+                    step.combined[stream] = ws_text_frame(combined(stream, raw).encode())
+                if stream in raw_wanted:
+                    step.raw[stream] = ws_text_frame(raw.encode())
+                continue
             sym = self._symbols.get(stream)
             if sym is not None:
                 bodies = minute.bodies.get(source_of[sym])
@@ -110,6 +126,22 @@ class StepBuilder:
             if stream in raw_wanted:
                 step.raw[stream] = ws_text_frame(raw.encode())
         return step
+
+    def _mark_prices(self, minute: Minute, update: int, event_ms: int) -> str:
+        """A ``!markPrice@arr`` payload: every served symbol with a candle this minute; the mark, index and
+        settle prices are the in-candle price, ``T`` the next multiple of the funding interval."""
+        every = self._funding_interval_ms
+        nxt = (event_ms // every + 1) * every
+        items = []
+        for sym in self._market.symbols:
+            src = self._market.source_of[sym]
+            path = minute.paths.get(src)
+            if path is None:
+                continue
+            p = fmt(path[update].close, self._market.precision[src].price)
+            items.append(f'{{"e":"markPriceUpdate","E":{event_ms},"s":"{sym}","p":"{p}","ap":"{p}","i":"{p}",'
+                         f'"P":"{p}","r":"{self._funding[sym]}","T":{nxt}}}')
+        return "[" + ",".join(items) + "]"
 
     def _longer_target(self, stream: str) -> tuple[str, str] | None:
         parsed = parse_stream(stream)

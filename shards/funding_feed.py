@@ -1,0 +1,84 @@
+"""The funding-rate feed: one ``!markPrice@arr`` stream on the ``/market`` route into a :class:`FundingBook`.
+
+One socket per executor (not per shard): the stream lists every symbol every 3 s, so the risk manager knows
+each symbol's rate and next funding time without REST polling. The connection (reconnects with backoff,
+watchdog, paced SUBSCRIBE, 2026 route check) is the shards' :class:`~shards.connection.StreamConnection`;
+this module adds the consumer: parse each frame (a bad item is counted by reason and dropped, the others
+are kept) and merge its quotes. When it is down, quotes go stale and the guard stops applying — trading never
+waits on it (``executor_funding_unknown`` counts the signals judged without a quote).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import aiohttp
+import structlog
+
+from shards.backoff import exponential_backoff
+from shards.connection import Frame, StreamConnection, market_route
+from smc_quant.errors import DataRejected
+from smc_quant.funding import FundingBook, parse_mark_prices
+from smc_quant.ops.metrics import FeedMetrics
+from smc_quant.settings import FeedSettings
+
+STREAM = "!markPrice@arr"
+QUEUE_SIZE = 64
+
+
+class FundingFeed:
+    """Runs the stream and its consumer until :meth:`stop`; quotes land in ``book``."""
+
+    def __init__(self, *, session: aiohttp.ClientSession, ws_market_base: str, book: FundingBook,
+                 settings: FeedSettings, logger: structlog.stdlib.BoundLogger | None = None) -> None:
+        self.book = book
+        self.metrics = FeedMetrics(shard=-1)
+        self.updates = 0
+        self._log = (logger or structlog.get_logger()).bind(component="funding_feed")
+        self._queue: asyncio.Queue[Frame] = asyncio.Queue(QUEUE_SIZE)
+        self.connection = StreamConnection(
+            session=session, base_url=market_route(ws_market_base), streams=[STREAM], queue=self._queue,
+            metrics=self.metrics, settings=settings,
+            backoff=lambda: exponential_backoff(settings.backoff_initial_s, settings.backoff_max_s),
+            logger=self._log)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.quoted = asyncio.Event()
+        """Set once the first frame's quotes are in the book."""
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self.connection.run(), name="funding-stream"),
+                       asyncio.create_task(self._consume(), name="funding-consumer")]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def _consume(self) -> None:
+        while True:
+            _, frame = await self._queue.get()
+            try:
+                quotes, rejected = parse_mark_prices(frame)
+            except DataRejected as bad_frame:
+                rejected, quotes = [bad_frame], []
+            for item in rejected:
+                self.metrics.reject(item.reason)
+            if rejected:
+                self._log.warning("funding_items_rejected", count=len(rejected), first=str(rejected[0]))
+            self.updates += self.book.update(quotes)
+            if quotes:
+                self.quoted.set()
+
+    def metrics_dict(self) -> dict[str, float]:
+        """For /metrics: quotes merged, symbols known, frames, reconnects and rejections of the funding stream."""
+        m = self.metrics
+        return {"funding_quotes": float(self.updates), "funding_symbols": float(len(self.book)),
+                "funding_frames": float(m.frames), "funding_reconnects": float(m.reconnects),
+                "funding_rejected": float(sum(m.rejected.values())), "funding_queue_drops": float(m.queue_drops)}
+
+
+__all__ = ["STREAM", "FundingFeed"]
