@@ -20,7 +20,7 @@ series, give no figure (``None``): the pair is not counted. Causal: only candles
 Two sources with one computation: :class:`ReturnWindows` (the service: a ring of recent closes per symbol,
 filled at start from the warm start, then fed by every closed candle) and :class:`SeriesReturns` (the
 backtest: the whole history in memory).
-Pure: numpy only.
+Pure: numpy only (and the domain's MINUTE_MS).
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from smc_quant.domain.candles import MINUTE_MS
+
 __all__ = ["MINUTE_MS", "ReturnSource", "ReturnWindows", "SeriesReturns", "correlation", "dense_closes"]
 
-MINUTE_MS = 60_000
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 

@@ -30,12 +30,12 @@ import numpy as np
 import polars as pl
 
 from smc_quant.datasets import KLINES_2023_1M
+from smc_quant.domain.candles import MINUTE_MS
 from smc_quant.domain.series import KlineSeries
 
 __all__ = ["BacktestDataError", "find_kline_files", "load_folder", "parse_time", "read_binance_csv",
            "read_freqtrade", "read_ours", "symbol_of", "window"]
 
-MINUTE_MS = 60_000
 _OURS = re.compile(r"^([A-Z0-9]+)(?:_[^.]*)?\.csv(?:\.gz)?$")
 _FREQTRADE = re.compile(r"^([A-Z0-9]+(?:_[A-Z0-9]+){1,2})-1m(?:-(?:futures|mark|spot))?\.(feather|json)$")
 _BINANCE = re.compile(r"^([A-Z0-9]+)-1m-\d{4}-\d{2}(?:-\d{2})?\.(csv|zip)$")

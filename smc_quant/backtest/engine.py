@@ -38,6 +38,7 @@ import numpy.typing as npt
 
 from smc_quant.backtest.stack import BacktestClock, PricePath, Stack, build_stack
 from smc_quant.correlation import SeriesReturns
+from smc_quant.domain.candles import MINUTE_MS
 from smc_quant.domain.series import KlineSeries
 from smc_quant.domain.trading import PositionSide, Signal, Trade
 from smc_quant.exchange.brackets import SymbolBrackets
@@ -50,7 +51,6 @@ __all__ = ["BacktestConfig", "BacktestResult", "Mode", "OrderRow", "Prepared", "
            "run_backtest"]
 
 F64 = npt.NDArray[np.float64]
-MINUTE_MS = 60_000
 Mode = Literal["model", "unfiltered", "random"]
 Scorer = Callable[[F64], F64 | None]
 """Rows of features → P(win) per row (``MLPredictor.predict_batch``); None = no model (no signals)."""

@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from smc_quant.backtest.engine import MINUTE_MS, BacktestConfig, BacktestResult, Prepared, Progress, run_backtest
+from smc_quant.backtest.engine import BacktestConfig, BacktestResult, Prepared, Progress, run_backtest
 from smc_quant.backtest.stack import quiet_logger
+from smc_quant.domain.candles import MINUTE_MS
 from smc_quant.domain.series import KlineSeries
 from smc_quant.domain.trading import ExperienceRow, Signal, Trade
 from smc_quant.exchange.brackets import SymbolBrackets

@@ -43,6 +43,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import ndtr, stdtrit
 
+from smc_quant.domain.candles import MINUTE_MS
 from smc_quant.model.metrics import auc, midranks
 
 F64 = npt.NDArray[np.float64]
@@ -68,7 +69,6 @@ def auc_se(a: float, wins: int, losses: int) -> float:
     return math.sqrt(max(var, 0.0))
 
 
-MINUTE_MS = 60_000
 
 
 def time_blocks(start: I64, end: I64) -> I64:
