@@ -241,7 +241,8 @@ async def replay_compare(data_dir: Path, symbols: Sequence[str], dsn: str, *, st
         universe={"symbols": tuple(symbols), "quote_assets": ("USDT", "USDC")},
         feed={"heartbeat_timeout_s": 30.0, "flush_interval_s": 0.05, "control_messages_per_s": 10.0,
               "bootstrap_candles": 0},  # the backtest starts with no history: so does the service
-        ops={"port": 0, "freshness_window_s": 3600.0}, trading=dict(trading or {}), learner={"enabled": False},
+        ops={"port": 0, "freshness_window_s": 3600.0}, learner={"enabled": False},
+        trading={"funding_stream": False, **(trading or {})},  # the backtest has no funding data: neither side guards
         binance_api_key=None, binance_api_secret=None)
     service = Service(settings)
     try:
