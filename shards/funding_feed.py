@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import aiohttp
 import structlog
@@ -43,6 +44,7 @@ class FundingFeed:
             backoff=lambda: exponential_backoff(settings.backoff_initial_s, settings.backoff_max_s),
             logger=self._log)
         self._tasks: list[asyncio.Task[None]] = []
+        self._last_quotes: float | None = None
         self.quoted = asyncio.Event()
         """Set once the first frame's quotes are in the book."""
 
@@ -71,12 +73,15 @@ class FundingFeed:
                 self._log.warning("funding_items_rejected", count=len(rejected), first=str(rejected[0]))
             self.updates += self.book.update(quotes)
             if quotes:
+                self._last_quotes = time.monotonic()
                 self.quoted.set()
 
     def metrics_dict(self) -> dict[str, float]:
-        """For /metrics: quotes merged, symbols known, frames, reconnects and rejections of the funding stream."""
+        """For /metrics: quotes merged, symbols known, seconds since the last quotes arrived (−1: none yet; alert
+        when it passes ``funding_max_age_s``: the guard has stopped applying), frames, reconnects, rejections."""
         m = self.metrics
-        return {"funding_quotes": float(self.updates), "funding_symbols": float(len(self.book)),
+        age = -1.0 if self._last_quotes is None else time.monotonic() - self._last_quotes
+        return {"funding_quotes": float(self.updates), "funding_symbols": float(len(self.book)), "funding_age_s": age,
                 "funding_frames": float(m.frames), "funding_reconnects": float(m.reconnects),
                 "funding_rejected": float(sum(m.rejected.values())), "funding_queue_drops": float(m.queue_drops)}
 

@@ -66,6 +66,7 @@ async def test_a_long_that_would_pay_funding_within_the_hold_is_refused_and_a_sh
         feed = FundingFeed(session=rig.session, ws_market_base=rig.emulator.ws_market_base, book=book,
                            settings=load_settings().feed)
         feed.start()
+        assert feed.metrics_dict()["funding_age_s"] == -1.0  # nothing received yet
         try:
             await asyncio.wait_for(feed.connection.subscribed.wait(), 10)
             rig.emulator.faults.malformed(1)  # the first push arrives truncated: counted, the next ones are used
@@ -76,6 +77,7 @@ async def test_a_long_that_would_pay_funding_within_the_hold_is_refused_and_a_sh
             eth = book.quote("ETHUSDT")
             assert eth is not None and eth.rate == Decimal("0.0075") and now < eth.next_ms <= now + HOUR_MS
             assert feed.metrics_dict()["funding_symbols"] == 5.0 and feed.metrics_dict()["funding_rejected"] == 1
+            assert feed.metrics_dict()["funding_age_s"] >= 0.0  # quotes arrived
 
             ex = await rig.executor(funding=book.quote)
             long = rig.signal("ETHUSDT", "LONG", confidence=0.75, stop_pct=3.0, target_pct=6.0)
