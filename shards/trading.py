@@ -28,6 +28,7 @@ from smc_quant.executor import Executor, ExecutorConfig
 from smc_quant.funding import FundingBook
 from smc_quant.model.scoring import Batch, Scores
 from smc_quant.orders.broker import Broker
+from smc_quant.paper import FundingPayment
 from smc_quant.settings import Settings
 
 
@@ -88,7 +89,7 @@ class TradingStack:
             account = SimAccount(self.filters, self.brackets, SimConfig(
                 balance=Decimal(str(t.paper_balance)), taker_fee=Decimal(str(t.taker_fee_pct)) / 100,
                 slippage_bps=Decimal(str(t.slippage_bps))))
-            self.paper = PaperBroker(account, self.clock)
+            self.paper = PaperBroker(account, self.clock, on_funding=self._store_funding)
             self.broker = self.paper
         self.repo = TradingRepository(pool) if pool is not None else None
         n = settings.notify
@@ -106,6 +107,7 @@ class TradingStack:
         self.funding = FundingBook(t.funding_max_age_s, time.monotonic) if t.funding_stream else None
         self.funding_feed: FundingFeed | None = None
         self._session = session
+        self._funding_writes: set[asyncio.Task[bool]] = set()
         self.executor = Executor(
             broker=self.broker, manager=self.manager, risk=self.risk, repo=self.repo, notifier=self.notifier,
             returns=self.returns, funding=self.funding.quote if self.funding is not None else None,
@@ -142,6 +144,9 @@ class TradingStack:
         self.executor.on_price(candle.symbol, price)
         self.returns.record(candle.symbol, candle.open_time, candle.close)
         if self.paper is not None:
+            quote = self.funding.quote(candle.symbol) if self.funding is not None else None
+            if quote is not None:  # before the bar: the bar ending at the funding time settles it
+                self.paper.note_funding(candle.symbol, quote)
             self.paper.on_bar(candle.symbol, candle.open, candle.high, candle.low, candle.close, candle.open_time,
                               self.settings.trading.paper_price_path)
         if self.clock.latest_close_ms > minute and self._exit_check is None and self.executor.started.is_set():
@@ -169,17 +174,35 @@ class TradingStack:
             if self.executor.submit(signal):
                 self.signals_emitted += 1
 
+    def _store_funding(self, payment: FundingPayment) -> None:
+        """A paper position paid (or received) funding: log it and store it in the background (the wallet
+        restore reads it back); awaited by :meth:`stop`."""
+        self.log.info("paper_funding", symbol=payment.symbol, time_ms=payment.time_ms, rate=str(payment.rate),
+                      amount=str(payment.amount))
+        if self.repo is None:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self.repo.record_funding(payment.symbol, payment.time_ms, payment.rate, payment.amount))
+        self._funding_writes.add(task)
+        task.add_done_callback(self._funding_written)
+
+    def _funding_written(self, task: asyncio.Task[bool]) -> None:
+        self._funding_writes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error("paper_funding_not_stored", error=repr(task.exception()))
+
     async def _restore_paper_account(self) -> None:
         """The paper account lives in memory: rebuild it from PostgreSQL before the executor recovers its book,
         so a restart keeps the paper positions (re-protected by the reconciliation) and the balance::
 
             wallet = paper_balance + Σ net PnL of the closed trades + Σ (realised PnL − fee) of the open
-                     positions' fills
+                     positions' fills − Σ funding paid
 
         (the trades of the current account epoch: after live trading on this database, paper starts afresh
         from ``paper_balance``)."""
         assert self.paper is not None and self.repo is not None
-        wallet = Decimal(str(self.settings.trading.paper_balance)) + await self.repo.realized_since(0)
+        wallet = (Decimal(str(self.settings.trading.paper_balance)) + await self.repo.realized_since(0)
+                  - await self.repo.funding_paid())
         positions: dict[str, tuple[Decimal, Decimal, int, int]] = {}
         for position, _meta in await self.repo.open_positions():
             for fill in await self.repo.fills_for_signal(position.signal_id):
@@ -242,6 +265,8 @@ class TradingStack:
         if self._exit_check is not None:
             await asyncio.gather(self._exit_check, return_exceptions=True)
         await self.executor.stop()
+        if self._funding_writes:
+            await asyncio.gather(*self._funding_writes, return_exceptions=True)
         if self.funding_feed is not None:
             await self.funding_feed.stop()
         close = getattr(self.broker, "close", None)

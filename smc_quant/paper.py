@@ -5,6 +5,8 @@ every closed candle's close (and anything finer it has, e.g. mark prices) into :
 the simulated account (``smc_quant.sim.account.SimAccount``, the same model the emulator serves over the
 wire) fills MARKET orders at the last price with slippage, rests LIMIT orders, triggers the conditional
 (algo) orders and keeps balance and positions. The SmartOrderManager cannot tell this broker from the live one.
+Funding: :meth:`PaperBroker.note_funding` takes the streamed quotes and each position pays at the funding time
+(:class:`FundingPayment`, handed to ``on_funding`` to be stored), as the exchange charges a live one.
 
 Two details keep it honest to the exchange:
 
@@ -20,10 +22,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
 
+from smc_quant.domain.candles import MINUTE_MS
 from smc_quant.errors import VenueRejected
+from smc_quant.funding import FundingQuote
 from smc_quant.orders.broker import (
     AccountEvent,
     AlgoRequest,
@@ -38,6 +43,16 @@ from smc_quant.orders.broker import (
 PricePath = Literal["ohlc", "close"]
 
 
+@dataclass(frozen=True, slots=True)
+class FundingPayment:
+    """What a paper position paid at a funding time (``amount`` > 0: paid, < 0: received), in USDT."""
+
+    symbol: str
+    time_ms: int
+    rate: Decimal
+    amount: Decimal
+
+
 def _dec(x: float) -> Decimal:
     return Decimal(repr(float(x)))
 
@@ -45,7 +60,7 @@ def _dec(x: float) -> Decimal:
 if TYPE_CHECKING:
     from smc_quant.sim.account import SimAccount
 
-__all__ = ["PaperBroker"]
+__all__ = ["FundingPayment", "PaperBroker"]
 
 NO_SUCH_ORDER = -2013
 CANCEL_REJECTED = -2011
@@ -58,11 +73,17 @@ class PaperBroker:
     ``clock`` returns epoch milliseconds (in replay, the replay clock); every request is stamped with it.
     """
 
-    def __init__(self, account: SimAccount, clock: Callable[[], int]) -> None:
+    def __init__(self, account: SimAccount, clock: Callable[[], int],
+                 on_funding: Callable[[FundingPayment], None] | None = None) -> None:
         self._account = account
         self._clock = clock
         self._sinks: list[EventSink] = []
         self.events_delivered = 0
+        self._funding_due: dict[str, tuple[int, Decimal]] = {}
+        self._funding_settled: dict[str, int] = {}
+        self._on_funding = on_funding
+        self.funding_payments: list[FundingPayment] = []
+        """Every funding payment of this run (also handed to ``on_funding``, which stores it)."""
 
     @property
     def account(self) -> SimAccount:
@@ -95,8 +116,36 @@ class PaperBroker:
             events.extend(acc.on_price(symbol, _dec(near), open_time + 20_000))
             events.extend(acc.on_price(symbol, _dec(far), open_time + 40_000))
         events.extend(acc.on_price(symbol, _dec(c), open_time + 59_999))
+        due = self._funding_due.get(symbol)
+        if due is not None and open_time + MINUTE_MS >= due[0]:
+            events.extend(self._settle(symbol))  # the bar that ends at the funding time: its close is the mark
         self._emit(events)
         return len(events)
+
+    # -- funding -----------------------------------------------------------------------------------
+
+    def note_funding(self, symbol: str, quote: FundingQuote) -> None:
+        """The symbol's latest funding quote (rate to be applied at ``quote.next_ms``). A quote pushed at or after
+        the pending funding time settles the pending one first, at the rate quoted before it — whichever comes
+        first, that or the bar ending at the funding time, settles it, once."""
+        due = self._funding_due.get(symbol)
+        if due is not None and quote.event_ms >= due[0]:
+            self._emit(self._settle(symbol))
+        if quote.next_ms > self._funding_settled.get(symbol, 0):
+            self._funding_due[symbol] = (quote.next_ms, quote.rate)
+
+    def _settle(self, symbol: str) -> list[AccountEvent]:
+        at, rate = self._funding_due.pop(symbol)
+        self._funding_settled[symbol] = at
+        if self._account.last_price(symbol) is None:
+            return []
+        paid, events = self._account.settle_funding(symbol, rate, at)
+        if events:
+            payment = FundingPayment(symbol, at, rate, paid)
+            self.funding_payments.append(payment)
+            if self._on_funding is not None:
+                self._on_funding(payment)
+        return events
 
     # -- events ------------------------------------------------------------------------------------
 

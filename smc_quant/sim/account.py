@@ -121,6 +121,21 @@ class SimAccount:
         """The last price seen for ``symbol``, if any."""
         return self._prices.get(symbol)
 
+    def settle_funding(self, symbol: str, rate: Decimal, time_ms: int) -> tuple[Decimal, list[AccountEvent]]:
+        """Funding at ``time_ms``: the position pays ``amount × mark × rate`` (signed amount: a long pays a
+        positive rate, a short receives it), rounded to USDT places; the wallet moves by minus that. Returns
+        (payment, events): an ``AccountUpdate`` with reason ``FUNDING_FEE`` and the wallet only (as Binance
+        sends it for cross margin), then any liquidation the payment caused. No position: (0, [])."""
+        if not rate.is_finite():
+            raise ValueError(f"{symbol}: funding rate {rate} is not a number")
+        held = self._positions.get(symbol)
+        if held is None:
+            return ZERO, []
+        payment = to_usdt(held.amount * self._mark(symbol) * rate)
+        self._wallet -= payment
+        events: list[AccountEvent] = [AccountUpdate("FUNDING_FEE", self._wallet, (), time_ms)]
+        return payment, events + self._check_liquidation(time_ms)
+
     # -- orders -------------------------------------------------------------------------------------
 
     def new_order(self, *, symbol: str, side: str, type: str, quantity: Decimal | None, time_ms: int,

@@ -1,4 +1,4 @@
-"""``TradingRepository``: the SQL of the trading tables (migrations 0004–0006).
+"""``TradingRepository``: the SQL of the trading tables (migrations 0004–0007).
 
 PostgreSQL is the source of truth for the trading path: after a restart the executor rebuilds its book
 from ``positions`` (including ``entry_time_ms``, so the 2-hour clock keeps running), its pending work
@@ -174,10 +174,10 @@ class TradingRepository:
     """Signals, orders, fills, the open book, closed trades, experience and alarms in PostgreSQL.
 
     After :meth:`bind_account` the history that describes one account — :meth:`trades`,
-    :meth:`realized_since` and :meth:`latest_entry` — is read from the current account epoch only, so a
-    switch from paper to live (or between venues) never restores the other account's daily loss, cooldowns,
-    wallet or journalled entries. Signals, fills of open positions, experience and alarms are not scoped: the
-    learner learns from every trade the database saw, paper and live alike.
+    :meth:`realized_since`, :meth:`funding_paid` and :meth:`latest_entry` — is read from the current account
+    epoch only, so a switch from paper to live (or between venues) never restores the other account's daily
+    loss, cooldowns, wallet or journalled entries. Signals, fills of open positions, experience and alarms are
+    not scoped: the learner learns from every trade the database saw, paper and live alike.
     """
 
     def __init__(self, pool: asyncpg.Pool) -> None:
@@ -359,6 +359,20 @@ class TradingRepository:
         total: Decimal | None = await self._pool.fetchval(
             "SELECT sum(net_pnl) FROM trades "
             "WHERE exit_time_ms >= $1 AND ($2::timestamptz IS NULL OR inserted_at >= $2)", since_ms, self._epoch_start)
+        return ZERO if total is None else total
+
+    async def record_funding(self, symbol: str, time_ms: int, rate: Decimal, amount: Decimal) -> bool:
+        """Store a paper funding payment once per (symbol, funding time); ``False`` when it was already stored."""
+        status = await self._pool.execute(
+            "INSERT INTO funding_payments (symbol, time_ms, rate, amount) VALUES ($1, $2, $3, $4) "
+            "ON CONFLICT (symbol, time_ms) DO NOTHING", symbol, time_ms, rate, amount)
+        return bool(status.endswith(" 1"))
+
+    async def funding_paid(self) -> Decimal:
+        """Σ funding the current account epoch paid (received counts negative)."""
+        total: Decimal | None = await self._pool.fetchval(
+            "SELECT sum(amount) FROM funding_payments WHERE ($1::timestamptz IS NULL OR inserted_at >= $1)",
+            self._epoch_start)
         return ZERO if total is None else total
 
     async def record_alarm(self, kind: str, detail: str, time_ms: int) -> None:

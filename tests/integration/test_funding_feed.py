@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import orjson
 import pytest
 
@@ -104,3 +105,79 @@ async def test_a_long_that_would_pay_funding_within_the_hold_is_refused_and_a_sh
             assert "SOLUSDT" in ex.book and ex.stats.funding_unknown == 1  # unknown funding never blocks
         finally:
             await feed.stop()
+
+
+async def test_a_paper_position_pays_funding_from_the_stream_and_a_restart_keeps_it(
+        shared_data: Path, pool: asyncpg.Pool, tmp_path: Path) -> None:
+    """Paper over the emulator (replay clock), funding every market hour at 0.04 % on ETHUSDT (under the
+    guard's 0.05 %): a long held across the funding time pays qty × mark × rate once — in the paper wallet,
+    the executor's wallet (FUNDING_FEE update) and PostgreSQL — and a restart rebuilds the same wallet."""
+    from shards.trading import TradingStack
+    from smc_quant.datasets import LEVERAGE_TIERS
+    from smc_quant.domain.trading import Signal
+    from smc_quant.exchange.emulator import Emulator, EmulatorConfig
+    from smc_quant.exchange.emulator.account import account_filters
+    from smc_quant.features import FEATURE_SCHEMA
+
+    rate = Decimal("0.0004")
+    em = Emulator(EmulatorConfig(data_dir=shared_data, symbols=("ETHUSDT",), speed=0, start_paused=True,
+                                 funding_rates=(("ETHUSDT", rate),), funding_interval_h=1))
+    await em.start()
+    settings = load_settings(state_dir=tmp_path, mode="replay", venue={"ws_market_base": em.ws_market_base})
+    filters = account_filters(em.market)
+
+    def stack_of(session: aiohttp.ClientSession) -> TradingStack:
+        return TradingStack(settings, filters=filters, session=session, pool=pool, governor=None,
+                            brackets_file=shared_data / LEVERAGE_TIERS)
+
+    async def minutes(stack: TradingStack, n: int) -> None:
+        for _ in range(n):
+            em.resume()
+            await em.wait_minutes(em.minutes_replayed + 1)
+            em.pause()
+            stack.on_candle(em.candles("ETHUSDT")[-1], [])
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            stack = stack_of(session)
+            await stack.start()
+            assert stack.funding_feed is not None and stack.paper is not None
+            await asyncio.wait_for(stack.funding_feed.connection.subscribed.wait(), 10)
+            await minutes(stack, 2)
+            await asyncio.wait_for(stack.funding_feed.quoted.wait(), 10)
+            quote = stack.funding.quote("ETHUSDT") if stack.funding is not None else None
+            assert quote is not None and quote.rate == rate
+            last = em.candles("ETHUSDT")[-1]
+            signal = Signal(f"ETHUSDT:LONG:{last.open_time}", "ETHUSDT", "LONG", last.open_time,
+                            Decimal(repr(last.close)), 0.75, 5.0, 20.0, "funding-test",
+                            features=tuple(0.0 for _ in FEATURE_SCHEMA.names), schema_version=FEATURE_SCHEMA.version,
+                            created_ms=stack.clock())
+            assert stack.executor.submit(signal)
+            await stack.executor.idle()
+            assert "ETHUSDT" in stack.executor.book, stack.executor.stats.skip_reasons
+            qty = stack.executor.book["ETHUSDT"].position.quantity
+            funded = asyncio.Event()  # subscribed after the executor: when it fires, the executor has the event
+            stack.paper.subscribe(lambda e: funded.set() if getattr(e, "reason", "") == "FUNDING_FEE" else None)
+            due = quote.next_ms
+            while stack.clock() < due:  # at most an hour of market time, one minute at a time
+                await minutes(stack, 1)
+            await asyncio.wait_for(funded.wait(), 10)
+            await stack.executor.idle()
+            [payment] = stack.paper.funding_payments
+            mark = Decimal(repr(em.market.candle("ETHUSDT", due - 60_000).close))
+            assert (payment.time_ms, payment.rate) == (due, rate)
+            assert payment.amount == (qty * mark * rate).quantize(Decimal("0.00000001")) > 0
+            wallet = stack.paper.account.balance().wallet
+            assert stack.executor.wallet == wallet
+            await stack.stop()  # awaits the background write
+            assert await pool.fetchval("SELECT amount FROM funding_payments WHERE symbol = 'ETHUSDT'") == payment.amount
+
+            again = stack_of(session)
+            await again.start()
+            try:
+                assert again.paper is not None and again.paper.account.balance().wallet == wallet
+            finally:
+                await again.executor.stop()
+                await again.stop()
+    finally:
+        await em.stop()

@@ -39,13 +39,17 @@ async def test_stored_paper_positions_are_restored_and_a_delisted_one_is_reporte
         empty = Position("ETHUSDT", "LONG", Decimal("0"), Decimal("2000"), T0, 5, "ETHUSDT:LONG:1", 0.7)
         for p in (held, gone, empty):
             await stack.repo.save_position(p, status="open", sl_client_id=None, tp_client_id=None)
+        assert await stack.repo.record_funding("BTCUSDT", T0 + 3_600_000, Decimal("0.0001"), Decimal("-0.037"))
+        assert await stack.repo.record_funding("XRPUSDT", T0 + 3_600_000, Decimal("0.0100"), Decimal("1.250"))
+        assert not await stack.repo.record_funding("XRPUSDT", T0 + 3_600_000, Decimal("0.0100"), Decimal("1.250"))
         await stack.start()
         try:
             account = stack.paper.account
             [restored] = account.positions()
             assert (restored.symbol, restored.side, restored.quantity, restored.entry_price, restored.leverage) == (
                 "BTCUSDT", "SHORT", Decimal("0.010"), Decimal("37000.0"), 5)
-            assert account.balance().wallet == Decimal("10000.0")  # no trade, no fill: the configured balance
+            # no trade, no fill: the configured balance less the funding paid (BTC received 0.037, XRP paid 1.25)
+            assert account.balance().wallet == Decimal("10000.0") + Decimal("0.037") - Decimal("1.250")
             algos = {(a.type, a.trigger_price) for a in account.open_algo_orders("BTCUSDT")}
             assert algos == {("STOP_MARKET", Decimal("37500.0")), ("TAKE_PROFIT_MARKET", Decimal("36000.0"))}
             assert set(stack.executor.book) == {"BTCUSDT"}

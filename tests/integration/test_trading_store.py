@@ -68,14 +68,15 @@ def repo(pool: asyncpg.Pool) -> TradingRepository:
 async def test_migrations_apply_twice_cleanly(pg_dsn: str) -> None:
     """A second run applies nothing and leaves the trading tables in place."""
     first = await apply_migrations(pg_dsn)
-    assert first[-1] == "0006_account_epochs.sql"
+    assert first[-1] == "0007_funding_payments.sql"
     assert await apply_migrations(pg_dsn) == []
     conn = await asyncpg.connect(pg_dsn)
     try:
         names = {r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables")}
     finally:
         await conn.close()
-    assert {"signals", "orders", "fills", "positions", "trades", "experience", "alarms", "account_epochs"} <= names
+    assert {"signals", "orders", "fills", "positions", "trades", "experience", "alarms", "account_epochs",
+            "funding_payments"} <= names
 
 
 async def test_signal_round_trip_and_idempotency(repo: TradingRepository, pool: asyncpg.Pool) -> None:
@@ -288,6 +289,8 @@ async def test_account_epochs_scope_the_restored_history_and_refuse_a_switch_ove
                              order_type="MARKET", algo=False, quantity=D("0.5"), status="unknown", time_ms=T0)
     await paper.save_position(_position("ETHUSDT", "sig-open"), status="open", sl_client_id=None, tp_client_id=None)
     assert await paper.realized_since(0) == _trade("sig-p").net_pnl
+    assert await paper.record_funding("ETHUSDT", T0 + 60_000, D("0.0001"), D("0.10"))
+    assert await paper.funding_paid() == D("0.10")
 
     live = TradingRepository(pool)
     with pytest.raises(AccountConflict, match=r"1 position\(s\): ETHUSDT\) belongs to account 'paper'.*DATABASE_URL"):
@@ -299,7 +302,7 @@ async def test_account_epochs_scope_the_restored_history_and_refuse_a_switch_ove
     assert (epoch.account, epoch.previous, epoch.switched, epoch.started_ms) == (LIVE, "paper", True, T0 + 2)
     assert epoch.started_at is not None
     assert await live.trades() == []
-    assert await live.realized_since(0) == 0
+    assert await live.realized_since(0) == 0 and await live.funding_paid() == 0
     assert await live.latest_entry("ETHUSDT") is None  # paper's journalled entry is never adopted by live
     assert await paper.latest_entry("ETHUSDT") is not None  # (still there for a reader of the first epoch)
 

@@ -20,6 +20,7 @@ from smc_quant.datasets import KLINES_2023_1M, LEVERAGE_TIERS, KlineSeries, data
 from smc_quant.errors import VenueRejected
 from smc_quant.exchange.brackets import load_brackets
 from smc_quant.exchange.exchange_info import SymbolFilters, parse_exchange_info
+from smc_quant.funding import FundingQuote
 from smc_quant.orders.broker import (
     AccountEvent,
     AccountUpdate,
@@ -31,7 +32,7 @@ from smc_quant.orders.broker import (
     OrderUpdate,
 )
 from smc_quant.orders.filters import floor_to_step, round_price
-from smc_quant.paper import PaperBroker
+from smc_quant.paper import FundingPayment, PaperBroker
 from smc_quant.sim.account import SimAccount, SimConfig
 
 ROOT = data_dir()
@@ -289,3 +290,63 @@ async def test_server_time_is_the_paper_clock_and_balance_moves_with_fees() -> N
     fill = venue.account.fills[0]
     assert fill.fee == Decimal("0.0005") * qty * fill.price
     assert bal.wallet == Decimal("10000") - fill.fee
+
+
+def _bar(symbol: str, i: int) -> tuple[float, float, float, float, int]:
+    s = real_series(symbol)
+    return float(s.open[i]), float(s.high[i]), float(s.low[i]), float(s.close[i]), int(s.open_time[i])
+
+
+async def test_funding_is_settled_once_at_the_bar_ending_at_the_funding_time() -> None:
+    """A paper long on real BTCUSDT bars, funding 0.05 % due at the close of bar i+2: the bar ending there pays
+    amount × close × rate (wallet and a FUNDING_FEE update, recorded once); a short later receives."""
+    venue = make_venue()
+    paid: list[FundingPayment] = []
+    venue.broker = PaperBroker(venue.account, venue.clock, on_funding=paid.append)
+    i = 1_000
+    price = venue.start("BTCUSDT", i)
+    sink = Collector()
+    venue.broker.subscribe(sink)
+    qty = qty_for("BTCUSDT", price)
+    await venue.broker.place_order(OrderRequest("BTCUSDT", "BUY", "MARKET", qty, "t-long"))
+    await sink.wait_for(3)
+    wallet = (await venue.broker.balance()).wallet
+    o, h, low, c, t = _bar("BTCUSDT", i + 1)
+    due = t + 2 * 60_000  # the close of bar i + 2
+    venue.broker.note_funding("BTCUSDT", FundingQuote(Decimal("0.0005"), due, Decimal(repr(c)), t))
+    assert venue.broker.on_bar("BTCUSDT", o, h, low, c, t) == 0 and paid == []  # not yet
+    o, h, low, c, t = _bar("BTCUSDT", i + 2)
+    venue.broker.on_bar("BTCUSDT", o, h, low, c, t)
+    expected = (qty * Decimal(repr(c)) * Decimal("0.0005")).quantize(Decimal("0.00000001"))
+    assert [(p.symbol, p.time_ms, p.rate, p.amount) for p in paid] == [("BTCUSDT", due, Decimal("0.0005"), expected)]
+    events = await sink.wait_for(4)
+    assert kinds(events)[-1] == "account:FUNDING_FEE"
+    assert (await venue.broker.balance()).wallet == wallet - expected
+    # a late quote still naming the settled time, and later bars, change nothing
+    venue.broker.note_funding("BTCUSDT", FundingQuote(Decimal("0.0005"), due, Decimal(repr(c)), t))
+    o, h, low, c, t = _bar("BTCUSDT", i + 3)
+    venue.broker.on_bar("BTCUSDT", o, h, low, c, t)
+    assert len(paid) == 1
+
+
+async def test_a_quote_after_the_funding_time_settles_at_the_rate_quoted_before_it() -> None:
+    """The push after the funding time can arrive before the bar that ends there: it settles the pending
+    funding at the old rate, then waits for the next time; a flat account pays nothing."""
+    venue = make_venue()
+    paid: list[FundingPayment] = []
+    venue.broker = PaperBroker(venue.account, venue.clock, on_funding=paid.append)
+    price = venue.start("ETHUSDT", 2_000)
+    qty = qty_for("ETHUSDT", price)
+    await venue.broker.place_order(OrderRequest("ETHUSDT", "SELL", "MARKET", qty, "t-short"))
+    due = venue.clock.now + 60_000
+    venue.broker.note_funding("ETHUSDT", FundingQuote(Decimal("0.0010"), due, price, venue.clock.now))
+    venue.broker.note_funding("ETHUSDT", FundingQuote(Decimal("-0.0300"), due + 8 * 3_600_000, price, due + 1_000))
+    assert [(p.time_ms, p.rate) for p in paid] == [(due, Decimal("0.0010"))]
+    assert paid[0].amount == (-qty * price * Decimal("0.0010")).quantize(Decimal("0.00000001")) < 0  # received
+    flat = make_venue()
+    nothing: list[FundingPayment] = []
+    flat.broker = PaperBroker(flat.account, flat.clock, on_funding=nothing.append)
+    flat.start("ETHUSDT", 2_000)
+    flat.broker.note_funding("ETHUSDT", FundingQuote(Decimal("0.0010"), due, price, 0))
+    flat.broker.note_funding("ETHUSDT", FundingQuote(Decimal("0.0010"), due + 1, price, due))
+    assert nothing == [] and (await flat.broker.balance()).wallet == Decimal("10000")

@@ -317,3 +317,21 @@ def test_a_restored_account_equals_the_one_that_traded(make: Callable[..., SimAc
         make().restore(D(1000), {"NOPEUSDT": (D(1), D(1), 1, T0)})
     with pytest.raises(ValueError, match="bad position"):
         make().restore(D(1000), {"BTCUSDT": (D(0), D(50000), 5, T0)})
+
+
+def test_funding_by_hand(make: Callable[..., SimAccount]) -> None:
+    """Long 0.01 BTC marked at 51 000, rate 0.0001: pays 0.051 USDT (FUNDING_FEE update, wallet only); short
+    0.02 at a −0.0003 rate pays 0.306; flat: nothing; a NaN rate is refused."""
+    acc = make()
+    assert acc.settle_funding("BTCUSDT", D("0.0001"), T0) == (D(0), [])
+    market(acc, "BUY", "0.01", cid="e1")
+    acc.on_price("BTCUSDT", D("51000"), T0 + 1)
+    before = acc.balance().wallet
+    paid, events = acc.settle_funding("BTCUSDT", D("0.0001"), T0 + 2)
+    assert paid == D("0.05100000")
+    assert events == [AccountUpdate("FUNDING_FEE", before - paid, (), T0 + 2)]
+    market(acc, "SELL", "0.03", t=T0 + 3, cid="x1")  # flip to a 0.02 short
+    paid, _ = acc.settle_funding("BTCUSDT", D("-0.0003"), T0 + 4)
+    assert paid == D("0.30600000")  # −0.02 × 51 000 × −0.0003: shorts pay a negative rate
+    with pytest.raises(ValueError, match="not a number"):
+        acc.settle_funding("BTCUSDT", D("NaN"), T0 + 5)
