@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from tests.integration.trading_kit import trading_rig
 
 pytestmark = pytest.mark.integration
 HOUR_MS = 3_600_000
+CENT_MICRO = Decimal("0.00000001")  # USDT amounts: 8 places, half-up (smc_quant.sim.ledger.to_usdt)
 
 
 async def test_the_stream_lists_every_symbol_at_every_step_with_its_rate_and_next_funding_time(
@@ -96,6 +97,25 @@ async def test_a_long_that_would_pay_funding_within_the_hold_is_refused_and_a_sh
                 await ex.idle()
             assert set(ex.book) == {"ETHUSDT", "BTCUSDT"} and ex.book["ETHUSDT"].position.side == "SHORT"
             assert ex.stats.funding_unknown == 0
+
+            # at the funding time the exchange charges both positions (the short receives 0.75 %, the long
+            # pays 0.01 %) and says so on the user-data stream: the executor's wallet follows
+            funded = asyncio.Event()  # subscribed after the executor: when it fires, the executor has the event
+            rig.brokers[-1].subscribe(lambda e: funded.set() if getattr(e, "reason", "") == "FUNDING_FEE" else None)
+            before = rig.account.balance().wallet
+            held = {s: ex.book[s].position.quantity for s in ("ETHUSDT", "BTCUSDT")}
+            while rig.clock() < eth.next_ms:
+                await rig.minutes(1)
+            await asyncio.wait_for(funded.wait(), 10)
+            await ex.idle()
+            assert set(ex.book) == {"ETHUSDT", "BTCUSDT"}, "precondition: no exit before the funding time"
+            close = {s: Decimal(repr(rig.emulator.market.candle(s, eth.next_ms - 60_000).close)) for s in held}
+            paid = (-held["ETHUSDT"] * close["ETHUSDT"] * Decimal("0.0075")).quantize(CENT_MICRO, ROUND_HALF_UP) \
+                + (held["BTCUSDT"] * close["BTCUSDT"] * Decimal("0.0001")).quantize(CENT_MICRO, ROUND_HALF_UP)
+            assert paid < 0 and rig.account.balance().wallet == before - paid
+            assert ex.wallet == rig.account.balance().wallet
+            assert rig.emulator.trading.funding_settled == 2
+
             unknown = rig.signal("SOLUSDT", "LONG", confidence=0.75, stop_pct=3.0, target_pct=6.0)
             await feed.stop()  # no more pushes: two minutes later the quotes are stale
             clock[0] += 120.001
@@ -166,7 +186,7 @@ async def test_a_paper_position_pays_funding_from_the_stream_and_a_restart_keeps
             [payment] = stack.paper.funding_payments
             mark = Decimal(repr(em.market.candle("ETHUSDT", due - 60_000).close))
             assert (payment.time_ms, payment.rate) == (due, rate)
-            assert payment.amount == (qty * mark * rate).quantize(Decimal("0.00000001")) > 0
+            assert payment.amount == (qty * mark * rate).quantize(CENT_MICRO, ROUND_HALF_UP) > 0
             wallet = stack.paper.account.balance().wallet
             assert stack.executor.wallet == wallet
             await stack.stop()  # awaits the background write

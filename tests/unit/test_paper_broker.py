@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from functools import cache
 from pathlib import Path
 from typing import TypeVar
@@ -317,7 +317,7 @@ async def test_funding_is_settled_once_at_the_bar_ending_at_the_funding_time() -
     assert venue.broker.on_bar("BTCUSDT", o, h, low, c, t) == 0 and paid == []  # not yet
     o, h, low, c, t = _bar("BTCUSDT", i + 2)
     venue.broker.on_bar("BTCUSDT", o, h, low, c, t)
-    expected = (qty * Decimal(repr(c)) * Decimal("0.0005")).quantize(Decimal("0.00000001"))
+    expected = (qty * Decimal(repr(c)) * Decimal("0.0005")).quantize(Decimal("0.00000001"), ROUND_HALF_UP)
     assert [(p.symbol, p.time_ms, p.rate, p.amount) for p in paid] == [("BTCUSDT", due, Decimal("0.0005"), expected)]
     events = await sink.wait_for(4)
     assert kinds(events)[-1] == "account:FUNDING_FEE"
@@ -342,7 +342,7 @@ async def test_a_quote_after_the_funding_time_settles_at_the_rate_quoted_before_
     venue.broker.note_funding("ETHUSDT", FundingQuote(Decimal("0.0010"), due, price, venue.clock.now))
     venue.broker.note_funding("ETHUSDT", FundingQuote(Decimal("-0.0300"), due + 8 * 3_600_000, price, due + 1_000))
     assert [(p.time_ms, p.rate) for p in paid] == [(due, Decimal("0.0010"))]
-    assert paid[0].amount == (-qty * price * Decimal("0.0010")).quantize(Decimal("0.00000001")) < 0  # received
+    assert paid[0].amount == (-qty * price * Decimal("0.0010")).quantize(Decimal("0.00000001"), ROUND_HALF_UP) < 0
     flat = make_venue()
     nothing: list[FundingPayment] = []
     flat.broker = PaperBroker(flat.account, flat.clock, on_funding=nothing.append)

@@ -104,6 +104,11 @@ class TradingApi:
         self._next_id = 0
         self._latest: dict[str, tuple[float, int]] = {}
         self._active: set[str] = set()
+        self._funding_every = config.funding_interval_h * 3_600_000
+        self._funding_rates = dict(config.funding_rates)
+        self._last_step_ms: int | None = None
+        self.funding_settled = 0
+        """Funding payments charged to positions (one per position and funding time)."""
         userdata.render = self.render_event
         replay.step_listeners.append(self.on_step)
         self._seed_prices()
@@ -143,8 +148,26 @@ class TradingApi:
             if price is None:
                 price = cache[src] = Decimal(repr(self._latest[src][0]))
             events += self.account.on_price(sym, price, event_ms)
+        events += self._funding(event_ms)
         if events:
             self._user.publish(events)
+
+    def _funding(self, event_ms: int) -> list[AccountEvent]:
+        """The step that reaches a funding time (a multiple of ``funding_interval_h``; the final step of the
+        minute ending there) charges every active position its symbol's rate at the latest price, as the stream
+        (``!markPrice@arr``) quoted it; Binance then pushes ``ACCOUNT_UPDATE`` with reason ``FUNDING_FEE``."""
+        last, self._last_step_ms = self._last_step_ms, event_ms
+        every = self._funding_every
+        if last is None or event_ms // every == last // every:
+            return []
+        at = event_ms // every * every
+        events: list[AccountEvent] = []
+        for sym in sorted(self._active):
+            rate = self._funding_rates.get(sym, self._config.funding_rate)
+            _, charged = self.account.settle_funding(sym, rate, at)
+            self.funding_settled += bool(charged)
+            events += charged
+        return events
 
     def _touch(self, symbol: str) -> None:
         """Make ``symbol`` active: price it now at the series' latest step, then at every step."""
