@@ -83,3 +83,21 @@ def test_who_pays() -> None:
     assert funding_cost_pct("LONG", D("0.0001")) == D("0.0100")
     assert funding_cost_pct("SHORT", D("0.0001")) == D("-0.0100")
     assert funding_cost_pct("SHORT", D("-0.0075")) == D("0.7500")
+
+
+def test_the_emulator_command_line_sets_the_funding_rates(tmp_path: Path) -> None:
+    """``--funding-rate`` and ``--symbol-funding SYMBOL=RATE`` reach the emulator's config; a rate beyond ±5 % or a
+    pair without ``=`` is a usage error, not a silent default."""
+    from smc_quant.exchange.emulator.cli import config_from, parser
+
+    args = parser().parse_args(["--data", str(tmp_path), "--funding-rate", "-0.0002",
+                                "--symbol-funding", "dogeusdt=0.0075", "BTCUSDT=0"])
+    cfg = config_from(args)
+    assert cfg.funding_rate == D("-0.0002")
+    assert cfg.funding_rates == (("DOGEUSDT", D("0.0075")), ("BTCUSDT", D("0")))
+    with pytest.raises(SystemExit):
+        parser().parse_args(["--funding-rate", "0.9"])
+    with pytest.raises(SystemExit, match="SYMBOL=RATE"):
+        config_from(parser().parse_args(["--symbol-funding", "DOGEUSDT"]))
+    with pytest.raises(SystemExit, match=r"within ±0\.05"):
+        config_from(parser().parse_args(["--symbol-funding", "DOGEUSDT=0.2"]))

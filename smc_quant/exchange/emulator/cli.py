@@ -59,7 +59,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--api-secret", default=None,
                    help="HMAC secret (default: SMC_EMULATOR_API_SECRET or 'emulator-secret')")
     p.add_argument("--balance", type=_balance, default=Decimal("10000"), help="starting USDT wallet balance")
-    p.add_argument("--funding-rate", type=_rate, default=Decimal("0.0001"),
+    p.add_argument("--funding-rate", type=funding_rate, default=Decimal("0.0001"),
                    help="funding rate of every symbol on !markPrice@arr (fraction; 0.0001 = 0.01 %%)")
     p.add_argument("--symbol-funding", nargs="*", default=(), metavar="SYMBOL=RATE",
                    help="per-symbol funding rates, e.g. DOGEUSDT=0.0075")
@@ -67,7 +67,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _rate(text: str) -> Decimal:
+def funding_rate(text: str) -> Decimal:
     """A finite decimal fraction in [−0.05, 0.05] (Binance caps funding far below that)."""
     try:
         value = Decimal(text)
@@ -85,7 +85,7 @@ def _symbol_rates(pairs: list[str]) -> tuple[tuple[str, Decimal], ...]:
         if not sep or not symbol:
             raise SystemExit(f"smc-quant emulator: --symbol-funding wants SYMBOL=RATE, got {pair!r}")
         try:
-            out.append((symbol.upper(), _rate(rate)))
+            out.append((symbol.upper(), funding_rate(rate)))
         except ValueError:
             raise SystemExit(f"smc-quant emulator: --symbol-funding {pair!r}: the rate must be a fraction "
                              "within ±0.05") from None
