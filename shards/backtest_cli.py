@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,7 @@ async def _champion_scorer(settings: Settings, say: Say) -> tuple[Any, int | Non
 
 async def run_backtests(series: Mapping[str, KlineSeries], *, model: str, settings: Settings, start_ms: int | None,
                         end_ms: int | None, say: Say, seed: int = 7, history_days: float | None = None,
-                        show_progress: bool = True) -> dict[str, Any]:
+                        show_progress: bool = True, funding_rate: Decimal | None = None) -> dict[str, Any]:
     """The ML run (champion or walk-forward) and both baselines over ``series``; the report document."""
     from smc_quant.backtest.engine import run_backtest
     from smc_quant.backtest.market import market_rules
@@ -104,7 +105,8 @@ async def run_backtests(series: Mapping[str, KlineSeries], *, model: str, settin
     from smc_quant.backtest.walkforward import WalkForwardConfig, walk_forward
 
     filters, brackets, notes = market_rules(series)
-    cfg = BacktestConfig(trading=settings.trading, start_ms=start_ms, end_ms=end_ms, seed=seed)
+    cfg = BacktestConfig(trading=settings.trading, start_ms=start_ms, end_ms=end_ms, seed=seed,
+                         funding_rate=funding_rate)
     prepared = prepare(series, cfg.rules())
     say(f"features and setups: {prepared.candles} candles, {sum(len(s) for s in prepared.setups.values())} setup "
         f"rows in {prepared.seconds:.2f}s")
@@ -130,12 +132,19 @@ async def run_backtests(series: Mapping[str, KlineSeries], *, model: str, settin
                                 model_version=lambda: version, progress=bar("ml-filtered"))
     unf = await run_backtest(prepared, filters, brackets, replace(cfg, mode="unfiltered"), progress=bar("unfiltered"))
     rnd = await run_backtest(prepared, filters, brackets, replace(cfg, mode="random"), progress=bar("random"))
-    notes = [*notes, "funding payments are not simulated", "fills: MARKET at the last price with "
+    runs = {"ml_filtered": ml, "unfiltered": unf, "random": rnd}
+    if funding_rate is None:
+        funding = "funding payments are not simulated (no funding history; --funding-rate assumes a constant rate)"
+    else:
+        paid = ", ".join(f"{name} {res.funding_paid:.2f}" for name, res in runs.items())
+        funding = (f"funding: an assumed constant rate of {funding_rate * 100:f} % every {cfg.funding_interval_h} h "
+                   f"(UTC), also seen by the risk manager's funding guard; paid (USDT, in the wallet, not in the "
+                   f"trades' PnL): {paid}")
+    notes = [*notes, funding, "fills: MARKET at the last price with "
              f"{settings.trading.slippage_bps} bps slippage, taker fee {settings.trading.taker_fee_pct} %; stops and "
              "targets fill at their trigger (at the open when a bar gaps through them)",
              f"baselines: unfiltered and random entries carry confidence {cfg.baseline_confidence} (1x risk); "
              f"random entries are seeded ({cfg.seed}), as many per symbol as the rules' distinct setups"]
-    runs = {"ml_filtered": ml, "unfiltered": unf, "random": rnd}
     return build_document(f"{model} over {len(series)} symbols", sorted(series), runs,
                 notes, extra)
 
@@ -154,7 +163,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         series = load_folder(Path(args.data), args.symbols)
         doc = await run_backtests(series, model=args.model, settings=settings, start_ms=parse_time(args.start),
                                   end_ms=parse_time(args.end), say=print, seed=args.seed,
-                                  history_days=args.history_days)
+                                  history_days=args.history_days, funding_rate=args.funding_rate)
         json_path, html_path = write_report(Path(args.out), doc)
         print(backtest_scorecard(doc), end="")
         print(f"report: {html_path} and {json_path}")
@@ -347,6 +356,17 @@ def _rows(orders: Sequence[OrderRow]) -> list[dict[str, Any]]:
              "trigger_price": o.trigger_price} for o in orders]
 
 
+def _funding_rate(text: str) -> Decimal:
+    """A finite fraction within ±0.05 (argparse reports a ValueError as a usage error)."""
+    try:
+        value = Decimal(text)
+    except ArithmeticError:
+        raise ValueError(text) from None
+    if not value.is_finite() or abs(value) > Decimal("0.05"):
+        raise ValueError(text)
+    return value
+
+
 def add_subcommands(sub: Any) -> None:
     """Register ``backtest`` and ``replay`` on the ``smc-quant`` sub-parser."""
     bt = sub.add_parser("backtest", help="backtest candles through the live decision path; JSON + HTML report")
@@ -358,6 +378,8 @@ def add_subcommands(sub: Any) -> None:
     bt.add_argument("--history-days", type=float, default=None, help="walk-forward history window (default: "
                     "SMC_LEARNER__HISTORY_DAYS)")
     bt.add_argument("--seed", type=int, default=7, help="seed of the random-entry baseline")
+    bt.add_argument("--funding-rate", type=_funding_rate, default=None,
+                    help="assume this constant funding rate (fraction, e.g. 0.0001) every 8 h; default: not simulated")
     bt.add_argument("--out", default="reports/backtest", help="report folder (default reports/backtest)")
     bt.set_defaults(func=cmd_backtest)
     rp = sub.add_parser("replay", help="the live service on emulated candles vs the backtest on the same candles")

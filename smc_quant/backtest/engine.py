@@ -44,6 +44,7 @@ from smc_quant.domain.trading import PositionSide, Signal, Trade
 from smc_quant.exchange.brackets import SymbolBrackets
 from smc_quant.exchange.exchange_info import SymbolFilters
 from smc_quant.features import FEATURE_SCHEMA, FeatureEngineer
+from smc_quant.funding import FundingQuote
 from smc_quant.settings import TradingSettings
 from smc_quant.strategy import ATR_PCT, ICTScalper, ScalperConfig, Setups, find_setups
 
@@ -75,6 +76,17 @@ class BacktestConfig:
     baseline_confidence: float = 0.75
     """P(win) given to every entry of the ``unfiltered`` and ``random`` baselines (risk multiplier 1×)."""
     seed: int = 7
+    funding_rate: Decimal | None = None
+    """An assumed constant funding rate (fraction) charged every ``funding_interval_h`` hours (UTC) and seen by
+    the risk manager's funding guard; ``None``: funding is not simulated (there is no funding history)."""
+    funding_interval_h: int = 8
+
+    def funding_quote(self, now_ms: int, price: Decimal = Decimal(1)) -> FundingQuote | None:
+        """The assumed quote at ``now_ms``: the constant rate, due at the next multiple of the interval."""
+        if self.funding_rate is None:
+            return None
+        every = self.funding_interval_h * 3_600_000
+        return FundingQuote(self.funding_rate, (now_ms // every + 1) * every, price, now_ms)
 
     def rules(self) -> ScalperConfig:
         return self.scalper or ScalperConfig(min_confidence=self.trading.min_confidence)
@@ -150,6 +162,8 @@ class BacktestResult:
     seconds: float
     final_wallet: Decimal
     notes: list[str] = field(default_factory=list)
+    funding_paid: Decimal = Decimal(0)
+    """Σ funding the positions paid under ``BacktestConfig.funding_rate`` (in ``final_wallet``, not in the trades)."""
 
 
 def _minute_index(prepared: Prepared, start: int, end: int) -> dict[int, list[tuple[str, int]]]:
@@ -230,6 +244,8 @@ class _Run:
             if r is None:
                 continue
             s = self.p.series[sym]
+            if sym in ex.book and (quote := self.cfg.funding_quote(t)) is not None:
+                broker.note_funding(sym, quote)  # the bar ending at the funding time settles it
             events += broker.on_bar(sym, float(s.open[r]), float(s.high[r]), float(s.low[r]), float(s.close[r]),
                                     t, self.cfg.price_path)
             ex.on_price(sym, Decimal(repr(float(s.close[r]))))
@@ -316,7 +332,8 @@ async def run_backtest(prepared: Prepared, filters: Mapping[str, SymbolFilters],
     clock = BacktestClock(start)
     returns = SeriesReturns({sym: (s.open_time, s.close) for sym, s in series.items()},
                             cfg.trading.correlation_minutes)
-    stack = build_stack(cfg.trading, filters, brackets, clock, returns=returns)
+    guard = (lambda _sym: cfg.funding_quote(clock.now_ms)) if cfg.funding_rate is not None else None
+    stack = build_stack(cfg.trading, filters, brackets, clock, returns=returns, funding=guard)
     run = _Run(prepared, cfg, stack, clock, scorer, model_version)
     by_id: dict[str, Signal] = {}
     closed: list[Trade] = []
@@ -350,7 +367,8 @@ async def run_backtest(prepared: Prepared, filters: Mapping[str, SymbolFilters],
         orders=account_orders(acc, sorted(series)), open_positions=sorted(stack.executor.book),
         skip_reasons=dict(stack.executor.stats.skip_reasons), minutes=len(timeline),
         candles=int(sum(np.count_nonzero((s.open_time >= start) & (s.open_time < end)) for s in series.values())),
-        seconds=time.perf_counter() - started, final_wallet=acc.balance().wallet)
+        seconds=time.perf_counter() - started, final_wallet=acc.balance().wallet,
+        funding_paid=sum((f.amount for f in stack.broker.funding_payments), Decimal(0)))
 
 
 def account_orders(account: Any, symbols: Sequence[str]) -> list[OrderRow]:

@@ -12,7 +12,7 @@ figure as the service's :class:`~smc_quant.correlation.ReturnWindows`). The brok
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
@@ -23,6 +23,7 @@ from smc_quant.correlation import ReturnSource
 from smc_quant.exchange.brackets import SymbolBrackets
 from smc_quant.exchange.exchange_info import SymbolFilters
 from smc_quant.executor import Executor, ExecutorConfig
+from smc_quant.funding import FundingQuote
 from smc_quant.order_manager import OrderConfig, SmartOrderManager
 from smc_quant.paper import PaperBroker
 from smc_quant.risk import RiskConfig, RiskManager
@@ -71,7 +72,8 @@ def quiet_logger() -> Any:
 
 
 def build_stack(t: TradingSettings, filters: Mapping[str, SymbolFilters], brackets: Mapping[str, SymbolBrackets],
-                clock: BacktestClock, logger: Any | None = None, returns: ReturnSource | None = None) -> Stack:
+                clock: BacktestClock, logger: Any | None = None, returns: ReturnSource | None = None,
+                funding: Callable[[str], FundingQuote | None] | None = None) -> Stack:
     """Paper account → broker → SmartOrderManager → RiskManager → Executor, configured like the service."""
     log = logger if logger is not None else quiet_logger()
     taker = Decimal(str(t.taker_fee_pct)) / 100
@@ -85,5 +87,5 @@ def build_stack(t: TradingSettings, filters: Mapping[str, SymbolFilters], bracke
     executor = Executor(broker=broker, manager=manager, risk=risk, repo=None, notifier=None, clock=clock,
                         logger=log, config=ExecutorConfig(exit_check_interval_s=NEVER_S,
                                                           reconcile_interval_s=NEVER_S, taker_fee=taker),
-                        returns=returns)
+                        returns=returns, funding=funding)
     return Stack(broker, risk, manager, executor)

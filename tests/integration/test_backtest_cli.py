@@ -46,7 +46,7 @@ async def test_backtest_command_with_the_champion_writes_the_report(
     version = await _register(pg_dsn, promote=True)
     out = tmp_path / "report"
     argv = ["backtest", "--data", str(shared_data), "--symbols", "BTCUSDT", "ETHUSDT", "SOLUSDT", "DOGEUSDT",
-            "--from", "2023-07-14", "--to", "2023-07-28", "--out", str(out)]
+            "--from", "2023-07-14", "--to", "2023-07-28", "--funding-rate", "0.0001", "--out", str(out)]
     code = await asyncio.to_thread(main, argv)
     printed = capsys.readouterr()
     assert code == 0, printed.err
@@ -61,6 +61,8 @@ async def test_backtest_command_with_the_champion_writes_the_report(
     for run in doc["runs"].values():
         assert all(doc["start_ms"] <= t["entry_time_ms"] < doc["end_ms"] for t in run["trades"])
     assert "data:image/png;base64," in (out / "report.html").read_text()
+    [funding] = [n for n in doc["notes"] if n.startswith("funding")]
+    assert "assumed constant rate of 0.0100 % every 8 h" in funding and "unfiltered" in funding
 
 
 async def test_backtest_command_refuses_clearly(shared_data: Path, pg_dsn: str, tmp_path: Path,

@@ -121,3 +121,28 @@ async def test_bar_path_fills_a_stop_at_its_trigger_inside_a_bar_and_at_the_open
 async def _turn() -> None:
     """One loop turn: the paper account's events are delivered with ``call_soon``."""
     await asyncio.sleep(0)
+
+
+async def test_an_assumed_funding_rate_is_charged_to_held_positions_and_seen_by_the_guard(prepared: Prepared) -> None:
+    """At 0.01 % every 8 h (under the guard's 0.05 %) the same trades happen (sizes follow the slightly lower
+    wallet) and the wallet is the trades' PnL less exactly what funding took; at 0.1 % the guard refuses the
+    longs that would pay inside their hold, and only those."""
+    plain = await _run(prepared, mode="unfiltered")
+    base = await _run(prepared, mode="unfiltered", funding_rate=Decimal("0.0001"))
+    key = [(t.signal_id, t.entry_time_ms, t.exit_time_ms, t.exit_reason) for t in base.trades]
+    assert key == [(t.signal_id, t.entry_time_ms, t.exit_time_ms, t.exit_reason) for t in plain.trades]
+    assert "funding" not in base.skip_reasons and not base.open_positions
+    net = sum((t.net_pnl for t in base.trades), Decimal(0))
+    assert base.funding_paid > 0 and base.final_wallet == base.balance + net - base.funding_paid
+    eight = 8 * 3_600_000
+    crossing = [t for t in plain.trades if t.exit_time_ms // eight > t.entry_time_ms // eight]
+    assert crossing, "precondition: some trades are held across a funding time"
+    steep = await _run(prepared, mode="unfiltered", funding_rate=Decimal("0.001"))
+    refused = steep.skip_reasons.get("funding", 0)
+    assert refused > 0
+    held = {s.signal_id for s in steep.signals} - {t.signal_id for t in steep.trades}
+    for sig in steep.signals:
+        due = (sig.open_time + 60_000) // eight * eight + eight
+        if sig.signal_id in {t.signal_id for t in steep.trades}:
+            assert sig.side == "SHORT" or due > sig.open_time + 60_000 + 2 * 3_600_000, sig
+    assert len(held) >= refused
