@@ -181,15 +181,27 @@ class TradingStack:
                       amount=str(payment.amount))
         if self.repo is None:
             return
-        task = asyncio.get_running_loop().create_task(
-            self.repo.record_funding(payment.symbol, payment.time_ms, payment.rate, payment.amount))
+        task = asyncio.get_running_loop().create_task(self._write_funding(payment))
         self._funding_writes.add(task)
-        task.add_done_callback(self._funding_written)
+        task.add_done_callback(self._funding_writes.discard)
 
-    def _funding_written(self, task: asyncio.Task[bool]) -> None:
-        self._funding_writes.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.log.error("paper_funding_not_stored", error=repr(task.exception()))
+    async def _write_funding(self, payment: FundingPayment, attempts: int = 5) -> bool:
+        """Store one payment, retrying a failed write (it is idempotent) with backoff; an error log if it never
+        lands (the paper wallet after a restart would then miss it)."""
+        assert self.repo is not None
+        delay = 0.5
+        for attempt in range(1, attempts + 1):
+            try:
+                await self.repo.record_funding(payment.symbol, payment.time_ms, payment.rate, payment.amount)
+                return True
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                if attempt == attempts:
+                    self.log.error("paper_funding_not_stored", symbol=payment.symbol, time_ms=payment.time_ms,
+                                   amount=str(payment.amount), error=f"{type(exc).__name__}: {exc}")
+                    return False
+                await asyncio.sleep(delay)
+                delay *= 2
+        return False
 
     async def _restore_paper_account(self) -> None:
         """The paper account lives in memory: rebuild it from PostgreSQL before the executor recovers its book,

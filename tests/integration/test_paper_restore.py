@@ -10,6 +10,8 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 import pytest
+import structlog
+import structlog.testing
 
 from shards.trading import TradingStack
 from smc_quant.datasets import LEVERAGE_TIERS, load_exchange_info
@@ -105,4 +107,28 @@ async def test_the_account_names_the_venue_of_live_trading(tmp_path: Path) -> No
     async with aiohttp.ClientSession() as session:
         stack = TradingStack(settings, filters={}, session=session, pool=None, governor=None)
         assert stack.account == "live https://testnet.binancefuture.com"
+        await stack.stop()
+
+
+async def test_a_funding_payment_is_stored_once_and_a_write_that_never_lands_is_reported(
+        pg_dsn: str, shared_data: Path, tmp_path: Path) -> None:
+    """The background write stores a payment (twice is still once); with the database gone it retries, then
+    reports the payment it could not store instead of raising into the event loop."""
+    from smc_quant.paper import FundingPayment
+    from smc_quant.store.db import create_pool
+    from smc_quant.store.migrations import apply_migrations
+
+    await apply_migrations(pg_dsn)
+    pool = await create_pool(pg_dsn, max_size=2)
+    settings = load_settings(state_dir=tmp_path, mode="paper", trading={"funding_stream": False})
+    payment = FundingPayment("BTCUSDT", T0, Decimal("0.0001"), Decimal("0.37"))
+    async with aiohttp.ClientSession() as session:
+        stack = TradingStack(settings, filters={}, session=session, pool=pool, governor=None)
+        assert await stack._write_funding(payment) and await stack._write_funding(payment)
+        assert await pool.fetchval("SELECT count(*) FROM funding_payments") == 1
+        await pool.close()
+        with structlog.testing.capture_logs() as logs:
+            assert not await stack._write_funding(payment, attempts=2)
+        [error] = [e for e in logs if e["event"] == "paper_funding_not_stored"]
+        assert (error["symbol"], error["amount"]) == ("BTCUSDT", "0.37")
         await stack.stop()
