@@ -31,6 +31,7 @@ from smc_quant.backtest.data import BacktestDataError, load_folder, parse_time
 from smc_quant.backtest.engine import BacktestConfig, BacktestResult, OrderRow, account_orders, prepare
 from smc_quant.domain.series import KlineSeries
 from smc_quant.domain.trading import Trade
+from smc_quant.funding import funding_rate
 from smc_quant.settings import Settings
 
 __all__ = ["ReplayOutcome", "add_subcommands", "backtest_scorecard", "cmd_backtest", "cmd_replay", "progress_bar",
@@ -356,17 +357,6 @@ def _rows(orders: Sequence[OrderRow]) -> list[dict[str, Any]]:
              "trigger_price": o.trigger_price} for o in orders]
 
 
-def _funding_rate(text: str) -> Decimal:
-    """A finite fraction within ±0.05 (argparse reports a ValueError as a usage error)."""
-    try:
-        value = Decimal(text)
-    except ArithmeticError:
-        raise ValueError(text) from None
-    if not value.is_finite() or abs(value) > Decimal("0.05"):
-        raise ValueError(text)
-    return value
-
-
 def add_subcommands(sub: Any) -> None:
     """Register ``backtest`` and ``replay`` on the ``smc-quant`` sub-parser."""
     bt = sub.add_parser("backtest", help="backtest candles through the live decision path; JSON + HTML report")
@@ -378,7 +368,7 @@ def add_subcommands(sub: Any) -> None:
     bt.add_argument("--history-days", type=float, default=None, help="walk-forward history window (default: "
                     "SMC_LEARNER__HISTORY_DAYS)")
     bt.add_argument("--seed", type=int, default=7, help="seed of the random-entry baseline")
-    bt.add_argument("--funding-rate", type=_funding_rate, default=None,
+    bt.add_argument("--funding-rate", type=funding_rate, default=None,
                     help="assume this constant funding rate (fraction, e.g. 0.0001) every 8 h; default: not simulated")
     bt.add_argument("--out", default="reports/backtest", help="report folder (default reports/backtest)")
     bt.set_defaults(func=cmd_backtest)

@@ -11,7 +11,6 @@ waits on it (``executor_funding_unknown`` counts the signals judged without a qu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 import aiohttp
@@ -23,6 +22,7 @@ from smc_quant.errors import DataRejected
 from smc_quant.funding import FundingBook, parse_mark_prices
 from smc_quant.ops.metrics import FeedMetrics
 from smc_quant.settings import FeedSettings
+from smc_quant.tasks import cancel_and_wait
 
 STREAM = "!markPrice@arr"
 QUEUE_SIZE = 64
@@ -53,11 +53,7 @@ class FundingFeed:
                        asyncio.create_task(self._consume(), name="funding-consumer")]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
 
     async def _consume(self) -> None:

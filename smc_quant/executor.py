@@ -52,6 +52,7 @@ from smc_quant.orders.broker import (
 from smc_quant.orders.client_ids import Leg, parse_client_order_id
 from smc_quant.reconciler import Reconciler, client_id
 from smc_quant.risk import DAY_MS
+from smc_quant.tasks import cancel_and_wait
 
 _LEG_EXITS = {Leg.STOP_LOSS.value: ExitReason.STOP_LOSS, Leg.TAKE_PROFIT.value: ExitReason.TAKE_PROFIT}
 """The exit an order leg's fill implies (from the leg in its client id)."""
@@ -181,11 +182,7 @@ class Executor:
         """Stop taking signals; positions stay protected by their exchange-side orders."""
         if self._finishing or self._pending_writes:
             await asyncio.gather(*self._finishing, *self._pending_writes, return_exceptions=True)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
 
     async def idle(self) -> None:

@@ -30,7 +30,7 @@ import orjson
 from smc_quant.domain.trading import PositionSide, direction
 from smc_quant.errors import DataRejected
 
-__all__ = ["FundingBook", "FundingQuote", "funding_cost_pct", "parse_mark_prices"]
+__all__ = ["MAX_RATE", "FundingBook", "FundingQuote", "funding_cost_pct", "funding_rate", "parse_mark_prices"]
 
 HUNDRED = Decimal(100)
 
@@ -48,6 +48,21 @@ class FundingQuote:
     def as_record(self) -> dict[str, str | int]:
         """For a decision's stored detail."""
         return {"rate": str(self.rate), "next_ms": self.next_ms}
+
+
+MAX_RATE = Decimal("0.05")
+
+
+def funding_rate(text: str) -> Decimal:
+    """A funding rate from a command line: a finite fraction within ±``MAX_RATE`` (Binance caps rates far below
+    5 %); ``ValueError`` otherwise (argparse reports it as a usage error naming this function)."""
+    try:
+        value = Decimal(text)
+    except ArithmeticError:
+        raise ValueError(text) from None
+    if not value.is_finite() or abs(value) > MAX_RATE:
+        raise ValueError(text)
+    return value
 
 
 def funding_cost_pct(side: PositionSide, rate: Decimal) -> Decimal:

@@ -16,6 +16,7 @@ from typing import Any
 from smc_quant.datasets import data_dir
 from smc_quant.exchange.emulator.config import EmulatorConfig
 from smc_quant.exchange.emulator.server import Emulator
+from smc_quant.funding import funding_rate
 from smc_quant.logging import configure_logging
 
 
@@ -65,17 +66,6 @@ def parser() -> argparse.ArgumentParser:
                    help="per-symbol funding rates, e.g. DOGEUSDT=0.0075")
     p.add_argument("--log-level", default="INFO")
     return p
-
-
-def funding_rate(text: str) -> Decimal:
-    """A finite decimal fraction in [−0.05, 0.05] (Binance caps funding far below that)."""
-    try:
-        value = Decimal(text)
-    except ArithmeticError:
-        raise ValueError(text) from None
-    if not value.is_finite() or abs(value) > Decimal("0.05"):
-        raise ValueError(text)
-    return value
 
 
 def _symbol_rates(pairs: list[str]) -> tuple[tuple[str, Decimal], ...]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from types import TracebackType
 from typing import Any
 
@@ -22,6 +21,7 @@ from smc_quant.exchange.emulator.trading import TradingApi
 from smc_quant.exchange.emulator.userdata import UserData
 from smc_quant.exchange.emulator.ws import StreamServer
 from smc_quant.logging import get_logger
+from smc_quant.tasks import cancel_and_wait
 
 
 class Emulator:
@@ -90,11 +90,7 @@ class Emulator:
 
     async def stop(self) -> None:
         """Stop the replay, drop every connection and close the port."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         self._trading.release()
         await self._user.shutdown()
