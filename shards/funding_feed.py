@@ -65,8 +65,9 @@ class FundingFeed:
                 rejected, quotes = [bad_frame], []
             for item in rejected:
                 self.metrics.reject(item.reason)
-            if rejected:
-                self._log.warning("funding_items_rejected", count=len(rejected), first=str(rejected[0]))
+                seen = self.metrics.rejected[item.reason]
+                if seen == 1 or seen % 1000 == 0:  # a persistent fault pushes every 3 s: log it, not flood
+                    self._log.warning("funding_item_rejected", reason=item.reason, error=str(item), count=seen)
             self.updates += self.book.update(quotes)
             if quotes:
                 self._last_quotes = time.monotonic()
