@@ -253,14 +253,14 @@ class Executor:
         if self.funding is not None and quote is None:
             self.stats.funding_unknown += 1
         decision = self.risk.evaluate(signal, account, mark, now, rho, funding=quote)
-        correlations: dict[str, Any] = {"correlations": {k: round(v, 4) for k, v in rho.items()}} if rho else {}
+        detail: dict[str, Any] = {"correlations": {k: round(v, 4) for k, v in rho.items()}} if rho else {}
         if quote is not None:
-            correlations["funding"] = quote.as_record()
+            detail["funding"] = quote.as_record()
         if decision.action == "skip":
-            self._record(signal, decision, correlations)
+            self._record(signal, decision, detail)
             self.stats.skipped += 1
             self.stats.skip_reasons[decision.reason] = self.stats.skip_reasons.get(decision.reason, 0) + 1
-            self.log.info("signal_skipped", signal_id=signal.signal_id, reason=decision.reason, **correlations)
+            self.log.info("signal_skipped", signal_id=signal.signal_id, reason=decision.reason, **detail)
             return
         if decision.action == "rotate" and decision.close_symbol in self.book:
             self.stats.rotations += 1
@@ -269,7 +269,7 @@ class Executor:
             try:
                 result = await self.manager.open(decision, mark)
             finally:  # after the entry left: the order journal (written before it) already names the signal
-                self._record(signal, decision, correlations)
+                self._record(signal, decision, detail)
             position = getattr(result, "position", None)
             if position is None:
                 self.log.warning("entry_not_opened", signal_id=signal.signal_id,

@@ -30,7 +30,8 @@ import orjson
 from smc_quant.domain.trading import PositionSide, direction
 from smc_quant.errors import DataRejected
 
-__all__ = ["MAX_RATE", "FundingBook", "FundingQuote", "funding_cost_pct", "funding_rate", "parse_mark_prices"]
+__all__ = ["MAX_RATE", "FundingBook", "FundingQuote", "funding_cost_pct", "funding_rate", "next_funding_ms",
+           "parse_mark_prices"]
 
 HUNDRED = Decimal(100)
 
@@ -65,6 +66,12 @@ def funding_rate(text: str) -> Decimal:
     return value
 
 
+def next_funding_ms(now_ms: int, every_ms: int) -> int:
+    """The first funding time after ``now_ms`` on a fixed schedule (multiples of ``every_ms`` since the epoch, UTC):
+    the emulator's and the backtest's assumption; the service reads ``T`` from the exchange instead."""
+    return (now_ms // every_ms + 1) * every_ms
+
+
 def funding_cost_pct(side: PositionSide, rate: Decimal) -> Decimal:
     """Percent of notional a ``side`` position pays at the funding time (negative: it receives)."""
     return direction(side) * rate * HUNDRED
@@ -88,8 +95,7 @@ def _quote(item: object) -> tuple[str, FundingQuote]:
     symbol, event_ms, next_ms = item.get("s"), item.get("E"), item.get("T")
     if not isinstance(symbol, str) or not symbol:
         raise DataRejected("bad_field", "s (symbol) missing")
-    if not isinstance(event_ms, int) or not isinstance(next_ms, int) or isinstance(next_ms, bool) \
-            or isinstance(event_ms, bool):
+    if type(event_ms) is not int or type(next_ms) is not int:  # (bool is an int subclass: refused too)
         raise DataRejected("bad_field", f"{symbol}: E/T are not integers")
     mark = _decimal(item.get("p"), f"{symbol} p")
     if mark <= 0:

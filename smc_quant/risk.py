@@ -12,11 +12,11 @@ Every decision carries a machine-readable ``reason``. In evaluation order:
   planned); then ``price_drifted`` (the mark moved from the signal price by more than ``max_entry_drift`` of
   the stop distance), ``stop_crossed``/``target_crossed`` (an exit on the wrong side of the mark),
   ``price_filter`` (outside PRICE_FILTER);
-* ``max_positions``: at the limit the weakest-confidence position is rotated out (decision ``rotate``,
-  ``close_symbol`` names it) only if it is in profit at its mark and the new signal is more confident;
 * ``funding``: the next funding time of the symbol falls in the hold window (now, now + ``max_hold_ms``] and
   the signal's side would pay more than ``max_funding_pct`` % of notional there (:mod:`smc_quant.funding`;
   no quote, or a stale one, is not counted);
+* ``max_positions``: at the limit the weakest-confidence position is rotated out (decision ``rotate``,
+  ``close_symbol`` names it) only if it is in profit at its mark and the new signal is more confident;
 * ``correlated``: an open position (other than one being rotated out) is the same bet —
   ρ · dir(signal) · dir(position) ≥ ``max_correlation``, with ρ the correlation of the two symbols' recent
   1m returns handed in by the caller (:mod:`smc_quant.correlation`; a pair without a figure is not counted);

@@ -44,7 +44,7 @@ from smc_quant.domain.trading import PositionSide, Signal, Trade
 from smc_quant.exchange.brackets import SymbolBrackets
 from smc_quant.exchange.exchange_info import SymbolFilters
 from smc_quant.features import FEATURE_SCHEMA, FeatureEngineer
-from smc_quant.funding import FundingQuote
+from smc_quant.funding import FundingQuote, next_funding_ms
 from smc_quant.settings import TradingSettings
 from smc_quant.strategy import ATR_PCT, ICTScalper, ScalperConfig, Setups, find_setups
 
@@ -85,8 +85,8 @@ class BacktestConfig:
         """The assumed quote at ``now_ms``: the constant rate, due at the next multiple of the interval."""
         if self.funding_rate is None:
             return None
-        every = self.funding_interval_h * 3_600_000
-        return FundingQuote(self.funding_rate, (now_ms // every + 1) * every, price, now_ms)
+        return FundingQuote(self.funding_rate, next_funding_ms(now_ms, self.funding_interval_h * 3_600_000), price,
+                            now_ms)
 
     def rules(self) -> ScalperConfig:
         return self.scalper or ScalperConfig(min_confidence=self.trading.min_confidence)

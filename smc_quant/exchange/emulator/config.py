@@ -86,6 +86,10 @@ class EmulatorConfig:
     funding_interval_h: int = 8
     """Funding times are the multiples of this many hours (UTC, market time): ``T`` of the stream."""
 
+    def funding_rate_of(self, symbol: str) -> Decimal:
+        """The rate the stream quotes and the account charges for ``symbol``."""
+        return next((rate for s, rate in self.funding_rates if s == symbol), self.funding_rate)
+
     def __post_init__(self) -> None:
         if self.speed < 0:
             raise ValueError("speed must be >= 0")

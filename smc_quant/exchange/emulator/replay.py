@@ -25,7 +25,7 @@ class Replay:
         self._config = config
         self._market = market
         self._hub = hub
-        self._builder = StepBuilder(market, config.updates_per_candle, dict(config.funding_rates), config.funding_rate,
+        self._builder = StepBuilder(market, config.updates_per_candle, config.funding_rate_of,
                                     config.funding_interval_h * 3_600_000)
         self.minutes_replayed = 0
         self.update = -1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -20,6 +20,7 @@ from smc_quant.exchange.emulator.frames import (
 )
 from smc_quant.exchange.emulator.intervals import Aggregator, parse_stream
 from smc_quant.exchange.emulator.market import Market
+from smc_quant.funding import next_funding_ms
 
 MARK_PRICE_STREAMS = frozenset({"!markPrice@arr", "!markPrice@arr@1s"})
 """All symbols' mark price and funding, one push per replay step (Binance: every 3 s or 1 s)."""
@@ -54,11 +55,11 @@ class Step:
 class StepBuilder:
     """Builds :class:`Minute` and :class:`Step` objects for the served symbols."""
 
-    def __init__(self, market: Market, updates: int, funding: Mapping[str, Decimal] | None = None,
-                 default_funding: Decimal = Decimal("0.0001"), funding_interval_ms: int = 8 * 3_600_000) -> None:
+    def __init__(self, market: Market, updates: int, funding: Callable[[str], Decimal] = lambda _s: Decimal("0.0001"),
+                 funding_interval_ms: int = 8 * 3_600_000) -> None:
         self._market = market
         self._updates = updates
-        self._funding = {s: str((funding or {}).get(s, default_funding)) for s in market.symbols}
+        self._funding = {s: str(funding(s)) for s in market.symbols}
         self._funding_interval_ms = funding_interval_ms
         self._symbols = {stream_name(s): s for s in market.symbols}
         self._lower = {s.lower(): s for s in market.symbols}
@@ -130,8 +131,7 @@ class StepBuilder:
     def _mark_prices(self, minute: Minute, update: int, event_ms: int) -> str:
         """A ``!markPrice@arr`` payload: every served symbol with a candle this minute; the mark, index and
         settle prices are the in-candle price, ``T`` the next multiple of the funding interval."""
-        every = self._funding_interval_ms
-        nxt = (event_ms // every + 1) * every
+        nxt = next_funding_ms(event_ms, self._funding_interval_ms)
         items = []
         for sym in self._market.symbols:
             src = self._market.source_of[sym]

@@ -44,6 +44,7 @@ from smc_quant.exchange.emulator.wire import (
     position_json,
     trade_json,
 )
+from smc_quant.funding import next_funding_ms
 from smc_quant.orders.broker import (
     AccountEvent,
     AccountUpdate,
@@ -105,7 +106,6 @@ class TradingApi:
         self._latest: dict[str, tuple[float, int]] = {}
         self._active: set[str] = set()
         self._funding_every = config.funding_interval_h * 3_600_000
-        self._funding_rates = dict(config.funding_rates)
         self._last_step_ms: int | None = None
         self.funding_settled = 0
         """Funding payments charged to positions (one per position and funding time)."""
@@ -157,14 +157,11 @@ class TradingApi:
         minute ending there) charges every active position its symbol's rate at the latest price, as the stream
         (``!markPrice@arr``) quoted it; Binance then pushes ``ACCOUNT_UPDATE`` with reason ``FUNDING_FEE``."""
         last, self._last_step_ms = self._last_step_ms, event_ms
-        every = self._funding_every
-        if last is None or event_ms // every == last // every:
+        if last is None or (at := next_funding_ms(last, self._funding_every)) > event_ms:
             return []
-        at = event_ms // every * every
         events: list[AccountEvent] = []
         for sym in sorted(self._active):
-            rate = self._funding_rates.get(sym, self._config.funding_rate)
-            _, charged = self.account.settle_funding(sym, rate, at)
+            _, charged = self.account.settle_funding(sym, self._config.funding_rate_of(sym), at)
             self.funding_settled += bool(charged)
             events += charged
         return events
