@@ -26,13 +26,16 @@ Every decision carries a machine-readable ``reason``. In evaluation order:
       risk %     = min(risk_per_trade_pct × m, 2)                               (hard cap 2 % of equity)
       quantity   = floor_step(equity × risk % / 100 / |mark − stop|)           (MARKET_LOT_SIZE step)
 
-  then the margin caps (this position ≤ ``max_position_margin_pct``, all positions incl. this one ≤
-  ``max_total_margin_pct`` of equity) and the leverage guard: the lowest integer leverage L ≤
-  ``max_leverage`` such that the margin fits, L ≤ the bracket's max leverage for the notional, notional ≤
-  ``max_notional(L)``, and the liquidation guard ``stop_distance ≤ (1/L − mmr_tier) / liq_safety`` (the
-  isolated-style worst-case liquidation distance as a fraction of the entry) holds. When no L carries the
-  full size, the size shrinks to the largest any admissible L allows (reason ``shrunk_<cap>``); if no L
-  passes the liquidation guard → ``stop_beyond_liquidation``; no margin room → ``total_margin_cap``; a
+  then the open-risk cap (:func:`open_risk`: what every open position would lose from its mark to its stop,
+  plus this one's ``quantity × |mark − stop|``, ≤ ``max_open_risk_pct`` of equity — the loss if all stops
+  fill at once, as they do when a crash moves every alt together), the margin caps (this position ≤
+  ``max_position_margin_pct``, all positions incl. this one ≤ ``max_total_margin_pct`` of equity) and the
+  leverage guard: the lowest integer leverage L ≤ ``max_leverage`` such that the margin fits, L ≤ the
+  bracket's max leverage for the notional, notional ≤ ``max_notional(L)``, and the liquidation guard
+  ``stop_distance ≤ (1/L − mmr_tier) / liq_safety`` (the isolated-style worst-case liquidation distance as
+  a fraction of the entry) holds. When no L carries the full size, the size shrinks to the largest any
+  admissible L allows (reason ``shrunk_<cap>``); if no L passes the liquidation guard →
+  ``stop_beyond_liquidation``; no risk room → ``open_risk_cap``; no margin room → ``total_margin_cap``; a
   quantity under minQty or MIN_NOTIONAL → ``below_min_notional``.
 
 Exits of open positions: :meth:`RiskManager.due_exits` (2-hour limit, breaker). Pure: no I/O, time passed in.
@@ -55,7 +58,8 @@ from smc_quant.orders.filters import PriceRounding, floor_to_step, round_price
 if TYPE_CHECKING:
     from smc_quant.settings import TradingSettings
 
-__all__ = ["DAY_MS", "MAX_RISK_PER_TRADE_PCT", "Decision", "RiskConfig", "RiskManager", "confidence_multiplier"]
+__all__ = ["DAY_MS", "MAX_RISK_PER_TRADE_PCT", "Decision", "RiskConfig", "RiskManager", "confidence_multiplier",
+           "open_risk"]
 
 DAY_MS = 86_400_000
 MAX_RISK_PER_TRADE_PCT = Decimal(2)
@@ -85,6 +89,8 @@ class RiskConfig:
     (1 refuses only identical moves)."""
     max_funding_pct: Decimal = Decimal("0.05")
     """Refuse a signal whose side pays more than this % of notional at a funding time inside its hold."""
+    max_open_risk_pct: Decimal = Decimal(5)
+    """What all positions, this one included, would lose if every stop filled now, as % of equity at most."""
 
     @classmethod
     def of(cls, t: TradingSettings) -> RiskConfig:
@@ -94,11 +100,12 @@ class RiskConfig:
                    max_total_margin_pct=Decimal(str(t.max_total_margin_pct)), max_leverage=t.max_leverage,
                    max_hold_ms=int(t.max_hold_s * 1000), daily_loss_limit_pct=Decimal(str(t.daily_loss_limit_pct)),
                    cooldown_ms=int(t.cooldown_after_stop_s * 1000), max_correlation=t.max_correlation,
-                   max_funding_pct=Decimal(str(t.max_funding_pct)))
+                   max_funding_pct=Decimal(str(t.max_funding_pct)),
+                   max_open_risk_pct=Decimal(str(t.max_open_risk_pct)))
 
     def __post_init__(self) -> None:
         pct = (self.risk_per_trade_pct, self.max_position_margin_pct, self.max_total_margin_pct,
-               self.daily_loss_limit_pct)
+               self.daily_loss_limit_pct, self.max_open_risk_pct)
         problems = []
         if not ZERO < self.risk_per_trade_pct <= MAX_RISK_PER_TRADE_PCT:
             problems.append(f"risk_per_trade_pct must be in (0, {MAX_RISK_PER_TRADE_PCT}]")
@@ -145,6 +152,16 @@ class Decision:
             else:
                 out[f.name] = "" if value is None else format(value, "f") if isinstance(value, Decimal) else str(value)
         return out
+
+
+def open_risk(position: Position) -> Decimal | None:
+    """What ``position`` loses if its stop fills now: ``quantity × max(0, dir · (mark − stop))`` — from the mark,
+    so a gain so far is at risk too; from the entry while no mark is known; 0 once the mark has crossed the stop
+    (it is filling); ``None`` without a stop."""
+    if position.stop_price is None:
+        return None
+    ref = position.mark_price or position.entry_price
+    return position.quantity * max(ZERO, direction(position.side) * (ref - position.stop_price))
 
 
 def confidence_multiplier(confidence: float, cap: Decimal = Decimal(2)) -> Decimal:
@@ -268,7 +285,7 @@ class RiskManager:
         if correlations and self._same_bet(signal, positions.values(), correlations):
             return Decision("skip", "correlated", signal)
         used = sum((p.margin for p in positions.values()), ZERO)
-        return self._size(signal, equity, used, mark, rotate)
+        return self._size(signal, equity, used, self.book_risk(positions.values(), equity), mark, rotate)
 
     def _refusal(self, signal: Signal, account: AccountSnapshot, mark: Decimal, now_ms: int) -> str:
         """The first reason to refuse before sizing, or ""."""
@@ -303,6 +320,13 @@ class RiskManager:
         return any(correlations.get(p.symbol, 0.0) * side * direction(p.side) >= self.config.max_correlation
                    for p in positions)
 
+    @staticmethod
+    def book_risk(positions: Iterable[Position], equity: Decimal) -> Decimal:
+        """Σ :func:`open_risk` of ``positions``; one without a known stop counts as the most a position of ours
+        is sized to risk (``MAX_RISK_PER_TRADE_PCT`` of ``equity``)."""
+        unknown = equity * MAX_RISK_PER_TRADE_PCT / HUNDRED
+        return sum((unknown if (r := open_risk(p)) is None else r for p in positions), ZERO)
+
     def exit_prices(self, signal: Signal, mark: Decimal) -> tuple[Decimal, Decimal] | str:
         """(stop, target) on the tick grid, rounded toward the entry, or the refusal reason."""
         f = self.filters[signal.symbol]
@@ -324,7 +348,8 @@ class RiskManager:
             return "price_filter"
         return stop, target
 
-    def _size(self, signal: Signal, equity: Decimal, used: Decimal, mark: Decimal, rotate: str | None) -> Decision:
+    def _size(self, signal: Signal, equity: Decimal, used: Decimal, at_risk: Decimal, mark: Decimal,
+              rotate: str | None) -> Decision:
         exits = self.exit_prices(signal, mark)
         if isinstance(exits, str):
             return Decision("skip", exits, signal)
@@ -337,6 +362,11 @@ class RiskManager:
         bound = ""
         if wanted > f.market_max_qty:
             wanted, bound = floor_to_step(f.market_max_qty, f.market_step_size), "max_qty"
+        risk_room = equity * cfg.max_open_risk_pct / HUNDRED - at_risk
+        if risk_room <= 0:
+            return Decision("skip", "open_risk_cap", signal)
+        if wanted * dist > risk_room:
+            wanted, bound = floor_to_step(risk_room / dist, f.market_step_size), "open_risk_cap"
         position_cap = equity * cfg.max_position_margin_pct / HUNDRED
         room = equity * cfg.max_total_margin_pct / HUNDRED - used
         if room <= 0:

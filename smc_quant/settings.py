@@ -148,6 +148,9 @@ class TradingSettings(_Section):
     """Keep the funding rates from the ``!markPrice@arr`` stream (off: the funding guard never applies)."""
     funding_max_age_s: Annotated[float, Field(gt=0.0)] = 120.0
     """A symbol's funding quote not refreshed for this long (the stream pushes every 3 s) is unknown: no refusal."""
+    max_open_risk_pct: Annotated[float, Field(gt=0.0, le=100.0)] = 5.0
+    """What all open positions, a new one included, would lose if every stop filled at once, as % of equity at
+    most (a new entry is shrunk to fit, or refused); the default equals the daily loss limit."""
     max_position_margin_pct: Annotated[float, Field(gt=0.0, le=100.0)] = 10.0
     """Margin of one position as % of equity, at most."""
     max_total_margin_pct: Annotated[float, Field(gt=0.0, le=100.0)] = 50.0

@@ -17,7 +17,7 @@ from smc_quant.exchange.brackets import SymbolBrackets, load_brackets
 from smc_quant.exchange.exchange_info import SymbolFilters, parse_exchange_info
 from smc_quant.funding import FundingQuote
 from smc_quant.orders.filters import floor_to_step, validate_order, validate_trigger
-from smc_quant.risk import DAY_MS, Decision, RiskConfig, RiskManager, confidence_multiplier
+from smc_quant.risk import DAY_MS, Decision, RiskConfig, RiskManager, confidence_multiplier, open_risk
 
 T0 = 1_700_006_400_000  # 2023-11-15 00:00 UTC, a day boundary
 MIN = 60_000
@@ -51,9 +51,9 @@ def acct(equity: str = "10000", unrealised: str = "0", positions: list[Position]
 
 
 def pos(symbol: str, qty: str, entry: str, lev: int = 5, conf: float = 0.6, mark: str | None = None,
-        side: str = "LONG", t: int = T0) -> Position:
+        side: str = "LONG", t: int = T0, stop: str | None = None) -> Position:
     return Position(symbol, side, D(qty), D(entry), t, lev, f"{symbol}:x", conf,  # type: ignore[arg-type]
-                    mark_price=D(mark) if mark else None)
+                    stop_price=D(stop) if stop else None, mark_price=D(mark) if mark else None)
 
 
 def trade(symbol: str, net: str, exit_ms: int, reason: ExitReason = ExitReason.STOP_LOSS) -> Trade:
@@ -288,17 +288,18 @@ def test_decision_record_is_all_strings(rm: RiskManager) -> None:
 
 
 @st.composite
-def scenarios(draw: st.DrawFn, symbols: list[str]) -> tuple[str, float, float, float, float, int, float, int]:
+def scenarios(draw: st.DrawFn, symbols: list[str]
+              ) -> tuple[str, float, float, float, float, int, float, int, float]:
     return (draw(st.sampled_from(symbols)), draw(st.floats(0.3, 1.0)), draw(st.floats(0.15, 2.0)),
             draw(st.floats(-4.0, 6.0)), draw(st.floats(-0.3, 0.3)), draw(st.integers(1, 7)),
-            draw(st.floats(0.0, 1.0)), draw(st.integers(0, 3)))
+            draw(st.floats(0.0, 1.0)), draw(st.integers(0, 3)), draw(st.floats(0.0, 0.5)))
 
 
 def test_every_open_decision_passes_the_exchange_filters(
         market: tuple[dict[str, SymbolFilters], dict[str, SymbolBrackets]]) -> None:
     """Random signals, equity, prices and existing books over all 297 trading USDT perpetuals: every open/rotate
-    decision is a valid MARKET entry, its stop and target are valid triggers, margins within caps, leverage
-    within the real bracket and the liquidation guard."""
+    decision is a valid MARKET entry, its stop and target are valid triggers, margins and open risk within caps,
+    leverage within the real bracket and the liquidation guard."""
     filters, brackets = market
     symbols = sorted(filters)
     assert len(symbols) == 297
@@ -307,15 +308,16 @@ def test_every_open_decision_passes_the_exchange_filters(
 
     @settings(max_examples=600, deadline=None, derandomize=True)
     @given(scenarios(symbols))
-    def check(case: tuple[str, float, float, float, float, int, float, int]) -> None:
-        symbol, conf, stop, log_price, drift, log_equity, used_frac, n_other = case
+    def check(case: tuple[str, float, float, float, float, int, float, int, float]) -> None:
+        symbol, conf, stop, log_price, drift, log_equity, used_frac, n_other, their_stop = case
         f, br = filters[symbol], brackets[symbol]
         lo, hi = math.log10(float(f.min_price)) + 0.5, min(math.log10(float(f.max_price)) - 0.5, 5.0)
         price = max(floor_to_step(D(repr(10 ** (lo + (hi - lo) * (log_price + 4) / 10))), f.tick_size), f.min_price)
         mark = floor_to_step(price * (1 + D(repr(drift * stop / 100))), f.tick_size)
         equity = D(10) ** log_equity
         entry = equity * D(repr(used_frac)) / 2 / max(n_other, 1)  # 1 unit at lev 1: margin ≈ entry
-        others = [pos(s, "1", str(entry), lev=1, conf=0.6, mark=str(entry * D("1.01")))
+        others = [pos(s, "1", str(entry), lev=1, conf=0.6, mark=str(entry * D("1.01")),
+                      stop=str(entry * (1 - D(repr(their_stop)))) if their_stop > 0.01 else None)
                   for s in symbols[:n_other] if s != symbol]
         s = sig(symbol, "LONG" if conf > 0.6 else "SHORT", str(price), conf, stop, stop * 1.5)
         rm = RiskManager(cfg, filters, brackets)
@@ -340,11 +342,15 @@ def test_every_open_decision_passes_the_exchange_filters(
         liq = 1 / D(d.leverage) - br.tier(d.notional).maint_margin_ratio
         assert abs(mark - d.stop_price) / mark * cfg.liq_safety <= liq
         assert d.risk_amount <= equity * D("0.02")
+        kept = [p for p in others if p.symbol != d.close_symbol]
+        assert RiskManager.book_risk(kept, equity) + d.risk_amount <= equity * cfg.max_open_risk_pct / 100
 
     check()
     acted = [r for r in opened if not r.startswith("skip")]
     assert len(acted) > 150  # the property was exercised on real opens, not only on refusals
-    assert {"open:sized", "open:shrunk_position_margin_cap", "rotate:shrunk_position_margin_cap"} <= set(acted)
+    assert {"open:sized", "open:shrunk_position_margin_cap", "rotate:shrunk_position_margin_cap",
+            "open:shrunk_open_risk_cap"} <= set(acted)
+    assert "skip:open_risk_cap" in opened
 
 
 def test_restored_manager_forgets_nothing_it_needs(market: tuple[dict[str, SymbolFilters],
@@ -392,16 +398,65 @@ def test_the_position_rotated_out_does_not_count_the_ones_kept_do(rm: RiskManage
     assert rm.evaluate(sig(), acct(positions=_three("1990")), at, T0, {"SOLUSDT": 0.9}).reason == "max_positions"
 
 
+def _heavy_book(eth_mark: str = "2000", eth_side: str = "LONG", eth_stop: str = "1900") -> list[Position]:
+    """ETH 3 @ 2 000 with its stop 100 away (300 USDT at risk) + SOL 50 @ 20 with its stop 1 away (50)."""
+    return [pos("ETHUSDT", "3", "2000", mark=eth_mark, side=eth_side, stop=eth_stop),
+            pos("SOLUSDT", "50", "20", mark="20", stop="19")]
+
+
+def test_open_risk_of_a_position_by_hand() -> None:
+    """qty × max(0, dir · (mark − stop)): from the mark (a gain so far is at risk too), from the entry without a
+    mark, 0 once the mark has crossed the stop (it is filling), None without a stop."""
+    assert open_risk(pos("ETHUSDT", "3", "2000", mark="2100", stop="1900")) == D(600)
+    assert open_risk(pos("ETHUSDT", "3", "2000", stop="1900")) == D(300)
+    assert open_risk(pos("ETHUSDT", "3", "2000", mark="2000", side="SHORT", stop="2100")) == D(300)
+    assert open_risk(pos("ETHUSDT", "3", "2000", mark="1800", side="SHORT", stop="1950")) == D(450)
+    assert open_risk(pos("ETHUSDT", "3", "2000", mark="2110", side="SHORT", stop="2100")) == D(0)
+    assert open_risk(pos("ETHUSDT", "3", "2000", mark="2000")) is None
+    unknown = [pos("ETHUSDT", "3", "2000", mark="2000"), pos("SOLUSDT", "50", "20", mark="20", stop="19")]
+    assert RiskManager.book_risk(unknown, D(10000)) == D(250)  # 2 % of equity for the stop-less one + 50
+
+
+def test_open_risk_cap_shrinks_then_refuses(rm: RiskManager) -> None:
+    """Equity 10 000, cap 5 % = 500; the book risks 350 → room 150. BTC with a 2 % stop (600 a coin): confidence
+    0.75 wants 99.6 → fits (0.166); 1.0 wants 199.8 → floor(150 / 600) = 0.25 BTC, risking exactly 150. ETH's
+    mark up at 2 100 puts its stop 200 away (600 at risk): no room at all, whatever the confidence."""
+    at = D("30000.0")
+    d = rm.evaluate(sig(), acct(positions=_heavy_book()), at, T0)
+    assert (d.action, d.reason, d.quantity) == ("open", "sized", D("0.166"))
+    d = rm.evaluate(sig(conf=1.0), acct(positions=_heavy_book()), at, T0)
+    assert (d.action, d.reason, d.quantity, d.risk_amount, d.leverage) == (
+        "open", "shrunk_open_risk_cap", D("0.250"), D("150.0"), 8)
+    assert rm.evaluate(sig(conf=0.6), acct(positions=_heavy_book("2100")), at, T0).reason == "open_risk_cap"
+    assert rm.evaluate(sig(), acct(positions=_heavy_book("2000", "SHORT", "2100")), at, T0).reason == "sized"
+    loose = RiskManager(RiskConfig(max_open_risk_pct=D(10)), rm.filters, rm.brackets)
+    assert loose.evaluate(sig(conf=1.0), acct(positions=_heavy_book("2100")), at, T0).reason == "sized"
+    for bad in (D(0), D(-1), D(101)):
+        with pytest.raises(ValueError, match="percentages"):
+            RiskConfig(max_open_risk_pct=bad)
+
+
+def test_open_risk_of_the_position_rotated_out_is_freed(rm: RiskManager) -> None:
+    """At 3 positions the weakest in profit (ETH, 0.55, 600 at risk from its mark) is rotated out: its risk does
+    not count, so the new signal gets the full size; kept, the same book leaves no room."""
+    book = [*_heavy_book("2100"), pos("XRPUSDT", "100", "0.5", conf=0.7, mark="0.5", stop="0.49")]
+    book[0] = replace(book[0], confidence=0.55)
+    d = rm.evaluate(sig(), acct(positions=book), D("30000.0"), T0)
+    assert (d.action, d.close_symbol, d.reason, d.quantity) == ("rotate", "ETHUSDT", "sized", D("0.166"))
+    relaxed = RiskManager(RiskConfig(max_positions=4), rm.filters, rm.brackets)
+    assert relaxed.evaluate(sig(), acct(positions=book), D("30000.0"), T0).reason == "open_risk_cap"
+
+
 def test_risk_config_of_the_trading_settings() -> None:
     from smc_quant.settings import TradingSettings
 
     t = TradingSettings(risk_per_trade_pct=0.5, max_positions=2, max_position_margin_pct=5, max_total_margin_pct=20,
                         max_leverage=7, max_hold_s=3600, daily_loss_limit_pct=3, cooldown_after_stop_s=60,
-                        max_correlation=0.7)
+                        max_correlation=0.7, max_open_risk_pct=2.5)
     assert RiskConfig.of(t) == RiskConfig(
         risk_per_trade_pct=D("0.5"), max_positions=2, max_position_margin_pct=D("5.0"),
         max_total_margin_pct=D("20.0"), max_leverage=7, max_hold_ms=3_600_000, daily_loss_limit_pct=D("3.0"),
-        cooldown_ms=60_000, max_correlation=0.7)
+        cooldown_ms=60_000, max_correlation=0.7, max_open_risk_pct=D("2.5"))
     assert RiskConfig.of(TradingSettings()) == RiskConfig()
 
 
