@@ -281,7 +281,7 @@ class Service:
             st = self.trading.scalper.stats
             out.update(open_positions=len(ex.book), wallet=str(snap.wallet_balance),
                        unrealized_pnl=str(snap.unrealized_pnl), setups=st.setups,
-                       best_confidence=round(st.best_confidence, 4))
+                       best_confidence=round(st.best_confidence, 4), halted=ex.halted)
         return out
 
     async def stop(self) -> None:

@@ -1,4 +1,5 @@
-"""``smc-quant`` command line: run, demo, emulator, migrate, check, train, models, promote, rollback.
+"""``smc-quant`` command line: run, demo, emulator, migrate, check, train, models, promote, rollback, halt,
+resume, status.
 
 Exit codes: 0 success, 1 runtime failure (exchange unreachable, unhealthy), 2 invalid configuration.
 """
@@ -291,6 +292,96 @@ def cmd_rollback(_: argparse.Namespace) -> int:
     return _model_task(task)
 
 
+def _control_task(task: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
+    """Run ``task(pool)`` on the trading database (``DATABASE_URL`` or the embedded server), migrated first; a
+    database error prints one line, exit 1."""
+    from smc_quant.store.db import create_pool
+    from smc_quant.store.embedded import resolve_database
+    from smc_quant.store.migrations import apply_migrations
+
+    settings = _settings()
+
+    async def main() -> int:
+        dsn, embedded = await resolve_database(settings)
+        try:
+            await apply_migrations(dsn)
+            pool = await create_pool(dsn, max_size=1)
+            try:
+                return await task(pool)
+            finally:
+                await pool.close()
+        finally:
+            if embedded is not None:
+                await embedded.stop()
+
+    try:
+        return _run_loop(main)
+    except OperationalError as exc:
+        print(f"smc-quant: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _print_control(pool: Any) -> None:
+    """The control state and the open positions of the book, as the operator reads them."""
+    from smc_quant.notify import utc_minute
+    from smc_quant.store.control import ControlRepository
+    from smc_quant.store.trading import TradingRepository
+
+    state = await ControlRepository(pool).state()
+    print(state.describe())
+    positions = await TradingRepository(pool).open_positions()
+    print(f"open positions: {len(positions)}")
+    for position, _meta in positions:
+        stop = f" · SL {position.stop_price}" if position.stop_price is not None else ""
+        print(f"  {position.symbol} {position.side} {position.quantity} @ {position.entry_price}{stop} · since "
+              f"{utc_minute(position.entry_time_ms)}")
+
+
+def _requested_by() -> str:
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def cmd_halt(args: argparse.Namespace) -> int:
+    """Stop new entries now (exits, stops and the 2-hour limit go on); ``--flatten`` also closes every position."""
+    from smc_quant.store.control import ControlRepository
+
+    async def task(pool: Any) -> int:
+        await ControlRepository(pool).request("flatten" if args.flatten else "halt", args.reason, _requested_by())
+        await _print_control(pool)
+        return 0
+
+    return _control_task(task)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """Allow new entries again (a flatten not yet carried out is dropped)."""
+    from smc_quant.store.control import ControlRepository
+
+    async def task(pool: Any) -> int:
+        await ControlRepository(pool).request("resume", args.reason, _requested_by())
+        await _print_control(pool)
+        return 0
+
+    return _control_task(task)
+
+
+def cmd_status(_: argparse.Namespace) -> int:
+    """Print whether trading is halted and the open positions of the book."""
+
+    async def task(pool: Any) -> int:
+        await _print_control(pool)
+        return 0
+
+    return _control_task(task)
+
+
 def _data_args(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--data", required=required, default=None, help="real data folder (e.g. ../shared/data)")
     parser.add_argument("--symbols", nargs="+", default=None, help="symbols to use (default: every file)")
@@ -340,6 +431,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--force", action="store_true", help="promote even if the gate says no (prints why)")
     pr.set_defaults(func=cmd_promote)
     sub.add_parser("rollback", help="reinstate the previous champion").set_defaults(func=cmd_rollback)
+    halt = sub.add_parser("halt", help="stop new entries now (exits and stops go on); --flatten closes every position")
+    halt.add_argument("--reason", default="", help="why (stored, logged and notified)")
+    halt.add_argument("--flatten", action="store_true", help="also close every open position at market")
+    halt.set_defaults(func=cmd_halt)
+    resume = sub.add_parser("resume", help="allow new entries again")
+    resume.add_argument("--reason", default="", help="why (stored, logged and notified)")
+    resume.set_defaults(func=cmd_resume)
+    sub.add_parser("status", help="halted or trading, and the open positions").set_defaults(func=cmd_status)
     from shards.backtest_cli import add_subcommands as add_backtest_subcommands
 
     add_backtest_subcommands(sub)  # backtest, replay

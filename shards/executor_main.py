@@ -252,7 +252,7 @@ class ExecutorProcess(ClusterProcess):
                 "unrealized_pnl": str(snap.unrealized_pnl), "signals": ex.stats.signals,
                 "opened": ex.stats.opened, "closed": ex.stats.closed,
                 "bus_delivered": st.delivered if st else 0, "bus_claimed": st.claimed if st else 0,
-                "redis_down": self._redis_down, "minutes": self.minutes}
+                "redis_down": self._redis_down, "minutes": self.minutes, "halted": ex.halted}
 
     def metrics(self) -> dict[str, float]:
         """Extra gauges for /metrics."""

@@ -17,6 +17,7 @@ import aiohttp
 import asyncpg
 import structlog
 
+from shards.control import ControlWatcher
 from shards.funding_feed import FundingFeed
 from smc_quant.correlation import ReturnWindows
 from smc_quant.domain.candles import MINUTE_MS, Candle
@@ -118,6 +119,9 @@ class TradingStack:
         self.signals_emitted = 0
         self._model_version = model_version
         self._exit_check: asyncio.Task[None] | None = None
+        self.control = (ControlWatcher(pool, self.executor, logger=self.log.bind(component="control"))
+                        if pool is not None else None)
+        """The operator's halt / flatten / resume (``smc-quant halt``), read from PostgreSQL."""
 
     def _live_broker(self, session: aiohttp.ClientSession, governor: Any) -> Broker:
         from smc_quant.exchange.trade_client import LiveBroker
@@ -271,9 +275,15 @@ class TradingStack:
         if start is not None:
             await start()
         await self.notifier.start()
+        if self.control is not None:  # a halt requested while we were down holds before the first signal
+            await self.control.sync()
         await self.executor.start()
+        if self.control is not None:  # a flatten needs the recovered book: carried out from here
+            self.control.start()
 
     async def stop(self) -> None:
+        if self.control is not None:
+            await self.control.stop()
         if self._exit_check is not None:
             await asyncio.gather(self._exit_check, return_exceptions=True)
         await self.executor.stop()
@@ -292,6 +302,8 @@ class TradingStack:
         out["strategy_signals"] = float(self.signals_emitted)
         if self.funding_feed is not None:
             out.update(self.funding_feed.metrics_dict())
+        if self.control is not None:
+            out.update(self.control.metrics())
         return out
 
 

@@ -10,6 +10,10 @@ Data flow::
     every ``exit_check_interval_s`` (and on every minute close): RiskManager.due_exits ─► close (2 h limit)
     at start and every ``reconcile_interval_s``: exchange positions/orders vs our book, repaired and logged
 
+The operator can halt it (:meth:`Executor.halt`: every signal is skipped with ``halted``; exits, protection
+and reconciliation go on), flatten it (:meth:`Executor.flatten`: close every position at market) and resume
+it; ``shards.control`` carries ``smc-quant halt`` / ``resume`` from PostgreSQL to these methods.
+
 Restarts: the book (positions with entry times and protection ids) and the fills of open positions are
 read back from PostgreSQL; the exchange is asked what happened meanwhile. Client ids are derived from
 the signal id, so a signal handled twice maps to the same orders and the exchange refuses duplicates.
@@ -51,7 +55,7 @@ from smc_quant.orders.broker import (
 )
 from smc_quant.orders.client_ids import Leg, parse_client_order_id
 from smc_quant.reconciler import Reconciler, client_id
-from smc_quant.risk import DAY_MS
+from smc_quant.risk import DAY_MS, Decision
 from smc_quant.tasks import cancel_and_wait
 
 _LEG_EXITS = {Leg.STOP_LOSS.value: ExitReason.STOP_LOSS, Leg.TAKE_PROFIT.value: ExitReason.TAKE_PROFIT}
@@ -94,6 +98,8 @@ class ExecutorStats:
     skip_reasons: dict[str, int] = field(default_factory=dict)
     funding_unknown: int = 0
     """Signals judged without a funding quote (stream off, symbol not quoted yet, or its quote stale)."""
+    flattened: int = 0
+    """Positions closed by the operator's flatten requests."""
 
 
 class Executor:
@@ -132,6 +138,8 @@ class Executor:
         self._idle = asyncio.Event()
         self._idle.set()
         self.started = asyncio.Event()
+        self.halted: str | None = None
+        """The operator's reason while trading is halted (no new entries); ``None`` while it trades."""
         self.reconciler = Reconciler(book=self.book, broker=broker, manager=manager, risk=risk, repo=repo,
                                      marks=self.marks, clock=clock, config=self.config, stats=self.stats, log=self.log,
                                      settle=self._check_complete, save=self._save,
@@ -244,6 +252,9 @@ class Executor:
             self.log.info("signal_seen_before", signal_id=signal.signal_id)
             return
         self.book.expect(signal.signal_id)
+        if self.halted is not None:
+            self._skip(signal, Decision("skip", "halted", signal), {"halted": self.halted})
+            return
         account = self.snapshot()
         mark = self.marks.get(signal.symbol, signal.price)
         now = self.clock()
@@ -257,10 +268,7 @@ class Executor:
         if quote is not None:
             detail["funding"] = quote.as_record()
         if decision.action == "skip":
-            self._record(signal, decision, detail)
-            self.stats.skipped += 1
-            self.stats.skip_reasons[decision.reason] = self.stats.skip_reasons.get(decision.reason, 0) + 1
-            self.log.info("signal_skipped", signal_id=signal.signal_id, reason=decision.reason, **detail)
+            self._skip(signal, decision, detail)
             return
         if decision.action == "rotate" and decision.close_symbol in self.book:
             self.stats.rotations += 1
@@ -285,6 +293,12 @@ class Executor:
         self._notify(messages.opened(signal, position), "open")
         # fills that arrived before the entry returned may already complete the position
         self._check_complete(signal.symbol)
+
+    def _skip(self, signal: Signal, decision: Any, detail: dict[str, Any]) -> None:
+        self._record(signal, decision, detail)
+        self.stats.skipped += 1
+        self.stats.skip_reasons[decision.reason] = self.stats.skip_reasons.get(decision.reason, 0) + 1
+        self.log.info("signal_skipped", signal_id=signal.signal_id, reason=decision.reason, **detail)
 
     def _record(self, signal: Signal, decision: Any, extra: dict[str, Any]) -> None:
         """Write the signal and its decision (plus ``extra`` details, e.g. the correlations it was judged by) in
@@ -331,6 +345,44 @@ class Executor:
         if reason is ExitReason.TIME:
             self.stats.forced_exits += 1
             self._notify(messages.forced_exit(entry.position), "forced_exit")
+
+    # -- the operator's hand ----------------------------------------------------------------------------
+    def halt(self, reason: str) -> None:
+        """Stop taking new entries (every signal is skipped with ``halted``); exits, protection, the 2-hour
+        limit and reconciliation go on. Idempotent; a new reason replaces the old one."""
+        changed = self.halted is None
+        self.halted = reason
+        if changed:
+            self.log.warning("trading_halted", reason=reason, positions=len(self.book))
+            self._notify(f"HALTED no new entries · {len(self.book)} open · {reason or 'no reason given'}", "halt")
+
+    def resume(self, reason: str = "") -> None:
+        """Take signals again (idempotent)."""
+        if self.halted is None:
+            return
+        self.halted = None
+        self.log.warning("trading_resumed", reason=reason)
+        self._notify(f"RESUMED new entries allowed · {reason or 'no reason given'}", "resume")
+
+    async def flatten(self) -> list[str]:
+        """Close every position at market (:attr:`ExitReason.MANUAL`, protection cancelled first); returns the
+        symbols whose close failed (they stay open and protected; call again). Positions already closing
+        count as done: their exit is on its way."""
+        failed: list[str] = []
+        closed = 0
+        for symbol in sorted(self.book):
+            entry = self.book.get(symbol)
+            if entry is None or entry.status == "closing":
+                continue
+            await self.close(symbol, ExitReason.MANUAL)
+            after = self.book.get(symbol)
+            if after is not None and after.status != "closing":
+                failed.append(symbol)
+            else:
+                closed += 1
+        self.stats.flattened += closed
+        self.log.warning("flattened", closed=closed, failed=failed)
+        return failed
 
     def daily_summary(self) -> bool:
         """Once per UTC day (checked with the exits): yesterday's trades, net PnL and the equity, as one message."""
@@ -484,7 +536,8 @@ class Executor:
                 "executor_closed": float(s.closed), "executor_forced_exits": float(s.forced_exits),
                 "executor_open_positions": float(len(self.book)), "executor_alarms": float(s.alarms),
                 "executor_errors": float(s.errors), "executor_reconciliations": float(s.reconciliations),
-                "executor_funding_unknown": float(s.funding_unknown)}
+                "executor_funding_unknown": float(s.funding_unknown), "executor_halted": float(self.halted is not None),
+                "executor_flattened": float(s.flattened)}
 
 
 def wall_clock_ms() -> int:
