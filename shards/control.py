@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -26,6 +27,8 @@ from smc_quant.store.control import CHANNEL, ControlRepository, ControlState
 from smc_quant.tasks import cancel_and_wait
 
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+MAX_RETRY_S = 300.0
+"""Longest wait between two attempts of a flatten whose closes failed (each failure alarms and notifies)."""
 
 
 class ControlWatcher:
@@ -47,6 +50,8 @@ class ControlWatcher:
         self.listening = asyncio.Event()
         """Set while a connection listens on the channel (``listener_pid`` is its server process)."""
         self.listener_pid = 0
+        self._retry_at = 0.0
+        self._retry_s = 0.0
         self.stats = {"reads": 0, "notifications": 0, "errors": 0, "flatten_failures": 0, "listens": 0}
 
     async def sync(self, source: asyncpg.Pool | asyncpg.Connection | None = None) -> ControlState:
@@ -58,12 +63,16 @@ class ControlWatcher:
             self.executor.halt(state.reason or f"control #{state.event_id}")
         else:
             self.executor.resume(state.reason)
-        if state.flatten_pending and self.executor.started.is_set():
+        if state.flatten_pending and self.executor.started.is_set() and time.monotonic() >= self._retry_at:
             failed = await self.executor.flatten()
-            if failed:  # they stay open and protected; the next read tries again
+            if failed:  # they stay open and protected; tried again after poll_s, doubling up to MAX_RETRY_S
                 self.stats["flatten_failures"] += 1
-                self.log.error("flatten_incomplete", event_id=state.event_id, still_open=failed)
+                self._retry_s = min(MAX_RETRY_S, max(self.poll_s, self._retry_s * 2))
+                self._retry_at = time.monotonic() + self._retry_s
+                self.log.error("flatten_incomplete", event_id=state.event_id, still_open=failed,
+                               retry_in_s=self._retry_s)
             else:
+                self._retry_at = self._retry_s = 0.0
                 await repo.flatten_done(state.event_id)
                 state = replace(state, done=True)
                 self.log.warning("flatten_done", event_id=state.event_id)

@@ -140,6 +140,8 @@ class Executor:
         self.started = asyncio.Event()
         self.halted: str | None = None
         """The operator's reason while trading is halted (no new entries); ``None`` while it trades."""
+        self._no_entry_in_flight = asyncio.Event()
+        self._no_entry_in_flight.set()
         self.reconciler = Reconciler(book=self.book, broker=broker, manager=manager, risk=risk, repo=repo,
                                      marks=self.marks, clock=clock, config=self.config, stats=self.stats, log=self.log,
                                      settle=self._check_complete, save=self._save,
@@ -270,6 +272,13 @@ class Executor:
         if decision.action == "skip":
             self._skip(signal, decision, detail)
             return
+        self._no_entry_in_flight.clear()  # a flatten waits for this entry: it could not see it in the book yet
+        try:
+            await self._enter(signal, decision, detail, mark)
+        finally:
+            self._no_entry_in_flight.set()
+
+    async def _enter(self, signal: Signal, decision: Any, detail: dict[str, Any], mark: Decimal) -> None:
         if decision.action == "rotate" and decision.close_symbol in self.book:
             self.stats.rotations += 1
             await self.close(decision.close_symbol, ExitReason.ROTATION)
@@ -366,15 +375,21 @@ class Executor:
 
     async def flatten(self) -> list[str]:
         """Close every position at market (:attr:`ExitReason.MANUAL`, protection cancelled first); returns the
-        symbols whose close failed (they stay open and protected; call again). Positions already closing
-        count as done: their exit is on its way."""
+        symbols whose close failed (they stay open and protected; call again). Call it halted: an entry still
+        in flight is waited for first, so it is closed too. A close already under way (the 2-hour limit, a
+        rotation) is waited for; if it went out, that position counts as done: its exit is on its way."""
+        await self._no_entry_in_flight.wait()
         failed: list[str] = []
         closed = 0
         for symbol in sorted(self.book):
             entry = self.book.get(symbol)
-            if entry is None or entry.status == "closing":
+            if entry is None:
                 continue
-            await self.close(symbol, ExitReason.MANUAL)
+            if entry.status == "closing":
+                async with self._lock(symbol):  # its close holds the lock until its order is done
+                    pass
+            else:
+                await self.close(symbol, ExitReason.MANUAL)
             after = self.book.get(symbol)
             if after is not None and after.status != "closing":
                 failed.append(symbol)

@@ -214,3 +214,31 @@ def test_the_commands_halt_flatten_resume_and_status(pg_dsn: str, monkeypatch: p
             await conn.close()
 
     assert asyncio.run(actions()) == ["halt", "flatten", "resume"]
+
+
+async def test_a_flatten_whose_close_fails_is_tried_again_until_flat(shared_data: Path, pg_dsn: str) -> None:
+    """Signed trading against the emulator: the exchange answers 503 to every attempt of the first close (8),
+    so the flatten fails (alarm, position kept) and is not marked done; the next try, after poll_s, closes it
+    at the exchange and the request is done."""
+    from shards.control import ControlWatcher
+    from tests.integration.trading_kit import trading_rig
+
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        ex = await rig.executor()
+        assert ex.submit(rig.signal("BTCUSDT", "LONG", confidence=0.75, stop_pct=2.0, target_pct=3.0))
+        await ex.idle()
+        assert "BTCUSDT" in ex.book
+        watcher = ControlWatcher(rig.pool, ex, poll_s=0.05)
+        watcher.start()
+        try:
+            rig.emulator.faults.order_reject_503(8)
+            flat = await ControlRepository(rig.pool).request("flatten", "incident")
+            await asyncio.wait_for(watcher.wait_for(lambda: watcher.stats["flatten_failures"] == 1), WAIT_S)
+            assert not (await ControlRepository(rig.pool).state()).done and ex.stats.alarms == 1
+            await asyncio.wait_for(watcher.applied(flat.event_id), WAIT_S)
+            await ex.idle()
+            assert not ex.book and not [p for p in rig.account.positions() if p.symbol == "BTCUSDT"]
+            assert watcher.stats["flatten_failures"] == 1 and ex.stats.flattened == 1
+            assert await rig.pool.fetchval("SELECT exit_reason FROM trades WHERE symbol = 'BTCUSDT'") == "manual"
+        finally:
+            await watcher.stop()
