@@ -350,10 +350,28 @@ class Executor:
                 self.log.error("exit_failed", symbol=symbol, reason=reason.value, error=failed)
                 self._notify(messages.error(f"exit failed {symbol} ({reason.value})", failed), "error")
                 entry.status = "open"
+                await self._reprotect(entry, mark)
                 return
         if reason is ExitReason.TIME:
             self.stats.forced_exits += 1
             self._notify(messages.forced_exit(entry.position), "forced_exit")
+
+    async def _reprotect(self, entry: BookEntry, mark: Decimal | None) -> None:
+        """After a failed exit: its stop and target were cancelled before the exit was sent, so place them again
+        now instead of leaving the position without an exchange-side stop until the next reconciliation (the
+        exit is tried again by whoever asked for it: the exit clock, the breaker, a flatten)."""
+        try:
+            sl, tp = await self.manager.ensure_protection(entry.position, mark or entry.position.entry_price)
+        except SmcError as exc:
+            self.stats.errors += 1
+            self.log.error("reprotect_failed", symbol=entry.position.symbol, error=str(exc),
+                           note="the reconciliation tries again")
+            return
+        entry.sl_client_id = client_id(sl) or entry.sl_client_id
+        entry.tp_client_id = client_id(tp) or entry.tp_client_id
+        if entry.position.symbol in self.book:
+            await self._save(entry)
+        self.log.warning("reprotected_after_failed_exit", symbol=entry.position.symbol, stop=sl is not None)
 
     # -- the operator's hand ----------------------------------------------------------------------------
     def halt(self, reason: str) -> None:

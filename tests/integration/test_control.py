@@ -218,8 +218,8 @@ def test_the_commands_halt_flatten_resume_and_status(pg_dsn: str, monkeypatch: p
 
 async def test_a_flatten_whose_close_fails_is_tried_again_until_flat(shared_data: Path, pg_dsn: str) -> None:
     """Signed trading against the emulator: the exchange answers 503 to every attempt of the first close (8),
-    so the flatten fails (alarm, position kept) and is not marked done; the next try, after poll_s, closes it
-    at the exchange and the request is done."""
+    so the flatten fails (alarm, position kept and protected again) and is not marked done; the next try, after
+    poll_s, closes it at the exchange and the request is done."""
     from shards.control import ControlWatcher
     from tests.integration.trading_kit import trading_rig
 
@@ -239,6 +239,8 @@ async def test_a_flatten_whose_close_fails_is_tried_again_until_flat(shared_data
             await ex.idle()
             assert not ex.book and not [p for p in rig.account.positions() if p.symbol == "BTCUSDT"]
             assert watcher.stats["flatten_failures"] == 1 and ex.stats.flattened == 1
+            # the failed exit had cancelled the stop and target: both were placed again at once (2 at the entry)
+            assert ex.manager.stats["protection_placed"] == 4
             assert await rig.pool.fetchval("SELECT exit_reason FROM trades WHERE symbol = 'BTCUSDT'") == "manual"
         finally:
             await watcher.stop()
