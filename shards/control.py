@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -36,12 +36,16 @@ class ControlWatcher:
 
     def __init__(self, pool: asyncpg.Pool, executor: Executor, *, poll_s: float = 5.0,
                  logger: structlog.stdlib.BoundLogger | None = None,
-                 backoff: Callable[[], Iterator[float]] = exponential_backoff) -> None:
+                 backoff: Callable[[], Iterator[float]] = exponential_backoff,
+                 on_resume: Callable[[], Awaitable[None]] | None = None) -> None:
         self._pool = pool
+        self.repo = ControlRepository(pool)
         self.executor = executor
         self.poll_s = poll_s
         self.log = logger or structlog.get_logger().bind(component="control")
         self._backoff = backoff
+        self.on_resume = on_resume
+        """Awaited when a halt ends, before the executor resumes (the service re-reads its drawdown baseline)."""
         self.state = ControlState()
         """The newest request applied (``done`` once its flatten has been carried out)."""
         self._applied = asyncio.Condition()
@@ -62,6 +66,8 @@ class ControlWatcher:
         if state.halted:
             self.executor.halt(state.reason or f"control #{state.event_id}")
         else:
+            if self.state.halted and self.on_resume is not None:
+                await self.on_resume()
             self.executor.resume(state.reason)
         if state.flatten_pending and self.executor.started.is_set() and time.monotonic() >= self._retry_at:
             failed = await self.executor.flatten()
@@ -103,6 +109,10 @@ class ControlWatcher:
 
     def _on_notify(self, *_: Any) -> None:
         self.stats["notifications"] += 1
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Read now (a request made by this process: do not wait for its notification to come back)."""
         self._wake.set()
 
     async def _run(self) -> None:

@@ -31,6 +31,7 @@ from smc_quant.model.scoring import Batch, Scores
 from smc_quant.orders.broker import Broker
 from smc_quant.paper import FundingPayment
 from smc_quant.settings import Settings
+from smc_quant.store.control import DRAWDOWN_BY
 
 
 class MarketClock:
@@ -115,13 +116,16 @@ class TradingStack:
             on_trade_closed=on_trade_closed, clock=self.clock, logger=self.log.bind(component="executor"),
             config=ExecutorConfig(exit_check_interval_s=t.exit_check_interval_s,
                                   reconcile_interval_s=t.reconcile_interval_s,
-                                  taker_fee=Decimal(str(t.taker_fee_pct)) / 100))
+                                  taker_fee=Decimal(str(t.taker_fee_pct)) / 100,
+                                  max_drawdown_pct=Decimal(str(t.max_drawdown_pct))))
         self.signals_emitted = 0
         self._model_version = model_version
         self._exit_check: asyncio.Task[None] | None = None
-        self.control = (ControlWatcher(pool, self.executor, logger=self.log.bind(component="control"))
-                        if pool is not None else None)
+        self.control = (ControlWatcher(pool, self.executor, logger=self.log.bind(component="control"),
+                                       on_resume=self._load_drawdown_baseline) if pool is not None else None)
         """The operator's halt / flatten / resume (``smc-quant halt``), read from PostgreSQL."""
+        if pool is not None:
+            self.executor.on_drawdown = self._drawdown_flatten
 
     def _live_broker(self, session: aiohttp.ClientSession, governor: Any) -> Broker:
         from smc_quant.exchange.trade_client import LiveBroker
@@ -262,6 +266,28 @@ class TradingStack:
         else:
             self.log.info("account_bound", account=epoch.account)
 
+    async def _load_drawdown_baseline(self) -> None:
+        """The executor's PnL path since the max-drawdown baseline: the account's start, or the first resume after
+        the latest max-drawdown halt (the operator accepted that loss) — at start and at every resume."""
+        assert self.repo is not None and self.control is not None
+        pnl, peak = await self.repo.pnl_path(await self.control.repo.drawdown_baseline())
+        self.executor.restore_drawdown(pnl, peak)
+
+    async def _drawdown_flatten(self, text: str) -> None:
+        """The max drawdown was reached: record a flatten request, as an operator would, so the halt holds across
+        restarts until `smc-quant resume`; the watcher carries it out. Unrecorded (database down): the executor
+        halts and flattens itself now and the request is not kept."""
+        assert self.control is not None
+        self.executor.halt(text)  # at once; the recorded request makes it last
+        try:
+            state = await self.control.repo.request("flatten", text, DRAWDOWN_BY)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            self.log.error("drawdown_request_not_stored", error=f"{type(exc).__name__}: {exc}")
+            await self.executor.flatten()
+            return
+        self.control.wake()
+        self.log.warning("drawdown_flatten_requested", event_id=state.event_id)
+
     async def start(self) -> None:
         if self.repo is not None:
             await self._bind_account()
@@ -277,6 +303,7 @@ class TradingStack:
         await self.notifier.start()
         if self.control is not None:  # a halt requested while we were down holds before the first signal
             await self.control.sync()
+            await self._load_drawdown_baseline()
         await self.executor.start()
         if self.control is not None:  # a flatten needs the recovered book: carried out from here
             self.control.start()

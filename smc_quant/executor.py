@@ -55,7 +55,7 @@ from smc_quant.orders.broker import (
 )
 from smc_quant.orders.client_ids import Leg, parse_client_order_id
 from smc_quant.reconciler import Reconciler, client_id
-from smc_quant.risk import DAY_MS, Decision
+from smc_quant.risk import DAY_MS, Decision, drawdown_pct
 from smc_quant.tasks import cancel_and_wait
 
 _LEG_EXITS = {Leg.STOP_LOSS.value: ExitReason.STOP_LOSS, Leg.TAKE_PROFIT.value: ExitReason.TAKE_PROFIT}
@@ -77,6 +77,8 @@ class ExecutorConfig:
     dedupe_window_ms: int = 86_400_000
     """Signal ids created this recently are reloaded at start to refuse duplicates."""
     dedupe_max: int = 100_000
+    max_drawdown_pct: Decimal = ZERO
+    """Halt and flatten once the equity is this far below its peak (:func:`smc_quant.risk.drawdown_pct`); 0: off."""
 
 
 @dataclass(slots=True)
@@ -142,6 +144,15 @@ class Executor:
         """The operator's reason while trading is halted (no new entries); ``None`` while it trades."""
         self._no_entry_in_flight = asyncio.Event()
         self._no_entry_in_flight.set()
+        self.pnl = ZERO
+        """Σ net PnL of the trades closed since the drawdown baseline (the account's start, or the resume after
+        the latest max-drawdown halt)."""
+        self.pnl_peak = ZERO
+        """The highest running value of :attr:`pnl` since that baseline (≥ 0)."""
+        self.on_drawdown: Callable[[str], Awaitable[None]] | None = None
+        """Called once when the max drawdown is reached (the service records a flatten request, so the halt holds
+        across restarts); without it the executor halts and flattens itself."""
+        self._drawdown_tripped = False
         self.reconciler = Reconciler(book=self.book, broker=broker, manager=manager, risk=risk, repo=repo,
                                      marks=self.marks, clock=clock, config=self.config, stats=self.stats, log=self.log,
                                      settle=self._check_complete, save=self._save,
@@ -388,6 +399,7 @@ class Executor:
         if self.halted is None:
             return
         self.halted = None
+        self._drawdown_tripped = False
         self.log.warning("trading_resumed", reason=reason)
         self._notify(f"RESUMED new entries allowed · {reason or 'no reason given'}", "resume")
 
@@ -432,9 +444,42 @@ class Executor:
         self.trades = [t for t in self.trades if t.exit_time_ms >= end - DAY_MS]  # keep memory bounded
         return True
 
+    def restore_drawdown(self, pnl: Decimal, pnl_peak: Decimal) -> None:
+        """Set :attr:`pnl` and :attr:`pnl_peak` from the stored trades since the baseline (start, resume)."""
+        self.pnl, self.pnl_peak = pnl, max(pnl_peak, pnl, ZERO)
+        self._drawdown_tripped = False
+
+    def drawdown(self) -> Decimal:
+        """The account's drawdown now, % below its peak since the baseline (:func:`smc_quant.risk.drawdown_pct`)."""
+        snap = self.snapshot()
+        return drawdown_pct(snap.wallet_balance, snap.unrealized_pnl, self.pnl, self.pnl_peak)
+
+    async def check_drawdown(self) -> bool:
+        """With ``max_drawdown_pct`` set: at or past it, halt and close everything (once, until a resume)."""
+        limit = self.config.max_drawdown_pct
+        if limit <= 0 or self._drawdown_tripped or self.halted is not None:
+            return False
+        dd = self.drawdown()
+        if dd < limit:
+            return False
+        self._drawdown_tripped = True
+        snap = self.snapshot()
+        text = (f"max drawdown: equity {snap.equity:.2f} is {dd:.2f} % below its peak "
+                f"{snap.wallet_balance - self.pnl + self.pnl_peak:.2f} (limit {limit} %)")
+        self.log.error("max_drawdown", drawdown_pct=str(round(dd, 4)), limit_pct=str(limit), equity=str(snap.equity))
+        self._notify(messages.error("max drawdown", text), "error")
+        if self.on_drawdown is not None:
+            await self.on_drawdown(text)
+        else:
+            self.halt(text)
+            await self.flatten()
+        return True
+
     async def check_exits(self) -> int:
-        """Close every position past its holding limit; returns how many were closed."""
+        """Close every position past its holding limit (and everything at the max drawdown); returns how many
+        positions were closed for the 2-hour limit or the breaker."""
         self.daily_summary()
+        await self.check_drawdown()
         due = self.risk.due_exits([e.position for e in self.book.values() if e.status == "open"], self.clock())
         for position, reason in due:
             await self.close(position.symbol, reason)
@@ -533,6 +578,8 @@ class Executor:
                                         signal_time_ms=entry.signal_time_ms, model_version=entry.model_version)
         self.trades.append(trade)
         self.stats.closed += 1
+        self.pnl += trade.net_pnl
+        self.pnl_peak = max(self.pnl_peak, self.pnl)
         self.risk.on_trade_closed(trade, self.snapshot().equity)
         for listener in self._trade_listeners:
             try:
@@ -570,7 +617,7 @@ class Executor:
                 "executor_open_positions": float(len(self.book)), "executor_alarms": float(s.alarms),
                 "executor_errors": float(s.errors), "executor_reconciliations": float(s.reconciliations),
                 "executor_funding_unknown": float(s.funding_unknown), "executor_halted": float(self.halted is not None),
-                "executor_flattened": float(s.flattened)}
+                "executor_flattened": float(s.flattened), "executor_drawdown_pct": float(self.drawdown())}
 
 
 def wall_clock_ms() -> int:

@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from smc_quant.settings import TradingSettings
 
 __all__ = ["DAY_MS", "MAX_RISK_PER_TRADE_PCT", "Decision", "RiskConfig", "RiskManager", "confidence_multiplier",
-           "open_risk"]
+           "drawdown_pct", "open_risk"]
 
 DAY_MS = 86_400_000
 MAX_RISK_PER_TRADE_PCT = Decimal(2)
@@ -162,6 +162,21 @@ def open_risk(position: Position) -> Decimal | None:
         return None
     ref = position.mark_price or position.entry_price
     return position.quantity * max(ZERO, direction(position.side) * (ref - position.stop_price))
+
+
+def drawdown_pct(wallet: Decimal, unrealized: Decimal, pnl: Decimal, pnl_peak: Decimal) -> Decimal:
+    """How far the equity is below its peak, in % of that peak, measured on the trades' net PnL since a baseline::
+
+        base        = wallet − pnl                 the wallet at the baseline, moved by deposits and withdrawals
+        peak equity = base + pnl_peak              pnl_peak = max(0, the highest running Σ net PnL since then)
+        drawdown %  = (peak equity − (wallet + unrealized)) / peak equity × 100,   at least 0
+
+    ``pnl`` is Σ net PnL of the trades closed since the baseline. A transfer moves the wallet and the base
+    together, so it is never mistaken for a loss; funding moves the wallet alone (counted, as it is money)."""
+    peak_equity = wallet - pnl + pnl_peak
+    if peak_equity <= 0:
+        return ZERO
+    return max(ZERO, (peak_equity - wallet - unrealized) / peak_equity * HUNDRED)
 
 
 def confidence_multiplier(confidence: float, cap: Decimal = Decimal(2)) -> Decimal:

@@ -10,6 +10,7 @@ a listening executor learns of it when it commits.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 import asyncpg
@@ -18,6 +19,8 @@ CHANNEL = "smc_control"
 Action = Literal["halt", "flatten", "resume"]
 ACTIONS: tuple[Action, ...] = ("halt", "flatten", "resume")
 MAX_REASON = 500
+DRAWDOWN_BY = "smc-quant (max drawdown)"
+"""``requested_by`` of the flatten the executor requests itself at the max drawdown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,14 @@ class ControlRepository:
         return ControlState(row["id"], row["action"], row["reason"], row["requested_by"],
                             int(row["requested_at"].timestamp() * 1000), row["done"])
 
+    async def drawdown_baseline(self) -> datetime | None:
+        """Where the max drawdown is measured from: the first resume after the latest halt the max drawdown
+        requested (the operator accepted that loss), or ``None`` (the account's start)."""
+        at: datetime | None = await self._pool.fetchval(
+            "SELECT min(requested_at) FROM control_events WHERE action = 'resume' AND id > "
+            "(SELECT max(id) FROM control_events WHERE requested_by = $1)", DRAWDOWN_BY)
+        return at
+
     async def flatten_done(self, event_id: int) -> bool:
         """Mark the flatten request ``event_id`` carried out; ``False`` if it was already (or is no flatten)."""
         status = await self._pool.execute(
@@ -97,4 +108,4 @@ class ControlRepository:
         return bool(status.endswith(" 1"))
 
 
-__all__ = ["ACTIONS", "CHANNEL", "Action", "ControlRepository", "ControlState"]
+__all__ = ["ACTIONS", "CHANNEL", "DRAWDOWN_BY", "Action", "ControlRepository", "ControlState"]

@@ -244,3 +244,72 @@ async def test_a_flatten_whose_close_fails_is_tried_again_until_flat(shared_data
             assert await rig.pool.fetchval("SELECT exit_reason FROM trades WHERE symbol = 'BTCUSDT'") == "manual"
         finally:
             await watcher.stop()
+
+
+async def test_the_max_drawdown_halts_and_flattens_until_the_operator_resumes(
+        pool: asyncpg.Pool, shared_data: Path, tmp_path: Path, filters: dict[str, SymbolFilters | None]) -> None:
+    """With a limit of 0.0001 %, the slippage of one paper entry is a drawdown: the exit check records a flatten
+    as `smc-quant (max drawdown)`, the watcher closes the position and the stack stays halted, across a restart
+    too; `resume` accepts that loss (the drawdown is measured from there) and the next signal opens."""
+    from smc_quant.store.control import DRAWDOWN_BY
+
+    settings = load_settings(state_dir=tmp_path, mode="paper",
+                             trading={"funding_stream": False, "max_drawdown_pct": 0.0001})
+    async with aiohttp.ClientSession() as session:
+        def stack_of() -> TradingStack:
+            return TradingStack(settings, filters=filters, session=session, pool=pool, governor=None,
+                                brackets_file=shared_data / LEVERAGE_TIERS)
+
+        first = Paper(stack_of(), shared_data)
+        await first.stack.start()
+        ex, control = first.stack.executor, first.stack.control
+        assert control is not None
+        await first.signal("BTCUSDT")
+        assert set(ex.book) == {"BTCUSDT"} and ex.drawdown() > 0  # bought 1 bp above the mark
+        await ex.check_exits()
+        state = await ControlRepository(pool).state()
+        assert (state.action, state.requested_by) == ("flatten", DRAWDOWN_BY) and "max drawdown" in state.reason
+        await asyncio.wait_for(control.applied(state.event_id), WAIT_S)
+        await ex.idle()
+        assert not ex.book and ex.halted == state.reason
+        assert await pool.fetchval("SELECT exit_reason FROM trades") == "manual"
+        assert ex.pnl < 0 and ex.pnl_peak == 0 and ex.drawdown() > 0
+        await first.stack.stop()
+
+        again = Paper(stack_of(), shared_data)
+        await again.stack.start()
+        try:
+            ex, control = again.stack.executor, again.stack.control
+            assert control is not None and ex.halted == state.reason  # still halted after the restart
+            assert ex.pnl < 0 and ex.drawdown() > 0  # the same loss, read back from the trades
+            resumed = await ControlRepository(pool).request("resume", "loss accepted", "ops@host")
+            await asyncio.wait_for(control.applied(resumed.event_id), WAIT_S)
+            assert ex.halted is None and (ex.pnl, ex.pnl_peak, ex.drawdown()) == (0, 0, 0)
+            await ex.check_exits()
+            assert (await ControlRepository(pool).state()).event_id == resumed.event_id  # no second trip
+            await again.signal("ETHUSDT")
+            assert set(ex.book) == {"ETHUSDT"}
+        finally:
+            await again.stack.stop()
+
+
+async def test_without_a_database_the_executor_halts_and_flattens_itself(shared_data: Path, pg_dsn: str) -> None:
+    """Signed trading against the emulator, no control store wired: at the max drawdown the executor halts itself
+    and closes every position at the exchange; later signals are skipped `halted`."""
+    from tests.integration.trading_kit import trading_rig
+
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        ex = await rig.executor(max_drawdown_pct=Decimal("0.0001"), exit_check_interval_s=3600.0)
+        assert ex.submit(rig.signal("BTCUSDT", "LONG", confidence=0.75, stop_pct=2.0, target_pct=3.0))
+        await ex.idle()
+        assert "BTCUSDT" in ex.book
+        ex.restore_drawdown(Decimal(0), ex.wallet)  # trades once made as much as the wallet holds: a 50 % drawdown
+        assert ex.drawdown() >= 49
+        assert await ex.check_drawdown()
+        await ex.idle()
+        assert ex.halted is not None and ex.halted.startswith("max drawdown") and not ex.book
+        assert not [p for p in rig.account.positions() if p.symbol == "BTCUSDT"]
+        assert not await ex.check_drawdown()  # once
+        assert ex.submit(rig.signal("ETHUSDT", "LONG", confidence=0.75, stop_pct=2.0, target_pct=3.0))
+        await ex.idle()
+        assert "ETHUSDT" not in ex.book and ex.stats.skip_reasons.get("halted") == 1

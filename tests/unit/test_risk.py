@@ -499,3 +499,19 @@ def test_funding_limit_comes_from_the_settings(market: tuple[dict[str, SymbolFil
     assert strict.evaluate(sig(), acct(), D("30000.0"), T0, funding=_funding("0.0021", T0 + MIN)).reason == "funding"
     with pytest.raises(ValueError, match="max_funding_pct"):
         RiskConfig(max_funding_pct=D("-0.01"))
+
+
+def test_drawdown_by_hand_and_transfers_are_not_losses() -> None:
+    """Wallet 10 000 at the baseline; trades made +1 000 then gave back 1 500 (Σ −500, peak +1 000): peak equity
+    11 000, equity 9 500 → 13.6 %; an open loss of 400 more → 17.3 %. Withdrawing 2 000 moves wallet and base
+    together: 7 500 at a 9 000 peak → the same 1 500 below it, 16.7 % of the smaller base; a deposit after a loss
+    does not hide it (500 of 10 500). Nothing lost or a new high → 0."""
+    from smc_quant.risk import drawdown_pct
+
+    assert round(drawdown_pct(D(9500), D(0), D(-500), D(1000)), 2) == D("13.64")
+    assert round(drawdown_pct(D(9500), D(-400), D(-500), D(1000)), 2) == D("17.27")
+    assert round(drawdown_pct(D(7500), D(0), D(-500), D(1000)), 2) == D("16.67")
+    assert drawdown_pct(D(10000), D(0), D(0), D(0)) == 0
+    assert drawdown_pct(D(12000), D(50), D(2000), D(2000)) == 0
+    assert round(drawdown_pct(D(10000), D(0), D(-500), D(0)), 2) == D("4.76")  # 500 lost, then 500 deposited
+    assert drawdown_pct(D(0), D(0), D(0), D(0)) == 0
