@@ -3,9 +3,10 @@
 ``ControlWatcher`` reads the newest ``control_events`` row (:mod:`smc_quant.store.control`) and applies it to
 one executor: halt or resume, and for a pending flatten, close every position and mark the request done. It
 reads once at start, before the executor takes its first signal (a halt requested while the service was
-down holds from its first minute), then listens on the ``smc_control`` channel of a dedicated connection and
-re-reads every ``poll_s`` as the backstop for a notification lost with that connection. A database error is
-counted and logged, the connection is replaced after a backoff, and the executor keeps its last state.
+down holds from its first minute), then listens on the ``smc_control`` channel of a pool connection it holds
+and re-reads every ``poll_s`` as the backstop for a notification lost with that connection. A database error
+(or any other failure of a read) is counted and logged, the connection is replaced after a backoff, and the
+executor keeps its last state: the watcher itself never stops before the service does.
 """
 
 from __future__ import annotations
@@ -130,12 +131,14 @@ class ControlWatcher:
                 finally:
                     self.listening.clear()
                     await self._release(conn)
-            except _DB_ERRORS as exc:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database, or anything unexpected: never leave the operator without a hand
                 self.stats["errors"] += 1
                 delays = delays or self._backoff()
                 delay = next(delays)
-                self.log.warning("control_unavailable", error=f"{type(exc).__name__}: {exc}",
-                                 retry_in_s=round(delay, 2))
+                level = self.log.warning if isinstance(exc, _DB_ERRORS) else self.log.error
+                level("control_unavailable", error=f"{type(exc).__name__}: {exc}", retry_in_s=round(delay, 2))
                 await asyncio.sleep(delay)
 
     async def _release(self, conn: Any) -> None:

@@ -455,9 +455,10 @@ class Executor:
         return drawdown_pct(snap.wallet_balance, snap.unrealized_pnl, self.pnl, self.pnl_peak)
 
     async def check_drawdown(self) -> bool:
-        """With ``max_drawdown_pct`` set: at or past it, halt and close everything (once, until a resume)."""
+        """With ``max_drawdown_pct`` set: at or past it, halt and close everything (once, until a resume). Also
+        while an operator's halt leaves positions open (they can still lose); not once halted and flat."""
         limit = self.config.max_drawdown_pct
-        if limit <= 0 or self._drawdown_tripped or self.halted is not None:
+        if limit <= 0 or self._drawdown_tripped or (self.halted is not None and not self.book):
             return False
         dd = self.drawdown()
         if dd < limit:

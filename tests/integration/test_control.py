@@ -282,6 +282,8 @@ async def test_the_max_drawdown_halts_and_flattens_until_the_operator_resumes(
             ex, control = again.stack.executor, again.stack.control
             assert control is not None and ex.halted == state.reason  # still halted after the restart
             assert ex.pnl < 0 and ex.drawdown() > 0  # the same loss, read back from the trades
+            await ex.check_exits()  # halted and flat: nothing more to do, no second request
+            assert (await ControlRepository(pool).state()).event_id == state.event_id
             resumed = await ControlRepository(pool).request("resume", "loss accepted", "ops@host")
             await asyncio.wait_for(control.applied(resumed.event_id), WAIT_S)
             assert ex.halted is None and (ex.pnl, ex.pnl_peak, ex.drawdown()) == (0, 0, 0)
@@ -295,7 +297,8 @@ async def test_the_max_drawdown_halts_and_flattens_until_the_operator_resumes(
 
 async def test_without_a_database_the_executor_halts_and_flattens_itself(shared_data: Path, pg_dsn: str) -> None:
     """Signed trading against the emulator, no control store wired: at the max drawdown the executor halts itself
-    and closes every position at the exchange; later signals are skipped `halted`."""
+    and closes every position at the exchange — also when an operator's halt had left it open; later signals
+    are skipped `halted`."""
     from tests.integration.trading_kit import trading_rig
 
     async with trading_rig(shared_data, pg_dsn) as rig:
@@ -303,6 +306,7 @@ async def test_without_a_database_the_executor_halts_and_flattens_itself(shared_
         assert ex.submit(rig.signal("BTCUSDT", "LONG", confidence=0.75, stop_pct=2.0, target_pct=3.0))
         await ex.idle()
         assert "BTCUSDT" in ex.book
+        ex.halt("CPI print")  # an operator's halt leaves the position open: it can still lose
         ex.restore_drawdown(Decimal(0), ex.wallet)  # trades once made as much as the wallet holds: a 50 % drawdown
         assert ex.drawdown() >= 49
         assert await ex.check_drawdown()
