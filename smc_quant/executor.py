@@ -55,7 +55,7 @@ from smc_quant.orders.broker import (
 )
 from smc_quant.orders.client_ids import Leg, parse_client_order_id
 from smc_quant.reconciler import Reconciler, client_id
-from smc_quant.risk import DAY_MS, Decision, drawdown_pct
+from smc_quant.risk import DAY_MS, Decision, RiskManager, drawdown_pct
 from smc_quant.tasks import cancel_and_wait
 
 _LEG_EXITS = {Leg.STOP_LOSS.value: ExitReason.STOP_LOSS, Leg.TAKE_PROFIT.value: ExitReason.TAKE_PROFIT}
@@ -449,6 +449,13 @@ class Executor:
         self.pnl, self.pnl_peak = pnl, max(pnl_peak, pnl, ZERO)
         self._drawdown_tripped = False
 
+    def open_risk_pct(self) -> Decimal:
+        """What the book would lose if every stop filled now, % of equity (:meth:`RiskManager.book_risk`)."""
+        snap = self.snapshot()
+        if snap.equity <= 0:
+            return ZERO
+        return RiskManager.book_risk(snap.positions.values(), snap.equity) / snap.equity * 100
+
     def drawdown(self) -> Decimal:
         """The account's drawdown now, % below its peak since the baseline (:func:`smc_quant.risk.drawdown_pct`)."""
         snap = self.snapshot()
@@ -618,7 +625,8 @@ class Executor:
                 "executor_open_positions": float(len(self.book)), "executor_alarms": float(s.alarms),
                 "executor_errors": float(s.errors), "executor_reconciliations": float(s.reconciliations),
                 "executor_funding_unknown": float(s.funding_unknown), "executor_halted": float(self.halted is not None),
-                "executor_flattened": float(s.flattened), "executor_drawdown_pct": float(self.drawdown())}
+                "executor_flattened": float(s.flattened), "executor_drawdown_pct": float(self.drawdown()),
+                "executor_open_risk_pct": float(self.open_risk_pct())}
 
 
 def wall_clock_ms() -> int:

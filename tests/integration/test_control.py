@@ -116,6 +116,7 @@ async def test_halt_flatten_and_resume_reach_the_running_executor(paper: Paper, 
     assert stack.control is not None and stack.executor.halted is None
     await paper.signal("BTCUSDT")
     assert set(stack.executor.book) == {"BTCUSDT"}
+    assert 0.9 < stack.metrics()["executor_open_risk_pct"] <= 1.0  # sized to risk 1 % of equity at its stop
 
     flat = await repo.request("flatten", "risk review", "ops@host")
     applied = await asyncio.wait_for(stack.control.applied(flat.event_id), WAIT_S)
@@ -132,6 +133,7 @@ async def test_halt_flatten_and_resume_reach_the_running_executor(paper: Paper, 
     assert (row["decision"], row["decision_reason"]) == ("skip", "halted") and "risk review" in row["decision_detail"]
     metrics = stack.metrics()
     assert (metrics["executor_halted"], metrics["executor_skipped_halted"], metrics["executor_flattened"]) == (1, 1, 1)
+    assert metrics["executor_open_risk_pct"] == 0
     assert metrics["control_notifications"] >= 1
 
     resumed = await repo.request("resume", "reviewed")
