@@ -271,7 +271,7 @@ class TradingStack:
         the latest max-drawdown halt (the operator accepted that loss) — at start and at every resume."""
         assert self.repo is not None and self.control is not None
         pnl, peak = await self.repo.pnl_path(await self.control.repo.drawdown_baseline())
-        self.executor.restore_drawdown(pnl, peak)
+        self.executor.drawdown_guard.restore(pnl, peak)
 
     async def _drawdown_flatten(self, text: str) -> None:
         """The max drawdown was reached: record a flatten request, as an operator would, so the halt holds across

@@ -55,7 +55,7 @@ from smc_quant.orders.broker import (
 )
 from smc_quant.orders.client_ids import Leg, parse_client_order_id
 from smc_quant.reconciler import Reconciler, client_id
-from smc_quant.risk import DAY_MS, Decision, RiskManager, drawdown_pct
+from smc_quant.risk import DAY_MS, Decision, DrawdownGuard, RiskManager
 from smc_quant.tasks import cancel_and_wait
 
 _LEG_EXITS = {Leg.STOP_LOSS.value: ExitReason.STOP_LOSS, Leg.TAKE_PROFIT.value: ExitReason.TAKE_PROFIT}
@@ -144,15 +144,10 @@ class Executor:
         """The operator's reason while trading is halted (no new entries); ``None`` while it trades."""
         self._no_entry_in_flight = asyncio.Event()
         self._no_entry_in_flight.set()
-        self.pnl = ZERO
-        """Σ net PnL of the trades closed since the drawdown baseline (the account's start, or the resume after
-        the latest max-drawdown halt)."""
-        self.pnl_peak = ZERO
-        """The highest running value of :attr:`pnl` since that baseline (≥ 0)."""
+        self.drawdown_guard = DrawdownGuard(self.config.max_drawdown_pct)
         self.on_drawdown: Callable[[str], Awaitable[None]] | None = None
         """Called once when the max drawdown is reached (the service records a flatten request, so the halt holds
         across restarts); without it the executor halts and flattens itself."""
-        self._drawdown_tripped = False
         self.reconciler = Reconciler(book=self.book, broker=broker, manager=manager, risk=risk, repo=repo,
                                      marks=self.marks, clock=clock, config=self.config, stats=self.stats, log=self.log,
                                      settle=self._check_complete, save=self._save,
@@ -399,7 +394,7 @@ class Executor:
         if self.halted is None:
             return
         self.halted = None
-        self._drawdown_tripped = False
+        self.drawdown_guard.rearm()
         self.log.warning("trading_resumed", reason=reason)
         self._notify(f"RESUMED new entries allowed · {reason or 'no reason given'}", "resume")
 
@@ -444,11 +439,6 @@ class Executor:
         self.trades = [t for t in self.trades if t.exit_time_ms >= end - DAY_MS]  # keep memory bounded
         return True
 
-    def restore_drawdown(self, pnl: Decimal, pnl_peak: Decimal) -> None:
-        """Set :attr:`pnl` and :attr:`pnl_peak` from the stored trades since the baseline (start, resume)."""
-        self.pnl, self.pnl_peak = pnl, max(pnl_peak, pnl, ZERO)
-        self._drawdown_tripped = False
-
     def open_risk_pct(self) -> Decimal:
         """What the book would lose if every stop filled now, % of equity (:meth:`RiskManager.book_risk`)."""
         snap = self.snapshot()
@@ -457,23 +447,22 @@ class Executor:
         return RiskManager.book_risk(snap.positions.values(), snap.equity) / snap.equity * 100
 
     def drawdown(self) -> Decimal:
-        """The account's drawdown now, % below its peak since the baseline (:func:`smc_quant.risk.drawdown_pct`)."""
+        """The account's drawdown now, % below its peak since the baseline (:class:`smc_quant.risk.DrawdownGuard`)."""
         snap = self.snapshot()
-        return drawdown_pct(snap.wallet_balance, snap.unrealized_pnl, self.pnl, self.pnl_peak)
+        return self.drawdown_guard.pct(snap.wallet_balance, snap.unrealized_pnl)
 
     async def check_drawdown(self) -> bool:
         """With ``max_drawdown_pct`` set: at or past it, halt and close everything (once, until a resume). Also
         while an operator's halt leaves positions open (they can still lose); not once halted and flat."""
-        limit = self.config.max_drawdown_pct
-        if limit <= 0 or self._drawdown_tripped or (self.halted is not None and not self.book):
+        if self.halted is not None and not self.book:
             return False
-        dd = self.drawdown()
-        if dd < limit:
-            return False
-        self._drawdown_tripped = True
         snap = self.snapshot()
+        dd = self.drawdown_guard.trip(snap.wallet_balance, snap.unrealized_pnl)
+        if dd is None:
+            return False
+        limit = self.drawdown_guard.limit_pct
         text = (f"max drawdown: equity {snap.equity:.2f} is {dd:.2f} % below its peak "
-                f"{snap.wallet_balance - self.pnl + self.pnl_peak:.2f} (limit {limit} %)")
+                f"{self.drawdown_guard.peak_equity(snap.wallet_balance):.2f} (limit {limit} %)")
         self.log.error("max_drawdown", drawdown_pct=str(round(dd, 4)), limit_pct=str(limit), equity=str(snap.equity))
         self._notify(messages.error("max drawdown", text), "error")
         if self.on_drawdown is not None:
@@ -586,8 +575,7 @@ class Executor:
                                         signal_time_ms=entry.signal_time_ms, model_version=entry.model_version)
         self.trades.append(trade)
         self.stats.closed += 1
-        self.pnl += trade.net_pnl
-        self.pnl_peak = max(self.pnl_peak, self.pnl)
+        self.drawdown_guard.on_trade(trade.net_pnl)
         self.risk.on_trade_closed(trade, self.snapshot().equity)
         for listener in self._trade_listeners:
             try:

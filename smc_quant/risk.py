@@ -58,8 +58,8 @@ from smc_quant.orders.filters import PriceRounding, floor_to_step, round_price
 if TYPE_CHECKING:
     from smc_quant.settings import TradingSettings
 
-__all__ = ["DAY_MS", "MAX_RISK_PER_TRADE_PCT", "Decision", "RiskConfig", "RiskManager", "confidence_multiplier",
-           "drawdown_pct", "open_risk"]
+__all__ = ["DAY_MS", "MAX_RISK_PER_TRADE_PCT", "Decision", "DrawdownGuard", "RiskConfig", "RiskManager",
+           "confidence_multiplier", "drawdown_pct", "open_risk"]
 
 DAY_MS = 86_400_000
 MAX_RISK_PER_TRADE_PCT = Decimal(2)
@@ -177,6 +177,48 @@ def drawdown_pct(wallet: Decimal, unrealized: Decimal, pnl: Decimal, pnl_peak: D
     if peak_equity <= 0:
         return ZERO
     return max(ZERO, (peak_equity - wallet - unrealized) / peak_equity * HUNDRED)
+
+
+@dataclass(slots=True)
+class DrawdownGuard:
+    """The max-drawdown halt: the trades' PnL path since the baseline (:func:`drawdown_pct`) and a latch, so it
+    trips once until :meth:`rearm` (a resume) or :meth:`restore` (a new baseline)."""
+
+    limit_pct: Decimal = ZERO
+    """0: off."""
+    pnl: Decimal = ZERO
+    """Σ net PnL of the trades closed since the baseline."""
+    pnl_peak: Decimal = ZERO
+    """The highest running value of :attr:`pnl` since the baseline (≥ 0)."""
+    tripped: bool = False
+
+    def restore(self, pnl: Decimal, pnl_peak: Decimal) -> None:
+        """A new baseline's path, read back from the stored trades (start, resume after a max-drawdown halt)."""
+        self.pnl, self.pnl_peak, self.tripped = pnl, max(pnl_peak, pnl, ZERO), False
+
+    def on_trade(self, net_pnl: Decimal) -> None:
+        self.pnl += net_pnl
+        self.pnl_peak = max(self.pnl_peak, self.pnl)
+
+    def pct(self, wallet: Decimal, unrealized: Decimal) -> Decimal:
+        return drawdown_pct(wallet, unrealized, self.pnl, self.pnl_peak)
+
+    def peak_equity(self, wallet: Decimal) -> Decimal:
+        return wallet - self.pnl + self.pnl_peak
+
+    def trip(self, wallet: Decimal, unrealized: Decimal) -> Decimal | None:
+        """The drawdown, when it reaches the limit now for the first time since the baseline or a rearm (then
+        latched); ``None`` otherwise or when off."""
+        if self.limit_pct <= 0 or self.tripped:
+            return None
+        dd = self.pct(wallet, unrealized)
+        if dd < self.limit_pct:
+            return None
+        self.tripped = True
+        return dd
+
+    def rearm(self) -> None:
+        self.tripped = False
 
 
 def confidence_multiplier(confidence: float, cap: Decimal = Decimal(2)) -> Decimal:

@@ -19,7 +19,7 @@ from smc_quant.datasets import LEVERAGE_TIERS, load_exchange_info, load_klines
 from smc_quant.domain.trading import Signal
 from smc_quant.exchange.exchange_info import SymbolFilters, parse_exchange_info
 from smc_quant.features import FEATURE_SCHEMA
-from smc_quant.settings import load_settings
+from smc_quant.settings import Settings, load_settings
 from smc_quant.store.control import CHANNEL, ControlRepository, ControlState
 from tests.builders import candle_at
 
@@ -69,6 +69,12 @@ def filters(shared_data: Path) -> dict[str, SymbolFilters | None]:
     return {s.symbol: s.filters for s in info.symbols if s.symbol in SYMBOLS}
 
 
+def paper_stack(settings: Settings, session: aiohttp.ClientSession, pool: asyncpg.Pool, shared_data: Path,
+                filters: dict[str, SymbolFilters | None]) -> TradingStack:
+    return TradingStack(settings, filters=filters, session=session, pool=pool, governor=None,
+                        brackets_file=shared_data / LEVERAGE_TIERS)
+
+
 class Paper:
     """A paper TradingStack on real candles: each symbol priced by its first real 1m candle."""
 
@@ -99,8 +105,7 @@ async def paper(pool: asyncpg.Pool, shared_data: Path, tmp_path: Path,
                 filters: dict[str, SymbolFilters | None]) -> AsyncIterator[Paper]:
     settings = load_settings(state_dir=tmp_path, mode="paper", trading={"funding_stream": False})
     async with aiohttp.ClientSession() as session:
-        stack = TradingStack(settings, filters=filters, session=session, pool=pool, governor=None,
-                             brackets_file=shared_data / LEVERAGE_TIERS)
+        stack = paper_stack(settings, session, pool, shared_data, filters)
         try:
             yield Paper(stack, shared_data)
         finally:
@@ -150,8 +155,7 @@ async def test_a_halt_requested_while_down_holds_from_the_start_and_a_flatten_is
     settings = load_settings(state_dir=tmp_path, mode="paper", trading={"funding_stream": False})
     async with aiohttp.ClientSession() as session:
         def stack_of() -> TradingStack:
-            return TradingStack(settings, filters=filters, session=session, pool=pool, governor=None,
-                                brackets_file=shared_data / LEVERAGE_TIERS)
+            return paper_stack(settings, session, pool, shared_data, filters)
 
         first = Paper(stack_of(), shared_data)
         await first.stack.start()
@@ -259,8 +263,7 @@ async def test_the_max_drawdown_halts_and_flattens_until_the_operator_resumes(
                              trading={"funding_stream": False, "max_drawdown_pct": 0.0001})
     async with aiohttp.ClientSession() as session:
         def stack_of() -> TradingStack:
-            return TradingStack(settings, filters=filters, session=session, pool=pool, governor=None,
-                                brackets_file=shared_data / LEVERAGE_TIERS)
+            return paper_stack(settings, session, pool, shared_data, filters)
 
         first = Paper(stack_of(), shared_data)
         await first.stack.start()
@@ -275,7 +278,7 @@ async def test_the_max_drawdown_halts_and_flattens_until_the_operator_resumes(
         await ex.idle()
         assert not ex.book and ex.halted == state.reason
         assert await pool.fetchval("SELECT exit_reason FROM trades") == "manual"
-        assert ex.pnl < 0 and ex.pnl_peak == 0 and ex.drawdown() > 0
+        assert ex.drawdown_guard.pnl < 0 and ex.drawdown_guard.pnl_peak == 0 and ex.drawdown() > 0
         await first.stack.stop()
 
         again = Paper(stack_of(), shared_data)
@@ -283,12 +286,13 @@ async def test_the_max_drawdown_halts_and_flattens_until_the_operator_resumes(
         try:
             ex, control = again.stack.executor, again.stack.control
             assert control is not None and ex.halted == state.reason  # still halted after the restart
-            assert ex.pnl < 0 and ex.drawdown() > 0  # the same loss, read back from the trades
+            assert ex.drawdown_guard.pnl < 0 and ex.drawdown() > 0  # the same loss, read back from the trades
             await ex.check_exits()  # halted and flat: nothing more to do, no second request
             assert (await ControlRepository(pool).state()).event_id == state.event_id
             resumed = await ControlRepository(pool).request("resume", "loss accepted", "ops@host")
             await asyncio.wait_for(control.applied(resumed.event_id), WAIT_S)
-            assert ex.halted is None and (ex.pnl, ex.pnl_peak, ex.drawdown()) == (0, 0, 0)
+            guard = ex.drawdown_guard
+            assert ex.halted is None and (guard.pnl, guard.pnl_peak, ex.drawdown()) == (0, 0, 0)
             await ex.check_exits()
             assert (await ControlRepository(pool).state()).event_id == resumed.event_id  # no second trip
             await again.signal("ETHUSDT")
@@ -309,7 +313,7 @@ async def test_without_a_database_the_executor_halts_and_flattens_itself(shared_
         await ex.idle()
         assert "BTCUSDT" in ex.book
         ex.halt("CPI print")  # an operator's halt leaves the position open: it can still lose
-        ex.restore_drawdown(Decimal(0), ex.wallet)  # trades once made as much as the wallet holds: a 50 % drawdown
+        ex.drawdown_guard.restore(Decimal(0), ex.wallet)  # trades once made as much as the wallet holds: 50 % down
         assert ex.drawdown() >= 49
         assert await ex.check_drawdown()
         await ex.idle()

@@ -515,3 +515,23 @@ def test_drawdown_by_hand_and_transfers_are_not_losses() -> None:
     assert drawdown_pct(D(12000), D(50), D(2000), D(2000)) == 0
     assert round(drawdown_pct(D(10000), D(0), D(-500), D(0)), 2) == D("4.76")  # 500 lost, then 500 deposited
     assert drawdown_pct(D(0), D(0), D(0), D(0)) == 0
+
+
+def test_drawdown_guard_follows_the_trades_and_trips_once() -> None:
+    """+1 000 then −1 500 on a 10 000 wallet: 13.6 % stays under 15 %; an open loss of 400 trips it (17.3 %), once;
+    rearmed (a resume) it trips again while still past the limit; a new baseline starts from that PnL."""
+    from smc_quant.risk import DrawdownGuard
+
+    guard = DrawdownGuard(D(15))
+    guard.on_trade(D(1000))
+    guard.on_trade(D(-1500))
+    assert (guard.pnl, guard.pnl_peak, guard.peak_equity(D(9500))) == (D(-500), D(1000), D(11000))
+    assert guard.trip(D(9500), D(0)) is None
+    tripped = guard.trip(D(9500), D(-400))
+    assert tripped is not None and round(tripped, 2) == D("17.27")
+    assert guard.trip(D(9500), D(-400)) is None  # latched
+    guard.rearm()
+    assert guard.trip(D(9500), D(-400)) is not None
+    guard.restore(D(0), D(0))
+    assert not guard.tripped and guard.trip(D(9500), D(-400)) is None  # 4.2 % from the new baseline
+    assert DrawdownGuard().trip(D(1), D(-1)) is None  # limit 0: off
