@@ -348,28 +348,26 @@ def _requested_by() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def cmd_halt(args: argparse.Namespace) -> int:
-    """Stop new entries now (exits, stops and the 2-hour limit go on); ``--flatten`` also closes every position."""
+def _control_request(action: Any, reason: str) -> int:
+    """Append ``action`` to ``control_events`` (the running executor is notified), then print the state."""
     from smc_quant.store.control import ControlRepository
 
     async def task(pool: Any) -> int:
-        await ControlRepository(pool).request("flatten" if args.flatten else "halt", args.reason, _requested_by())
+        await ControlRepository(pool).request(action, reason, _requested_by())
         await _print_control(pool)
         return 0
 
     return _control_task(task)
+
+
+def cmd_halt(args: argparse.Namespace) -> int:
+    """Stop new entries now (exits, stops and the 2-hour limit go on); ``--flatten`` also closes every position."""
+    return _control_request("flatten" if args.flatten else "halt", args.reason)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     """Allow new entries again (a flatten not yet carried out is dropped)."""
-    from smc_quant.store.control import ControlRepository
-
-    async def task(pool: Any) -> int:
-        await ControlRepository(pool).request("resume", args.reason, _requested_by())
-        await _print_control(pool)
-        return 0
-
-    return _control_task(task)
+    return _control_request("resume", args.reason)
 
 
 def cmd_status(_: argparse.Namespace) -> int:
