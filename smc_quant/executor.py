@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -44,6 +44,7 @@ from smc_quant.domain.trading import (
     direction,
 )
 from smc_quant.errors import SmcError
+from smc_quant.executor_config import ExecutorConfig, ExecutorStats
 from smc_quant.funding import FundingQuote
 from smc_quant.orders.broker import (
     AccountEvent,
@@ -64,44 +65,6 @@ _LEG_EXITS = {Leg.STOP_LOSS.value: ExitReason.STOP_LOSS, Leg.TAKE_PROFIT.value: 
 
 class Notify(Protocol):
     def notify(self, text: str, kind: str) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ExecutorConfig:
-    queue_size: int = 1024
-    exit_check_interval_s: float = 15.0
-    reconcile_interval_s: float = 180.0
-    taker_fee: Decimal = Decimal("0.0005")
-    """Used only to estimate a fee the exchange did not report (flagged in the log)."""
-    close_on_breaker: bool = False
-    dedupe_window_ms: int = 86_400_000
-    """Signal ids created this recently are reloaded at start to refuse duplicates."""
-    dedupe_max: int = 100_000
-    max_drawdown_pct: Decimal = ZERO
-    """Halt and flatten once the equity is this far below its peak (:func:`smc_quant.risk.drawdown_pct`); 0: off."""
-
-
-@dataclass(slots=True)
-class ExecutorStats:
-    signals: int = 0
-    signals_dropped: int = 0
-    duplicates: int = 0
-    opened: int = 0
-    skipped: int = 0
-    rotations: int = 0
-    closed: int = 0
-    forced_exits: int = 0
-    events: int = 0
-    fills: int = 0
-    reconciliations: int = 0
-    repairs: int = 0
-    alarms: int = 0
-    errors: int = 0
-    skip_reasons: dict[str, int] = field(default_factory=dict)
-    funding_unknown: int = 0
-    """Signals judged without a funding quote (stream off, symbol not quoted yet, or its quote stale)."""
-    flattened: int = 0
-    """Positions closed by the operator's flatten requests."""
 
 
 class Executor:

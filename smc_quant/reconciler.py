@@ -15,17 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
 from smc_quant.book import Book, BookEntry, journalled_position, queried_fill
 from smc_quant.domain.trading import ZERO, ExitReason, entry_side, exit_side
+from smc_quant.executor_config import ExecutorConfig, ExecutorStats
 from smc_quant.orders.broker import Broker, ExchangePosition
 from smc_quant.risk import DAY_MS
-
-if TYPE_CHECKING:
-    from smc_quant.executor import ExecutorConfig, ExecutorStats
 
 
 class Reconciler:

@@ -1,0 +1,49 @@
+"""The executor's configuration and counters, shared with the reconciler that works on its book."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from smc_quant.domain.trading import ZERO
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorConfig:
+    queue_size: int = 1024
+    exit_check_interval_s: float = 15.0
+    reconcile_interval_s: float = 180.0
+    taker_fee: Decimal = Decimal("0.0005")
+    """Used only to estimate a fee the exchange did not report (flagged in the log)."""
+    close_on_breaker: bool = False
+    dedupe_window_ms: int = 86_400_000
+    """Signal ids created this recently are reloaded at start to refuse duplicates."""
+    dedupe_max: int = 100_000
+    max_drawdown_pct: Decimal = ZERO
+    """Halt and flatten once the equity is this far below its peak (:func:`smc_quant.risk.drawdown_pct`); 0: off."""
+
+
+@dataclass(slots=True)
+class ExecutorStats:
+    signals: int = 0
+    signals_dropped: int = 0
+    duplicates: int = 0
+    opened: int = 0
+    skipped: int = 0
+    rotations: int = 0
+    closed: int = 0
+    forced_exits: int = 0
+    events: int = 0
+    fills: int = 0
+    reconciliations: int = 0
+    repairs: int = 0
+    alarms: int = 0
+    errors: int = 0
+    skip_reasons: dict[str, int] = field(default_factory=dict)
+    funding_unknown: int = 0
+    """Signals judged without a funding quote (stream off, symbol not quoted yet, or its quote stale)."""
+    flattened: int = 0
+    """Positions closed by the operator's flatten requests."""
+
+
+__all__ = ["ExecutorConfig", "ExecutorStats"]
