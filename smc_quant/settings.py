@@ -370,6 +370,10 @@ def load_settings(**overrides: object) -> Settings:
 def settings_reference() -> list[tuple[str, str, str]]:
     """``(environment variable, default, description)`` for every setting, in declaration order."""
     rows: list[tuple[str, str, str]] = []
+
+    def one_line(doc: str | None) -> str:  # a docstring wrapped in the source is one line in .env / README
+        return " ".join((doc or "").split())
+
     user_facing = {"shard_count": "SHARD_COUNT", "database_url": "DATABASE_URL", "redis_url": "REDIS_URL",
                    "binance_api_key": "BINANCE_API_KEY", "binance_api_secret": "BINANCE_API_SECRET"}
     for name, field in Settings.model_fields.items():
@@ -378,14 +382,14 @@ def settings_reference() -> list[tuple[str, str, str]]:
             for sub, subfield in annotation.model_fields.items():
                 default = subfield.get_default(call_default_factory=True)
                 rows.append((f"{ENV_PREFIX}{name.upper()}__{sub.upper()}", _render(default),
-                             subfield.description or ""))
+                             one_line(subfield.description)))
             continue
         env = user_facing.get(name, ENV_PREFIX + name.upper())
         default = (
             "~/.local/state/smc-quant" if name == "state_dir"
             else _render(field.get_default(call_default_factory=True))
         )
-        rows.append((env, default, field.description or ""))
+        rows.append((env, default, one_line(field.description)))
     return rows
 
 

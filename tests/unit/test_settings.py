@@ -58,3 +58,19 @@ def test_env_example_documents_every_setting() -> None:
     text = (Path(__file__).resolve().parents[2] / "config" / ".env.example").read_text()
     assert text == render_env_example()
     assert all(doc for _, _, doc in settings_reference())
+    # a setting documented over several source lines is still one comment line: the file can be copied to .env
+    assert [line for line in text.splitlines() if line and not line.startswith("# ")] == []
+
+
+def test_readme_settings_table_matches_the_settings_model() -> None:
+    """README's table has one row per setting, with its default and description as declared (rst ``code``
+    shown as Markdown `code`, an empty default as an empty cell): edit both together."""
+    from pathlib import Path
+
+    from smc_quant.settings import settings_reference
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    rows = {line.split(" | ")[0][3:-1]: line for line in readme.splitlines() if line.startswith("| `")}
+    for env, default, doc in settings_reference():
+        cell = f"`{default}`" if default else ""
+        assert rows.get(env) == f"| `{env}` | {cell} | {doc.replace('``', '`')} |", env
