@@ -119,7 +119,8 @@ async def run_backtests(series: Mapping[str, KlineSeries], *, model: str, settin
     if model == "walk-forward":
         ls = settings.learner
         wf = WalkForwardConfig(history_days=history_days or ls.history_days, retrain_every=ls.retrain_every_trades,
-                               retrain_interval_s=ls.retrain_interval_s, margin=ls.promote_margin)
+                               retrain_interval_s=ls.retrain_interval_s, margin=ls.promote_margin,
+                               z=ls.promote_z, paired_z=ls.promote_paired_z)
         out = await walk_forward(prepared, filters, brackets, cfg, wf, progress=bar("walk-forward"))
         ml = out.result
         extra["learner_rounds"] = out.rounds

@@ -273,7 +273,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     async def task(registry: Any) -> int:
         series = load_series(Path(args.data), args.symbols, args.max_bars, _say) if args.data else None
         outcome = await promote(registry, args.version, series=series, every=args.every, margin=args.margin, z=args.z,
-                                force=args.force, say=_say)
+                                paired_z=args.paired_z, force=args.force, say=_say)
         print(outcome.reason)
         return 0 if outcome.promoted else 1
 
@@ -426,6 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--margin", type=float, default=0.01, help="AUC margin the challenger must win by")
     pr.add_argument("--z", type=float, default=1.645,
                     help="the challenger's AUC − z·SE must exceed 0.5 (significance; 0 turns it off)")
+    pr.add_argument("--paired-z", type=float, default=1.645,
+                    help="its AUC gain over the champion − z·SE (paired) must exceed 0 (0 turns it off)")
     pr.add_argument("--force", action="store_true", help="promote even if the gate says no (prints why)")
     pr.set_defaults(func=cmd_promote)
     sub.add_parser("rollback", help="reinstate the previous champion").set_defaults(func=cmd_rollback)

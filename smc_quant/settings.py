@@ -218,6 +218,9 @@ class LearnerSettings(_Section):
     """AUC a challenger must gain over the champion on the latest out-of-sample window."""
     promote_z: Annotated[float, Field(ge=0.0, lt=10.0)] = 1.645
     """Challenger AUC − q·SE must exceed 0.5 (SE over 2-hour blocks, q: t quantile at this z's level; 0: off)."""
+    promote_paired_z: Annotated[float, Field(ge=0.0, lt=10.0)] = 1.645
+    """Challenger's AUC gain over the champion − q·SE must exceed 0 (paired on the same rows, SE over 2-hour
+    blocks; 0: the margin alone)."""
     history_days: PositiveFloat = 7.0
     """Stored 1m candles (per symbol, most recent) labelled as history for each retrain."""
     cold_start: bool = True

@@ -124,6 +124,7 @@ class WalkForwardConfig:
     retrain_interval_s: float = 86_400.0
     margin: float = 0.01
     z: float = 1.645
+    paired_z: float = 1.645
     every: int = 5
     """A broad candidate every N bars in the history datasets (the ``candle_history`` default)."""
 
@@ -180,6 +181,7 @@ async def walk_forward(prepared: Prepared, filters: Mapping[str, SymbolFilters],
     learner = Learner(experience, registry,
                       _history(prepared.series, now, int(wf.history_days * DAY_MS), wf.every, cfg.rules()),
                       LearnerConfig(retrain_every=wf.retrain_every, retrain_interval_s=1e9, margin=wf.margin, z=wf.z,
+                      paired_z=wf.paired_z,
                                     cold_start=True), on_promoted=promoted, log=quiet_logger(),
                       schema_version=FEATURE_SCHEMA.version)
     out = WalkForwardResult(result=None, trade_start_ms=start)  # type: ignore[arg-type]

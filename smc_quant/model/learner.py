@@ -25,9 +25,10 @@ What one round does (:meth:`Learner.learn_once`):
    releases the GIL, so the event loop keeps running — tested with a heartbeat).
 3. **Gate.** Challenger and champion are scored on the same held-out rows — the strategy's setups there
    when there are ``min_gate_setups`` with both outcomes, else all held-out rows — and
-   :func:`smc_quant.model.gate.decide` promotes only if the challenger's AUC beats the champion's by
-   ``margin`` and is itself above ``0.5 + margin`` and significantly above chance (``AUC − z·SE > 0.5``,
-   ``z`` = ``SMC_LEARNER__PROMOTE_Z``, 1.645). No champion (or one of another feature schema, which
+   :func:`smc_quant.model.gate.decide` promotes only if the challenger's AUC is above ``0.5 + margin``
+   and significantly above chance (``AUC − z·SE > 0.5``, ``z`` = ``SMC_LEARNER__PROMOTE_Z``, 1.645), and
+   beats the champion's by ``margin`` and significantly (paired test of the difference on the same rows,
+   ``paired_z`` = ``SMC_LEARNER__PROMOTE_PAIRED_Z``, 1.645). No champion (or one of another feature schema, which
    cannot score these rows: logged) → the first challenger above that floor becomes champion. The
    champion may have been trained on part of the window (when it is younger than the window's start);
    that can only flatter it, so the gate stays conservative.
@@ -117,6 +118,8 @@ class LearnerConfig:
     margin: float = 0.01
     z: float = 1.645
     """Significance of the gate's chance test (``AUC − z·SE > 0.5``; 0: the margin alone)."""
+    paired_z: float = 1.645
+    """Significance of the gain over the champion (paired: ``ΔAUC − z·SE > 0``; 0: the margin alone)."""
     holdout_fraction: float = 0.2
     min_holdout: int = 50
     min_gate_setups: int = 100
@@ -131,14 +134,16 @@ class LearnerConfig:
     def of(cls, s: LearnerSettings) -> LearnerConfig:
         """The loop's configuration from the service settings (``SMC_LEARNER__*``)."""
         return cls(retrain_every=s.retrain_every_trades, retrain_interval_s=s.retrain_interval_s,
-                   margin=s.promote_margin, z=s.promote_z, cold_start=s.cold_start, idle_retry_s=s.idle_retry_s)
+                   margin=s.promote_margin, z=s.promote_z,
+                   paired_z=s.promote_paired_z, cold_start=s.cold_start, idle_retry_s=s.idle_retry_s)
 
     def __post_init__(self) -> None:
         if self.retrain_every < 1 or not self.retrain_interval_s > 0 or not self.idle_retry_s > 0:
             raise ValueError("retrain_every must be ≥ 1, retrain_interval_s and idle_retry_s > 0")
         if not (0 < self.holdout_fraction < 1 and self.min_holdout >= 2 and 0 <= self.margin < 0.5
-                and 0 <= self.z < 10):
-            raise ValueError("need 0 < holdout_fraction < 1, min_holdout ≥ 2, 0 ≤ margin < 0.5 and 0 ≤ z < 10")
+                and 0 <= self.z < 10 and 0 <= self.paired_z < 10):
+            raise ValueError("need 0 < holdout_fraction < 1, min_holdout ≥ 2, 0 ≤ margin < 0.5, 0 ≤ z < 10 "
+                             "and 0 ≤ paired_z < 10")
         if not (math.isfinite(self.experience_weight) and self.experience_weight > 0):
             raise ValueError("experience_weight must be finite and > 0")
 
@@ -401,11 +406,11 @@ class Learner:
             else:
                 champion_p = await asyncio.to_thread(champion_model.predict, hold.x[chosen])
         decision = decide(hold.win[chosen], fitted.challenger_p[chosen], champion_p, self.config.margin, self.config.z,
-                          time_blocks(hold.start[chosen], hold.end[chosen]))
+                          time_blocks(hold.start[chosen], hold.end[chosen]), self.config.paired_z)
         tr = data.take(fitted.train)
         c = self.config
         params = {**c.train.to_json(), "learner": {"trigger": trigger, "margin": c.margin, "z": c.z,
-                                                   "experience_weight": c.experience_weight},
+                                                   "paired_z": c.paired_z, "experience_weight": c.experience_weight},
                   "symbols": list(data.symbols)}
         metrics = {"holdout_auc": decision.challenger_auc, "champion_auc": decision.champion_auc,
                    "holdout_all_auc": auc(hold.win, fitted.challenger_p), "gate_on": gate_on,
