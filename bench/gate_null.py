@@ -11,7 +11,7 @@ setups alone (windows with at least 20), and every row repeated 18 times in its 
 323 symbols replay 18 real series. The windows overlap (36 h every 12 h), so the rates are rough.
 
 Then the champion comparison, on the learner's gate rows with time blocks: how often a challenger
-replaces a champion (a) when each is trained on one half of the week's days (even / odd UTC days) — as
+replaces a champion (a) when each is trained on one half of the week's hours (even / odd UTC hours) — as
 good as each other, so a swap is churn —, (b) when the real-label challenger meets a champion trained on
 the 7 days before the previous window (36 h older, what a live champion is), and (c) one trained on
 shuffled labels (useless), under the margin alone (AUC > champion + 0.01, the chance test passed) and

@@ -191,7 +191,7 @@ async def promote(registry: ModelRegistry, version: int, *, series: Sequence[Kli
     champion = await registry.champion()
     if champion is not None and champion.version == version:
         return PromoteOutcome(False, f"model v{version} is already the champion")
-    reason = await _gate(registry, record, champion, series, every, margin, (z, paired_z), spec, say)
+    reason = await _gate(registry, record, champion, series, every, margin, z, paired_z, spec, say)
     if isinstance(reason, GateDecision) and reason.promote:
         await registry.promote(version)
         return PromoteOutcome(True, f"promoted v{version}: {reason.reason}", reason)
@@ -209,8 +209,8 @@ def _name(champion: ModelRecord | None) -> str:
 
 
 async def _gate(registry: ModelRegistry, record: ModelRecord, champion: ModelRecord | None,
-                series: Sequence[KlineSeries] | None, every: int, margin: float, z: tuple[float, float],
-                spec: BarrierSpec | None, say: Say) -> GateDecision | str:
+                series: Sequence[KlineSeries] | None, every: int, margin: float, z: float,
+                paired_z: float, spec: BarrierSpec | None, say: Say) -> GateDecision | str:
     if series is None:
         stored = record.metrics.get("holdout")
         if not isinstance(stored, dict):
@@ -236,7 +236,7 @@ async def _gate(registry: ModelRegistry, record: ModelRecord, champion: ModelRec
         x, win, blocks = window.x, window.win, time_blocks(window.start, window.end)
     challenger_p = (await registry.load(record.version)).predict(x)
     champion_p = None if champion is None else (await registry.load(champion.version)).predict(x)
-    return decide(win, challenger_p, champion_p, margin, z[0], blocks, z[1])
+    return decide(win, challenger_p, champion_p, margin, z, blocks, paired_z)
 
 
 async def rollback(registry: ModelRegistry) -> ModelRecord:

@@ -3,7 +3,7 @@
 Both models are scored on the same latest out-of-sample window (rows neither was trained on). The
 challenger must itself be better than chance: AUC > 0.5 + ``margin``, and, with ``z > 0``, significantly
 so — its lower bound ``AUC − q·SE > 0.5``. It must beat the champion's AUC by ``margin`` and, with
-``z > 0``, significantly so on these rows: ``(AUC − AUC_champion) − q·SE_diff > 0``, with the paired SE
+``paired_z > 0``, significantly so on these rows: ``(AUC − AUC_champion) − q·SE_diff > 0``, with the paired SE
 of the difference (:func:`paired_auc_diff_se`; both models score the same rows, so their errors are
 correlated and the difference is known far better than either AUC). Without that test a challenger no
 better than the champion replaces it whenever chance gives it the margin — a quarter of the windows in
