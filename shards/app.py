@@ -171,7 +171,7 @@ class Service:
             self.log.warning("model_hot_swapped", version=version, compiled=predictor.compiled)
 
         self.learner = Learner(self.trading.repo, registry, history, LearnerConfig.of(ls),
-                               on_promoted=promoted, log=self.log)
+                               on_promoted=promoted, on_outcome=self.trading.report_learned, log=self.log)
         learner = self.learner
         self.trading.executor.add_trade_listener(lambda _trade: learner.on_trade_closed())
         self._learner_task = asyncio.create_task(self.learner.run(), name="learner")

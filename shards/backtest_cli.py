@@ -126,7 +126,9 @@ async def run_backtests(series: Mapping[str, KlineSeries], *, model: str, settin
         extra["learner_rounds"] = out.rounds
         notes = [*notes, f"walk-forward: trading starts {_iso(out.trade_start_ms)} after {wf.history_days} days of "
                          f"history; {len(out.rounds)} learner rounds, "
-                         f"{sum(1 for r in out.rounds if r.get('promoted'))} promotions"]
+                         f"{sum(1 for r in out.rounds if r.get('promoted'))} promotions, "
+                         f"{sum(1 for r in out.rounds if r.get('champion_edge') is False)} with a champion that "
+                         f"showed no edge on the latest window"]
         cfg = replace(cfg, start_ms=out.trade_start_ms)
     else:
         predictor, version = await _champion_scorer(settings, say)

@@ -107,7 +107,7 @@ class ExecutorProcess(ClusterProcess):
             self.log.warning("model_promoted", version=version, note="shard workers follow within a minute")
 
         self.learner = Learner(self.trading.repo, ModelRegistry(self.pool), history, LearnerConfig.of(ls),
-                               on_promoted=promoted, log=self.log)
+                               on_promoted=promoted, on_outcome=self.trading.report_learned, log=self.log)
         learner = self.learner
         self.trading.executor.add_trade_listener(lambda _trade: learner.on_trade_closed())
         self.supervisor.spawn("learner", learner.run)

@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import asyncpg
@@ -28,10 +28,14 @@ from smc_quant.exchange.exchange_info import SymbolFilters
 from smc_quant.executor import Executor, ExecutorConfig
 from smc_quant.funding import FundingBook
 from smc_quant.model.scoring import Batch, Scores
+from smc_quant.notify import learned
 from smc_quant.orders.broker import Broker
 from smc_quant.paper import FundingPayment
 from smc_quant.settings import Settings
 from smc_quant.store.control import DRAWDOWN_BY
+
+if TYPE_CHECKING:
+    from smc_quant.model.learner import LearnOutcome
 
 
 class MarketClock:
@@ -181,6 +185,13 @@ class TradingStack:
         for signal in signals:
             if self.executor.submit(signal):
                 self.signals_emitted += 1
+
+    def report_learned(self, outcome: LearnOutcome) -> None:
+        """A learner round's report: a new champion, or a champion with no edge left, goes to the notification
+        channels (``smc_quant.notify.learned``); a kept champion with an edge says nothing."""
+        text = learned(outcome)
+        if text is not None:
+            self.notifier.notify(text, "model")
 
     def _store_funding(self, payment: FundingPayment) -> None:
         """A paper position paid (or received) funding: log it and store it in the background (the wallet

@@ -16,7 +16,7 @@ name the channel only, and errors are logged by type name and HTTP status (aioht
 may contain the request URL).
 
 Formatting helpers (:func:`opened`, :func:`closed`, :func:`forced_exit`, :func:`error`,
-:func:`daily_summary`) turn domain values into short plain-text messages.
+:func:`daily_summary`, :func:`learned`) turn domain values into short plain-text messages.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
@@ -36,6 +36,9 @@ import structlog
 
 from smc_quant.domain.trading import ZERO, Position, Signal, Trade
 from smc_quant.logging import get_logger
+
+if TYPE_CHECKING:
+    from smc_quant.model.learner import LearnOutcome
 
 TELEGRAM_API = "https://api.telegram.org"
 DISCORD_LIMIT = 2000
@@ -94,6 +97,26 @@ def daily_summary(trades: Iterable[Trade], equity: Decimal) -> str:
     rate = f" ({wins / len(done):.0%})" if done else ""
     return (f"DAY {len(done)} trades · {wins}W/{len(done) - wins}L{rate} · net {_money(net)} USDT · "
             f"fees {fees:.2f} · equity {equity:.2f} USDT")
+
+
+def learned(outcome: LearnOutcome) -> str | None:
+    """What a learner round changed for the trader, or ``None`` when nothing did (the champion kept, with an
+    edge): ``MODEL v5 replaces v3 · AUC 0.634 against 0.602 on 2,412 strategy setups · schedule``;
+    ``MODEL v1 is the first champion · …``; ``MODEL champion v3 shows no edge on the latest window · champion
+    v3 AUC 0.4736 is not above chance + 0.01 · it trades until a challenger beats it (smc-quant halt / rollback)``.
+    """
+    o = outcome
+    on = f"on {o.gate_rows:,} {o.gate_on} · {o.trigger}"
+    if o.promoted and o.champion_version is None:
+        return f"MODEL v{o.version} is the first champion · AUC {o.challenger_auc:.3f} {on}"
+    if o.promoted:
+        champion_auc = "-" if o.champion_auc is None else f"{o.champion_auc:.3f}"
+        return (f"MODEL v{o.version} replaces v{o.champion_version} · AUC {o.challenger_auc:.3f} against "
+                f"{champion_auc} {on}")
+    if o.champion_edge is False:
+        return (f"MODEL champion v{o.champion_version} shows no edge on the latest window · {o.champion_reason} · "
+                f"it trades until a challenger beats it (smc-quant halt / rollback)")
+    return None
 
 
 # ------------------------------------------------------------------------------------------------- channels
@@ -402,5 +425,5 @@ class Notifier:
 
 __all__ = [
     "DISCORD_LIMIT", "TELEGRAM_API", "TELEGRAM_LIMIT", "ChannelStats", "DiscordChannel", "Notifier", "TelegramChannel",
-    "closed", "daily_summary", "error", "forced_exit", "opened", "utc_minute",
+    "closed", "daily_summary", "error", "forced_exit", "learned", "opened", "utc_minute",
 ]

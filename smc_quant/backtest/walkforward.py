@@ -156,7 +156,7 @@ def _history(series: Mapping[str, KlineSeries], now: _Now, lookback_ms: int, eve
 def _round_row(o: LearnOutcome, at_ms: int) -> dict[str, Any]:
     return {"at_ms": at_ms, "version": o.version, "promoted": o.promoted, "reason": o.reason, "trigger": o.trigger,
             "challenger_auc": o.challenger_auc, "champion_auc": o.champion_auc, "train_rows": o.train_rows,
-            "experience_rows": o.experience_rows}
+            "experience_rows": o.experience_rows, "champion_edge": o.champion_edge}
 
 
 async def walk_forward(prepared: Prepared, filters: Mapping[str, SymbolFilters],

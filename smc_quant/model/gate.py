@@ -153,41 +153,65 @@ def paired_auc_diff_se(y: I64, p_a: F64, p_b: F64, groups: I64 | None = None) ->
     return float(a10.mean() - b10.mean()), se, k
 
 
-def decide(y: I64, challenger_p: F64, champion_p: F64 | None, margin: float = 0.01,
-           z: float = 1.645, groups: I64 | None = None, paired_z: float | None = None) -> GateDecision:
-    """Compare AUCs on the same window; with no champion the challenger only has to beat chance. ``z`` is the
-    significance of the chance test, ``paired_z`` that of the gain over the champion (``None``: ``z``; 0
-    turns a test off, leaving the margin). ``groups`` (e.g. :func:`time_blocks`) makes both tests
-    cluster-robust; without it the rows are taken as independent (see the module docstring)."""
-    ch = auc(y, challenger_p)
-    cur = auc(y, champion_p) if champion_p is not None else 0.5
-    if not np.isfinite(ch):
-        return GateDecision(False, ch, cur, "challenger AUC undefined on this window (one class only)")
-    if ch <= 0.5 + margin:
-        return GateDecision(False, ch, cur, f"challenger AUC {ch:.4f} is not above chance + {margin}")
+@dataclass(frozen=True, slots=True)
+class ChanceTest:
+    """Whether a model's AUC on a window is above ``0.5 + margin`` and, with ``z > 0``, significantly above
+    chance; with the reason (always set) and what it was measured on."""
+
+    passed: bool
+    auc: float
+    reason: str
+
+
+def chance_test(y: I64, p: F64, margin: float = 0.01, z: float = 1.645, groups: I64 | None = None,
+                name: str = "challenger") -> ChanceTest:
+    """The gate's floor for scores ``p``: AUC > 0.5 + ``margin`` and ``AUC − q·SE > 0.5`` (module docstring;
+    ``groups`` makes the SE cluster-robust and ``q`` a Student-t quantile). ``name`` starts the reason."""
+    a = auc(y, p)
+    if not np.isfinite(a):
+        return ChanceTest(False, a, f"{name} AUC undefined on this window (one class only)")
+    if a <= 0.5 + margin:
+        return ChanceTest(False, a, f"{name} AUC {a:.4f} is not above chance + {margin}")
     wins = int(np.count_nonzero(y))
-    se = auc_se(ch, wins, int(y.shape[0]) - wins)
+    se = auc_se(a, wins, int(y.shape[0]) - wins)
     quantile, on = z, f"{y.shape[0]} rows ({wins} wins)"
     if groups is not None and z > 0:
-        blocked, k = clustered_auc_se(y, challenger_p, groups)
+        blocked, k = clustered_auc_se(y, p, groups)
         se = max(se, blocked)
         quantile = float(stdtrit(k - 1, ndtr(z))) if k >= 2 else math.inf
         on += f" in {k} time blocks"
-    low = ch - quantile * se
+    low = a - quantile * se
     if z > 0 and not low > 0.5:
-        return GateDecision(False, ch, cur, f"challenger AUC {ch:.4f} is not significantly above chance: "
-                                            f"AUC − {quantile:.3f}·SE = {low:.4f} on {on}")
+        return ChanceTest(False, a, f"{name} AUC {a:.4f} is not significantly above chance: "
+                                    f"AUC − {quantile:.3f}·SE = {low:.4f} on {on}")
+    if z > 0:
+        return ChanceTest(True, a, f"{name} AUC {a:.4f} is significantly above chance: "
+                                   f"AUC − {quantile:.3f}·SE = {low:.4f} on {on}")
+    return ChanceTest(True, a, f"{name} AUC {a:.4f} is above chance + {margin}")
+
+
+def decide(y: I64, challenger_p: F64, champion_p: F64 | None, margin: float = 0.01,
+           z: float = 1.645, groups: I64 | None = None, paired_z: float | None = None) -> GateDecision:
+    """Compare AUCs on the same window; with no champion the challenger only has to beat chance. ``z`` is the
+    significance of the chance test (:func:`chance_test`), ``paired_z`` that of the gain over the champion
+    (``None``: ``z``; 0 turns a test off, leaving the margin). ``groups`` (e.g. :func:`time_blocks`) makes
+    both tests cluster-robust; without it the rows are taken as independent (see the module docstring)."""
+    floor = chance_test(y, challenger_p, margin, z, groups)
+    ch = floor.auc
+    cur = auc(y, champion_p) if champion_p is not None else 0.5
+    if not floor.passed:
+        return GateDecision(False, ch, cur, floor.reason)
     if ch <= cur + margin:
         return GateDecision(False, ch, cur, f"challenger AUC {ch:.4f} does not beat champion {cur:.4f} + {margin}")
     pz = z if paired_z is None else paired_z
     if champion_p is not None and pz > 0:
-        diff, d_se, k = paired_auc_diff_se(y, challenger_p, champion_p)
-        quantile = pz
+        diff, d_se, _ = paired_auc_diff_se(y, challenger_p, champion_p)
+        quantile, on = pz, f"{y.shape[0]} rows ({int(np.count_nonzero(y))} wins)"
         if groups is not None:
             blocked, k = paired_auc_diff_se(y, challenger_p, champion_p, groups)[1:]
             d_se = max(d_se, blocked)
             quantile = float(stdtrit(k - 1, ndtr(pz))) if k >= 2 else math.inf
-            on = f"{y.shape[0]} rows ({wins} wins) in {k} time blocks"
+            on += f" in {k} time blocks"
         d_low = diff - quantile * d_se
         if not d_low > 0:
             return GateDecision(False, ch, cur, f"challenger AUC {ch:.4f} beats champion {cur:.4f} + {margin} but "
@@ -276,5 +300,6 @@ def holdout_from_json(data: Mapping[str, Any]) -> StoredHoldout:
     return StoredHoldout(x.reshape(n, -1) if n else x.reshape(0, 0), win, is_setup, start, end)
 
 
-__all__ = ["GateDecision", "LatestSplit", "NotEnoughData", "StoredHoldout", "auc_se", "clustered_auc_se", "decide",
-           "gate_rows", "holdout_from_json", "holdout_to_json", "paired_auc_diff_se", "split_latest", "time_blocks"]
+__all__ = ["ChanceTest", "GateDecision", "LatestSplit", "NotEnoughData", "StoredHoldout", "auc_se", "chance_test",
+           "clustered_auc_se", "decide", "gate_rows", "holdout_from_json", "holdout_to_json", "paired_auc_diff_se",
+           "split_latest", "time_blocks"]

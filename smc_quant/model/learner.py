@@ -61,7 +61,15 @@ from smc_quant.domain.trading import ExperienceRow
 from smc_quant.features import FEATURE_SCHEMA
 from smc_quant.labels import BarrierSpec, SetupSource
 from smc_quant.model.dataset import Dataset, build_dataset
-from smc_quant.model.gate import NotEnoughData, decide, gate_rows, holdout_to_json, split_latest, time_blocks
+from smc_quant.model.gate import (
+    NotEnoughData,
+    chance_test,
+    decide,
+    gate_rows,
+    holdout_to_json,
+    split_latest,
+    time_blocks,
+)
 from smc_quant.model.metrics import auc
 from smc_quant.model.trainer import FeatureSchemaMismatch, TrainConfig, TrainedModel, check_schema, train
 from smc_quant.strategy import ScalperConfig
@@ -74,6 +82,7 @@ if TYPE_CHECKING:
 
 HistoryLoader = Callable[[], Awaitable[Dataset]]
 PromotedHook = Callable[[int], Awaitable[None] | None]
+OutcomeHook = Callable[["LearnOutcome"], Awaitable[None] | None]
 CandleFetch = Callable[[str, str, int, int], Awaitable[Sequence[Candle]]]
 """``(symbol, interval, start_ms, end_ms) -> candles, oldest first`` (``CandleRepository.fetch``)."""
 
@@ -165,6 +174,11 @@ class LearnOutcome:
     gate_on: str
     experience_rows: int
     seconds: float
+    champion_edge: bool | None = None
+    """Whether the champion (kept or replaced) still passes the gate's chance test on this window — the
+    floor every challenger must clear; ``None`` without a usable champion."""
+    champion_reason: str = ""
+    """That test's reason (e.g. ``champion AUC 0.4736 is not above chance + 0.01``)."""
 
 
 @dataclass(slots=True)
@@ -180,6 +194,8 @@ class LearnerStats:
     failed: int = 0
     """Rounds that raised (logged as ``learner_round_failed``): worth an alert."""
     refused_rows: int = 0
+    champion_no_edge: int = 0
+    """Rounds whose champion failed the chance test on the latest window (it keeps trading unless replaced)."""
     training: bool = False
     last: LearnOutcome | None = None
 
@@ -189,6 +205,10 @@ class LearnerStats:
         if self.last is not None:
             out["learner_last_challenger_auc"] = self.last.challenger_auc
             out["learner_last_version"] = float(self.last.version)
+            if self.last.champion_auc is not None:
+                out["learner_last_champion_auc"] = self.last.champion_auc
+            if self.last.champion_edge is not None:
+                out["learner_last_champion_edge"] = float(self.last.champion_edge)
         return out
 
 
@@ -268,12 +288,13 @@ class Learner:
 
     def __init__(self, experience: ExperienceSource, registry: Registry, history: HistoryLoader,
                  config: LearnerConfig | None = None, *, on_promoted: PromotedHook | None = None,
-                 log: Log | None = None, schema_version: str = FEATURE_SCHEMA.version) -> None:
+                 on_outcome: OutcomeHook | None = None, log: Log | None = None,
+                 schema_version: str = FEATURE_SCHEMA.version) -> None:
         check_schema(schema_version)  # a learner for another schema would train models the engine refuses
         self.config = config or LearnerConfig()
         self.stats = LearnerStats()
         self._experience, self._registry, self._history = experience, registry, history
-        self._on_promoted, self._schema = on_promoted, schema_version
+        self._on_promoted, self._on_outcome, self._schema = on_promoted, on_outcome, schema_version
         self._log: Log = log if log is not None else structlog.get_logger("learner")
         self._wake = asyncio.Event()
         self._trigger = "trades"
@@ -405,8 +426,13 @@ class Learner:
                 champion = None
             else:
                 champion_p = await asyncio.to_thread(champion_model.predict, hold.x[chosen])
+        blocks = time_blocks(hold.start[chosen], hold.end[chosen])
         decision = decide(hold.win[chosen], fitted.challenger_p[chosen], champion_p, self.config.margin, self.config.z,
-                          time_blocks(hold.start[chosen], hold.end[chosen]), self.config.paired_z)
+                          blocks, self.config.paired_z)
+        standing = None  # the champion against the floor a challenger must clear, on the same rows
+        if champion is not None and champion_p is not None:
+            standing = chance_test(hold.win[chosen], champion_p, self.config.margin, self.config.z, blocks,
+                                   name=f"champion v{champion.version}")
         tr = data.take(fitted.train)
         c = self.config
         params = {**c.train.to_json(), "learner": {"trigger": trigger, "margin": c.margin, "z": c.z,
@@ -428,8 +454,14 @@ class Learner:
         outcome = LearnOutcome(record.version, decision.promote, decision.reason, decision.challenger_auc,
                                None if champion is None else decision.champion_auc,
                                None if champion is None else champion.version, trigger, len(tr), len(hold),
-                               int(chosen.shape[0]), gate_on, len(exp), time.perf_counter() - started)
+                               int(chosen.shape[0]), gate_on, len(exp), time.perf_counter() - started,
+                               None if standing is None else standing.passed,
+                               "" if standing is None else standing.reason)
         self.stats.last = outcome
+        if standing is not None and not standing.passed:
+            self.stats.champion_no_edge += 1
+            self._log.warning("learner_champion_no_edge", champion=champion.version if champion else None,
+                              replaced=decision.promote, reason=standing.reason)
         self._log.info("learner_promoted" if decision.promote else "learner_kept_champion",
                        version=record.version, champion=outcome.champion_version, promoted=decision.promote,
                        challenger_auc=round(decision.challenger_auc, 4),
@@ -441,6 +473,13 @@ class Learner:
             result = self._on_promoted(record.version)
             if result is not None:
                 await result
+        if self._on_outcome is not None:
+            try:  # a report of the round (a notification): its failure is logged, the round stands
+                reported = self._on_outcome(outcome)
+                if reported is not None:
+                    await reported
+            except Exception as exc:
+                self._log.warning("learner_outcome_hook_failed", error=f"{type(exc).__name__}: {exc}")
         return outcome
 
 
@@ -452,6 +491,7 @@ __all__ = [
     "Learner",
     "LearnerConfig",
     "LearnerStats",
+    "OutcomeHook",
     "Registry",
     "candle_history",
     "experience_dataset",

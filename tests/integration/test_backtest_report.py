@@ -100,6 +100,8 @@ async def test_walk_forward_report_figures_equal_a_recomputation_from_the_trades
     stored = json.loads(json_path.read_text())
     assert set(stored["runs"]) == {"ml_filtered", "unfiltered", "random"}
     assert stored["learner_rounds"] and stored["learner_rounds"][0]["trigger"] == "cold_start"
+    assert stored["learner_rounds"][0]["champion_edge"] is None  # no champion yet to stand the test
+    assert any(" with a champion that showed no edge on the latest window" in note for note in stored["notes"])
     balance = Decimal(stored["balance"])
     start, end = stored["start_ms"], stored["end_ms"]
     assert end - start >= 7 * DAY, "traded out of sample after the 4-day history"

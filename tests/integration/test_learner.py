@@ -21,6 +21,7 @@ from smc_quant.labels import BarrierSpec
 from smc_quant.model.dataset import Dataset, build_dataset
 from smc_quant.model.learner import Learner, LearnerConfig, candle_history, experience_dataset
 from smc_quant.model.trainer import FeatureSchemaMismatch, TrainConfig, TrainedModel, shuffled, train
+from smc_quant.notify import learned
 from smc_quant.store.candles import CandleRepository
 from smc_quant.store.db import create_pool
 from smc_quant.store.migrations import apply_migrations
@@ -149,10 +150,17 @@ async def test_better_challenger_promoted_worse_one_rejected(stores: tuple[Model
     assert better.promoted and better.champion_version == record.version
     assert better.champion_auc is not None and better.challenger_auc > better.champion_auc + 0.01
     assert better.experience_rows == 30
+    assert better.champion_edge is False  # the label-blind champion fails the floor it would have to clear
+    assert better.champion_reason.startswith(f"champion v{record.version} AUC")
+    assert ("learner_champion_no_edge", {"champion": record.version, "replaced": True,
+                                         "reason": better.champion_reason}) in log.lines
+    text = learned(better)
+    assert text is not None and text.startswith(f"MODEL v{better.version} replaces v{record.version} · AUC")
 
     worse = await Learner(repo, registry, _loader(_shuffled(h)), log=log).learn_once()
     assert not worse.promoted and worse.champion_version == better.version
     assert abs(worse.challenger_auc - 0.5) < 0.08 and worse.champion_auc is not None and worse.champion_auc > 0.6
+    assert worse.champion_edge is True and learned(worse) is None  # kept, with an edge: nothing to tell
     champion = await registry.champion()
     assert champion is not None and champion.version == better.version
     statuses = {r.version: r.status for r in await registry.list()}
@@ -162,6 +170,39 @@ async def test_better_challenger_promoted_worse_one_rejected(stores: tuple[Model
     assert kw["challenger_auc"] == round(worse.challenger_auc, 4) and kw["champion_auc"] == round(
         worse.champion_auc or 0, 4)
     assert kw["reason"].startswith("challenger AUC")
+
+
+async def test_a_kept_champion_with_no_edge_left_is_reported_and_a_failing_report_does_not_fail_the_round(
+        stores: tuple[ModelRegistry, TradingRepository], real: RealData) -> None:
+    """A gate no challenger can pass (margin 0.45) keeps a label-blind champion: the round says the champion
+    has no edge (outcome, counter, metrics, log), hands the outcome to ``on_outcome`` — whose text warns the
+    trader — and a hook that raises is logged while the round still counts."""
+    registry, repo = stores
+    h = real.history
+    blind = train(h.x, shuffled(h.win, seed=5), TrainConfig())
+    record = await registry.register(blind, train_start=int(h.start.min()), train_end=int(h.end.max()),
+                                     params={}, metrics={})
+    await registry.promote(record.version)
+    reports: list[Any] = []
+    log = _Log()
+    learner = Learner(repo, registry, _loader(h), LearnerConfig(margin=0.45), on_outcome=reports.append, log=log)
+    outcome = await learner.learn_once()
+    assert not outcome.promoted and outcome.champion_version == record.version and outcome.champion_edge is False
+    assert reports == [outcome] and learner.stats.champion_no_edge == 1
+    metrics = learner.stats.metrics()
+    assert metrics["learner_last_champion_edge"] == 0.0 and metrics["learner_champion_no_edge"] == 1.0
+    assert metrics["learner_last_champion_auc"] == outcome.champion_auc
+    assert learned(outcome) == (f"MODEL champion v{record.version} shows no edge on the latest window · "
+                                f"champion v{record.version} AUC {outcome.champion_auc:.4f} is not above chance + "
+                                f"0.45 · it trades until a challenger beats it (smc-quant halt / rollback)")
+
+    def broken(_outcome: Any) -> None:
+        raise RuntimeError("chat down")
+
+    failing = Learner(repo, registry, _loader(h), LearnerConfig(margin=0.45), on_outcome=broken, log=log)
+    again = await failing.learn_once()
+    assert not again.promoted and failing.stats.rounds == 1 and failing.stats.last == again
+    assert log.lines[-1] == ("learner_outcome_hook_failed", {"error": "RuntimeError: chat down"})
 
 
 async def test_schema_version_mismatch_is_refused(stores: tuple[ModelRegistry, TradingRepository],

@@ -8,7 +8,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from itertools import pairwise
 from typing import Any
@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
 from smc_quant.domain.trading import ExitReason, Position, Signal, Trade
+from smc_quant.model.learner import LearnOutcome
 from smc_quant.notify import (
     ChannelStats,
     DiscordChannel,
@@ -28,6 +29,7 @@ from smc_quant.notify import (
     daily_summary,
     error,
     forced_exit,
+    learned,
     opened,
 )
 
@@ -314,3 +316,21 @@ def test_error_and_daily_summary_texts() -> None:
     assert daily_summary(trades, D("1011.4183")) == ("DAY 3 trades · 2W/1L (67%) · net +11.42 USDT · fees 1.34 · "
                                                      "equity 1011.42 USDT")
     assert daily_summary([], D("1000")) == "DAY 0 trades · 0W/0L · net +0.00 USDT · fees 0.00 · equity 1000.00 USDT"
+
+
+def test_learner_round_texts_speak_only_when_the_live_model_changes_or_loses_its_edge() -> None:
+    """A promotion (first champion or replacement) and a kept champion with no edge left are worth a message;
+    a kept champion that still clears the chance test is not."""
+    kept = LearnOutcome(7, False, "challenger AUC 0.6061 does not beat champion 0.6009 + 0.01", 0.6061, 0.6009, 5,
+                        "schedule", 9000, 2400, 2412, "strategy setups", 12, 3.2, True,
+                        "champion v5 AUC 0.6009 is significantly above chance: AUC − 1.771·SE = 0.5312 on …")
+    assert learned(kept) is None
+    first = replace(kept, version=1, promoted=True, champion_auc=None, champion_version=None, champion_edge=None,
+                    trigger="cold_start", gate_rows=2445, gate_on="all held-out rows")
+    assert learned(first) == "MODEL v1 is the first champion · AUC 0.606 on 2,445 all held-out rows · cold_start"
+    assert learned(replace(kept, promoted=True, champion_edge=False)) == (
+        "MODEL v7 replaces v5 · AUC 0.606 against 0.601 on 2,412 strategy setups · schedule")
+    stale = replace(kept, champion_auc=0.4736, champion_edge=False,
+                    champion_reason="champion v5 AUC 0.4736 is not above chance + 0.01")
+    assert learned(stale) == ("MODEL champion v5 shows no edge on the latest window · champion v5 AUC 0.4736 is not "
+                              "above chance + 0.01 · it trades until a challenger beats it (smc-quant halt / rollback)")
