@@ -11,14 +11,19 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
+from shards.trading import TradingStack
+from smc_quant.datasets import LEVERAGE_TIERS, load_exchange_info
 from smc_quant.domain.trading import ExitReason, Position, Signal, Trade
+from smc_quant.exchange.exchange_info import parse_exchange_info
 from smc_quant.model.learner import LearnOutcome
 from smc_quant.notify import (
     ChannelStats,
@@ -32,6 +37,7 @@ from smc_quant.notify import (
     learned,
     opened,
 )
+from smc_quant.settings import load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -334,3 +340,29 @@ def test_learner_round_texts_speak_only_when_the_live_model_changes_or_loses_its
                     champion_reason="champion v5 AUC 0.4736 is not above chance + 0.01")
     assert learned(stale) == ("MODEL champion v5 shows no edge on the latest window · champion v5 AUC 0.4736 is not "
                               "above chance + 0.01 · it trades until a challenger beats it (smc-quant halt / rollback)")
+
+
+async def test_the_trading_stack_sends_the_learner_s_reports_to_the_chat(chat: tuple[FakeChat, str],
+                                                                         shared_data: Path) -> None:
+    """``TradingStack.report_learned`` — the service's ``on_outcome`` hook — sends what :func:`learned` says to
+    the configured channels, and nothing for a round that changed nothing."""
+    fake, base = chat
+    info = parse_exchange_info(load_exchange_info(shared_data))
+    settings = load_settings(mode="paper", database_url=None, redis_url=None,
+                             notify={"discord_webhook_url": f"{base}{DISCORD_PATH}", "min_interval_s": 1.0})
+    async with aiohttp.ClientSession() as session:
+        stack = TradingStack(settings, filters={s.symbol: s.filters for s in info.symbols[:3]}, session=session,
+                             pool=None, governor=None, brackets_file=shared_data / LEVERAGE_TIERS)
+        await stack.notifier.start()
+        try:
+            kept = LearnOutcome(7, False, "kept", 0.61, 0.60, 5, "schedule", 9000, 2400, 2412, "strategy setups", 12,
+                                3.2, True, "champion v5 AUC 0.6000 is significantly above chance")
+            stack.report_learned(kept)  # nothing to say
+            stack.report_learned(replace(kept, champion_edge=False, champion_reason="champion v5 AUC 0.4736 is …"))
+            hits = await fake.wait_hits("discord", 1)
+            await stack.notifier.wait_idle()
+        finally:
+            await stack.notifier.close()
+    assert [h.body["content"] for h in hits] == [
+        "MODEL champion v5 shows no edge on the latest window · champion v5 AUC 0.4736 is … · it trades until a "
+        "challenger beats it (smc-quant halt / rollback)"]
