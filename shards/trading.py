@@ -31,6 +31,7 @@ from smc_quant.model.scoring import Batch, Scores
 from smc_quant.notify import learned
 from smc_quant.orders.broker import Broker
 from smc_quant.paper import FundingPayment
+from smc_quant.risk import pnl_path
 from smc_quant.settings import Settings
 from smc_quant.store.control import DRAWDOWN_BY
 
@@ -278,11 +279,22 @@ class TradingStack:
             self.log.info("account_bound", account=epoch.account)
 
     async def _load_drawdown_baseline(self) -> None:
-        """The executor's PnL path since the max-drawdown baseline: the account's start, or the first resume after
-        the latest max-drawdown halt (the operator accepted that loss) — at start and at every resume."""
+        """The executor's PnL path since the max-drawdown baseline — the account's start, or the first resume
+        after the latest max-drawdown halt (the operator accepted that loss) — at start and at every resume:
+        the stored trades and paper funding payments, and live the funding the exchange charged since then
+        (``GET /fapi/v1/income``, which keeps three months). If the exchange cannot say, the funding is left out
+        (logged) rather than the start held up."""
         assert self.repo is not None and self.control is not None
-        pnl, peak = await self.repo.pnl_path(await self.control.repo.drawdown_baseline())
-        self.executor.drawdown_guard.restore(pnl, peak)
+        since = await self.control.repo.drawdown_baseline()
+        steps = await self.repo.pnl_steps(since)
+        income = getattr(self.broker, "funding_income", None)
+        if self.paper is None and income is not None:
+            start = since or self.repo.epoch_start
+            try:
+                steps += await income(0 if start is None else int(start.timestamp() * 1000))
+            except Exception as exc:  # the exchange's history is a refinement; the trades alone still guard
+                self.log.warning("drawdown_funding_unknown", error=f"{type(exc).__name__}: {exc}")
+        self.executor.drawdown_guard.restore(*pnl_path(steps))
 
     async def _drawdown_flatten(self, text: str) -> None:
         """The max drawdown was reached: record a flatten request, as an operator would, so the halt holds across

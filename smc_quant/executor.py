@@ -92,6 +92,7 @@ class Executor:
         self.book = Book(self.config.dedupe_max)
         self.marks: dict[str, Decimal] = {}
         self.wallet = ZERO
+        self._wallet_known = False  # until a balance or an ACCOUNT_UPDATE says what it is
         self._summary_day: int | None = None
         self.trades: list[Trade] = []
         self._signals: asyncio.Queue[Signal] = asyncio.Queue(self.config.queue_size)
@@ -206,7 +207,7 @@ class Executor:
     async def refresh_balance(self) -> Decimal:
         """Read the wallet balance over REST (start, reconciliation)."""
         balance = await self.broker.balance()
-        self.wallet = balance.wallet
+        self.wallet, self._wallet_known = balance.wallet, True
         return balance.margin_balance
 
     async def handle(self, signal: Signal) -> None:
@@ -483,8 +484,10 @@ class Executor:
                 if event.client_algo_id in (entry.sl_client_id, entry.tp_client_id) and entry.status == "open":
                     self.log.warning("protection_rejected", symbol=event.symbol, reason=event.reject_reason)
         elif isinstance(event, AccountUpdate):
+            if event.reason == "FUNDING_FEE":
+                self._on_funding(event)
             if event.wallet_balance is not None:
-                self.wallet = event.wallet_balance
+                self.wallet, self._wallet_known = event.wallet_balance, True
             for pos in event.positions:
                 if isinstance(pos, tuple) and pos[0] in self.book:
                     self._check_complete(pos[0])
@@ -562,6 +565,20 @@ class Executor:
             await self.repo.save_position(entry.position, status=entry.status, sl_client_id=entry.sl_client_id,
                                           tp_client_id=entry.tp_client_id)
 
+    def _on_funding(self, event: AccountUpdate) -> None:
+        """A funding settlement: money the drawdown must count. Its amount is the update's ``bc`` (Binance sends
+        the wallet and that change for a cross-margin ``FUNDING_FEE``), else the wallet's change since the last
+        known wallet."""
+        amount = event.balance_change
+        if amount is None and event.wallet_balance is not None and self._wallet_known:
+            amount = event.wallet_balance - self.wallet
+        if amount is None:
+            self.log.warning("funding_amount_unknown", note="not counted in the max drawdown")
+            return
+        self.stats.funding_settlements += 1
+        self.drawdown_guard.on_funding(amount)
+        self.log.info("funding_settled", amount=str(amount), wallet=str(event.wallet_balance))
+
     def _notify(self, text: str, kind: str) -> None:
         if self.notifier is not None:
             self.notifier.notify(text, kind)
@@ -577,7 +594,8 @@ class Executor:
                 "executor_errors": float(s.errors), "executor_reconciliations": float(s.reconciliations),
                 "executor_funding_unknown": float(s.funding_unknown), "executor_halted": float(self.halted is not None),
                 "executor_flattened": float(s.flattened), "executor_drawdown_pct": float(self.drawdown()),
-                "executor_open_risk_pct": float(self.open_risk_pct())}
+                "executor_open_risk_pct": float(self.open_risk_pct()),
+                "executor_funding_settlements": float(s.funding_settlements)}
 
 
 def wall_clock_ms() -> int:

@@ -44,6 +44,8 @@ class ExecutorStats:
     """Signals judged without a funding quote (stream off, symbol not quoted yet, or its quote stale)."""
     flattened: int = 0
     """Positions closed by the operator's flatten requests."""
+    funding_settlements: int = 0
+    """``ACCOUNT_UPDATE`` events with reason ``FUNDING_FEE`` taken into the max-drawdown PnL."""
 
 
 __all__ = ["ExecutorConfig", "ExecutorStats"]

@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from smc_quant.settings import TradingSettings
 
 __all__ = ["DAY_MS", "MAX_RISK_PER_TRADE_PCT", "Decision", "DrawdownGuard", "RiskConfig", "RiskManager",
-           "confidence_multiplier", "drawdown_pct", "open_risk"]
+           "confidence_multiplier", "drawdown_pct", "open_risk", "pnl_path"]
 
 DAY_MS = 86_400_000
 MAX_RISK_PER_TRADE_PCT = Decimal(2)
@@ -165,18 +165,32 @@ def open_risk(position: Position) -> Decimal | None:
 
 
 def drawdown_pct(wallet: Decimal, unrealized: Decimal, pnl: Decimal, pnl_peak: Decimal) -> Decimal:
-    """How far the equity is below its peak, in % of that peak, measured on the trades' net PnL since a baseline::
+    """How far the equity is below its peak, in % of that peak, measured on the account's PnL since a baseline::
 
         base        = wallet − pnl                 the wallet at the baseline, moved by deposits and withdrawals
-        peak equity = base + pnl_peak              pnl_peak = max(0, the highest running Σ net PnL since then)
+        peak equity = base + pnl_peak              pnl_peak = max(0, the highest running pnl since then)
         drawdown %  = (peak equity − (wallet + unrealized)) / peak equity × 100,   at least 0
 
-    ``pnl`` is Σ net PnL of the trades closed since the baseline. A transfer moves the wallet and the base
-    together, so it is never mistaken for a loss; funding moves the wallet alone (counted, as it is money)."""
+    ``pnl`` is Σ net PnL of the trades closed since the baseline plus the funding received (minus paid) since
+    then (:func:`pnl_path`). The wallet cancels out of the numerator (``pnl_peak − pnl − unrealized``): a
+    transfer moves the wallet and the base together, so it is never mistaken for a loss, and a loss counts
+    only once it is in ``pnl`` — funding as it is charged, a trade's fees when it closes (an open position's
+    entry fee moves the base until then)."""
     peak_equity = wallet - pnl + pnl_peak
     if peak_equity <= 0:
         return ZERO
     return max(ZERO, (peak_equity - wallet - unrealized) / peak_equity * HUNDRED)
+
+
+def pnl_path(steps: Iterable[tuple[int, Decimal]]) -> tuple[Decimal, Decimal]:
+    """``(Σ amount, the highest running Σ, at least 0)`` of ``(time_ms, amount)`` steps taken in time order
+    (ties keep their given order): the max-drawdown baseline from the closed trades' net PnL and the funding
+    since then (a payment negative)."""
+    total = peak = ZERO
+    for _, amount in sorted(steps, key=lambda step: step[0]):
+        total += amount
+        peak = max(peak, total)
+    return total, peak
 
 
 @dataclass(slots=True)
@@ -187,7 +201,7 @@ class DrawdownGuard:
     limit_pct: Decimal = ZERO
     """0: off."""
     pnl: Decimal = ZERO
-    """Σ net PnL of the trades closed since the baseline."""
+    """Σ net PnL of the trades closed since the baseline, plus the funding received (minus paid) since then."""
     pnl_peak: Decimal = ZERO
     """The highest running value of :attr:`pnl` since the baseline (≥ 0)."""
     tripped: bool = False
@@ -199,6 +213,10 @@ class DrawdownGuard:
     def on_trade(self, net_pnl: Decimal) -> None:
         self.pnl += net_pnl
         self.pnl_peak = max(self.pnl_peak, self.pnl)
+
+    def on_funding(self, amount: Decimal) -> None:
+        """A funding settlement moved the wallet by ``amount`` (negative: paid)."""
+        self.on_trade(amount)
 
     def pct(self, wallet: Decimal, unrealized: Decimal) -> Decimal:
         return drawdown_pct(wallet, unrealized, self.pnl, self.pnl_peak)

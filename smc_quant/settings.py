@@ -165,7 +165,8 @@ class TradingSettings(_Section):
     """Loss today (UTC) as % of the day's starting equity that stops new entries."""
     max_drawdown_pct: Annotated[float, Field(ge=0.0, le=100.0)] = 15.0
     """Equity this far (%) below its peak halts trading and closes every position until `smc-quant resume`
-    (measured on the trades' net PnL since the account's start or the resume after the last such halt; 0: off)."""
+    (measured on the trades' net PnL and the funding since the account's start or the resume after the last such
+    halt; 0: off)."""
     cooldown_after_stop_s: Annotated[float, Field(ge=0.0)] = 1800.0
     """No new entry on a symbol for this long after a stop-loss there."""
     entry_type: Literal["MARKET", "LIMIT"] = "MARKET"

@@ -3,7 +3,7 @@
 Pure functions, no I/O (``BINANCE-PROTOCOL.md`` §3.3–3.6). Every number arrives as a string and
 becomes a ``Decimal``; a missing or malformed field raises :class:`~smc_quant.errors.DataRejected`
 with a short ``reason`` (``order_malformed``, ``algo_malformed``, ``position_malformed``,
-``balance_malformed``, ``event_malformed``) that the caller counts — a bad payload never crashes
+``balance_malformed``, ``income_malformed``, ``event_malformed``) that the caller counts — a bad payload never crashes
 the stream or the broker.
 
 Decisions worth knowing:
@@ -17,6 +17,8 @@ Decisions worth knowing:
 - ``TRADE_LITE``, ``MARGIN_CALL``, ``ACCOUNT_CONFIG_UPDATE`` and unknown event types → ``None``
   (``TRADE_LITE`` duplicates ORDER_TRADE_UPDATE fills; counting it would double-count them).
 - ``parse_balance`` reads the ``USDT`` row; a missing row is a ``DataRejected`` (``balance_no_usdt``).
+- ``parse_income`` keeps the sign of ``income`` as Binance sends it (negative = paid) and every income type;
+  the caller picks the types it asked for.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from smc_quant.orders.broker import (
     AlgoUpdate,
     Balance,
     ExchangePosition,
+    IncomeRow,
     OrderState,
     OrderStatus,
     OrderUpdate,
@@ -43,7 +46,7 @@ from smc_quant.orders.broker import (
 )
 
 __all__ = [
-    "IGNORED_EVENTS", "parse_algo", "parse_balance", "parse_event", "parse_order", "parse_position",
+    "IGNORED_EVENTS", "parse_algo", "parse_balance", "parse_event", "parse_income", "parse_order", "parse_position",
 ]
 
 ORDER_STATUSES = frozenset({"NEW", "PARTIALLY_FILLED", "FILLED", "CANCELED", "EXPIRED", "EXPIRED_IN_MATCH",
@@ -235,6 +238,20 @@ def parse_balance(payload: object, asset: str = "USDT") -> Balance:
     raise DataRejected("balance_no_usdt", f"no {asset} row among {len(payload)}")
 
 
+def parse_income(payload: object) -> IncomeRow:
+    """One ``GET /fapi/v1/income`` row: ``incomeType``, signed ``income`` (positive = received), ``asset``,
+    ``time``, ``tranId``; ``symbol`` may be empty (a TRANSFER). ``info`` and ``tradeId`` are not kept."""
+    f = _Fields(payload, "income_malformed")
+    return IncomeRow(
+        symbol=f.opt_str("symbol"),
+        income_type=f.str_("incomeType"),
+        income=f.dec("income"),
+        asset=f.str_("asset"),
+        time_ms=f.int_("time"),
+        tran_id=f.int_("tranId"),
+    )
+
+
 def _order_update(f: _Fields, o: _Fields) -> OrderUpdate:
     orig, cum = o.dec("q"), o.dec("z")
     return OrderUpdate(
@@ -280,15 +297,17 @@ def _account_update(f: _Fields, asset: str) -> AccountUpdate:
     if not isinstance(balances, list) or not isinstance(positions, list):
         raise DataRejected("event_malformed", "ACCOUNT_UPDATE B/P are not lists")
     wallet: Decimal | None = None
+    change: Decimal | None = None
     for row in balances:
         b = _Fields(row, "event_malformed")
         if b.str_("a") == asset:
-            wallet = b.dec("wb")
+            wallet, change = b.dec("wb"), (b.dec("bc") if b.has("bc") else None)
     return AccountUpdate(
         reason=a.str_("m"),
         wallet_balance=wallet,
         positions=tuple(_account_position(_Fields(row, "event_malformed")) for row in positions),
         event_time_ms=f.int_("E"),
+        balance_change=change,
     )
 
 

@@ -27,7 +27,7 @@ from smc_quant.errors import TemporaryError
 
 __all__ = [
     "AccountEvent", "AccountUpdate", "AlgoRequest", "AlgoState", "AlgoStatus", "AlgoUpdate", "Balance", "Broker",
-    "ExchangePosition", "OrderRequest", "OrderState", "OrderStatus", "OrderStatusUnknown", "OrderUpdate",
+    "ExchangePosition", "IncomeRow", "OrderRequest", "OrderState", "OrderStatus", "OrderStatusUnknown", "OrderUpdate",
     "StreamExpired", "TriggerType",
 ]
 
@@ -146,6 +146,22 @@ class Balance:
         return self.wallet + self.unrealized_pnl
 
 
+@dataclass(frozen=True, slots=True)
+class IncomeRow:
+    """One row of the account's income history (``GET /fapi/v1/income``): a wallet movement and its kind."""
+
+    symbol: str
+    """Empty for movements of no symbol (a TRANSFER)."""
+    income_type: str
+    """``FUNDING_FEE``, ``REALIZED_PNL``, ``COMMISSION``, ``TRANSFER`` …"""
+    income: Decimal
+    """Signed, in ``asset``: positive = received, negative = paid."""
+    asset: str
+    time_ms: int
+    tran_id: int
+    """Unique within one income type of the account."""
+
+
 # -- account events (ORDER_TRADE_UPDATE, ACCOUNT_UPDATE, ALGO_UPDATE, listenKeyExpired) ---------
 
 
@@ -192,6 +208,9 @@ class AccountUpdate:
     positions: tuple[ExchangePosition | tuple[str, None], ...]
     """A changed position, or ``(symbol, None)`` when it went flat."""
     event_time_ms: int
+    balance_change: Decimal | None = None
+    """The quote asset's ``bc``: the wallet change other than realised PnL and commission (a funding fee, a
+    transfer); ``None`` when not sent."""
 
 
 @dataclass(frozen=True, slots=True)

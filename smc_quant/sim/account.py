@@ -21,11 +21,13 @@ from smc_quant.orders.broker import (
     AlgoState,
     Balance,
     ExchangePosition,
+    IncomeRow,
     OrderState,
     TriggerType,
 )
 from smc_quant.orders.filters import ceil_to_step, floor_to_step
 from smc_quant.sim.book import OrderBook
+from smc_quant.sim.income import FUNDING_FEE, IncomeLedger
 from smc_quant.sim.ledger import apply_fill, liquidation_price, opening_qty, to_usdt
 from smc_quant.sim.records import AlgoRecord, OrderRecord, triggers
 from smc_quant.sim.rejections import SimRejected
@@ -90,6 +92,7 @@ class SimAccount:
         self._next_trade_id = 1
         self._order_log: list[str] = []
         self._fills: list[Fill] = []
+        self._income = IncomeLedger()
 
     # -- prices -------------------------------------------------------------------------------------
 
@@ -124,8 +127,10 @@ class SimAccount:
     def settle_funding(self, symbol: str, rate: Decimal, time_ms: int) -> tuple[Decimal, list[AccountEvent]]:
         """Funding at ``time_ms``: the position pays ``amount × mark × rate`` (signed amount: a long pays a
         positive rate, a short receives it), rounded to USDT places; the wallet moves by minus that. Returns
-        (payment, events): an ``AccountUpdate`` with reason ``FUNDING_FEE`` and the wallet only (as Binance
-        sends it for cross margin), then any liquidation the payment caused. No position: (0, [])."""
+        (payment, events): an ``AccountUpdate`` with reason ``FUNDING_FEE``, the wallet and its change ``bc``
+        and no position (as Binance sends it for cross margin), then any liquidation the payment caused. No
+        position: (0, []). A non-zero payment is booked in the income history (:meth:`funding_income`) as
+        ``−payment`` at ``time_ms``."""
         if not rate.is_finite():
             raise ValueError(f"{symbol}: funding rate {rate} is not a number")
         held = self._positions.get(symbol)
@@ -133,7 +138,9 @@ class SimAccount:
             return ZERO, []
         payment = to_usdt(held.amount * self._mark(symbol) * rate)
         self._wallet -= payment
-        events: list[AccountEvent] = [AccountUpdate("FUNDING_FEE", self._wallet, (), time_ms)]
+        if payment != 0:
+            self._income.record(symbol, FUNDING_FEE, -payment, time_ms)
+        events: list[AccountEvent] = [AccountUpdate("FUNDING_FEE", self._wallet, (), time_ms, -payment)]
         return payment, events + self._check_liquidation(time_ms)
 
     # -- orders -------------------------------------------------------------------------------------
@@ -364,6 +371,14 @@ class SimAccount:
     def fills(self) -> list[Fill]:
         """Every fill, in order (including triggered and liquidation orders)."""
         return list(self._fills)
+
+    def funding_income(self, symbol: str | None = None, *, start_ms: int | None = None, end_ms: int | None = None,
+                       limit: int | None = None) -> list[IncomeRow]:
+        """The ``FUNDING_FEE`` income rows (``GET /fapi/v1/income``) of ``symbol`` (``None``: all) with
+        ``start_ms ≤ time ≤ end_ms``, oldest first, at most ``limit`` (the oldest): ``income`` is minus the
+        payment (positive = received), ``tran_id`` a counter from 1. A copy: the ledger cannot be changed."""
+        return self._income.rows(income_type=FUNDING_FEE, symbol=symbol, start_ms=start_ms, end_ms=end_ms,
+                                 limit=limit)
 
     # -- matching -----------------------------------------------------------------------------------
 

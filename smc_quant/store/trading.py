@@ -354,15 +354,23 @@ class TradingRepository:
         rows = await self._pool.fetch(_EXPERIENCE, schema_version, _MIN_MS if since_ms is None else since_ms)
         return [_experience(r) for r in rows]
 
-    async def pnl_path(self, since: datetime | None = None) -> tuple[Decimal, Decimal]:
-        """(Σ net PnL, the highest running Σ, at least 0) of the current account epoch's trades stored at or after
-        ``since`` (all when ``None``), in the order they were stored: the max-drawdown baseline."""
-        row = await self._pool.fetchrow(
-            "SELECT coalesce(sum(net_pnl), 0) AS pnl, greatest(0, coalesce(max(running), 0)) AS peak FROM ("
-            "  SELECT net_pnl, sum(net_pnl) OVER (ORDER BY id) AS running FROM trades"
-            "  WHERE ($1::timestamptz IS NULL OR inserted_at >= $1) AND ($2::timestamptz IS NULL OR inserted_at >= $2)"
-            ") t", since, self._epoch_start)
-        return Decimal(row["pnl"]), Decimal(row["peak"])
+    @property
+    def epoch_start(self) -> datetime | None:
+        """When the current account epoch began (``None`` before :meth:`bind_account`, or with no epoch)."""
+        return self._epoch_start
+
+    async def pnl_steps(self, since: datetime | None = None) -> list[tuple[int, Decimal]]:
+        """The max-drawdown PnL path of the current account epoch since ``since`` (all when ``None``), as
+        ``(time_ms, amount)``: each trade stored since then at its exit time with its net PnL, and each paper
+        funding payment stored since then at its funding time, negated (a payment lowers the PnL).
+        ``smc_quant.risk.pnl_path`` folds them."""
+        rows = await self._pool.fetch(
+            "SELECT exit_time_ms AS t, net_pnl AS amount FROM trades"
+            " WHERE ($1::timestamptz IS NULL OR inserted_at >= $1) AND ($2::timestamptz IS NULL OR inserted_at >= $2)"
+            " UNION ALL SELECT time_ms, -amount FROM funding_payments"
+            " WHERE ($1::timestamptz IS NULL OR inserted_at >= $1) AND ($2::timestamptz IS NULL OR inserted_at >= $2)"
+            " ORDER BY t", since, self._epoch_start)
+        return [(int(r["t"]), Decimal(r["amount"])) for r in rows]
 
     async def realized_since(self, since_ms: int) -> Decimal:
         """Σ net_pnl of the current account epoch's trades closed at or after ``since_ms`` (the paper wallet)."""

@@ -352,3 +352,48 @@ async def test_algo_stop_triggers_as_the_replay_moves(emulator: Factory, http: a
         assert len(fills) == 2 and fills[1].side == "SELL" and fills[1].price <= trigger
         assert (await client.call("GET", "/fapi/v1/openAlgoOrders")).body == []
 
+
+
+async def test_income_lists_the_funding_ledger_with_binance_params(emulator: Factory,
+                                                                   http: aiohttp.ClientSession) -> None:
+    """``GET /fapi/v1/income`` (weight 30): the account's FUNDING_FEE rows, oldest first, in Binance's shape;
+    no start/end → the 7 days up to the replay clock; both bounds inclusive; symbol, limit, page; any other
+    incomeType → []; a bad limit or page → 400 -1130, an unknown symbol → -1121."""
+    async with emulator(clock=FakeClock()) as em:
+        client = await connect(http, em)
+        opened = await client.call("POST", "/fapi/v1/order", [
+            ("symbol", "BTCUSDT"), ("side", "BUY"), ("type", "MARKET"), ("quantity", "0.010")])
+        assert opened.status == 200, opened.body
+        day, now = 86_400_000, em.now_ms
+        times = [now - 8 * day, now - 2 * day, now - 2 * day, now - 1000]
+        # booked by the call the replay makes at a funding time, here at chosen times
+        paid = [em.account.settle_funding("BTCUSDT", D("0.0001"), t)[0] for t in times]
+        assert all(p > 0 for p in paid)
+
+        recent = await client.call("GET", "/fapi/v1/income")
+        again = await client.call("GET", "/fapi/v1/income", [("incomeType", "FUNDING_FEE"), ("symbol", "BTCUSDT")])
+        assert int(again.headers["X-MBX-USED-WEIGHT-1M"]) - int(recent.headers["X-MBX-USED-WEIGHT-1M"]) == 30
+        assert recent.body == again.body == [
+            {"symbol": "BTCUSDT", "incomeType": "FUNDING_FEE", "income": f"-{p}", "asset": "USDT",
+             "info": "FUNDING_FEE", "time": t, "tranId": n, "tradeId": ""}
+            for n, (t, p) in enumerate(zip(times, paid, strict=True), start=1) if n > 1]
+
+        async def tran_ids(*params: Param) -> list[int]:
+            reply = await client.call("GET", "/fapi/v1/income", params)
+            assert reply.status == 200, reply.body
+            return [row["tranId"] for row in reply.body]
+
+        assert await tran_ids(("startTime", 0)) == [1, 2, 3, 4]
+        assert await tran_ids(("endTime", now - 2 * day)) == [1, 2, 3]
+        assert await tran_ids(("startTime", now - 2 * day), ("endTime", now - 2 * day)) == [2, 3]
+        assert await tran_ids(("startTime", now - 2 * day + 1), ("endTime", now - 1001)) == []
+        assert await tran_ids(("startTime", 0), ("limit", 3)) == [1, 2, 3]
+        assert await tran_ids(("startTime", 0), ("limit", 3), ("page", 2)) == [4]
+        assert await tran_ids(("startTime", 0), ("symbol", "ETHUSDT")) == []
+        assert await tran_ids(("startTime", 0), ("incomeType", "REALIZED_PNL")) == []
+        for bad in (("limit", 0), ("limit", 1001), ("page", 0)):
+            refused = await client.call("GET", "/fapi/v1/income", [bad])
+            assert (refused.status, refused.body) == (400, {
+                "code": -1130, "msg": f"Data sent for parameter '{bad[0]}' is not valid."})
+        unknown = await client.call("GET", "/fapi/v1/income", [("symbol", "NOPEUSDT")])
+        assert unknown.body == {"code": -1121, "msg": "Invalid symbol."}

@@ -189,6 +189,9 @@ async def test_a_paper_position_pays_funding_from_the_stream_and_a_restart_keeps
             assert payment.amount == (qty * mark * rate).quantize(CENT_MICRO, ROUND_HALF_UP) > 0
             wallet = stack.paper.account.balance().wallet
             assert stack.executor.wallet == wallet
+            # the max drawdown counts the payment as money lost, as it is charged (not only via the wallet)
+            assert stack.executor.drawdown_guard.pnl == -payment.amount
+            assert stack.executor.stats.funding_settlements == 1
             await stack.stop()  # awaits the background write
             assert await pool.fetchval("SELECT amount FROM funding_payments WHERE symbol = 'ETHUSDT'") == payment.amount
 
@@ -196,6 +199,7 @@ async def test_a_paper_position_pays_funding_from_the_stream_and_a_restart_keeps
             await again.start()
             try:
                 assert again.paper is not None and again.paper.account.balance().wallet == wallet
+                assert again.executor.drawdown_guard.pnl == -payment.amount  # read back from funding_payments
             finally:
                 await again.executor.stop()
                 await again.stop()

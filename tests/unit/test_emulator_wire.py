@@ -19,11 +19,19 @@ from smc_quant.exchange.emulator.wire import (
     dec,
     event_json,
     event_name,
+    income_json,
     order_json,
     position_json,
     trade_json,
 )
-from smc_quant.exchange.wire_trading import parse_algo, parse_balance, parse_event, parse_order, parse_position
+from smc_quant.exchange.wire_trading import (
+    parse_algo,
+    parse_balance,
+    parse_event,
+    parse_income,
+    parse_order,
+    parse_position,
+)
 from smc_quant.orders.broker import (
     AccountEvent,
     AccountUpdate,
@@ -31,6 +39,7 @@ from smc_quant.orders.broker import (
     AlgoUpdate,
     Balance,
     ExchangePosition,
+    IncomeRow,
     OrderState,
     OrderUpdate,
     StreamExpired,
@@ -175,6 +184,15 @@ def test_position_and_balance_round_trip() -> None:
     assert parse_balance(balance_json(BALANCE, time_ms=1)) == BALANCE
 
 
+def test_income_row_shape_and_round_trip() -> None:
+    """A funding row as Binance lists it (8-place signed string, ``info`` = the type, empty ``tradeId``), and back."""
+    row = IncomeRow("BTCUSDT", "FUNDING_FEE", D("-0.37500000"), "USDT", 1570608000000, 7)
+    assert income_json(row) == {"symbol": "BTCUSDT", "incomeType": "FUNDING_FEE", "income": "-0.37500000",
+                                "asset": "USDT", "info": "FUNDING_FEE", "time": 1570608000000, "tranId": 7,
+                                "tradeId": ""}
+    assert parse_income(json.loads(json.dumps(income_json(row)))) == row
+
+
 def test_event_round_trip() -> None:
     """Every event type survives serializer → parser unchanged (positions with the fields events carry)."""
     order = OrderUpdate("BTCUSDT", "c1", 9, "SELL", "MARKET", "TRADE", "FILLED", D("0.010"), D("0.010"),
@@ -183,8 +201,9 @@ def test_event_round_trip() -> None:
     event_pos = ExchangePosition("ETHUSDT", "SHORT", D("0.5"), D("1950.25"), unrealized_pnl=D("0.625"))
     events: list[AccountEvent] = [
         order,
-        AccountUpdate("ORDER", D("9985.31"), (event_pos, ("BTCUSDT", None)), 2000),
+        AccountUpdate("ORDER", D("9985.31"), (event_pos, ("BTCUSDT", None)), 2000, D("0")),
         AccountUpdate("FUNDING_FEE", None, (), 2001),
+        AccountUpdate("FUNDING_FEE", D("9984.93"), (), 2002, D("-0.38")),  # bc: what the funding took
         AlgoUpdate("BTCUSDT", "a1", 3, "REJECTED", "SELL", "STOP_MARKET", D("29000"), 3000, "Reduce Only reject"),
         StreamExpired(4000),
     ]

@@ -535,3 +535,21 @@ def test_drawdown_guard_follows_the_trades_and_trips_once() -> None:
     guard.restore(D(0), D(0))
     assert not guard.tripped and guard.trip(D(9500), D(-400)) is None  # 4.2 % from the new baseline
     assert DrawdownGuard().trip(D(1), D(-1)) is None  # limit 0: off
+
+
+def test_funding_is_money_lost_in_the_drawdown_and_the_path_folds_in_time_order() -> None:
+    """Paying 100 of funding on a 10 000 wallet is a 1 % drawdown (the wallet alone would cancel out of it);
+    receiving it back restores the peak. ``pnl_path`` folds trades and funding by time, whatever order they
+    come in: +300 at t=1, −100 funding at t=2, −500 at t=3 → Σ −300, peak +300; a path that only falls has
+    peak 0."""
+    from smc_quant.risk import DrawdownGuard, pnl_path
+
+    guard = DrawdownGuard(D(15))
+    guard.on_funding(D(-100))
+    assert (guard.pnl, guard.pnl_peak) == (D(-100), D(0))
+    assert guard.pct(D(9900), D(0)) == D(1)
+    guard.on_funding(D(100))
+    assert guard.pct(D(10000), D(0)) == 0
+    assert pnl_path([(3, D(-500)), (1, D(300)), (2, D(-100))]) == (D(-300), D(300))
+    assert pnl_path([(1, D(-5)), (2, D(-1))]) == (D(-6), D(0))
+    assert pnl_path([]) == (D(0), D(0))

@@ -329,9 +329,44 @@ def test_funding_by_hand(make: Callable[..., SimAccount]) -> None:
     before = acc.balance().wallet
     paid, events = acc.settle_funding("BTCUSDT", D("0.0001"), T0 + 2)
     assert paid == D("0.05100000")
-    assert events == [AccountUpdate("FUNDING_FEE", before - paid, (), T0 + 2)]
+    assert events == [AccountUpdate("FUNDING_FEE", before - paid, (), T0 + 2, -paid)]  # bc: the change
     market(acc, "SELL", "0.03", t=T0 + 3, cid="x1")  # flip to a 0.02 short
     paid, _ = acc.settle_funding("BTCUSDT", D("-0.0003"), T0 + 4)
     assert paid == D("0.30600000")  # −0.02 × 51 000 × −0.0003: shorts pay a negative rate
     with pytest.raises(ValueError, match="not a number"):
         acc.settle_funding("BTCUSDT", D("NaN"), T0 + 5)
+
+
+def test_funding_income_ledger(make: Callable[..., SimAccount]) -> None:
+    """Every non-zero funding charge is one FUNDING_FEE row: income = −payment (a long paying a positive rate is
+    negative, a short receiving it positive), the funding time, tranIds counting from 1; flat or zero-rate
+    funding books nothing. Filters: symbol, both bounds inclusive, limit keeps the oldest; rows stay sorted by
+    time even when recorded out of order, and the list handed out is a copy."""
+    acc = make()
+    acc.settle_funding("BTCUSDT", D("0.0001"), T0)  # flat: nothing
+    market(acc, "BUY", "0.01", cid="e1")
+    market(acc, "SELL", "1", symbol="ETHUSDT", cid="e2")
+    acc.on_price("BTCUSDT", D("51000"), T0 + 1)
+    paid, _ = acc.settle_funding("BTCUSDT", D("0.0001"), T0 + 10)
+    received, _ = acc.settle_funding("ETHUSDT", D("0.0001"), T0 + 10)
+    assert (paid, received) == (D("0.05100000"), D("-0.30000000"))
+    assert acc.settle_funding("BTCUSDT", D("0"), T0 + 20)[1]  # the update is still sent, no row booked
+    acc.settle_funding("BTCUSDT", D("0.0002"), T0 + 30)
+    acc.settle_funding("ETHUSDT", D("0.0001"), T0 + 5)  # late: sorted in before the others
+    rows = acc.funding_income()
+    assert [(r.symbol, r.income, r.time_ms, r.tran_id) for r in rows] == [
+        ("ETHUSDT", D("0.30000000"), T0 + 5, 4),
+        ("BTCUSDT", D("-0.05100000"), T0 + 10, 1),
+        ("ETHUSDT", D("0.30000000"), T0 + 10, 2),
+        ("BTCUSDT", D("-0.10200000"), T0 + 30, 3),
+    ]
+    assert {(r.income_type, r.asset) for r in rows} == {("FUNDING_FEE", "USDT")}
+    assert sum(r.income for r in rows) == acc.balance().wallet - (D(10000) - sum(f.fee for f in acc.fills))
+    assert [r.tran_id for r in acc.funding_income("BTCUSDT")] == [1, 3]
+    assert [r.tran_id for r in acc.funding_income(start_ms=T0 + 10, end_ms=T0 + 30)] == [1, 2, 3]
+    assert [r.tran_id for r in acc.funding_income(start_ms=T0 + 11, end_ms=T0 + 29)] == []
+    assert [r.tran_id for r in acc.funding_income(end_ms=T0 + 10, limit=2)] == [4, 1]
+    rows.clear()
+    assert len(acc.funding_income()) == 4
+    with pytest.raises(ValueError, match="not positive"):
+        acc.funding_income(limit=0)

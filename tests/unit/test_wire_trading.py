@@ -14,6 +14,7 @@ from smc_quant.exchange.wire_trading import (
     parse_algo,
     parse_balance,
     parse_event,
+    parse_income,
     parse_order,
     parse_position,
 )
@@ -23,6 +24,7 @@ from smc_quant.orders.broker import (
     AlgoUpdate,
     Balance,
     ExchangePosition,
+    IncomeRow,
     OrderState,
     OrderUpdate,
     StreamExpired,
@@ -161,6 +163,18 @@ def test_balance_doc_example() -> None:
     b = parse_balance(rows)
     assert (b.wallet, b.unrealized_pnl, b.available) == (D("122607.35137903"), D("-1.5"), D("23.72469206"))
     assert b.margin_balance == D("122605.85137903")
+
+
+def test_income_doc_examples() -> None:
+    """``GET /fapi/v1/income`` rows of the doc: the income keeps its sign (negative = paid); a TRANSFER has an
+    empty symbol; ``info`` and ``tradeId`` are not kept."""
+    funding = parse_income({"symbol": "BTCUSDT", "incomeType": "FUNDING_FEE", "income": "-0.37500000",
+                            "asset": "USDT", "info": "FUNDING_FEE", "time": 1570608000000, "tranId": 9689322392,
+                            "tradeId": ""})
+    assert funding == IncomeRow("BTCUSDT", "FUNDING_FEE", D("-0.375"), "USDT", 1570608000000, 9689322392)
+    transfer = parse_income({"symbol": "", "incomeType": "TRANSFER", "income": "12.5", "asset": "USDT",
+                             "info": "TRANSFER", "time": 1570608000000, "tranId": 9689322392, "tradeId": ""})
+    assert (transfer.symbol, transfer.income_type, transfer.income) == ("", "TRANSFER", D("12.5"))
 
 
 def test_balance_without_usdt_is_rejected() -> None:
@@ -363,6 +377,15 @@ def test_malformed_events_raise_data_rejected(bad: Any) -> None:
     (parse_position, {"symbol": "X", "positionAmt": "abc"}, "position_malformed"),
     (parse_balance, {"asset": "USDT"}, "balance_malformed"),
     (parse_balance, [{"asset": "USDT", "balance": "1e", "availableBalance": "1"}], "balance_malformed"),
+    (parse_income, "x", "income_malformed"),
+    (parse_income, {"symbol": "X", "incomeType": "FUNDING_FEE", "income": "-0.1", "asset": "USDT",
+                    "time": 1}, "income_malformed"),
+    (parse_income, {"symbol": "X", "incomeType": "FUNDING_FEE", "income": -0.1, "asset": "USDT", "time": 1,
+                    "tranId": 1}, "income_malformed"),
+    (parse_income, {"symbol": "X", "incomeType": "FUNDING_FEE", "income": "abc", "asset": "USDT", "time": 1,
+                    "tranId": 1}, "income_malformed"),
+    (parse_income, {"symbol": "X", "incomeType": "FUNDING_FEE", "income": "-0.1", "asset": "USDT",
+                    "time": "soon", "tranId": 1}, "income_malformed"),
 ])
 def test_malformed_rest_payloads(func: Any, bad: Any, reason: str) -> None:
     """Bad REST rows → DataRejected with a reason naming the payload kind; floats are refused (Decimal only)."""

@@ -13,7 +13,7 @@ from smc_quant.exchange.brackets import Bracket, SymbolBrackets, load_brackets
 from smc_quant.exchange.emulator.config import EmulatorConfig
 from smc_quant.exchange.emulator.market import Market
 from smc_quant.exchange.exchange_info import SymbolFilters, parse_filters
-from smc_quant.orders.broker import AccountEvent, AlgoState, Balance, ExchangePosition, OrderState
+from smc_quant.orders.broker import AccountEvent, AlgoState, Balance, ExchangePosition, IncomeRow, OrderState
 from smc_quant.sim.account import SimAccount, SimConfig
 
 __all__ = ["DEFAULT_TIER", "TradingAccount", "account_brackets", "account_filters", "build_account"]
@@ -38,6 +38,8 @@ class TradingAccount(Protocol):
     def on_price(self, symbol: str, price: Decimal, time_ms: int) -> list[AccountEvent]: ...
 
     def settle_funding(self, symbol: str, rate: Decimal, time_ms: int) -> tuple[Decimal, list[AccountEvent]]: ...
+    def funding_income(self, symbol: str | None = None, *, start_ms: int | None = None, end_ms: int | None = None,
+                       limit: int | None = None) -> list[IncomeRow]: ...
     def last_price(self, symbol: str) -> Decimal | None: ...
     def new_order(self, *, symbol: str, side: str, type: str, quantity: Decimal, time_ms: int,
                   client_order_id: str | None = None, price: Decimal | None = None, reduce_only: bool = False,

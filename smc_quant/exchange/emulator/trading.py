@@ -7,8 +7,8 @@ the account events out to the ``/private`` streams (``userdata.py``, which also 
 routes mounted here). The account itself is built in ``account.py``.
 
 Limits: IP weight through the market side's limiter (orders 0, queries 1, openOrders 1/40, account
-reads 5); new orders and algo orders also count on the account's fixed wall-clock windows of 10 s and
-1 min (``X-MBX-ORDER-COUNT-10S``/``-1M`` on every placement response), over either → 429 -1015.
+reads 5, income 30); new orders and algo orders also count on the account's fixed wall-clock windows of
+10 s and 1 min (``X-MBX-ORDER-COUNT-10S``/``-1M`` on every placement response), over either → 429 -1015.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from smc_quant.exchange.emulator.wire import (
     balance_json,
     brackets_json,
     event_json,
+    income_json,
     order_json,
     position_json,
     trade_json,
@@ -54,6 +55,7 @@ from smc_quant.orders.broker import (
     OrderState,
     OrderUpdate,
 )
+from smc_quant.sim.income import FUNDING_FEE
 from smc_quant.sim.rejections import SimRejected
 
 __all__ = ["TradingApi"]
@@ -61,6 +63,7 @@ __all__ = ["TradingApi"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Json = dict[str, Any]
 UNKNOWN_503 = "Unknown error, please check your request or try again later."
+WEEK_MS = 7 * 86_400_000
 ALGO_ONLY = frozenset({"STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"})
 
 
@@ -202,6 +205,7 @@ class TradingApi:
         one: Callable[[web.Request], int] = lambda r: 1  # noqa: E731
         five: Callable[[web.Request], int] = lambda r: 5  # noqa: E731
         zero: Callable[[web.Request], int] = lambda r: 0  # noqa: E731
+        thirty: Callable[[web.Request], int] = lambda r: 30  # noqa: E731
         open_weight: Callable[[web.Request], int] = lambda r: 1 if r.query.get("symbol") else 40  # noqa: E731
         s = self._signed
         return [
@@ -224,6 +228,7 @@ class TradingApi:
             web.get("/fapi/v3/account", s(self.account_info, five)),
             web.get("/fapi/v1/leverageBracket", s(self.leverage_bracket, one)),
             web.get("/fapi/v1/userTrades", s(self.user_trades, five)),
+            web.get("/fapi/v1/income", s(self.income, thirty)),
             web.post("/fapi/v1/listenKey", s(self._user.listen_key_new, one, signed=False)),
             web.put("/fapi/v1/listenKey", s(self._user.listen_key_keepalive, one, signed=False)),
             web.delete("/fapi/v1/listenKey", s(self._user.listen_key_delete, one, signed=False)),
@@ -542,6 +547,25 @@ class TradingApi:
         ]
         chosen = fills[:limit] if from_id is not None else fills[-limit:]
         return json_response([trade_json(f) for f in chosen])
+
+    async def income(self, p: Params) -> web.Response:
+        """FUNDING_FEE rows only (the one income type the account books; any other ``incomeType`` → []), both
+        bounds inclusive, neither sent → the 7 days up to the replay clock; oldest first, ``limit`` (default 100,
+        1..1000) rows of page ``page`` (from 1)."""
+        symbol = self._symbol(p, required=False)
+        limit, page = p.integer("limit", 100), p.integer("page", 1)
+        assert limit is not None and page is not None
+        for name, ok in (("limit", 1 <= limit <= 1000), ("page", page >= 1)):
+            if not ok:
+                raise ApiError(-1130, f"Data sent for parameter '{name}' is not valid.")
+        start, end = p.integer("startTime"), p.integer("endTime")
+        if start is None and end is None:
+            end = self._now()
+            start = end - WEEK_MS
+        if (p.opt("incomeType") or FUNDING_FEE).upper() != FUNDING_FEE:
+            return json_response([])
+        rows = self.account.funding_income(symbol, start_ms=start, end_ms=end, limit=page * limit)
+        return json_response([income_json(r) for r in rows[(page - 1) * limit:]])
 
     # -- snapshot --------------------------------------------------------------------------------
     def snapshot(self) -> Json:

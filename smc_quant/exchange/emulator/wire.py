@@ -26,6 +26,7 @@ from smc_quant.orders.broker import (
     AlgoUpdate,
     Balance,
     ExchangePosition,
+    IncomeRow,
     OrderState,
     OrderUpdate,
     StreamExpired,
@@ -33,7 +34,7 @@ from smc_quant.orders.broker import (
 
 __all__ = [
     "EVENT_NAMES", "account_json", "algo_json", "balance_json", "brackets_json", "dec", "event_json", "event_name",
-    "order_json", "position_json", "trade_json",
+    "income_json", "order_json", "position_json", "trade_json",
 ]
 
 Json = dict[str, Any]
@@ -258,6 +259,20 @@ def trade_json(f: Fill, *, position_side: str = "BOTH") -> Json:
     }
 
 
+def income_json(row: IncomeRow) -> Json:
+    """One ``GET /fapi/v1/income`` row (``income`` signed: positive = received; ``info`` repeats the type)."""
+    return {
+        "symbol": row.symbol,
+        "incomeType": row.income_type,
+        "income": dec(row.income),
+        "asset": row.asset,
+        "info": row.income_type,
+        "time": row.time_ms,
+        "tranId": row.tran_id,
+        "tradeId": "",
+    }
+
+
 def _number(d: Decimal) -> int | float:
     return int(d) if d == d.to_integral_value() else float(d)
 
@@ -352,7 +367,8 @@ def _account_event(u: AccountUpdate, margin_type: str) -> Json:
             rows.append({"s": p[0], "pa": "0", "ep": "0", "bep": "0", "cr": "0", "up": "0", "mt": mt,
                          "iw": "0", "ps": "BOTH"})
     balances = (
-        [{"a": QUOTE, "wb": dec(u.wallet_balance), "cw": dec(u.wallet_balance), "bc": "0"}]
+        [{"a": QUOTE, "wb": dec(u.wallet_balance), "cw": dec(u.wallet_balance),
+          "bc": "0" if u.balance_change is None else dec(u.balance_change)}]
         if u.wallet_balance is not None
         else []
     )
