@@ -56,7 +56,7 @@ from smc_quant.orders.broker import (
 )
 from smc_quant.orders.client_ids import Leg, parse_client_order_id
 from smc_quant.reconciler import Reconciler, client_id
-from smc_quant.risk import DAY_MS, Decision, DrawdownGuard, RiskManager
+from smc_quant.risk import DAY_MS, Decision, DrawdownGuard, RiskManager, funding_amount
 from smc_quant.tasks import cancel_and_wait
 
 _LEG_EXITS = {Leg.STOP_LOSS.value: ExitReason.STOP_LOSS, Leg.TAKE_PROFIT.value: ExitReason.TAKE_PROFIT}
@@ -566,12 +566,8 @@ class Executor:
                                           tp_client_id=entry.tp_client_id)
 
     def _on_funding(self, event: AccountUpdate) -> None:
-        """A funding settlement: money the drawdown must count. Its amount is the update's ``bc`` (Binance sends
-        the wallet and that change for a cross-margin ``FUNDING_FEE``), else the wallet's change since the last
-        known wallet."""
-        amount = event.balance_change
-        if amount is None and event.wallet_balance is not None and self._wallet_known:
-            amount = event.wallet_balance - self.wallet
+        """A funding settlement: money the drawdown must count (:func:`smc_quant.risk.funding_amount`)."""
+        amount = funding_amount(event.balance_change, event.wallet_balance, self.wallet if self._wallet_known else None)
         if amount is None:
             self.log.warning("funding_amount_unknown", note="not counted in the max drawdown")
             return
@@ -585,17 +581,9 @@ class Executor:
 
     def metrics(self) -> dict[str, float]:
         """Counters for /metrics; ``executor_skipped_<reason>`` for every risk reason seen (why it is not trading)."""
-        s = self.stats
-        skipped = {f"executor_skipped_{reason}": float(n) for reason, n in sorted(s.skip_reasons.items())}
-        return {**skipped, "executor_signals": float(s.signals), "executor_signals_dropped": float(s.signals_dropped),
-                "executor_opened": float(s.opened), "executor_skipped": float(s.skipped),
-                "executor_closed": float(s.closed), "executor_forced_exits": float(s.forced_exits),
-                "executor_open_positions": float(len(self.book)), "executor_alarms": float(s.alarms),
-                "executor_errors": float(s.errors), "executor_reconciliations": float(s.reconciliations),
-                "executor_funding_unknown": float(s.funding_unknown), "executor_halted": float(self.halted is not None),
-                "executor_flattened": float(s.flattened), "executor_drawdown_pct": float(self.drawdown()),
-                "executor_open_risk_pct": float(self.open_risk_pct()),
-                "executor_funding_settlements": float(s.funding_settlements)}
+        return {**self.stats.metrics(), "executor_open_positions": float(len(self.book)),
+                "executor_halted": float(self.halted is not None), "executor_drawdown_pct": float(self.drawdown()),
+                "executor_open_risk_pct": float(self.open_risk_pct())}
 
 
 def wall_clock_ms() -> int:

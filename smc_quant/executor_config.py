@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
 
 from smc_quant.domain.trading import ZERO
@@ -46,6 +46,13 @@ class ExecutorStats:
     """Positions closed by the operator's flatten requests."""
     funding_settlements: int = 0
     """``ACCOUNT_UPDATE`` events with reason ``FUNDING_FEE`` taken into the max-drawdown PnL."""
+
+    def metrics(self) -> dict[str, float]:
+        """Every counter as ``executor_<name>``, and ``executor_skipped_<reason>`` for every risk reason seen."""
+        out = {f"executor_skipped_{reason}": float(n) for reason, n in sorted(self.skip_reasons.items())}
+        out.update({f"executor_{f.name}": float(getattr(self, f.name)) for f in fields(self)
+                    if f.name != "skip_reasons"})
+        return out
 
 
 __all__ = ["ExecutorConfig", "ExecutorStats"]

@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from smc_quant.settings import TradingSettings
 
 __all__ = ["DAY_MS", "MAX_RISK_PER_TRADE_PCT", "Decision", "DrawdownGuard", "RiskConfig", "RiskManager",
-           "confidence_multiplier", "drawdown_pct", "open_risk", "pnl_path"]
+           "confidence_multiplier", "drawdown_pct", "funding_amount", "open_risk", "pnl_path"]
 
 DAY_MS = 86_400_000
 MAX_RISK_PER_TRADE_PCT = Decimal(2)
@@ -180,6 +180,18 @@ def drawdown_pct(wallet: Decimal, unrealized: Decimal, pnl: Decimal, pnl_peak: D
     if peak_equity <= 0:
         return ZERO
     return max(ZERO, (peak_equity - wallet - unrealized) / peak_equity * HUNDRED)
+
+
+def funding_amount(balance_change: Decimal | None, wallet: Decimal | None,
+                   known_wallet: Decimal | None) -> Decimal | None:
+    """What a ``FUNDING_FEE`` account update charged (negative) or paid out: its ``bc`` (Binance sends the wallet
+    and that change for cross margin), else the wallet's change since the last known wallet; ``None`` if neither
+    is known."""
+    if balance_change is not None:
+        return balance_change
+    if wallet is None or known_wallet is None:
+        return None
+    return wallet - known_wallet
 
 
 def pnl_path(steps: Iterable[tuple[int, Decimal]]) -> tuple[Decimal, Decimal]:

@@ -542,7 +542,12 @@ def test_funding_is_money_lost_in_the_drawdown_and_the_path_folds_in_time_order(
     receiving it back restores the peak. ``pnl_path`` folds trades and funding by time, whatever order they
     come in: +300 at t=1, −100 funding at t=2, −500 at t=3 → Σ −300, peak +300; a path that only falls has
     peak 0."""
-    from smc_quant.risk import DrawdownGuard, pnl_path
+    from smc_quant.risk import DrawdownGuard, funding_amount, pnl_path
+
+    # the update's bc when sent, else the wallet's move since the last known wallet, else unknown
+    assert funding_amount(D("-0.38"), D(9000), D(1)) == D("-0.38")
+    assert funding_amount(None, D("9999.62"), D(10000)) == D("-0.38")
+    assert funding_amount(None, D(9999), None) is None and funding_amount(None, None, D(1)) is None
 
     guard = DrawdownGuard(D(15))
     guard.on_funding(D(-100))
