@@ -207,8 +207,8 @@ def pnl_path(steps: Iterable[tuple[int, Decimal]]) -> tuple[Decimal, Decimal]:
 
 @dataclass(slots=True)
 class DrawdownGuard:
-    """The max-drawdown halt: the trades' PnL path since the baseline (:func:`drawdown_pct`) and a latch, so it
-    trips once until :meth:`rearm` (a resume) or :meth:`restore` (a new baseline)."""
+    """The max-drawdown halt: the PnL path (trades and funding) since the baseline (:func:`drawdown_pct`) and a
+    latch, so it trips once until :meth:`rearm` (a resume) or :meth:`restore` (a new baseline)."""
 
     limit_pct: Decimal = ZERO
     """0: off."""
