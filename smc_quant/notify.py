@@ -102,13 +102,13 @@ def daily_summary(trades: Iterable[Trade], equity: Decimal) -> str:
 def learned(outcome: LearnOutcome) -> str | None:
     """What a learner round changed for the trader, or ``None`` when nothing did (the champion kept, with an
     edge): ``MODEL v5 replaces v3 · AUC 0.634 against 0.602 on 2,412 strategy setups · schedule``;
-    ``MODEL v1 is the first champion · …``; ``MODEL champion v3 shows no edge on the latest window · champion
-    v3 AUC 0.4736 is not above chance + 0.01 · it trades until a challenger beats it (smc-quant halt / rollback)``.
-    """
+    ``MODEL v1 becomes the champion · …`` (none before, or one that cannot score these rows);
+    ``MODEL champion v3 shows no edge on the latest window · champion v3 AUC 0.4736 is not above chance + 0.01
+    · it trades until a challenger beats it (smc-quant halt / rollback)``."""
     o = outcome
     on = f"on {o.gate_rows:,} {o.gate_on} · {o.trigger}"
     if o.promoted and o.champion_version is None:
-        return f"MODEL v{o.version} is the first champion · AUC {o.challenger_auc:.3f} {on}"
+        return f"MODEL v{o.version} becomes the champion · AUC {o.challenger_auc:.3f} {on}"
     if o.promoted:
         champion_auc = "-" if o.champion_auc is None else f"{o.champion_auc:.3f}"
         return (f"MODEL v{o.version} replaces v{o.champion_version} · AUC {o.challenger_auc:.3f} against "

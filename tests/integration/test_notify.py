@@ -333,7 +333,7 @@ def test_learner_round_texts_speak_only_when_the_live_model_changes_or_loses_its
     assert learned(kept) is None
     first = replace(kept, version=1, promoted=True, champion_auc=None, champion_version=None, champion_edge=None,
                     trigger="cold_start", gate_rows=2445, gate_on="all held-out rows")
-    assert learned(first) == "MODEL v1 is the first champion · AUC 0.606 on 2,445 all held-out rows · cold_start"
+    assert learned(first) == "MODEL v1 becomes the champion · AUC 0.606 on 2,445 all held-out rows · cold_start"
     assert learned(replace(kept, promoted=True, champion_edge=False)) == (
         "MODEL v7 replaces v5 · AUC 0.606 against 0.601 on 2,412 strategy setups · schedule")
     stale = replace(kept, champion_auc=0.4736, champion_edge=False,
