@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 
 from shards.trading import TradingStack
 from smc_quant.datasets import LEVERAGE_TIERS
@@ -34,7 +35,7 @@ async def test_a_live_stack_counts_funding_as_charged_and_reads_it_back_from_the
     """A long opened through the live stack (replay mode: signed orders to the emulator, on its clock) pays
     funding at 16:00 UTC: the executor takes the update's ``bc`` into the max-drawdown PnL at once; a new stack
     started on the same account reads the same payment back from ``GET /fapi/v1/income`` (no trade has closed:
-    the funding is all the PnL there is)."""
+    the funding is all the PnL there is); a start while that endpoint fails goes on without it, and says so."""
     await apply_migrations(pg_dsn)
     pool = await create_pool(pg_dsn, max_size=4)
     config = EmulatorConfig(data_dir=shared_data, speed=0, start_paused=True, symbols=("BTCUSDT",),
@@ -92,6 +93,18 @@ async def test_a_live_stack_counts_funding_as_charged_and_reads_it_back_from_the
             finally:
                 await stack.executor.stop()
                 await stack.stop()
+
+            em.faults.http_error(503, count=1, path="/fapi/v1/income")  # the history unavailable at one start
+            blind = stack_of(session)
+            with structlog.testing.capture_logs() as logs:
+                await blind.start()
+            try:  # the start went on without it, said so, and recovered the position
+                assert blind.executor.drawdown_guard.pnl == 0 and "BTCUSDT" in blind.executor.book
+                [unknown] = [e for e in logs if e["event"] == "drawdown_funding_unknown"]
+                assert unknown["error"].startswith("TemporaryError") and "/fapi/v1/income" in unknown["error"], unknown
+            finally:
+                await blind.executor.stop()
+                await blind.stop()
 
             again = stack_of(session)
             await again.start()

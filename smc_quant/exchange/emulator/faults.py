@@ -54,6 +54,7 @@ class Faults:
         self.delay_s = 0.0
         self.http_status = 0
         self.http_pending = 0
+        self.http_path: str | None = None
         self.counters: Counter[str] = Counter()
         self.order_faults: list[tuple[str, float]] = []
         """Pending order-placement faults, oldest first: ``("timeout", hold_s)``, ``("unknown", 0)``,
@@ -102,15 +103,16 @@ class Faults:
         """Deliver every WebSocket frame and REST response ``ms`` late (0 turns it off)."""
         self.delay_s = max(0.0, ms) / 1000.0
 
-    def http_error(self, status: int = 429, count: int = 1) -> None:
-        """Answer the next ``count`` REST requests with HTTP ``status`` (429, 418 or 503)."""
+    def http_error(self, status: int = 429, count: int = 1, path: str | None = None) -> None:
+        """Answer the next ``count`` REST requests (to ``path`` only, when given) with HTTP ``status`` (429, 418
+        or 503)."""
         if status not in (429, 418, 503):
             raise ValueError("http_error status must be 429, 418 or 503")
-        self.http_status, self.http_pending = status, count
+        self.http_status, self.http_pending, self.http_path = status, count, path
 
-    def take_http_error(self) -> int | None:
-        """The injected status for this request, if any (consumes one)."""
-        if self.http_pending <= 0:
+    def take_http_error(self, path: str = "") -> int | None:
+        """The injected status for a request to ``path``, if any (consumes one)."""
+        if self.http_pending <= 0 or self.http_path not in (None, path):
             return None
         self.http_pending -= 1
         self.counters[f"http_{self.http_status}"] += 1

@@ -68,7 +68,7 @@ class RestApi:
             if self._faults.delay_s > 0:
                 await asyncio.sleep(self._faults.delay_s)
             ip = request.remote or "unknown"
-            injected = self._faults.take_http_error()
+            injected = self._faults.take_http_error(request.path)
             if injected is not None:
                 return self._injected(injected, self.limiter.used(ip))
             verdict = self.limiter.charge(ip, weight(request))
