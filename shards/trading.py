@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -29,13 +29,16 @@ from smc_quant.executor import Executor, ExecutorConfig
 from smc_quant.funding import FundingBook
 from smc_quant.model.scoring import Batch, Scores
 from smc_quant.notify import learned
-from smc_quant.orders.broker import Broker
+from smc_quant.orders.account_mode import check as check_account_mode
+from smc_quant.orders.account_mode import multi_assets_halt_reason
+from smc_quant.orders.broker import AccountEvent, AccountModeChanged, Broker
 from smc_quant.paper import FundingPayment
 from smc_quant.risk import pnl_path
 from smc_quant.settings import Settings
-from smc_quant.store.control import DRAWDOWN_BY
+from smc_quant.store.control import ACCOUNT_MODE_BY, DRAWDOWN_BY
 
 if TYPE_CHECKING:
+    from smc_quant.exchange.trade_client import LiveBroker
     from smc_quant.model.learner import LearnOutcome
 
 
@@ -86,9 +89,11 @@ class TradingStack:
         if settings.mode == "live" and not keys:
             raise ConfigError("invalid setting SMC_MODE: live trading needs BINANCE_API_KEY and BINANCE_API_SECRET")
         self.paper = None
+        self.live: LiveBroker | None = None
         self.broker: Broker
         if keys and settings.mode in ("live", "replay"):
-            self.broker = self._live_broker(session, governor)
+            self.broker = self.live = self._live_broker(session, governor)
+            self.live.subscribe(self._on_account_event)
         else:
             from smc_quant.paper import PaperBroker
             from smc_quant.sim.account import SimAccount, SimConfig
@@ -114,7 +119,7 @@ class TradingStack:
         self.funding = FundingBook(t.funding_max_age_s, time.monotonic) if t.funding_stream else None
         self.funding_feed: FundingFeed | None = None
         self._session = session
-        self._funding_writes: set[asyncio.Task[bool]] = set()
+        self._writes: set[asyncio.Task[Any]] = set()
         self.executor = Executor(
             broker=self.broker, manager=self.manager, risk=self.risk, repo=self.repo, notifier=self.notifier,
             returns=self.returns, funding=self.funding.quote if self.funding is not None else None,
@@ -132,7 +137,7 @@ class TradingStack:
         if pool is not None:
             self.executor.on_drawdown = self._drawdown_flatten
 
-    def _live_broker(self, session: aiohttp.ClientSession, governor: Any) -> Broker:
+    def _live_broker(self, session: aiohttp.ClientSession, governor: Any) -> LiveBroker:
         from smc_quant.exchange.trade_client import LiveBroker
         from smc_quant.orders.limiter import OrderLimiter
         from smc_quant.orders.signing import RequestSigner
@@ -201,9 +206,17 @@ class TradingStack:
                       amount=str(payment.amount))
         if self.repo is None:
             return
-        task = asyncio.get_running_loop().create_task(self._write_funding(payment))
-        self._funding_writes.add(task)
-        task.add_done_callback(self._funding_writes.discard)
+        self._background(self._write_funding(payment))
+
+    def _background(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def settle(self) -> None:
+        """Wait for the background writes started so far (paper funding, an account-mode halt)."""
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
 
     async def _write_funding(self, payment: FundingPayment, attempts: int = 5) -> bool:
         """Store one payment, retrying a failed write (it is idempotent) with backoff; an error log if it never
@@ -287,11 +300,10 @@ class TradingStack:
         assert self.repo is not None and self.control is not None
         since = await self.control.repo.drawdown_baseline()
         steps = await self.repo.pnl_steps(since)
-        income = getattr(self.broker, "funding_income", None)
-        if self.paper is None and income is not None:
+        if self.live is not None:
             start = since or self.repo.epoch_start
             try:
-                steps += await income(0 if start is None else int(start.timestamp() * 1000))
+                steps += await self.live.funding_income(0 if start is None else int(start.timestamp() * 1000))
             except Exception as exc:  # the exchange's history is a refinement; the trades alone still guard
                 self.log.warning("drawdown_funding_unknown", error=f"{type(exc).__name__}: {exc}")
         self.executor.drawdown_guard.restore(*pnl_path(steps))
@@ -311,7 +323,41 @@ class TradingStack:
         self.control.wake()
         self.log.warning("drawdown_flatten_requested", event_id=state.event_id)
 
+    async def _check_account_mode(self, live: LiveBroker) -> None:
+        """Live: the exchange account must be in One-way and Single-Asset Mode and allowed to trade
+        (``smc_quant.orders.account_mode``); ``AccountModeRefused`` (exit 2, one line) before anything else."""
+        config = await live.account_config()
+        self.log.info("account_config", hedge_mode=config.dual_side_position, multi_assets=config.multi_assets_margin,
+                      can_trade=config.can_trade, fee_tier=config.fee_tier)
+        check_account_mode(config, self.settings.venue.rest_base.rstrip("/"))
+
+    def _on_account_event(self, event: AccountEvent) -> None:
+        """Multi-Assets Mode switched on while we run: halt new entries now, and record the halt (as an operator
+        would) so it holds across restarts and shows in ``smc-quant status``. Switched off: logged;
+        trading resumes with ``smc-quant resume``."""
+        if not isinstance(event, AccountModeChanged):
+            return
+        if not event.multi_assets_margin:
+            self.log.warning("multi_assets_mode_off", note="smc-quant resume lifts the halt")
+            return
+        text = multi_assets_halt_reason()
+        self.executor.halt(text)  # at once (and notified); the recorded request makes it last
+        if self.control is not None:
+            self._background(self._record_halt(text))
+
+    async def _record_halt(self, text: str) -> None:
+        assert self.control is not None
+        try:
+            state = await self.control.repo.request("halt", text, ACCOUNT_MODE_BY)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            self.log.error("account_mode_halt_not_stored", error=f"{type(exc).__name__}: {exc}")
+            return
+        self.control.wake()
+        self.log.warning("account_mode_halt_requested", event_id=state.event_id)
+
     async def start(self) -> None:
+        if self.live is not None:
+            await self._check_account_mode(self.live)
         if self.repo is not None:
             await self._bind_account()
         if self.paper is not None and self.repo is not None:
@@ -337,8 +383,7 @@ class TradingStack:
         if self._exit_check is not None:
             await asyncio.gather(self._exit_check, return_exceptions=True)
         await self.executor.stop()
-        if self._funding_writes:
-            await asyncio.gather(*self._funding_writes, return_exceptions=True)
+        await self.settle()
         if self.funding_feed is not None:
             await self.funding_feed.stop()
         close = getattr(self.broker, "close", None)

@@ -43,9 +43,18 @@ from smc_quant.errors import DataRejected, RateLimited, TemporaryError, VenueRej
 from smc_quant.exchange.brackets import SymbolBrackets, parse_leverage_brackets
 from smc_quant.exchange.governor import WeightGovernor
 from smc_quant.exchange.user_stream import UserDataStream
-from smc_quant.exchange.wire_trading import parse_algo, parse_balance, parse_income, parse_order, parse_position
+from smc_quant.exchange.wire_trading import (
+    parse_account_config,
+    parse_algo,
+    parse_balance,
+    parse_flag,
+    parse_income,
+    parse_order,
+    parse_position,
+)
 from smc_quant.logging import get_logger
 from smc_quant.orders.broker import (
+    AccountConfig,
     AlgoRequest,
     AlgoState,
     Balance,
@@ -448,6 +457,25 @@ class LiveBroker:
         rows = await self._v3_or_v2("balance")
         out: Balance = self._parsed(parse_balance, rows)
         return out
+
+    async def account_config(self) -> AccountConfig:
+        """The account's position mode and asset mode (and whether it may trade): ``GET /fapi/v1/accountConfig``
+        (weight 5). Where that endpoint is missing (404), the two older ones: ``GET /fapi/v1/positionSide/dual``
+        and ``GET /fapi/v1/multiAssetsMargin`` (weight 30 each; ``can_trade`` then unknown). A malformed answer
+        is counted (``account_config_malformed``) and raised."""
+        try:
+            body = await self._call("GET", "/fapi/v1/accountConfig", [], weight=5)
+        except ExchangeRejected as exc:
+            if exc.status != 404:
+                raise
+            self._log.warning("rest_fallback", path="/fapi/v1/accountConfig")
+        else:
+            config: AccountConfig = self._parsed(parse_account_config, body)
+            return config
+        dual = await self._call("GET", "/fapi/v1/positionSide/dual", [], weight=30)
+        multi = await self._call("GET", "/fapi/v1/multiAssetsMargin", [], weight=30)
+        return AccountConfig(dual_side_position=self._parsed(lambda b: parse_flag(b, "dualSidePosition"), dual),
+                             multi_assets_margin=self._parsed(lambda b: parse_flag(b, "multiAssetsMargin"), multi))
 
     async def funding_income(self, since_ms: int) -> list[tuple[int, Decimal]]:
         """Every ``FUNDING_FEE`` the account booked at or after ``since_ms``: ``(time_ms, income)``, oldest first,

@@ -3,8 +3,8 @@
 Pure functions, no I/O (``BINANCE-PROTOCOL.md`` §3.3–3.6). Every number arrives as a string and
 becomes a ``Decimal``; a missing or malformed field raises :class:`~smc_quant.errors.DataRejected`
 with a short ``reason`` (``order_malformed``, ``algo_malformed``, ``position_malformed``,
-``balance_malformed``, ``income_malformed``, ``event_malformed``) that the caller counts — a bad payload never crashes
-the stream or the broker.
+``balance_malformed``, ``income_malformed``, ``account_config_malformed``, ``event_malformed``) that the caller
+counts — a bad payload never crashes the stream or the broker.
 
 Decisions worth knowing:
 
@@ -14,8 +14,9 @@ Decisions worth knowing:
   ``OrderStatus``: they map to ``FILLED`` when the cumulative quantity reaches the original
   quantity, else ``PARTIALLY_FILLED`` (the fill itself is what matters to the account).
 - A combined-stream envelope ``{"stream": …, "data": {…}}`` is unwrapped by ``parse_event``.
-- ``TRADE_LITE``, ``MARGIN_CALL``, ``ACCOUNT_CONFIG_UPDATE`` and unknown event types → ``None``
-  (``TRADE_LITE`` duplicates ORDER_TRADE_UPDATE fills; counting it would double-count them).
+- ``TRADE_LITE``, ``MARGIN_CALL``, a leverage ``ACCOUNT_CONFIG_UPDATE`` (``ac``) and unknown event types →
+  ``None`` (``TRADE_LITE`` duplicates ORDER_TRADE_UPDATE fills; counting it would double-count them). An
+  ``ACCOUNT_CONFIG_UPDATE`` with ``ai`` (Multi-Assets Mode switched) → :class:`AccountModeChanged`.
 - ``parse_balance`` reads the ``USDT`` row; a missing row is a ``DataRejected`` (``balance_no_usdt``).
 - ``parse_income`` keeps the sign of ``income`` as Binance sends it (negative = paid) and every income type;
   the caller picks the types it asked for.
@@ -30,7 +31,9 @@ from typing import Any, cast
 from smc_quant.domain.trading import ZERO, OrderSide, PositionSide
 from smc_quant.errors import DataRejected
 from smc_quant.orders.broker import (
+    AccountConfig,
     AccountEvent,
+    AccountModeChanged,
     AccountUpdate,
     AlgoState,
     AlgoStatus,
@@ -46,7 +49,8 @@ from smc_quant.orders.broker import (
 )
 
 __all__ = [
-    "IGNORED_EVENTS", "parse_algo", "parse_balance", "parse_event", "parse_income", "parse_order", "parse_position",
+    "IGNORED_EVENTS", "parse_account_config", "parse_algo", "parse_balance", "parse_event", "parse_flag",
+    "parse_income", "parse_order", "parse_position",
 ]
 
 ORDER_STATUSES = frozenset({"NEW", "PARTIALLY_FILLED", "FILLED", "CANCELED", "EXPIRED", "EXPIRED_IN_MATCH",
@@ -119,9 +123,12 @@ class _Fields:
     def opt_int(self, key: str, default: int = 0) -> int:
         return default if self._obj.get(key) is None else self.int_(key)
 
-    def bool_(self, key: str, default: bool = False) -> bool:
+    def bool_(self, key: str, default: bool | None = False) -> bool:
+        """``true``/``false`` (or their strings); absent or null → ``default``, or rejected when that is ``None``."""
         value = self._obj.get(key)
         if value is None:
+            if default is None:
+                raise DataRejected(self._reason, f"missing {key!r}")
             return default
         if isinstance(value, bool):
             return value
@@ -325,12 +332,38 @@ def _algo_update(f: _Fields, o: _Fields) -> AlgoUpdate:
     )
 
 
+def parse_account_config(body: object) -> AccountConfig:
+    """``GET /fapi/v1/accountConfig`` → :class:`AccountConfig`: both modes are required, ``canTrade`` and
+    ``feeTier`` optional (``account_config_malformed``)."""
+    f = _Fields(body, "account_config_malformed")
+    return AccountConfig(
+        dual_side_position=f.bool_("dualSidePosition", None),
+        multi_assets_margin=f.bool_("multiAssetsMargin", None),
+        can_trade=f.bool_("canTrade", None) if f.has("canTrade") else None,
+        fee_tier=f.int_("feeTier") if f.has("feeTier") else None,
+    )
+
+
+def parse_flag(body: object, key: str) -> bool:
+    """The one boolean of ``GET /fapi/v1/positionSide/dual`` (``dualSidePosition``) or ``GET
+    /fapi/v1/multiAssetsMargin`` (``multiAssetsMargin``) (``account_config_malformed``)."""
+    return _Fields(body, "account_config_malformed").bool_(key, None)
+
+
+def _account_config_update(f: _Fields) -> AccountModeChanged | None:
+    if not f.has("ai"):
+        return None  # ``ac``: a symbol's leverage changed (we set it ourselves before each entry)
+    return AccountModeChanged(multi_assets_margin=_Fields(f.raw("ai"), "event_malformed").bool_("j", None),
+                              event_time_ms=f.int_("E"))
+
+
 def parse_event(payload: object, asset: str = "USDT") -> AccountEvent | None:
     """One user-data frame (§3.6) → an account event, or ``None`` for event types we do not use.
 
     ORDER_TRADE_UPDATE → :class:`OrderUpdate`, ACCOUNT_UPDATE → :class:`AccountUpdate` (the
     ``asset`` wallet balance, or ``None`` when the frame has no such row, e.g. a BNFCR-only update),
-    ALGO_UPDATE → :class:`AlgoUpdate`, listenKeyExpired → :class:`StreamExpired`. ``ALGO_UPDATE`` keeps
+    ALGO_UPDATE → :class:`AlgoUpdate`, listenKeyExpired → :class:`StreamExpired`, ACCOUNT_CONFIG_UPDATE with
+    ``ai`` → :class:`AccountModeChanged` (with ``ac``: ``None``). ``ALGO_UPDATE`` keeps
     every order type (TAKE_PROFIT included) so a foreign algo order is still visible to reconciliation.
     """
     if isinstance(payload, Mapping) and "e" not in payload and isinstance(payload.get("data"), Mapping):
@@ -345,4 +378,6 @@ def parse_event(payload: object, asset: str = "USDT") -> AccountEvent | None:
         return _algo_update(f, _Fields(f.raw("o"), "event_malformed"))
     if kind == "listenKeyExpired":
         return StreamExpired(event_time_ms=f.int_("E"))
+    if kind == "ACCOUNT_CONFIG_UPDATE":
+        return _account_config_update(f)
     return None

@@ -26,9 +26,9 @@ from smc_quant.domain.trading import ZERO, OrderSide, PositionSide
 from smc_quant.errors import TemporaryError
 
 __all__ = [
-    "AccountEvent", "AccountUpdate", "AlgoRequest", "AlgoState", "AlgoStatus", "AlgoUpdate", "Balance", "Broker",
-    "ExchangePosition", "IncomeRow", "OrderRequest", "OrderState", "OrderStatus", "OrderStatusUnknown", "OrderUpdate",
-    "StreamExpired", "TriggerType",
+    "AccountConfig", "AccountEvent", "AccountModeChanged", "AccountUpdate", "AlgoRequest", "AlgoState", "AlgoStatus",
+    "AlgoUpdate", "Balance", "Broker", "ExchangePosition", "IncomeRow", "OrderRequest", "OrderState", "OrderStatus",
+    "OrderStatusUnknown", "OrderUpdate", "StreamExpired", "TriggerType",
 ]
 
 OrderStatus = Literal["NEW", "PARTIALLY_FILLED", "FILLED", "CANCELED", "EXPIRED", "EXPIRED_IN_MATCH", "REJECTED"]
@@ -162,6 +162,19 @@ class IncomeRow:
     """Unique within one income type of the account."""
 
 
+@dataclass(frozen=True, slots=True)
+class AccountConfig:
+    """The account-wide settings that decide whether our orders and our margin arithmetic hold
+    (``GET /fapi/v1/accountConfig``; ``None`` where the exchange did not say)."""
+
+    dual_side_position: bool
+    """Hedge Mode (``true``): every order must name ``positionSide`` LONG/SHORT. We trade One-way Mode."""
+    multi_assets_margin: bool
+    """Multi-Assets Mode: margin and liquidation across several assets. We size and guard in USDT alone."""
+    can_trade: bool | None = None
+    fee_tier: int | None = None
+
+
 # -- account events (ORDER_TRADE_UPDATE, ACCOUNT_UPDATE, ALGO_UPDATE, listenKeyExpired) ---------
 
 
@@ -235,7 +248,16 @@ class StreamExpired:
     event_time_ms: int
 
 
-AccountEvent = OrderUpdate | AccountUpdate | AlgoUpdate | StreamExpired
+@dataclass(frozen=True, slots=True)
+class AccountModeChanged:
+    """``ACCOUNT_CONFIG_UPDATE`` with ``ai``: the account's Multi-Assets Mode was switched (``j``). A leverage
+    change (``ac``) is not an event here: we set each symbol's leverage ourselves before an entry."""
+
+    multi_assets_margin: bool
+    event_time_ms: int
+
+
+AccountEvent = OrderUpdate | AccountUpdate | AlgoUpdate | StreamExpired | AccountModeChanged
 EventSink = Callable[[AccountEvent], None]
 
 

@@ -21,6 +21,8 @@ ACTIONS: tuple[Action, ...] = ("halt", "flatten", "resume")
 MAX_REASON = 500
 DRAWDOWN_BY = "smc-quant (max drawdown)"
 """``requested_by`` of the flatten the executor requests itself at the max drawdown."""
+ACCOUNT_MODE_BY = "smc-quant (account mode)"
+"""``requested_by`` of the halt recorded when the exchange account leaves Single-Asset Mode."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,4 +110,4 @@ class ControlRepository:
         return bool(status.endswith(" 1"))
 
 
-__all__ = ["ACTIONS", "CHANNEL", "DRAWDOWN_BY", "Action", "ControlRepository", "ControlState"]
+__all__ = ["ACCOUNT_MODE_BY", "ACTIONS", "CHANNEL", "DRAWDOWN_BY", "Action", "ControlRepository", "ControlState"]

@@ -24,7 +24,7 @@ from smc_quant.errors import RateLimited, TemporaryError
 from smc_quant.exchange.emulator import Emulator, EmulatorConfig
 from smc_quant.exchange.governor import WeightGovernor
 from smc_quant.exchange.trade_client import ExchangeRejected, LiveBroker
-from smc_quant.orders.broker import AlgoRequest, OrderRequest, OrderStatusUnknown
+from smc_quant.orders.broker import AccountConfig, AlgoRequest, OrderRequest, OrderStatusUnknown
 from smc_quant.orders.limiter import OrderLimiter
 from smc_quant.orders.reactions import Reaction
 from smc_quant.orders.signing import RequestSigner
@@ -276,6 +276,14 @@ async def edge() -> AsyncIterator[Edge]:
         count(request)
         return _json([{"asset": "USDT", "balance": "100", "crossUnPnl": "-2", "availableBalance": "90"}])
 
+    async def position_mode(request: web.Request) -> web.Response:
+        count(request)
+        return _json({"dualSidePosition": True})
+
+    async def asset_mode(request: web.Request) -> web.Response:
+        count(request)
+        return _json({"multiAssetsMargin": False})
+
     async def unavailable(request: web.Request) -> web.Response:
         count(request)
         return _json({"code": -1001, "msg": "Service Unavailable."}, 503)
@@ -290,7 +298,8 @@ async def edge() -> AsyncIterator[Edge]:
         web.post("/fapi/v1/algoOrder", throttled), web.get("/fapi/v3/positionRisk", not_found),
         web.get("/fapi/v2/positionRisk", positions_v2), web.get("/fapi/v3/balance", not_found),
         web.get("/fapi/v2/balance", balance_v2), web.get("/fapi/v1/openOrders", unavailable),
-        web.post("/fapi/v1/leverage", insufficient),
+        web.post("/fapi/v1/leverage", insufficient), web.get("/fapi/v1/accountConfig", not_found),
+        web.get("/fapi/v1/positionSide/dual", position_mode), web.get("/fapi/v1/multiAssetsMargin", asset_mode),
     ])
     runner = web.AppRunner(app)
     await runner.setup()
@@ -339,6 +348,19 @@ async def test_edge_v3_404_falls_back_to_v2(http: aiohttp.ClientSession, edge: E
     assert (edge.hits["/fapi/v3/positionRisk"], edge.hits["/fapi/v2/positionRisk"]) == (1, 2)
     balance = await broker.balance()
     assert (balance.wallet, balance.unrealized_pnl, balance.available) == (D(100), D(-2), D(90))
+
+
+async def test_edge_account_config_404_falls_back_to_the_two_mode_endpoints(
+        http: aiohttp.ClientSession, edge: Edge) -> None:
+    """No ``/fapi/v1/accountConfig`` (404): the modes come from ``positionSide/dual`` and ``multiAssetsMargin``
+    (weight 30 each), ``canTrade`` unknown."""
+    broker = _edge_broker(http, edge)
+    await broker.sync_time()  # 3 × GET /fapi/v1/time first, so that only the account reads are counted
+    before = broker.governor.acquired_total
+    assert await broker.account_config() == AccountConfig(dual_side_position=True, multi_assets_margin=False)
+    assert [edge.hits[p] for p in ("/fapi/v1/accountConfig", "/fapi/v1/positionSide/dual",
+                                   "/fapi/v1/multiAssetsMargin")] == [1, 1, 1]
+    assert broker.governor.acquired_total - before == 5 + 30 + 30
 
 
 async def test_edge_unavailable_and_repair(http: aiohttp.ClientSession, edge: Edge) -> None:

@@ -28,6 +28,7 @@ from smc_quant.exchange.emulator.account import TradingAccount, account_brackets
 from smc_quant.exchange.emulator.config import EmulatorConfig
 from smc_quant.exchange.emulator.faults import Faults
 from smc_quant.exchange.emulator.market import Market
+from smc_quant.exchange.emulator.modes import AccountModes
 from smc_quant.exchange.emulator.params import ApiError, OrderCounter, Params, mandatory
 from smc_quant.exchange.emulator.replay import Replay
 from smc_quant.exchange.emulator.rest import RestApi, json_response
@@ -112,6 +113,8 @@ class TradingApi:
         self._last_step_ms: int | None = None
         self.funding_settled = 0
         """Funding payments charged to positions (one per position and funding time)."""
+        self.modes = AccountModes(account, self._publish, self._now)
+        """Position Mode and Asset Mode (One-way, Single-Asset at start)."""
         userdata.render = self.render_event
         replay.step_listeners.append(self.on_step)
         self._seed_prices()
@@ -229,6 +232,7 @@ class TradingApi:
             web.get("/fapi/v1/leverageBracket", s(self.leverage_bracket, one)),
             web.get("/fapi/v1/userTrades", s(self.user_trades, five)),
             web.get("/fapi/v1/income", s(self.income, thirty)),
+            *self.modes.routes(s),
             web.post("/fapi/v1/listenKey", s(self._user.listen_key_new, one, signed=False)),
             web.put("/fapi/v1/listenKey", s(self._user.listen_key_keepalive, one, signed=False)),
             web.delete("/fapi/v1/listenKey", s(self._user.listen_key_delete, one, signed=False)),
@@ -311,8 +315,7 @@ class TradingApi:
                                   "Please use the Algo Order API endpoints instead.")
         if kind not in ("MARKET", "LIMIT"):
             raise ApiError(-1116, "Invalid orderType.")
-        if p.opt("positionSide") not in (None, "BOTH"):
-            raise ApiError(-4061, "Order's position side does not match user's setting.")
+        self.modes.check_order(p)
         quantity = p.decimal("quantity")
         assert quantity is not None
         price = p.decimal("price", required=kind == "LIMIT")
@@ -402,6 +405,7 @@ class TradingApi:
         kind = p.req("type").upper()
         if kind not in ("STOP_MARKET", "TAKE_PROFIT_MARKET"):
             raise ApiError(-1116, "Invalid orderType.")
+        self.modes.check_order(p)
         trigger = p.decimal("triggerPrice")
         assert trigger is not None
         close_position = p.flag("closePosition")

@@ -21,6 +21,7 @@ from smc_quant.domain.trading import ZERO, Fill
 from smc_quant.exchange.brackets import SymbolBrackets
 from smc_quant.orders.broker import (
     AccountEvent,
+    AccountModeChanged,
     AccountUpdate,
     AlgoState,
     AlgoUpdate,
@@ -38,7 +39,7 @@ __all__ = [
 ]
 
 Json = dict[str, Any]
-EVENT_NAMES = ("ORDER_TRADE_UPDATE", "ACCOUNT_UPDATE", "ALGO_UPDATE", "listenKeyExpired")
+EVENT_NAMES = ("ORDER_TRADE_UPDATE", "ACCOUNT_UPDATE", "ALGO_UPDATE", "ACCOUNT_CONFIG_UPDATE", "listenKeyExpired")
 QUOTE = "USDT"
 
 
@@ -307,6 +308,8 @@ def event_name(event: AccountEvent) -> str:
         return "ACCOUNT_UPDATE"
     if isinstance(event, AlgoUpdate):
         return "ALGO_UPDATE"
+    if isinstance(event, AccountModeChanged):
+        return "ACCOUNT_CONFIG_UPDATE"
     return "listenKeyExpired"
 
 
@@ -426,5 +429,8 @@ def event_json(event: AccountEvent, *, listen_key: str = "", price: Decimal | No
         return _account_event(event, margin_type)
     if isinstance(event, AlgoUpdate):
         return _algo_event(event, quantity, close_position, reduce_only)
+    if isinstance(event, AccountModeChanged):
+        return {"e": "ACCOUNT_CONFIG_UPDATE", "E": event.event_time_ms, "T": event.event_time_ms,
+                "ai": {"j": event.multi_assets_margin}}
     assert isinstance(event, StreamExpired)
     return {"e": "listenKeyExpired", "E": event.event_time_ms, "listenKey": listen_key}

@@ -1,0 +1,185 @@
+"""The exchange account's Position Mode and Asset Mode, over real sockets: the emulator keeps Binance's rules
+for them (routes, error codes, the order-side rule, the ``ACCOUNT_CONFIG_UPDATE`` push), a live start refuses an
+account it cannot trade before it touches the database, and Multi-Assets Mode switched on while the stack runs
+halts new entries with a recorded request (PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import structlog
+import yarl
+
+from shards.trading import TradingStack
+from smc_quant.datasets import LEVERAGE_TIERS
+from smc_quant.exchange.emulator import Emulator, EmulatorConfig
+from smc_quant.exchange.emulator.account import account_filters
+from smc_quant.exchange.governor import WeightGovernor
+from smc_quant.exchange.trade_client import ExchangeRejected, LiveBroker
+from smc_quant.orders.account_mode import HEDGE, MULTI_ASSETS, AccountModeRefused, multi_assets_halt_reason
+from smc_quant.orders.broker import AccountConfig, AccountModeChanged, OrderRequest
+from smc_quant.orders.limiter import OrderLimiter
+from smc_quant.orders.signing import RequestSigner
+from smc_quant.settings import load_settings
+from smc_quant.store.control import ACCOUNT_MODE_BY, ControlRepository
+from smc_quant.store.db import create_pool
+from smc_quant.store.migrations import apply_migrations
+
+pytestmark = pytest.mark.integration
+D = Decimal
+START_MS = 1_689_696_000_000  # 2023-07-18 16:00 UTC, inside the shared data
+
+
+def emulator(shared_data: Path) -> Emulator:
+    return Emulator(EmulatorConfig(data_dir=shared_data, speed=0, start_paused=True, symbols=("BTCUSDT",),
+                                   start_time_ms=START_MS, max_minutes=10))
+
+
+def make_broker(http: aiohttp.ClientSession, em: Emulator) -> LiveBroker:
+    signer = RequestSigner(em.config.api_key, em.config.api_secret, lambda: time.time_ns() // 1_000_000)
+    return LiveBroker(http, em.rest_url, signer, governor=WeightGovernor(),
+                      limiter=OrderLimiter(sleep=asyncio.sleep, new_event=asyncio.Event), timeout_s=5.0,
+                      ws_base_url=em.ws_private_base.removesuffix("/private"))
+
+
+async def signed(http: aiohttp.ClientSession, em: Emulator, method: str, path: str,
+                 params: list[tuple[str, str | int]]) -> tuple[int, Any]:
+    """One signed request as an operator's tool would send it (the account-wide switches are not ours to make),
+    timestamped on the emulator's clock."""
+    async with http.get(f"{em.rest_url}/fapi/v1/time") as resp:
+        server_ms = (await resp.json())["serverTime"]
+    signer = RequestSigner(em.config.api_key, em.config.api_secret, lambda: server_ms)
+    req = signer.sign(body=params, offset_ms=0) if method == "POST" else signer.sign(query=params, offset_ms=0)
+    url = yarl.URL(f"{em.rest_url}{path}?{req.query}" if req.query else f"{em.rest_url}{path}", encoded=True)
+    async with http.request(method, url, data=req.body.encode() if req.body else None, headers=req.headers) as resp:
+        return resp.status, await resp.json()
+
+
+async def switch(http: aiohttp.ClientSession, em: Emulator, what: str, on: bool) -> tuple[int, Any]:
+    path = {"dualSidePosition": "/fapi/v1/positionSide/dual", "multiAssetsMargin": "/fapi/v1/multiAssetsMargin"}
+    return await signed(http, em, "POST", path[what], [(what, "true" if on else "false")])
+
+
+async def test_the_emulator_keeps_binances_rules_for_the_account_modes(
+        shared_data: Path, http: aiohttp.ClientSession) -> None:
+    """Read through ``LiveBroker.account_config``; changed the way Binance allows (not again, not with a position
+    or an open order); in Hedge Mode our one-way orders are rejected -4061 (an alarm); a Multi-Assets change is
+    pushed on the user-data stream as ``ACCOUNT_CONFIG_UPDATE``."""
+    async with emulator(shared_data) as em:
+        broker = make_broker(http, em)
+        changes: asyncio.Queue[AccountModeChanged] = asyncio.Queue()
+        broker.subscribe(lambda e: changes.put_nowait(e) if isinstance(e, AccountModeChanged) else None)
+        await broker.start()
+        try:
+            assert await broker.account_config() == AccountConfig(False, False, can_trade=True, fee_tier=0)
+            assert await switch(http, em, "dualSidePosition", False) == (
+                400, {"code": -4059, "msg": "No need to change position side."})
+
+            assert await switch(http, em, "dualSidePosition", True) == (200, {"code": 200, "msg": "success"})
+            assert (await broker.account_config()).dual_side_position is True
+            with pytest.raises(ExchangeRejected) as err:
+                await broker.place_order(OrderRequest("BTCUSDT", "BUY", "MARKET", D("0.010"), "smc-mode-hedge-en-0"))
+            assert err.value.code == -4061 and err.value.reaction.action == "check_position_mode"
+            assert em.account.positions() == []
+            assert (await switch(http, em, "dualSidePosition", False))[0] == 200
+
+            entry = OrderRequest("BTCUSDT", "BUY", "MARKET", D("0.010"), "smc-mode-oneway-en-0")
+            assert (await broker.place_order(entry)).status == "FILLED"
+            assert await switch(http, em, "dualSidePosition", True) == (
+                400, {"code": -4068, "msg": "Position side cannot be changed if there exists position."})
+            exit_ = OrderRequest("BTCUSDT", "SELL", "MARKET", D("0.010"), "smc-mode-oneway-ex-0", reduce_only=True)
+            assert (await broker.place_order(exit_)).status == "FILLED"
+            first = em.market.candle("BTCUSDT", START_MS)
+            assert first is not None
+            below = int(first.open * 0.98)  # rests: 2 % under the price, inside the percent-price band
+            rest = OrderRequest("BTCUSDT", "BUY", "LIMIT", D("0.010"), "smc-mode-rest-en-0", price=D(below))
+            assert (await broker.place_order(rest)).status == "NEW"
+            assert await switch(http, em, "dualSidePosition", True) == (
+                400, {"code": -4067, "msg": "Position side cannot be changed if there exists open orders."})
+            assert (await switch(http, em, "multiAssetsMargin", True))[1]["code"] == -4170
+            await broker.cancel_order("BTCUSDT", "smc-mode-rest-en-0")
+
+            assert (await switch(http, em, "multiAssetsMargin", True))[0] == 200
+            pushed = await asyncio.wait_for(changes.get(), 5)
+            assert pushed.multi_assets_margin is True and pushed.event_time_ms >= START_MS  # on the replay clock
+            assert (await broker.account_config()).multi_assets_margin is True
+            assert (await switch(http, em, "multiAssetsMargin", True))[1]["code"] == -4171
+            status, body = await signed(http, em, "POST", "/fapi/v1/multiAssetsMargin", [])
+            assert (status, body["code"]) == (400, -1102)
+            assert (await switch(http, em, "multiAssetsMargin", False))[0] == 200
+            assert (await asyncio.wait_for(changes.get(), 5)).multi_assets_margin is False
+            assert broker.stream.malformed == {}
+        finally:
+            await broker.close()
+
+
+async def test_a_live_start_refuses_an_account_it_cannot_trade_and_halts_when_it_leaves_single_asset_mode(
+        shared_data: Path, pg_dsn: str, tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    """Hedge Mode at start: ``AccountModeRefused`` (exit 2) naming it, and nothing bound in the database. One-way
+    again: the stack starts. Multi-Assets Mode switched on while it runs: new entries halted at once and the halt
+    recorded (``smc-quant status`` shows it; it holds across restarts); a start while it is on is refused; switched
+    back, a start holds the recorded halt until ``smc-quant resume``."""
+    await apply_migrations(pg_dsn)
+    pool = await create_pool(pg_dsn, max_size=4)
+    control = ControlRepository(pool)
+    async with emulator(shared_data) as em:
+        settings = load_settings(
+            state_dir=tmp_path, mode="replay", binance_api_key=em.config.api_key,
+            binance_api_secret=em.config.api_secret, trading={"funding_stream": False},
+            venue={"rest_base": em.rest_url, "ws_market_base": em.ws_market_base,
+                   "ws_private_base": em.ws_private_base, "ws_public_base": em.ws_public_base})
+
+        def stack() -> TradingStack:
+            return TradingStack(settings, filters=account_filters(em.market), session=http, pool=pool,
+                                governor=WeightGovernor(2400, 0.1), brackets_file=shared_data / LEVERAGE_TIERS)
+
+        async def refused(*expected: str) -> None:
+            epochs = await pool.fetchval("SELECT count(*) FROM account_epochs")
+            with pytest.raises(AccountModeRefused) as err:
+                await stack().start()
+            assert str(err.value) == (f"the Binance account at {em.rest_url} cannot be traded as it is set: "
+                                      + "; ".join(expected))
+            assert await pool.fetchval("SELECT count(*) FROM account_epochs") == epochs  # nothing bound
+
+        try:
+            assert (await switch(http, em, "dualSidePosition", True))[0] == 200
+            await refused(HEDGE)
+            assert (await switch(http, em, "dualSidePosition", False))[0] == 200
+
+            running = stack()
+            with structlog.testing.capture_logs() as logs:
+                await running.start()
+            try:
+                [seen] = [e for e in logs if e["event"] == "account_config"]
+                assert (seen["hedge_mode"], seen["multi_assets"], seen["can_trade"]) == (False, False, True)
+                assert running.executor.halted is None
+                pushed = asyncio.Event()  # subscribed after the stack: when it fires, the stack has acted
+                running.broker.subscribe(lambda e: pushed.set() if isinstance(e, AccountModeChanged) else None)
+                assert (await switch(http, em, "multiAssetsMargin", True))[0] == 200
+                await asyncio.wait_for(pushed.wait(), 5)
+                assert running.executor.halted == multi_assets_halt_reason()
+                await running.settle()
+                state = await control.state()
+                assert (state.action, state.requested_by, state.reason) == (
+                    "halt", ACCOUNT_MODE_BY, multi_assets_halt_reason())
+            finally:
+                await running.executor.stop()
+                await running.stop()
+
+            await refused(MULTI_ASSETS)
+            assert (await switch(http, em, "multiAssetsMargin", False))[0] == 200
+            again = stack()
+            await again.start()
+            try:  # the recorded halt holds from the start, until the operator resumes
+                assert again.executor.halted == multi_assets_halt_reason()
+            finally:
+                await again.executor.stop()
+                await again.stop()
+        finally:
+            await pool.close()
