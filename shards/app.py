@@ -88,6 +88,7 @@ class Service:
         self.rest = BinanceRestClient(self.session, s.venue.rest_base, self.governor,
                                       timeout_s=s.venue.request_timeout_s, logger=self.log)
         self.universe = await self._load_universe()
+        await self._build_trading()  # a live account we cannot trade is refused before the shards are warmed
         repo = CandleRepository(self.pool)
         self.cluster = ClusterManager(s, symbols=self.universe.symbols, session=self.session,
                                       repository=repo, backfill=self._backfill, logger=self.log)
@@ -127,10 +128,10 @@ class Service:
             analyzer.subscribe(scorer)
         return scorer
 
-    async def _attach_trading(self) -> None:
-        """Strategy on scored batches → executor → broker (paper account, or signed REST with keys)."""
-        assert self.cluster is not None and self.scorer is not None and self.universe is not None
-        assert self.session is not None
+    async def _build_trading(self) -> None:
+        """The trading stack (paper account, or signed REST with keys); live, the exchange account's modes are
+        checked now (``TradingStack.check_account``: exit 2 before the shards load and warm their history)."""
+        assert self.universe is not None and self.session is not None
         from shards.trading import TradingStack
         from smc_quant.datasets import LEVERAGE_TIERS, data_dir
 
@@ -139,6 +140,11 @@ class Service:
                                     pool=self.pool, governor=self.governor,
                                     brackets_file=tiers if tiers.exists() else None, logger=self.log,
                                     model_version=lambda: self.scorer.predictor.version if self.scorer else None)
+        await self.trading.check_account()
+
+    async def _attach_trading(self) -> None:
+        """Strategy on scored batches → executor → broker, wired to the feeds and the scorer, then started."""
+        assert self.cluster is not None and self.scorer is not None and self.trading is not None
         close = FIELDS.index("close")
         for feed in self.cluster.feeds:  # first: marks and paper prices move before the minute's signals
             feed.listeners.insert(0, self.trading.on_candle)

@@ -90,6 +90,7 @@ class TradingStack:
             raise ConfigError("invalid setting SMC_MODE: live trading needs BINANCE_API_KEY and BINANCE_API_SECRET")
         self.paper = None
         self.live: LiveBroker | None = None
+        self._account_checked = False
         self.broker: Broker
         if keys and settings.mode in ("live", "replay"):
             self.broker = self.live = self._live_broker(session, governor)
@@ -323,13 +324,18 @@ class TradingStack:
         self.control.wake()
         self.log.warning("drawdown_flatten_requested", event_id=state.event_id)
 
-    async def _check_account_mode(self, live: LiveBroker) -> None:
+    async def check_account(self) -> None:
         """Live: the exchange account must be in One-way and Single-Asset Mode and allowed to trade
-        (``smc_quant.orders.account_mode``); ``AccountModeRefused`` (exit 2, one line) before anything else."""
-        config = await live.account_config()
+        (``smc_quant.orders.account_mode``); ``AccountModeRefused`` (exit 2, one line) before anything is bound
+        or read. Once per stack: :meth:`start` runs it unless the caller already did (the service does, before
+        its shards are warmed). Paper: nothing to check."""
+        if self.live is None or self._account_checked:
+            return
+        config = await self.live.account_config()
         self.log.info("account_config", hedge_mode=config.dual_side_position, multi_assets=config.multi_assets_margin,
                       can_trade=config.can_trade, fee_tier=config.fee_tier)
         check_account_mode(config, self.settings.venue.rest_base.rstrip("/"))
+        self._account_checked = True
 
     def _on_account_event(self, event: AccountEvent) -> None:
         """Multi-Assets Mode switched on while we run: halt new entries now, and record the halt (as an operator
@@ -356,8 +362,7 @@ class TradingStack:
         self.log.warning("account_mode_halt_requested", event_id=state.event_id)
 
     async def start(self) -> None:
-        if self.live is not None:
-            await self._check_account_mode(self.live)
+        await self.check_account()
         if self.repo is not None:
             await self._bind_account()
         if self.paper is not None and self.repo is not None:

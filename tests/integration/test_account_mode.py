@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 import structlog
 import yarl
 
+from shards.app import Service
 from shards.trading import TradingStack
 from smc_quant.datasets import LEVERAGE_TIERS
 from smc_quant.exchange.emulator import Emulator, EmulatorConfig
@@ -183,3 +185,30 @@ async def test_a_live_start_refuses_an_account_it_cannot_trade_and_halts_when_it
                 await again.stop()
         finally:
             await pool.close()
+
+
+async def test_the_service_refuses_the_account_before_its_warm_start(
+        shared_data: Path, pg_dsn: str, tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    """``smc-quant run`` (the Service) with keys on an account in Hedge Mode: refused right after the universe is
+    loaded, before the shards are built and warmed from PostgreSQL (seconds at 300+ symbols) and before the REST
+    history is fetched; nothing is recorded, and it stops cleanly."""
+    async with emulator(shared_data) as em:
+        assert (await switch(http, em, "dualSidePosition", True))[0] == 200
+        service = Service(load_settings(
+            state_dir=tmp_path, mode="replay", database_url=pg_dsn, redis_url=None, log_level="WARNING",
+            binance_api_key=em.config.api_key, binance_api_secret=em.config.api_secret,
+            venue={"rest_base": em.rest_url, "ws_market_base": em.ws_market_base,
+                   "ws_private_base": em.ws_private_base, "ws_public_base": em.ws_public_base},
+            ops={"port": 0}, trading={"funding_stream": False}))
+        try:
+            with pytest.raises(AccountModeRefused, match="Hedge Mode is on"):
+                await service.start()
+            assert service.universe is not None and service.cluster is None  # no shard built, nothing warmed
+        finally:
+            await service.stop()
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM candles") == 0
+            assert await conn.fetchval("SELECT count(*) FROM account_epochs") == 0
+        finally:
+            await conn.close()
