@@ -102,7 +102,8 @@ class Service:
         self.cluster.start()
         self.ops = OpsServer(self.cluster.metrics, window_s=self._freshness_window(),
                              fraction=s.ops.fresh_fraction, queue_depth=self.cluster.queue_depth,
-                             ready=lambda: self._ready, extra=self._extra_metrics)
+                             ready=lambda: self._ready, extra=self._extra_metrics,
+                             trading=lambda: self.trading.health_state() if self.trading is not None else None)
         await self.ops.start(s.ops.host, s.ops.port)
         self._refresher = asyncio.create_task(self._refresh_universe(), name="universe-refresh")
         self._heartbeat = asyncio.create_task(

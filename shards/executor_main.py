@@ -69,7 +69,8 @@ class ExecutorProcess(ClusterProcess):
                 self.apply_marks(*marks)
         ops = self.settings.ops
         self.ops = OpsServer([], window_s=ops.freshness_window_s or 90.0, fraction=ops.fresh_fraction,
-                             queue_depth=lambda _shard: 0, ready=lambda: self._ready, extra=self.metrics)
+                             queue_depth=lambda _shard: 0, ready=lambda: self._ready, extra=self.metrics,
+                             trading=self.trading.health_state)
         await self.ops.start(ops.host, ops.port)
         self.supervisor.spawn("signals", self._signal_loop)
         self.supervisor.spawn("marks", self._marks_loop)

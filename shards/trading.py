@@ -29,6 +29,7 @@ from smc_quant.executor import Executor, ExecutorConfig
 from smc_quant.funding import FundingBook
 from smc_quant.model.scoring import Batch, Scores
 from smc_quant.notify import learned
+from smc_quant.ops.health import TradingState
 from smc_quant.orders.account_mode import check as check_account_mode
 from smc_quant.orders.account_mode import multi_assets_halt_reason
 from smc_quant.orders.broker import AccountEvent, AccountModeChanged, Broker
@@ -395,6 +396,13 @@ class TradingStack:
         if close is not None:
             await close()
         await self.notifier.close()
+
+    def health_state(self) -> TradingState:
+        """What ``/health`` judges the trading side by (``smc_quant.ops.health.trading_health``)."""
+        ex = self.executor
+        return TradingState(halted=ex.halted, positions=len(ex.book), last_reconciled=ex.last_reconciled,
+                            reconcile_interval_s=ex.config.reconcile_interval_s,
+                            stream_down_since=self.live.stream.down_since if self.live is not None else None)
 
     def metrics(self) -> dict[str, float]:
         out = self.executor.metrics()

@@ -105,6 +105,7 @@ class Executor:
         self._idle.set()
         self.started = asyncio.Event()
         self.halted: str | None = None
+        self.last_reconciled: float | None = None
         """The operator's reason while trading is halted (no new entries); ``None`` while it trades."""
         self._no_entry_in_flight = asyncio.Event()
         self._no_entry_in_flight.set()
@@ -201,8 +202,10 @@ class Executor:
         return AccountSnapshot.of(self.wallet, positions, self.clock())
 
     async def reconcile(self) -> None:
-        """Exchange positions and protection vs our book, repaired and logged (:mod:`smc_quant.reconciler`)."""
+        """Exchange positions and protection vs our book, repaired and logged (:mod:`smc_quant.reconciler`);
+        ``last_reconciled`` (monotonic) marks the latest success, for ``/health``."""
         await self.reconciler.reconcile()
+        self.last_reconciled = time.monotonic()
 
     async def refresh_balance(self) -> Decimal:
         """Read the wallet balance over REST (start, reconciliation)."""

@@ -86,6 +86,9 @@ class UserDataStream:
         self._task: asyncio.Task[None] | None = None
         self._listen_key: str | None = None
         self.connected = asyncio.Event()
+        self.down_since: float | None = None
+        """Monotonic time the stream lost (or, from :meth:`start`, has not yet had) its socket; ``None`` while
+        connected (``/health`` reads it)."""
         self.keepalive_seen = asyncio.Event()
         """Set after each successful keep-alive ``PUT`` (tests wait on it; clear it to wait for the next)."""
         self.frames = 0
@@ -169,6 +172,7 @@ class UserDataStream:
     async def start(self) -> None:
         """Start the connection loop (returns at once; wait on ``connected`` for the first socket)."""
         if self._task is None or self._task.done():
+            self._disconnected()
             self._task = asyncio.create_task(self._run(), name="user-data-stream")
 
     async def close(self) -> None:
@@ -199,7 +203,7 @@ class UserDataStream:
                 self.expired += 1
                 self._log.warning("listen_key_invalid", path=LISTEN_KEY_PATH)
             except (TemporaryError, aiohttp.ClientError, TimeoutError) as exc:
-                self.connected.clear()
+                self._disconnected()
                 delay = self._backoff(attempt)
                 attempt += 1
                 self._log.warning("user_stream_retry", error=type(exc).__name__, attempt=attempt, delay_s=delay)
@@ -207,12 +211,17 @@ class UserDataStream:
                     delay = max(delay, (exc.retry_at_ms - self.governor.clock()) / 1000)
                 await asyncio.sleep(delay)
             except Exception as exc:  # a bug or an unforeseen library error must not end the account stream
-                self.connected.clear()
+                self._disconnected()
                 self.errors += 1
                 delay = self._backoff(attempt)
                 attempt += 1
                 self._log.error("user_stream_error", error=f"{type(exc).__name__}: {exc}"[:200], delay_s=delay)
                 await asyncio.sleep(delay)
+
+    def _disconnected(self) -> None:
+        self.connected.clear()
+        if self.down_since is None:
+            self.down_since = time.monotonic()
 
     async def _connection(self, key: str) -> None:
         """One socket: read until it closes, the key expires or the 24 h recycle is due."""
@@ -222,6 +231,7 @@ class UserDataStream:
             first = self.connections == 0
             self.connections += 1
             self.connected.set()
+            self.down_since = None
             self._log.info("user_stream_connected", path="/private/ws", connections=self.connections)
             if not first:
                 self._deliver(StreamExpired(event_time_ms=_now_ms()))
@@ -246,7 +256,7 @@ class UserDataStream:
                     else:
                         self.malformed["not_text"] += 1
             finally:
-                self.connected.clear()
+                self._disconnected()
                 keeper.cancel()
                 await asyncio.gather(keeper, return_exceptions=True)
         if keeper_failed(keeper):

@@ -1,8 +1,20 @@
-"""The health verdict: a shard is healthy while ≥ 99% of its symbols have a fresh final candle.
+"""The health verdicts behind ``/health``: the market data, and the trading side.
 
-Freshness is judged on arrival (monotonic) time: a symbol is fresh while its last accepted final
-candle arrived within ``window_s`` (interval + grace). Symbols that have not produced a candle yet
-count from the moment the shard started, so a new service is healthy for one window.
+Market data: a shard is healthy while ≥ 99% of its symbols have a fresh final candle. Freshness is judged on
+arrival (monotonic) time: a symbol is fresh while its last accepted final candle arrived within ``window_s``
+(interval + grace). Symbols that have not produced a candle yet count from the moment the shard started, so a
+new service is healthy for one window.
+
+Trading (:func:`trading_health`): impaired while the executor cannot see or repair its account —
+
+- ``user_stream_down``: live, the user-data stream (fills, exits at the exchange, funding) has been
+  disconnected for more than ``stream_grace_s`` (60 s: a reconnect takes well under a second);
+- ``reconcile_failing``: no reconciliation (positions and exchange-side stops checked against the exchange
+  and the database) has succeeded for ``reconcile_misses`` (2.5) intervals — the exchange's REST or
+  PostgreSQL is out of reach, so nothing repairs a missing stop.
+
+A halt (operator's, max drawdown, account mode) is reported, not unhealthy: it is a decision, and exits and
+protection go on.
 """
 
 from __future__ import annotations
@@ -46,3 +58,42 @@ def cluster_health(
         ],
     }
     return ok, body
+
+
+@dataclass(frozen=True, slots=True)
+class TradingState:
+    """What the trading stack reports for ``/health`` (monotonic seconds)."""
+
+    halted: str | None
+    positions: int
+    last_reconciled: float | None
+    """When the last reconciliation succeeded; ``None`` before the first."""
+    reconcile_interval_s: float
+    stream_down_since: float | None = None
+    """Live: when the user-data stream lost its socket (``None`` while connected, or with no stream: paper)."""
+
+
+STREAM_GRACE_S = 60.0
+RECONCILE_MISSES = 2.5
+
+
+def trading_health(t: TradingState, *, now: float, started: float, stream_grace_s: float = STREAM_GRACE_S,
+                   reconcile_misses: float = RECONCILE_MISSES) -> tuple[bool, dict[str, object]]:
+    """The trading verdict at monotonic ``now`` and its part of the ``/health`` body (see the module docstring;
+    before the first reconciliation the clock runs from ``started``)."""
+    down = 0.0 if t.stream_down_since is None else max(0.0, now - t.stream_down_since)
+    since = max(0.0, now - (t.last_reconciled if t.last_reconciled is not None else started))
+    problems = []
+    if down > stream_grace_s:
+        problems.append("user_stream_down")
+    if since > reconcile_misses * t.reconcile_interval_s:
+        problems.append("reconcile_failing")
+    body: dict[str, object] = {
+        "status": "impaired" if problems else "ok",
+        "problems": problems,
+        "halted": t.halted,
+        "positions": t.positions,
+        "user_stream_down_s": round(down, 3),
+        "seconds_since_reconcile": round(since, 3),
+    }
+    return not problems, body

@@ -1,4 +1,5 @@
-"""The ops HTTP endpoint (aiohttp): ``/health``, ``/ready`` and ``/metrics`` (Prometheus text).
+"""The ops HTTP endpoint (aiohttp): ``/health`` (the market data and, where the process trades, the trading side:
+``smc_quant.ops.health``), ``/ready`` and ``/metrics`` (Prometheus text).
 
 Nothing here reads settings secrets; bodies carry counters and shard numbers only.
 """
@@ -13,7 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from smc_quant.ops.health import cluster_health
+from smc_quant.ops.health import TradingState, cluster_health, trading_health
 from smc_quant.ops.metrics import FeedMetrics
 
 QueueDepth = Callable[[int], int]
@@ -75,8 +76,10 @@ class OpsServer:
         queue_depth: QueueDepth,
         ready: Callable[[], bool],
         extra: Callable[[], dict[str, float]] = dict,
+        trading: Callable[[], TradingState | None] = lambda: None,
     ) -> None:
         self._shards = shards
+        self._trading = trading
         self._window_s = window_s
         self._fraction = fraction
         self._ready = ready
@@ -101,9 +104,22 @@ class OpsServer:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    def health(self, now: float | None = None) -> tuple[bool, dict[str, object]]:
+        """The ``/health`` verdict and body at monotonic ``now``: the shards' freshness (``stale``) and, where this
+        process trades, the trading verdict (``impaired``); either one → 503."""
+        now = time.monotonic() if now is None else now
+        ok, body = cluster_health(self._shards, now=now, started=self._started, window_s=self._window_s,
+                                  fraction=self._fraction)
+        state = self._trading()
+        if state is not None:
+            trading_ok, body["trading"] = trading_health(state, now=now, started=self._started)
+            if ok and not trading_ok:
+                body["status"] = "impaired"
+            ok = ok and trading_ok
+        return ok, body
+
     async def _health(self, _: web.Request) -> web.Response:
-        ok, body = cluster_health(self._shards, now=time.monotonic(), started=self._started,
-                                  window_s=self._window_s, fraction=self._fraction)
+        ok, body = self.health()
         return web.json_response(body, status=200 if ok else 503)
 
     async def _ready_route(self, _: web.Request) -> web.Response:

@@ -53,6 +53,9 @@ async def test_health_turns_503_on_one_stalled_shard_and_recovers(shared_data: P
         async with aiohttp.ClientSession() as session:
             body = await _until_status(session, url, 200)
             assert body["status"] == "ok" and len(body["shards"]) == 3
+            trading = body["trading"]  # the paper stack: reconciled at start, no user-data stream
+            assert (trading["status"], trading["problems"], trading["halted"]) == ("ok", [], None)
+            assert trading["user_stream_down_s"] == 0 and trading["seconds_since_reconcile"] < 60
             assert await _check_exit(url) == 0
             stalled = service.cluster.feeds[1]
             emu.faults.stall(True, streams=stalled.connections[0].streams)

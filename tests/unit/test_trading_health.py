@@ -1,0 +1,56 @@
+"""The trading part of ``/health``: impaired exactly past its two limits, a halt reported but healthy."""
+
+from __future__ import annotations
+
+import pytest
+
+from smc_quant.ops.health import RECONCILE_MISSES, STREAM_GRACE_S, TradingState, trading_health
+
+START = 1_000.0
+INTERVAL = 180.0
+
+
+def state(**kw: object) -> TradingState:
+    base: dict[str, object] = {"halted": None, "positions": 2, "last_reconciled": START,
+                               "reconcile_interval_s": INTERVAL, "stream_down_since": None}
+    return TradingState(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_healthy_body() -> None:
+    ok, body = trading_health(state(), now=START + 10, started=START - 5)
+    assert ok
+    assert body == {"status": "ok", "problems": [], "halted": None, "positions": 2, "user_stream_down_s": 0.0,
+                    "seconds_since_reconcile": 10.0}
+
+
+@pytest.mark.parametrize(("down_for", "impaired"), [(0.5, False), (STREAM_GRACE_S, False),
+                                                    (STREAM_GRACE_S + 0.001, True), (3600.0, True)])
+def test_user_stream_down_past_the_grace(down_for: float, impaired: bool) -> None:
+    ok, body = trading_health(state(stream_down_since=START, last_reconciled=START + down_for),
+                              now=START + down_for, started=START)
+    assert ok is not impaired
+    assert body["problems"] == (["user_stream_down"] if impaired else [])
+    assert body["user_stream_down_s"] == round(down_for, 3)
+
+
+@pytest.mark.parametrize(("age", "impaired"), [(INTERVAL, False), (RECONCILE_MISSES * INTERVAL, False),
+                                               (RECONCILE_MISSES * INTERVAL + 0.01, True)])
+def test_reconciliation_missing_for_two_and_a_half_intervals(age: float, impaired: bool) -> None:
+    ok, body = trading_health(state(), now=START + age, started=START)
+    assert ok is not impaired and body["status"] == ("impaired" if impaired else "ok")
+    assert body["problems"] == (["reconcile_failing"] if impaired else [])
+
+
+def test_before_the_first_reconciliation_the_clock_runs_from_the_start() -> None:
+    late = RECONCILE_MISSES * INTERVAL + 1
+    assert trading_health(state(last_reconciled=None), now=START + late - 2, started=START)[0]
+    ok, body = trading_health(state(last_reconciled=None), now=START + late, started=START)
+    assert not ok and body["problems"] == ["reconcile_failing"]
+
+
+def test_both_problems_named_and_a_halt_is_not_a_problem() -> None:
+    ok, body = trading_health(state(stream_down_since=START, halted="max drawdown"), now=START + 10_000,
+                              started=START)
+    assert not ok and body["problems"] == ["user_stream_down", "reconcile_failing"]
+    ok, body = trading_health(state(halted="operator: news"), now=START + 1, started=START)
+    assert ok and body["halted"] == "operator: news"
