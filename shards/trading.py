@@ -29,7 +29,7 @@ from smc_quant.executor import Executor, ExecutorConfig
 from smc_quant.funding import FundingBook
 from smc_quant.model.scoring import Batch, Scores
 from smc_quant.notify import learned
-from smc_quant.ops.health import TradingState
+from smc_quant.ops.health import HealthWatch, TradingState, trading_health
 from smc_quant.orders.account_mode import check as check_account_mode
 from smc_quant.orders.account_mode import multi_assets_halt_reason
 from smc_quant.orders.broker import AccountEvent, AccountModeChanged, Broker
@@ -41,6 +41,10 @@ from smc_quant.store.control import ACCOUNT_MODE_BY, DRAWDOWN_BY
 if TYPE_CHECKING:
     from smc_quant.exchange.trade_client import LiveBroker
     from smc_quant.model.learner import LearnOutcome
+
+
+HEALTH_CHECK_S = 15.0
+"""How often the trading stack judges its own health (a change is notified)."""
 
 
 class MarketClock:
@@ -133,6 +137,9 @@ class TradingStack:
         self.signals_emitted = 0
         self._model_version = model_version
         self._exit_check: asyncio.Task[None] | None = None
+        self.health_watch = HealthWatch()
+        self._started_mono = time.monotonic()
+        self._health_task: asyncio.Task[None] | None = None
         self.control = (ControlWatcher(pool, self.executor, logger=self.log.bind(component="control"),
                                        on_resume=self._load_drawdown_baseline) if pool is not None else None)
         """The operator's halt / flatten / resume (``smc-quant halt``), read from PostgreSQL."""
@@ -382,8 +389,32 @@ class TradingStack:
         await self.executor.start()
         if self.control is not None:  # a flatten needs the recovered book: carried out from here
             self.control.start()
+        self._started_mono = time.monotonic()
+        self._health_task = asyncio.get_running_loop().create_task(self._watch_health(), name="trading-health")
+
+    def check_health(self, now: float | None = None) -> bool:
+        """The trading verdict at monotonic ``now`` (what ``/health`` says); a change is logged and sent to the
+        notification channels (:class:`~smc_quant.ops.health.HealthWatch`). Run every ``HEALTH_CHECK_S``."""
+        ok, body = trading_health(self.health_state(), now=time.monotonic() if now is None else now,
+                                  started=self._started_mono)
+        text = self.health_watch.update(body)
+        if text is not None:
+            (self.log.info if ok else self.log.error)("trading_health_changed", problems=body["problems"], text=text)
+            self.notifier.notify(text, "health")
+        return ok
+
+    async def _watch_health(self) -> None:
+        while True:
+            await asyncio.sleep(HEALTH_CHECK_S)
+            try:
+                self.check_health()
+            except Exception as exc:  # a bug here must not end the watch
+                self.log.error("trading_health_check_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def stop(self) -> None:
+        if self._health_task is not None:
+            self._health_task.cancel()
+            await asyncio.gather(self._health_task, return_exceptions=True)
         if self.control is not None:
             await self.control.stop()
         if self._exit_check is not None:
@@ -406,6 +437,12 @@ class TradingStack:
 
     def metrics(self) -> dict[str, float]:
         out = self.executor.metrics()
+        state, now = self.health_state(), time.monotonic()
+        if state.last_reconciled is not None:
+            out["trading_seconds_since_reconcile"] = now - state.last_reconciled
+        if self.live is not None:
+            down = state.stream_down_since
+            out["user_stream_down_s"] = 0.0 if down is None else now - down
         out.update(self.scalper.stats.metrics())
         out["strategy_signals"] = float(self.signals_emitted)
         if self.funding_feed is not None:

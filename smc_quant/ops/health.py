@@ -19,7 +19,7 @@ protection go on.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from smc_quant.ops.metrics import FeedMetrics
@@ -97,3 +97,37 @@ def trading_health(t: TradingState, *, now: float, started: float, stream_grace_
         "seconds_since_reconcile": round(since, 3),
     }
     return not problems, body
+
+
+class HealthWatch:
+    """The trading verdict as messages, on changes only: one when it turns impaired (or its problems change),
+    one when it is healthy again — so a trader without an uptime monitor hears of it too."""
+
+    def __init__(self) -> None:
+        self.problems: tuple[str, ...] = ()
+
+    def update(self, body: Mapping[str, object]) -> str | None:
+        """The message for the verdict ``body`` (:func:`trading_health`), or ``None`` when nothing changed."""
+        raw = body["problems"]
+        problems = tuple(str(p) for p in raw) if isinstance(raw, list | tuple) else ()
+        if problems == self.problems:
+            return None
+        self.problems = problems
+        if not problems:
+            return "TRADING OK again · the user-data stream is connected and reconciliation succeeds"
+        return "TRADING IMPAIRED · " + "; ".join(_describe(p, body) for p in problems)
+
+
+def _describe(problem: str, body: Mapping[str, object]) -> str:
+    if problem == "user_stream_down":
+        return (f"user-data stream down {_seconds(body, 'user_stream_down_s'):.0f} s: fills, exchange-side exits "
+                "and funding go unseen")
+    if problem == "reconcile_failing":
+        return (f"no reconciliation for {_seconds(body, 'seconds_since_reconcile') / 60:.1f} min: the exchange or "
+                "PostgreSQL is out of reach, a missing stop would not be put back")
+    return problem
+
+
+def _seconds(body: Mapping[str, object], key: str) -> float:
+    value = body.get(key)
+    return float(value) if isinstance(value, int | float) else 0.0

@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 
 from shards.trading import TradingStack
 from smc_quant.datasets import LEVERAGE_TIERS
@@ -59,6 +60,7 @@ async def test_health_turns_503_when_the_user_stream_stays_down_or_reconciliatio
         await asyncio.wait_for(stream.connected.wait(), 10)
         status, body = await get_health(http, ops)
         assert status == 200 and body["status"] == "ok" and body["trading"]["problems"] == []
+        assert stack.metrics()["user_stream_down_s"] == 0.0
 
         # the user-data stream loses its key and cannot get a new one (listenKey answered 503)
         expiries: asyncio.Queue[StreamExpired] = asyncio.Queue()
@@ -68,13 +70,21 @@ async def test_health_turns_503_when_the_user_stream_stays_down_or_reconciliatio
         await asyncio.wait_for(expiries.get(), 10)  # the stream has closed its socket by the time we run
         down = stream.down_since
         assert down is not None and not stream.connected.is_set()
+        assert stack.metrics()["user_stream_down_s"] > 0.0  # the gauge to alert on
         status, body = await get_health(http, ops)
         assert status == 200 and body["trading"]["user_stream_down_s"] < STREAM_GRACE_S  # a reconnect's worth
         ok, body = ops.health(now=down + STREAM_GRACE_S + 1)
         assert not ok and body["status"] == "impaired" and body["trading"]["problems"] == ["user_stream_down"]
+        with structlog.testing.capture_logs() as logs:  # the stack's own watch says so once (and notifies)
+            assert not stack.check_health(now=down + STREAM_GRACE_S + 1)
+            assert not stack.check_health(now=down + STREAM_GRACE_S + 2)
+        [changed] = [e for e in logs if e["event"] == "trading_health_changed"]
+        assert changed["problems"] == ["user_stream_down"] and changed["log_level"] == "error"
+        assert changed["text"].startswith("TRADING IMPAIRED · user-data stream down 61 s")
         em.faults.http_error(503, count=0, path="/fapi/v1/listenKey")  # the exchange answers again
         await asyncio.wait_for(expiries.get(), 15)  # delivered once the new socket is open
         assert stream.down_since is None and ops.health(now=down + STREAM_GRACE_S + 1)[0]
+        assert stack.check_health() and stack.health_watch.problems == ()  # and says it is healthy again
 
         # reconciliation cannot read the positions: the latest success ages until the limit
         last = stack.executor.last_reconciled

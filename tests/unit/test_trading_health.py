@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from smc_quant.ops.health import RECONCILE_MISSES, STREAM_GRACE_S, TradingState, trading_health
+from smc_quant.ops.health import RECONCILE_MISSES, STREAM_GRACE_S, HealthWatch, TradingState, trading_health
 
 START = 1_000.0
 INTERVAL = 180.0
@@ -54,3 +54,23 @@ def test_both_problems_named_and_a_halt_is_not_a_problem() -> None:
     assert not ok and body["problems"] == ["user_stream_down", "reconcile_failing"]
     ok, body = trading_health(state(halted="operator: news"), now=START + 1, started=START)
     assert ok and body["halted"] == "operator: news"
+
+
+def test_the_watch_speaks_on_changes_only() -> None:
+    """Impaired → one message naming the problem with its figure; the same again → nothing; a second problem →
+    a new message with both; healthy → one recovery message; healthy again → nothing."""
+    watch = HealthWatch()
+    assert watch.update(trading_health(state(), now=START + 1, started=START)[1]) is None
+    down = state(stream_down_since=START, last_reconciled=START + 100)
+    text = watch.update(trading_health(down, now=START + 100, started=START)[1])
+    assert text == ("TRADING IMPAIRED · user-data stream down 100 s: fills, exchange-side exits and funding go "
+                    "unseen")
+    assert watch.update(trading_health(down, now=START + 130, started=START)[1]) is None
+    both = watch.update(trading_health(down, now=START + 700, started=START)[1])
+    assert both is not None and both.startswith("TRADING IMPAIRED · user-data stream down 700 s")
+    assert both.endswith("no reconciliation for 10.0 min: the exchange or PostgreSQL is out of reach, a missing "
+                         "stop would not be put back")
+    healthy = trading_health(state(last_reconciled=START + 700), now=START + 701, started=START)[1]
+    assert watch.update(healthy) == ("TRADING OK again · the user-data stream is connected and reconciliation "
+                                     "succeeds")
+    assert watch.update(healthy) is None and watch.problems == ()
