@@ -140,7 +140,8 @@ class Service:
         self.trading = TradingStack(self.settings, filters=self.universe.filters, session=self.session,
                                     pool=self.pool, governor=self.governor,
                                     brackets_file=tiers if tiers.exists() else None, logger=self.log,
-                                    model_version=lambda: self.scorer.predictor.version if self.scorer else None)
+                                    model_version=lambda: self.scorer.predictor.version if self.scorer else None,
+                                    delistings=self.universe.delistings)
         await self.trading.check_account()
 
     async def _attach_trading(self) -> None:
@@ -228,6 +229,8 @@ class Service:
             if change.added or change.removed:
                 self.log.warning("universe_changed", added=list(change.added), removed=list(change.removed),
                                  note="takes effect for the shards at the next restart")
+            if self.trading is not None and self.universe_source.current is not None:
+                self.trading.set_delistings(self.universe_source.current.delistings)  # at once
 
     async def _backfill(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> list[Candle]:
         assert self.rest is not None

@@ -56,7 +56,8 @@ class ExecutorProcess(ClusterProcess):
         tiers = data_dir() / LEVERAGE_TIERS
         self.trading = TradingStack(self.settings, filters=self.universe.filters, session=self.session,
                                     pool=self.pool, governor=self.governor,
-                                    brackets_file=tiers if tiers.exists() else None, logger=self.log)
+                                    brackets_file=tiers if tiers.exists() else None, logger=self.log,
+                                    delistings=self.universe.delistings)
         await self.trading.start()
         await self._seed_returns()
         self._attach_learner()
@@ -74,9 +75,20 @@ class ExecutorProcess(ClusterProcess):
         await self.ops.start(ops.host, ops.port)
         self.supervisor.spawn("signals", self._signal_loop)
         self.supervisor.spawn("marks", self._marks_loop)
+        self.supervisor.spawn("delistings", self._delistings_loop)
         self.supervisor.spawn("heartbeat", Heartbeat(self.report, interval_s=c.heartbeat_s, logger=self.log).run)
         self._ready = True
         self.log.info("executor_process_started", positions=len(self.trading.executor.book), ops=self.ops.port)
+
+    async def _delistings_loop(self) -> None:
+        """Re-read exchangeInfo every ``universe.refresh_s`` for scheduled delistings (the shard workers follow the
+        symbol list; the executor only needs to stop entering the symbols about to go)."""
+        assert self.universe_source is not None
+        while True:
+            await asyncio.sleep(self.settings.universe.refresh_s)
+            await self.universe_source.refresh()
+            if self.universe_source.current is not None:
+                self.trading.set_delistings(self.universe_source.current.delistings)
 
     async def _seed_returns(self) -> None:
         """The correlation guard's last two hours of closes from PostgreSQL (the marks stream holds only the

@@ -28,7 +28,7 @@ from smc_quant.exchange.exchange_info import SymbolFilters
 from smc_quant.executor import Executor, ExecutorConfig
 from smc_quant.funding import FundingBook
 from smc_quant.model.scoring import Batch, Scores
-from smc_quant.notify import learned
+from smc_quant.notify import learned, utc_minute
 from smc_quant.ops.health import HealthWatch, TradingState, trading_health
 from smc_quant.orders.account_mode import check as check_account_mode
 from smc_quant.orders.account_mode import multi_assets_halt_reason
@@ -76,7 +76,8 @@ class TradingStack:
                  session: aiohttp.ClientSession, pool: asyncpg.Pool | None, governor: Any,
                  brackets_file: Any | None = None, logger: structlog.stdlib.BoundLogger | None = None,
                  on_trade_closed: Callable[[Trade], None] | None = None,
-                 model_version: Callable[[], int | None] = lambda: None) -> None:
+                 model_version: Callable[[], int | None] = lambda: None,
+                 delistings: Mapping[str, int] | None = None) -> None:
         from smc_quant.notify import Notifier
         from smc_quant.order_manager import OrderConfig, SmartOrderManager
         from smc_quant.risk import RiskConfig, RiskManager
@@ -145,6 +146,7 @@ class TradingStack:
         """The operator's halt / flatten / resume (``smc-quant halt``), read from PostgreSQL."""
         if pool is not None:
             self.executor.on_drawdown = self._drawdown_flatten
+        self.set_delistings(delistings or {})
 
     def _live_broker(self, session: aiohttp.ClientSession, governor: Any) -> LiveBroker:
         from smc_quant.exchange.trade_client import LiveBroker
@@ -200,6 +202,20 @@ class TradingStack:
         for signal in signals:
             if self.executor.submit(signal):
                 self.signals_emitted += 1
+
+    def set_delistings(self, delistings: Mapping[str, int]) -> list[str]:
+        """The exchange's scheduled delistings (symbol → ms; ``Universe.delistings``, at start and at every
+        universe refresh): no new entry on those symbols (risk reason ``delisting``). A newly scheduled one is
+        logged and notified once, with the open position on it if any (the 2-hour limit closes it). Returns
+        the newly scheduled symbols."""
+        new = sorted(set(delistings) - set(self.risk.delistings))
+        self.risk.delistings = dict(delistings)
+        for symbol in new:
+            held, at = symbol in self.executor.book, utc_minute(delistings[symbol])
+            self.log.warning("delisting_scheduled", symbol=symbol, at=at, open_position=held)
+            self.notifier.notify(f"DELISTING {symbol} scheduled {at} · no new entries on it"
+                                 + (" · the open position closes by its 2-hour limit" if held else ""), "delisting")
+        return new
 
     def report_learned(self, outcome: LearnOutcome) -> None:
         """A learner round's report: a new champion, or a champion with no edge left, goes to the notification

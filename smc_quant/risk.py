@@ -3,6 +3,8 @@
 Every decision carries a machine-readable ``reason``. In evaluation order:
 
 * bad input → ``unknown_symbol``, ``no_brackets``, ``bad_mark``, ``bad_signal``, ``no_equity``;
+* ``delisting``: the exchange has scheduled the symbol's delisting (:attr:`RiskManager.delistings`, from
+  exchangeInfo's ``deliveryDate``): no new entry on a dying market, whenever the delisting is due;
 * ``daily_breaker``: realised net PnL of today's (UTC) closed trades + the account's unrealised PnL has
   lost ≥ ``daily_loss_limit_pct`` of the day's starting equity; latched until the next UTC day;
 * ``already_open`` (one position per symbol), ``cooldown`` (a stop-loss or liquidation exit on the symbol
@@ -276,6 +278,8 @@ class RiskManager:
         self._realised = ZERO
         self._tripped = False
         self._cooldown_until: dict[str, int] = {}
+        self.delistings: Mapping[str, int] = {}
+        """Symbols the exchange will delist → when (ms); refreshed with the universe (``delisting``)."""
 
     # ---- day, breaker, cooldown -------------------------------------------------------------------
 
@@ -386,6 +390,8 @@ class RiskManager:
         for failed, reason in checks:
             if failed:
                 return reason
+        if signal.symbol in self.delistings:
+            return "delisting"
         if self._tripped or self._check_breaker(account.unrealized_pnl):
             return "daily_breaker"
         if signal.symbol in account.positions:

@@ -68,7 +68,7 @@ class UniverseSettings(_Section):
     max_symbols: Annotated[int, Field(ge=0)] = 0
     """Keep at most this many symbols (0 = no cap)."""
     refresh_s: PositiveFloat = 3600.0
-    """How often exchangeInfo is re-read to report added and removed symbols."""
+    """How often exchangeInfo is re-read: added and removed symbols are reported, scheduled delistings apply at once."""
 
 
 class FeedSettings(_Section):

@@ -9,7 +9,7 @@ exchange only and reports added and removed symbols; when the exchange is down i
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -35,6 +35,9 @@ FALLBACK_SYMBOLS: tuple[str, ...] = (
 """Twenty liquid USDT perpetuals (by long-run volume), used when no source answers."""
 
 DEFAULT_WEIGHT_LIMIT = 2400
+NO_DELIVERY_MS = 4_000_000_000_000
+"""2096-10-02. Binance gives every perpetual a ``deliveryDate`` in 2100 (4133404800000, 2100-12-25 08:00 UTC; a few
+an hour later); one scheduled for delisting gets the real time of its delisting, before this."""
 
 # Failures a source may raise (ValueError: an undecodable cached copy); anything else propagates.
 _SOURCE_ERRORS: tuple[type[Exception], ...] = (
@@ -51,6 +54,8 @@ class Universe:
     filters: Mapping[str, SymbolFilters | None]
     source: Source
     weight_limit: int
+    delistings: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    """Watched perpetuals with a scheduled delisting: symbol → delisting time (ms), from ``deliveryDate``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +87,10 @@ def select_universe(info: ExchangeInfo, settings: UniverseSettings, source: Sour
     by_name = {s.symbol: s for s in info.symbols if _admitted(s, settings)}
     symbols = _capped(list(by_name), settings)
     filters = MappingProxyType({s: by_name[s].filters for s in symbols})
-    return Universe(symbols, filters, source, info.weight_limit or default_weight_limit)
+    delistings = MappingProxyType({s: by_name[s].delivery_date_ms for s in symbols
+                                   if by_name[s].contract_type == "PERPETUAL"
+                                   and 0 < by_name[s].delivery_date_ms < NO_DELIVERY_MS})
+    return Universe(symbols, filters, source, info.weight_limit or default_weight_limit, delistings)
 
 
 def fallback_universe(settings: UniverseSettings,

@@ -46,6 +46,9 @@ class SymbolInfo:
     base_asset: str
     quote_asset: str
     filters: SymbolFilters | None
+    delivery_date_ms: int = 0
+    """``deliveryDate``: a perpetual's is far in the future (2100) until a delisting is scheduled, then it is the
+    delisting time (0 when absent or malformed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +87,18 @@ def parse_symbol(raw: Mapping[str, Any]) -> SymbolInfo:
             base_asset=str(raw.get("baseAsset", "")),
             quote_asset=str(raw["quoteAsset"]),
             filters=parse_filters(raw.get("filters") or ()),
+            delivery_date_ms=_int_or_zero(raw.get("deliveryDate")),
         )
     except (KeyError, TypeError) as exc:
         raise DataRejected("exchange_info_malformed", f"symbol entry without {exc}") from None
+
+
+def _int_or_zero(value: Any) -> int:
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return value
+    return int(value) if isinstance(value, str) and value.isdigit() else 0
 
 
 def weight_limit(rate_limits: Sequence[Mapping[str, Any]]) -> int | None:

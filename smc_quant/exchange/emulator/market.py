@@ -123,6 +123,11 @@ class Market:
         q, n, vb, qb = derived_fields(b.open, b.high, b.low, b.close, b.volume)
         return Candle(symbol, "1m", open_ms, b.open, b.high, b.low, b.close, b.volume, q, n, vb, qb)
 
+    def schedule_delisting(self, symbol: str, at_ms: int) -> None:
+        """Announce ``symbol``'s delisting as Binance does: its ``deliveryDate`` becomes the delisting time (the
+        status stays TRADING until then)."""
+        self._entries[symbol] = {**self._entries[symbol], "deliveryDate": at_ms}
+
     def exchange_info(self, server_time: int, weight_limit: int) -> dict[str, Any]:
         """The real exchangeInfo document restricted to (or extended with) the served symbols."""
         out = {k: v for k, v in self._info.items() if k != "symbols"}
