@@ -31,7 +31,7 @@ from smc_quant.model.scoring import Batch, Scores
 from smc_quant.notify import learned, utc_minute
 from smc_quant.ops.health import HealthWatch, TradingState, trading_health
 from smc_quant.orders.account_mode import check as check_account_mode
-from smc_quant.orders.account_mode import multi_assets_halt_reason
+from smc_quant.orders.account_mode import multi_assets_halt_reason, refusals
 from smc_quant.orders.broker import AccountEvent, AccountModeChanged, Broker
 from smc_quant.paper import FundingPayment
 from smc_quant.risk import pnl_path
@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 
 HEALTH_CHECK_S = 15.0
 """How often the trading stack judges its own health (a change is notified)."""
+ACCOUNT_CHECK_S = 300.0
+"""How often a live stack re-reads the account's settings (``GET /fapi/v1/accountConfig``, weight 5)."""
 
 
 class MarketClock:
@@ -370,10 +372,30 @@ class TradingStack:
         if not event.multi_assets_margin:
             self.log.warning("multi_assets_mode_off", note="smc-quant resume lifts the halt")
             return
-        text = multi_assets_halt_reason()
+        self._account_halt(multi_assets_halt_reason())
+
+    def _account_halt(self, text: str) -> None:
         self.executor.halt(text)  # at once (and notified); the recorded request makes it last
         if self.control is not None:
             self._background(self._record_halt(text))
+
+    async def recheck_account(self) -> list[str]:
+        """Live, every ``ACCOUNT_CHECK_S``: the account's settings again. Hedge Mode (it can be switched while
+        flat, and Binance pushes nothing) or a lost right to trade halts new entries with a recorded request,
+        as Multi-Assets Mode does; returns the problems. An exchange that does not answer changes nothing."""
+        if self.live is None:
+            return []
+        try:
+            config = await self.live.account_config()
+        except Exception as exc:  # the next round asks again; orders would meet the same exchange anyway
+            self.log.warning("account_recheck_failed", error=f"{type(exc).__name__}: {exc}")
+            return []
+        problems = refusals(config)
+        if problems and self.executor.halted is None:
+            self.log.error("account_mode_changed", problems=problems)
+            self._account_halt("the Binance account cannot be traded as it is set now: " + "; ".join(problems)
+                               + " — fix it, then smc-quant resume")
+        return problems
 
     async def _record_halt(self, text: str) -> None:
         assert self.control is not None
@@ -420,10 +442,14 @@ class TradingStack:
         return ok
 
     async def _watch_health(self) -> None:
+        rounds = 0
         while True:
             await asyncio.sleep(HEALTH_CHECK_S)
+            rounds += 1
             try:
                 self.check_health()
+                if rounds % round(ACCOUNT_CHECK_S / HEALTH_CHECK_S) == 0:
+                    await self.recheck_account()
             except Exception as exc:  # a bug here must not end the watch
                 self.log.error("trading_health_check_failed", error=f"{type(exc).__name__}: {exc}")
 

@@ -161,6 +161,19 @@ async def test_a_live_start_refuses_an_account_it_cannot_trade_and_halts_when_it
                 [seen] = [e for e in logs if e["event"] == "account_config"]
                 assert (seen["hedge_mode"], seen["multi_assets"], seen["can_trade"]) == (False, False, True)
                 assert running.executor.halted is None
+                assert await running.recheck_account() == []
+                # Hedge Mode switched on while flat (Binance allows it and pushes nothing): the periodic re-read
+                assert (await switch(http, em, "dualSidePosition", True))[0] == 200
+                assert await running.recheck_account() == [HEDGE]
+                assert running.executor.halted == (f"the Binance account cannot be traded as it is set now: {HEDGE}"
+                                                   " — fix it, then smc-quant resume")
+                await running.settle()
+                assert (await control.state()).requested_by == ACCOUNT_MODE_BY
+                assert (await switch(http, em, "dualSidePosition", False))[0] == 200
+                resumed = await control.request("resume", "fixed", "test")
+                assert running.control is not None  # the running executor learns of it (NOTIFY)
+                await asyncio.wait_for(running.control.applied(resumed.event_id), 10)
+                assert running.executor.halted is None
                 pushed = asyncio.Event()  # subscribed after the stack: when it fires, the stack has acted
                 running.broker.subscribe(lambda e: pushed.set() if isinstance(e, AccountModeChanged) else None)
                 assert (await switch(http, em, "multiAssetsMargin", True))[0] == 200
