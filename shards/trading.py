@@ -47,6 +47,8 @@ HEALTH_CHECK_S = 15.0
 """How often the trading stack judges its own health (a change is notified)."""
 ACCOUNT_CHECK_S = 300.0
 """How often a live stack re-reads the account's settings (``GET /fapi/v1/accountConfig``, weight 5)."""
+BRACKETS_REFRESH_S = 3600.0
+"""How often a live stack re-reads its leverage brackets (``GET /fapi/v1/leverageBracket``, weight 1)."""
 
 
 class MarketClock:
@@ -353,15 +355,31 @@ class TradingStack:
     async def check_account(self) -> None:
         """Live: the exchange account must be in One-way and Single-Asset Mode and allowed to trade
         (``smc_quant.orders.account_mode``); ``AccountModeRefused`` (exit 2, one line) before anything is bound
-        or read. Once per stack: :meth:`start` runs it unless the caller already did (the service does, before
-        its shards are warmed). Paper: nothing to check."""
+        or read. Then the account's own leverage brackets (:meth:`refresh_brackets`). Once per stack:
+        :meth:`start` runs it unless the caller already did (the service does, before its shards are warmed).
+        Paper: nothing to check."""
         if self.live is None or self._account_checked:
             return
         config = await self.live.account_config()
         self.log.info("account_config", hedge_mode=config.dual_side_position, multi_assets=config.multi_assets_margin,
                       can_trade=config.can_trade, fee_tier=config.fee_tier)
         check_account_mode(config, self.settings.venue.rest_base.rstrip("/"))
+        await self.refresh_brackets()
         self._account_checked = True
+
+    async def refresh_brackets(self) -> int:
+        """Live: the account's leverage brackets from the exchange (``GET /fapi/v1/leverageBracket``, weight 1, all
+        symbols at once) replace the file's (or the default tier) in place, so the risk manager's leverage and
+        liquidation guards size with what Binance will apply. At start and every ``BRACKETS_REFRESH_S``; a
+        failed start raises (sizing on guessed brackets could put a stop beyond the liquidation price), a failed
+        refresh keeps the last ones. Returns how many symbols came from the exchange."""
+        if self.live is None:
+            return 0
+        known = {s: b for s, b in (await self.live.leverage_brackets()).items() if s in self.filters and b.tiers}
+        self.brackets.update(known)
+        missing = sorted(set(self.filters) - set(known))
+        self.log.info("leverage_brackets_loaded", source="exchange", symbols=len(known), missing=missing[:20])
+        return len(known)
 
     def _on_account_event(self, event: AccountEvent) -> None:
         """Multi-Assets Mode switched on while we run: halt new entries now, and record the halt (as an operator
@@ -441,6 +459,12 @@ class TradingStack:
             self.notifier.notify(text, "health")
         return ok
 
+    async def _refresh_brackets_quietly(self) -> None:
+        try:
+            await self.refresh_brackets()
+        except Exception as exc:  # the last brackets stay; the next hour tries again
+            self.log.warning("leverage_brackets_refresh_failed", error=f"{type(exc).__name__}: {exc}")
+
     async def _watch_health(self) -> None:
         rounds = 0
         while True:
@@ -450,6 +474,8 @@ class TradingStack:
                 self.check_health()
                 if rounds % round(ACCOUNT_CHECK_S / HEALTH_CHECK_S) == 0:
                     await self.recheck_account()
+                if rounds % round(BRACKETS_REFRESH_S / HEALTH_CHECK_S) == 0:
+                    await self._refresh_brackets_quietly()
             except Exception as exc:  # a bug here must not end the watch
                 self.log.error("trading_health_check_failed", error=f"{type(exc).__name__}: {exc}")
 

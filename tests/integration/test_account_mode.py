@@ -20,8 +20,10 @@ import yarl
 from shards.app import Service
 from shards.trading import TradingStack
 from smc_quant.datasets import LEVERAGE_TIERS
+from smc_quant.errors import TemporaryError
+from smc_quant.exchange.brackets import DEFAULT_TIER
 from smc_quant.exchange.emulator import Emulator, EmulatorConfig
-from smc_quant.exchange.emulator.account import account_filters
+from smc_quant.exchange.emulator.account import account_brackets, account_filters
 from smc_quant.exchange.governor import WeightGovernor
 from smc_quant.exchange.trade_client import ExchangeRejected, LiveBroker
 from smc_quant.orders.account_mode import HEDGE, MULTI_ASSETS, AccountModeRefused, multi_assets_halt_reason
@@ -225,3 +227,44 @@ async def test_the_service_refuses_the_account_before_its_warm_start(
             assert await conn.fetchval("SELECT count(*) FROM account_epochs") == 0
         finally:
             await conn.close()
+
+
+async def test_a_live_stack_sizes_with_the_accounts_own_leverage_brackets(
+        shared_data: Path, pg_dsn: str, tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    """No brackets file (as in the Docker image): the default tier until the start reads the account's brackets
+    from ``GET /fapi/v1/leverageBracket``; the risk manager sizes with those. A refresh the exchange does not
+    answer keeps them; a start that cannot read them fails (exit 1) rather than size on guesses."""
+    await apply_migrations(pg_dsn)
+    pool = await create_pool(pg_dsn, max_size=4)
+    async with emulator(shared_data) as em:
+        settings = load_settings(
+            state_dir=tmp_path, mode="replay", binance_api_key=em.config.api_key,
+            binance_api_secret=em.config.api_secret, trading={"funding_stream": False},
+            venue={"rest_base": em.rest_url, "ws_market_base": em.ws_market_base,
+                   "ws_private_base": em.ws_private_base, "ws_public_base": em.ws_public_base})
+
+        def stack() -> TradingStack:
+            return TradingStack(settings, filters=account_filters(em.market), session=http, pool=pool,
+                                governor=WeightGovernor(2400, 0.1))
+
+        real = account_brackets(em.config, ["BTCUSDT"])["BTCUSDT"]
+        assert len(real.tiers) > 1 and real.tiers[0] != DEFAULT_TIER
+        live = stack()
+        assert live.brackets["BTCUSDT"].tiers == (DEFAULT_TIER,) and live.risk.brackets is live.brackets
+        await live.start()
+        try:
+            assert live.brackets["BTCUSDT"] == real  # what Binance will apply, in the risk manager too
+            assert live.risk.brackets["BTCUSDT"].max_notional(125) == real.max_notional(125) < DEFAULT_TIER.cap
+            em.faults.http_error(503, count=1, path="/fapi/v1/leverageBracket")
+            with structlog.testing.capture_logs() as logs:
+                await live._refresh_brackets_quietly()
+            assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["leverage_brackets_refresh_failed"]
+            assert live.brackets["BTCUSDT"] == real
+            assert await live.refresh_brackets() == 1
+        finally:
+            await live.executor.stop()
+            await live.stop()
+        em.faults.http_error(503, count=5, path="/fapi/v1/leverageBracket")
+        with pytest.raises(TemporaryError, match="leverageBracket"):
+            await stack().start()
+    await pool.close()
