@@ -34,6 +34,7 @@ from smc_quant.orders.account_mode import check as check_account_mode
 from smc_quant.orders.account_mode import multi_assets_halt_reason, refusals
 from smc_quant.orders.broker import AccountEvent, AccountModeChanged, Broker
 from smc_quant.paper import FundingPayment
+from smc_quant.persist import ATTEMPTS, retried
 from smc_quant.risk import pnl_path
 from smc_quant.settings import Settings
 from smc_quant.store.control import ACCOUNT_MODE_BY, DRAWDOWN_BY
@@ -247,23 +248,15 @@ class TradingStack:
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
 
-    async def _write_funding(self, payment: FundingPayment, attempts: int = 5) -> bool:
-        """Store one payment, retrying a failed write (it is idempotent) with backoff; an error log if it never
-        lands (the paper wallet after a restart would then miss it)."""
+    async def _write_funding(self, payment: FundingPayment, attempts: int = ATTEMPTS) -> bool:
+        """Store one payment, retried through a database blip (:func:`smc_quant.persist.retried`; the write is
+        idempotent); an error log if it never lands (the paper wallet after a restart would then miss it)."""
         assert self.repo is not None
-        delay = 0.5
-        for attempt in range(1, attempts + 1):
-            try:
-                await self.repo.record_funding(payment.symbol, payment.time_ms, payment.rate, payment.amount)
-                return True
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                if attempt == attempts:
-                    self.log.error("paper_funding_not_stored", symbol=payment.symbol, time_ms=payment.time_ms,
-                                   amount=str(payment.amount), error=f"{type(exc).__name__}: {exc}")
-                    return False
-                await asyncio.sleep(delay)
-                delay *= 2
-        return False
+        repo = self.repo
+        return await retried(lambda: repo.record_funding(payment.symbol, payment.time_ms, payment.rate, payment.amount),
+                             what="paper_funding", log=self.log, attempts=attempts,
+                             detail={"symbol": payment.symbol, "time_ms": payment.time_ms,
+                                     "amount": str(payment.amount)})
 
     async def _restore_paper_account(self) -> None:
         """The paper account lives in memory: rebuild it from PostgreSQL before the executor recovers its book,

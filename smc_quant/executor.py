@@ -55,6 +55,7 @@ from smc_quant.orders.broker import (
     StreamExpired,
 )
 from smc_quant.orders.client_ids import Leg, parse_client_order_id
+from smc_quant.persist import Writer
 from smc_quant.reconciler import Reconciler, client_id
 from smc_quant.risk import DAY_MS, Decision, DrawdownGuard, RiskManager, funding_amount
 from smc_quant.tasks import cancel_and_wait
@@ -100,7 +101,8 @@ class Executor:
         self._tasks: list[asyncio.Task[None]] = []
         self._symbol_locks: dict[str, asyncio.Lock] = {}
         self._finishing: set[asyncio.Task[None]] = set()
-        self._pending_writes: set[asyncio.Future[bool]] = set()
+        self.writes = Writer(self.log, first_delay_s=self.config.store_retry_s)
+        """Fills, trades and book rows, retried through a database blip (:mod:`smc_quant.persist`)."""
         self._idle = asyncio.Event()
         self._idle.set()
         self.started = asyncio.Event()
@@ -161,8 +163,8 @@ class Executor:
 
     async def stop(self) -> None:
         """Stop taking signals; positions stay protected by their exchange-side orders."""
-        if self._finishing or self._pending_writes:
-            await asyncio.gather(*self._finishing, *self._pending_writes, return_exceptions=True)
+        if self._finishing or self.writes.pending:
+            await asyncio.gather(*self._finishing, *self.writes.pending, return_exceptions=True)
         await cancel_and_wait(self._tasks)
         self._tasks = []
 
@@ -171,8 +173,8 @@ class Executor:
         while True:
             await self._idle.wait()
             await self._events.join()
-            if self._finishing or self._pending_writes:
-                await asyncio.gather(*self._finishing, *self._pending_writes, return_exceptions=True)
+            if self._finishing or self.writes.pending:
+                await asyncio.gather(*self._finishing, *self.writes.pending, return_exceptions=True)
                 continue
             if self._signals.empty() and self._events.empty() and self._idle.is_set():
                 return
@@ -284,24 +286,17 @@ class Executor:
 
     def _record(self, signal: Signal, decision: Any, extra: dict[str, Any]) -> None:
         """Write the signal and its decision (plus ``extra`` details, e.g. the correlations it was judged by) in
-        the background (awaited by :meth:`idle` and :meth:`stop`)."""
+        the background, retried through a database blip (awaited by :meth:`idle` and :meth:`stop`)."""
         if self.repo is None:
             return
-        task = asyncio.ensure_future(
-            self.repo.record_signal(signal, decision.action, decision.reason, {**decision.as_record(), **extra}))
-        self._pending_writes.add(task)
-        task.add_done_callback(self._written)
+        repo, record = self.repo, {**decision.as_record(), **extra}
 
-    def _written(self, task: asyncio.Future[bool]) -> None:
-        self._pending_writes.discard(task)
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            self.stats.errors += 1
-            self.log.error("signal_not_recorded", error=f"{type(exc).__name__}: {exc}")
-        elif not task.result():
-            self.log.warning("signal_row_existed", note="a duplicate passed the in-memory filter")
+        async def write() -> None:
+            if not await repo.record_signal(signal, decision.action, decision.reason, record):
+                self.log.warning("signal_row_existed", note="a duplicate passed the in-memory filter")
+
+        self.writes.later("signal", write, {"signal_id": signal.signal_id, "decision": decision.action,
+                                            "reason": decision.reason})
 
     # -- exits -------------------------------------------------------------------------------------
     async def close(self, symbol: str, reason: ExitReason) -> None:
@@ -512,13 +507,15 @@ class Executor:
             self.log.warning("fill_unmatched", symbol=u.symbol, client_id=u.client_order_id)
             return
         self.book.fills(key).append(fill)
-        if self.repo is not None:
-            await self.repo.record_fill(fill)
         if parts is not None and u.symbol in self.book:
             entry = self.book[u.symbol]
             if (entry.exit_reason is None or entry.status != "closing") and parts.leg in _LEG_EXITS:
                 entry.exit_reason = _LEG_EXITS[parts.leg]
-        self._check_complete(u.symbol)
+        self._check_complete(u.symbol)  # the book never waits on the database
+        if self.repo is not None:
+            repo = self.repo
+            self.writes.later("fill", lambda: repo.record_fill(fill), {"symbol": fill.symbol, "trade_id": fill.trade_id,
+                              "client_id": fill.client_order_id, "qty": str(fill.quantity), "price": str(fill.price)})
 
     def _check_complete(self, symbol: str) -> None:
         """When the position's fills make it flat, take it off the book and finish its trade."""
@@ -539,13 +536,15 @@ class Executor:
                 for cid in (entry.sl_client_id, entry.tp_client_id):
                     if cid:
                         await self.broker.cancel_algo(pos.symbol, cid)
-        if self.repo is not None:
-            await self.repo.close_trade(trade, features=entry.features, schema_version=entry.schema_version,
-                                        signal_time_ms=entry.signal_time_ms, model_version=entry.model_version)
-        self.trades.append(trade)
+        self.trades.append(trade)  # the breaker and the max drawdown know at once, whatever the database says
         self.stats.closed += 1
         self.drawdown_guard.on_trade(trade.net_pnl)
         self.risk.on_trade_closed(trade, self.snapshot().equity)
+        if self.repo is not None:  # before the learner hears of it: it reads the experience rows
+            repo = self.repo
+            await self.writes.store("trade", lambda: repo.close_trade(
+                trade, features=entry.features, schema_version=entry.schema_version,
+                signal_time_ms=entry.signal_time_ms, model_version=entry.model_version), {"trade": repr(trade)})
         for listener in self._trade_listeners:
             try:
                 listener(trade)
@@ -565,8 +564,10 @@ class Executor:
 
     async def _save(self, entry: BookEntry) -> None:
         if self.repo is not None:
-            await self.repo.save_position(entry.position, status=entry.status, sl_client_id=entry.sl_client_id,
-                                          tp_client_id=entry.tp_client_id)
+            repo = self.repo
+            await self.writes.store("position", lambda: repo.save_position(
+                entry.position, status=entry.status, sl_client_id=entry.sl_client_id,
+                tp_client_id=entry.tp_client_id), {"symbol": entry.position.symbol, "status": entry.status})
 
     def _on_funding(self, event: AccountUpdate) -> None:
         """A funding settlement: money the drawdown must count (:func:`smc_quant.risk.funding_amount`)."""
@@ -584,7 +585,9 @@ class Executor:
 
     def metrics(self) -> dict[str, float]:
         """Counters for /metrics; ``executor_skipped_<reason>`` for every risk reason seen (why it is not trading)."""
-        return {**self.stats.metrics(), "executor_open_positions": float(len(self.book)),
+        return {**self.stats.metrics(), "executor_store_retries": float(self.writes.retries),
+                "executor_store_failures": float(self.writes.failures),
+                "executor_open_positions": float(len(self.book)),
                 "executor_halted": float(self.halted is not None), "executor_drawdown_pct": float(self.drawdown()),
                 "executor_open_risk_pct": float(self.open_risk_pct())}
 

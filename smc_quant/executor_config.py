@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, fields
 from decimal import Decimal
 
 from smc_quant.domain.trading import ZERO
+from smc_quant.persist import FIRST_DELAY_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +22,8 @@ class ExecutorConfig:
     dedupe_max: int = 100_000
     max_drawdown_pct: Decimal = ZERO
     """Halt and flatten once the equity is this far below its peak (:func:`smc_quant.risk.drawdown_pct`); 0: off."""
+    store_retry_s: float = FIRST_DELAY_S
+    """First pause between attempts of a fill, trade or position write (doubling; :mod:`smc_quant.persist`)."""
 
 
 @dataclass(slots=True)

@@ -1,0 +1,99 @@
+"""PostgreSQL refusing the money-path writes for a while: the executor's book, breaker and drawdown never wait on
+it, the writes are retried and land once it answers, and a write that never lands is counted and logged with its
+content. Real emulator (signed orders, the user-data stream), real PostgreSQL made to fail by a trigger."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import structlog
+
+from smc_quant.domain.trading import ExitReason
+from smc_quant.executor import Executor
+from tests.integration.trading_kit import Rig, trading_rig
+
+pytestmark = pytest.mark.integration
+TABLES = ("fills", "trades")
+
+
+@pytest.fixture
+async def rig(shared_data: Path, pg_dsn: str) -> AsyncIterator[Rig]:
+    async with trading_rig(shared_data, pg_dsn) as r:
+        yield r
+
+
+async def store_down(pool: asyncpg.Pool, down: bool) -> None:
+    """Every insert into fills and trades raises (a BEFORE trigger) — or no longer does."""
+    async with pool.acquire() as conn:
+        if down:
+            await conn.execute("CREATE OR REPLACE FUNCTION store_down() RETURNS trigger LANGUAGE plpgsql AS "
+                               "$$ BEGIN RAISE EXCEPTION 'store down (test)'; END $$")
+        for table in TABLES:
+            await conn.execute(f"DROP TRIGGER IF EXISTS store_down ON {table}")
+            if down:
+                await conn.execute(f"CREATE TRIGGER store_down BEFORE INSERT ON {table} "
+                                   "FOR EACH ROW EXECUTE FUNCTION store_down()")
+
+
+async def refused(ex: Executor, trades: int, retries: int) -> None:
+    """Wait until ``trades`` trades are booked and the store has refused ``retries`` writes (bounded)."""
+    async def wait() -> None:
+        while True:
+            ex.writes.retry_seen.clear()  # cleared before the check: a retry after it wakes us
+            if len(ex.trades) >= trades and ex.writes.retries >= retries:
+                return
+            await ex.writes.retry_seen.wait()
+    await asyncio.wait_for(wait(), 10)
+
+
+async def open_btc(rig: Rig, ex: Executor) -> None:
+    assert ex.submit(rig.signal("BTCUSDT", "LONG", confidence=0.75, stop_pct=5.0, target_pct=8.0))
+    await ex.idle()
+    assert "BTCUSDT" in ex.book, ex.stats.skip_reasons
+
+
+async def test_a_close_during_a_database_blip_is_booked_at_once_and_stored_when_it_answers(rig: Rig) -> None:
+    ex = await rig.executor(store_retry_s=0.2)  # retries 0.2, 0.4, 0.8, 1.6, 3.2 s apart: ~6 s in all
+    await open_btc(rig, ex)
+    signal_id = ex.book["BTCUSDT"].position.signal_id
+    await store_down(rig.pool, True)
+    try:
+        close = asyncio.ensure_future(ex.close("BTCUSDT", ExitReason.MANUAL))
+        await refused(ex, trades=1, retries=2)  # the exit fill and the trade were both refused
+        # booked while the database refuses: the book, the day's PnL and the drawdown path have the trade
+        [trade] = ex.trades
+        assert "BTCUSDT" not in ex.book and ex.stats.closed == 1
+        assert ex.risk.realised_today == trade.net_pnl and ex.drawdown_guard.pnl == trade.net_pnl
+        assert await rig.repo.trades() == []
+    finally:
+        await store_down(rig.pool, False)
+    await close
+    await ex.idle()  # the retries land
+    assert ex.writes.failures == 0 and ex.metrics()["executor_store_retries"] >= 2
+    assert await rig.repo.trades() == [trade]
+    fills = await rig.repo.fills_for_signal(signal_id)
+    assert [f.side for f in fills] == ["BUY", "SELL"]  # the entry and the exit fill that was refused first
+    assert [p for p, _ in await rig.repo.open_positions()] == []
+
+
+async def test_a_write_that_never_lands_is_counted_and_logged_with_what_it_carried(rig: Rig) -> None:
+    ex = await rig.executor(store_retry_s=0.01)  # six attempts within 0.31 s
+    await open_btc(rig, ex)
+    await store_down(rig.pool, True)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            await ex.close("BTCUSDT", ExitReason.MANUAL)
+            await ex.idle()
+    finally:
+        await store_down(rig.pool, False)
+    [trade] = ex.trades  # booked all the same
+    assert ex.writes.failures == 2 and ex.metrics()["executor_store_failures"] == 2.0  # the exit fill, the trade
+    [lost] = [e for e in logs if e["event"] == "trade_not_stored"]
+    assert lost["attempts"] == 6 and "store down (test)" in lost["error"] and lost["trade"] == repr(trade)
+    [fill] = [e for e in logs if e["event"] == "fill_not_stored"]
+    assert fill["symbol"] == "BTCUSDT" and fill["qty"] == str(trade.quantity)
+    assert await rig.repo.trades() == []
