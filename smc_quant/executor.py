@@ -107,8 +107,8 @@ class Executor:
         self._idle.set()
         self.started = asyncio.Event()
         self.halted: str | None = None
-        self.last_reconciled: float | None = None
         """The operator's reason while trading is halted (no new entries); ``None`` while it trades."""
+        self.last_reconciled: float | None = None
         self._no_entry_in_flight = asyncio.Event()
         self._no_entry_in_flight.set()
         self.drawdown_guard = DrawdownGuard(self.config.max_drawdown_pct)

@@ -30,7 +30,7 @@ from smc_quant.orders.account_mode import HEDGE, MULTI_ASSETS, AccountModeRefuse
 from smc_quant.orders.broker import AccountConfig, AccountModeChanged, OrderRequest
 from smc_quant.orders.limiter import OrderLimiter
 from smc_quant.orders.signing import RequestSigner
-from smc_quant.settings import load_settings
+from smc_quant.settings import Settings, load_settings
 from smc_quant.store.control import ACCOUNT_MODE_BY, ControlRepository
 from smc_quant.store.db import create_pool
 from smc_quant.store.migrations import apply_migrations
@@ -50,6 +50,15 @@ def make_broker(http: aiohttp.ClientSession, em: Emulator) -> LiveBroker:
     return LiveBroker(http, em.rest_url, signer, governor=WeightGovernor(),
                       limiter=OrderLimiter(sleep=asyncio.sleep, new_event=asyncio.Event), timeout_s=5.0,
                       ws_base_url=em.ws_private_base.removesuffix("/private"))
+
+
+def live_settings(em: Emulator, state_dir: Path, **more: Any) -> Settings:
+    """Signed trading against ``em`` on its clock (replay mode with the emulator's keys), funding stream off."""
+    return load_settings(state_dir=state_dir, mode="replay", binance_api_key=em.config.api_key,
+                         binance_api_secret=em.config.api_secret, trading={"funding_stream": False},
+                         venue={"rest_base": em.rest_url, "ws_market_base": em.ws_market_base,
+                                "ws_private_base": em.ws_private_base, "ws_public_base": em.ws_public_base},
+                         **more)
 
 
 async def signed(http: aiohttp.ClientSession, em: Emulator, method: str, path: str,
@@ -133,11 +142,7 @@ async def test_a_live_start_refuses_an_account_it_cannot_trade_and_halts_when_it
     pool = await create_pool(pg_dsn, max_size=4)
     control = ControlRepository(pool)
     async with emulator(shared_data) as em:
-        settings = load_settings(
-            state_dir=tmp_path, mode="replay", binance_api_key=em.config.api_key,
-            binance_api_secret=em.config.api_secret, trading={"funding_stream": False},
-            venue={"rest_base": em.rest_url, "ws_market_base": em.ws_market_base,
-                   "ws_private_base": em.ws_private_base, "ws_public_base": em.ws_public_base})
+        settings = live_settings(em, tmp_path)
 
         def stack() -> TradingStack:
             return TradingStack(settings, filters=account_filters(em.market), session=http, pool=pool,
@@ -209,12 +214,8 @@ async def test_the_service_refuses_the_account_before_its_warm_start(
     history is fetched; nothing is recorded, and it stops cleanly."""
     async with emulator(shared_data) as em:
         assert (await switch(http, em, "dualSidePosition", True))[0] == 200
-        service = Service(load_settings(
-            state_dir=tmp_path, mode="replay", database_url=pg_dsn, redis_url=None, log_level="WARNING",
-            binance_api_key=em.config.api_key, binance_api_secret=em.config.api_secret,
-            venue={"rest_base": em.rest_url, "ws_market_base": em.ws_market_base,
-                   "ws_private_base": em.ws_private_base, "ws_public_base": em.ws_public_base},
-            ops={"port": 0}, trading={"funding_stream": False}))
+        service = Service(live_settings(em, tmp_path, database_url=pg_dsn, redis_url=None, log_level="WARNING",
+                                        ops={"port": 0}))
         try:
             with pytest.raises(AccountModeRefused, match="Hedge Mode is on"):
                 await service.start()
@@ -237,11 +238,7 @@ async def test_a_live_stack_sizes_with_the_accounts_own_leverage_brackets(
     await apply_migrations(pg_dsn)
     pool = await create_pool(pg_dsn, max_size=4)
     async with emulator(shared_data) as em:
-        settings = load_settings(
-            state_dir=tmp_path, mode="replay", binance_api_key=em.config.api_key,
-            binance_api_secret=em.config.api_secret, trading={"funding_stream": False},
-            venue={"rest_base": em.rest_url, "ws_market_base": em.ws_market_base,
-                   "ws_private_base": em.ws_private_base, "ws_public_base": em.ws_public_base})
+        settings = live_settings(em, tmp_path)
 
         def stack() -> TradingStack:
             return TradingStack(settings, filters=account_filters(em.market), session=http, pool=pool,
