@@ -101,8 +101,7 @@ class Executor:
         self._tasks: list[asyncio.Task[None]] = []
         self._symbol_locks: dict[str, asyncio.Lock] = {}
         self._finishing: set[asyncio.Task[None]] = set()
-        self.writes = Writer(self.log, first_delay_s=self.config.store_retry_s)
-        """Fills, trades and book rows, retried through a database blip (:mod:`smc_quant.persist`)."""
+        self.writes = Writer(self.log, first_delay_s=self.config.store_retry_s)  # retried through a database blip
         self._idle = asyncio.Event()
         self._idle.set()
         self.started = asyncio.Event()
@@ -163,8 +162,12 @@ class Executor:
 
     async def stop(self) -> None:
         """Stop taking signals; positions stay protected by their exchange-side orders."""
-        if self._finishing or self.writes.pending:
-            await asyncio.gather(*self._finishing, *self.writes.pending, return_exceptions=True)
+        waiting: set[asyncio.Future[Any]] = {*self._finishing, *self.writes.pending}
+        if waiting:  # bounded: a write the store still refuses is given up, and logged with what it held
+            _, late = await asyncio.wait(waiting, timeout=self.config.stop_wait_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*waiting, return_exceptions=True)
         await cancel_and_wait(self._tasks)
         self._tasks = []
 
@@ -204,8 +207,7 @@ class Executor:
         return AccountSnapshot.of(self.wallet, positions, self.clock())
 
     async def reconcile(self) -> None:
-        """Exchange positions and protection vs our book, repaired and logged (:mod:`smc_quant.reconciler`);
-        ``last_reconciled`` (monotonic) marks the latest success, for ``/health``."""
+        """Exchange positions and protection vs our book, repaired and logged; ``last_reconciled`` marks success."""
         await self.reconciler.reconcile()
         self.last_reconciled = time.monotonic()
 
@@ -585,11 +587,10 @@ class Executor:
 
     def metrics(self) -> dict[str, float]:
         """Counters for /metrics; ``executor_skipped_<reason>`` for every risk reason seen (why it is not trading)."""
-        return {**self.stats.metrics(), "executor_store_retries": float(self.writes.retries),
-                "executor_store_failures": float(self.writes.failures),
-                "executor_open_positions": float(len(self.book)),
-                "executor_halted": float(self.halted is not None), "executor_drawdown_pct": float(self.drawdown()),
-                "executor_open_risk_pct": float(self.open_risk_pct())}
+        w = self.writes
+        return {**self.stats.metrics(), "executor_store_retries": w.retries, "executor_store_failures": w.failures,
+                "executor_open_positions": len(self.book), "executor_halted": float(self.halted is not None),
+                "executor_drawdown_pct": float(self.drawdown()), "executor_open_risk_pct": float(self.open_risk_pct())}
 
 
 def wall_clock_ms() -> int:

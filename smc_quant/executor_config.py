@@ -24,6 +24,8 @@ class ExecutorConfig:
     """Halt and flatten once the equity is this far below its peak (:func:`smc_quant.risk.drawdown_pct`); 0: off."""
     store_retry_s: float = FIRST_DELAY_S
     """First pause between attempts of a fill, trade or position write (doubling; :mod:`smc_quant.persist`)."""
+    stop_wait_s: float = 8.0
+    """At stop, how long writes still being retried may take before they are given up (and logged)."""
 
 
 @dataclass(slots=True)

@@ -26,21 +26,27 @@ async def retried(write: Callable[[], Awaitable[Any]], *, what: str, log: Any, d
                   sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> bool:
     """Run ``write`` until it succeeds, at most ``attempts`` times, doubling the pause from ``first_delay_s``;
     ``on_retry`` is called after each failed attempt that will be retried. ``False`` (and an error log naming
-    ``what`` with ``detail``) when every attempt failed; cancellation propagates."""
-    delay = first_delay_s
-    for attempt in range(1, attempts + 1):
-        try:
-            await write()
-            return True
-        except Exception as exc:  # any failure of the store; the write is idempotent, so try it again
-            error = f"{type(exc).__name__}: {exc}"[:300]
-            if attempt == attempts:
-                log.error(f"{what}_not_stored", attempts=attempts, error=error, **(detail or {}))
-                return False
+    ``what`` with ``detail``) when every attempt failed; cancellation propagates, logged the same way when the
+    store had refused the write."""
+    delay, error = first_delay_s, ""
+    try:
+        for attempt in range(1, attempts + 1):
+            try:
+                await write()
+                return True
+            except Exception as exc:  # any failure of the store; the write is idempotent, so try it again
+                error = f"{type(exc).__name__}: {exc}"[:300]
+                if attempt == attempts:
+                    log.error(f"{what}_not_stored", attempts=attempts, error=error, **(detail or {}))
+                    return False
             on_retry()
             log.warning("store_retry", what=what, attempt=attempt, delay_s=delay, error=error)
             await sleep(delay)
             delay *= 2
+    except asyncio.CancelledError:
+        if error:  # given up (at shutdown) while the store refused it: say what is lost
+            log.error(f"{what}_not_stored", error=f"stopped after {error}", **(detail or {}))
+        raise
     return False
 
 

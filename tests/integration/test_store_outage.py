@@ -97,3 +97,24 @@ async def test_a_write_that_never_lands_is_counted_and_logged_with_what_it_carri
     [fill] = [e for e in logs if e["event"] == "fill_not_stored"]
     assert fill["symbol"] == "BTCUSDT" and fill["qty"] == str(trade.quantity)
     assert await rig.repo.trades() == []
+
+
+async def test_a_stop_during_an_outage_gives_the_writes_up_in_bounded_time_and_says_what_is_lost(rig: Rig) -> None:
+    """SIGTERM while the store refuses: the stop waits ``stop_wait_s`` for the retries, then gives them up — each
+    logged with what it held — instead of outliving the container's grace period."""
+    ex = await rig.executor(store_retry_s=0.2, stop_wait_s=0.3)  # the retries alone would take ~6 s
+    await open_btc(rig, ex)
+    await store_down(rig.pool, True)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            await ex.close("BTCUSDT", ExitReason.MANUAL)
+            await refused(ex, trades=1, retries=2)
+            await ex.stop()  # gives up after stop_wait_s: "stopped after" below, not the sixth attempt's refusal
+    finally:
+        await store_down(rig.pool, False)
+    [trade] = ex.trades
+    lost = {e["event"]: e for e in logs if e["event"].endswith("_not_stored")}
+    assert set(lost) == {"trade_not_stored", "fill_not_stored"}
+    assert lost["trade_not_stored"]["trade"] == repr(trade)
+    assert lost["trade_not_stored"]["error"].startswith("stopped after ") and "store down (test)" in lost[
+        "trade_not_stored"]["error"]
