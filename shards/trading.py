@@ -37,7 +37,7 @@ from smc_quant.paper import FundingPayment
 from smc_quant.persist import ATTEMPTS, retried
 from smc_quant.risk import pnl_path
 from smc_quant.settings import Settings
-from smc_quant.store.control import ACCOUNT_MODE_BY, DRAWDOWN_BY
+from smc_quant.store.control import ACCOUNT_MODE_BY, DRAWDOWN_BY, Action
 
 if TYPE_CHECKING:
     from smc_quant.exchange.trade_client import LiveBroker
@@ -334,16 +334,23 @@ class TradingStack:
         """The max drawdown was reached: record a flatten request, as an operator would, so the halt holds across
         restarts until `smc-quant resume`; the watcher carries it out. Unrecorded (database down): the executor
         halts and flattens itself now and the request is not kept."""
-        assert self.control is not None
         self.executor.halt(text)  # at once; the recorded request makes it last
-        try:
-            state = await self.control.repo.request("flatten", text, DRAWDOWN_BY)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            self.log.error("drawdown_request_not_stored", error=f"{type(exc).__name__}: {exc}")
+        if not await self._request("flatten", text, DRAWDOWN_BY, "drawdown"):
             await self.executor.flatten()
-            return
+
+    async def _request(self, action: Action, text: str, by: str, what: str) -> bool:
+        """Record a control request of our own, as an operator would (``smc-quant status`` shows it, it holds
+        across restarts), and wake the watcher; ``False`` (logged ``<what>_request_not_stored``) when the
+        database cannot take it."""
+        assert self.control is not None
+        try:
+            state = await self.control.repo.request(action, text, by)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            self.log.error(f"{what}_request_not_stored", error=f"{type(exc).__name__}: {exc}")
+            return False
         self.control.wake()
-        self.log.warning("drawdown_flatten_requested", event_id=state.event_id)
+        self.log.warning(f"{what}_{action}_requested", event_id=state.event_id)
+        return True
 
     async def check_account(self) -> None:
         """Live: the exchange account must be in One-way and Single-Asset Mode and allowed to trade
@@ -388,7 +395,7 @@ class TradingStack:
     def _account_halt(self, text: str) -> None:
         self.executor.halt(text)  # at once (and notified); the recorded request makes it last
         if self.control is not None:
-            self._background(self._record_halt(text))
+            self._background(self._request("halt", text, ACCOUNT_MODE_BY, "account_mode"))
 
     async def recheck_account(self) -> list[str]:
         """Live, every ``ACCOUNT_CHECK_S``: the account's settings again. Hedge Mode (it can be switched while
@@ -407,16 +414,6 @@ class TradingStack:
             self._account_halt("the Binance account cannot be traded as it is set now: " + "; ".join(problems)
                                + " — fix it, then smc-quant resume")
         return problems
-
-    async def _record_halt(self, text: str) -> None:
-        assert self.control is not None
-        try:
-            state = await self.control.repo.request("halt", text, ACCOUNT_MODE_BY)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            self.log.error("account_mode_halt_not_stored", error=f"{type(exc).__name__}: {exc}")
-            return
-        self.control.wake()
-        self.log.warning("account_mode_halt_requested", event_id=state.event_id)
 
     async def start(self) -> None:
         await self.check_account()
