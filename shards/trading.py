@@ -211,15 +211,19 @@ class TradingStack:
     def set_delistings(self, delistings: Mapping[str, int]) -> list[str]:
         """The exchange's scheduled delistings (symbol → ms; ``Universe.delistings``, at start and at every
         universe refresh): no new entry on those symbols (risk reason ``delisting``). A newly scheduled one is
-        logged and notified once, with the open position on it if any (the 2-hour limit closes it). Returns
-        the newly scheduled symbols."""
+        logged and notified once, with the open position on it if any and when it closes at the latest (its
+        2-hour limit, or ``delisting_exit_s`` before the delisting). Returns the newly scheduled symbols."""
         new = sorted(set(delistings) - set(self.risk.delistings))
         self.risk.delistings = dict(delistings)
         for symbol in new:
-            held, at = symbol in self.executor.book, utc_minute(delistings[symbol])
-            self.log.warning("delisting_scheduled", symbol=symbol, at=at, open_position=held)
+            at, entry = utc_minute(delistings[symbol]), self.executor.book.get(symbol)
+            closes = None if entry is None else utc_minute(min(
+                entry.position.entry_time_ms + self.risk.config.max_hold_ms,
+                delistings[symbol] - self.risk.config.delisting_exit_ms))
+            self.log.warning("delisting_scheduled", symbol=symbol, at=at, open_position=entry is not None,
+                             closes_by=closes)
             self.notifier.notify(f"DELISTING {symbol} scheduled {at} · no new entries on it"
-                                 + (" · the open position closes by its 2-hour limit" if held else ""), "delisting")
+                                 + (f" · the open position closes by {closes}" if closes else ""), "delisting")
         return new
 
     def report_learned(self, outcome: LearnOutcome) -> None:

@@ -7,7 +7,7 @@ Data flow::
     broker events (user-data stream | paper account) ─► one ordered task:
         fills table ─► exit fills complete a position ─► cancel the leftover protection ─► trades +
         experience (one transaction) ─► RiskManager.on_trade_closed ─► learner ─► notification
-    every ``exit_check_interval_s`` (and on every minute close): RiskManager.due_exits ─► close (2 h limit)
+    every ``exit_check_interval_s`` (and on every minute close): RiskManager.due_exits ─► close (2 h limit, delisting)
     at start and every ``reconcile_interval_s``: exchange positions/orders vs our book, repaired and logged
 
 The operator can halt it (:meth:`Executor.halt`: every signal is skipped with ``halted``; exits, protection
@@ -322,9 +322,9 @@ class Executor:
                 entry.status = "open"
                 await self._reprotect(entry, mark)
                 return
-        if reason is ExitReason.TIME:
+        if reason in (ExitReason.TIME, ExitReason.DELISTING):
             self.stats.forced_exits += 1
-            self._notify(messages.forced_exit(entry.position), "forced_exit")
+            self._notify(messages.forced_exit(entry.position, reason), "forced_exit")
 
     async def _reprotect(self, entry: BookEntry, mark: Decimal | None) -> None:
         """After a failed exit: its stop and target were cancelled before the exit was sent, so place them again

@@ -34,7 +34,7 @@ import aiohttp
 import orjson
 import structlog
 
-from smc_quant.domain.trading import ZERO, Position, Signal, Trade
+from smc_quant.domain.trading import ZERO, ExitReason, Position, Signal, Trade
 from smc_quant.logging import get_logger
 
 if TYPE_CHECKING:
@@ -76,10 +76,12 @@ def closed(trade: Trade) -> str:
             f"{held_min}m")
 
 
-def forced_exit(position: Position) -> str:
-    """``FORCED EXIT BTCUSDT LONG 0.012 @ 37125.10 (entered 2023-11-14 22:14 UTC)``: closed by us, not by a stop."""
+def forced_exit(position: Position, reason: ExitReason = ExitReason.TIME) -> str:
+    """``FORCED EXIT BTCUSDT LONG 0.012 @ 37125.10 (entered 2023-11-14 22:14 UTC)``: closed by us, not by a stop,
+    at the 2-hour limit; any other reason is named (``… UTC) · delisting``)."""
+    why = "" if reason is ExitReason.TIME else f" · {reason.value}"
     return (f"FORCED EXIT {position.symbol} {position.side} {position.quantity} @ {position.entry_price} "
-            f"(entered {utc_minute(position.entry_time_ms)})")
+            f"(entered {utc_minute(position.entry_time_ms)}){why}")
 
 
 def error(kind: str, detail: str) -> str:

@@ -84,6 +84,8 @@ class RiskConfig:
     daily_loss_limit_pct: Decimal = Decimal(5)
     close_on_breaker: bool = True
     max_hold_ms: int = 2 * 3_600_000
+    delisting_exit_ms: int = 30 * 60_000
+    """An open position on a symbol in :attr:`RiskManager.delistings` is closed this long before the delisting."""
     max_entry_drift: Decimal = Decimal("0.5")
     """How far (fraction of the stop distance) the mark may have moved from the signal price."""
     max_correlation: float = 0.8
@@ -100,7 +102,8 @@ class RiskConfig:
         return cls(risk_per_trade_pct=Decimal(str(t.risk_per_trade_pct)), max_positions=t.max_positions,
                    max_position_margin_pct=Decimal(str(t.max_position_margin_pct)),
                    max_total_margin_pct=Decimal(str(t.max_total_margin_pct)), max_leverage=t.max_leverage,
-                   max_hold_ms=int(t.max_hold_s * 1000), daily_loss_limit_pct=Decimal(str(t.daily_loss_limit_pct)),
+                   max_hold_ms=int(t.max_hold_s * 1000), delisting_exit_ms=int(t.delisting_exit_s * 1000),
+                   daily_loss_limit_pct=Decimal(str(t.daily_loss_limit_pct)),
                    cooldown_ms=int(t.cooldown_after_stop_s * 1000), max_correlation=t.max_correlation,
                    max_funding_pct=Decimal(str(t.max_funding_pct)),
                    max_open_risk_pct=Decimal(str(t.max_open_risk_pct)))
@@ -117,8 +120,8 @@ class RiskConfig:
             problems.append("need max_confidence_multiplier > 0, liq_safety ≥ 1, max_entry_drift ≥ 0")
         if not 1 <= self.max_leverage <= 125 or self.max_positions < 1:
             problems.append("need 1 ≤ max_leverage ≤ 125 and max_positions ≥ 1")
-        if self.cooldown_ms < 0 or self.max_hold_ms <= 0:
-            problems.append("need cooldown_ms ≥ 0 and max_hold_ms > 0")
+        if self.cooldown_ms < 0 or self.max_hold_ms <= 0 or self.delisting_exit_ms < 0:
+            problems.append("need cooldown_ms ≥ 0, max_hold_ms > 0 and delisting_exit_ms ≥ 0")
         if not 0 < self.max_correlation <= 1:
             problems.append("max_correlation must be in (0, 1]")
         if not (self.max_funding_pct.is_finite() and self.max_funding_pct >= 0):
@@ -337,15 +340,19 @@ class RiskManager:
         self._check_breaker(ZERO)
 
     def due_exits(self, positions: Iterable[Position], now_ms: int) -> list[tuple[Position, ExitReason]]:
-        """Positions to close now: held ``max_hold_ms`` or longer (``entry_time_ms + max_hold_ms ≤ now_ms``)
-        → TIME; otherwise, if the breaker is tripped (checked with the positions' unrealised PnL at their
-        marks) and ``close_on_breaker`` → BREAKER."""
+        """Positions to close now: on a symbol whose delisting is ``delisting_exit_ms`` away or less
+        (``delisting_ms − delisting_exit_ms ≤ now_ms``) → DELISTING; held ``max_hold_ms`` or longer
+        (``entry_time_ms + max_hold_ms ≤ now_ms``) → TIME; otherwise, if the breaker is tripped (checked with the
+        positions' unrealised PnL at their marks) and ``close_on_breaker`` → BREAKER."""
         held = list(positions)
         self._roll(now_ms, None)
         self._check_breaker(sum((p.unrealized_pnl for p in held), ZERO))
         out: list[tuple[Position, ExitReason]] = []
         for p in held:
-            if p.entry_time_ms + self.config.max_hold_ms <= now_ms:
+            delisting_ms = self.delistings.get(p.symbol)
+            if delisting_ms is not None and delisting_ms - self.config.delisting_exit_ms <= now_ms:
+                out.append((p, ExitReason.DELISTING))
+            elif p.entry_time_ms + self.config.max_hold_ms <= now_ms:
                 out.append((p, ExitReason.TIME))
             elif self._tripped and self.config.close_on_breaker:
                 out.append((p, ExitReason.BREAKER))

@@ -159,6 +159,9 @@ class TradingSettings(_Section):
     """Highest leverage used (the symbol's brackets may allow less)."""
     max_hold_s: PositiveFloat = 7200.0
     """Forced exit after this long in a position (2 hours)."""
+    delisting_exit_s: Annotated[float, Field(ge=0.0)] = 1800.0
+    """An open position on a symbol the exchange will delist is closed this long before the delisting time (it
+    would otherwise be settled by the exchange at its delivery price, out of our control)."""
     exit_check_interval_s: Annotated[float, Field(gt=0.0, le=60.0)] = 15.0
     """How often the forced-exit clock is checked (at most every 60 s)."""
     daily_loss_limit_pct: Annotated[float, Field(gt=0.0, le=100.0)] = 5.0

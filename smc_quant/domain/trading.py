@@ -50,6 +50,8 @@ class ExitReason(StrEnum):
     BREAKER = "daily_breaker"
     RECONCILED = "reconciled"
     """Found closed at the exchange by reconciliation without an event we saw."""
+    DELISTING = "delisting"
+    """Closed by us before the exchange's scheduled delisting of the symbol (``TradingSettings.delisting_exit_s``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,10 @@
 """A delisting announced while the service runs: the emulator's exchangeInfo gets the symbol's ``deliveryDate``
 (as Binance announces one), the universe refresh reads it, and the trading stack stops entering that symbol at
-once (other symbols trade on), saying so once."""
+once (other symbols trade on), saying so once; an open position on a symbol whose delisting is near is closed."""
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from pathlib import Path
 
@@ -13,11 +14,12 @@ import structlog
 
 from shards.trading import TradingStack
 from smc_quant.datasets import LEVERAGE_TIERS
-from smc_quant.domain.trading import Signal
+from smc_quant.domain.trading import ExitReason, Signal, Trade
 from smc_quant.exchange.emulator import Emulator, EmulatorConfig
 from smc_quant.exchange.governor import WeightGovernor
 from smc_quant.exchange.rest import BinanceRestClient
 from smc_quant.features import FEATURE_SCHEMA
+from smc_quant.notify import utc_minute
 from smc_quant.settings import load_settings
 from smc_quant.universe import BinanceUniverse
 
@@ -66,6 +68,24 @@ async def test_a_delisting_announced_while_running_stops_new_entries_on_that_sym
             await stack.executor.idle()
             assert stack.executor.stats.skip_reasons == {"delisting": 1}
             assert set(stack.executor.book) == {"BTCUSDT"}  # the other symbol trades on
+
+            # BTCUSDT's delisting is announced 20 minutes ahead, inside the 30-minute lead: the exit clock closes
+            # the open position now, at market, as a forced exit with its own reason (long before its 2 h limit)
+            soon = stack.clock() + 20 * 60_000
+            em.market.schedule_delisting("BTCUSDT", soon)
+            with structlog.testing.capture_logs() as logs:
+                await source.refresh()
+                assert source.current is not None
+                assert stack.set_delistings(source.current.delistings) == ["BTCUSDT"]
+            [said] = [e for e in logs if e["event"] == "delisting_scheduled"]
+            assert (said["open_position"], said["closes_by"]) == (True, utc_minute(soon - 30 * 60_000))
+            closed: asyncio.Queue[Trade] = asyncio.Queue()
+            stack.executor.add_trade_listener(closed.put_nowait)
+            assert await stack.executor.check_exits() == 1
+            trade = await asyncio.wait_for(closed.get(), 10.0)
+            assert (trade.symbol, trade.exit_reason) == ("BTCUSDT", ExitReason.DELISTING)
+            assert stack.executor.book == {} and stack.executor.stats.forced_exits == 1
+            assert await stack.broker.positions() == []  # the paper account is flat too
         finally:
             await stack.executor.stop()
             await stack.stop()

@@ -68,7 +68,7 @@ def repo(pool: asyncpg.Pool) -> TradingRepository:
 async def test_migrations_apply_twice_cleanly(pg_dsn: str) -> None:
     """A second run applies nothing and leaves the trading tables in place."""
     first = await apply_migrations(pg_dsn)
-    assert first[-1] == "0008_control_events.sql"
+    assert first[-1] == "0009_delisting_exit.sql"
     assert await apply_migrations(pg_dsn) == []
     conn = await asyncpg.connect(pg_dsn)
     try:
@@ -228,6 +228,17 @@ async def test_close_trade_is_atomic(repo: TradingRepository, pool: asyncpg.Pool
     assert await repo.close_trade(_trade(), features=FEATURES, schema_version=SCHEMA, signal_time_ms=T0,
                                   model_version=None) is not None
     assert await repo.open_positions() == []
+
+
+async def test_every_exit_reason_is_stored_and_read_back(repo: TradingRepository, pool: asyncpg.Pool) -> None:
+    """The table's CHECK follows the enum (``delisting`` came with migration 0009); anything else is refused."""
+    for i, reason in enumerate(ExitReason):
+        trade = replace(_trade(f"sig-{i}", exit_ms=T0 + 3_600_000 + i), exit_reason=reason)
+        assert await repo.close_trade(trade, features=(), schema_version=SCHEMA, signal_time_ms=T0,
+                                      model_version=None) is not None
+    assert [t.exit_reason for t in await repo.trades()] == list(ExitReason)
+    with pytest.raises(asyncpg.CheckViolationError):
+        await pool.execute("UPDATE trades SET exit_reason = 'expired' WHERE signal_id = 'sig-0'")
 
 
 async def test_close_trade_keeps_a_newer_position_of_the_same_symbol(repo: TradingRepository) -> None:

@@ -1,8 +1,10 @@
-"""Scheduled delistings: read from the real exchangeInfo's ``deliveryDate``, and refused by the risk manager."""
+"""Scheduled delistings: read from the real exchangeInfo's ``deliveryDate``, refused by the risk manager, and an
+open position closed before the delisting."""
 
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,7 @@ from typing import Any
 import pytest
 
 from smc_quant.datasets import LEVERAGE_TIERS, load_exchange_info
-from smc_quant.domain.trading import AccountSnapshot, Signal
+from smc_quant.domain.trading import AccountSnapshot, ExitReason, Position, Signal
 from smc_quant.exchange.brackets import load_brackets
 from smc_quant.exchange.exchange_info import parse_exchange_info, parse_symbol
 from smc_quant.risk import RiskConfig, RiskManager
@@ -82,3 +84,26 @@ def test_the_risk_manager_refuses_entries_on_a_delisting_symbol(shared_data: Pat
     assert rm.evaluate(signal("BTCUSDT", "60000.0"), account, D("60000.0"), T0).action == "open"
     # refused whenever the delisting is due, even long after the signal (a dying market)
     assert rm.evaluate(signal("ETHUSDT", "2400.00"), account, D("2400.00"), DELIST_MS + 1).reason == "delisting"
+
+
+def test_an_open_position_is_closed_before_the_delisting(shared_data: Path) -> None:
+    """Due ``delisting_exit_ms`` (30 min) before the delisting, not a millisecond earlier, with its own reason, and
+    before the 2-hour limit would close it; other symbols are untouched."""
+    rm = RiskManager(RiskConfig(), {}, load_brackets(shared_data / LEVERAGE_TIERS))
+    eth = Position("ETHUSDT", "LONG", D("1.000"), D("2400.00"), DELIST_MS - 45 * 60_000, 5, "s-eth", 0.7,
+                   D("2352.00"), D("2472.00"))
+    btc = replace(eth, symbol="BTCUSDT", signal_id="s-btc")
+    rm.delistings = {"ETHUSDT": DELIST_MS}
+    due_at = DELIST_MS - 30 * 60_000
+    assert rm.due_exits([eth, btc], due_at - 1) == []
+    assert rm.due_exits([eth, btc], due_at) == [(eth, ExitReason.DELISTING)]
+    # a delisting announced after the deadline (or already past) closes the position at once
+    assert rm.due_exits([eth], DELIST_MS + 60_000) == [(eth, ExitReason.DELISTING)]
+    # with no lead the exit waits for the delisting time itself; the 2-hour limit still applies on its own
+    late = RiskManager(RiskConfig(delisting_exit_ms=0), {}, {})
+    late.delistings = {"ETHUSDT": DELIST_MS}
+    assert late.due_exits([eth], due_at) == []
+    assert late.due_exits([eth], DELIST_MS) == [(eth, ExitReason.DELISTING)]
+    assert late.due_exits([btc], eth.entry_time_ms + 2 * 3_600_000) == [(btc, ExitReason.TIME)]
+    with pytest.raises(ValueError, match="delisting_exit_ms"):
+        RiskConfig(delisting_exit_ms=-1)
