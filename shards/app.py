@@ -39,7 +39,7 @@ from smc_quant.store.migrations import apply_migrations
 from smc_quant.store.models import ModelRegistry
 from smc_quant.store.retention import Housekeeper
 from smc_quant.store.universe_cache import UniverseCache
-from smc_quant.universe import BinanceUniverse, Universe
+from smc_quant.universe import BinanceUniverse, Universe, UniverseChange
 
 
 class ServiceUnavailable(Exception):
@@ -221,16 +221,27 @@ class Service:
         return await self.universe_source.load()
 
     async def _refresh_universe(self) -> None:
-        """Re-read exchangeInfo periodically and report added and removed symbols."""
-        assert self.universe_source is not None
+        """:meth:`refresh_universe` every ``universe.refresh_s``."""
         while True:
             await asyncio.sleep(self.settings.universe.refresh_s)
+            await self.refresh_universe()
+
+    async def refresh_universe(self) -> UniverseChange | None:
+        """Re-read exchangeInfo once: added and removed symbols are reported (the shards take them at the next
+        restart), scheduled delistings reach the trading stack at once. A failure is logged and returns
+        ``None``; the next round tries again (an exchange that does not answer keeps the current universe)."""
+        assert self.universe_source is not None
+        try:
             change = await self.universe_source.refresh()
             if change.added or change.removed:
                 self.log.warning("universe_changed", added=list(change.added), removed=list(change.removed),
                                  note="takes effect for the shards at the next restart")
             if self.trading is not None and self.universe_source.current is not None:
-                self.trading.set_delistings(self.universe_source.current.delistings)  # at once
+                self.trading.set_delistings(self.universe_source.current.delistings)
+            return change
+        except Exception as exc:  # the loop must outlive any one round
+            self.log.error("universe_refresh_failed", error=f"{type(exc).__name__}: {exc}")
+            return None
 
     async def _backfill(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> list[Candle]:
         assert self.rest is not None

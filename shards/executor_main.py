@@ -83,12 +83,21 @@ class ExecutorProcess(ClusterProcess):
     async def _delistings_loop(self) -> None:
         """Re-read exchangeInfo every ``universe.refresh_s`` for scheduled delistings (the shard workers follow the
         symbol list; the executor only needs to stop entering the symbols about to go)."""
-        assert self.universe_source is not None
         while True:
             await asyncio.sleep(self.settings.universe.refresh_s)
+            await self.refresh_delistings()
+
+    async def refresh_delistings(self) -> list[str] | None:
+        """Re-read exchangeInfo once and hand its scheduled delistings to the trading stack; returns the newly
+        scheduled symbols, or ``None`` after a failure (logged; the next round tries again)."""
+        assert self.universe_source is not None
+        try:
             await self.universe_source.refresh()
-            if self.universe_source.current is not None:
-                self.trading.set_delistings(self.universe_source.current.delistings)
+            current = self.universe_source.current
+            return self.trading.set_delistings(current.delistings) if current is not None else []
+        except Exception as exc:  # the loop must outlive any one round
+            self.log.error("universe_refresh_failed", error=f"{type(exc).__name__}: {exc}")
+            return None
 
     async def _seed_returns(self) -> None:
         """The correlation guard's last two hours of closes from PostgreSQL (the marks stream holds only the

@@ -310,6 +310,12 @@ async def test_paper_executor_walks_each_bar_from_the_marks_stream(shared_data: 
         assert [tr.exit_reason for tr in trades] == [ExitReason.STOP_LOSS]
         assert trades[0].exit_price < Decimal("27000") and trades[0].exit_price > Decimal("26600")  # the trigger
         assert stop.quantity == trades[0].quantity
+
+        # the executor process re-reads exchangeInfo for scheduled delistings (its own refresh round)
+        emu.market.schedule_delisting("ETHUSDT", t + 86_400_000)
+        assert await proc.refresh_delistings() == ["ETHUSDT"]
+        assert proc.trading.risk.delistings == {"ETHUSDT": t + 86_400_000}
+        assert await proc.refresh_delistings() == []  # announced once
     finally:
         await pub.stop()
         await proc.stop()

@@ -4,6 +4,7 @@ signals become paper positions priced by the replayed candles, and the learner i
 The emulator replays real 2023 candles; the champion is a real LightGBM model trained on real candles; the
 paper account is the simulated exchange account. One signal is built from a REAL setup row (a row of real
 features that satisfies the ICT rules) and handed to the service's scored-batch hook, as the analyzer does.
+At the end, the service's universe refresh carries a delisting announced on the emulator to the trading stack.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 
 from shards.app import Service
 from smc_quant.datasets import load_klines
+from smc_quant.domain.trading import ExitReason, Trade
 from smc_quant.exchange.emulator import Emulator, EmulatorConfig
 from smc_quant.features import FEATURE_SCHEMA, FeatureEngineer
 from smc_quant.labels import BarrierSpec
@@ -141,6 +143,21 @@ async def test_paper_service_loads_the_champion_scores_minutes_and_trades_a_real
         assert service.trading.executor.book[symbol].position.entry_time_ms == position.entry_time_ms
         assert {a.type for a in again.open_algo_orders(symbol)} == {"STOP_MARKET", "TAKE_PROFIT_MARKET"}
         assert await TradingRepository(service.pool).open_alarms() == []  # nothing "vanished"
+
+        # the service's universe refresh: SOLUSDT's delisting, announced 10 minutes ahead, reaches the risk
+        # manager, and the open position is closed before it and stored with its reason
+        executor = service.trading.executor
+        closed: asyncio.Queue[Trade] = asyncio.Queue()
+        executor.add_trade_listener(closed.put_nowait)
+        at = service.trading.clock() + 10 * 60_000
+        emu.market.schedule_delisting(symbol, at)
+        change = await service.refresh_universe()
+        assert change is not None and change.added == change.removed == ()
+        assert service.trading.risk.delistings == {symbol: at}
+        assert await executor.check_exits() == 1
+        trade = await asyncio.wait_for(closed.get(), 10.0)
+        assert (trade.symbol, trade.exit_reason) == (symbol, ExitReason.DELISTING)
+        assert [t.exit_reason for t in await TradingRepository(service.pool).trades()] == [ExitReason.DELISTING]
     finally:
         await service.stop()
         await emu.stop()
