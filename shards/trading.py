@@ -359,7 +359,8 @@ class TradingStack:
     async def check_account(self) -> None:
         """Live: the exchange account must be in One-way and Single-Asset Mode and allowed to trade
         (``smc_quant.orders.account_mode``); ``AccountModeRefused`` (exit 2, one line) before anything is bound
-        or read. Then the account's own leverage brackets (:meth:`refresh_brackets`). Once per stack:
+        or read. Whether commissions are paid in BNB is logged (``fees_in_bnb``; :mod:`smc_quant.orders.fees`).
+        Then the account's own leverage brackets (:meth:`refresh_brackets`). Once per stack:
         :meth:`start` runs it unless the caller already did (the service does, before its shards are warmed).
         Paper: nothing to check."""
         if self.live is None or self._account_checked:
@@ -368,6 +369,11 @@ class TradingStack:
         self.log.info("account_config", hedge_mode=config.dual_side_position, multi_assets=config.multi_assets_margin,
                       can_trade=config.can_trade, fee_tier=config.fee_tier)
         check_account_mode(config, self.settings.venue.rest_base.rstrip("/"))
+        if await self.live.fee_burn():  # commissions in BNB: each fill's is counted in USDT at BNBUSDT's price
+            priced = "BNBUSDT" in self.filters
+            (self.log.info if priced else self.log.warning)(
+                "fees_in_bnb", priced_by="BNBUSDT" if priced else None,
+                note=None if priced else "BNBUSDT is not watched: BNB fees are estimated at the taker fee setting")
         await self.refresh_brackets()
         self._account_checked = True
 

@@ -34,27 +34,13 @@ import structlog
 from smc_quant import notify as messages
 from smc_quant.book import Book, BookEntry
 from smc_quant.correlation import ReturnSource
-from smc_quant.domain.trading import (
-    ZERO,
-    AccountSnapshot,
-    ExitReason,
-    Fill,
-    Signal,
-    Trade,
-    direction,
-)
+from smc_quant.domain.trading import ZERO, AccountSnapshot, ExitReason, Fill, Signal, Trade, direction
 from smc_quant.errors import SmcError
 from smc_quant.executor_config import ExecutorConfig, ExecutorStats
 from smc_quant.funding import FundingQuote
-from smc_quant.orders.broker import (
-    AccountEvent,
-    AccountUpdate,
-    AlgoUpdate,
-    Broker,
-    OrderUpdate,
-    StreamExpired,
-)
+from smc_quant.orders.broker import AccountEvent, AccountUpdate, AlgoUpdate, Broker, OrderUpdate, StreamExpired
 from smc_quant.orders.client_ids import Leg, parse_client_order_id
+from smc_quant.orders.fees import fee_in_quote
 from smc_quant.persist import Writer
 from smc_quant.reconciler import Reconciler, client_id
 from smc_quant.risk import DAY_MS, Decision, DrawdownGuard, RiskManager, funding_amount
@@ -495,7 +481,13 @@ class Executor:
             await self.reconcile()
 
     async def _on_fill(self, u: OrderUpdate) -> None:
-        fill = Fill(u.symbol, u.client_order_id, u.side, u.last_qty, u.last_price, u.commission, u.trade_time_ms,
+        fee, source = fee_in_quote(u.commission, u.commission_asset, u.last_qty, u.last_price, self.marks,
+                                   self.config.taker_fee)
+        if source != "reported":  # charged in BNB (BNB Fee Discount): counted in USDT
+            self.stats.fee_sources[source] = self.stats.fee_sources.get(source, 0) + 1
+            (self.log.warning if source == "estimated" else self.log.info)(
+                "fee_" + source, symbol=u.symbol, commission=f"{u.commission} {u.commission_asset}", usdt=str(fee))
+        fill = Fill(u.symbol, u.client_order_id, u.side, u.last_qty, u.last_price, fee, u.trade_time_ms,
                     u.realized_pnl, u.trade_id, u.order_id, u.is_maker)
         self.stats.fills += 1
         parts = parse_client_order_id(u.client_order_id)

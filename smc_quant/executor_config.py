@@ -51,12 +51,16 @@ class ExecutorStats:
     """Positions closed by the operator's flatten requests."""
     funding_settlements: int = 0
     """``ACCOUNT_UPDATE`` events with reason ``FUNDING_FEE`` taken into the max-drawdown PnL."""
+    fee_sources: dict[str, int] = field(default_factory=dict)
+    """Fills whose commission was not in USDT, by how it was counted (``converted``, ``estimated``)."""
 
     def metrics(self) -> dict[str, float]:
-        """Every counter as ``executor_<name>``, and ``executor_skipped_<reason>`` for every risk reason seen."""
+        """Every counter as ``executor_<name>``, ``executor_skipped_<reason>`` for every risk reason seen and
+        ``executor_fees_<source>`` for fills charged in another asset than USDT."""
         out = {f"executor_skipped_{reason}": float(n) for reason, n in sorted(self.skip_reasons.items())}
+        out.update({f"executor_fees_{source}": float(n) for source, n in sorted(self.fee_sources.items())})
         out.update({f"executor_{f.name}": float(getattr(self, f.name)) for f in fields(self)
-                    if f.name != "skip_reasons"})
+                    if f.name not in ("skip_reasons", "fee_sources")})
         return out
 
 

@@ -477,6 +477,13 @@ class LiveBroker:
         return AccountConfig(dual_side_position=self._parsed(lambda b: parse_flag(b, "dualSidePosition"), dual),
                              multi_assets_margin=self._parsed(lambda b: parse_flag(b, "multiAssetsMargin"), multi))
 
+    async def fee_burn(self) -> bool:
+        """BNB Fee Discount: whether the account pays its commissions in BNB while it holds some (``GET
+        /fapi/v1/feeBurn``, weight 30; such fills are counted in USDT by :mod:`smc_quant.orders.fees`)."""
+        body = await self._call("GET", "/fapi/v1/feeBurn", [], weight=30)
+        on: bool = self._parsed(lambda b: parse_flag(b, "feeBurn"), body)
+        return on
+
     async def funding_income(self, since_ms: int) -> list[tuple[int, Decimal]]:
         """Every ``FUNDING_FEE`` the account booked at or after ``since_ms``: ``(time_ms, income)``, oldest first,
         ``income`` signed as Binance sends it (negative = paid, positive = received).

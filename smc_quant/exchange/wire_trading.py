@@ -275,6 +275,7 @@ def _order_update(f: _Fields, o: _Fields) -> OrderUpdate:
         cum_qty=cum,
         avg_price=o.opt_dec("ap"),
         commission=o.opt_dec("n"),
+        commission_asset=o.opt_str("N", "USDT"),
         realized_pnl=o.opt_dec("rp"),
         reduce_only=o.bool_("R"),
         is_maker=o.bool_("m"),
@@ -345,8 +346,9 @@ def parse_account_config(body: object) -> AccountConfig:
 
 
 def parse_flag(body: object, key: str) -> bool:
-    """The one boolean of ``GET /fapi/v1/positionSide/dual`` (``dualSidePosition``) or ``GET
-    /fapi/v1/multiAssetsMargin`` (``multiAssetsMargin``) (``account_config_malformed``)."""
+    """The one boolean of ``GET /fapi/v1/positionSide/dual`` (``dualSidePosition``), ``GET
+    /fapi/v1/multiAssetsMargin`` (``multiAssetsMargin``) or ``GET /fapi/v1/feeBurn`` (``feeBurn``)
+    (``account_config_malformed``)."""
     return _Fields(body, "account_config_malformed").bool_(key, None)
 
 

@@ -202,6 +202,8 @@ class OrderUpdate:
     trade_id: int
     event_time_ms: int
     trade_time_ms: int
+    commission_asset: str = "USDT"
+    """``N``: the asset ``commission`` is in (BNB with BNB Fee Discount on; :mod:`smc_quant.orders.fees`)."""
 
     @property
     def is_liquidation(self) -> bool:

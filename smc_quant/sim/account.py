@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_UP, Decimal
 
 from smc_quant.domain.trading import ZERO, Fill, OrderSide
 from smc_quant.exchange.brackets import SymbolBrackets
@@ -25,6 +25,7 @@ from smc_quant.orders.broker import (
     OrderState,
     TriggerType,
 )
+from smc_quant.orders.fees import BNB, QUOTE
 from smc_quant.orders.filters import ceil_to_step, floor_to_step
 from smc_quant.sim.book import OrderBook
 from smc_quant.sim.income import FUNDING_FEE, IncomeLedger
@@ -49,6 +50,8 @@ MARGIN_TYPES = frozenset({"CROSSED", "ISOLATED"})
 DUPLICATE_CLIENT_ID = -4116
 """Binance's DUPLICATED_CLIENT_ORDER_ID (``reactions.py``: query first); -4015 is a malformed id."""
 _BPS = Decimal(10000)
+BNB_STEP = Decimal("1e-8")
+"""BNB balances and commissions are kept to 8 places."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ class SimConfig:
     slippage_bps: Decimal = Decimal("1")
     default_leverage: int = 20
     margin_type: str = "CROSSED"
+    bnb_discount: Decimal = Decimal("0.1")
+    """With :attr:`SimAccount.fee_burn` on, commissions are charged in BNB at this discount (Binance: 10 %)."""
 
 
 @dataclass(slots=True)
@@ -93,6 +98,9 @@ class SimAccount:
         self._order_log: list[str] = []
         self._fills: list[Fill] = []
         self._income = IncomeLedger()
+        self.fee_burn = False
+        """BNB Fee Discount: commissions are charged in BNB (priced by ``BNBUSDT``) while the BNB balance lasts."""
+        self.bnb_balance = ZERO
 
     # -- prices -------------------------------------------------------------------------------------
 
@@ -390,8 +398,9 @@ class SimAccount:
         held = self._positions.get(symbol)
         effect = apply_fill(held.amount if held else ZERO, held.entry if held else ZERO, order.sign * qty, price)
         fee = to_usdt((self._config.maker_fee if is_maker else self._config.taker_fee) * qty * price)
+        in_bnb = self._charge_bnb(fee)
         realized = to_usdt(effect.realized_pnl)
-        self._wallet += realized - fee
+        self._wallet += realized - (fee if in_bnb is None else ZERO)
         if effect.amount == 0:
             self._positions.pop(symbol, None)
         else:
@@ -399,13 +408,27 @@ class SimAccount:
         order.executed, order.avg_price, order.status, order.time_ms = qty, price, "FILLED", time_ms
         trade_id = self._next_trade_id
         self._next_trade_id += 1
-        self._fills.append(Fill(symbol, order.client_order_id, order.side, qty, price, fee, time_ms,
+        paid = fee if in_bnb is None else in_bnb * self._prices[BNB + QUOTE]  # the record's fee is in USDT
+        self._fills.append(Fill(symbol, order.client_order_id, order.side, qty, price, paid, time_ms,
                                 realized, trade_id, order.order_id, is_maker))
         position = self._positions.get(symbol)
         changed = self._exchange_position(symbol, position) if position else (symbol, None)
-        return [order.update("TRADE", time_ms, last_qty=qty, last_price=price, commission=fee,
+        commission = (fee, QUOTE) if in_bnb is None else (in_bnb, BNB)
+        return [order.update("TRADE", time_ms, last_qty=qty, last_price=price, commission=commission,
                              realized_pnl=realized, is_maker=is_maker, trade_id=trade_id),
                 AccountUpdate("ORDER", self._wallet, (changed,), time_ms)]
+
+    def _charge_bnb(self, fee: Decimal) -> Decimal | None:
+        """With :attr:`fee_burn` on and ``BNBUSDT`` priced: ``fee`` less the discount, in BNB (8 places, rounded
+        up), taken from the BNB balance; ``None`` (the fee is charged in USDT) when off, unpriced or not covered."""
+        price = self._prices.get(BNB + QUOTE)
+        if not self.fee_burn or price is None or fee <= 0:
+            return None
+        amount = (fee * (1 - self._config.bnb_discount) / price).quantize(BNB_STEP, ROUND_UP)
+        if amount > self.bnb_balance:
+            return None
+        self.bnb_balance -= amount
+        return amount
 
     def _fill_resting(self, order: OrderRecord, time_ms: int) -> list[AccountEvent]:
         """A resting LIMIT the price reached: fill at its limit as maker (reduce-only: up to the position)."""

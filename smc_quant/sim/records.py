@@ -52,15 +52,16 @@ class OrderRecord:
                           self.quantity, self.executed, self.avg_price, self.reduce_only, self.time_ms)
 
     def update(self, execution: str, time_ms: int, *, last_qty: Decimal = ZERO, last_price: Decimal = ZERO,
-               commission: Decimal = ZERO, realized_pnl: Decimal = ZERO, is_maker: bool = False,
-               trade_id: int = 0) -> OrderUpdate:
-        """An ``ORDER_TRADE_UPDATE`` for the record's current status (``execution`` = NEW, TRADE, …)."""
+               commission: tuple[Decimal, str] = (ZERO, "USDT"), realized_pnl: Decimal = ZERO,
+               is_maker: bool = False, trade_id: int = 0) -> OrderUpdate:
+        """An ``ORDER_TRADE_UPDATE`` for the record's current status (``execution`` = NEW, TRADE, …);
+        ``commission``: amount and asset."""
         return OrderUpdate(
             symbol=self.symbol, client_order_id=self.client_order_id, order_id=self.order_id, side=self.side,
             type=self.type, execution=execution, status=self.status, orig_qty=self.quantity, last_qty=last_qty,
-            last_price=last_price, cum_qty=self.executed, avg_price=self.avg_price, commission=commission,
+            last_price=last_price, cum_qty=self.executed, avg_price=self.avg_price, commission=commission[0],
             realized_pnl=realized_pnl, reduce_only=self.reduce_only, is_maker=is_maker, trade_id=trade_id,
-            event_time_ms=time_ms, trade_time_ms=time_ms)
+            event_time_ms=time_ms, trade_time_ms=time_ms, commission_asset=commission[1])
 
 
 @dataclass(slots=True)

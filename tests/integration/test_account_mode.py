@@ -15,7 +15,6 @@ import aiohttp
 import asyncpg
 import pytest
 import structlog
-import yarl
 
 from shards.app import Service
 from shards.trading import TradingStack
@@ -34,6 +33,7 @@ from smc_quant.settings import Settings, load_settings
 from smc_quant.store.control import ACCOUNT_MODE_BY, ControlRepository
 from smc_quant.store.db import create_pool
 from smc_quant.store.migrations import apply_migrations
+from tests.integration.trading_kit import signed
 
 pytestmark = pytest.mark.integration
 D = Decimal
@@ -59,19 +59,6 @@ def live_settings(em: Emulator, state_dir: Path, **more: Any) -> Settings:
                          venue={"rest_base": em.rest_url, "ws_market_base": em.ws_market_base,
                                 "ws_private_base": em.ws_private_base, "ws_public_base": em.ws_public_base},
                          **more)
-
-
-async def signed(http: aiohttp.ClientSession, em: Emulator, method: str, path: str,
-                 params: list[tuple[str, str | int]]) -> tuple[int, Any]:
-    """One signed request as an operator's tool would send it (the account-wide switches are not ours to make),
-    timestamped on the emulator's clock."""
-    async with http.get(f"{em.rest_url}/fapi/v1/time") as resp:
-        server_ms = (await resp.json())["serverTime"]
-    signer = RequestSigner(em.config.api_key, em.config.api_secret, lambda: server_ms)
-    req = signer.sign(body=params, offset_ms=0) if method == "POST" else signer.sign(query=params, offset_ms=0)
-    url = yarl.URL(f"{em.rest_url}{path}?{req.query}" if req.query else f"{em.rest_url}{path}", encoded=True)
-    async with http.request(method, url, data=req.body.encode() if req.body else None, headers=req.headers) as resp:
-        return resp.status, await resp.json()
 
 
 async def switch(http: aiohttp.ClientSession, em: Emulator, what: str, on: bool) -> tuple[int, Any]:

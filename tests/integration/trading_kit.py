@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import yarl
 
 from smc_quant.correlation import ReturnSource
 from smc_quant.datasets import LEVERAGE_TIERS
@@ -147,6 +148,19 @@ class Rig:
             assert c is not None
             out.append((c.high, c.low, c.close))
         return out
+
+
+async def signed(http: aiohttp.ClientSession, em: Emulator, method: str, path: str,
+                 params: list[tuple[str, str | int]]) -> tuple[int, Any]:
+    """One signed request as an operator's tool would send it (the account-wide switches are not ours to make),
+    timestamped on the emulator's clock."""
+    async with http.get(f"{em.rest_url}/fapi/v1/time") as resp:
+        server_ms = (await resp.json())["serverTime"]
+    signer = RequestSigner(em.config.api_key, em.config.api_secret, lambda: server_ms)
+    req = signer.sign(body=params, offset_ms=0) if method == "POST" else signer.sign(query=params, offset_ms=0)
+    url = yarl.URL(f"{em.rest_url}{path}?{req.query}" if req.query else f"{em.rest_url}{path}", encoded=True)
+    async with http.request(method, url, data=req.body.encode() if req.body else None, headers=req.headers) as resp:
+        return resp.status, await resp.json()
 
 
 def recomputed_pnl(fills: Iterable[Any], digest_of: dict[str, str]) -> dict[str, tuple[Decimal, Decimal]]:

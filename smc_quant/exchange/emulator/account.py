@@ -26,6 +26,9 @@ DEFAULT_TIER = Bracket(ZERO, Decimal("1000000000"), 20, Decimal("0.01"), ZERO)
 class TradingAccount(Protocol):
     """What the routes need of the simulated account (``smc_quant.sim.account.SimAccount``)."""
 
+    fee_burn: bool
+    """BNB Fee Discount (``/fapi/v1/feeBurn``): commissions charged in BNB while on."""
+
     @property
     def order_log(self) -> list[str]:
         """Client ids of accepted orders and algo orders, each once, in acceptance order."""

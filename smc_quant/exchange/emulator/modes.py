@@ -7,6 +7,9 @@ Multi-Assets), with Binance's routes and rules (``BINANCE-PROTOCOL.md`` §3.3, e
   (plain or algo) → -4067; with a position → -4068.
 - ``GET``/``POST /fapi/v1/multiAssetsMargin`` (weight 30 / 1): the same mode again → -4171; with an open order
   → -4170. A change pushes ``ACCOUNT_CONFIG_UPDATE`` with ``ai.j`` on the user-data stream.
+- ``GET``/``POST /fapi/v1/feeBurn`` (weight 30 / 1): BNB Fee Discount, off at start; while on, commissions are
+  charged in BNB (``ORDER_TRADE_UPDATE`` ``N``/``n``) as long as the account's ``bnb_balance`` covers them and
+  ``BNBUSDT`` has a price (``SimAccount._charge_bnb``).
 - Orders: in One-way Mode ``positionSide`` must be absent or ``BOTH``; in Hedge Mode it must be ``LONG`` or
   ``SHORT`` (else -4061) and ``reduceOnly`` may not be sent (-1106). The account behind stays one-way:
   Hedge Mode here exists to reject our orders the way Binance would, not to hold two positions a symbol.
@@ -65,7 +68,16 @@ class AccountModes:
             web.post("/fapi/v1/positionSide/dual", signed(self.set_dual, one)),
             web.get("/fapi/v1/multiAssetsMargin", signed(self.get_multi, thirty)),
             web.post("/fapi/v1/multiAssetsMargin", signed(self.set_multi, one)),
+            web.get("/fapi/v1/feeBurn", signed(self.get_fee_burn, thirty)),
+            web.post("/fapi/v1/feeBurn", signed(self.set_fee_burn, one)),
         ]
+
+    async def get_fee_burn(self, p: Params) -> web.Response:
+        return json_response({"feeBurn": self._account.fee_burn})
+
+    async def set_fee_burn(self, p: Params) -> web.Response:
+        self._account.fee_burn = _required_flag(p, "feeBurn")
+        return json_response(SUCCESS)
 
     async def config(self, p: Params) -> web.Response:
         body: dict[str, Any] = {"feeTier": 0, "canTrade": True, "canDeposit": True, "canWithdraw": True,

@@ -334,7 +334,7 @@ def _order_event(u: OrderUpdate, price: Decimal | None, time_in_force: str) -> J
             "l": dec(u.last_qty),
             "z": dec(u.cum_qty),
             "L": dec(u.last_price),
-            "N": QUOTE,
+            "N": u.commission_asset,
             "n": dec(u.commission),
             "T": u.trade_time_ms,
             "t": u.trade_id,
