@@ -1,5 +1,5 @@
 """``smc-quant`` command line: run, demo, emulator, migrate, check, train, models, promote, rollback, halt,
-resume, status.
+resume, status, backtest, replay, report.
 
 Exit codes: 0 success, 1 runtime failure (exchange unreachable, unhealthy), 2 invalid configuration.
 """
@@ -440,8 +440,10 @@ def build_parser() -> argparse.ArgumentParser:
     resume.set_defaults(func=cmd_resume)
     sub.add_parser("status", help="halted or trading, and the open positions").set_defaults(func=cmd_status)
     from shards.backtest_cli import add_subcommands as add_backtest_subcommands
+    from shards.report_cli import add_subcommand as add_report_subcommand
 
     add_backtest_subcommands(sub)  # backtest, replay
+    add_report_subcommand(sub)
     return parser
 
 

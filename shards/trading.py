@@ -22,7 +22,7 @@ from shards.funding_feed import FundingFeed
 from smc_quant.correlation import ReturnWindows
 from smc_quant.domain.candles import MINUTE_MS, Candle
 from smc_quant.domain.trading import Trade
-from smc_quant.errors import ConfigError
+from smc_quant.errors import ConfigError, SmcError
 from smc_quant.exchange.brackets import DEFAULT_TIER, brackets_for, load_brackets
 from smc_quant.exchange.exchange_info import SymbolFilters
 from smc_quant.executor import Executor, ExecutorConfig
@@ -369,13 +369,25 @@ class TradingStack:
         self.log.info("account_config", hedge_mode=config.dual_side_position, multi_assets=config.multi_assets_margin,
                       can_trade=config.can_trade, fee_tier=config.fee_tier)
         check_account_mode(config, self.settings.venue.rest_base.rstrip("/"))
-        if await self.live.fee_burn():  # commissions in BNB: each fill's is counted in USDT at BNBUSDT's price
+        await self._log_fee_burn()
+        await self.refresh_brackets()
+        self._account_checked = True
+
+    async def _log_fee_burn(self) -> None:
+        """Say whether commissions are charged in BNB (each fill's is then counted in USDT at BNBUSDT's price,
+        :mod:`smc_quant.orders.fees`). Only informative: a failed read is logged, the start goes on."""
+        assert self.live is not None
+        try:
+            on = await self.live.fee_burn()
+        except SmcError as exc:
+            self.log.warning("fee_burn_unknown", error=f"{type(exc).__name__}: {exc}",
+                             note="fills charged in BNB are still counted in USDT")
+            return
+        if on:
             priced = "BNBUSDT" in self.filters
             (self.log.info if priced else self.log.warning)(
                 "fees_in_bnb", priced_by="BNBUSDT" if priced else None,
                 note=None if priced else "BNBUSDT is not watched: BNB fees are estimated at the taker fee setting")
-        await self.refresh_brackets()
-        self._account_checked = True
 
     async def refresh_brackets(self) -> int:
         """Live: the account's leverage brackets from the exchange (``GET /fapi/v1/leverageBracket``, weight 1, all

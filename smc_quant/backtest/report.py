@@ -1,4 +1,5 @@
-"""The backtest report: trades table, headline figures, breakdowns; written as JSON and as an HTML page.
+"""The backtest report: trades table, headline figures, breakdowns; written as JSON and as an HTML page. The
+account's own trades (``smc-quant report``) get the same figures and page (:func:`account_document`).
 
 Every figure is computed from the trades table alone (plus the starting balance and the window), so anyone
 can recompute it (the acceptance test does, in plain Python). Definitions (``net`` = gross PnL − fees, USDT):
@@ -34,8 +35,8 @@ import numpy as np
 
 from smc_quant.domain.trading import Trade
 
-__all__ = ["DAY_MS", "breakdown", "build_document", "daily_returns", "headline", "plots", "run_report", "trade_rows",
-           "write_report"]
+__all__ = ["DAY_MS", "account_document", "breakdown", "build_document", "daily_returns", "headline", "plots",
+           "run_report", "trade_rows", "write_report"]
 
 DAY_MS = 86_400_000
 
@@ -175,6 +176,16 @@ def build_document(title: str, symbols: Sequence[str], runs: Mapping[str, Any], 
     return doc
 
 
+def account_document(account: str, trades: Sequence[Trade], balance: Decimal, start_ms: int, end_ms: int,
+                     notes: Sequence[str] = ()) -> dict[str, Any]:
+    """The report document of the account's own closed trades over ``[start_ms, end_ms]`` (one run, named after
+    the account), with ``balance`` as the starting equity of the figures."""
+    return {"heading": "Account", "title": account, "window": f"{_iso(start_ms)} → {_iso(end_ms)} (UTC)",
+            "start_ms": start_ms, "end_ms": end_ms, "balance": format(balance, "f"),
+            "symbols": sorted({t.symbol for t in trades}), "notes": list(notes),
+            "runs": {account: run_report(trades, balance, start_ms, end_ms)}}
+
+
 def _iso(ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ms / 1000))
 
@@ -209,6 +220,7 @@ def plots(runs: Mapping[str, Mapping[str, Any]], balance: Decimal, start_ms: int
                 ys = dd
             ax.step(np.array(xs, dtype="datetime64[ms]"), ys, where="post", label=label)
         ax.set_title(title)
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")  # 10 004.1, not "0.41 + 1e4"
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize=8)
         fig.autofmt_xdate()
@@ -238,9 +250,11 @@ def _html(doc: Mapping[str, Any], images: Mapping[str, str]) -> str:
     names = list(runs)
     keys = list(next(iter(runs.values()))["headline"]) if runs else []
     head_rows = [{"figure": k, **{n: runs[n]["headline"][k] for n in names}} for k in keys]
-    parts = [f"<h1>Backtest {html.escape(doc['title'])}</h1>",
+    heading = doc.get("heading", "Backtest")
+    candles = f"{doc['candles']} candles · " if "candles" in doc else ""
+    parts = [f"<h1>{html.escape(heading)} {html.escape(doc['title'])}</h1>",
              f"<p>{html.escape(doc['window'])} · balance {html.escape(doc['balance'])} USDT · "
-             f"{doc['candles']} candles · {html.escape(', '.join(doc['symbols']))}</p>",
+             f"{candles}{html.escape(', '.join(doc['symbols']))}</p>",
              "<h2>Scorecard (after fees)</h2>", _table(head_rows, ["figure", *names]),
              f'<h2>Equity</h2><img alt="equity curve" src="data:image/png;base64,{images["equity"]}">',
              f'<h2>Drawdown</h2><img alt="drawdown" src="data:image/png;base64,{images["drawdown"]}">']
@@ -260,7 +274,7 @@ def _html(doc: Mapping[str, Any], images: Mapping[str, str]) -> str:
     parts.append(f"<h2>Notes</h2><ul>{notes}</ul>")
     style = ("body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;"
              "font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>smc-quant backtest</title>"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>smc-quant {html.escape(heading.lower())}</title>"
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
 
 

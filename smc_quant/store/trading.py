@@ -217,6 +217,16 @@ class TradingRepository:
         self._epoch_start = epoch.started_at
         return epoch
 
+    async def read_epoch(self) -> AccountEpoch | None:
+        """The latest account epoch, read only (a report or a status, not a service claiming the database): the
+        account-scoped reads (:meth:`trades`, :meth:`funding_paid`, …) then cover that epoch. ``None``: no
+        account was ever bound, everything stored is read."""
+        row = await self._pool.fetchrow(_LATEST_EPOCH)
+        if row is None:
+            return None
+        self._epoch_start = row["started_at"]
+        return AccountEpoch(row["account"], row["previous"], row["started_at"], row["started_ms"])
+
     async def record_signal(self, signal: Signal, decision: str, reason: str, detail: Mapping[str, object]) -> bool:
         """Store ``signal`` with the risk decision (``open``/``skip``/``rotate``); ``False`` if already stored."""
         _check(decision, DECISIONS, "decision")

@@ -77,7 +77,8 @@ async def test_commissions_charged_in_bnb_are_counted_in_usdt_at_bnbusdt(rig: Ri
 
 async def test_a_live_start_says_whether_commissions_are_paid_in_bnb(rig: Rig, tmp_path: Path) -> None:
     """The stack reads ``GET /fapi/v1/feeBurn`` once at start and logs ``fees_in_bnb`` when it is on, naming
-    what prices those fees (BNBUSDT, when the universe watches it)."""
+    what prices those fees (BNBUSDT, when the universe watches it); a failed read is logged and the start goes
+    on."""
     from shards.trading import TradingStack
     from smc_quant.datasets import LEVERAGE_TIERS
     from smc_quant.exchange.emulator.account import account_filters
@@ -96,3 +97,11 @@ async def test_a_live_start_says_whether_commissions_are_paid_in_bnb(rig: Rig, t
         assert said["priced_by"] == priced and said["log_level"] == ("info" if priced else "warning")
     status, body = await signed(rig.session, em, "POST", "/fapi/v1/feeBurn", [("feeBurn", "maybe")])
     assert (status, body["code"]) == (400, -1130)
+    # an exchange that cannot say (503 on that route) does not hold the start up: the switch is only informative
+    em.faults.http_error(503, count=1_000, path="/fapi/v1/feeBurn")
+    stack = TradingStack(live_settings(em, tmp_path), filters=account_filters(em.market), session=rig.session,
+                         pool=None, governor=WeightGovernor(2400, 0.1), brackets_file=rig.data_dir / LEVERAGE_TIERS)
+    with structlog.testing.capture_logs() as logs:
+        await stack.check_account()
+    assert [e["event"] for e in logs if "fee" in e["event"]] == ["fee_burn_unknown"]
+    assert any(e["event"] == "leverage_brackets_loaded" for e in logs)  # the start went on
