@@ -59,6 +59,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         start = args.since if args.since is not None else min(t.entry_time_ms for t in trades)
         end = max(t.exit_time_ms for t in trades)
         notes = [f"starting equity of the figures: {balance} USDT (--balance)"]
+        if args.balance is None and not account.startswith("paper"):
+            notes.append("that is the paper balance setting, not this account's: pass --balance with the account's "
+                         "equity at the window's start for true percentages")
         if account.startswith("paper"):
             notes.append(f"paper funding paid over the account's life: {await repo.funding_paid()} USDT "
                          "(not in the trades' net PnL)")
