@@ -14,6 +14,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Coroutine, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -322,19 +323,29 @@ def _control_task(task: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
 
 
 async def _print_control(pool: Any) -> None:
-    """The control state and the open positions of the book, as the operator reads them."""
+    """The control state, the open positions of the book and the account's closed trades (count, net PnL, the
+    latest), as the operator reads them."""
     from smc_quant.notify import utc_minute
     from smc_quant.store.control import ControlRepository
     from smc_quant.store.trading import TradingRepository
 
     state = await ControlRepository(pool).state()
     print(state.describe())
-    positions = await TradingRepository(pool).open_positions()
+    repo = TradingRepository(pool)
+    positions = await repo.open_positions()
     print(f"open positions: {len(positions)}")
     for position, _meta in positions:
         stop = f" · SL {position.stop_price}" if position.stop_price is not None else ""
         print(f"  {position.symbol} {position.side} {position.quantity} @ {position.entry_price}{stop} · since "
               f"{utc_minute(position.entry_time_ms)}")
+    epoch = await repo.read_epoch()
+    trades = await repo.trades()
+    line = f"closed trades: {len(trades)}" + (f" (account {epoch.account})" if epoch is not None else "")
+    if trades:
+        last, net = trades[-1], sum((t.net_pnl for t in trades), Decimal(0))
+        line += (f" · net {net:+.2f} USDT · last {last.symbol} {last.side} {last.net_pnl:+.2f} USDT "
+                 f"({last.exit_reason.value}) {utc_minute(last.exit_time_ms)} · smc-quant report for more")
+    print(line)
 
 
 def _requested_by() -> str:

@@ -17,6 +17,7 @@ from shards.cli import main
 from smc_quant.datasets import KLINES_2023_1M, read_klines
 from smc_quant.domain.trading import ExitReason, PositionSide, Trade
 from smc_quant.features import FEATURE_SCHEMA
+from smc_quant.notify import utc_minute
 from smc_quant.store.db import create_pool
 from smc_quant.store.migrations import apply_migrations
 from smc_quant.store.trading import TradingRepository
@@ -90,6 +91,13 @@ def test_the_report_command_prints_and_writes_the_accounts_figures(
     assert text[2] == "per exit reason: " + groups(trades, lambda t: t.exit_reason.value)
     assert text[3] == "per symbol: " + groups(trades, lambda t: t.symbol)
     assert text[-2].startswith("note: paper funding paid over the account's life: 0.27 USDT")
+
+    assert main(["status"]) == 0  # the one-line glance at the same trades
+    last = max(trades, key=lambda t: t.exit_time_ms)
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"closed trades: 6 (account paper) · net {net:+.2f} USDT · last {last.symbol} {last.side} "
+        f"{last.net_pnl:+.2f} USDT ({last.exit_reason.value}) {utc_minute(last.exit_time_ms)} · smc-quant report "
+        "for more")
 
     doc = json.loads((out / "report.json").read_text())
     run = doc["runs"]["paper"]

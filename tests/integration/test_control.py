@@ -203,7 +203,7 @@ def test_the_commands_halt_flatten_resume_and_status(pg_dsn: str, monkeypatch: p
     monkeypatch.setattr("shards.cli.configure_logging", lambda *_a, **_k: None)
     assert main(["status"]) == 0
     assert capsys.readouterr().out.splitlines() == ["trading as configured (no halt has ever been requested)",
-                                                    "open positions: 0"]
+                                                    "open positions: 0", "closed trades: 0"]
     assert main(["halt", "--reason", "CPI print"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("trading halted: no new entries (#1 by ") and "CPI print" in out
