@@ -5,7 +5,8 @@ expectancy, profit factor, max drawdown, daily Sharpe/Sortino, exposure, per sym
 equity and drawdown curves), over the trades of the database's current account (its latest epoch), printed
 as text and written as ``report.json`` and ``report.html`` into ``--out``.
 
-The window runs from ``--since`` (UTC date; default the first trade's entry) to the last trade's exit. The
+The window runs from ``--since`` (UTC, ``YYYY-MM-DD[THH:MM]`` or epoch ms, as the backtest's ``--from``; default
+the first trade's entry) to the last trade's exit. The
 percentages are of ``--balance`` (default ``SMC_TRADING__PAPER_BALANCE``): pass the account's equity at the
 window's start for a live account. Paper funding payments are summed in the notes (live funding is not in
 the database: the exchange's income history has it).
@@ -14,7 +15,6 @@ the database: the exchange's income history has it).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -22,12 +22,15 @@ from typing import Any
 __all__ = ["add_subcommand", "cmd_report"]
 
 
-def _day(text: str) -> int:
+def _time(text: str) -> int:
+    from smc_quant.backtest.data import BacktestDataError, parse_time  # the backtest's --from/--to formats
+
     try:
-        day = dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
-    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp() * 1000)
+        ms = parse_time(text)
+    except BacktestDataError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    assert ms is not None
+    return ms
 
 
 def _money(text: str) -> Decimal:
@@ -90,7 +93,8 @@ def _print(doc: dict[str, Any], account: str) -> None:
 
 def add_subcommand(sub: Any) -> None:
     rp = sub.add_parser("report", help="the account's closed trades: figures, equity curve; JSON + HTML report")
-    rp.add_argument("--since", type=_day, default=None, help="only trades closed on or after this UTC date")
+    rp.add_argument("--since", type=_time, default=None,
+                    help="only trades closed at or after this time (UTC, YYYY-MM-DD[THH:MM] or epoch ms)")
     rp.add_argument("--balance", type=_money, default=None,
                     help="starting equity for the percentages (default SMC_TRADING__PAPER_BALANCE)")
     rp.add_argument("--out", default="reports/account", help="report folder (default reports/account)")

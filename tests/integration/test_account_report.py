@@ -119,3 +119,6 @@ def test_the_report_command_prints_and_writes_the_accounts_figures(
     with pytest.raises(SystemExit):
         main(["report", "--balance", "-1"])
     assert "must be a positive amount of USDT" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["report", "--since", "last tuesday"])
+    assert "bad time 'last tuesday': use YYYY-MM-DD[THH:MM] (UTC) or epoch ms" in capsys.readouterr().err
