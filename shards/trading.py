@@ -369,25 +369,40 @@ class TradingStack:
         self.log.info("account_config", hedge_mode=config.dual_side_position, multi_assets=config.multi_assets_margin,
                       can_trade=config.can_trade, fee_tier=config.fee_tier)
         check_account_mode(config, self.settings.venue.rest_base.rstrip("/"))
-        await self._log_fee_burn()
+        await self._read_fees()
         await self.refresh_brackets()
         self._account_checked = True
 
-    async def _log_fee_burn(self) -> None:
-        """Say whether commissions are charged in BNB (each fill's is then counted in USDT at BNBUSDT's price,
-        :mod:`smc_quant.orders.fees`). Only informative: a failed read is logged, the start goes on."""
+    async def _read_fees(self) -> None:
+        """The account's fees: whether commissions are charged in BNB (each fill's is then counted in USDT at
+        BNBUSDT's price, :mod:`smc_quant.orders.fees`), and its taker rate (``GET /fapi/v1/commissionRate`` on
+        one watched symbol: the VIP tier's), which replaces ``SMC_TRADING__TAKER_FEE_PCT`` for the fees the
+        exchange does not report (fills learnt by query). Each read that fails is logged; the start goes on."""
         assert self.live is not None
         try:
-            on = await self.live.fee_burn()
+            if await self.live.fee_burn():
+                priced = "BNBUSDT" in self.filters
+                (self.log.info if priced else self.log.warning)(
+                    "fees_in_bnb", priced_by="BNBUSDT" if priced else None,
+                    note=None if priced else "BNBUSDT is not watched: BNB fees are estimated at the taker rate")
         except SmcError as exc:
             self.log.warning("fee_burn_unknown", error=f"{type(exc).__name__}: {exc}",
                              note="fills charged in BNB are still counted in USDT")
+        symbol = "BTCUSDT" if "BTCUSDT" in self.filters else min(self.filters, default=None)
+        try:
+            if symbol is None:
+                return
+            maker, taker = await self.live.commission_rate(symbol)
+        except SmcError as exc:
+            self.log.warning("commission_rate_unknown", error=f"{type(exc).__name__}: {exc}",
+                             taker_pct=float(self.executor.config.taker_fee * 100), note="the setting is used")
             return
-        if on:
-            priced = "BNBUSDT" in self.filters
-            (self.log.info if priced else self.log.warning)(
-                "fees_in_bnb", priced_by="BNBUSDT" if priced else None,
-                note=None if priced else "BNBUSDT is not watched: BNB fees are estimated at the taker fee setting")
+        setting = self.executor.config.taker_fee
+        (self.log.info if taker == setting else self.log.warning)(
+            "commission_rate", symbol=symbol, maker_pct=float(maker * 100), taker_pct=float(taker * 100),
+            setting_pct=float(setting * 100), note=None if taker == setting else
+            "SMC_TRADING__TAKER_FEE_PCT differs from the account's rate: the account's estimates unreported fees")
+        self.executor.set_taker_fee(taker)
 
     async def refresh_brackets(self) -> int:
         """Live: the account's leverage brackets from the exchange (``GET /fapi/v1/leverageBracket``, weight 1, all

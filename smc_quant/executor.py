@@ -125,6 +125,10 @@ class Executor:
         """Call ``listener(trade)`` after every closed trade is stored (the learner counts here)."""
         self._trade_listeners.append(listener)
 
+    def set_taker_fee(self, rate: Decimal) -> None:
+        """The account's taker rate, for the fees the exchange does not report (the executor's and reconciler's)."""
+        self.config = self.reconciler.config = replace(self.config, taker_fee=rate)
+
     def on_price(self, symbol: str, price: Decimal) -> None:
         """Latest mark for ``symbol`` (fed by the candle stream)."""
         self.marks[symbol] = price

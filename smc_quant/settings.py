@@ -187,7 +187,8 @@ class TradingSettings(_Section):
     paper_balance: PositiveFloat = 10_000.0
     """Starting USDT balance of the paper account."""
     taker_fee_pct: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
-    """Taker fee (%) of simulated fills, labels and reports."""
+    """Taker fee (%) of simulated fills, labels and reports (live, the account's own rate, read at start, estimates
+    the fees the exchange does not report)."""
     slippage_bps: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0
     """Slippage of simulated market fills, basis points."""
     paper_price_path: Literal["ohlc", "close"] = "ohlc"

@@ -47,6 +47,7 @@ from smc_quant.exchange.wire_trading import (
     parse_account_config,
     parse_algo,
     parse_balance,
+    parse_commission_rate,
     parse_flag,
     parse_income,
     parse_order,
@@ -483,6 +484,13 @@ class LiveBroker:
         body = await self._call("GET", "/fapi/v1/feeBurn", [], weight=30)
         on: bool = self._parsed(lambda b: parse_flag(b, "feeBurn"), body)
         return on
+
+    async def commission_rate(self, symbol: str) -> tuple[Decimal, Decimal]:
+        """The account's (maker, taker) commission rates on ``symbol``, fractions of the notional (``GET
+        /fapi/v1/commissionRate``, weight 20): its VIP tier and any discount but BNB's."""
+        body = await self._call("GET", "/fapi/v1/commissionRate", [("symbol", symbol)], weight=20)
+        rates: tuple[Decimal, Decimal] = self._parsed(parse_commission_rate, body)
+        return rates
 
     async def funding_income(self, since_ms: int) -> list[tuple[int, Decimal]]:
         """Every ``FUNDING_FEE`` the account booked at or after ``since_ms``: ``(time_ms, income)``, oldest first,

@@ -49,7 +49,8 @@ from smc_quant.orders.broker import (
 )
 
 __all__ = [
-    "IGNORED_EVENTS", "parse_account_config", "parse_algo", "parse_balance", "parse_event", "parse_flag",
+    "IGNORED_EVENTS", "parse_account_config", "parse_algo", "parse_balance", "parse_commission_rate", "parse_event",
+    "parse_flag",
     "parse_income", "parse_order", "parse_position",
 ]
 
@@ -350,6 +351,16 @@ def parse_flag(body: object, key: str) -> bool:
     /fapi/v1/multiAssetsMargin`` (``multiAssetsMargin``) or ``GET /fapi/v1/feeBurn`` (``feeBurn``)
     (``account_config_malformed``)."""
     return _Fields(body, "account_config_malformed").bool_(key, None)
+
+
+def parse_commission_rate(body: object) -> tuple[Decimal, Decimal]:
+    """``GET /fapi/v1/commissionRate``: the account's (maker, taker) rates, fractions of the notional
+    (``account_config_malformed``; a rate outside [0, 1) is refused the same way)."""
+    f = _Fields(body, "account_config_malformed")
+    maker, taker = f.dec("makerCommissionRate"), f.dec("takerCommissionRate")
+    if not (0 <= maker < 1 and 0 <= taker < 1):
+        raise DataRejected("account_config_malformed", f"commission rates out of range: {maker}, {taker}")
+    return maker, taker
 
 
 def _account_config_update(f: _Fields) -> AccountModeChanged | None:

@@ -29,11 +29,10 @@ from smc_quant.orders.account_mode import HEDGE, MULTI_ASSETS, AccountModeRefuse
 from smc_quant.orders.broker import AccountConfig, AccountModeChanged, OrderRequest
 from smc_quant.orders.limiter import OrderLimiter
 from smc_quant.orders.signing import RequestSigner
-from smc_quant.settings import Settings, load_settings
 from smc_quant.store.control import ACCOUNT_MODE_BY, ControlRepository
 from smc_quant.store.db import create_pool
 from smc_quant.store.migrations import apply_migrations
-from tests.integration.trading_kit import signed
+from tests.integration.trading_kit import live_settings, signed
 
 pytestmark = pytest.mark.integration
 D = Decimal
@@ -50,15 +49,6 @@ def make_broker(http: aiohttp.ClientSession, em: Emulator) -> LiveBroker:
     return LiveBroker(http, em.rest_url, signer, governor=WeightGovernor(),
                       limiter=OrderLimiter(sleep=asyncio.sleep, new_event=asyncio.Event), timeout_s=5.0,
                       ws_base_url=em.ws_private_base.removesuffix("/private"))
-
-
-def live_settings(em: Emulator, state_dir: Path, **more: Any) -> Settings:
-    """Signed trading against ``em`` on its clock (replay mode with the emulator's keys), funding stream off."""
-    return load_settings(state_dir=state_dir, mode="replay", binance_api_key=em.config.api_key,
-                         binance_api_secret=em.config.api_secret, trading={"funding_stream": False},
-                         venue={"rest_base": em.rest_url, "ws_market_base": em.ws_market_base,
-                                "ws_private_base": em.ws_private_base, "ws_public_base": em.ws_public_base},
-                         **more)
 
 
 async def switch(http: aiohttp.ClientSession, em: Emulator, what: str, on: bool) -> tuple[int, Any]:

@@ -10,13 +10,18 @@ import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
 
+from shards.trading import TradingStack
+from smc_quant.datasets import LEVERAGE_TIERS
 from smc_quant.domain.trading import ExitReason, Trade
+from smc_quant.exchange.emulator.account import account_filters
+from smc_quant.exchange.governor import WeightGovernor
 from smc_quant.executor import Executor
-from tests.integration.trading_kit import Rig, check_trades, signed, trading_rig
+from tests.integration.trading_kit import Rig, check_trades, live_settings, signed, trading_rig
 
 pytestmark = pytest.mark.integration
 D = Decimal
@@ -75,33 +80,44 @@ async def test_commissions_charged_in_bnb_are_counted_in_usdt_at_bnbusdt(rig: Ri
     assert ex.stats.fee_sources == {"converted": 2, "estimated": 2}
 
 
-async def test_a_live_start_says_whether_commissions_are_paid_in_bnb(rig: Rig, tmp_path: Path) -> None:
-    """The stack reads ``GET /fapi/v1/feeBurn`` once at start and logs ``fees_in_bnb`` when it is on, naming
-    what prices those fees (BNBUSDT, when the universe watches it); a failed read is logged and the start goes
-    on."""
-    from shards.trading import TradingStack
-    from smc_quant.datasets import LEVERAGE_TIERS
-    from smc_quant.exchange.emulator.account import account_filters
-    from smc_quant.exchange.governor import WeightGovernor
-    from tests.integration.test_account_mode import live_settings
+async def test_a_live_start_reads_the_accounts_fees(shared_data: Path, pg_dsn: str, tmp_path: Path) -> None:
+    """At start the stack reads ``GET /fapi/v1/feeBurn`` and logs ``fees_in_bnb`` when it is on, naming what
+    prices those fees (BNBUSDT, when the universe watches it), and ``GET /fapi/v1/commissionRate``: the account's
+    taker rate (0.04 % here, a VIP tier) replaces the 0.05 % setting for the fees the exchange does not report, with
+    a warning that they differ. A failed read of either is logged and the start goes on with the setting."""
+    async with trading_rig(shared_data, pg_dsn, symbols=("BTCUSDT", "BNBUSDT"), taker_fee=D("0.0004")) as rig:
+        em = rig.emulator
 
-    em = rig.emulator
-    assert (await signed(rig.session, em, "POST", "/fapi/v1/feeBurn", [("feeBurn", "true")]))[0] == 200
-    for filters, priced in ((account_filters(em.market), "BNBUSDT"),
-                            ({"BTCUSDT": account_filters(em.market)["BTCUSDT"]}, None)):
-        stack = TradingStack(live_settings(em, tmp_path), filters=filters, session=rig.session, pool=None,
-                             governor=WeightGovernor(2400, 0.1), brackets_file=rig.data_dir / LEVERAGE_TIERS)
-        with structlog.testing.capture_logs() as logs:
-            await stack.check_account()
-        [said] = [e for e in logs if e["event"] == "fees_in_bnb"]
-        assert said["priced_by"] == priced and said["log_level"] == ("info" if priced else "warning")
-    status, body = await signed(rig.session, em, "POST", "/fapi/v1/feeBurn", [("feeBurn", "maybe")])
-    assert (status, body["code"]) == (400, -1130)
-    # an exchange that cannot say (503 on that route) does not hold the start up: the switch is only informative
-    em.faults.http_error(503, count=1_000, path="/fapi/v1/feeBurn")
-    stack = TradingStack(live_settings(em, tmp_path), filters=account_filters(em.market), session=rig.session,
-                         pool=None, governor=WeightGovernor(2400, 0.1), brackets_file=rig.data_dir / LEVERAGE_TIERS)
-    with structlog.testing.capture_logs() as logs:
-        await stack.check_account()
-    assert [e["event"] for e in logs if "fee" in e["event"]] == ["fee_burn_unknown"]
-    assert any(e["event"] == "leverage_brackets_loaded" for e in logs)  # the start went on
+        def stack(filters: dict[str, Any]) -> TradingStack:
+            return TradingStack(live_settings(em, tmp_path), filters=filters, session=rig.session, pool=None,
+                                governor=WeightGovernor(2400, 0.1), brackets_file=rig.data_dir / LEVERAGE_TIERS)
+
+        assert (await signed(rig.session, em, "POST", "/fapi/v1/feeBurn", [("feeBurn", "true")]))[0] == 200
+        every = account_filters(em.market)
+        for filters, priced in ((every, "BNBUSDT"), ({"BTCUSDT": every["BTCUSDT"]}, None)):
+            started = stack(filters)
+            assert started.executor.config.taker_fee == D("0.0005")  # SMC_TRADING__TAKER_FEE_PCT
+            with structlog.testing.capture_logs() as logs:
+                await started.check_account()
+            [said] = [e for e in logs if e["event"] == "fees_in_bnb"]
+            assert said["priced_by"] == priced and said["log_level"] == ("info" if priced else "warning")
+            [rate] = [e for e in logs if e["event"] == "commission_rate"]
+            assert (rate["symbol"], rate["taker_pct"], rate["setting_pct"], rate["log_level"]) == (
+                "BTCUSDT", 0.04, 0.05, "warning")
+            ex = started.executor
+            assert ex.config.taker_fee == ex.reconciler.config.taker_fee == D("0.0004")
+
+        status, body = await signed(rig.session, em, "POST", "/fapi/v1/feeBurn", [("feeBurn", "maybe")])
+        assert (status, body["code"]) == (400, -1130)
+        status, body = await signed(rig.session, em, "GET", "/fapi/v1/commissionRate", [("symbol", "NOPEUSDT")])
+        assert (status, body["code"]) == (400, -1121)
+        # an exchange that cannot say (503 on those routes) does not hold the start up
+        for path in ("/fapi/v1/feeBurn", "/fapi/v1/commissionRate"):
+            em.faults.http_error(503, count=1_000, path=path)
+            started = stack(every)
+            with structlog.testing.capture_logs() as logs:
+                await started.check_account()
+            assert any(e["event"] == "leverage_brackets_loaded" for e in logs)  # the start went on
+            unknown = "fee_burn_unknown" if path.endswith("feeBurn") else "commission_rate_unknown"
+            assert unknown in {e["event"] for e in logs}
+        assert started.executor.config.taker_fee == D("0.0005")  # no rate read: the setting stays

@@ -38,6 +38,7 @@ from smc_quant.order_manager import OrderConfig, SmartOrderManager
 from smc_quant.orders.limiter import OrderLimiter
 from smc_quant.orders.signing import RequestSigner
 from smc_quant.risk import RiskConfig, RiskManager
+from smc_quant.settings import Settings, load_settings
 from smc_quant.store.db import create_pool
 from smc_quant.store.migrations import apply_migrations
 from smc_quant.store.trading import TradingRepository
@@ -148,6 +149,15 @@ class Rig:
             assert c is not None
             out.append((c.high, c.low, c.close))
         return out
+
+
+def live_settings(em: Emulator, state_dir: Path, **more: Any) -> Settings:
+    """Signed trading against ``em`` on its clock (replay mode with the emulator's keys), funding stream off."""
+    return load_settings(state_dir=state_dir, mode="replay", binance_api_key=em.config.api_key,
+                         binance_api_secret=em.config.api_secret, trading={"funding_stream": False},
+                         venue={"rest_base": em.rest_url, "ws_market_base": em.ws_market_base,
+                                "ws_private_base": em.ws_private_base, "ws_public_base": em.ws_public_base},
+                         **more)
 
 
 async def signed(http: aiohttp.ClientSession, em: Emulator, method: str, path: str,

@@ -11,7 +11,8 @@ from typing import Any
 import orjson
 import pytest
 
-from smc_quant.exchange.wire_trading import parse_event
+from smc_quant.errors import DataRejected
+from smc_quant.exchange.wire_trading import parse_commission_rate, parse_event
 from smc_quant.orders.broker import OrderUpdate
 from smc_quant.orders.fees import fee_in_quote
 from smc_quant.sim import SimAccount
@@ -72,3 +73,14 @@ def test_the_simulated_account_charges_bnb_while_fee_burn_is_on_and_the_balance_
     acc.fee_burn = False
     trade = market(acc, "SELL", "0.03", cid="off", reduce_only=True)[1]
     assert isinstance(trade, OrderUpdate) and trade.commission_asset == "USDT"
+
+
+def test_the_commission_rate_answer_is_read_and_a_malformed_one_refused() -> None:
+    """Binance's documented example; missing, non-decimal or impossible rates are ``account_config_malformed``."""
+    body = {"symbol": "BTCUSDT", "makerCommissionRate": "0.0002", "takerCommissionRate": "0.0004"}
+    assert parse_commission_rate(body) == (D("0.0002"), D("0.0004"))
+    for bad in ({"symbol": "BTCUSDT", "makerCommissionRate": "0.0002"}, {**body, "takerCommissionRate": "n/a"},
+                {**body, "takerCommissionRate": "1.5"}, {**body, "makerCommissionRate": "-0.0001"}, [], "503"):
+        with pytest.raises(DataRejected) as err:
+            parse_commission_rate(bad)
+        assert err.value.reason == "account_config_malformed"

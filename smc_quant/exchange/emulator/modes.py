@@ -10,6 +10,8 @@ Multi-Assets), with Binance's routes and rules (``BINANCE-PROTOCOL.md`` §3.3, e
 - ``GET``/``POST /fapi/v1/feeBurn`` (weight 30 / 1): BNB Fee Discount, off at start; while on, commissions are
   charged in BNB (``ORDER_TRADE_UPDATE`` ``N``/``n``) as long as the account's ``bnb_balance`` covers them and
   ``BNBUSDT`` has a price (``SimAccount._charge_bnb``).
+- ``GET /fapi/v1/commissionRate`` (weight 20): the account's maker and taker rates for ``symbol`` (the
+  emulator's ``maker_fee`` / ``taker_fee``); no symbol → -1102, an unknown one → -1121.
 - Orders: in One-way Mode ``positionSide`` must be absent or ``BOTH``; in Hedge Mode it must be ``LONG`` or
   ``SHORT`` (else -4061) and ``reduceOnly`` may not be sent (-1106). The account behind stays one-way:
   Hedge Mode here exists to reject our orders the way Binance would, not to hold two positions a symbol.
@@ -19,7 +21,8 @@ The emulator starts in One-way, Single-Asset Mode (what smc-quant needs), unless
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
+from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
@@ -40,8 +43,13 @@ class AccountModes:
     """Position Mode and Asset Mode of one emulated account, their routes, and the order-side rule."""
 
     def __init__(self, account: TradingAccount, publish: Callable[[list[AccountEvent]], None],
-                 now_ms: Callable[[], int], *, hedge: bool = False, multi_assets: bool = False) -> None:
+                 now_ms: Callable[[], int], *, hedge: bool = False, multi_assets: bool = False,
+                 rates: tuple[Decimal, Decimal] = (Decimal("0.0002"), Decimal("0.0005")),
+                 symbols: Collection[str] = ()) -> None:
         self._account = account
+        self._rates = rates
+        """(maker, taker) commission rates, fractions of the notional."""
+        self._symbols = frozenset(symbols)
         self._publish = publish
         self._now = now_ms
         self.hedge = hedge
@@ -69,8 +77,19 @@ class AccountModes:
             web.get("/fapi/v1/multiAssetsMargin", signed(self.get_multi, thirty)),
             web.post("/fapi/v1/multiAssetsMargin", signed(self.set_multi, one)),
             web.get("/fapi/v1/feeBurn", signed(self.get_fee_burn, thirty)),
+            web.get("/fapi/v1/commissionRate", signed(self.commission_rate, lambda r: 20)),
             web.post("/fapi/v1/feeBurn", signed(self.set_fee_burn, one)),
         ]
+
+    async def commission_rate(self, p: Params) -> web.Response:
+        symbol = p.opt("symbol")
+        if not symbol:
+            raise ApiError(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
+        if symbol not in self._symbols:
+            raise ApiError(-1121, "Invalid symbol.")
+        maker, taker = self._rates
+        return json_response({"symbol": symbol, "makerCommissionRate": str(maker),
+                              "takerCommissionRate": str(taker)})
 
     async def get_fee_burn(self, p: Params) -> web.Response:
         return json_response({"feeBurn": self._account.fee_burn})

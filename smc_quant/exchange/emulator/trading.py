@@ -113,7 +113,8 @@ class TradingApi:
         self._last_step_ms: int | None = None
         self.funding_settled = 0
         """Funding payments charged to positions (one per position and funding time)."""
-        self.modes = AccountModes(account, self._publish, self._now)
+        self.modes = AccountModes(account, self._publish, self._now, rates=(config.maker_fee, config.taker_fee),
+                                  symbols=market.symbols)
         """Position Mode and Asset Mode (One-way, Single-Asset at start)."""
         userdata.render = self.render_event
         replay.step_listeners.append(self.on_step)
