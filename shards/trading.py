@@ -104,7 +104,7 @@ class TradingStack:
         self._account_checked = False
         self.broker: Broker
         if keys and settings.mode in ("live", "replay"):
-            self.broker = self.live = self._live_broker(session, governor)
+            self.broker = self.live = live_broker(settings, session, governor)
             self.live.subscribe(self._on_account_event)
         else:
             from smc_quant.paper import PaperBroker
@@ -152,21 +152,6 @@ class TradingStack:
         if pool is not None:
             self.executor.on_drawdown = self._drawdown_flatten
         self.set_delistings(delistings or {})
-
-    def _live_broker(self, session: aiohttp.ClientSession, governor: Any) -> LiveBroker:
-        from smc_quant.exchange.trade_client import LiveBroker
-        from smc_quant.orders.limiter import OrderLimiter
-        from smc_quant.orders.signing import RequestSigner
-
-        s, t = self.settings, self.settings.trading
-        assert s.binance_api_key is not None and s.binance_api_secret is not None
-        signer = RequestSigner(s.binance_api_key.get_secret_value(), s.binance_api_secret.get_secret_value(),
-                               lambda: int(time.time() * 1000), recv_window_ms=t.recv_window_ms)
-        limiter = OrderLimiter(sleep=asyncio.sleep, new_event=asyncio.Event)
-        ws_root = s.venue.ws_private_base.removesuffix("/private")
-        return LiveBroker(session, s.venue.rest_base, signer, governor=governor, limiter=limiter,
-                          timeout_s=t.order_timeout_s, ws_base_url=ws_root,
-                          stream_options={"keepalive_s": t.listen_key_keepalive_s})
 
     # -- feed side -----------------------------------------------------------------------------------
     def on_candle(self, candle: Candle, _completed: list[Candle]) -> None:
@@ -547,4 +532,21 @@ class TradingStack:
         return out
 
 
-__all__ = ["DEFAULT_TIER", "MarketClock", "TradingStack", "brackets_for"]
+def live_broker(settings: Settings, session: aiohttp.ClientSession, governor: Any) -> LiveBroker:
+    """The signed broker of the configured account (keys, venue, recvWindow, timeouts from ``settings``)."""
+    from smc_quant.exchange.trade_client import LiveBroker
+    from smc_quant.orders.limiter import OrderLimiter
+    from smc_quant.orders.signing import RequestSigner
+
+    s, t = settings, settings.trading
+    assert s.binance_api_key is not None and s.binance_api_secret is not None
+    signer = RequestSigner(s.binance_api_key.get_secret_value(), s.binance_api_secret.get_secret_value(),
+                           lambda: int(time.time() * 1000), recv_window_ms=t.recv_window_ms)
+    limiter = OrderLimiter(sleep=asyncio.sleep, new_event=asyncio.Event)
+    ws_root = s.venue.ws_private_base.removesuffix("/private")
+    return LiveBroker(session, s.venue.rest_base, signer, governor=governor, limiter=limiter,
+                      timeout_s=t.order_timeout_s, ws_base_url=ws_root,
+                      stream_options={"keepalive_s": t.listen_key_keepalive_s})
+
+
+__all__ = ["DEFAULT_TIER", "MarketClock", "TradingStack", "brackets_for", "live_broker"]

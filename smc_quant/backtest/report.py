@@ -177,13 +177,18 @@ def build_document(title: str, symbols: Sequence[str], runs: Mapping[str, Any], 
 
 
 def account_document(account: str, trades: Sequence[Trade], balance: Decimal, start_ms: int, end_ms: int,
-                     notes: Sequence[str] = ()) -> dict[str, Any]:
+                     notes: Sequence[str] = (), funding_paid: Decimal | None = None) -> dict[str, Any]:
     """The report document of the account's own closed trades over ``[start_ms, end_ms]`` (one run, named after
-    the account), with ``balance`` as the starting equity of the figures."""
+    the account), with ``balance`` as the starting equity of the figures. ``funding_paid`` (received counts
+    negative; ``None``: unknown) adds ``funding_paid`` and ``net_after_funding`` = ``net_pnl − funding_paid`` to
+    the headline."""
+    run = run_report(trades, balance, start_ms, end_ms)
+    head = run["headline"]
+    head["funding_paid"] = None if funding_paid is None else format(funding_paid, "f")
+    head["net_after_funding"] = None if funding_paid is None else format(Decimal(head["net_pnl"]) - funding_paid, "f")
     return {"heading": "Account", "title": account, "window": f"{_iso(start_ms)} → {_iso(end_ms)} (UTC)",
             "start_ms": start_ms, "end_ms": end_ms, "balance": format(balance, "f"),
-            "symbols": sorted({t.symbol for t in trades}), "notes": list(notes),
-            "runs": {account: run_report(trades, balance, start_ms, end_ms)}}
+            "symbols": sorted({t.symbol for t in trades}), "notes": list(notes), "runs": {account: run}}
 
 
 def _iso(ms: int) -> str:
