@@ -50,8 +50,7 @@ from smc_quant.orders.broker import (
 
 __all__ = [
     "IGNORED_EVENTS", "parse_account_config", "parse_algo", "parse_balance", "parse_commission_rate", "parse_event",
-    "parse_flag",
-    "parse_income", "parse_order", "parse_position",
+    "parse_flag", "parse_income", "parse_order", "parse_position",
 ]
 
 ORDER_STATUSES = frozenset({"NEW", "PARTIALLY_FILLED", "FILLED", "CANCELED", "EXPIRED", "EXPIRED_IN_MATCH",

@@ -1,5 +1,6 @@
-"""The account-wide modes of the emulated account: Position Mode (One-way / Hedge) and Asset Mode (Single /
-Multi-Assets), with Binance's routes and rules (``BINANCE-PROTOCOL.md`` §3.3, error codes §7).
+"""The account-wide settings of the emulated account: Position Mode (One-way / Hedge), Asset Mode (Single /
+Multi-Assets) and its fees (BNB Fee Discount, commission rates), with Binance's routes and rules
+(``BINANCE-PROTOCOL.md`` §3.3, error codes §7).
 
 - ``GET /fapi/v1/accountConfig`` (weight 5): ``feeTier``, ``canTrade``, ``canDeposit``, ``canWithdraw``,
   ``dualSidePosition``, ``updateTime``, ``multiAssetsMargin``, ``tradeGroupId``.
@@ -40,7 +41,8 @@ SUCCESS = {"code": 200, "msg": "success"}
 
 
 class AccountModes:
-    """Position Mode and Asset Mode of one emulated account, their routes, and the order-side rule."""
+    """Position Mode and Asset Mode of one emulated account, its fee settings (BNB Fee Discount, commission
+    rates), their routes, and the order-side rule."""
 
     def __init__(self, account: TradingAccount, publish: Callable[[list[AccountEvent]], None],
                  now_ms: Callable[[], int], *, hedge: bool = False, multi_assets: bool = False,
@@ -77,8 +79,8 @@ class AccountModes:
             web.get("/fapi/v1/multiAssetsMargin", signed(self.get_multi, thirty)),
             web.post("/fapi/v1/multiAssetsMargin", signed(self.set_multi, one)),
             web.get("/fapi/v1/feeBurn", signed(self.get_fee_burn, thirty)),
-            web.get("/fapi/v1/commissionRate", signed(self.commission_rate, lambda r: 20)),
             web.post("/fapi/v1/feeBurn", signed(self.set_fee_burn, one)),
+            web.get("/fapi/v1/commissionRate", signed(self.commission_rate, lambda r: 20)),
         ]
 
     async def commission_rate(self, p: Params) -> web.Response:
