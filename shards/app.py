@@ -227,15 +227,18 @@ class Service:
             await self.refresh_universe()
 
     async def refresh_universe(self) -> UniverseChange | None:
-        """Re-read exchangeInfo once: added and removed symbols are reported (the shards take them at the next
-        restart), scheduled delistings reach the trading stack at once. A failure is logged and returns
-        ``None``; the next round tries again (an exchange that does not answer keeps the current universe)."""
+        """Re-read exchangeInfo once: added and removed symbols are reported; a removed one stops counting for
+        ``/health`` at once (its stream falls silent for good), an added one is taken at the next restart (the
+        multi-process workers re-shard at once). Scheduled delistings reach the trading stack at once. A failure
+        is logged and returns ``None``; the next round tries again (an exchange that does not answer keeps the
+        current universe)."""
         assert self.universe_source is not None
         try:
             change = await self.universe_source.refresh()
             if change.added or change.removed:
+                retired = self.cluster.retire(change.removed) if self.cluster is not None else []
                 self.log.warning("universe_changed", added=list(change.added), removed=list(change.removed),
-                                 note="takes effect for the shards at the next restart")
+                                 retired_from_health=retired, note="added symbols are taken at the next restart")
             if self.trading is not None and self.universe_source.current is not None:
                 self.trading.set_delistings(self.universe_source.current.delistings)
             return change

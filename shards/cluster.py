@@ -7,7 +7,7 @@ sink; all share the HTTP session, the REST client (and so one weight budget) and
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 import aiohttp
@@ -71,6 +71,17 @@ class ClusterManager:
     @property
     def metrics(self) -> list[FeedMetrics]:
         return [f.metrics for f in self.feeds]
+
+    def retire(self, symbols: Iterable[str]) -> list[str]:
+        """Symbols the exchange no longer lists (delisted, settling): they stop counting for the shards'
+        freshness (``/health``), which they would otherwise hold below its fraction until a restart; their
+        streams stay subscribed and silent. Returns the symbols retired."""
+        gone, out = set(symbols), []
+        for feed in self.feeds:
+            kept = tuple(s for s in feed.metrics.symbols if s not in gone)
+            out += [s for s in feed.metrics.symbols if s in gone]
+            feed.metrics.symbols = kept
+        return sorted(out)
 
     def queue_depth(self, shard: int) -> int:
         for feed in self.feeds:

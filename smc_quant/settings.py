@@ -68,7 +68,8 @@ class UniverseSettings(_Section):
     max_symbols: Annotated[int, Field(ge=0)] = 0
     """Keep at most this many symbols (0 = no cap)."""
     refresh_s: PositiveFloat = 3600.0
-    """How often exchangeInfo is re-read: added and removed symbols are reported, scheduled delistings apply at once."""
+    """How often exchangeInfo is re-read: added and removed symbols are reported (a removed one stops counting for
+    /health at once), scheduled delistings apply at once."""
 
 
 class FeedSettings(_Section):

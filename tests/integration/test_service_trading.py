@@ -158,6 +158,16 @@ async def test_paper_service_loads_the_champion_scores_minutes_and_trades_a_real
         trade = await asyncio.wait_for(closed.get(), 10.0)
         assert (trade.symbol, trade.exit_reason) == (symbol, ExitReason.DELISTING)
         assert [t.exit_reason for t in await TradingRepository(service.pool).trades()] == [ExitReason.DELISTING]
+
+        # the delisting took place: the exchange lists the symbol as SETTLING, the refresh removes it, and it
+        # stops counting for /health (a silent stream would otherwise keep its shard below the fresh fraction)
+        emu.market.settle_delisting(symbol)
+        change = await service.refresh_universe()
+        assert change is not None and change.removed == (symbol,)
+        assert service.cluster is not None and service.ops is not None
+        assert sorted(s for m in service.cluster.metrics for s in m.symbols) == sorted(set(SYMBOLS) - {symbol})
+        _ok, body = service.ops.health()
+        assert sum(shard["symbols"] for shard in body["shards"]) == len(SYMBOLS) - 1  # type: ignore[union-attr]
     finally:
         await service.stop()
         await emu.stop()

@@ -128,6 +128,11 @@ class Market:
         status stays TRADING until then)."""
         self._entries[symbol] = {**self._entries[symbol], "deliveryDate": at_ms}
 
+    def settle_delisting(self, symbol: str) -> None:
+        """The delisting took place: ``symbol`` is listed as SETTLING, as the real document lists delisted
+        perpetuals (its candles keep replaying: the emulator does not stop a series)."""
+        self._entries[symbol] = {**self._entries[symbol], "status": "SETTLING"}
+
     def exchange_info(self, server_time: int, weight_limit: int) -> dict[str, Any]:
         """The real exchangeInfo document restricted to (or extended with) the served symbols."""
         out = {k: v for k, v in self._info.items() if k != "symbols"}
