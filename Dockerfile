@@ -20,6 +20,8 @@ RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
 WORKDIR /app
 COPY migrations ./migrations
 COPY config ./config
+# report, backtest and train write into ./reports/ by default: owned by the service user
+RUN mkdir -p /app/reports && chown smc:smc /app/reports
 ENV SMC_MIGRATIONS_DIR=/app/migrations \
     SMC_OPS__HOST=0.0.0.0 \
     SMC_OPS__PORT=8080 \

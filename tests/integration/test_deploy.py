@@ -70,6 +70,9 @@ def test_dockerfile_matches_package() -> None:
     for src in re.findall(r"^COPY (?!--from)(\S+)", text, re.M):
         assert (ROOT / src).exists(), src
     assert "SMC_MIGRATIONS_DIR=/app/migrations" in text and "COPY migrations ./migrations" in text
+    # the default report folders (report, backtest, train: reports/…) are writable by that user in WORKDIR /app
+    user = re.findall(r"^USER (\w+)", text, re.M)[-1]
+    assert "WORKDIR /app" in text and f"chown {user}:{user} /app/reports" in text
     assert 'smc-quant = "shards.cli:main"' in (ROOT / "pyproject.toml").read_text()
 
 
@@ -92,6 +95,9 @@ def test_wheel_install_and_entry_commands(tmp_path: Path, pg_dsn: str) -> None:
                              timeout=120, check=False)
     assert migrate.returncode == 0, migrate.stderr[-2000:]
     assert "0001_candles.sql" in migrate.stdout
+    report = subprocess.run([str(SMC_CLI), "report"], capture_output=True, text=True, cwd=app, env=env,
+                            timeout=120, check=False)
+    assert report.returncode == 0 and report.stdout.strip() == "account unbound: no closed trades", report.stderr
     for var, value, line in (
         ("SHARD_COUNT", "0", "smc-quant: invalid setting SHARD_COUNT: Input should be greater than 0"),
         ("DATABASE_URL", "postgres//nohost", "smc-quant: invalid setting DATABASE_URL: must be a "
