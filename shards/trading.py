@@ -115,6 +115,8 @@ class TradingStack:
                 slippage_bps=Decimal(str(t.slippage_bps))))
             self.paper = PaperBroker(account, self.clock, on_funding=self._store_funding)
             self.broker = self.paper
+        self._brackets_from = self.live or (live_broker(settings, session, governor) if keys else None)
+        """Who tells the account's leverage brackets: the live broker, or (paper with keys) signed reads only."""
         self.repo = TradingRepository(pool) if pool is not None else None
         n = settings.notify
         self.notifier = Notifier(
@@ -390,15 +392,19 @@ class TradingStack:
         self.executor.set_taker_fee(taker)
 
     async def refresh_brackets(self) -> int:
-        """Live: the account's leverage brackets from the exchange (``GET /fapi/v1/leverageBracket``, weight 1, all
-        symbols at once) replace the file's (or the default tier) in place, so the risk manager's leverage and
-        liquidation guards size with what Binance will apply. At start and every ``BRACKETS_REFRESH_S``; a
-        failed start raises (sizing on guessed brackets could put a stop beyond the liquidation price), a failed
-        refresh keeps the last ones. Returns how many symbols came from the exchange."""
-        if self.live is None:
+        """With keys: the account's leverage brackets from the exchange (``GET /fapi/v1/leverageBracket``, weight
+        1, all symbols at once) replace the file's (or the default tier) in place, so the risk manager's leverage
+        and liquidation guards — and in paper mode the simulated account's margin and liquidation — follow what
+        Binance applies. At start and every ``BRACKETS_REFRESH_S``; a failed live start raises (sizing on guessed
+        brackets could put a stop beyond the liquidation price), a failed paper start or refresh keeps the last
+        ones. Returns how many symbols came from the exchange."""
+        if self._brackets_from is None:
             return 0
-        known = {s: b for s, b in (await self.live.leverage_brackets()).items() if s in self.filters and b.tiers}
+        known = {s: b for s, b in (await self._brackets_from.leverage_brackets()).items()
+                 if s in self.filters and b.tiers}
         self.brackets.update(known)
+        if self.paper is not None:
+            self.paper.account.set_brackets(known)
         missing = sorted(set(self.filters) - set(known))
         self.log.info("leverage_brackets_loaded", source="exchange", symbols=len(known), missing=missing[:20])
         return len(known)
@@ -439,6 +445,8 @@ class TradingStack:
 
     async def start(self) -> None:
         await self.check_account()
+        if self.paper is not None:  # with keys, the paper account sizes with the real account's brackets
+            await self._refresh_brackets_quietly()
         if self.repo is not None:
             await self._bind_account()
         if self.paper is not None and self.repo is not None:

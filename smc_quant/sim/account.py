@@ -128,6 +128,10 @@ class SimAccount:
             events += self._check_liquidation(time_ms)
         return events
 
+    def set_brackets(self, brackets: Mapping[str, SymbolBrackets]) -> None:
+        """New leverage brackets for these symbols (the exchange changed them); the others keep theirs."""
+        self._brackets.update(brackets)
+
     def last_price(self, symbol: str) -> Decimal | None:
         """The last price seen for ``symbol``, if any."""
         return self._prices.get(symbol)

@@ -242,3 +242,40 @@ async def test_a_live_stack_sizes_with_the_accounts_own_leverage_brackets(
         with pytest.raises(TemporaryError, match="leverageBracket"):
             await stack().start()
     await pool.close()
+
+
+async def test_paper_mode_with_keys_sizes_with_the_accounts_brackets(
+        shared_data: Path, tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    """Paper mode has no data folder in the Docker image (the default tier, 20× and 1 % maintenance without a
+    cap); given keys, its start reads the account's brackets with signed reads only, and the risk manager and the
+    simulated account both use them. Without an answer the paper start goes on with what it had."""
+    async with emulator(shared_data) as em:
+        settings = live_settings(em, tmp_path).model_copy(update={"mode": "paper"})
+        real = account_brackets(em.config, ["BTCUSDT"])["BTCUSDT"]
+
+        def stack() -> TradingStack:
+            return TradingStack(settings, filters=account_filters(em.market), session=http, pool=None,
+                                governor=WeightGovernor(2400, 0.1))
+
+        paper = stack()
+        assert paper.paper is not None and paper.live is None  # simulated fills, no user-data stream
+        assert paper.brackets["BTCUSDT"].tiers == (DEFAULT_TIER,)
+        await paper.start()
+        try:
+            assert paper.brackets["BTCUSDT"] == real and paper.risk.brackets["BTCUSDT"] == real
+            assert paper.paper.account._symbol_brackets("BTCUSDT") == real  # margin and liquidation too
+            assert em.account.order_log == []  # nothing was sent
+        finally:
+            await paper.executor.stop()
+            await paper.stop()
+
+        em.faults.http_error(503, count=5, path="/fapi/v1/leverageBracket")
+        offline = stack()
+        with structlog.testing.capture_logs() as logs:
+            await offline.start()
+        try:
+            assert offline.brackets["BTCUSDT"].tiers == (DEFAULT_TIER,)
+            assert "leverage_brackets_refresh_failed" in {e["event"] for e in logs}
+        finally:
+            await offline.executor.stop()
+            await offline.stop()
