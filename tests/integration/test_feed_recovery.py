@@ -79,7 +79,7 @@ async def test_restart_resumes_from_postgres_and_fetches_only_the_gap(shared_dat
     stored = await stored_candles(pg_dsn)
     before = sum(len(v) for v in stored.values())
     assert all(len(stored[s]) >= 4 for s in symbols)
-    requests_before = emu.stats["rest_requests"]
+    klines_before = emu.stats["klines_requests"]
 
     second = Service(settings_for(emu, pg_dsn, shards=2))
     try:
@@ -104,7 +104,7 @@ async def test_restart_resumes_from_postgres_and_fetches_only_the_gap(shared_dat
         live = sum(m.accepted for m in metrics) - backfilled
         assert gaps == len(symbols)
         assert backfilled + live + before == minutes * len(symbols)
-        assert emu.stats["rest_requests"] - requests_before == 2 + gaps
+        assert emu.stats["klines_requests"] - klines_before == gaps  # one backfill request per gap, nothing more
     finally:
         await second.stop()
         await emu.stop()
@@ -130,14 +130,14 @@ async def test_a_fresh_database_fetches_each_symbols_history_before_its_first_li
         assert service.cluster is not None
         service.cluster.analyzers[0].subscribe(batches.append)
         await service.cluster.wait_subscribed()
-        requests = emu.stats["rest_requests"]
+        requests = emu.stats["klines_requests"]
         emu.resume()
         await asyncio.wait_for(emu.wait_minutes(minutes), 60)
         await asyncio.wait_for(service.cluster.wait_until(emu.start_ms + (minutes - 1) * MIN), 60)
         await service.cluster.wait_persisted()
         m = service.cluster.metrics[0]
         assert (m.gaps_detected, m.candles_backfilled, m.gaps_unfilled) == (len(symbols), n * len(symbols), 0)
-        assert emu.stats["rest_requests"] - requests == len(symbols)
+        assert emu.stats["klines_requests"] - requests == len(symbols)
         first = batches[0]
         assert first.open_time == emu.start_ms and sorted(first.symbols) == sorted(symbols)
         assert np.isfinite(first.features[:, FEATURE_SCHEMA.names.index("atr_pct")]).all()

@@ -45,6 +45,8 @@ class RestApi:
             config.weight_limit, config.ban_after_429s, config.ban_seconds, config.clock
         )
         self.requests = 0
+        self.klines_requests = 0
+        """``GET /fapi/v1/klines`` among ``requests`` (the REST backfill's own traffic)."""
         self._agg = Aggregator(market)
 
     def routes(self) -> list[web.RouteDef]:
@@ -65,6 +67,7 @@ class RestApi:
     def _weighted(self, handler: Handler, weight: Callable[[web.Request], int] = lambda r: 1) -> Handler:
         async def wrapped(request: web.Request) -> web.StreamResponse:
             self.requests += 1
+            self.klines_requests += request.path == "/fapi/v1/klines"
             if self._faults.delay_s > 0:
                 await asyncio.sleep(self._faults.delay_s)
             ip = request.remote or "unknown"

@@ -214,6 +214,7 @@ class Emulator:
             "connections_total": s["connections_total"],
             "subscriptions": self._hub.subscriptions,
             "rest_requests": self._rest.requests,
+            "klines_requests": self._rest.klines_requests,
             "weight_used": self._rest.limiter.total_used,
         }
 
