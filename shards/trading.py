@@ -346,8 +346,8 @@ class TradingStack:
     async def check_account(self) -> None:
         """Live: the exchange account must be in One-way and Single-Asset Mode and allowed to trade
         (``smc_quant.orders.account_mode``); ``AccountModeRefused`` (exit 2, one line) before anything is bound
-        or read. Whether commissions are paid in BNB is logged (``fees_in_bnb``; :mod:`smc_quant.orders.fees`).
-        Then the account's own leverage brackets (:meth:`refresh_brackets`). Once per stack:
+        or read. Then its fees (:meth:`_read_fees`: BNB Fee Discount, the taker rate) and its own leverage
+        brackets (:meth:`refresh_brackets`). Once per stack:
         :meth:`start` runs it unless the caller already did (the service does, before its shards are warmed).
         Paper: nothing to check."""
         if self.live is None or self._account_checked:
@@ -376,9 +376,9 @@ class TradingStack:
             self.log.warning("fee_burn_unknown", error=f"{type(exc).__name__}: {exc}",
                              note="fills charged in BNB are still counted in USDT")
         symbol = "BTCUSDT" if "BTCUSDT" in self.filters else min(self.filters, default=None)
+        if symbol is None:
+            return
         try:
-            if symbol is None:
-                return
             maker, taker = await self.live.commission_rate(symbol)
         except SmcError as exc:
             self.log.warning("commission_rate_unknown", error=f"{type(exc).__name__}: {exc}",
@@ -388,7 +388,7 @@ class TradingStack:
         (self.log.info if taker == setting else self.log.warning)(
             "commission_rate", symbol=symbol, maker_pct=float(maker * 100), taker_pct=float(taker * 100),
             setting_pct=float(setting * 100), note=None if taker == setting else
-            "SMC_TRADING__TAKER_FEE_PCT differs from the account's rate: the account's estimates unreported fees")
+            "SMC_TRADING__TAKER_FEE_PCT differs: the account's rate is used to estimate unreported fees")
         self.executor.set_taker_fee(taker)
 
     async def refresh_brackets(self) -> int:
