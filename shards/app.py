@@ -228,19 +228,22 @@ class Service:
 
     async def refresh_universe(self) -> UniverseChange | None:
         """Re-read exchangeInfo once: added and removed symbols are reported; a removed one stops counting for
-        ``/health`` at once (its stream falls silent for good), an added one is taken at the next restart (the
-        multi-process workers re-shard at once). Scheduled delistings reach the trading stack at once. A failure
-        is logged and returns ``None``; the next round tries again (an exchange that does not answer keeps the
-        current universe)."""
+        ``/health`` at once (its stream falls silent), and counts again if it is listed again; a symbol new to
+        this process is taken at the next restart (the multi-process workers re-shard at once). Scheduled
+        delistings reach the trading stack at once. A failure is logged and returns ``None``; the next round
+        tries again (an exchange that does not answer keeps the current universe)."""
         assert self.universe_source is not None
         try:
             change = await self.universe_source.refresh()
+            current = self.universe_source.current
             if change.added or change.removed:
-                retired = self.cluster.retire(change.removed) if self.cluster is not None else []
+                retired, restored = (self.cluster.follow(current.symbols) if self.cluster is not None
+                                     and current is not None else ([], []))
                 self.log.warning("universe_changed", added=list(change.added), removed=list(change.removed),
-                                 retired_from_health=retired, note="added symbols are taken at the next restart")
-            if self.trading is not None and self.universe_source.current is not None:
-                self.trading.set_delistings(self.universe_source.current.delistings)
+                                 health_retired=retired, health_restored=restored,
+                                 note="symbols new to this process are taken at the next restart")
+            if self.trading is not None and current is not None:
+                self.trading.set_delistings(current.delistings)
             return change
         except Exception as exc:  # the loop must outlive any one round
             self.log.error("universe_refresh_failed", error=f"{type(exc).__name__}: {exc}")

@@ -72,16 +72,20 @@ class ClusterManager:
     def metrics(self) -> list[FeedMetrics]:
         return [f.metrics for f in self.feeds]
 
-    def retire(self, symbols: Iterable[str]) -> list[str]:
-        """Symbols the exchange no longer lists (delisted, settling): they stop counting for the shards'
-        freshness (``/health``), which they would otherwise hold below its fraction until a restart; their
-        streams stay subscribed and silent. Returns the symbols retired."""
-        gone, out = set(symbols), []
+    def follow(self, listed: Iterable[str]) -> tuple[list[str], list[str]]:
+        """Count for the shards' freshness (``/health``) only the symbols the exchange lists now: one it stopped
+        listing (delisted, settling, halted) would otherwise hold its shard below the fraction until a restart
+        with its silent stream, which stays subscribed; one listed again counts again. Returns (retired,
+        restored)."""
+        now = set(listed)
+        retired: list[str] = []
+        restored: list[str] = []
         for feed in self.feeds:
-            kept = tuple(s for s in feed.metrics.symbols if s not in gone)
-            out += [s for s in feed.metrics.symbols if s in gone]
-            feed.metrics.symbols = kept
-        return sorted(out)
+            before = set(feed.metrics.symbols)
+            feed.metrics.symbols = tuple(s for s in feed.symbols if s in now)
+            retired += sorted(before - set(feed.metrics.symbols))
+            restored += sorted(set(feed.metrics.symbols) - before)
+        return sorted(retired), sorted(restored)
 
     def queue_depth(self, shard: int) -> int:
         for feed in self.feeds:

@@ -168,6 +168,11 @@ async def test_paper_service_loads_the_champion_scores_minutes_and_trades_a_real
         assert sorted(s for m in service.cluster.metrics for s in m.symbols) == sorted(set(SYMBOLS) - {symbol})
         _ok, body = service.ops.health()
         assert sum(shard["symbols"] for shard in body["shards"]) == len(SYMBOLS) - 1  # type: ignore[union-attr]
+        # listed again (a halt lifted): it counts again, its stream never left
+        emu.market.list_again(symbol)
+        change = await service.refresh_universe()
+        assert change is not None and change.added == (symbol,)
+        assert sorted(s for m in service.cluster.metrics for s in m.symbols) == sorted(SYMBOLS)
     finally:
         await service.stop()
         await emu.stop()

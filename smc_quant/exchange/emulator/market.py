@@ -133,6 +133,10 @@ class Market:
         perpetuals (its candles keep replaying: the emulator does not stop a series)."""
         self._entries[symbol] = {**self._entries[symbol], "status": "SETTLING"}
 
+    def list_again(self, symbol: str) -> None:
+        """``symbol`` trades again (status TRADING, as after a halt is lifted)."""
+        self._entries[symbol] = {**self._entries[symbol], "status": "TRADING"}
+
     def exchange_info(self, server_time: int, weight_limit: int) -> dict[str, Any]:
         """The real exchangeInfo document restricted to (or extended with) the served symbols."""
         out = {k: v for k, v in self._info.items() if k != "symbols"}
