@@ -397,18 +397,16 @@ class TradingRepository:
         return bool(status.endswith(" 1"))
 
     async def funding_between(self, start_ms: int, end_ms: int) -> Decimal:
-        """Σ paper funding the current account epoch paid at funding times in ``[start_ms, end_ms]``."""
+        """Σ paper funding the current account epoch paid (received counts negative) at funding times in
+        ``[start_ms, end_ms]``."""
         total: Decimal | None = await self._pool.fetchval(
             "SELECT sum(amount) FROM funding_payments WHERE time_ms BETWEEN $1 AND $2"
             " AND ($3::timestamptz IS NULL OR inserted_at >= $3)", start_ms, end_ms, self._epoch_start)
         return ZERO if total is None else total
 
     async def funding_paid(self) -> Decimal:
-        """Σ funding the current account epoch paid (received counts negative)."""
-        total: Decimal | None = await self._pool.fetchval(
-            "SELECT sum(amount) FROM funding_payments WHERE ($1::timestamptz IS NULL OR inserted_at >= $1)",
-            self._epoch_start)
-        return ZERO if total is None else total
+        """Σ funding the current account epoch paid (received counts negative), at any funding time."""
+        return await self.funding_between(_MIN_MS, _MAX_MS)
 
     async def record_alarm(self, kind: str, detail: str, time_ms: int) -> None:
         """Store something that needs a human (an exit that failed after its retries, an unknown position)."""
