@@ -1,6 +1,6 @@
 """Per-shard minute analysis: closed candles → SMC engine (one bank per shard) → one feature batch.
 
-Every accepted 1m candle is appended to a pending list (O(1)); once every symbol of the shard has
+Every accepted 1m candle is appended to a pending list (O(1)); once every listed symbol of the shard has
 closed the minute — or ``grace_s`` after the minute's first close, for symbols still filling a gap —
 the pending candles go through :meth:`FeatureEngineer.on_close` in one kernel call and the minute's
 feature rows are handed on as one :class:`FeatureBatch`. Candles reach the engine in order per symbol
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,11 +73,30 @@ class MinuteAnalyzer:
         self._pending: list[tuple[int, int, float, float, float, float, float]] = []
         self._minute = -1
         self._closed = 0
+        self._counted = [True] * len(self.bank.symbols)
+        """Per row: does the minute wait for this symbol (``False``: the exchange stopped listing it)."""
+        self._expected = len(self.bank.symbols)
         self._timer: asyncio.TimerHandle | None = None
 
     def subscribe(self, sink: Callable[[FeatureBatch], None]) -> None:
         """Call ``sink`` with every feature batch (the strategy attaches here)."""
         self.stats.sinks.append(sink)
+
+    def add(self, symbols: Sequence[str]) -> list[str]:
+        """Symbols new to the shard (a new listing): fresh engine rows, and the minute waits for them too. Their
+        history reaches the engine as the feed's backfill accepts it, in order, like any gap. Returns those added."""
+        rows = self.bank.add(symbols)
+        self._counted.extend([True] * len(rows))
+        self._expected += len(rows)
+        return [self.bank.symbols[r] for r in rows]
+
+    def follow(self, listed: Iterable[str]) -> None:
+        """Wait each minute only for the symbols the exchange lists now: a delisted one's stream falls silent and
+        would otherwise hold every minute of the shard until ``grace_s`` (a late flush); one listed again is
+        waited for again. Its candles, if any still come, are analysed as before."""
+        now = set(listed)
+        self._counted = [s in now for s in self.bank.symbols]
+        self._expected = sum(self._counted)
 
     def warm(self, store: CandleStore) -> int:
         """Compile the kernels, then run every symbol's stored history through the engine (before live data)."""
@@ -104,9 +123,9 @@ class MinuteAnalyzer:
         if candle.open_time > self._minute:
             self._minute, self._closed = candle.open_time, 0
             self._arm_timer()
-        if candle.open_time == self._minute:
+        if candle.open_time == self._minute and self._counted[row]:
             self._closed += 1
-            if self._closed == len(self.bank.symbols):
+            if self._closed == self._expected:
                 self.flush()
 
     def _arm_timer(self) -> None:

@@ -170,7 +170,7 @@ class Service:
 
         ls = self.settings.learner
         registry = ModelRegistry(self.pool)
-        history = candle_history(CandleRepository(self.pool).fetch, self.universe.symbols,
+        history = candle_history(CandleRepository(self.pool).fetch, self._watched,
                                  int(ls.history_days * 86_400_000), self.trading.clock.wall_or_market)
         predictor = self.scorer.predictor
 
@@ -227,27 +227,39 @@ class Service:
             await self.refresh_universe()
 
     async def refresh_universe(self) -> UniverseChange | None:
-        """Re-read exchangeInfo once: added and removed symbols are reported; a removed one stops counting for
-        ``/health`` at once (its stream falls silent), and counts again if it is listed again; a symbol new to
-        this process is taken at the next restart (the multi-process workers re-shard at once). Scheduled
-        delistings reach the trading stack at once. A failure is logged and returns ``None``; the next round
-        tries again (an exchange that does not answer keeps the current universe)."""
+        """Re-read exchangeInfo once and follow it at once, without a restart:
+
+        - the trading stack gets the symbols' current filters (a new listing becomes tradable, a changed tick or
+          step size is used from the next order) and the scheduled delistings;
+        - a new symbol joins its shard (subscribed, its recent history fetched, analysed, counted for
+          ``/health``: ``ClusterManager.follow``), after its filters;
+        - a removed one stops counting for ``/health`` and holding the minute's analysis (its stream falls
+          silent), and counts again if it is listed again.
+
+        A failure is logged and returns ``None``; the next round tries again (an exchange that does not answer
+        keeps the current universe)."""
         assert self.universe_source is not None
         try:
             change = await self.universe_source.refresh()
             current = self.universe_source.current
-            if change.added or change.removed:
-                retired, restored = (self.cluster.follow(current.symbols) if self.cluster is not None
-                                     and current is not None else ([], []))
-                self.log.warning("universe_changed", added=list(change.added), removed=list(change.removed),
-                                 health_retired=retired, health_restored=restored,
-                                 note="symbols new to this process are taken at the next restart")
             if self.trading is not None and current is not None:
+                await self.trading.set_filters(current.filters)
                 self.trading.set_delistings(current.delistings)
+            if (change.added or change.removed) and current is not None:
+                followed = await self.cluster.follow(current.symbols) if self.cluster is not None else None
+                self.log.warning("universe_changed", added=list(change.added), removed=list(change.removed),
+                                 subscribed=list(followed.added) if followed else [],
+                                 health_retired=list(followed.retired) if followed else [],
+                                 health_restored=list(followed.restored) if followed else [])
             return change
         except Exception as exc:  # the loop must outlive any one round
             self.log.error("universe_refresh_failed", error=f"{type(exc).__name__}: {exc}")
             return None
+
+    def _watched(self) -> list[str]:
+        """Every symbol the shards watch now (new listings included), for the learner's history."""
+        return sorted({s for feed in self.cluster.feeds for s in feed.symbols} if self.cluster is not None
+                      else self.universe.symbols if self.universe is not None else ())
 
     async def _backfill(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> list[Candle]:
         assert self.rest is not None

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
 import structlog
 
 from shards.analysis import MinuteAnalyzer
-from shards.assignment import assign
+from shards.assignment import assign, shard_of
 from shards.feed import Backfill, ShardFeed
 from shards.sink import CandleSink, CandleWriter
 from smc_quant.domain.candles import Candle, interval_ms
@@ -26,6 +27,15 @@ class CandleHistory(CandleWriter, Protocol):
     """What the cluster needs from the candle repository."""
 
     async def latest(self, symbols: Sequence[str], interval: str, per_symbol: int) -> dict[str, list[Candle]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Followed:
+    """What :meth:`ClusterManager.follow` changed: symbols taken on, no longer counted, counted again."""
+
+    added: tuple[str, ...]
+    retired: tuple[str, ...]
+    restored: tuple[str, ...]
 
 
 class ClusterManager:
@@ -72,20 +82,41 @@ class ClusterManager:
     def metrics(self) -> list[FeedMetrics]:
         return [f.metrics for f in self.feeds]
 
-    def follow(self, listed: Iterable[str]) -> tuple[list[str], list[str]]:
-        """Count for the shards' freshness (``/health``) only the symbols the exchange lists now: one it stopped
-        listing (delisted, settling, halted) would otherwise hold its shard below the fraction until a restart
-        with its silent stream, which stays subscribed; one listed again counts again. Returns (retired,
-        restored)."""
+    async def follow(self, listed: Iterable[str]) -> Followed:
+        """Keep the running shards on the symbols the exchange lists now (each universe refresh):
+
+        - a symbol new to this process (a new listing) joins at once the shard the assignment gives it — the
+          one a restart would give it: its engine rows first, then its stream, subscribed on the shard's open
+          socket; its first candle fetches its recent history like any new symbol (``ShardFeed.add``). A
+          symbol of a shard this process does not run (a worker's other slots) is left to its owner;
+        - one the exchange stopped listing (delisted, settling, halted) stops counting for the shard's
+          freshness (``/health``), and the minute's analysis stops waiting for it: its silent stream, which
+          stays subscribed, would otherwise hold its shard below the fraction and every minute's batch until
+          the grace ran out, until a restart;
+        - one listed again counts again."""
         now = set(listed)
+        known = {s for feed in self.feeds for s in feed.symbols}
+        shards = {feed.shard: (feed, analyzer) for feed, analyzer in zip(self.feeds, self.analyzers, strict=True)}
+        joining: dict[int, list[str]] = {}
+        for symbol in sorted(now - known):
+            joining.setdefault(shard_of(symbol, self.settings.shard_count), []).append(symbol)
+        added: list[str] = []
+        for shard, symbols in sorted(joining.items()):
+            if shard not in shards:
+                continue
+            feed, analyzer = shards[shard]
+            analyzer.add(symbols)  # before the stream: no candle of theirs goes unanalysed
+            added += await feed.add(symbols)
+            self.assignment[shard] = feed.symbols
         retired: list[str] = []
         restored: list[str] = []
-        for feed in self.feeds:
+        for feed, analyzer in zip(self.feeds, self.analyzers, strict=True):
             before = set(feed.metrics.symbols)
             feed.metrics.symbols = tuple(s for s in feed.symbols if s in now)
             retired += sorted(before - set(feed.metrics.symbols))
             restored += sorted(set(feed.metrics.symbols) - before)
-        return sorted(retired), sorted(restored)
+            analyzer.follow(now)
+        return Followed(tuple(sorted(added)), tuple(sorted(retired)), tuple(sorted(restored)))
 
     def queue_depth(self, shard: int) -> int:
         for feed in self.feeds:

@@ -75,6 +75,9 @@ class StreamConnection:
         self._data_seen = 0
         self._next_id = 1
         self._awaiting_acks: set[int] = set()
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._sending = asyncio.Lock()
+        self._sent_at = 0.0
         self.subscribed = asyncio.Event()
         """Set once every SUBSCRIBE of the current socket was acknowledged; cleared on reconnect."""
         if not is_market_route(base_url):
@@ -109,26 +112,48 @@ class StreamConnection:
         self._last_data = time.monotonic()
         self._verdict: str | None = None
         watchdog = asyncio.create_task(self._watchdog(ws))
-        subscriber = asyncio.create_task(self._subscribe(ws))
+        self._awaiting_acks = set()
+        self._ws = ws
+        subscriber = asyncio.create_task(self._subscribe(ws, self.streams))
         try:
             await self._pump(ws)
         finally:
+            self._ws = None
             subscriber.cancel()
             watchdog.cancel()
         return self._verdict or f"closed code={ws.close_code}"
 
-    async def _subscribe(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        pause = 1.0 / self._settings.control_messages_per_s
+    async def add(self, streams: Sequence[str]) -> list[str]:
+        """More streams on this connection (a new listing): subscribed now if a socket is open — ``subscribed``
+        is cleared until their acknowledgement — and with the others after any reconnect. Returns those new
+        to the connection."""
+        new = [s for s in dict.fromkeys(streams) if s not in self.streams]
+        self.streams += tuple(new)
+        ws = self._ws
+        if new and ws is not None and not ws.closed:
+            try:
+                await self._subscribe(ws, new)
+            except (aiohttp.ClientError, ConnectionError) as exc:  # closing under us: the reconnect subscribes all
+                self._log.warning("ws_subscribe_deferred", streams=new, error=repr(exc))
+        return new
+
+    async def _subscribe(self, ws: aiohttp.ClientWebSocketResponse, streams: Sequence[str]) -> None:
+        """SUBSCRIBE ``streams`` in chunks, every control message of the connection paced under Binance's limit."""
         requests = []
-        for i in range(0, len(self.streams), SUBSCRIBE_CHUNK):
-            requests.append({"method": "SUBSCRIBE", "params": list(self.streams[i : i + SUBSCRIBE_CHUNK]),
+        for i in range(0, len(streams), SUBSCRIBE_CHUNK):
+            requests.append({"method": "SUBSCRIBE", "params": list(streams[i : i + SUBSCRIBE_CHUNK]),
                              "id": self._next_id})
+            self._awaiting_acks.add(self._next_id)
             self._next_id += 1
-        self._awaiting_acks = {r["id"] for r in requests}  # type: ignore[misc]
-        for n, request in enumerate(requests):
-            if n:
-                await asyncio.sleep(pause)
-            await ws.send_str(orjson.dumps(request).decode())
+        self.subscribed.clear()
+        pause = 1.0 / self._settings.control_messages_per_s
+        for request in requests:
+            async with self._sending:
+                wait = self._sent_at + pause - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                await ws.send_str(orjson.dumps(request).decode())
+                self._sent_at = time.monotonic()
 
     async def _pump(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         queue, metrics, clock = self._queue, self._metrics, time.perf_counter_ns

@@ -88,13 +88,19 @@ class ExecutorProcess(ClusterProcess):
             await self.refresh_delistings()
 
     async def refresh_delistings(self) -> list[str] | None:
-        """Re-read exchangeInfo once and hand its scheduled delistings to the trading stack; returns the newly
-        scheduled symbols, or ``None`` after a failure (logged; the next round tries again)."""
+        """Re-read exchangeInfo once and hand its symbols' filters (a new listing the workers now analyse becomes
+        tradable; a changed tick or step size is used from the next order) and its scheduled delistings to the
+        trading stack; returns the newly scheduled symbols, or ``None`` after a failure (logged; the next round
+        tries again)."""
         assert self.universe_source is not None
         try:
             await self.universe_source.refresh()
             current = self.universe_source.current
-            return self.trading.set_delistings(current.delistings) if current is not None else []
+            if current is None:
+                return []
+            await self.trading.set_filters(current.filters)
+            scheduled: list[str] = self.trading.set_delistings(current.delistings)
+            return scheduled
         except Exception as exc:  # the loop must outlive any one round
             self.log.error("universe_refresh_failed", error=f"{type(exc).__name__}: {exc}")
             return None
@@ -122,8 +128,14 @@ class ExecutorProcess(ClusterProcess):
         from smc_quant.store.models import ModelRegistry
 
         ls = self.settings.learner
-        history = candle_history(CandleRepository(self.pool).fetch, self.universe.symbols,
-                                 int(ls.history_days * 86_400_000), self.trading.clock.wall_or_market)
+        started, source = self.universe.symbols, self.universe_source
+
+        def symbols() -> list[str]:  # those listed since the start too: the workers analyse them at once
+            current = source.current if source is not None else None
+            return sorted(set(started) | set(current.symbols if current is not None else ()))
+
+        history = candle_history(CandleRepository(self.pool).fetch, symbols, int(ls.history_days * 86_400_000),
+                                 self.trading.clock.wall_or_market)
 
         async def promoted(version: int) -> None:
             self.log.warning("model_promoted", version=version, note="shard workers follow within a minute")

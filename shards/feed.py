@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import aiohttp
 import structlog
@@ -72,19 +72,49 @@ class ShardFeed:
         self._backfills: set[asyncio.Task[None]] = set()
         self._backfill_slots = asyncio.Semaphore(8)
         self._waiters: list[tuple[int, set[str], asyncio.Future[None]]] = []
-        self.connections = [
-            StreamConnection(
-                session=session, base_url=market_base, streams=chunk, queue=self.queue,
-                metrics=self.metrics, settings=settings, backoff=self._backoff,
-                logger=self._log.bind(conn=i),
-            )
-            for i, chunk in enumerate(self._chunks())
-        ]
+        self._group: asyncio.TaskGroup | None = None
+        self.connections: list[StreamConnection] = []
+        for chunk in self._chunks(self._stream(s) for s in self.symbols):
+            self._connect(chunk)
 
-    def _chunks(self) -> list[list[str]]:
-        streams = [f"{s.lower()}@kline_{self.settings.interval}" for s in self.symbols]
-        size = self.settings.streams_per_connection
-        return [streams[i : i + size] for i in range(0, len(streams), size)]
+    def _stream(self, symbol: str) -> str:
+        return f"{symbol.lower()}@kline_{self._interval}"
+
+    def _chunks(self, streams: Iterable[str]) -> list[list[str]]:
+        listed, size = list(streams), self.settings.streams_per_connection
+        return [listed[i : i + size] for i in range(0, len(listed), size)]
+
+    def _connect(self, streams: Sequence[str]) -> StreamConnection:
+        """A connection for ``streams``; started now if the shard runs (else by :meth:`run`)."""
+        conn = StreamConnection(session=self._session, base_url=self._market_base, streams=streams, queue=self.queue,
+                                metrics=self.metrics, settings=self.settings, backoff=self._backoff,
+                                logger=self._log.bind(conn=len(self.connections)))
+        self.connections.append(conn)
+        if self._group is not None:
+            self._group.create_task(conn.run())
+        return conn
+
+    async def add(self, symbols: Iterable[str]) -> list[str]:
+        """Take symbols new to the shard while it runs (a new listing), as if they had been there from the start:
+        stored, checked for continuity (their first candle fetches ``bootstrap_candles`` of history first),
+        handed to the listeners and counted for freshness. Their streams go on the last connection while it
+        has room — subscribed on its open socket — and on new connections beyond. Returns those added."""
+        new = sorted(set(symbols) - self._known)
+        if not new:
+            return []
+        self.symbols = tuple(sorted(self.symbols + tuple(new)))
+        self._known = frozenset(self.symbols)
+        self.metrics.symbols = tuple(sorted(set(self.metrics.symbols) | set(new)))
+        streams = [self._stream(s) for s in new]
+        last = self.connections[-1] if self.connections else None
+        room = self.settings.streams_per_connection - len(last.streams) if last is not None else 0
+        if last is not None and room > 0:
+            await last.add(streams[:room])
+            streams = streams[room:]
+        for chunk in self._chunks(streams):
+            self._connect(chunk)
+        self._log.warning("symbols_added", symbols=new, connections=len(self.connections))
+        return new
 
     def seed(self, history: dict[str, list[Candle]]) -> None:
         """Warm start: load each symbol's stored candles into the store and the continuity check."""
@@ -100,11 +130,15 @@ class ShardFeed:
     async def run(self) -> None:
         """Run sockets and workers until cancelled."""
         self._log.info("shard_start", symbols=len(self.symbols), connections=len(self.connections))
-        async with asyncio.TaskGroup() as group:
-            for conn in self.connections:
-                group.create_task(conn.run())
-            for _ in range(self.settings.workers):
-                group.create_task(self._work())
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                for conn in self.connections:
+                    group.create_task(conn.run())
+                for _ in range(self.settings.workers):
+                    group.create_task(self._work())
+        finally:
+            self._group = None
 
     async def _work(self) -> None:
         queue = self.queue

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import fields
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -212,6 +213,38 @@ class TradingStack:
             self.notifier.notify(f"DELISTING {symbol} scheduled {at} · no new entries on it"
                                  + (f" · the open position closes by {closes}" if closes else ""), "delisting")
         return new
+
+    async def set_filters(self, filters: Mapping[str, SymbolFilters | None]) -> tuple[list[str], list[str]]:
+        """The exchange's trading filters at every universe refresh (``Universe.filters``), replaced in place for
+        the risk manager, the order manager and a paper account alike:
+
+        - a symbol new to the stack (a new listing) becomes tradable, with the default bracket tier until the
+          account's own are read — at once when keys allow (:meth:`refresh_brackets`);
+        - a symbol whose filters changed (Binance moves a tick or step size, or a minimum notional, from time to
+          time) is sized, rounded and checked with the new ones from its next order: with the old ones every
+          order on it would be refused (-1111, -4014) until a restart. Logged, old and new side by side.
+
+        Symbols the refresh no longer lists keep theirs (an open position on a delisted symbol still closes).
+        Returns (new, changed)."""
+        fresh = {s: f for s, f in filters.items() if f is not None and self.filters.get(s) != f}
+        new = sorted(s for s in fresh if s not in self.filters)
+        changed = sorted(s for s in fresh if s in self.filters)
+        for symbol in changed:
+            was, now = self.filters[symbol], fresh[symbol]
+            self.log.warning("symbol_filters_changed", symbol=symbol, changes={
+                f.name: [str(getattr(was, f.name)), str(getattr(now, f.name))] for f in fields(SymbolFilters)
+                if getattr(was, f.name) != getattr(now, f.name)})
+        self.filters.update(fresh)
+        tiers = brackets_for([s for s in new if s not in self.brackets], {})
+        self.brackets.update(tiers)
+        if self.paper is not None:
+            self.paper.account.set_filters(fresh)
+            self.paper.account.set_brackets(tiers)
+        if new:
+            self.log.warning("symbols_tradable", symbols=new)
+            if self._brackets_from is not None:
+                await self._refresh_brackets_quietly()
+        return new, changed
 
     def report_learned(self, outcome: LearnOutcome) -> None:
         """A learner round's report: a new champion, or a champion with no edge left, goes to the notification

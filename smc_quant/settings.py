@@ -68,8 +68,8 @@ class UniverseSettings(_Section):
     max_symbols: Annotated[int, Field(ge=0)] = 0
     """Keep at most this many symbols (0 = no cap)."""
     refresh_s: PositiveFloat = 3600.0
-    """How often exchangeInfo is re-read: added and removed symbols are reported (a removed one stops counting for
-    /health at once), scheduled delistings apply at once."""
+    """How often exchangeInfo is re-read and followed without a restart: a new listing joins its shard, a removed
+    symbol stops counting for /health, changed filters and scheduled delistings apply at once."""
 
 
 class FeedSettings(_Section):

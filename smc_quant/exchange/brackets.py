@@ -12,7 +12,7 @@ object when a symbol was asked) and ccxt's ``fetch_leverage_tiers`` dump kept in
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -114,6 +114,6 @@ DEFAULT_TIER = Bracket(Decimal(0), Decimal(10) ** 12, 20, Decimal("0.01"), Decim
 """Used for a symbol whose brackets are unknown: 20× max, 1 % maintenance (conservative)."""
 
 
-def brackets_for(symbols: Mapping[str, Any], known: Mapping[str, SymbolBrackets]) -> dict[str, SymbolBrackets]:
+def brackets_for(symbols: Iterable[str], known: Mapping[str, SymbolBrackets]) -> dict[str, SymbolBrackets]:
     """Known brackets, or the conservative :data:`DEFAULT_TIER` for a symbol without any."""
     return {s: known.get(s) or SymbolBrackets(s, (DEFAULT_TIER,)) for s in symbols}

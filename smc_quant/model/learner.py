@@ -241,20 +241,22 @@ def _series(symbol: str, candles: Sequence[Candle]) -> KlineSeries:
                        np.array([c.volume for c in candles], dtype=np.float64))
 
 
-def candle_history(fetch: CandleFetch, symbols: Sequence[str], lookback_ms: int, now_ms: Callable[[], int], *,
+def candle_history(fetch: CandleFetch, symbols: Sequence[str] | Callable[[], Sequence[str]], lookback_ms: int,
+                   now_ms: Callable[[], int], *,
                    spec: BarrierSpec | None = None, every: int = 5, source: SetupSource = "broad",
                    scalper: ScalperConfig | None = None) -> HistoryLoader:
     """A history loader over stored 1m candles: the last ``lookback_ms`` of each symbol (fetched through
     ``fetch``, e.g. ``CandleRepository.fetch``), labelled by ``build_dataset`` in a worker thread.
 
-    Symbols with no more candles than the label horizon are skipped. The candles are used as stored: the
-    service backfills gaps before storing, so they are contiguous minutes."""
+    ``symbols`` may be a callable, asked at every load: a service that takes new listings while it runs learns
+    from their candles too. Symbols with no more candles than the label horizon are skipped. The candles are
+    used as stored: the service backfills gaps before storing, so they are contiguous minutes."""
     spec = spec or BarrierSpec()
 
     async def load() -> Dataset:
         end = now_ms()
         series = []
-        for symbol in symbols:
+        for symbol in symbols() if callable(symbols) else symbols:
             candles = await fetch(symbol, "1m", end - lookback_ms, end)
             if len(candles) > spec.horizon:
                 series.append(_series(symbol, candles))

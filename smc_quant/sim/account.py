@@ -128,6 +128,11 @@ class SimAccount:
             events += self._check_liquidation(time_ms)
         return events
 
+    def set_filters(self, filters: Mapping[str, SymbolFilters]) -> None:
+        """New or changed trading filters for these symbols (exchangeInfo changed: a listing, a new tick or step
+        size); the others keep theirs. A new symbol without brackets gets none here: :meth:`set_brackets`."""
+        self._filters.update(filters)
+
     def set_brackets(self, brackets: Mapping[str, SymbolBrackets]) -> None:
         """New leverage brackets for these symbols (the exchange changed them); the others keep theirs."""
         self._brackets.update(brackets)

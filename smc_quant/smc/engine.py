@@ -124,6 +124,19 @@ class EngineBank:
         self.states = new_states(len(self.symbols))
         self._ev = event_buffer(max(CHUNK_EVENTS, 2 * STEP_MAX_EVENTS))
 
+    def add(self, symbols: Sequence[str]) -> list[int]:
+        """Rows for symbols new to the bank (a new listing), in fresh state; returns their row numbers (none for a
+        symbol already here). The state matrix is reallocated: engines taken with :meth:`engine` before keep
+        the old rows and stop sharing them."""
+        new = [s for s in dict.fromkeys(symbols) if s not in self.index]
+        if not new:
+            return []
+        first = len(self.symbols)
+        self.states = np.ascontiguousarray(np.concatenate([self.states, new_states(len(new))]))
+        self.symbols.extend(new)
+        self.index.update({s: first + i for i, s in enumerate(new)})
+        return list(range(first, first + len(new)))
+
     def engine(self, symbol: str) -> SymbolEngine:
         """A single-symbol engine sharing this bank's state row (updates write into the bank)."""
         return SymbolEngine(self.params, self.states[self.index[symbol]])

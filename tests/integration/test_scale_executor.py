@@ -316,6 +316,11 @@ async def test_paper_executor_walks_each_bar_from_the_marks_stream(shared_data: 
         assert await proc.refresh_delistings() == ["ETHUSDT"]
         assert proc.trading.risk.delistings == {"ETHUSDT": t + 86_400_000}
         assert await proc.refresh_delistings() == []  # announced once
+        # and the symbols' filters: a tick size Binance moved is used from the next order on
+        emu.set_filter("BTCUSDT", "PRICE_FILTER", tickSize="0.50")
+        assert await proc.refresh_delistings() == []
+        assert proc.trading.filters["BTCUSDT"].tick_size == proc.trading.risk.filters["BTCUSDT"].tick_size == Decimal(
+            "0.50")
     finally:
         await pub.stop()
         await proc.stop()

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Protocol
 
@@ -65,6 +65,7 @@ class TradingAccount(Protocol):
     def leverage(self, symbol: str) -> int: ...
     def positions(self) -> list[ExchangePosition]: ...
     def balance(self) -> Balance: ...
+    def set_filters(self, filters: Mapping[str, SymbolFilters]) -> None: ...
 
 
 def account_filters(market: Market) -> dict[str, SymbolFilters]:

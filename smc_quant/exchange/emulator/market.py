@@ -134,8 +134,26 @@ class Market:
         self._entries[symbol] = {**self._entries[symbol], "status": "SETTLING"}
 
     def list_again(self, symbol: str) -> None:
-        """``symbol`` trades again (status TRADING, as after a halt is lifted)."""
+        """``symbol`` trades (again): status TRADING, as when a halt is lifted or an announced listing opens."""
         self._entries[symbol] = {**self._entries[symbol], "status": "TRADING"}
+
+    def hold_listing(self, symbol: str) -> None:
+        """``symbol`` is announced but does not trade yet (status PENDING_TRADING, as Binance lists an upcoming
+        perpetual): a client's universe leaves it out until :meth:`list_again` opens it (its candles replay all
+        along: the emulator does not stop a series)."""
+        self._entries[symbol] = {**self._entries[symbol], "status": "PENDING_TRADING"}
+
+    def set_filter(self, symbol: str, filter_type: str, **values: str) -> list[dict[str, Any]]:
+        """Change fields of one of ``symbol``'s exchangeInfo filters (e.g. ``PRICE_FILTER`` ``tickSize``), as
+        Binance does from time to time; returns the symbol's new filter list. Only the served document changes:
+        :meth:`Emulator.set_filter` also makes the account check orders against it."""
+        entry = copy.deepcopy(self._entries[symbol])
+        found = [f for f in entry["filters"] if f["filterType"] == filter_type]
+        if not found:
+            raise KeyError(f"{symbol} has no {filter_type}")
+        found[0].update(values)
+        self._entries[symbol] = entry
+        return list(entry["filters"])
 
     def exchange_info(self, server_time: int, weight_limit: int) -> dict[str, Any]:
         """The real exchangeInfo document restricted to (or extended with) the served symbols."""

@@ -20,6 +20,7 @@ from smc_quant.exchange.emulator.rest import RestApi, json_response
 from smc_quant.exchange.emulator.trading import TradingApi
 from smc_quant.exchange.emulator.userdata import UserData
 from smc_quant.exchange.emulator.ws import StreamServer
+from smc_quant.exchange.exchange_info import parse_filters
 from smc_quant.logging import get_logger
 from smc_quant.tasks import cancel_and_wait
 
@@ -133,6 +134,14 @@ class Emulator:
     def ws_private_base(self) -> str:
         """User-data WebSocket base: ``+ "/ws?listenKey=<k>"`` (query form) or ``+ "/ws/<k>"`` (path form)."""
         return f"{self.ws_legacy_base}/private"
+
+    def set_filter(self, symbol: str, filter_type: str, **values: str) -> None:
+        """Binance changes one of ``symbol``'s filters: exchangeInfo serves the new values and orders are checked
+        against them from now on (an order with the old tick or step is refused, as on the exchange)."""
+        filters = parse_filters(self.market.set_filter(symbol, filter_type, **values))
+        if filters is None:
+            raise ValueError(f"{symbol}: {filter_type} {values} does not parse")
+        self._trading.account.set_filters({symbol: filters})
 
     # -- replay ----------------------------------------------------------------------------------
     @property
