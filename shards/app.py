@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from shards.cluster import ClusterManager
+from shards.rules_refresh import RulesRefresh
 from shards.supervisor import Heartbeat, stop_within
 from smc_quant.domain.candle_store import FIELDS
 from smc_quant.domain.candles import MINUTE_MS, Candle, interval_ms
@@ -62,6 +63,8 @@ class Service:
         self.cluster: ClusterManager | None = None
         self.universe_source: BinanceUniverse | None = None
         self._refresher: asyncio.Task[None] | None = None
+        self._refreshing = asyncio.Lock()
+        self.rules_refresh: RulesRefresh | None = None
         self.ops: OpsServer | None = None
         self.scorer: BatchScorer | None = None
         self.trading: Any = None
@@ -137,11 +140,12 @@ class Service:
         from smc_quant.datasets import LEVERAGE_TIERS, data_dir
 
         tiers = data_dir() / LEVERAGE_TIERS
+        self.rules_refresh = RulesRefresh(self.refresh_universe, logger=self.log)
         self.trading = TradingStack(self.settings, filters=self.universe.filters, session=self.session,
                                     pool=self.pool, governor=self.governor,
                                     brackets_file=tiers if tiers.exists() else None, logger=self.log,
                                     model_version=lambda: self.scorer.predictor.version if self.scorer else None,
-                                    delistings=self.universe.delistings)
+                                    delistings=self.universe.delistings, on_stale_rules=self.rules_refresh.request)
         await self.trading.check_account()
 
     async def _attach_trading(self) -> None:
@@ -236,12 +240,17 @@ class Service:
         - a removed one stops counting for ``/health`` and holding the minute's analysis (its stream falls
           silent), and counts again if it is listed again.
 
-        A failure is logged and returns ``None``; the next round tries again (an exchange that does not answer
-        keeps the current universe)."""
+        Every ``universe.refresh_s``, and at once when a live order is refused on a rule our filters got wrong
+        (``rules_refresh``). A failure is logged and returns ``None``; the next round tries again (an exchange that
+        does not answer keeps the current universe)."""
         assert self.universe_source is not None
+        async with self._refreshing:  # the hourly round and an order refused on a stale rule (RulesRefresh)
+            return await self._refresh_universe_once(self.universe_source)
+
+    async def _refresh_universe_once(self, source: BinanceUniverse) -> UniverseChange | None:
         try:
-            change = await self.universe_source.refresh()
-            current = self.universe_source.current
+            change = await source.refresh()
+            current = source.current
             if self.trading is not None and current is not None:
                 await self.trading.set_filters(current.filters)
                 self.trading.set_delistings(current.delistings)
@@ -293,6 +302,8 @@ class Service:
             out.update(self.learner.stats.metrics())
         if self.housekeeper is not None:
             out.update(self.housekeeper.stats.metrics())
+        if self.rules_refresh is not None:
+            out.update(self.rules_refresh.metrics())
         return out
 
     def report(self) -> dict[str, Any]:
@@ -330,6 +341,8 @@ class Service:
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        if self.rules_refresh is not None:
+            await self.rules_refresh.stop()
         if self.cluster is not None:
             await self.cluster.stop()
         if self.trading is not None:

@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 
 from shards.bus import REDIS_DOWN, MarksReader, SignalConsumer
+from shards.rules_refresh import RulesRefresh
 from shards.supervisor import Heartbeat
 from shards.worker import ClusterProcess
 from smc_quant.domain.candles import MINUTE_MS
@@ -44,6 +45,7 @@ class ExecutorProcess(ClusterProcess):
         self.housekeeper: Housekeeper | None = None
         self._redis_down = False
         self._ready = False
+        self.rules_refresh: RulesRefresh | None = None
 
     async def start(self) -> None:
         """Recover and reconcile the book (TradingStack.start), then consume signals and marks."""
@@ -54,10 +56,11 @@ class ExecutorProcess(ClusterProcess):
         assert self.universe is not None and self.session is not None and self.redis is not None
         c = self.settings.cluster
         tiers = data_dir() / LEVERAGE_TIERS
+        self.rules_refresh = RulesRefresh(self.refresh_delistings, logger=self.log)
         self.trading = TradingStack(self.settings, filters=self.universe.filters, session=self.session,
                                     pool=self.pool, governor=self.governor,
                                     brackets_file=tiers if tiers.exists() else None, logger=self.log,
-                                    delistings=self.universe.delistings)
+                                    delistings=self.universe.delistings, on_stale_rules=self.rules_refresh.request)
         await self.trading.start()
         await self._seed_returns()
         self._attach_learner()
@@ -81,8 +84,9 @@ class ExecutorProcess(ClusterProcess):
         self.log.info("executor_process_started", positions=len(self.trading.executor.book), ops=self.ops.port)
 
     async def _delistings_loop(self) -> None:
-        """Re-read exchangeInfo every ``universe.refresh_s`` for scheduled delistings (the shard workers follow the
-        symbol list; the executor only needs to stop entering the symbols about to go)."""
+        """Re-read exchangeInfo every ``universe.refresh_s`` for the symbols' filters and scheduled delistings (the
+        shard workers follow the symbol list; the executor trades with the current filters and stops entering
+        the symbols about to go). An order refused on a stale rule reads it at once (``rules_refresh``)."""
         while True:
             await asyncio.sleep(self.settings.universe.refresh_s)
             await self.refresh_delistings()
@@ -163,6 +167,8 @@ class ExecutorProcess(ClusterProcess):
         self._ready = False
         started = time.monotonic()
         await self.supervisor.stop()
+        if self.rules_refresh is not None:
+            await self.rules_refresh.stop()
         if self.trading is not None:
             try:
                 await asyncio.wait_for(self.trading.executor.idle(), 4)
@@ -300,4 +306,6 @@ class ExecutorProcess(ClusterProcess):
             out.update(self.learner.stats.metrics())
         if self.housekeeper is not None:
             out.update(self.housekeeper.stats.metrics())
+        if self.rules_refresh is not None:
+            out.update(self.rules_refresh.metrics())
         return out

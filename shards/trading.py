@@ -83,7 +83,10 @@ class TradingStack:
                  brackets_file: Any | None = None, logger: structlog.stdlib.BoundLogger | None = None,
                  on_trade_closed: Callable[[Trade], None] | None = None,
                  model_version: Callable[[], int | None] = lambda: None,
-                 delistings: Mapping[str, int] | None = None) -> None:
+                 delistings: Mapping[str, int] | None = None,
+                 on_stale_rules: Callable[[int], object] | None = None) -> None:
+        """``on_stale_rules``: live, called with the code of an order refused on a rule our filters got wrong (the
+        process re-reads exchangeInfo then: ``shards.rules_refresh.RulesRefresh``)."""
         from smc_quant.notify import Notifier
         from smc_quant.order_manager import OrderConfig, SmartOrderManager
         from smc_quant.risk import RiskConfig, RiskManager
@@ -107,6 +110,7 @@ class TradingStack:
         if keys and settings.mode in ("live", "replay"):
             self.broker = self.live = live_broker(settings, session, governor)
             self.live.subscribe(self._on_account_event)
+            self.live.on_stale_rules = on_stale_rules
         else:
             from smc_quant.paper import PaperBroker
             from smc_quant.sim.account import SimAccount, SimConfig

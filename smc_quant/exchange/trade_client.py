@@ -66,7 +66,7 @@ from smc_quant.orders.broker import (
     OrderStatusUnknown,
 )
 from smc_quant.orders.limiter import OrderLimiter
-from smc_quant.orders.reactions import TIMEOUT, Reaction, Rule, reaction_for
+from smc_quant.orders.reactions import STALE_RULES, TIMEOUT, Reaction, Rule, reaction_for
 from smc_quant.orders.signing import ClockOffset, OffsetPolicy, Param, RequestSigner, TimeSample
 
 __all__ = ["ExchangeRejected", "LiveBroker", "wire_decimal"]
@@ -133,6 +133,9 @@ class LiveBroker:
         self.rejected_payloads: Counter[str] = Counter()
         self.resyncs = 0
         self.time_refreshes = 0
+        self.on_stale_rules: Callable[[int], object] | None = None
+        """Called with the code when the exchange refuses a request on a rule our filters got wrong
+        (``smc_quant.orders.reactions.STALE_RULES``): the process re-reads exchangeInfo."""
         ws_root = ws_base_url if ws_base_url is not None else self.base_url.replace("http", "ws", 1)
         self.stream = UserDataStream(session, self.base_url, ws_root, signer.headers, governor=governor,
                                      **dict(stream_options or {}))
@@ -267,6 +270,8 @@ class LiveBroker:
         text = f"{method} {path}: HTTP {status} code {code}: {msg}"
         self._log.info("rest_rejected", method=method, path=path, status=status, code=code,
                        reaction=rule.reaction.value, client_id=client_id)
+        if code is not None and rule.action in STALE_RULES and self.on_stale_rules is not None:
+            self.on_stale_rules(code)
         if status in (418, 429):
             retry_after = _retry_after(headers)
             if code == -1015:

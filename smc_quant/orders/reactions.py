@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
 
-__all__ = ["REACTIONS", "TIMEOUT", "Reaction", "Rule", "banned_until_ms", "reaction_for"]
+__all__ = ["REACTIONS", "STALE_RULES", "TIMEOUT", "Reaction", "Rule", "banned_until_ms", "reaction_for"]
 
 
 class Reaction(StrEnum):
@@ -100,6 +100,13 @@ REACTIONS: Mapping[int, Rule] = MappingProxyType({
     -5028: Rule(P, "resync_clock_and_resign", "ME_RECVWINDOW_REJECT"),
 })
 """The only place that maps a Binance code to a reaction."""
+
+STALE_RULES = frozenset({"refresh_exchange_info_and_reformat", "refresh_exchange_info", "revalidate_filters",
+                         "round_price_to_tick", "floor_quantity_to_step", "clamp_quantity_to_lot_size"})
+"""Actions that mean our copy of the exchange's rules is stale: our own filters produced the request (precision,
+tick, step, lot size) or named the symbol (unknown, not trading), so the exchange changed them. The live broker
+reports these (``LiveBroker.on_stale_rules``) and the process re-reads exchangeInfo at once instead of at the next
+hourly refresh. Price-band refusals (-4016/-4024) are not among them: the price moved, not the rules."""
 
 TIMEOUT = Rule(Q, "query_order", "CLIENT_TIMEOUT")
 """No answer at all (our timeout or a broken connection after the request left)."""

@@ -174,3 +174,56 @@ async def test_the_service_takes_new_listings_into_their_shard_while_running(sha
     finally:
         await service.stop()
         await emu.stop()
+
+
+async def test_a_live_service_reads_the_rules_again_as_soon_as_an_order_is_refused_on_one(
+        shared_data: Path, pg_dsn: str, tmp_path: Path) -> None:
+    """``smc-quant run`` with keys (replay mode against the emulator): Binance moves ETHUSDT's tick while it runs.
+    The first order after that is refused (its stop: -1111) and the position closed at once — but the refusal makes
+    the service re-read exchangeInfo at once instead of at the next hourly round (``RulesRefresh``; the stop's three
+    refusals cost one read): the next signal opens protected on the new tick."""
+    await apply_migrations(pg_dsn)
+    async with Emulator(EmulatorConfig(data_dir=shared_data, symbols=("BTCUSDT", "ETHUSDT"), speed=240.0,
+                                       updates_per_candle=1, max_minutes=30, start_paused=True)) as em:
+        service = Service(live_settings(em, tmp_path, database_url=pg_dsn, redis_url=None, log_level="WARNING",
+                                        ops={"port": 0}, learner={"enabled": False},
+                                        feed={"bootstrap_candles": 0, "flush_interval_s": 0.05}))
+        try:
+            await service.start()
+            cluster, trading, rules = service.cluster, service.trading, service.rules_refresh
+            assert cluster is not None and trading is not None and rules is not None and trading.live is not None
+            await cluster.wait_subscribed()
+            minute = em.start_ms
+
+            async def next_minute() -> None:
+                nonlocal minute
+                em.resume()
+                await cluster.wait_until(minute)
+                em.pause()
+                minute += MINUTE_MS
+
+            def signal() -> Signal:
+                last = em.candles("ETHUSDT")[-1]
+                return Signal(f"ETHUSDT:LONG:{last.open_time}", "ETHUSDT", "LONG", last.open_time,
+                              Decimal(repr(last.close)), 0.75, 1.03, 2.07, "stale-rules", FEATURES,
+                              schema_version=FEATURE_SCHEMA.version, created_ms=trading.clock())
+
+            await next_minute()
+            em.set_filter("ETHUSDT", "PRICE_FILTER", tickSize=str(NEW_TICK))
+            ex = trading.executor
+            assert ex.submit(signal())
+            await ex.idle()
+            assert "ETHUSDT" not in ex.book  # the stop on the old tick was refused: closed at once
+            assert rules.runs == 1 and rules.requests >= 2  # one read for the whole burst
+            await rules.idle()
+            assert trading.filters["ETHUSDT"].tick_size == NEW_TICK  # read within the same minute, not the hour
+
+            await next_minute()
+            assert ex.submit(signal())
+            await ex.idle()
+            assert "ETHUSDT" in ex.book, ex.stats.skip_reasons
+            position = ex.book["ETHUSDT"].position
+            assert position.stop_price is not None and position.stop_price % NEW_TICK == 0
+            assert rules.runs == 1 and service._extra_metrics()["rules_refresh_runs"] == 1
+        finally:
+            await service.stop()

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from smc_quant.orders.reactions import REACTIONS, TIMEOUT, Reaction, banned_until_ms, reaction_for
+from smc_quant.orders.reactions import REACTIONS, STALE_RULES, TIMEOUT, Reaction, banned_until_ms, reaction_for
 
 R, P, D, A, Q, B = (Reaction.RETRY, Reaction.REPAIR, Reaction.DROP, Reaction.ALARM, Reaction.QUERY_FIRST,
                     Reaction.BENIGN)
@@ -82,3 +82,11 @@ def test_importing_the_orders_package_loads_no_io_library() -> None:
     added = set(out.stdout.split())
     assert "smc_quant.orders.signing" in added
     assert {m for m in added if m in FORBIDDEN or m.split(".")[0] in FORBIDDEN} == set()
+
+
+def test_stale_rules_are_the_refusals_our_own_filters_cannot_explain() -> None:
+    """Precision, tick, step, lot size, an unknown or non-trading symbol: exchangeInfo is re-read at once. A price
+    band, margin or trigger refusal is about the market or the account, not the rules."""
+    stale = {code for code, rule in REACTIONS.items() if rule.action in STALE_RULES}
+    assert stale == {-1013, -1111, -1121, -4004, -4005, -4014, -4023, -4140}
+    assert all(action in {r.action for r in REACTIONS.values()} for action in STALE_RULES)  # no dead name
