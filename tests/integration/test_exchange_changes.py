@@ -40,6 +40,10 @@ NEW_TICK = Decimal("0.10")
 
 async def test_a_live_stack_follows_a_changed_tick_size_and_a_new_listing(shared_data: Path, pg_dsn: str,
                                                                          tmp_path: Path) -> None:
+    """A live trading stack on its own (the refresh's filters handed over by hand, as the service's round does):
+    before the refresh the stop on the old tick is refused and the position closed at market; after it the
+    same signal opens protected on the new tick. A listing that opens becomes tradable with the account's own
+    brackets."""
     async with trading_rig(shared_data, pg_dsn, symbols=("BTCUSDT", "ETHUSDT", "SOLUSDT")) as rig:
         em = rig.emulator
         em.market.hold_listing("SOLUSDT")  # announced, not trading yet
