@@ -40,7 +40,15 @@ from smc_quant.errors import TemporaryError, VenueRejected
 from smc_quant.exchange.exchange_info import SymbolFilters
 from smc_quant.logging import get_logger
 from smc_quant.order_exit import CloseResult, PositionCloser
-from smc_quant.order_sender import OrderConfig, OrderJournal, OrderKind, OrderSender, StillUnknown, error_text
+from smc_quant.order_sender import (
+    READ_FAILURES,
+    OrderConfig,
+    OrderJournal,
+    OrderKind,
+    OrderSender,
+    StillUnknown,
+    error_text,
+)
 from smc_quant.orders.broker import (
     AlgoRequest,
     AlgoState,
@@ -200,6 +208,11 @@ class SmartOrderManager:
             # Cancelled while a LIMIT entry rests: take the rest off the book and protect what already filled.
             self._in_background(self._abandon_entry(state, decision, valid.price or mark))
             raise
+        if not state.final:  # its rest could not be cancelled: it may still fill (reconciliation adopts it)
+            self._alarm(signal.symbol, "entry rest not cancelled; reconciliation must decide",
+                        client_id=state.client_order_id, status=state.status)
+            if state.executed_qty <= 0:
+                return OpenResult(None, "entry_unknown", state)
         if state.executed_qty <= 0:
             return self._drop(signal.symbol, f"not_filled ({state.status})", entry=state)
         position = self._position(decision, state, valid.price or mark)
@@ -233,18 +246,11 @@ class SmartOrderManager:
 
     async def _abandon_entry(self, state: OrderState, decision: Decision, fallback_price: Decimal) -> _Protection:
         """A cancelled ``open()`` left an entry resting: cancel it, then protect any part that filled."""
-        final: OrderState | None = None
-        for n in range(1, self.config.protection_max_attempts + 1):
-            try:
-                final = await self._broker.cancel_order(state.symbol, state.client_order_id)
-                if final is None:
-                    final = await self._broker.query_order(state.symbol, state.client_order_id)
-                break
-            except (TemporaryError, VenueRejected) as exc:
-                self._log.warning("abandon_entry_cancel_failed", client_id=state.client_order_id,
-                                  error=error_text(exc))
-                await self._sleep(self.config.backoff(n))
-        if final is None or final.executed_qty <= 0:
+        final = await self._sender.cancel_rest(state)
+        if not final.final:
+            self._alarm(state.symbol, "abandoned entry still rests; reconciliation must decide",
+                        client_id=state.client_order_id)
+        if final.executed_qty <= 0:
             return _Protection()
         position = self._position(decision, final, fallback_price)
         return await self._protect(position, position.entry_price, fresh=True)
@@ -435,10 +441,10 @@ class SmartOrderManager:
                         return known, attempt
                     attempt += 1
                 return None, attempt
-            except TemporaryError as exc:
+            except READ_FAILURES as exc:  # a failed read says nothing about the orders: never a reason to close
                 if n == self.config.protection_max_attempts:
                     raise _CannotVerify(error_text(exc)) from exc
-                await self._sleep(self.config.backoff(n))
+                await self._sleep(self._sender.delay_after(exc, n))
         raise AssertionError("unreachable")
 
     async def _cancel_stale_protection(self, symbol: str, signal_id: str) -> None:
@@ -453,7 +459,7 @@ class SmartOrderManager:
         failures = self.stats["cancel_failures"]
         try:
             live = await self._broker.open_algo_orders(symbol)
-        except TemporaryError as exc:
+        except READ_FAILURES as exc:
             self._log.warning("stale_protection_not_checked", symbol=symbol, error=error_text(exc))
             return
         for algo in live:

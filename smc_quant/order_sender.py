@@ -19,13 +19,17 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, Protocol, TypeVar
 
-from smc_quant.errors import RateLimited, TemporaryError, VenueRejected
+from smc_quant.errors import DataRejected, RateLimited, TemporaryError, VenueRejected
 from smc_quant.orders.broker import AlgoRequest, AlgoState, Broker, OrderRequest, OrderState, OrderStatusUnknown
 from smc_quant.orders.reactions import REACTIONS, Reaction
 
-__all__ = ["OrderConfig", "OrderJournal", "OrderKind", "OrderSender", "StillUnknown", "error_text"]
+__all__ = ["READ_FAILURES", "OrderConfig", "OrderJournal", "OrderKind", "OrderSender", "StillUnknown", "error_text"]
 
 OrderKind = Literal["entry", "stop_loss", "take_profit", "exit"]
+
+READ_FAILURES = (TemporaryError, VenueRejected, DataRejected)
+"""How a read (an order query, a list of open orders) can fail. None of them says anything about the orders
+read: a read that fails is asked again or reported as unknown, never taken as an answer."""
 _T = TypeVar("_T", OrderState, AlgoState)
 
 
@@ -180,20 +184,31 @@ class OrderSender:
             return state
 
     async def _query_until_known(self, meta: dict[str, Any], query: Callable[[], Awaitable[_T | None]]) -> _T | None:
-        """Ask the exchange about our id until it answers: the order, or ``None`` (it does not know it)."""
+        """Ask the exchange about our id until it answers: the order, or ``None`` (it does not know it).
+
+        Only that answer tells what became of the order. A query that fails in any way — no answer, throttled,
+        refused (a second -1021, a 403 from the WAF, a key error) or unreadable — tells nothing, so it is asked
+        again; raising its refusal would pass it off as the order's own, and the caller would resend an entry
+        that may have filled, or drop one that may have opened a position."""
+        delay = self.config.backoff(1)
         for n in range(1, self.config.query_max_attempts + 1):
-            await self._sleep(self.config.backoff(n))
+            await self._sleep(delay)
             try:
                 return await query()
-            except TemporaryError as exc:
+            except READ_FAILURES as exc:
                 self._log.warning("query_failed", client_id=meta["client_id"], error=error_text(exc), n=n)
+                delay = self.delay_after(exc, n + 1)
         raise StillUnknown(meta["client_id"])
 
-    async def _wait_after(self, exc: TemporaryError, n: int) -> None:
+    def delay_after(self, exc: Exception, n: int) -> float:
+        """The wait before try ``n`` after ``exc``: the backoff, or longer to outlast a 429/418 pause."""
         delay = self.config.backoff(n)
         if isinstance(exc, RateLimited):
             delay = max(delay, (exc.retry_at_ms - self._clock()) / 1000)
-        await self._sleep(delay)
+        return delay
+
+    async def _wait_after(self, exc: TemporaryError, n: int) -> None:
+        await self._sleep(self.delay_after(exc, n))
 
     async def await_fill(self, state: OrderState, *, cancel_rest: bool) -> OrderState:
         """Poll a not-yet-final order until final or ``fill_timeout_s``; then cancel the rest if asked."""
@@ -205,21 +220,28 @@ class OrderSender:
             await self._sleep(cfg.fill_poll_s)
             try:
                 state = await self._broker.query_order(state.symbol, state.client_order_id) or state
-            except TemporaryError as exc:
+            except READ_FAILURES as exc:
                 self._log.warning("fill_query_failed", client_id=state.client_order_id, error=error_text(exc))
         if state.final or not cancel_rest:
             return state
-        try:
-            cancelled = await self._broker.cancel_order(state.symbol, state.client_order_id)
-        except (TemporaryError, VenueRejected) as exc:
-            self._log.warning("cancel_rest_failed", client_id=state.client_order_id, error=error_text(exc))
-            cancelled = None
-        if cancelled is None:  # gone meanwhile (filled or cancelled): the exchange's final word
+        return await self.cancel_rest(state)
+
+    async def cancel_rest(self, state: OrderState) -> OrderState:
+        """Take a resting order's unfilled rest off the book: its final state. A failed cancel is tried again
+        (``protection_max_attempts`` tries in all): given up on, the order might still rest and fill later, so
+        the last state known is returned, not final, for the caller to raise the alarm."""
+        attempts = self.config.protection_max_attempts
+        for n in range(1, attempts + 1):
             try:
-                cancelled = await self._broker.query_order(state.symbol, state.client_order_id)
-            except TemporaryError:
-                cancelled = None
-        return cancelled or state
+                final = await self._broker.cancel_order(state.symbol, state.client_order_id)
+                if final is None:  # gone meanwhile (filled or cancelled): the exchange's final word
+                    final = await self._broker.query_order(state.symbol, state.client_order_id)
+                return final or state
+            except READ_FAILURES as exc:
+                self._log.warning("cancel_rest_failed", client_id=state.client_order_id, error=error_text(exc), n=n)
+                if n < attempts:
+                    await self._sleep(self.delay_after(exc, n))
+        return state
 
 
     async def retrying(self, call: Callable[[], Awaitable[None]]) -> None:

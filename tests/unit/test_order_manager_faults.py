@@ -18,7 +18,7 @@ from decimal import Decimal
 import pytest
 
 from smc_quant.domain.trading import ExitReason
-from smc_quant.errors import TemporaryError, VenueRejected
+from smc_quant.errors import DataRejected, TemporaryError, VenueRejected
 from smc_quant.order_manager import OrderConfig, SmartOrderManager
 from smc_quant.orders.broker import AlgoRequest, AlgoState, OrderRequest, OrderState, OrderStatusUnknown
 from smc_quant.orders.client_ids import Leg, client_order_id
@@ -243,6 +243,122 @@ async def test_a_stop_accepted_but_unanswered_is_queried_and_not_placed_twice() 
     assert algo_calls[:3] == [("place_algo", sl_id), ("query_algo", sl_id),
                               ("place_algo", client_order_id(d.signal.signal_id, Leg.TAKE_PROFIT, 0))]
     assert venue.account.order_log.count(sl_id) == 1 and len(venue.account.open_algo_orders("BTCUSDT")) == 2
+
+
+# -- reads that fail say nothing: never taken for an answer -----------------------------------------------
+
+FAILED_READS = [
+    VenueRejected("Timestamp for this request is outside of the recvWindow.", status=400, code=-1021),
+    VenueRejected("403 Forbidden", status=403),
+    DataRejected("malformed", "not JSON"),
+]
+
+
+class ReadsFail(TimeoutAfterExecuting):
+    """Besides losing answers, its reads fail first with the queued errors: order queries, the list of open algo
+    orders, cancels."""
+
+    def __init__(self, account: SimAccount, clock: Clock) -> None:
+        super().__init__(account, clock)
+        self.query_errors: list[Exception] = []
+        self.list_errors: list[Exception] = []
+        self.cancel_errors: list[Exception] = []
+
+    async def query_order(self, symbol: str, client_order_id: str) -> OrderState | None:
+        if self.query_errors:
+            raise self.query_errors.pop(0)
+        return await super().query_order(symbol, client_order_id)
+
+    async def open_algo_orders(self, symbol: str | None = None) -> list[AlgoState]:
+        if self.list_errors:
+            raise self.list_errors.pop(0)
+        return await super().open_algo_orders(symbol)
+
+    async def cancel_order(self, symbol: str, client_order_id: str) -> OrderState | None:
+        if self.cancel_errors:
+            raise self.cancel_errors.pop(0)
+        return await super().cancel_order(symbol, client_order_id)
+
+
+def failing_reads(symbol: str, bar: int) -> tuple[Venue, ReadsFail, Decimal]:
+    venue = make_venue(ReadsFail)
+    return venue, broker_of(venue, ReadsFail), venue.start(symbol, bar)
+
+
+@pytest.mark.parametrize("failure", FAILED_READS, ids=["second_1021", "waf_403", "unreadable"])
+async def test_a_failed_query_after_a_lost_entry_answer_is_asked_again_never_taken_for_a_refusal(
+        failure: Exception) -> None:
+    """The entry executed, its answer was lost, and the first query itself fails: that failure is not the entry's
+    refusal (it was once, and -1021 then re-sent the entry as ``en-1``: twice the position); the query is asked
+    again and finds the fill. One entry at the exchange, protected."""
+    venue, broker, price = failing_reads("BTCUSDT", 800)
+    broker.lose_answers, broker.query_errors = 1, [failure]
+    d = decision("BTCUSDT", "LONG", price, bars("BTCUSDT", 800))
+    manager = make_manager(venue)
+
+    result = await manager.open(d, price)
+
+    assert result.position is not None and result.sl is not None and result.entry is not None
+    assert client_ids(venue.account).count(client_order_id(d.signal.signal_id, Leg.ENTRY, 0)) == 1
+    assert client_order_id(d.signal.signal_id, Leg.ENTRY, 1) not in client_ids(venue.account)
+    assert venue.account.positions()[0].quantity == d.quantity
+    assert manager.stats["rejected"] == 0 and manager.stats["dropped"] == 0
+
+
+async def test_an_entry_whose_queries_all_fail_is_reported_unknown_and_never_resent() -> None:
+    venue, broker, price = failing_reads("BTCUSDT", 820)
+    broker.lose_answers = 1
+    broker.query_errors = [VenueRejected("403 Forbidden", status=403)] * OrderConfig().query_max_attempts
+    d = decision("BTCUSDT", "SHORT", price, bars("BTCUSDT", 820))
+    manager = make_manager(venue)
+
+    result = await manager.open(d, price)
+
+    assert result.position is None and result.reason == "entry_unknown" and manager.stats["alarms"] == 1
+    assert [e for e in broker.log if e[0] == "place"] == [("place", client_order_id(d.signal.signal_id, Leg.ENTRY, 0))]
+    assert venue.account.positions()[0].quantity == d.quantity  # one entry: reconciliation adopts and protects it
+
+
+@pytest.mark.parametrize("failures", [1, 6], ids=["once", "every_try"])
+async def test_a_failed_read_of_the_protection_never_closes_a_protected_position(failures: int) -> None:
+    """The reconciliation's check of a protected position meets a refused read of the open algo orders (a WAF
+    403, a second -1021): asked again, or left as it is when it keeps failing — never closed at market."""
+    venue, broker, price = failing_reads("ETHUSDT", 9_700)
+    d = decision("ETHUSDT", "LONG", price, bars("ETHUSDT", 9_700))
+    manager = make_manager(venue)
+    opened = await manager.open(d, price)
+    assert opened.position is not None and opened.sl is not None
+    broker.list_errors = [FAILED_READS[i % 3] for i in range(failures)]
+
+    sl, tp = await manager.ensure_protection(opened.position, price)
+
+    assert venue.account.positions()[0].quantity == d.quantity
+    assert {a.type for a in venue.account.open_algo_orders("ETHUSDT")} == {"STOP_MARKET", "TAKE_PROFIT_MARKET"}
+    assert manager.stats["alarms"] == 0 and manager.stats["exits"] == 0
+    if failures == 1:  # read on the next try: the live orders, not new ones
+        assert sl is not None and sl.client_algo_id == opened.sl.client_algo_id
+        assert tp is not None and opened.tp is not None and tp.client_algo_id == opened.tp.client_algo_id
+    else:  # every try of both legs failed: nothing known, nothing changed (the next reconciliation asks again)
+        assert (sl, tp) == (None, None)
+
+
+@pytest.mark.parametrize("failures", [2, 3], ids=["then_cancelled", "never_cancelled"])
+async def test_a_resting_limit_entry_whose_cancel_fails_is_cancelled_again_or_raises_the_alarm(failures: int) -> None:
+    """A LIMIT entry that did not fill in time: its cancel is tried again after a failure; when it never
+    succeeds the entry is reported unknown with an alarm — not dropped as "not filled" while it still rests."""
+    venue, broker, price = failing_reads("BTCUSDT", 12_500)
+    broker.cancel_errors = [TemporaryError("DELETE /fapi/v1/order: no answer")] * failures
+    d = decision("BTCUSDT", "LONG", price, bars("BTCUSDT", 12_500), stop_pct=3.0, target_pct=6.0)
+    manager = make_manager(venue, entry_type="LIMIT")
+
+    result = await manager.open(d, price)
+
+    assert result.position is None
+    if failures < manager.config.protection_max_attempts:
+        assert result.reason.startswith("not_filled") and venue.account.open_orders() == []
+    else:
+        assert result.reason == "entry_unknown" and manager.stats["alarms"] == 1
+        assert len(venue.account.open_orders("BTCUSDT")) == 1
 
 
 # -- open() cancelled half-way ------------------------------------------------------------------------
