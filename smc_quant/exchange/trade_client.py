@@ -162,7 +162,8 @@ class LiveBroker:
 
     async def server_time(self) -> int:
         """``GET /fapi/v1/time`` (weight 1): the exchange clock in epoch ms."""
-        body = await self._send("GET", "/fapi/v1/time", "", "", {}, weight=1)
+        await self._admit("GET", "/fapi/v1/time", 1)
+        body = await self._send("GET", "/fapi/v1/time", "", "", {})
         return self._server_time(body)
 
     @staticmethod
@@ -180,8 +181,9 @@ class LiveBroker:
     async def _sample_time(self) -> ClockOffset:
         offset = self.offset
         for _ in range(TIME_SAMPLES):
+            await self._admit("GET", "/fapi/v1/time", 1)  # before ``sent``: a wait for weight is no round trip
             sent = self._signer.timestamp(0)
-            body = await self._send("GET", "/fapi/v1/time", "", "", {}, weight=1)
+            body = await self._send("GET", "/fapi/v1/time", "", "", {})
             received = self._signer.timestamp(0)
             offset = offset.add(TimeSample(sent, self._server_time(body), received))
         self.offset = offset
@@ -205,12 +207,15 @@ class LiveBroker:
             await self._ensure_time()
             if order:
                 await self.limiter.acquire(exit=exit)
+            # Every wait comes before the signature: a request that waited for weight (up to the next minute)
+            # after being stamped would reach the exchange outside its recvWindow (-1021).
+            await self._admit(method, path, 0 if order else weight)
             in_body = method in ("POST", "PUT")
             signed = self._signer.sign(() if in_body else params, params if in_body else (),
                                        offset_ms=self.offset.offset_ms)
             try:
-                return await self._send(method, path, signed.query, signed.body, signed.headers,
-                                        weight=0 if order else weight, order=order, client_id=client_id)
+                return await self._send(method, path, signed.query, signed.body, signed.headers, order=order,
+                                        client_id=client_id)
             except ExchangeRejected as exc:
                 if exc.code not in RESYNC_CODES or attempt == 1:
                     raise
@@ -219,15 +224,18 @@ class LiveBroker:
                 self.offset = self.offset.invalidate()
         raise AssertionError("unreachable")
 
-    async def _send(self, method: str, path: str, query: str, body: str, headers: Mapping[str, str], *,
-                    weight: int, order: bool = False, client_id: str | None = None) -> Any:
-        """Send exactly these strings; map the outcome."""
+    async def _admit(self, method: str, path: str, weight: int) -> None:
+        """Wait for the request's IP weight (the governor), or refuse at once during a 429/418 pause."""
         if weight > 0:
             await self.governor.acquire(weight, max_wait_s=self._max_wait_s)
         elif self.governor.blocked_until_ms > self.governor.clock():
             # placements cost no IP weight, but a 418 ban or 429 pause covers every request from this IP
             until = self.governor.blocked_until_ms
             raise RateLimited(f"{method} {path}: requests paused until {until}", status=429, retry_at_ms=until)
+
+    async def _send(self, method: str, path: str, query: str, body: str, headers: Mapping[str, str], *,
+                    order: bool = False, client_id: str | None = None) -> Any:
+        """Send exactly these strings (admitted by :meth:`_admit` first); map the outcome."""
         sent_at = self.governor.clock()
         url = yarl.URL(f"{self.base_url}{path}?{query}" if query else f"{self.base_url}{path}", encoded=True)
         self._log.debug("rest_send", method=method, path=path, client_id=client_id)

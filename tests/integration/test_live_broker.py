@@ -233,6 +233,8 @@ class Edge:
     url: str
     hits: dict[str, int]
     release: asyncio.Event
+    stamps: list[int]
+    """The ``timestamp`` of every signed request received, in order."""
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -244,9 +246,12 @@ async def edge() -> AsyncIterator[Edge]:
     """A local app answering Binance's documented JSON for edge cases the emulator does not model."""
     hits: dict[str, int] = {}
     release = asyncio.Event()
+    stamps: list[int] = []
 
     def count(request: web.Request) -> None:
         hits[request.path] = hits.get(request.path, 0) + 1
+        if "timestamp" in request.query:
+            stamps.append(int(request.query["timestamp"]))
 
     async def server_time(request: web.Request) -> web.Response:
         count(request)
@@ -307,7 +312,7 @@ async def edge() -> AsyncIterator[Edge]:
     await site.start()
     port = runner.addresses[0][1]
     try:
-        yield Edge(f"http://127.0.0.1:{port}", hits, release)
+        yield Edge(f"http://127.0.0.1:{port}", hits, release, stamps)
     finally:
         release.set()
         await runner.cleanup()
@@ -325,6 +330,26 @@ async def test_edge_timeout_is_status_unknown_with_one_send(http: aiohttp.Client
         await broker.place_order(OrderRequest("BTCUSDT", "BUY", "MARKET", D("1"), "smc-edge-tmo-en-0"))
     assert info.value.client_id == "smc-edge-tmo-en-0"
     assert edge.hits["/fapi/v1/order"] == 1
+
+
+async def test_edge_a_request_that_waits_for_weight_is_signed_after_the_wait(http: aiohttp.ClientSession,
+                                                                              edge: Edge) -> None:
+    """A 429 pause makes a read wait (up to a minute) for its weight. It is stamped after that wait, so it reaches
+    the exchange inside its 5 s recvWindow; stamped before, it arrived a whole pause late and was refused (-1021)."""
+    clock = SkewedClock()
+
+    async def pass_at_once(seconds: float) -> None:  # the wait is not spent: our clock jumps over it
+        clock.skew_ms += round(seconds * 1000)
+
+    governor = WeightGovernor(clock=clock, sleep=pass_at_once)
+    broker = LiveBroker(http, edge.url, RequestSigner("k", "s", clock), governor=governor,
+                        limiter=OrderLimiter(sleep=asyncio.sleep, new_event=asyncio.Event), timeout_s=1.0)
+    await broker.sync_time()
+    paused_until = governor.penalise(429, 30.0, "Too many requests.")
+    with pytest.raises(TemporaryError):  # the edge's openOrders answers 503
+        await broker.open_orders("BTCUSDT")
+    assert clock() >= paused_until and len(edge.stamps) == 1
+    assert edge.stamps[0] >= paused_until - 1_000  # within the offset's error of the end of the pause
 
 
 async def test_edge_429_1015_penalises_the_limiter(http: aiohttp.ClientSession, edge: Edge) -> None:
