@@ -248,7 +248,12 @@ class Executor:
     async def _enter(self, signal: Signal, decision: Any, detail: dict[str, Any], mark: Decimal) -> None:
         if decision.action == "rotate" and decision.close_symbol in self.book:
             self.stats.rotations += 1
-            await self.close(decision.close_symbol, ExitReason.ROTATION)
+            if not await self.close(decision.close_symbol, ExitReason.ROTATION):
+                # Its exit failed, or another exit of it is still under way: there is no room, and the
+                # entry would be one position over ``max_positions``.
+                self._skip(signal, Decision("skip", "rotation_not_closed", signal),
+                           {**detail, "close_symbol": decision.close_symbol})
+                return
         async with self._lock(signal.symbol):
             try:
                 result = await self.manager.open(decision, mark)
@@ -291,11 +296,14 @@ class Executor:
                                             "reason": decision.reason})
 
     # -- exits -------------------------------------------------------------------------------------
-    async def close(self, symbol: str, reason: ExitReason) -> None:
-        """Close ``symbol``'s position at market (protection cancelled first); idempotent."""
+    async def close(self, symbol: str, reason: ExitReason) -> bool:
+        """Close ``symbol``'s position at market (protection cancelled first); idempotent. ``True`` when this call
+        closed it or there was none; ``False`` when the exit failed or another exit of it is under way."""
         entry = self.book.get(symbol)
-        if entry is None or entry.status == "closing":
-            return
+        if entry is None:
+            return True
+        if entry.status == "closing":
+            return False
         async with self._lock(symbol):
             entry.status, entry.exit_reason = "closing", reason
             await self._save(entry)
@@ -311,10 +319,11 @@ class Executor:
                 self._notify(messages.error(f"exit failed {symbol} ({reason.value})", failed), "error")
                 entry.status = "open"
                 await self._reprotect(entry, mark)
-                return
+                return False
         if reason in (ExitReason.TIME, ExitReason.DELISTING):
             self.stats.forced_exits += 1
             self._notify(messages.forced_exit(entry.position, reason), "forced_exit")
+        return True
 
     async def _reprotect(self, entry: BookEntry, mark: Decimal | None) -> None:
         """After a failed exit: its stop and target were cancelled before the exit was sent, so place them again
@@ -431,7 +440,8 @@ class Executor:
         positions were closed for the 2-hour limit or the breaker."""
         self.daily_summary()
         await self.check_drawdown()
-        due = self.risk.due_exits([e.position for e in self.book.values() if e.status == "open"], self.clock())
+        due = self.risk.due_exits([e.position for e in self.book.values() if e.status == "open"], self.clock(),
+                                  equity=self.snapshot().equity)
         for position, reason in due:
             await self.close(position.symbol, reason)
         return len(due)

@@ -16,7 +16,6 @@ class ExecutorConfig:
     reconcile_interval_s: float = 180.0
     taker_fee: Decimal = Decimal("0.0005")
     """Used only to estimate a fee the exchange did not report (flagged in the log)."""
-    close_on_breaker: bool = False
     dedupe_window_ms: int = 86_400_000
     """Signal ids created this recently are reloaded at start to refuse duplicates."""
     dedupe_max: int = 100_000

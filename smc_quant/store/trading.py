@@ -329,7 +329,8 @@ class TradingRepository:
         """Record a closed round trip in ONE transaction; return the new trade id, ``None`` if already recorded.
 
         Inserts the trade (gross = (exit − entry)·qty·dir, net = gross − fees), its experience row
-        (signal-time ``features``, ``net_return_pct`` = net / (entry·qty) · 100) and removes the book entry
+        (signal-time ``features``, ``net_return_pct`` = net / (entry·qty) · 100; none when ``schema_version`` is
+        empty: a position adopted after a crash whose signal row was never written) and removes the book entry
         of ``trade.symbol`` if it still belongs to ``trade.signal_id``. Any failure rolls all three back.
         """
         t = trade
@@ -341,8 +342,9 @@ class TradingRepository:
                 t.exit_reason.value, t.confidence, model_version)
             if trade_id is None:
                 return None
-            await conn.execute(_INSERT_EXPERIENCE, trade_id, t.symbol, t.side, [float(f) for f in features],
-                               schema_version, t.net_return_pct, signal_time_ms, t.exit_time_ms, model_version)
+            if schema_version:  # a position adopted without its signal row has no features to learn from
+                await conn.execute(_INSERT_EXPERIENCE, trade_id, t.symbol, t.side, [float(f) for f in features],
+                                   schema_version, t.net_return_pct, signal_time_ms, t.exit_time_ms, model_version)
             await conn.execute(_DELETE_CLOSED_POSITION, t.symbol, t.signal_id)
             return trade_id
 

@@ -209,3 +209,34 @@ async def test_restart_with_open_positions_recovers_book_protection_and_clock_wi
         stored = await rig.repo.trades()
         assert len(stored) == 3
         check_trades([t for t in stored if t.symbol != "SOLUSDT"], rig.account.fills)
+
+
+async def test_a_rotation_whose_exit_fails_opens_nothing_so_three_stay_three(shared_data: Path, pg_dsn: str) -> None:
+    """The book is full and a stronger signal rotates out the weakest position, in profit; the exchange refuses
+    every attempt of that exit (503 × 8). The weakest stays, protected again, and the stronger signal is skipped
+    ``rotation_not_closed``: the exchange holds three positions, not four (the entry used to go out anyway)."""
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        ex = await rig.executor()
+        weak_side = _tp_case(rig, "XRPUSDT")[0]
+        for s in (rig.signal("XRPUSDT", weak_side, confidence=0.6, stop_pct=8.0, target_pct=30.0),
+                  rig.signal("BTCUSDT", "SHORT", confidence=0.7, stop_pct=8.0, target_pct=30.0),
+                  rig.signal("SOLUSDT", "LONG", confidence=0.8, stop_pct=8.0, target_pct=30.0)):
+            assert ex.submit(s)
+        await ex.idle()
+        assert len(ex.book) == 3
+        for _ in range(15):  # wait (in market minutes) until the weakest position is in profit
+            entry = ex.book["XRPUSDT"].position
+            if (rig.price("XRPUSDT") - entry.entry_price) * (1 if weak_side == "LONG" else -1) > 0:
+                break
+            await rig.minutes(1)
+        else:
+            pytest.fail("precondition: XRPUSDT never moved into profit within 15 minutes")
+        rig.emulator.faults.order_reject_503(8)
+        assert ex.submit(rig.signal("DOGEUSDT", "LONG", confidence=0.9, stop_pct=8.0, target_pct=30.0))
+        await ex.idle()
+
+        assert ex.stats.rotations == 1 and ex.stats.skip_reasons.get("rotation_not_closed") == 1
+        assert set(ex.book) == {"XRPUSDT", "BTCUSDT", "SOLUSDT"} and ex.book["XRPUSDT"].status == "open"
+        assert sorted(p.symbol for p in rig.account.positions()) == ["BTCUSDT", "SOLUSDT", "XRPUSDT"]
+        algos = {a.client_algo_id for a in rig.account.open_algo_orders("XRPUSDT")}
+        assert ex.book["XRPUSDT"].sl_client_id in algos  # the failed exit had cancelled it: placed again

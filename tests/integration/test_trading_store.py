@@ -217,10 +217,11 @@ async def test_close_trade_writes_trade_experience_and_removes_position(repo: Tr
 
 
 async def test_close_trade_is_atomic(repo: TradingRepository, pool: asyncpg.Pool) -> None:
-    """A failing experience insert (empty schema version violates its CHECK) leaves no trade, keeps the position."""
+    """A failing experience insert (a signal time beyond bigint) leaves no trade, keeps the position."""
     await repo.save_position(_position(), status="closing", sl_client_id="s", tp_client_id="t")
-    with pytest.raises(asyncpg.CheckViolationError):
-        await repo.close_trade(_trade(), features=FEATURES, schema_version="", signal_time_ms=T0, model_version=None)
+    with pytest.raises(asyncpg.DataError):
+        await repo.close_trade(_trade(), features=FEATURES, schema_version=SCHEMA, signal_time_ms=2**63,
+                               model_version=None)
     assert await repo.trades() == []
     assert await pool.fetchval("SELECT count(*) FROM experience") == 0
     book = await repo.open_positions()
@@ -228,6 +229,18 @@ async def test_close_trade_is_atomic(repo: TradingRepository, pool: asyncpg.Pool
     assert await repo.close_trade(_trade(), features=FEATURES, schema_version=SCHEMA, signal_time_ms=T0,
                                   model_version=None) is not None
     assert await repo.open_positions() == []
+
+
+async def test_a_trade_without_its_signal_is_stored_without_an_experience_row(repo: TradingRepository,
+                                                                              pool: asyncpg.Pool) -> None:
+    """A position adopted after a crash whose signal row was never written has no features and no schema. Its
+    trade is stored and its position row removed; it gives the learner nothing. (The experience CHECK used to
+    refuse it, rolling the trade back at every try: never stored, counted again after every restart.)"""
+    await repo.save_position(_position(), status="closing", sl_client_id="s", tp_client_id="t")
+    assert await repo.close_trade(_trade(), features=(), schema_version="", signal_time_ms=0,
+                                  model_version=None) is not None
+    assert [t.signal_id for t in await repo.trades()] == ["sig-1"] and await repo.open_positions() == []
+    assert await pool.fetchval("SELECT count(*) FROM experience") == 0
 
 
 async def test_every_exit_reason_is_stored_and_read_back(repo: TradingRepository, pool: asyncpg.Pool) -> None:

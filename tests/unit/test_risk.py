@@ -244,6 +244,16 @@ def test_daily_breaker_trips_on_realised_plus_unrealised_and_resets_next_day(rm:
     assert not rm.breaker_tripped and rm.due_exits([replace(p, entry_time_ms=T0 + DAY_MS)], T0 + DAY_MS + MIN) == []
 
 
+def test_the_exit_check_starts_a_new_day_with_the_equity_so_the_breaker_sees_it(rm: RiskManager) -> None:
+    """The exit check, every 15 s, is usually the first to see a new UTC day. It starts the day with the account's
+    equity: a position losing 6 % of it (limit 5 %) is closed with BREAKER at once. Without the equity the day
+    had no start and the breaker stayed blind until the first signal or closed trade of the day."""
+    rm.start_day(D(10000), T0)
+    losing = replace(pos("ETHUSDT", "10", "2000", mark="1940"), entry_time_ms=T0 + DAY_MS)  # −600 unrealised
+    assert rm.due_exits([losing], T0 + DAY_MS + MIN, equity=D("10000")) == [(losing, ExitReason.BREAKER)]
+    assert rm.breaker_tripped
+
+
 def test_breaker_from_realised_losses_alone_and_no_close_when_configured(
         market: tuple[dict[str, SymbolFilters], dict[str, SymbolBrackets]]) -> None:
     rm = RiskManager(RiskConfig(close_on_breaker=False), *market)
