@@ -5,8 +5,8 @@ holds (at start, every ``reconcile_interval_s`` and whenever the user-data strea
   the risk manager gets today's trades and the cooldowns back.
 - **Reconcile**, per symbol:
   - ours and at the exchange: sizes compared (a mismatch is logged), protection re-ensured;
-  - ours, flat at the exchange: the exit is learned from our own stop/target orders and the trade finished,
-    else the position is taken off the book with an alarm;
+  - ours, flat at the exchange: the exit is learned from our own orders (stop, target, market exits) and
+    the trade finished, else the position is taken off the book with an alarm;
   - at the exchange only: adopted when our own journalled entry order opened it (a crash between the fill
     and the position row), else an alarm for a human — never touched.
 """
@@ -22,8 +22,12 @@ import structlog
 from smc_quant.book import Book, BookEntry, journalled_position, queried_fill
 from smc_quant.domain.trading import ZERO, ExitReason, entry_side, exit_side
 from smc_quant.executor_config import ExecutorConfig, ExecutorStats
-from smc_quant.orders.broker import Broker, ExchangePosition
+from smc_quant.orders.broker import Broker, ExchangePosition, OrderState
+from smc_quant.orders.client_ids import Leg, client_order_id
 from smc_quant.risk import DAY_MS
+
+MAX_EXIT_IDS = 64
+"""Market exit ids of one trade asked about at most (each close tries ``exit_max_attempts`` = 8 ids)."""
 
 
 class Reconciler:
@@ -151,13 +155,21 @@ class Reconciler:
         for cid, reason in ((entry.sl_client_id, ExitReason.STOP_LOSS), (entry.tp_client_id, ExitReason.TAKE_PROFIT)):
             if not cid or cid in known:
                 continue
-            fill = queried_fill(pos.symbol, cid, await self.broker.query_order(pos.symbol, cid), exit_side(pos.side),
-                                self.config.taker_fee)
-            if fill is not None:
-                fills.append(fill)
+            state = await self.broker.query_order(pos.symbol, cid)
+            if self._found(entry, cid, state):
                 entry.exit_reason = entry.exit_reason or reason
-                self.log.warning("exit_found_by_reconciliation", symbol=pos.symbol, client_id=cid,
-                                 fee="estimated")
+        # Our own market exits (time limit, rotation, breaker, delisting, flatten) whose fills we did not see: a
+        # crash after the exit left, or a user-stream gap while it filled. Their ids run ex-0, ex-1, …: asked
+        # forward until the exchange does not know one. The reason is the one this process gave the exit, if it
+        # still knows it (after a restart: ``reconciled``).
+        for attempt in range(MAX_EXIT_IDS):
+            cid = client_order_id(pos.signal_id, Leg.EXIT, attempt)
+            if cid in known:
+                continue
+            state = await self.broker.query_order(pos.symbol, cid)
+            if state is None:
+                break
+            self._found(entry, cid, state)
         self.stats.repairs += 1
         self._settle(pos.symbol)
         if pos.symbol in self.book:  # still no exit fills: nothing to learn from; close the book entry
@@ -165,6 +177,16 @@ class Reconciler:
             if self.repo is not None:
                 await self.repo.delete_position(pos.symbol)
             await self._alarm("position_vanished", pos.symbol, symbol=pos.symbol, signal_id=pos.signal_id)
+
+    def _found(self, entry: BookEntry, cid: str, state: OrderState | None) -> bool:
+        """Record the exit fill an order query reports for ``entry`` (``False`` when nothing executed)."""
+        pos = entry.position
+        fill = queried_fill(pos.symbol, cid, state, exit_side(pos.side), self.config.taker_fee)
+        if fill is None:
+            return False
+        self.book.fills(pos.signal_id).append(fill)
+        self.log.warning("exit_found_by_reconciliation", symbol=pos.symbol, client_id=cid, fee="estimated")
+        return True
 
     async def _alarm(self, kind: str, detail: str, **fields: Any) -> None:
         """Something a human must look at: counted, logged as ``kind`` and stored in the alarms table."""

@@ -240,3 +240,33 @@ async def test_a_rotation_whose_exit_fails_opens_nothing_so_three_stay_three(sha
         assert sorted(p.symbol for p in rig.account.positions()) == ["BTCUSDT", "SOLUSDT", "XRPUSDT"]
         algos = {a.client_algo_id for a in rig.account.open_algo_orders("XRPUSDT")}
         assert ex.book["XRPUSDT"].sl_client_id in algos  # the failed exit had cancelled it: placed again
+
+
+async def test_a_market_exit_that_filled_while_the_executor_was_down_is_found_and_stored(
+        shared_data: Path, pg_dsn: str) -> None:
+    """Our market exit (``ex-0``) filled at the exchange, but the executor died before it saw the fill. The next
+    one finds the position flat, asks the exchange about its own exit ids, finds the fill and stores the trade,
+    matching the exchange's fills (it used to ask only for the stop and target: ``position_vanished``, no
+    trade, the day's PnL and the learner never told)."""
+    from smc_quant.orders.client_ids import Leg, client_order_id
+
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        first = await rig.executor()
+        signal = rig.signal("BTCUSDT", "LONG", confidence=0.75, stop_pct=8.0, target_pct=30.0)
+        assert first.submit(signal)
+        await first.idle()
+        held = first.book["BTCUSDT"].position
+        await rig.kill(first)
+        rig.account.new_order(symbol="BTCUSDT", side="SELL", type="MARKET", quantity=held.quantity,
+                              time_ms=rig.clock(), reduce_only=True,
+                              client_order_id=client_order_id(signal.signal_id, Leg.EXIT, 0))
+        assert [p for p in rig.account.positions() if p.symbol == "BTCUSDT"] == []
+
+        second = await rig.executor()
+        await second.idle()
+
+        assert "BTCUSDT" not in second.book and second.stats.alarms == 0
+        stored = [t for t in await rig.repo.trades() if t.symbol == "BTCUSDT"]
+        assert [(t.signal_id, t.exit_reason) for t in stored] == [(signal.signal_id, ExitReason.RECONCILED)]
+        assert stored[0].quantity == held.quantity
+        check_trades(stored, rig.account.fills)
