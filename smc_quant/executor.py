@@ -268,6 +268,11 @@ class Executor:
                                  client_id(getattr(result, "tp", None)))
             self.book.put(entry)
             await self._save(entry)
+            close = getattr(result, "close", None)
+            if close is not None and not close.closed:
+                # Closing at once (its trigger passed, or no stop would stick) cancelled its protection and
+                # then failed: protect it again now, as after any failed exit, not at the next reconciliation.
+                await self._reprotect(entry, mark)
         self.stats.opened += 1
         self.log.info("position_opened", symbol=signal.symbol, side=position.side, qty=str(position.quantity),
                       entry=str(position.entry_price), leverage=position.leverage, signal_id=signal.signal_id)

@@ -270,3 +270,22 @@ async def test_a_market_exit_that_filled_while_the_executor_was_down_is_found_an
         assert [(t.signal_id, t.exit_reason) for t in stored] == [(signal.signal_id, ExitReason.RECONCILED)]
         assert stored[0].quantity == held.quantity
         check_trades(stored, rig.account.fills)
+
+
+async def test_a_position_whose_stop_and_then_its_close_fail_is_booked_and_protected_again(
+        shared_data: Path, pg_dsn: str) -> None:
+    """The entry fills; every try of its stop is refused (503, 3 × 3 sends), so it is closed at market; the
+    exchange refuses that exit too (503 × 2). The position stays, booked — and protected again at once, as after
+    any failed exit (it used to stay with no stop at the exchange until the next reconciliation)."""
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        ex = await rig.executor(orders={"exit_max_attempts": 2})
+        rig.emulator.faults.order_reject_503(9, only="algo")
+        rig.emulator.faults.order_reject_503(2, only="reduce_only")
+        assert ex.submit(rig.signal("BTCUSDT", "LONG", confidence=0.75, stop_pct=8.0, target_pct=30.0))
+        await ex.idle()
+
+        assert rig.emulator.faults.order_faults == [] and ex.manager.stats["alarms"] >= 2
+        assert [p.symbol for p in rig.account.positions()] == ["BTCUSDT"] and "BTCUSDT" in ex.book
+        live = {a.client_algo_id: a.type for a in rig.account.open_algo_orders("BTCUSDT")}
+        entry = ex.book["BTCUSDT"]
+        assert entry.sl_client_id is not None and live.get(entry.sl_client_id) == "STOP_MARKET"

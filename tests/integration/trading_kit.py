@@ -76,9 +76,11 @@ class Rig:
         return Decimal(price)
 
     async def executor(self, returns: ReturnSource | None = None,
-                       funding: Callable[[str], FundingQuote | None] | None = None, **config: Any) -> Executor:
+                       funding: Callable[[str], FundingQuote | None] | None = None,
+                       orders: dict[str, Any] | None = None, **config: Any) -> Executor:
         """A fresh executor (new broker session, new manager) over the same database and exchange; ``returns``
-        is the correlation guard's source and ``funding`` the funding guard's (default: none, no guard)."""
+        is the correlation guard's source and ``funding`` the funding guard's (default: none, no guard);
+        ``orders`` overrides the order manager's settings (``OrderConfig``)."""
         em = self.emulator
         signer = RequestSigner(em.config.api_key, em.config.api_secret, wall_ms, recv_window_ms=5000)
         limiter = OrderLimiter(sleep=asyncio.sleep, new_event=asyncio.Event)
@@ -91,8 +93,8 @@ class Rig:
         filters = account_filters(em.market)
         brackets = load_brackets(self.data_dir / LEVERAGE_TIERS)
         risk = RiskManager(RiskConfig(max_entry_drift=Decimal(100)), filters, brackets)
-        manager = SmartOrderManager(broker, filters, config=OrderConfig(exit_retry_base_s=0.05, fill_poll_s=0.05),
-                                    journal=self.repo, clock=self.clock)
+        order_config = OrderConfig(**{"exit_retry_base_s": 0.05, "fill_poll_s": 0.05, **(orders or {})})
+        manager = SmartOrderManager(broker, filters, config=order_config, journal=self.repo, clock=self.clock)
         options = {"exit_check_interval_s": 0.05, "reconcile_interval_s": 3600.0, **config}
         ex = Executor(broker=broker, manager=manager, risk=risk, repo=self.repo, clock=self.clock,
                       config=ExecutorConfig(**options), returns=returns, funding=funding)

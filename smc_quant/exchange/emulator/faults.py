@@ -43,6 +43,11 @@ def broken_frame(frame: bytes, kind: int) -> bytes:
     return ws_text_frame(orjson.dumps(doc))
 
 
+PLACEMENTS = ("order", "reduce_only", "algo")
+"""Kinds of placement an order fault can be limited to: a plain order, a reduce-only order (an exit), an algo
+order (a stop or take-profit)."""
+
+
 class Faults:
     """Switches (stall, malformed, delay, HTTP errors) and actions (drop, close) with counters."""
 
@@ -56,9 +61,10 @@ class Faults:
         self.http_pending = 0
         self.http_path: str | None = None
         self.counters: Counter[str] = Counter()
-        self.order_faults: list[tuple[str, float]] = []
-        """Pending order-placement faults, oldest first: ``("timeout", hold_s)``, ``("unknown", 0)``,
-        ``("reject_503", 0)``; each placement consumes one."""
+        self.order_faults: list[tuple[str, float, str | None]] = []
+        """Pending order-placement faults, oldest first: ``("timeout", hold_s, only)``, ``("unknown", 0, only)``,
+        ``("reject_503", 0, only)``; each placement consumes the first whose ``only`` names its kind
+        (:data:`PLACEMENTS`; ``None``: any placement)."""
         self.listen_key_expirer: Callable[[str | None], int] | None = None
         """Installed by the emulator: expires a listenKey (``expire_listen_key``)."""
 
@@ -127,28 +133,36 @@ class Faults:
         self.counters["malformed"] += 1
         return broken_frame(frame, kind)
 
-    def order_timeout(self, n: int = 1, hold_s: float = 30.0) -> None:
-        """The next ``n`` order placements (order / algoOrder) are executed but answered ``hold_s`` late.
+    def order_timeout(self, n: int = 1, hold_s: float = 30.0, only: str | None = None) -> None:
+        """The next ``n`` order placements (order / algoOrder; ``only``: of that kind, :data:`PLACEMENTS`) are
+        executed but answered ``hold_s`` late.
 
         Longer than the client's timeout, so the client sees a timeout and must query to learn the outcome.
         """
-        self.order_faults += [("timeout", float(hold_s))] * n
+        self._queue("timeout", float(hold_s), only, n)
 
-    def order_unknown(self, n: int = 1) -> None:
+    def order_unknown(self, n: int = 1, only: str | None = None) -> None:
         """The next ``n`` placements are executed, then answered HTTP 503 "Unknown error, …" (-1000)."""
-        self.order_faults += [("unknown", 0.0)] * n
+        self._queue("unknown", 0.0, only, n)
 
-    def order_reject_503(self, n: int = 1) -> None:
+    def order_reject_503(self, n: int = 1, only: str | None = None) -> None:
         """The next ``n`` placements are NOT executed and answered HTTP 503 "Service Unavailable." (-1001)."""
-        self.order_faults += [("reject_503", 0.0)] * n
+        self._queue("reject_503", 0.0, only, n)
 
-    def take_order_fault(self) -> tuple[str, float] | None:
-        """The fault for this order placement, if any (consumes one and counts it)."""
-        if not self.order_faults:
-            return None
-        kind, hold = self.order_faults.pop(0)
-        self.counters[f"order_{kind}"] += 1
-        return kind, hold
+    def _queue(self, kind: str, hold_s: float, only: str | None, n: int) -> None:
+        if only is not None and only not in PLACEMENTS:
+            raise ValueError(f"only must be one of {PLACEMENTS}, not {only!r}")
+        self.order_faults += [(kind, hold_s, only)] * n
+
+    def take_order_fault(self, placement: str = "order") -> tuple[str, float] | None:
+        """The fault for this order placement of kind ``placement`` (:data:`PLACEMENTS`), if any (consumes the
+        first that applies and counts it)."""
+        for i, (kind, hold, only) in enumerate(self.order_faults):
+            if only is None or only == placement:
+                del self.order_faults[i]
+                self.counters[f"order_{kind}"] += 1
+                return kind, hold
+        return None
 
     def expire_listen_key(self, key: str | None = None) -> int:
         """Send ``listenKeyExpired`` to the key's streams (default: the active key) and invalidate it."""
@@ -176,6 +190,6 @@ class Faults:
             "malformed_pending": self.malformed_pending,
             "delay_ms": self.delay_s * 1000.0,
             "http_error": {"status": self.http_status, "pending": self.http_pending},
-            "order_faults": [{"kind": k, "hold_s": h} for k, h in self.order_faults],
+            "order_faults": [{"kind": k, "hold_s": h, "only": o} for k, h, o in self.order_faults],
             "counters": dict(self.counters),
         }

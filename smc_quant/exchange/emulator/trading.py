@@ -284,11 +284,12 @@ class TradingApi:
         """Let every held response go (the emulator is stopping)."""
         self._released.set()
 
-    async def _place(self, execute: Callable[[], Json]) -> web.Response:
-        """Order-count limit, order faults, execution, then the (possibly held or replaced) answer."""
+    async def _place(self, execute: Callable[[], Json], placement: str) -> web.Response:
+        """Order-count limit, order faults (for this kind of ``placement``), execution, then the (possibly held
+        or replaced) answer."""
         self.orders.charge()
         headers = self.orders.headers()
-        fault = self._faults.take_order_fault()
+        fault = self._faults.take_order_fault(placement)
         if fault is not None and fault[0] == "reject_503":
             return json_response({"code": -1001, "msg": "Service Unavailable."}, 503, headers)
         try:
@@ -342,7 +343,7 @@ class TradingApi:
                 state = replace(state, status="NEW", executed_qty=ZERO, avg_price=ZERO)
             return self._order(state)
 
-        return await self._place(execute)
+        return await self._place(execute, "reduce_only" if reduce_only else "order")
 
     def _order(self, state: OrderState) -> Json:
         extra = self._order_extra.get(state.order_id)
@@ -430,7 +431,7 @@ class TradingApi:
             self._publish(events)
             return self._algo(state)
 
-        return await self._place(execute)
+        return await self._place(execute, "algo")
 
     def _algo(self, state: AlgoState) -> Json:
         extra = self._algo_extra.get(state.algo_id)
