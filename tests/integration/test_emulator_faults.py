@@ -162,3 +162,37 @@ async def test_stall_can_target_the_connections_of_some_streams(
         with pytest.raises(TimeoutError):
             await btc.receive(timeout=0.3)
         assert em.faults.state()["stalled_streams"] == [BTC]
+
+
+async def test_rest_answers_can_be_garbled_refused_or_carry_broken_rows(
+    emulator: Factory, http: aiohttp.ClientSession
+) -> None:
+    """garbled cuts a 200 body in half (not JSON); http_error(400) refuses with -1121; malformed_rows breaks every
+    other row of the next /klines answer from the second: cut short, "abc" high, null open time, NaN close,
+    high < low."""
+    async with emulator(history_minutes=30) as em:
+        start = em.start_ms - 12 * MINUTE_MS
+        klines = f"{em.rest_url}/fapi/v1/klines?symbol=BTCUSDT&interval=1m&limit=12&startTime={start}"
+        em.faults.garbled(1, path="/fapi/v1/klines")
+        async with http.get(f"{em.rest_url}/fapi/v1/time") as r:
+            assert r.status == 200 and "serverTime" in await r.json()  # another path: untouched
+        async with http.get(klines) as r:
+            assert r.status == 200
+            with pytest.raises(orjson.JSONDecodeError):
+                orjson.loads(await r.read())
+        em.faults.http_error(400, 1)
+        async with http.get(klines) as r:
+            assert (r.status, await r.json()) == (400, {"code": -1121, "msg": "Invalid symbol."})
+        async with http.get(klines) as r:
+            clean = await r.json()
+        em.faults.malformed_rows(5)
+        async with http.get(klines) as r:
+            broken = await r.json()
+        assert len(clean) == len(broken) == 12
+        assert [i for i in range(12) if broken[i] != clean[i]] == [1, 3, 5, 7, 9]
+        assert broken[1] == clean[1][:5] and broken[3][2] == "abc" and broken[5][0] is None
+        assert broken[7][4] == "NaN" and float(broken[9][2]) < float(broken[9][3])
+        async with http.get(klines) as r:
+            assert await r.json() == clean  # consumed
+        assert (em.faults.counters["garbled"], em.faults.counters["http_400"],
+                em.faults.counters["malformed_rows"]) == (1, 1, 5)

@@ -48,6 +48,23 @@ PLACEMENTS = ("order", "reduce_only", "algo")
 order (a stop or take-profit)."""
 
 
+def broken_row(row: list[object], kind: int) -> list[object]:
+    """A broken copy of a ``/klines`` row: cut short, a price that is not a number, a null open time, a NaN
+    close, or high < low (the first three unreadable, the last two impossible values)."""
+    broken = list(row)
+    if kind % 5 == 0:
+        return broken[:5]
+    if kind % 5 == 1:
+        broken[2] = "abc"
+    elif kind % 5 == 2:
+        broken[0] = None
+    elif kind % 5 == 3:
+        broken[4] = "NaN"
+    else:
+        broken[2] = repr(float(str(broken[3])) / 2)
+    return broken
+
+
 class Faults:
     """Switches (stall, malformed, delay, HTTP errors) and actions (drop, close) with counters."""
 
@@ -60,6 +77,9 @@ class Faults:
         self.http_status = 0
         self.http_pending = 0
         self.http_path: str | None = None
+        self.garbled_pending = 0
+        self.garbled_path: str | None = None
+        self.malformed_rows_pending = 0
         self.counters: Counter[str] = Counter()
         self.order_faults: list[tuple[str, float, str | None]] = []
         """Pending order-placement faults, oldest first: ``("timeout", hold_s, only)``, ``("unknown", 0, only)``,
@@ -110,11 +130,43 @@ class Faults:
         self.delay_s = max(0.0, ms) / 1000.0
 
     def http_error(self, status: int = 429, count: int = 1, path: str | None = None) -> None:
-        """Answer the next ``count`` REST requests (to ``path`` only, when given) with HTTP ``status`` (429, 418
-        or 503)."""
-        if status not in (429, 418, 503):
-            raise ValueError("http_error status must be 429, 418 or 503")
+        """Answer the next ``count`` REST requests (to ``path`` only, when given) with HTTP ``status`` (429, 418,
+        503, or 400: the exchange refuses the request, ``-1121 Invalid symbol.``)."""
+        if status not in (429, 418, 503, 400):
+            raise ValueError("http_error status must be 429, 418, 503 or 400")
         self.http_status, self.http_pending, self.http_path = status, count, path
+
+    def garbled(self, count: int = 1, path: str | None = None) -> None:
+        """Cut the body of the next ``count`` successful REST answers (to ``path`` only, when given) in half: HTTP
+        200 with a body that is not JSON, as a truncating proxy would send it."""
+        self.garbled_pending, self.garbled_path = count, path
+
+    def take_garbled(self, path: str) -> bool:
+        """Whether the successful answer to ``path`` is to be garbled (consumes one)."""
+        if self.garbled_pending <= 0 or self.garbled_path not in (None, path):
+            return False
+        self.garbled_pending -= 1
+        self.counters["garbled"] += 1
+        return True
+
+    def malformed_rows(self, n: int = 1) -> None:
+        """Break ``n`` rows of the next ``/klines`` answer: every other row from the second, cycling through
+        :func:`broken_row`'s kinds."""
+        self.malformed_rows_pending += n
+
+    def take_malformed_rows(self, rows: list[list[object]]) -> list[list[object]]:
+        """``rows``, with the pending malformed rows broken in (consumes them all, whatever fits)."""
+        if self.malformed_rows_pending <= 0:
+            return rows
+        out = list(rows)
+        for i in range(1, len(out), 2):
+            if self.malformed_rows_pending <= 0:
+                break
+            out[i] = broken_row(out[i], self.counters["malformed_rows"])
+            self.counters["malformed_rows"] += 1
+            self.malformed_rows_pending -= 1
+        self.malformed_rows_pending = 0
+        return out
 
     def take_http_error(self, path: str = "") -> int | None:
         """The injected status for a request to ``path``, if any (consumes one)."""
@@ -177,8 +229,8 @@ class Faults:
         args = {k: v for k, v in command.items() if k != "action"}
         shown = {k: ("<listenKey>" if k == "key" and v else v) for k, v in args.items()}  # a key is a credential
         get_logger(component="emulator").info("fault", action=action, **shown)
-        if action not in ("drop_all", "close_all", "stall", "malformed", "delay_ms", "http_error", "order_timeout",
-                          "order_unknown", "order_reject_503", "expire_listen_key"):
+        if action not in ("drop_all", "close_all", "stall", "malformed", "delay_ms", "http_error", "garbled",
+                          "malformed_rows", "order_timeout", "order_unknown", "order_reject_503", "expire_listen_key"):
             raise ValueError(f"unknown fault action {action!r}")
         return getattr(self, str(action))(**args)
 
@@ -190,6 +242,8 @@ class Faults:
             "malformed_pending": self.malformed_pending,
             "delay_ms": self.delay_s * 1000.0,
             "http_error": {"status": self.http_status, "pending": self.http_pending},
+            "garbled_pending": self.garbled_pending,
+            "malformed_rows_pending": self.malformed_rows_pending,
             "order_faults": [{"kind": k, "hold_s": h, "only": o} for k, h, o in self.order_faults],
             "counters": dict(self.counters),
         }

@@ -79,6 +79,9 @@ class RestApi:
                 return self._limited(verdict)
             response = await handler(request)
             response.headers[WEIGHT_HEADER] = str(verdict.used)
+            if (isinstance(response, web.Response) and response.status == 200
+                    and isinstance(response.body, bytes) and self._faults.take_garbled(request.path)):
+                response.body = response.body[: len(response.body) // 2]
             return response
 
         return wrapped
@@ -98,6 +101,8 @@ class RestApi:
         headers = {WEIGHT_HEADER: str(used), "Retry-After": "1"}
         if status == 503:
             return json_response({"code": -1001, "msg": "Service Unavailable."}, 503, headers)
+        if status == 400:
+            return json_response({"code": -1121, "msg": "Invalid symbol."}, 400, headers)
         until = int(self._config.clock() * 1000) + 1000
         return (
             self._limited(Verdict(status, used, 1, until))
@@ -141,7 +146,7 @@ class RestApi:
             return _bad(-1100, "Illegal characters found in a parameter.")
         if not 1 <= limit <= 1500:
             return _bad(-1130, "Data sent for parameter 'limit' is not valid.")
-        return json_response(self.rows(symbol, start, end, limit, q["interval"]))
+        return json_response(self._faults.take_malformed_rows(self.rows(symbol, start, end, limit, q["interval"])))
 
     def rows(
         self, symbol: str, start: int | None, end: int | None, limit: int, interval: str = "1m"
