@@ -4,12 +4,18 @@ Every request takes its weight from the shared :class:`WeightGovernor` first. HT
 mapped to our error tree in one place (:meth:`BinanceRestClient._decode`): 429/418 penalise the
 governor and raise ``RateLimited``; 5xx, 408, timeouts and broken connections raise
 ``TemporaryError`` (``ExchangeUnreachable`` when no connection could be made at all); any other
-4xx raises ``VenueRejected`` with the exchange's ``code``. Only GETs are retried.
+4xx raises ``VenueRejected`` with the exchange's ``code``. A 2xx whose body is not JSON (a truncated or
+garbled answer, a proxy's page) is a ``TemporaryError`` too, counted in ``unreadable``. Only GETs are retried.
+
+A ``/klines`` row that cannot be read (too short, a price that is not a number, a null time) is
+``DataRejected("malformed")``: dropped, counted in ``rows_rejected`` by reason and logged; the other rows
+come back (the feed counts that minute as missing). Values are judged by the feed's data firewall.
 """
 
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -17,7 +23,7 @@ import aiohttp
 import orjson
 
 from smc_quant.domain.candles import Candle, interval_ms
-from smc_quant.errors import RateLimited, TemporaryError, VenueRejected
+from smc_quant.errors import DataRejected, RateLimited, TemporaryError, VenueRejected
 from smc_quant.exchange.governor import WeightGovernor
 from smc_quant.logging import get_logger
 
@@ -49,11 +55,15 @@ def klines_weight(limit: int) -> int:
 
 
 def parse_kline(symbol: str, interval: str, row: Sequence[Any]) -> Candle:
-    """One ``/klines`` row ``[openTime, "o", "h", "l", "c", "v", closeTime, "q", n, "V", "Q", _]``."""
-    return Candle(
-        symbol, interval, int(row[0]), float(row[1]), float(row[2]), float(row[3]), float(row[4]),
-        float(row[5]), float(row[7]), int(row[8]), float(row[9]), float(row[10]),
-    )
+    """One ``/klines`` row ``[openTime, "o", "h", "l", "c", "v", closeTime, "q", n, "V", "Q", _]``;
+    ``DataRejected("malformed")`` when it cannot be read (its values are not judged here)."""
+    try:
+        return Candle(
+            symbol, interval, int(row[0]), float(row[1]), float(row[2]), float(row[3]), float(row[4]),
+            float(row[5]), float(row[7]), int(row[8]), float(row[9]), float(row[10]),
+        )
+    except (IndexError, KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise DataRejected("malformed", f"{symbol} klines row {str(row)[:120]}: {type(exc).__name__}: {exc}") from None
 
 
 class BinanceRestClient:
@@ -70,6 +80,10 @@ class BinanceRestClient:
         self._backoff = backoff
         self._max_wait_s = max_wait_s
         self._log = logger if logger is not None else get_logger(component="rest")
+        self.unreadable = 0
+        """2xx answers whose body could not be read (not JSON, or not the shape the endpoint returns)."""
+        self.rows_rejected: Counter[str] = Counter()
+        """``/klines`` rows dropped because they could not be read, by reason."""
 
     async def ping(self) -> None:
         """``GET /fapi/v1/ping``: raises unless the exchange answers."""
@@ -87,7 +101,14 @@ class BinanceRestClient:
 
     async def klines(self, symbol: str, interval: str, *, start_time: int | None = None,
                      end_time: int | None = None, limit: int = 500) -> list[Candle]:
-        """``GET /fapi/v1/klines``: up to ``limit`` bars, oldest first; the last may still be open."""
+        """``GET /fapi/v1/klines``: up to ``limit`` bars, oldest first; the last may still be open. Unreadable
+        rows are left out (counted, see the module docstring)."""
+        candles, _ = await self._klines_page(symbol, interval, start_time, end_time, limit)
+        return candles
+
+    async def _klines_page(self, symbol: str, interval: str, start_time: int | None, end_time: int | None,
+                           limit: int) -> tuple[list[Candle], int]:
+        """The readable candles of one ``/klines`` answer and how many rows it had."""
         interval_ms(interval)
         params: dict[str, str | int] = {"symbol": symbol, "interval": interval, "limit": limit}
         if start_time is not None:
@@ -95,7 +116,17 @@ class BinanceRestClient:
         if end_time is not None:
             params["endTime"] = end_time
         rows = await self.request_with_retry("GET", "/fapi/v1/klines", params, weight=klines_weight(limit))
-        return [parse_kline(symbol, interval, row) for row in rows]
+        if not isinstance(rows, list):
+            self.unreadable += 1
+            raise TemporaryError(f"GET /fapi/v1/klines: expected a list of rows, got {type(rows).__name__}")
+        candles: list[Candle] = []
+        for row in rows:
+            try:
+                candles.append(parse_kline(symbol, interval, row))
+            except DataRejected as exc:
+                self.rows_rejected[exc.reason] += 1
+                self._log.warning("rest_row_rejected", symbol=symbol, reason=exc.reason, error=str(exc))
+        return candles, len(rows)
 
     async def closed_klines(self, symbol: str, interval: str, start_ms: int, end_ms: int, *,
                             now_ms: int, limit: int = 1000) -> list[Candle]:
@@ -104,13 +135,13 @@ class BinanceRestClient:
         out: list[Candle] = []
         cursor = start_ms
         while cursor <= end_ms:
-            page = await self.klines(symbol, interval, start_time=cursor, end_time=end_ms, limit=limit)
+            page, rows = await self._klines_page(symbol, interval, cursor, end_ms, limit)
             closed = [c for c in page if c.open_time >= cursor and c.open_time <= end_ms
                       and c.close_time <= now_ms]
             out.extend(closed)
-            if len(page) < limit or len(closed) < len(page):
+            if rows < limit or not page or len(closed) < len(page):
                 break
-            cursor = closed[-1].open_time + step
+            cursor = page[-1].open_time + step  # an unreadable last row is asked for again: one more try
         return out
 
     async def request_with_retry(self, method: str, path: str, params: Params, *, weight: int) -> Any:
@@ -156,7 +187,12 @@ class BinanceRestClient:
 
     def _decode(self, path: str, status: int, headers: Mapping[str, str], body: bytes) -> Any:
         if 200 <= status < 300:
-            return orjson.loads(body)
+            try:
+                return orjson.loads(body)
+            except orjson.JSONDecodeError:
+                self.unreadable += 1
+                raise TemporaryError(f"GET {path}: HTTP {status} body is not JSON ({len(body)} bytes: "
+                                     f"{body[:80]!r})") from None
         text = body.decode("utf-8", "replace")
         if status in (418, 429):
             retry_at = self.governor.penalise(status, _retry_after(headers), text)

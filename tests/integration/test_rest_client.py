@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -203,3 +204,30 @@ async def test_unreachable_exchange_raises_exchange_unreachable(setup: Setup, re
     with pytest.raises(ExchangeUnreachable, match=f"cannot reach the exchange at {url}"):
         await client.ping()
     assert setup.clock.sleeps == [0.25]
+
+
+async def test_a_garbled_answer_is_a_temporary_error_retried_and_counted(setup: Setup) -> None:
+    """A 200 whose body is not JSON (cut short) is a TemporaryError, not a decoder's exception: a GET with retries
+    gets its answer after one backoff; without, it fails as temporary. Both are counted."""
+    setup.emu.faults.garbled(1)
+    client = setup.client(retries=1)
+    assert await client.server_time() == setup.emu.start_ms
+    assert setup.clock.sleeps == [0.25] and client.unreadable == 1
+    setup.emu.faults.garbled(1)
+    with pytest.raises(TemporaryError, match="HTTP 200 body is not JSON"):
+        await setup.client().ping()
+
+
+async def test_unreadable_kline_rows_are_dropped_and_counted_and_paging_goes_on(setup: Setup) -> None:
+    """Five broken rows in the first of three pages: the three unreadable ones (cut short, a price "abc", a null
+    open time) are left out and counted; the two readable ones with impossible values (NaN close, high < low) come
+    back for the feed's firewall to judge; the next pages are still fetched."""
+    client = setup.client()
+    start, now = setup.emu.start_ms - 2500 * MINUTE_MS, await client.server_time()
+    setup.emu.faults.malformed_rows(5)
+    got = await client.closed_klines("BTCUSDT", "1m", start, setup.emu.start_ms + 10 * MINUTE_MS, now_ms=now)
+    lost = [start + i * MINUTE_MS for i in (1, 3, 5)]
+    assert [c.open_time for c in got] == [t for t in (start + i * MINUTE_MS for i in range(2500)) if t not in lost]
+    assert client.rows_rejected == {"malformed": 3}
+    assert math.isnan(got[4].close) and got[6].high < got[6].low  # rows 7 and 9
+    assert client.governor.acquired_total == 1 + 3 * 5
