@@ -157,7 +157,8 @@ def queried_fill(symbol: str, client_id: str, state: OrderState | None, side: Or
 
 def journalled_position(remote: ExchangePosition, row: Mapping[str, Any]) -> Position | None:
     """The position of ``remote`` as our own entry order journalled it, or ``None`` when ``row`` cannot be its
-    origin (no stop in its intent, or the other side).
+    origin (no stop in its intent, the other side, or a position larger than the entry's quantity: an old entry
+    journalled long ago must not make a position a human opened since look like ours).
 
     ``row`` is the order journal's newest entry on the symbol: its ``intent`` holds the decision's stop and
     target prices, leverage and confidence; its ``created_ms`` — written before the order left, so never
@@ -167,6 +168,9 @@ def journalled_position(remote: ExchangePosition, row: Mapping[str, Any]) -> Pos
     intent = row.get("intent") or {}
     if not intent.get("stop_price") or row["side"] != entry_side(remote.side):
         return None
+    sent = row.get("quantity")
+    if sent is None or remote.quantity > Decimal(str(sent)):
+        return None  # more than our entry could have filled: not (only) ours — a human's, left to a human
     target = intent.get("target_price")
     return Position(
         symbol=remote.symbol, side=remote.side, quantity=remote.quantity, entry_price=remote.entry_price,

@@ -43,3 +43,14 @@ async def test_restart_drops_a_position_closed_by_hand_and_leaves_a_foreign_one_
         (btc,) = [p for p in account.positions() if p.symbol == "BTCUSDT"]
         assert btc.side == "LONG" and btc.quantity == Decimal("0.005")
         assert await rig.repo.trades() == []
+
+        # Later a human opens an ETHUSDT short, twice our old entry's size. Our old entry is still the newest on
+        # the symbol with no trade stored, but it cannot have opened that: not adopted (it used to be, with the
+        # old stop and entry time, and the 2-hour limit then closed the human's position at once).
+        account.new_order(symbol="ETHUSDT", side="SELL", type="MARKET", quantity=eth.quantity * 2,
+                          time_ms=rig.clock(), client_order_id="by-hand-eth-2")
+        log_before = account.order_log
+        await second.reconcile()
+        await second.idle()
+        assert "ETHUSDT" not in second.book and second.stats.alarms == 4  # BTCUSDT's again, and ETHUSDT's
+        assert account.order_log == log_before, "the reconciliation touched a human's position"

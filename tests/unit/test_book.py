@@ -80,7 +80,7 @@ def remote(side: str = "LONG") -> ExchangePosition:
 
 
 def journal(side: str = "BUY", **intent: object) -> dict[str, object]:
-    return {"signal_id": SID, "client_order_id": "smc-en", "side": side, "created_ms": T0 + 3,
+    return {"signal_id": SID, "client_order_id": "smc-en", "side": side, "created_ms": T0 + 3, "quantity": D("0.010"),
             "intent": {"stop_price": "29700.0", "target_price": "30600.0", "leverage": 10, "confidence": 0.81,
                        **intent}}
 
@@ -94,7 +94,9 @@ def test_journalled_position_takes_size_and_price_from_the_exchange_and_the_rest
 
 
 @pytest.mark.parametrize(("side", "row"), [("SHORT", journal("BUY")), ("LONG", journal("SELL")),
-                                           ("LONG", journal(stop_price=None)), ("LONG", {**journal(), "intent": None})])
+                                           ("LONG", journal(stop_price=None)), ("LONG", {**journal(), "intent": None}),
+                                           ("LONG", {**journal(), "quantity": D("0.005")}),
+                                           ("LONG", {**journal(), "quantity": None})])
 def test_journalled_position_refuses_a_row_that_cannot_have_opened_it(side: str, row: dict[str, object]) -> None:
     assert journalled_position(remote(side), row) is None
 
