@@ -103,7 +103,7 @@ class Executor:
         self.reconciler = Reconciler(book=self.book, broker=broker, manager=manager, risk=risk, repo=repo,
                                      marks=self.marks, clock=clock, config=self.config, stats=self.stats, log=self.log,
                                      settle=self._check_complete, save=self._save,
-                                     refresh_balance=self.refresh_balance)
+                                     refresh_balance=self.refresh_balance, busy=self._busy)
 
     # -- intake ------------------------------------------------------------------------------------
     def submit(self, signal: Signal) -> bool:
@@ -574,6 +574,11 @@ class Executor:
         if lock is None:
             lock = self._symbol_locks[symbol] = asyncio.Lock()
         return lock
+
+    def _busy(self, symbol: str) -> bool:
+        """Whether an entry or an exit of ``symbol`` is under way (its lock is held)."""
+        lock = self._symbol_locks.get(symbol)
+        return lock is not None and lock.locked()
 
     async def _save(self, entry: BookEntry) -> None:
         if self.repo is not None:

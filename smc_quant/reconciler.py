@@ -35,14 +35,16 @@ class Reconciler:
 
     ``settle(symbol)`` finishes a position whose fills made it flat, ``save(entry)`` stores a book entry and
     ``refresh_balance()`` reads the wallet over REST — the executor's own steps, so a trade learned here is
-    finished exactly like one learned from the user-data stream.
+    finished exactly like one learned from the user-data stream. A symbol ``busy(symbol)`` says has an entry
+    or exit under way is left to it for this round.
     """
 
     def __init__(self, *, book: Book, broker: Broker, manager: Any, risk: Any, repo: Any | None,
                  marks: Mapping[str, Decimal], clock: Callable[[], int], config: ExecutorConfig,
                  stats: ExecutorStats, log: structlog.stdlib.BoundLogger, settle: Callable[[str], None],
                  save: Callable[[BookEntry], Awaitable[None]],
-                 refresh_balance: Callable[[], Awaitable[Decimal]]) -> None:
+                 refresh_balance: Callable[[], Awaitable[Decimal]],
+                 busy: Callable[[str], bool] = lambda _symbol: False) -> None:
         self.book = book
         self.broker = broker
         self.manager = manager
@@ -56,6 +58,7 @@ class Reconciler:
         self._settle = settle
         self._save = save
         self._refresh_balance = refresh_balance
+        self._busy = busy
 
     async def recover(self) -> None:
         """Read the open book, its fills, the recent signal ids and the risk state back from PostgreSQL."""
@@ -85,6 +88,8 @@ class Reconciler:
         await self._refresh_balance()
         remote = {p.symbol: p for p in await self.broker.positions()}
         for symbol, entry in list(self.book.items()):
+            if self._busy(symbol):  # an exit under way: its own result settles it (the next round checks)
+                continue
             pos = remote.get(symbol)
             if pos is None:
                 await self._closed_while_away(entry)
@@ -101,7 +106,11 @@ class Reconciler:
                 entry.sl_client_id, entry.tp_client_id = new_ids
                 await self._save(entry)
         for symbol, pos in remote.items():
-            if symbol not in self.book and not await self._adopt(pos):
+            if symbol in self.book or self._busy(symbol):
+                # An entry under way has filled but is not booked yet: it books and protects the position
+                # itself; adopting it here would raise a false alarm and protect it twice.
+                continue
+            if not await self._adopt(pos):
                 await self._alarm("unknown_position", f"{symbol} {pos.side} {pos.quantity}", symbol=symbol,
                                   side=pos.side, qty=str(pos.quantity),
                                   note="not opened by this executor; left alone, needs a human")

@@ -54,3 +54,28 @@ async def test_restart_drops_a_position_closed_by_hand_and_leaves_a_foreign_one_
         await second.idle()
         assert "ETHUSDT" not in second.book and second.stats.alarms == 4  # BTCUSDT's again, and ETHUSDT's
         assert account.order_log == log_before, "the reconciliation touched a human's position"
+
+
+async def test_a_reconciliation_during_an_entry_in_flight_leaves_its_position_to_the_entry(shared_data: Path,
+                                                                                         pg_dsn: str) -> None:
+    """The entry has filled at the exchange but its answer is late, so it is not booked yet when a reconciliation
+    runs. That position is the entry's to book and protect: not adopted (a false ``position_adopted`` alarm and
+    a second stop and target), not reported unknown. Once the entry returns: one stop, one target."""
+    import asyncio
+
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        ex = await rig.executor()
+        rig.emulator.faults.order_timeout(1, hold_s=30.0, only="order")  # executed; the answer comes too late
+        assert ex.submit(rig.signal("ETHUSDT", "SHORT", confidence=0.7, stop_pct=8.0, target_pct=30.0))
+
+        async def filled() -> None:
+            while not any(p.symbol == "ETHUSDT" for p in rig.account.positions()):
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(filled(), 10)
+        await ex.reconcile()
+        assert "ETHUSDT" not in ex.book and ex.stats.repairs == 0 and ex.stats.alarms == 0
+        await ex.idle()
+        assert "ETHUSDT" in ex.book and await rig.repo.open_alarms() == []
+        assert sorted(a.type for a in rig.account.open_algo_orders("ETHUSDT")) == ["STOP_MARKET",
+                                                                                   "TAKE_PROFIT_MARKET"]
