@@ -196,6 +196,14 @@ class Executor:
                      for s, e in self.book.items()}
         return AccountSnapshot.of(self.wallet, positions, self.clock())
 
+    async def _reconcile_now(self, why: str) -> None:
+        """An extra reconciliation now; a failure is counted and logged (the periodic one tries again)."""
+        try:
+            await self.reconcile()
+        except Exception as exc:
+            self.stats.errors += 1
+            self.log.error("reconcile_failed", why=why, error=f"{type(exc).__name__}: {exc}")
+
     async def reconcile(self) -> None:
         """Exchange positions and protection vs our book, repaired and logged; ``last_reconciled`` marks success."""
         await self.reconciler.reconcile()
@@ -260,19 +268,24 @@ class Executor:
             finally:  # after the entry left: the order journal (written before it) already names the signal
                 self._record(signal, decision, detail)
             position = getattr(result, "position", None)
-            if position is None:
-                self.log.warning("entry_not_opened", signal_id=signal.signal_id,
-                                 reason=getattr(result, "reason", "unknown"))
-                return
-            entry = BookEntry.of(position, signal, client_id(getattr(result, "sl", None)),
-                                 client_id(getattr(result, "tp", None)))
-            self.book.put(entry)
-            await self._save(entry)
-            close = getattr(result, "close", None)
-            if close is not None and not close.closed:
-                # Closing at once (its trigger passed, or no stop would stick) cancelled its protection and
-                # then failed: protect it again now, as after any failed exit, not at the next reconciliation.
-                await self._reprotect(entry, mark)
+            if position is not None:
+                entry = BookEntry.of(position, signal, client_id(getattr(result, "sl", None)),
+                                     client_id(getattr(result, "tp", None)))
+                self.book.put(entry)
+                await self._save(entry)
+                close = getattr(result, "close", None)
+                if close is not None and not close.closed:
+                    # Closing at once (its trigger passed, or no stop would stick) cancelled its protection and
+                    # then failed: protect it again now, as after any failed exit, not at the next reconciliation.
+                    await self._reprotect(entry, mark)
+        if position is None:
+            reason = getattr(result, "reason", "unknown")
+            self.log.warning("entry_not_opened", signal_id=signal.signal_id, reason=reason)
+            if reason == "entry_unknown":
+                # The exchange could not say whether it filled: look now (a position it opened is adopted and
+                # protected from the journal), not at the next round of reconciliation, minutes away.
+                await self._reconcile_now("entry_unknown")
+            return
         self.stats.opened += 1
         self.log.info("position_opened", symbol=signal.symbol, side=position.side, qty=str(position.quantity),
                       entry=str(position.entry_price), leverage=position.leverage, signal_id=signal.signal_id)

@@ -79,3 +79,29 @@ async def test_a_reconciliation_during_an_entry_in_flight_leaves_its_position_to
         assert "ETHUSDT" in ex.book and await rig.repo.open_alarms() == []
         assert sorted(a.type for a in rig.account.open_algo_orders("ETHUSDT")) == ["STOP_MARKET",
                                                                                    "TAKE_PROFIT_MARKET"]
+
+
+async def test_an_entry_whose_outcome_stays_unknown_is_looked_for_at_once_and_protected(shared_data: Path,
+                                                                                       pg_dsn: str) -> None:
+    """The entry fills but its answer is lost and both queries of it fail (503): the order manager reports it
+    unknown. The executor reconciles at once: the position is found, adopted from the journal and protected —
+    not left without a stop, outside the 3-position count, until the next round minutes later."""
+    import asyncio
+
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        ex = await rig.executor(orders={"query_max_attempts": 2})
+        rig.emulator.faults.order_timeout(1, hold_s=30.0, only="order")
+        assert ex.submit(rig.signal("ETHUSDT", "SHORT", confidence=0.7, stop_pct=8.0, target_pct=30.0))
+
+        async def filled() -> None:
+            while not any(p.symbol == "ETHUSDT" for p in rig.account.positions()):
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(filled(), 10)
+        rig.emulator.faults.http_error(503, count=2, path="/fapi/v1/order")  # the two queries of the entry
+        await ex.idle()
+
+        assert ex.manager.stats["alarms"] == 1  # "entry outcome unknown after queries"
+        assert "ETHUSDT" in ex.book and ex.stats.reconciliations == 2  # at start, and at once after the entry
+        assert sorted(a.type for a in rig.account.open_algo_orders("ETHUSDT")) == ["STOP_MARKET",
+                                                                                   "TAKE_PROFIT_MARKET"]
