@@ -70,7 +70,8 @@ class UserDataStream:
     def __init__(self, session: aiohttp.ClientSession, rest_base_url: str, ws_base_url: str,
                  api_headers: Mapping[str, str], *, governor: WeightGovernor, keepalive_s: float = 1800.0,
                  max_connection_s: float = 23.5 * 3600, backoff: Backoff = stream_backoff,
-                 timeout_s: float = 10.0, heartbeat_s: float | None = 60.0, logger: Any = None) -> None:
+                 timeout_s: float = 10.0, heartbeat_s: float | None = 60.0, healthy_s: float = 60.0,
+                 logger: Any = None) -> None:
         self._session = session
         self._rest = rest_base_url.rstrip("/")
         self._ws = ws_base_url.rstrip("/")
@@ -79,6 +80,10 @@ class UserDataStream:
         self.keepalive_s = keepalive_s
         self.max_connection_s = max_connection_s
         self._backoff = backoff
+        self.healthy_s = healthy_s
+        """A socket that stayed open this long was healthy: the reconnect after it starts the backoff over (one
+        that drops sooner keeps backing off, so a server that accepts and closes at once is not hammered)."""
+        self._opened_at: float | None = None
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._heartbeat = heartbeat_s
         self._log = logger if logger is not None else get_logger(component="user_stream")
@@ -204,6 +209,7 @@ class UserDataStream:
                 self._log.warning("listen_key_invalid", path=LISTEN_KEY_PATH)
             except (TemporaryError, aiohttp.ClientError, TimeoutError) as exc:
                 self._disconnected()
+                attempt = 0 if self._was_healthy() else attempt
                 delay = self._backoff(attempt)
                 attempt += 1
                 self._log.warning("user_stream_retry", error=type(exc).__name__, attempt=attempt, delay_s=delay)
@@ -213,10 +219,16 @@ class UserDataStream:
             except Exception as exc:  # a bug or an unforeseen library error must not end the account stream
                 self._disconnected()
                 self.errors += 1
+                attempt = 0 if self._was_healthy() else attempt
                 delay = self._backoff(attempt)
                 attempt += 1
                 self._log.error("user_stream_error", error=f"{type(exc).__name__}: {exc}"[:200], delay_s=delay)
                 await asyncio.sleep(delay)
+
+    def _was_healthy(self) -> bool:
+        """Whether the socket that just closed had stayed open ``healthy_s`` (asked once per socket)."""
+        opened, self._opened_at = self._opened_at, None
+        return opened is not None and time.monotonic() - opened >= self.healthy_s
 
     def _disconnected(self) -> None:
         self.connected.clear()
@@ -232,6 +244,7 @@ class UserDataStream:
             self.connections += 1
             self.connected.set()
             self.down_since = None
+            self._opened_at = time.monotonic()
             self._log.info("user_stream_connected", path="/private/ws", connections=self.connections)
             if not first:
                 self._deliver(StreamExpired(event_time_ms=_now_ms()))

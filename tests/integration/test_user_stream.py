@@ -248,6 +248,34 @@ async def test_malformed_frames_are_counted_and_the_stream_reconnects(
         await stream.close()
 
 
+@pytest.mark.parametrize("healthy_s", [0.0, 3600.0], ids=["each_socket_healthy", "each_socket_short"])
+async def test_the_reconnect_backoff_starts_over_only_after_a_healthy_socket(
+        http: aiohttp.ClientSession, frames_app: tuple[str, dict[str, int]], healthy_s: float) -> None:
+    """The local server closes every socket after its frames. Counted as healthy (open ≥ ``healthy_s``), each
+    reconnect starts the backoff over (attempt 0 every time: once, an ordinary drop never reset it, so after a
+    few drops over days every reconnect waited 30 s); counted as short, the backoff keeps growing."""
+    host, _stats = frames_app
+    attempts: list[int] = []
+
+    def backoff(attempt: int) -> float:
+        attempts.append(attempt)
+        return 0.01
+
+    stream = UserDataStream(http, f"http://{host}", f"ws://{host}", {"X-MBX-APIKEY": "k"},
+                            governor=WeightGovernor(), backoff=backoff, healthy_s=healthy_s)
+    sink = Collector()
+    stream.subscribe(sink)
+    await stream.start()
+    seen: list[AccountEvent] = []
+    try:
+        for _ in range(3):  # three reconnects, each announced by StreamExpired
+            await sink.until(lambda e: isinstance(e, StreamExpired) and e not in seen)
+            seen.append(next(e for e in reversed(sink.events) if isinstance(e, StreamExpired)))
+    finally:
+        await stream.close()
+    assert attempts[:3] == ([0, 0, 0] if healthy_s == 0.0 else [0, 1, 2])
+
+
 async def test_no_secret_signature_or_listen_key_in_logs(live: Live, capsys: pytest.CaptureFixture[str]) -> None:
     """A full cycle (order, events, keep-alive) logs paths and client ids only: no secret, signature or key."""
     await live.broker.place_order(OrderRequest("BTCUSDT", "BUY", "MARKET", D("0.010"), "smc-us-log-en-0"))
