@@ -21,9 +21,18 @@ async def _light_reset(conn: asyncpg.Connection) -> None:
         await conn.execute("ROLLBACK")
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 8,
-                      synchronous_commit: bool = True) -> asyncpg.Pool:
+SERVICE_COMMAND_TIMEOUT_S = 300.0
+"""The service's bound on one statement: none of its queries takes near this long, so one that does is stuck
+(a lock held elsewhere, a frozen server, a network that drops packets without a reset) and raises
+``TimeoutError`` — counted and retried by its caller — rather than holding its writer until a restart."""
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 8, synchronous_commit: bool = True,
+                      command_timeout: float | None = None) -> asyncpg.Pool:
     """Open a pool to ``dsn``; ``OperationalError`` if that fails (the message never repeats the DSN).
+
+    ``command_timeout`` bounds each statement in seconds (``None``: unbounded, for the one-off commands whose
+    queries may legitimately run long); the service uses :data:`SERVICE_COMMAND_TIMEOUT_S`.
 
     ``synchronous_commit=False`` makes commits return before the WAL is flushed to disk: a crash of
     PostgreSQL itself (not of our process) may lose the last fraction of a second of writes, never corrupt
@@ -36,7 +45,7 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 8,
         settings["synchronous_commit"] = "off"
     try:
         pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, server_settings=settings,
-                                         reset=_light_reset)
+                                         reset=_light_reset, command_timeout=command_timeout)
     except (OSError, asyncpg.PostgresError) as exc:
         raise OperationalError(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from exc
     assert pool is not None

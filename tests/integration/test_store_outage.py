@@ -5,6 +5,7 @@ content. Real emulator (signed orders, the user-data stream), real PostgreSQL ma
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -118,3 +119,26 @@ async def test_a_stop_during_an_outage_gives_the_writes_up_in_bounded_time_and_s
     assert lost["trade_not_stored"]["trade"] == repr(trade)
     assert lost["trade_not_stored"]["error"].startswith("stopped after ") and "store down (test)" in lost[
         "trade_not_stored"]["error"]
+
+
+async def test_a_statement_stuck_behind_a_lock_times_out_instead_of_hanging(pg_dsn: str) -> None:
+    """With the service's statement bound (here 0.3 s), a write blocked by a lock held elsewhere raises
+    ``TimeoutError`` — its caller counts and retries it — instead of waiting for ever with nothing in the logs.
+    The server-side statement is cancelled, and the pool goes on working once the lock is gone."""
+    from smc_quant.store.db import create_pool
+
+    table = f"lock_probe_{uuid.uuid4().hex[:8]}"
+    pool = await create_pool(pg_dsn, max_size=1, command_timeout=0.3)
+    blocker = await asyncpg.connect(pg_dsn)
+    try:
+        await blocker.execute(f"CREATE TABLE {table} (x int)")
+        async with blocker.transaction():
+            await blocker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(TimeoutError):
+                await pool.execute(f"INSERT INTO {table} VALUES (1)")
+        await pool.execute(f"INSERT INTO {table} VALUES (2)")
+        assert await blocker.fetch(f"SELECT x FROM {table}") == [(2,)]
+    finally:
+        await blocker.execute(f"DROP TABLE IF EXISTS {table}")
+        await blocker.close()
+        await pool.close()
