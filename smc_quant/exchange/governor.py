@@ -145,6 +145,7 @@ class WeightGovernor:
         async with self._lock:
             while True:
                 while (wait_ms := self._wait_ms(weight)) > 0:
+                    self._refuse_long_penalty(max_wait_s)  # a ban that came while this caller waited or queued
                     waited = True
                     await self.sleep(wait_ms / 1000.0)
                 if await self._fits_cluster(weight):

@@ -131,6 +131,23 @@ async def test_a_penalty_longer_than_max_wait_raises_instead_of_waiting() -> Non
     assert clock.now_ms == T0 + 3_600_000
 
 
+async def test_a_ban_that_comes_while_a_caller_waits_is_refused_not_slept_through() -> None:
+    """A caller waiting for the next minute (or queued behind one) when a 418 ban of an hour arrives: it is
+    refused at once with the ban's deadline, like a caller arriving during the ban — not held for the hour."""
+    gov, clock = make()
+    await gov.acquire(85)
+    waiting = asyncio.create_task(gov.acquire(10, max_wait_s=90))
+    queued = asyncio.create_task(gov.acquire(1, max_wait_s=90))
+    await asyncio.sleep(0)  # the first is in its minute wait, the second queued behind it
+    assert clock.sleeps == [20.0]
+    gov.penalise(418, None, f"banned until {T0 + 3_600_000}")
+    for task in (waiting, queued):
+        with pytest.raises(RateLimited) as caught:
+            await task
+        assert caught.value.retry_at_ms == T0 + 3_600_000
+    assert clock.sleeps == [20.0]
+
+
 async def test_set_limit_follows_exchange_info() -> None:
     """The limit read from rateLimits changes the budget."""
     gov, _ = make()
