@@ -107,8 +107,12 @@ class PositionCloser:
                         continue
                 state = await self._sender.await_fill(state, cancel_rest=True)
                 last_state = state
+                # This exit is done with (filled, filled in part, expired, cancelled): the next one gets a new id,
+                # before anything else can fail — a filled order's id is accepted again by Binance.
+                attempt += 1
+                self._attempts[key] = attempt
+                last_error = f"exit {state.status} {state.executed_qty}/{state.orig_qty}"
                 if state.status == "FILLED":
-                    self._attempts[key] = attempt + 1
                     self.stats["exits"] += 1
                     self._log.info("exit_filled", symbol=position.symbol, reason=str(reason),
                                    quantity=str(state.executed_qty), price=str(state.avg_price),
@@ -117,9 +121,6 @@ class PositionCloser:
                     held = await self.exchange_position(position.symbol, position.side)
                     if held is None:
                         return CloseResult(True, reason, "closed", state, n, "exit filled")
-                attempt += 1  # this exit is final (filled part, expired, cancelled): the next one gets a new id
-                self._attempts[key] = attempt
-                last_error = f"exit {state.status} {state.executed_qty}/{state.orig_qty}"
             except asyncio.CancelledError:
                 raise
             except VenueRejected as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -20,8 +21,16 @@ import pytest
 from smc_quant.domain.trading import ExitReason
 from smc_quant.errors import DataRejected, TemporaryError, VenueRejected
 from smc_quant.order_manager import OrderConfig, SmartOrderManager
-from smc_quant.orders.broker import AlgoRequest, AlgoState, OrderRequest, OrderState, OrderStatusUnknown
+from smc_quant.orders.broker import (
+    AlgoRequest,
+    AlgoState,
+    ExchangePosition,
+    OrderRequest,
+    OrderState,
+    OrderStatusUnknown,
+)
 from smc_quant.orders.client_ids import Leg, client_order_id
+from smc_quant.orders.filters import floor_to_step
 from smc_quant.paper import PaperBroker
 from smc_quant.sim.account import SimAccount
 from tests.unit.order_manager_kit import Sleeps, bars, client_ids, decision, make_manager
@@ -176,6 +185,49 @@ async def test_exit_retries_with_exponential_backoff_until_done() -> None:
     assert sleeps.delays == [0.5, 1.0, 2.0]
     assert closed.exit is not None and closed.exit.client_order_id == client_order_id(d.signal.signal_id, Leg.EXIT, 0)
     assert manager.stats["exit_retries"] == 3 and manager.stats["alarms"] == 0
+
+
+class HalfExitThenNoAnswer(PaperBroker):
+    """The first exit executes for half the position (as when the position is bigger than the exit knew); the
+    position read right after it goes unanswered once."""
+
+    def __init__(self, account: SimAccount, clock: Clock) -> None:
+        super().__init__(account, clock)
+        self.exit_ids: list[str] = []
+        self.armed = False
+
+    async def place_order(self, request: OrderRequest) -> OrderState:
+        if request.reduce_only:
+            self.exit_ids.append(request.client_order_id)
+            if len(self.exit_ids) == 1:
+                step = real_filters()[request.symbol].market_step_size
+                request = replace(request, quantity=floor_to_step(request.quantity / 2, step))
+                self.armed = True
+        return await super().place_order(request)
+
+    async def positions(self) -> list[ExchangePosition]:
+        if self.armed:
+            self.armed = False
+            raise TemporaryError("GET /fapi/v3/positionRisk: no answer")
+        return await super().positions()
+
+
+async def test_an_exit_that_filled_is_never_sent_again_with_its_id_when_the_next_read_fails() -> None:
+    """ex-0 fills (half), the read of what is left fails: the next pass sends the rest as ex-1. It once re-sent
+    ex-0 — Binance takes a filled order's id again, and a lost answer would then be "resolved" by the old fill."""
+    venue = make_venue(HalfExitThenNoAnswer)
+    broker = broker_of(venue, HalfExitThenNoAnswer)
+    price = venue.start("BTCUSDT", 6_100)
+    d = decision("BTCUSDT", "LONG", price, bars("BTCUSDT", 6_100), stop_pct=3.0, target_pct=6.0)
+    manager = make_manager(venue)
+    result = await manager.open(d, price)
+    assert result.position is not None
+
+    closed = await manager.close(result.position, ExitReason.TIME)
+
+    assert closed.outcome == "closed" and venue.account.positions() == []
+    sid = d.signal.signal_id
+    assert broker.exit_ids == [client_order_id(sid, Leg.EXIT, 0), client_order_id(sid, Leg.EXIT, 1)]
 
 
 async def test_exit_that_never_goes_through_raises_an_alarm_after_max_attempts() -> None:
