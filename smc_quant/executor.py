@@ -458,8 +458,9 @@ class Executor:
         positions were closed for the 2-hour limit or the breaker."""
         self.daily_summary()
         await self.check_drawdown()
+        equity = self.snapshot().equity if self._wallet_known else None  # unknown: no day starts from zero
         due = self.risk.due_exits([e.position for e in self.book.values() if e.status == "open"], self.clock(),
-                                  equity=self.snapshot().equity)
+                                  equity=equity)
         for position, reason in due:
             await self.close(position.symbol, reason)
         return len(due)
