@@ -289,6 +289,9 @@ class Service:
         if gov is not None:
             out.update(rest_weight_used=float(gov.used_weight), rest_rate_limited_429=float(gov.rate_limited_429),
                        rest_banned_418=float(gov.banned_418), rest_throttled=float(gov.throttled))
+        if self.rest is not None:
+            out.update(rest_unreadable=float(self.rest.unreadable),
+                       rest_rows_rejected=float(sum(self.rest.rows_rejected.values())))
         if self.cluster is not None:
             stats = [a.stats for a in self.cluster.analyzers]
             out.update(feature_batches=float(sum(s.batches for s in stats)),

@@ -5,6 +5,14 @@ drain it synchronously: parse and firewall each frame, keep only final candles, 
 symbol, and hand accepted candles to the :class:`CandleStore` (in memory) and the :class:`CandleSink`
 (PostgreSQL). A gap pauses that symbol (later candles are held) while a budgeted REST backfill fetches
 the missing bars; then everything is released in order.
+
+Failure policy, so one fault never freezes a symbol:
+
+- a backfill retries failures with the reconnect backoff (an unexpected one is logged as an error and counted in
+  ``backfill_unexpected``) for ``backfill_attempts`` fetches, and gives up at once on a refusal by the exchange
+  (``VenueRejected``: the same request would be refused again). Given up, the held candles are released and the
+  gap stays missing, counted (``backfills_abandoned``, ``gaps_unfilled``) and logged as ``backfill_abandoned``;
+- backfilled candles pass the same value firewall as streamed ones (``check_candle``, counted by reason).
 """
 
 from __future__ import annotations
@@ -19,11 +27,12 @@ import structlog
 from shards.backoff import BackoffFactory, exponential_backoff
 from shards.connection import Frame, StreamConnection
 from shards.sink import CandleSink
+from shards.supervisor import describe_error, traceback_tail
 from smc_quant.domain.candle_store import CandleStore
 from smc_quant.domain.candles import Candle, interval_ms
 from smc_quant.domain.continuity import ACCEPTED, Continuity, Gap, Verdict
-from smc_quant.errors import DataRejected, SmcError
-from smc_quant.exchange.schemas import KlineUpdate, parse_frame
+from smc_quant.errors import DataRejected, TemporaryError, VenueRejected
+from smc_quant.exchange.schemas import KlineUpdate, check_candle, parse_frame
 from smc_quant.ops.metrics import FeedMetrics
 from smc_quant.settings import FeedSettings
 
@@ -31,6 +40,8 @@ Backfill = Callable[[str, str, int, int], Awaitable[list[Candle]]]
 """``(symbol, interval, start_ms, end_ms) -> closed candles`` — the REST /klines fetcher."""
 CandleListener = Callable[[Candle, list[Candle]], None]
 """Called for each accepted 1m candle with the higher-timeframe bars it completed."""
+TRANSIENT = (TemporaryError, aiohttp.ClientError, OSError, TimeoutError)
+"""Backfill failures expected from the network and the exchange (retried with a warning)."""
 _clock_ns = time.perf_counter_ns
 _monotonic = time.monotonic
 
@@ -216,22 +227,23 @@ class ShardFeed:
 
     def _start_backfill(self, gap: Gap) -> None:
         self.metrics.gaps_detected += 1
-        task = asyncio.create_task(self._run_backfill(gap))
+        task = asyncio.create_task(self._run_backfill(gap), name=f"backfill-{gap.symbol}")
         self._backfills.add(task)
-        task.add_done_callback(self._backfills.discard)
+        task.add_done_callback(self._backfill_done)
+
+    def _backfill_done(self, task: asyncio.Task[None]) -> None:
+        self._backfills.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:  # past every guard: never unretrieved
+            self.metrics.backfill_unexpected += 1
+            self._log.error("backfill_crashed", task=task.get_name(), error=describe_error(exc),
+                            traceback=traceback_tail(exc))
 
     async def _run_backfill(self, gap: Gap) -> None:
-        delays = self._backoff()
-        async with self._backfill_slots:
-            while True:
-                try:
-                    fetched = await self._backfill(gap.symbol, self.settings.interval, gap.start_ms, gap.end_ms)
-                    break
-                except (SmcError, aiohttp.ClientError, OSError, TimeoutError) as exc:
-                    self.metrics.backfill_errors += 1
-                    delay = next(delays)
-                    self._log.warning("backfill_retry", symbol=gap.symbol, error=repr(exc), in_s=round(delay, 2))
-                    await asyncio.sleep(delay)
+        fetched = await self._fetch_gap(gap)
+        if fetched is None:  # given up: release what is held, the gap stays missing
+            fetched = []
+            self.metrics.backfills_abandoned += 1
+        fetched = self._firewall(fetched)
         ordered, missing = self.continuity.complete(gap.symbol, fetched)
         self.metrics.gaps_unfilled += missing
         wanted = {c.open_time for c in fetched}
@@ -241,6 +253,51 @@ class ShardFeed:
             self._accept(candle)
         self._log.debug("gap_filled", symbol=gap.symbol, start=gap.start_ms, end=gap.end_ms,
                        fetched=len(fetched), unfilled=missing)
+
+    async def _fetch_gap(self, gap: Gap) -> list[Candle] | None:
+        """The gap's candles, or ``None`` once given up (see the module docstring). A backfill slot is held per
+        fetch, not while waiting to retry, so a failing gap does not hold up the others."""
+        delays = self._backoff()
+        attempts = self.settings.backfill_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self._backfill_slots:
+                    return await self._backfill(gap.symbol, self._interval, gap.start_ms, gap.end_ms)
+            except VenueRejected as exc:
+                self.metrics.backfill_errors += 1
+                self._abandon(gap, attempt, exc)
+                return None
+            except TRANSIENT as exc:
+                self.metrics.backfill_errors += 1
+                failure: Exception = exc
+                self._log.warning("backfill_retry", symbol=gap.symbol, attempt=attempt, error=repr(exc))
+            except Exception as exc:  # a bug, an answer nobody expected: loud, but retried like the others
+                self.metrics.backfill_errors += 1
+                self.metrics.backfill_unexpected += 1
+                failure = exc
+                self._log.error("backfill_failed", symbol=gap.symbol, start=gap.start_ms, end=gap.end_ms,
+                                attempt=attempt, error=describe_error(exc), traceback=traceback_tail(exc, 2000))
+            if attempt < attempts:
+                await asyncio.sleep(next(delays))
+        self._abandon(gap, attempts, failure)
+        return None
+
+    def _abandon(self, gap: Gap, attempts: int, exc: Exception) -> None:
+        self._log.error("backfill_abandoned", symbol=gap.symbol, start=gap.start_ms, end=gap.end_ms,
+                        minutes=gap.count(self.continuity.interval_ms), attempts=attempts, error=describe_error(exc),
+                        held=self.continuity.held_count(gap.symbol), recovery="held candles released, gap left missing")
+
+    def _firewall(self, candles: list[Candle]) -> list[Candle]:
+        """The backfilled candles that pass the stream's value checks; the others are counted by reason."""
+        clean = []
+        for candle in candles:
+            try:
+                check_candle(candle)
+            except DataRejected as exc:
+                self.metrics.reject(exc.reason)
+                continue
+            clean.append(candle)
+        return clean
 
     def _progress(self, symbol: str, open_time: int) -> None:
         finished = False

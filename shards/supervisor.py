@@ -53,6 +53,18 @@ class TaskRecord:
     restarts: int = 0
 
 
+def describe_error(exc: BaseException) -> str:
+    """``"Type: message"`` of ``exc``, or of the first failure inside an exception group (a TaskGroup's)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
+
+
+def traceback_tail(exc: BaseException, limit: int = 4000) -> str:
+    """The end of ``exc``'s formatted traceback (a log field)."""
+    return "".join(traceback.format_exception(exc))[-limit:]
+
+
 class Supervisor:
     """Runs and restarts named tasks; see the module docstring. ``failed`` is set when one crash-loops."""
 
@@ -91,9 +103,8 @@ class Supervisor:
             except Exception as exc:
                 now = self.clock()
                 record.crashes = [t for t in record.crashes if now - t <= self.window_s] + [now]
-                self.log.error("task_crashed", task=record.name, error=f"{type(exc).__name__}: {exc}",
-                               crashes_in_window=len(record.crashes),
-                               traceback="".join(traceback.format_exception(exc))[-4000:])
+                self.log.error("task_crashed", task=record.name, error=describe_error(exc),
+                               crashes_in_window=len(record.crashes), traceback=traceback_tail(exc))
                 if len(record.crashes) > self.max_restarts:
                     self.failure = f"task {record.name} crashed {len(record.crashes)} times in {self.window_s:g}s"
                     self.log.error("supervisor_giving_up", task=record.name, reason=self.failure)

@@ -370,6 +370,9 @@ class ShardWorker(ClusterProcess):
                "signal_buffered": float(pub.buffered if pub else 0),
                "signal_overflow": float(pub.stats.overflow if pub else 0),
                "signal_published": float(pub.stats.published if pub else 0)}
+        if self.rest is not None:
+            out.update(rest_unreadable=float(self.rest.unreadable),
+                       rest_rows_rejected=float(sum(self.rest.rows_rejected.values())))
         if self.scorer is not None:
             out.update(self.scorer.metrics())
         if self.scalper is not None:

@@ -60,6 +60,10 @@ class Continuity:
     def holding(self, symbol: str) -> bool:
         return symbol in self._held
 
+    def held_count(self, symbol: str) -> int:
+        """Candles of ``symbol`` held until its gap is filled."""
+        return len(self._held.get(symbol, ()))
+
     def offer(self, candle: Candle) -> tuple[Verdict, Gap | None]:
         """Judge one final candle; on ``GAP`` the caller backfills the returned range."""
         sym, t = candle.symbol, candle.open_time

@@ -26,6 +26,12 @@ class FeedMetrics:
     candles_backfilled: int = 0
     gaps_unfilled: int = 0
     backfill_errors: int = 0
+    """Failed gap fetches (each retried with backoff)."""
+    backfill_unexpected: int = 0
+    """Among them, failures of no expected kind (a bug, an unreadable answer): logged as errors."""
+    backfills_abandoned: int = 0
+    """Gaps given up (refused by the exchange, or still failing after ``backfill_attempts``): their held candles
+    were released, the gap stays missing."""
     persisted: int = 0
     persist_errors: int = 0
     last_final_mono: dict[str, float] = field(default_factory=dict)

@@ -40,6 +40,9 @@ class FeedCollector(Collector):
             "gaps_detected": "candle gaps detected",
             "candles_backfilled": "candles fetched over REST to fill gaps",
             "gaps_unfilled": "minutes still missing after backfill",
+            "backfill_errors": "failed gap fetches (retried)",
+            "backfill_unexpected": "gap fetches that failed in an unexpected way (logged as errors)",
+            "backfills_abandoned": "gaps given up: held candles released, the gap left missing",
             "persisted": "candles written to PostgreSQL",
             "persist_errors": "failed PostgreSQL batches (retried)",
         }
