@@ -5,6 +5,10 @@ closed the minute — or ``grace_s`` after the minute's first close, for symbols
 the pending candles go through :meth:`FeatureEngineer.on_close` in one kernel call and the minute's
 feature rows are handed on as one :class:`FeatureBatch`. Candles reach the engine in order per symbol
 (the feed's continuity check guarantees it), so the live rows equal the batch path's rows.
+
+A candle the engine would refuse (the feed's firewall should have stopped it) is dropped from its minute,
+counted (``rejected_candles``) and logged; the other symbols' rows of that minute go on. A sink that raises
+is logged and counted (``sink_errors``); the batch still reaches the other sinks.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
+from shards.supervisor import callable_name, describe_error, traceback_tail
 from smc_quant.domain.candle_store import CandleStore
 from smc_quant.domain.candles import Candle
 from smc_quant.errors import DataRejected
@@ -54,6 +59,8 @@ class AnalysisStats:
     max_compute_s: float = 0.0
     late_flushes: int = 0
     rejected_batches: int = 0
+    rejected_candles: int = 0
+    sink_errors: int = 0
     warm_candles: int = 0
     sinks: list[Callable[[FeatureBatch], None]] = field(default_factory=list)
 
@@ -151,8 +158,10 @@ class MinuteAnalyzer:
             self._timer.cancel()
             self._timer = None
         started = time.perf_counter()
-        cols = np.array(self._pending, dtype=np.float64)
+        cols = self._valid(np.array(self._pending, dtype=np.float64))
         self._pending.clear()
+        if not len(cols):
+            return None
         rows = cols[:, 0].astype(np.int64)
         times = cols[:, 1].astype(np.int64)
         try:
@@ -177,5 +186,21 @@ class MinuteAnalyzer:
         s.max_compute_s = max(s.max_compute_s, elapsed)
         self.latest = batch
         for sink in s.sinks:
-            sink(batch)
+            try:
+                sink(batch)
+            except Exception as exc:  # one consumer's failure must not starve the others of the minute
+                s.sink_errors += 1
+                self._log.error("batch_sink_failed", sink=callable_name(sink), open_time=batch.open_time,
+                                error=describe_error(exc), traceback=traceback_tail(exc, 2000))
         return batch
+
+    def _valid(self, cols: F64) -> F64:
+        """The pending rows the engine takes; any other is dropped, counted and logged (see the module docstring)."""
+        bad = self.bank.invalid(cols[:, 2], cols[:, 3], cols[:, 4], cols[:, 5], cols[:, 6])
+        if not bad.any():
+            return cols
+        self.stats.rejected_candles += int(bad.sum())
+        self._log.error("analysis_candles_rejected", candles=int(bad.sum()),
+                        symbols=[self.bank.symbols[int(r)] for r in cols[bad, 0]],
+                        open_times=[int(t) for t in cols[bad, 1]])
+        return cols[~bad]

@@ -296,7 +296,9 @@ class Service:
             stats = [a.stats for a in self.cluster.analyzers]
             out.update(feature_batches=float(sum(s.batches for s in stats)),
                        feature_rows=float(sum(s.rows for s in stats)),
-                       feature_batch_max_seconds=max((s.max_compute_s for s in stats), default=0.0))
+                       feature_batch_max_seconds=max((s.max_compute_s for s in stats), default=0.0),
+                       feature_candles_rejected=float(sum(s.rejected_candles for s in stats)),
+                       feature_sink_errors=float(sum(s.sink_errors for s in stats)))
         if self.scorer is not None:
             out.update(self.scorer.metrics())
         if self.trading is not None:

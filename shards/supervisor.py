@@ -65,6 +65,11 @@ def traceback_tail(exc: BaseException, limit: int = 4000) -> str:
     return "".join(traceback.format_exception(exc))[-limit:]
 
 
+def callable_name(fn: Callable[..., Any]) -> str:
+    """A readable name of a listener or sink: ``MinuteAnalyzer.on_candle``, ``TradingStack.on_candle``…"""
+    return str(getattr(fn, "__qualname__", None) or type(fn).__qualname__)
+
+
 class Supervisor:
     """Runs and restarts named tasks; see the module docstring. ``failed`` is set when one crash-loops."""
 

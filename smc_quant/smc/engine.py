@@ -155,11 +155,16 @@ class EngineBank:
             parts.append(self._ev[:n].copy())
         return np.concatenate(parts) if parts else self._ev[:0].copy()
 
+    @staticmethod
+    def invalid(o: F64, h: F64, low: F64, c: F64, v: F64) -> npt.NDArray[np.bool_]:
+        """Which candles :meth:`update` would refuse: a non-finite value, high < low or a negative volume."""
+        return ~(np.isfinite(o + h + low + c + v) & (h >= low) & (v >= 0))
+
     def _check(self, rows: I64, o: F64, h: F64, low: F64, c: F64, v: F64) -> None:
         """Reject the whole call, before any state changes, if a row or a candle is invalid."""
         if rows.shape[0] and (rows.min() < 0 or rows.max() >= len(self.symbols)):
             raise DataRejected("unknown_row", f"rows must be in 0..{len(self.symbols) - 1}")
-        bad = ~(np.isfinite(o + h + low + c + v) & (h >= low) & (v >= 0))
+        bad = self.invalid(o, h, low, c, v)
         if bad.any():
             names = [self.symbols[r] for r in rows[bad]]
             raise DataRejected("bad_candle", f"non-finite, high < low or negative volume: {names}")

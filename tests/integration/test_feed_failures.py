@@ -122,7 +122,7 @@ async def test_backfilled_rows_pass_the_firewall(shared_data: Path, pg_dsn: str,
         assert [c.open_time for c in stored] == wanted and all(math.isfinite(c.close) for c in stored)
         assert stored == [emu.market.candle("BTCUSDT", t) for t in wanted]
         analysis = cluster.analyzers[0].stats
-        assert analysis.candles == len(wanted) and analysis.rejected_batches == 0
+        assert analysis.candles == len(wanted) and analysis.rejected_candles == analysis.rejected_batches == 0
 
 
 async def test_a_backfill_that_keeps_failing_is_given_up_and_the_symbol_flows(shared_data: Path, pg_dsn: str,

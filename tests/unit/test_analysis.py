@@ -6,6 +6,7 @@ from pathlib import Path
 
 import msgspec
 import numpy as np
+from structlog.testing import capture_logs
 
 from shards.analysis import FeatureBatch, MinuteAnalyzer
 from smc_quant.datasets import KLINES_2023_1M, read_klines
@@ -13,8 +14,9 @@ from smc_quant.features import FEATURE_SCHEMA
 from tests.builders import candles_of
 
 
-def test_one_batch_per_complete_minute_and_bad_input_counted(shared_data: Path) -> None:
-    """Two symbols closing a minute give one batch; an impossible candle is rejected and counted, not raised."""
+def test_one_batch_per_complete_minute_and_an_impossible_candle_costs_only_its_own_row(shared_data: Path) -> None:
+    """Two symbols closing a minute give one batch; an impossible candle is dropped, counted and logged, not raised,
+    and the other symbol's row of that minute still comes out (the same row as without the bad neighbour)."""
     btc_series = read_klines(shared_data / KLINES_2023_1M / "BTCUSDT.csv.gz")
     eth_series = read_klines(shared_data / KLINES_2023_1M / "ETHUSDT.csv.gz")
     start = int(np.searchsorted(eth_series.open_time, btc_series.open_time[0]))
@@ -32,12 +34,44 @@ def test_one_batch_per_complete_minute_and_bad_input_counted(shared_data: Path) 
     assert seen[0].features.shape == (2, len(FEATURE_SCHEMA))
     assert np.isnan(seen[0].features).any()  # warm-up is explicit
     bad = msgspec.structs.replace(btc[1], high=btc[1].low / 2)
-    analyzer.on_candle(bad, [])
-    analyzer.on_candle(eth[1], [])
-    assert analyzer.stats.rejected_batches == 1 and len(seen) == 1
+    with capture_logs() as logs:
+        analyzer.on_candle(bad, [])
+        analyzer.on_candle(eth[1], [])
+    assert len(seen) == 2 and analyzer.stats.rejected_candles == 1
+    assert seen[1].symbols == ("ETHUSDT",) and seen[1].open_time == eth[1].open_time
+    [said] = [e for e in logs if e["event"] == "analysis_candles_rejected"]
+    assert (said["log_level"], said["symbols"], said["open_times"]) == ("error", ["BTCUSDT"], [btc[1].open_time])
+    alone = MinuteAnalyzer(1, ["ETHUSDT"])
+    mine: list[FeatureBatch] = []
+    alone.subscribe(mine.append)
+    for candle in eth[:2]:
+        alone.on_candle(candle, [])
+    np.testing.assert_array_equal(seen[1].features[0], mine[1].features[0])
     analyzer.on_candle(btc[2], [])
     analyzer.on_candle(eth[2], [])
-    assert len(seen) == 2 and seen[1].open_time == eth[2].open_time
+    assert len(seen) == 3 and seen[2].open_time == eth[2].open_time and seen[2].symbols == ("BTCUSDT", "ETHUSDT")
+
+
+def test_a_failing_sink_is_logged_and_counted_and_the_others_still_get_the_batch(shared_data: Path) -> None:
+    """The first subscriber raises on every batch: each failure is an error line naming it, counted, and the
+    next subscriber still receives every minute's batch."""
+    btc = candles_of(read_klines(shared_data / KLINES_2023_1M / "BTCUSDT.csv.gz"), 0, 2)
+    analyzer = MinuteAnalyzer(0, ["BTCUSDT"])
+
+    def broken(batch: FeatureBatch) -> None:
+        raise KeyError(batch.symbols[0])
+
+    seen: list[FeatureBatch] = []
+    analyzer.subscribe(broken)
+    analyzer.subscribe(seen.append)
+    with capture_logs() as logs:
+        for candle in btc:
+            analyzer.on_candle(candle, [])
+    assert [b.open_time for b in seen] == [c.open_time for c in btc]
+    assert analyzer.stats.sink_errors == 2
+    failed = [e for e in logs if e["event"] == "batch_sink_failed"]
+    assert [(e["log_level"], e["error"]) for e in failed] == [("error", "KeyError: 'BTCUSDT'")] * 2
+    assert failed[0]["sink"].endswith("broken")
 
 
 def test_a_minute_waits_only_for_listed_symbols_and_takes_a_new_listing(shared_data: Path) -> None:
