@@ -7,6 +7,7 @@ sink; all share the HTTP session, the REST client (and so one weight budget) and
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -114,7 +115,9 @@ class ClusterManager:
             before = set(feed.metrics.symbols)
             feed.metrics.symbols = tuple(s for s in feed.symbols if s in now)
             retired += sorted(before - set(feed.metrics.symbols))
-            restored += sorted(set(feed.metrics.symbols) - before)
+            back = sorted(set(feed.metrics.symbols) - before)
+            feed.metrics.joined_mono.update(dict.fromkeys(back, time.monotonic()))  # fresh for a window from now
+            restored += back
             analyzer.follow(now)
         return Followed(tuple(sorted(added)), tuple(sorted(retired)), tuple(sorted(restored)))
 

@@ -113,6 +113,8 @@ class ShardFeed:
         new = sorted(set(symbols) - self._known)
         if not new:
             return []
+        joined = _monotonic()
+        self.metrics.joined_mono.update(dict.fromkeys(new, joined))  # fresh for one window from now
         self.symbols = tuple(sorted(self.symbols + tuple(new)))
         self._known = frozenset(self.symbols)
         self.metrics.symbols = tuple(sorted(set(self.metrics.symbols) | set(new)))
@@ -141,6 +143,9 @@ class ShardFeed:
     async def run(self) -> None:
         """Run sockets and workers until cancelled."""
         self._log.info("shard_start", symbols=len(self.symbols), connections=len(self.connections))
+        started = _monotonic()
+        for symbol in self.symbols:  # a slot started late, a restart after a crash: fresh from their first run
+            self.metrics.joined_mono.setdefault(symbol, started)
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group

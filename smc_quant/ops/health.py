@@ -1,9 +1,11 @@
 """The health verdicts behind ``/health``: the market data, and the trading side.
 
-Market data: a shard is healthy while ≥ 99% of its symbols have a fresh final candle. Freshness is judged on
-arrival (monotonic) time: a symbol is fresh while its last accepted final candle arrived within ``window_s``
-(interval + grace). Symbols that have not produced a candle yet count from the moment the shard started, so a
-new service is healthy for one window.
+Market data: a shard is healthy while ≥ 99% of its symbols have a fresh final candle.
+Freshness is judged on arrival (monotonic) time: a symbol is fresh while its last accepted final candle arrived
+within ``window_s`` (interval + grace). A symbol with no candle yet counts from when it joined the running feed
+(``FeedMetrics.joined_mono``: the feed's start — a worker's slot taken over late included — or, for a new
+listing, its subscription; one listed again counts from then too), so a new service, slot or listing is
+healthy for one window.
 
 Trading (:func:`trading_health`): impaired while the executor cannot see or repair its account —
 
@@ -34,9 +36,18 @@ class ShardHealth:
     oldest_age_s: float
 
 
+def _since(m: FeedMetrics, symbol: str, started: float) -> float:
+    """Where ``symbol``'s age is measured from: its last final candle, or when it joined if that is later (or if
+    it has none); ``started`` (the ops server's start) for a symbol of a feed that never ran."""
+    last, joined = m.last_final_mono.get(symbol), m.joined_mono.get(symbol)
+    if last is None:
+        return started if joined is None else joined
+    return last if joined is None else max(last, joined)
+
+
 def shard_health(m: FeedMetrics, *, now: float, started: float, window_s: float, fraction: float) -> ShardHealth:
     """Judge one shard from its counters at monotonic time ``now``."""
-    ages = [now - m.last_final_mono.get(s, started) for s in m.symbols]
+    ages = [now - _since(m, s, started) for s in m.symbols]
     fresh = sum(1 for a in ages if a <= window_s)
     healthy = not m.symbols or fresh >= fraction * len(m.symbols)
     return ShardHealth(m.shard, len(m.symbols), fresh, healthy, round(max(ages, default=0.0), 3))

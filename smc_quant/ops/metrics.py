@@ -38,6 +38,9 @@ class FeedMetrics:
     """Monotonic time at which each symbol's latest accepted final candle arrived."""
     last_open_time: dict[str, int] = field(default_factory=dict)
     """Open time (ms) of each symbol's latest accepted candle."""
+    joined_mono: dict[str, float] = field(default_factory=dict)
+    """Monotonic time at which each symbol joined the running feed (its start, a new listing, a listing again):
+    a symbol with no candle since is judged fresh from then (``smc_quant.ops.health``)."""
     latency_ns: deque[int] = field(default_factory=lambda: deque(maxlen=200_000))
     """Frame received → candle in the store, for the latest accepted candles."""
 

@@ -1,14 +1,16 @@
-"""Failure paths of the market-data plane that used to freeze a symbol, on real parts (the emulator over loopback,
-the REST client, PostgreSQL, the cluster):
+"""Failure paths of the market-data plane that used to freeze a symbol or fail health, on real parts (the
+emulator over loopback, the REST client, PostgreSQL, the cluster):
 
 - a backfill that fails in an unexpected way is retried, one that keeps failing or is refused is given up —
   its held candles released, the symbol flowing again — instead of holding the symbol forever;
-- backfilled rows pass the same firewall as streamed candles."""
+- backfilled rows pass the same firewall as streamed candles;
+- a symbol's freshness counts from when it joined the running feed (a slot started late, a listing again)."""
 
 from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -26,6 +28,7 @@ from smc_quant.domain.candles import MINUTE_MS, Candle
 from smc_quant.exchange.emulator import Emulator, EmulatorConfig
 from smc_quant.exchange.governor import WeightGovernor
 from smc_quant.exchange.rest import BinanceRestClient
+from smc_quant.ops.health import cluster_health
 from smc_quant.store.candles import CandleRepository
 from tests.integration.cluster_kit import settings_for, stored_candles
 
@@ -172,3 +175,28 @@ async def test_a_refused_backfill_is_given_up_at_once(shared_data: Path, pg_dsn:
         assert m.backfills_abandoned == 1 and m.gaps_unfilled == given_up["minutes"] > 0
         times = _times(cluster, "BTCUSDT")
         assert times[-1] == emu.start_ms + 6 * MINUTE_MS and times == sorted(set(times))
+
+
+async def test_freshness_counts_from_when_a_symbol_joined_the_running_feed(shared_data: Path, pg_dsn: str,
+                                                                           pool: asyncpg.Pool) -> None:
+    """Until its first candle, a symbol is judged fresh from when it joined the running feed: a shard started an hour
+    into the process (a worker's slot taken over) is healthy, not stale at once; a symbol listed again is judged
+    from its listing again, not from its last candle before it settled."""
+    async with _emulator(shared_data) as emu, running(emu, pg_dsn, pool) as (cluster, _):
+        m = cluster.metrics[0]
+
+        def health(window_s: float = 90.0, now: float | None = None) -> tuple[bool, dict[str, Any]]:
+            at = time.monotonic() if now is None else now
+            return cluster_health([m], now=at, started=at - 3600.0, window_s=window_s, fraction=0.99)
+
+        ok, body = health()
+        assert ok and body["shards"][0]["fresh"] == 2, "no candle yet, but the feed has just started"
+        await _replay_until(emu, cluster, 0)
+        await cluster.follow(["BTCUSDT"])  # ETHUSDT settles…
+        followed = await cluster.follow(["BTCUSDT", "ETHUSDT"])  # …and is listed again
+        assert followed.restored == ("ETHUSDT",)
+        now = time.monotonic()
+        since_candle, since_listed = now - m.last_final_mono["ETHUSDT"], now - m.joined_mono["ETHUSDT"]
+        assert since_listed < since_candle
+        _, body = health(window_s=(since_candle + since_listed) / 2, now=now)  # judged from its listing again
+        assert body["shards"][0]["fresh"] == 1  # ETHUSDT; BTCUSDT's last candle is as old as ETHUSDT's

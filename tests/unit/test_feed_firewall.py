@@ -1,4 +1,5 @@
-"""A shard's workers reject bad input by reason and keep going; only final, in-order candles are stored."""
+"""A shard's workers reject bad input by reason and keep going; only final, in-order candles are stored; a symbol
+that joins is judged fresh from its joining."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from shards.feed import ShardFeed
 from shards.sink import CandleSink
+from smc_quant.ops.health import shard_health
 from smc_quant.ops.metrics import FeedMetrics
 from smc_quant.settings import FeedSettings
 
@@ -73,3 +75,21 @@ def test_bad_frames_are_counted_and_good_ones_kept(shared_data: Path, feed: Shar
     assert times.tolist() == [t0, t0 + 60_000, t0 + 120_000]
     assert feed.store.ring("ETHUSDT").arrays()[0].tolist() == [t0]
     assert m.accepted == 4
+
+
+async def test_a_new_listing_is_fresh_for_one_window_from_when_it_joined(shared_data: Path, feed: ShardFeed) -> None:
+    """A process up for an hour takes a new listing: until its first candle the symbol is judged from when it joined
+    the feed, not from the process start — the shard stays healthy (it read stale at once: one listing in a
+    shard of ~81 symbols was a 503) — and it turns stale once a whole window has passed without a candle."""
+    base = json.loads((shared_data / PAYLOAD).read_text())
+    t0, window = 1_689_678_900_000, 90.0
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        feed.queue.put_nowait((time.perf_counter_ns(), _frame(base, symbol, t0)))
+    feed.drain()
+    assert await feed.add(["SOLUSDT"]) == ["SOLUSDT"]
+    now = time.monotonic()
+    an_hour_ago = now - 3600.0
+    health = shard_health(feed.metrics, now=now, started=an_hour_ago, window_s=window, fraction=0.99)
+    assert (health.symbols, health.fresh, health.healthy) == (3, 3, True)
+    later = shard_health(feed.metrics, now=now + window + 1, started=an_hour_ago, window_s=window, fraction=0.99)
+    assert (later.fresh, later.healthy) == (0, False)
