@@ -2,6 +2,10 @@
 
 Each shard gets a stable slice of the symbols (:mod:`shards.assignment`), its own feed, queue and
 sink; all share the HTTP session, the REST client (and so one weight budget) and the database pool.
+Feeds and sinks run under a :class:`Supervisor`: one that dies is logged (``task_crashed``, with its traceback)
+and restarted with backoff; crashing more than ``cluster.max_task_restarts`` times within
+``cluster.crash_window_s`` it stays down, its shard unhealthy in ``/health`` (``FeedMetrics.down``), and
+:attr:`ClusterManager.failure` says why (a shard worker then restarts the slot from PostgreSQL).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from shards.analysis import MinuteAnalyzer
 from shards.assignment import assign, shard_of
 from shards.feed import Backfill, ShardFeed
 from shards.sink import CandleSink, CandleWriter
+from shards.supervisor import Supervisor
 from smc_quant.domain.candles import Candle, interval_ms
 from smc_quant.ops.metrics import FeedMetrics
 from smc_quant.settings import Settings
@@ -77,11 +82,22 @@ class ClusterManager:
             shard_feed.listeners.append(analyzer.on_candle)
             self.feeds.append(shard_feed)
             self.analyzers.append(analyzer)
-        self._tasks: list[asyncio.Task[None]] = []
+        c = settings.cluster
+        self._supervisor = Supervisor(max_restarts=c.max_task_restarts, window_s=c.crash_window_s, logger=self._log)
 
     @property
     def metrics(self) -> list[FeedMetrics]:
         return [f.metrics for f in self.feeds]
+
+    @property
+    def failed(self) -> asyncio.Event:
+        """Set once a feed or sink crashed too often to be restarted again."""
+        return self._supervisor.failed
+
+    @property
+    def failure(self) -> str | None:
+        """Which task gave up and how often it crashed; ``None`` while every task runs."""
+        return self._supervisor.failure
 
     async def follow(self, listed: Iterable[str]) -> Followed:
         """Keep the running shards on the symbols the exchange lists now (each universe refresh):
@@ -141,10 +157,10 @@ class ClusterManager:
         return loaded
 
     def start(self) -> None:
-        """Start every shard's feed and sink as tasks."""
+        """Start every shard's feed and sink as supervised tasks (``shard-N``, ``sink-N``)."""
         for feed, sink in zip(self.feeds, self.sinks, strict=True):
-            self._tasks.append(asyncio.create_task(feed.run(), name=f"shard-{feed.shard}"))
-            self._tasks.append(asyncio.create_task(sink.run(), name=f"sink-{feed.shard}"))
+            self._supervisor.spawn(f"shard-{feed.shard}", feed.run)
+            self._supervisor.spawn(f"sink-{feed.shard}", sink.run)
 
     async def stop(self, drain_timeout_s: float | None = None) -> int:
         """Stop intake, then drain: cancel sockets/workers and the gap fetches in flight, process what is
@@ -154,10 +170,7 @@ class ClusterManager:
         unwritten then — PostgreSQL down or blocked — are logged as ``candles_unsaved`` and returned: the
         next start finds those minutes missing after its warm start and backfills them over REST.
         """
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        await self._supervisor.stop()
         cancelled = sum(await asyncio.gather(*(feed.stop_backfills() for feed in self.feeds)))
         if cancelled:
             self._log.warning("backfills_cancelled", gaps=cancelled, recovery="fetched again at the next start")

@@ -6,13 +6,16 @@ symbol, and hand accepted candles to the :class:`CandleStore` (in memory) and th
 (PostgreSQL). A gap pauses that symbol (later candles are held) while a budgeted REST backfill fetches
 the missing bars; then everything is released in order.
 
-Failure policy, so one fault never freezes a symbol:
+Failure policy, so one fault never freezes a symbol or silences the shard:
 
 - a backfill retries failures with the reconnect backoff (an unexpected one is logged as an error and counted in
   ``backfill_unexpected``) for ``backfill_attempts`` fetches, and gives up at once on a refusal by the exchange
   (``VenueRejected``: the same request would be refused again). Given up, the held candles are released and the
   gap stays missing, counted (``backfills_abandoned``, ``gaps_unfilled``) and logged as ``backfill_abandoned``;
-- backfilled candles pass the same value firewall as streamed ones (``check_candle``, counted by reason).
+- backfilled candles pass the same value firewall as streamed ones (``check_candle``, counted by reason);
+- a listener that raises is logged (``listener_failed``) and counted; the candle still reaches the others;
+- anything else that kills :meth:`ShardFeed.run` is recorded in ``metrics.down`` (``/health`` fails on it) and
+  re-raised for the supervisor (``ClusterManager``) to log and restart.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import structlog
 from shards.backoff import BackoffFactory, exponential_backoff
 from shards.connection import Frame, StreamConnection
 from shards.sink import CandleSink
-from shards.supervisor import describe_error, traceback_tail
+from shards.supervisor import callable_name, describe_error, traceback_tail
 from smc_quant.domain.candle_store import CandleStore
 from smc_quant.domain.candles import Candle, interval_ms
 from smc_quant.domain.continuity import ACCEPTED, Continuity, Gap, Verdict
@@ -141,11 +144,12 @@ class ShardFeed:
                 self.metrics.last_open_time[symbol] = candles[-1].open_time
 
     async def run(self) -> None:
-        """Run sockets and workers until cancelled."""
+        """Run sockets and workers until cancelled; a crash is recorded in ``metrics.down`` and re-raised."""
         self._log.info("shard_start", symbols=len(self.symbols), connections=len(self.connections))
         started = _monotonic()
         for symbol in self.symbols:  # a slot started late, a restart after a crash: fresh from their first run
             self.metrics.joined_mono.setdefault(symbol, started)
+        self.metrics.down = None
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
@@ -153,6 +157,10 @@ class ShardFeed:
                     group.create_task(conn.run())
                 for _ in range(self.settings.workers):
                     group.create_task(self._work())
+        except Exception as exc:
+            self.metrics.feed_crashes += 1
+            self.metrics.down = describe_error(exc)
+            raise
         finally:
             self._group = None
 
@@ -226,9 +234,17 @@ class ShardFeed:
         m.last_final_mono[symbol] = _monotonic()
         m.last_open_time[symbol] = candle.open_time
         for listener in self.listeners:
-            listener(candle, completed)
+            try:
+                listener(candle, completed)
+            except Exception as exc:  # one listener's failure must neither stop the shard nor starve the others
+                self._listener_failed(listener, candle, exc)
         if self._waiters:
             self._progress(symbol, candle.open_time)
+
+    def _listener_failed(self, listener: CandleListener, candle: Candle, exc: Exception) -> None:
+        self.metrics.listener_errors += 1
+        self._log.error("listener_failed", listener=callable_name(listener), symbol=candle.symbol,
+                        open_time=candle.open_time, error=describe_error(exc), traceback=traceback_tail(exc, 2000))
 
     def _start_backfill(self, gap: Gap) -> None:
         self.metrics.gaps_detected += 1

@@ -6,7 +6,8 @@ A worker joins the live-worker set in Redis, leases the shard slots the split gi
 closes to the marks stream. It never places an order: exactly one ``smc-quant executor`` does.
 
 Every ``lease_renew_s`` the lease loop renews (fenced) what it holds, re-reads the live workers and
-converges: a slot it lost or no longer should run is stopped (drained, flushed) and released; a slot
+converges: a slot it lost or no longer should run, or whose feed or sink crashed past its supervisor's
+restarts (``slot_failed``), is stopped (drained, flushed) and released; a slot
 it should run and is free is leased, warm-started from PostgreSQL (the gap since the last stored candle
 is backfilled over REST, so a worker taking over a dead one's slot leaves no hole) and started. Redis
 down: the slots keep running, signals are buffered (bounded), leases are re-taken when it is back.
@@ -145,6 +146,7 @@ class ShardWorker(ClusterProcess):
         self._bars: dict[str, tuple[int, float, float, float]] = {}
         self.signals = 0
         self.acquired = 0
+        self.slot_failures = 0
         self.converged = asyncio.Event()
         self._ready = False
         self._slot_lock = asyncio.Lock()
@@ -217,6 +219,12 @@ class ShardWorker(ClusterProcess):
         assert self.leases is not None
         async with self._slot_lock:
             for slot in sorted(self.slots):
+                if (failure := self.slots[slot].failure) is not None:  # a feed or sink past its restarts
+                    self.slot_failures += 1
+                    self.log.error("slot_failed", slot=slot, reason=failure, recovery="restarted from PostgreSQL")
+                    await self._stop_slot(slot)
+                    await self.leases.release(slot)  # taken again below (or by another worker) and warm-started
+                    continue
                 if not await self.leases.renew(slot):
                     self.log.warning("lease_lost", slot=slot, holder=await self.leases.holder(slot))
                     await self._stop_slot(slot)
@@ -366,6 +374,7 @@ class ShardWorker(ClusterProcess):
         """Extra gauges for /metrics."""
         pub = self.publisher
         out = {"worker_slots": float(len(self.slots)), "worker_signals": float(self.signals),
+               "worker_slot_failures": float(self.slot_failures),
                "worker_slots_acquired": float(self.acquired),
                "signal_buffered": float(pub.buffered if pub else 0),
                "signal_overflow": float(pub.stats.overflow if pub else 0),

@@ -1,11 +1,12 @@
 """The health verdicts behind ``/health``: the market data, and the trading side.
 
-Market data: a shard is healthy while ≥ 99% of its symbols have a fresh final candle.
+Market data: a shard is healthy while its feed runs and ≥ 99% of its symbols have a fresh final candle.
 Freshness is judged on arrival (monotonic) time: a symbol is fresh while its last accepted final candle arrived
 within ``window_s`` (interval + grace). A symbol with no candle yet counts from when it joined the running feed
 (``FeedMetrics.joined_mono``: the feed's start — a worker's slot taken over late included — or, for a new
 listing, its subscription; one listed again counts from then too), so a new service, slot or listing is
-healthy for one window.
+healthy for one window. A feed that died (``FeedMetrics.down``: crashed, not yet restarted, or given up by its
+supervisor) makes its shard unhealthy at once, the reason in the body.
 
 Trading (:func:`trading_health`): impaired while the executor cannot see or repair its account —
 
@@ -34,6 +35,7 @@ class ShardHealth:
     fresh: int
     healthy: bool
     oldest_age_s: float
+    down: str | None = None
 
 
 def _since(m: FeedMetrics, symbol: str, started: float) -> float:
@@ -49,8 +51,8 @@ def shard_health(m: FeedMetrics, *, now: float, started: float, window_s: float,
     """Judge one shard from its counters at monotonic time ``now``."""
     ages = [now - _since(m, s, started) for s in m.symbols]
     fresh = sum(1 for a in ages if a <= window_s)
-    healthy = not m.symbols or fresh >= fraction * len(m.symbols)
-    return ShardHealth(m.shard, len(m.symbols), fresh, healthy, round(max(ages, default=0.0), 3))
+    healthy = m.down is None and (not m.symbols or fresh >= fraction * len(m.symbols))
+    return ShardHealth(m.shard, len(m.symbols), fresh, healthy, round(max(ages, default=0.0), 3), m.down)
 
 
 def cluster_health(
@@ -64,7 +66,7 @@ def cluster_health(
         "stale_shards": [v.shard for v in verdicts if not v.healthy],
         "shards": [
             {"shard": v.shard, "symbols": v.symbols, "fresh": v.fresh, "healthy": v.healthy,
-             "oldest_age_s": v.oldest_age_s}
+             "oldest_age_s": v.oldest_age_s, "down": v.down}
             for v in verdicts
         ],
     }

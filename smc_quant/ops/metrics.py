@@ -32,6 +32,12 @@ class FeedMetrics:
     backfills_abandoned: int = 0
     """Gaps given up (refused by the exchange, or still failing after ``backfill_attempts``): their held candles
     were released, the gap stays missing."""
+    listener_errors: int = 0
+    """Candle listeners (analysis, trading) that raised; the candle still reached the others."""
+    feed_crashes: int = 0
+    """Times the shard's feed task died (restarted by the supervisor)."""
+    down: str | None = None
+    """Why the shard's feed is not running (its last crash), ``None`` while it runs; ``/health`` fails on it."""
     persisted: int = 0
     persist_errors: int = 0
     last_final_mono: dict[str, float] = field(default_factory=dict)

@@ -43,6 +43,8 @@ class FeedCollector(Collector):
             "backfill_errors": "failed gap fetches (retried)",
             "backfill_unexpected": "gap fetches that failed in an unexpected way (logged as errors)",
             "backfills_abandoned": "gaps given up: held candles released, the gap left missing",
+            "listener_errors": "candle listeners that raised (the other listeners still got the candle)",
+            "feed_crashes": "times the shard's feed task died (restarted by its supervisor)",
             "persisted": "candles written to PostgreSQL",
             "persist_errors": "failed PostgreSQL batches (retried)",
         }

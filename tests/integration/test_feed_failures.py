@@ -1,9 +1,10 @@
-"""Failure paths of the market-data plane that used to freeze a symbol or fail health, on real parts (the
-emulator over loopback, the REST client, PostgreSQL, the cluster):
+"""Failure paths of the market-data plane that used to freeze a symbol or silence a shard, on real parts (the
+emulator over loopback, the REST client, PostgreSQL, the cluster's supervisor):
 
 - a backfill that fails in an unexpected way is retried, one that keeps failing or is refused is given up —
   its held candles released, the symbol flowing again — instead of holding the symbol forever;
 - backfilled rows pass the same firewall as streamed candles;
+- a feed task that dies is logged and restarted, and one that keeps dying fails ``/health``;
 - a symbol's freshness counts from when it joined the running feed (a slot started late, a listing again)."""
 
 from __future__ import annotations
@@ -200,3 +201,38 @@ async def test_freshness_counts_from_when_a_symbol_joined_the_running_feed(share
         assert since_listed < since_candle
         _, body = health(window_s=(since_candle + since_listed) / 2, now=now)  # judged from its listing again
         assert body["shards"][0]["fresh"] == 1  # ETHUSDT; BTCUSDT's last candle is as old as ETHUSDT's
+
+
+async def test_a_dead_feed_is_logged_and_restarted_and_one_that_keeps_dying_fails_health(
+        shared_data: Path, pg_dsn: str, pool: asyncpg.Pool) -> None:
+    """The feed's task dies (an input its worker cannot handle): the supervisor logs it with the error and restarts
+    it, and the symbols flow again (the gap backfilled). Dying again past ``max_task_restarts`` (1), it stays down:
+    ``/health`` fails at once naming the shard and why — before, the task died silently and nothing restarted it."""
+    async with (_emulator(shared_data) as emu,
+                running(emu, pg_dsn, pool, cluster={"max_task_restarts": 1}, workers=1) as (cluster, _)):
+        [feed], m = cluster.feeds, cluster.metrics[0]
+
+        def health() -> tuple[bool, dict[str, Any]]:
+            return cluster_health([m], now=time.monotonic(), started=time.monotonic(), window_s=90.0, fraction=0.99)
+
+        await _replay_until(emu, cluster, 0)
+        with capture_logs() as logs:
+            feed.queue.put_nowait((0, None))  # type: ignore[arg-type]  # the worker raises on it
+            await _replay_until(emu, cluster, 3)
+        assert (m.feed_crashes, m.down, cluster.failure) == (1, None, None)
+        [crashed] = [e for e in logs if e["event"] == "task_crashed"]
+        assert (crashed["task"], crashed["log_level"]) == ("shard-0", "error")
+        assert crashed["error"] == "TypeError: a bytes-like object is required, not 'NoneType'"
+        assert [e["task"] for e in logs if e["event"] == "task_restarted"] == ["shard-0"]
+        for symbol in emu.symbols:
+            assert _times(cluster, symbol) == [emu.start_ms + k * MINUTE_MS for k in range(-HISTORY, 4)], symbol
+        assert health()[0]
+
+        with capture_logs() as logs:
+            feed.queue.put_nowait((0, None))  # type: ignore[arg-type]
+            await asyncio.wait_for(cluster.failed.wait(), 10)
+        assert cluster.failure == "task shard-0 crashed 2 times in 300s"
+        assert [e["task"] for e in logs if e["event"] == "supervisor_giving_up"] == ["shard-0"]
+        ok, body = health()
+        assert not ok and body["stale_shards"] == [0]
+        assert body["shards"][0]["down"] == "TypeError: a bytes-like object is required, not 'NoneType'"

@@ -1,14 +1,16 @@
 """One ShardWorker in process (real Redis, PostgreSQL, the emulator): converge, a universe change restarts only
-the slots whose symbols changed, a joining worker gets its share handed back, and the stop leaves nothing
-behind (no membership, no lease)."""
+the slots whose symbols changed, a joining worker gets its share handed back, a slot whose feed keeps dying is
+restarted, and the stop leaves nothing behind (no membership, no lease)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from structlog.testing import capture_logs
 
 from shards.assignment import assign
 from shards.lease import desired_slots
@@ -72,5 +74,47 @@ async def test_worker_converges_and_follows_universe_and_members(shared_data: Pa
         await worker.stop()
         assert await rds.zcard(keys.workers) == 0
         assert [await rds.get(keys.shard_lease(k)) for k in range(3)] == [None] * 3
+        await rds.aclose()
+        await emu.stop()
+
+
+async def test_a_slot_whose_feed_keeps_dying_is_restarted_from_postgres(shared_data: Path, pg_dsn: str,
+                                                                         tmp_path: Path) -> None:
+    """A slot's feed dies past ``max_task_restarts``: ``/health`` fails at once naming the shard; the next lease round
+    stops the slot, hands its lease back and takes it again, warm-started — instead of renewing the lease of a dead
+    slot for ever."""
+    await apply_migrations(pg_dsn)
+    emu = emulator(shared_data, minutes=2, speed=60)
+    await emu.start()
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    s = load_settings(shard_count=1, database_url=pg_dsn, redis_url=TEST_REDIS_URL, mode="replay", state_dir=tmp_path,
+                      log_level="WARNING", venue={"rest_base": emu.rest_url, "ws_market_base": emu.ws_market_base,
+                                                  "ws_public_base": emu.ws_public_base},
+                      universe={"quote_assets": ("USDT", "USDC")}, ops={"port": 0},
+                      feed={"heartbeat_timeout_s": 30.0, "workers": 1, "bootstrap_candles": 0},
+                      learner={"enabled": False},
+                      cluster={"key_prefix": prefix, "lease_ttl_s": 5.0, "lease_renew_s": 60.0, "max_task_restarts": 1})
+    worker = ShardWorker(s, owner="w-a")
+    rds: aioredis.Redis = aioredis.from_url(TEST_REDIS_URL)
+    try:
+        await worker.start()
+        await worker.converge()
+        assert worker.ops is not None and worker.ops.health()[0]
+        dead = worker.slots[0]
+        for _ in range(2):  # one per run of the feed (one worker task): a crash, a restart, a crash
+            dead.feeds[0].queue.put_nowait((0, None))  # type: ignore[arg-type]
+        await asyncio.wait_for(dead.failed.wait(), 10)
+        ok, body = worker.ops.health()
+        assert not ok and body["stale_shards"] == [0]
+        assert "TypeError" in body["shards"][0]["down"]  # type: ignore[index]
+        with capture_logs() as logs:
+            await worker.converge()
+        [failed] = [e for e in logs if e["event"] == "slot_failed"]
+        assert (failed["slot"], failed["reason"]) == (0, "task shard-0 crashed 2 times in 300s")
+        assert worker.slots[0] is not dead and worker.slots[0].failure is None
+        assert await rds.get(ClusterKeys(prefix).shard_lease(0)) == b"w-a"
+        assert worker.metrics()["worker_slot_failures"] == 1 and worker.ops.health()[0]
+    finally:
+        await worker.stop()
         await rds.aclose()
         await emu.stop()

@@ -1,5 +1,5 @@
-"""A shard's workers reject bad input by reason and keep going; only final, in-order candles are stored; a symbol
-that joins is judged fresh from its joining."""
+"""A shard's workers reject bad input by reason and keep going; only final, in-order candles are stored; a listener
+that raises costs nothing but its own call; a symbol that joins is judged fresh from its joining."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
+from structlog.testing import capture_logs
 
 from shards.feed import ShardFeed
 from shards.sink import CandleSink
+from smc_quant.domain.candles import Candle
 from smc_quant.ops.health import shard_health
 from smc_quant.ops.metrics import FeedMetrics
 from smc_quant.settings import FeedSettings
@@ -75,6 +77,30 @@ def test_bad_frames_are_counted_and_good_ones_kept(shared_data: Path, feed: Shar
     assert times.tolist() == [t0, t0 + 60_000, t0 + 120_000]
     assert feed.store.ring("ETHUSDT").arrays()[0].tolist() == [t0]
     assert m.accepted == 4
+
+
+def test_a_failing_listener_is_logged_and_counted_and_the_others_still_get_every_candle(
+        shared_data: Path, feed: ShardFeed) -> None:
+    """The first listener raises on every candle: each failure is one error line (listener, symbol, error) and one
+    count, the shard keeps working and the next listener still receives every candle in order."""
+    base = json.loads((shared_data / PAYLOAD).read_text())
+    t0 = 1_689_678_900_000
+    got: list[tuple[str, int]] = []
+
+    def broken(candle: Candle, _completed: list[Candle]) -> None:
+        raise ValueError(f"no price for {candle.symbol}")
+
+    feed.listeners += [broken, lambda candle, _completed: got.append((candle.symbol, candle.open_time))]
+    for raw in (_frame(base, "BTCUSDT", t0), _frame(base, "ETHUSDT", t0), _frame(base, "BTCUSDT", t0 + 60_000)):
+        feed.queue.put_nowait((time.perf_counter_ns(), raw))
+    with capture_logs() as logs:
+        feed.drain()
+    assert got == [("BTCUSDT", t0), ("ETHUSDT", t0), ("BTCUSDT", t0 + 60_000)]
+    assert feed.metrics.listener_errors == 3 and feed.metrics.accepted == 3
+    failed = [e for e in logs if e["event"] == "listener_failed"]
+    assert [(e["log_level"], e["symbol"], e["open_time"], e["error"]) for e in failed] == [
+        ("error", s, t, f"ValueError: no price for {s}") for s, t in got]
+    assert all(e["listener"].endswith("broken") for e in failed)
 
 
 async def test_a_new_listing_is_fresh_for_one_window_from_when_it_joined(shared_data: Path, feed: ShardFeed) -> None:
