@@ -3,14 +3,30 @@ sockets, real PostgreSQL): ours closed by someone else, and one that is not ours
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from smc_quant.executor import Executor
+from smc_quant.orders.broker import AccountEvent, OrderUpdate
 from tests.integration.trading_kit import trading_rig
 
 pytestmark = pytest.mark.integration
+
+
+def entry_filled(executor: Executor, symbol: str) -> asyncio.Event:
+    """Set when the executor's user-data stream reports a fill on ``symbol`` (the exchange executed the order,
+    whatever became of its answer)."""
+    event = asyncio.Event()
+
+    def on_event(update: AccountEvent) -> None:
+        if isinstance(update, OrderUpdate) and update.symbol == symbol and update.execution == "TRADE":
+            event.set()
+
+    executor.broker.subscribe(on_event)
+    return event
 
 
 async def test_restart_drops_a_position_closed_by_hand_and_leaves_a_foreign_one_alone(shared_data: Path,
@@ -61,18 +77,13 @@ async def test_a_reconciliation_during_an_entry_in_flight_leaves_its_position_to
     """The entry has filled at the exchange but its answer is late, so it is not booked yet when a reconciliation
     runs. That position is the entry's to book and protect: not adopted (a false ``position_adopted`` alarm and
     a second stop and target), not reported unknown. Once the entry returns: one stop, one target."""
-    import asyncio
-
     async with trading_rig(shared_data, pg_dsn) as rig:
         ex = await rig.executor()
+        filled = entry_filled(ex, "ETHUSDT")
         rig.emulator.faults.order_timeout(1, hold_s=30.0, only="order")  # executed; the answer comes too late
         assert ex.submit(rig.signal("ETHUSDT", "SHORT", confidence=0.7, stop_pct=8.0, target_pct=30.0))
 
-        async def filled() -> None:
-            while not any(p.symbol == "ETHUSDT" for p in rig.account.positions()):
-                await asyncio.sleep(0.01)
-
-        await asyncio.wait_for(filled(), 10)
+        await asyncio.wait_for(filled.wait(), 10)
         await ex.reconcile()
         assert "ETHUSDT" not in ex.book and ex.stats.repairs == 0 and ex.stats.alarms == 0
         await ex.idle()
@@ -86,18 +97,13 @@ async def test_an_entry_whose_outcome_stays_unknown_is_looked_for_at_once_and_pr
     """The entry fills but its answer is lost and both queries of it fail (503): the order manager reports it
     unknown. The executor reconciles at once: the position is found, adopted from the journal and protected —
     not left without a stop, outside the 3-position count, until the next round minutes later."""
-    import asyncio
-
     async with trading_rig(shared_data, pg_dsn) as rig:
         ex = await rig.executor(orders={"query_max_attempts": 2})
+        filled = entry_filled(ex, "ETHUSDT")
         rig.emulator.faults.order_timeout(1, hold_s=30.0, only="order")
         assert ex.submit(rig.signal("ETHUSDT", "SHORT", confidence=0.7, stop_pct=8.0, target_pct=30.0))
 
-        async def filled() -> None:
-            while not any(p.symbol == "ETHUSDT" for p in rig.account.positions()):
-                await asyncio.sleep(0.01)
-
-        await asyncio.wait_for(filled(), 10)
+        await asyncio.wait_for(filled.wait(), 10)
         rig.emulator.faults.http_error(503, count=2, path="/fapi/v1/order")  # the two queries of the entry
         await ex.idle()
 
