@@ -33,7 +33,7 @@ from smc_quant.model.scoring import BatchScorer
 from smc_quant.ops.server import OpsServer
 from smc_quant.settings import Settings
 from smc_quant.store.candles import CandleRepository
-from smc_quant.store.db import create_pool
+from smc_quant.store.db import SERVICE_COMMAND_TIMEOUT_S, create_pool
 from smc_quant.store.embedded import EmbeddedPostgres, resolve_database
 from smc_quant.store.keys import ClusterKeys
 from smc_quant.store.migrations import apply_migrations
@@ -81,7 +81,8 @@ class Service:
         s = self.settings
         dsn, self.embedded = await resolve_database(s)
         applied = await apply_migrations(dsn)
-        self.pool = await create_pool(dsn, synchronous_commit=False)  # closed trades still commit synchronously
+        # closed trades still commit synchronously; a statement stuck 5 minutes raises (retried by its caller)
+        self.pool = await create_pool(dsn, synchronous_commit=False, command_timeout=SERVICE_COMMAND_TIMEOUT_S)
         self.log.info("database_ready", embedded=self.embedded is not None, migrations_applied=len(applied))
         self.redis = await self._connect_redis()
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=s.venue.request_timeout_s))

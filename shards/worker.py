@@ -44,7 +44,7 @@ from smc_quant.ops.metrics import FeedMetrics
 from smc_quant.ops.server import OpsServer
 from smc_quant.settings import Settings
 from smc_quant.store.candles import CandleRepository
-from smc_quant.store.db import create_pool
+from smc_quant.store.db import SERVICE_COMMAND_TIMEOUT_S, create_pool
 from smc_quant.store.embedded import resolve_database
 from smc_quant.store.keys import ClusterKeys
 from smc_quant.store.migrations import apply_migrations
@@ -91,7 +91,7 @@ class ClusterProcess:
             raise ConfigError("invalid setting REDIS_URL: the shard and executor commands need Redis")
         dsn, self._embedded = await resolve_database(s)
         await apply_migrations(dsn)  # under an advisory lock: concurrent starts are safe
-        self.pool = await create_pool(dsn, synchronous_commit=False)
+        self.pool = await create_pool(dsn, synchronous_commit=False, command_timeout=SERVICE_COMMAND_TIMEOUT_S)
         self.redis = aioredis.from_url(s.redis_url, socket_connect_timeout=2, socket_timeout=5,
                                        health_check_interval=10)
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=s.venue.request_timeout_s))
