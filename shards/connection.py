@@ -86,9 +86,13 @@ class StreamConnection:
     async def run(self) -> None:
         delays = self._backoff()
         while True:
+            opened = time.monotonic()
             reason = await self._session_once()
             self._metrics.reconnects += 1
-            if self._data_seen:
+            if self._data_seen and time.monotonic() - opened >= self._settings.backoff_max_s:
+                # A healthy socket (data flowed, and it lived longer than the longest wait) starts the backoff
+                # over; one that a server cuts soon after its first frames keeps backing off, so a failing
+                # edge is not reconnected to every half second (Binance may ban an IP that keeps reconnecting).
                 delays = self._backoff()
             delay = next(delays)
             self._log.warning("ws_reconnect", reason=reason, in_s=round(delay, 3), url=self.base_url)

@@ -90,7 +90,8 @@ class FeedSettings(_Section):
     max_connection_age_s: PositiveFloat = 23 * 3600.0
     """Proactive reconnect before Binance's 24 h cut."""
     backoff_initial_s: PositiveFloat = 0.5
-    """First reconnect delay; doubles with jitter up to ``backoff_max_s``; resets after data flows."""
+    """First reconnect delay; doubles with jitter up to ``backoff_max_s``; starts over after a socket on which data
+    flowed for at least ``backoff_max_s``."""
     backoff_max_s: PositiveFloat = 30.0
     """Largest reconnect delay."""
     ring_size: PositiveInt = 1500

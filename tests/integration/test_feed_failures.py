@@ -13,7 +13,7 @@ import asyncio
 import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from shards.cluster import ClusterManager
@@ -236,3 +237,54 @@ async def test_a_dead_feed_is_logged_and_restarted_and_one_that_keeps_dying_fail
         ok, body = health()
         assert not ok and body["stale_shards"] == [0]
         assert body["shards"][0]["down"] == "TypeError: a bytes-like object is required, not 'NoneType'"
+
+
+@pytest.mark.parametrize(("backoff_max_s", "resets"), [(30.0, 0), (0.001, 3)], ids=["cut_soon", "lived"])
+async def test_the_reconnect_backoff_starts_over_only_after_a_socket_that_lived(
+        shared_data: Path, backoff_max_s: float, resets: int) -> None:
+    """The emulator cuts the market socket (1001) right after a frame on it, three times. Sockets that lived
+    less than the longest wait keep backing off — the backoff is not started over (it once was after any data
+    frame, so an edge that cuts every socket at once was reconnected to every half second); sockets that lived
+    longer than it (here 1 ms) start it over each time."""
+    from shards.connection import StreamConnection
+    from smc_quant.ops.metrics import FeedMetrics
+    from smc_quant.settings import FeedSettings
+
+    started: list[int] = []
+    reconnecting = asyncio.Event()
+
+    def backoff() -> Iterator[float]:  # each delay is taken once the ended socket was judged: a sync point
+        started.append(1)
+
+        def delays() -> Iterator[float]:
+            while True:
+                reconnecting.set()
+                yield 0.01
+
+        return delays()
+
+    emu = _emulator(shared_data, "BTCUSDT")
+    await emu.start()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    try:
+        async with aiohttp.ClientSession() as session:
+            settings = FeedSettings(backoff_initial_s=backoff_max_s, backoff_max_s=backoff_max_s)
+            conn = StreamConnection(session=session, base_url=emu.ws_market_base, streams=["btcusdt@kline_1m"],
+                                    queue=queue, metrics=FeedMetrics(shard=0), settings=settings, backoff=backoff,
+                                    logger=structlog.get_logger())
+            task = asyncio.create_task(conn.run())
+            emu.resume()
+            try:
+                for _ in range(3):
+                    await asyncio.wait_for(queue.get(), 10)  # a frame on this socket …
+                    reconnecting.clear()
+                    emu.faults.close_all(1001)  # … and the server cuts it
+                    await asyncio.wait_for(reconnecting.wait(), 10)
+                    while not queue.empty():  # what the cut socket delivered; nothing more comes from it
+                        queue.get_nowait()
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await emu.stop()
+    assert len(started) == 1 + resets
