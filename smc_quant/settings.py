@@ -110,9 +110,10 @@ class FeedSettings(_Section):
     ~85 MB a day at 323 symbols; never less than the learner's history_days and the warm start (0: keep all)."""
     backfill_limit: Annotated[int, Field(ge=1, le=1500)] = 1000
     """Rows per REST /klines request during backfill (1000 costs weight 5)."""
-    backfill_attempts: PositiveInt = 12
-    """Fetches of one gap, with the reconnect backoff between them, before it is given up: its held candles are
-    released and the missing minutes counted and logged (a refusal by the exchange, 4xx, gives up at once)."""
+    backfill_attempts: PositiveInt = 120
+    """Fetches of one gap, with the reconnect backoff between them (about an hour at the 30 s cap: a REST outage
+    that long is waited out with the symbol held, its data kept whole), before it is given up: its held candles
+    are released and the missing minutes counted and logged (a refusal by the exchange, 4xx, gives up at once)."""
 
 
 class OpsSettings(_Section):
