@@ -198,7 +198,7 @@ class BinanceRestClient:
             retry_at = self.governor.penalise(status, _retry_after(headers), text)
             self._log.warning("rest_rate_limited", path=path, status=status, retry_at_ms=retry_at)
             raise RateLimited(f"GET {path}: HTTP {status} {text[:200]}", status=status, retry_at_ms=retry_at)
-        if status >= 500 or status == 408:
+        if status >= 500 or status in (403, 408):  # 403: the WAF's limit, which lifts by itself
             raise TemporaryError(f"GET {path}: HTTP {status} {text[:200]}")
         code, msg = _error_body(text)
         raise VenueRejected(f"GET {path}: HTTP {status} code {code}: {msg}", status=status, code=code)

@@ -147,6 +147,17 @@ async def test_503_is_temporary_and_retried_for_gets(setup: Setup) -> None:
         await setup.client(retries=0).ping()
 
 
+async def test_a_waf_403_is_temporary_and_retried(setup: Setup) -> None:
+    """The WAF's 403 (an HTML page) lifts by itself: retried like a 503, never taken as a refusal — a backfill
+    refused (4xx) is given up at once, so a 403 read as one lost the gap for good."""
+    setup.emu.faults.http_error(403, 1, path="/fapi/v1/time")
+    client = setup.client(retries=1)
+    assert await client.server_time() == setup.emu.start_ms
+    setup.emu.faults.http_error(403, 1)
+    with pytest.raises(TemporaryError, match="HTTP 403"):
+        await setup.client(retries=0).ping()
+
+
 async def test_429_raises_rate_limited_and_blocks_until_retry_after(setup: Setup) -> None:
     """A 429 raises RateLimited with the Retry-After deadline, and the next request waits for it."""
     setup.emu.faults.http_error(429, 1)

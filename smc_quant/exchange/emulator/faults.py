@@ -131,9 +131,10 @@ class Faults:
 
     def http_error(self, status: int = 429, count: int = 1, path: str | None = None) -> None:
         """Answer the next ``count`` REST requests (to ``path`` only, when given) with HTTP ``status`` (429, 418,
-        503, or 400: the exchange refuses the request, ``-1121 Invalid symbol.``)."""
-        if status not in (429, 418, 503, 400):
-            raise ValueError("http_error status must be 429, 418, 503 or 400")
+        503, 403: the WAF's limit, an HTML page, or 400: the exchange refuses the request, ``-1121 Invalid
+        symbol.``)."""
+        if status not in (429, 418, 503, 403, 400):
+            raise ValueError("http_error status must be 429, 418, 503, 403 or 400")
         self.http_status, self.http_pending, self.http_path = status, count, path
 
     def garbled(self, count: int = 1, path: str | None = None) -> None:

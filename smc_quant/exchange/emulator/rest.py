@@ -103,6 +103,9 @@ class RestApi:
             return json_response({"code": -1001, "msg": "Service Unavailable."}, 503, headers)
         if status == 400:
             return json_response({"code": -1121, "msg": "Invalid symbol."}, 400, headers)
+        if status == 403:  # the WAF's answer: an HTML page, no Binance error body
+            return web.Response(status=403, text="<html><body><h1>403 Forbidden</h1></body></html>",
+                                content_type="text/html", headers=headers)
         until = int(self._config.clock() * 1000) + 1000
         return (
             self._limited(Verdict(status, used, 1, until))
