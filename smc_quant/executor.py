@@ -37,6 +37,7 @@ from smc_quant.correlation import ReturnSource
 from smc_quant.domain.trading import ZERO, AccountSnapshot, ExitReason, Fill, Signal, Trade, direction
 from smc_quant.errors import SmcError
 from smc_quant.executor_config import ExecutorConfig, ExecutorStats
+from smc_quant.executor_hand import OperatorHand
 from smc_quant.funding import FundingQuote
 from smc_quant.orders.broker import AccountEvent, AccountUpdate, AlgoUpdate, Broker, OrderUpdate, StreamExpired
 from smc_quant.orders.client_ids import Leg, parse_client_order_id
@@ -54,7 +55,7 @@ class Notify(Protocol):
     def notify(self, text: str, kind: str) -> None: ...
 
 
-class Executor:
+class Executor(OperatorHand):
     """Turns signals into protected positions and closed trades; see the module docstring."""
 
     def __init__(self, *, broker: Broker, manager: Any, risk: Any, repo: Any | None = None,
@@ -359,51 +360,6 @@ class Executor:
         if entry.position.symbol in self.book:
             await self._save(entry)
         self.log.warning("reprotected_after_failed_exit", symbol=entry.position.symbol, stop=sl is not None)
-
-    # -- the operator's hand ----------------------------------------------------------------------------
-    def halt(self, reason: str) -> None:
-        """Stop taking new entries (every signal is skipped with ``halted``); exits, protection, the 2-hour
-        limit and reconciliation go on. Idempotent; a new reason replaces the old one."""
-        changed = self.halted is None
-        self.halted = reason
-        if changed:
-            self.log.warning("trading_halted", reason=reason, positions=len(self.book))
-            self._notify(f"HALTED no new entries · {len(self.book)} open · {reason or 'no reason given'}", "halt")
-
-    def resume(self, reason: str = "") -> None:
-        """Take signals again (idempotent)."""
-        if self.halted is None:
-            return
-        self.halted = None
-        self.drawdown_guard.rearm()
-        self.log.warning("trading_resumed", reason=reason)
-        self._notify(f"RESUMED new entries allowed · {reason or 'no reason given'}", "resume")
-
-    async def flatten(self) -> list[str]:
-        """Close every position at market (:attr:`ExitReason.MANUAL`, protection cancelled first); returns the
-        symbols whose close failed (they stay open and protected; call again). Call it halted: an entry still
-        in flight is waited for first, so it is closed too. A close already under way (the 2-hour limit, a
-        rotation) is waited for; if it went out, that position counts as done: its exit is on its way."""
-        await self._no_entry_in_flight.wait()
-        failed: list[str] = []
-        closed = 0
-        for symbol in sorted(self.book):
-            entry = self.book.get(symbol)
-            if entry is None:
-                continue
-            if entry.status == "closing":
-                async with self._lock(symbol):  # its close holds the lock until its order is done
-                    pass
-            else:
-                await self.close(symbol, ExitReason.MANUAL)
-            after = self.book.get(symbol)
-            if after is not None and after.status != "closing":
-                failed.append(symbol)
-            else:
-                closed += 1
-        self.stats.flattened += closed
-        self.log.warning("flattened", closed=closed, failed=failed)
-        return failed
 
     def daily_summary(self) -> bool:
         """Once per UTC day (checked with the exits): yesterday's trades, net PnL and the equity, as one message."""
