@@ -22,6 +22,7 @@ import structlog
 from smc_quant.book import Book, BookEntry, journalled_position, queried_fill
 from smc_quant.domain.trading import ZERO, ExitReason, entry_side, exit_side
 from smc_quant.executor_config import ExecutorConfig, ExecutorStats
+from smc_quant.order_sender import READ_FAILURES, error_text
 from smc_quant.orders.broker import Broker, ExchangePosition, OrderState
 from smc_quant.orders.client_ids import Leg, client_order_id
 from smc_quant.risk import DAY_MS
@@ -164,8 +165,8 @@ class Reconciler:
         for cid, reason in ((entry.sl_client_id, ExitReason.STOP_LOSS), (entry.tp_client_id, ExitReason.TAKE_PROFIT)):
             if not cid or cid in known:
                 continue
-            state = await self.broker.query_order(pos.symbol, cid)
-            if self._found(entry, cid, state):
+            asked, state = await self._query(pos.symbol, cid)
+            if asked and self._found(entry, cid, state):
                 entry.exit_reason = entry.exit_reason or reason
         # Our own market exits (time limit, rotation, breaker, delisting, flatten) whose fills we did not see: a
         # crash after the exit left, or a user-stream gap while it filled. Their ids run ex-0, ex-1, …: asked
@@ -175,8 +176,8 @@ class Reconciler:
             cid = client_order_id(pos.signal_id, Leg.EXIT, attempt)
             if cid in known:
                 continue
-            state = await self.broker.query_order(pos.symbol, cid)
-            if state is None:
+            asked, state = await self._query(pos.symbol, cid)
+            if not asked or state is None:
                 break
             self._found(entry, cid, state)
         self.stats.repairs += 1
@@ -186,6 +187,15 @@ class Reconciler:
             if self.repo is not None:
                 await self.repo.delete_position(pos.symbol)
             await self._alarm("position_vanished", pos.symbol, symbol=pos.symbol, signal_id=pos.signal_id)
+
+    async def _query(self, symbol: str, cid: str) -> tuple[bool, OrderState | None]:
+        """``(True, state)`` — ``None`` when the exchange does not know the id — or ``(False, None)`` when the
+        query failed (no answer, a refusal such as a symbol no longer listed): logged, and nothing learned."""
+        try:
+            return True, await self.broker.query_order(symbol, cid)
+        except READ_FAILURES as exc:
+            self.log.warning("exit_query_failed", symbol=symbol, client_id=cid, error=error_text(exc))
+            return False, None
 
     def _found(self, entry: BookEntry, cid: str, state: OrderState | None) -> bool:
         """Record the exit fill an order query reports for ``entry`` (``False`` when nothing executed)."""
