@@ -79,7 +79,8 @@ class PaperBroker:
         self._clock = clock
         self._sinks: list[EventSink] = []
         self.events_delivered = 0
-        self._funding_due: dict[str, tuple[int, Decimal]] = {}
+        self._funding_due: dict[str, dict[int, Decimal]] = {}
+        """Per symbol, each funding time quoted and not yet settled → the latest rate quoted for it."""
         self._funding_settled: dict[str, int] = {}
         self._on_funding = on_funding
         self.funding_payments: list[FundingPayment] = []
@@ -116,26 +117,37 @@ class PaperBroker:
             events.extend(acc.on_price(symbol, _dec(near), open_time + 20_000))
             events.extend(acc.on_price(symbol, _dec(far), open_time + 40_000))
         events.extend(acc.on_price(symbol, _dec(c), open_time + 59_999))
-        due = self._funding_due.get(symbol)
-        if due is not None and open_time + MINUTE_MS >= due[0]:
-            events.extend(self._settle(symbol))  # the bar that ends at the funding time: its close is the mark
+        events.extend(self._funding_at_bar_end(symbol, open_time))
         self._emit(events)
         return len(events)
 
     # -- funding -----------------------------------------------------------------------------------
 
     def note_funding(self, symbol: str, quote: FundingQuote) -> None:
-        """The symbol's latest funding quote (rate to be applied at ``quote.next_ms``). A quote pushed at or after
-        the pending funding time settles the pending one first, at the rate quoted before it — whichever comes
-        first, that or the bar ending at the funding time, settles it, once."""
-        due = self._funding_due.get(symbol)
-        if due is not None and quote.event_ms >= due[0]:
-            self._emit(self._settle(symbol))
+        """The symbol's latest funding quote: ``quote.rate`` for the funding at ``quote.next_ms`` (the latest
+        quote for a time wins). Nothing is settled here: the bar that ends at the funding time settles it, with
+        the position that bar leaves — a quote pushed after that time may arrive before that bar, when a stop
+        inside it may still close the position."""
         if quote.next_ms > self._funding_settled.get(symbol, 0):
-            self._funding_due[symbol] = (quote.next_ms, quote.rate)
+            self._funding_due.setdefault(symbol, {})[quote.next_ms] = quote.rate
 
-    def _settle(self, symbol: str) -> list[AccountEvent]:
-        at, rate = self._funding_due.pop(symbol)
+    def _funding_at_bar_end(self, symbol: str, open_time: int) -> list[AccountEvent]:
+        """Settle the funding due at the end of the bar opening at ``open_time`` (its close is the mark), once.
+        A funding time this symbol's bars went past unseen is dropped: nothing was held then (the backtest feeds
+        a symbol only while something is at stake), and charging it to a position opened later was wrong."""
+        dues = self._funding_due.get(symbol)
+        if not dues:
+            return []
+        events: list[AccountEvent] = []
+        for at in sorted(t for t in dues if t <= open_time + MINUTE_MS):
+            rate = dues.pop(at)
+            if at > open_time:
+                events.extend(self._settle(symbol, at, rate))
+        if not dues:
+            del self._funding_due[symbol]
+        return events
+
+    def _settle(self, symbol: str, at: int, rate: Decimal) -> list[AccountEvent]:
         self._funding_settled[symbol] = at
         if self._account.last_price(symbol) is None:
             return []

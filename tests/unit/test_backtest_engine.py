@@ -18,6 +18,7 @@ from smc_quant.backtest.stack import BacktestClock, BarBroker
 from smc_quant.domain.trading import ExitReason
 from smc_quant.orders.broker import AlgoRequest, OrderRequest, OrderUpdate
 from smc_quant.sim.account import SimAccount, SimConfig
+from smc_quant.sim.ledger import to_usdt
 from smc_quant.strategy import ICTScalper, ScalperConfig
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT", "LTCUSDT")
@@ -125,16 +126,27 @@ async def _turn() -> None:
 
 async def test_an_assumed_funding_rate_is_charged_to_held_positions_and_seen_by_the_guard(prepared: Prepared) -> None:
     """At 0.01 % every 8 h (under the guard's 0.05 %) the same trades happen (sizes follow the slightly lower
-    wallet) and the wallet is the trades' PnL less exactly what funding took; at 0.1 % the guard refuses the
-    longs that would pay inside their hold, and only those."""
+    wallet), funding is exactly what the positions held at each funding time owe at that bar's close (longs
+    pay, shorts receive — once, a later trade on the symbol was also charged a funding time passed with nothing
+    held), and the wallet is the trades' PnL less that; at 0.1 % the guard refuses the longs that would pay
+    inside their hold, and only those."""
     plain = await _run(prepared, mode="unfiltered")
     base = await _run(prepared, mode="unfiltered", funding_rate=Decimal("0.0001"))
     key = [(t.signal_id, t.entry_time_ms, t.exit_time_ms, t.exit_reason) for t in base.trades]
     assert key == [(t.signal_id, t.entry_time_ms, t.exit_time_ms, t.exit_reason) for t in plain.trades]
     assert "funding" not in base.skip_reasons and not base.open_positions
     net = sum((t.net_pnl for t in base.trades), Decimal(0))
-    assert base.funding_paid > 0 and base.final_wallet == base.balance + net - base.funding_paid
     eight = 8 * 3_600_000
+    owed = Decimal(0)
+    for trade in base.trades:  # held at F: entered before it, still open when the bar ending at F closed
+        s = prepared.series[trade.symbol]
+        for f in range((trade.entry_time_ms // eight + 1) * eight, trade.exit_time_ms + 1, eight):
+            i = int(np.searchsorted(s.open_time, f - 60_000))
+            assert int(s.open_time[i]) == f - 60_000
+            signed = trade.quantity if trade.side == "LONG" else -trade.quantity
+            owed += to_usdt(signed * Decimal(repr(float(s.close[i]))) * Decimal("0.0001"))
+    assert owed != 0 and base.funding_paid == owed
+    assert base.final_wallet == base.balance + net - base.funding_paid
     crossing = [t for t in plain.trades if t.exit_time_ms // eight > t.entry_time_ms // eight]
     assert crossing, "precondition: some trades are held across a funding time"
     steep = await _run(prepared, mode="unfiltered", funding_rate=Decimal("0.001"))

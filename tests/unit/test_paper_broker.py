@@ -329,24 +329,69 @@ async def test_funding_is_settled_once_at_the_bar_ending_at_the_funding_time() -
     assert len(paid) == 1
 
 
-async def test_a_quote_after_the_funding_time_settles_at_the_rate_quoted_before_it() -> None:
-    """The push after the funding time can arrive before the bar that ends there: it settles the pending
-    funding at the old rate, then waits for the next time; a flat account pays nothing."""
+async def test_a_quote_after_the_funding_time_waits_for_the_bar_ending_there() -> None:
+    """The push after the funding time can arrive before the bar that ends there. It settles nothing (that bar
+    may still close the position); the bar settles at the rate quoted for that time, not the newer one."""
     venue = make_venue()
     paid: list[FundingPayment] = []
     venue.broker = PaperBroker(venue.account, venue.clock, on_funding=paid.append)
-    price = venue.start("ETHUSDT", 2_000)
+    i = 2_000
+    price = venue.start("ETHUSDT", i)
     qty = qty_for("ETHUSDT", price)
     await venue.broker.place_order(OrderRequest("ETHUSDT", "SELL", "MARKET", qty, "t-short"))
-    due = venue.clock.now + 60_000
-    venue.broker.note_funding("ETHUSDT", FundingQuote(Decimal("0.0010"), due, price, venue.clock.now))
+    o, h, low, c, t = _bar("ETHUSDT", i + 1)
+    due = t + 60_000  # the end of bar i + 1
+    venue.broker.note_funding("ETHUSDT", FundingQuote(Decimal("0.0010"), due, price, t))
     venue.broker.note_funding("ETHUSDT", FundingQuote(Decimal("-0.0300"), due + 8 * 3_600_000, price, due + 1_000))
+    assert paid == []
+    venue.broker.on_bar("ETHUSDT", o, h, low, c, t)
     assert [(p.time_ms, p.rate) for p in paid] == [(due, Decimal("0.0010"))]
-    assert paid[0].amount == (-qty * price * Decimal("0.0010")).quantize(Decimal("0.00000001"), ROUND_HALF_UP) < 0
-    flat = make_venue()
-    nothing: list[FundingPayment] = []
-    flat.broker = PaperBroker(flat.account, flat.clock, on_funding=nothing.append)
-    flat.start("ETHUSDT", 2_000)
-    flat.broker.note_funding("ETHUSDT", FundingQuote(Decimal("0.0010"), due, price, 0))
-    flat.broker.note_funding("ETHUSDT", FundingQuote(Decimal("0.0010"), due + 1, price, due))
-    assert nothing == [] and (await flat.broker.balance()).wallet == Decimal("10000")
+    expected = (-qty * Decimal(repr(c)) * Decimal("0.0010")).quantize(Decimal("0.00000001"), ROUND_HALF_UP)
+    assert paid[0].amount == expected < 0  # a short receives a positive rate
+
+
+async def test_a_position_stopped_out_inside_the_funding_bar_pays_no_funding() -> None:
+    """A long whose stop fills inside the bar that ends at the funding time held nothing then: no payment — even
+    though the push after the funding time came first (it used to settle at once, with the position as it stood
+    before that bar)."""
+    venue = make_venue()
+    paid: list[FundingPayment] = []
+    venue.broker = PaperBroker(venue.account, venue.clock, on_funding=paid.append)
+    i = 3_000
+    price = venue.start("BTCUSDT", i)
+    o, h, low, c, t = _bar("BTCUSDT", i + 1)
+    assert low < min(o, float(price)), "precondition: the next bar trades below its open and the entry"
+    await venue.broker.place_order(OrderRequest("BTCUSDT", "BUY", "MARKET", qty_for("BTCUSDT", price), "t-long"))
+    stop = round_price(Decimal(repr((low + min(o, float(price))) / 2)), real_filters()["BTCUSDT"].tick_size, "down")
+    await venue.broker.place_algo(AlgoRequest("BTCUSDT", "SELL", "STOP_MARKET", stop, "t-sl", close_position=True))
+    due = t + 60_000
+    venue.broker.note_funding("BTCUSDT", FundingQuote(Decimal("0.0005"), due, price, t))
+    venue.broker.note_funding("BTCUSDT", FundingQuote(Decimal("0.0005"), due + 8 * 3_600_000, price, due + 500))
+    venue.broker.on_bar("BTCUSDT", o, h, low, c, t)
+    assert venue.position("BTCUSDT") is None and paid == []
+
+
+async def test_a_funding_time_passed_with_nothing_held_is_never_charged_to_a_later_position() -> None:
+    """The backtest feeds a symbol only while something is at stake. A long held two hours before a funding
+    time, closed, then a new long long after it: the funding time the bars went past unseen charges nothing (it
+    was charged to the new position at its first bar)."""
+    venue = make_venue()
+    paid: list[FundingPayment] = []
+    venue.broker = PaperBroker(venue.account, venue.clock, on_funding=paid.append)
+    i = 4_000
+    price = venue.start("BTCUSDT", i)
+    qty = qty_for("BTCUSDT", price)
+    await venue.broker.place_order(OrderRequest("BTCUSDT", "BUY", "MARKET", qty, "t-long-1"))
+    o, h, low, c, t = _bar("BTCUSDT", i + 1)
+    due = t + 120 * 60_000
+    venue.broker.note_funding("BTCUSDT", FundingQuote(Decimal("0.0001"), due, price, t))
+    venue.broker.on_bar("BTCUSDT", o, h, low, c, t)
+    await venue.broker.place_order(OrderRequest("BTCUSDT", "SELL", "MARKET", qty, "t-close-1", reduce_only=True))
+    assert venue.position("BTCUSDT") is None
+    later = i + 300  # three hours after the funding time: a new long, its first bar
+    price = venue.start("BTCUSDT", later)
+    await venue.broker.place_order(OrderRequest("BTCUSDT", "BUY", "MARKET", qty, "t-long-2"))
+    o, h, low, c, t = _bar("BTCUSDT", later + 1)
+    venue.broker.note_funding("BTCUSDT", FundingQuote(Decimal("0.0001"), due + 8 * 3_600_000, price, t))
+    venue.broker.on_bar("BTCUSDT", o, h, low, c, t)
+    assert paid == [] and venue.broker.funding_payments == []
