@@ -77,6 +77,9 @@ class MemoryRegistry:
     async def champion(self) -> ModelRecord | None:
         return None if self._champion is None else self._records[self._champion]
 
+    async def usable_champion(self) -> ModelRecord | None:
+        return await self.champion()  # one run, one feature schema
+
     async def load(self, version: int) -> TrainedModel:
         return self._models[version]
 

@@ -191,6 +191,10 @@ async def promote(registry: ModelRegistry, version: int, *, series: Sequence[Kli
     champion = await registry.champion()
     if champion is not None and champion.version == version:
         return PromoteOutcome(False, f"model v{version} is already the champion")
+    if champion is not None and await registry.usable_champion() is None:  # the engine refuses it: none to beat
+        say(f"champion v{champion.version} was trained on feature schema {champion.feature_schema!r}, which the "
+            f"engine no longer computes: gated as if there were no champion")
+        champion = None
     reason = await _gate(registry, record, champion, series, every, margin, z, paired_z, spec, say)
     if isinstance(reason, GateDecision) and reason.promote:
         await registry.promote(version)

@@ -103,6 +103,8 @@ class Registry(Protocol):
 
     async def champion(self) -> ModelRecord | None: ...
 
+    async def usable_champion(self) -> ModelRecord | None: ...
+
     async def load(self, version: int) -> TrainedModel: ...
 
     async def promote(self, version: int) -> ModelRecord: ...
@@ -344,15 +346,21 @@ class Learner:
         """Resume the trade count, and trigger a ``cold_start`` round when the registry has no champion
         (if the config allows it)."""
         await self.resume_count()
-        if self.config.cold_start and await self._registry.champion() is None:
-            self.trigger("cold_start")
+        if self.config.cold_start and await self._registry.usable_champion() is None:
+            self.trigger("cold_start")  # none, or one of another feature schema the engine refuses
 
     async def run(self) -> None:
         """Forever: wait for the trade trigger or the schedule, then run one round (failures logged, counted).
 
-        Starts with :meth:`prepare`."""
-        await self.prepare()
+        Starts with :meth:`prepare`; a failure there (the database down at start) is logged and counted, and
+        the first round comes after ``idle_retry_s``."""
         wait_s = self.config.retrain_interval_s
+        try:
+            await self.prepare()
+        except Exception as exc:  # the loop must outlive a failed start too, or it ends silently
+            self.stats.failed += 1
+            self._log.warning("learner_prepare_failed", error=f"{type(exc).__name__}: {exc}")
+            wait_s = min(wait_s, self.config.idle_retry_s)
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
@@ -383,7 +391,7 @@ class Learner:
         if not c.cold_start:
             return c.retrain_interval_s
         try:
-            idle = await self._registry.champion() is None
+            idle = await self._registry.usable_champion() is None
         except Exception as exc:  # the database is down: ask again soon, the loop must not die of it
             self._log.warning("learner_registry_unavailable", error=f"{type(exc).__name__}: {exc}")
             idle = True

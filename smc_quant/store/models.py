@@ -22,6 +22,7 @@ import asyncpg
 import orjson
 
 from smc_quant.errors import OperationalError
+from smc_quant.features import FEATURE_SCHEMA
 from smc_quant.model.trainer import TrainedModel, check_schema
 
 LOCK_KEY = 0x534D_4351_4D4F_44  # "SMCQMOD": serialises promote / rollback across the cluster
@@ -43,7 +44,7 @@ UPDATE models SET status = 'champion', promoted_at = now(), retired_at = NULL, r
 WHERE version = $1 RETURNING {_RECORD}"""
 _PREVIOUS = """
 SELECT version FROM models
-WHERE status = 'retired' AND promoted_at IS NOT NULL AND rolled_back_at IS NULL
+WHERE status = 'retired' AND promoted_at IS NOT NULL AND rolled_back_at IS NULL AND feature_schema = $1
 ORDER BY promoted_at DESC, version DESC LIMIT 1"""
 # Candidates never promoted, older than the newest ``$1`` of them (champions and retired champions stay:
 # they are the rollback chain). ``min`` over no rows is NULL, and ``version < NULL`` deletes nothing.
@@ -106,6 +107,13 @@ class ModelRegistry:
         row = await self._pool.fetchrow(_CHAMPION)
         return None if row is None else _record(row)
 
+    async def usable_champion(self) -> ModelRecord | None:
+        """The champion's row if the running engine can score with it (its feature schema is the current one);
+        ``None`` otherwise — after a schema change the old champion counts as none: the learner's cold start
+        and ``promote`` then go on as without one."""
+        record = await self.champion()
+        return record if record is not None and record.feature_schema == FEATURE_SCHEMA.version else None
+
     async def load(self, version: int) -> TrainedModel:
         """The model of ``version``; ``FeatureSchemaMismatch`` when its schema is not the engine's."""
         row = await self._pool.fetchrow(_ARTIFACT, version)
@@ -138,9 +146,10 @@ class ModelRegistry:
             if await conn.fetchrow(_CHAMPION) is None:
                 raise OperationalError("no champion to roll back")
             await conn.execute(_RETIRE, True)
-            previous = await conn.fetchval(_PREVIOUS)
-            if previous is None:
-                raise OperationalError("no earlier champion to roll back to")
+            previous = await conn.fetchval(_PREVIOUS, FEATURE_SCHEMA.version)
+            if previous is None:  # (one of another feature schema could not score: never reinstated)
+                raise OperationalError(
+                    f"no earlier champion on feature schema {FEATURE_SCHEMA.version} to roll back to")
             return _record(await conn.fetchrow(_CROWN, previous))
 
     async def prune(self, keep_candidates: int) -> int:

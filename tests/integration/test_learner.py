@@ -223,14 +223,22 @@ async def test_schema_version_mismatch_is_refused(stores: tuple[ModelRegistry, T
     conn = await asyncpg.connect(pg_dsn)  # a champion left over from an older schema (SQL: promote refuses it)
     try:
         await conn.execute("UPDATE models SET status = 'retired' WHERE status = 'champion'")
-        await conn.execute("UPDATE models SET status = 'champion' WHERE version = $1", stale.version)
+        await conn.execute("UPDATE models SET status = 'champion', promoted_at = now() WHERE version = $1",
+                           stale.version)
     finally:
         await conn.close()
+    # a champion the engine refuses counts as none: the cold start comes at once, not after the day-long schedule
+    assert await registry.usable_champion() is None
+    cold = Learner(repo, registry, _loader(real.history))
+    await cold.prepare()
+    assert cold.pending and await cold._next_wait() == LearnerConfig().idle_retry_s
     log = _Log()
     replaced = await Learner(repo, registry, _loader(real.history), log=log).learn_once()
     assert replaced.promoted and replaced.champion_version is None and "beats champion 0.5000" in replaced.reason
     assert ("learner_champion_unusable", {"champion": stale.version, "error": log.lines[0][1]["error"]}) == log.lines[0]
     assert "retrain" in log.lines[0][1]["error"]
+    # a rollback never reinstates a model of another schema, however recently it was champion
+    assert (await registry.rollback()).version == outcome.version
     rows = await repo.experience(FEATURE_SCHEMA.version)
     bad = [replace(rows[0], features=rows[0].features[:-1]), replace(rows[1], schema_version="smc-features/0"),
            replace(rows[2], net_return_pct=float("nan"))]
@@ -385,3 +393,23 @@ async def test_history_loader_labels_the_candles_stored_in_postgres(pg_dsn: str,
     np.testing.assert_array_equal(got.win, want.win)
     np.testing.assert_array_equal(got.is_setup, want.is_setup)
     assert got.start.min() >= now - window
+
+
+async def test_a_learner_whose_start_fails_logs_it_and_keeps_running(pg_dsn: str, real: RealData) -> None:
+    """The database is gone when the loop starts: its start (the trade count, the champion) fails. That is
+    logged and counted, and the loop goes on to its rounds (each failing the same way, logged) — it used to end
+    there, silently, until a restart."""
+    pool = await create_pool(pg_dsn, max_size=1)
+    await pool.close()
+    log = _Log()
+    learner = Learner(TradingRepository(pool), ModelRegistry(pool), _loader(real.history),
+                      LearnerConfig(idle_retry_s=0.01), log=log)
+    task = asyncio.create_task(learner.run())
+    try:
+        await asyncio.wait_for(learner.wait_rounds(3), timeout=60)  # the failed start and two failed rounds
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    events = [event for event, _ in log.lines]
+    assert events[0] == "learner_prepare_failed" and events.count("learner_round_failed") >= 2
+    assert learner.stats.failed >= 3
