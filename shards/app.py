@@ -20,12 +20,12 @@ import asyncpg
 import redis.asyncio as aioredis
 import structlog
 
+from shards.champion import follow_champion, load_champion
 from shards.cluster import ClusterManager
 from shards.rules_refresh import RulesRefresh
 from shards.supervisor import Heartbeat, stop_within
 from smc_quant.domain.candle_store import FIELDS
 from smc_quant.domain.candles import MINUTE_MS, Candle, interval_ms
-from smc_quant.errors import OperationalError
 from smc_quant.exchange.governor import SharedWeightBudget, WeightGovernor
 from smc_quant.exchange.rest import BinanceRestClient, ExchangeUnreachable
 from smc_quant.model.predictor import MLPredictor
@@ -63,6 +63,7 @@ class Service:
         self.cluster: ClusterManager | None = None
         self.universe_source: BinanceUniverse | None = None
         self._refresher: asyncio.Task[None] | None = None
+        self._model_task: asyncio.Task[None] | None = None
         self._refreshing = asyncio.Lock()
         self.rules_refresh: RulesRefresh | None = None
         self.ops: OpsServer | None = None
@@ -120,14 +121,9 @@ class Service:
         """Load the registry's champion (if any) and score every analyzer's feature batches with it."""
         assert self.pool is not None and self.cluster is not None
         predictor, registry = MLPredictor(), ModelRegistry(self.pool)
-        try:
-            record = await registry.champion()
-            if record is not None:
-                predictor.load(await registry.load(record.version), version=record.version)
-        except OperationalError as exc:  # e.g. FeatureSchemaMismatch: refuse the model, keep the data plane up
-            self.log.error("model_refused", reason=str(exc), note="no model, not trading")
-        if predictor.ready:
-            self.log.info("model_loaded", version=predictor.version, compiled=predictor.compiled)
+        await load_champion(registry, predictor, self.log)  # refused (e.g. another schema): no model, not trading
+        # A promotion by the learner swaps at once; an operator's promote or rollback is followed within a minute.
+        self._model_task = asyncio.create_task(follow_champion(registry, predictor, self.log), name="champion")
         scorer = BatchScorer(predictor, self.log)
         for analyzer in self.cluster.analyzers:
             analyzer.subscribe(scorer)
@@ -343,7 +339,7 @@ class Service:
     async def stop(self) -> None:
         """Stop intake, drain, flush, close — each step runs even if an earlier one failed."""
         self._ready = False
-        for task in (self._refresher, self._learner_task, self._housekeeping_task, self._heartbeat):
+        for task in (self._refresher, self._learner_task, self._housekeeping_task, self._heartbeat, self._model_task):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)

@@ -32,6 +32,7 @@ import structlog
 
 from shards.assignment import assign
 from shards.bus import REDIS_DOWN, SignalPublisher
+from shards.champion import follow_champion, load_champion
 from shards.cluster import ClusterManager
 from shards.lease import LeaseManager, desired_slots
 from shards.supervisor import Heartbeat, Supervisor, stop_within
@@ -308,20 +309,12 @@ class ShardWorker(ClusterProcess):
 
     async def _load_champion(self) -> None:
         assert self.pool is not None
-        registry = ModelRegistry(self.pool)
-        try:
-            record = await registry.champion()
-            if record is not None and record.version != self.predictor.version:
-                self.predictor.load(await registry.load(record.version), version=record.version)
-                self.log.warning("model_loaded", version=record.version)
-        except Exception as exc:  # a refused or unreadable model: keep the data plane, no signals
-            self.log.error("model_refused", error=f"{type(exc).__name__}: {exc}")
+        await load_champion(ModelRegistry(self.pool), self.predictor, self.log)
 
     async def _model_loop(self) -> None:
         """The executor's learner promotes; workers follow the registry's champion within a minute."""
-        while True:
-            await asyncio.sleep(60)
-            await self._load_champion()
+        assert self.pool is not None
+        await follow_champion(ModelRegistry(self.pool), self.predictor, self.log)
 
     # -- signals --------------------------------------------------------------------------------------
     def _on_candle(self, candle: Candle, _completed: list[Candle]) -> None:

@@ -61,6 +61,7 @@ class _Log:
         self.lines.append((event, kw))
 
     warning = info
+    error = info
 
 
 @pytest.fixture
@@ -413,3 +414,36 @@ async def test_a_learner_whose_start_fails_logs_it_and_keeps_running(pg_dsn: str
     events = [event for event, _ in log.lines]
     assert events[0] == "learner_prepare_failed" and events.count("learner_round_failed") >= 2
     assert learner.stats.failed >= 3
+
+
+async def test_a_running_process_follows_the_registry_champion_promote_rollback_and_refusal(
+        stores: tuple[ModelRegistry, TradingRepository], real: RealData, pg_dsn: str) -> None:
+    """What the service and each shard worker run every minute: an operator's promote and rollback reach the
+    model they score with (the service used to keep its start-up champion until a restart); a champion the
+    engine refuses is logged and the loaded one stays."""
+    from shards.champion import load_champion
+    from smc_quant.model.predictor import MLPredictor
+
+    registry, _ = stores
+    booster = train(real.history.x, real.history.win).booster
+    one, two = [await registry.register(TrainedModel(booster), train_start=0, train_end=1, params={}, metrics={})
+                for _ in range(2)]
+    predictor, log = MLPredictor(), _Log()
+    assert await load_champion(registry, predictor, log) and not predictor.ready  # no champion: no model
+    await registry.promote(one.version)
+    assert await load_champion(registry, predictor, log) and predictor.version == one.version
+    await registry.promote(two.version)
+    assert await load_champion(registry, predictor, log) and predictor.version == two.version
+    await registry.rollback()
+    assert await load_champion(registry, predictor, log) and predictor.version == one.version
+    stale = await registry.register(TrainedModel(booster, "smc-features/0"), train_start=0, train_end=1, params={},
+                                    metrics={})
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute("UPDATE models SET status = 'retired' WHERE status = 'champion'")
+        await conn.execute("UPDATE models SET status = 'champion' WHERE version = $1", stale.version)
+    finally:
+        await conn.close()
+    log.lines.clear()
+    assert not await load_champion(registry, predictor, log) and predictor.version == one.version
+    assert [event for event, _ in log.lines] == ["model_refused"]
