@@ -48,7 +48,7 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 
 from smc_quant.errors import OperationalError
 from smc_quant.features import FEATURE_SCHEMA
-from smc_quant.model.trainer import TrainedModel, check_schema
+from smc_quant.model.trainer import TrainedModel, check_features, check_schema
 from smc_quant.smc._jit import kernel
 
 F64 = npt.NDArray[np.float64]
@@ -295,6 +295,7 @@ class MLPredictor:
     def load(self, model: TrainedModel, *, version: int | None = None) -> None:
         """Use ``model`` from now on; ``FeatureSchemaMismatch`` when its schema is not the engine's."""
         check_schema(model.feature_schema)
+        check_features(model.booster)
         trees = compile_trees(model.to_string())
         if trees is not None:
             for rows in (1, SMALL_BATCH):  # compile/load both kernels now, not on a live minute

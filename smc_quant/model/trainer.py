@@ -78,7 +78,9 @@ class TrainedModel:
     def from_string(cls, text: str, feature_schema: str) -> TrainedModel:
         """Load an artifact; ``FeatureSchemaMismatch`` unless it matches the running schema."""
         check_schema(feature_schema)
-        return cls(lgb.Booster(model_str=text), feature_schema)
+        booster = lgb.Booster(model_str=text)
+        check_features(booster)
+        return cls(booster, feature_schema)
 
     def importance(self) -> dict[str, float]:
         """Share of the total split gain per feature (sums to 1; all 0 for a tree-less model)."""
@@ -95,6 +97,19 @@ def check_schema(feature_schema: str) -> None:
             f"model was trained on feature schema {feature_schema!r} but the engine computes "
             f"{FEATURE_SCHEMA.version!r}; retrain the model (refusing to predict with mismatched features)"
         )
+
+
+def check_features(booster: lgb.Booster) -> None:
+    """Raise ``FeatureSchemaMismatch`` unless ``booster`` was trained on the engine's feature names, in the
+    engine's order: a change of the features without a new schema version would otherwise score the wrong
+    columns without a word."""
+    names, engine = list(booster.feature_name()), list(FEATURE_SCHEMA.names)
+    if names != engine:
+        moved = [f"{i}: {a!r} vs {b!r}" for i, (a, b) in enumerate(zip(names, engine, strict=False)) if a != b]
+        raise FeatureSchemaMismatch(
+            f"model was trained on {len(names)} features, the engine computes {len(engine)} "
+            f"({', '.join(moved[:3]) or 'a different count'}) under the same schema version "
+            f"{FEATURE_SCHEMA.version!r}; retrain the model (refusing to predict with mismatched features)")
 
 
 def train(x: F64, y: I64, config: TrainConfig | None = None, weight: F64 | None = None) -> TrainedModel:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import lightgbm as lgb
 import numpy as np
 import pytest
 
@@ -66,6 +67,22 @@ def test_schema_mismatch_is_refused(model: TrainedModel) -> None:
     predictor = MLPredictor(model)
     with pytest.raises(ValueError, match="feature matrix"):
         predictor.predict_batch(np.zeros((2, N - 1)))
+
+
+def test_a_model_whose_features_differ_under_the_same_schema_version_is_refused(model: TrainedModel) -> None:
+    """Two features swapped (a change made without a new schema version): refused when read from the registry's
+    text and when loaded, naming the first difference — never scored on the wrong columns."""
+    names = list(FEATURE_SCHEMA.names)
+    text = model.to_string()
+    line = "feature_names=" + " ".join(names)
+    assert line in text, "precondition: LightGBM stores the names it was trained on"
+    swapped = " ".join([names[1], names[0], *names[2:]])
+    text = text.replace(line, "feature_names=" + swapped)
+    with pytest.raises(FeatureSchemaMismatch, match=f"0: {names[1]!r} vs {names[0]!r}"):
+        TrainedModel.from_string(text, FEATURE_SCHEMA.version)
+    with pytest.raises(FeatureSchemaMismatch, match="retrain"):
+        MLPredictor(TrainedModel(lgb.Booster(model_str=text)))
+    assert TrainedModel.from_string(model.to_string(), FEATURE_SCHEMA.version).feature_schema == FEATURE_SCHEMA.version
 
 
 def test_unsupported_models_fall_back_to_lightgbm() -> None:
