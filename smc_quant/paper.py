@@ -105,14 +105,17 @@ class PaperBroker:
         """Feed one closed 1m bar; returns how many account events it produced (delivered on later turns).
 
         ``path="ohlc"`` follows docs/sim.md: the open (``gap=True``: a stop the bar opens beyond fills at the
-        open), the extreme nearer the open, the other extreme, then the close, at ``open``, ``+20 s``,
+        open), the extreme nearer the open (equally near: the one against the position held — low for a long,
+        high otherwise), the other extreme, then the close, at ``open``, ``+20 s``,
         ``+40 s`` and ``+59.999 s`` — so a stop inside the bar fills at its trigger, as on the exchange.
         ``path="close"`` feeds the close only. The service and the backtest both use this.
         """
         acc = self._account
         events: list[AccountEvent] = []
         if path == "ohlc":
-            near, far = (h, low) if abs(h - o) <= abs(o - low) else (low, h)
+            near, far = (h, low) if abs(h - o) < abs(o - low) else (low, h)
+            if abs(h - o) == abs(o - low) and not self._holds_long(symbol):
+                near, far = h, low  # equally far: the held position's adverse side first (a long's low)
             events.extend(acc.on_price(symbol, _dec(o), open_time, gap=True))
             events.extend(acc.on_price(symbol, _dec(near), open_time + 20_000))
             events.extend(acc.on_price(symbol, _dec(far), open_time + 40_000))
@@ -120,6 +123,9 @@ class PaperBroker:
         events.extend(self._funding_at_bar_end(symbol, open_time))
         self._emit(events)
         return len(events)
+
+    def _holds_long(self, symbol: str) -> bool:
+        return any(p.symbol == symbol and p.side == "LONG" for p in self._account.positions())
 
     # -- funding -----------------------------------------------------------------------------------
 

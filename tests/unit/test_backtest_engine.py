@@ -119,6 +119,28 @@ async def test_bar_path_fills_a_stop_at_its_trigger_inside_a_bar_and_at_the_open
     assert [f.trade_time_ms for f in stops] == [60_000 + 40_000, 60_000], "the low comes last in the inside bar"
 
 
+@pytest.mark.parametrize(("side", "stop", "target"), [("LONG", "29900", "30100"), ("SHORT", "30100", "29900")])
+async def test_a_bar_reaching_stop_and_target_equally_far_from_its_open_fills_the_stop(
+        prepared: Prepared, side: str, stop: str, target: str) -> None:
+    """Both protective orders inside one bar whose extremes are 150 from its open: the side against the
+    position comes first, so the stop fills, for a long as for a short (the high used to come first on a tie:
+    the long took its target)."""
+    filters, brackets, _ = market_rules(prepared.series)
+    broker = BarBroker(SimAccount(filters, brackets, SimConfig()), BacktestClock(1_000_000))
+    fills: list[OrderUpdate] = []
+    broker.subscribe(lambda e: fills.append(e) if isinstance(e, OrderUpdate) and e.execution == "TRADE" else None)
+    broker.on_bar("BTCUSDT", 30000.0, 30000.0, 30000.0, 30000.0, 0)
+    entry, exit_side = ("BUY", "SELL") if side == "LONG" else ("SELL", "BUY")
+    await broker.place_order(OrderRequest("BTCUSDT", entry, "MARKET", Decimal("0.01"), "entry"))
+    await broker.place_algo(AlgoRequest("BTCUSDT", exit_side, "STOP_MARKET", Decimal(stop), "stop",
+                                        close_position=True))
+    await broker.place_algo(AlgoRequest("BTCUSDT", exit_side, "TAKE_PROFIT_MARKET", Decimal(target), "target",
+                                        close_position=True))
+    broker.on_bar("BTCUSDT", 30000.0, 30150.0, 29850.0, 30000.0, 60_000)
+    await _turn()
+    assert [f.client_order_id for f in fills] == ["entry", "stop"]
+
+
 async def _turn() -> None:
     """One loop turn: the paper account's events are delivered with ``call_soon``."""
     await asyncio.sleep(0)
