@@ -96,6 +96,9 @@ class MemoryRegistry:
     async def list(self) -> list[ModelRecord]:
         return [self._records[v] for v in sorted(self._records)]
 
+    async def newest_created_ms(self) -> int | None:
+        return max((int(r.created_at.timestamp() * 1000) for r in self._records.values()), default=None)
+
 
 class MemoryExperience:
     """The learner's experience source in memory: the backtest's closed trades with their signal features."""

@@ -109,7 +109,7 @@ class Registry(Protocol):
 
     async def promote(self, version: int) -> ModelRecord: ...
 
-    async def list(self) -> list[ModelRecord]: ...
+    async def newest_created_ms(self) -> int | None: ...
 
 
 class Log(Protocol):
@@ -334,8 +334,7 @@ class Learner:
 
     async def resume_count(self) -> int:
         """Set the trade counter from the trades closed since the newest registered model (restart-safe)."""
-        records = await self._registry.list()
-        since = int(records[-1].created_at.timestamp() * 1000) if records else None
+        since = await self._registry.newest_created_ms()
         closed = await self._experience.trades_count(since)
         self._since_retrain = closed % self.config.retrain_every
         if closed >= self.config.retrain_every:
@@ -422,7 +421,7 @@ class Learner:
         if refused:
             self._log.warning("learner_experience_refused", rows=refused, schema=self._schema,
                               reason="other schema version, wrong width or non-finite return")
-        data = Dataset.concat([history, exp]) if len(exp) else history
+        data = await asyncio.to_thread(Dataset.concat, [history, exp]) if len(exp) else history  # ~10⁵ rows
         fitted = await asyncio.to_thread(_fit, data, self.config)
         hold = data.take(fitted.holdout)
         chosen, gate_on = gate_rows(hold.win, hold.is_setup, self.config.min_gate_setups)
@@ -443,18 +442,19 @@ class Learner:
         if champion is not None and champion_p is not None:
             standing = chance_test(hold.win[chosen], champion_p, self.config.margin, self.config.z, blocks,
                                    name=f"champion v{champion.version}")
-        tr = data.take(fitted.train)
+        train_rows = len(fitted.train)  # (its window from the indices: no copy of the training rows on the loop)
+        train_start, train_end = int(data.start[fitted.train].min()), int(data.end[fitted.train].max())
         c = self.config
         params = {**c.train.to_json(), "learner": {"trigger": trigger, "margin": c.margin, "z": c.z,
                                                    "paired_z": c.paired_z, "experience_weight": c.experience_weight},
                   "symbols": list(data.symbols)}
         metrics = {"holdout_auc": decision.challenger_auc, "champion_auc": decision.champion_auc,
                    "holdout_all_auc": auc(hold.win, fitted.challenger_p), "gate_on": gate_on,
-                   "gate_reason": decision.reason, "train_rows": len(tr), "experience_rows": len(exp),
+                   "gate_reason": decision.reason, "train_rows": train_rows, "experience_rows": len(exp),
                    "holdout_start": fitted.cut_ms,
                    "holdout": holdout_to_json(hold.x, hold.win, hold.is_setup, hold.start, hold.end)}
-        record = await self._registry.register(fitted.model, train_start=int(tr.start.min()),
-                                               train_end=int(tr.end.max()), params=params, metrics=metrics)
+        record = await self._registry.register(fitted.model, train_start=train_start,
+                                               train_end=train_end, params=params, metrics=metrics)
         if decision.promote:
             await self._registry.promote(record.version)
             self.stats.promoted += 1
@@ -463,7 +463,7 @@ class Learner:
         self.stats.rounds += 1
         outcome = LearnOutcome(record.version, decision.promote, decision.reason, decision.challenger_auc,
                                None if champion is None else decision.champion_auc,
-                               None if champion is None else champion.version, trigger, len(tr), len(hold),
+                               None if champion is None else champion.version, trigger, train_rows, len(hold),
                                int(chosen.shape[0]), gate_on, len(exp), time.perf_counter() - started,
                                None if standing is None else standing.passed,
                                "" if standing is None else standing.reason)

@@ -162,6 +162,12 @@ class ModelRegistry:
             status = await conn.execute(_PRUNE, keep_candidates)
         return int(status.rsplit(" ", 1)[1])
 
+    async def newest_created_ms(self) -> int | None:
+        """When the newest model was registered (epoch ms), ``None`` with none — without reading every row's
+        metrics, which hold a held-out window each."""
+        created: datetime | None = await self._pool.fetchval("SELECT max(created_at) FROM models")
+        return None if created is None else int(created.timestamp() * 1000)
+
     async def list(self) -> builtins.list[ModelRecord]:
         """Every row, oldest first (artifacts left out)."""
         return [_record(r) for r in await self._pool.fetch(_LIST)]
