@@ -21,8 +21,9 @@ import structlog
 
 from smc_quant.book import Book, BookEntry, journalled_position, queried_fill
 from smc_quant.domain.trading import ZERO, ExitReason, entry_side, exit_side
+from smc_quant.errors import VenueRejected
 from smc_quant.executor_config import ExecutorConfig, ExecutorStats
-from smc_quant.order_sender import READ_FAILURES, error_text
+from smc_quant.order_sender import error_text
 from smc_quant.orders.broker import Broker, ExchangePosition, OrderState
 from smc_quant.orders.client_ids import Leg, client_order_id
 from smc_quant.risk import DAY_MS
@@ -190,11 +191,13 @@ class Reconciler:
 
     async def _query(self, symbol: str, cid: str) -> tuple[bool, OrderState | None]:
         """``(True, state)`` — ``None`` when the exchange does not know the id — or ``(False, None)`` when the
-        query failed (no answer, a refusal such as a symbol no longer listed): logged, and nothing learned."""
+        exchange refuses the query (a symbol no longer listed): logged, nothing to learn from that id. A query
+        that fails for now (no answer, throttled, unreadable) raises: the round fails and the next one asks
+        again, the position kept — taking it for "no exit" would drop a trade that may have closed."""
         try:
             return True, await self.broker.query_order(symbol, cid)
-        except READ_FAILURES as exc:
-            self.log.warning("exit_query_failed", symbol=symbol, client_id=cid, error=error_text(exc))
+        except VenueRejected as exc:
+            self.log.warning("exit_query_refused", symbol=symbol, client_id=cid, error=error_text(exc))
             return False, None
 
     def _found(self, entry: BookEntry, cid: str, state: OrderState | None) -> bool:
