@@ -1,6 +1,6 @@
 # smc-quant service image: slim, non-root, health-checked through `smc-quant check`.
 # One image for every role: `run` (single process), `shard` and `executor` (multi-process, docs/scaling.md),
-# `migrate`, `emulator`. SIGTERM → graceful stop within 10 s (compose gives 15 s before SIGKILL).
+# `migrate`, `emulator`, `demo`. SIGTERM → graceful stop within about 20 s (compose gives 30 s before SIGKILL).
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -15,8 +15,12 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 10001 smc
 COPY --from=build /wheels /wheels
+# The compiled kernels are cached where the service user reads them (numba's default, next to the installed
+# sources, is not writable by that user: it would compile again, for about a minute, in every new container).
+ENV NUMBA_CACHE_DIR=/var/cache/smc-quant/numba
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
- && python -c "from smc_quant.features import warm_up; warm_up()"
+ && python -c "from smc_quant.features import warm_up; warm_up()" \
+ && chown -R smc:smc /var/cache/smc-quant
 WORKDIR /app
 COPY migrations ./migrations
 COPY config ./config

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -201,6 +201,13 @@ class TradingSettings(_Section):
     """Paper fills follow each closed bar's path (open, nearer extreme, other extreme, close) or its close only."""
 
 
+def _blank_is_unset(value: Any) -> Any:
+    """An empty (or blank) secret is no secret: ``BINANCE_API_KEY=`` — what compose passes when the variable is
+    unset — means no key, not a key that every signed request would then be refused with."""
+    raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+    return None if isinstance(raw, str) and not raw.strip() else value
+
+
 class NotifySettings(_Section):
     """Discord and Telegram notifications (unset = off). Secrets are never logged."""
 
@@ -214,6 +221,11 @@ class NotifySettings(_Section):
     """Telegram Bot API base URL."""
     min_interval_s: Annotated[float, Field(ge=1.0)] = 1.0
     """Seconds between two messages on one channel (at least 1)."""
+
+    @field_validator("discord_webhook_url", "telegram_token", "telegram_chat_id", mode="before")
+    @classmethod
+    def _blank_secrets(cls, value: Any) -> Any:
+        return _blank_is_unset(value)
 
 
 class LearnerSettings(_Section):
@@ -349,6 +361,25 @@ class Settings(BaseSettings):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a redis://host:port/db URL")
         return value
+
+    @field_validator("binance_api_key", "binance_api_secret", mode="before")
+    @classmethod
+    def _blank_keys(cls, value: Any) -> Any:
+        return _blank_is_unset(value)
+
+    def __repr_args__(self) -> Any:
+        """As pydantic's, with the passwords of the database and Redis URLs masked (the keys are SecretStr)."""
+        for name, value in super().__repr_args__():
+            yield name, (_masked_url(value) if name in ("database_url", "redis_url") and value else value)
+
+
+def _masked_url(url: str) -> str:
+    """``url`` with its password, if any, shown as ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
 
 
 def _default_state_dir() -> Path:

@@ -59,6 +59,15 @@ def test_compose_commands_and_settings_are_ours(monkeypatch: pytest.MonkeyPatch)
                 monkeypatch.setenv(key, _interpolate(str(value)))
         settings = load_settings()
         assert settings.shard_count >= 1, name
+        # the keys default to empty in compose: that is no key (paper), never a signed client refusing to start
+        assert settings.binance_api_key is None and settings.binance_api_secret is None, name
+        if command[0] in ("run", "demo", "executor", "shard"):  # long-running: a graceful stop, rotated logs
+            assert int(str(svc["stop_grace_period"]).rstrip("s")) >= 20, name
+            assert svc["logging"]["options"]["max-size"], name
+    # the offline demo keeps its own embedded database: replayed history never reaches the live one
+    offline = ours["smc-offline"]
+    assert offline["command"][0] == "demo" and "DATABASE_URL" not in offline["environment"]
+    assert any(v.endswith(":/home/smc/.local/state/smc-quant") for v in offline["volumes"])
 
 
 def test_dockerfile_matches_package() -> None:

@@ -49,6 +49,30 @@ def test_secrets_never_render(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.binance_api_secret is not None and s.binance_api_secret.get_secret_value() == "topsecretvalue"
 
 
+def test_blank_keys_and_tokens_are_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``BINANCE_API_KEY=`` (what compose passes when the variable is unset) is no key: the stack trades on paper
+    instead of building a signed client that refuses to start (the default `docker compose up` crash-looped)."""
+    for name in ("BINANCE_API_KEY", "BINANCE_API_SECRET", "SMC_NOTIFY__TELEGRAM_TOKEN",
+                 "SMC_NOTIFY__DISCORD_WEBHOOK_URL"):
+        monkeypatch.setenv(name, "")
+    monkeypatch.setenv("SMC_NOTIFY__TELEGRAM_CHAT_ID", "  ")
+    s = load_settings()
+    assert (s.binance_api_key, s.binance_api_secret) == (None, None)
+    assert (s.notify.telegram_token, s.notify.discord_webhook_url, s.notify.telegram_chat_id) == (None, None, None)
+    monkeypatch.setenv("BINANCE_API_KEY", "k1")
+    assert load_settings().binance_api_key is not None
+
+
+def test_database_and_redis_passwords_never_render(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://smc:pgpass42@db:5432/smc")
+    monkeypatch.setenv("REDIS_URL", "redis://:redispass42@cache:6379/0")
+    s = load_settings()
+    text = repr(s) + str(s)
+    assert "pgpass42" not in text and "redispass42" not in text
+    assert "postgresql://smc:***@db:5432/smc" in text and "redis://:***@cache:6379/0" in text
+    assert s.database_url == "postgresql://smc:pgpass42@db:5432/smc"  # the value itself is whole
+
+
 def test_env_example_documents_every_setting() -> None:
     """config/.env.example is exactly what the settings model declares (regenerate when this fails)."""
     from pathlib import Path
