@@ -20,8 +20,9 @@ import structlog
 
 from shards.control import ControlWatcher
 from shards.funding_feed import FundingFeed
+from shards.market_clock import MarketClock
 from smc_quant.correlation import ReturnWindows
-from smc_quant.domain.candles import MINUTE_MS, Candle
+from smc_quant.domain.candles import Candle
 from smc_quant.domain.trading import Trade
 from smc_quant.errors import ConfigError, SmcError
 from smc_quant.exchange.brackets import DEFAULT_TIER, brackets_for, load_brackets
@@ -51,28 +52,6 @@ ACCOUNT_CHECK_S = 300.0
 """How often a live stack re-reads the account's settings (``GET /fapi/v1/accountConfig``, weight 5)."""
 BRACKETS_REFRESH_S = 3600.0
 """How often a live stack re-reads its leverage brackets (``GET /fapi/v1/leverageBracket``, weight 1)."""
-
-
-class MarketClock:
-    """Milliseconds: the wall clock in live/paper mode, the latest candle close in replay (the emulator's time)."""
-
-    def __init__(self, replay: bool) -> None:
-        self.replay = replay
-        self.latest_close_ms = 0
-
-    def observe(self, candle: Candle) -> None:
-        close = candle.open_time + MINUTE_MS
-        if close > self.latest_close_ms:
-            self.latest_close_ms = close
-
-    def __call__(self) -> int:
-        if self.replay:
-            return self.latest_close_ms
-        return int(time.time() * 1000)
-
-    def wall_or_market(self) -> int:
-        """Like calling the clock, but before the first candle of a replay: the wall clock."""
-        return self() or int(time.time() * 1000)
 
 
 class TradingStack:
@@ -334,6 +313,7 @@ class TradingStack:
         """Claim the database for :attr:`account` before anything reads its book (``AccountConflict`` when it
         holds another account's open positions)."""
         assert self.repo is not None
+        await self.repo.claim_executor()  # one executor per account, whatever the compose profiles start
         epoch = await self.repo.bind_account(self.account, self.clock.wall_or_market())
         if epoch.switched:
             self.log.warning("account_switched", account=epoch.account, previous=epoch.previous,
@@ -481,6 +461,16 @@ class TradingStack:
         return problems
 
     async def start(self) -> None:
+        """Bring the stack up; a start that fails gives the executor lock back (a retry in this process, or
+        another process, may then start)."""
+        try:
+            await self._start()
+        except BaseException:
+            if self.repo is not None:
+                await self.repo.release_executor()
+            raise
+
+    async def _start(self) -> None:
         await self.check_account()
         if self.paper is not None:  # with keys, the paper account sizes with the real account's brackets
             await self._refresh_brackets_quietly()
@@ -546,6 +536,8 @@ class TradingStack:
             await asyncio.gather(self._exit_check, return_exceptions=True)
         await self.executor.stop()
         await self.settle()
+        if self.repo is not None:  # no order leaves from here: another executor may take over
+            await self.repo.release_executor()
         if self.funding_feed is not None:
             await self.funding_feed.stop()
         close = getattr(self.broker, "close", None)

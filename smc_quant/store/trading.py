@@ -167,6 +167,10 @@ class AccountConflict(ConfigError):
 
 
 _EPOCH_LOCK = 0x534D_4351_4143_43  # "SMCQACC": binding an account is serialised across processes
+_EXECUTOR_LOCK = 0x534D_4351_4558_45  # "SMCQEXE": held by the one executor of this database's account
+_EXECUTOR_HOLDER = """
+SELECT min(pid) FROM pg_locks
+WHERE locktype = 'advisory' AND granted AND ((classid::bigint << 32) | objid::bigint) = $1"""
 _LATEST_EPOCH = "SELECT account, previous, started_at, started_ms FROM account_epochs ORDER BY id DESC LIMIT 1"
 
 
@@ -183,6 +187,36 @@ class TradingRepository:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
         self._epoch_start: datetime | None = None
+        self._executor_lock: asyncpg.Connection | None = None
+
+    async def claim_executor(self) -> None:
+        """Become this database's one executor: a session advisory lock, held on a connection of its own until
+        :meth:`release_executor` (or until this process dies: PostgreSQL drops it with the connection).
+        ``AccountConflict`` when another process holds it — two executors on one account would each place
+        orders, count positions on their own, and adopt and close each other's."""
+        if self._executor_lock is not None:
+            return
+        conn = await self._pool.acquire()
+        try:
+            held = await conn.fetchval("SELECT pg_try_advisory_lock($1)", _EXECUTOR_LOCK)
+            if not held:
+                holder = await conn.fetchval(_EXECUTOR_HOLDER, _EXECUTOR_LOCK)
+                raise AccountConflict(
+                    f"another executor is running on this database (PostgreSQL backend pid {holder}): one account "
+                    "has exactly one executor — stop the other (`smc-quant run` or `smc-quant executor`) first")
+        except BaseException:
+            await self._pool.release(conn)
+            raise
+        self._executor_lock = conn
+
+    async def release_executor(self) -> None:
+        """Give the executor lock back (at a graceful stop)."""
+        conn, self._executor_lock = self._executor_lock, None
+        if conn is not None:
+            try:
+                await conn.execute("SELECT pg_advisory_unlock($1)", _EXECUTOR_LOCK)
+            finally:
+                await self._pool.release(conn)
 
     async def bind_account(self, account: str, now_ms: int) -> AccountEpoch:
         """Claim this database's trading state for ``account`` (e.g. ``paper``, ``live https://fapi.binance.com``).

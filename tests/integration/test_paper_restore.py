@@ -132,3 +132,30 @@ async def test_a_funding_payment_is_stored_once_and_a_write_that_never_lands_is_
         [error] = [e for e in logs if e["event"] == "paper_funding_not_stored"]
         assert (error["symbol"], error["amount"]) == ("BTCUSDT", "0.37")
         await stack.stop()
+
+
+async def test_a_second_executor_on_the_same_database_is_refused_until_the_first_stops(
+        pool: asyncpg.Pool, shared_data: Path, tmp_path: Path) -> None:
+    """`smc-quant run` and the cluster's `smc-quant executor` started together against one account (one
+    `docker compose --profile cluster up` too many): the second is refused at start, naming the first; once the
+    first stops, it starts. (Nothing stopped it before: two processes placed orders for one account.)"""
+    info = parse_exchange_info(load_exchange_info(shared_data))
+    filters = {s.symbol: s.filters for s in info.symbols if s.symbol in ("BTCUSDT", "ETHUSDT")}
+    settings = load_settings(state_dir=tmp_path, mode="paper")
+    async with aiohttp.ClientSession() as session:
+        def stack() -> TradingStack:
+            return TradingStack(settings, filters=filters, session=session, pool=pool, governor=None,
+                                brackets_file=shared_data / LEVERAGE_TIERS)
+
+        first, second = stack(), stack()
+        await first.start()
+        try:
+            with pytest.raises(AccountConflict, match="another executor is running on this database"):
+                await second.start()
+            assert not second.executor.started.is_set()  # never began trading
+        finally:
+            await first.executor.stop()
+            await first.stop()
+        await second.start()
+        await second.executor.stop()
+        await second.stop()
