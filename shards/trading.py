@@ -118,6 +118,7 @@ class TradingStack:
         self.funding_feed: FundingFeed | None = None
         self._session = session
         self._writes: set[asyncio.Task[Any]] = set()
+        age_ms = round(t.max_signal_age_s * 1000) if settings.mode != "replay" else 0  # replay: the market's clock
         self.executor = Executor(
             broker=self.broker, manager=self.manager, risk=self.risk, repo=self.repo, notifier=self.notifier,
             returns=self.returns, funding=self.funding.quote if self.funding is not None else None,
@@ -125,7 +126,8 @@ class TradingStack:
             config=ExecutorConfig(exit_check_interval_s=t.exit_check_interval_s,
                                   reconcile_interval_s=t.reconcile_interval_s,
                                   taker_fee=Decimal(str(t.taker_fee_pct)) / 100,
-                                  max_drawdown_pct=Decimal(str(t.max_drawdown_pct))))
+                                  max_drawdown_pct=Decimal(str(t.max_drawdown_pct)),
+                                  max_signal_age_ms=age_ms))
         self.signals_emitted = 0
         self._model_version = model_version
         self._exit_check: asyncio.Task[None] | None = None

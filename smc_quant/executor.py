@@ -34,6 +34,7 @@ import structlog
 from smc_quant import notify as messages
 from smc_quant.book import Book, BookEntry
 from smc_quant.correlation import ReturnSource
+from smc_quant.domain.candles import MINUTE_MS
 from smc_quant.domain.trading import ZERO, AccountSnapshot, ExitReason, Fill, Signal, Trade, direction
 from smc_quant.errors import SmcError
 from smc_quant.executor_config import ExecutorConfig, ExecutorStats
@@ -233,9 +234,13 @@ class Executor(OperatorHand):
         if self.halted is not None:
             self._skip(signal, Decision("skip", "halted", signal), {"halted": self.halted})
             return
+        now = self.clock()
+        age_ms = now - signal.open_time - MINUTE_MS  # since its candle closed
+        if 0 < self.config.max_signal_age_ms < age_ms:  # held up (a restart, a Redis outage): its setup is gone
+            self._skip(signal, Decision("skip", "stale_signal", signal), {"age_s": round(age_ms / 1000, 1)})
+            return
         account = self.snapshot()
         mark = self.marks.get(signal.symbol, signal.price)
-        now = self.clock()
         held = [symbol for symbol in self.book if symbol != signal.symbol]
         rho = self.returns.correlations(signal.symbol, held, signal.open_time) if held and self.returns else {}
         quote = self.funding(signal.symbol) if self.funding is not None else None

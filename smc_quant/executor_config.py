@@ -25,6 +25,8 @@ class ExecutorConfig:
     """First pause between attempts of a fill, trade or position write (doubling; :mod:`smc_quant.persist`)."""
     stop_wait_s: float = 8.0
     """At stop, how long writes still being retried may take before they are given up (and logged)."""
+    max_signal_age_ms: int = 0
+    """Skip a signal whose candle closed longer ago than this (``stale_signal``); 0: off."""
 
 
 @dataclass(slots=True)

@@ -289,3 +289,20 @@ async def test_a_position_whose_stop_and_then_its_close_fail_is_booked_and_prote
         live = {a.client_algo_id: a.type for a in rig.account.open_algo_orders("BTCUSDT")}
         entry = ex.book["BTCUSDT"]
         assert entry.sl_client_id is not None and live.get(entry.sl_client_id) == "STOP_MARKET"
+
+
+async def test_a_signal_held_up_past_its_age_limit_is_skipped_and_a_fresh_one_trades(shared_data: Path,
+                                                                                     pg_dsn: str) -> None:
+    """A signal whose candle closed ten minutes ago (an executor restart, a Redis outage held it up) is skipped
+    as ``stale_signal`` and no order leaves; the same setup on the last closed candle opens."""
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        ex = await rig.executor(max_signal_age_ms=120_000)
+        fresh = rig.signal("BTCUSDT", "LONG", confidence=0.75, stop_pct=8.0, target_pct=30.0)
+        stale = replace(fresh, open_time=fresh.open_time - 10 * 60_000, signal_id=f"{fresh.signal_id}:old")
+        log_before = list(rig.account.order_log)
+        assert ex.submit(stale)
+        await ex.idle()
+        assert ex.stats.skip_reasons == {"stale_signal": 1} and rig.account.order_log == log_before
+        assert ex.submit(fresh)
+        await ex.idle()
+        assert "BTCUSDT" in ex.book
