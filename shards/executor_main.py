@@ -41,6 +41,7 @@ class ExecutorProcess(ClusterProcess):
         self.marks: MarksReader | None = None
         self.minutes = 0
         self.interrupted = 0
+        self.signal_failures = 0
         self.learner: Any = None
         self.housekeeper: Housekeeper | None = None
         self._redis_down = False
@@ -210,16 +211,25 @@ class ExecutorProcess(ClusterProcess):
             except REDIS_DOWN as exc:
                 self._redis_failed(exc)
                 grouped = False
+                self.consumer.rewind()  # what was delivered and not acknowledged is read again first
                 await asyncio.sleep(1.0)
                 continue
             if not batch:
                 continue
-            for _entry, signal in batch:
-                if signal is None:
-                    continue
-                if self.consumer.redelivered and await self._interrupted(signal.signal_id):
-                    continue
-                await executor.handle(signal)  # refuses a signal id it has seen (memory reloaded at start)
+            try:
+                for _entry, signal in batch:
+                    if signal is None:
+                        continue
+                    if self.consumer.redelivered and await self._interrupted(signal.signal_id):
+                        continue
+                    await executor.handle(signal)  # refuses a signal id it has seen (memory reloaded at start)
+            except Exception as exc:  # e.g. PostgreSQL away: nothing acknowledged, the batch is read again
+                self.signal_failures += 1
+                self.log.error("signal_batch_failed", error=f"{type(exc).__name__}: {exc}",
+                               note="not acknowledged: read again from the pending list, handled ones refused")
+                self.consumer.rewind()
+                await asyncio.sleep(1.0)
+                continue
             await executor.idle()  # the signal rows are written: now the entries may leave the pending list
             try:
                 await self.consumer.ack([entry for entry, _ in batch])
@@ -241,6 +251,7 @@ class ExecutorProcess(ClusterProcess):
         if not orders:
             return False
         self.interrupted += 1
+        self.trading.executor.book.remember(signal_id)  # a fresh copy of it (a worker's restart) is refused too
         self.log.error("signal_interrupted_by_crash", signal_id=signal_id, orders=len(orders),
                        note="not handled again; see reconciliation for its position")
         return True
@@ -302,6 +313,8 @@ class ExecutorProcess(ClusterProcess):
             out.update(bus_delivered=float(st.delivered), bus_acked=float(st.acked), bus_claimed=float(st.claimed),
                        bus_bad=float(st.bad))
         out["redis_down"] = float(self._redis_down)
+        out.update(executor_signals_interrupted=float(self.interrupted),
+                   executor_signal_batches_failed=float(self.signal_failures))
         if self.learner is not None:
             out.update(self.learner.stats.metrics())
         if self.housekeeper is not None:
