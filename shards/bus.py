@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -105,8 +106,11 @@ class SignalPublisher:
         self.retry_s = retry_s
         self.log = logger or structlog.get_logger()
         self.stats = PublisherStats()
-        self._buffer: deque[tuple[bytes, int]] = deque()
-        self._marks: deque[bytes] = deque(maxlen=4)
+        self._buffer: deque[tuple[int, bytes, int]] = deque()
+        """(sequence number, encoded signal, created_ms): the numbers say which entries a write took, so an entry
+        dropped or added while that write was in flight is never mistaken for another."""
+        self._marks: deque[tuple[int, bytes]] = deque(maxlen=4)
+        self._seq = 0
         self._wake = asyncio.Event()
         self._empty = asyncio.Event()
         self._empty.set()
@@ -125,7 +129,8 @@ class SignalPublisher:
             self._buffer.popleft()
             self.stats.overflow += 1
             self.log.warning("signal_buffer_overflow", dropped=1, total=self.stats.overflow)
-        self._buffer.append((encode_signal(signal), signal.created_ms))
+        self._seq += 1
+        self._buffer.append((self._seq, encode_signal(signal), signal.created_ms))
         self.stats.buffered_max = max(self.stats.buffered_max, len(self._buffer))
         self._empty.clear()
         self._wake.set()
@@ -140,7 +145,9 @@ class SignalPublisher:
         if self.marks_stream is None or not symbols:
             return
         wire_bars = [list(b) if b is not None else None for b in bars] if bars is not None else None
-        self._marks.append(msgspec.json.encode([open_time, list(symbols), [float(c) for c in closes], wire_bars]))
+        self._seq += 1
+        self._marks.append((self._seq, msgspec.json.encode([open_time, list(symbols), [float(c) for c in closes],
+                                                            wire_bars])))
         self._wake.set()
 
     def start(self) -> None:
@@ -183,19 +190,23 @@ class SignalPublisher:
 
     async def _flush(self) -> None:
         while self._buffer or self._marks:
-            batch = list(self._buffer)[:500]
+            batch = list(itertools.islice(self._buffer, 500))
             marks = list(self._marks)
             pipe = self.redis.pipeline(transaction=False)
-            for data, _created in batch:
+            for _seq, data, _created in batch:
                 pipe.xadd(self.stream, {"s": data}, maxlen=self.maxlen, approximate=True)
-            for data in marks:
+            for _seq, data in marks:
                 pipe.xadd(self.marks_stream, {"m": data}, maxlen=1000, approximate=True)
             await pipe.execute()
-            for _ in batch:
-                _data, created = self._buffer.popleft()
+            # What was written leaves the buffers, by number: a publish while the write was in flight may have
+            # dropped a written entry (overflow) and added an unwritten one, which stays.
+            sent = batch[-1][0] if batch else 0
+            while self._buffer and self._buffer[0][0] <= sent:
+                _seq, _data, created = self._buffer.popleft()
                 if self._clock is not None and created:
                     self.stats.latencies_ms.append(float(self._clock() - created))
-            for _ in marks:
+            sent = marks[-1][0] if marks else 0
+            while self._marks and self._marks[0][0] <= sent:
                 self._marks.popleft()
             self.stats.published += len(batch)
             self.stats.marks_published += len(marks)

@@ -110,6 +110,24 @@ async def test_buffer_is_bounded_while_redis_is_down(rds: aioredis.Redis, keys: 
     assert [decode_signal(f[b"s"]).signal_id for _, f in entries] == [f"sig-{i}" for i in range(4, 9)]
 
 
+async def test_a_signal_published_while_a_write_is_in_flight_is_never_lost(rds: aioredis.Redis,
+                                                                          keys: ClusterKeys) -> None:
+    """The buffer is full (3) when a write of those 3 leaves; while it is in flight a 4th is published, and the
+    overflow drops the oldest — already on its way. After the write, the 4th is still buffered and written next:
+    all four reach the stream, and none twice (it used to pop three by count after the write: the 4th vanished,
+    never sent, and the overflow was counted against the wrong signal)."""
+    import asyncio
+
+    pub = SignalPublisher(rds, keys.signals, buffer_max=3)
+    for i in range(3):
+        pub.publish(_signal(i))
+    asyncio.get_running_loop().call_soon(pub.publish, _signal(99))  # runs at the write's first wait
+    await pub._flush()
+    entries = await rds.xrange(keys.signals)
+    assert [decode_signal(fields[b"s"]).signal_id for _, fields in entries] == ["sig-0", "sig-1", "sig-2", "sig-99"]
+    assert pub.buffered == 0 and pub.stats.overflow == 1 and pub.stats.published == 4
+
+
 async def test_rest_weight_budget_is_shared_across_processes(rds: aioredis.Redis, keys: ClusterKeys) -> None:
     """Two governors (two processes) on one Redis counter: the second waits for the next minute."""
     from smc_quant.exchange.governor import SharedWeightBudget, WeightGovernor
