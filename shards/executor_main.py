@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -24,6 +25,7 @@ from shards.rules_refresh import RulesRefresh
 from shards.supervisor import Heartbeat
 from shards.worker import ClusterProcess
 from smc_quant.domain.candles import MINUTE_MS
+from smc_quant.ops.health import TradingState
 from smc_quant.ops.server import OpsServer
 from smc_quant.settings import Settings
 from smc_quant.store.retention import Housekeeper
@@ -42,6 +44,7 @@ class ExecutorProcess(ClusterProcess):
         self.minutes = 0
         self.interrupted = 0
         self.signal_failures = 0
+        self._redis_down_since: float | None = None
         self.learner: Any = None
         self.housekeeper: Housekeeper | None = None
         self._redis_down = False
@@ -75,7 +78,7 @@ class ExecutorProcess(ClusterProcess):
         ops = self.settings.ops
         self.ops = OpsServer([], window_s=ops.freshness_window_s or 90.0, fraction=ops.fresh_fraction,
                              queue_depth=lambda _shard: 0, ready=lambda: self._ready, extra=self.metrics,
-                             trading=self.trading.health_state)
+                             trading=self.health_state)
         await self.ops.start(ops.host, ops.port)
         self.supervisor.spawn("signals", self._signal_loop)
         self.supervisor.spawn("marks", self._marks_loop)
@@ -83,6 +86,12 @@ class ExecutorProcess(ClusterProcess):
         self.supervisor.spawn("heartbeat", Heartbeat(self.report, interval_s=c.heartbeat_s, logger=self.log).run)
         self._ready = True
         self.log.info("executor_process_started", positions=len(self.trading.executor.book), ops=self.ops.port)
+
+    def health_state(self) -> TradingState:
+        """The trading stack's verdict inputs, and since when Redis (signals, marks) has been out of reach."""
+        assert self.trading is not None
+        state: TradingState = self.trading.health_state()
+        return replace(state, bus_down_since=self._redis_down_since)
 
     async def _delistings_loop(self) -> None:
         """Re-read exchangeInfo every ``universe.refresh_s`` for the symbols' filters and scheduled delistings (the
@@ -189,12 +198,14 @@ class ExecutorProcess(ClusterProcess):
     def _redis_failed(self, exc: BaseException) -> None:
         if not self._redis_down:
             self._redis_down = True
+            self._redis_down_since = time.monotonic()
             self.log.warning("redis_unavailable", error=type(exc).__name__,
                              note="no new entries; exits, stops and reconciliation continue")
 
     def _redis_ok(self) -> None:
         if self._redis_down:
             self._redis_down = False
+            self._redis_down_since = None
             self.log.warning("redis_recovered")
 
     async def _signal_loop(self) -> None:

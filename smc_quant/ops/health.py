@@ -14,7 +14,9 @@ Trading (:func:`trading_health`): impaired while the executor cannot see or repa
   disconnected for more than ``stream_grace_s`` (60 s: a reconnect takes well under a second);
 - ``reconcile_failing``: no reconciliation (positions and exchange-side stops checked against the exchange
   and the database) has succeeded for ``reconcile_misses`` (2.5) intervals — the exchange's REST or
-  PostgreSQL is out of reach, so nothing repairs a missing stop.
+  PostgreSQL is out of reach, so nothing repairs a missing stop;
+- ``signal_bus_down``: the multi-process executor has not reached Redis for more than ``stream_grace_s``: no
+  signal arrives, and no marks (the paper account's prices, the drawdown guard's marks).
 
 A halt (operator's, max drawdown, account mode) is reported, not unhealthy: it is a decision, and exits and
 protection go on.
@@ -84,6 +86,8 @@ class TradingState:
     reconcile_interval_s: float
     stream_down_since: float | None = None
     """Live: when the user-data stream lost its socket (``None`` while connected, or with no stream: paper)."""
+    bus_down_since: float | None = None
+    """Multi-process executor: when Redis stopped answering (``None`` while it answers, or with no bus)."""
 
 
 STREAM_GRACE_S = 60.0
@@ -96,9 +100,12 @@ def trading_health(t: TradingState, *, now: float, started: float, stream_grace_
     before the first reconciliation the clock runs from ``started``)."""
     down = 0.0 if t.stream_down_since is None else max(0.0, now - t.stream_down_since)
     since = max(0.0, now - (t.last_reconciled if t.last_reconciled is not None else started))
+    bus_down = 0.0 if t.bus_down_since is None else max(0.0, now - t.bus_down_since)
     problems = []
     if down > stream_grace_s:
         problems.append("user_stream_down")
+    if bus_down > stream_grace_s:
+        problems.append("signal_bus_down")
     if since > reconcile_misses * t.reconcile_interval_s:
         problems.append("reconcile_failing")
     body: dict[str, object] = {
@@ -108,6 +115,7 @@ def trading_health(t: TradingState, *, now: float, started: float, stream_grace_
         "positions": t.positions,
         "user_stream_down_s": round(down, 3),
         "seconds_since_reconcile": round(since, 3),
+        "signal_bus_down_s": round(bus_down, 3),
     }
     return not problems, body
 
@@ -138,6 +146,9 @@ def _describe(problem: str, body: Mapping[str, object]) -> str:
     if problem == "reconcile_failing":
         return (f"no reconciliation for {_seconds(body, 'seconds_since_reconcile') / 60:.1f} min: the exchange or "
                 "PostgreSQL is out of reach, a missing stop would not be put back")
+    if problem == "signal_bus_down":
+        return (f"Redis out of reach for {_seconds(body, 'signal_bus_down_s'):.0f} s: no signals, no marks (exits "
+                "at the exchange and reconciliation go on)")
     return problem
 
 

@@ -20,7 +20,18 @@ def test_healthy_body() -> None:
     ok, body = trading_health(state(), now=START + 10, started=START - 5)
     assert ok
     assert body == {"status": "ok", "problems": [], "halted": None, "positions": 2, "user_stream_down_s": 0.0,
-                    "seconds_since_reconcile": 10.0}
+                    "seconds_since_reconcile": 10.0, "signal_bus_down_s": 0.0}
+
+
+@pytest.mark.parametrize(("down_for", "impaired"), [(STREAM_GRACE_S, False), (STREAM_GRACE_S + 0.001, True)])
+def test_the_multi_process_executor_without_redis_past_the_grace_is_impaired(down_for: float, impaired: bool) -> None:
+    """No Redis: no signal and no mark reaches the executor process — /health said ok all the same."""
+    ok, body = trading_health(state(bus_down_since=START, last_reconciled=START + down_for), now=START + down_for,
+                              started=START)
+    assert ok is not impaired and body["problems"] == (["signal_bus_down"] if impaired else [])
+    if impaired:
+        text = HealthWatch().update(body)
+        assert text is not None and "Redis out of reach for 60 s: no signals, no marks" in text
 
 
 @pytest.mark.parametrize(("down_for", "impaired"), [(0.5, False), (STREAM_GRACE_S, False),
