@@ -118,7 +118,7 @@ class TradingStack:
         self.funding_feed: FundingFeed | None = None
         self._session = session
         self._writes: set[asyncio.Task[Any]] = set()
-        age_ms = round(t.max_signal_age_s * 1000) if settings.mode != "replay" else 0  # replay: the market's clock
+        age_ms = round(t.max_signal_age_s * 1000) if settings.mode == "live" else 0  # real orders only
         self.executor = Executor(
             broker=self.broker, manager=self.manager, risk=self.risk, repo=self.repo, notifier=self.notifier,
             returns=self.returns, funding=self.funding.quote if self.funding is not None else None,
