@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -162,7 +162,8 @@ class ShardWorker(ClusterProcess):
         assert self.redis is not None and self.universe is not None
         c = self.settings.cluster
         self.symbols = self.universe.symbols
-        self.leases = LeaseManager(self.redis, self.keys, ttl_ms=int(c.lease_ttl_s * 1000), owner=self.owner)
+        lease_keys = replace(self.keys, split=self.settings.shard_count)  # the split this worker runs
+        self.leases = LeaseManager(self.redis, lease_keys, ttl_ms=int(c.lease_ttl_s * 1000), owner=self.owner)
         self.publisher = SignalPublisher(self.redis, self.keys.signals, marks_stream=self.keys.marks,
                                          buffer_max=c.signal_buffer, maxlen=c.stream_maxlen,
                                          clock_ms=lambda: int(time.time() * 1000), logger=self.log)

@@ -41,15 +41,23 @@ class ClusterKeys:
     """The multi-process cluster's keys under one ``prefix`` (default ``smc``: the module-level names)."""
 
     prefix: str = PREFIX
+    split: int = 0
+    """The ``SHARD_COUNT`` the lease and membership keys belong to (0: none in the name). Workers of different
+    counts — a rolling restart that changes it — then split the symbols each among their own kind, every symbol
+    watched (some twice for a while: their signals are refused as duplicates), instead of each splitting by its
+    own count over the other kind's leases, which left symbols watched by nobody."""
+
+    def _split(self) -> str:
+        return f":n{self.split}" if self.split else ""
 
     def shard_lease(self, shard: int) -> str:
         """String key holding the owner token of shard ``shard`` (SET NX PX, renewed by its worker)."""
-        return f"{self.prefix}:lease:shard:{shard}"
+        return f"{self.prefix}:lease{self._split()}:shard:{shard}"
 
     @property
     def workers(self) -> str:
         """Sorted set of live shard workers, scored by the epoch ms their membership expires."""
-        return f"{self.prefix}:workers"
+        return f"{self.prefix}:workers{self._split()}"
 
     @property
     def signals(self) -> str:

@@ -26,7 +26,7 @@ async def test_killed_worker_shard_is_taken_over_without_a_gap(shared_data: Path
     emu = emulator(shared_data, minutes=MINUTES, speed=30)
     await emu.start()
     cluster = Cluster(emu, pg_dsn, tmp_path, shards=2, lease_ttl_s=2.0)
-    keys = ClusterKeys(cluster.prefix)
+    keys = ClusterKeys(cluster.prefix, split=2)  # the leases of the 2-shard split
     rds: aioredis.Redis = aioredis.from_url(TEST_REDIS_URL)
 
     async def holders() -> list[str | None]:

@@ -190,7 +190,7 @@ async def test_worker_recovers_from_redis_then_postgres_restarts(shared_data: Pa
     emu = emulator(shared_data, minutes=MINUTES, speed=30)
     await emu.start()
     cluster = Cluster(emu, dsn, tmp_path / "procs", shards=2, redis_url=redis_server.url, lease_ttl_s=2.0)
-    keys = ClusterKeys(cluster.prefix)
+    keys = ClusterKeys(cluster.prefix, split=2)
     rds: aioredis.Redis = aioredis.from_url(redis_server.url)
     try:
         symbols = await universe_of(emu)

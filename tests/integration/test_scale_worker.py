@@ -31,7 +31,7 @@ async def test_worker_converges_and_follows_universe_and_members(shared_data: Pa
     await emu.start()
     prefix = f"t{uuid.uuid4().hex[:10]}"
 
-    def make_worker(shards: int) -> ShardWorker:
+    def make_worker(shards: int, owner: str = "w-a") -> ShardWorker:
         s = load_settings(shard_count=shards, database_url=pg_dsn, redis_url=TEST_REDIS_URL, mode="replay",
                           state_dir=tmp_path, log_level="WARNING",
                           venue={"rest_base": emu.rest_url, "ws_market_base": emu.ws_market_base,
@@ -39,10 +39,10 @@ async def test_worker_converges_and_follows_universe_and_members(shared_data: Pa
                           universe={"quote_assets": ("USDT", "USDC")}, ops={"port": 0},
                           feed={"heartbeat_timeout_s": 30.0}, learner={"enabled": False},
                           cluster={"key_prefix": prefix, "lease_ttl_s": 5.0, "lease_renew_s": 60.0})
-        return ShardWorker(s, owner="w-a")
+        return ShardWorker(s, owner=owner)
 
     rds: aioredis.Redis = aioredis.from_url(TEST_REDIS_URL)
-    keys = ClusterKeys(prefix)
+    keys = ClusterKeys(prefix, split=3)  # the leases and members of the 3-shard split
     worker = make_worker(3)
     try:
         await worker.start()
@@ -69,6 +69,19 @@ async def test_worker_converges_and_follows_universe_and_members(shared_data: Pa
         assert set(worker.slots) == mine and len(mine) in (1, 2)
         for k in set(range(3)) - mine:
             assert await rds.get(keys.shard_lease(k)) is None  # handed back for the newcomer
+        # a worker of another SHARD_COUNT (a rolling restart changing it) splits among its own kind: it takes
+        # both of its slots, ours keep theirs — every symbol watched, none left to nobody
+        await rds.zrem(keys.workers, other)
+        await worker.converge()
+        two = make_worker(2, owner="w-2")
+        try:
+            await two.start()
+            await two.converge()
+            await worker.converge()
+            assert sorted(two.slots) == [0, 1] and sorted(worker.slots) == [0, 1, 2]
+            assert {s for m in two.slots.values() for f in m.feeds for s in f.symbols} == set(two.symbols)
+        finally:
+            await two.stop()
     finally:
         await rds.zrem(keys.workers, f"{prefix}-b")
         await worker.stop()
@@ -112,7 +125,7 @@ async def test_a_slot_whose_feed_keeps_dying_is_restarted_from_postgres(shared_d
         [failed] = [e for e in logs if e["event"] == "slot_failed"]
         assert (failed["slot"], failed["reason"]) == (0, "task shard-0 crashed 2 times in 300s")
         assert worker.slots[0] is not dead and worker.slots[0].failure is None
-        assert await rds.get(ClusterKeys(prefix).shard_lease(0)) == b"w-a"
+        assert await rds.get(ClusterKeys(prefix, split=1).shard_lease(0)) == b"w-a"
         assert worker.metrics()["worker_slot_failures"] == 1 and worker.ops.health()[0]
     finally:
         await worker.stop()
