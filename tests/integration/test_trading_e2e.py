@@ -12,6 +12,7 @@ import logging
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -43,6 +44,17 @@ def _sl_case(rig: Rig, symbol: str) -> tuple[PositionSide, float, float]:
     side, _, half_move = _tp_case(rig, symbol)
     against: PositionSide = "SHORT" if side == "LONG" else "LONG"
     return against, half_move, 6.0
+
+
+async def _until_in_profit(rig: Rig, ex: Any, symbol: str) -> None:
+    """Let the replay run (in market minutes, at most 15) until ``symbol``'s position is in profit: rotation
+    needs the weakest position there."""
+    for _ in range(15):
+        entry = ex.book[symbol].position
+        if (rig.price(symbol) - entry.entry_price) * (1 if entry.side == "LONG" else -1) > 0:
+            return
+        await rig.minutes(1)
+    pytest.fail(f"precondition: {symbol} never moved into profit within 15 minutes")
 
 
 async def test_tp_sl_time_limit_and_rotation_end_in_trades_that_match_the_exchange_fills(
@@ -84,13 +96,7 @@ async def test_tp_sl_time_limit_and_rotation_end_in_trades_that_match_the_exchan
                 assert ex.submit(s)
             await ex.idle()
             assert len(ex.book) == 3
-            for _ in range(15):  # wait (in market minutes) until the weakest position is in profit
-                entry = ex.book["XRPUSDT"].position
-                if (rig.price("XRPUSDT") - entry.entry_price) * (1 if weak_side == "LONG" else -1) > 0:
-                    break
-                await rig.minutes(1)
-            else:
-                pytest.fail("precondition: XRPUSDT never moved into profit within 15 minutes")
+            await _until_in_profit(rig, ex, "XRPUSDT")
             strong = rig.signal("DOGEUSDT", "LONG", confidence=0.9, stop_pct=8.0, target_pct=30.0)
             assert ex.submit(strong)
             await ex.idle()
@@ -224,13 +230,7 @@ async def test_a_rotation_whose_exit_fails_opens_nothing_so_three_stay_three(sha
             assert ex.submit(s)
         await ex.idle()
         assert len(ex.book) == 3
-        for _ in range(15):  # wait (in market minutes) until the weakest position is in profit
-            entry = ex.book["XRPUSDT"].position
-            if (rig.price("XRPUSDT") - entry.entry_price) * (1 if weak_side == "LONG" else -1) > 0:
-                break
-            await rig.minutes(1)
-        else:
-            pytest.fail("precondition: XRPUSDT never moved into profit within 15 minutes")
+        await _until_in_profit(rig, ex, "XRPUSDT")
         rig.emulator.faults.order_reject_503(8)
         assert ex.submit(rig.signal("DOGEUSDT", "LONG", confidence=0.9, stop_pct=8.0, target_pct=30.0))
         await ex.idle()
