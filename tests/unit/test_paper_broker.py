@@ -297,12 +297,18 @@ def _bar(symbol: str, i: int) -> tuple[float, float, float, float, int]:
     return float(s.open[i]), float(s.high[i]), float(s.low[i]), float(s.close[i]), int(s.open_time[i])
 
 
-async def test_funding_is_settled_once_at_the_bar_ending_at_the_funding_time() -> None:
-    """A paper long on real BTCUSDT bars, funding 0.05 % due at the close of bar i+2: the bar ending there pays
-    amount × close × rate (wallet and a FUNDING_FEE update, recorded once); a short later receives."""
+def funding_venue() -> tuple[Venue, list[FundingPayment]]:
+    """A venue whose paper broker records every funding payment it settles (in the list returned)."""
     venue = make_venue()
     paid: list[FundingPayment] = []
     venue.broker = PaperBroker(venue.account, venue.clock, on_funding=paid.append)
+    return venue, paid
+
+
+async def test_funding_is_settled_once_at_the_bar_ending_at_the_funding_time() -> None:
+    """A paper long on real BTCUSDT bars, funding 0.05 % due at the close of bar i+2: the bar ending there pays
+    amount × close × rate (wallet and a FUNDING_FEE update, recorded once); a short later receives."""
+    venue, paid = funding_venue()
     i = 1_000
     price = venue.start("BTCUSDT", i)
     sink = Collector()
@@ -332,9 +338,7 @@ async def test_funding_is_settled_once_at_the_bar_ending_at_the_funding_time() -
 async def test_a_quote_after_the_funding_time_waits_for_the_bar_ending_there() -> None:
     """The push after the funding time can arrive before the bar that ends there. It settles nothing (that bar
     may still close the position); the bar settles at the rate quoted for that time, not the newer one."""
-    venue = make_venue()
-    paid: list[FundingPayment] = []
-    venue.broker = PaperBroker(venue.account, venue.clock, on_funding=paid.append)
+    venue, paid = funding_venue()
     i = 2_000
     price = venue.start("ETHUSDT", i)
     qty = qty_for("ETHUSDT", price)
@@ -354,9 +358,7 @@ async def test_a_position_stopped_out_inside_the_funding_bar_pays_no_funding() -
     """A long whose stop fills inside the bar that ends at the funding time held nothing then: no payment — even
     though the push after the funding time came first (it used to settle at once, with the position as it stood
     before that bar)."""
-    venue = make_venue()
-    paid: list[FundingPayment] = []
-    venue.broker = PaperBroker(venue.account, venue.clock, on_funding=paid.append)
+    venue, paid = funding_venue()
     i = 3_000
     price = venue.start("BTCUSDT", i)
     o, h, low, c, t = _bar("BTCUSDT", i + 1)
@@ -375,9 +377,7 @@ async def test_a_funding_time_passed_with_nothing_held_is_never_charged_to_a_lat
     """The backtest feeds a symbol only while something is at stake. A long held two hours before a funding
     time, closed, then a new long long after it: the funding time the bars went past unseen charges nothing (it
     was charged to the new position at its first bar)."""
-    venue = make_venue()
-    paid: list[FundingPayment] = []
-    venue.broker = PaperBroker(venue.account, venue.clock, on_funding=paid.append)
+    venue, paid = funding_venue()
     i = 4_000
     price = venue.start("BTCUSDT", i)
     qty = qty_for("BTCUSDT", price)
