@@ -45,9 +45,9 @@ class ExecutorProcess(ClusterProcess):
         self.interrupted = 0
         self.signal_failures = 0
         self._redis_down_since: float | None = None
+        """Since when Redis has not answered (monotonic), ``None`` while it answers."""
         self.learner: Any = None
         self.housekeeper: Housekeeper | None = None
-        self._redis_down = False
         self._ready = False
         self.rules_refresh: RulesRefresh | None = None
 
@@ -195,16 +195,18 @@ class ExecutorProcess(ClusterProcess):
         await self._stop_infra()
         self.log.info("executor_process_stopped", seconds=round(time.monotonic() - started, 3))
 
+    @property
+    def _redis_down(self) -> bool:
+        return self._redis_down_since is not None
+
     def _redis_failed(self, exc: BaseException) -> None:
         if not self._redis_down:
-            self._redis_down = True
             self._redis_down_since = time.monotonic()
             self.log.warning("redis_unavailable", error=type(exc).__name__,
                              note="no new entries; exits, stops and reconciliation continue")
 
     def _redis_ok(self) -> None:
         if self._redis_down:
-            self._redis_down = False
             self._redis_down_since = None
             self.log.warning("redis_recovered")
 
