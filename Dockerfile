@@ -1,15 +1,17 @@
 # smc-quant service image: slim, non-root, health-checked through `smc-quant check`.
 # One image for every role: `run` (single process), `shard` and `executor` (multi-process, docs/scaling.md),
-# `migrate`, `emulator`, `demo`. SIGTERM → graceful stop within about 20 s (compose gives 30 s before SIGKILL).
-FROM python:3.11-slim AS build
+# `migrate`, `emulator`, `demo`. Dependencies at the exact versions of requirements.lock; the base image's Debian
+# release is named (bookworm), so a rebuild does not change the system libraries under the service.
+# SIGTERM → graceful stop within about 20 s (compose gives 30 s before SIGKILL).
+FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY smc_quant ./smc_quant
 COPY shards ./shards
 RUN pip install --no-cache-dir --upgrade pip \
- && pip wheel --no-cache-dir --wheel-dir /wheels .
+ && pip wheel --no-cache-dir --wheel-dir /wheels -c requirements.lock .
 
-FROM python:3.11-slim
+FROM python:3.11-slim-bookworm
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libgomp1 \
  && rm -rf /var/lib/apt/lists/* \
@@ -18,7 +20,7 @@ COPY --from=build /wheels /wheels
 # The compiled kernels are cached where the service user reads them (numba's default, next to the installed
 # sources, is not writable by that user: it would compile again, for about a minute, in every new container).
 ENV NUMBA_CACHE_DIR=/var/cache/smc-quant/numba
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
+RUN pip install --no-cache-dir --no-index /wheels/*.whl && rm -rf /wheels \
  && python -c "from smc_quant.features import warm_up; warm_up()" \
  && chown -R smc:smc /var/cache/smc-quant
 WORKDIR /app
