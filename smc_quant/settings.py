@@ -8,7 +8,9 @@ every setting; :func:`load_settings` turns a validation error into one line nami
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -23,6 +25,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -370,10 +373,40 @@ class Settings(BaseSettings):
     def _blank_keys(cls, value: Any) -> Any:
         return _blank_is_unset(value)
 
+    @model_validator(mode="after")
+    def _check_venue(self) -> Settings:
+        """One exchange environment per process, and replay never signs orders for a real Binance host."""
+        v = self.venue
+        urls = {"SMC_VENUE__REST_BASE": v.rest_base, "SMC_VENUE__WS_PUBLIC_BASE": v.ws_public_base,
+                "SMC_VENUE__WS_MARKET_BASE": v.ws_market_base, "SMC_VENUE__WS_PRIVATE_BASE": v.ws_private_base,
+                "SMC_VENUE__WS_API_BASE": v.ws_api_base}
+        envs = {name: binance_environment(url) for name, url in urls.items()}
+        if {"mainnet", "testnet"} <= set(envs.values()):
+            mixed = ", ".join(f"{name} ({env})" for name, env in envs.items() if env is not None)
+            raise ValueError(f"venue URLs mix Binance mainnet and testnet: {mixed}; prices from one and orders to "
+                             "the other would be sized and stopped wrongly")
+        keys = self.binance_api_key is not None and self.binance_api_secret is not None
+        real = [name for name in ("SMC_VENUE__REST_BASE", "SMC_VENUE__WS_PRIVATE_BASE") if envs[name] is not None]
+        if self.mode == "replay" and keys and real:
+            raise ValueError(f"SMC_MODE=replay with API keys would send signed orders to Binance ({real[0]} is "
+                             f"{urls[real[0]]}); replay is for the emulator — set its venue URLs, or use "
+                             "SMC_MODE=live to trade on Binance")
+        return self
+
     def __repr_args__(self) -> Any:
         """As pydantic's, with the passwords of the database and Redis URLs masked (the keys are SecretStr)."""
         for name, value in super().__repr_args__():
             yield name, (_masked_url(value) if name in ("database_url", "redis_url") and value else value)
+
+
+def binance_environment(url: str) -> Literal["mainnet", "testnet"] | None:
+    """Which Binance environment ``url``'s host belongs to; ``None`` for any other host (the emulator, a proxy)."""
+    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    if host == "binancefuture.com" or host.endswith(".binancefuture.com"):
+        return "testnet"
+    if host == "binance.com" or host.endswith(".binance.com"):
+        return "testnet" if host.startswith(("demo-", "testnet.")) else "mainnet"  # demo-fapi.binance.com
+    return None
 
 
 def _masked_url(url: str) -> str:
@@ -404,14 +437,44 @@ def _env_name(loc: tuple[int | str, ...]) -> str:
     return ENV_PREFIX + "__".join(str(p).upper() for p in loc)
 
 
+OTHER_ENV = ("SMC_DATA_DIR", "SMC_MIGRATIONS_DIR", "SMC_EMULATOR_", "SMC_TEST_")
+"""``SMC_`` variables that are not settings but are read elsewhere (the data folder, the migrations folder, the
+emulator's command, the test suite's servers): names, or prefixes ending in ``_``."""
+
+
+def unknown_env(environ: Mapping[str, str]) -> list[str]:
+    """The ``SMC_*`` variables of ``environ`` that name no setting — each with the closest real name when there
+    is one. Pydantic forbids an unknown name inside a section, but a misspelt section, a single ``_`` for ``__``
+    or a misspelt top-level name would be ignored and leave its setting (a risk limit) at the default."""
+    known = {env for env, _, _ in settings_reference() if env.startswith(ENV_PREFIX)}
+    known |= {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}  # SMC_SHARD_COUNT, SMC_TRADING
+    found = []
+    for raw in environ:
+        name = raw.upper()
+        if not name.startswith(ENV_PREFIX) or name in known:
+            continue
+        if any(name == o or (o.endswith("_") and name.startswith(o)) for o in OTHER_ENV):
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        found.append(f"{raw} (did you mean {close[0]}?)" if close else raw)
+    return sorted(found)
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Build the settings from the environment (and ``overrides``); raise ``ConfigError`` in one line."""
+    """Build the settings from the environment (and ``overrides``); raise ``ConfigError`` in one line — for an
+    invalid value, and for an ``SMC_*`` variable that names no setting (:func:`unknown_env`)."""
+    unknown = unknown_env(os.environ)
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]}: not a setting of smc-quant (config/.env.example lists "
+                          "them all)" + (f"; also {', '.join(unknown[1:])}" if len(unknown) > 1 else ""))
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         first = exc.errors()[0]
-        name = _env_name(tuple(first["loc"]))
         rule = first["msg"].removeprefix("Value error, ")
+        if not first["loc"]:  # a rule over several settings
+            raise ConfigError(f"invalid settings: {rule}") from None
+        name = _env_name(tuple(first["loc"]))
         raise ConfigError(f"invalid setting {name}: {rule}") from None
 
 

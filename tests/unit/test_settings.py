@@ -98,3 +98,64 @@ def test_readme_settings_table_matches_the_settings_model() -> None:
     for env, default, doc in settings_reference():
         cell = f"`{default}`" if default else ""
         assert rows.get(env) == f"| `{env}` | {cell} | {doc.replace('``', '`')} |", env
+
+
+@pytest.mark.parametrize(("env", "named", "hint"), [
+    ({"SMC_TRADING_MAX_LEVERAGE": "3"}, "SMC_TRADING_MAX_LEVERAGE", "SMC_TRADING__MAX_LEVERAGE"),  # one _ for __
+    ({"SMC_RISK__MAX_LEVERAGE": "2"}, "SMC_RISK__MAX_LEVERAGE", "SMC_TRADING__MAX_LEVERAGE"),  # no such section
+    ({"SMC_MODEE": "live"}, "SMC_MODEE", "SMC_MODE"),
+    ({"smc_log_levle": "INFO"}, "smc_log_levle", "SMC_LOG_LEVEL"),  # names are read case-insensitively
+    ({"SMC_SOMETHING_ELSE": "1"}, "SMC_SOMETHING_ELSE", None),
+])
+def test_an_smc_variable_that_names_no_setting_is_refused(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
+                                                         named: str, hint: str | None) -> None:
+    """A misspelt name would leave its setting (a risk limit, the mode) at the default without a word."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError, match="unknown setting") as err:
+        load_settings()
+    assert named in str(err.value) and "\n" not in str(err.value)
+    assert (f"did you mean {hint}?" in str(err.value)) if hint else "did you mean" not in str(err.value)
+
+
+def test_variables_read_elsewhere_and_whole_sections_are_not_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in {"SMC_DATA_DIR": "/x", "SMC_MIGRATIONS_DIR": "/y", "SMC_EMULATOR_API_SECRET": "s",
+                       "SMC_TEST_REDIS_URL": "redis://x", "SMC_SHARD_COUNT": "2", "SMC_TRADING": '{"max_leverage": 4}',
+                       "SMC_OPS__PORT": "9000"}.items():
+        monkeypatch.setenv(key, value)
+    s = load_settings()
+    assert (s.shard_count, s.trading.max_leverage, s.ops.port) == (2, 4, 9000)
+
+
+def test_replay_with_keys_never_signs_for_a_binance_host() -> None:
+    """Replay is for the emulator: with keys and the default (mainnet) REST URL it would place real orders."""
+    keys = {"binance_api_key": "k", "binance_api_secret": "s"}
+    with pytest.raises(ConfigError, match="replay with API keys would send signed orders to Binance") as err:
+        load_settings(mode="replay", **keys)
+    assert "SMC_VENUE__REST_BASE" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="SMC_VENUE__WS_PRIVATE_BASE"):
+        load_settings(mode="replay", venue={"rest_base": "http://127.0.0.1:9"}, **keys)
+    emulator = {"rest_base": "http://127.0.0.1:9", "ws_private_base": "ws://127.0.0.1:9/private"}
+    assert load_settings(mode="replay", venue=emulator, **keys).mode == "replay"
+    assert load_settings(mode="replay").mode == "replay"  # no keys: paper on public data
+    assert load_settings(mode="live", **keys).venue.rest_base == "https://fapi.binance.com"
+
+
+def test_venue_urls_never_mix_mainnet_and_testnet() -> None:
+    with pytest.raises(ConfigError, match="mix Binance mainnet and testnet") as err:
+        load_settings(venue={"ws_market_base": "wss://fstream.binancefuture.com/market"})
+    assert "SMC_VENUE__WS_MARKET_BASE (testnet)" in str(err.value)
+    # README's demo environment: REST on demo-fapi.binance.com, streams on fstream.binancefuture.com
+    demo = {"rest_base": "https://demo-fapi.binance.com", "ws_market_base": "wss://fstream.binancefuture.com/market",
+            "ws_public_base": "wss://fstream.binancefuture.com/public",
+            "ws_private_base": "wss://fstream.binancefuture.com/private",
+            "ws_api_base": "wss://testnet.binancefuture.com/ws-fapi/v1"}
+    assert load_settings(venue=demo).venue.rest_base == "https://demo-fapi.binance.com"
+    with pytest.raises(ConfigError, match="mix Binance mainnet and testnet"):  # README lists no WS API URL
+        load_settings(venue={k: v for k, v in demo.items() if k != "ws_api_base"})
+    testnet = {"rest_base": "https://demo-fapi.binancefuture.com", "ws_public_base": "wss://x.binancefuture.com/public",
+               "ws_market_base": "wss://x.binancefuture.com/market", "ws_private_base": "wss://x.binancefuture.com/p",
+               "ws_api_base": "wss://x.binancefuture.com/ws-fapi/v1"}
+    assert load_settings(venue=testnet).venue.rest_base.endswith("binancefuture.com")
+    # a host that only ends in the name is not Binance's
+    assert load_settings(venue={"ws_market_base": "wss://notbinancefuture.com/market"}).venue
