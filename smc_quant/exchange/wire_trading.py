@@ -13,6 +13,10 @@ Decisions worth knowing:
 - Liquidation statuses ``NEW_INSURANCE`` / ``NEW_ADL`` (``x == CALCULATED``) are not in our
   ``OrderStatus``: they map to ``FILLED`` when the cumulative quantity reaches the original
   quantity, else ``PARTIALLY_FILLED`` (the fill itself is what matters to the account).
+- A liquidation's or an ADL's fill is on its ``x == CALCULATED`` event (``l > 0``; ``OrderUpdate.has_fill``); the
+  same fill may come again as ``TRADE`` with the same trade id (the consumer counts it once).
+- ``ALGO_UPDATE``'s ``aq`` (executed quantity) → ``AlgoUpdate.executed_qty``, ``None`` when absent (TRIGGERING):
+  FINISHED with ``aq == 0`` means the order fired and executed nothing.
 - A combined-stream envelope ``{"stream": …, "data": {…}}`` is unwrapped by ``parse_event``.
 - ``TRADE_LITE``, ``MARGIN_CALL``, a leverage ``ACCOUNT_CONFIG_UPDATE`` (``ac``) and unknown event types →
   ``None`` (``TRADE_LITE`` duplicates ORDER_TRADE_UPDATE fills; counting it would double-count them). An
@@ -330,6 +334,7 @@ def _algo_update(f: _Fields, o: _Fields) -> AlgoUpdate:
         trigger_price=o.dec("tp"),
         event_time_ms=f.int_("E"),
         reject_reason=o.opt_str("rm"),
+        executed_qty=o.opt_dec("aq") if o.has("aq") else None,
     )
 
 

@@ -26,9 +26,9 @@ from smc_quant.domain.trading import ZERO, OrderSide, PositionSide
 from smc_quant.errors import TemporaryError
 
 __all__ = [
-    "AccountConfig", "AccountEvent", "AccountModeChanged", "AccountUpdate", "AlgoRequest", "AlgoState", "AlgoStatus",
-    "AlgoUpdate", "Balance", "Broker", "ExchangePosition", "IncomeRow", "OrderRequest", "OrderState", "OrderStatus",
-    "OrderStatusUnknown", "OrderUpdate", "StreamExpired", "TriggerType",
+    "FILL_EXECUTIONS", "AccountConfig", "AccountEvent", "AccountModeChanged", "AccountUpdate", "AlgoRequest",
+    "AlgoState", "AlgoStatus", "AlgoUpdate", "Balance", "Broker", "ExchangePosition", "IncomeRow", "OrderRequest",
+    "OrderState", "OrderStatus", "OrderStatusUnknown", "OrderUpdate", "StreamExpired", "TriggerType",
 ]
 
 OrderStatus = Literal["NEW", "PARTIALLY_FILLED", "FILLED", "CANCELED", "EXPIRED", "EXPIRED_IN_MATCH", "REJECTED"]
@@ -36,6 +36,9 @@ AlgoStatus = Literal["NEW", "CANCELED", "TRIGGERING", "TRIGGERED", "FINISHED", "
 TriggerType = Literal["STOP_MARKET", "TAKE_PROFIT_MARKET"]
 FINAL_ORDER = frozenset({"FILLED", "CANCELED", "EXPIRED", "EXPIRED_IN_MATCH", "REJECTED"})
 FINAL_ALGO = frozenset({"CANCELED", "FINISHED", "REJECTED", "EXPIRED"})
+FILL_EXECUTIONS = frozenset({"TRADE", "CALCULATED"})
+"""Execution types that carry a fill (with ``l > 0``): TRADE, and CALCULATED — a liquidation's or an ADL's own fill
+(Binance may send the same fill again as TRADE, with the same trade id)."""
 
 
 class OrderStatusUnknown(TemporaryError):
@@ -180,7 +183,7 @@ class AccountConfig:
 
 @dataclass(frozen=True, slots=True)
 class OrderUpdate:
-    """One ``ORDER_TRADE_UPDATE``: a state change of an order, with the fill when ``execution == TRADE``."""
+    """One ``ORDER_TRADE_UPDATE``: a state change of an order, with a fill when :attr:`has_fill`."""
 
     symbol: str
     client_order_id: str
@@ -204,6 +207,11 @@ class OrderUpdate:
     trade_time_ms: int
     commission_asset: str = "USDT"
     """``N``: the asset ``commission`` is in (BNB with BNB Fee Discount on; :mod:`smc_quant.orders.fees`)."""
+
+    @property
+    def has_fill(self) -> bool:
+        """It carries an execution: ``last_qty > 0`` on a TRADE or a CALCULATED (liquidation, ADL) event."""
+        return self.last_qty > 0 and self.execution in FILL_EXECUTIONS
 
     @property
     def is_liquidation(self) -> bool:
@@ -241,6 +249,16 @@ class AlgoUpdate:
     trigger_price: Decimal
     event_time_ms: int
     reject_reason: str = ""
+    executed_qty: Decimal | None = None
+    """``aq``: what the triggered order executed (``None`` when the frame does not say)."""
+
+    @property
+    def ended_unexecuted(self) -> bool:
+        """It is over without having executed anything: REJECTED, EXPIRED, CANCELED, or FINISHED with ``aq = 0``
+        (it fired, but its order filled nothing). Whether a cancel was ours is for the caller to know."""
+        if self.status == "FINISHED":
+            return self.executed_qty is not None and self.executed_qty == 0
+        return self.status in ("REJECTED", "EXPIRED", "CANCELED")
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -288,6 +289,41 @@ def test_algo_update_ws_samples(shared_data: Path, name: str, status: str) -> No
     assert (e.status, e.type, e.trigger_price, e.symbol, e.reject_reason) == (
         status, "STOP_MARKET", D("0.13855"), "DOGEUSDT", "")
     assert e.algo_id in (1000000033225453, 1000000033225454)
+
+
+@pytest.mark.parametrize(("name", "executed", "unexecuted"), [
+    ("ws_futures_algo_update_triggering.json", None, False),  # no ``aq`` at all
+    ("ws_futures_algo_update_triggered.json", D(0), False),
+    ("ws_futures_algo_update_finished.json", D(38), False),
+    ("ws_futures_algo_update_finished_canceled.json", D(0), True),  # fired, executed nothing
+])
+def test_algo_update_executed_quantity(shared_data: Path, name: str, executed: Decimal | None,
+                                       unexecuted: bool) -> None:
+    """``aq`` → ``executed_qty`` (``None`` when absent); FINISHED with ``aq == 0`` ended without executing."""
+    e = parse_event(_load(shared_data, f"{WS}/{name}"))
+    assert isinstance(e, AlgoUpdate)
+    assert (e.executed_qty, e.ended_unexecuted) == (executed, unexecuted)
+
+
+def test_algo_update_ended_unexecuted_by_status(shared_data: Path) -> None:
+    """REJECTED, EXPIRED and CANCELED ended without executing; NEW and TRIGGERED have not ended."""
+    e = parse_event(_load(shared_data, f"{USER}/algo_update_canceled.json"))
+    assert isinstance(e, AlgoUpdate) and e.status == "CANCELED" and e.ended_unexecuted and e.executed_qty == 0
+    for status, ended in (("REJECTED", True), ("EXPIRED", True), ("NEW", False), ("TRIGGERED", False)):
+        assert replace(e, status=status).ended_unexecuted is ended
+
+
+@pytest.mark.parametrize(("name", "fill"), [
+    ("ws_futures_order_update_liquidation.json", True),  # x=CALCULATED, l=0.100: the liquidation's fill
+    ("ws_futures_order_update_adl.json", True),  # x=CALCULATED, l=1.000
+    ("ws_futures_order_update_adl_filled.json", True),  # x=TRADE, the same trade id as the one above
+    ("ws_futures_order_update_liquidation_zero_qty.json", False),  # l=0
+    ("ws_futures_order_update_new_price_match.json", False),
+])
+def test_forced_close_frames_carry_their_fill(shared_data: Path, name: str, fill: bool) -> None:
+    """A liquidation's or ADL's fill is on its CALCULATED event (``has_fill``), not only on TRADE ones."""
+    e = parse_event(_load(shared_data, f"{WS}/{name}"))
+    assert isinstance(e, OrderUpdate) and e.has_fill is fill
 
 
 @pytest.mark.parametrize(("name", "status", "execution", "liq", "adl", "reduce"), [
