@@ -14,7 +14,7 @@ invariants 3 and 4):
 - **Per symbol, once.** Margin type is set before the first order on a symbol (-4046 = already so);
   leverage whenever the decision's differs from the last value set.
 - **Protection right after the fill.** STOP_MARKET at the stop and TAKE_PROFIT_MARKET at the target with
-  ``closePosition=true`` on the algo endpoint. A trigger the price has already passed (-2021, or our own
+  ``closePosition=true`` on the algo endpoint. A trigger the price has already passed (-2021 or -4142, or our own
   :func:`validate_trigger` saying so) means the exit level is behind us: the position is closed at market
   at once. If the stop cannot be placed after retries, the position is closed at market and an alarm is
   raised — no position stays without a stop.
@@ -69,7 +69,10 @@ __all__ = ["CloseResult", "OpenResult", "OrderConfig", "OrderJournal", "SmartOrd
 #: Entry rejections worth one repair: the size (margin, leverage ratio) or a re-signed resend (clock).
 _SHRINK = frozenset({-2019, -2027})
 _RESIGN = frozenset({-1021, -5028})
-_WOULD_TRIGGER = -2021
+_WOULD_TRIGGER = frozenset({-2021, -4142})
+"""The trigger is already passed: -2021 ORDER_WOULD_IMMEDIATELY_TRIGGER, -4142 STRATEGY_INVALID_TRIGGER_PRICE ("REJECT:
+take profit or stop order will be triggered immediately")."""
+_CANCELS_KEPT = 1024
 _DEFAULT_CONFIG = OrderConfig()
 
 
@@ -141,6 +144,8 @@ class SmartOrderManager:
         self._attempts: dict[tuple[str, Leg], int] = {}
         """Next attempt number per (signal, leg): raised when the previous order of the leg is dead."""
         self._background: set[asyncio.Future[_Protection]] = set()
+        self._cancels_sent: dict[str, None] = {}
+        """Client ids of the algo orders this manager asked to cancel (the newest ``_CANCELS_KEPT``)."""
         self._closer = PositionCloser(broker, filters, self._sender, config, attempts=self._attempts,
                                       stats=self.stats, logger=self._log, clock=clock, sleep=sleep,
                                       alarm=self._alarm)
@@ -272,6 +277,15 @@ class SmartOrderManager:
             return None, None
         return prot.stop_loss, prot.take_profit
 
+    def cancel_requested(self, client_algo_id: str) -> bool:
+        """Whether this manager asked the exchange to cancel ``client_algo_id`` (so its CANCELED event is ours)."""
+        return client_algo_id in self._cancels_sent
+
+    def _cancelling(self, client_algo_id: str) -> None:
+        self._cancels_sent[client_algo_id] = None
+        while len(self._cancels_sent) > _CANCELS_KEPT:
+            del self._cancels_sent[next(iter(self._cancels_sent))]
+
     async def cancel_protection(self, position: Position) -> None:
         """Cancel the trade's remaining algo orders (e.g. the target left after the stop fired); gone is fine."""
         await self._cancel_protection(position)
@@ -342,12 +356,12 @@ class SmartOrderManager:
             try:
                 state = await self._place_protective(position, leg, kind, price, reference, fresh=fresh)
             except FilterRejected as exc:
-                if exc.code == _WOULD_TRIGGER:
+                if exc.code in _WOULD_TRIGGER:
                     return await self._close_at_once(position, prot, leg, f"{kind} already passed: {exc}")
                 prot.failures.append(error_text(exc))
                 state = None
             except VenueRejected as exc:
-                if exc.code == _WOULD_TRIGGER:
+                if exc.code in _WOULD_TRIGGER:
                     return await self._close_at_once(position, prot, leg, f"{kind} already passed: {exc}")
                 prot.failures.append(error_text(exc))
                 state = None
@@ -405,7 +419,7 @@ class SmartOrderManager:
                 state = await self._sender.send_algo(request, sid, kind_name, attempt,
                                                      budget=self.config.entry_max_attempts)
             except VenueRejected as exc:
-                if exc.code == _WOULD_TRIGGER or n == self.config.protection_max_attempts:
+                if exc.code in _WOULD_TRIGGER or n == self.config.protection_max_attempts:
                     raise
                 attempt += 1  # rejected = dead: the next try gets a new id
                 await self._sleep(self.config.backoff(n))
@@ -466,6 +480,7 @@ class SmartOrderManager:
             if (algo.close_position and parse_client_order_id(algo.client_algo_id) is not None
                     and not same_signal(algo.client_algo_id, signal_id)):
                 self._log.warning("stale_protection_cancelled", symbol=symbol, client_id=algo.client_algo_id)
+                self._cancelling(algo.client_algo_id)
                 try:
                     await self._broker.cancel_algo(symbol, algo.client_algo_id)
                 except (TemporaryError, VenueRejected) as exc:
@@ -492,6 +507,7 @@ class SmartOrderManager:
             ids = [client_order_id(sid, leg, self._attempts.get((sid, leg), 0))
                    for leg in (Leg.STOP_LOSS, Leg.TAKE_PROFIT)] if sid else []
         for cid in ids:
+            self._cancelling(cid)
             for n in range(1, self.config.protection_max_attempts + 1):
                 try:
                     state = await self._broker.cancel_algo(position.symbol, cid)

@@ -9,6 +9,10 @@ Reactions:
 - ``query_first``: the outcome is unknown; query by ``origClientOrderId`` before anything is re-sent.
 - ``benign``: the wanted state already holds (margin type already set, order already gone).
 
+``-4142`` ("REJECT: take profit or stop order will be triggered immediately") is the algo service's way of saying
+what ``-2021`` says: the trigger is already passed. Both get the same rule, and the order manager closes the position
+at market for either (``BINANCE-PROTOCOL.md`` lists -2021 only; -4142 is in Binance's USDⓈ-M error-code list).
+
 Deliberate choices: ``-1000`` (UNKNOWN) is ``query_first`` rather than the doc's "retry", because a
 placement may have gone through and Binance keeps client ids unique only among *open* orders; a
 retry follows if the query finds nothing. HTTP 503 "Unknown error" is ``query_first``, 503 "Service
@@ -92,6 +96,7 @@ REACTIONS: Mapping[int, Rule] = MappingProxyType({
     -4120: Rule(P, "use_algo_order_endpoint", "STOP_ORDER_SWITCH_ALGO"),
     -4131: Rule(P, "smaller_or_limit_order", "MARKET_ORDER_REJECT"),
     -4140: Rule(D, "refresh_exchange_info", "INVALID_OPENING_POSITION_STATUS"),
+    -4142: Rule(P, "recompute_trigger_or_close", "STRATEGY_INVALID_TRIGGER_PRICE"),
     -4164: Rule(D, "below_min_notional", "MIN_NOTIONAL"),
     -4400: Rule(D, "reduce_only_allowed", "QUANTITATIVE_RULES"),
     -4401: Rule(D, "reduce_only_allowed", "LARGE_POSITION_RULES"),
