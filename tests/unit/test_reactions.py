@@ -1,4 +1,5 @@
-"""Every error code of BINANCE-PROTOCOL.md §7 maps to its reaction, and HTTP statuses without a code too."""
+"""Every error code of BINANCE-PROTOCOL.md §7 (and -4142, the algo service's -2021) maps to its reaction, and HTTP
+statuses without a code too."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ EXPECTED = {
     -2021: P, -2022: P, -2024: D, -2025: D, -2027: P, -2028: P, -4003: A, -4004: P, -4005: P, -4014: P,
     -4023: P, -4016: P, -4024: P, -4028: P, -4046: B, -4059: B, -4061: A, -4116: Q, -4118: D, -4120: P,
     -4131: P, -4140: D, -4164: D, -4400: D, -4401: D, -5021: D, -5022: P, -5028: P,
+    # Not in the doc's table: Binance's USDⓈ-M list has -4142 STRATEGY_INVALID_TRIGGER_PRICE ("REJECT: take profit
+    # or stop order will be triggered immediately"), the algo service's -2021 (tests/unit/test_would_trigger_codes.py).
+    -4142: P,
 }
 
 
