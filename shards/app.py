@@ -3,7 +3,10 @@
 Order of start: database (``DATABASE_URL`` or embedded) → migrations → pool → Redis (optional) →
 HTTP session + REST client (one weight governor) → universe → cluster (warm start from PostgreSQL)
 → champion model (scores every feature batch; none: "no model, not trading") → ops endpoint.
-``stop()`` reverses it: stop intake, drain queues, flush to PostgreSQL, close.
+``stop()`` reverses it: stop intake, drain queues, flush to PostgreSQL, close. :func:`run_until_signalled`
+runs it until SIGTERM/SIGINT — or until a shard's feed or sink crash-looped past its supervisor's restarts:
+the process then stops and exits 1 (``process_failed``) for the orchestrator to start it again, warm from
+PostgreSQL, as the executor process does (``shards.worker.run_process``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import asyncpg
 import redis.asyncio as aioredis
 import structlog
 
+from shards.bus import redis_client
 from shards.champion import follow_champion, load_champion
 from shards.cluster import ClusterManager
 from shards.rules_refresh import RulesRefresh
@@ -195,7 +199,7 @@ class Service:
     async def _connect_redis(self) -> aioredis.Redis | None:
         if not self.settings.redis_url:
             return None
-        client: aioredis.Redis = aioredis.from_url(self.settings.redis_url)
+        client = redis_client(self.settings.redis_url)  # bounded: a Redis that hangs never hangs the service
         try:
             await client.ping()
         except Exception as exc:
@@ -352,6 +356,8 @@ class Service:
                 await self.trading.stop()
         if self.ops is not None:
             await self.ops.stop()
+        if self.governor is not None:
+            await self.governor.close()
         if self.session is not None:
             await self.session.close()
         if self.redis is not None:
@@ -364,11 +370,33 @@ class Service:
 
 
 async def run_until_signalled(service: Service, stop: asyncio.Event) -> bool:
-    """Start ``service``, wait for ``stop``, then shut it down in order within ``cluster.shutdown_timeout_s``;
-    ``False`` when the stop overran or failed (logged as ``shutdown_incomplete``)."""
+    """Start ``service``, wait for ``stop`` or a shard that failed, then shut it down in order within
+    ``cluster.shutdown_timeout_s``.
+
+    ``False`` — the command exits 1 — when a shard's feed or sink crashed more than ``cluster.max_task_restarts``
+    times within ``cluster.crash_window_s`` (logged ``process_failed``: that shard's symbols would otherwise stay
+    unwatched, their marks frozen, until someone intervenes; the orchestrator restarts the process, warm from
+    PostgreSQL), or when the stop overran or failed (``shutdown_incomplete``)."""
+    failure: str | None = None
     try:
         await service.start()
-        await stop.wait()
+        assert service.cluster is not None
+        failure = await _until_stopped_or_failed(stop, service.cluster)
     finally:
         clean = await stop_within(service.stop(), service.settings.cluster.shutdown_timeout_s, service.log)
+    if failure is not None:
+        service.log.error("process_failed", reason=failure, recovery="exit 1: the orchestrator restarts the service")
+        return False
     return clean
+
+
+async def _until_stopped_or_failed(stop: asyncio.Event, cluster: ClusterManager) -> str | None:
+    """Wait for ``stop`` or for the cluster's supervisor to give up; the failure, or None after a requested stop."""
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(cluster.failed.wait())]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+    return (cluster.failure or "a shard task gave up") if cluster.failed.is_set() else None

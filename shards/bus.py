@@ -4,7 +4,11 @@ Wire format (msgspec JSON, one stream field ``s``): a :class:`~smc_quant.domain.
 Decimal price as a string (exact) and the features as floats. Publishers never block the feed: signals
 go into a bounded in-memory buffer flushed by a background task (``XADD … MAXLEN ~``); while Redis is
 down the buffer holds them, and when it is full the oldest is dropped and counted (a stale signal is
-worth less than a fresh one). The executor reads with ``XREADGROUP`` and acknowledges an entry only
+worth less than a fresh one). Any Redis error is transient to the flusher (a connection lost, but also a
+failover's ``READONLY``, ``OOM`` under ``noeviction``, ``MISCONF``, a missing ACL permission): counted,
+logged once per outage, retried with backoff while the buffer holds the data; :meth:`SignalPublisher.health`
+turns unhealthy once data has waited longer than a grace period without a write (the worker's ``/health``).
+The executor reads with ``XREADGROUP`` and acknowledges an entry only
 after the executor handled it and its rows were written; at start it first re-reads its own pending
 entries and claims those of a crashed consumer with ``XAUTOCLAIM`` (idle longer than ``claim_idle_ms``).
 Marks (each minute's closes) travel on a second, capped stream read without a group: they are
@@ -16,22 +20,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, NamedTuple
 
 import msgspec
+import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shards.backoff import exponential_backoff
 from smc_quant.domain.trading import Signal
+from smc_quant.ops.health import STREAM_GRACE_S
 
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 """Exceptions that mean "Redis is unreachable right now" (retry later), not a bug."""
+REDIS_FAILED = (RedisError, ConnectionError, OSError)
+"""Any failure of a Redis call: unreachable, or refused by the server (``READONLY`` after a failover, ``OOM``
+under ``noeviction``, ``MISCONF``, ``NOPERM``, ``WRONGTYPE``) — for loops that must outlive all of them."""
+
+
+def redis_client(url: str) -> aioredis.Redis:
+    """The Redis client of every long-running process: a connect, a command and an idle connection are each
+    bounded (a Redis that accepts and never answers raises after 5 s instead of hanging its caller)."""
+    client: aioredis.Redis = aioredis.from_url(url, socket_connect_timeout=2, socket_timeout=5,
+                                               health_check_interval=10)
+    return client
 
 
 class _WireSignal(msgspec.Struct, array_like=True, frozen=True):
@@ -93,10 +112,17 @@ class PublisherStats:
 
 
 class SignalPublisher:
-    """Bounded, non-blocking publisher of signals (and marks) to the streams; see the module docstring."""
+    """Bounded, non-blocking publisher of signals (and marks) to the streams; see the module docstring.
+
+    :meth:`run` is the flusher (a worker runs it under its supervisor; :meth:`start`/:meth:`stop` run it as a
+    plain task). ``sleep`` (the retry backoff) and ``monotonic`` (the health clock) are injectable.
+    """
 
     def __init__(self, redis: Any, stream: str, *, marks_stream: str | None = None, buffer_max: int = 10_000,
-                 maxlen: int = 100_000, retry_s: float = 0.5, clock_ms: Callable[[], int] | None = None,
+                 maxlen: int = 100_000, retry_s: float = 0.5, retry_max_s: float = 5.0,
+                 grace_s: float = STREAM_GRACE_S, clock_ms: Callable[[], int] | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 monotonic: Callable[[], float] = time.monotonic,
                  logger: structlog.stdlib.BoundLogger | None = None) -> None:
         self.redis = redis
         self.stream = stream
@@ -104,6 +130,10 @@ class SignalPublisher:
         self.buffer_max = buffer_max
         self.maxlen = maxlen
         self.retry_s = retry_s
+        self.retry_max_s = max(retry_s, retry_max_s)
+        self.grace_s = grace_s
+        self.sleep = sleep
+        self.monotonic = monotonic
         self.log = logger or structlog.get_logger()
         self.stats = PublisherStats()
         self._buffer: deque[tuple[int, bytes, int]] = deque()
@@ -117,11 +147,20 @@ class SignalPublisher:
         self._task: asyncio.Task[None] | None = None
         self._clock = clock_ms
         self._down = False
+        self._waiting_since: float | None = None
+        """Monotonic time since which unwritten data waits with no successful write (None: nothing waits)."""
+        self.last_error: str | None = None
+        """The last write's failure (``"Type: message"``) while it lasts; None once a write succeeded."""
 
     @property
     def buffered(self) -> int:
         """Signals waiting to be written (grows only while Redis is down)."""
         return len(self._buffer)
+
+    def _queued(self) -> None:
+        if self._waiting_since is None:
+            self._waiting_since = self.monotonic()
+        self._wake.set()
 
     def publish(self, signal: Signal) -> None:
         """Queue ``signal`` for the stream; never blocks, drops the oldest (counted) when the buffer is full."""
@@ -133,7 +172,7 @@ class SignalPublisher:
         self._buffer.append((self._seq, encode_signal(signal), signal.created_ms))
         self.stats.buffered_max = max(self.stats.buffered_max, len(self._buffer))
         self._empty.clear()
-        self._wake.set()
+        self._queued()
 
     def publish_marks(self, open_time: int, symbols: Sequence[str], closes: Sequence[float],
                       bars: Sequence[tuple[int, float, float, float] | None] | None = None) -> None:
@@ -148,11 +187,21 @@ class SignalPublisher:
         self._seq += 1
         self._marks.append((self._seq, msgspec.json.encode([open_time, list(symbols), [float(c) for c in closes],
                                                             wire_bars])))
-        self._wake.set()
+        self._queued()
+
+    def health(self, now: float | None = None) -> tuple[bool, dict[str, Any]]:
+        """``(ok, body)`` at monotonic ``now``: unhealthy once unwritten data has waited more than ``grace_s``
+        with no successful write (Redis refusing or unreachable, or the flusher not running)."""
+        now = self.monotonic() if now is None else now
+        stuck_s = 0.0 if self._waiting_since is None else max(0.0, now - self._waiting_since)
+        ok = stuck_s <= self.grace_s
+        return ok, {"status": "ok" if ok else "stuck", "unwritten_s": round(stuck_s, 1), "buffered": len(self._buffer),
+                    "overflow": self.stats.overflow, "redis_errors": self.stats.redis_errors,
+                    "error": self.last_error}
 
     def start(self) -> None:
-        """Start the background flusher."""
-        self._task = asyncio.create_task(self._run(), name="signal-publisher")
+        """Run the flusher as a plain task (a worker spawns :meth:`run` under its supervisor instead)."""
+        self._task = asyncio.create_task(self.run(), name="signal-publisher")
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait (bounded) until the buffer is empty; ``False`` if Redis did not take it in time."""
@@ -163,30 +212,47 @@ class SignalPublisher:
         return True
 
     async def stop(self) -> None:
-        """Stop the flusher (call :meth:`drain` first to write what is buffered)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Stop the flusher started by :meth:`start` (call :meth:`drain` first to write what is buffered).
 
-    async def _run(self) -> None:
+        Never raises: a flusher that died of a bug is logged here, so the caller's own stop (leases, sockets)
+        still runs."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            if not task.cancelled():  # our caller was cancelled, not (only) the flusher
+                raise
+        except Exception as exc:
+            self.log.error("signal_publisher_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def run(self) -> None:
+        """The flusher: writes whatever is queued; any Redis error is retried with backoff (data kept)."""
+        delays: Iterator[float] | None = None
         while True:
             await self._wake.wait()
             self._wake.clear()
             try:
                 await self._flush()
-            except REDIS_DOWN as exc:
+            except REDIS_FAILED as exc:
                 self.stats.redis_errors += 1
+                self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
                 if not self._down:  # one line per outage, not one per retry
                     self._down = True
-                    self.log.warning("signal_bus_unavailable", error=type(exc).__name__, buffered=len(self._buffer))
-                await asyncio.sleep(self.retry_s)
+                    self.log.warning("signal_bus_unavailable", error=self.last_error, buffered=len(self._buffer),
+                                     note="retried with backoff, signals kept in the bounded buffer")
+                delays = delays or exponential_backoff(self.retry_s, self.retry_max_s)
+                await self.sleep(next(delays))
                 self._wake.set()
             else:
+                delays = None
+                self.last_error = None
                 if self._down:
                     self._down = False
-                    self.log.warning("signal_bus_recovered", overflow=self.stats.overflow)
+                    self.log.warning("signal_bus_recovered", overflow=self.stats.overflow,
+                                     errors=self.stats.redis_errors)
 
     async def _flush(self) -> None:
         while self._buffer or self._marks:
@@ -210,6 +276,7 @@ class SignalPublisher:
                 self._marks.popleft()
             self.stats.published += len(batch)
             self.stats.marks_published += len(marks)
+            self._waiting_since = self.monotonic() if self._buffer or self._marks else None  # progress made
         self._empty.set()
 
 

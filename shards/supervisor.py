@@ -2,8 +2,9 @@
 watchdog, the heartbeat line and aggregation of repeated log lines.
 
 * :class:`Supervisor` runs named long-lived coroutines; one that raises is logged (with its traceback)
-  and restarted after an exponential backoff; more than ``max_restarts`` crashes of one task within
-  ``window_s`` marks the supervisor failed — the process then stops and exits non-zero so the
+  and restarted after an exponential backoff (started over once a run lasted ``healthy_s``: a task that crashes
+  once a week restarts after the initial delay, not the maximum); more than ``max_restarts`` crashes of one task
+  within ``window_s`` marks the supervisor failed — the process then stops and exits non-zero so the
   orchestrator (Docker, systemd) sees it.
 * :class:`CrashHistory` remembers, in the state dir, when earlier runs of this role died without a clean
   stop (a marker file written at start and removed at a clean exit; a SIGKILL leaves it behind). More
@@ -30,7 +31,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, Coroutine, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ class TaskRecord:
     task: asyncio.Task[None] | None = None
     crashes: list[float] = field(default_factory=list)
     restarts: int = 0
+    runner: asyncio.Task[None] | None = None
 
 
 def describe_error(exc: BaseException) -> str:
@@ -74,13 +76,19 @@ class Supervisor:
     """Runs and restarts named tasks; see the module docstring. ``failed`` is set when one crash-loops."""
 
     def __init__(self, *, max_restarts: int = 5, window_s: float = 300.0, backoff_initial_s: float = 0.5,
-                 backoff_max_s: float = 30.0, clock: Callable[[], float] = time.monotonic,
+                 backoff_max_s: float = 30.0, healthy_s: float | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  logger: structlog.stdlib.BoundLogger | None = None) -> None:
+        """``healthy_s``: a run that lasted this long starts the restart backoff over (default: the longest
+        backoff, the rule of the stream reconnects); ``clock`` and ``sleep`` are injectable for tests."""
         self.max_restarts = max_restarts
         self.window_s = window_s
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
+        self.healthy_s = backoff_max_s if healthy_s is None else healthy_s
         self.clock = clock
+        self.sleep = sleep
         self.log = logger or structlog.get_logger()
         self.records: dict[str, TaskRecord] = {}
         self.failed = asyncio.Event()
@@ -91,7 +99,8 @@ class Supervisor:
         """Run ``factory()`` as a supervised task named ``name`` (restarted when it raises)."""
         record = TaskRecord(name, factory)
         self.records[name] = record
-        self._runners.append(asyncio.create_task(self._keep(record), name=f"supervise-{name}"))
+        record.runner = asyncio.create_task(self._keep(record), name=f"supervise-{name}")
+        self._runners.append(record.runner)
 
     @property
     def crash_count(self) -> int:
@@ -101,12 +110,15 @@ class Supervisor:
     async def _keep(self, record: TaskRecord) -> None:
         delay = self.backoff_initial_s
         while True:
+            started = self.clock()
             record.task = asyncio.create_task(record.factory(), name=record.name)
             try:
                 await record.task
                 return  # finished on its own: nothing to restart
             except Exception as exc:
                 now = self.clock()
+                if now - started >= self.healthy_s:  # it ran healthily for a while: this crash is not a loop's
+                    delay = self.backoff_initial_s
                 record.crashes = [t for t in record.crashes if now - t <= self.window_s] + [now]
                 self.log.error("task_crashed", task=record.name, error=describe_error(exc),
                                crashes_in_window=len(record.crashes), traceback=traceback_tail(exc))
@@ -115,26 +127,31 @@ class Supervisor:
                     self.log.error("supervisor_giving_up", task=record.name, reason=self.failure)
                     self.failed.set()
                     return
-                await asyncio.sleep(delay)
-                delay = min(self.backoff_max_s, delay * 2)
+                await self.sleep(delay)
                 record.restarts += 1
-                self.log.warning("task_restarted", task=record.name, restarts=record.restarts)
+                self.log.warning("task_restarted", task=record.name, restarts=record.restarts, after_s=delay)
+                delay = min(self.backoff_max_s, delay * 2)
 
-    async def stop(self) -> None:
-        """Cancel every supervised task and wait for them.
+    async def stop(self, names: Collection[str] | None = None) -> None:
+        """Cancel the supervised tasks named in ``names`` (default: every one) and wait for them.
 
         A task that swallows its cancellation — redis-py's asyncio client can, when the cancel lands inside
         a blocking read (redis/redis-py#2028) — is cancelled again every ``RECANCEL_S`` until it ends
         (``task_ignored_cancel``) instead of being waited for forever; the process's stop budget bounds it.
         """
-        pending = {*self._runners, *(r.task for r in self.records.values() if r.task is not None)}
+        if names is None:
+            pending = {*self._runners, *(r.task for r in self.records.values() if r.task is not None)}
+        else:
+            records = [r for name, r in self.records.items() if name in names]
+            pending = {t for r in records for t in (r.runner, r.task) if t is not None}
+        stopping = set(pending)
         while pending:
             for task in pending:
                 task.cancel()
             _, pending = await asyncio.wait(pending, timeout=RECANCEL_S)
             if pending:
                 self.log.warning("task_ignored_cancel", tasks=sorted(t.get_name() for t in pending))
-        self._runners.clear()
+        self._runners = [t for t in self._runners if t not in stopping]
 
 
 class CrashHistory:

@@ -10,7 +10,9 @@ converges: a slot it lost or no longer should run, or whose feed or sink crashed
 restarts (``slot_failed``), is stopped (drained, flushed) and released; a slot
 it should run and is free is leased, warm-started from PostgreSQL (the gap since the last stored candle
 is backfilled over REST, so a worker taking over a dead one's slot leaves no hole) and started. Redis
-down: the slots keep running, signals are buffered (bounded), leases are re-taken when it is back.
+down: the slots keep running, signals are buffered (bounded), leases are re-taken when it is back. The
+signal publisher's flusher runs under the supervisor and retries any Redis error; data unwritten for longer
+than its grace fails ``/health`` (``signal_bus``).
 A changed universe restarts the slots whose symbols changed; a changed ``SHARD_COUNT`` (a rolling
 restart) changes the split.
 """
@@ -20,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
@@ -31,7 +33,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from shards.assignment import assign
-from shards.bus import REDIS_DOWN, SignalPublisher
+from shards.bus import REDIS_DOWN, REDIS_FAILED, SignalPublisher, redis_client
 from shards.champion import follow_champion, load_champion
 from shards.cluster import ClusterManager
 from shards.lease import LeaseManager, desired_slots
@@ -52,6 +54,9 @@ from smc_quant.store.migrations import apply_migrations
 from smc_quant.store.models import ModelRegistry
 from smc_quant.store.universe_cache import UniverseCache
 from smc_quant.universe import BinanceUniverse, Universe
+
+PUBLISHER = "publisher"
+"""The supervised task name of a worker's signal flusher."""
 
 
 class ClusterProcess:
@@ -93,8 +98,7 @@ class ClusterProcess:
         dsn, self._embedded = await resolve_database(s)
         await apply_migrations(dsn)  # under an advisory lock: concurrent starts are safe
         self.pool = await create_pool(dsn, synchronous_commit=False, command_timeout=SERVICE_COMMAND_TIMEOUT_S)
-        self.redis = aioredis.from_url(s.redis_url, socket_connect_timeout=2, socket_timeout=5,
-                                       health_check_interval=10)
+        self.redis = redis_client(s.redis_url)
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=s.venue.request_timeout_s))
         self.governor = WeightGovernor(s.venue.weight_limit_per_minute, s.venue.weight_headroom,
                                        shared=SharedWeightBudget(self.redis, self.keys.rest_weight))
@@ -107,6 +111,8 @@ class ClusterProcess:
     async def _stop_infra(self) -> None:
         if self.ops is not None:
             await self.ops.stop()
+        if self.governor is not None:
+            await self.governor.close()
         if self.session is not None:
             await self.session.close()
         if self.redis is not None:
@@ -167,15 +173,16 @@ class ShardWorker(ClusterProcess):
         self.publisher = SignalPublisher(self.redis, self.keys.signals, marks_stream=self.keys.marks,
                                          buffer_max=c.signal_buffer, maxlen=c.stream_maxlen,
                                          clock_ms=lambda: int(time.time() * 1000), logger=self.log)
-        self.publisher.start()
+        self.supervisor.spawn(PUBLISHER, self.publisher.run)
         await self._load_champion()
         self.scorer = BatchScorer(self.predictor, self.log)
         self.scorer.subscribe(self._on_scores)
         self.scalper = ICTScalper(ScalperConfig(min_confidence=self.settings.trading.min_confidence))
         ops = self.settings.ops
         window = ops.freshness_window_s or interval_ms(self.settings.feed.interval) / 1000 + ops.freshness_grace_s
-        self.ops = OpsServer(self.feed_metrics, window_s=window, fraction=ops.fresh_fraction,
-                             queue_depth=self._queue_depth, ready=lambda: self._ready, extra=self.metrics)
+        self.ops = WorkerOps(self.feed_metrics, window_s=window, fraction=ops.fresh_fraction,
+                             queue_depth=self._queue_depth, ready=lambda: self._ready, extra=self.metrics,
+                             bus=self.publisher.health)
         await self.ops.start(ops.host, ops.port)
         self.supervisor.spawn("leases", self._lease_loop)
         self.supervisor.spawn("universe", self._universe_loop)
@@ -186,19 +193,26 @@ class ShardWorker(ClusterProcess):
                       shard_count=self.settings.shard_count, ops=self.ops.port)
 
     async def stop(self) -> None:
-        """Stop intake, drain and flush every slot, hand the leases back, write buffered signals, close."""
+        """Stop intake, drain and flush every slot, write buffered signals, hand the leases back, close.
+
+        The publisher's flusher stops last (after the slots' final signals and the bounded drain); a Redis that
+        refuses the lease release does not keep the sockets, the pool or the HTTP session open."""
         self._ready = False
-        await self.supervisor.stop()
-        async with self._slot_lock:
-            for slot in list(self.slots):
-                await self._stop_slot(slot)
-        if self.publisher is not None:
-            await self.publisher.drain(min(3.0, self.settings.cluster.shutdown_timeout_s / 3))
-            await self.publisher.stop()
-        if self.leases is not None:
-            with contextlib.suppress(*REDIS_DOWN):
-                await self.leases.leave()
-        await self._stop_infra()
+        try:
+            await self.supervisor.stop([name for name in self.supervisor.records if name != PUBLISHER])
+            async with self._slot_lock:
+                for slot in list(self.slots):
+                    await self._stop_slot(slot)
+            if self.publisher is not None:
+                await self.publisher.drain(min(3.0, self.settings.cluster.shutdown_timeout_s / 3))
+            await self.supervisor.stop()  # the flusher
+            if self.leases is not None:
+                try:
+                    await self.leases.leave()
+                except REDIS_FAILED as exc:  # the leases expire on their own (TTL)
+                    self.log.warning("lease_release_failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            await self._stop_infra()
         self.log.info("shard_worker_stopped")
 
     # -- leases ------------------------------------------------------------------------------------------
@@ -360,6 +374,7 @@ class ShardWorker(ClusterProcess):
         pub = self.publisher
         return {"owner": self.leases.owner if self.leases else None, "shards": shards, "signals": self.signals,
                 "signals_buffered": pub.buffered if pub else 0, "signal_overflow": pub.stats.overflow if pub else 0,
+                "signal_bus_error": pub.last_error if pub else None,
                 "model_version": self.predictor.version, "redis_down": self._redis_down,
                 "setups": self.scalper.stats.setups if self.scalper else 0,
                 "best_confidence": round(self.scalper.stats.best_confidence, 4) if self.scalper else 0.0}
@@ -372,7 +387,9 @@ class ShardWorker(ClusterProcess):
                "worker_slots_acquired": float(self.acquired),
                "signal_buffered": float(pub.buffered if pub else 0),
                "signal_overflow": float(pub.stats.overflow if pub else 0),
-               "signal_published": float(pub.stats.published if pub else 0)}
+               "signal_published": float(pub.stats.published if pub else 0),
+               "signal_redis_errors": float(pub.stats.redis_errors if pub else 0),
+               "signal_unwritten_seconds": float(pub.health()[1]["unwritten_s"] if pub else 0.0)}
         if self.rest is not None:
             out.update(rest_unreadable=float(self.rest.unreadable),
                        rest_rows_rejected=float(sum(self.rest.rows_rejected.values())))
@@ -381,6 +398,22 @@ class ShardWorker(ClusterProcess):
         if self.scalper is not None:
             out.update(self.scalper.stats.metrics())
         return out
+
+
+class WorkerOps(OpsServer):
+    """A worker's ops endpoint: the shards' freshness plus the signal publisher (``signal_bus`` in ``/health``):
+    signals or marks unwritten past the publisher's grace → 503, ``"status": "impaired"``."""
+
+    def __init__(self, *args: Any, bus: Callable[[], tuple[bool, dict[str, Any]]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._bus = bus
+
+    def health(self, now: float | None = None) -> tuple[bool, dict[str, object]]:
+        ok, body = super().health(now)
+        bus_ok, body["signal_bus"] = self._bus()
+        if ok and not bus_ok:
+            body["status"] = "impaired"
+        return ok and bus_ok, body
 
 
 def _oldest_final_age(metrics: Sequence[FeedMetrics], now: float) -> float:

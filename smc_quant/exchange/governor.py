@@ -9,7 +9,11 @@ tests run on a fake clock with no real waiting.
 Several processes (shard workers, the executor) behind one IP share one budget: with a
 :class:`SharedWeightBudget` every acquire also adds its weight to a per-minute Redis counter
 (``INCRBY`` on ``rest_weight(minute)``, expiring after two minutes) and waits for the next minute when
-the cluster-wide total would pass the budget. Redis unreachable → the local accounting alone decides.
+the cluster-wide total would pass the budget. The shared budget is best effort and never holds up the
+exchange path: its Redis call is made outside the governor's lock and waited for at most
+``shared_timeout_s`` (0.25 s); a failure (an error, or no answer in time) opens a circuit breaker — for
+``shared_pause_s`` (30 s) the local accounting alone decides, with no Redis call — counted in
+``shared_failures`` / ``shared_skipped`` and logged once per trip.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
+
+import structlog
 
 from smc_quant.domain.candles import MINUTE_MS
 from smc_quant.errors import RateLimited
@@ -86,12 +92,15 @@ class WeightGovernor:
     """Shared by every REST caller of one process; ``acquire`` before each request.
 
     Plain counters for the metrics exporter: ``used_weight`` (this minute), ``acquired_total``,
-    ``throttled`` (acquires that had to wait), ``rate_limited_429``, ``banned_418``.
+    ``throttled`` (acquires that had to wait), ``rate_limited_429``, ``banned_418``; of the shared budget:
+    ``shared_waits``, ``shared_failures`` (calls that failed or timed out), ``shared_skipped`` (acquires
+    counted locally only while the breaker was open).
     """
 
     def __init__(self, limit: int = 2400, headroom: float = 0.10, *,
                  clock: Clock = wall_clock_ms, sleep: Sleep = asyncio.sleep,
-                 shared: SharedWeightBudget | None = None) -> None:
+                 shared: SharedWeightBudget | None = None, shared_timeout_s: float = 0.25,
+                 shared_pause_s: float = 30.0, logger: structlog.stdlib.BoundLogger | None = None) -> None:
         if not 0.0 <= headroom < 1.0:
             raise ValueError("headroom must be in [0, 1)")
         self.clock = clock
@@ -109,6 +118,13 @@ class WeightGovernor:
         self.banned_418 = 0
         self.shared = shared
         self.shared_waits = 0
+        self.shared_timeout_s = shared_timeout_s
+        self.shared_pause_s = shared_pause_s
+        self.shared_failures = 0
+        self.shared_skipped = 0
+        self._shared_off_until_ms = 0
+        self._shared_calls: set[asyncio.Task[Any]] = set()
+        self.log = logger or structlog.get_logger()
 
     @property
     def budget(self) -> int:
@@ -142,32 +158,74 @@ class WeightGovernor:
             raise ValueError(f"weight {weight} outside 1..{self.budget}")
         self._refuse_long_penalty(max_wait_s)
         waited = self._lock.locked()  # the holder only keeps the lock while it sleeps
-        async with self._lock:
-            while True:
+        while True:
+            async with self._lock:
                 while (wait_ms := self._wait_ms(weight)) > 0:
                     self._refuse_long_penalty(max_wait_s)  # a ban that came while this caller waited or queued
                     waited = True
                     await self.sleep(wait_ms / 1000.0)
-                if await self._fits_cluster(weight):
-                    break
-                waited = True
-                self.shared_waits += 1
-                now = self.clock()
-                await self.sleep((_next_minute(now) - now) / 1000.0)
-            self._used += weight
-            self.acquired_total += weight
-            self.throttled += int(waited)
+                self._used += weight  # taken locally now; given back below if the cluster has no room
+                minute = self._minute
+            if await self._fits_cluster(minute, weight):  # outside the lock: Redis never queues the others
+                break
+            if self._minute == minute:
+                self._used = max(0, self._used - weight)
+            waited = True
+            self.shared_waits += 1
+            now = self.clock()
+            await self.sleep(max(0, _next_minute(now) - now) / 1000.0)
+        self.acquired_total += weight
+        self.throttled += int(waited)
 
-    async def _fits_cluster(self, weight: int) -> bool:
-        """Count ``weight`` in the cluster-wide minute; ``False`` (given back) when it would pass the budget."""
+    async def _fits_cluster(self, minute: int, weight: int) -> bool:
+        """Count ``weight`` in the cluster-wide ``minute``; ``False`` (given back) when it would pass the budget.
+
+        Best effort: while the breaker is open no Redis call is made; a call that fails or takes longer than
+        ``shared_timeout_s`` counts as "fits" and opens the breaker for ``shared_pause_s``."""
         if self.shared is None:
             return True
-        minute = self.clock() // MINUTE_MS
-        total = await self.shared.add(minute, weight)
-        if total is None or total <= self.budget:
+        if self.clock() < self._shared_off_until_ms:
+            self.shared_skipped += 1
             return True
-        await self.shared.give_back(minute, weight)
+        total = await self._bounded(self.shared.add(minute, weight))
+        if total is None:
+            self._trip()
+            return True
+        if total <= self.budget:
+            return True
+        await self._bounded(self.shared.give_back(minute, weight))
         return False
+
+    async def _bounded(self, call: Coroutine[Any, Any, Any]) -> Any:
+        """``call``'s result, or None when it did not finish within ``shared_timeout_s``. It runs as its own task,
+        so a call that does not end when cancelled (a redis-py read can swallow a cancellation) never holds up the
+        caller; it is cancelled and left to end on its own (:meth:`close` waits for the stragglers)."""
+        task = asyncio.ensure_future(call)
+        done, _ = await asyncio.wait([task], timeout=self.shared_timeout_s)
+        if done:
+            return task.result()
+        task.cancel()
+        self._shared_calls.add(task)
+        task.add_done_callback(self._forget)
+        return None
+
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        self._shared_calls.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: an abandoned call's failure is already counted, never "never retrieved"
+
+    def _trip(self) -> None:
+        now = self.clock()
+        self.shared_failures += 1
+        if now >= self._shared_off_until_ms:  # one line per trip (calls in flight together fail together)
+            self.log.warning("rest_weight_shared_unavailable", failures=self.shared_failures,
+                             local_only_s=self.shared_pause_s, note="REST weight counted by this process alone")
+        self._shared_off_until_ms = now + int(self.shared_pause_s * 1000)
+
+    async def close(self) -> None:
+        """Wait (bounded) for shared-budget calls abandoned after their timeout (at the process's stop)."""
+        if self._shared_calls:
+            await asyncio.wait(list(self._shared_calls), timeout=1.0)
 
     def _refuse_long_penalty(self, max_wait_s: float | None) -> None:
         if max_wait_s is None:

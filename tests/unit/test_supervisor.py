@@ -226,3 +226,58 @@ async def test_run_process_stops_cleanly_on_request_and_backs_off_after_crash_lo
         stop.set()
         assert await asyncio.wait_for(run, 10) == 0
     assert any(e["event"] == "crash_loop_backoff" and e["delay_s"] == 0.2 for e in logs)
+
+
+async def test_restart_backoff_starts_over_after_a_healthy_run() -> None:
+    """Four quick crashes grow the backoff to its maximum; a run that then lasted longer than the longest wait
+    (here two minutes of the supervisor's clock) was healthy: its crash restarts after the initial delay again —
+    not the maximum for the rest of the process's life."""
+    now = [0.0]
+    delays: list[float] = []
+    runs = 0
+    done = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        delays.append(seconds)
+        await asyncio.sleep(0)
+
+    async def crashes() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 5:
+            now[0] += 120.0  # this run lasted two minutes before it crashed
+        if runs == 7:
+            done.set()
+            await asyncio.Event().wait()
+        raise RuntimeError(f"crash {runs}")
+
+    sup = Supervisor(backoff_initial_s=0.125, backoff_max_s=1.0, max_restarts=100, window_s=1e9,
+                     clock=lambda: now[0])
+    sup.sleep = sleep
+    with capture_logs() as logs:
+        sup.spawn("flaky", crashes)
+        await asyncio.wait_for(done.wait(), 10)
+    await sup.stop()
+    assert delays == [0.125, 0.25, 0.5, 1.0, 0.125, 0.25]
+    assert [e["after_s"] for e in logs if e["event"] == "task_restarted"] == delays
+
+
+async def test_stop_of_named_tasks_leaves_the_others_running() -> None:
+    """A worker stops everything but its signal flusher first, and the flusher after the final drain."""
+    started = {"a": asyncio.Event(), "b": asyncio.Event()}
+
+    def forever(name: str) -> Any:
+        async def run() -> None:
+            started[name].set()
+            await asyncio.Event().wait()
+        return run
+
+    sup = Supervisor()
+    sup.spawn("a", forever("a"))
+    sup.spawn("b", forever("b"))
+    await asyncio.gather(*(e.wait() for e in started.values()))
+    await sup.stop(["a"])
+    a, b = sup.records["a"].task, sup.records["b"].task
+    assert a is not None and a.cancelled() and b is not None and not b.done()
+    await sup.stop()
+    assert b.cancelled()

@@ -160,3 +160,68 @@ async def test_a_weight_above_the_budget_is_a_bug() -> None:
     gov, _ = make()
     with pytest.raises(ValueError, match="outside"):
         await gov.acquire(91)
+
+
+
+class SilentRedis:
+    """A loopback server that accepts connections, reads what the client sends and never answers: a Redis that
+    hangs (a long fork, a partition without RST). ``accepted`` gets one item per connection."""
+
+    def __init__(self) -> None:
+        self.accepted: asyncio.Queue[int] = asyncio.Queue()
+        self.url = ""
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> SilentRedis:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"redis://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/0"
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        self.accepted.put_nowait(len(self._writers))
+        while await reader.read(65536):  # read everything, answer nothing, until the client hangs up
+            pass
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        for writer in self._writers:
+            writer.close()
+        self._server.close()
+        await self._server.wait_closed()
+
+
+async def test_a_hung_shared_redis_never_holds_up_weighted_requests() -> None:
+    """The cluster-wide budget's Redis accepts the connection and never answers (a client with no socket timeout,
+    as `run`'s was): concurrent acquires each wait at most the short cap, in parallel — not forever, one after the
+    other behind the governor's lock; the breaker then keeps Redis out of the path (local accounting only) for
+    30 s of the governor's clock, after which the shared budget is tried again."""
+    import redis.asyncio as aioredis
+    from structlog.testing import capture_logs
+
+    from smc_quant.exchange.governor import SharedWeightBudget
+
+    async with SilentRedis() as server:
+        client = aioredis.from_url(server.url)
+        clock = FakeClock()
+        gov = WeightGovernor(100, 0.0, clock=clock, sleep=clock.sleep,
+                             shared=SharedWeightBudget(client, lambda minute: f"w:{minute}"))
+        try:
+            with capture_logs() as logs:
+                await asyncio.wait_for(asyncio.gather(*(gov.acquire(5) for _ in range(3))), 5)
+            assert [await asyncio.wait_for(server.accepted.get(), 5) for _ in range(3)] == [1, 2, 3]  # in parallel
+            assert gov.used_weight == 15 and clock.sleeps == [] and gov.throttled == 0
+            assert gov.shared_failures == 3 and gov.shared_skipped == 0
+            [trip] = [e for e in logs if e["event"] == "rest_weight_shared_unavailable"]  # one line per trip
+            assert trip["local_only_s"] == 30.0
+            # the breaker is open: no Redis call at all, no wait
+            await asyncio.wait_for(asyncio.gather(*(gov.acquire(5) for _ in range(3))), 5)
+            assert gov.shared_skipped == 3 and gov.used_weight == 30 and server.accepted.empty()
+            clock.now_ms += 30_000  # the pause is over (a new minute too): Redis is asked again, and fails again
+            await asyncio.wait_for(gov.acquire(5), 5)
+            assert await asyncio.wait_for(server.accepted.get(), 5) == 4
+            assert gov.shared_failures == 4 and gov.shared_skipped == 3 and gov.used_weight == 5
+        finally:
+            await gov.close()
+            await client.aclose()
