@@ -48,6 +48,9 @@ class FeatureBatch:
     schema_version: str = FEATURE_SCHEMA.version
     closes: F64 | None = None
     """Close of the candle each row was computed after (the signal's reference price)."""
+    break_times: F64 | None = None
+    """Open time of each row's latest 1m structure break (NaN before one): the setup identity the strategy
+    keys signals on (``ICTScalper.on_batch(..., break_open_times=...)``), exact across missing candles."""
 
 
 @dataclass(slots=True)
@@ -175,9 +178,10 @@ class MinuteAnalyzer:
         row_times = times[::-1][last_from_end]
         row_closes = cols[::-1, 5][last_from_end]
         features = self.engineer.rows(self.bank.states, unique)
+        breaks = self.engineer.break_times(self.bank.states, unique)
         elapsed = time.perf_counter() - started
         batch = FeatureBatch(self.shard, int(times.max()), tuple(self.bank.symbols[i] for i in unique), row_times,
-                             features, events, elapsed, closes=row_closes)
+                             features, events, elapsed, closes=row_closes, break_times=breaks)
         s = self.stats
         s.batches += 1
         s.rows += len(unique)

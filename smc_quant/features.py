@@ -10,8 +10,13 @@ Live use (the shard pipeline)::
     fe = FeatureEngineer(SMCParams())
     bank = EngineBank(symbols, fe.params)
     events, X = fe.on_close(bank, rows, open_time, o, h, l, c, v)   # X: (len(rows), N_FEATURES)
+    brk = fe.break_times(bank.states, rows)   # open time of each row's latest 1m break (metadata)
 
 Batch use: ``X, events = fe.batch(series)``; ``X[t]`` is exactly the live row after candle t.
+
+``bars_since_*`` count candles fed, not minutes: after a missing candle they differ from the wall-clock
+age. A setup's identity therefore uses :meth:`FeatureEngineer.break_times` — the open time of the break
+candle itself, kept in the engine state — which is metadata, not a model feature.
 """
 
 from __future__ import annotations
@@ -29,10 +34,13 @@ from smc_quant.smc._jit import hot_kernel, jit
 from smc_quant.smc.atr import A_VAL
 from smc_quant.smc.engine import EngineBank, detect, expected_events
 from smc_quant.smc.kernel import (
+    M_BOS_T,
+    M_CHOCH_T,
     OFF_ATR,
     OFF_FVG_BEAR,
     OFF_FVG_BULL,
     OFF_LIQ,
+    OFF_META,
     OFF_OB_BEAR,
     OFF_OB_BULL,
     OFF_RING,
@@ -254,6 +262,14 @@ class FeatureEngineer:
         x = np.empty((rows.shape[0], N_FEATURES))
         _rows(states, rows, x)
         return x
+
+    @staticmethod
+    def break_times(states: F64, rows: I64) -> F64:
+        """Open time (ms, as float64) of the latest 1m structure break — BOS or CHoCH, the bar that
+        ``min(bars_since_bos, bars_since_choch)`` counts from — of each listed state row; NaN before the
+        first break. Unlike ``open_time − bars × 60 000`` it stays exact when candles are missing."""
+        s = np.atleast_2d(states)[np.asarray(rows, dtype=np.int64)]
+        return np.fmax(s[:, OFF_META + M_BOS_T], s[:, OFF_META + M_CHOCH_T])
 
     def on_close(self, bank: EngineBank, rows: I64, open_time: I64, o: F64, h: F64, low: F64, c: F64,
                  v: F64) -> tuple[F64, F64]:

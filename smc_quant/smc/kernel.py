@@ -2,9 +2,12 @@
 
 A symbol's whole state is one float64 vector: one block per timeframe (ring of recent bars, ATR,
 swings, structure, FVG lists, OB lists, liquidity) followed by one aggregation block per higher
-timeframe. :func:`symbol_step` feeds one closed base candle: it runs the base timeframe's
-:func:`tf_step`, aggregates, and runs ``tf_step`` on every higher-timeframe bar completed by that
-candle. Batch loops and live updates call this same function, so they agree bar for bar.
+timeframe and a small metadata block (``OFF_META``: open times of the latest base-timeframe BOS and
+CHoCH bars, for setup identity — not model features). :func:`symbol_step` feeds one closed base
+candle: it runs the base timeframe's :func:`tf_step`, aggregates, and runs ``tf_step`` on every
+higher-timeframe bar completed by that candle (a partial bucket — first candle not at its start —
+is dropped, see :mod:`~smc_quant.smc.timeframes`). Batch loops and live updates call this same
+function, so they agree bar for bar.
 
 Order inside ``tf_step`` for bar t: push the bar and update the ATR; touch/fill/invalidate/sweep the
 zones and pools known before t; break-of-structure checks (and the OB they create); extend the
@@ -54,7 +57,12 @@ OFF_LIQ = OFF_OB_BEAR + order_blocks.SIZE
 TF_SIZE = OFF_LIQ + liquidity.SIZE
 N_TF = len(TIMEFRAMES)
 OFF_AGG = N_TF * TF_SIZE
-STATE_SIZE = OFF_AGG + (N_TF - 1) * timeframes.SIZE
+OFF_META = OFF_AGG + (N_TF - 1) * timeframes.SIZE
+M_BOS_T = 0
+"""Open time (ms) of the base bar of the latest base-timeframe BOS; NaN before the first."""
+M_CHOCH_T = 1
+"""Same for the latest CHoCH."""
+STATE_SIZE = OFF_META + 2
 
 _PER_TF_EVENTS = 4 * fvg.CAPACITY + 4 * order_blocks.CAPACITY + 2 * liquidity.POOLS + 32
 STEP_MAX_EVENTS = 2 * N_TF * _PER_TF_EVENTS
@@ -73,6 +81,7 @@ def new_state() -> F64:
         for off, end, side in ((OFF_FVG_BULL, OFF_FVG_BEAR, 1), (OFF_FVG_BEAR, OFF_OB_BULL, -1),
                                (OFF_OB_BULL, OFF_OB_BEAR, 1), (OFF_OB_BEAR, OFF_LIQ, -1)):
             zones.init(b[off:end], side)
+    s[OFF_META + M_BOS_T] = s[OFF_META + M_CHOCH_T] = np.nan
     return s
 
 
@@ -149,14 +158,23 @@ def _stamp(ev: F64, n: int, m: int, tf: int, known: float) -> None:
         ev[i, E_KNOWN] = known
 
 
+@jit
+def _stamp_breaks(s: F64, bar: float, open_time: int) -> None:
+    """Record the open time of base bar ``bar`` when it just broke structure (BOS or CHoCH)."""
+    if s[OFF_ST + structure.ST_LAST_BOS] == bar:
+        s[OFF_META + M_BOS_T] = float(open_time)
+    if s[OFF_ST + structure.ST_LAST_CHOCH] == bar:
+        s[OFF_META + M_CHOCH_T] = float(open_time)
+
+
 @hot_kernel
 def symbol_step(s: F64, p: F64, open_time: int, o: float, h: float, low: float, c: float, v: float,
                 ev: F64, n: int) -> int:
     """Feed one closed base candle to a symbol state; events are written from row ``n``.
 
     Job 0 is the base bar; then, per higher timeframe k, job ``2k−1`` closes a bucket left open by
-    a gap and job ``2k`` closes the bucket this candle completes. One call site keeps the inlined
-    ``tf_step`` compiled once.
+    a gap and job ``2k`` closes the bucket this candle completes (a partial bucket is closed without
+    a bar). One call site keeps the inlined ``tf_step`` compiled once.
     """
     known = float(bars.count(s, OFF_RING))
     base = int(p[P_BASE_MS])
@@ -175,12 +193,17 @@ def symbol_step(s: F64, p: F64, open_time: int, o: float, h: float, low: float, 
             continue
         bo, bh, bl, bc, bv = o, h, low, c, v
         if job > 0:
+            emit_bar = timeframes.whole(s, a)
+            s[a + timeframes.A_HAS] = 0.0
+            if not emit_bar:
+                continue
             bo, bh, bl = s[a + timeframes.A_O], s[a + timeframes.A_H], s[a + timeframes.A_L]
             bc, bv = s[a + timeframes.A_C], s[a + timeframes.A_V]
-            s[a + timeframes.A_HAS] = 0.0
         m = tf_step(s, k * TF_SIZE, p, bo, bh, bl, bc, bv, ev, n)
         _stamp(ev, n, m, k, known)
         n = m
+        if job == 0:
+            _stamp_breaks(s, known, open_time)
     return n
 
 

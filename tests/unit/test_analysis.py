@@ -110,3 +110,24 @@ def test_a_minute_waits_only_for_listed_symbols_and_takes_a_new_listing(shared_d
     assert [b.symbols for b in seen[3:]] == [("BTCUSDT", "ETHUSDT", "SOLUSDT")] * 3
     for got, want in zip(seen[3:], mine, strict=True):
         np.testing.assert_array_equal(got.features[2], want.features[0])  # the same engine state from bar one
+
+
+def test_each_row_carries_its_break_candles_open_time(shared_data: Path) -> None:
+    """FeatureBatch.break_times (the setup identity the strategy keys on) is the open time of each row's latest 1m
+    break candle, also across a missing candle; NaN before the first break."""
+    s = read_klines(shared_data / KLINES_2023_1M / "BTCUSDT.csv.gz").slice(0, 600)
+    candles = [c for i, c in enumerate(candles_of(s)) if i != 300]
+    times = np.array([c.open_time for c in candles])
+    analyzer = MinuteAnalyzer(0, ["BTCUSDT"])
+    seen: list[FeatureBatch] = []
+    analyzer.subscribe(seen.append)
+    for candle in candles:
+        analyzer.on_candle(candle, [])
+    assert len(seen) == len(candles)
+    names = FEATURE_SCHEMA.names
+    b = np.array([np.fmin(x.features[0, names.index("bars_since_bos")], x.features[0, names.index("bars_since_choch")])
+                  for x in seen])
+    got = np.array([x.break_times[0] for x in seen if x.break_times is not None])
+    t = np.flatnonzero(~np.isnan(b))
+    assert len(t) > 400 and np.isnan(got[np.isnan(b)]).all()
+    np.testing.assert_array_equal(got[t], times[t - b[t].astype(np.int64)])

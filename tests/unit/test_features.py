@@ -181,3 +181,31 @@ def test_warm_up_compiles_without_touching_later_engines(sol: KlineSeries, batch
     x, ev = FeatureEngineer().batch(sol.slice(0, 500))
     np.testing.assert_array_equal(x, batch[0][:500])
     np.testing.assert_array_equal(ev, batch[1][batch[1][:, E_KNOWN] < 500])
+
+
+def test_break_times_are_the_break_candles_open_times_across_missing_candles(sol: KlineSeries) -> None:
+    """Fed live with candles missing, each row's break time is the open time of the candle that
+    ``min(bars_since_bos, bars_since_choch)`` counts from — not ``open_time − bars × 1 min``, which gaps shift."""
+    s = sol.slice(0, 4000)
+    keep = np.ones(len(s), dtype=bool)
+    keep[[700, 1500, 1501, 1502, 2600]] = False
+    gap = KlineSeries(s.symbol, s.open_time[keep], s.open[keep], s.high[keep], s.low[keep], s.close[keep],
+                      s.volume[keep])
+    fe = FeatureEngineer()
+    bank = EngineBank([s.symbol], fe.params)
+    one = np.zeros(1, dtype=np.int64)
+    x = np.empty((len(gap), N_FEATURES))
+    brk = np.empty(len(gap))
+    for i in range(len(gap)):
+        cut = slice(i, i + 1)
+        _, x[cut] = fe.on_close(bank, one, gap.open_time[cut], gap.open[cut], gap.high[cut], gap.low[cut],
+                                gap.close[cut], gap.volume[cut])
+        brk[i] = fe.break_times(bank.states, one)[0]
+    b = np.fmin(x[:, _col("bars_since_bos")], x[:, _col("bars_since_choch")])
+    known = ~np.isnan(b)
+    assert known.mean() > 0.9 and np.array_equal(np.isnan(brk), ~known)
+    t = np.flatnonzero(known)
+    np.testing.assert_array_equal(brk[t], gap.open_time[t - b[t].astype(np.int64)])
+    shifted = gap.open_time[t] - b[t].astype(np.int64) * 60_000 != brk[t]
+    assert shifted.sum() > 10  # rows whose break lies before a gap: the minute arithmetic would be wrong there
+    np.testing.assert_array_equal(x, fe.batch(gap)[0])

@@ -40,8 +40,9 @@ def _one(bars: list[tuple[float, float, float, float]], side: int) -> tuple[int,
 
 @pytest.fixture(scope="module")
 def real(shared_data: Path) -> tuple[KlineSeries, F64]:
-    """8,000 real SOLUSDT 1m candles and their feature rows."""
-    s = read_klines(shared_data / KLINES_2023_1M / "SOLUSDT.csv.gz").slice(0, 8000)
+    """30,000 real SOLUSDT 1m candles and their feature rows (enough for ≥ 10 strategy setups once the
+    first hours, whose 1h trend is still unknown, can hold none)."""
+    s = read_klines(shared_data / KLINES_2023_1M / "SOLUSDT.csv.gz").slice(0, 30_000)
     return s, FeatureEngineer().batch(s)[0]
 
 

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
 import pytest
 
 from shards.analysis import FeatureBatch
-from smc_quant.features import FEATURE_SCHEMA
-from smc_quant.model.predictor import BLOCK, SMALL_BATCH, MLPredictor, NoModel, compile_trees
+from smc_quant.datasets import KLINES_2023_1M, read_klines
+from smc_quant.features import FEATURE_SCHEMA, FeatureEngineer
+from smc_quant.labels import BarrierSpec
+from smc_quant.model.dataset import build_dataset
+from smc_quant.model.predictor import BLOCK, SMALL_BATCH, MLPredictor, NoModel, compile_trees, nan_blind_features
 from smc_quant.model.scoring import BatchScorer, Scores
 from smc_quant.model.trainer import FeatureSchemaMismatch, TrainConfig, TrainedModel, train, train_regressor
+from smc_quant.strategy import ICTScalper
 
 N = len(FEATURE_SCHEMA)
 
@@ -153,3 +159,41 @@ def test_scorer_counts_unscored_batches_without_a_model_and_scores_with_one(mode
     other = _batch(0, 5)
     scorer(replace(other, schema_version="smc-features/0"))  # another schema: not scored, not handed on
     assert len(seen) == 3 and scorer.metrics()["model_batches_unscored"] == 3
+
+
+def test_a_nan_where_the_model_never_saw_one_is_not_scored_as_zero(shared_data: Path) -> None:
+    """A model trained on real candles ("broad" setups of BTCUSDT and ETHUSDT) never saw NaN in most features, so
+    LightGBM would score a NaN there as 0 (a 1m trend of 0, "a CHoCH just now"...). Fresh-engine rows of real
+    SOLUSDT with such a NaN come back unscored (NaN), counted per feature, and the strategy counts them as
+    rejected; every other row is LightGBM's own probability."""
+    series = [read_klines(shared_data / KLINES_2023_1M / f"{sym}.csv.gz").slice(0, 20_000)
+              for sym in ("BTCUSDT", "ETHUSDT")]
+    ds = build_dataset(series, BarrierSpec(), every=5, source="broad")
+    model = train(ds.x, ds.win, TrainConfig(num_rounds=40, min_data_in_leaf=50))
+    predictor = MLPredictor(model)
+    blind = [FEATURE_SCHEMA.names.index(name) for name in predictor.nan_blind]
+    assert blind and not np.isnan(ds.x[:, blind]).any()
+    assert (nan_blind_features(model.to_string()) == np.isin(np.arange(N), blind)).all()
+    s = read_klines(shared_data / KLINES_2023_1M / "SOLUSDT.csv.gz").slice(40_000, 43_000)
+    x = FeatureEngineer().batch(s)[0]  # a fresh engine: trends, breaks and windows still unknown at first
+    bad = np.isnan(x[:, blind]).any(axis=1)
+    assert 0 < bad.sum() < len(x)
+    zeroed = x[bad].copy()
+    zeroed[:, blind] = np.nan_to_num(zeroed[:, blind], nan=0.0)
+    np.testing.assert_array_equal(model.predict(x[bad]), model.predict(zeroed))  # LightGBM's rule: NaN is 0 there
+    for rows in (slice(None), slice(0, SMALL_BATCH - 1)):  # both kernels
+        predictor.unscored.clear()
+        p = predictor.predict_batch(x[rows])
+        assert np.isnan(p[bad[rows]]).all()
+        np.testing.assert_allclose(p[~bad[rows]], model.predict(x[rows][~bad[rows]]), rtol=0, atol=1e-12)
+        assert sum(predictor.unscored.values()) == bad[rows].sum()
+        assert all(reason.removeprefix("nan_") in predictor.nan_blind for reason in predictor.unscored)
+    scalper = ICTScalper()
+    row = np.full((1, N), np.nan)  # a textbook long whose bars_since_choch is unknown
+    names = FEATURE_SCHEMA.names
+    row[0, [names.index(n) for n in ("trend_1m", "trend_15m", "trend_1h")]] = 1.0
+    row[0, [names.index(n) for n in ("bars_since_bos", "bars_since_sweep_low", "bull_fvg_dist_atr", "atr_pct")]] = (
+        2.0, 6.0, 0.0, 0.2)
+    assert scalper.on_batch(["SOLUSDT"], np.array([600_000]), row, predictor.predict_batch(row),
+                            close_prices=[Decimal(20)], now_ms=660_000) == []
+    assert scalper.stats.rejected == {"unscored": 1}

@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 
 from smc_quant.datasets import KLINES_2023_1M, KlineSeries, read_klines
-from smc_quant.smc import SMCParams, detect, timeframes
+from smc_quant.domain.candle_store import BarAggregator
+from smc_quant.features import FeatureEngineer
+from smc_quant.smc import SMCParams, bars, detect, timeframes
 from smc_quant.smc.events import E_BOTTOM, E_CONFIRMED, E_DIR, E_FORMED, E_KIND, E_TF, E_TOP
+from smc_quant.smc.kernel import OFF_RING, TF_SIZE, new_state
+from tests.builders import candles_of
 
 GAPPY = ("klines/with-gaps/XRPETH_1m_binance-spot_2019-10.csv",
          "klines/with-gaps/ADABTC_1m_bittrex_2018-01.csv.gz")
@@ -76,3 +80,34 @@ def test_engine_higher_timeframe_events_equal_detection_on_aggregated_bars(share
     cols = [E_KIND, E_DIR, E_FORMED, E_CONFIRMED, E_TOP, E_BOTTOM]
     assert want.shape[0] > 500
     np.testing.assert_array_equal(got[:, cols], want[:, cols])
+
+
+def test_a_partial_bucket_is_never_a_bar(shared_data: Path) -> None:
+    """A run that starts mid-bucket (a warm start from the store's ring) or re-enters after a gap over a bucket's
+    start sees only part of that bucket: neither aggregation path nor the engine makes a bar of it, exactly as the
+    candle store's BarAggregator, and every bar that is made is the same in all of them."""
+    full = read_klines(shared_data / KLINES_2023_1M / "BTCUSDT.csv.gz").slice(0, 6000)
+    hours = np.flatnonzero(full.open_time % 3_600_000 == 0)
+    first, later = int(hours[0]) + 13, int(hours[30])
+    assert (np.diff(full.open_time) == 60_000).all()
+    keep = np.zeros(len(full), dtype=bool)
+    keep[first:] = True  # starts 13 minutes into an hour
+    keep[later - 10:later + 7] = False  # missing from 10 minutes before an hour to 7 minutes into it
+    s = KlineSeries("BTCUSDT", *(a[keep] for a in (full.open_time, full.open, full.high, full.low, full.close,
+                                                    full.volume)))
+    engine = new_state()
+    FeatureEngineer().batch(s, state=engine)
+    for k, (name, tf) in enumerate((("5m", 300_000), ("15m", 900_000), ("1h", 3_600_000)), start=1):
+        batch, stream = _agg(s, tf, False), _agg(s, tf, True)
+        _assert_bars_equal(batch, stream)
+        agg, made = BarAggregator("BTCUSDT", name), []
+        for candle in candles_of(s):
+            agg.add(candle, made)
+        assert batch.open_time.tolist() == [bar.open_time for bar in made]
+        for field in ("open", "high", "low", "close"):
+            assert getattr(batch, field).tolist() == [getattr(bar, field) for bar in made], field
+        assert batch.open_time[0] == full.open_time[first] - full.open_time[first] % tf + tf  # first whole bucket
+        assert bars.count(engine, k * TF_SIZE + OFF_RING) == len(made)
+    hour = _agg(s, 3_600_000, False)
+    assert int(full.open_time[later]) not in hour.open_time.tolist()  # entered 7 minutes late: no bar
+    assert int(full.open_time[later]) - 3_600_000 in hour.open_time.tolist()  # its last minutes missing: a bar

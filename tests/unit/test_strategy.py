@@ -13,7 +13,8 @@ import pytest
 from smc_quant.datasets import KLINES_2023_1M, KlineSeries, read_klines
 from smc_quant.domain.trading import Signal
 from smc_quant.features import FEATURE_SCHEMA, N_FEATURES, FeatureEngineer
-from smc_quant.strategy import BAR_MS, ICTScalper, ScalperConfig, find_setups
+from smc_quant.smc import EngineBank
+from smc_quant.strategy import BAR_MS, ICTScalper, ScalperConfig, batch_break_times, find_setups
 
 F64 = npt.NDArray[np.float64]
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT", "LTCUSDT")
@@ -49,10 +50,7 @@ def _rule(row: F64, cfg: ScalperConfig) -> int:
             continue
         if not any(abs(f(z)) <= cfg.zone_tolerance_atr for z in zones if not math.isnan(f(z))):
             continue
-        htf = (f("trend_15m"), f("trend_1h"))
-        if cfg.htf_mode == "aligned" and any(t != d for t in htf):
-            continue
-        if cfg.htf_mode == "not_opposed" and any(t == -d for t in htf):
+        if any(math.isnan(t) or t != d for t in (f("trend_15m"), f("trend_1h"))):  # known and with the trade
             continue
         return d
     return 0
@@ -70,7 +68,7 @@ def test_setups_exist_on_both_sides_of_real_data(real: dict[str, tuple[KlineSeri
     assert longs + shorts < rows // 50
 
 
-@pytest.mark.parametrize("cfg", [CFG, ScalperConfig(htf_mode="aligned", zone_tolerance_atr=0.5, sweep_window=60)])
+@pytest.mark.parametrize("cfg", [CFG, ScalperConfig(zone_tolerance_atr=0.5, sweep_window=60)])
 def test_find_setups_equals_the_rules_row_by_row(real: dict[str, tuple[KlineSeries, F64]],
                                                  cfg: ScalperConfig) -> None:
     """Every setup row satisfies every rule and every other row fails one (plain-Python recomputation)."""
@@ -186,8 +184,8 @@ def test_bad_input_is_refused_clearly() -> None:
         scalper.on_batch(["A"], np.array([0]), np.zeros((1, 3)), np.array([0.9]), close_prices=[Decimal(1)], now_ms=0)
     with pytest.raises(ValueError, match="invalid ScalperConfig"):
         ScalperConfig(min_stop_pct=3.0, max_stop_pct=2.0)
-    with pytest.raises(ValueError, match="htf_mode"):
-        ScalperConfig(htf_mode="sideways")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="windows"):
+        ScalperConfig(sweep_window=0)
     row = np.full((2, N_FEATURES), np.nan)
     for r, sym in enumerate(("A", "B")):  # a textbook long setup on both rows
         row[r, [COL["trend_1m"], COL["trend_15m"], COL["trend_1h"]]] = 1.0
@@ -197,7 +195,7 @@ def test_bad_input_is_refused_clearly() -> None:
     out = scalper.on_batch(["A", "B"], np.array([600_000, 600_000]), row, np.array([0.9, math.nan]),
                            close_prices={"A": Decimal("-1"), "B": Decimal("2")}, now_ms=660_000)
     assert out == []
-    assert scalper.stats.rejected == {"bad_close": 1, "bad_confidence": 1}
+    assert scalper.stats.rejected == {"bad_close": 1, "unscored": 1}
     assert scalper.stats.metrics()["strategy_rejected"] == 2.0
     assert scalper.stats.best_confidence == 0.9  # the NaN score did not count
     out = scalper.on_batch(["A"], np.array([600_000]), row[:1], np.array([0.9]), close_prices=[Decimal("3")],
@@ -205,3 +203,94 @@ def test_bad_input_is_refused_clearly() -> None:
     assert [o.signal_id for o in out] == ["A:LONG:480000"]
     assert out[0].setup == "sweep>bos>fvg@480000"
     assert out[0].stop_pct == pytest.approx(0.3) and out[0].target_pct == pytest.approx(0.45)
+
+
+def test_an_unknown_higher_timeframe_trend_holds_no_setup(real: dict[str, tuple[KlineSeries, F64]]) -> None:
+    """A restart warmed from 1500 real candles (the service's ring) leaves trend_1h unknown for hours; rows
+    that pass every other rule then — here all against the full history's 1h trend — hold no setup."""
+    s, full = real["BTCUSDT"]
+    t0, warm = 3720, 1500
+    x = FeatureEngineer().batch(s.slice(t0 - warm, t0 + 1440))[0][warm:]
+    unknown = np.isnan(x[:, COL["trend_1h"]])
+    assert unknown.any() and not np.isnan(full[t0:t0 + 1440, COL["trend_1h"]]).any()
+    passing = []
+    for d in (1, -1):  # the rows whose only unmet rule is the unknown trend
+        y = x.copy()
+        y[unknown, COL["trend_1h"]] = d
+        st = find_setups(y, CFG)
+        passing += [int(r) for r, side in zip(st.rows, st.sides, strict=True) if unknown[r] and side == d]
+    assert passing, "precondition: the unknown trend is what stands between these rows and a setup"
+    assert (full[t0 + np.array(passing), COL["trend_1h"]] == -x[passing, COL["trend_1m"]]).all()
+    st = find_setups(x, CFG)
+    assert not set(st.rows.tolist()) & set(passing)
+    assert (x[st.rows, COL["trend_1h"]] == st.sides).all() and (x[st.rows, COL["trend_15m"]] == st.sides).all()
+    row = np.full((2, N_FEATURES), np.nan)  # a textbook long, with one higher-timeframe trend unknown each
+    row[:, [COL["trend_1m"], COL["trend_15m"], COL["trend_1h"]]] = 1.0
+    row[:, [COL["bars_since_bos"], COL["bars_since_sweep_low"], COL["bull_fvg_dist_atr"], COL["atr_pct"]]] = (
+        2.0, 6.0, 0.0, 0.2)
+    assert len(find_setups(row, CFG)) == 2
+    row[0, COL["trend_15m"]] = row[1, COL["trend_1h"]] = np.nan
+    assert len(find_setups(row, CFG)) == 0
+
+
+def test_a_missing_candle_does_not_make_a_setup_fire_twice(real: dict[str, tuple[KlineSeries, F64]]) -> None:
+    """Real BTCUSDT with one candle of a three-bar setup missing, fed live: the row after the gap keys on the same
+    break candle (kept in the engine state), so the setup fires once and is then a counted duplicate."""
+    s, x = real["BTCUSDT"]
+    st = find_setups(x, CFG)
+    brk = batch_break_times(s.open_time, st)
+    j = next(j for j in range(len(st) - 2)
+             if st.rows[j + 2] == st.rows[j] + 2 and brk[j] == brk[j + 2] and st.sides[j] == st.sides[j + 2])
+    r = int(st.rows[j])
+    keep = np.ones(len(s), dtype=bool)
+    keep[r + 1] = False  # a minute the backfill could not fetch
+    gap = KlineSeries(s.symbol, s.open_time[keep], s.open[keep], s.high[keep], s.low[keep], s.close[keep],
+                      s.volume[keep])
+    fe = FeatureEngineer()
+    bank = EngineBank([s.symbol], fe.params)
+    fe.batch(gap.slice(0, r), state=bank.states[0])
+    scalper, signals, one = ICTScalper(CFG), [], np.zeros(1, dtype=np.int64)
+    for i in (r, r + 1):  # the setup's first row, then the row after the missing candle
+        cut = slice(i, i + 1)
+        _, row = fe.on_close(bank, one, gap.open_time[cut], gap.open[cut], gap.high[cut], gap.low[cut],
+                             gap.close[cut], gap.volume[cut])
+        assert len(find_setups(row, CFG)) == 1
+        signals += scalper.on_batch([s.symbol], gap.open_time[cut], row, np.array([0.9]),
+                                    close_prices=[Decimal(repr(float(gap.close[i])))], now_ms=int(gap.open_time[i]),
+                                    break_open_times=fe.break_times(bank.states, one))
+    side = "LONG" if st.sides[j] > 0 else "SHORT"
+    assert [sig.signal_id for sig in signals] == [f"{s.symbol}:{side}:{brk[j]}"]
+    assert scalper.stats.duplicates == 1
+
+
+def test_a_remembered_setup_is_forgotten_only_once_it_cannot_hold(real: dict[str, tuple[KlineSeries, F64]]) -> None:
+    """Memory is pruned by the setup's own rows, not by the clock: a 40-minute gap inside a setup's window does not
+    make it fire again; a newer break, or the break aging past the sweep window, forgets it."""
+    row = np.full((1, N_FEATURES), np.nan)  # a textbook long: break 2 bars ago, sweep 6 bars ago
+    row[0, [COL["trend_1m"], COL["trend_15m"], COL["trend_1h"]]] = 1.0
+    row[0, [COL["bars_since_bos"], COL["bars_since_sweep_low"], COL["bull_fvg_dist_atr"], COL["atr_pct"]]] = (
+        2.0, 6.0, 0.0, 0.2)
+    scalper = ICTScalper(CFG)
+
+    def feed(t: int, b: float, sweep: float, brk: int) -> list[Signal]:
+        x = row.copy()
+        x[0, COL["bars_since_bos"]], x[0, COL["bars_since_sweep_low"]] = b, sweep
+        return scalper.on_batch(["A"], np.array([t]), x, np.array([0.9]), close_prices=[Decimal(3)], now_ms=t,
+                                break_open_times=np.array([brk]))
+
+    t = 600_000
+    assert [sig.signal_id for sig in feed(t, 2, 6, t - 2 * BAR_MS)] == ["A:LONG:480000"]
+    assert feed(t + 41 * BAR_MS, 3, 7, t - 2 * BAR_MS) == []  # next candle, 40 minutes missing: same setup
+    assert scalper.stats.duplicates == 1 and scalper.remembered == 1
+    scalper.on_batch(["A"], np.array([t + 80 * BAR_MS]), row, None, close_prices=[Decimal(3)], now_ms=t,
+                     break_open_times=np.array([t - 2 * BAR_MS]))
+    assert scalper.remembered == 1  # 80 minutes on, still the same break at b = 2: it may hold, kept
+    no_setup = row.copy()
+    no_setup[0, COL["bars_since_bos"]] = CFG.sweep_window
+    scalper.on_batch(["A"], np.array([t + 90 * BAR_MS]), no_setup, None, close_prices=[Decimal(3)], now_ms=t,
+                     break_open_times=np.array([t - 2 * BAR_MS]))
+    assert scalper.remembered == 0  # b ≥ sweep_window: that break can no longer hold a setup
+    assert len(feed(t + 100 * BAR_MS, 2, 6, t + 98 * BAR_MS)) == 1
+    scalper.on_batch(["A"], np.array([t + 101 * BAR_MS]), row, None, close_prices=[Decimal(3)], now_ms=t,
+                     break_open_times=np.array([t + 100 * BAR_MS]))
+    assert scalper.remembered == 0  # a newer break
