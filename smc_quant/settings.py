@@ -437,9 +437,10 @@ def _env_name(loc: tuple[int | str, ...]) -> str:
     return ENV_PREFIX + "__".join(str(p).upper() for p in loc)
 
 
-OTHER_ENV = ("SMC_DATA_DIR", "SMC_MIGRATIONS_DIR", "SMC_EMULATOR_", "SMC_TEST_")
+OTHER_ENV = ("SMC_DATA_DIR", "SMC_MIGRATIONS_DIR", "SMC_EMULATOR_", "SMC_TEST_", "SMC_CREDIT")
 """``SMC_`` variables that are not settings but are read elsewhere (the data folder, the migrations folder, the
-emulator's command, the test suite's servers): names, or prefixes ending in ``_``."""
+emulator's command, the test suite's servers, the reference SMC library's banner switch): names, or prefixes
+ending in ``_``."""
 
 
 def unknown_env(environ: Mapping[str, str]) -> list[str]:
