@@ -58,6 +58,15 @@ class ControlWatcher:
         self._retry_at = 0.0
         self._retry_s = 0.0
         self.stats = {"reads": 0, "notifications": 0, "errors": 0, "flatten_failures": 0, "listens": 0}
+        self._hold: tuple[str, int] | None = None
+
+    def hold(self, reason: str) -> None:
+        """A halt this process decided (the max drawdown, the account's mode, a lost executor lock): at once, and
+        kept whatever the database says until a request newer than the newest one applied now ends it — an
+        operator's ``resume`` made after it. Without this, the next read of an older ``resume`` (or of no request
+        at all, when the halt could not be recorded) would lift it within seconds."""
+        self._hold = (reason, self.state.event_id)
+        self.executor.halt(reason)
 
     async def sync(self, source: asyncpg.Pool | asyncpg.Connection | None = None) -> ControlState:
         """Read the newest request and apply it; returns the state applied."""
@@ -66,8 +75,11 @@ class ControlWatcher:
         self.stats["reads"] += 1
         if state.halted:
             self.executor.halt(state.reason or f"control #{state.event_id}")
+        elif self._hold is not None and state.event_id <= self._hold[1]:
+            self.executor.halt(self._hold[0])  # no request since our own halt: it stands
         else:
-            if self.state.halted and self.on_resume is not None:
+            held, self._hold = self._hold is not None, None
+            if (self.state.halted or held) and self.on_resume is not None:
                 await self.on_resume()
             self.executor.resume(state.reason)
         if state.flatten_pending and self.executor.started.is_set() and time.monotonic() >= self._retry_at:

@@ -21,6 +21,7 @@ import structlog
 from shards.control import ControlWatcher
 from shards.funding_feed import FundingFeed
 from shards.market_clock import MarketClock
+from shards.venue import live_broker
 from smc_quant.correlation import ReturnWindows
 from smc_quant.domain.candles import Candle
 from smc_quant.domain.trading import Trade
@@ -40,6 +41,7 @@ from smc_quant.persist import ATTEMPTS, retried
 from smc_quant.risk import pnl_path
 from smc_quant.settings import Settings
 from smc_quant.store.control import ACCOUNT_MODE_BY, DRAWDOWN_BY, Action
+from smc_quant.store.trading import AccountConflict
 
 if TYPE_CHECKING:
     from smc_quant.exchange.trade_client import LiveBroker
@@ -52,6 +54,8 @@ ACCOUNT_CHECK_S = 300.0
 """How often a live stack re-reads the account's settings (``GET /fapi/v1/accountConfig``, weight 5)."""
 BRACKETS_REFRESH_S = 3600.0
 """How often a live stack re-reads its leverage brackets (``GET /fapi/v1/leverageBracket``, weight 1)."""
+LOCK_CHECK_S = 30.0
+"""How often the stack checks it still holds the executor lock (one query on its own session)."""
 
 
 class TradingStack:
@@ -344,7 +348,7 @@ class TradingStack:
         """The max drawdown was reached: record a flatten request, as an operator would, so the halt holds across
         restarts until `smc-quant resume`; the watcher carries it out. Unrecorded (database down): the executor
         halts and flattens itself now and the request is not kept."""
-        self.executor.halt(text)  # at once; the recorded request makes it last
+        self._hold(text)  # at once; the recorded request makes it last across restarts
         if not await self._request("flatten", text, DRAWDOWN_BY, "drawdown"):
             await self.executor.flatten()
 
@@ -440,9 +444,28 @@ class TradingStack:
         self._account_halt(multi_assets_halt_reason())
 
     def _account_halt(self, text: str) -> None:
-        self.executor.halt(text)  # at once (and notified); the recorded request makes it last
+        self._hold(text)  # at once (and notified); the recorded request makes it last across restarts
         if self.control is not None:
             self._background(self._request("halt", text, ACCOUNT_MODE_BY, "account_mode"))
+
+    def _hold(self, text: str) -> None:
+        """Halt new entries on a decision of our own, which no older request in the database lifts."""
+        (self.control.hold if self.control is not None else self.executor.halt)(text)
+
+    async def check_executor_lock(self) -> bool:
+        """Every ``LOCK_CHECK_S``: still this database's one executor? A lock lost with its session is taken again;
+        one another process took meanwhile halts new entries (until `smc-quant resume`); ``False`` then."""
+        assert self.repo is not None
+        try:
+            if not await self.repo.check_executor():
+                self.log.warning("executor_lock_retaken", note="its PostgreSQL session had ended")
+        except AccountConflict as exc:
+            self.log.error("executor_lock_lost", error=str(exc))
+            self._hold(f"executor lock lost: {exc}")
+            return False
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:  # unknown: asked again next round
+            self.log.warning("executor_lock_unchecked", error=f"{type(exc).__name__}: {exc}")
+        return True
 
     async def recheck_account(self) -> list[str]:
         """Live, every ``ACCOUNT_CHECK_S``: the account's settings again. Hedge Mode (it can be switched while
@@ -525,6 +548,8 @@ class TradingStack:
                     await self.recheck_account()
                 if rounds % round(BRACKETS_REFRESH_S / HEALTH_CHECK_S) == 0:
                     await self._refresh_brackets_quietly()
+                if self.repo is not None and rounds % round(LOCK_CHECK_S / HEALTH_CHECK_S) == 0:
+                    await self.check_executor_lock()
             except Exception as exc:  # a bug here must not end the watch
                 self.log.error("trading_health_check_failed", error=f"{type(exc).__name__}: {exc}")
 
@@ -569,23 +594,6 @@ class TradingStack:
         if self.control is not None:
             out.update(self.control.metrics())
         return out
-
-
-def live_broker(settings: Settings, session: aiohttp.ClientSession, governor: Any) -> LiveBroker:
-    """The signed broker of the configured account (keys, venue, recvWindow, timeouts from ``settings``)."""
-    from smc_quant.exchange.trade_client import LiveBroker
-    from smc_quant.orders.limiter import OrderLimiter
-    from smc_quant.orders.signing import RequestSigner
-
-    s, t = settings, settings.trading
-    assert s.binance_api_key is not None and s.binance_api_secret is not None
-    signer = RequestSigner(s.binance_api_key.get_secret_value(), s.binance_api_secret.get_secret_value(),
-                           lambda: int(time.time() * 1000), recv_window_ms=t.recv_window_ms)
-    limiter = OrderLimiter(sleep=asyncio.sleep, new_event=asyncio.Event)
-    ws_root = s.venue.ws_private_base.removesuffix("/private")
-    return LiveBroker(session, s.venue.rest_base, signer, governor=governor, limiter=limiter,
-                      timeout_s=t.order_timeout_s, ws_base_url=ws_root,
-                      stream_options={"keepalive_s": t.listen_key_keepalive_s})
 
 
 __all__ = ["DEFAULT_TIER", "MarketClock", "TradingStack", "brackets_for", "live_broker"]

@@ -15,6 +15,7 @@ included); features are ``float8[]`` and come back bit-identical.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -171,6 +172,12 @@ _EXECUTOR_LOCK = 0x534D_4351_4558_45  # "SMCQEXE": held by the one executor of t
 _EXECUTOR_HOLDER = """
 SELECT min(pid) FROM pg_locks
 WHERE locktype = 'advisory' AND granted AND ((classid::bigint << 32) | objid::bigint) = $1"""
+_EXECUTOR_HELD = """
+SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid()
+               AND ((classid::bigint << 32) | objid::bigint) = $1)"""
+_LOCK_SESSION = (  # the lock lives as long as its session: never end it for idleness, notice a dead peer
+    "SET idle_session_timeout = 0", "SET tcp_keepalives_idle = 60", "SET tcp_keepalives_interval = 10",
+    "SET tcp_keepalives_count = 6")
 _LATEST_EPOCH = "SELECT account, previous, started_at, started_ms FROM account_epochs ORDER BY id DESC LIMIT 1"
 
 
@@ -198,6 +205,9 @@ class TradingRepository:
             return
         conn = await self._pool.acquire()
         try:
+            for statement in _LOCK_SESSION:
+                with contextlib.suppress(asyncpg.PostgresError):  # a server without the setting (or a socket)
+                    await conn.execute(statement)
             held = await conn.fetchval("SELECT pg_try_advisory_lock($1)", _EXECUTOR_LOCK)
             if not held:
                 holder = await conn.fetchval(_EXECUTOR_HOLDER, _EXECUTOR_LOCK)
@@ -209,14 +219,42 @@ class TradingRepository:
             raise
         self._executor_lock = conn
 
-    async def release_executor(self) -> None:
-        """Give the executor lock back (at a graceful stop)."""
-        conn, self._executor_lock = self._executor_lock, None
+    async def check_executor(self) -> bool:
+        """Whether this process still holds the executor lock — ``True`` — or had lost it and took it again —
+        ``False``. PostgreSQL drops a session lock with its connection (a server restart or failover, a proxy's
+        idle timeout), silently: without this check a second executor could then start beside us.
+        ``AccountConflict`` when another process took it meanwhile; a database error when it cannot be told."""
+        conn = self._executor_lock
         if conn is not None:
             try:
-                await conn.execute("SELECT pg_advisory_unlock($1)", _EXECUTOR_LOCK)
-            finally:
-                await self._pool.release(conn)
+                if await conn.fetchval(_EXECUTOR_HELD, _EXECUTOR_LOCK):
+                    return True
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                pass  # the session is gone, and its lock with it
+            self._executor_lock = None
+            await self._discard(conn)
+        await self.claim_executor()
+        return False
+
+    async def release_executor(self) -> None:
+        """Give the executor lock back (at a graceful stop; a session already gone has given it back)."""
+        conn, self._executor_lock = self._executor_lock, None
+        if conn is None:
+            return
+        try:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _EXECUTOR_LOCK)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await self._discard(conn)
+        else:
+            await self._pool.release(conn)
+
+    async def _discard(self, conn: asyncpg.Connection) -> None:
+        """Close a lock session that failed and hand its slot back to the pool (asyncpg may have taken back the
+        connection of a lost session already: then both calls refuse, and there is nothing left to do)."""
+        with contextlib.suppress(asyncpg.InterfaceError):
+            conn.terminate()
+        with contextlib.suppress(asyncpg.InterfaceError):
+            await self._pool.release(conn)
 
     async def bind_account(self, account: str, now_ms: int) -> AccountEpoch:
         """Claim this database's trading state for ``account`` (e.g. ``paper``, ``live https://fapi.binance.com``).

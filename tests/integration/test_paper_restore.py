@@ -18,6 +18,8 @@ from smc_quant.datasets import LEVERAGE_TIERS, load_exchange_info
 from smc_quant.domain.trading import ExitReason, Position, Trade
 from smc_quant.exchange.exchange_info import parse_exchange_info
 from smc_quant.settings import load_settings
+from smc_quant.store.control import ControlRepository
+from smc_quant.store.db import create_pool
 from smc_quant.store.trading import AccountConflict, TradingRepository
 
 pytestmark = pytest.mark.integration
@@ -103,7 +105,9 @@ async def test_the_account_names_the_venue_of_live_trading(tmp_path: Path) -> No
     """Live trading is bound to its venue (mainnet and testnet are different accounts); keys never appear."""
     settings = load_settings(state_dir=tmp_path, mode="live", binance_api_key="k3y-SECRET",
                              binance_api_secret="s3cret-SECRET",
-                             venue={"rest_base": "https://testnet.binancefuture.com/"})
+                             venue={"rest_base": "https://testnet.binancefuture.com/",
+                                    **{k: f"wss://fstream.binancefuture.com/{k}" for k in (
+                                        "ws_public_base", "ws_market_base", "ws_private_base", "ws_api_base")}})
     async with aiohttp.ClientSession() as session:
         stack = TradingStack(settings, filters={}, session=session, pool=None, governor=None)
         assert stack.account == "live https://testnet.binancefuture.com"
@@ -159,3 +163,65 @@ async def test_a_second_executor_on_the_same_database_is_refused_until_the_first
         await second.start()
         await second.executor.stop()
         await second.stop()
+
+
+_OUR_LOCKS = """SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
+                AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"""
+
+
+async def _end_lock_session(pool: asyncpg.Pool) -> int:
+    """End the PostgreSQL session holding this database's executor lock (a failover, a proxy's idle timeout) and
+    wait until it is gone; its pid."""
+    [pid] = [r["pid"] for r in await pool.fetch(_OUR_LOCKS)]
+    assert await pool.fetchval("SELECT pg_terminate_backend($1, 10000)", pid)
+    return int(pid)
+
+
+async def test_an_executor_lock_lost_with_its_session_is_taken_again_or_else_halts_entries(
+        pool: asyncpg.Pool, pg_dsn: str, shared_data: Path, tmp_path: Path) -> None:
+    """PostgreSQL drops a session lock with its session, silently. The stack takes it again on its next check; if
+    another executor took it meanwhile, new entries halt — and no older `resume` in the database lifts that halt,
+    only one made after it. A stop after the session ended still stops cleanly. (Before, the lock was never
+    checked: a second executor could start beside the first.)"""
+    info = parse_exchange_info(load_exchange_info(shared_data))
+    filters = {s.symbol: s.filters for s in info.symbols if s.symbol in ("BTCUSDT", "ETHUSDT")}
+    settings = load_settings(state_dir=tmp_path, mode="paper")
+    control = ControlRepository(pool)
+    await control.request("halt", "maintenance", "ops")
+    await control.request("resume", "maintenance over", "ops")  # an old resume: it must not lift a later halt
+    async with aiohttp.ClientSession() as session:
+        stack = TradingStack(settings, filters=filters, session=session, pool=pool, governor=None,
+                             brackets_file=shared_data / LEVERAGE_TIERS)
+        await stack.start()
+        aside = await create_pool(pg_dsn, max_size=3)  # another process's connections (the stack's pool has 4)
+        other = TradingRepository(aside)
+        try:
+            assert stack.control is not None and stack.executor.halted is None
+            first = await _end_lock_session(aside)
+            assert await stack.check_executor_lock()
+            assert [r["pid"] for r in await aside.fetch(_OUR_LOCKS)] not in ([], [first])
+            assert stack.executor.halted is None
+
+            await _end_lock_session(aside)
+            await other.claim_executor()  # a second executor starts in the gap
+            assert not await stack.check_executor_lock()
+            halted = stack.executor.halted
+            assert halted is not None and halted.startswith("executor lock lost: another executor is running")
+            await stack.control.sync()  # the newest request is the old resume: the halt stands
+            assert stack.executor.halted == halted
+            await other.release_executor()
+            assert await stack.check_executor_lock() and stack.executor.halted == halted  # lock back, still halted
+            await control.request("resume", "checked: one executor", "ops")
+            await stack.control.sync()
+            assert stack.executor.halted is None
+        finally:
+            try:
+                await other.release_executor()
+                await _end_lock_session(aside)  # and the stop still goes through: nothing left to unlock
+            finally:
+                await stack.executor.stop()
+                await stack.stop()
+        try:
+            assert await aside.fetch(_OUR_LOCKS) == []
+        finally:
+            await aside.close()
