@@ -4,9 +4,11 @@ Data flow::
 
     submit(signal) ─► bounded queue ─► RiskManager.evaluate ─► signals table (decision + reason)
                                          └─ open / rotate ─► SmartOrderManager.open ─► positions table
-    broker events (user-data stream | paper account) ─► one ordered task:
-        fills table ─► exit fills complete a position ─► cancel the leftover protection ─► trades +
-        experience (one transaction) ─► RiskManager.on_trade_closed ─► learner ─► notification
+    broker events (user-data stream | paper account) ─► one ordered task (``smc_quant.executor_events``):
+        fills (TRADE, and CALCULATED: liquidation/ADL; each counted once) ─► fills table ─► exit fills complete a
+        position ─► cancel the leftover protection ─► trades + experience (one transaction) ─►
+        RiskManager.on_trade_closed ─► learner ─► notification
+        a stop/target that ended at the exchange without executing (not cancelled by us) ─► protection repaired now
     every ``exit_check_interval_s`` (and on every minute close): RiskManager.due_exits ─► close (2 h limit, delisting)
     at start and every ``reconcile_interval_s``: exchange positions/orders vs our book, repaired and logged
 
@@ -35,28 +37,24 @@ from smc_quant import notify as messages
 from smc_quant.book import Book, BookEntry
 from smc_quant.correlation import ReturnSource
 from smc_quant.domain.candles import MINUTE_MS
-from smc_quant.domain.trading import ZERO, AccountSnapshot, ExitReason, Fill, Signal, Trade, direction
+from smc_quant.domain.trading import ZERO, AccountSnapshot, ExitReason, Signal, Trade, direction
 from smc_quant.errors import SmcError
 from smc_quant.executor_config import ExecutorConfig, ExecutorStats
+from smc_quant.executor_events import AccountEvents, FillKey
 from smc_quant.executor_hand import OperatorHand
 from smc_quant.funding import FundingQuote
-from smc_quant.orders.broker import AccountEvent, AccountUpdate, AlgoUpdate, Broker, OrderUpdate, StreamExpired
-from smc_quant.orders.client_ids import Leg, parse_client_order_id
-from smc_quant.orders.fees import fee_in_quote
+from smc_quant.orders.broker import AccountEvent, Broker
 from smc_quant.persist import Writer
 from smc_quant.reconciler import Reconciler, client_id
-from smc_quant.risk import DAY_MS, Decision, DrawdownGuard, RiskManager, funding_amount
+from smc_quant.risk import DAY_MS, Decision, DrawdownGuard, RiskManager
 from smc_quant.tasks import cancel_and_wait
-
-_LEG_EXITS = {Leg.STOP_LOSS.value: ExitReason.STOP_LOSS, Leg.TAKE_PROFIT.value: ExitReason.TAKE_PROFIT}
-"""The exit an order leg's fill implies (from the leg in its client id)."""
 
 
 class Notify(Protocol):
     def notify(self, text: str, kind: str) -> None: ...
 
 
-class Executor(OperatorHand):
+class Executor(OperatorHand, AccountEvents):
     """Turns signals into protected positions and closed trades; see the module docstring."""
 
     def __init__(self, *, broker: Broker, manager: Any, risk: Any, repo: Any | None = None,
@@ -89,6 +87,9 @@ class Executor(OperatorHand):
         self._tasks: list[asyncio.Task[None]] = []
         self._symbol_locks: dict[str, asyncio.Lock] = {}
         self._finishing: set[asyncio.Task[None]] = set()
+        """Trades being finished and protection being repaired (awaited by :meth:`idle` and :meth:`stop`)."""
+        self._recent_fills: dict[FillKey, None] = {}
+        self._repairing: set[str] = set()
         self.writes = Writer(self.log, first_delay_s=self.config.store_retry_s)  # retried through a database blip
         self._idle = asyncio.Event()
         self._idle.set()
@@ -439,72 +440,6 @@ class Executor(OperatorHand):
                 self.stats.errors += 1
                 self.log.error(failure, error=f"{type(exc).__name__}: {exc}")
 
-    # -- account events ----------------------------------------------------------------------------
-    async def _event_loop(self) -> None:
-        while True:
-            event = await self._events.get()
-            try:
-                await self._on_event(event)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.stats.errors += 1
-                self.log.error("event_failed", kind=type(event).__name__, error=f"{type(exc).__name__}: {exc}")
-            finally:
-                self._events.task_done()
-
-    async def _on_event(self, event: AccountEvent) -> None:
-        self.stats.events += 1
-        if isinstance(event, OrderUpdate):
-            if event.execution == "TRADE" and event.last_qty > 0:
-                await self._on_fill(event)
-        elif isinstance(event, AlgoUpdate):
-            if event.status == "REJECTED" and event.symbol in self.book:
-                entry = self.book[event.symbol]
-                if event.client_algo_id in (entry.sl_client_id, entry.tp_client_id) and entry.status == "open":
-                    self.log.warning("protection_rejected", symbol=event.symbol, reason=event.reject_reason)
-        elif isinstance(event, AccountUpdate):
-            if event.reason == "FUNDING_FEE":
-                self._on_funding(event)
-            if event.wallet_balance is not None:
-                self.wallet, self._wallet_known = event.wallet_balance, True
-            for pos in event.positions:
-                if isinstance(pos, tuple) and pos[0] in self.book:
-                    self._check_complete(pos[0])
-        elif isinstance(event, StreamExpired):
-            await self.reconcile()
-
-    async def _on_fill(self, u: OrderUpdate) -> None:
-        fee, source = fee_in_quote(u.commission, u.commission_asset, u.last_qty, u.last_price, self.marks,
-                                   self.config.taker_fee)
-        if source != "reported":  # charged in BNB (BNB Fee Discount): counted in USDT
-            self.stats.fee_sources[source] = self.stats.fee_sources.get(source, 0) + 1
-            (self.log.warning if source == "estimated" else self.log.info)(
-                "fee_" + source, symbol=u.symbol, commission=f"{u.commission} {u.commission_asset}", usdt=str(fee))
-        fill = Fill(u.symbol, u.client_order_id, u.side, u.last_qty, u.last_price, fee, u.trade_time_ms,
-                    u.realized_pnl, u.trade_id, u.order_id, u.is_maker)
-        self.stats.fills += 1
-        parts = parse_client_order_id(u.client_order_id)
-        key = self.book.owner(parts.digest) if parts is not None else None
-        if key is None and u.symbol in self.book and (u.is_liquidation or u.is_adl or parts is None):
-            entry = self.book[u.symbol]
-            key = entry.position.signal_id
-            if u.is_liquidation or u.is_adl:
-                entry.exit_reason = ExitReason.ADL if u.is_adl else ExitReason.LIQUIDATION
-        if key is None:
-            self.log.warning("fill_unmatched", symbol=u.symbol, client_id=u.client_order_id)
-            return
-        self.book.fills(key).append(fill)
-        if parts is not None and u.symbol in self.book:
-            entry = self.book[u.symbol]
-            if (entry.exit_reason is None or entry.status != "closing") and parts.leg in _LEG_EXITS:
-                entry.exit_reason = _LEG_EXITS[parts.leg]
-        self._check_complete(u.symbol)  # the book never waits on the database
-        if self.repo is not None:
-            repo = self.repo
-            self.writes.later("fill", lambda: repo.record_fill(fill), {"symbol": fill.symbol, "trade_id": fill.trade_id,
-                              "client_id": fill.client_order_id, "qty": str(fill.quantity), "price": str(fill.price)})
-
     def _check_complete(self, symbol: str) -> None:
         """When the position's fills make it flat, take it off the book and finish its trade."""
         settled = self.book.settle(symbol)
@@ -561,16 +496,6 @@ class Executor(OperatorHand):
             await self.writes.store("position", lambda: repo.save_position(
                 entry.position, status=entry.status, sl_client_id=entry.sl_client_id,
                 tp_client_id=entry.tp_client_id), {"symbol": entry.position.symbol, "status": entry.status})
-
-    def _on_funding(self, event: AccountUpdate) -> None:
-        """A funding settlement: money the drawdown must count (:func:`smc_quant.risk.funding_amount`)."""
-        amount = funding_amount(event.balance_change, event.wallet_balance, self.wallet if self._wallet_known else None)
-        if amount is None:
-            self.log.warning("funding_amount_unknown", note="not counted in the max drawdown")
-            return
-        self.stats.funding_settlements += 1
-        self.drawdown_guard.on_funding(amount)
-        self.log.info("funding_settled", amount=str(amount), wallet=str(event.wallet_balance))
 
     def _notify(self, text: str, kind: str) -> None:
         if self.notifier is not None:

@@ -400,8 +400,9 @@ class SimAccount:
     # -- matching -----------------------------------------------------------------------------------
 
     def _fill(self, order: OrderRecord, price: Decimal, *, is_maker: bool, time_ms: int,
-              quantity: Decimal | None = None) -> list[AccountEvent]:
-        """Execute ``quantity`` (default: the whole order) at ``price``: position, wallet, fill, events."""
+              quantity: Decimal | None = None, execution: str = "TRADE") -> list[AccountEvent]:
+        """Execute ``quantity`` (default: the whole order) at ``price``: position, wallet, fill, events (the fill on
+        an ``execution`` event: TRADE, or CALCULATED for a liquidation)."""
         qty = order.quantity if quantity is None else quantity
         symbol = order.symbol
         held = self._positions.get(symbol)
@@ -423,7 +424,7 @@ class SimAccount:
         position = self._positions.get(symbol)
         changed = self._exchange_position(symbol, position) if position else (symbol, None)
         commission = (fee, QUOTE) if in_bnb is None else (in_bnb, BNB)
-        return [order.update("TRADE", time_ms, last_qty=qty, last_price=price, commission=commission,
+        return [order.update(execution, time_ms, last_qty=qty, last_price=price, commission=commission,
                              realized_pnl=realized, is_maker=is_maker, trade_id=trade_id),
                 AccountUpdate("ORDER", self._wallet, (changed,), time_ms)]
 
@@ -477,12 +478,13 @@ class SimAccount:
                                      "GTC", time_ms)
         events.append(order.update("NEW", time_ms))
         events += self._fill(order, fill_price, is_maker=False, time_ms=time_ms)
-        events.append(algo.move("FINISHED", time_ms))
+        events.append(algo.move("FINISHED", time_ms, executed=qty))
         return events
 
     def _check_liquidation(self, time_ms: int) -> list[AccountEvent]:
         """Cross liquidation: when margin balance ≤ total maintenance margin, cancel resting orders and
-        close every position at its last price with an ``autoclose-`` order (CALCULATED, then TRADE)."""
+        close every position at its last price with an ``autoclose-`` order. As on Binance, the fill is carried by
+        the CALCULATED event itself (``l`` > 0, status FILLED): no TRADE event follows."""
         margin_balance = self._wallet + self._total_unrealized()
         maintenance = sum((self._maintenance(s, p) for s, p in self._positions.items()), ZERO)
         if margin_balance > maintenance:
@@ -497,8 +499,7 @@ class SimAccount:
             cid = f"autoclose-{time_ms}-{self._book.next_order_id}"
             order = self._book.add_order(symbol, cid, side, "LIMIT", abs(amount), self._prices[symbol], True, "IOC",
                                          time_ms)
-            events.append(order.update("CALCULATED", time_ms))
-            events += self._fill(order, self._prices[symbol], is_maker=False, time_ms=time_ms)
+            events += self._fill(order, self._prices[symbol], is_maker=False, time_ms=time_ms, execution="CALCULATED")
         return events
 
     # -- bookkeeping --------------------------------------------------------------------------------

@@ -90,9 +90,10 @@ class AlgoRecord:
         return AlgoState(self.symbol, self.client_algo_id, self.algo_id, self.status, self.side, self.type,
                          self.trigger_price, self.quantity, self.close_position, self.time_ms)
 
-    def move(self, status: AlgoStatus, time_ms: int, reject_reason: str = "") -> AlgoUpdate:
-        """Set the status and return its ``ALGO_UPDATE``."""
+    def move(self, status: AlgoStatus, time_ms: int, reject_reason: str = "",
+             executed: Decimal = ZERO) -> AlgoUpdate:
+        """Set the status and return its ``ALGO_UPDATE``; ``executed`` is what its triggered order filled (``aq``)."""
         self.status = status
         self.time_ms = time_ms
         return AlgoUpdate(self.symbol, self.client_algo_id, self.algo_id, status, self.side, self.type,
-                          self.trigger_price, time_ms, reject_reason)
+                          self.trigger_price, time_ms, reject_reason, executed)

@@ -204,7 +204,9 @@ def test_event_round_trip() -> None:
         AccountUpdate("ORDER", D("9985.31"), (event_pos, ("BTCUSDT", None)), 2000, D("0")),
         AccountUpdate("FUNDING_FEE", None, (), 2001),
         AccountUpdate("FUNDING_FEE", D("9984.93"), (), 2002, D("-0.38")),  # bc: what the funding took
-        AlgoUpdate("BTCUSDT", "a1", 3, "REJECTED", "SELL", "STOP_MARKET", D("29000"), 3000, "Reduce Only reject"),
+        AlgoUpdate("BTCUSDT", "a1", 3, "REJECTED", "SELL", "STOP_MARKET", D("29000"), 3000, "Reduce Only reject",
+                   D("0")),
+        AlgoUpdate("BTCUSDT", "a2", 4, "FINISHED", "SELL", "STOP_MARKET", D("29000"), 3001, "", D("0.010")),
         StreamExpired(4000),
     ]
     for event in events:

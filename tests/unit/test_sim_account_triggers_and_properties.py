@@ -67,6 +67,9 @@ def test_algo_triggers_and_fills_at_its_trigger(make: Callable[..., SimAccount],
     assert acc.positions() == [] and acc.open_algo_orders() == []
     assert acc.query_algo(client_algo_id="sl-1").status == "FINISHED"
     assert acc.query_order(BTC, client_order_id="sl-1").status == "FILLED"
+    finished = events[-1]
+    assert isinstance(finished, AlgoUpdate) and finished.executed_qty == D("0.01")  # ``aq``: it executed
+    assert not finished.ended_unexecuted
 
 
 def test_gap_through_the_stop_fills_at_the_gap_price(make: Callable[..., SimAccount]) -> None:
@@ -137,7 +140,9 @@ def test_liquidation_price_by_hand_and_liquidation_at_it(make: Callable[..., Sim
     """1 000 USDT, 0.3 BTC at 50 000 (fee 7.5 → WB 992.5, mmr 0.4 %, cum 0): LP = (WB − s·q·e) / (q·mmr − s·q).
 
     Long: 46 879.18…, short: 53 095.28…. Just before the LP nothing happens; just past it the account is
-    liquidated with an ``autoclose-`` order (CALCULATED, then TRADE) at the price, taker fee charged.
+    liquidated with an ``autoclose-`` order at the price, taker fee charged. As on Binance (the captured
+    ``ws_futures_order_update_liquidation.json``), the fill is on the CALCULATED event itself: status FILLED,
+    ``l`` = the position, no TRADE event after it.
     """
     acc = make(SimConfig(balance=D("1000"), slippage_bps=D(0)))
     market(acc, side, "0.3")
@@ -147,9 +152,11 @@ def test_liquidation_price_by_hand_and_liquidation_at_it(make: Callable[..., Sim
     assert acc.on_price(BTC, (hand_lp + sign * D("1")).quantize(D("0.1")), T0 + 1) == []
     past = (hand_lp - sign * D("1")).quantize(D("0.1"))
     events = acc.on_price(BTC, past, T0 + 2)
-    assert kinds(events) == ["CALCULATED", "TRADE", "ACCOUNT"]
-    close = events[1]
+    assert kinds(events) == ["CALCULATED", "ACCOUNT"]
+    close = events[0]
     assert isinstance(close, OrderUpdate) and close.client_order_id.startswith("autoclose-") and close.is_liquidation
+    assert (close.status, close.last_qty, close.cum_qty, close.has_fill) == ("FILLED", D("0.3"), D("0.3"), True)
+    assert close.trade_id == acc.fills[-1].trade_id
     assert (close.last_price, close.commission) == (past, D("0.0005") * D("0.3") * past)
     assert acc.positions() == []
     assert acc.balance().wallet == D("1000") + sum(f.realized_pnl - f.fee for f in acc.fills)
@@ -201,7 +208,8 @@ def test_liquidation_cancels_resting_orders_and_closes_every_position(make: Call
     market(acc, "BUY", "0.1", symbol="ETHUSDT")
     acc.new_order(symbol="ETHUSDT", side="BUY", type="LIMIT", quantity=D("0.1"), price=D("2900"), time_ms=T0)
     events = acc.on_price(BTC, D("46000"), T0 + 1)
-    assert kinds(events) == ["CANCELED", "CALCULATED", "TRADE", "ACCOUNT", "CALCULATED", "TRADE", "ACCOUNT"]
+    assert kinds(events) == ["CANCELED", "CALCULATED", "ACCOUNT", "CALCULATED", "ACCOUNT"]
+    assert all(e.has_fill for e in events if isinstance(e, OrderUpdate) and e.execution == "CALCULATED")
     assert acc.positions() == [] and acc.open_orders() == []
 
 

@@ -182,6 +182,16 @@ class UserData:
             for conn in targets:
                 self._send(conn, frame)
 
+    def send_raw(self, payload: dict[str, Any]) -> int:
+        """Send ``payload`` exactly as given (e.g. a frame captured from Binance, replayed by a test) to every
+        open stream of a valid key; the account is not involved. Returns how many streams it went to."""
+        self.expire_due()
+        frame = ws_text_frame(orjson.dumps(payload))
+        targets = list(self.conns.values())
+        for conn in targets:
+            self._send(conn, frame)
+        return len(targets)
+
     def expire_due(self) -> None:
         """Keys whose TTL passed: tell their streams (``listenKeyExpired``), close them, forget the key."""
         for key in self.keys.expired():

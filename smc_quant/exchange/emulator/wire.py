@@ -380,6 +380,7 @@ def _account_event(u: AccountUpdate, margin_type: str) -> Json:
 
 
 def _algo_event(u: AlgoUpdate, quantity: Decimal | None, close_position: bool, reduce_only: bool) -> Json:
+    """``aq``: what the triggered order executed (``"0"`` until it did, as Binance writes it)."""
     return {
         "e": "ALGO_UPDATE",
         "T": u.event_time_ms,
@@ -397,7 +398,7 @@ def _algo_event(u: AlgoUpdate, quantity: Decimal | None, close_position: bool, r
             "X": u.status,
             "ai": "",
             "ap": "0",
-            "aq": "0",
+            "aq": dec(u.executed_qty),
             "act": "0",
             "tp": dec(u.trigger_price),
             "p": "0",

@@ -1,0 +1,279 @@
+"""Exits the exchange makes on its own — liquidation, auto-deleveraging — and protection the exchange ends without
+executing it, end to end: emulator (real 2023 candles), signed REST, the ``/private`` user-data stream, the real
+executor and PostgreSQL.
+
+Binance carries a liquidation's or an ADL's fill on the ``x = CALCULATED`` event itself (``l > 0``), and may send the
+same fill again as ``x = TRADE`` with the same trade id. Real captured frames are replayed through the emulator's
+user-data socket (parsed by the project's own parser on the way in), with symbol, side, quantity, price and times
+rewritten to match the position the executor holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from collections.abc import Callable
+from decimal import ROUND_DOWN, Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from smc_quant.domain.trading import ExitReason, PositionSide, exit_side
+from smc_quant.executor import Executor
+from smc_quant.orders.broker import AccountEvent, AlgoUpdate, OrderUpdate
+from smc_quant.orders.client_ids import parse_client_order_id
+from tests.integration.trading_kit import Rig, signed, trading_rig
+
+pytestmark = pytest.mark.integration
+
+WS = "payloads/binance-integration/ws_messages"
+FEE = Decimal("0.0005")
+
+
+def capture(shared_data: Path, name: str) -> dict[str, Any]:
+    return dict(json.loads((shared_data / WS / name).read_text()))
+
+
+def arrival(ex: Executor, match: Callable[[AccountEvent], bool]) -> asyncio.Event:
+    """Set once the executor's user-data stream delivered an event ``match`` accepts (the executor's own sink was
+    subscribed first, so by then the event is queued for it)."""
+    seen = asyncio.Event()
+    ex.broker.subscribe(lambda e: seen.set() if match(e) else None)
+    return seen
+
+
+async def replay(rig: Rig, ex: Executor, frame: dict[str, Any]) -> None:
+    """Send one (rewritten) captured frame down the executor's user-data socket and wait until it is handled."""
+    o = frame["data"]["o"]
+    key = ("caid", o["caid"]) if "caid" in o else ("t", o["t"])
+
+    def match(e: AccountEvent) -> bool:
+        if isinstance(e, AlgoUpdate):
+            return key == ("caid", e.client_algo_id)
+        return isinstance(e, OrderUpdate) and key == ("t", e.trade_id) and e.execution == o["x"]
+
+    seen = arrival(ex, match)
+    assert rig.emulator.user_data.send_raw(frame) >= 1
+    await asyncio.wait_for(seen.wait(), 10)
+    await ex.idle()
+
+
+def forced_fill(raw: dict[str, Any], *, symbol: str, side: PositionSide, qty: Decimal, cum: Decimal,
+                total: Decimal, price: Decimal, entry: Decimal, time_ms: int, trade_id: int | None = None
+                ) -> dict[str, Any]:
+    """A captured ORDER_TRADE_UPDATE rewritten to close ``qty`` of our ``side`` position on ``symbol`` at ``price``."""
+    frame = copy.deepcopy(raw)
+    frame["data"]["E"] = frame["data"]["T"] = time_ms
+    o = frame["data"]["o"]
+    sign = 1 if side == "LONG" else -1
+    o.update(s=symbol, S=exit_side(side), q=str(total), l=str(qty), z=str(cum), L=str(price), ap=str(price), T=time_ms,
+             N="USDT", n=str((qty * price * FEE).quantize(Decimal("1e-8"))), rp=str(sign * qty * (price - entry)))
+    if trade_id is not None:
+        o["t"] = trade_id
+    return frame
+
+
+async def open_position(rig: Rig, ex: Executor, symbol: str, side: PositionSide) -> Any:
+    assert ex.submit(rig.signal(symbol, side, confidence=0.75, stop_pct=8.0, target_pct=30.0))
+    await ex.idle()
+    return ex.book[symbol]
+
+
+async def test_a_liquidation_by_the_emulator_reaches_the_trades_the_day_and_the_exchange_fills(
+        shared_data: Path, pg_dsn: str) -> None:
+    """Cross margin: a foreign BTCUSDT position at 20x crashes and the account is liquidated — our ETHUSDT position
+    with it, though its own price never moved. The emulator sends the liquidation fill on the CALCULATED event (as
+    Binance does); the executor settles the position as a LIQUIDATION trade, stored, counted in the day's PnL,
+    matching the exchange's fills (it used to wait for a TRADE event that Binance never sends, and the reconciler
+    later dropped the position as ``position_vanished``)."""
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        ex = await rig.executor()
+        entry = await open_position(rig, ex, "ETHUSDT", "LONG")
+        account = rig.account
+        _, cap = account.set_leverage("BTCUSDT", 20)
+        price = rig.price("BTCUSDT")
+        notional = min(account.balance().available * 18, cap * Decimal("0.9"))
+        qty = (notional / price).quantize(Decimal("0.001"), ROUND_DOWN)
+        account.new_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity=qty, time_ms=rig.clock(),
+                          client_order_id="by-hand-btc")
+        crash = (price - Decimal(2) * account.balance().wallet / qty).quantize(Decimal("0.1"))
+        settled = arrival(ex, lambda e: isinstance(e, OrderUpdate) and e.symbol == "ETHUSDT" and e.is_liquidation)
+
+        rig.emulator.user_data.publish(account.on_price("BTCUSDT", crash, rig.clock()))
+        await asyncio.wait_for(settled.wait(), 10)
+        await ex.idle()
+
+        assert account.positions() == [] and "ETHUSDT" not in ex.book
+        (trade,) = ex.trades
+        assert (trade.symbol, trade.exit_reason, trade.quantity) == ("ETHUSDT", ExitReason.LIQUIDATION,
+                                                                     entry.position.quantity)
+        ours = [f for f in account.fills if f.symbol == "ETHUSDT"]
+        (liquidation,) = [f for f in ours if f.client_order_id.startswith("autoclose-")]
+        assert all(parse_client_order_id(f.client_order_id) is not None for f in ours if f is not liquidation)
+        assert trade.exit_price == liquidation.price and trade.fees == sum(f.fee for f in ours)
+        assert trade.net_pnl < 0 and ex.risk.realised_today == trade.net_pnl
+        assert [(t.signal_id, t.exit_reason) for t in await rig.repo.trades()] == [
+            (entry.position.signal_id, ExitReason.LIQUIDATION)]
+        assert await rig.repo.open_positions() == []
+
+
+async def test_the_captured_liquidation_frame_settles_the_position_and_counts_the_loss(shared_data: Path,
+                                                                                      pg_dsn: str) -> None:
+    """``ws_futures_order_update_liquidation.json`` (x=CALCULATED, X=FILLED, l>0) for our BTCUSDT long, 10 % below
+    the entry: a LIQUIDATION trade at that price, stored, the loss in the day's PnL. The zero-quantity capture
+    (``l = 0``) before it books nothing."""
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        ex = await rig.executor()
+        entry = await open_position(rig, ex, "BTCUSDT", "LONG")
+        pos = entry.position
+        price = (pos.entry_price * Decimal("0.9")).quantize(Decimal("0.1"))
+        common = dict(symbol="BTCUSDT", side="LONG", total=pos.quantity, price=price, entry=pos.entry_price,
+                      time_ms=rig.clock())
+        empty = forced_fill(capture(shared_data, "ws_futures_order_update_liquidation_zero_qty.json"),
+                            qty=Decimal(0), cum=Decimal(0), **common)  # type: ignore[arg-type]
+        await replay(rig, ex, empty)
+        assert "BTCUSDT" in ex.book and ex.trades == []
+
+        frame = forced_fill(capture(shared_data, "ws_futures_order_update_liquidation.json"),
+                            qty=pos.quantity, cum=pos.quantity, **common)  # type: ignore[arg-type]
+        await replay(rig, ex, frame)
+
+        assert "BTCUSDT" not in ex.book
+        (trade,) = ex.trades
+        assert (trade.exit_reason, trade.quantity, trade.exit_price) == (ExitReason.LIQUIDATION, pos.quantity, price)
+        assert trade.net_pnl < pos.quantity * (price - pos.entry_price) < 0
+        assert ex.risk.realised_today == trade.net_pnl
+        assert [t.exit_reason for t in await rig.repo.trades()] == [ExitReason.LIQUIDATION]
+        assert rig.account.open_algo_orders("BTCUSDT") == []  # the leftover protection is cancelled
+
+
+async def test_an_adl_fill_sent_as_calculated_and_again_as_trade_is_counted_once(shared_data: Path,
+                                                                                  pg_dsn: str) -> None:
+    """``ws_futures_order_update_adl.json`` (CALCULATED) and ``…_adl_filled.json`` (TRADE) carry the same trade
+    id: one fill. Our ETHUSDT short is deleveraged in two trades, each delivered both ways: after the first pair
+    the position is half closed (not settled by the duplicate), after the second it is one ADL trade of the whole
+    size, each fill stored once; the late duplicate books nothing."""
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        ex = await rig.executor()
+        entry = await open_position(rig, ex, "ETHUSDT", "SHORT")
+        pos = entry.position
+        half = (pos.quantity / 2).quantize(Decimal("0.001"), ROUND_DOWN)
+        rest = pos.quantity - half
+        price = (pos.entry_price * Decimal("1.05")).quantize(Decimal("0.01"))
+        calculated = capture(shared_data, "ws_futures_order_update_adl.json")
+        traded = capture(shared_data, "ws_futures_order_update_adl_filled.json")
+        assert calculated["data"]["o"]["t"] == traded["data"]["o"]["t"]
+        first_id = int(calculated["data"]["o"]["t"])
+        common = dict(symbol="ETHUSDT", side="SHORT", total=pos.quantity, price=price, entry=pos.entry_price,
+                      time_ms=rig.clock())
+
+        fills = ex.book.fills(pos.signal_id)
+        with structlog.testing.capture_logs() as logs:
+            await replay(rig, ex, forced_fill(calculated, qty=half, cum=half, **common))  # type: ignore[arg-type]
+            assert [f.quantity for f in fills[1:]] == [half]  # booked from the CALCULATED event
+            await replay(rig, ex, forced_fill(traded, qty=half, cum=half, **common))  # type: ignore[arg-type]
+            assert [f.quantity for f in fills[1:]] == [half]  # not twice
+            assert "ETHUSDT" in ex.book and ex.trades == []
+            for raw in (calculated, traded):
+                await replay(rig, ex, forced_fill(raw, qty=rest, cum=pos.quantity, trade_id=first_id + 1,
+                                                  **common))  # type: ignore[arg-type]
+
+        assert "ETHUSDT" not in ex.book
+        (trade,) = ex.trades
+        assert (trade.exit_reason, trade.quantity, trade.exit_price) == (ExitReason.ADL, pos.quantity, price)
+        exit_fees = sum(((q * price * FEE).quantize(Decimal("1e-8")) for q in (half, rest)), Decimal(0))
+        assert trade.fees - exit_fees > 0 and ex.risk.realised_today == trade.net_pnl
+        assert not [e for e in logs if e["event"] == "fill_unmatched"]
+        assert sum(e["event"] == "fill_duplicate" for e in logs) == 2
+        rows = await rig.pool.fetch("SELECT trade_id FROM fills WHERE trade_id = ANY($1::bigint[]) ORDER BY 1",
+                                    [first_id, first_id + 1])
+        assert [r["trade_id"] for r in rows] == [first_id, first_id + 1]
+        assert [t.exit_reason for t in await rig.repo.trades()] == [ExitReason.ADL]
+
+
+async def test_a_stop_cancelled_by_someone_else_is_placed_again_at_once(shared_data: Path, pg_dsn: str) -> None:
+    """Someone (a person, another tool) cancels our stop over REST: the ALGO_UPDATE CANCELED we did not ask for
+    has the executor protect the position again at once — a new stop at the exchange, booked and stored — without
+    waiting for the next reconciliation (minutes away)."""
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        ex = await rig.executor()
+        entry = await open_position(rig, ex, "BTCUSDT", "LONG")
+        old = entry.sl_client_id
+        assert old is not None
+        rounds = ex.stats.reconciliations
+        cancelled = arrival(ex, lambda e: isinstance(e, AlgoUpdate) and e.client_algo_id == old
+                            and e.status == "CANCELED")
+
+        status, body = await signed(rig.session, rig.emulator, "DELETE", "/fapi/v1/algoOrder",
+                                    [("symbol", "BTCUSDT"), ("clientAlgoId", old)])
+        assert status == 200, body
+        await asyncio.wait_for(cancelled.wait(), 10)
+        await ex.idle()
+
+        live = {a.client_algo_id: a for a in rig.account.open_algo_orders("BTCUSDT")}
+        new = ex.book["BTCUSDT"].sl_client_id
+        assert new is not None and new != old and live[new].type == "STOP_MARKET"
+        assert live[new].trigger_price == rig.account.query_algo(client_algo_id=old).trigger_price
+        assert entry.tp_client_id in live and len(live) == 2
+        ((_, meta),) = await rig.repo.open_positions()
+        assert meta["sl_client_id"] == new
+        assert ex.stats.reconciliations == rounds
+
+
+async def test_a_captured_finished_stop_that_executed_nothing_is_replaced_at_once(shared_data: Path,
+                                                                                 pg_dsn: str) -> None:
+    """``ws_futures_algo_update_finished_canceled.json``: the stop FINISHED with ``aq = "0"`` — it fired but its
+    order executed nothing, so the position is unprotected. Replayed for our ETHUSDT short's stop (which the
+    exchange no longer holds): a new stop at once. A FINISHED stop that did execute (``aq > 0``) changes nothing."""
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        ex = await rig.executor()
+        entry = await open_position(rig, ex, "ETHUSDT", "SHORT")
+        old = entry.sl_client_id
+        assert old is not None
+        state = rig.account.query_algo(client_algo_id=old)
+
+        def finished(name: str) -> dict[str, Any]:
+            frame = capture(shared_data, name)
+            frame["data"]["E"] = frame["data"]["T"] = rig.clock()
+            frame["data"]["o"].update(caid=old, aid=state.algo_id, s="ETHUSDT", S=state.side, o=state.type,
+                                      tp=str(state.trigger_price), q=str(entry.position.quantity))
+            return frame
+
+        log_before = list(rig.account.order_log)
+        executed = finished("ws_futures_algo_update_finished.json")
+        assert Decimal(executed["data"]["o"]["aq"]) > 0
+        await replay(rig, ex, executed)
+        assert rig.account.order_log == log_before and ex.book["ETHUSDT"].sl_client_id == old
+
+        rig.account.cancel_algo(symbol="ETHUSDT", client_algo_id=old, time_ms=rig.clock())  # gone, silently
+        frame = finished("ws_futures_algo_update_finished_canceled.json")
+        assert frame["data"]["o"]["X"] == "FINISHED" and frame["data"]["o"]["aq"] == "0"
+        await replay(rig, ex, frame)
+
+        new = ex.book["ETHUSDT"].sl_client_id
+        live = {a.client_algo_id: a for a in rig.account.open_algo_orders("ETHUSDT")}
+        assert new is not None and new != old and live[new].type == "STOP_MARKET"
+        assert live[new].trigger_price == state.trigger_price
+
+
+async def test_our_own_cancels_of_a_failed_exit_do_not_start_a_repair(shared_data: Path, pg_dsn: str) -> None:
+    """A close cancels the stop and target first; its market exit is refused, so the position is protected again
+    (new ids). The CANCELED events of the old orders then arrive: they were ours, so nothing more is sent."""
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        ex = await rig.executor(orders={"exit_max_attempts": 2})
+        entry = await open_position(rig, ex, "BTCUSDT", "LONG")
+        old = {entry.sl_client_id, entry.tp_client_id}
+        gone = [arrival(ex, lambda e, cid=cid: isinstance(e, AlgoUpdate) and e.client_algo_id == cid
+                        and e.status == "CANCELED") for cid in old]
+        rig.emulator.faults.order_reject_503(2, only="reduce_only")
+        with structlog.testing.capture_logs() as logs:
+            assert not await ex.close("BTCUSDT", ExitReason.MANUAL)
+            log_after_close = list(rig.account.order_log)
+            await asyncio.wait_for(asyncio.gather(*(g.wait() for g in gone)), 10)
+            await ex.idle()
+        assert {ex.book["BTCUSDT"].sl_client_id, ex.book["BTCUSDT"].tp_client_id}.isdisjoint(old)
+        assert rig.account.order_log == log_after_close
+        assert not [e for e in logs if e["event"] == "protection_ended"]
