@@ -120,8 +120,8 @@ def test_an_smc_variable_that_names_no_setting_is_refused(monkeypatch: pytest.Mo
 
 def test_variables_read_elsewhere_and_whole_sections_are_not_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in {"SMC_DATA_DIR": "/x", "SMC_MIGRATIONS_DIR": "/y", "SMC_EMULATOR_API_SECRET": "s",
-                       "SMC_TEST_REDIS_URL": "redis://x", "SMC_CREDIT": "0", "SMC_SHARD_COUNT": "2", "SMC_TRADING": '{"max_leverage": 4}',
-                       "SMC_OPS__PORT": "9000"}.items():
+                       "SMC_TEST_REDIS_URL": "redis://x", "SMC_CREDIT": "0", "SMC_SHARD_COUNT": "2",
+                       "SMC_TRADING": '{"max_leverage": 4}', "SMC_OPS__PORT": "9000"}.items():
         monkeypatch.setenv(key, value)
     s = load_settings()
     assert (s.shard_count, s.trading.max_leverage, s.ops.port) == (2, 4, 9000)
