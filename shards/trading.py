@@ -180,7 +180,8 @@ class TradingStack:
         prices = [Decimal(repr(float(c))) for c in closes]
         signals = self.scalper.on_batch(batch.symbols, batch.open_times, batch.features, scores.p_win,
                                         model_version=self._model_version(),
-                                        close_prices=prices, now_ms=self.clock())
+                                        close_prices=prices, now_ms=self.clock(),
+                                        break_open_times=batch.break_times)
         for signal in signals:
             if self.executor.submit(signal):
                 self.signals_emitted += 1

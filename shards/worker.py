@@ -350,7 +350,7 @@ class ShardWorker(ClusterProcess):
         prices = [Decimal(repr(float(c))) for c in closes]
         for signal in self.scalper.on_batch(batch.symbols, batch.open_times, batch.features, scores.p_win,
                                             model_version=self.predictor.version, close_prices=prices,
-                                            now_ms=now_ms):
+                                            now_ms=now_ms, break_open_times=batch.break_times):
             self.publisher.publish(signal)
             self.signals += 1
 

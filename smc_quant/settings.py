@@ -97,14 +97,16 @@ class FeedSettings(_Section):
     flowed for at least ``backoff_max_s``."""
     backoff_max_s: PositiveFloat = 30.0
     """Largest reconnect delay."""
-    ring_size: PositiveInt = 1500
-    """Closed 1m candles kept per symbol in memory (higher timeframes keep proportionally)."""
+    ring_size: PositiveInt = 4320
+    """Closed 1m candles kept per symbol in memory (higher timeframes keep proportionally); the engine warms from
+    them at start: 3 days give the 1h structure its trend (1500 left it unknown for hours after a restart)."""
     flush_interval_s: PositiveFloat = 0.5
     """Longest time a closed candle waits before the batched upsert to PostgreSQL."""
     flush_batch: PositiveInt = 2000
     """Flush as soon as this many candles are pending."""
-    warm_start_candles: PositiveInt = 1500
-    """Candles per symbol loaded from PostgreSQL at start; the gap after them is backfilled over REST."""
+    warm_start_candles: PositiveInt = 4320
+    """Candles per symbol loaded from PostgreSQL at start (3 days: see ring_size); the gap after them is
+    backfilled over REST."""
     bootstrap_candles: Annotated[int, Field(ge=0)] = 1500
     """A symbol with no stored candles (fresh database, new listing) fetches up to this many over REST before
     its first live one, so its engine and the learner's cold start have history (0: start empty)."""

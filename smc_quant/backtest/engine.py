@@ -46,7 +46,7 @@ from smc_quant.exchange.exchange_info import SymbolFilters
 from smc_quant.features import FEATURE_SCHEMA, FeatureEngineer
 from smc_quant.funding import FundingQuote, next_funding_ms
 from smc_quant.settings import TradingSettings
-from smc_quant.strategy import ATR_PCT, ICTScalper, ScalperConfig, Setups, find_setups
+from smc_quant.strategy import ATR_PCT, BOS, CHOCH, ICTScalper, ScalperConfig, Setups, batch_break_times, find_setups
 
 __all__ = ["BacktestConfig", "BacktestResult", "Mode", "OrderRow", "Prepared", "account_orders", "prepare",
            "run_backtest"]
@@ -110,8 +110,7 @@ class Prepared:
         found, ot = self.setups[symbol], self.series[symbol].open_time
         t = ot[found.rows]
         inside = (t >= start) & (t < end)
-        keys = set(zip(found.sides[inside].tolist(), (t[inside] - found.break_bars[inside].astype(np.int64)
-                                                      * MINUTE_MS).tolist(), strict=True))
+        keys = set(zip(found.sides[inside].tolist(), batch_break_times(ot, found)[inside].tolist(), strict=True))
         return len(keys)
 
     @property
@@ -281,9 +280,12 @@ class _Run:
             scores = None if self.scorer is None else self.scorer(x)
             p = None if scores is None else np.asarray(scores, dtype=np.float64)
         closes = [Decimal(repr(float(self.p.series[sym].close[r]))) for sym, r in setups]
+        bars = np.fmin(x[:, BOS], x[:, CHOCH])  # a setup always has a break: b is a whole number of candles
+        breaks = np.array([self.p.series[sym].open_time[r - int(b)] for (sym, r), b in zip(setups, bars, strict=True)],
+                          dtype=np.int64)
         return self.scalper.on_batch(syms, np.full(len(syms), t, dtype=np.int64), x, p,
                                      model_version=self.model_version(), close_prices=closes,
-                                     now_ms=self.clock())
+                                     now_ms=self.clock(), break_open_times=breaks)
 
     def _random(self, t: int, setups: Sequence[tuple[Any, ...]]) -> list[Signal]:
         out = []

@@ -46,6 +46,7 @@ class _Batch:
     features: np.ndarray
     closes: np.ndarray
     schema_version: str = FEATURE_SCHEMA.version
+    break_times: np.ndarray | None = None
 
 
 async def _champion(dsn: str) -> int:
