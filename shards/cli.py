@@ -182,8 +182,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 settings = _settings({
                     "database_url": dsn,  # the demo's own embedded server: replayed candles never mix with live ones
                     "state_dir": state,
+                    # nothing of a live deployment's environment: no Redis (its universe cache and weight budget),
+                    # no keys (paper on the emulator), no notifications (replayed trades in the real chat)
+                    "redis_url": None, "binance_api_key": None, "binance_api_secret": None,
+                    "notify": {"discord_webhook_url": None, "telegram_token": None, "telegram_chat_id": None},
                     "venue": {"rest_base": emu.rest_url, "ws_market_base": emu.ws_market_base,
-                              "ws_public_base": emu.ws_public_base},
+                              "ws_public_base": emu.ws_public_base, "ws_private_base": emu.ws_private_base},
                     "universe": {"quote_assets": ("USDT", "USDC")},
                     "ops": {"port": args.ops_port, "freshness_window_s": max(2.0, 60.0 / max(args.speed, 1.0) * 3)},
                     "mode": "replay",
@@ -294,13 +298,19 @@ def cmd_rollback(_: argparse.Namespace) -> int:
 
 
 def _control_task(task: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
-    """Run ``task(pool)`` on the trading database (``DATABASE_URL`` or the embedded server), migrated first; a
-    database error prints one line, exit 1."""
+    """Run ``task(pool)`` on the trading database (``DATABASE_URL``, or the embedded server the service created
+    — never a new one: a halt written where no service reads it would be a false confirmation), migrated first;
+    a database error prints one line, exit 1."""
     from smc_quant.store.db import create_pool
     from smc_quant.store.embedded import resolve_database
     from smc_quant.store.migrations import apply_migrations
 
     settings = _settings()
+    embedded_dir = settings.state_dir / "pg"
+    if not settings.database_url and not (embedded_dir / "PG_VERSION").exists():
+        print(f"smc-quant: no trading database here: DATABASE_URL is unset and there is no embedded database in "
+              f"{embedded_dir}; set DATABASE_URL to the database the service trades from", file=sys.stderr)
+        return 1
 
     async def main() -> int:
         dsn, embedded = await resolve_database(settings)
@@ -329,9 +339,12 @@ async def _print_control(pool: Any) -> None:
     from smc_quant.store.control import ControlRepository
     from smc_quant.store.trading import TradingRepository
 
+    repo = TradingRepository(pool)
+    holder = await repo.executor_holder()
+    print(f"database: {_database_label()} · " + (f"executor running (PostgreSQL backend pid {holder})" if holder
+          else "no executor running on it: a request applies when one starts"))
     state = await ControlRepository(pool).state()
     print(state.describe())
-    repo = TradingRepository(pool)
     positions = await repo.open_positions()
     print(f"open positions: {len(positions)}")
     for position, _meta in positions:
@@ -346,6 +359,16 @@ async def _print_control(pool: Any) -> None:
         line += (f" · net {net:+.2f} USDT · last {last.symbol} {last.side} {last.net_pnl:+.2f} USDT "
                  f"({last.exit_reason.value}) {utc_minute(last.exit_time_ms)} · smc-quant report for more")
     print(line)
+
+
+def _database_label() -> str:
+    """The database the control commands use, as the operator recognises it (password masked)."""
+    from smc_quant.settings import masked_url
+
+    settings = load_settings()
+    if settings.database_url:
+        return masked_url(settings.database_url)
+    return f"embedded in {settings.state_dir / 'pg'}"
 
 
 def _requested_by() -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -398,7 +399,7 @@ class Settings(BaseSettings):
     def __repr_args__(self) -> Any:
         """As pydantic's, with the passwords of the database and Redis URLs masked (the keys are SecretStr)."""
         for name, value in super().__repr_args__():
-            yield name, (_masked_url(value) if name in ("database_url", "redis_url") and value else value)
+            yield name, (masked_url(value) if name in ("database_url", "redis_url") and value else value)
 
 
 def binance_environment(url: str) -> Literal["mainnet", "testnet"] | None:
@@ -411,13 +412,15 @@ def binance_environment(url: str) -> Literal["mainnet", "testnet"] | None:
     return None
 
 
-def _masked_url(url: str) -> str:
-    """``url`` with its password, if any, shown as ``***``."""
+def masked_url(url: str) -> str:
+    """``url`` with its password, if any, shown as ``***`` — in the user part or as a ``password=`` parameter
+    (``postgresql://smc@db/smc?password=…``)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
+    if parts.password is not None:
+        host = parts.netloc.rsplit("@", 1)[1]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
+    return parts._replace(query=query).geturl()
 
 
 def _default_state_dir() -> Path:

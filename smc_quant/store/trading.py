@@ -171,7 +171,8 @@ _EPOCH_LOCK = 0x534D_4351_4143_43  # "SMCQACC": binding an account is serialised
 _EXECUTOR_LOCK = 0x534D_4351_4558_45  # "SMCQEXE": held by the one executor of this database's account
 _EXECUTOR_HOLDER = """
 SELECT min(pid) FROM pg_locks
-WHERE locktype = 'advisory' AND granted AND ((classid::bigint << 32) | objid::bigint) = $1"""
+WHERE locktype = 'advisory' AND granted AND ((classid::bigint << 32) | objid::bigint) = $1
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"""
 _EXECUTOR_HELD = """
 SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid()
                AND ((classid::bigint << 32) | objid::bigint) = $1)"""
@@ -218,6 +219,12 @@ class TradingRepository:
             await self._pool.release(conn)
             raise
         self._executor_lock = conn
+
+    async def executor_holder(self) -> int | None:
+        """The PostgreSQL backend pid of the session holding this database's executor lock (``None``: no executor
+        runs on this database)."""
+        pid = await self._pool.fetchval(_EXECUTOR_HOLDER, _EXECUTOR_LOCK)
+        return None if pid is None else int(pid)
 
     async def check_executor(self) -> bool:
         """Whether this process still holds the executor lock — ``True`` — or had lost it and took it again —

@@ -202,15 +202,17 @@ def test_the_commands_halt_flatten_resume_and_status(pg_dsn: str, monkeypatch: p
     monkeypatch.setenv("DATABASE_URL", pg_dsn)
     monkeypatch.setattr("shards.cli.configure_logging", lambda *_a, **_k: None)
     assert main(["status"]) == 0
-    assert capsys.readouterr().out.splitlines() == ["trading as configured (no halt has ever been requested)",
-                                                    "open positions: 0", "closed trades: 0"]
+    masked = pg_dsn  # no password in the test server's DSN
+    assert capsys.readouterr().out.splitlines() == [
+        f"database: {masked} · no executor running on it: a request applies when one starts",
+        "trading as configured (no halt has ever been requested)", "open positions: 0", "closed trades: 0"]
     assert main(["halt", "--reason", "CPI print"]) == 0
-    out = capsys.readouterr().out
+    out = capsys.readouterr().out.split("\n", 1)[1]
     assert out.startswith("trading halted: no new entries (#1 by ") and "CPI print" in out
     assert main(["halt", "--flatten"]) == 0
     assert "every position is to be closed (waiting for the executor)" in capsys.readouterr().out
     assert main(["resume", "--reason", "done"]) == 0
-    assert capsys.readouterr().out.startswith("trading resumed (#3 by ")
+    assert capsys.readouterr().out.split("\n", 1)[1].startswith("trading resumed (#3 by ")
 
     async def actions() -> list[str]:
         conn = await asyncpg.connect(pg_dsn)
@@ -323,3 +325,32 @@ async def test_without_a_database_the_executor_halts_and_flattens_itself(shared_
         assert ex.submit(rig.signal("ETHUSDT", "LONG", confidence=0.75, stop_pct=2.0, target_pct=3.0))
         await ex.idle()
         assert "ETHUSDT" not in ex.book and ex.stats.skip_reasons.get("halted") == 1
+
+
+def test_a_command_without_a_database_url_never_creates_a_database_of_its_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`smc-quant halt` on a host without DATABASE_URL (the service runs elsewhere) used to start a new embedded
+    PostgreSQL, write the halt there and confirm it — while the service kept trading. It is refused now."""
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("SMC_STATE_DIR", str(tmp_path))
+    monkeypatch.setattr("shards.cli.configure_logging", lambda *_a, **_k: None)
+    for command in (["halt", "--flatten"], ["resume"], ["status"]):
+        assert main(command) == 1
+        err = capsys.readouterr().err
+        assert "no trading database here: DATABASE_URL is unset" in err and str(tmp_path / "pg") in err
+    assert not (tmp_path / "pg").exists()
+
+
+async def test_status_names_the_executor_that_holds_the_database(pool: asyncpg.Pool, pg_dsn: str) -> None:
+    """The operator sees whether a running executor will read the request (the executor lock's holder)."""
+    from smc_quant.store.trading import TradingRepository
+
+    repo, other = TradingRepository(pool), TradingRepository(pool)
+    assert await other.executor_holder() is None
+    await repo.claim_executor()
+    try:
+        holder = await other.executor_holder()
+        assert holder is not None and holder != await pool.fetchval("SELECT pg_backend_pid()")
+    finally:
+        await repo.release_executor()
+    assert await other.executor_holder() is None

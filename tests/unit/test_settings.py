@@ -71,6 +71,9 @@ def test_database_and_redis_passwords_never_render(monkeypatch: pytest.MonkeyPat
     assert "pgpass42" not in text and "redispass42" not in text
     assert "postgresql://smc:***@db:5432/smc" in text and "redis://:***@cache:6379/0" in text
     assert s.database_url == "postgresql://smc:pgpass42@db:5432/smc"  # the value itself is whole
+    monkeypatch.setenv("DATABASE_URL", "postgresql://smc@db:5432/smc?sslmode=require&password=pgpass43")
+    text = repr(load_settings())
+    assert "pgpass43" not in text and "postgresql://smc@db:5432/smc?sslmode=require&password=***" in text
 
 
 def test_env_example_documents_every_setting() -> None:
