@@ -29,6 +29,10 @@ from smc_quant.orders.client_ids import Leg, client_order_id
 from smc_quant.risk import DAY_MS
 
 MAX_EXIT_IDS = 64
+ADOPT_WINDOW_MS = DAY_MS
+"""How far back a journalled entry can be the origin of a position the book does not know: a restart after a
+crash within a day is ours to adopt (and close, past the 2-hour limit); an entry of weeks ago is not the origin
+of a position seen today — that is a human's, left alone with an alarm."""
 """Market exit ids of one trade asked about at most (each close tries ``exit_max_attempts`` = 8 ids)."""
 
 
@@ -128,7 +132,7 @@ class Reconciler:
         """
         if self.repo is None or not hasattr(self.repo, "latest_entry"):
             return False
-        row = await self.repo.latest_entry(remote.symbol)
+        row = await self.repo.latest_entry(remote.symbol, self.clock() - ADOPT_WINDOW_MS)
         position = None if row is None else journalled_position(remote, row)
         if row is None or position is None:
             return False

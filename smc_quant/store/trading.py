@@ -56,9 +56,9 @@ _ORDER = f"SELECT {_ORDER_COLS} FROM orders WHERE client_order_id = $1"
 _ORDERS_FOR_SIGNAL = f"SELECT {_ORDER_COLS} FROM orders WHERE signal_id = $1 ORDER BY created_ms, client_order_id"
 _LATEST_ENTRY = f"""
 SELECT {_ORDER_COLS} FROM orders
-WHERE symbol = $1 AND kind = 'entry' AND status NOT IN ('REJECTED', 'failed')
+WHERE symbol = $1 AND kind = 'entry' AND status NOT IN ('REJECTED', 'failed', 'EXPIRED')
   AND NOT EXISTS (SELECT 1 FROM trades t WHERE t.signal_id = orders.signal_id)
-  AND ($2::timestamptz IS NULL OR inserted_at >= $2)
+  AND ($2::timestamptz IS NULL OR inserted_at >= $2) AND ($3::bigint IS NULL OR created_ms >= $3)
 ORDER BY created_ms DESC, client_order_id DESC LIMIT 1"""
 
 _INSERT_FILL = """
@@ -363,10 +363,12 @@ class TradingRepository:
         """Every order of ``signal_id``, oldest first."""
         return [_order(r) for r in await self._pool.fetch(_ORDERS_FOR_SIGNAL, signal_id)]
 
-    async def latest_entry(self, symbol: str) -> dict[str, Any] | None:
-        """Our newest entry order on ``symbol`` that was not refused and whose trade is not stored — the
-        order that opened a position the book does not know (a crash between the fill and the position row)."""
-        row = await self._pool.fetchrow(_LATEST_ENTRY, symbol, self._epoch_start)
+    async def latest_entry(self, symbol: str, since_ms: int | None = None) -> dict[str, Any] | None:
+        """Our newest entry order on ``symbol`` that was not refused or expired unfilled and whose trade is not
+        stored — the order that opened a position the book does not know (a crash between the fill and the
+        position row); journalled at ``since_ms`` or later when given (an entry of weeks ago is not the origin
+        of a position seen today: a human's)."""
+        row = await self._pool.fetchrow(_LATEST_ENTRY, symbol, self._epoch_start, since_ms)
         return None if row is None else _order(row)
 
     async def record_fill(self, fill: Fill) -> bool:
@@ -490,9 +492,12 @@ class TradingRepository:
         return await self.funding_between(_MIN_MS, _MAX_MS)
 
     async def record_alarm(self, kind: str, detail: str, time_ms: int) -> None:
-        """Store something that needs a human (an exit that failed after its retries, an unknown position)."""
-        await self._pool.execute("INSERT INTO alarms (kind, detail, time_ms) VALUES ($1, $2, $3)",
-                                 kind, detail, time_ms)
+        """Store something that needs a human (an exit that failed after its retries, an unknown position) —
+        once while it is open: the same kind and detail again (every reconciliation finds the same unknown
+        position) adds no row until it is resolved."""
+        await self._pool.execute(
+            "INSERT INTO alarms (kind, detail, time_ms) SELECT $1, $2, $3 WHERE NOT EXISTS "
+            "(SELECT 1 FROM alarms WHERE kind = $1 AND detail = $2 AND resolved_at IS NULL)", kind, detail, time_ms)
 
     async def open_alarms(self) -> list[dict[str, Any]]:
         """Unresolved alarms, oldest first."""

@@ -347,3 +347,29 @@ async def test_account_epochs_scope_the_restored_history_and_refuse_a_switch_ove
     assert len(await back.experience(SCHEMA)) == 2  # the learner keeps every trade the database saw
     with pytest.raises(ValueError, match="empty"):
         await back.bind_account("", T0)
+
+
+async def test_an_old_or_expired_entry_is_never_the_origin_of_a_position_seen_now(repo: TradingRepository) -> None:
+    """A human's position on a symbol where our entry of weeks ago expired unfilled (or was never stored as a
+    trade) must not be adopted as ours — it would be closed at once as past the 2-hour limit."""
+    day = 86_400_000
+    await repo.upsert_order(client_id="e-old", signal_id="sig-old", symbol="BTCUSDT", side="BUY", kind="entry",
+                            order_type="MARKET", algo=False, quantity=D("0.05"), status="unknown", time_ms=T0)
+    assert await repo.latest_entry("BTCUSDT") is not None  # no bound given: found
+    assert await repo.latest_entry("BTCUSDT", since_ms=T0 + 21 * day - day) is None  # weeks later: not ours
+    assert await repo.latest_entry("BTCUSDT", since_ms=T0) is not None  # within the window: adoptable
+    await repo.upsert_order(client_id="e-exp", signal_id="sig-exp", symbol="ETHUSDT", side="BUY", kind="entry",
+                            order_type="LIMIT", algo=False, quantity=D("1"), status="EXPIRED", time_ms=T0)
+    assert await repo.latest_entry("ETHUSDT", since_ms=T0) is None  # expired unfilled: opened nothing
+
+
+async def test_an_alarm_already_open_is_not_stored_again(repo: TradingRepository, pool: asyncpg.Pool) -> None:
+    """Every reconciliation (3 min) meets the same unknown position: one open alarm, not 480 a day."""
+    for i in range(3):
+        await repo.record_alarm("unknown_position", "BTCUSDT LONG 0.010", T0 + i)
+    await repo.record_alarm("unknown_position", "ETHUSDT SHORT 1", T0 + 5)
+    assert [(a["kind"], a["detail"], a["time_ms"]) for a in await repo.open_alarms()] == [
+        ("unknown_position", "BTCUSDT LONG 0.010", T0), ("unknown_position", "ETHUSDT SHORT 1", T0 + 5)]
+    await pool.execute("UPDATE alarms SET resolved_at = now() WHERE detail = 'BTCUSDT LONG 0.010'")
+    await repo.record_alarm("unknown_position", "BTCUSDT LONG 0.010", T0 + 9)  # back after it was resolved
+    assert [a["time_ms"] for a in await repo.open_alarms()] == [T0 + 5, T0 + 9]
