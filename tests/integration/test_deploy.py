@@ -64,6 +64,16 @@ def test_compose_commands_and_settings_are_ours(monkeypatch: pytest.MonkeyPatch)
         if command[0] in ("run", "demo", "executor", "shard"):  # long-running: a graceful stop, rotated logs
             assert int(str(svc["stop_grace_period"]).rstrip("s")) >= 20, name
             assert svc["logging"]["options"]["max-size"], name
+    # the operator's mode and notification channels reach every service that runs the product; the keys only
+    # those that place orders; the endpoint is published on this host only
+    for name in ("smc", "executor", "shard"):
+        env = services[name]["environment"]
+        assert {"SMC_MODE", "SMC_NOTIFY__DISCORD_WEBHOOK_URL", "SMC_NOTIFY__TELEGRAM_TOKEN",
+                "SMC_NOTIFY__TELEGRAM_CHAT_ID"} <= set(env), name
+        assert env["SMC_MODE"] == "${SMC_MODE:-paper}", name
+        assert ("BINANCE_API_KEY" in env) == (name in ("smc", "executor")), name
+    assert not any(k.startswith("BINANCE_") for k in services["migrate"]["environment"])
+    assert all(str(p).startswith("127.0.0.1:") for s in ours.values() for p in s.get("ports", []))
     # the offline demo keeps its own embedded database: replayed history never reaches the live one
     offline = ours["smc-offline"]
     assert offline["command"][0] == "demo" and "DATABASE_URL" not in offline["environment"]
