@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from enum import Enum
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -153,13 +154,27 @@ def _json_body(body: bytes) -> Mapping[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
+DISCORD_HOSTS = ("discord.com", "discordapp.com", "ptb.discord.com", "canary.discord.com")
+DISCORD_API_VERSION = "v10"
+
+
+def versioned_webhook(url: str) -> str:
+    """A Discord webhook URL as copied from Discord's UI (``/api/webhooks/…``) runs on a deprecated API version,
+    whose 429 ``retry_after`` (and ``Retry-After``) is in milliseconds: each 429 would stall the channel for the
+    60 s cap instead of about a second. Pin it to :data:`DISCORD_API_VERSION` (seconds); any other URL as given."""
+    parts = urlsplit(url)
+    if (parts.hostname or "").lower() in DISCORD_HOSTS and parts.path.startswith("/api/webhooks/"):
+        return parts._replace(path=f"/api/{DISCORD_API_VERSION}/" + parts.path.removeprefix("/api/")).geturl()
+    return url
+
+
 class DiscordChannel:
     """A Discord webhook: POST ``{"content": text}``; 200/204 ok; 429 → ``retry_after`` (s) or ``Retry-After``."""
 
     name = "discord"
 
     def __init__(self, webhook_url: str) -> None:
-        self._url = webhook_url
+        self._url = versioned_webhook(webhook_url)
 
     def __repr__(self) -> str:
         return "DiscordChannel(webhook_url=**redacted**)"

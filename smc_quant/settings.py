@@ -231,6 +231,15 @@ class NotifySettings(_Section):
     min_interval_s: Annotated[float, Field(ge=1.0)] = 1.0
     """Seconds between two messages on one channel (at least 1)."""
 
+    @model_validator(mode="after")
+    def _telegram_pair(self) -> NotifySettings:
+        """A Telegram token without a chat id (or the reverse) would leave the channel silently off."""
+        if (self.telegram_token is None) != (self.telegram_chat_id is None):
+            given, missing = (("telegram_token", "telegram_chat_id") if self.telegram_chat_id is None
+                              else ("telegram_chat_id", "telegram_token"))
+            raise ValueError(f"{given} is set but {missing} is not: Telegram needs both (or neither)")
+        return self
+
     @field_validator("discord_webhook_url", "telegram_token", "telegram_chat_id", mode="before")
     @classmethod
     def _blank_secrets(cls, value: Any) -> Any:

@@ -366,3 +366,17 @@ async def test_the_trading_stack_sends_the_learner_s_reports_to_the_chat(chat: t
     assert [h.body["content"] for h in hits] == [
         "MODEL champion v5 shows no edge on the latest window · champion v5 AUC 0.4736 is … · it trades until a "
         "challenger beats it (smc-quant halt / rollback)"]
+
+
+def test_a_webhook_copied_from_discord_is_pinned_to_an_api_version_that_speaks_seconds() -> None:
+    """`/api/webhooks/…` (what Discord's UI gives) answers a 429 in milliseconds; v10 in seconds, as we read it."""
+    from smc_quant.notify import versioned_webhook
+
+    assert versioned_webhook("https://discord.com/api/webhooks/1/tok?thread_id=7") == (
+        "https://discord.com/api/v10/webhooks/1/tok?thread_id=7")
+    assert versioned_webhook("https://discordapp.com/api/webhooks/1/tok") == "https://discordapp.com/api/v10/webhooks/1/tok"
+    assert versioned_webhook("https://discord.com/api/v10/webhooks/1/tok") == "https://discord.com/api/v10/webhooks/1/tok"
+    local = "http://127.0.0.1:8000/api/webhooks/1/tok"  # a relay or a test server: as given
+    assert versioned_webhook(local) == local
+    assert DiscordChannel("https://discord.com/api/webhooks/1/tok").request("hi")[0] == (
+        "https://discord.com/api/v10/webhooks/1/tok")

@@ -162,3 +162,16 @@ def test_venue_urls_never_mix_mainnet_and_testnet() -> None:
     assert load_settings(venue=testnet).venue.rest_base.endswith("binancefuture.com")
     # a host that only ends in the name is not Binance's
     assert load_settings(venue={"ws_market_base": "wss://notbinancefuture.com/market"}).venue
+
+
+def test_telegram_needs_its_token_and_its_chat_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One without the other used to switch the channel off without a word."""
+    monkeypatch.setenv("SMC_NOTIFY__TELEGRAM_TOKEN", "123:abc")
+    with pytest.raises(ConfigError, match="SMC_NOTIFY: telegram_token is set but telegram_chat_id is not") as err:
+        load_settings()
+    assert "123:abc" not in str(err.value)
+    monkeypatch.setenv("SMC_NOTIFY__TELEGRAM_CHAT_ID", "42")
+    assert load_settings().notify.telegram_chat_id == "42"
+    monkeypatch.setenv("SMC_NOTIFY__TELEGRAM_TOKEN", "")
+    with pytest.raises(ConfigError, match="telegram_chat_id is set but telegram_token is not"):
+        load_settings()
