@@ -22,8 +22,10 @@ Formatting helpers (:func:`opened`, :func:`closed`, :func:`forced_exit`, :func:`
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -266,6 +268,12 @@ class _Lane:
     task: asyncio.Task[None] | None = None
 
 
+URGENT = frozenset({"error", "halt", "health"})
+"""Message kinds a full queue drops last."""
+RECENT_TEXTS = 1024
+"""Texts remembered for the repeat suppression (the oldest forgotten first)."""
+
+
 class Notifier:
     """Bounded, paced, retrying delivery of short texts to every configured channel.
 
@@ -280,7 +288,8 @@ class Notifier:
                  min_interval_s: float = 1.0, queue_size: int = 100, max_attempts: int = 4,
                  backoff_s: float = 1.0, request_timeout_s: float = 10.0, max_retry_after_s: float = 60.0,
                  session: aiohttp.ClientSession | None = None,
-                 logger: structlog.stdlib.BoundLogger | None = None) -> None:
+                 logger: structlog.stdlib.BoundLogger | None = None, repeat_s: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         channels: list[Channel] = []
         if discord_webhook_url:
             channels.append(DiscordChannel(discord_webhook_url))
@@ -300,6 +309,11 @@ class Notifier:
         self._log = logger if logger is not None else get_logger(component="notify")
         self._closing = False
         self._closed = False
+        self._repeat_s = repeat_s
+        self._clock = clock
+        self._recent: dict[str, float] = {}
+        self.suppressed = 0
+        """Messages not queued because the same text was queued less than ``repeat_s`` ago."""
 
     def __repr__(self) -> str:
         return f"Notifier(channels={list(self._lanes)})"
@@ -325,15 +339,33 @@ class Notifier:
         return len(self._lanes[channel].queue)
 
     def notify(self, text: str, kind: str = "info") -> None:
-        """Enqueue ``text`` on every channel; never blocks, never raises (overflow drops the oldest)."""
+        """Enqueue ``text`` on every channel; never blocks, never raises.
+
+        The same text again within ``repeat_s`` is not queued (counted in :attr:`suppressed`): a failure met on
+        every 15 s check would otherwise flood the chat past Discord's ~30 messages a minute. A full queue drops
+        its oldest message that is not an alarm (kinds in :data:`URGENT`: errors, halts, health), else its
+        oldest — so a burst of trade messages never pushes out the max-drawdown or "trading impaired" alarm."""
+        if not self._lanes:
+            return
+        text = str(text)
+        now = self._clock()
+        if self._recent.get(text, -math.inf) > now - self._repeat_s:
+            self.suppressed += 1
+            return
+        self._recent.pop(text, None)
+        self._recent[text] = now  # oldest first: expired or surplus entries leave from the front
+        while self._recent and (len(self._recent) > RECENT_TEXTS
+                                or next(iter(self._recent.values())) <= now - self._repeat_s):
+            del self._recent[next(iter(self._recent))]
         for lane in self._lanes.values():
             if self._closing:
                 lane.dropped += 1
                 continue
             if len(lane.queue) >= self._queue_size:
-                lane.queue.popleft()
+                victim = next((i for i, (_, k) in enumerate(lane.queue) if k not in URGENT), 0)
+                del lane.queue[victim]
                 lane.dropped += 1
-            lane.queue.append((str(text), kind))
+            lane.queue.append((text, kind))
             lane.idle.clear()
             lane.wake.set()
 

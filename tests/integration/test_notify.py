@@ -380,3 +380,30 @@ def test_a_webhook_copied_from_discord_is_pinned_to_an_api_version_that_speaks_s
     assert versioned_webhook(local) == local
     assert DiscordChannel("https://discord.com/api/webhooks/1/tok").request("hi")[0] == (
         "https://discord.com/api/v10/webhooks/1/tok")
+
+
+async def test_a_repeated_alarm_is_sent_once_per_window_and_a_full_queue_keeps_the_alarms(
+        chat: tuple[FakeChat, str]) -> None:
+    """An exit that keeps failing (every 15 s, per position) would flood the chat and push the max-drawdown alarm
+    out of a full queue: the same text is queued once per ``repeat_s``, and overflow drops trade chatter first."""
+    fake, base = chat
+    now = [0.0]
+    notifier = _notifier(base, queue_size=3, repeat_s=300.0, clock=lambda: now[0])
+    for _ in range(20):
+        notifier.notify("ERROR exit failed BTCUSDT (time_limit): -1003", "error")
+    assert notifier.pending("discord") == 1 and notifier.suppressed == 19
+    notifier.notify("ERROR max drawdown 20.1 %", "error")
+    for i in range(4):
+        notifier.notify(f"OPEN m{i}", "open")
+    assert notifier.stats["discord"].dropped == 3
+    now[0] = 301.0  # a window later the failure is told again
+    notifier.notify("ERROR exit failed BTCUSDT (time_limit): -1003", "error")
+    await notifier.start()
+    try:
+        await fake.wait_hits("discord", 3)
+        await notifier.wait_idle()
+    finally:
+        await notifier.close()
+    assert [h.body["content"] for h in fake.of("discord")] == [
+        "ERROR exit failed BTCUSDT (time_limit): -1003", "ERROR max drawdown 20.1 %",
+        "ERROR exit failed BTCUSDT (time_limit): -1003"]
