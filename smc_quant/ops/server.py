@@ -62,7 +62,8 @@ class FeedCollector(Collector):
             for reason, n in m.rejected.items():
                 rejected.add_metric([str(m.shard), reason], n)
             depth.add_metric([str(m.shard)], self._queue_depth(m.shard))
-            oldest = min(m.last_final_mono.values(), default=now)
+            # over the shard's current symbols only: a delisted symbol's last candle would read as a lag for ever
+            oldest = min((m.last_final_mono[s] for s in m.symbols if s in m.last_final_mono), default=now)
             lag.add_metric([str(m.shard)], now - oldest)
         yield from (rejected, depth, lag)
         for name, value in self._extra().items():
