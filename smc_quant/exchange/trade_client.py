@@ -439,7 +439,12 @@ class LiveBroker:
         if isinstance(body, dict) and "algoStatus" in body:
             state: AlgoState = self._parsed(parse_algo, body)
             return state
-        return await self.query_algo(symbol, client_algo_id)
+        try:
+            return await self.query_algo(symbol, client_algo_id)
+        except ExchangeRejected as exc:
+            if exc.code in GONE_CODES:
+                return None
+            raise
 
     async def open_algo_orders(self, symbol: str | None = None) -> list[AlgoState]:
         """``GET /fapi/v1/openAlgoOrders``; non-STOP/TAKE_PROFIT_MARKET or malformed rows counted, skipped."""

@@ -464,7 +464,9 @@ class TradingApi:
         except VenueRejected as exc:
             raise self._venue(exc) from None
         self._publish(events)
-        return json_response(self._algo(state))
+        # Binance answers a cancel with the ids and a success code only (the state is read back with a query)
+        return json_response({"algoId": state.algo_id, "clientAlgoId": state.client_algo_id, "code": "200",
+                              "msg": "success"})
 
     async def open_algos(self, p: Params) -> web.Response:
         symbol = self._symbol(p, required=False)
