@@ -33,7 +33,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from shards.assignment import assign
-from shards.bus import REDIS_DOWN, REDIS_FAILED, SignalPublisher, redis_client
+from shards.bus import REDIS_FAILED, SignalPublisher, redis_client
 from shards.champion import follow_champion, load_champion
 from shards.cluster import ClusterManager
 from shards.lease import LeaseManager, desired_slots
@@ -218,17 +218,23 @@ class ShardWorker(ClusterProcess):
     # -- leases ------------------------------------------------------------------------------------------
     async def _lease_loop(self) -> None:
         while True:
-            try:
-                await self.converge()
-                if self._redis_down:
-                    self._redis_down = False
-                    self.log.warning("redis_recovered", slots=sorted(self.slots))
-            except REDIS_DOWN as exc:
-                if not self._redis_down:
-                    self._redis_down = True
-                    self.log.warning("redis_unavailable", error=type(exc).__name__, slots=sorted(self.slots),
-                                     note="slots keep running, signals are buffered")
+            await self.lease_round()
             await asyncio.sleep(self.settings.cluster.lease_renew_s)
+
+    async def lease_round(self) -> None:
+        """One round of the lease loop. Redis unreachable, or refusing (``READONLY`` after a failover, ``OOM``,
+        ``MISCONF``): the slots held keep running and signals are buffered — a refusal used to crash the loop
+        until the process gave up, losing the buffered signals."""
+        try:
+            await self.converge()
+            if self._redis_down:
+                self._redis_down = False
+                self.log.warning("redis_recovered", slots=sorted(self.slots))
+        except REDIS_FAILED as exc:
+            if not self._redis_down:
+                self._redis_down = True
+                self.log.warning("redis_unavailable", error=f"{type(exc).__name__}: {exc}", slots=sorted(self.slots),
+                                 note="slots keep running, signals are buffered")
 
     async def converge(self) -> None:
         """One lease round: renew what we hold, drop what we lost or should not run, take what we should."""

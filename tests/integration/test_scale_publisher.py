@@ -181,3 +181,41 @@ async def test_worker_health_shows_a_publisher_that_cannot_write_and_its_stop_st
         assert await rds.zcard(lease_keys.workers) == 0 and await rds.get(lease_keys.shard_lease(0)) is None
         await rds.delete(keys.signals, keys.marks)
         await emu.stop()
+
+
+async def test_a_lease_round_that_redis_refuses_keeps_the_slots_running(
+        shared_data: Path, pg_dsn: str, tmp_path: Path, rds: aioredis.Redis) -> None:
+    """The lease loop met a refusal (here WRONGTYPE on the membership key; READONLY/OOM/MISCONF alike) as a crash:
+    restarted until the supervisor gave up and the process exited, its buffered signals lost. A refused round is
+    now what an unreachable Redis is: the slots keep running, and the next good round recovers."""
+    await apply_migrations(pg_dsn)
+    emu = emulator(shared_data, minutes=2, speed=60)
+    await emu.start()
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    s = load_settings(shard_count=1, database_url=pg_dsn, redis_url=TEST_REDIS_URL, mode="replay", state_dir=tmp_path,
+                      log_level="WARNING", venue={"rest_base": emu.rest_url, "ws_market_base": emu.ws_market_base,
+                                                  "ws_public_base": emu.ws_public_base},
+                      universe={"quote_assets": ("USDT", "USDC")}, ops={"port": 0},
+                      feed={"heartbeat_timeout_s": 30.0}, learner={"enabled": False},
+                      cluster={"key_prefix": prefix, "lease_ttl_s": 60.0, "lease_renew_s": 60.0,
+                               "shutdown_timeout_s": 3.0})
+    lease_keys = ClusterKeys(prefix, split=1)
+    worker = ShardWorker(s, owner="w-a")
+    try:
+        await worker.start()
+        await worker.converge()
+        assert set(worker.slots) == {0}
+        await rds.delete(lease_keys.workers)
+        await rds.set(lease_keys.workers, b"not a sorted set")
+        with capture_logs() as logs:
+            await worker.lease_round()  # refused: no exception, the slot stays
+        assert set(worker.slots) == {0}
+        assert [e["error"] for e in logs if e["event"] == "redis_unavailable"][0].startswith("ResponseError: WRONGTYPE")
+        await rds.delete(lease_keys.workers)
+        with capture_logs() as logs:
+            await worker.lease_round()
+        assert "redis_recovered" in [e["event"] for e in logs] and set(worker.slots) == {0}
+    finally:
+        await worker.stop()
+        await rds.delete(lease_keys.workers)
+        await emu.stop()
