@@ -40,7 +40,7 @@ from smc_quant.paper import FundingPayment
 from smc_quant.persist import ATTEMPTS, retried
 from smc_quant.risk import pnl_path
 from smc_quant.settings import Settings
-from smc_quant.store.control import ACCOUNT_MODE_BY, DRAWDOWN_BY, Action
+from smc_quant.store.control import ACCOUNT_MODE_BY, DRAWDOWN_BY, EXECUTOR_LOCK_BY, Action
 from smc_quant.store.trading import AccountConflict
 
 if TYPE_CHECKING:
@@ -54,8 +54,8 @@ ACCOUNT_CHECK_S = 300.0
 """How often a live stack re-reads the account's settings (``GET /fapi/v1/accountConfig``, weight 5)."""
 BRACKETS_REFRESH_S = 3600.0
 """How often a live stack re-reads its leverage brackets (``GET /fapi/v1/leverageBracket``, weight 1)."""
-LOCK_CHECK_S = 30.0
-"""How often the stack checks it still holds the executor lock (one query on its own session)."""
+LOCK_CHECK_S, LOCK_LOST = 30.0, "executor lock lost"
+"""How often the stack checks it still holds the executor lock (one query on its own session); the halt's text."""
 
 
 class TradingStack:
@@ -444,10 +444,10 @@ class TradingStack:
             return
         self._account_halt(multi_assets_halt_reason())
 
-    def _account_halt(self, text: str) -> None:
+    def _account_halt(self, text: str, by: str = ACCOUNT_MODE_BY, what: str = "account_mode") -> None:
         self._hold(text)  # at once (and notified); the recorded request makes it last across restarts
         if self.control is not None:
-            self._background(self._request("halt", text, ACCOUNT_MODE_BY, "account_mode"))
+            self._background(self._request("halt", text, by, what))
 
     def _hold(self, text: str) -> None:
         """Halt new entries on a decision of our own, which no older request in the database lifts."""
@@ -455,14 +455,16 @@ class TradingStack:
 
     async def check_executor_lock(self) -> bool:
         """Every ``LOCK_CHECK_S``: still this database's one executor? A lock lost with its session is taken again;
-        one another process took meanwhile halts new entries (until `smc-quant resume`); ``False`` then."""
+        one another process took meanwhile halts new entries (recorded once: the other executor halts too, no older
+        resume lifts it; until `smc-quant resume`); ``False`` then."""
         assert self.repo is not None
         try:
             if not await self.repo.check_executor():
                 self.log.warning("executor_lock_retaken", note="its PostgreSQL session had ended")
         except AccountConflict as exc:
             self.log.error("executor_lock_lost", error=str(exc))
-            self._hold(f"executor lock lost: {exc}")
+            if not (self.executor.halted or "").startswith(LOCK_LOST):
+                self._account_halt(f"{LOCK_LOST}: {exc}", EXECUTOR_LOCK_BY, "executor_lock")
             return False
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:  # unknown: asked again next round
             self.log.warning("executor_lock_unchecked", error=f"{type(exc).__name__}: {exc}")
@@ -586,14 +588,10 @@ class TradingStack:
         if state.last_reconciled is not None:
             out["trading_seconds_since_reconcile"] = now - state.last_reconciled
         if self.live is not None:
-            down = state.stream_down_since
-            out["user_stream_down_s"] = 0.0 if down is None else now - down
-        out.update(self.scalper.stats.metrics())
-        out["strategy_signals"] = float(self.signals_emitted)
-        if self.funding_feed is not None:
-            out.update(self.funding_feed.metrics_dict())
-        if self.control is not None:
-            out.update(self.control.metrics())
+            out["user_stream_down_s"] = 0.0 if state.stream_down_since is None else now - state.stream_down_since
+        out.update(self.scalper.stats.metrics(), strategy_signals=float(self.signals_emitted))
+        out.update(self.funding_feed.metrics_dict() if self.funding_feed is not None else {})
+        out.update(self.control.metrics() if self.control is not None else {})
         return out
 
 

@@ -155,14 +155,20 @@ class Executor(OperatorHand, AccountEvents):
 
     async def stop(self) -> None:
         """Stop taking signals; positions stay protected by their exchange-side orders."""
+        await self._drain()
+        await cancel_and_wait(self._tasks)
+        self._tasks = []
+        await self._drain()  # what the loops started while the first drain waited (a repair, a trade's finish)
+
+    async def _drain(self) -> None:
+        """Wait for the trades being finished, the repairs and the pending writes — bounded: a write the store
+        still refuses is given up, and logged with what it held."""
         waiting: set[asyncio.Future[Any]] = {*self._finishing, *self.writes.pending}
-        if waiting:  # bounded: a write the store still refuses is given up, and logged with what it held
+        if waiting:
             _, late = await asyncio.wait(waiting, timeout=self.config.stop_wait_s)
             for task in late:
                 task.cancel()
             await asyncio.gather(*waiting, return_exceptions=True)
-        await cancel_and_wait(self._tasks)
-        self._tasks = []
 
     async def idle(self) -> None:
         """Wait until every queued signal and account event has been handled (tests, shutdown)."""

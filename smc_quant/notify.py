@@ -270,6 +270,9 @@ class _Lane:
 
 URGENT = frozenset({"error", "halt", "health"})
 """Message kinds a full queue drops last."""
+STATE_CHANGES = frozenset({"halt", "resume", "health"})
+"""Message kinds never suppressed as repeats: each tells a change of state (halted → resumed → halted again with
+the same text), and the last one sent must be the state that holds."""
 RECENT_TEXTS = 1024
 """Texts remembered for the repeat suppression (the oldest forgotten first)."""
 
@@ -341,7 +344,8 @@ class Notifier:
     def notify(self, text: str, kind: str = "info") -> None:
         """Enqueue ``text`` on every channel; never blocks, never raises.
 
-        The same text again within ``repeat_s`` is not queued (counted in :attr:`suppressed`): a failure met on
+        The same text again within ``repeat_s`` is not queued (counted in :attr:`suppressed`; never for the kinds
+        in :data:`STATE_CHANGES`, whose texts repeat by design): a failure met on
         every 15 s check would otherwise flood the chat past Discord's ~30 messages a minute. A full queue drops
         its oldest message that is not an alarm (kinds in :data:`URGENT`: errors, halts, health), else its
         oldest — so a burst of trade messages never pushes out the max-drawdown or "trading impaired" alarm."""
@@ -349,7 +353,7 @@ class Notifier:
             return
         text = str(text)
         now = self._clock()
-        if self._recent.get(text, -math.inf) > now - self._repeat_s:
+        if kind not in STATE_CHANGES and self._recent.get(text, -math.inf) > now - self._repeat_s:
             self.suppressed += 1
             return
         self._recent.pop(text, None)

@@ -29,11 +29,11 @@ from smc_quant.orders.client_ids import Leg, client_order_id
 from smc_quant.risk import DAY_MS
 
 MAX_EXIT_IDS = 64
+"""Market exit ids of one trade asked about at most (each close tries ``exit_max_attempts`` = 8 ids)."""
 ADOPT_WINDOW_MS = DAY_MS
 """How far back a journalled entry can be the origin of a position the book does not know: a restart after a
 crash within a day is ours to adopt (and close, past the 2-hour limit); an entry of weeks ago is not the origin
 of a position seen today — that is a human's, left alone with an alarm."""
-"""Market exit ids of one trade asked about at most (each close tries ``exit_max_attempts`` = 8 ids)."""
 
 
 class Reconciler:
@@ -191,7 +191,8 @@ class Reconciler:
             self.book.drop(pos.symbol)
             if self.repo is not None:
                 await self.repo.delete_position(pos.symbol)
-            await self._alarm("position_vanished", pos.symbol, symbol=pos.symbol, signal_id=pos.signal_id)
+            await self._alarm("position_vanished", f"{pos.symbol} {pos.signal_id}", symbol=pos.symbol,
+                              signal_id=pos.signal_id)
 
     async def _query(self, symbol: str, cid: str) -> tuple[bool, OrderState | None]:
         """``(True, state)`` — ``None`` when the exchange does not know the id — or ``(False, None)`` when the

@@ -390,8 +390,8 @@ class Settings(BaseSettings):
         """One exchange environment per process, and replay never signs orders for a real Binance host."""
         v = self.venue
         urls = {"SMC_VENUE__REST_BASE": v.rest_base, "SMC_VENUE__WS_PUBLIC_BASE": v.ws_public_base,
-                "SMC_VENUE__WS_MARKET_BASE": v.ws_market_base, "SMC_VENUE__WS_PRIVATE_BASE": v.ws_private_base,
-                "SMC_VENUE__WS_API_BASE": v.ws_api_base}
+                "SMC_VENUE__WS_MARKET_BASE": v.ws_market_base, "SMC_VENUE__WS_PRIVATE_BASE": v.ws_private_base}
+        # (ws_api_base is not used yet: a testnet set up before it existed leaves it at the mainnet default)
         envs = {name: binance_environment(url) for name, url in urls.items()}
         if {"mainnet", "testnet"} <= set(envs.values()):
             mixed = ", ".join(f"{name} ({env})" for name, env in envs.items() if env is not None)

@@ -23,6 +23,8 @@ DRAWDOWN_BY = "smc-quant (max drawdown)"
 """``requested_by`` of the flatten the executor requests itself at the max drawdown."""
 ACCOUNT_MODE_BY = "smc-quant (account mode)"
 """``requested_by`` of the halt recorded when the exchange account leaves Single-Asset Mode."""
+EXECUTOR_LOCK_BY = "smc-quant (executor lock lost)"
+"""``requested_by`` of the halt recorded by an executor that found another holding its lock (both stop entering)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,4 +112,5 @@ class ControlRepository:
         return bool(status.endswith(" 1"))
 
 
-__all__ = ["ACCOUNT_MODE_BY", "ACTIONS", "CHANNEL", "DRAWDOWN_BY", "Action", "ControlRepository", "ControlState"]
+__all__ = ["ACCOUNT_MODE_BY", "ACTIONS", "CHANNEL", "DRAWDOWN_BY", "EXECUTOR_LOCK_BY", "Action", "ControlRepository",
+           "ControlState"]

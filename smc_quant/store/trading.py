@@ -56,7 +56,7 @@ _ORDER = f"SELECT {_ORDER_COLS} FROM orders WHERE client_order_id = $1"
 _ORDERS_FOR_SIGNAL = f"SELECT {_ORDER_COLS} FROM orders WHERE signal_id = $1 ORDER BY created_ms, client_order_id"
 _LATEST_ENTRY = f"""
 SELECT {_ORDER_COLS} FROM orders
-WHERE symbol = $1 AND kind = 'entry' AND status NOT IN ('REJECTED', 'failed', 'EXPIRED')
+WHERE symbol = $1 AND kind = 'entry' AND status NOT IN ('REJECTED', 'failed')
   AND NOT EXISTS (SELECT 1 FROM trades t WHERE t.signal_id = orders.signal_id)
   AND ($2::timestamptz IS NULL OR inserted_at >= $2) AND ($3::bigint IS NULL OR created_ms >= $3)
 ORDER BY created_ms DESC, client_order_id DESC LIMIT 1"""
@@ -364,7 +364,7 @@ class TradingRepository:
         return [_order(r) for r in await self._pool.fetch(_ORDERS_FOR_SIGNAL, signal_id)]
 
     async def latest_entry(self, symbol: str, since_ms: int | None = None) -> dict[str, Any] | None:
-        """Our newest entry order on ``symbol`` that was not refused or expired unfilled and whose trade is not
+        """Our newest entry order on ``symbol`` that was not refused and whose trade is not
         stored — the order that opened a position the book does not know (a crash between the fill and the
         position row); journalled at ``since_ms`` or later when given (an entry of weeks ago is not the origin
         of a position seen today: a human's)."""

@@ -407,3 +407,25 @@ async def test_a_repeated_alarm_is_sent_once_per_window_and_a_full_queue_keeps_t
     assert [h.body["content"] for h in fake.of("discord")] == [
         "ERROR exit failed BTCUSDT (time_limit): -1003", "ERROR max drawdown 20.1 %",
         "ERROR exit failed BTCUSDT (time_limit): -1003"]
+
+
+async def test_a_change_of_state_is_never_suppressed_as_a_repeat(chat: tuple[FakeChat, str]) -> None:
+    """IMPAIRED → OK → IMPAIRED → OK within a minute: the chat's last word must be OK (the texts repeat)."""
+    fake, base = chat
+    notifier = _notifier(base, clock=lambda: 0.0)
+    for _ in range(2):
+        notifier.notify("TRADING IMPAIRED · Redis out of reach for 61 s", "health")
+        notifier.notify("TRADING OK again", "health")
+    notifier.notify("HALTED no new entries · 0 open · executor lock lost", "halt")
+    notifier.notify("RESUMED new entries allowed · checked", "resume")
+    notifier.notify("HALTED no new entries · 0 open · executor lock lost", "halt")
+    assert notifier.suppressed == 0
+    await notifier.start()
+    try:
+        await fake.wait_hits("discord", 7)
+        await notifier.wait_idle()
+    finally:
+        await notifier.close()
+    assert [h.body["content"] for h in fake.of("discord")][-4:] == [
+        "TRADING OK again", "HALTED no new entries · 0 open · executor lock lost",
+        "RESUMED new entries allowed · checked", "HALTED no new entries · 0 open · executor lock lost"]

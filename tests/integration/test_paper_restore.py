@@ -59,7 +59,7 @@ async def test_stored_paper_positions_are_restored_and_a_delisted_one_is_reporte
             assert set(stack.executor.book) == {"BTCUSDT"}
             alarms = await stack.repo.open_alarms()
             assert sorted((a["kind"], a["detail"]) for a in alarms) == [
-                ("position_vanished", "ETHUSDT"), ("position_vanished", "GONEUSDT")]
+                ("position_vanished", "ETHUSDT ETHUSDT:LONG:1"), ("position_vanished", "GONEUSDT GONEUSDT:LONG:1")]
         finally:
             await stack.executor.stop()
             await stack.stop()
@@ -207,6 +207,11 @@ async def test_an_executor_lock_lost_with_its_session_is_taken_again_or_else_hal
             assert not await stack.check_executor_lock()
             halted = stack.executor.halted
             assert halted is not None and halted.startswith("executor lock lost: another executor is running")
+            await stack.settle()  # the halt is recorded too: the other executor halts as well
+            recorded = await control.state()
+            assert recorded.halted and recorded.reason == halted
+            assert not await stack.check_executor_lock() and stack.executor.halted == halted
+            assert (await control.state()).event_id == recorded.event_id  # recorded once, not every round
             await stack.control.sync()  # the newest request is the old resume: the halt stands
             assert stack.executor.halted == halted
             await other.release_executor()
