@@ -210,7 +210,8 @@ async def test_a_lease_round_that_redis_refuses_keeps_the_slots_running(
         with capture_logs() as logs:
             await worker.lease_round()  # refused: no exception, the slot stays
         assert set(worker.slots) == {0}
-        assert [e["error"] for e in logs if e["event"] == "redis_unavailable"][0].startswith("ResponseError: WRONGTYPE")
+        [error] = [e["error"] for e in logs if e["event"] == "redis_unavailable"]
+        assert error.startswith("ResponseError: WRONGTYPE")
         await rds.delete(lease_keys.workers)
         with capture_logs() as logs:
             await worker.lease_round()
