@@ -14,6 +14,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import redis.asyncio as aioredis
 import structlog
 
 from smc_quant.datasets import data_dir
@@ -68,3 +69,16 @@ async def pg_dsn() -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+@pytest.fixture
+async def rds() -> AsyncIterator[aioredis.Redis]:
+    """A client of the test Redis (its own database number); the test is skipped when Redis does not answer."""
+    client: aioredis.Redis = aioredis.from_url(TEST_REDIS_URL)
+    try:
+        await client.ping()
+    except Exception:
+        await client.aclose()
+        pytest.skip("Redis not reachable")
+    yield client
+    await client.aclose()

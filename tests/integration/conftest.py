@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import aiohttp
 import asyncpg
 import pytest
+import redis.asyncio as aioredis
 
 from smc_quant.store.db import create_pool
+from smc_quant.store.keys import ClusterKeys
 from smc_quant.store.migrations import apply_migrations
 
 
@@ -28,3 +31,11 @@ async def pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
         yield p
     finally:
         await p.close()
+
+
+@pytest.fixture
+async def keys(rds: aioredis.Redis) -> AsyncIterator[ClusterKeys]:
+    """Cluster keys under a prefix of this test's own; its signal and mark streams are deleted afterwards."""
+    k = ClusterKeys(f"t{uuid.uuid4().hex[:10]}")
+    yield k
+    await rds.delete(k.signals, k.marks)

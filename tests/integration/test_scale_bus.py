@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -13,7 +11,6 @@ import redis.asyncio as aioredis
 from shards.bus import BadSignal, MarksReader, SignalConsumer, SignalPublisher, decode_signal, encode_signal
 from smc_quant.domain.trading import Signal
 from smc_quant.store.keys import ClusterKeys
-from tests.conftest import TEST_REDIS_URL
 
 pytestmark = pytest.mark.integration
 
@@ -22,25 +19,6 @@ def _signal(i: int, price: str = "27123.45000001") -> Signal:
     return Signal(f"sig-{i}", "BTCUSDT", "LONG" if i % 2 else "SHORT", 1_700_000_000_000 + i * 60_000,
                   Decimal(price), 0.73, 0.8, 1.6, f"sweep>choch>fvg@{i}", (0.1, -2.5, 3e-9, 1e12),
                   0.42, 7, "v3", 1_700_000_000_500 + i)
-
-
-@pytest.fixture
-async def rds() -> AsyncIterator[aioredis.Redis]:
-    client: aioredis.Redis = aioredis.from_url(TEST_REDIS_URL)
-    try:
-        await client.ping()
-    except Exception:
-        await client.aclose()
-        pytest.skip("Redis not reachable")
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def keys(rds: aioredis.Redis) -> AsyncIterator[ClusterKeys]:
-    k = ClusterKeys(f"t{uuid.uuid4().hex[:10]}")
-    yield k
-    await rds.delete(k.signals, k.marks)
 
 
 def test_signal_round_trip_is_exact() -> None:

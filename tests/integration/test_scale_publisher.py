@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from structlog.testing import capture_logs
 from shards.bus import SignalPublisher, decode_signal
 from shards.worker import ShardWorker
 from smc_quant.domain.trading import Signal
-from smc_quant.settings import load_settings
+from smc_quant.settings import Settings, load_settings
 from smc_quant.store.keys import ClusterKeys
 from smc_quant.store.migrations import apply_migrations
 from tests.conftest import TEST_REDIS_URL
@@ -34,28 +33,21 @@ from tests.integration.test_scale_kit import emulator
 pytestmark = pytest.mark.integration
 
 
+def _worker_settings(emu: Any, pg_dsn: str, tmp_path: Path, prefix: str) -> Settings:
+    """One worker of one slot on the emulator, leases under ``prefix``, rounds only when the test runs them."""
+    return load_settings(shard_count=1, database_url=pg_dsn, redis_url=TEST_REDIS_URL, mode="replay",
+                         state_dir=tmp_path, log_level="WARNING",
+                         venue={"rest_base": emu.rest_url, "ws_market_base": emu.ws_market_base,
+                                "ws_public_base": emu.ws_public_base},
+                         universe={"quote_assets": ("USDT", "USDC")}, ops={"port": 0},
+                         feed={"heartbeat_timeout_s": 30.0}, learner={"enabled": False},
+                         cluster={"key_prefix": prefix, "lease_ttl_s": 60.0, "lease_renew_s": 60.0,
+                                  "shutdown_timeout_s": 3.0})
+
+
 def _signal(i: int) -> Signal:
     return Signal(f"sig-{i}", "BTCUSDT", "LONG", 1_700_000_000_000 + i * 60_000, Decimal("27123.45"), 0.73, 0.8,
                   1.6, "sweep>choch>fvg", (0.1, -2.5), 0.42, 7, "v3", 1_700_000_000_500 + i)
-
-
-@pytest.fixture
-async def rds() -> AsyncIterator[aioredis.Redis]:
-    client: aioredis.Redis = aioredis.from_url(TEST_REDIS_URL)
-    try:
-        await client.ping()
-    except Exception:
-        await client.aclose()
-        pytest.skip("Redis not reachable")
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def keys(rds: aioredis.Redis) -> AsyncIterator[ClusterKeys]:
-    k = ClusterKeys(f"t{uuid.uuid4().hex[:10]}")
-    yield k
-    await rds.delete(k.signals, k.marks)
 
 
 class HeldBackoff:
@@ -146,13 +138,7 @@ async def test_worker_health_shows_a_publisher_that_cannot_write_and_its_stop_st
     emu = emulator(shared_data, minutes=2, speed=60)  # paused: no candles, no marks, only the test's signal
     await emu.start()
     prefix = f"t{uuid.uuid4().hex[:10]}"
-    s = load_settings(shard_count=1, database_url=pg_dsn, redis_url=TEST_REDIS_URL, mode="replay", state_dir=tmp_path,
-                      log_level="WARNING", venue={"rest_base": emu.rest_url, "ws_market_base": emu.ws_market_base,
-                                                  "ws_public_base": emu.ws_public_base},
-                      universe={"quote_assets": ("USDT", "USDC")}, ops={"port": 0},
-                      feed={"heartbeat_timeout_s": 30.0}, learner={"enabled": False},
-                      cluster={"key_prefix": prefix, "lease_ttl_s": 60.0, "lease_renew_s": 60.0,
-                               "shutdown_timeout_s": 3.0})
+    s = _worker_settings(emu, pg_dsn, tmp_path, prefix)
     keys, lease_keys = ClusterKeys(prefix), ClusterKeys(prefix, split=1)
     worker = ShardWorker(s, owner="w-a")
     now = [1_000.0]
@@ -192,13 +178,7 @@ async def test_a_lease_round_that_redis_refuses_keeps_the_slots_running(
     emu = emulator(shared_data, minutes=2, speed=60)
     await emu.start()
     prefix = f"t{uuid.uuid4().hex[:10]}"
-    s = load_settings(shard_count=1, database_url=pg_dsn, redis_url=TEST_REDIS_URL, mode="replay", state_dir=tmp_path,
-                      log_level="WARNING", venue={"rest_base": emu.rest_url, "ws_market_base": emu.ws_market_base,
-                                                  "ws_public_base": emu.ws_public_base},
-                      universe={"quote_assets": ("USDT", "USDC")}, ops={"port": 0},
-                      feed={"heartbeat_timeout_s": 30.0}, learner={"enabled": False},
-                      cluster={"key_prefix": prefix, "lease_ttl_s": 60.0, "lease_renew_s": 60.0,
-                               "shutdown_timeout_s": 3.0})
+    s = _worker_settings(emu, pg_dsn, tmp_path, prefix)
     lease_keys = ClusterKeys(prefix, split=1)
     worker = ShardWorker(s, owner="w-a")
     try:

@@ -4,26 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
 from shards.lease import LeaseManager, desired_slots
 from smc_quant.store.keys import ClusterKeys
-from tests.conftest import TEST_REDIS_URL
-
-
-@pytest.fixture
-async def rds() -> AsyncIterator[aioredis.Redis]:
-    client: aioredis.Redis = aioredis.from_url(TEST_REDIS_URL)
-    try:
-        await client.ping()
-    except Exception:
-        await client.aclose()
-        pytest.skip("Redis not reachable")
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture
