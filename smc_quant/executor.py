@@ -86,6 +86,7 @@ class Executor(OperatorHand, AccountEvents):
         self._events: asyncio.Queue[AccountEvent] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._symbol_locks: dict[str, asyncio.Lock] = {}
+        self._reconciling = asyncio.Lock()  # a reconciliation and an immediate protection repair never overlap
         self._finishing: set[asyncio.Task[None]] = set()
         """Trades being finished and protection being repaired (awaited by :meth:`idle` and :meth:`stop`)."""
         self._recent_fills: dict[FillKey, None] = {}
@@ -215,7 +216,8 @@ class Executor(OperatorHand, AccountEvents):
 
     async def reconcile(self) -> None:
         """Exchange positions and protection vs our book, repaired and logged; ``last_reconciled`` marks success."""
-        await self.reconciler.reconcile()
+        async with self._reconciling:
+            await self.reconciler.reconcile()
         self.last_reconciled = time.monotonic()
 
     async def refresh_balance(self) -> Decimal:

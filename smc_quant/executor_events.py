@@ -76,6 +76,7 @@ class AccountEvents:
     _finishing: set[asyncio.Task[None]]
     _recent_fills: dict[FillKey, None]
     _repairing: set[str]
+    _reconciling: asyncio.Lock
 
     def _check_complete(self, symbol: str) -> None:
         raise NotImplementedError  # the executor's
@@ -203,10 +204,12 @@ class AccountEvents:
         task.add_done_callback(self._finishing.discard)
 
     async def _repair_protection(self, entry: BookEntry, why: str) -> None:
-        """``ensure_protection`` for ``entry`` under its symbol's lock (what the reconciliation does, now)."""
+        """``ensure_protection`` for ``entry`` under its symbol's lock (what the reconciliation does, now) — after
+        a reconciliation under way, never beside it: both would re-place the same stop (the reconciliation does
+        not hold symbol locks; it skips a symbol whose lock is held)."""
         symbol = entry.position.symbol
         try:
-            async with self._lock(symbol):
+            async with self._reconciling, self._lock(symbol):
                 self._repairing.discard(symbol)  # from here on a new event needs a new repair
                 if self.book.get(symbol) is not entry or entry.status != "open":
                     return  # settled or being closed meanwhile

@@ -277,3 +277,29 @@ async def test_our_own_cancels_of_a_failed_exit_do_not_start_a_repair(shared_dat
         assert {ex.book["BTCUSDT"].sl_client_id, ex.book["BTCUSDT"].tp_client_id}.isdisjoint(old)
         assert rig.account.order_log == log_after_close
         assert not [e for e in logs if e["event"] == "protection_ended"]
+
+
+async def test_a_repair_waits_for_a_reconciliation_under_way_and_places_one_stop(shared_data: Path,
+                                                                                 pg_dsn: str) -> None:
+    """The stop cancelled by someone else while a reconciliation runs (it holds no symbol lock): the immediate
+    repair waits for it instead of re-placing the same stop beside it; then exactly one new stop stands."""
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        ex = await rig.executor()
+        entry = await open_position(rig, ex, "BTCUSDT", "LONG")
+        old = entry.sl_client_id
+        assert old is not None
+        cancelled = arrival(ex, lambda e: isinstance(e, AlgoUpdate) and e.client_algo_id == old
+                            and e.status == "CANCELED")
+        async with ex._reconciling:  # a reconciliation under way
+            status, body = await signed(rig.session, rig.emulator, "DELETE", "/fapi/v1/algoOrder",
+                                        [("symbol", "BTCUSDT"), ("clientAlgoId", old)])
+            assert status == 200, body
+            await asyncio.wait_for(cancelled.wait(), 10)
+            repairs = [t for t in ex._finishing if not t.done()]
+            assert repairs, "a repair was scheduled"
+            await asyncio.wait(repairs, timeout=0.2)  # given every chance to run: it must wait
+            assert ex.book["BTCUSDT"].sl_client_id == old and not any(t.done() for t in repairs)
+        await ex.idle()
+        live = {a.client_algo_id: a for a in rig.account.open_algo_orders("BTCUSDT")}
+        new = ex.book["BTCUSDT"].sl_client_id
+        assert new is not None and new != old and live[new].type == "STOP_MARKET" and len(live) == 2
