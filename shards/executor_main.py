@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from shards.bus import REDIS_DOWN, MarksReader, SignalConsumer
+from shards.bus import REDIS_FAILED, MarksReader, SignalConsumer
 from shards.rules_refresh import RulesRefresh
 from shards.supervisor import Heartbeat
 from shards.worker import ClusterProcess
@@ -72,7 +72,7 @@ class ExecutorProcess(ClusterProcess):
         self.consumer = SignalConsumer(self.redis, self.keys.signals, self.keys.signals_group, c.consumer_name,
                                        claim_idle_ms=int(c.claim_idle_s * 1000), logger=self.log)
         self.marks = MarksReader(self.redis, self.keys.marks)
-        with contextlib.suppress(*REDIS_DOWN):  # the latest marks first: the replay clock before any signal
+        with contextlib.suppress(*REDIS_FAILED):  # the latest marks first: the replay clock before any signal
             for marks in await self.marks.read(block_ms=None):
                 self.apply_marks(*marks)
         ops = self.settings.ops
@@ -221,7 +221,7 @@ class ExecutorProcess(ClusterProcess):
                     grouped = True
                 batch = await self.consumer.read(count=100, block_ms=1000)
                 self._redis_ok()
-            except REDIS_DOWN as exc:
+            except REDIS_FAILED as exc:
                 self._redis_failed(exc)
                 grouped = False
                 self.consumer.rewind()  # what was delivered and not acknowledged is read again first
@@ -246,7 +246,7 @@ class ExecutorProcess(ClusterProcess):
             await executor.idle()  # the signal rows are written: now the entries may leave the pending list
             try:
                 await self.consumer.ack([entry for entry, _ in batch])
-            except REDIS_DOWN as exc:  # not acked: re-read from our pending list, refused as duplicates
+            except REDIS_FAILED as exc:  # not acked: re-read from our pending list, refused as duplicates
                 self._redis_failed(exc)
                 self.consumer.rewind()
 
@@ -275,7 +275,7 @@ class ExecutorProcess(ClusterProcess):
             try:
                 minutes = await self.marks.read(block_ms=1000)
                 self._redis_ok()
-            except REDIS_DOWN as exc:
+            except REDIS_FAILED as exc:
                 self._redis_failed(exc)
                 await asyncio.sleep(1.0)
                 continue

@@ -327,3 +327,43 @@ async def test_paper_executor_walks_each_bar_from_the_marks_stream(shared_data: 
         await rds.delete(keys.signals, keys.marks)
         await rds.aclose()
         await emu.stop()
+
+
+async def test_executor_loops_outlive_a_redis_that_refuses(shared_data: Path, pg_dsn: str, tmp_path: Path,
+                                                           rds: aioredis.Redis) -> None:
+    """A Redis that answers but refuses (here WRONGTYPE on the marks key; READONLY after a failover, OOM, MISCONF
+    alike) is what an unreachable one is to the executor's loops: Redis reported down (``/health`` after the
+    grace), the loops keep running, and the next good read recovers. They used to crash on it until the process
+    gave up."""
+    from shards.executor_main import ExecutorProcess
+    from smc_quant.settings import load_settings
+
+    await apply_migrations(pg_dsn)
+    emu = Emulator(EmulatorConfig(data_dir=shared_data, symbols=SYMBOLS, speed=0, start_paused=True))
+    await emu.start()
+    keys = ClusterKeys(f"t{uuid.uuid4().hex[:10]}")
+    await rds.set(keys.marks, b"not a stream")
+    settings = load_settings(database_url=pg_dsn, redis_url=TEST_REDIS_URL, mode="replay", state_dir=tmp_path,
+                             venue={"rest_base": emu.rest_url, "ws_market_base": emu.ws_market_base,
+                                    "ws_public_base": emu.ws_public_base},
+                             ops={"port": 0}, learner={"enabled": False}, cluster={"key_prefix": keys.prefix})
+    proc = ExecutorProcess(settings)
+    try:
+        await proc.start()
+
+        async def down() -> bool:
+            return proc._redis_down_since is not None
+
+        await wait_for(down, 10, "the refused marks read reported as Redis down")
+        assert not proc.supervisor.failed.is_set()
+        await rds.delete(keys.marks)
+
+        async def recovered() -> bool:
+            return proc._redis_down_since is None
+
+        await wait_for(recovered, 10, "the next good read")
+        assert not proc.supervisor.failed.is_set()
+    finally:
+        await proc.stop()
+        await rds.delete(keys.signals, keys.marks)
+        await emu.stop()
