@@ -4,9 +4,9 @@ Order of start: database (``DATABASE_URL`` or embedded) → migrations → pool 
 HTTP session + REST client (one weight governor) → universe → cluster (warm start from PostgreSQL)
 → champion model (scores every feature batch; none: "no model, not trading") → ops endpoint.
 ``stop()`` reverses it: stop intake, drain queues, flush to PostgreSQL, close. :func:`run_until_signalled`
-runs it until SIGTERM/SIGINT — or until a shard's feed or sink crash-looped past its supervisor's restarts:
-the process then stops and exits 1 (``process_failed``) for the orchestrator to start it again, warm from
-PostgreSQL, as the executor process does (``shards.worker.run_process``).
+runs it until SIGTERM/SIGINT — or until a shard's feed or sink, or a background task, crash-looped past its
+supervisor's restarts: the process then stops and exits 1 (``process_failed``) for the orchestrator to start it
+again, warm from PostgreSQL, as the executor process does (``shards.worker.run_process``).
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import asyncio
 import contextlib
 import gc
 import time
+from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import asyncpg
@@ -27,7 +28,7 @@ from shards.bus import redis_client
 from shards.champion import follow_champion, load_champion
 from shards.cluster import ClusterManager
 from shards.rules_refresh import RulesRefresh
-from shards.supervisor import Heartbeat, stop_within
+from shards.supervisor import CrashHistory, Heartbeat, LoopWatchdog, Supervisor, stop_within
 from smc_quant.domain.candle_store import FIELDS
 from smc_quant.domain.candles import MINUTE_MS, Candle, interval_ms
 from smc_quant.exchange.governor import SharedWeightBudget, WeightGovernor
@@ -66,18 +67,18 @@ class Service:
         self.universe: Universe | None = None
         self.cluster: ClusterManager | None = None
         self.universe_source: BinanceUniverse | None = None
-        self._refresher: asyncio.Task[None] | None = None
-        self._model_task: asyncio.Task[None] | None = None
         self._refreshing = asyncio.Lock()
         self.rules_refresh: RulesRefresh | None = None
         self.ops: OpsServer | None = None
         self.scorer: BatchScorer | None = None
         self.trading: Any = None
         self.learner: Any = None
-        self._learner_task: asyncio.Task[None] | None = None
         self.housekeeper: Housekeeper | None = None
-        self._housekeeping_task: asyncio.Task[None] | None = None
-        self._heartbeat: asyncio.Task[None] | None = None
+        c = settings.cluster
+        self.supervisor = Supervisor(max_restarts=c.max_task_restarts, window_s=c.crash_window_s, logger=self.log)
+        """The background tasks (universe refresh, champion, learner, housekeeping, heartbeat): one that raises is
+        logged and restarted, one that crash-loops ends the process like a shard's feed (they used to be plain
+        tasks: a crash ended the learning or the universe refresh silently, for good)."""
         self._frames_at_beat: tuple[float, int] = (time.monotonic(), 0)
         self._ready = False
 
@@ -114,9 +115,9 @@ class Service:
                              ready=lambda: self._ready, extra=self._extra_metrics,
                              trading=lambda: self.trading.health_state() if self.trading is not None else None)
         await self.ops.start(s.ops.host, s.ops.port)
-        self._refresher = asyncio.create_task(self._refresh_universe(), name="universe-refresh")
-        self._heartbeat = asyncio.create_task(
-            Heartbeat(self.report, interval_s=s.cluster.heartbeat_s, logger=self.log).run(), name="heartbeat")
+        self.supervisor.spawn("universe-refresh", self._refresh_universe)
+        heartbeat = Heartbeat(self.report, interval_s=s.cluster.heartbeat_s, logger=self.log)
+        self.supervisor.spawn("heartbeat", heartbeat.run)
         self._ready = True
         self.log.info("service_started", symbols=len(self.universe.symbols), shards=s.shard_count,
                       universe_source=self.universe.source, ops=f"http://{s.ops.host}:{self.ops.port}")
@@ -127,7 +128,7 @@ class Service:
         predictor, registry = MLPredictor(), ModelRegistry(self.pool)
         await load_champion(registry, predictor, self.log)  # refused (e.g. another schema): no model, not trading
         # A promotion by the learner swaps at once; an operator's promote or rollback is followed within a minute.
-        self._model_task = asyncio.create_task(follow_champion(registry, predictor, self.log), name="champion")
+        self.supervisor.spawn("champion", lambda: follow_champion(registry, predictor, self.log))
         scorer = BatchScorer(predictor, self.log)
         for analyzer in self.cluster.analyzers:
             analyzer.subscribe(scorer)
@@ -187,14 +188,14 @@ class Service:
                                on_promoted=promoted, on_outcome=self.trading.report_learned, log=self.log)
         learner = self.learner
         self.trading.executor.add_trade_listener(lambda _trade: learner.on_trade_closed())
-        self._learner_task = asyncio.create_task(self.learner.run(), name="learner")
+        self.supervisor.spawn("learner", learner.run)
 
     def _attach_housekeeping(self) -> None:
         """Retention: candles past ``feed.retention_days`` and old unpromoted candidates, deleted hourly."""
         assert self.pool is not None and self.trading is not None
         self.housekeeper = Housekeeper.of(self.settings, CandleRepository(self.pool), ModelRegistry(self.pool),
                                           self.trading.clock, logger=self.log)
-        self._housekeeping_task = asyncio.create_task(self.housekeeper.run(), name="housekeeping")
+        self.supervisor.spawn("housekeeping", self.housekeeper.run)
 
     async def _connect_redis(self) -> aioredis.Redis | None:
         if not self.settings.redis_url:
@@ -343,10 +344,7 @@ class Service:
     async def stop(self) -> None:
         """Stop intake, drain, flush, close — each step runs even if an earlier one failed."""
         self._ready = False
-        for task in (self._refresher, self._learner_task, self._housekeeping_task, self._heartbeat, self._model_task):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        await self.supervisor.stop()
         if self.rules_refresh is not None:
             await self.rules_refresh.stop()
         if self.cluster is not None:
@@ -370,18 +368,19 @@ class Service:
 
 
 async def run_until_signalled(service: Service, stop: asyncio.Event) -> bool:
-    """Start ``service``, wait for ``stop`` or a shard that failed, then shut it down in order within
+    """Start ``service``, wait for ``stop`` or a task that failed, then shut it down in order within
     ``cluster.shutdown_timeout_s``.
 
-    ``False`` — the command exits 1 — when a shard's feed or sink crashed more than ``cluster.max_task_restarts``
-    times within ``cluster.crash_window_s`` (logged ``process_failed``: that shard's symbols would otherwise stay
-    unwatched, their marks frozen, until someone intervenes; the orchestrator restarts the process, warm from
-    PostgreSQL), or when the stop overran or failed (``shutdown_incomplete``)."""
+    ``False`` — the command exits 1 — when a shard's feed or sink, or a background task (universe refresh, champion,
+    learner, housekeeping, heartbeat), crashed more than ``cluster.max_task_restarts`` times within
+    ``cluster.crash_window_s`` (logged ``process_failed``: that shard's symbols would otherwise stay unwatched, their
+    marks frozen, or the learning stopped, until someone intervenes; the orchestrator restarts the process, warm
+    from PostgreSQL), or when the stop overran or failed (``shutdown_incomplete``)."""
     failure: str | None = None
     try:
         await service.start()
         assert service.cluster is not None
-        failure = await _until_stopped_or_failed(stop, service.cluster)
+        failure = await _until_stopped_or_failed(stop, (service.cluster, service.supervisor))
     finally:
         clean = await stop_within(service.stop(), service.settings.cluster.shutdown_timeout_s, service.log)
     if failure is not None:
@@ -390,13 +389,53 @@ async def run_until_signalled(service: Service, stop: asyncio.Event) -> bool:
     return clean
 
 
-async def _until_stopped_or_failed(stop: asyncio.Event, cluster: ClusterManager) -> str | None:
-    """Wait for ``stop`` or for the cluster's supervisor to give up; the failure, or None after a requested stop."""
-    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(cluster.failed.wait())]
+async def run_service(service: Service, stop: asyncio.Event) -> bool:
+    """:func:`run_until_signalled` as `smc-quant run` runs it, with what the cluster processes have
+    (``shards.worker.run_process``): a start delayed by ``cluster.crash_delay_s`` after more than
+    ``cluster.crash_limit`` crashed runs within ``cluster.crash_window_s`` (kept in the state dir, so a crash loop
+    under ``restart: unless-stopped`` does not hammer the exchange and the database), and the loop watchdog that
+    logs what blocks the event loop. A run that ends unclean, or does not start, counts as a crash."""
+    c = service.settings.cluster
+    history = CrashHistory(service.settings.state_dir, "run", limit=c.crash_limit, window_s=c.crash_window_s,
+                           delay_s=c.crash_delay_s)
+    delay = history.begin()
+    if delay:
+        service.log.warning("crash_loop_backoff", delay_s=delay, crashes=len(history.crashes()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            history.end(True)
+            return True
+    watchdog = LoopWatchdog(asyncio.get_running_loop(), stall_s=c.watchdog_stall_s, logger=service.log)
+    watchdog.start()
+    clean = False
+    try:
+        clean = await run_until_signalled(service, stop)
+    finally:
+        watchdog.stop()
+        history.end(clean)
+    return clean
+
+
+class _Failing(Protocol):
+    @property
+    def failed(self) -> asyncio.Event: ...
+
+    @property
+    def failure(self) -> str | None: ...
+
+
+async def _until_stopped_or_failed(stop: asyncio.Event, watched: Sequence[_Failing]) -> str | None:
+    """Wait for ``stop`` or for one of the ``watched`` supervisors to give up; the failure, or None after a
+    requested stop."""
+    waiters = [asyncio.ensure_future(stop.wait()), *(asyncio.ensure_future(w.failed.wait()) for w in watched)]
     try:
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for waiter in waiters:
             waiter.cancel()
         await asyncio.gather(*waiters, return_exceptions=True)
-    return (cluster.failure or "a shard task gave up") if cluster.failed.is_set() else None
+    for w in watched:
+        if w.failed.is_set():
+            return w.failure or "a supervised task gave up"
+    return None

@@ -18,7 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from shards.app import Service, ServiceUnavailable, run_until_signalled
+from shards.app import Service, ServiceUnavailable, run_service, run_until_signalled
 from smc_quant.errors import ConfigError, OperationalError
 from smc_quant.labels import SETUP_SOURCES
 from smc_quant.logging import configure_logging, get_logger
@@ -56,7 +56,7 @@ def cmd_run(_: argparse.Namespace) -> int:
 
     async def main() -> int:
         try:
-            clean = await run_until_signalled(Service(settings), _stop_event())
+            clean = await run_service(Service(settings), _stop_event())
         except (ServiceUnavailable, OperationalError) as exc:  # exchange unreachable, database not startable
             print(f"smc-quant: {exc}", file=sys.stderr)
             return 1

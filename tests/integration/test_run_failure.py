@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from shards.app import Service, run_until_signalled
+from shards.app import Service, ServiceUnavailable, run_service, run_until_signalled
+from shards.supervisor import CrashHistory
 from smc_quant.exchange.emulator import Emulator, EmulatorConfig
 from smc_quant.settings import load_settings
 from tests.conftest import TEST_REDIS_URL
@@ -63,6 +64,67 @@ async def test_a_shard_that_crash_loops_ends_run_with_a_failure(shared_data: Pat
         if run is not None:
             await asyncio.gather(run, return_exceptions=True)
         await emu.stop()
+
+
+class BrokenReport(StartedService):
+    """A service whose heartbeat report raises (a bug in any background task): the fault injected."""
+
+    def report(self) -> dict[str, Any]:
+        raise RuntimeError("report broke")
+
+
+async def test_a_background_task_that_crash_loops_ends_run_with_a_failure(shared_data: Path, pg_dsn: str) -> None:
+    """The background tasks of `run` (universe refresh, champion, learner, housekeeping, heartbeat) are supervised
+    like the shards' feeds: the heartbeat crashes, is logged with its error and restarted, and past
+    ``max_task_restarts`` the run ends with ``process_failed`` (exit 1, the orchestrator restarts it). They used to be
+    plain tasks: the crash went unseen until the process stopped, and the run went on without them for good."""
+    emu = Emulator(EmulatorConfig(data_dir=shared_data, speed=60.0, updates_per_candle=1, map_to_exchange_info=True,
+                                  max_minutes=5, start_paused=True))
+    await emu.start()
+    settings = settings_for(emu, pg_dsn, shards=1, workers=1, cluster={"max_task_restarts": 1, "heartbeat_s": 0.01})
+    service = BrokenReport(settings)
+    stop = asyncio.Event()
+    run: asyncio.Task[bool] | None = None
+    try:
+        with capture_logs() as logs:
+            run = asyncio.create_task(run_until_signalled(service, stop))
+            clean = await asyncio.wait_for(asyncio.shield(run), 120)
+        assert clean is False and not stop.is_set()
+        crashed = [e for e in logs if e["event"] == "task_crashed"]
+        assert [(e["task"], e["error"]) for e in crashed] == [("heartbeat", "RuntimeError: report broke")] * 2
+        assert [e["task"] for e in logs if e["event"] == "task_restarted"] == ["heartbeat"]
+        [failed] = [e for e in logs if e["event"] == "process_failed"]
+        assert failed["reason"] == "task heartbeat crashed 2 times in 300s"
+        assert "service_stopped" in [e["event"] for e in logs]
+    finally:
+        stop.set()
+        if run is not None:
+            await asyncio.gather(run, return_exceptions=True)
+        await emu.stop()
+
+
+async def test_run_counts_its_crashes_and_delays_a_start_after_a_crash_loop(tmp_path: Path, pg_dsn: str) -> None:
+    """`smc-quant run` keeps the workers' crash history in the state dir (``run_service``): a start that fails (the
+    exchange unreachable, nothing cached) is recorded as a crash; after more than ``cluster.crash_limit`` of them
+    within the window the next start waits ``cluster.crash_delay_s`` first — a stop during that wait ends it
+    without starting anything. `run` used to restart at full speed into the same failure, every time."""
+    settings = load_settings(database_url=pg_dsn, redis_url=None, state_dir=tmp_path, log_level="WARNING",
+                             venue={"rest_base": "http://127.0.0.1:9", "request_timeout_s": 2.0},
+                             cluster={"crash_limit": 1, "crash_delay_s": 600.0})
+    history = CrashHistory(tmp_path, "run", limit=1, window_s=settings.cluster.crash_window_s)
+    for attempt in (1, 2):
+        with pytest.raises(ServiceUnavailable):
+            await run_service(Service(settings), asyncio.Event())
+        assert len(history.crashes()) == attempt and not history.marker.exists()
+    stop = asyncio.Event()
+    stop.set()  # SIGTERM during the wait
+    service = Service(settings)
+    with capture_logs() as logs:
+        assert await run_service(service, stop) is True
+    [backoff] = [e for e in logs if e["event"] == "crash_loop_backoff"]
+    assert backoff["delay_s"] == 600.0 and backoff["crashes"] == 2
+    assert service.pool is None  # nothing was started
+    assert len(history.crashes()) == 2 and not history.marker.exists()
 
 
 async def test_runs_redis_client_is_bounded_like_the_workers(tmp_path: Path) -> None:
