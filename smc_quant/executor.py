@@ -90,6 +90,7 @@ class Executor(OperatorHand, AccountEvents):
         self._finishing: set[asyncio.Task[None]] = set()
         """Trades being finished and protection being repaired (awaited by :meth:`idle` and :meth:`stop`)."""
         self._recent_fills: dict[FillKey, None] = {}
+        self._triggered: dict[tuple[str, int], ExitReason] = {}
         self._repairing: set[str] = set()
         self.writes = Writer(self.log, first_delay_s=self.config.store_retry_s)  # retried through a database blip
         self._idle = asyncio.Event()

@@ -75,6 +75,9 @@ class AccountEvents:
     _events: asyncio.Queue[AccountEvent]
     _finishing: set[asyncio.Task[None]]
     _recent_fills: dict[FillKey, None]
+    _triggered: dict[tuple[str, int], ExitReason]
+    """(symbol, order id) of the orders our stops and targets placed when they fired (``ALGO_UPDATE``'s ``ai``) →
+    the exit they are: their fills may carry a client id the exchange made up, not our ``clientAlgoId``."""
     _repairing: set[str]
     _reconciling: asyncio.Lock
 
@@ -174,6 +177,9 @@ class AccountEvents:
         if entry is not None and entry.position.signal_id == key:
             if parts is None and forced is not None:
                 entry.exit_reason = forced
+            elif (parts is None and (triggered := self._triggered.get((u.symbol, u.order_id))) is not None
+                  and (entry.exit_reason is None or entry.status != "closing")):
+                entry.exit_reason = triggered
             elif (parts is not None and (entry.exit_reason is None or entry.status != "closing")
                   and parts.leg in _LEG_EXITS):
                 entry.exit_reason = _LEG_EXITS[parts.leg]
@@ -187,6 +193,12 @@ class AccountEvents:
     def _on_algo(self, u: AlgoUpdate) -> None:
         """Our open position's stop or target ended without executing: repair its protection now (background)."""
         entry = self.book.get(u.symbol)
+        if (entry is not None and u.actual_order_id is not None
+                and u.client_algo_id in (entry.sl_client_id, entry.tp_client_id)):
+            self._triggered[(u.symbol, u.actual_order_id)] = (ExitReason.STOP_LOSS if u.client_algo_id ==
+                                                               entry.sl_client_id else ExitReason.TAKE_PROFIT)
+            while len(self._triggered) > RECENT_FILLS:
+                del self._triggered[next(iter(self._triggered))]
         if (entry is None or entry.status != "open" or not u.ended_unexecuted
                 or u.client_algo_id not in (entry.sl_client_id, entry.tp_client_id)):
             return

@@ -208,6 +208,15 @@ class PaperBroker:
                 return None
             raise
 
+    async def query_order_id(self, symbol: str, order_id: int) -> OrderState | None:
+        """The order by the account's id, ``None`` when the account does not know it (-2013)."""
+        try:
+            return self._account.query_order(symbol, order_id=order_id)
+        except VenueRejected as exc:
+            if exc.code == NO_SUCH_ORDER:
+                return None
+            raise
+
     async def cancel_order(self, symbol: str, client_order_id: str) -> OrderState | None:
         """Cancel by client id; ``None`` when already gone (-2011 / -2013)."""
         try:

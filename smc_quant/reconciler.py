@@ -171,6 +171,8 @@ class Reconciler:
             if not cid or cid in known:
                 continue
             asked, state = await self._query(pos.symbol, cid)
+            if asked and state is None:  # its order may carry an id the exchange made up: found by actualOrderId
+                state = await self._triggered_order(pos.symbol, cid)
             if asked and self._found(entry, cid, state):
                 entry.exit_reason = entry.exit_reason or reason
         # Our own market exits (time limit, rotation, breaker, delisting, flatten) whose fills we did not see: a
@@ -204,6 +206,19 @@ class Reconciler:
         except VenueRejected as exc:
             self.log.warning("exit_query_refused", symbol=symbol, client_id=cid, error=error_text(exc))
             return False, None
+
+    async def _triggered_order(self, symbol: str, cid: str) -> OrderState | None:
+        """The order our stop or target ``cid`` placed when it fired, by the algo order's ``actualOrderId``:
+        Binance does not document that this order carries our ``clientAlgoId`` as its client id, so the query by
+        client id may not know it. ``None`` when the algo order never fired (or is unknown, or refused)."""
+        try:
+            algo = await self.broker.query_algo(symbol, cid)
+            if algo is None or algo.actual_order_id is None:
+                return None
+            return await self.broker.query_order_id(symbol, algo.actual_order_id)
+        except VenueRejected as exc:
+            self.log.warning("exit_query_refused", symbol=symbol, client_id=cid, error=error_text(exc))
+            return None
 
     def _found(self, entry: BookEntry, cid: str, state: OrderState | None) -> bool:
         """Record the exit fill an order query reports for ``entry`` (``False`` when nothing executed)."""

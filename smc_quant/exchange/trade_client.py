@@ -352,9 +352,15 @@ class LiveBroker:
 
     async def query_order(self, symbol: str, client_order_id: str) -> OrderState | None:
         """``GET /fapi/v1/order`` by ``origClientOrderId`` (weight 1); ``None`` on -2013."""
+        return await self._query_order(symbol, ("origClientOrderId", client_order_id))
+
+    async def query_order_id(self, symbol: str, order_id: int) -> OrderState | None:
+        """``GET /fapi/v1/order`` by ``orderId`` (weight 1): a triggered stop's ``actualOrderId``; ``None`` on -2013."""
+        return await self._query_order(symbol, ("orderId", str(order_id)))
+
+    async def _query_order(self, symbol: str, key: Param) -> OrderState | None:
         try:
-            body = await self._call("GET", "/fapi/v1/order", [("symbol", symbol),
-                                                              ("origClientOrderId", client_order_id)])
+            body = await self._call("GET", "/fapi/v1/order", [("symbol", symbol), key])
         except ExchangeRejected as exc:
             if exc.code in GONE_CODES:
                 return None

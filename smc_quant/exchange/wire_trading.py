@@ -208,7 +208,17 @@ def parse_algo(payload: object) -> AlgoState:
         quantity=None if close or qty == 0 else qty,
         close_position=close,
         update_time_ms=f.opt_int("updateTime"),
+        actual_order_id=_actual_order_id(f, "actualOrderId"),
     )
+
+
+def _actual_order_id(f: _Fields, key: str) -> int | None:
+    """``actualOrderId`` / ``ai``: a positive id once the trigger placed its order; absent, null, ``""``, 0 — or
+    anything not an id — before (an enrichment only: a value we cannot read never costs the row or the event)."""
+    value = f.raw(key) if f.has(key) else None
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def parse_position(payload: object) -> ExchangePosition | None:
@@ -335,6 +345,7 @@ def _algo_update(f: _Fields, o: _Fields) -> AlgoUpdate:
         event_time_ms=f.int_("E"),
         reject_reason=o.opt_str("rm"),
         executed_qty=o.opt_dec("aq") if o.has("aq") else None,
+        actual_order_id=_actual_order_id(o, "ai"),
     )
 
 

@@ -114,6 +114,9 @@ class AlgoState:
     quantity: Decimal | None = None
     close_position: bool = False
     update_time_ms: int = 0
+    actual_order_id: int | None = None
+    """``actualOrderId``: the matching-engine order the trigger placed (``None`` before it fired). Its client id
+    is not documented to be our ``clientAlgoId``: the fill is looked up by this id when that one is unknown."""
 
     @property
     def final(self) -> bool:
@@ -251,6 +254,8 @@ class AlgoUpdate:
     reject_reason: str = ""
     executed_qty: Decimal | None = None
     """``aq``: what the triggered order executed (``None`` when the frame does not say)."""
+    actual_order_id: int | None = None
+    """``ai``: the order the trigger placed in the matching engine (``None`` while there is none)."""
 
     @property
     def ended_unexecuted(self) -> bool:
@@ -290,6 +295,10 @@ class Broker(Protocol):
 
     async def query_order(self, symbol: str, client_order_id: str) -> OrderState | None:
         """``None`` when the exchange does not know the id (-2013)."""
+        ...
+
+    async def query_order_id(self, symbol: str, order_id: int) -> OrderState | None:
+        """The order by the exchange's id (a triggered stop's ``actualOrderId``); ``None`` when unknown."""
         ...
 
     async def cancel_order(self, symbol: str, client_order_id: str) -> OrderState | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_UP, Decimal
+from typing import Literal
 
 from smc_quant.domain.trading import ZERO, Fill, OrderSide
 from smc_quant.exchange.brackets import SymbolBrackets
@@ -66,6 +67,10 @@ class SimConfig:
     margin_type: str = "CROSSED"
     bnb_discount: Decimal = Decimal("0.1")
     """With :attr:`SimAccount.fee_burn` on, commissions are charged in BNB at this discount (Binance: 10 %)."""
+    trigger_ids: Literal["client_algo_id", "exchange"] = "client_algo_id"
+    """The client order id of the MARKET order a trigger places: our ``clientAlgoId``, or one the exchange makes up
+    (``exchange``; Binance does not document which, so the client must cope with both: it finds the order by its
+    ``actualOrderId``)."""
 
 
 @dataclass(slots=True)
@@ -456,12 +461,11 @@ class SimAccount:
     def _trigger(self, algo: AlgoRecord, price: Decimal, time_ms: int, *, gap: bool) -> list[AccountEvent]:
         """Fire one algo order: TRIGGERED, then its MARKET order fills and FINISHED — or REJECTED."""
         self._book.close_algo(algo)
-        events: list[AccountEvent] = [algo.move("TRIGGERED", time_ms)]
         amount = self._amount(algo.symbol)
         sign = 1 if algo.side == "BUY" else -1
         reducing = algo.close_position or algo.reduce_only
         if reducing and (amount == 0 or (amount > 0) == (sign > 0)):
-            return [*events, algo.move("REJECTED", time_ms, "Reduce Only reject")]
+            return [algo.move("TRIGGERED", time_ms), algo.move("REJECTED", time_ms, "Reduce Only reject")]
         base = price if gap else algo.trigger_price
         fill_price = self._slipped(algo.symbol, base, algo.side)
         if algo.close_position:
@@ -473,10 +477,12 @@ class SimAccount:
             try:
                 self._check_margin(algo.symbol, amount, sign * qty, opening_qty(amount, sign * qty), fill_price)
             except SimRejected as exc:
-                return [*events, algo.move("REJECTED", time_ms, str(exc))]
-        order = self._book.add_order(algo.symbol, algo.client_algo_id, algo.side, "MARKET", qty, None, reducing,
-                                     "GTC", time_ms)
-        events.append(order.update("NEW", time_ms))
+                return [algo.move("TRIGGERED", time_ms), algo.move("REJECTED", time_ms, str(exc))]
+        cid = (algo.client_algo_id if self._config.trigger_ids == "client_algo_id"
+               else f"algo{algo.algo_id}-{self._book.next_order_id}")
+        order = self._book.add_order(algo.symbol, cid, algo.side, "MARKET", qty, None, reducing, "GTC", time_ms)
+        algo.actual_order_id = order.order_id  # in the matching engine: TRIGGERED names it (``ai``)
+        events: list[AccountEvent] = [algo.move("TRIGGERED", time_ms), order.update("NEW", time_ms)]
         events += self._fill(order, fill_price, is_maker=False, time_ms=time_ms)
         events.append(algo.move("FINISHED", time_ms, executed=qty))
         return events

@@ -80,6 +80,8 @@ class AlgoRecord:
     working_type: str
     time_ms: int
     status: AlgoStatus = "NEW"
+    actual_order_id: int | None = None
+    """The MARKET order its trigger placed (``actualOrderId``, ``ai``)."""
 
     def triggers_at(self, price: Decimal) -> bool:
         """Whether ``price`` fires this order (:func:`triggers`)."""
@@ -88,7 +90,7 @@ class AlgoRecord:
     def state(self) -> AlgoState:
         """The algo order as ``GET /fapi/v1/algoOrder`` reports it."""
         return AlgoState(self.symbol, self.client_algo_id, self.algo_id, self.status, self.side, self.type,
-                         self.trigger_price, self.quantity, self.close_position, self.time_ms)
+                         self.trigger_price, self.quantity, self.close_position, self.time_ms, self.actual_order_id)
 
     def move(self, status: AlgoStatus, time_ms: int, reject_reason: str = "",
              executed: Decimal = ZERO) -> AlgoUpdate:
@@ -96,4 +98,4 @@ class AlgoRecord:
         self.status = status
         self.time_ms = time_ms
         return AlgoUpdate(self.symbol, self.client_algo_id, self.algo_id, status, self.side, self.type,
-                          self.trigger_price, time_ms, reject_reason, executed)
+                          self.trigger_price, time_ms, reject_reason, executed, self.actual_order_id)

@@ -305,6 +305,28 @@ def test_algo_update_executed_quantity(shared_data: Path, name: str, executed: D
     assert (e.executed_qty, e.ended_unexecuted) == (executed, unexecuted)
 
 
+@pytest.mark.parametrize(("name", "actual"), [
+    ("ws_futures_algo_update_triggering.json", None),  # not in the matching engine yet
+    ("ws_futures_algo_update_triggered.json", 88937381063),  # "ai": "88937381063"
+    ("ws_futures_algo_update_finished.json", 88937381063),
+])
+def test_algo_update_names_the_order_its_trigger_placed(shared_data: Path, name: str, actual: int | None) -> None:
+    """``ai`` → ``actual_order_id``: the stop's fill is told apart by it when its client id is not ours."""
+    e = parse_event(_load(shared_data, f"{WS}/{name}"))
+    assert isinstance(e, AlgoUpdate) and e.actual_order_id == actual
+
+
+@pytest.mark.parametrize(("value", "actual"), [("", None), (None, None), (0, None), ("88937381063", 88937381063),
+                                               (88937381063, 88937381063), ("n/a", None), (True, None)])
+def test_algo_actual_order_id_is_an_enrichment_never_a_rejection(value: object, actual: int | None) -> None:
+    """``actualOrderId`` in a queried algo order: read when it is an id, ``None`` otherwise (the row still counts)."""
+    doc = {"algoId": 7, "clientAlgoId": "sl-x", "orderType": "STOP_MARKET", "symbol": "BNBUSDT", "side": "SELL",
+           "quantity": "0.01", "algoStatus": "FINISHED", "triggerPrice": "750.000", "actualOrderId": value}
+    assert parse_algo(doc).actual_order_id == actual
+    del doc["actualOrderId"]
+    assert parse_algo(doc).actual_order_id is None
+
+
 def test_algo_update_ended_unexecuted_by_status(shared_data: Path) -> None:
     """REJECTED, EXPIRED and CANCELED ended without executing; NEW and TRIGGERED have not ended."""
     e = parse_event(_load(shared_data, f"{USER}/algo_update_canceled.json"))

@@ -90,5 +90,5 @@ def account_brackets(config: EmulatorConfig, symbols: Sequence[str]) -> dict[str
 def build_account(config: EmulatorConfig, market: Market) -> TradingAccount:
     """A ``SimAccount`` for the served symbols, configured from ``config`` (balance, fees, slippage)."""
     sim_config = SimConfig(balance=config.balance, taker_fee=config.taker_fee, maker_fee=config.maker_fee,
-                           slippage_bps=config.slippage_bps)
+                           slippage_bps=config.slippage_bps, trigger_ids=config.trigger_ids)
     return SimAccount(account_filters(market), account_brackets(config, market.symbols), sim_config)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 
 from smc_quant.datasets import KLINES_2023_1M
 
@@ -71,6 +72,9 @@ class EmulatorConfig:
     """Maker commission rate (fraction of notional)."""
     slippage_bps: Decimal = Decimal("1")
     """Adverse slippage of market fills, in basis points of the last price."""
+    trigger_ids: Literal["client_algo_id", "exchange"] = "client_algo_id"
+    """Client id of the order a stop or target places when it fires: its ``clientAlgoId``, or one the exchange makes
+    up (``SimConfig.trigger_ids``; Binance does not say which)."""
     order_limit_10s: int = 300
     """New orders per account per 10 s (``X-MBX-ORDER-COUNT-10S``); beyond it 429 -1015."""
     order_limit_1m: int = 1200

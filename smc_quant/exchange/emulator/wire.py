@@ -123,6 +123,8 @@ def algo_json(a: AlgoState, *, reduce_only: bool = False, working_type: str = "C
         "updateTime": a.update_time_ms,
         "triggerTime": trigger_time_ms,
         "goodTillDate": 0,
+        # once fired: the order it placed in the matching engine (the documented NEW example has no such key)
+        **({"actualOrderId": str(a.actual_order_id)} if a.actual_order_id is not None else {}),
     }
 
 
@@ -396,7 +398,7 @@ def _algo_event(u: AlgoUpdate, quantity: Decimal | None, close_position: bool, r
             "f": "GTC",
             "q": dec(quantity),
             "X": u.status,
-            "ai": "",
+            "ai": str(u.actual_order_id) if u.actual_order_id is not None else "",
             "ap": "0",
             "aq": dec(u.executed_qty),
             "act": "0",
