@@ -429,9 +429,10 @@ class Executor(OperatorHand, AccountEvents):
         positions were closed for the 2-hour limit or the breaker."""
         self.daily_summary()
         await self.check_drawdown()
-        equity = self.snapshot().equity if self._wallet_known else None  # unknown: no day starts from zero
-        due = self.risk.due_exits([e.position for e in self.book.values() if e.status == "open"], self.clock(),
-                                  equity=equity)
+        snap = self.snapshot()  # the book's positions keep their entry price as mark: the breaker needs today's
+        equity = snap.equity if self._wallet_known else None  # unknown: no day starts from zero
+        due = self.risk.due_exits([snap.positions[s] for s, e in self.book.items() if e.status == "open"],
+                                  self.clock(), equity=equity, unrealized=snap.unrealized_pnl)
         for position, reason in due:
             await self.close(position.symbol, reason)
         return len(due)

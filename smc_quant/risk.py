@@ -339,18 +339,20 @@ class RiskManager:
             self._record(trade)
         self._check_breaker(ZERO)
 
-    def due_exits(self, positions: Iterable[Position], now_ms: int,
-                  equity: Decimal | None = None) -> list[tuple[Position, ExitReason]]:
+    def due_exits(self, positions: Iterable[Position], now_ms: int, equity: Decimal | None = None,
+                  unrealized: Decimal | None = None) -> list[tuple[Position, ExitReason]]:
         """Positions to close now: on a symbol whose delisting is ``delisting_exit_ms`` away or less
         (``delisting_ms − delisting_exit_ms ≤ now_ms``) → DELISTING; held ``max_hold_ms`` or longer
         (``entry_time_ms + max_hold_ms ≤ now_ms``) → TIME; otherwise, if the breaker is tripped (checked with the
         positions' unrealised PnL at their marks) and ``close_on_breaker`` → BREAKER.
 
         ``equity`` (the account's, now) starts a new UTC day when this check is the first of it: without it the
-        day had no starting equity and the breaker was blind until the first signal or trade of the day."""
+        day had no starting equity and the breaker was blind until the first signal or trade of the day.
+        ``unrealized``: the whole book's unrealised PnL at the current marks, positions being closed included
+        (default: the sum over ``positions``, whose ``mark_price`` must then be current)."""
         held = list(positions)
         self._roll(now_ms, equity)
-        self._check_breaker(sum((p.unrealized_pnl for p in held), ZERO))
+        self._check_breaker(sum((p.unrealized_pnl for p in held), ZERO) if unrealized is None else unrealized)
         out: list[tuple[Position, ExitReason]] = []
         for p in held:
             delisting_ms = self.delistings.get(p.symbol)
