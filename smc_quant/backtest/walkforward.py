@@ -111,7 +111,7 @@ class MemoryExperience:
             return
         self.rows.append(ExperienceRow(trade.symbol, trade.side, signal.features, signal.schema_version,
                                        trade.net_return_pct, signal.open_time, trade.exit_time_ms,
-                                       signal.model_version))
+                                       signal.model_version, trade.exit_reason.value))
 
     async def experience(self, schema_version: str, since_ms: int | None = None) -> list[ExperienceRow]:
         return [r for r in self.rows if r.schema_version == schema_version

@@ -177,9 +177,17 @@ class ExperienceRow:
     signal_time_ms: int
     closed_ms: int
     model_version: int | None = None
+    exit_reason: str | None = None
+    """The trade's :class:`ExitReason` value (``None``: not known, e.g. a row stored before it was read back)."""
 
     @property
     def win(self) -> bool:
+        """The history labels' rule (``smc_quant.labels.triple_barrier``: the target was hit): an exit at the take
+        profit. A trade closed at the time limit or by hand with a small net gain is not a win there, and must not
+        be one here — the model learns one target from both kinds of rows, and the confidence threshold is
+        reasoned on full-target wins. Without an exit reason: a positive net return."""
+        if self.exit_reason is not None:
+            return self.exit_reason == ExitReason.TAKE_PROFIT.value
         return self.net_return_pct > 0
 
 

@@ -14,11 +14,12 @@ What one round does (:meth:`Learner.learn_once`):
 
 1. **Data.** The history loader gives labelled historical setups (a :class:`Dataset`, e.g. the ``"broad"``
    setups of the candles in PostgreSQL). The experience source gives the closed trades of the engine's
-   feature schema; each becomes one training row: its frozen signal-time features, ``win = net_return_pct
-   > 0``, ``ret_pct = net_return_pct``, signal time as start, close time as label end, marked as a strategy
-   setup. Experience rows are weighted ``experience_weight`` (default 3): they are the strategy's real
-   fills and fees, the ground truth the history labels only approximate, and they are few. Rows of
-   another schema version, of the wrong width or with a non-finite return are refused and counted.
+   feature schema; each becomes one training row: its frozen signal-time features, ``win`` = it exited at
+   the take profit (the history labels' rule: ``ExperienceRow.win``), ``ret_pct = net_return_pct``, signal
+   time as start, close time as label end, marked as a strategy setup. Experience rows are weighted
+   ``experience_weight`` (default 3): they are the strategy's real fills and fees, the ground truth the history
+   labels only approximate, and they are few. Rows of another schema version, of the wrong width or with a
+   non-finite return are refused and counted.
 2. **Split.** Everything is sorted by signal time; the latest ``holdout_fraction`` (at least
    ``min_holdout`` rows) is held out, and training keeps only rows whose label window ends before it
    (purge). The challenger is trained on those rows in a worker thread (``asyncio.to_thread``: LightGBM
@@ -225,7 +226,7 @@ def experience_dataset(rows: Sequence[ExperienceRow], schema_version: str,
     n = len(good)
     x = np.array([r.features for r in good], dtype=np.float64).reshape(n, n_features)
     ret = np.array([r.net_return_pct for r in good], dtype=np.float64)
-    ds = Dataset(x, (ret > 0).astype(np.int64), ret,
+    ds = Dataset(x, np.array([r.win for r in good], dtype=np.int64).reshape(n), ret,
                  np.array([1 if r.side == "LONG" else -1 for r in good], dtype=np.int64),
                  np.array([r.signal_time_ms for r in good], dtype=np.int64),
                  np.array([max(r.closed_ms, r.signal_time_ms) for r in good], dtype=np.int64),
@@ -281,7 +282,7 @@ def _fit(data: Dataset, config: LearnerConfig) -> _Fitted:
     """Split, train and score the held-out window (CPU-bound: runs in the worker thread)."""
     split = split_latest(data.start, data.end, config.holdout_fraction, config.min_holdout)
     if split.train.shape[0] < config.min_holdout:
-        raise ValueError(f"only {split.train.shape[0]} training rows before the held-out window")
+        raise NotEnoughData(f"only {split.train.shape[0]} training rows before the held-out window")
     tr = data.take(split.train)
     model = train(tr.x, tr.win, config.train, tr.weight)
     return _Fitted(model, data, split.train, split.holdout, split.cut_ms, model.predict(data.x[split.holdout]))

@@ -100,8 +100,10 @@ SELECT signal_id, symbol, side, quantity, entry_price, exit_price, entry_time_ms
 FROM trades WHERE exit_time_ms >= $1 AND exit_time_ms <= $2 AND ($3::timestamptz IS NULL OR inserted_at >= $3)
 ORDER BY exit_time_ms, id"""
 _EXPERIENCE = """
-SELECT symbol, side, features, schema_version, net_return_pct, signal_time_ms, closed_ms, model_version
-FROM experience WHERE schema_version = $1 AND closed_ms >= $2 ORDER BY closed_ms, id"""
+SELECT e.symbol, e.side, e.features, e.schema_version, e.net_return_pct, e.signal_time_ms, e.closed_ms, e.model_version,
+       t.exit_reason
+FROM experience e LEFT JOIN trades t ON t.id = e.trade_id
+WHERE e.schema_version = $1 AND e.closed_ms >= $2 ORDER BY e.closed_ms, e.id"""
 
 _MIN_MS = -(2**63)
 _MAX_MS = 2**63 - 1
@@ -147,7 +149,7 @@ def _experience(row: asyncpg.Record) -> ExperienceRow:
     return ExperienceRow(symbol=row["symbol"], side=row["side"], features=tuple(row["features"]),
                          schema_version=row["schema_version"], net_return_pct=row["net_return_pct"],
                          signal_time_ms=row["signal_time_ms"], closed_ms=row["closed_ms"],
-                         model_version=row["model_version"])
+                         model_version=row["model_version"], exit_reason=row["exit_reason"])
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,8 @@ from smc_quant.domain.trading import ExitReason, PositionSide, Trade
 from smc_quant.features import FEATURE_SCHEMA
 from smc_quant.labels import BarrierSpec
 from smc_quant.model.dataset import Dataset, build_dataset
-from smc_quant.model.learner import Learner, LearnerConfig, candle_history, experience_dataset
+from smc_quant.model.gate import NotEnoughData
+from smc_quant.model.learner import Learner, LearnerConfig, _fit, candle_history, experience_dataset
 from smc_quant.model.trainer import FeatureSchemaMismatch, TrainConfig, TrainedModel, shuffled, train
 from smc_quant.notify import learned
 from smc_quant.store.candles import CandleRepository
@@ -84,7 +85,8 @@ async def _close_trades(repo: TradingRepository, live: Dataset, rows: range, sch
         move = Decimal(repr(round(float(live.ret_pct[k]), 6))) * int(live.side[k])
         trade = Trade(f"{tag}{k}", live.symbols[live.symbol[k]], side, Decimal("1"), entry, entry + move,
                       int(live.start[k]), int(live.end[k]), Decimal("0"),
-                      ExitReason.TAKE_PROFIT if live.win[k] else ExitReason.STOP_LOSS)
+                      ExitReason.TAKE_PROFIT if live.win[k] else
+                      ExitReason.TIME if live.ret_pct[k] > 0 else ExitReason.STOP_LOSS)
         assert await repo.close_trade(trade, features=live.x[k].tolist(), schema_version=schema,
                                       signal_time_ms=int(live.start[k]), model_version=None) is not None
 
@@ -206,6 +208,33 @@ async def test_a_kept_champion_with_no_edge_left_is_reported_and_a_failing_repor
     assert log.lines[-1] == ("learner_outcome_hook_failed", {"error": "RuntimeError: chat down"})
 
 
+async def test_a_trade_is_labelled_by_the_history_labels_rule(stores: tuple[ModelRegistry, TradingRepository],
+                                                              real: RealData) -> None:
+    """A closed trade's training label is the history labels' (``triple_barrier``: the target was hit), so one setup
+    gets one label from both sources: a trade closed at the time limit with a net gain is not a win. Trade rows
+    used to be labelled ``net_return_pct > 0`` — on the strategy's setups 29 % more wins than the history's rule."""
+    _, repo = stores
+    live = real.live
+    gains_at_the_limit = [k for k in range(len(live)) if not live.win[k] and live.ret_pct[k] > 0][:5]
+    wins = [k for k in range(len(live)) if live.win[k]][:5]
+    assert len(gains_at_the_limit) == 5 and len(wins) == 5, "precondition: both kinds among the real setups"
+    for k in sorted(gains_at_the_limit + wins):
+        await _close_trades(repo, live, range(k, k + 1))
+    ds, refused = experience_dataset(await repo.experience(FEATURE_SCHEMA.version), FEATURE_SCHEMA.version)
+    expected = live.take(np.array(sorted(gains_at_the_limit + wins)))
+    assert refused == 0 and ds.ret_pct.tolist() == pytest.approx(expected.ret_pct.tolist(), abs=1e-6)
+    assert ds.win.tolist() == expected.win.tolist() and ds.win.sum() == 5
+
+
+def test_a_purge_that_leaves_too_few_training_rows_waits_for_data(real: RealData) -> None:
+    """Label windows that all reach into the held-out window leave nothing to train on: the round waits for data
+    (``learner_waiting_for_data``, counted ``waiting``), like the other too-little-data cases — it used to raise a
+    plain ValueError, counted ``failed`` and logged ``learner_round_failed``, the line meant for alerts."""
+    reaching = replace(real.history, end=np.full_like(real.history.end, int(real.history.start.max())))
+    with pytest.raises(NotEnoughData, match="training rows before the held-out window"):
+        _fit(reaching, LearnerConfig())
+
+
 async def test_schema_version_mismatch_is_refused(stores: tuple[ModelRegistry, TradingRepository],
                                                  real: RealData, pg_dsn: str) -> None:
     """A learner for another feature schema refuses to start; experience of another schema is never trained on;
@@ -245,7 +274,7 @@ async def test_schema_version_mismatch_is_refused(stores: tuple[ModelRegistry, T
            replace(rows[2], net_return_pct=float("nan"))]
     ds, refused = experience_dataset([*bad, rows[0]], FEATURE_SCHEMA.version, weight=3.0)
     assert (len(ds), refused) == (1, 3)
-    assert ds.weight.tolist() == [3.0] and ds.is_setup.all() and ds.win[0] == int(rows[0].net_return_pct > 0)
+    assert ds.weight.tolist() == [3.0] and ds.is_setup.all() and ds.win[0] == int(rows[0].exit_reason == "take_profit")
 
 
 async def test_training_does_not_stall_the_event_loop(stores: tuple[ModelRegistry, TradingRepository],

@@ -39,10 +39,10 @@ def _position(symbol: str = "BTCUSDT", signal_id: str = "sig-1") -> Position:
 
 
 def _trade(signal_id: str = "sig-1", exit_ms: int = T0 + 3_600_000, exit_price: str = "37719.10",
-           symbol: str = "BTCUSDT") -> Trade:
+           symbol: str = "BTCUSDT", exit_reason: ExitReason = ExitReason.TAKE_PROFIT) -> Trade:
     return Trade(signal_id=signal_id, symbol=symbol, side="LONG", quantity=D("0.012"), entry_price=D("37125.10"),
                  exit_price=D(exit_price), entry_time_ms=T0 + 62_000, exit_time_ms=exit_ms,
-                 fees=D("0.44550120"), exit_reason=ExitReason.TAKE_PROFIT, confidence=0.6375)
+                 fees=D("0.44550120"), exit_reason=exit_reason, confidence=0.6375)
 
 
 def _bits(values: tuple[float, ...]) -> list[bytes]:
@@ -265,9 +265,10 @@ async def test_close_trade_keeps_a_newer_position_of_the_same_symbol(repo: Tradi
 async def test_trades_window_order_count_and_realized(repo: TradingRepository) -> None:
     """Trades come back ordered by exit time and filtered by window; realized_since sums net PnL exactly."""
     day = 86_400_000
-    late = _trade("a", exit_ms=T0 + day + 5_000, exit_price="37000.00")   # loss
+    late = _trade("a", exit_ms=T0 + day + 5_000, exit_price="37000.00", exit_reason=ExitReason.STOP_LOSS)  # loss
     early = _trade("b", exit_ms=T0 + 3_600_000)                           # win
-    mid = _trade("c", exit_ms=T0 + day + 1_000, exit_price="37500.25", symbol="ETHUSDT")
+    mid = _trade("c", exit_ms=T0 + day + 1_000, exit_price="37500.25", symbol="ETHUSDT",
+                 exit_reason=ExitReason.TIME)  # a net gain at the time limit
     for t in (late, early, mid):
         assert await repo.close_trade(t, features=(1.0,), schema_version=SCHEMA, signal_time_ms=T0,
                                       model_version=None) is not None
@@ -281,7 +282,8 @@ async def test_trades_window_order_count_and_realized(repo: TradingRepository) -
     assert await repo.realized_since(T0 + 10 * day) == D(0)
     rows = await repo.experience(SCHEMA)
     assert [r.closed_ms for r in rows] == [early.exit_time_ms, mid.exit_time_ms, late.exit_time_ms]
-    assert [r.win for r in rows] == [True, True, False]
+    assert [r.exit_reason for r in rows] == ["take_profit", "time_limit", "stop_loss"]
+    assert mid.net_pnl > 0 and [r.win for r in rows] == [True, False, False]  # the history labels' rule: the target
     assert [r.closed_ms for r in await repo.experience(SCHEMA, since_ms=T0 + day)] == [mid.exit_time_ms,
                                                                                         late.exit_time_ms]
     assert await repo.experience("smc-features/0") == []
