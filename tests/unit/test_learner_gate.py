@@ -178,6 +178,18 @@ def test_time_blocks_are_as_long_as_the_longest_label() -> None:
     assert empty.shape == (0,) and empty.dtype == np.int64
 
 
+def test_one_long_label_does_not_set_the_block_length() -> None:
+    """A day of 2-hour labels every 10 minutes and one trade closed 20 hours after its signal (a restart): still
+    12 blocks of 2 hours, not 2 of 20 — the gate's SE stays the day's, the decision unchanged."""
+    m = 60_000
+    start = np.arange(0, 24 * 60, 10, dtype=np.int64) * m
+    end = start + 119 * m
+    long_end = end.copy()
+    long_end[5] = start[5] + 20 * 60 * m
+    assert time_blocks(start, long_end).tolist() == time_blocks(start, end).tolist() == (start // (120 * m)).tolist()
+    assert np.unique(time_blocks(start, long_end)).shape[0] == 12
+
+
 def test_stored_window_round_trips_through_json_with_nans() -> None:
     """The window survives JSON (NaN features as null) and keeps only its latest rows; junk is refused."""
     rng = np.random.default_rng(2)
