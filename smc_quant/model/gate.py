@@ -285,9 +285,13 @@ class StoredHoldout(NamedTuple):
 
 def holdout_to_json(x: F64, win: I64, is_setup: npt.NDArray[np.bool_], start: I64, end: I64,
                     max_rows: int = 4000) -> dict[str, Any]:
-    """The held-out window as registry metrics (its latest ``max_rows`` rows; NaN features become null),
-    so ``smc-quant promote`` can gate a candidate later without the candles."""
-    keep = slice(max(0, win.shape[0] - max_rows), None)
+    """The held-out window as registry metrics (NaN features become null), so ``smc-quant promote`` can gate a
+    candidate later without the candles. Beyond ``max_rows`` rows, ``max_rows`` spread evenly over the window:
+    with 300+ symbols its latest 4,000 rows — kept until 2026-12-07 — covered about 80 minutes, one or two time
+    blocks, and a later re-gate refused every model the learner had passed on the whole window."""
+    n = win.shape[0]
+    keep = (np.unique(np.linspace(0, n - 1, max_rows).round().astype(np.int64)) if n > max_rows
+            else np.arange(n, dtype=np.int64))
     return {"x": x[keep].tolist(), "win": win[keep].tolist(), "is_setup": is_setup[keep].tolist(),
             "start": start[keep].tolist(), "end": end[keep].tolist()}
 

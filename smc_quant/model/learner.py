@@ -436,7 +436,8 @@ class Learner:
                 champion = None
             else:
                 champion_p = await asyncio.to_thread(champion_model.predict, hold.x[chosen])
-        blocks = time_blocks(hold.start[chosen], hold.end[chosen])
+        gated = hold.take(chosen)  # the rows the gate decides on: stored with the candidate, to re-gate it later
+        blocks = time_blocks(gated.start, gated.end)
         decision = decide(hold.win[chosen], fitted.challenger_p[chosen], champion_p, self.config.margin, self.config.z,
                           blocks, self.config.paired_z)
         standing = None  # the champion against the floor a challenger must clear, on the same rows
@@ -453,7 +454,7 @@ class Learner:
                    "holdout_all_auc": auc(hold.win, fitted.challenger_p), "gate_on": gate_on,
                    "gate_reason": decision.reason, "train_rows": train_rows, "experience_rows": len(exp),
                    "holdout_start": fitted.cut_ms,
-                   "holdout": holdout_to_json(hold.x, hold.win, hold.is_setup, hold.start, hold.end)}
+                   "holdout": holdout_to_json(gated.x, gated.win, gated.is_setup, gated.start, gated.end)}
         record = await self._registry.register(fitted.model, train_start=train_start,
                                                train_end=train_end, params=params, metrics=metrics)
         if decision.promote:

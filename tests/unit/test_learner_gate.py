@@ -178,6 +178,21 @@ def test_time_blocks_are_as_long_as_the_longest_label() -> None:
     assert empty.shape == (0,) and empty.dtype == np.int64
 
 
+def test_a_long_held_out_window_keeps_its_time_blocks_through_json() -> None:
+    """40,000 rows over 33 hours (300+ symbols' setups): the stored rows spread over the whole window, so a later
+    re-gate has its 17 two-hour blocks; the latest 4,000 rows (kept until 2026-12-07) held two."""
+    m = 60_000
+    n = 40_000
+    start = (np.arange(n, dtype=np.int64) * (33 * 60 * m)) // n
+    end = start + 119 * m
+    x = np.zeros((n, 3))
+    stored = holdout_from_json(orjson.loads(orjson.dumps(holdout_to_json(x, np.arange(n) % 2, np.ones(n, np.bool_),
+                                                                      start, end))))
+    assert len(stored.win) == 4000 and stored.start[0] == start[0] and stored.start[-1] == start[-1]
+    assert np.all(np.diff(stored.start) > 0)
+    assert np.unique(time_blocks(stored.start, stored.end)).shape[0] == 17
+
+
 def test_one_long_label_does_not_set_the_block_length() -> None:
     """A day of 2-hour labels every 10 minutes and one trade closed 20 hours after its signal (a restart): still
     12 blocks of 2 hours, not 2 of 20 — the gate's SE stays the day's, the decision unchanged."""
@@ -191,7 +206,7 @@ def test_one_long_label_does_not_set_the_block_length() -> None:
 
 
 def test_stored_window_round_trips_through_json_with_nans() -> None:
-    """The window survives JSON (NaN features as null) and keeps only its latest rows; junk is refused."""
+    """The window survives JSON (NaN features as null) and keeps ``max_rows`` spread over it; junk is refused."""
     rng = np.random.default_rng(2)
     x = rng.normal(size=(30, N))
     x[3, 4] = np.nan
@@ -201,10 +216,11 @@ def test_stored_window_round_trips_through_json_with_nans() -> None:
     end = start + 7
     stored = orjson.loads(orjson.dumps(holdout_to_json(x, win, is_setup, start, end, max_rows=20)))
     x2, win2, setup2, start2, end2 = holdout_from_json(stored)
-    np.testing.assert_array_equal(x2, x[10:])  # the NaN at row 3 is older than the kept 20 rows
-    assert np.isnan(x2).sum() == 0 and win2.tolist() == win[10:].tolist()
-    assert setup2.tolist() == is_setup[10:].tolist() and start2.tolist() == list(range(10, 30))
-    assert end2.tolist() == list(range(17, 37))
+    keep = [0, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 23, 24, 26, 27, 29]  # first to last, evenly
+    np.testing.assert_array_equal(x2, x[keep])  # the NaN of row 3 kept as NaN
+    assert np.isnan(x2).sum() == 1 and win2.tolist() == win[keep].tolist()
+    assert setup2.tolist() == is_setup[keep].tolist() and start2.tolist() == keep
+    assert end2.tolist() == [k + 7 for k in keep]
     full = orjson.loads(orjson.dumps(holdout_to_json(x, win, is_setup, start, end)))
     assert np.isnan(holdout_from_json(full).x[3, 4])
     del full["end"]  # a window stored before label ends were kept: its ends read as its starts
