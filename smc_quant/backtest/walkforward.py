@@ -93,6 +93,9 @@ class MemoryRegistry:
         self._champion = version
         return self._records[version]
 
+    async def promote_over(self, version: int, champion: int | None) -> ModelRecord | None:
+        return await self.promote(version) if self._champion == champion else None
+
     async def list(self) -> list[ModelRecord]:
         return [self._records[v] for v in sorted(self._records)]
 

@@ -108,7 +108,9 @@ class Registry(Protocol):
 
     async def load(self, version: int) -> TrainedModel: ...
 
-    async def promote(self, version: int) -> ModelRecord: ...
+    async def promote_over(self, version: int, champion: int | None) -> ModelRecord | None:
+        """Promote ``version`` if ``champion`` is still the champion; ``None`` when it changed meanwhile."""
+        ...
 
     async def newest_created_ms(self) -> int | None: ...
 
@@ -199,6 +201,9 @@ class LearnerStats:
     refused_rows: int = 0
     champion_no_edge: int = 0
     """Rounds whose champion failed the chance test on the latest window (it keeps trading unless replaced)."""
+    superseded: int = 0
+    """Challengers that passed the gate but were not promoted: the champion changed during the round (an
+    operator's promote or rollback); the next round gates against the new one."""
     training: bool = False
     last: LearnOutcome | None = None
 
@@ -427,6 +432,7 @@ class Learner:
         hold = data.take(fitted.holdout)
         chosen, gate_on = gate_rows(hold.win, hold.is_setup, self.config.min_gate_setups)
         champion = await self._registry.champion()
+        gated_against = None if champion is None else champion.version  # promoted only if it is still champion
         champion_p = None
         if champion is not None:
             try:
@@ -457,13 +463,18 @@ class Learner:
                    "holdout": holdout_to_json(gated.x, gated.win, gated.is_setup, gated.start, gated.end)}
         record = await self._registry.register(fitted.model, train_start=train_start,
                                                train_end=train_end, params=params, metrics=metrics)
-        if decision.promote:
-            await self._registry.promote(record.version)
+        promoted, reason = decision.promote, decision.reason
+        if promoted and await self._registry.promote_over(record.version, gated_against) is None:
+            promoted, reason = False, f"{reason}; not promoted: the champion changed during the round"
+            self.stats.superseded += 1
+            self._log.warning("learner_promotion_superseded", version=record.version, gated_against=gated_against,
+                              note="an operator's promote or rollback came first; the next round gates against it")
+        if promoted:
             self.stats.promoted += 1
         else:
             self.stats.kept += 1
         self.stats.rounds += 1
-        outcome = LearnOutcome(record.version, decision.promote, decision.reason, decision.challenger_auc,
+        outcome = LearnOutcome(record.version, promoted, reason, decision.challenger_auc,
                                None if champion is None else decision.champion_auc,
                                None if champion is None else champion.version, trigger, train_rows, len(hold),
                                int(chosen.shape[0]), gate_on, len(exp), time.perf_counter() - started,
@@ -473,15 +484,15 @@ class Learner:
         if standing is not None and not standing.passed:
             self.stats.champion_no_edge += 1
             self._log.warning("learner_champion_no_edge", champion=champion.version if champion else None,
-                              replaced=decision.promote, reason=standing.reason)
-        self._log.info("learner_promoted" if decision.promote else "learner_kept_champion",
-                       version=record.version, champion=outcome.champion_version, promoted=decision.promote,
+                              replaced=promoted, reason=standing.reason)
+        self._log.info("learner_promoted" if promoted else "learner_kept_champion",
+                       version=record.version, champion=outcome.champion_version, promoted=promoted,
                        challenger_auc=round(decision.challenger_auc, 4),
                        champion_auc=None if champion is None else round(decision.champion_auc, 4),
-                       reason=decision.reason, trigger=trigger, gate_on=gate_on, gate_rows=outcome.gate_rows,
+                       reason=reason, trigger=trigger, gate_on=gate_on, gate_rows=outcome.gate_rows,
                        train_rows=outcome.train_rows, experience_rows=outcome.experience_rows,
                        seconds=round(outcome.seconds, 2))
-        if decision.promote and self._on_promoted is not None:
+        if promoted and self._on_promoted is not None:
             result = self._on_promoted(record.version)
             if result is not None:
                 await result

@@ -128,8 +128,24 @@ class ModelRegistry:
 
     async def promote(self, version: int) -> ModelRecord:
         """Make ``version`` the champion and retire the previous one, in one transaction."""
+        record = await self._promote(version, None, check=False)
+        assert record is not None
+        return record
+
+    async def promote_over(self, version: int, champion: int | None) -> ModelRecord | None:
+        """:meth:`promote` only if the champion is still ``champion`` (``None``: there is still none) — the one the
+        decision to promote was made against; ``None``, nothing changed, when another promotion or a rollback came
+        in between (an operator's ``rollback`` during a learner round used to be overwritten at its end by a model
+        never compared with the champion the operator chose)."""
+        return await self._promote(version, champion, check=True)
+
+    async def _promote(self, version: int, expected: int | None, *, check: bool) -> ModelRecord | None:
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
+            if check:
+                current = await conn.fetchrow(_CHAMPION)
+                if (None if current is None else current["version"]) != expected:
+                    return None
             row = await conn.fetchrow(_GET, version)
             if row is None:
                 raise OperationalError(f"no model version {version} in the registry")

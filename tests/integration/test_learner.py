@@ -208,6 +208,39 @@ async def test_a_kept_champion_with_no_edge_left_is_reported_and_a_failing_repor
     assert log.lines[-1] == ("learner_outcome_hook_failed", {"error": "RuntimeError: chat down"})
 
 
+class OperatorMidRound(ModelRegistry):
+    """The registry, with an operator's ``smc-quant promote`` landing while a learner round runs (between the
+    round's read of the champion and its promotion): the interleaving injected, the registry itself real."""
+
+    chosen: int | None = None
+
+    async def register(self, *args: Any, **kwargs: Any) -> Any:
+        if self.chosen is not None:
+            await self.promote(self.chosen)
+        return await super().register(*args, **kwargs)
+
+
+async def test_a_promotion_made_against_a_champion_that_changed_meanwhile_is_not_made(
+        stores: tuple[ModelRegistry, TradingRepository], real: RealData) -> None:
+    """The round's gate was decided against "no champion"; an operator promotes a model before the round ends. The
+    challenger is registered but not promoted (``learner_promotion_superseded``): the operator's choice stands and
+    the next round gates against it. The learner used to promote at the end of its round whatever happened since."""
+    registry, repo = stores
+    mid = OperatorMidRound(registry._pool)
+    operators = await registry.register(TrainedModel(train(real.history.x, real.history.win).booster,
+                                                     FEATURE_SCHEMA.version), train_start=0, train_end=1,
+                                        params={}, metrics={})
+    mid.chosen = operators.version
+    promoted: list[int] = []
+    log = _Log()
+    outcome = await Learner(repo, mid, _loader(real.history), log=log, on_promoted=promoted.append).learn_once()
+    assert outcome.champion_version is None and outcome.challenger_auc > 0.51  # the gate passed it against none
+    assert not outcome.promoted and outcome.reason.endswith("not promoted: the champion changed during the round")
+    champion = await registry.champion()
+    assert champion is not None and champion.version == operators.version and promoted == []
+    assert [e for e, _ in log.lines].count("learner_promotion_superseded") == 1
+
+
 async def test_a_trade_is_labelled_by_the_history_labels_rule(stores: tuple[ModelRegistry, TradingRepository],
                                                               real: RealData) -> None:
     """A closed trade's training label is the history labels' (``triple_barrier``: the target was hit), so one setup
