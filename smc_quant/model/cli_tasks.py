@@ -189,6 +189,7 @@ async def promote(registry: ModelRegistry, version: int, *, series: Sequence[Kli
     if record is None:
         raise OperationalError(f"no model version {version} in the registry")
     champion = await registry.champion()
+    gated_against = None if champion is None else champion.version  # promoted only if it is still the champion
     if champion is not None and champion.version == version:
         return PromoteOutcome(False, f"model v{version} is already the champion")
     if champion is not None and await registry.usable_champion() is None:  # the engine refuses it: none to beat
@@ -197,7 +198,9 @@ async def promote(registry: ModelRegistry, version: int, *, series: Sequence[Kli
         champion = None
     reason = await _gate(registry, record, champion, series, every, margin, z, paired_z, spec, say)
     if isinstance(reason, GateDecision) and reason.promote:
-        await registry.promote(version)
+        if await registry.promote_over(version, gated_against) is None:
+            return PromoteOutcome(False, f"not promoted v{version}: the champion changed while it was gated (the "
+                                         f"learner promoted?); run promote again", reason)
         return PromoteOutcome(True, f"promoted v{version}: {reason.reason}", reason)
     why = reason.reason if isinstance(reason, GateDecision) else reason
     if force:
@@ -231,8 +234,10 @@ async def _gate(registry: ModelRegistry, record: ModelRecord, champion: ModelRec
         x, win, blocks = held.x[rows], held.win[rows], time_blocks(held.start[rows], held.end[rows])
     else:
         after = max(record.train_end, champion.train_end if champion is not None else record.train_end)
-        source = record.params.get("source", "candidates")
-        ds = await asyncio.to_thread(build_dataset, series, spec or BarrierSpec(), every, "trend_1m", None, source)
+        source = record.params.get("source", "candidates")  # labelled as the candidate's training data was
+        barrier = record.params.get("barrier")
+        spec = spec or (BarrierSpec(**barrier) if isinstance(barrier, dict) else BarrierSpec())
+        ds = await asyncio.to_thread(build_dataset, series, spec, every, "trend_1m", None, source)
         window = latest_window(ds, after)
         if len(window) == 0:
             return f"no setups after {utc(after)} UTC in the data (both training windows cover it)"

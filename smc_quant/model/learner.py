@@ -49,7 +49,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -270,7 +270,21 @@ def candle_history(fetch: CandleFetch, symbols: Sequence[str] | Callable[[], Seq
                 series.append(_series(symbol, candles))
         return await asyncio.to_thread(build_dataset, series, spec, every, "trend_1m", None, source, scalper)
 
-    return load
+    return LabelledHistory(load, {"source": source, "every": every, "barrier": asdict(spec)})
+
+
+class LabelledHistory:
+    """A history loader that says how it labels (``labelling``: ``source``, ``every``, ``barrier``, the keys
+    ``smc-quant train`` writes): the learner stores it in each candidate's params, so ``smc-quant promote --data``
+    labels its gate window as the candidate's training data was (it used to fall back to ``candidates`` and fixed
+    barriers for every learner-made model)."""
+
+    def __init__(self, load: HistoryLoader, labelling: Mapping[str, Any]) -> None:
+        self._load = load
+        self.labelling = dict(labelling)
+
+    def __call__(self) -> Awaitable[Dataset]:
+        return self._load()
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,7 +469,7 @@ class Learner:
         c = self.config
         params = {**c.train.to_json(), "learner": {"trigger": trigger, "margin": c.margin, "z": c.z,
                                                    "paired_z": c.paired_z, "experience_weight": c.experience_weight},
-                  "symbols": list(data.symbols)}
+                  "symbols": list(data.symbols), **getattr(self._history, "labelling", {})}
         metrics = {"holdout_auc": decision.challenger_auc, "champion_auc": decision.champion_auc,
                    "holdout_all_auc": auc(hold.win, fitted.challenger_p), "gate_on": gate_on,
                    "gate_reason": decision.reason, "train_rows": train_rows, "experience_rows": len(exp),

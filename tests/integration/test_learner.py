@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from smc_quant.domain.candles import Candle
 from smc_quant.domain.trading import ExitReason, PositionSide, Trade
 from smc_quant.features import FEATURE_SCHEMA
 from smc_quant.labels import BarrierSpec
+from smc_quant.model.cli_tasks import _gate, latest_window
 from smc_quant.model.dataset import Dataset, build_dataset
 from smc_quant.model.gate import NotEnoughData
 from smc_quant.model.learner import Learner, LearnerConfig, _fit, candle_history, experience_dataset
@@ -447,15 +448,28 @@ async def test_history_loader_labels_the_candles_stored_in_postgres(pg_dsn: str,
         window = 8_000 * 60_000
         loader = candle_history(candles_repo.fetch, [*PAIR, "NOSUCHUSDT"], window, lambda: now)
         got = await loader()
+        want_series = [s.slice(int(np.searchsorted(s.open_time, now - window)), len(s)) for s in series]
+        want = build_dataset(want_series, BarrierSpec(), every=5, source="broad")
+        assert len(got) == len(want) > 500 and got.symbols == PAIR
+        np.testing.assert_array_equal(got.x, want.x)
+        np.testing.assert_array_equal(got.win, want.win)
+        np.testing.assert_array_equal(got.is_setup, want.is_setup)
+        assert got.start.min() >= now - window
+
+        # a candidate the learner trains on it says how its data was labelled, and `promote --data` labels its gate
+        # window the same way (it used to label learner-made candidates as `candidates` with fixed barriers)
+        registry = ModelRegistry(pool)
+        outcome = await Learner(TradingRepository(pool), registry, loader).learn_once()
+        record = await registry.get(outcome.version)
+        assert record is not None
+        assert {k: record.params[k] for k in ("source", "every", "barrier")} == {
+            "source": "broad", "every": 5, "barrier": asdict(BarrierSpec())}
+        said: list[str] = []
+        await _gate(registry, record, None, want_series, 5, 0.01, 1.645, 1.645, None, said.append)
+        window_rows = latest_window(want, record.train_end)
+        assert len(window_rows) > 0 and f"gate window: {len(window_rows):,} setups after" in said[-1]
     finally:
         await pool.close()
-    want = build_dataset([s.slice(int(np.searchsorted(s.open_time, now - window)), len(s)) for s in series],
-                         BarrierSpec(), every=5, source="broad")
-    assert len(got) == len(want) > 500 and got.symbols == PAIR
-    np.testing.assert_array_equal(got.x, want.x)
-    np.testing.assert_array_equal(got.win, want.win)
-    np.testing.assert_array_equal(got.is_setup, want.is_setup)
-    assert got.start.min() >= now - window
 
 
 async def test_a_learner_whose_start_fails_logs_it_and_keeps_running(pg_dsn: str, real: RealData) -> None:
