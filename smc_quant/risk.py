@@ -95,6 +95,8 @@ class RiskConfig:
     """Refuse a signal whose side pays more than this % of notional at a funding time inside its hold."""
     max_open_risk_pct: Decimal = Decimal(5)
     """What all positions, this one included, would lose if every stop filled now, as % of equity at most."""
+    taker_fee: Decimal = Decimal("0.0005")
+    """Taker fee rate: a position is rotated out only when its unrealised gain pays its market exit."""
 
     @classmethod
     def of(cls, t: TradingSettings) -> RiskConfig:
@@ -106,7 +108,8 @@ class RiskConfig:
                    daily_loss_limit_pct=Decimal(str(t.daily_loss_limit_pct)),
                    cooldown_ms=int(t.cooldown_after_stop_s * 1000), max_correlation=t.max_correlation,
                    max_funding_pct=Decimal(str(t.max_funding_pct)),
-                   max_open_risk_pct=Decimal(str(t.max_open_risk_pct)))
+                   max_open_risk_pct=Decimal(str(t.max_open_risk_pct)),
+                   taker_fee=Decimal(str(t.taker_fee_pct)) / HUNDRED)
 
     def __post_init__(self) -> None:
         pct = (self.risk_per_trade_pct, self.max_position_margin_pct, self.max_total_margin_pct,
@@ -382,7 +385,8 @@ class RiskManager:
         rotate: str | None = None
         if len(positions) >= self.config.max_positions:
             weakest = min(positions.values(), key=lambda p: (p.confidence, p.symbol))
-            if not (weakest.unrealized_pnl > 0 and signal.confidence > weakest.confidence):
+            exit_fee = weakest.notional * self.config.taker_fee
+            if not (weakest.unrealized_pnl > exit_fee and signal.confidence > weakest.confidence):
                 return Decision("skip", "max_positions", signal)
             rotate = weakest.symbol
             del positions[rotate]
