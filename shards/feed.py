@@ -265,7 +265,8 @@ class ShardFeed:
             fetched = []
             self.metrics.backfills_abandoned += 1
         fetched = self._firewall(fetched)
-        ordered, missing = self.continuity.complete(gap.symbol, fetched)
+        done = self.continuity.complete(gap.symbol, fetched, gap.end_ms)
+        ordered, missing = done.released, done.missing
         self.metrics.gaps_unfilled += missing
         wanted = {c.open_time for c in fetched}
         for candle in ordered:
@@ -274,6 +275,8 @@ class ShardFeed:
             self._accept(candle)
         self._log.debug("gap_filled", symbol=gap.symbol, start=gap.start_ms, end=gap.end_ms,
                        fetched=len(fetched), unfilled=missing)
+        if done.gap is not None:  # a final lost while this gap was fetched: fetch it, the later ones stay held
+            self._start_backfill(done.gap)
 
     async def _fetch_gap(self, gap: Gap) -> list[Candle] | None:
         """The gap's candles, or ``None`` once given up (see the module docstring). A backfill slot is held per

@@ -90,8 +90,14 @@ class Continuity:
         self._held[sym] = {t: candle}
         return Verdict.GAP, Gap(sym, last + self.interval_ms, t - self.interval_ms)
 
-    def complete(self, symbol: str, fetched: list[Candle]) -> tuple[list[Candle], int]:
-        """Merge backfilled and held candles; return them in order and the count still missing."""
+    def complete(self, symbol: str, fetched: list[Candle], fetched_to_ms: int | None = None) -> Completed:
+        """Merge backfilled and held candles and release them in order, with the count still missing.
+
+        A hole inside the fetched range (up to ``fetched_to_ms``, the gap's end) was asked for and did not come:
+        it is counted missing and passed over. A hole among the candles held *after* that range — a final lost
+        while the gap was being fetched (a reconnect across a minute close) — was never asked for: the candles
+        after it stay held and :attr:`Completed.gap` names it for the next backfill. (Until 2026-12-07 it was
+        passed over too, and the candle, rejected as out of order when it came later, was lost for good.)"""
         held = self._held.pop(symbol, {})
         last = self.last.get(symbol)
         merged = {c.open_time: c for c in fetched if c.symbol == symbol and (last is None or c.open_time > last)}
@@ -99,10 +105,27 @@ class Continuity:
         ordered = [merged[t] for t in sorted(merged)]
         missing = 0
         prev = last
-        for c in ordered:
+        for i, c in enumerate(ordered):
             if prev is not None and c.open_time > prev + self.interval_ms:
+                hole = prev + self.interval_ms
+                if fetched_to_ms is not None and hole > fetched_to_ms:  # never asked for: ask, hold the rest
+                    self._held[symbol] = {x.open_time: x for x in ordered[i:]}
+                    released = ordered[:i]
+                    if released:
+                        self.last[symbol] = released[-1].open_time
+                    return Completed(released, missing, Gap(symbol, hole, c.open_time - self.interval_ms))
                 missing += (c.open_time - prev) // self.interval_ms - 1
             prev = c.open_time
         if ordered:
             self.last[symbol] = ordered[-1].open_time
-        return ordered, missing
+        return Completed(ordered, missing, None)
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """What :meth:`Continuity.complete` released: candles in order, how many are missing for good, and a hole
+    found after the fetched range (``None``: none; the candles after it are still held)."""
+
+    released: list[Candle]
+    missing: int
+    gap: Gap | None

@@ -34,9 +34,9 @@ def test_gap_holds_later_candles_until_backfill(btc) -> None:  # type: ignore[no
     assert gap.count(MIN) == 3
     assert c.offer(btc[5])[0] is Verdict.HELD
     assert c.offer(btc[5])[0] is Verdict.DUPLICATE
-    ordered, missing = c.complete("BTCUSDT", btc[1:4])
-    assert [x.open_time for x in ordered] == [x.open_time for x in btc[1:6]]
-    assert missing == 0
+    done = c.complete("BTCUSDT", btc[1:4], gap.end_ms)
+    assert [x.open_time for x in done.released] == [x.open_time for x in btc[1:6]]
+    assert done.missing == 0 and done.gap is None
     assert c.offer(btc[6])[0] is Verdict.ACCEPT
 
 
@@ -44,10 +44,28 @@ def test_unfillable_gap_is_counted(btc) -> None:  # type: ignore[no-untyped-def]
     """When the backfill returns nothing, the held candles are released and the hole is counted."""
     c = Continuity(MIN)
     c.seed("BTCUSDT", btc[0].open_time)
-    c.offer(btc[3])
-    ordered, missing = c.complete("BTCUSDT", [])
-    assert [x.open_time for x in ordered] == [btc[3].open_time]
-    assert missing == 2
+    _, gap = c.offer(btc[3])
+    done = c.complete("BTCUSDT", [], gap.end_ms)
+    assert [x.open_time for x in done.released] == [btc[3].open_time]
+    assert done.missing == 2 and done.gap is None
+
+
+def test_a_final_lost_while_a_gap_is_fetched_is_fetched_too(btc) -> None:  # type: ignore[no-untyped-def]
+    """Gap 1–2 held from 3; a reconnect during that fetch loses 4, so 5 and 6 arrive held. The fetch brings 1–2:
+    1–3 are released and 4 is asked for as a new gap, 5–6 held until it comes — then 4–6 in order, nothing
+    missing. It used to release 1–6 over the hole and reject 4 as out of order when it came: lost for good."""
+    c = Continuity(MIN)
+    c.seed("BTCUSDT", btc[0].open_time)
+    _, gap = c.offer(btc[3])
+    assert gap == Gap("BTCUSDT", btc[1].open_time, btc[2].open_time)
+    assert [c.offer(x)[0] for x in (btc[5], btc[6])] == [Verdict.HELD] * 2
+    done = c.complete("BTCUSDT", btc[1:3], gap.end_ms)
+    assert [x.open_time for x in done.released] == [x.open_time for x in btc[1:4]]
+    assert done.missing == 0 and done.gap == Gap("BTCUSDT", btc[4].open_time, btc[4].open_time)
+    assert c.holding("BTCUSDT") and c.held_count("BTCUSDT") == 2
+    again = c.complete("BTCUSDT", [btc[4]], done.gap.end_ms)
+    assert [x.open_time for x in again.released] == [x.open_time for x in btc[4:7]]
+    assert again.missing == 0 and again.gap is None and c.offer(btc[7])[0] is Verdict.ACCEPT
 
 
 def test_a_symbol_with_no_history_bootstraps_through_a_gap(btc) -> None:  # type: ignore[no-untyped-def]
@@ -58,15 +76,14 @@ def test_a_symbol_with_no_history_bootstraps_through_a_gap(btc) -> None:  # type
     assert verdict is Verdict.GAP
     assert gap == Gap("BTCUSDT", btc[2].open_time, btc[11].open_time)
     assert c.offer(btc[13])[0] is Verdict.HELD
-    ordered, missing = c.complete("BTCUSDT", btc[5:12])  # history starts at bar 5: a young listing
-    assert [x.open_time for x in ordered] == [x.open_time for x in btc[5:14]]
-    assert missing == 0
+    done = c.complete("BTCUSDT", btc[5:12], gap.end_ms)  # history starts at bar 5: a young listing
+    assert [x.open_time for x in done.released] == [x.open_time for x in btc[5:14]]
+    assert done.missing == 0
     assert c.offer(btc[14])[0] is Verdict.ACCEPT
 
     c = Continuity(MIN, bootstrap=10)
     c.offer(btc[12])
-    _, missing = c.complete("BTCUSDT", btc[2:7] + btc[9:12])
-    assert missing == 2
+    assert c.complete("BTCUSDT", btc[2:7] + btc[9:12], btc[11].open_time).missing == 2
 
 
 def test_bootstrap_applies_only_to_symbols_without_history(btc) -> None:  # type: ignore[no-untyped-def]

@@ -3,6 +3,7 @@ that raises costs nothing but its own call; a symbol that joins is judged fresh 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -119,3 +120,44 @@ async def test_a_new_listing_is_fresh_for_one_window_from_when_it_joined(shared_
     assert (health.symbols, health.fresh, health.healthy) == (3, 3, True)
     later = shard_health(feed.metrics, now=now + window + 1, started=an_hour_ago, window_s=window, fraction=0.99)
     assert (later.fresh, later.healthy) == (0, False)
+
+
+async def test_a_final_lost_while_a_gap_is_fetched_is_fetched_next(shared_data: Path) -> None:
+    """Real BTCUSDT minutes 0–7 on the stream, 1–2 and 4 lost (4 by a reconnect while 1–2 were being fetched). The
+    first backfill brings 1–2; the hole at 4 among the held candles is then fetched too, and the ring holds 0–7 in
+    order. It used to release 3, 5, 6 over the hole, and 4 was lost for good (rejected as out of order later)."""
+    from smc_quant.datasets import KLINES_2023_1M, read_klines
+    from tests.builders import candles_of
+
+    real = candles_of(read_klines(shared_data / KLINES_2023_1M / "BTCUSDT.csv.gz"), 0, 8)
+    asked: list[tuple[int, int]] = []
+    gate = asyncio.Event()
+
+    async def backfill(symbol: str, _interval: str, start: int, end: int) -> list[Candle]:
+        asked.append((start, end))
+        await gate.wait()
+        return [c for c in real if start <= c.open_time <= end]
+
+    async with aiohttp.ClientSession() as session:
+        metrics = FeedMetrics(shard=0)
+        sink = CandleSink(_Unused(), metrics, flush_interval_s=60, flush_batch=10_000)
+        feed = ShardFeed(shard=0, symbols=["BTCUSDT"], session=session, market_base="ws://127.0.0.1:9/market",
+                         settings=FeedSettings(bootstrap_candles=0), sink=sink, backfill=backfill, metrics=metrics)
+        base = json.loads((shared_data / PAYLOAD).read_text())
+        t = [c.open_time for c in real]
+
+        def stream(i: int) -> None:
+            c = real[i]
+            feed.queue.put_nowait((time.perf_counter_ns(), _frame(base, "BTCUSDT", t[i], o=str(c.open),
+                                                                  h=str(c.high), l=str(c.low), c=str(c.close))))
+            feed.drain()
+
+        for i in (0, 3, 5, 6):
+            stream(i)
+        gate.set()
+        while feed._backfills:
+            await asyncio.gather(*feed._backfills)
+        stream(7)
+    assert asked == [(t[1], t[2]), (t[4], t[4])]
+    assert feed.store.ring("BTCUSDT").arrays()[0].tolist() == t
+    assert metrics.gaps_unfilled == 0 and dict(metrics.rejected) == {}
