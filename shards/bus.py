@@ -108,7 +108,16 @@ class PublisherStats:
     overflow: int = 0
     redis_errors: int = 0
     marks_published: int = 0
+    marks_dropped: int = 0
+    """Unwritten minutes of marks dropped: older than ``MARKS_KEEP_MS`` behind the newest (Redis down), or past
+    ``MARKS_MAX`` entries."""
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+
+
+MARKS_KEEP_MS = 3 * 60_000
+"""Unwritten marks of minutes this far behind the newest are dropped (Redis down: the executor wants the latest)."""
+MARKS_MAX = 1024
+"""At most this many unwritten marks entries (one per slot and minute) wait, whatever their minutes."""
 
 
 class SignalPublisher:
@@ -139,7 +148,10 @@ class SignalPublisher:
         self._buffer: deque[tuple[int, bytes, int]] = deque()
         """(sequence number, encoded signal, created_ms): the numbers say which entries a write took, so an entry
         dropped or added while that write was in flight is never mistaken for another."""
-        self._marks: deque[tuple[int, bytes]] = deque(maxlen=4)
+        self._marks: deque[tuple[int, int, bytes]] = deque()
+        """(sequence number, minute, encoded marks): every slot's marks of the latest minutes (a worker's slots
+        close the same minute together; a buffer of 4 entries dropped the others' minute before it was written)."""
+        self._marks_newest = 0
         self._seq = 0
         self._wake = asyncio.Event()
         self._empty = asyncio.Event()
@@ -176,7 +188,8 @@ class SignalPublisher:
 
     def publish_marks(self, open_time: int, symbols: Sequence[str], closes: Sequence[float],
                       bars: Sequence[tuple[int, float, float, float] | None] | None = None) -> None:
-        """Queue one minute's closes for the marks stream (only the latest few are kept while Redis is down).
+        """Queue one minute's closes for the marks stream (while Redis is down only the latest 3 minutes are kept,
+        every slot's).
 
         ``bars``: per symbol ``(open_time, open, high, low)`` of the candle the close belongs to (the paper
         account walks the bar's path, so a stop inside the bar fills at its trigger), or None.
@@ -185,8 +198,12 @@ class SignalPublisher:
             return
         wire_bars = [list(b) if b is not None else None for b in bars] if bars is not None else None
         self._seq += 1
-        self._marks.append((self._seq, msgspec.json.encode([open_time, list(symbols), [float(c) for c in closes],
-                                                            wire_bars])))
+        self._marks.append((self._seq, open_time, msgspec.json.encode([open_time, list(symbols),
+                                                                       [float(c) for c in closes], wire_bars])))
+        self._marks_newest = newest = max(self._marks_newest, open_time)
+        while self._marks and (len(self._marks) > MARKS_MAX or self._marks[0][1] < newest - MARKS_KEEP_MS):
+            self._marks.popleft()
+            self.stats.marks_dropped += 1
         self._queued()
 
     def health(self, now: float | None = None) -> tuple[bool, dict[str, Any]]:
@@ -261,7 +278,7 @@ class SignalPublisher:
             pipe = self.redis.pipeline(transaction=False)
             for _seq, data, _created in batch:
                 pipe.xadd(self.stream, {"s": data}, maxlen=self.maxlen, approximate=True)
-            for _seq, data in marks:
+            for _seq, _minute, data in marks:
                 pipe.xadd(self.marks_stream, {"m": data}, maxlen=1000, approximate=True)
             await pipe.execute()
             # What was written leaves the buffers, by number: a publish while the write was in flight may have

@@ -395,6 +395,8 @@ class ShardWorker(ClusterProcess):
                "signal_overflow": float(pub.stats.overflow if pub else 0),
                "signal_published": float(pub.stats.published if pub else 0),
                "signal_redis_errors": float(pub.stats.redis_errors if pub else 0),
+               "marks_published": float(pub.stats.marks_published if pub else 0),
+               "marks_dropped": float(pub.stats.marks_dropped if pub else 0),
                "signal_unwritten_seconds": float(pub.health()[1]["unwritten_s"] if pub else 0.0)}
         if self.rest is not None:
             out.update(rest_unreadable=float(self.rest.unreadable),
