@@ -133,6 +133,8 @@ class MinuteAnalyzer:
         if candle.open_time > self._minute:
             self._minute, self._closed = candle.open_time, 0
             self._arm_timer()
+        elif self._timer is None:  # a late candle (after the minute's flush): within the grace, not a minute later
+            self._arm_timer()
         if candle.open_time == self._minute and self._counted[row]:
             self._closed += 1
             if self._closed == self._expected:

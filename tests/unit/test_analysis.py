@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import msgspec
@@ -131,3 +132,36 @@ def test_each_row_carries_its_break_candles_open_time(shared_data: Path) -> None
     t = np.flatnonzero(~np.isnan(b))
     assert len(t) > 400 and np.isnan(got[np.isnan(b)]).all()
     np.testing.assert_array_equal(got[t], times[t - b[t].astype(np.int64)])
+
+
+async def test_a_candle_late_for_its_minute_is_analysed_within_the_grace(shared_data: Path) -> None:
+    """BTC, ETH and SOL close a minute; at the next one only BTC does: the grace flush sends BTC's row. ETH's candle
+    of that minute then comes late (a backfill) while SOL stays silent: it is analysed one grace later. It used to
+    wait for the next minute's first close, a minute late — inside the executor's 120 s signal age, so a
+    minute-old setup could still be entered."""
+    names = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+    series = {s: read_klines(shared_data / KLINES_2023_1M / f"{s}.csv.gz") for s in names}
+    t0 = max(int(v.open_time[0]) for v in series.values())
+    bars = {s: candles_of(v, int(np.searchsorted(v.open_time, t0)), int(np.searchsorted(v.open_time, t0)) + 2)
+            for s, v in series.items()}
+    analyzer = MinuteAnalyzer(0, list(names), grace_s=0.05)
+    seen: list[FeatureBatch] = []
+    arrived = asyncio.Event()
+
+    def got(batch: FeatureBatch) -> None:
+        seen.append(batch)
+        arrived.set()
+
+    analyzer.subscribe(got)
+    for s in names:
+        analyzer.on_candle(bars[s][0], [])
+    assert len(seen) == 1
+    arrived.clear()
+    analyzer.on_candle(bars["BTCUSDT"][1], [])
+    await asyncio.wait_for(arrived.wait(), 5)  # the grace flush: BTC alone
+    assert seen[-1].symbols == ("BTCUSDT",)
+    arrived.clear()
+    analyzer.on_candle(bars["ETHUSDT"][1], [])
+    await asyncio.wait_for(arrived.wait(), 5)
+    assert seen[-1].symbols == ("ETHUSDT",) and seen[-1].open_time == bars["ETHUSDT"][1].open_time
+    assert analyzer.stats.late_flushes == 2
