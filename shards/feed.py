@@ -84,6 +84,8 @@ class ShardFeed:
         self._known = frozenset(self.symbols)
         self._interval = settings.interval
         self._backfills: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        """Set by :meth:`stop_backfills`: no gap starts a fetch any more."""
         self._backfill_slots = asyncio.Semaphore(8)
         self._waiters: list[tuple[int, set[str], asyncio.Future[None]]] = []
         self._group: asyncio.TaskGroup | None = None
@@ -180,7 +182,10 @@ class ShardFeed:
     async def stop_backfills(self) -> int:
         """Cancel the gap fetches in flight and wait for them (shutdown: before the HTTP session closes,
         which would otherwise fail each one with an unretrieved error); how many there were. The candles
-        they held stay unreleased and unsaved: the next start sees the same gap and fetches it again."""
+        they held stay unreleased and unsaved: the next start sees the same gap and fetches it again. From here on
+        no gap starts a fetch (the shutdown's drain may find one in a queued candle: it too is held, and fetched by
+        the next start — a fetch started then ran on, unowned, into a drained sink and a closing session)."""
+        self._stopping = True
         tasks = tuple(self._backfills)
         for task in tasks:
             task.cancel()
@@ -248,6 +253,8 @@ class ShardFeed:
 
     def _start_backfill(self, gap: Gap) -> None:
         self.metrics.gaps_detected += 1
+        if self._stopping:
+            return
         task = asyncio.create_task(self._run_backfill(gap), name=f"backfill-{gap.symbol}")
         self._backfills.add(task)
         task.add_done_callback(self._backfill_done)

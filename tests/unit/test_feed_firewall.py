@@ -161,3 +161,32 @@ async def test_a_final_lost_while_a_gap_is_fetched_is_fetched_next(shared_data: 
     assert asked == [(t[1], t[2]), (t[4], t[4])]
     assert feed.store.ring("BTCUSDT").arrays()[0].tolist() == t
     assert metrics.gaps_unfilled == 0 and dict(metrics.rejected) == {}
+
+
+async def test_a_gap_found_by_the_shutdown_drain_starts_no_fetch(shared_data: Path) -> None:
+    """The shutdown cancels the fetches in flight, then drains the queue; a queued final that reveals a gap is held
+    (the next start fetches it) instead of starting a fetch nothing cancels — one that ran on into a drained sink,
+    a stopped analyzer and a closing HTTP session."""
+    from smc_quant.datasets import KLINES_2023_1M, read_klines
+    from tests.builders import candles_of
+
+    real = candles_of(read_klines(shared_data / KLINES_2023_1M / "BTCUSDT.csv.gz"), 0, 3)
+    asked: list[tuple[int, int]] = []
+
+    async def backfill(symbol: str, _interval: str, start: int, end: int) -> list[Candle]:
+        asked.append((start, end))
+        return []
+
+    async with aiohttp.ClientSession() as session:
+        metrics = FeedMetrics(shard=0)
+        feed = ShardFeed(shard=0, symbols=["BTCUSDT"], session=session, market_base="ws://127.0.0.1:9/market",
+                         settings=FeedSettings(bootstrap_candles=0),
+                         sink=CandleSink(_Unused(), metrics, flush_interval_s=60, flush_batch=10_000),
+                         backfill=backfill, metrics=metrics)
+        feed.seed({"BTCUSDT": real[:1]})
+        base = json.loads((shared_data / PAYLOAD).read_text())
+        feed.queue.put_nowait((time.perf_counter_ns(), _frame(base, "BTCUSDT", real[2].open_time)))  # 1 missing
+        assert await feed.stop_backfills() == 0
+        feed.drain()
+        assert feed.backfills_in_flight == () and asked == []
+        assert feed.continuity.holding("BTCUSDT") and metrics.gaps_detected == 1
