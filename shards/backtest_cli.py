@@ -81,7 +81,7 @@ def backtest_scorecard(doc: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def _champion_scorer(settings: Settings, say: Say) -> tuple[Any, int | None]:
+async def _champion_scorer(settings: Settings, say: Say) -> tuple[Any, Any]:
     from smc_quant.model.cli_tasks import open_registry
     from smc_quant.model.predictor import MLPredictor
 
@@ -93,7 +93,24 @@ async def _champion_scorer(settings: Settings, say: Say) -> tuple[Any, int | Non
         predictor = MLPredictor(await registry.load(record.version), version=record.version)
     say(f"model: champion v{record.version} (trained on {_iso(record.train_start)} → {_iso(record.train_end)}; "
         "trades inside that window are in-sample)")
-    return predictor, record.version
+    return predictor, record
+
+
+def _in_sample_note(record: Any, start_ms: int, trades: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    """Whether the backtest starting at ``start_ms`` overlaps the champion's own training window, and how many
+    ML-filtered trades entered inside it: a note and report fields (the report used to name neither)."""
+    inside = sum(1 for t in trades if t.entry_time_ms <= record.train_end)
+    fields = {"champion_version": record.version, "model_train_start_ms": record.train_start,
+              "model_train_end_ms": record.train_end, "in_sample": start_ms <= record.train_end,
+              "ml_trades_in_sample": inside, "ml_trades_out_of_sample": len(trades) - inside}
+    window = f"champion v{record.version}'s training window ({_iso(record.train_start)} → {_iso(record.train_end)})"
+    if fields["in_sample"]:
+        note = (f"IN-SAMPLE: the backtest overlaps {window}; {inside} of {len(trades)} ml_filtered trades entered "
+                f"inside it, whose outcomes the model was fitted on, so its figures flatter it — for an honest test "
+                f"use --from after {_iso(record.train_end)}, or --model walk-forward")
+    else:
+        note = f"out of sample: the backtest starts after {window}"
+    return note, fields
 
 
 async def run_backtests(series: Mapping[str, KlineSeries], *, model: str, settings: Settings, start_ms: int | None,
@@ -131,9 +148,14 @@ async def run_backtests(series: Mapping[str, KlineSeries], *, model: str, settin
                          f"showed no edge on the latest window"]
         cfg = replace(cfg, start_ms=out.trade_start_ms)
     else:
-        predictor, version = await _champion_scorer(settings, say)
+        predictor, record = await _champion_scorer(settings, say)
         ml = await run_backtest(prepared, filters, brackets, cfg, scorer=predictor.predict_batch,
-                                model_version=lambda: version, progress=bar("ml-filtered"))
+                                model_version=lambda: record.version, progress=bar("ml-filtered"))
+        note, fields = _in_sample_note(record, ml.start_ms, ml.trades)
+        extra.update(fields)
+        notes = [note, *notes]
+        if fields["in_sample"]:
+            say(f"warning: {note}")
     unf = await run_backtest(prepared, filters, brackets, replace(cfg, mode="unfiltered"), progress=bar("unfiltered"))
     rnd = await run_backtest(prepared, filters, brackets, replace(cfg, mode="random"), progress=bar("random"))
     runs = {"ml_filtered": ml, "unfiltered": unf, "random": rnd}

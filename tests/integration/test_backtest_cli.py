@@ -63,6 +63,13 @@ async def test_backtest_command_with_the_champion_writes_the_report(
     assert "data:image/png;base64," in (out / "report.html").read_text()
     [funding] = [n for n in doc["notes"] if n.startswith("funding")]
     assert "assumed constant rate of 0.0100 % every 8 h" in funding and "unfiltered" in funding
+    # the champion was trained on these very days: the report says so, with the count, not only the console
+    ml_trades = len(doc["runs"]["ml_filtered"]["trades"])
+    assert (doc["champion_version"], doc["in_sample"], doc["ml_trades_in_sample"], doc["ml_trades_out_of_sample"]) == (
+        version, True, ml_trades, 0)
+    assert doc["notes"][0].startswith(f"IN-SAMPLE: the backtest overlaps champion v{version}'s training window")
+    assert f"{ml_trades} of {ml_trades} ml_filtered trades entered inside it" in doc["notes"][0]
+    assert "IN-SAMPLE" in (out / "report.html").read_text() and "warning: IN-SAMPLE" in printed.out
 
 
 async def test_backtest_command_refuses_clearly(shared_data: Path, pg_dsn: str, tmp_path: Path,
