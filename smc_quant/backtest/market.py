@@ -1,14 +1,14 @@
 """Exchange rules for a backtest: real exchangeInfo filters and leverage brackets, with a stated fallback.
 
 A symbol of the candles that the 2024 exchangeInfo no longer lists (e.g. MATICUSDT, renamed) trades under
-BTCUSDT's filters with the PRICE_FILTER tick replaced by the price precision seen in its candles — the
-emulator's rule (``smc_quant/exchange/emulator/market.py``) — and the conservative default bracket of the
+BTCUSDT's filters fitted to its candles (``exchange_info.borrowed_filters``: tick and quantity step from the
+decimals they show, quantity limits for its price) — the emulator's rule (``smc_quant/exchange/emulator/market.py``)
+— and the conservative default bracket of the
 service (``shards.trading.DEFAULT_TIER``). Every such substitution is returned as a note for the report.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ import numpy as np
 from smc_quant.datasets import LEVERAGE_TIERS, data_dir, load_exchange_info
 from smc_quant.domain.series import KlineSeries
 from smc_quant.exchange.brackets import SymbolBrackets, load_brackets
-from smc_quant.exchange.exchange_info import SymbolFilters, parse_filters
+from smc_quant.exchange.exchange_info import BORROWED_MAX_NOTIONAL, SymbolFilters, borrowed_filters, parse_filters
 
 __all__ = ["market_rules"]
 
@@ -29,14 +29,11 @@ def _decimals(x: float) -> int:
 
 
 def _borrowed(template: Mapping[str, Any], series: KlineSeries) -> SymbolFilters | None:
-    entry = copy.deepcopy(dict(template))
     sample = np.concatenate([series.open[:2000], series.close[:2000]])
     prec = max((_decimals(v) for v in sample), default=0)
-    for flt in entry["filters"]:
-        if flt["filterType"] == "PRICE_FILTER":
-            flt["tickSize"] = format(10.0**-prec, f".{prec}f")
-            flt["minPrice"] = flt["tickSize"]
-    return parse_filters(entry["filters"])
+    qty = max((_decimals(v) for v in series.volume[:2000]), default=0)
+    price = float(np.median(series.close)) if len(series) else 1.0
+    return parse_filters(borrowed_filters(template["filters"], price_decimals=prec, qty_decimals=qty, price=price))
 
 
 def market_rules(series: Mapping[str, KlineSeries], root: Path | None = None
@@ -53,8 +50,9 @@ def market_rules(series: Mapping[str, KlineSeries], root: Path | None = None
         f = parse_filters(entries[sym]["filters"]) if sym in entries else None
         if f is None:
             f = _borrowed(entries["BTCUSDT"], s)
-            tick = f.tick_size if f else "?"
-            notes.append(f"{sym}: not in the 2024 exchangeInfo; BTCUSDT's filters with tick {tick}")
+            tick, step = (f.tick_size, f.market_step_size) if f else ("?", "?")
+            notes.append(f"{sym}: not in the 2024 exchangeInfo; BTCUSDT's filters with tick {tick} and quantity step "
+                         f"{step} from its candles, up to {BORROWED_MAX_NOTIONAL} USDT per order")
         if f is not None:
             filters[sym] = f
     known = load_brackets(root / LEVERAGE_TIERS)

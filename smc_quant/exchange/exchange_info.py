@@ -15,7 +15,8 @@ from typing import Any
 
 from smc_quant.errors import DataRejected
 
-__all__ = ["ExchangeInfo", "SymbolFilters", "SymbolInfo", "parse_exchange_info"]
+__all__ = ["BORROWED_MAX_NOTIONAL", "ExchangeInfo", "SymbolFilters", "SymbolInfo", "borrowed_filters",
+           "parse_exchange_info"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,31 @@ _FILTER_FIELDS: tuple[tuple[str, str], ...] = (
     ("MARKET_LOT_SIZE", "stepSize"), ("MARKET_LOT_SIZE", "minQty"), ("MARKET_LOT_SIZE", "maxQty"),
     ("MIN_NOTIONAL", "notional"), ("PERCENT_PRICE", "multiplierUp"), ("PERCENT_PRICE", "multiplierDown"),
 )
+
+
+BORROWED_MAX_NOTIONAL = Decimal(1_000_000)
+"""A symbol without its own filters may trade up to this notional (USDT) per MARKET order (LOT_SIZE: 10×)."""
+
+
+def borrowed_filters(template: Sequence[Mapping[str, Any]], *, price_decimals: int, qty_decimals: int,
+                     price: float) -> list[dict[str, Any]]:
+    """Another symbol's exchangeInfo filters (BTCUSDT's) made to fit a symbol the file does not list, priced about
+    ``price``: the tick and the quantity step from the decimals its candles show (``10^-decimals``; min price one
+    tick, min quantity one step), the quantity limits from ``BORROWED_MAX_NOTIONAL`` at that price. The rest
+    (MIN_NOTIONAL, PERCENT_PRICE) stays the template's. Kept BTC's quantities (max 120 at a price of 0.70 is $84,
+    under the $100 minimum notional), MATICUSDT could never trade in a backtest."""
+    tick = format(Decimal(1).scaleb(-price_decimals), "f")
+    step = Decimal(1).scaleb(-qty_decimals)
+    market_max = max(step, (BORROWED_MAX_NOTIONAL / Decimal(repr(float(price))) // step) * step)
+    out = [dict(f) for f in template]
+    for f in out:
+        kind = f.get("filterType")
+        if kind == "PRICE_FILTER":
+            f["tickSize"] = f["minPrice"] = tick
+        elif kind in ("LOT_SIZE", "MARKET_LOT_SIZE"):
+            f["stepSize"] = f["minQty"] = format(step, "f")
+            f["maxQty"] = format(market_max * (10 if kind == "LOT_SIZE" else 1), "f")
+    return out
 
 
 def parse_filters(raw: Sequence[Mapping[str, Any]]) -> SymbolFilters | None:

@@ -180,3 +180,24 @@ async def test_an_assumed_funding_rate_is_charged_to_held_positions_and_seen_by_
         if sig.signal_id in {t.signal_id for t in steep.trades}:
             assert sig.side == "SHORT" or due > sig.open_time + 60_000 + 2 * 3_600_000, sig
     assert len(held) >= refused
+
+
+def test_a_symbol_the_exchange_info_lacks_trades_under_filters_fitted_to_its_price(shared_data: Path) -> None:
+    """MATICUSDT (renamed since the 2024 exchangeInfo) borrows BTCUSDT's filters fitted to its own candles: its tick
+    and quantity step from their decimals, quantity limits for its price — and the risk manager sizes an entry
+    on it. It used to keep BTC's quantities (market max 120, at 0.70 USDT 84 USDT, under the 100 USDT minimum
+    notional): every MATIC signal was refused ``below_min_notional``."""
+    from smc_quant.domain.trading import AccountSnapshot, Signal
+    from smc_quant.risk import RiskConfig, RiskManager
+
+    series = load_folder(shared_data, ["MATICUSDT"])
+    filters, brackets, notes = market_rules(series)
+    f, close = filters["MATICUSDT"], float(np.median(series["MATICUSDT"].close))
+    assert f.market_max_qty * Decimal(repr(close)) >= 100 * f.min_notional
+    assert f.market_step_size == f.market_min_qty and f.market_step_size * Decimal(repr(close)) < 10
+    assert any(n.startswith("MATICUSDT: not in the 2024 exchangeInfo") for n in notes)
+    price = Decimal(repr(float(series["MATICUSDT"].close[-1])))
+    d = RiskManager(RiskConfig(), filters, brackets).evaluate(
+        Signal("MATICUSDT:LONG:0", "MATICUSDT", "LONG", 0, price, 0.75, 1.0, 1.5, "test"),
+        AccountSnapshot(Decimal(10_000), Decimal(0), Decimal(10_000)), price, 0)
+    assert d.action == "open" and d.quantity * price >= f.min_notional

@@ -18,6 +18,7 @@ from smc_quant.datasets import KlineSeries, derived_fields, load_exchange_info, 
 from smc_quant.domain.candles import MINUTE_MS, Candle
 from smc_quant.exchange.emulator.config import EmulatorConfig
 from smc_quant.exchange.emulator.frames import Bar, Precision
+from smc_quant.exchange.exchange_info import borrowed_filters
 
 
 def _series_files(folder: Path) -> dict[str, Path]:
@@ -80,10 +81,9 @@ class Market:
         template.update(
             symbol=sym, pair=sym, baseAsset=base, pricePrecision=prec.price, quantityPrecision=prec.qty
         )
-        for flt in template["filters"]:
-            if flt["filterType"] == "PRICE_FILTER":
-                flt["tickSize"] = format(10.0**-prec.price, f".{prec.price}f")
-                flt["minPrice"] = flt["tickSize"]
+        s = self.series[self.source_of[sym]]
+        template["filters"] = borrowed_filters(template["filters"], price_decimals=prec.price, qty_decimals=prec.qty,
+                                               price=float(np.median(s.close)) if len(s) else 1.0)
         return template
 
     def _window(self, config: EmulatorConfig) -> tuple[int, int]:
