@@ -178,7 +178,7 @@ async def run_backtests(series: Mapping[str, KlineSeries], *, model: str, settin
 def cmd_backtest(args: argparse.Namespace) -> int:
     """Backtest the candles of ``--data``; write report.json and report.html into ``--out``."""
     from smc_quant.backtest.report import write_report
-    from smc_quant.errors import OperationalError
+    from smc_quant.errors import ConfigError, OperationalError
     from smc_quant.logging import configure_logging
     from smc_quant.settings import load_settings
 
@@ -197,7 +197,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
     try:
         return _run_loop(main)
-    except (BacktestDataError, OperationalError) as exc:
+    except (BacktestDataError, OperationalError, ConfigError) as exc:
         print(f"smc-quant: {exc}", file=sys.stderr)
         return 1
 
@@ -318,7 +318,7 @@ async def replay_compare(data_dir: Path, symbols: Sequence[str], dsn: str, *, st
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Replay candles through the live service, backtest the same candles, print whether decisions match."""
-    from smc_quant.errors import OperationalError
+    from smc_quant.errors import ConfigError, OperationalError
     from smc_quant.logging import configure_logging
     from smc_quant.model.cli_tasks import open_registry
     from smc_quant.settings import load_settings
@@ -364,7 +364,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     try:
         return _run_loop(main)
-    except (BacktestDataError, OperationalError) as exc:
+    except (BacktestDataError, OperationalError, ConfigError) as exc:
         print(f"smc-quant: {exc}", file=sys.stderr)
         return 1
 

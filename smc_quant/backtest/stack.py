@@ -20,6 +20,7 @@ from typing import Any, Literal
 import structlog
 
 from smc_quant.correlation import ReturnSource
+from smc_quant.errors import ConfigError
 from smc_quant.exchange.brackets import SymbolBrackets
 from smc_quant.exchange.exchange_info import SymbolFilters
 from smc_quant.executor import Executor, ExecutorConfig
@@ -74,7 +75,14 @@ def quiet_logger() -> Any:
 def build_stack(t: TradingSettings, filters: Mapping[str, SymbolFilters], brackets: Mapping[str, SymbolBrackets],
                 clock: BacktestClock, logger: Any | None = None, returns: ReturnSource | None = None,
                 funding: Callable[[str], FundingQuote | None] | None = None) -> Stack:
-    """Paper account → broker → SmartOrderManager → RiskManager → Executor, configured like the service."""
+    """Paper account → broker → SmartOrderManager → RiskManager → Executor, configured like the service.
+
+    MARKET entries only: a LIMIT entry rests until the order manager's fill wait (seconds of wall time) ends, while
+    the minute loop — which alone brings the next bar to the paper account — waits for it; every LIMIT entry was
+    cancelled unfilled, and the run reported no trades without a reason."""
+    if t.entry_type != "MARKET":
+        raise ConfigError(f"invalid setting SMC_TRADING__ENTRY_TYPE={t.entry_type}: the backtest simulates MARKET "
+                          "entries only (a resting LIMIT order would need bars while the loop waits for its fill)")
     log = logger if logger is not None else quiet_logger()
     taker = Decimal(str(t.taker_fee_pct)) / 100
     account = SimAccount(dict(filters), dict(brackets), SimConfig(
