@@ -74,8 +74,10 @@ def _drawdown(balance: Decimal, nets: Sequence[Decimal]) -> tuple[Decimal, float
 
 
 def daily_returns(trades: Sequence[Trade], balance: Decimal, start_ms: int, end_ms: int) -> list[float]:
-    """r_d of every UTC day touching [start_ms, end_ms) (see the module docstring)."""
+    """r_d of every UTC day touching [start_ms, end_ms) (see the module docstring), and the day of any exit after
+    it (a forced exit at the window's last minute closes at ``end_ms``: its PnL is in the net, so in a day too)."""
     first, last = start_ms // DAY_MS, (max(end_ms, start_ms + 1) - 1) // DAY_MS
+    last = max([last, *(t.exit_time_ms // DAY_MS for t in trades)])
     pnl: dict[int, Decimal] = {}
     for t in trades:
         day = t.exit_time_ms // DAY_MS
@@ -168,6 +170,10 @@ def build_document(title: str, symbols: Sequence[str], runs: Mapping[str, Any], 
     }
     for name, res in runs.items():
         doc["runs"][name] = run_report(res.trades, res.balance, res.start_ms, res.end_ms)
+        if res.funding_paid:  # simulated (--funding-rate): money that left the wallet outside the trades' PnL
+            head = doc["runs"][name]["headline"]
+            head["funding_paid"] = format(res.funding_paid, "f")
+            head["net_after_funding"] = format(Decimal(head["net_pnl"]) - res.funding_paid, "f")
         doc["signals"][name] = len(res.signals)
         doc["skip_reasons"][name] = res.skip_reasons
         doc["open_at_end"][name] = res.open_positions

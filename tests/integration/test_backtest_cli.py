@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,10 @@ async def test_backtest_command_with_the_champion_writes_the_report(
     assert "data:image/png;base64," in (out / "report.html").read_text()
     [funding] = [n for n in doc["notes"] if n.startswith("funding")]
     assert "assumed constant rate of 0.0100 % every 8 h" in funding and "unfiltered" in funding
+    paid = {name: run["headline"] for name, run in doc["runs"].items() if "funding_paid" in run["headline"]}
+    assert paid, "precondition: a run held a position over a funding time"
+    for head in paid.values():  # the scorecard counts the simulated funding, not only a note
+        assert Decimal(head["net_after_funding"]) == Decimal(head["net_pnl"]) - Decimal(head["funding_paid"]) != 0
     # the champion was trained on these very days: the report says so, with the count, not only the console
     ml_trades = len(doc["runs"]["ml_filtered"]["trades"])
     assert (doc["champion_version"], doc["in_sample"], doc["ml_trades_in_sample"], doc["ml_trades_out_of_sample"]) == (

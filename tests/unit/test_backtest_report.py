@@ -61,3 +61,15 @@ def test_trade_rows_are_exact_and_ordered(trades: list[Trade]) -> None:
         t = by_id[r["signal_id"]]
         assert Decimal(r["net_pnl"]) == t.net_pnl and Decimal(r["fees"]) == t.fees
         assert Decimal(r["quantity"]) * Decimal(r["entry_price"]) == t.quantity * t.entry_price
+
+
+def test_an_exit_at_the_windows_end_is_in_the_daily_returns(trades: list[Trade]) -> None:
+    """A forced exit at the window's last minute closes at ``end_ms`` (a midnight): its PnL is in the net, so it
+    is in the daily returns the Sharpe ratio is computed from too (it fell on a day past the last one)."""
+    from dataclasses import replace
+
+    t = trades[0]
+    end = (t.exit_time_ms // DAY_MS + 1) * DAY_MS
+    at_end = replace(t, exit_time_ms=end)
+    r = daily_returns([at_end], BAL, end - 3 * DAY_MS, end)
+    assert len(r) == 4 and r[-1] == pytest.approx(float(t.net_pnl / BAL)) and sum(r) != 0
