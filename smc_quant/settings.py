@@ -188,7 +188,8 @@ class TradingSettings(_Section):
     cooldown_after_stop_s: Annotated[float, Field(ge=0.0)] = 1800.0
     """No new entry on a symbol for this long after a stop-loss there."""
     entry_type: Literal["MARKET", "LIMIT"] = "MARKET"
-    """Entry order type."""
+    """Entry order type (LIMIT needs an exchange: live, or replay with keys on the emulator; paper and backtests
+    fill MARKET only)."""
     margin_type: Literal["CROSSED", "ISOLATED"] = "CROSSED"
     """Margin type set once per symbol."""
     reconcile_interval_s: PositiveFloat = 180.0
@@ -403,6 +404,10 @@ class Settings(BaseSettings):
             raise ValueError(f"SMC_MODE=replay with API keys would send signed orders to Binance ({real[0]} is "
                              f"{urls[real[0]]}); replay is for the emulator — set its venue URLs, or use "
                              "SMC_MODE=live to trade on Binance")
+        if self.trading.entry_type == "LIMIT" and not (keys and self.mode in ("live", "replay")):
+            raise ValueError("SMC_TRADING__ENTRY_TYPE=LIMIT needs an exchange (SMC_MODE=live, or replay with keys on "
+                             "the emulator): the paper account sees one price per closed minute, so a LIMIT entry "
+                             "would rest unfilled through the order manager's wait and be cancelled — no trades")
         return self
 
     def __repr_args__(self) -> Any:

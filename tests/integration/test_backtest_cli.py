@@ -88,9 +88,16 @@ async def test_backtest_command_refuses_clearly(shared_data: Path, pg_dsn: str, 
     (tmp_path / "empty").mkdir()
     code = await asyncio.to_thread(main, ["backtest", "--data", str(tmp_path / "empty"), "--model", "walk-forward"])
     assert code == 1 and "no 1m kline files" in capsys.readouterr().err
-    # LIMIT entries cannot fill while the minute loop waits for them: refused in one line, not "no trades"
+    # LIMIT entries cannot fill while the minute loop waits for them: refused in one line, not "no trades" — by the
+    # settings (no exchange to fill them), and by the backtest itself with a live configuration
     monkeypatch.setenv("SMC_TRADING__ENTRY_TYPE", "LIMIT")
-    code = await asyncio.to_thread(main, ["backtest", "--data", str(shared_data), "--symbols", "BTCUSDT",
-                                          "--model", "walk-forward", "--out", str(tmp_path / "y")])
+    argv = ["backtest", "--data", str(shared_data), "--symbols", "BTCUSDT", "--model", "walk-forward",
+            "--out", str(tmp_path / "y")]
+    code = await asyncio.to_thread(main, argv)
+    err = capsys.readouterr().err
+    assert code == 2 and "SMC_TRADING__ENTRY_TYPE=LIMIT needs an exchange" in err
+    for name, value in (("SMC_MODE", "live"), ("BINANCE_API_KEY", "k"), ("BINANCE_API_SECRET", "s")):
+        monkeypatch.setenv(name, value)
+    code = await asyncio.to_thread(main, argv)
     err = capsys.readouterr().err
     assert code == 1 and "SMC_TRADING__ENTRY_TYPE=LIMIT" in err and "MARKET entries only" in err

@@ -144,6 +144,18 @@ def test_replay_with_keys_never_signs_for_a_binance_host() -> None:
     assert load_settings(mode="live", **keys).venue.rest_base == "https://fapi.binance.com"
 
 
+def test_limit_entries_need_an_exchange() -> None:
+    """The paper account sees one price per closed minute: a LIMIT entry would rest unfilled through the order
+    manager's 10 s wait and be cancelled, every time — paper trading with LIMIT entries made no trades, silently."""
+    with pytest.raises(ConfigError, match="ENTRY_TYPE=LIMIT needs an exchange") as err:
+        load_settings(mode="paper", trading={"entry_type": "LIMIT"})
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="ENTRY_TYPE=LIMIT needs an exchange"):
+        load_settings(mode="replay", trading={"entry_type": "LIMIT"})  # no keys: the paper account again
+    keys = {"binance_api_key": "k", "binance_api_secret": "s"}
+    assert load_settings(mode="live", trading={"entry_type": "LIMIT"}, **keys).trading.entry_type == "LIMIT"
+
+
 def test_venue_urls_never_mix_mainnet_and_testnet() -> None:
     with pytest.raises(ConfigError, match="mix Binance mainnet and testnet") as err:
         load_settings(venue={"ws_market_base": "wss://fstream.binancefuture.com/market"})
