@@ -92,6 +92,9 @@ class Executor(OperatorHand, AccountEvents):
         self._recent_fills: dict[FillKey, None] = {}
         self._triggered: dict[tuple[str, int], ExitReason] = {}
         self._repairing: set[str] = set()
+        self._unresolved: set[str] = set()
+        """Symbols whose entry's outcome the exchange could not tell, until a reconciliation succeeds: the exchange
+        may hold a position the book does not count, so no new entry goes out meanwhile."""
         self.writes = Writer(self.log, first_delay_s=self.config.store_retry_s)  # retried through a database blip
         self._idle = asyncio.Event()
         self._idle.set()
@@ -220,6 +223,7 @@ class Executor(OperatorHand, AccountEvents):
         async with self._reconciling:
             await self.reconciler.reconcile()
         self.last_reconciled = time.monotonic()
+        self._unresolved.clear()  # every exchange position is now booked (adopted) or alarmed
 
     async def refresh_balance(self) -> Decimal:
         """Read the wallet balance over REST (start, reconciliation)."""
@@ -243,6 +247,9 @@ class Executor(OperatorHand, AccountEvents):
         self.book.expect(signal.signal_id)
         if self.halted is not None:
             self._skip(signal, Decision("skip", "halted", signal), {"halted": self.halted})
+            return
+        if self._unresolved:  # a position the book may not count: max_positions and one-per-symbol would not hold
+            self._skip(signal, Decision("skip", "entry_unresolved", signal), {"unresolved": sorted(self._unresolved)})
             return
         now = self.clock()
         age_ms = now - signal.open_time - MINUTE_MS  # since its candle closed
@@ -299,7 +306,10 @@ class Executor(OperatorHand, AccountEvents):
             self.log.warning("entry_not_opened", signal_id=signal.signal_id, reason=reason)
             if reason == "entry_unknown":
                 # The exchange could not say whether it filled: look now (a position it opened is adopted and
-                # protected from the journal), not at the next round of reconciliation, minutes away.
+                # protected from the journal), not at the next round of reconciliation, minutes away. Until a
+                # reconciliation succeeds, no new entry: one failing here used to let the next signal open a
+                # fourth position beside a filled entry the book did not count.
+                self._unresolved.add(signal.symbol)
                 await self._reconcile_now("entry_unknown")
             return
         self.stats.opened += 1

@@ -111,3 +111,31 @@ async def test_an_entry_whose_outcome_stays_unknown_is_looked_for_at_once_and_pr
         assert "ETHUSDT" in ex.book and ex.stats.reconciliations == 2  # at start, and at once after the entry
         assert sorted(a.type for a in rig.account.open_algo_orders("ETHUSDT")) == ["STOP_MARKET",
                                                                                    "TAKE_PROFIT_MARKET"]
+
+
+async def test_an_entry_still_unknown_after_a_failed_reconciliation_holds_new_entries(shared_data: Path,
+                                                                                      pg_dsn: str) -> None:
+    """The entry fills, its answer is lost, both queries of it fail, and so does the reconciliation that follows
+    (503 on every request): the exchange holds a position the book does not count. A new signal is skipped
+    ``entry_unresolved`` — it used to go out, one position more than the book knew (a fourth beside three). Once a
+    reconciliation succeeds the position is adopted and entries go out again."""
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        ex = await rig.executor(orders={"query_max_attempts": 2})
+        filled = entry_filled(ex, "ETHUSDT")
+        rig.emulator.faults.order_timeout(1, hold_s=30.0, only="order")
+        assert ex.submit(rig.signal("ETHUSDT", "SHORT", confidence=0.7, stop_pct=8.0, target_pct=30.0))
+        await asyncio.wait_for(filled.wait(), 10)
+        rig.emulator.faults.http_error(503, count=3)  # the entry's two queries, then the reconciliation's first call
+        await ex.idle()
+        assert "ETHUSDT" not in ex.book and [p.symbol for p in rig.account.positions()] == ["ETHUSDT"]
+
+        assert ex.submit(rig.signal("BTCUSDT", "LONG", confidence=0.8, stop_pct=8.0, target_pct=30.0))
+        await ex.idle()
+        assert ex.stats.skip_reasons.get("entry_unresolved") == 1
+        assert [p.symbol for p in rig.account.positions()] == ["ETHUSDT"]
+
+        await ex.reconcile()
+        assert "ETHUSDT" in ex.book
+        assert ex.submit(rig.signal("SOLUSDT", "LONG", confidence=0.8, stop_pct=8.0, target_pct=30.0))
+        await ex.idle()
+        assert "SOLUSDT" in ex.book and ex.stats.skip_reasons.get("entry_unresolved") == 1
