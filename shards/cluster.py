@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Protocol
 
 import aiohttp
@@ -25,6 +26,8 @@ from shards.feed import Backfill, ShardFeed
 from shards.sink import CandleSink, CandleWriter
 from shards.supervisor import Supervisor
 from smc_quant.domain.candles import Candle, interval_ms
+from smc_quant.errors import DataRejected
+from smc_quant.exchange.schemas import check_candle
 from smc_quant.ops.metrics import FeedMetrics
 from smc_quant.settings import Settings
 
@@ -33,6 +36,20 @@ class CandleHistory(CandleWriter, Protocol):
     """What the cluster needs from the candle repository."""
 
     async def latest(self, symbols: Sequence[str], interval: str, per_symbol: int) -> dict[str, list[Candle]]: ...
+
+
+MAX_HOLE_REPAIRS = 64
+"""Holes of the warm-start window fetched per start (the rest: at the next starts)."""
+HOLE_FETCH_TIMEOUT_S = 10.0
+"""One hole's fetch at most this long (the start is not held up by a slow REST)."""
+
+
+def _valid(candle: Candle) -> bool:
+    try:
+        check_candle(candle)
+    except DataRejected:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +78,7 @@ class ClusterManager:
         """``only``: build just these shard indexes of the ``shard_count`` split (a worker's leased slots)."""
         self.settings = settings
         self._repo = repository
+        self._backfill = backfill
         self._log = logger or structlog.get_logger()
         feed = settings.feed
         self.assignment = assign(symbols, settings.shard_count)
@@ -149,12 +167,44 @@ class ClusterManager:
         for feed in self.feeds:
             history = await self._repo.latest(feed.symbols, self.settings.feed.interval,
                                               self.settings.feed.warm_start_candles)
+            await self._repair_holes(history)
             feed.seed(history)
             loaded += sum(len(v) for v in history.values())
         for feed, analyzer in zip(self.feeds, self.analyzers, strict=True):
             analyzer.warm(feed.store)
         self._log.info("warm_start", candles=loaded, shards=len(self.feeds))
         return loaded
+
+    async def _repair_holes(self, history: dict[str, list[Candle]]) -> int:
+        """Fetch once more the holes inside the warm-start window (``history``, updated in place; the fetched
+        candles stored), at most ``MAX_HOLE_REPAIRS`` per start; how many candles came.
+
+        A gap the feed gave up on (a REST outage longer than its hour of retries) stays a hole in PostgreSQL, and the
+        warm start used to read over it at every start for as long as it was in the window: the engine's bars and
+        the learner's labels counted across it. A fetch that fails or brings nothing is left for the next start
+        (the exchange has no candles for its maintenance windows: those holes stay, a few requests per start)."""
+        step = interval_ms(self.settings.feed.interval)
+        holes = [(symbol, a.open_time + step, b.open_time - step) for symbol, candles in history.items()
+                 for a, b in pairwise(candles) if b.open_time - a.open_time > step]
+        found = 0
+        for symbol, start, end in holes[:MAX_HOLE_REPAIRS]:
+            try:
+                fetched = await asyncio.wait_for(self._backfill(symbol, self.settings.feed.interval, start, end),
+                                                 HOLE_FETCH_TIMEOUT_S)
+                got = [c for c in fetched if c.symbol == symbol and start <= c.open_time <= end and _valid(c)]
+                if got:
+                    await self._repo.upsert(got)
+            except Exception as exc:  # REST or the database unavailable: the warm start goes on, the next tries
+                self._log.warning("warm_hole_not_repaired", symbol=symbol, start=start, end=end,
+                                  error=f"{type(exc).__name__}: {exc}")
+                continue
+            if got:
+                history[symbol] = sorted([*history[symbol], *got], key=lambda c: c.open_time)
+                found += len(got)
+        if holes:
+            self._log.warning("warm_holes", holes=len(holes), tried=min(len(holes), MAX_HOLE_REPAIRS),
+                              candles_repaired=found)
+        return found
 
     def start(self) -> None:
         """Start every shard's feed and sink as supervised tasks (``shard-N``, ``sink-N``)."""
