@@ -96,12 +96,13 @@ async def _champion_scorer(settings: Settings, say: Say) -> tuple[Any, Any]:
     return predictor, record
 
 
-def _in_sample_note(record: Any, start_ms: int, trades: Sequence[Any]) -> tuple[str, dict[str, Any]]:
-    """Whether the backtest starting at ``start_ms`` overlaps the champion's own training window, and how many
+def _in_sample_note(record: Any, start_ms: int, end_ms: int, trades: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    """Whether the backtest over ``[start_ms, end_ms)`` overlaps the champion's own training window, and how many
     ML-filtered trades entered inside it: a note and report fields (the report used to name neither)."""
-    inside = sum(1 for t in trades if t.entry_time_ms <= record.train_end)
+    inside = sum(1 for t in trades if record.train_start <= t.entry_time_ms <= record.train_end)
+    overlap = start_ms <= record.train_end and end_ms > record.train_start
     fields = {"champion_version": record.version, "model_train_start_ms": record.train_start,
-              "model_train_end_ms": record.train_end, "in_sample": start_ms <= record.train_end,
+              "model_train_end_ms": record.train_end, "in_sample": overlap,
               "ml_trades_in_sample": inside, "ml_trades_out_of_sample": len(trades) - inside}
     window = f"champion v{record.version}'s training window ({_iso(record.train_start)} → {_iso(record.train_end)})"
     if fields["in_sample"]:
@@ -109,7 +110,7 @@ def _in_sample_note(record: Any, start_ms: int, trades: Sequence[Any]) -> tuple[
                 f"inside it, whose outcomes the model was fitted on, so its figures flatter it — for an honest test "
                 f"use --from after {_iso(record.train_end)}, or --model walk-forward")
     else:
-        note = f"out of sample: the backtest starts after {window}"
+        note = f"out of sample: the backtest does not overlap {window}"
     return note, fields
 
 
@@ -151,7 +152,7 @@ async def run_backtests(series: Mapping[str, KlineSeries], *, model: str, settin
         predictor, record = await _champion_scorer(settings, say)
         ml = await run_backtest(prepared, filters, brackets, cfg, scorer=predictor.predict_batch,
                                 model_version=lambda: record.version, progress=bar("ml-filtered"))
-        note, fields = _in_sample_note(record, ml.start_ms, ml.trades)
+        note, fields = _in_sample_note(record, ml.start_ms, ml.end_ms, ml.trades)
         extra.update(fields)
         notes = [note, *notes]
         if fields["in_sample"]:

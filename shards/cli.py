@@ -414,11 +414,13 @@ def cmd_status(_: argparse.Namespace) -> int:
     return _control_task(task)
 
 
-def _data_args(parser: argparse.ArgumentParser, required: bool) -> None:
+def _data_args(parser: argparse.ArgumentParser, required: bool, every: int | None = 5) -> None:
     parser.add_argument("--data", required=required, default=None, help="real data folder (e.g. ../shared/data)")
     parser.add_argument("--symbols", nargs="+", default=None, help="symbols to use (default: every file)")
     parser.add_argument("--max-bars", type=int, default=None, help="use only the first N 1m candles per symbol")
-    parser.add_argument("--every", type=int, default=5, help="a candidate setup every N bars (default 5)")
+    parser.add_argument("--every", type=int, default=every,
+                        help="a candidate setup every N bars (default " + ("5)" if every else
+                                                                           "the candidate's own, else 5)"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -456,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the model registry").set_defaults(func=cmd_models)
     pr = sub.add_parser("promote", help="make VERSION the champion if it beats the current one (or --force)")
     pr.add_argument("version", type=int)
-    _data_args(pr, required=False)
+    _data_args(pr, required=False, every=None)
     pr.add_argument("--margin", type=float, default=0.01, help="AUC margin the challenger must win by")
     pr.add_argument("--z", type=float, default=1.645,
                     help="the challenger's AUC − z·SE must exceed 0.5 (significance; 0 turns it off)")

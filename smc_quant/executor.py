@@ -221,9 +221,10 @@ class Executor(OperatorHand, AccountEvents):
     async def reconcile(self) -> None:
         """Exchange positions and protection vs our book, repaired and logged; ``last_reconciled`` marks success."""
         async with self._reconciling:
+            pending = set(self._unresolved)  # a round begun before an entry went unknown may have skipped it (busy)
             await self.reconciler.reconcile()
         self.last_reconciled = time.monotonic()
-        self._unresolved.clear()  # every exchange position is now booked (adopted) or alarmed
+        self._unresolved -= pending  # every exchange position it saw is now booked (adopted) or alarmed
 
     async def refresh_balance(self) -> Decimal:
         """Read the wallet balance over REST (start, reconciliation)."""

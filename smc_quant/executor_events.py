@@ -27,7 +27,7 @@ from typing import Any
 
 from smc_quant import notify as messages
 from smc_quant.book import Book, BookEntry
-from smc_quant.domain.trading import ExitReason, Fill
+from smc_quant.domain.trading import ExitReason, Fill, Position, exit_side
 from smc_quant.executor_config import ExecutorConfig, ExecutorStats
 from smc_quant.orders.broker import AccountEvent, AccountUpdate, AlgoUpdate, Broker, OrderUpdate, StreamExpired
 from smc_quant.orders.client_ids import Leg, parse_client_order_id
@@ -44,6 +44,22 @@ RECENT_FILLS = 4096
 """Fill keys remembered after their position settled (a duplicate of a forced close can come after it)."""
 FillKey = tuple[str, int, int, str, Decimal, Decimal]
 """symbol, order id, trade id, side, quantity, price of one execution."""
+
+
+def nearest_leg(position: Position, u: OrderUpdate) -> ExitReason | None:
+    """The protection leg an exit fill whose client id is not ours most likely is: the stop or the target whose
+    trigger its price lies nearer to, within half that leg's distance from the entry (slippage, a gap); ``None``
+    otherwise (a person's close elsewhere, or no stop and target known). The fallback when ``ALGO_UPDATE``'s
+    ``ai`` has not named the order before its fill came."""
+    stop, target = position.stop_price, position.target_price
+    if stop is None or target is None or u.side != exit_side(position.side):
+        return None
+    to_stop, to_target = abs(u.last_price - stop), abs(u.last_price - target)
+    if to_stop <= to_target and to_stop <= abs(position.entry_price - stop) / 2:
+        return ExitReason.STOP_LOSS
+    if to_target < to_stop and to_target <= abs(target - position.entry_price) / 2:
+        return ExitReason.TAKE_PROFIT
+    return None
 
 
 def forced_exit_reason(u: OrderUpdate) -> ExitReason | None:
@@ -177,9 +193,11 @@ class AccountEvents:
         if entry is not None and entry.position.signal_id == key:
             if parts is None and forced is not None:
                 entry.exit_reason = forced
-            elif (parts is None and (triggered := self._triggered.get((u.symbol, u.order_id))) is not None
-                  and (entry.exit_reason is None or entry.status != "closing")):
-                entry.exit_reason = triggered
+            elif parts is None and (entry.exit_reason is None or entry.status != "closing"):
+                # a stop's or target's own order, its client id made up by the exchange: named by ALGO_UPDATE's
+                # ``ai`` when that came first, else told by its price
+                entry.exit_reason = (self._triggered.get((u.symbol, u.order_id)) or nearest_leg(entry.position, u)
+                                     or entry.exit_reason)
             elif (parts is not None and (entry.exit_reason is None or entry.status != "closing")
                   and parts.leg in _LEG_EXITS):
                 entry.exit_reason = _LEG_EXITS[parts.leg]
@@ -262,4 +280,4 @@ class AccountEvents:
         self.log.info("funding_settled", amount=str(amount), wallet=str(event.wallet_balance))
 
 
-__all__ = ["RECENT_FILLS", "AccountEvents", "FillKey", "forced_exit_reason"]
+__all__ = ["RECENT_FILLS", "AccountEvents", "FillKey", "forced_exit_reason", "nearest_leg"]

@@ -96,7 +96,7 @@ class RiskConfig:
     max_open_risk_pct: Decimal = Decimal(5)
     """What all positions, this one included, would lose if every stop filled now, as % of equity at most."""
     taker_fee: Decimal = Decimal("0.0005")
-    """Taker fee rate: a position is rotated out only when its unrealised gain pays its market exit."""
+    """Taker fee rate: a position is rotated out only when its unrealised gain pays its entry's and its exit's fees."""
     max_tick_distortion: Decimal = Decimal("0.25")
     """A stop or target whose distance from the signal price shrinks by more than this fraction when rounded onto
     the tick grid (toward the entry) is refused ``tick_too_coarse``: the trade would not be the one the model
@@ -389,8 +389,8 @@ class RiskManager:
         rotate: str | None = None
         if len(positions) >= self.config.max_positions:
             weakest = min(positions.values(), key=lambda p: (p.confidence, p.symbol))
-            exit_fee = weakest.notional * self.config.taker_fee
-            if not (weakest.unrealized_pnl > exit_fee and signal.confidence > weakest.confidence):
+            fees = 2 * weakest.notional * self.config.taker_fee  # its entry's and its exit's: the trade nets > 0
+            if not (weakest.unrealized_pnl > fees and signal.confidence > weakest.confidence):
                 return Decision("skip", "max_positions", signal)
             rotate = weakest.symbol
             del positions[rotate]

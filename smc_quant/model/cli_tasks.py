@@ -181,10 +181,11 @@ class PromoteOutcome:
     decision: GateDecision | None = None
 
 
-async def promote(registry: ModelRegistry, version: int, *, series: Sequence[KlineSeries] | None, every: int,
+async def promote(registry: ModelRegistry, version: int, *, series: Sequence[KlineSeries] | None, every: int | None,
                   margin: float, force: bool, say: Say, spec: BarrierSpec | None = None,
                   z: float = 1.645, paired_z: float = 1.645) -> PromoteOutcome:
-    """Gate ``version`` against the champion on the latest out-of-sample window, or promote with ``force``."""
+    """Gate ``version`` against the champion on the latest out-of-sample window, or promote with ``force``
+    (``every``, ``spec``: how ``series`` is labelled — ``None``: as the candidate's own training data was)."""
     record = await registry.get(version)
     if record is None:
         raise OperationalError(f"no model version {version} in the registry")
@@ -216,7 +217,7 @@ def _name(champion: ModelRecord | None) -> str:
 
 
 async def _gate(registry: ModelRegistry, record: ModelRecord, champion: ModelRecord | None,
-                series: Sequence[KlineSeries] | None, every: int, margin: float, z: float,
+                series: Sequence[KlineSeries] | None, every: int | None, margin: float, z: float,
                 paired_z: float, spec: BarrierSpec | None, say: Say) -> GateDecision | str:
     if series is None:
         stored = record.metrics.get("holdout")
@@ -235,8 +236,14 @@ async def _gate(registry: ModelRegistry, record: ModelRecord, champion: ModelRec
     else:
         after = max(record.train_end, champion.train_end if champion is not None else record.train_end)
         source = record.params.get("source", "candidates")  # labelled as the candidate's training data was
-        barrier = record.params.get("barrier")
-        spec = spec or (BarrierSpec(**barrier) if isinstance(barrier, dict) else BarrierSpec())
+        every = every if every is not None else int(record.params.get("every", 5))
+        if spec is None:
+            barrier = record.params.get("barrier")
+            try:
+                spec = BarrierSpec(**barrier) if isinstance(barrier, dict) else BarrierSpec()
+            except (TypeError, ValueError) as exc:  # written by another version of BarrierSpec
+                say(f"the candidate's stored barriers are unreadable ({exc}): the default ones label the window")
+                spec = BarrierSpec()
         ds = await asyncio.to_thread(build_dataset, series, spec, every, "trend_1m", None, source)
         window = latest_window(ds, after)
         if len(window) == 0:

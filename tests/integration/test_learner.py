@@ -465,7 +465,7 @@ async def test_history_loader_labels_the_candles_stored_in_postgres(pg_dsn: str,
         assert {k: record.params[k] for k in ("source", "every", "barrier")} == {
             "source": "broad", "every": 5, "barrier": asdict(BarrierSpec())}
         said: list[str] = []
-        await _gate(registry, record, None, want_series, 5, 0.01, 1.645, 1.645, None, said.append)
+        await _gate(registry, record, None, want_series, None, 0.01, 1.645, 1.645, None, said.append)
         window_rows = latest_window(want, record.train_end)
         assert len(window_rows) > 0 and f"gate window: {len(window_rows):,} setups after" in said[-1]
     finally:

@@ -73,3 +73,26 @@ def test_an_exit_at_the_windows_end_is_in_the_daily_returns(trades: list[Trade])
     at_end = replace(t, exit_time_ms=end)
     r = daily_returns([at_end], BAL, end - 3 * DAY_MS, end)
     assert len(r) == 4 and r[-1] == pytest.approx(float(t.net_pnl / BAL)) and sum(r) != 0
+
+
+def test_the_in_sample_note_counts_only_trades_inside_the_models_window(trades: list[Trade]) -> None:
+    """The champion's training window against the backtest's: an overlap is named with the trades entered inside
+    the window (not merely before its end); a model trained after the backtest's data (the live learner's, on this
+    year's candles) makes the backtest out of sample."""
+    from datetime import UTC, datetime
+
+    from shards.backtest_cli import _in_sample_note
+    from smc_quant.store.models import ModelRecord
+
+    def model(start: int, end: int) -> ModelRecord:
+        return ModelRecord(3, "champion", "smc-features/1", start, end, {}, {}, datetime.now(UTC), None, None, None)
+
+    entries = sorted(t.entry_time_ms for t in trades)
+    lo, hi = entries[0], entries[-1] + 1
+    mid = entries[len(entries) // 2]
+    note, fields = _in_sample_note(model(mid, hi + DAY_MS), lo, hi, trades)
+    inside = sum(1 for t in trades if t.entry_time_ms >= mid)
+    assert fields["in_sample"] and fields["ml_trades_in_sample"] == inside < len(trades)
+    assert note.startswith("IN-SAMPLE") and f"{inside} of {len(trades)}" in note
+    note, fields = _in_sample_note(model(hi + DAY_MS, hi + 9 * DAY_MS), lo, hi, trades)
+    assert not fields["in_sample"] and fields["ml_trades_in_sample"] == 0 and note.startswith("out of sample")

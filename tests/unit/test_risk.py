@@ -213,9 +213,10 @@ def test_rotation_only_for_a_weaker_position_in_profit(rm: RiskManager) -> None:
     assert (d.action, d.close_symbol, d.quantity) == ("rotate", "ETHUSDT", D("0.166"))
     assert rm.evaluate(sig(), acct(positions=_three("2000")), D("30000.0"), T0).reason == "max_positions"
     assert rm.evaluate(sig(), acct(positions=_three("1990")), D("30000.0"), T0).reason == "max_positions"
-    # +0.25 unrealised does not pay the exit's 0.05 % taker fee (0.50): closing it would lock in a loss
+    # +0.55 unrealised pays the exit's 0.05 % taker fee (0.50) but not the entry's too: the trade would net a loss
     assert rm.evaluate(sig(), acct(positions=_three("2000.5")), D("30000.0"), T0).reason == "max_positions"
-    assert rm.evaluate(sig(), acct(positions=_three("2001.1")), D("30000.0"), T0).action == "rotate"  # +0.55
+    assert rm.evaluate(sig(), acct(positions=_three("2001.1")), D("30000.0"), T0).reason == "max_positions"
+    assert rm.evaluate(sig(), acct(positions=_three("2002.1")), D("30000.0"), T0).action == "rotate"  # +1.05
     assert rm.evaluate(sig(conf=0.59), acct(positions=_three("2010")), D("30000.0"), T0).reason == "max_positions"
 
 
