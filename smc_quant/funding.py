@@ -3,7 +3,8 @@
 At each funding time (every 8 h on most symbols, 4 h or 1 h on some: read from the exchange, never
 assumed) every open position exchanges ``position notional × rate`` with the other side: a positive rate
 means longs pay shorts, a negative one shorts pay longs. Our trades live at most ``max_hold`` (2 h), so
-a trade crosses at most one funding time; usually it costs ~0.01 % of notional — a tenth of the round-trip
+a trade crosses at most one funding time (two on a 1 h symbol: only the next one's rate is known, and the guard
+prices that one); usually it costs ~0.01 % of notional — a tenth of the round-trip
 taker fee — but on a squeezed alt the rate reaches 0.5–2 %, more than the trade's whole target. The risk
 manager therefore refuses an entry whose hold window contains the next funding time when its side pays
 more than ``max_funding_pct`` (:meth:`smc_quant.risk.RiskManager.evaluate`, reason ``funding``)::

@@ -22,7 +22,7 @@ Which setups (``source``):
 
 * ``"strategy"``: the rows where the strategy's entry rules hold (``smc_quant.strategy.find_setups``),
   each with its side and its own stop/target %; every such row is labelled (a setup stays eligible for
-  several bars, and the live model is asked on each of them). Few: 1,301 on the 861k candles of the
+  several bars, and the live model is asked on each of them). Few: 1,229 on the 861k candles of the
   18-symbol 2023 set;
 * ``"broad"``: the strategy's rows plus every ``every``-th complete trend-side bar (the candidates
   below), all labelled with the strategy's exit geometry — ``stop = clamp(stop_atr_mult · atr_pct,

@@ -183,12 +183,24 @@ class ExperienceRow:
     @property
     def win(self) -> bool:
         """The history labels' rule (``smc_quant.labels.triple_barrier``: the target was hit): an exit at the take
-        profit. A trade closed at the time limit or by hand with a small net gain is not a win there, and must not
-        be one here — the model learns one target from both kinds of rows, and the confidence threshold is
-        reasoned on full-target wins. Without an exit reason: a positive net return."""
+        profit. A trade closed at the time limit with a small net gain is not a win there, and must not be one
+        here — the model learns one target from both kinds of rows, and the confidence threshold is reasoned on
+        full-target wins. Without an exit reason: a positive net return."""
         if self.exit_reason is not None:
             return self.exit_reason == ExitReason.TAKE_PROFIT.value
         return self.net_return_pct > 0
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the market ended the trade the way a history label ends: at its target, its stop (or beyond it:
+        a liquidation), or its time limit. A trade we cut short — rotated out (in profit), the breaker, a
+        delisting, a shutdown, a person — or found closed without its fill (``reconciled``) has no such outcome
+        and is not a training row (it used to be one, a loss at 3× weight, whatever it made)."""
+        return self.exit_reason is None or self.exit_reason in _LABELLED_EXITS
+
+
+_LABELLED_EXITS = frozenset({ExitReason.TAKE_PROFIT.value, ExitReason.STOP_LOSS.value, ExitReason.TIME.value,
+                             ExitReason.LIQUIDATION.value})
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,7 +86,8 @@ BLOCK_QUANTILE = 0.95
 def time_blocks(start: I64, end: I64) -> I64:
     """The block of time of each row: ``start // L`` with ``L`` the label window of these rows at
     ``BLOCK_QUANTILE`` (``end − start`` plus its last minute, at least one minute), so rows whose labels can
-    overlap mostly share a block and rows of different blocks do not overlap beyond the neighbouring block.
+    overlap mostly share a block and rows of different blocks do not overlap beyond the neighbouring block — except
+    the longest 5 % of windows, which may reach further: the SE treats those few dependencies as absent.
 
     Not the longest window: one trade closed at a restart 20 hours after its signal, or a label stretched over a
     gap in the candles, made the blocks 20 hours long — two blocks in a held-out day, an SE too wide for any

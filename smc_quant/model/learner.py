@@ -18,8 +18,9 @@ What one round does (:meth:`Learner.learn_once`):
    the take profit (the history labels' rule: ``ExperienceRow.win``), ``ret_pct = net_return_pct``, signal
    time as start, close time as label end, marked as a strategy setup. Experience rows are weighted
    ``experience_weight`` (default 3): they are the strategy's real fills and fees, the ground truth the history
-   labels only approximate, and they are few. Rows of another schema version, of the wrong width or with a
-   non-finite return are refused and counted.
+   labels only approximate, and they are few. Rows of another schema version, of the wrong width, with a
+   non-finite return, or of a trade the market did not end at its target, stop or time limit (rotated out, the
+   breaker, a delisting, a person, reconciled: ``ExperienceRow.labelled``) are refused and counted.
 2. **Split.** Everything is sorted by signal time; the latest ``holdout_fraction`` (at least
    ``min_holdout`` rows) is held out, and training keeps only rows whose label window ends before it
    (purge). The challenger is trained on those rows in a worker thread (``asyncio.to_thread``: LightGBM
@@ -225,7 +226,7 @@ def experience_dataset(rows: Sequence[ExperienceRow], schema_version: str,
     """Closed trades as training rows (see the module docstring) and how many were refused."""
     n_features = len(FEATURE_SCHEMA)
     good = [r for r in rows if r.schema_version == schema_version and len(r.features) == n_features
-            and math.isfinite(r.net_return_pct)]
+            and math.isfinite(r.net_return_pct) and r.labelled]
     symbols = tuple(dict.fromkeys(r.symbol for r in good))
     code = {s: k for k, s in enumerate(symbols)}
     n = len(good)

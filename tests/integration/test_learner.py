@@ -258,6 +258,13 @@ async def test_a_trade_is_labelled_by_the_history_labels_rule(stores: tuple[Mode
     expected = live.take(np.array(sorted(gains_at_the_limit + wins)))
     assert refused == 0 and ds.ret_pct.tolist() == pytest.approx(expected.ret_pct.tolist(), abs=1e-6)
     assert ds.win.tolist() == expected.win.tolist() and ds.win.sum() == 5
+    # a trade we cut short has no such outcome: a rotation (in profit by rule), the breaker, a reconciled exit…
+    rows = await repo.experience(FEATURE_SCHEMA.version)
+    cut = [replace(rows[0], exit_reason=r.value) for r in (ExitReason.ROTATION, ExitReason.BREAKER,
+                                                           ExitReason.RECONCILED, ExitReason.MANUAL)]
+    kept = [replace(rows[0], exit_reason=r.value) for r in (ExitReason.TIME, ExitReason.LIQUIDATION)]
+    ds, refused = experience_dataset([*cut, *kept], FEATURE_SCHEMA.version)
+    assert (len(ds), refused, ds.win.tolist()) == (2, 4, [0, 0])
 
 
 def test_a_purge_that_leaves_too_few_training_rows_waits_for_data(real: RealData) -> None:
