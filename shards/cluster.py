@@ -39,9 +39,19 @@ class CandleHistory(CandleWriter, Protocol):
 
 
 MAX_HOLE_REPAIRS = 64
-"""Holes of the warm-start window fetched per start (the rest: at the next starts)."""
-HOLE_FETCH_TIMEOUT_S = 10.0
-"""One hole's fetch at most this long (the start is not held up by a slow REST)."""
+"""Holes of the warm-start window fetched per start, all shards of the process together (the rest: at the next
+starts)."""
+HOLE_REPAIR_BUDGET_S = 5.0
+"""The whole repair of one start at most this long: a worker seeds a slot inside its lease loop (15 s leases), and
+the service's trading waits for the seed (a REST that hangs, or holes the exchange never fills, cost no more)."""
+
+
+@dataclass(slots=True)
+class _RepairBudget:
+    """What is left of one start's hole repair: its deadline (monotonic seconds) and fetches."""
+
+    deadline: float
+    fetches: int
 
 
 def _valid(candle: Candle) -> bool:
@@ -164,10 +174,11 @@ class ClusterManager:
     async def seed(self) -> int:
         """Warm start every shard from PostgreSQL; return the number of candles loaded."""
         loaded = 0
+        budget = _RepairBudget(time.monotonic() + HOLE_REPAIR_BUDGET_S, MAX_HOLE_REPAIRS)
         for feed in self.feeds:
             history = await self._repo.latest(feed.symbols, self.settings.feed.interval,
                                               self.settings.feed.warm_start_candles)
-            await self._repair_holes(history)
+            await self._repair_holes(history, budget)
             feed.seed(history)
             loaded += sum(len(v) for v in history.values())
         for feed, analyzer in zip(self.feeds, self.analyzers, strict=True):
@@ -175,9 +186,9 @@ class ClusterManager:
         self._log.info("warm_start", candles=loaded, shards=len(self.feeds))
         return loaded
 
-    async def _repair_holes(self, history: dict[str, list[Candle]]) -> int:
+    async def _repair_holes(self, history: dict[str, list[Candle]], budget: _RepairBudget) -> int:
         """Fetch once more the holes inside the warm-start window (``history``, updated in place; the fetched
-        candles stored), at most ``MAX_HOLE_REPAIRS`` per start; how many candles came.
+        candles stored), within the start's ``budget`` (fetches and seconds); how many candles came.
 
         A gap the feed gave up on (a REST outage longer than its hour of retries) stays a hole in PostgreSQL, and the
         warm start used to read over it at every start for as long as it was in the window: the engine's bars and
@@ -186,11 +197,16 @@ class ClusterManager:
         step = interval_ms(self.settings.feed.interval)
         holes = [(symbol, a.open_time + step, b.open_time - step) for symbol, candles in history.items()
                  for a, b in pairwise(candles) if b.open_time - a.open_time > step]
-        found = 0
-        for symbol, start, end in holes[:MAX_HOLE_REPAIRS]:
+        found = tried = 0
+        for symbol, start, end in holes:
+            left = budget.deadline - time.monotonic()
+            if budget.fetches <= 0 or left <= 0:
+                break
+            budget.fetches -= 1
+            tried += 1
             try:
                 fetched = await asyncio.wait_for(self._backfill(symbol, self.settings.feed.interval, start, end),
-                                                 HOLE_FETCH_TIMEOUT_S)
+                                                 left)
                 got = [c for c in fetched if c.symbol == symbol and start <= c.open_time <= end and _valid(c)]
                 if got:
                     await self._repo.upsert(got)
@@ -202,8 +218,7 @@ class ClusterManager:
                 history[symbol] = sorted([*history[symbol], *got], key=lambda c: c.open_time)
                 found += len(got)
         if holes:
-            self._log.warning("warm_holes", holes=len(holes), tried=min(len(holes), MAX_HOLE_REPAIRS),
-                              candles_repaired=found)
+            self._log.warning("warm_holes", holes=len(holes), tried=tried, candles_repaired=found)
         return found
 
     def start(self) -> None:
