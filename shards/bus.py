@@ -151,7 +151,6 @@ class SignalPublisher:
         self._marks: deque[tuple[int, int, bytes]] = deque()
         """(sequence number, minute, encoded marks): every slot's marks of the latest minutes (a worker's slots
         close the same minute together; a buffer of 4 entries dropped the others' minute before it was written)."""
-        self._marks_newest = 0
         self._seq = 0
         self._wake = asyncio.Event()
         self._empty = asyncio.Event()
@@ -200,7 +199,7 @@ class SignalPublisher:
         self._seq += 1
         self._marks.append((self._seq, open_time, msgspec.json.encode([open_time, list(symbols),
                                                                        [float(c) for c in closes], wire_bars])))
-        self._marks_newest = newest = max(self._marks_newest, open_time)
+        newest = max(m[1] for m in self._marks)  # of what waits (a replay clock that starts over starts it over)
         while self._marks and (len(self._marks) > MARKS_MAX or self._marks[0][1] < newest - MARKS_KEEP_MS):
             self._marks.popleft()
             self.stats.marks_dropped += 1
