@@ -28,7 +28,7 @@ from shards.bus import redis_client
 from shards.champion import follow_champion, load_champion
 from shards.cluster import ClusterManager
 from shards.rules_refresh import RulesRefresh
-from shards.supervisor import CrashHistory, Heartbeat, LoopWatchdog, Supervisor, stop_within
+from shards.supervisor import Heartbeat, Supervisor, run_guarded, stop_within
 from smc_quant.domain.candle_store import FIELDS
 from smc_quant.domain.candles import MINUTE_MS, Candle, interval_ms
 from smc_quant.exchange.governor import SharedWeightBudget, WeightGovernor
@@ -390,31 +390,13 @@ async def run_until_signalled(service: Service, stop: asyncio.Event) -> bool:
 
 
 async def run_service(service: Service, stop: asyncio.Event) -> bool:
-    """:func:`run_until_signalled` as `smc-quant run` runs it, with what the cluster processes have
-    (``shards.worker.run_process``): a start delayed by ``cluster.crash_delay_s`` after more than
+    """:func:`run_until_signalled` as `smc-quant run` runs it, guarded like the cluster processes
+    (:func:`shards.supervisor.run_guarded`): a start delayed by ``cluster.crash_delay_s`` after more than
     ``cluster.crash_limit`` crashed runs within ``cluster.crash_window_s`` (kept in the state dir, so a crash loop
     under ``restart: unless-stopped`` does not hammer the exchange and the database), and the loop watchdog that
     logs what blocks the event loop. A run that ends unclean, or does not start, counts as a crash."""
-    c = service.settings.cluster
-    history = CrashHistory(service.settings.state_dir, "run", limit=c.crash_limit, window_s=c.crash_window_s,
-                           delay_s=c.crash_delay_s)
-    delay = history.begin()
-    if delay:
-        service.log.warning("crash_loop_backoff", delay_s=delay, crashes=len(history.crashes()))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
-        if stop.is_set():
-            history.end(True)
-            return True
-    watchdog = LoopWatchdog(asyncio.get_running_loop(), stall_s=c.watchdog_stall_s, logger=service.log)
-    watchdog.start()
-    clean = False
-    try:
-        clean = await run_until_signalled(service, stop)
-    finally:
-        watchdog.stop()
-        history.end(clean)
-    return clean
+    return await run_guarded(lambda: run_until_signalled(service, stop), state_dir=service.settings.state_dir,
+                             role="run", cluster=service.settings.cluster, stop=stop, log=service.log)
 
 
 class _Failing(Protocol):

@@ -274,6 +274,33 @@ class Heartbeat:
             self.beat()
 
 
+async def run_guarded(run: Callable[[], Awaitable[bool]], *, state_dir: Path, role: str, cluster: Any,
+                      stop: asyncio.Event, log: Any) -> bool:
+    """``run()`` — a process's whole life, ``True`` when it ended clean — as every long-running command runs it:
+    first the crash-loop delay of ``role``'s :class:`CrashHistory` in ``state_dir`` (a stop during it ends here,
+    ``True``: nothing started), then with the :class:`LoopWatchdog` on; a run that ends unclean or raises counts as
+    a crash. ``cluster``: the settings' cluster section (crash limits, watchdog)."""
+    history = CrashHistory(state_dir, role, limit=cluster.crash_limit, window_s=cluster.crash_window_s,
+                           delay_s=cluster.crash_delay_s)
+    delay = history.begin()
+    if delay:
+        log.warning("crash_loop_backoff", delay_s=delay, crashes=len(history.crashes()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            history.end(True)
+            return True
+    watchdog = LoopWatchdog(asyncio.get_running_loop(), stall_s=cluster.watchdog_stall_s, logger=log)
+    watchdog.start()
+    clean = False
+    try:
+        clean = await run()
+    finally:
+        watchdog.stop()
+        history.end(clean)
+    return clean
+
+
 async def stop_within(stop: Awaitable[None], timeout_s: float, log: Any) -> bool:
     """Await the graceful ``stop`` for at most ``timeout_s``; ``False`` when it overran (it is then
     cancelled, after logging ``shutdown_incomplete`` with where every task waits) or raised."""

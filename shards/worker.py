@@ -433,36 +433,30 @@ def _oldest_final_age(metrics: Sequence[FeedMetrics], now: float) -> float:
 async def run_process(proc: ClusterProcess, stop: asyncio.Event) -> int:
     """Run a worker or the executor until ``stop`` (SIGTERM/SIGINT) or a crash-looping task; return the exit code.
 
-    Before starting: crash-loop backoff from the state dir's history. While running: the loop watchdog.
-    On the way out: the graceful stop within ``cluster.shutdown_timeout_s``; 1 when a supervised task
-    crash-looped (the orchestrator restarts us), 0 after a requested stop.
+    Guarded by :func:`shards.supervisor.run_guarded` (crash-loop delay before, the loop watchdog during). On the
+    way out: the graceful stop within ``cluster.shutdown_timeout_s``; 1 when a supervised task crash-looped (the
+    orchestrator restarts us), 0 after a requested stop.
     """
-    from shards.supervisor import CrashHistory, LoopWatchdog
+    from shards.supervisor import run_guarded
 
-    c = proc.settings.cluster
-    history = CrashHistory(proc.settings.state_dir, proc.role, limit=c.crash_limit, window_s=c.crash_window_s,
-                           delay_s=c.crash_delay_s)
-    delay = history.begin()
-    if delay:
-        proc.log.warning("crash_loop_backoff", delay_s=delay, crashes=len(history.crashes()))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
-    watchdog = LoopWatchdog(asyncio.get_running_loop(), stall_s=c.watchdog_stall_s, logger=proc.log)
-    watchdog.start()
-    clean = False
-    try:
-        if not stop.is_set():
+    async def life() -> bool:
+        if stop.is_set():  # stopped before it started: nothing to run or stop
+            return True
+        clean = False
+        try:
             await proc.start()
             waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(proc.supervisor.failed.wait())]
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             for w in waiters:
                 w.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)
-        clean = not proc.supervisor.failed.is_set()
-    finally:
-        clean = await stop_within(proc.stop(), c.shutdown_timeout_s, proc.log) and clean
-        watchdog.stop()
-        history.end(clean)
+            clean = not proc.supervisor.failed.is_set()
+        finally:
+            clean = await stop_within(proc.stop(), proc.settings.cluster.shutdown_timeout_s, proc.log) and clean
+        return clean
+
+    clean = await run_guarded(life, state_dir=proc.settings.state_dir, role=proc.role, cluster=proc.settings.cluster,
+                              stop=stop, log=proc.log)
     if not clean:
         proc.log.error("process_failed", reason=proc.supervisor.failure or "stop failed")
     return 0 if clean else 1
