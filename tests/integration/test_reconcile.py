@@ -11,7 +11,7 @@ import pytest
 
 from smc_quant.executor import Executor
 from smc_quant.orders.broker import AccountEvent, OrderUpdate
-from tests.integration.trading_kit import trading_rig
+from tests.integration.trading_kit import Rig, trading_rig
 
 pytestmark = pytest.mark.integration
 
@@ -27,6 +27,19 @@ def entry_filled(executor: Executor, symbol: str) -> asyncio.Event:
 
     executor.broker.subscribe(on_event)
     return event
+
+
+async def _entry_answer_lost(rig: Rig, failures: int, path: str | None) -> Executor:
+    """An executor whose ETHUSDT short entry fills while its answer is lost; then the next ``failures`` REST
+    requests (to ``path`` only, when given) answer 503 — the entry's two queries first. Returns once it is idle."""
+    ex = await rig.executor(orders={"query_max_attempts": 2})
+    filled = entry_filled(ex, "ETHUSDT")
+    rig.emulator.faults.order_timeout(1, hold_s=30.0, only="order")
+    assert ex.submit(rig.signal("ETHUSDT", "SHORT", confidence=0.7, stop_pct=8.0, target_pct=30.0))
+    await asyncio.wait_for(filled.wait(), 10)
+    rig.emulator.faults.http_error(503, count=failures, path=path)
+    await ex.idle()
+    return ex
 
 
 async def test_restart_drops_a_position_closed_by_hand_and_leaves_a_foreign_one_alone(shared_data: Path,
@@ -98,14 +111,7 @@ async def test_an_entry_whose_outcome_stays_unknown_is_looked_for_at_once_and_pr
     unknown. The executor reconciles at once: the position is found, adopted from the journal and protected —
     not left without a stop, outside the 3-position count, until the next round minutes later."""
     async with trading_rig(shared_data, pg_dsn) as rig:
-        ex = await rig.executor(orders={"query_max_attempts": 2})
-        filled = entry_filled(ex, "ETHUSDT")
-        rig.emulator.faults.order_timeout(1, hold_s=30.0, only="order")
-        assert ex.submit(rig.signal("ETHUSDT", "SHORT", confidence=0.7, stop_pct=8.0, target_pct=30.0))
-
-        await asyncio.wait_for(filled.wait(), 10)
-        rig.emulator.faults.http_error(503, count=2, path="/fapi/v1/order")  # the two queries of the entry
-        await ex.idle()
+        ex = await _entry_answer_lost(rig, 2, "/fapi/v1/order")  # the two queries of the entry
 
         assert ex.manager.stats["alarms"] == 1  # "entry outcome unknown after queries"
         assert "ETHUSDT" in ex.book and ex.stats.reconciliations == 2  # at start, and at once after the entry
@@ -120,13 +126,7 @@ async def test_an_entry_still_unknown_after_a_failed_reconciliation_holds_new_en
     ``entry_unresolved`` — it used to go out, one position more than the book knew (a fourth beside three). Once a
     reconciliation succeeds the position is adopted and entries go out again."""
     async with trading_rig(shared_data, pg_dsn) as rig:
-        ex = await rig.executor(orders={"query_max_attempts": 2})
-        filled = entry_filled(ex, "ETHUSDT")
-        rig.emulator.faults.order_timeout(1, hold_s=30.0, only="order")
-        assert ex.submit(rig.signal("ETHUSDT", "SHORT", confidence=0.7, stop_pct=8.0, target_pct=30.0))
-        await asyncio.wait_for(filled.wait(), 10)
-        rig.emulator.faults.http_error(503, count=3)  # the entry's two queries, then the reconciliation's first call
-        await ex.idle()
+        ex = await _entry_answer_lost(rig, 3, None)  # the entry's two queries, then the reconciliation's first call
         assert "ETHUSDT" not in ex.book and [p.symbol for p in rig.account.positions()] == ["ETHUSDT"]
 
         assert ex.submit(rig.signal("BTCUSDT", "LONG", confidence=0.8, stop_pct=8.0, target_pct=30.0))
