@@ -13,8 +13,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from smc_quant.datasets import LEVERAGE_TIERS, data_dir, load_exchange_info
 from smc_quant.domain.series import KlineSeries
 from smc_quant.exchange.brackets import SymbolBrackets, load_brackets
@@ -23,17 +21,8 @@ from smc_quant.exchange.exchange_info import BORROWED_MAX_NOTIONAL, SymbolFilter
 __all__ = ["market_rules"]
 
 
-def _decimals(x: float) -> int:
-    text = repr(float(x))
-    return len(text.split(".")[1].rstrip("0")) if "." in text and "e" not in text else 0
-
-
 def _borrowed(template: Mapping[str, Any], series: KlineSeries) -> SymbolFilters | None:
-    sample = np.concatenate([series.open[:2000], series.close[:2000]])
-    prec = max((_decimals(v) for v in sample), default=0)
-    qty = max((_decimals(v) for v in series.volume[:2000]), default=0)
-    price = float(np.median(series.close)) if len(series) else 1.0
-    return parse_filters(borrowed_filters(template["filters"], price_decimals=prec, qty_decimals=qty, price=price))
+    return parse_filters(borrowed_filters(template["filters"], series))
 
 
 def market_rules(series: Mapping[str, KlineSeries], root: Path | None = None

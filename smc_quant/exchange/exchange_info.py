@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import numpy as np
+
+from smc_quant.domain.series import KlineSeries
 from smc_quant.errors import DataRejected
 
 __all__ = ["BORROWED_MAX_NOTIONAL", "ExchangeInfo", "SymbolFilters", "SymbolInfo", "borrowed_filters",
-           "parse_exchange_info"]
+           "candle_decimals", "parse_exchange_info"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,16 +75,30 @@ BORROWED_MAX_NOTIONAL = Decimal(1_000_000)
 """A symbol without its own filters may trade up to this notional (USDT) per MARKET order (LOT_SIZE: 10×)."""
 
 
-def borrowed_filters(template: Sequence[Mapping[str, Any]], *, price_decimals: int, qty_decimals: int,
-                     price: float) -> list[dict[str, Any]]:
-    """Another symbol's exchangeInfo filters (BTCUSDT's) made to fit a symbol the file does not list, priced about
-    ``price``: the tick and the quantity step from the decimals its candles show (``10^-decimals``; min price one
-    tick, min quantity one step), the quantity limits from ``BORROWED_MAX_NOTIONAL`` at that price. The rest
-    (MIN_NOTIONAL, PERCENT_PRICE) stays the template's. Kept BTC's quantities (max 120 at a price of 0.70 is $84,
-    under the $100 minimum notional), MATICUSDT could never trade in a backtest."""
+def _decimals(x: float) -> int:
+    text = repr(float(x))
+    return len(text.split(".")[1].rstrip("0")) if "." in text and "e" not in text else 0
+
+
+def candle_decimals(series: KlineSeries) -> tuple[int, int]:
+    """(price, quantity) decimals a symbol's candles show: of their first 2,000 opens and closes, and volumes."""
+    prices = np.concatenate([series.open[:2000], series.close[:2000]])
+    return (max((_decimals(v) for v in prices), default=0),
+            max((_decimals(v) for v in series.volume[:2000]), default=0))
+
+
+def borrowed_filters(template: Sequence[Mapping[str, Any]], series: KlineSeries) -> list[dict[str, Any]]:
+    """Another symbol's exchangeInfo filters (BTCUSDT's) made to fit a symbol the file does not list, from its
+    candles (the backtest's and the emulator's one rule): the tick and the quantity step from the decimals they
+    show (:func:`candle_decimals`, ``10^-decimals``; min price one tick, min quantity one step), the quantity
+    limits from ``BORROWED_MAX_NOTIONAL`` at its median close. The rest (MIN_NOTIONAL, PERCENT_PRICE) stays the
+    template's. Kept BTC's quantities (max 120 at a price of 0.70 is $84, under the $100 minimum notional),
+    MATICUSDT could never trade in a backtest."""
+    price_decimals, qty_decimals = candle_decimals(series)
+    price = float(np.median(series.close)) if len(series) else 1.0
     tick = format(Decimal(1).scaleb(-price_decimals), "f")
     step = Decimal(1).scaleb(-qty_decimals)
-    market_max = max(step, (BORROWED_MAX_NOTIONAL / Decimal(repr(float(price))) // step) * step)
+    market_max = max(step, (BORROWED_MAX_NOTIONAL / Decimal(repr(price)) // step) * step)
     out = [dict(f) for f in template]
     for f in out:
         kind = f.get("filterType")

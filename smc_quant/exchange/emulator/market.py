@@ -18,20 +18,12 @@ from smc_quant.datasets import KlineSeries, derived_fields, load_exchange_info, 
 from smc_quant.domain.candles import MINUTE_MS, Candle
 from smc_quant.exchange.emulator.config import EmulatorConfig
 from smc_quant.exchange.emulator.frames import Bar, Precision
-from smc_quant.exchange.exchange_info import borrowed_filters
+from smc_quant.exchange.exchange_info import borrowed_filters, candle_decimals
 
 
 def _series_files(folder: Path) -> dict[str, Path]:
     files = sorted(p for p in folder.iterdir() if p.name.endswith((".csv", ".csv.gz")))
     return {p.name.split(".")[0].split("_")[0]: p for p in files}
-
-
-def _decimals(text: str) -> int:
-    return len(text.split(".")[1].rstrip("0")) if "." in text else 0
-
-
-def _inferred(values: np.ndarray[Any, Any]) -> int:
-    return max((_decimals(repr(float(x))) for x in values[:2000]), default=0)
 
 
 class Market:
@@ -69,8 +61,7 @@ class Market:
     def _precision(self, src: str, entries: dict[str, Any]) -> Precision:
         if src in entries:
             return Precision(int(entries[src]["pricePrecision"]), int(entries[src]["quantityPrecision"]))
-        s = self.series[src]
-        return Precision(_inferred(np.concatenate([s.open, s.close])), _inferred(s.volume))
+        return Precision(*candle_decimals(self.series[src]))
 
     def _entry(self, sym: str, entries: dict[str, Any]) -> dict[str, Any]:
         if sym in entries:
@@ -81,9 +72,7 @@ class Market:
         template.update(
             symbol=sym, pair=sym, baseAsset=base, pricePrecision=prec.price, quantityPrecision=prec.qty
         )
-        s = self.series[self.source_of[sym]]
-        template["filters"] = borrowed_filters(template["filters"], price_decimals=prec.price, qty_decimals=prec.qty,
-                                               price=float(np.median(s.close)) if len(s) else 1.0)
+        template["filters"] = borrowed_filters(template["filters"], self.series[self.source_of[sym]])
         return template
 
     def _window(self, config: EmulatorConfig) -> tuple[int, int]:
