@@ -269,6 +269,9 @@ class LearnerSettings(_Section):
     """With no champion, train one from the stored history at start (in a worker thread)."""
     keep_candidates: Annotated[int, Field(ge=0)] = 50
     """Newest never-promoted candidate models kept; older ones are deleted hourly (champions stay; 0: keep all)."""
+    keep_retired: Annotated[int, Field(ge=0)] = 20
+    """Retired champions kept for rollback (the most recently promoted); older ones are deleted hourly (0: keep
+    all)."""
     idle_retry_s: PositiveFloat = 300.0
     """With no champion (not trading), the next round comes after this rather than retrain_interval_s (doubling
     with each such round in a row, up to retrain_interval_s)."""

@@ -3,7 +3,8 @@
 Status moves candidate → champion → retired. ``promote`` and ``rollback`` run in one transaction under
 an advisory lock, so there is exactly one champion after each (a partial unique index backs this up).
 ``rollback`` retires the champion and reinstates the most recently promoted earlier champion that was
-not itself rolled back, so repeated rollbacks walk back through the promotion history.
+not itself rolled back, so repeated rollbacks walk back through the promotion history (as far as
+``prune_retired`` kept it: the housekeeper keeps the 20 most recent promotions by default).
 
 Loading a model (``load``, ``load_champion``) and promoting one refuse a feature-schema version other
 than the engine's ``FEATURE_SCHEMA.version`` with ``FeatureSchemaMismatch``. Metrics and parameters are
@@ -54,6 +55,13 @@ DELETE FROM models WHERE status = 'candidate' AND promoted_at IS NULL AND versio
         SELECT version FROM models WHERE status = 'candidate' AND promoted_at IS NULL
         ORDER BY version DESC LIMIT $1
     ) AS newest
+)"""
+
+# Retired champions beyond the ``$1`` most recently promoted of them (a rollback walks back from the newest).
+_PRUNE_RETIRED = """
+DELETE FROM models WHERE status = 'retired' AND version NOT IN (
+    SELECT version FROM models WHERE status = 'retired'
+    ORDER BY promoted_at DESC NULLS LAST, version DESC LIMIT $1
 )"""
 
 
@@ -176,6 +184,17 @@ class ModelRegistry:
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
             status = await conn.execute(_PRUNE, keep_candidates)
+        return int(status.rsplit(" ", 1)[1])
+
+    async def prune_retired(self, keep: int) -> int:
+        """Delete the retired champions except the ``keep`` (≥ 1) most recently promoted; how many were deleted.
+        A learner that promotes every day would otherwise keep every model it ever crowned. Rollback walks
+        back through what is kept; the champion and the candidates are not touched."""
+        if keep < 1:
+            raise ValueError("keep must be >= 1")
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
+            status = await conn.execute(_PRUNE_RETIRED, keep)
         return int(status.rsplit(" ", 1)[1])
 
     async def newest_created_ms(self) -> int | None:

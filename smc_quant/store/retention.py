@@ -15,6 +15,9 @@ Every ``interval_s`` (an hour), and once at start:
   everything.
 * **model candidates** never promoted, except the newest ``keep_candidates``, are deleted
   (``ModelRegistry.prune``; champions and retired champions, the rollback chain, stay); 0 keeps all.
+* **retired champions**, except the ``keep_retired`` most recently promoted (the rollback chain), are deleted
+  (``ModelRegistry.prune_retired``): a learner that promotes often would keep every model it ever crowned,
+  each with its artifact and held-out window; 0 keeps all.
 
 A failed run is logged (``housekeeping_failed``) and counted, and the next one comes on schedule.
 Deleted rows leave space that autovacuum makes reusable: the table stops growing, its files do not shrink.
@@ -60,18 +63,21 @@ class HousekeepingStats:
 
 
 class Housekeeper:
-    """Deletes candles past the retention window and old unpromoted candidates, on a schedule."""
+    """Deletes candles past the retention window, old unpromoted candidates and old retired champions, on a
+    schedule."""
 
     def __init__(self, candles: CandleRepository, registry: ModelRegistry | None, clock: Callable[[], int], *,
-                 retention_days: float, keep_candidates: int, interval_s: float = 3600.0, batch: int = 10_000,
-                 logger: Any = None) -> None:
-        if retention_days < 0 or keep_candidates < 0 or interval_s <= 0 or batch < 1:
-            raise ValueError("retention_days and keep_candidates must be >= 0, interval_s > 0, batch >= 1")
+                 retention_days: float, keep_candidates: int, keep_retired: int = 0, interval_s: float = 3600.0,
+                 batch: int = 10_000, logger: Any = None) -> None:
+        if retention_days < 0 or keep_candidates < 0 or keep_retired < 0 or interval_s <= 0 or batch < 1:
+            raise ValueError("retention_days, keep_candidates and keep_retired must be >= 0, interval_s > 0, "
+                             "batch >= 1")
         self._candles = candles
         self._registry = registry
         self._clock = clock
         self.retention_ms = int(retention_days * DAY_MS)
         self.keep_candidates = keep_candidates
+        self.keep_retired = keep_retired
         self.interval_s = interval_s
         self.batch = batch
         self.stats = HousekeepingStats()
@@ -80,17 +86,21 @@ class Housekeeper:
     @classmethod
     def of(cls, settings: Settings, candles: CandleRepository, registry: ModelRegistry | None,
            clock: Callable[[], int], logger: Any = None) -> Housekeeper:
-        """The service's housekeeper (``SMC_FEED__RETENTION_DAYS``, ``SMC_LEARNER__KEEP_CANDIDATES``)."""
+        """The service's housekeeper (``SMC_FEED__RETENTION_DAYS``, ``SMC_LEARNER__KEEP_CANDIDATES``,
+        ``SMC_LEARNER__KEEP_RETIRED``)."""
         return cls(candles, registry, clock, retention_days=effective_retention_days(settings),
-                   keep_candidates=settings.learner.keep_candidates, logger=logger)
+                   keep_candidates=settings.learner.keep_candidates, keep_retired=settings.learner.keep_retired,
+                   logger=logger)
 
     async def run_once(self) -> tuple[int, int]:
-        """One pass: (candles deleted, model candidates deleted)."""
+        """One pass: (candles deleted, models deleted — candidates and retired champions)."""
         started = time.monotonic()
         candles = await self._prune_candles()
         models = 0
         if self._registry is not None and self.keep_candidates > 0:
-            models = await self._registry.prune(self.keep_candidates)
+            models += await self._registry.prune(self.keep_candidates)
+        if self._registry is not None and self.keep_retired > 0:
+            models += await self._registry.prune_retired(self.keep_retired)
         st = self.stats
         st.runs += 1
         st.candles_deleted += candles

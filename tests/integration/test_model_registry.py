@@ -25,9 +25,11 @@ from smc_quant.model.trainer import (
     walk_forward_report,
 )
 from smc_quant.model.walkforward import Fold, walk_forward
+from smc_quant.store.candles import CandleRepository
 from smc_quant.store.db import create_pool
 from smc_quant.store.migrations import apply_migrations
 from smc_quant.store.models import ModelRegistry
+from smc_quant.store.retention import Housekeeper
 
 pytestmark = pytest.mark.integration
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
@@ -156,6 +158,42 @@ async def test_prune_deletes_old_candidates_and_keeps_the_rollback_chain(
     assert (await registry.rollback()).version == v[1]
     with pytest.raises(ValueError, match="keep_candidates"):
         await registry.prune(0)
+
+async def test_prune_retired_keeps_the_newest_promotions(
+        registry: ModelRegistry, dataset: Dataset, last_fold: Fold) -> None:
+    """Retired champions beyond the newest ``keep`` promotions are deleted (the learner promotes for months);
+    the champion, the candidates and the kept rollback chain stay, and rollback walks what is left."""
+    model = train(dataset.x[last_fold.train][:2000], dataset.win[last_fold.train][:2000], CONFIG)
+    v = [await _register(registry, model, dataset, last_fold) for _ in range(6)]
+    for version in v[:5]:
+        await registry.promote(version)  # v0..v3 retired, v4 champion; v5 a candidate
+    assert await registry.prune_retired(2) == 2  # v0 and v1: older than the newest two retired (v2, v3)
+    assert [r.version for r in await registry.list()] == v[2:]
+    assert await registry.prune_retired(2) == 0
+    assert (await registry.rollback()).version == v[3]  # v3 champion again; v4 retired (rolled back)
+    assert await registry.prune_retired(1) == 1  # retired: v2 and v4, and v4 was promoted later
+    assert [r.version for r in await registry.list()] == [v[3], v[4], v[5]]
+    with pytest.raises(ValueError, match="keep"):
+        await registry.prune_retired(0)
+
+
+async def test_the_housekeeper_prunes_candidates_and_retired_champions(
+        registry: ModelRegistry, dataset: Dataset, last_fold: Fold, pg_dsn: str) -> None:
+    """The hourly pass applies both limits (``SMC_LEARNER__KEEP_CANDIDATES``, ``…__KEEP_RETIRED``) and counts."""
+    model = train(dataset.x[last_fold.train][:2000], dataset.win[last_fold.train][:2000], CONFIG)
+    v = [await _register(registry, model, dataset, last_fold) for _ in range(6)]
+    for version in v[:3]:
+        await registry.promote(version)  # v0, v1 retired; v2 champion; v3..v5 candidates
+    pool = await create_pool(pg_dsn)
+    try:
+        keeper = Housekeeper(CandleRepository(pool), registry, lambda: 0, retention_days=0, keep_candidates=2,
+                             keep_retired=1)
+        assert await keeper.run_once() == (0, 2)  # candidate v3 and retired v0
+    finally:
+        await pool.close()
+    assert [r.version for r in await registry.list()] == [v[1], v[2], v[4], v[5]]
+    assert keeper.stats.models_deleted == 2
+
 
 async def test_a_model_of_another_feature_schema_is_refused(
         registry: ModelRegistry, dataset: Dataset, last_fold: Fold, pg_dsn: str) -> None:
