@@ -305,7 +305,9 @@ class Executor(OperatorHand, AccountEvents):
         if position is None:
             reason = getattr(result, "reason", "unknown")
             self.log.warning("entry_not_opened", signal_id=signal.signal_id, reason=reason)
-            if reason == "entry_unknown":
+            if reason != "entry_unknown":
+                self.manager.forget(signal.signal_id)
+            else:
                 # The exchange could not say whether it filled: look now (a position it opened is adopted and
                 # protected from the journal), not at the next round of reconciliation, minutes away. Until a
                 # reconciliation succeeds, no new entry: one failing here used to let the next signal open a
@@ -472,14 +474,9 @@ class Executor(OperatorHand, AccountEvents):
     async def _finish(self, entry: BookEntry, trade: Trade) -> None:
         """The position is flat: cancel leftover protection, store the trade, tell risk/learner/people."""
         pos = entry.position
-        cancel = getattr(self.manager, "cancel_protection", None)
         with contextlib.suppress(SmcError):  # the leftover leg (a fired stop leaves the target, and back)
-            if cancel is not None:
-                await cancel(pos)
-            else:
-                for cid in (entry.sl_client_id, entry.tp_client_id):
-                    if cid:
-                        await self.broker.cancel_algo(pos.symbol, cid)
+            await self.manager.cancel_protection(pos)
+        self.manager.forget(pos.signal_id)
         self.trades.append(trade)  # the breaker and the max drawdown know at once, whatever the database says
         self.stats.closed += 1
         self.drawdown_guard.on_trade(trade.net_pnl)

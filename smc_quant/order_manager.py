@@ -286,6 +286,17 @@ class SmartOrderManager:
         while len(self._cancels_sent) > _CANCELS_KEPT:
             del self._cancels_sent[next(iter(self._cancels_sent))]
 
+    def forget(self, signal_id: str) -> None:
+        """Drop the signal's retry counters: its trade is over (or never opened). They were never pruned, one
+        more set per trade for as long as the process ran."""
+        for leg in Leg:
+            self._attempts.pop((signal_id, leg), None)
+
+    @property
+    def tracked_signals(self) -> int:
+        """Signals whose retry counters are held (the open trades', and any whose outcome is still unknown)."""
+        return len({signal_id for signal_id, _ in self._attempts})
+
     async def cancel_protection(self, position: Position) -> None:
         """Cancel the trade's remaining algo orders (e.g. the target left after the stop fired); gone is fine."""
         await self._cancel_protection(position)
