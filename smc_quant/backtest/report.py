@@ -256,6 +256,21 @@ def _table(rows: Sequence[Mapping[str, Any]], cols: Sequence[str]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _skip_rows(doc: Mapping[str, Any], names: Sequence[str]) -> list[dict[str, Any]]:
+    """Signals per run, then why signals were not traded (the executor's skip reasons, most frequent first),
+    then the positions still open at the window's end."""
+    skips: Mapping[str, Mapping[str, int]] = doc["skip_reasons"]
+    total: dict[str, int] = {}
+    for counts in skips.values():
+        for reason, n in counts.items():
+            total[reason] = total.get(reason, 0) + n
+    rows: list[dict[str, Any]] = [{"signals": "signals", **{n: doc.get("signals", {}).get(n) for n in names}}]
+    rows += [{"signals": f"skipped: {reason}", **{n: skips.get(n, {}).get(reason, 0) for n in names}}
+             for reason in sorted(total, key=lambda r: (-total[r], r))]
+    rows.append({"signals": "open at the end", **{n: doc.get("open_at_end", {}).get(n) for n in names}})
+    return rows
+
+
 def _html(doc: Mapping[str, Any], images: Mapping[str, str]) -> str:
     runs = doc["runs"]
     names = list(runs)
@@ -277,6 +292,8 @@ def _html(doc: Mapping[str, Any], images: Mapping[str, str]) -> str:
                                                                           "expectancy"]),
                   f"<h2>{html.escape(n)}: per exit reason</h2>", _table(why, ["exit_reason", "trades", "hit_rate",
                                                                               "net_pnl", "expectancy"])]
+    if doc.get("skip_reasons"):
+        parts += ["<h2>Signals and skips</h2>", _table(_skip_rows(doc, names), ["signals", *names])]
     first = runs[names[0]] if names else {"trades": []}
     cols = ["signal_id", "side", "quantity", "entry_price", "exit_price", "fees", "net_pnl", "net_return_pct",
             "exit_reason", "confidence"]

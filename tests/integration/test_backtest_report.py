@@ -8,6 +8,7 @@ of sample; the two baselines run over the same window.
 from __future__ import annotations
 
 import base64
+import html
 import json
 import math
 import re
@@ -130,4 +131,12 @@ async def test_walk_forward_report_figures_equal_a_recomputation_from_the_trades
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000, "a real, non-trivial PNG"
     for name in ("ml_filtered", "unfiltered", "random"):
         assert name in page
+    # why the runs' signals were not traded, per run, as the JSON has it
+    reasons = {r for counts in stored["skip_reasons"].values() for r in counts}
+    assert reasons, "precondition: some signals were skipped"
+    names = list(stored["runs"])
+    for reason in reasons:
+        row = "".join(f"<td>{stored['skip_reasons'][n].get(reason, 0)}</td>" for n in names)
+        assert f"<tr><td>skipped: {html.escape(reason)}</td>{row}</tr>" in page, reason
+    assert "<tr><td>signals</td>" + "".join(f"<td>{stored['signals'][n]}</td>" for n in names) in page
     assert "trades" in backtest_scorecard(stored)
