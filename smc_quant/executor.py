@@ -168,7 +168,7 @@ class Executor(OperatorHand, AccountEvents):
     async def _drain(self) -> None:
         """Wait for the trades being finished, the repairs and the pending writes — bounded: a write the store
         still refuses is given up, and logged with what it held."""
-        waiting: set[asyncio.Future[Any]] = {*self._finishing, *self.writes.pending}
+        waiting: set[asyncio.Future[Any]] = {*self._finishing, *self.writes.pending, *self.manager.in_flight}
         if waiting:
             _, late = await asyncio.wait(waiting, timeout=self.config.stop_wait_s)
             for task in late:
@@ -271,11 +271,30 @@ class Executor(OperatorHand, AccountEvents):
         if decision.action == "skip":
             self._skip(signal, decision, detail)
             return
+        # The entry runs as its own task, awaited by the drain at a stop like a trade being finished: cancelling
+        # the caller (the scaled executor cancels the task awaiting handle() at SIGTERM) must not cut an entry
+        # off between its fill and its stop, nor leave a position out of the book and the database.
         self._no_entry_in_flight.clear()  # a flatten waits for this entry: it could not see it in the book yet
+        entering = asyncio.get_running_loop().create_task(self._enter(signal, decision, detail, mark),
+                                                          name=signal.signal_id)
+        self._finishing.add(entering)
+        entering.add_done_callback(self._entry_done)
         try:
-            await self._enter(signal, decision, detail, mark)
-        finally:
-            self._no_entry_in_flight.set()
+            await asyncio.shield(entering)
+        except asyncio.CancelledError:
+            if not entering.done():
+                entering.add_done_callback(self._entry_failed_unwatched)
+            raise
+
+    def _entry_done(self, task: asyncio.Task[None]) -> None:
+        self._finishing.discard(task)
+        self._no_entry_in_flight.set()
+
+    def _entry_failed_unwatched(self, task: asyncio.Task[None]) -> None:
+        """An entry whose caller was cancelled ended: its failure, if any, is logged here (nobody awaits it)."""
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.stats.errors += 1
+            self.log.error("signal_failed", signal_id=task.get_name(), error=f"{type(exc).__name__}: {exc}")
 
     async def _enter(self, signal: Signal, decision: Any, detail: dict[str, Any], mark: Decimal) -> None:
         if decision.action == "rotate" and decision.close_symbol in self.book:

@@ -286,6 +286,12 @@ class SmartOrderManager:
         while len(self._cancels_sent) > _CANCELS_KEPT:
             del self._cancels_sent[next(iter(self._cancels_sent))]
 
+    @property
+    def in_flight(self) -> frozenset[asyncio.Future[_Protection]]:
+        """Protection placements under way in the background (outliving a cancelled ``open``): a stop waits
+        for them, or the position would be left without its stop when the HTTP session closes."""
+        return frozenset(self._background)
+
     def forget(self, signal_id: str) -> None:
         """Drop the signal's retry counters: its trade is over (or never opened). They were never pruned, one
         more set per trade for as long as the process ran."""
