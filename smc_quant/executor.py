@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -111,7 +112,10 @@ class Executor(OperatorHand, AccountEvents):
         self.reconciler = Reconciler(book=self.book, broker=broker, manager=manager, risk=risk, repo=repo,
                                      marks=self.marks, clock=clock, config=self.config, stats=self.stats, log=self.log,
                                      settle=self._check_complete, save=self._save,
-                                     refresh_balance=self.refresh_balance, busy=self._busy)
+                                     refresh_balance=self.refresh_balance, busy=self._busy,
+                                     on_alarm=self._notify_alarm)
+        manager.on_alarm = self._notify_alarm
+        self._alarms_told: dict[str, float] = {}
 
     # -- intake ------------------------------------------------------------------------------------
     def submit(self, signal: Signal) -> bool:
@@ -537,6 +541,18 @@ class Executor(OperatorHand, AccountEvents):
     def _notify(self, text: str, kind: str) -> None:
         if self.notifier is not None:
             self.notifier.notify(text, kind)
+
+    def _notify_alarm(self, kind: str, detail: str) -> None:
+        """An alarm (reconciliation's, the order manager's): something a human must look at. The same one is told
+        once per ``alarm_repeat_s``: a position nobody owns is alarmed again at every reconciliation."""
+        text, now = messages.error(kind, detail), time.monotonic()
+        if self._alarms_told.get(text, -math.inf) > now - self.config.alarm_repeat_s:
+            self.stats.alarms_not_repeated += 1
+            return
+        self._alarms_told[text] = now
+        for old in [t for t, at in self._alarms_told.items() if at <= now - self.config.alarm_repeat_s]:
+            del self._alarms_told[old]
+        self._notify(text, "error")
 
     def metrics(self) -> dict[str, float]:
         """Counters for /metrics; ``executor_skipped_<reason>`` for every risk reason seen (why it is not trading)."""

@@ -27,6 +27,8 @@ class ExecutorConfig:
     """At stop, how long writes still being retried may take before they are given up (and logged)."""
     max_signal_age_ms: int = 0
     """Skip a signal whose candle closed longer ago than this (``stale_signal``); 0: off."""
+    alarm_repeat_s: float = 3600.0
+    """The same alarm (reconciliation's, the order manager's) is notified at most once in this many seconds."""
 
 
 @dataclass(slots=True)
@@ -44,6 +46,8 @@ class ExecutorStats:
     reconciliations: int = 0
     repairs: int = 0
     alarms: int = 0
+    alarms_not_repeated: int = 0
+    """Alarms not notified again: the same text was told less than ``alarm_repeat_s`` ago."""
     errors: int = 0
     skip_reasons: dict[str, int] = field(default_factory=dict)
     funding_unknown: int = 0

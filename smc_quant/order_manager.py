@@ -146,6 +146,8 @@ class SmartOrderManager:
         self._background: set[asyncio.Future[_Protection]] = set()
         self._cancels_sent: dict[str, None] = {}
         """Client ids of the algo orders this manager asked to cancel (the newest ``_CANCELS_KEPT``)."""
+        self.on_alarm: Callable[[str, str], None] | None = None
+        """Tells people of an alarm, ``(kind, detail)`` (set by the executor that owns this manager)."""
         self._closer = PositionCloser(broker, filters, self._sender, config, attempts=self._attempts,
                                       stats=self.stats, logger=self._log, clock=clock, sleep=sleep,
                                       alarm=self._alarm)
@@ -558,3 +560,5 @@ class SmartOrderManager:
     def _alarm(self, symbol: str, message: str, **context: Any) -> None:
         self.stats["alarms"] += 1
         self._log.error("order_alarm", symbol=symbol, message=message, **context)
+        if self.on_alarm is not None:
+            self.on_alarm("order_alarm", f"{symbol}: {message}" if symbol else message)

@@ -42,7 +42,7 @@ class Reconciler:
     ``settle(symbol)`` finishes a position whose fills made it flat, ``save(entry)`` stores a book entry and
     ``refresh_balance()`` reads the wallet over REST — the executor's own steps, so a trade learned here is
     finished exactly like one learned from the user-data stream. A symbol ``busy(symbol)`` says has an entry
-    or exit under way is left to it for this round.
+    or exit under way is left to it for this round. ``on_alarm(kind, detail)`` tells people of an alarm.
     """
 
     def __init__(self, *, book: Book, broker: Broker, manager: Any, risk: Any, repo: Any | None,
@@ -50,7 +50,8 @@ class Reconciler:
                  stats: ExecutorStats, log: structlog.stdlib.BoundLogger, settle: Callable[[str], None],
                  save: Callable[[BookEntry], Awaitable[None]],
                  refresh_balance: Callable[[], Awaitable[Decimal]],
-                 busy: Callable[[str], bool] = lambda _symbol: False) -> None:
+                 busy: Callable[[str], bool] = lambda _symbol: False,
+                 on_alarm: Callable[[str, str], None] | None = None) -> None:
         self.book = book
         self.broker = broker
         self.manager = manager
@@ -65,6 +66,7 @@ class Reconciler:
         self._save = save
         self._refresh_balance = refresh_balance
         self._busy = busy
+        self._on_alarm = on_alarm
 
     async def recover(self) -> None:
         """Read the open book, its fills, the recent signal ids and the risk state back from PostgreSQL."""
@@ -231,9 +233,12 @@ class Reconciler:
         return True
 
     async def _alarm(self, kind: str, detail: str, **fields: Any) -> None:
-        """Something a human must look at: counted, logged as ``kind`` and stored in the alarms table."""
+        """Something a human must look at: counted, logged as ``kind``, told (``on_alarm``) and stored in the
+        alarms table."""
         self.stats.alarms += 1
         self.log.error(kind, **fields)
+        if self._on_alarm is not None:
+            self._on_alarm(kind, detail)
         if self.repo is not None:
             await self.repo.record_alarm(kind, detail, self.clock())
 
