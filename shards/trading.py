@@ -466,7 +466,7 @@ class TradingStack:
             if not (self.executor.halted or "").startswith(LOCK_LOST):
                 self._account_halt(f"{LOCK_LOST}: {exc}", EXECUTOR_LOCK_BY, "executor_lock")
             return False
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:  # unknown: asked again next round
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:  # asked again next round
             self.log.warning("executor_lock_unchecked", error=f"{type(exc).__name__}: {exc}")
         return True
 
@@ -580,7 +580,8 @@ class TradingStack:
         ex = self.executor
         return TradingState(halted=ex.halted, positions=len(ex.book), last_reconciled=ex.last_reconciled,
                             reconcile_interval_s=ex.config.reconcile_interval_s,
-                            stream_down_since=self.live.stream.down_since if self.live is not None else None)
+                            stream_down_since=self.live.stream.down_since if self.live is not None else None,
+                            store_down_since=self.repo.down_since if self.repo is not None else None)
 
     def metrics(self) -> dict[str, float]:
         out = self.executor.metrics()

@@ -42,6 +42,7 @@ from smc_quant.logging import get_logger
 from smc_quant.order_exit import CloseResult, PositionCloser
 from smc_quant.order_sender import (
     READ_FAILURES,
+    JournalUnavailable,
     OrderConfig,
     OrderJournal,
     OrderKind,
@@ -206,6 +207,8 @@ class SmartOrderManager:
                     return self._drop(signal.symbol, f"rejected {error_text(exc)}")
                 quantity, repaired = fixed, True
                 self.stats["repaired"] += 1
+            except JournalUnavailable:
+                return self._drop(signal.symbol, "journal_unavailable: the order journal cannot be written")
             except TemporaryError as exc:
                 return self._drop(signal.symbol, f"entry failed after retries: {error_text(exc)}")
         self._attempts[(signal.signal_id, Leg.ENTRY)] = attempt + 1

@@ -69,6 +69,8 @@ class OrderConfig:
     """Queries after an unknown outcome before the order is reported unknown (and reconciliation takes over)."""
     protection_max_attempts: int = 3
     """Tries of one protective algo order before the position is closed at market."""
+    journal_timeout_s: float = 5.0
+    """Longest wait for one order journal write: a database that hangs must not hold an exit for minutes."""
     working_type: Literal["CONTRACT_PRICE", "MARK_PRICE"] = "CONTRACT_PRICE"
     limit_offset_ticks: int = 1
     """A LIMIT entry rests this many ticks on the passive side of the mark (BUY below, SELL above): at the
@@ -82,6 +84,11 @@ class OrderConfig:
 
 class StillUnknown(Exception):
     """Queried ``query_max_attempts`` times and the exchange still could not say (reconciliation decides)."""
+
+
+class JournalUnavailable(TemporaryError):
+    """An entry's journal row could not be written: it is not sent. A position opened without one could not be
+    adopted after a crash (nothing would say it is ours); exits and protection are sent all the same."""
 
 
 
@@ -149,7 +156,8 @@ class OrderSender:
         sends = 0
         while True:
             sends += 1
-            await self.record(meta, status="sending")
+            if not await self.record(meta, status="sending") and sends == 1 and meta["kind"] == "entry":
+                raise JournalUnavailable("the order journal cannot be written: entry not sent")
             self.stats["sent"] += 1
             try:
                 state = await place()
@@ -258,15 +266,19 @@ class OrderSender:
 
 
     async def record(self, meta: dict[str, Any], *, status: str, exchange_id: int | None = None,
-                      last_error: str | None = None) -> None:
-        """Journal one order state; a journal failure is logged and counted, never stops an order."""
+                      last_error: str | None = None) -> bool:
+        """Journal one order state, within ``journal_timeout_s``; whether it was stored. A failure is logged and
+        counted; only an entry's first row is required (:class:`JournalUnavailable`)."""
         if self._journal is None:
-            return
+            return True
         try:
-            await self._journal.upsert_order(**meta, status=status, exchange_id=exchange_id, last_error=last_error,
-                                             time_ms=self._clock())
+            await asyncio.wait_for(self._journal.upsert_order(
+                **meta, status=status, exchange_id=exchange_id, last_error=last_error, time_ms=self._clock()),
+                self.config.journal_timeout_s)
+            return True
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self.stats["journal_errors"] += 1
             self._log.error("journal_failed", client_id=meta.get("client_id"), error=error_text(exc))
+            return False

@@ -16,7 +16,10 @@ Trading (:func:`trading_health`): impaired while the executor cannot see or repa
   and the database) has succeeded for ``reconcile_misses`` (2.5) intervals — the exchange's REST or
   PostgreSQL is out of reach, so nothing repairs a missing stop;
 - ``signal_bus_down``: the multi-process executor has not reached Redis for more than ``stream_grace_s``: no
-  signal arrives, and no marks (the paper account's prices, the drawdown guard's marks).
+  signal arrives, and no marks (the paper account's prices, the drawdown guard's marks);
+- ``database_down``: PostgreSQL has not answered the executor's probe (its lock check, every 30 s) for more than
+  ``stream_grace_s``: no entry goes out (its order journal row cannot be written first), and fills, trades and
+  positions are retried for ~15 s, then dropped with a log line.
 
 A halt (operator's, max drawdown, account mode) is reported, not unhealthy: it is a decision, and exits and
 protection go on.
@@ -88,6 +91,8 @@ class TradingState:
     """Live: when the user-data stream lost its socket (``None`` while connected, or with no stream: paper)."""
     bus_down_since: float | None = None
     """Multi-process executor: when Redis stopped answering (``None`` while it answers, or with no bus)."""
+    store_down_since: float | None = None
+    """When PostgreSQL stopped answering the executor's probe (``None`` while it answers, or with no database)."""
 
 
 STREAM_GRACE_S = 60.0
@@ -101,7 +106,10 @@ def trading_health(t: TradingState, *, now: float, started: float, stream_grace_
     down = 0.0 if t.stream_down_since is None else max(0.0, now - t.stream_down_since)
     since = max(0.0, now - (t.last_reconciled if t.last_reconciled is not None else started))
     bus_down = 0.0 if t.bus_down_since is None else max(0.0, now - t.bus_down_since)
+    store_down = 0.0 if t.store_down_since is None else max(0.0, now - t.store_down_since)
     problems = []
+    if store_down > stream_grace_s:
+        problems.append("database_down")
     if down > stream_grace_s:
         problems.append("user_stream_down")
     if bus_down > stream_grace_s:
@@ -116,6 +124,7 @@ def trading_health(t: TradingState, *, now: float, started: float, stream_grace_
         "user_stream_down_s": round(down, 3),
         "seconds_since_reconcile": round(since, 3),
         "signal_bus_down_s": round(bus_down, 3),
+        "database_down_s": round(store_down, 3),
     }
     return not problems, body
 
@@ -149,6 +158,9 @@ def _describe(problem: str, body: Mapping[str, object]) -> str:
     if problem == "signal_bus_down":
         return (f"Redis out of reach for {_seconds(body, 'signal_bus_down_s'):.0f} s: no signals, no marks (exits "
                 "at the exchange and reconciliation go on)")
+    if problem == "database_down":
+        return (f"PostgreSQL out of reach for {_seconds(body, 'database_down_s'):.0f} s: no new entries (the order "
+                "journal cannot be written); exits and exchange-side stops go on, fills and trades may not be stored")
     return problem
 
 

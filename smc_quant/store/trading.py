@@ -15,7 +15,9 @@ included); features are ``float8[]`` and come back bit-identical.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -198,6 +200,9 @@ class TradingRepository:
         self._pool = pool
         self._epoch_start: datetime | None = None
         self._executor_lock: asyncpg.Connection | None = None
+        self.down_since: float | None = None
+        """Monotonic time of the first failed :meth:`check_executor` since the last one PostgreSQL answered: the
+        executor's probe of its database (``/health``'s ``database_down``)."""
 
     async def claim_executor(self) -> None:
         """Become this database's one executor: a session advisory lock, held on a connection of its own until
@@ -228,11 +233,25 @@ class TradingRepository:
         pid = await self._pool.fetchval(_EXECUTOR_HOLDER, _EXECUTOR_LOCK)
         return None if pid is None else int(pid)
 
-    async def check_executor(self) -> bool:
+    async def check_executor(self, timeout_s: float = 10.0) -> bool:
         """Whether this process still holds the executor lock — ``True`` — or had lost it and took it again —
         ``False``. PostgreSQL drops a session lock with its connection (a server restart or failover, a proxy's
         idle timeout), silently: without this check a second executor could then start beside us.
-        ``AccountConflict`` when another process took it meanwhile; a database error when it cannot be told."""
+        ``AccountConflict`` when another process took it meanwhile; a database error (or ``TimeoutError`` after
+        ``timeout_s``: a database that hangs) when it cannot be told — and ``down_since`` says since when."""
+        try:
+            held = await asyncio.wait_for(self._check_executor(), timeout_s)
+        except AccountConflict:
+            self.down_since = None  # it answered
+            raise
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            if self.down_since is None:
+                self.down_since = time.monotonic()
+            raise
+        self.down_since = None
+        return held
+
+    async def _check_executor(self) -> bool:
         conn = self._executor_lock
         if conn is not None:
             try:

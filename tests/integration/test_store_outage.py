@@ -5,6 +5,7 @@ content. Real emulator (signed orders, the user-data stream), real PostgreSQL ma
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,13 +28,13 @@ async def rig(shared_data: Path, pg_dsn: str) -> AsyncIterator[Rig]:
         yield r
 
 
-async def store_down(pool: asyncpg.Pool, down: bool) -> None:
-    """Every insert into fills and trades raises (a BEFORE trigger) — or no longer does."""
+async def store_down(pool: asyncpg.Pool, down: bool, tables: tuple[str, ...] = TABLES) -> None:
+    """Every insert into ``tables`` (fills and trades) raises (a BEFORE trigger) — or no longer does."""
     async with pool.acquire() as conn:
         if down:
             await conn.execute("CREATE OR REPLACE FUNCTION store_down() RETURNS trigger LANGUAGE plpgsql AS "
                                "$$ BEGIN RAISE EXCEPTION 'store down (test)'; END $$")
-        for table in TABLES:
+        for table in tables:
             await conn.execute(f"DROP TRIGGER IF EXISTS store_down ON {table}")
             if down:
                 await conn.execute(f"CREATE TRIGGER store_down BEFORE INSERT ON {table} "
@@ -119,6 +120,77 @@ async def test_a_stop_during_an_outage_gives_the_writes_up_in_bounded_time_and_s
     assert lost["trade_not_stored"]["trade"] == repr(trade)
     assert lost["trade_not_stored"]["error"].startswith("stopped after ") and "store down (test)" in lost[
         "trade_not_stored"]["error"]
+
+
+async def test_no_entry_goes_out_while_its_journal_row_cannot_be_written_and_exits_still_do(rig: Rig) -> None:
+    """The order journal row is written before an entry leaves, so that a crash after its fill can be repaired
+    (the restart adopts the position from it). With PostgreSQL refusing it, the entry used to go out all the
+    same; it is now dropped (``journal_unavailable``) — while the exit of a position already held goes out."""
+    ex = await rig.executor()
+    await open_btc(rig, ex)
+    sent = len(rig.account.order_log)
+    await store_down(rig.pool, True, ("orders",))
+    try:
+        with structlog.testing.capture_logs() as logs:
+            assert ex.submit(rig.signal("ETHUSDT", "SHORT", confidence=0.7, stop_pct=5.0, target_pct=8.0))
+            await ex.idle()
+            assert "ETHUSDT" not in ex.book and len(rig.account.order_log) == sent, "an entry went out unjournalled"
+            [refusal] = [e for e in logs if e["event"] == "entry_not_opened"]
+            assert refusal["reason"].startswith("journal_unavailable")
+            assert await ex.close("BTCUSDT", ExitReason.MANUAL)  # exits are never held by the journal
+            await ex.idle()
+    finally:
+        await store_down(rig.pool, False, ("orders",))
+    assert "BTCUSDT" not in ex.book and [p.symbol for p in rig.account.positions()] == []
+    assert ex.manager.stats["journal_errors"] >= 2
+
+
+async def test_a_journal_write_stuck_behind_a_lock_drops_the_entry_instead_of_holding_it(rig: Rig) -> None:
+    """A database that hangs rather than refuses (here: the orders table locked elsewhere) used to hold every order
+    for the pool's 300 s statement bound. A journal write waits ``journal_timeout_s`` at most: the entry is dropped,
+    and one after the lock is gone goes out."""
+    ex = await rig.executor(orders={"journal_timeout_s": 0.3})
+    blocker = await rig.pool.acquire()
+    try:
+        async with blocker.transaction():
+            await blocker.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+            assert ex.submit(rig.signal("ETHUSDT", "SHORT", confidence=0.7, stop_pct=5.0, target_pct=8.0))
+            await ex.idle()
+            assert "ETHUSDT" not in ex.book and rig.account.positions() == []
+    finally:
+        await rig.pool.release(blocker)
+    await open_btc(rig, ex)
+
+
+async def test_the_executors_database_probe_says_since_when_postgresql_has_not_answered(pg_dsn: str) -> None:
+    """``TradingRepository.check_executor`` (every 30 s) is also the probe behind ``/health``'s ``database_down``:
+    ``down_since`` is set by the first failure and kept through the next ones, cleared once PostgreSQL answers."""
+    from smc_quant.store.trading import TradingRepository
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dead = await asyncpg.create_pool(f"postgresql://postgres@127.0.0.1:{port}/postgres", min_size=0, max_size=1)
+    live = await asyncpg.create_pool(pg_dsn, min_size=0, max_size=2)
+    try:
+        away = TradingRepository(dead)
+        assert away.down_since is None
+        with pytest.raises(OSError, match=r"Connect call failed|refused"):
+            await away.check_executor()
+        first = away.down_since
+        assert first is not None
+        with pytest.raises(OSError, match=r"Connect call failed|refused"):
+            await away.check_executor()
+        assert away.down_since == first
+
+        here = TradingRepository(live)
+        here.down_since = first  # as if it had been away
+        await here.check_executor()
+        assert here.down_since is None
+        await here.release_executor()
+    finally:
+        await dead.close()
+        await live.close()
 
 
 async def test_a_statement_stuck_behind_a_lock_times_out_instead_of_hanging(pg_dsn: str) -> None:

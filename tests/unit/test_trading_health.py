@@ -20,7 +20,19 @@ def test_healthy_body() -> None:
     ok, body = trading_health(state(), now=START + 10, started=START - 5)
     assert ok
     assert body == {"status": "ok", "problems": [], "halted": None, "positions": 2, "user_stream_down_s": 0.0,
-                    "seconds_since_reconcile": 10.0, "signal_bus_down_s": 0.0}
+                    "seconds_since_reconcile": 10.0, "signal_bus_down_s": 0.0, "database_down_s": 0.0}
+
+
+@pytest.mark.parametrize(("down_for", "impaired"), [(STREAM_GRACE_S, False), (STREAM_GRACE_S + 0.001, True)])
+def test_postgresql_out_of_reach_past_the_grace_is_impaired(down_for: float, impaired: bool) -> None:
+    """No database: no entry goes out (its journal row cannot be written) — /health said ok all the same."""
+    ok, body = trading_health(state(store_down_since=START, last_reconciled=START + down_for), now=START + down_for,
+                              started=START)
+    assert ok is not impaired and body["problems"] == (["database_down"] if impaired else [])
+    assert body["database_down_s"] == round(down_for, 3)
+    if impaired:
+        text = HealthWatch().update(body)
+        assert text is not None and "PostgreSQL out of reach for 60 s: no new entries" in text
 
 
 @pytest.mark.parametrize(("down_for", "impaired"), [(STREAM_GRACE_S, False), (STREAM_GRACE_S + 0.001, True)])
