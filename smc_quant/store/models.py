@@ -35,6 +35,7 @@ INSERT INTO models (feature_schema, train_start, train_end, params, metrics, art
 VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6) RETURNING {_RECORD}"""
 _GET = f"SELECT {_RECORD} FROM models WHERE version = $1"
 _CHAMPION = f"SELECT {_RECORD} FROM models WHERE status = 'champion'"
+_CHAMPION_VERSION = "SELECT version, feature_schema FROM models WHERE status = 'champion'"
 _LIST = f"SELECT {_RECORD} FROM models ORDER BY version"
 _ARTIFACT = "SELECT feature_schema, artifact FROM models WHERE version = $1"
 _RETIRE = """
@@ -114,6 +115,12 @@ class ModelRegistry:
         """The current champion's row, or ``None`` when no model was ever promoted."""
         row = await self._pool.fetchrow(_CHAMPION)
         return None if row is None else _record(row)
+
+    async def champion_version(self) -> tuple[int, str] | None:
+        """The champion's ``(version, feature_schema)``, or ``None``: what a process following the champion asks
+        every minute, without the row's params and metrics (the learner's held-out window, ~1.6 MB to decode)."""
+        row = await self._pool.fetchrow(_CHAMPION_VERSION)
+        return None if row is None else (row["version"], row["feature_schema"])
 
     async def usable_champion(self) -> ModelRecord | None:
         """The champion's row if the running engine can score with it (its feature schema is the current one);
