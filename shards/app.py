@@ -324,9 +324,8 @@ class Service:
             for feed in self.cluster.feeds:
                 m = feed.metrics
                 frames += m.frames
-                stamps = list(m.last_final_mono.values())
                 shards[str(feed.shard)] = {"frames": m.frames, "queue": feed.queue.qsize(),
-                                           "lag_s": round(now - min(stamps), 1) if stamps else 0.0}
+                                           "lag_s": round(m.lag_s(now), 1)}  # as /metrics: current symbols
             elapsed = max(1e-9, now - last_t)
             shards["frames_per_s"] = round((frames - self._frames_at_beat[1]) / elapsed, 2)
         self._frames_at_beat = (now, frames)

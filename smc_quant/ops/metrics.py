@@ -50,6 +50,12 @@ class FeedMetrics:
     latency_ns: deque[int] = field(default_factory=lambda: deque(maxlen=200_000))
     """Frame received → candle in the store, for the latest accepted candles."""
 
+    def lag_s(self, now: float) -> float:
+        """Seconds at monotonic ``now`` since the stalest current symbol's last final candle (0 before the first):
+        the shard's lag for ``/metrics`` and the heartbeat. Over ``symbols`` only — a delisted or retired symbol's
+        last candle would read as a lag growing for ever."""
+        return now - min((self.last_final_mono[s] for s in self.symbols if s in self.last_final_mono), default=now)
+
     def reject(self, reason: str) -> None:
         """Count one input rejected by the data firewall or the continuity check."""
         self.rejected[reason] += 1

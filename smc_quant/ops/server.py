@@ -55,16 +55,14 @@ class FeedCollector(Collector):
             yield fam
         rejected = CounterMetricFamily("smc_feed_rejected", "inputs rejected, by reason", labels=["shard", "reason"])
         depth = GaugeMetricFamily("smc_feed_queue_depth", "frames waiting in the shard queue", labels=["shard"])
-        lag = GaugeMetricFamily("smc_feed_lag_seconds", "age of the stalest symbol's last final candle",
+        lag = GaugeMetricFamily("smc_feed_lag_seconds", "age of the stalest current symbol's last final candle",
                                 labels=["shard"])
         now = time.monotonic()
         for m in self._shards:
             for reason, n in m.rejected.items():
                 rejected.add_metric([str(m.shard), reason], n)
             depth.add_metric([str(m.shard)], self._queue_depth(m.shard))
-            # over the shard's current symbols only: a delisted symbol's last candle would read as a lag for ever
-            oldest = min((m.last_final_mono[s] for s in m.symbols if s in m.last_final_mono), default=now)
-            lag.add_metric([str(m.shard)], now - oldest)
+            lag.add_metric([str(m.shard)], m.lag_s(now))  # the shard's current symbols only
         yield from (rejected, depth, lag)
         for name, value in self._extra().items():
             yield GaugeMetricFamily(f"smc_{name}", name.replace("_", " "), value=value)
