@@ -4,8 +4,9 @@
   already active comes back unchanged and extended.
 - The socket is ``{ws_base}/private/ws?listenKey=<k>`` — the query form (the path form is dead on prod
   since 2026-04-23) with no ``events`` parameter, so ``listenKeyExpired`` and ``ALGO_UPDATE`` arrive.
-- ``PUT /fapi/v1/listenKey`` every ``keepalive_s`` (30 min by default; the key lives 60 min). A -1125
-  answer (key unknown) or a ``listenKeyExpired`` frame → a new key and a new connection.
+- ``PUT /fapi/v1/listenKey`` every ``keepalive_s`` (30 min by default; the key lives 60 min); a PUT that failed
+  is tried again ``keepalive_retry_s`` (30 s) later, up to ``keepalive_retries`` (5) times, before the period
+  resumes. A -1125 answer (key unknown) or a ``listenKeyExpired`` frame → a new key and a new connection.
 - Binance closes a connection at 24 h; it is recycled proactively after ``max_connection_s`` (23 h 30).
 - Reconnects back off ``min(cap, base·2^attempt)`` with ±25 % jitter, reset after a connection succeeds.
 - Frames are parsed by :func:`~smc_quant.exchange.wire_trading.parse_event` and delivered to every
@@ -25,7 +26,7 @@ import contextlib
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -69,15 +70,22 @@ class UserDataStream:
 
     def __init__(self, session: aiohttp.ClientSession, rest_base_url: str, ws_base_url: str,
                  api_headers: Mapping[str, str], *, governor: WeightGovernor, keepalive_s: float = 1800.0,
+                 keepalive_retry_s: float = 30.0, keepalive_retries: int = 5,
                  max_connection_s: float = 23.5 * 3600, backoff: Backoff = stream_backoff,
                  timeout_s: float = 10.0, heartbeat_s: float | None = 60.0, healthy_s: float = 60.0,
-                 logger: Any = None) -> None:
+                 keepalive_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, logger: Any = None) -> None:
         self._session = session
         self._rest = rest_base_url.rstrip("/")
         self._ws = ws_base_url.rstrip("/")
         self._headers = dict(api_headers)
         self.governor = governor
         self.keepalive_s = keepalive_s
+        self.keepalive_retry_s = keepalive_retry_s
+        self.keepalive_retries = keepalive_retries
+        """A failed keep-alive PUT is tried again ``keepalive_retry_s`` later (never later than the period), up to
+        ``keepalive_retries`` times in a row, before the ``keepalive_s`` period resumes (:meth:`_keepalive_loop`)."""
+        self._keepalive_sleep = keepalive_sleep
+        """The keep-alive loop's wait between PUTs (tests drive it)."""
         self.max_connection_s = max_connection_s
         self._backoff = backoff
         self.healthy_s = healthy_s
@@ -277,16 +285,28 @@ class UserDataStream:
         raise TemporaryError("user-data socket closed")
 
     async def _keepalive_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        """PUT the key every ``keepalive_s``; on -1125 close the socket so the loop takes a new key."""
+        """PUT the key every ``keepalive_s``; on -1125 close the socket so the loop takes a new key.
+
+        A PUT that failed (network, 5xx) is tried again ``keepalive_retry_s`` later, up to ``keepalive_retries`` times
+        in a row: the key lives 60 min from the last PUT that got through, so a blip left to the next period's PUT
+        raced the expiry (listenKeyExpired, a reconnect and a reconciliation). Then the period resumes."""
+        failed = 0  # PUTs failed in a row
+        retry_s = min(self.keepalive_retry_s, self.keepalive_s)
         while True:
-            await asyncio.sleep(self.keepalive_s)
+            soon = 0 < failed <= self.keepalive_retries
+            await self._keepalive_sleep(retry_s if soon else self.keepalive_s)
             try:
                 await self.keepalive()
             except ListenKeyInvalid:
                 await ws.close()
                 raise
             except TemporaryError as exc:
-                self._log.warning("listen_key_keepalive_failed", error=type(exc).__name__)
+                failed = failed + 1 if soon else 1
+                retry = failed <= self.keepalive_retries
+                self._log.warning("listen_key_keepalive_failed", error=type(exc).__name__, failed_in_row=failed,
+                                  next_s=retry_s if retry else self.keepalive_s)
+            else:
+                failed = 0
 
     def _frame(self, data: str) -> bool:
         """Parse and deliver one frame; True when it was ``listenKeyExpired`` (reconnect with a new key)."""

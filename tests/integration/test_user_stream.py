@@ -18,7 +18,7 @@ from aiohttp import web
 from smc_quant.exchange.emulator import Emulator, EmulatorConfig
 from smc_quant.exchange.governor import WeightGovernor
 from smc_quant.exchange.trade_client import LiveBroker
-from smc_quant.exchange.user_stream import ListenKeyInvalid, UserDataStream
+from smc_quant.exchange.user_stream import LISTEN_KEY_PATH, ListenKeyInvalid, UserDataStream
 from smc_quant.orders.broker import AccountEvent, AccountUpdate, OrderRequest, OrderUpdate, StreamExpired
 from smc_quant.orders.limiter import OrderLimiter
 from smc_quant.orders.signing import RequestSigner
@@ -180,6 +180,61 @@ async def test_proactive_recycle_before_24h(shared_data: Path, http: aiohttp.Cli
         try:
             await sink.until(lambda e: isinstance(e, StreamExpired))
             assert stream.connections >= 2 and stream.listen_keys_created == 1
+        finally:
+            await stream.close()
+
+
+class ScriptedSleep:
+    """The keep-alive loop's waits, driven by the test: each one asked for is recorded and returns once released
+    (none passes on its own: the 30-minute period takes no time)."""
+
+    def __init__(self) -> None:
+        self.asked: list[float] = []
+        self._released = 0
+        self._changed = asyncio.Condition()
+
+    async def __call__(self, seconds: float) -> None:
+        async with self._changed:
+            self.asked.append(seconds)
+            self._changed.notify_all()
+            await self._changed.wait_for(lambda: self._released >= len(self.asked))
+
+    async def release(self, n: int) -> None:
+        async with self._changed:
+            self._released += n
+            self._changed.notify_all()
+
+    async def asked_for(self, n: int) -> list[float]:
+        """The first ``n`` waits, once the loop asked for them."""
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: len(self.asked) >= n), WAIT_S)
+        return self.asked[:n]
+
+
+@pytest.mark.parametrize(("failures", "waits"), [
+    (2, [1800.0, 30.0, 30.0, 1800.0]),
+    (7, [1800.0, 30.0, 30.0, 30.0, 30.0, 30.0, 1800.0, 30.0, 1800.0]),
+], ids=["blip", "retries_exhausted"])
+async def test_a_failed_keepalive_is_retried_soon(shared_data: Path, http: aiohttp.ClientSession, failures: int,
+                                                  waits: list[float]) -> None:
+    """The emulator answers the next ``failures`` listenKey PUTs 503. A failed keep-alive is tried again 30 s later,
+    up to 5 times, then the 30-minute period resumes (and a failure after it is retried the same way): a blip no
+    longer leaves the key to the next PUT 30 min on, racing its 60-min expiry (listenKeyExpired, a reconnect and a
+    reconciliation). The socket stays up throughout, on its first key."""
+    async with Emulator(EmulatorConfig(data_dir=shared_data, speed=1.0, symbols=("BTCUSDT",))) as em:
+        await require_trading_routes(http, em)
+        sleep = ScriptedSleep()
+        stream = UserDataStream(http, em.rest_url, em.ws_legacy_base, {"X-MBX-APIKEY": "emulator-key"},
+                                governor=WeightGovernor(), backoff=lambda attempt: 0.05, keepalive_sleep=sleep)
+        await stream.start()
+        try:
+            await asyncio.wait_for(stream.connected.wait(), WAIT_S)
+            assert await sleep.asked_for(1) == [1800.0]  # the first PUT waits its period
+            em.faults.http_error(503, count=failures, path=LISTEN_KEY_PATH)
+            await sleep.release(len(waits) - 1)
+            assert await sleep.asked_for(len(waits)) == waits
+            assert em.faults.counters["http_503"] == failures and stream.keepalives == 1
+            assert (stream.connections, stream.listen_keys_created, stream.expired) == (1, 1, 0)
         finally:
             await stream.close()
 
