@@ -375,7 +375,7 @@ class ShardWorker(ClusterProcess):
             elapsed = max(1e-9, now - stats.beat_mono)
             shards[str(slot)] = {"frames_per_s": round((frames - stats.frames_at_beat) / elapsed, 2),
                                  "queue": manager.queue_depth(slot),
-                                 "lag_s": round(_oldest_final_age(manager.metrics, now), 1)}
+                                 "lag_s": round(max((m.lag_s(now) for m in manager.metrics), default=0.0), 1)}
             stats.frames_at_beat, stats.beat_mono = frames, now
         pub = self.publisher
         return {"owner": self.leases.owner if self.leases else None, "shards": shards, "signals": self.signals,
@@ -422,12 +422,6 @@ class WorkerOps(OpsServer):
         if ok and not bus_ok:
             body["status"] = "impaired"
         return ok and bus_ok, body
-
-
-def _oldest_final_age(metrics: Sequence[FeedMetrics], now: float) -> float:
-    """Seconds since the stalest symbol's last final candle (the shard's lag; 0 before the first)."""
-    stamps = [t for m in metrics for t in m.last_final_mono.values()]
-    return now - min(stamps) if stamps else 0.0
 
 
 async def run_process(proc: ClusterProcess, stop: asyncio.Event) -> int:
