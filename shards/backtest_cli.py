@@ -23,16 +23,15 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from smc_quant.backtest.data import BacktestDataError, load_folder, parse_time
-from smc_quant.backtest.engine import BacktestConfig, BacktestResult, OrderRow, account_orders, prepare
-from smc_quant.domain.series import KlineSeries
-from smc_quant.domain.trading import Trade
 from smc_quant.funding import funding_rate
 from smc_quant.settings import Settings
+
+if TYPE_CHECKING:  # the numeric stack loads when a command runs, not when `smc-quant` builds its parser
+    from smc_quant.backtest.engine import BacktestResult, OrderRow
+    from smc_quant.domain.series import KlineSeries
+    from smc_quant.domain.trading import Trade
 
 __all__ = ["ReplayOutcome", "add_subcommands", "backtest_scorecard", "cmd_backtest", "cmd_replay", "progress_bar",
            "replay_compare", "series_of_candles"]
@@ -82,6 +81,7 @@ def backtest_scorecard(doc: Mapping[str, Any]) -> str:
 
 
 async def _champion_scorer(settings: Settings, say: Say) -> tuple[Any, Any]:
+    from smc_quant.backtest.data import BacktestDataError
     from smc_quant.model.cli_tasks import open_registry
     from smc_quant.model.predictor import MLPredictor
 
@@ -118,7 +118,7 @@ async def run_backtests(series: Mapping[str, KlineSeries], *, model: str, settin
                         end_ms: int | None, say: Say, seed: int = 7, history_days: float | None = None,
                         show_progress: bool = True, funding_rate: Decimal | None = None) -> dict[str, Any]:
     """The ML run (champion or walk-forward) and both baselines over ``series``; the report document."""
-    from smc_quant.backtest.engine import run_backtest
+    from smc_quant.backtest.engine import BacktestConfig, prepare, run_backtest
     from smc_quant.backtest.market import market_rules
     from smc_quant.backtest.report import build_document
     from smc_quant.backtest.walkforward import WalkForwardConfig, walk_forward
@@ -178,6 +178,7 @@ async def run_backtests(series: Mapping[str, KlineSeries], *, model: str, settin
 
 def cmd_backtest(args: argparse.Namespace) -> int:
     """Backtest the candles of ``--data``; write report.json and report.html into ``--out``."""
+    from smc_quant.backtest.data import BacktestDataError, load_folder, parse_time
     from smc_quant.backtest.report import write_report
     from smc_quant.errors import ConfigError, OperationalError
     from smc_quant.logging import configure_logging
@@ -208,6 +209,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 def series_of_candles(symbol: str, candles: Sequence[Any]) -> KlineSeries:
     """Closed candles (``Candle`` structs, e.g. what the emulator served) as a series."""
+    import numpy as np
+
+    from smc_quant.domain.series import KlineSeries
+
     cols = [np.array([getattr(c, f) for c in candles], dtype=np.float64)
             for f in ("open", "high", "low", "close", "volume")]
     return KlineSeries(symbol, np.array([c.open_time for c in candles], dtype=np.int64), *cols)
@@ -259,7 +264,7 @@ async def replay_compare(data_dir: Path, symbols: Sequence[str], dsn: str, *, st
     backtest over exactly the candles the service received, with the same settings and the close-only price
     path of the service's paper mode. ``dsn`` must hold the champion model."""
     from shards.app import Service
-    from smc_quant.backtest.engine import run_backtest
+    from smc_quant.backtest.engine import BacktestConfig, account_orders, prepare, run_backtest
     from smc_quant.backtest.market import market_rules
     from smc_quant.exchange.emulator import Emulator, EmulatorConfig
     from smc_quant.model.predictor import MLPredictor
@@ -319,6 +324,7 @@ async def replay_compare(data_dir: Path, symbols: Sequence[str], dsn: str, *, st
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Replay candles through the live service, backtest the same candles, print whether decisions match."""
+    from smc_quant.backtest.data import BacktestDataError, parse_time
     from smc_quant.errors import ConfigError, OperationalError
     from smc_quant.logging import configure_logging
     from smc_quant.model.cli_tasks import open_registry

@@ -18,9 +18,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from shards.app import Service, ServiceUnavailable, run_service, run_until_signalled
+# Each command imports what it needs when it runs: `check` is Docker's HEALTHCHECK (every 30 s, 5 s timeout) and
+# must not load the service, numba and LightGBM (seconds and ~200 MB) to make one HTTP request.
 from smc_quant.errors import ConfigError, OperationalError
-from smc_quant.labels import SETUP_SOURCES
 from smc_quant.logging import configure_logging, get_logger
 from smc_quant.settings import Settings, load_settings
 
@@ -49,6 +49,7 @@ def _settings(overrides: dict[str, Any] | None = None) -> Settings:
 
 def cmd_run(_: argparse.Namespace) -> int:
     """Run the service until SIGINT/SIGTERM."""
+    from shards.app import Service, ServiceUnavailable, run_service
     from shards.supervisor import install_error_aggregation
 
     settings = _settings()
@@ -150,6 +151,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     the newest candle that database holds (its models and trades stay valid: market time only moves
     forward); ``--fresh`` deletes it and starts over.
     """
+    from shards.app import Service, ServiceUnavailable, run_until_signalled
     from smc_quant.exchange.emulator import Emulator, EmulatorConfig
     from smc_quant.notify import utc_minute
     from smc_quant.store.embedded import EmbeddedPostgres
@@ -423,6 +425,15 @@ def _data_args(parser: argparse.ArgumentParser, required: bool, every: int | Non
                                                                            "the candidate's own, else 5)"))
 
 
+def _setup_source(text: str) -> str:
+    """``--setups``: one of the label sources (argparse ``type``, so only ``train`` loads the labels module)."""
+    from smc_quant.labels import SETUP_SOURCES
+
+    if text not in SETUP_SOURCES:
+        raise argparse.ArgumentTypeError(f"unknown setup source {text!r} (one of {', '.join(SETUP_SOURCES)})")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smc-quant", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -450,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train on real candles, register a candidate, write text/HTML reports")
     _data_args(tr, required=True)
     tr.add_argument("--folds", type=int, default=5, help="walk-forward folds (default 5)")
-    tr.add_argument("--setups", choices=SETUP_SOURCES, default="broad",
+    tr.add_argument("--setups", type=_setup_source, default="broad", metavar="{strategy,broad,candidates}",
                     help="rows to label: the strategy's setups, plus every Nth bar (broad, the learner's "
                          "choice; default), or every Nth bar only (candidates)")
     tr.add_argument("--out", default="reports", help="report folder (default reports/)")
