@@ -9,6 +9,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -80,6 +81,35 @@ def test_compose_commands_and_settings_are_ours(monkeypatch: pytest.MonkeyPatch)
     assert any(v.endswith(":/home/smc/.local/state/smc-quant") for v in offline["volumes"])
 
 
+def test_compose_long_running_services_have_an_init_rotated_logs_and_a_true_healthcheck() -> None:
+    """Every service that keeps running (ours, PostgreSQL, Redis) has an init as PID 1 (Python alone as PID 1 ignores
+    SIGTERM while importing and never reaps the embedded PostgreSQL's orphans), rotated logs and a graceful stop;
+    none inherits the image's HEALTHCHECK (`smc-quant check` on :8080/health) without serving that endpoint."""
+    services = _compose()["services"]
+    one_shot = {name for name, svc in services.items() if svc.get("restart") == "no"}
+    assert one_shot == {"migrate"}
+    for name, svc in services.items():
+        if name in one_shot:
+            continue
+        assert svc.get("init") is True, name
+        assert svc["logging"]["driver"] == "json-file", name
+        assert svc["logging"]["options"] == {"max-size": "20m", "max-file": "5"}, name
+        assert int(str(svc["stop_grace_period"]).rstrip("s")) >= 20, name
+    # the emulator serves the exchange's REST and WebSocket routes, not the service's /health: its check asks the
+    # emulator's own ping route on the port its command serves
+    emulator = services["emulator"]
+    port = emulator["command"][emulator["command"].index("--port") + 1]
+    test = emulator["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "smc-quant", "check"], test
+    assert test[test.index("--url") + 1] == f"http://127.0.0.1:{port}/fapi/v1/ping"
+    # the others that run the image serve /health on SMC_OPS__PORT (the image's check): the demo on --ops-port 8080
+    for name, svc in services.items():
+        if str(svc.get("image", "")).startswith("smc-quant") and name not in one_shot | {"emulator"}:
+            assert "healthcheck" not in svc or svc["healthcheck"].get("disable") is not True, name
+            assert str((svc.get("environment") or {}).get("SMC_OPS__PORT", "8080")) == "8080", name
+            assert "--ops-port" not in svc["command"], name
+
+
 def test_dockerfile_matches_package() -> None:
     """The image installs this package, runs the `smc-quant` script as non-root, health-checks with `check`."""
     text = DOCKERFILE.read_text()
@@ -129,13 +159,20 @@ def test_wheel_install_and_entry_commands(tmp_path: Path, pg_dsn: str) -> None:
 
 
 def test_emulator_console_command_serves(shared_data: Path) -> None:
-    """`smc-quant emulator --data DIR --speed X` (the compose emulator's command) starts and prints its URLs."""
+    """`smc-quant emulator --data DIR --speed X` (the compose emulator's command) starts and prints its URLs; the
+    compose emulator's healthcheck command reports it healthy."""
     proc = subprocess.Popen([str(SMC_CLI), "emulator", "--data", str(shared_data), "--speed", "60", "--port", "0",
                              "--log-level", "WARNING"], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line.startswith("emulator rest=http://127.0.0.1:") and "market=ws://127.0.0.1:" in line
+        rest = line.split("rest=", 1)[1].split()[0]
+        test = _compose()["services"]["emulator"]["healthcheck"]["test"]
+        url = test[test.index("--url") + 1]
+        check = [str(SMC_CLI), *test[2:test.index("--url") + 1], rest + urlsplit(url).path]
+        done = subprocess.run(check, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0 and done.stdout.startswith("healthy (200)"), done.stdout + done.stderr
     finally:
         proc.terminate()
         assert proc.wait(30) == 0
