@@ -26,8 +26,11 @@ def live_broker(settings: Settings, session: aiohttp.ClientSession, governor: An
     signer = RequestSigner(s.binance_api_key.get_secret_value(), s.binance_api_secret.get_secret_value(),
                            lambda: int(time.time() * 1000), recv_window_ms=t.recv_window_ms)
     limiter = OrderLimiter(sleep=asyncio.sleep, new_event=asyncio.Event)
-    ws_root = s.venue.ws_private_base.removesuffix("/private")
-    return LiveBroker(session, s.venue.rest_base, signer, governor=governor, limiter=limiter,
+    # the broker appends each route (``/fapi/…``, ``/private/ws``) to these roots: a trailing slash in a setting
+    # must not double a separator nor hide the ``/private`` suffix (``…/private/`` dialled ``/private/private/ws``)
+    rest_root = s.venue.rest_base.rstrip("/")
+    ws_root = s.venue.ws_private_base.rstrip("/").removesuffix("/private")
+    return LiveBroker(session, rest_root, signer, governor=governor, limiter=limiter,
                       timeout_s=t.order_timeout_s, ws_base_url=ws_root,
                       stream_options={"keepalive_s": t.listen_key_keepalive_s})
 
