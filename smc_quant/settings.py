@@ -9,11 +9,12 @@ every setting; :func:`load_settings` turns a validation error into one line nami
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -28,7 +29,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from smc_quant.errors import ConfigError
 
@@ -430,13 +431,13 @@ def binance_environment(url: str) -> Literal["mainnet", "testnet"] | None:
 
 
 def masked_url(url: str) -> str:
-    """``url`` with its password, if any, shown as ``***`` — in the user part or as a ``password=`` parameter
-    (``postgresql://smc@db/smc?password=…``)."""
+    """``url`` with its password, if any, shown as ``***`` — in the user part or as a parameter whose name ends in
+    ``password`` (``postgresql://smc@db/smc?password=…``, libpq's ``sslpassword=`` for the client key)."""
     parts = urlsplit(url)
     if parts.password is not None:
         host = parts.netloc.rsplit("@", 1)[1]
         parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
-    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
+    query = re.sub(r"(?i)(^|&)([^&=]*password=)[^&]*", r"\1\2***", parts.query)
     return parts._replace(query=query).geturl()
 
 
@@ -483,6 +484,38 @@ def unknown_env(environ: Mapping[str, str]) -> list[str]:
     return sorted(found)
 
 
+def _undecodable_env(exc: SettingsError) -> ConfigError:
+    """The one-line error for a variable pydantic-settings could not decode as JSON — a whole section
+    (``SMC_NOTIFY='{…'``) or a list setting (``SMC_UNIVERSE__SYMBOLS=BTCUSDT``) — naming it, never its value (a
+    section may hold a token; the JSON error says where it broke, not what it read)."""
+    cause = exc.__cause__
+    where = (f" ({cause.msg}: line {cause.lineno} column {cause.colno})" if isinstance(cause, json.JSONDecodeError)
+             else "")
+    found = re.search(r'field "([^"]+)"', str(exc))
+    if found is None or found.group(1) not in Settings.model_fields:
+        return ConfigError(f"invalid settings: a variable is not valid JSON{where}")
+    field = found.group(1)
+    section, model = _env_name((field,)), Settings.model_fields[field].annotation
+
+    def decoded(name: str) -> bool:  # what pydantic-settings reads as JSON: the section, its list settings
+        if name == section:
+            return True
+        if not (name.startswith(section + "__") and isinstance(model, type) and issubclass(model, BaseModel)):
+            return False
+        sub = model.model_fields.get(name.removeprefix(section + "__").lower())
+        return sub is not None and get_origin(sub.annotation) in (tuple, list, dict, set, frozenset)
+
+    names = []
+    for raw, value in os.environ.items():
+        if decoded(raw.upper()):
+            try:
+                json.loads(value)
+            except ValueError:
+                names.append(raw)
+    return ConfigError(f"invalid setting {', '.join(sorted(names)) or section}: not valid JSON{where}; sections and "
+                       "lists are written as JSON (config/.env.example)")
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build the settings from the environment (and ``overrides``); raise ``ConfigError`` in one line — for an
     invalid value, and for an ``SMC_*`` variable that names no setting (:func:`unknown_env`)."""
@@ -492,6 +525,8 @@ def load_settings(**overrides: object) -> Settings:
                           "them all)" + (f"; also {', '.join(unknown[1:])}" if len(unknown) > 1 else ""))
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
+    except SettingsError as exc:
+        raise _undecodable_env(exc) from None
     except ValidationError as exc:
         first = exc.errors()[0]
         rule = first["msg"].removeprefix("Value error, ")

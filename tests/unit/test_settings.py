@@ -187,3 +187,35 @@ def test_telegram_needs_its_token_and_its_chat_id(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("SMC_NOTIFY__TELEGRAM_TOKEN", "")
     with pytest.raises(ConfigError, match="telegram_chat_id is set but telegram_token is not"):
         load_settings()
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"SMC_NOTIFY": '{"telegram_token": "tok3n-s3cret'}, "SMC_NOTIFY"),  # a whole section as JSON, unterminated
+    ({"smc_trading": "{max_leverage: 4, 'tok3n-s3cret'}"}, "smc_trading"),  # names are read case-insensitively
+    ({"SMC_UNIVERSE__QUOTE_ASSETS": '["USDT", "tok3n-s3cret"', "SMC_UNIVERSE__MAX_SYMBOLS": "tok3n-s3cret"},
+     "SMC_UNIVERSE__QUOTE_ASSETS"),  # a list setting; a plain string beside it is not JSON and not the culprit
+    ({"SMC_UNIVERSE__SYMBOLS": "BTCUSDT,ETHUSDT"}, "SMC_UNIVERSE__SYMBOLS"),  # a list is written as JSON
+])
+def test_a_malformed_json_variable_is_a_config_error_naming_it(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
+                                                              named: str) -> None:
+    """Broken JSON in a section (or list) variable is one line naming the variable — not a traceback, and never
+    the value, which may hold a token."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    message = str(err.value)
+    assert message.startswith(f"invalid setting {named}: not valid JSON") and "\n" not in message, message
+    assert "tok3n-s3cret" not in message
+
+
+def test_masked_url_hides_every_password_parameter() -> None:
+    """libpq reads ``sslpassword=`` (the client key's passphrase) as well as ``password=``: neither is shown."""
+    from smc_quant.settings import masked_url
+
+    url = ("postgresql://smc:pw1@db:5432/smc?sslmode=verify-full&SSLPassword=pw2&sslkey=/k&password=pw3"
+           "&passwordless=kept&keypassword=pw4")
+    assert masked_url(url) == ("postgresql://smc:***@db:5432/smc?sslmode=verify-full&SSLPassword=***&sslkey=/k"
+                               "&password=***&passwordless=kept&keypassword=***")
+    assert masked_url("postgresql://db/smc?sslpassword=pw2") == "postgresql://db/smc?sslpassword=***"
+    assert masked_url("postgresql://smc@db/smc") == "postgresql://smc@db/smc"
