@@ -133,7 +133,8 @@ class OpsSettings(_Section):
     freshness_grace_s: PositiveFloat = 30.0
     """A symbol is fresh while its last final candle closed within interval + this grace."""
     fresh_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.99
-    """A shard is healthy while at least this fraction of its symbols is fresh."""
+    """A shard is healthy while at least this fraction of its symbols is fresh (one stale symbol is tolerated in a
+    shard of two or more)."""
     freshness_window_s: PositiveFloat | None = None
     """Override of interval + grace (replay at N× speed, tests); unset in production."""
 
