@@ -89,7 +89,8 @@ class Executor(OperatorHand, AccountEvents):
         self._symbol_locks: dict[str, asyncio.Lock] = {}
         self._reconciling = asyncio.Lock()  # a reconciliation and an immediate protection repair never overlap
         self._finishing: set[asyncio.Task[None]] = set()
-        """Trades being finished and protection being repaired (awaited by :meth:`idle` and :meth:`stop`)."""
+        """Entries under way, trades being finished and protection being repaired (awaited by :meth:`idle` and
+        :meth:`stop`)."""
         self._recent_fills: dict[FillKey, None] = {}
         self._triggered: dict[tuple[str, int], ExitReason] = {}
         self._repairing: set[str] = set()

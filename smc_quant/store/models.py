@@ -188,10 +188,7 @@ class ModelRegistry:
         many were deleted. Under the promotion lock: a candidate being promoted is not deleted under it."""
         if keep_candidates < 1:
             raise ValueError("keep_candidates must be >= 1")
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
-            status = await conn.execute(_PRUNE, keep_candidates)
-        return int(status.rsplit(" ", 1)[1])
+        return await self._delete_locked(_PRUNE, keep_candidates)
 
     async def prune_retired(self, keep: int) -> int:
         """Delete the retired champions except the ``keep`` (≥ 1) most recently promoted; how many were deleted.
@@ -199,9 +196,14 @@ class ModelRegistry:
         back through what is kept; the champion and the candidates are not touched."""
         if keep < 1:
             raise ValueError("keep must be >= 1")
+        return await self._delete_locked(_PRUNE_RETIRED, keep)
+
+    async def _delete_locked(self, statement: str, keep: int) -> int:
+        """Run a pruning ``DELETE`` under the promotion lock (a model being promoted is not deleted under it);
+        how many rows it deleted."""
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
-            status = await conn.execute(_PRUNE_RETIRED, keep)
+            status = await conn.execute(statement, keep)
         return int(status.rsplit(" ", 1)[1])
 
     async def newest_created_ms(self) -> int | None:
