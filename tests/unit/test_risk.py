@@ -296,6 +296,23 @@ def test_restore_after_restart_gives_the_same_decisions(
                                              "daily_breaker"]
 
 
+def test_a_restart_after_midnight_keeps_yesterdays_cooldown_but_not_its_losses(
+        market: tuple[dict[str, SymbolFilters], dict[str, SymbolBrackets]]) -> None:
+    """The restore is handed today's trades and those within ``cooldown_ms`` before (``Reconciler.recover``): a
+    stop at 23:50 still cools its symbol down at 00:05, but its loss is yesterday's, not today's breaker's."""
+    yesterday_stop = trade("BTCUSDT", "-450", T0 - 10 * MIN)
+    restored = RiskManager(RiskConfig(daily_loss_limit_pct=D(5)), *market)
+    restored.restore([yesterday_stop], D(10000), T0 + 5 * MIN)
+    assert restored.realised_today == 0 and not restored.breaker_tripped
+    assert restored.evaluate(sig(), acct(), D("30000.0"), T0 + 5 * MIN).reason == "cooldown"
+    after = T0 - 10 * MIN + RiskConfig().cooldown_ms
+    assert restored.evaluate(sig(), acct(), D("30000.0"), after).reason == "sized"
+    # with a 4 % limit, the same 450 loss counted today would have tripped the breaker (and refused SOLUSDT)
+    strict = RiskManager(RiskConfig(daily_loss_limit_pct=D(4)), *market)
+    strict.restore([yesterday_stop], D(10000), T0 + 5 * MIN)
+    assert strict.evaluate(sig("SOLUSDT", price="20.000"), acct(), D("20.000"), T0 + 5 * MIN).reason == "sized"
+
+
 def test_decision_record_is_all_strings(rm: RiskManager) -> None:
     rec = rm.evaluate(sig(), acct(), D("30000.0"), T0).as_record()
     assert rec["quantity"] == "0.166" and D(rec["stop_price"]) == D("29400.0") and rec["close_symbol"] == ""
