@@ -155,20 +155,34 @@ async def test_an_exit_that_never_goes_through_is_journalled_as_an_alarm_with_it
     assert sleeps.delays == [0.5, 1.0, 2.0]
 
 
-async def test_a_journal_that_fails_never_stops_an_order(shared_data: Path) -> None:
-    """The database goes away mid-trade: the exit still closes the position; failures are counted."""
+async def test_a_journal_that_fails_stops_only_a_new_entry(shared_data: Path) -> None:
+    """The database goes away after the entry's journal row: protection and the exit still go out, failures are
+    counted. With the database away before it, the entry is not sent (a restart could not adopt its position)."""
     venue = make_venue()
     price = venue.start("ETHUSDT", 9_000)
     d = decision("ETHUSDT", "LONG", price, bars("ETHUSDT", 9_000), stop_pct=3.0, target_pct=6.0)
 
-    class Broken:
-        async def upsert_order(self, **_: Any) -> None:
-            raise OSError("connection refused")
+    class Failing:
+        def __init__(self) -> None:
+            self.rows, self.up_for = 0, 1  # the entry's "sending" row lands, nothing after it
 
-    manager = SmartOrderManager(venue.broker, real_filters(), journal=Broken(), clock=venue.clock, sleep=Sleeps())
+        async def upsert_order(self, **_: Any) -> None:
+            self.rows += 1
+            if self.rows > self.up_for:
+                raise OSError("connection refused")
+
+    journal = Failing()
+    manager = SmartOrderManager(venue.broker, real_filters(), journal=journal, clock=venue.clock, sleep=Sleeps())
     opened = await manager.open(d, price)
     assert opened.position is not None and opened.sl is not None
     closed = await manager.close(opened.position, ExitReason.MANUAL)
     assert closed.outcome == "closed" and venue.account.positions() == []
-    assert manager.stats["journal_errors"] >= 8 and manager.stats["alarms"] == 0
+    assert manager.stats["journal_errors"] >= 7 and manager.stats["alarms"] == 0
     assert closed.exit is not None and closed.exit.executed_qty == d.quantity > Decimal(0)
+
+    sent = len(venue.account.order_log)
+    journal.up_for = 0
+    later = decision("ETHUSDT", "SHORT", price, bars("ETHUSDT", 9_001), stop_pct=3.0, target_pct=6.0)
+    refused = await manager.open(later, price)
+    assert refused.position is None and refused.reason.startswith("journal_unavailable")
+    assert len(venue.account.order_log) == sent
