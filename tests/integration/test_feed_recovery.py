@@ -64,16 +64,21 @@ async def test_wrong_route_is_detected_and_switched(shared_data: Path, pg_dsn: s
         await emu.stop()
 
 
+async def _first_run(emu: Emulator, pg_dsn: str, minute: int) -> tuple[str, ...]:
+    """Start the emulator and a first service on it, replay until ``minute``, stop the service; its symbols."""
+    await emu.start()
+    first = Service(settings_for(emu, pg_dsn, shards=2))
+    try:
+        return await _replay_until(first, emu, minute)
+    finally:
+        await first.stop()
+
+
 async def test_restart_resumes_from_postgres_and_fetches_only_the_gap(shared_data: Path, pg_dsn: str) -> None:
     """A stopped and restarted service warm-starts from PostgreSQL and backfills exactly the missed minutes."""
     minutes = 14
     emu = _emulator(shared_data, minutes)
-    await emu.start()
-    first = Service(settings_for(emu, pg_dsn, shards=2))
-    try:
-        symbols = await _replay_until(first, emu, 3)
-    finally:
-        await first.stop()
+    symbols = await _first_run(emu, pg_dsn, 3)
     emu.resume()
     await asyncio.wait_for(emu.wait_minutes(8), 30)
     emu.pause()
@@ -117,12 +122,7 @@ async def test_a_hole_left_in_postgres_is_fetched_at_the_next_start(shared_data:
     its hour of retries). The next start fetches them before its warm start — stored, and in the engine's ring in
     order — instead of reading over the hole at every start for three days."""
     emu = _emulator(shared_data, 6)
-    await emu.start()
-    first = Service(settings_for(emu, pg_dsn, shards=2))
-    try:
-        symbols = await _replay_until(first, emu, 4)
-    finally:
-        await first.stop()
+    symbols = await _first_run(emu, pg_dsn, 4)
     holed = symbols[:2]
     conn = await asyncpg.connect(pg_dsn)
     try:

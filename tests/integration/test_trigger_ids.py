@@ -13,10 +13,19 @@ from pathlib import Path
 import pytest
 
 from smc_quant.domain.trading import ExitReason, Trade
+from smc_quant.executor import Executor
 from tests.integration.test_trading_e2e import _sl_case
 from tests.integration.trading_kit import Rig, trading_rig
 
 pytestmark = pytest.mark.integration
+
+
+async def _sol_with_a_stop(rig: Rig, ex: Executor) -> str:
+    """A SOLUSDT position whose stop the next 20 real minutes reach; the stop's client id."""
+    side, stop, target = _sl_case(rig, "SOLUSDT")
+    assert ex.submit(rig.signal("SOLUSDT", side, confidence=0.75, stop_pct=stop, target_pct=target))
+    await ex.idle()
+    return ex.book["SOLUSDT"].sl_client_id or ""
 
 
 def _assert_booked_from_the_made_up_order(rig: Rig, trade: Trade, stop_id: str) -> None:
@@ -31,10 +40,7 @@ async def test_a_stop_whose_order_has_an_exchange_id_is_booked_as_a_stop_while_r
                                                                                       pg_dsn: str) -> None:
     async with trading_rig(shared_data, pg_dsn, trigger_ids="exchange") as rig:
         ex = await rig.executor()
-        side, stop, target = _sl_case(rig, "SOLUSDT")
-        assert ex.submit(rig.signal("SOLUSDT", side, confidence=0.75, stop_pct=stop, target_pct=target))
-        await ex.idle()
-        stop_id = ex.book["SOLUSDT"].sl_client_id
+        stop_id = await _sol_with_a_stop(rig, ex)
         await rig.minutes(20)
         await ex.idle()
         assert "SOLUSDT" not in ex.book and ex.stats.alarms == 0
@@ -45,10 +51,7 @@ async def test_a_stop_whose_order_has_an_exchange_id_is_booked_as_a_stop_while_r
 async def test_a_stop_that_fired_while_away_is_found_by_its_actual_order_id(shared_data: Path, pg_dsn: str) -> None:
     async with trading_rig(shared_data, pg_dsn, trigger_ids="exchange") as rig:
         first = await rig.executor()
-        side, stop, target = _sl_case(rig, "SOLUSDT")
-        assert first.submit(rig.signal("SOLUSDT", side, confidence=0.75, stop_pct=stop, target_pct=target))
-        await first.idle()
-        stop_id = first.book["SOLUSDT"].sl_client_id
+        stop_id = await _sol_with_a_stop(rig, first)
         await rig.kill(first)
         await rig.minutes(20)  # the stop fires while no executor runs
         assert [p for p in rig.account.positions() if p.symbol == "SOLUSDT"] == []
