@@ -86,6 +86,7 @@ class TradingStack:
         keys = settings.binance_api_key is not None and settings.binance_api_secret is not None
         if settings.mode == "live" and not keys:
             raise ConfigError("invalid setting SMC_MODE: live trading needs BINANCE_API_KEY and BINANCE_API_SECRET")
+        self.funding = FundingBook(t.funding_max_age_s, time.monotonic) if t.funding_stream else None
         self.paper = None
         self.live: LiveBroker | None = None
         self._account_checked = False
@@ -101,7 +102,8 @@ class TradingStack:
             account = SimAccount(self.filters, self.brackets, SimConfig(
                 balance=Decimal(str(t.paper_balance)), taker_fee=Decimal(str(t.taker_fee_pct)) / 100,
                 slippage_bps=Decimal(str(t.slippage_bps))))
-            self.paper = PaperBroker(account, self.clock, on_funding=self._store_funding)
+            self.paper = PaperBroker(account, self.clock, on_funding=self._store_funding,
+                                     funding=self.funding.quote if self.funding is not None else None)
             self.broker = self.paper
         self._brackets_from = self.live or (live_broker(settings, session, governor) if keys else None)
         """Who tells the account's leverage brackets: the live broker, or (paper with keys) signed reads only."""
@@ -118,7 +120,6 @@ class TradingStack:
             entry_type=t.entry_type, margin_type=t.margin_type), journal=self.repo, clock=self.clock,
             logger=self.log)
         self.returns = ReturnWindows(t.correlation_minutes)
-        self.funding = FundingBook(t.funding_max_age_s, time.monotonic) if t.funding_stream else None
         self.funding_feed: FundingFeed | None = None
         self._session = session
         self._writes: set[asyncio.Task[Any]] = set()
@@ -154,10 +155,7 @@ class TradingStack:
         price = Decimal(repr(candle.close))
         self.executor.on_price(candle.symbol, price)
         self.returns.record(candle.symbol, candle.open_time, candle.close)
-        if self.paper is not None:
-            quote = self.funding.quote(candle.symbol) if self.funding is not None else None
-            if quote is not None:  # before the bar: the bar ending at the funding time settles it
-                self.paper.note_funding(candle.symbol, quote)
+        if self.paper is not None:  # it reads the symbol's funding quote before the bar
             self.paper.on_bar(candle.symbol, candle.open, candle.high, candle.low, candle.close, candle.open_time,
                               self.settings.trading.paper_price_path)
         if self.clock.latest_close_ms > minute and self._exit_check is None and self.executor.started.is_set():

@@ -74,8 +74,13 @@ class PaperBroker:
     """
 
     def __init__(self, account: SimAccount, clock: Callable[[], int],
-                 on_funding: Callable[[FundingPayment], None] | None = None) -> None:
+                 on_funding: Callable[[FundingPayment], None] | None = None,
+                 funding: Callable[[str], FundingQuote | None] | None = None) -> None:
+        """``funding``: the symbol's current funding quote (``smc_quant.funding.FundingBook.quote``), read before
+        each bar — as the exchange charges a live account, whichever feed prices this one; ``None``: only the
+        quotes given to :meth:`note_funding` (the backtest's history)."""
         self._account = account
+        self._funding = funding
         self._clock = clock
         self._sinks: list[EventSink] = []
         self.events_delivered = 0
@@ -111,6 +116,8 @@ class PaperBroker:
         ``path="close"`` feeds the close only. The service and the backtest both use this.
         """
         acc = self._account
+        if self._funding is not None and (quote := self._funding(symbol)) is not None:
+            self.note_funding(symbol, quote)  # before the bar: the bar ending at the funding time settles it
         events: list[AccountEvent] = []
         if path == "ohlc":
             near, far = (h, low) if abs(h - o) < abs(o - low) else (low, h)

@@ -367,3 +367,73 @@ async def test_executor_loops_outlive_a_redis_that_refuses(shared_data: Path, pg
         await proc.stop()
         await rds.delete(keys.signals, keys.marks)
         await emu.stop()
+
+
+async def test_paper_executor_charges_funding_from_its_stream(shared_data: Path, pg_dsn: str, tmp_path: Path) -> None:
+    """The executor process's paper account pays funding as the one-process service's does: before each bar of
+    the marks stream it reads the funding quote of its own stream (the bars from the marks stream used to skip
+    it: paper PnL, the drawdown and the learner's experience rows left every funding payment out)."""
+    from decimal import ROUND_HALF_UP
+
+    from shards.executor_main import ExecutorProcess
+    from smc_quant.settings import load_settings
+    from tests.integration.test_scale_kit import wait_for as poll
+
+    await apply_migrations(pg_dsn)
+    rate = Decimal("0.0004")  # under the funding guard's 0.05 %: the long opens
+    emu = Emulator(EmulatorConfig(data_dir=shared_data, symbols=SYMBOLS, speed=0, start_paused=True,
+                                  funding_rates=(("BTCUSDT", rate),), funding_interval_h=1))
+    await emu.start()
+    keys = ClusterKeys(f"t{uuid.uuid4().hex[:10]}")
+    settings = load_settings(database_url=pg_dsn, redis_url=TEST_REDIS_URL, mode="replay", state_dir=tmp_path,
+                             venue={"rest_base": emu.rest_url, "ws_market_base": emu.ws_market_base,
+                                    "ws_public_base": emu.ws_public_base},
+                             ops={"port": 0}, learner={"enabled": False},
+                             cluster={"key_prefix": keys.prefix, "claim_idle_s": 1.0})
+    proc = ExecutorProcess(settings)
+    rds: aioredis.Redis = aioredis.from_url(TEST_REDIS_URL)
+    pub = SignalPublisher(rds, keys.signals, marks_stream=keys.marks)
+    try:
+        await proc.start()
+        stack = proc.trading
+        assert stack.paper is not None and stack.funding is not None and stack.funding_feed is not None
+        await asyncio.wait_for(stack.funding_feed.connection.subscribed.wait(), 10)
+        emu.resume()  # one market minute: the stream pushes its quotes
+        await emu.wait_minutes(emu.minutes_replayed + 1)
+        emu.pause()
+        await asyncio.wait_for(stack.funding_feed.quoted.wait(), 10)
+        quote = stack.funding.quote("BTCUSDT")
+        assert quote is not None and quote.rate == rate
+        bar = emu.candles("BTCUSDT")[-1]
+        t, price = bar.open_time, bar.close
+        pub.start()
+        pub.publish_marks(t, ["BTCUSDT"], [price], [(t, price, price, price)])
+        pub.publish(Signal(f"BTCUSDT:LONG:{t}", "BTCUSDT", "LONG", t, Decimal(repr(price)), 0.75, 1.0, 5.0,
+                           "funding@t", FEATURES, schema_version=FEATURE_SCHEMA.version, created_ms=t + MINUTE_MS))
+
+        async def opened() -> bool:
+            return "BTCUSDT" in stack.executor.book
+
+        await poll(opened, 10, "the paper position")
+        qty = stack.executor.book["BTCUSDT"].position.quantity
+        due = quote.next_ms
+        assert t + MINUTE_MS < due <= t + 3_600_000
+        pub.publish_marks(due - MINUTE_MS, ["BTCUSDT"], [price], [(due - MINUTE_MS, price, price, price)])
+
+        async def charged() -> bool:
+            return bool(stack.paper is not None and stack.paper.funding_payments)
+
+        await poll(charged, 10, "the funding payment")
+        [payment] = stack.paper.funding_payments
+        assert (payment.symbol, payment.time_ms, payment.rate) == ("BTCUSDT", due, rate)
+        amount = (qty * Decimal(repr(price)) * rate).quantize(Decimal("0.00000001"), ROUND_HALF_UP)
+        assert payment.amount == amount > 0
+        await stack.settle()
+        assert stack.repo is not None and await stack.repo.funding_paid() == amount
+        assert "BTCUSDT" in stack.executor.book  # still held: the flat bars hit neither stop nor target
+    finally:
+        await pub.stop()
+        await proc.stop()
+        await rds.delete(keys.signals, keys.marks)
+        await rds.aclose()
+        await emu.stop()
