@@ -257,7 +257,7 @@ class LearnerSettings(_Section):
     retrain_every_trades: PositiveInt = 50
     """Retrain after this many closed trades."""
     retrain_interval_s: PositiveFloat = 86_400.0
-    """Retrain on this schedule as well."""
+    """Retrain on this schedule as well (counted from the newest registered model: a restart keeps it)."""
     promote_margin: Annotated[float, Field(ge=0.0, le=0.5)] = 0.01
     """AUC a challenger must gain over the champion on the latest out-of-sample window."""
     promote_z: Annotated[float, Field(ge=0.0, lt=10.0)] = 1.645

@@ -191,7 +191,7 @@ async def walk_forward(prepared: Prepared, filters: Mapping[str, SymbolFilters],
                       _history(prepared.series, now, int(wf.history_days * DAY_MS), wf.every, cfg.rules()),
                       LearnerConfig(retrain_every=wf.retrain_every, retrain_interval_s=1e9, margin=wf.margin, z=wf.z,
                                     paired_z=wf.paired_z, cold_start=True), on_promoted=promoted, log=quiet_logger(),
-                      schema_version=FEATURE_SCHEMA.version)
+                      schema_version=FEATURE_SCHEMA.version, clock=now)
     out = WalkForwardResult(result=None, trade_start_ms=start)  # type: ignore[arg-type]
     task = asyncio.create_task(learner.run(), name="walk-forward-learner")
     state = {"expected": 1, "schedule": 0, "last": start}

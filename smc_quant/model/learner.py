@@ -3,8 +3,9 @@ better model.
 
 When: every ``retrain_every`` closed trades (:meth:`Learner.on_trade_closed` counts them; at start the
 count resumes from the trades closed since the newest registered model), every ``retrain_interval_s``
-seconds, and once at start when there is no champion (cold start from history; otherwise the engine
-stays "no model, not trading"). While there is no champion, the service is not trading and its history
+seconds (the first one that long after the newest registered model: a restart keeps the schedule), and
+once at start when there is no champion (cold start from history; otherwise the engine stays "no model,
+not trading"). While there is no champion, the service is not trading and its history
 grows by the minute (a fresh database is still fetching its bootstrap candles), so the next round comes
 after ``idle_retry_s`` rather than a whole ``retrain_interval_s`` — whether the last one lacked data or
 its challenger missed the gate (doubling with each such round in a row, up to ``retrain_interval_s``).
@@ -314,7 +315,7 @@ class Learner:
     def __init__(self, experience: ExperienceSource, registry: Registry, history: HistoryLoader,
                  config: LearnerConfig | None = None, *, on_promoted: PromotedHook | None = None,
                  on_outcome: OutcomeHook | None = None, log: Log | None = None,
-                 schema_version: str = FEATURE_SCHEMA.version) -> None:
+                 schema_version: str = FEATURE_SCHEMA.version, clock: Callable[[], int] | None = None) -> None:
         check_schema(schema_version)  # a learner for another schema would train models the engine refuses
         self.config = config or LearnerConfig()
         self.stats = LearnerStats()
@@ -325,6 +326,9 @@ class Learner:
         self._trigger = "trades"
         self._since_retrain = 0
         self._idle_streak = 0  # scheduled rounds in a row without a champion (the retry backs off)
+        self._clock = clock or (lambda: int(time.time() * 1000))
+        """Epoch ms on the registry's clock (when a model was registered)."""
+        self._newest_ms: int | None = None  # when the newest registered model was (its round), read at start
         self._lock = asyncio.Lock()
         self._round_done = asyncio.Condition()
 
@@ -355,7 +359,7 @@ class Learner:
 
     async def resume_count(self) -> int:
         """Set the trade counter from the trades closed since the newest registered model (restart-safe)."""
-        since = await self._registry.newest_created_ms()
+        since = self._newest_ms = await self._registry.newest_created_ms()
         closed = await self._experience.trades_count(since)
         self._since_retrain = closed % self.config.retrain_every
         if closed >= self.config.retrain_every:
@@ -373,14 +377,16 @@ class Learner:
         """Forever: wait for the trade trigger or the schedule, then run one round (failures logged, counted).
 
         Starts with :meth:`prepare`; a failure there (the database down at start) is logged and counted, and
-        the first round comes after ``idle_retry_s``."""
-        wait_s = self.config.retrain_interval_s
+        the first round comes after ``idle_retry_s``. The schedule survives restarts: the first scheduled round
+        comes ``retrain_interval_s`` after the newest registered model, not after the start (a service restarted
+        every day for a deployment would otherwise never retrain on schedule)."""
         try:
             await self.prepare()
+            wait_s = self.schedule_left_s()
         except Exception as exc:  # the loop must outlive a failed start too, or it ends silently
             self.stats.failed += 1
             self._log.warning("learner_prepare_failed", error=f"{type(exc).__name__}: {exc}")
-            wait_s = min(wait_s, self.config.idle_retry_s)
+            wait_s = min(self.config.retrain_interval_s, self.config.idle_retry_s)
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
@@ -401,6 +407,14 @@ class Learner:
             wait_s = await self._next_wait()
             async with self._round_done:
                 self._round_done.notify_all()
+
+    def schedule_left_s(self) -> float:
+        """Seconds from now to the first scheduled round: what is left of ``retrain_interval_s`` since the newest
+        registered model (as read by :meth:`resume_count`; none: the whole interval; overdue: 0)."""
+        interval = self.config.retrain_interval_s
+        if self._newest_ms is None:
+            return interval
+        return min(interval, max(0.0, interval - (self._clock() - self._newest_ms) / 1000))
 
     async def _next_wait(self) -> float:
         """Seconds until the scheduled round. Without a champion (cold start on), or when the registry cannot

@@ -530,3 +530,32 @@ async def test_a_running_process_follows_the_registry_champion_promote_rollback_
     log.lines.clear()
     assert not await load_champion(registry, predictor, log) and predictor.version == one.version
     assert [event for event, _ in log.lines] == ["model_refused"]
+
+
+async def test_the_schedule_counts_from_the_newest_model_not_from_the_start(
+        stores: tuple[ModelRegistry, TradingRepository], real: RealData, pg_dsn: str) -> None:
+    """A restart keeps the schedule: with a day between rounds and the newest model registered 25 hours ago,
+    the first round is due at once (restarted every day, the service used to wait a whole day from each start
+    and never retrained on schedule); registered 23 hours ago, it is due an hour later."""
+    registry, repo = stores
+    first = await Learner(repo, registry, _loader(real.history)).learn_once()
+    day = 24 * 3600.0
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute("UPDATE models SET created_at = created_at - interval '25 hours'")
+    finally:
+        await conn.close()
+    newest = await registry.newest_created_ms()
+    assert newest is not None
+    config = LearnerConfig(retrain_interval_s=day, cold_start=False)
+    later = Learner(repo, registry, _loader(real.history), config, clock=lambda: newest + 23 * 3_600_000)
+    await later.prepare()
+    assert later.schedule_left_s() == 3600.0 and not later.pending
+    learner = Learner(repo, registry, _loader(real.history), config)  # the wall clock: 25 hours since
+    task = asyncio.create_task(learner.run())
+    try:
+        outcome = await asyncio.wait_for(learner.wait_rounds(1), timeout=240)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert outcome is not None and outcome.trigger == "schedule" and outcome.version > first.version
