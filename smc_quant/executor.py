@@ -303,6 +303,10 @@ class Executor(OperatorHand, AccountEvents):
 
     async def _enter(self, signal: Signal, decision: Any, detail: dict[str, Any], mark: Decimal) -> None:
         if decision.action == "rotate" and decision.close_symbol in self.book:
+            if not await self.manager.journal_ready():  # the entry would be refused after the close: a position
+                self._skip(signal, Decision("skip", "rotation_journal_unavailable", signal),  # given up for nothing
+                           {**detail, "close_symbol": decision.close_symbol})
+                return
             self.stats.rotations += 1
             if not await self.close(decision.close_symbol, ExitReason.ROTATION):
                 # Its exit failed, or another exit of it is still under way: there is no room, and the

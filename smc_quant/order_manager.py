@@ -297,6 +297,10 @@ class SmartOrderManager:
         for them, or the position would be left without its stop when the HTTP session closes."""
         return frozenset(self._background)
 
+    async def journal_ready(self) -> bool:
+        """Whether an entry could be journalled now (:meth:`OrderSender.journal_ready`)."""
+        return await self._sender.journal_ready()
+
     def forget(self, signal_id: str) -> None:
         """Drop the signal's retry counters: its trade is over (or never opened). They were never pruned, one
         more set per trade for as long as the process ran."""

@@ -265,6 +265,21 @@ class OrderSender:
                 await self._sleep(self.config.backoff(n))
 
 
+    async def journal_ready(self) -> bool:
+        """Whether an entry's journal row could be written now (the journal's ``probe_journal``, a row written and
+        rolled back, within ``journal_timeout_s``); ``True`` without a journal or a probe."""
+        probe = getattr(self._journal, "probe_journal", None)
+        if probe is None:
+            return True
+        try:
+            await asyncio.wait_for(probe(), self.config.journal_timeout_s)
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._log.warning("journal_probe_failed", error=error_text(exc))
+            return False
+
     async def record(self, meta: dict[str, Any], *, status: str, exchange_id: int | None = None,
                       last_error: str | None = None) -> bool:
         """Journal one order state, within ``journal_timeout_s``; whether it was stored. A failure is logged and

@@ -375,6 +375,20 @@ class TradingRepository:
             trigger_price, reduce_only, close_position, status, exchange_id, attempt, last_error, time_ms,
             None if intent is None else _json(intent))
 
+    async def probe_journal(self) -> None:
+        """Write an order journal row and roll it back: raises what an entry's row would meet now (PostgreSQL out
+        of reach, a write refused, a lock held — the caller bounds the wait). The check before a rotation gives
+        a position up for an entry that could not be journalled."""
+        async with self._pool.acquire() as conn:
+            tx = conn.transaction()
+            await tx.start()
+            try:
+                await conn.execute(_UPSERT_ORDER, "journal-probe", "journal-probe", "PROBEUSDT", "BUY", "entry",
+                                   "MARKET", False, Decimal(1), None, None, False, False, "probe", None, 0, None, 0,
+                                   None)
+            finally:
+                await tx.rollback()
+
     async def order(self, client_id: str) -> dict[str, Any] | None:
         """The row of order ``client_id`` as a dict (column names as keys; ``intent`` decoded), or ``None``."""
         row = await self._pool.fetchrow(_ORDER, client_id)

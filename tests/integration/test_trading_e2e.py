@@ -242,6 +242,41 @@ async def test_a_rotation_whose_exit_fails_opens_nothing_so_three_stay_three(sha
         assert ex.book["XRPUSDT"].sl_client_id in algos  # the failed exit had cancelled it: placed again
 
 
+async def test_no_rotation_while_the_entry_could_not_be_journalled(shared_data: Path, pg_dsn: str) -> None:
+    """The book is full, the weakest position in profit, and PostgreSQL refuses the order journal's rows: the
+    entry would be refused (``journal_unavailable``) after the rotation had closed the weakest — a position given
+    up for nothing. The journal is probed first: the signal is skipped ``rotation_journal_unavailable`` and the
+    three positions stay; with the journal back, the next stronger signal rotates."""
+    from tests.integration.test_store_outage import store_down
+
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        ex = await rig.executor()
+        weak_side = _tp_case(rig, "XRPUSDT")[0]
+        for s in (rig.signal("XRPUSDT", weak_side, confidence=0.6, stop_pct=8.0, target_pct=30.0),
+                  rig.signal("BTCUSDT", "SHORT", confidence=0.7, stop_pct=8.0, target_pct=30.0),
+                  rig.signal("SOLUSDT", "LONG", confidence=0.8, stop_pct=8.0, target_pct=30.0)):
+            assert ex.submit(s)
+        await ex.idle()
+        assert len(ex.book) == 3
+        await _until_in_profit(rig, ex, "XRPUSDT")
+        sent = len(rig.account.order_log)
+        await store_down(rig.pool, True, ("orders",))
+        try:
+            assert ex.submit(rig.signal("DOGEUSDT", "LONG", confidence=0.9, stop_pct=8.0, target_pct=30.0))
+            await ex.idle()
+        finally:
+            await store_down(rig.pool, False, ("orders",))
+        assert ex.stats.skip_reasons.get("rotation_journal_unavailable") == 1 and ex.stats.rotations == 0
+        assert set(ex.book) == {"XRPUSDT", "BTCUSDT", "SOLUSDT"} and len(rig.account.order_log) == sent
+        assert await rig.pool.fetchval("SELECT count(*) FROM orders WHERE client_order_id = 'journal-probe'") == 0
+
+        await rig.minutes(1)  # a new signal (that one is spent: a refused signal is never retried)
+        await _until_in_profit(rig, ex, "XRPUSDT")
+        assert ex.submit(rig.signal("DOGEUSDT", "LONG", confidence=0.9, stop_pct=8.0, target_pct=30.0))
+        await ex.idle()
+        assert ex.stats.rotations == 1 and set(ex.book) == {"DOGEUSDT", "BTCUSDT", "SOLUSDT"}
+
+
 async def test_a_market_exit_that_filled_while_the_executor_was_down_is_found_and_stored(
         shared_data: Path, pg_dsn: str) -> None:
     """Our market exit (``ex-0``) filled at the exchange, but the executor died before it saw the fill. The next
