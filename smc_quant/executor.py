@@ -417,8 +417,10 @@ class Executor(OperatorHand, AccountEvents):
             await self._save(entry)
         self.log.warning("reprotected_after_failed_exit", symbol=entry.position.symbol, stop=sl is not None)
 
-    def daily_summary(self) -> bool:
-        """Once per UTC day (checked with the exits): yesterday's trades, net PnL and the equity, as one message."""
+    async def daily_summary(self) -> bool:
+        """Once per UTC day (checked after the exits): yesterday's trades, net PnL and the equity, as one message.
+        The trades are read from PostgreSQL (bounded at 10 s), so those closed before a restart count too; with
+        no database, or none answering, those this process closed."""
         day = self.clock() // DAY_MS
         if self._summary_day is None:
             self._summary_day = day
@@ -428,6 +430,11 @@ class Executor(OperatorHand, AccountEvents):
         start, end = self._summary_day * DAY_MS, day * DAY_MS
         self._summary_day = day
         done = [t for t in self.trades if start <= t.exit_time_ms < end]
+        if self.repo is not None:
+            try:
+                done = await asyncio.wait_for(self.repo.trades(since_ms=start, until_ms=end - 1), 10.0)
+            except Exception as exc:  # told all the same, from memory
+                self.log.warning("daily_summary_from_memory", error=f"{type(exc).__name__}: {exc}")
         self._notify(messages.daily_summary(done, self.snapshot().equity), "daily_summary")
         self.trades = [t for t in self.trades if t.exit_time_ms >= end - DAY_MS]  # keep memory bounded
         return True
@@ -468,7 +475,6 @@ class Executor(OperatorHand, AccountEvents):
     async def check_exits(self) -> int:
         """Close every position past its holding limit (and everything at the max drawdown); returns how many
         positions were closed for the 2-hour limit or the breaker."""
-        self.daily_summary()
         await self.check_drawdown()
         snap = self.snapshot()  # the book's positions keep their entry price as mark: the breaker needs today's
         equity = snap.equity if self._wallet_known else None  # unknown: no day starts from zero
@@ -476,6 +482,7 @@ class Executor(OperatorHand, AccountEvents):
                                   self.clock(), equity=equity, unrealized=snap.unrealized_pnl)
         for position, reason in due:
             await self.close(position.symbol, reason)
+        await self.daily_summary()
         return len(due)
 
     async def _every(self, interval_s: float, job: Callable[[], Awaitable[object]], failure: str) -> None:

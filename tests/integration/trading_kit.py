@@ -77,10 +77,12 @@ class Rig:
 
     async def executor(self, returns: ReturnSource | None = None,
                        funding: Callable[[str], FundingQuote | None] | None = None,
-                       orders: dict[str, Any] | None = None, notifier: Any = None, **config: Any) -> Executor:
+                       orders: dict[str, Any] | None = None, notifier: Any = None,
+                       clock: Callable[[], int] | None = None, **config: Any) -> Executor:
         """A fresh executor (new broker session, new manager) over the same database and exchange; ``returns``
         is the correlation guard's source and ``funding`` the funding guard's (default: none, no guard);
-        ``orders`` overrides the order manager's settings (``OrderConfig``); ``notifier`` gets its messages."""
+        ``orders`` overrides the order manager's settings (``OrderConfig``); ``notifier`` gets its messages;
+        ``clock`` stands in for the replay clock."""
         em = self.emulator
         signer = RequestSigner(em.config.api_key, em.config.api_secret, wall_ms, recv_window_ms=5000)
         limiter = OrderLimiter(sleep=asyncio.sleep, new_event=asyncio.Event)
@@ -94,9 +96,10 @@ class Rig:
         brackets = load_brackets(self.data_dir / LEVERAGE_TIERS)
         risk = RiskManager(RiskConfig(max_entry_drift=Decimal(100)), filters, brackets)
         order_config = OrderConfig(**{"exit_retry_base_s": 0.05, "fill_poll_s": 0.05, **(orders or {})})
-        manager = SmartOrderManager(broker, filters, config=order_config, journal=self.repo, clock=self.clock)
+        manager = SmartOrderManager(broker, filters, config=order_config, journal=self.repo,
+                                     clock=clock or self.clock)
         options = {"exit_check_interval_s": 0.05, "reconcile_interval_s": 3600.0, **config}
-        ex = Executor(broker=broker, manager=manager, risk=risk, repo=self.repo, clock=self.clock,
+        ex = Executor(broker=broker, manager=manager, risk=risk, repo=self.repo, clock=clock or self.clock,
                       config=ExecutorConfig(**options), returns=returns, funding=funding, notifier=notifier)
         for symbol in em.symbols:
             price = em.account.last_price(symbol)
