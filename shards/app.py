@@ -5,8 +5,11 @@ HTTP session + REST client (one weight governor) → universe → cluster (warm 
 → champion model (scores every feature batch; none: "no model, not trading") → ops endpoint.
 ``stop()`` reverses it: stop intake, drain queues, flush to PostgreSQL, close. :func:`run_until_signalled`
 runs it until SIGTERM/SIGINT — or until a shard's feed or sink, or a background task, crash-looped past its
-supervisor's restarts: the process then stops and exits 1 (``process_failed``) for the orchestrator to start it
-again, warm from PostgreSQL, as the executor process does (``shards.worker.run_process``).
+supervisor's restarts: the process then tells the notification channels, stops and exits 1 (``process_failed``) for
+the orchestrator to start it again, warm from PostgreSQL, as the executor process does (``shards.worker.run_process``).
+Every ``market_check_s`` (15 s) the market data is judged by the ``/health`` rule
+(``smc_quant.ops.health.MarketWatch``): a shard turning stale, and every shard fresh again, is logged and told to
+the channels.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from smc_quant.exchange.governor import SharedWeightBudget, WeightGovernor
 from smc_quant.exchange.rest import BinanceRestClient, ExchangeUnreachable
 from smc_quant.model.predictor import MLPredictor
 from smc_quant.model.scoring import BatchScorer
+from smc_quant.notify import process_failed, tell_before_exit
+from smc_quant.ops.health import MarketWatch
 from smc_quant.ops.server import OpsServer
 from smc_quant.settings import Settings
 from smc_quant.store.candles import CandleRepository
@@ -55,6 +60,9 @@ class ServiceUnavailable(Exception):
 class Service:
     """One process of smc-quant: every shard of ``settings.shard_count`` plus the ops endpoint."""
 
+    market_check_s = 15.0
+    """How often the market data is judged for the chat (:meth:`check_market`; ``/health`` judges on each request)."""
+
     def __init__(self, settings: Settings, *, logger: structlog.stdlib.BoundLogger | None = None) -> None:
         self.settings = settings
         self.log = logger or structlog.get_logger()
@@ -70,6 +78,7 @@ class Service:
         self._refreshing = asyncio.Lock()
         self.rules_refresh: RulesRefresh | None = None
         self.ops: OpsServer | None = None
+        self.market_watch: MarketWatch | None = None
         self.scorer: BatchScorer | None = None
         self.trading: Any = None
         self.learner: Any = None
@@ -110,14 +119,17 @@ class Service:
         gc.collect()  # warm start done: drop its garbage, then move everything long-lived so far (rings,
         gc.freeze()  # engine state, modules) out of the collector's scans, which would pause the loop
         self.cluster.start()
-        self.ops = OpsServer(self.cluster.metrics, window_s=self._freshness_window(),
+        window = self._freshness_window()
+        self.ops = OpsServer(self.cluster.metrics, window_s=window,
                              fraction=s.ops.fresh_fraction, queue_depth=self.cluster.queue_depth,
                              ready=lambda: self._ready, extra=self._extra_metrics,
                              trading=lambda: self.trading.health_state() if self.trading is not None else None)
+        self.market_watch = MarketWatch(window_s=window, fraction=s.ops.fresh_fraction, started=time.monotonic())
         await self.ops.start(s.ops.host, s.ops.port)
         self.supervisor.spawn("universe-refresh", self._refresh_universe)
         heartbeat = Heartbeat(self.report, interval_s=s.cluster.heartbeat_s, logger=self.log)
         self.supervisor.spawn("heartbeat", heartbeat.run)
+        self.supervisor.spawn("market-watch", self._watch_market)
         self._ready = True
         self.log.info("service_started", symbols=len(self.universe.symbols), shards=s.shard_count,
                       universe_source=self.universe.source, ops=f"http://{s.ops.host}:{self.ops.port}")
@@ -313,6 +325,27 @@ class Service:
             out.update(self.rules_refresh.metrics())
         return out
 
+    async def _watch_market(self) -> None:
+        """:meth:`check_market` every ``market_check_s``: the heartbeat (15 min) would tell an outage that late."""
+        while True:
+            await asyncio.sleep(self.market_check_s)
+            self.check_market()
+
+    def check_market(self, now: float | None = None) -> bool:
+        """The market-data verdict at monotonic ``now`` by the ``/health`` rule (every shard fresh: ``True``); a shard
+        turning stale, a lasting outage (hourly) and the recovery are logged and sent to the notification channels
+        (:class:`~smc_quant.ops.health.MarketWatch`). Run every ``market_check_s``."""
+        if self.market_watch is None or self.cluster is None:
+            return True
+        text = self.market_watch.update(self.cluster.metrics, time.monotonic() if now is None else now)
+        ok = not self.market_watch.told
+        if text is not None:
+            (self.log.warning if ok else self.log.error)("market_data_health_changed",
+                                                          stale_shards=sorted(self.market_watch.told), text=text)
+            if self.trading is not None:
+                self.trading.notifier.notify(text, "health")
+        return ok
+
     def report(self) -> dict[str, Any]:
         """The heartbeat line (every ``cluster.heartbeat_s``): per-shard throughput and lag, open positions,
         PnL, model version — proof of life at the default WARNING level."""
@@ -372,18 +405,24 @@ async def run_until_signalled(service: Service, stop: asyncio.Event) -> bool:
 
     ``False`` — the command exits 1 — when a shard's feed or sink, or a background task (universe refresh, champion,
     learner, housekeeping, heartbeat), crashed more than ``cluster.max_task_restarts`` times within
-    ``cluster.crash_window_s`` (logged ``process_failed``: that shard's symbols would otherwise stay unwatched, their
+    ``cluster.crash_window_s`` (told to the notification channels, waiting at most ``smc_quant.notify.ALARM_FLUSH_S``
+    for it to go out, then logged ``process_failed``: that shard's symbols would otherwise stay unwatched, their
     marks frozen, or the learning stopped, until someone intervenes; the orchestrator restarts the process, warm
     from PostgreSQL), or when the stop overran or failed (``shutdown_incomplete``)."""
     failure: str | None = None
+    notified: bool | None = None
     try:
         await service.start()
         assert service.cluster is not None
         failure = await _until_stopped_or_failed(stop, (service.cluster, service.supervisor))
+        if failure is not None:  # told (bounded) before the stop closes the notifier's HTTP session
+            notifier = service.trading.notifier if service.trading is not None else None
+            notified = await tell_before_exit(notifier, process_failed("run", failure))
     finally:
         clean = await stop_within(service.stop(), service.settings.cluster.shutdown_timeout_s, service.log)
     if failure is not None:
-        service.log.error("process_failed", reason=failure, recovery="exit 1: the orchestrator restarts the service")
+        service.log.error("process_failed", reason=failure, recovery="exit 1: the orchestrator restarts the service",
+                          notified=notified)
         return False
     return clean
 

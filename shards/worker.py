@@ -43,6 +43,7 @@ from smc_quant.exchange.governor import SharedWeightBudget, WeightGovernor
 from smc_quant.exchange.rest import BinanceRestClient
 from smc_quant.model.predictor import MLPredictor
 from smc_quant.model.scoring import Batch, BatchScorer, Scores
+from smc_quant.notify import Notifier, process_failed, tell_before_exit
 from smc_quant.ops.metrics import FeedMetrics
 from smc_quant.ops.server import OpsServer
 from smc_quant.settings import Settings
@@ -88,6 +89,13 @@ class ClusterProcess:
     async def stop(self) -> None:
         """Graceful stop (subclasses)."""
         raise NotImplementedError
+
+    @property
+    def notifier(self) -> Notifier | None:
+        """Where the process's own alarms go: the executor's notification channels (its trading stack's). A shard
+        worker has none: ``SMC_NOTIFY__*`` is read by the trading stack only."""
+        notifier = getattr(getattr(self, "trading", None), "notifier", None)
+        return notifier if isinstance(notifier, Notifier) else None
 
     async def _start_infra(self) -> None:
         s = self.settings
@@ -429,11 +437,15 @@ async def run_process(proc: ClusterProcess, stop: asyncio.Event) -> int:
 
     Guarded by :func:`shards.supervisor.run_guarded` (crash-loop delay before, the loop watchdog during). On the
     way out: the graceful stop within ``cluster.shutdown_timeout_s``; 1 when a supervised task crash-looped (the
-    orchestrator restarts us), 0 after a requested stop.
+    orchestrator restarts us; first told to the process's notification channels, if it has any: the executor's,
+    waiting at most ``smc_quant.notify.ALARM_FLUSH_S`` for it to go out), 0 after a requested stop.
     """
     from shards.supervisor import run_guarded
 
+    notified: bool | None = None
+
     async def life() -> bool:
+        nonlocal notified
         if stop.is_set():  # stopped before it started: nothing to run or stop
             return True
         clean = False
@@ -445,6 +457,9 @@ async def run_process(proc: ClusterProcess, stop: asyncio.Event) -> int:
                 w.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)
             clean = not proc.supervisor.failed.is_set()
+            if not clean:  # told (bounded) before the stop closes the notifier's HTTP session
+                reason = proc.supervisor.failure or "a supervised task gave up"
+                notified = await tell_before_exit(proc.notifier, process_failed(proc.role, reason))
         finally:
             clean = await stop_within(proc.stop(), proc.settings.cluster.shutdown_timeout_s, proc.log) and clean
         return clean
@@ -452,5 +467,5 @@ async def run_process(proc: ClusterProcess, stop: asyncio.Event) -> int:
     clean = await run_guarded(life, state_dir=proc.settings.state_dir, role=proc.role, cluster=proc.settings.cluster,
                               stop=stop, log=proc.log)
     if not clean:
-        proc.log.error("process_failed", reason=proc.supervisor.failure or "stop failed")
+        proc.log.error("process_failed", reason=proc.supervisor.failure or "stop failed", notified=notified)
     return 0 if clean else 1

@@ -15,8 +15,9 @@ every request URL. Neither is ever logged, put in an exception message or shown 
 name the channel only, and errors are logged by type name and HTTP status (aiohttp exception messages
 may contain the request URL).
 
-Formatting helpers (:func:`opened`, :func:`closed`, :func:`forced_exit`, :func:`error`,
-:func:`daily_summary`, :func:`learned`) turn domain values into short plain-text messages.
+Formatting helpers (:func:`opened`, :func:`closed`, :func:`forced_exit`, :func:`error`, :func:`process_failed`,
+:func:`daily_summary`, :func:`learned`) turn domain values into short plain-text messages. :func:`tell_before_exit`
+sends a process's last alarm and waits (bounded) for it to go out before the process stops.
 """
 
 from __future__ import annotations
@@ -91,6 +92,12 @@ def error(kind: str, detail: str) -> str:
     """``ERROR kind: detail`` with the detail cut to 300 characters (one line)."""
     flat = " ".join(detail.split())
     return f"ERROR {kind}: {flat[:299] + '…' if len(flat) > 300 else flat}"
+
+
+def process_failed(role: str, reason: str) -> str:
+    """``ERROR process_failed: run · task shard-0 crashed 6 times in 300s · exit 1, …``: a supervisor gave up and
+    the process ``role`` (``run``, ``executor``) exits for its orchestrator to start it again."""
+    return error("process_failed", f"{role} · {reason} · exit 1: the orchestrator restarts it, warm from PostgreSQL")
 
 
 def daily_summary(trades: Iterable[Trade], equity: Decimal) -> str:
@@ -387,6 +394,17 @@ class Notifier:
         for lane in self._lanes.values():
             await lane.idle.wait()
 
+    async def flush(self, timeout_s: float) -> bool:
+        """Wait at most ``timeout_s`` for every queue to be empty and nothing in flight: ``True`` when it is. What is
+        left stays queued (:meth:`close` sends or drops it); with no channel, ``True`` at once."""
+        if not self._lanes:
+            return True
+        try:
+            await asyncio.wait_for(self.wait_idle(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
     async def close(self, deadline_s: float = 5.0) -> None:
         """Send what is queued within ``deadline_s``, then stop; what is left is counted as dropped."""
         if self._closed:
@@ -476,7 +494,23 @@ class Notifier:
             await asyncio.sleep(delay)
 
 
+ALARM_FLUSH_S = 5.0
+"""How long a process about to exit waits for its last alarm to go out (:func:`tell_before_exit`)."""
+
+
+async def tell_before_exit(notifier: Notifier | None, text: str, *, timeout_s: float = ALARM_FLUSH_S) -> bool | None:
+    """Send the alarm ``text`` and wait at most ``timeout_s`` for it to go out: the process's stop closes the HTTP
+    session its notifier uses, and a stop that overruns its budget never reaches the notifier's close. ``None`` with
+    no channel configured, else whether every queued message went out in time; never raises, never hangs."""
+    if notifier is None or not notifier.enabled:
+        return None
+    notifier.notify(text, "error")
+    return await notifier.flush(timeout_s)
+
+
 __all__ = [
-    "DISCORD_LIMIT", "TELEGRAM_API", "TELEGRAM_LIMIT", "ChannelStats", "DiscordChannel", "Notifier", "TelegramChannel",
-    "closed", "daily_summary", "error", "forced_exit", "learned", "opened", "utc_minute",
+    "ALARM_FLUSH_S", "DISCORD_LIMIT", "TELEGRAM_API", "TELEGRAM_LIMIT", "ChannelStats", "DiscordChannel", "Notifier",
+    "TelegramChannel",
+    "closed", "daily_summary", "error", "forced_exit", "learned", "opened", "process_failed", "tell_before_exit",
+    "utc_minute",
 ]

@@ -7,7 +7,8 @@ within ``window_s`` (interval + grace). A symbol with no candle yet counts from 
 (``FeedMetrics.joined_mono``: the feed's start — a worker's slot taken over late included — or, for a new
 listing, its subscription; one listed again counts from then too), so a new service, slot or listing is
 healthy for one window. A feed that died (``FeedMetrics.down``: crashed, not yet restarted, or given up by its
-supervisor) makes its shard unhealthy at once, the reason in the body.
+supervisor) makes its shard unhealthy at once, the reason in the body. :class:`MarketWatch` tells the chat when a
+shard turns stale by this rule and when every shard is fresh again (run at the service's heartbeat).
 
 Trading (:func:`trading_health`): impaired while the executor cannot see or repair its account —
 
@@ -28,6 +29,7 @@ protection go on.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -43,6 +45,10 @@ class ShardHealth:
     healthy: bool
     oldest_age_s: float
     down: str | None = None
+    silent_s: float = 0.0
+    """Age of the stalest symbol the rule cannot spare (the ``allowed_stale + 1``-th oldest): over the window exactly
+    when the shard is stale for want of fresh symbols, and then how long its data has been missing (a dead socket:
+    since its last candle; a symbol silent for days, spared, does not count). Not in the ``/health`` body."""
 
 
 def _since(m: FeedMetrics, symbol: str, started: float) -> float:
@@ -66,8 +72,11 @@ def shard_health(m: FeedMetrics, *, now: float, started: float, window_s: float,
     """Judge one shard from its counters at monotonic time ``now``."""
     ages = [now - _since(m, s, started) for s in m.symbols]
     fresh = sum(1 for a in ages if a <= window_s)
-    healthy = m.down is None and len(ages) - fresh <= allowed_stale(len(ages), fraction)
-    return ShardHealth(m.shard, len(m.symbols), fresh, healthy, round(max(ages, default=0.0), 3), m.down)
+    spared = allowed_stale(len(ages), fraction)
+    healthy = m.down is None and len(ages) - fresh <= spared
+    silent = heapq.nlargest(spared + 1, ages)[-1] if len(ages) > spared else 0.0
+    return ShardHealth(m.shard, len(m.symbols), fresh, healthy, round(max(ages, default=0.0), 3), m.down,
+                       round(silent, 3))
 
 
 def cluster_health(
@@ -177,3 +186,61 @@ def _describe(problem: str, body: Mapping[str, object]) -> str:
 def _seconds(body: Mapping[str, object], key: str) -> float:
     value = body.get(key)
     return float(value) if isinstance(value, int | float) else 0.0
+
+
+MARKET_REPEAT_S = 3600.0
+"""A market-data outage that lasts is told again at most this often."""
+
+
+class MarketWatch:
+    """The market-data verdict of ``/health`` (:func:`shard_health`, with the ops server's window and fraction) as
+    messages: one when a shard turns stale (which shards, since how long), again at most every ``repeat_s`` while
+    any stays stale (a shard newly stale is told at once), one when every shard is fresh again. A shard that recovers
+    while another stays stale is told with the final recovery. Run at each heartbeat of the process."""
+
+    def __init__(self, *, window_s: float, fraction: float, started: float, repeat_s: float = MARKET_REPEAT_S) -> None:
+        self.window_s = window_s
+        self.fraction = fraction
+        self.started = started
+        self.repeat_s = repeat_s
+        self.told: frozenset[int] = frozenset()
+        """The shards of the last stale message; empty once told fresh again (or never stale)."""
+        self._told_at = -math.inf
+        self._began: float | None = None
+        """When the current outage began (monotonic): the earliest missing data seen in it."""
+
+    def update(self, shards: Sequence[FeedMetrics], now: float) -> str | None:
+        """The message for the shards' verdict at monotonic ``now``, or ``None`` when there is nothing to tell."""
+        verdicts = [shard_health(m, now=now, started=self.started, window_s=self.window_s, fraction=self.fraction)
+                    for m in shards]
+        stale = [v for v in verdicts if not v.healthy]
+        if not stale:
+            if not self.told:
+                return None
+            began = now if self._began is None else self._began
+            self.told, self._told_at, self._began = frozenset(), -math.inf, None
+            return (f"MARKET DATA OK again · every shard ({len(verdicts)}) has fresh candles · the outage began "
+                    f"{_span(now - began)} ago")
+        began = min(now - v.silent_s if v.down is None else now for v in stale)
+        self._began = began if self._began is None else min(self._began, began)
+        shards_now = frozenset(v.shard for v in stale)
+        if shards_now <= self.told and now - self._told_at < self.repeat_s:
+            return None
+        self.told, self._told_at = shards_now, now
+        return "MARKET DATA STALE · " + " · ".join(_stale(v) for v in stale) + (
+            f" · no signals from {'its' if len(stale) == 1 else 'their'} symbols until the candles flow again")
+
+
+def _stale(v: ShardHealth) -> str:
+    if v.down is not None:
+        return f"shard {v.shard}: feed down ({v.down[:120]})"
+    return f"shard {v.shard}: {v.fresh} of {v.symbols} symbols fresh, no candle for {_span(v.silent_s)}"
+
+
+def _span(seconds: float) -> str:
+    """``45 s``, ``12.5 min``, ``3.2 h``."""
+    if seconds < 120:
+        return f"{max(0.0, seconds):.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
