@@ -39,7 +39,7 @@ from smc_quant.exchange.rest import BinanceRestClient, ExchangeUnreachable
 from smc_quant.model.predictor import MLPredictor
 from smc_quant.model.scoring import BatchScorer
 from smc_quant.notify import process_failed, tell_before_exit
-from smc_quant.ops.health import MarketWatch
+from smc_quant.ops.health import MARKET_CHECK_S, MarketWatch
 from smc_quant.ops.server import OpsServer
 from smc_quant.settings import Settings
 from smc_quant.store.candles import CandleRepository
@@ -60,7 +60,7 @@ class ServiceUnavailable(Exception):
 class Service:
     """One process of smc-quant: every shard of ``settings.shard_count`` plus the ops endpoint."""
 
-    market_check_s = 15.0
+    market_check_s = MARKET_CHECK_S
     """How often the market data is judged for the chat (:meth:`check_market`; ``/health`` judges on each request)."""
 
     def __init__(self, settings: Settings, *, logger: structlog.stdlib.BoundLogger | None = None) -> None:
@@ -337,14 +337,8 @@ class Service:
         (:class:`~smc_quant.ops.health.MarketWatch`). Run every ``market_check_s``."""
         if self.market_watch is None or self.cluster is None:
             return True
-        text = self.market_watch.update(self.cluster.metrics, time.monotonic() if now is None else now)
-        ok = not self.market_watch.told
-        if text is not None:
-            (self.log.warning if ok else self.log.error)("market_data_health_changed",
-                                                          stale_shards=sorted(self.market_watch.told), text=text)
-            if self.trading is not None:
-                self.trading.notifier.notify(text, "health")
-        return ok
+        return self.market_watch.check(self.cluster.metrics, time.monotonic() if now is None else now, self.log,
+                                       self.trading.notifier.notify if self.trading is not None else None)
 
     def report(self) -> dict[str, Any]:
         """The heartbeat line (every ``cluster.heartbeat_s``): per-shard throughput and lag, open positions,

@@ -108,12 +108,7 @@ class TradingStack:
         self._brackets_from = self.live or (live_broker(settings, session, governor) if keys else None)
         """Who tells the account's leverage brackets: the live broker, or (paper with keys) signed reads only."""
         self.repo = TradingRepository(pool) if pool is not None else None
-        n = settings.notify
-        self.notifier = Notifier(
-            discord_webhook_url=n.discord_webhook_url.get_secret_value() if n.discord_webhook_url else None,
-            telegram_token=n.telegram_token.get_secret_value() if n.telegram_token else None,
-            telegram_chat_id=n.telegram_chat_id, telegram_api_base=n.telegram_api_base,
-            min_interval_s=n.min_interval_s, session=session)
+        self.notifier = Notifier.of(settings.notify, session)
         self.scalper = ICTScalper(ScalperConfig(min_confidence=t.min_confidence))
         self.risk = RiskManager(RiskConfig.of(t), self.filters, self.brackets)
         self.manager = SmartOrderManager(self.broker, self.filters, config=OrderConfig(

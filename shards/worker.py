@@ -44,6 +44,7 @@ from smc_quant.exchange.rest import BinanceRestClient
 from smc_quant.model.predictor import MLPredictor
 from smc_quant.model.scoring import Batch, BatchScorer, Scores
 from smc_quant.notify import Notifier, process_failed, tell_before_exit
+from smc_quant.ops.health import MARKET_CHECK_S, MarketWatch
 from smc_quant.ops.metrics import FeedMetrics
 from smc_quant.ops.server import OpsServer
 from smc_quant.settings import Settings
@@ -92,8 +93,8 @@ class ClusterProcess:
 
     @property
     def notifier(self) -> Notifier | None:
-        """Where the process's own alarms go: the executor's notification channels (its trading stack's). A shard
-        worker has none: ``SMC_NOTIFY__*`` is read by the trading stack only."""
+        """Where the process's own alarms go: the executor's notification channels (its trading stack's); a shard
+        worker's own (:class:`ShardWorker`)."""
         notifier = getattr(getattr(self, "trading", None), "notifier", None)
         return notifier if isinstance(notifier, Notifier) else None
 
@@ -144,6 +145,8 @@ class ShardWorker(ClusterProcess):
     """One ``smc-quant shard`` process; see the module docstring."""
 
     role = "shard"
+    market_check_s = MARKET_CHECK_S
+    """How often the slots' market data is judged for the chat (:meth:`check_market`)."""
 
     def __init__(self, settings: Settings, *, owner: str | None = None,
                  logger: structlog.stdlib.BoundLogger | None = None) -> None:
@@ -166,6 +169,13 @@ class ShardWorker(ClusterProcess):
         self._ready = False
         self._slot_lock = asyncio.Lock()
         self._redis_down = False
+        self._notifier: Notifier | None = None
+        self.market_watch: MarketWatch | None = None
+
+    @property
+    def notifier(self) -> Notifier | None:
+        """The worker's own channels (``SMC_NOTIFY__*``): its slots' stale market data and its ``process_failed``."""
+        return self._notifier
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -174,6 +184,8 @@ class ShardWorker(ClusterProcess):
 
         await self._start_infra()
         assert self.redis is not None and self.universe is not None
+        self._notifier = Notifier.of(self.settings.notify, self.session)
+        await self._notifier.start()
         c = self.settings.cluster
         self.symbols = self.universe.symbols
         lease_keys = replace(self.keys, split=self.settings.shard_count)  # the split this worker runs
@@ -192,6 +204,8 @@ class ShardWorker(ClusterProcess):
                              queue_depth=self._queue_depth, ready=lambda: self._ready, extra=self.metrics,
                              bus=self.publisher.health)
         await self.ops.start(ops.host, ops.port)
+        self.market_watch = MarketWatch(window_s=window, fraction=ops.fresh_fraction, started=time.monotonic())
+        self.supervisor.spawn("market-watch", self._watch_market)
         self.supervisor.spawn("leases", self._lease_loop)
         self.supervisor.spawn("universe", self._universe_loop)
         self.supervisor.spawn("model", self._model_loop)
@@ -220,8 +234,24 @@ class ShardWorker(ClusterProcess):
                 except REDIS_FAILED as exc:  # the leases expire on their own (TTL)
                     self.log.warning("lease_release_failed", error=f"{type(exc).__name__}: {exc}")
         finally:
+            if self._notifier is not None:  # before its HTTP session closes
+                await self._notifier.close()
             await self._stop_infra()
         self.log.info("shard_worker_stopped")
+
+    async def _watch_market(self) -> None:
+        """The slots' market data by the ``/health`` rule every ``market_check_s``: a stale shard, and the
+        recovery, told to the worker's channels (:class:`~smc_quant.ops.health.MarketWatch`)."""
+        while True:
+            await asyncio.sleep(self.market_check_s)
+            self.check_market()
+
+    def check_market(self, now: float | None = None) -> bool:
+        """The verdict on the slots held now (every one fresh: ``True``), a change logged and told."""
+        if self.market_watch is None:
+            return True
+        return self.market_watch.check(self.feed_metrics, time.monotonic() if now is None else now, self.log,
+                                       self._notifier.notify if self._notifier is not None else None)
 
     # -- leases ------------------------------------------------------------------------------------------
     async def _lease_loop(self) -> None:

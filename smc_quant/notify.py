@@ -43,6 +43,7 @@ from smc_quant.logging import get_logger
 
 if TYPE_CHECKING:
     from smc_quant.model.learner import LearnOutcome
+    from smc_quant.settings import NotifySettings
 
 TELEGRAM_API = "https://api.telegram.org"
 DISCORD_LIMIT = 2000
@@ -324,6 +325,14 @@ class Notifier:
         self._recent: dict[str, float] = {}
         self.suppressed = 0
         """Messages not queued because the same text was queued less than ``repeat_s`` ago."""
+
+    @classmethod
+    def of(cls, n: NotifySettings, session: aiohttp.ClientSession | None) -> Notifier:
+        """The channels ``SMC_NOTIFY__*`` configures (none: every message is dropped quietly)."""
+        return cls(discord_webhook_url=n.discord_webhook_url.get_secret_value() if n.discord_webhook_url else None,
+                   telegram_token=n.telegram_token.get_secret_value() if n.telegram_token else None,
+                   telegram_chat_id=n.telegram_chat_id, telegram_api_base=n.telegram_api_base,
+                   min_interval_s=n.min_interval_s, session=session)
 
     def __repr__(self) -> str:
         return f"Notifier(channels={list(self._lanes)})"

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from smc_quant.ops.metrics import FeedMetrics
 
@@ -190,6 +191,8 @@ def _seconds(body: Mapping[str, object], key: str) -> float:
 
 MARKET_REPEAT_S = 3600.0
 """A market-data outage that lasts is told again at most this often."""
+MARKET_CHECK_S = 15.0
+"""How often a process judges its shards' market data for the chat (``/health`` judges on each request)."""
 
 
 class MarketWatch:
@@ -208,6 +211,18 @@ class MarketWatch:
         self._told_at = -math.inf
         self._began: float | None = None
         """When the current outage began (monotonic): the earliest missing data seen in it."""
+
+    def check(self, shards: Sequence[FeedMetrics], now: float, log: Any,
+              notify: Callable[[str, str], None] | None) -> bool:
+        """:meth:`update`, a change logged (``market_data_health_changed``) and sent with kind ``health``; whether
+        every shard is fresh."""
+        text = self.update(shards, now)
+        ok = not self.told
+        if text is not None:
+            (log.warning if ok else log.error)("market_data_health_changed", stale_shards=sorted(self.told), text=text)
+            if notify is not None:
+                notify(text, "health")
+        return ok
 
     def update(self, shards: Sequence[FeedMetrics], now: float) -> str | None:
         """The message for the shards' verdict at monotonic ``now``, or ``None`` when there is nothing to tell."""

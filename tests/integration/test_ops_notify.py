@@ -219,8 +219,7 @@ async def test_a_failed_executor_process_tells_the_chat_before_it_exits(
         shared_data: Path, pg_dsn: str, tmp_path: Path, rds: aioredis.Redis,
         chat: tuple[FakeChat, str]) -> None:  # noqa: F811
     """Scaled mode: the executor's supervisor gives up; ``run_process`` returns 1 with the alarm already delivered
-    through the executor's notifier. A shard worker has no notification channels (only the trading stack reads
-    ``SMC_NOTIFY__*``): its failure stays in its log."""
+    through the executor's notifier."""
     fake, base = chat
     await apply_migrations(pg_dsn)
     emu = Emulator(EmulatorConfig(data_dir=shared_data, symbols=("BTCUSDT", "ETHUSDT"), speed=0, start_paused=True))
@@ -242,7 +241,6 @@ async def test_a_failed_executor_process_tells_the_chat_before_it_exits(
         [failed] = [e for e in logs if e["event"] == "process_failed"]
         assert failed["notified"] is True
         assert all(DISCORD_SECRET not in t for t in texts) and DISCORD_SECRET not in repr(logs)
-        assert ShardWorker(settings).notifier is None
     finally:
         await rds.delete(keys.signals, keys.marks)
         await emu.stop()
@@ -263,3 +261,74 @@ async def test_the_last_alarm_never_holds_up_the_exit(chat: tuple[FakeChat, str]
         fake.release.set()
         await notifier.close()
     assert notifier.stats["discord"].sent == 1
+
+
+class WatchedWorker(ShardWorker):
+    """A shard worker judging its slots' market data every 0.1 s (15 s in production)."""
+
+    market_check_s = 0.1
+
+
+class BrokenWorker(ShardWorker):
+    """A shard worker whose heartbeat report raises: the fault injected."""
+
+    def report(self) -> dict[str, Any]:
+        raise RuntimeError("report broke")
+
+
+def _worker_settings(emu: Emulator, pg_dsn: str, tmp_path: Path, prefix: str, base: str, **cluster: Any) -> Settings:
+    settings = load_settings(shard_count=1, database_url=pg_dsn, redis_url=TEST_REDIS_URL, mode="replay",
+                             state_dir=tmp_path, venue={"rest_base": emu.rest_url, "ws_market_base": emu.ws_market_base,
+                                                        "ws_public_base": emu.ws_public_base},
+                             ops={"port": 0, "freshness_window_s": 2.0}, feed={"heartbeat_timeout_s": 60.0},
+                             learner={"enabled": False}, cluster={"key_prefix": prefix, **cluster})
+    return _with_chat(settings, base)
+
+
+async def test_a_shard_worker_tells_its_stale_slot_and_its_failure(
+        shared_data: Path, pg_dsn: str, tmp_path: Path, rds: aioredis.Redis,
+        chat: tuple[FakeChat, str]) -> None:  # noqa: F811
+    """Scaled mode: a shard worker has its own channels (``SMC_NOTIFY__*``; it used to have none). Its slot's socket
+    falls silent: the chat is told which shard, then that it is fresh again; a worker whose supervisor gives up
+    tells the chat before ``run_process`` returns 1."""
+    fake, base = chat
+    await apply_migrations(pg_dsn)
+    emu = Emulator(EmulatorConfig(data_dir=shared_data, speed=240.0, updates_per_candle=1,
+                                  map_to_exchange_info=True, max_minutes=600, start_paused=True))
+    await emu.start()
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    worker = WatchedWorker(_worker_settings(emu, pg_dsn, tmp_path, prefix, base), owner="w-a")
+    try:
+        await worker.start()
+        await worker.converge()
+        slot = worker.slots[0]
+        await slot.wait_subscribed()
+        emu.resume()
+        await slot.wait_until(emu.start_ms + 60_000)
+        assert worker.notifier is not None
+        worker.notifier.notify("-- the test begins --")
+        begins = len(await _texts_until(fake, "-- the test begins --"))
+        streams = slot.feeds[0].connections[0].streams
+        emu.faults.stall(True, streams=streams)
+        await _texts_until(fake, "MARKET DATA STALE", begins)
+        emu.faults.stall(False, streams=streams)
+        told = await _texts_until(fake, "MARKET DATA OK again", begins)
+    finally:
+        await worker.stop()
+    market = [t for t in told[begins:] if t.startswith("MARKET DATA")]
+    assert market[0].startswith("MARKET DATA STALE · shard 0: ") and len(market) == 2, told
+
+    broken = BrokenWorker(_worker_settings(emu, pg_dsn, tmp_path, f"{prefix}b", base, max_task_restarts=1,
+                                           heartbeat_s=0.01))
+    try:
+        with capture_logs() as logs:
+            code = await asyncio.wait_for(run_process(broken, asyncio.Event()), 120)
+    finally:
+        await emu.stop()
+    assert code == 1
+    texts = [h.body["content"] for h in fake.of("discord")]  # no waiting: it went out before the exit
+    assert ("ERROR process_failed: shard · task heartbeat crashed 2 times in 300s · exit 1: the orchestrator "
+            "restarts it, warm from PostgreSQL") in texts, texts
+    [failed] = [e for e in logs if e["event"] == "process_failed"]
+    assert failed["notified"] is True
+    assert all(DISCORD_SECRET not in t for t in texts) and DISCORD_SECRET not in repr(logs)
