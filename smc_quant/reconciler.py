@@ -179,13 +179,17 @@ class Reconciler:
                 entry.exit_reason = entry.exit_reason or reason
         # Our own market exits (time limit, rotation, breaker, delisting, flatten) whose fills we did not see: a
         # crash after the exit left, or a user-stream gap while it filled. Their ids run ex-0, ex-1, …: asked
-        # forward until the exchange does not know one. The reason is the one this process gave the exit, if it
-        # still knows it (after a restart: ``reconciled``).
+        # forward until the exchange does not know one — past an id it refused (journalled REJECTED: never at the
+        # exchange, the closer's next try took the next id). The reason is the one this process gave the exit, if
+        # it still knows it (after a restart: ``reconciled``).
+        refused = await self._refused_exits(pos.signal_id)
         for attempt in range(MAX_EXIT_IDS):
             cid = client_order_id(pos.signal_id, Leg.EXIT, attempt)
             if cid in known:
                 continue
             asked, state = await self._query(pos.symbol, cid)
+            if asked and state is None and cid in refused:
+                continue
             if not asked or state is None:
                 break
             self._found(entry, cid, state)
@@ -197,6 +201,13 @@ class Reconciler:
                 await self.repo.delete_position(pos.symbol)
             await self._alarm("position_vanished", f"{pos.symbol} {pos.signal_id}", symbol=pos.symbol,
                               signal_id=pos.signal_id)
+
+    async def _refused_exits(self, signal_id: str) -> set[str]:
+        """Client ids of the trade's exits the order journal records as refused by the exchange."""
+        if self.repo is None or not hasattr(self.repo, "orders_for_signal"):
+            return set()
+        return {str(o["client_order_id"]) for o in await self.repo.orders_for_signal(signal_id)
+                if o["kind"] == "exit" and o["status"] == "REJECTED"}
 
     async def _query(self, symbol: str, cid: str) -> tuple[bool, OrderState | None]:
         """``(True, state)`` — ``None`` when the exchange does not know the id — or ``(False, None)`` when the
