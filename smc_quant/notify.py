@@ -7,8 +7,10 @@ with at least ``min_interval_s`` between the end of one request and the start of
 services throttle bursts). A transient failure (timeout, connection error, 5xx, 408) is retried with
 exponential backoff ``backoff_s · 2^(attempt−1)``; an HTTP 429 waits the ``retry_after`` the service
 asked for (Discord: JSON ``retry_after`` seconds or the ``Retry-After`` header; Telegram:
-``parameters.retry_after``). After ``max_attempts`` the message is dropped and counted as failed; a
-permanent rejection (other 4xx) fails at once. Nothing here raises into the caller.
+``parameters.retry_after``; each wait capped at ``max_retry_after_s``) — such a 429 is not a failed attempt,
+since a Telegram flood wait can last minutes, and one message waits them out for up to an hour. After
+``max_attempts`` the message is dropped and counted as failed; a permanent rejection (other 4xx) fails at
+once. Nothing here raises into the caller.
 
 Secrets: the Discord webhook URL carries its token in the path and the Telegram bot token is part of
 every request URL. Neither is ever logged, put in an exception message or shown by a ``repr``: logs
@@ -49,6 +51,8 @@ TELEGRAM_API = "https://api.telegram.org"
 DISCORD_LIMIT = 2000
 TELEGRAM_LIMIT = 4096
 _MAX_BACKOFF_S = 30.0
+_MAX_RATE_LIMITED_S = 3600.0
+"""How long one message waits out 429s that say when (they are not failed attempts) before it is dropped."""
 
 
 # ----------------------------------------------------------------------------------------------- formatting
@@ -468,8 +472,8 @@ class Notifier:
     async def _deliver(self, lane: _Lane, text: str, kind: str) -> None:
         assert self._session is not None
         name = lane.channel.name
-        extra = 0.0
-        for attempt in range(1, self._max_attempts + 1):
+        extra, attempt, limited_s = 0.0, 1, 0.0
+        while True:
             await self._pace(lane, extra)
             outcome = await _post(self._session, lane.channel, text, self._timeout_s)
             lane.last_done = asyncio.get_running_loop().time()
@@ -477,12 +481,18 @@ class Notifier:
                 lane.sent += 1
                 self._log.debug("notify_sent", channel=name, kind=kind, attempt=attempt)
                 return
-            if outcome.result is _Result.FAIL or attempt == self._max_attempts:
+            # A 429 that says when is not a failed attempt: a Telegram flood wait can last minutes, and counting
+            # its waits (60 s each at most) dropped every queued message after ~3 minutes of it.
+            told_when = outcome.status == 429 and outcome.retry_after_s is not None
+            if outcome.result is _Result.FAIL or (attempt == self._max_attempts and not told_when) \
+                    or limited_s >= _MAX_RATE_LIMITED_S:
                 break
             lane.retried += 1
             extra = self._retry_wait(outcome, attempt)
+            limited_s += extra if told_when else 0.0
             self._log.info("notify_retry", channel=name, kind=kind, attempt=attempt, status=outcome.status,
                            error=outcome.error, wait_s=round(extra, 3))
+            attempt += 0 if told_when else 1
         lane.failed += 1
         self._log.warning("notify_failed", channel=name, kind=kind, attempts=attempt, status=outcome.status,
                           error=outcome.error)

@@ -173,6 +173,22 @@ async def test_429_retry_after_is_honoured(chat: tuple[FakeChat, str]) -> None:
                                   "telegram": ChannelStats(sent=1, retried=1)}
 
 
+async def test_a_long_flood_wait_is_waited_out_not_counted_as_failed_attempts(chat: tuple[FakeChat, str]) -> None:
+    """Telegram answers 429 with ``retry_after`` six times in a row (a flood wait) with ``max_attempts`` 3: each 429
+    said when to come back, so none is a failed attempt and the message goes out after the wait (it used to be
+    dropped after three tries, and with it, one by one, every message queued behind it)."""
+    fake, base = chat
+    flood = (429, {"ok": False, "error_code": 429, "description": "Too Many Requests: retry after 0.1",
+                   "parameters": {"retry_after": 0.1}}, {})
+    fake.script["telegram"].extend([flood] * 6)
+    async with _notifier(base, max_attempts=3) as notifier:
+        notifier.notify("after the flood")
+        telegram = await fake.wait_hits("telegram", 7)
+        await notifier.wait_idle()
+        assert [h.body["text"] for h in telegram] == ["after the flood"] * 7
+        assert notifier.stats["telegram"] == ChannelStats(sent=1, retried=6)
+
+
 async def test_5xx_is_retried_with_backoff_and_4xx_fails_at_once(chat: tuple[FakeChat, str]) -> None:
     fake, base = chat
     fake.script["telegram"].extend([(502, None, {}), (500, {"ok": False}, {})])
