@@ -178,8 +178,9 @@ async def test_a_long_flood_wait_is_waited_out_not_counted_as_failed_attempts(ch
     said when to come back, so none is a failed attempt and the message goes out after the wait (it used to be
     dropped after three tries, and with it, one by one, every message queued behind it)."""
     fake, base = chat
-    flood = (429, {"ok": False, "error_code": 429, "description": "Too Many Requests: retry after 0.1",
-                   "parameters": {"retry_after": 0.1}}, {})
+    body = {"ok": False, "error_code": 429, "description": "Too Many Requests: retry after 0.1",
+            "parameters": {"retry_after": 0.1}}
+    flood: tuple[int, dict[str, Any], dict[str, str]] = (429, body, {})
     fake.script["telegram"].extend([flood] * 6)
     async with _notifier(base, max_attempts=3) as notifier:
         notifier.notify("after the flood")

@@ -22,13 +22,13 @@ from smc_quant.exchange.emulator import Emulator, EmulatorConfig
 from smc_quant.notify import tell_before_exit
 from smc_quant.ops.health import MarketWatch
 from smc_quant.ops.metrics import FeedMetrics
-from smc_quant.settings import NotifySettings, Settings, load_settings
+from smc_quant.settings import NotifySettings, Settings
 from smc_quant.store.keys import ClusterKeys
 from smc_quant.store.migrations import apply_migrations
-from tests.conftest import TEST_REDIS_URL
 from tests.integration.cluster_kit import SECRET, settings_for
 from tests.integration.test_notify import DISCORD_PATH, DISCORD_SECRET, FakeChat, _notifier, chat  # noqa: F401
 from tests.integration.test_run_failure import StartedService
+from tests.integration.test_scale_kit import process_settings
 
 pytestmark = pytest.mark.integration
 SECRETS = (SECRET, SECRET[::-1], DISCORD_SECRET)
@@ -225,12 +225,8 @@ async def test_a_failed_executor_process_tells_the_chat_before_it_exits(
     emu = Emulator(EmulatorConfig(data_dir=shared_data, symbols=("BTCUSDT", "ETHUSDT"), speed=0, start_paused=True))
     await emu.start()
     keys = ClusterKeys(f"t{uuid.uuid4().hex[:10]}")
-    settings = load_settings(database_url=pg_dsn, redis_url=TEST_REDIS_URL, mode="replay", state_dir=tmp_path,
-                             venue={"rest_base": emu.rest_url, "ws_market_base": emu.ws_market_base,
-                                    "ws_public_base": emu.ws_public_base},
-                             ops={"port": 0}, learner={"enabled": False},
-                             cluster={"key_prefix": keys.prefix, "max_task_restarts": 1, "heartbeat_s": 0.01})
-    settings = _with_chat(settings, base)
+    settings = _with_chat(process_settings(emu, pg_dsn, tmp_path, keys.prefix,
+                                           cluster={"max_task_restarts": 1, "heartbeat_s": 0.01}), base)
     try:
         with capture_logs() as logs:
             code = await asyncio.wait_for(run_process(BrokenExecutor(settings), asyncio.Event()), 120)
@@ -277,12 +273,8 @@ class BrokenWorker(ShardWorker):
 
 
 def _worker_settings(emu: Emulator, pg_dsn: str, tmp_path: Path, prefix: str, base: str, **cluster: Any) -> Settings:
-    settings = load_settings(shard_count=1, database_url=pg_dsn, redis_url=TEST_REDIS_URL, mode="replay",
-                             state_dir=tmp_path, venue={"rest_base": emu.rest_url, "ws_market_base": emu.ws_market_base,
-                                                        "ws_public_base": emu.ws_public_base},
-                             ops={"port": 0, "freshness_window_s": 2.0}, feed={"heartbeat_timeout_s": 60.0},
-                             learner={"enabled": False}, cluster={"key_prefix": prefix, **cluster})
-    return _with_chat(settings, base)
+    return _with_chat(process_settings(emu, pg_dsn, tmp_path, prefix, shard_count=1, ops={"freshness_window_s": 2.0},
+                                       feed={"heartbeat_timeout_s": 60.0}, cluster=cluster), base)
 
 
 async def test_a_shard_worker_tells_its_stale_slot_and_its_failure(

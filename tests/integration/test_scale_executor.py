@@ -22,7 +22,7 @@ from smc_quant.orders.client_ids import Leg, parse_client_order_id, signal_diges
 from smc_quant.store.keys import ClusterKeys
 from smc_quant.store.migrations import apply_migrations
 from tests.conftest import TEST_REDIS_URL
-from tests.integration.test_scale_kit import Cluster, wait_for
+from tests.integration.test_scale_kit import Cluster, process_settings, wait_for
 
 pytestmark = pytest.mark.integration
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT")
@@ -250,7 +250,6 @@ async def test_paper_executor_walks_each_bar_from_the_marks_stream(shared_data: 
     from shards.executor_main import ExecutorProcess
     from smc_quant.datasets import KLINES_2023_1M, read_klines
     from smc_quant.domain.trading import ExitReason
-    from smc_quant.settings import load_settings
     from smc_quant.store.candles import CandleRepository
     from smc_quant.store.db import create_pool
     from tests.builders import candles_of
@@ -269,11 +268,7 @@ async def test_paper_executor_walks_each_bar_from_the_marks_stream(shared_data: 
     finally:
         await pool.close()
     keys = ClusterKeys(f"t{uuid.uuid4().hex[:10]}")
-    settings = load_settings(database_url=pg_dsn, redis_url=TEST_REDIS_URL, mode="replay", state_dir=tmp_path,
-                             venue={"rest_base": emu.rest_url, "ws_market_base": emu.ws_market_base,
-                                    "ws_public_base": emu.ws_public_base},
-                             ops={"port": 0}, learner={"enabled": False},
-                             cluster={"key_prefix": keys.prefix, "claim_idle_s": 1.0})
+    settings = process_settings(emu, pg_dsn, tmp_path, keys.prefix, cluster={"claim_idle_s": 1.0})
     proc = ExecutorProcess(settings)
     rds: aioredis.Redis = aioredis.from_url(TEST_REDIS_URL)
     pub = SignalPublisher(rds, keys.signals, marks_stream=keys.marks)
@@ -336,17 +331,13 @@ async def test_executor_loops_outlive_a_redis_that_refuses(shared_data: Path, pg
     grace), the loops keep running, and the next good read recovers. They used to crash on it until the process
     gave up."""
     from shards.executor_main import ExecutorProcess
-    from smc_quant.settings import load_settings
 
     await apply_migrations(pg_dsn)
     emu = Emulator(EmulatorConfig(data_dir=shared_data, symbols=SYMBOLS, speed=0, start_paused=True))
     await emu.start()
     keys = ClusterKeys(f"t{uuid.uuid4().hex[:10]}")
     await rds.set(keys.marks, b"not a stream")
-    settings = load_settings(database_url=pg_dsn, redis_url=TEST_REDIS_URL, mode="replay", state_dir=tmp_path,
-                             venue={"rest_base": emu.rest_url, "ws_market_base": emu.ws_market_base,
-                                    "ws_public_base": emu.ws_public_base},
-                             ops={"port": 0}, learner={"enabled": False}, cluster={"key_prefix": keys.prefix})
+    settings = process_settings(emu, pg_dsn, tmp_path, keys.prefix)
     proc = ExecutorProcess(settings)
     try:
         await proc.start()
@@ -376,7 +367,6 @@ async def test_paper_executor_charges_funding_from_its_stream(shared_data: Path,
     from decimal import ROUND_HALF_UP
 
     from shards.executor_main import ExecutorProcess
-    from smc_quant.settings import load_settings
     from tests.integration.test_scale_kit import wait_for as poll
 
     await apply_migrations(pg_dsn)
@@ -385,11 +375,7 @@ async def test_paper_executor_charges_funding_from_its_stream(shared_data: Path,
                                   funding_rates=(("BTCUSDT", rate),), funding_interval_h=1))
     await emu.start()
     keys = ClusterKeys(f"t{uuid.uuid4().hex[:10]}")
-    settings = load_settings(database_url=pg_dsn, redis_url=TEST_REDIS_URL, mode="replay", state_dir=tmp_path,
-                             venue={"rest_base": emu.rest_url, "ws_market_base": emu.ws_market_base,
-                                    "ws_public_base": emu.ws_public_base},
-                             ops={"port": 0}, learner={"enabled": False},
-                             cluster={"key_prefix": keys.prefix, "claim_idle_s": 1.0})
+    settings = process_settings(emu, pg_dsn, tmp_path, keys.prefix, cluster={"claim_idle_s": 1.0})
     proc = ExecutorProcess(settings)
     rds: aioredis.Redis = aioredis.from_url(TEST_REDIS_URL)
     pub = SignalPublisher(rds, keys.signals, marks_stream=keys.marks)

@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from smc_quant.exchange.emulator import Emulator, EmulatorConfig
+from smc_quant.settings import Settings, load_settings
 from tests.conftest import TEST_REDIS_URL
 
 SMC_CLI = Path(sys.executable).parent / "smc-quant"
@@ -28,6 +29,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def process_settings(emu: Emulator, dsn: str, state_dir: Path, prefix: str, *, ops: dict[str, Any] | None = None,
+                     **fields: Any) -> Settings:
+    """One scaled process's settings (in process: ``ExecutorProcess``, ``ShardWorker``) against ``emu``: replay
+    mode, PostgreSQL at ``dsn``, the test Redis with the cluster's keys under ``prefix``, a free ops port, no
+    learner; ``fields`` are further settings (``cluster`` is merged with the prefix)."""
+    cluster = {"key_prefix": prefix, **fields.pop("cluster", {})}
+    return load_settings(database_url=dsn, redis_url=TEST_REDIS_URL, mode="replay", state_dir=state_dir,
+                         venue={"rest_base": emu.rest_url, "ws_market_base": emu.ws_market_base,
+                                "ws_public_base": emu.ws_public_base},
+                         ops={"port": 0, **(ops or {})}, learner={"enabled": False}, cluster=cluster, **fields)
 
 
 def emulator(data: Path, *, minutes: int, speed: float) -> Emulator:

@@ -57,6 +57,19 @@ async def _until_in_profit(rig: Rig, ex: Any, symbol: str) -> None:
     pytest.fail(f"precondition: {symbol} never moved into profit within 15 minutes")
 
 
+async def _full_book_weakest_in_profit(rig: Rig, ex: Any) -> None:
+    """Three positions (the book's limit), XRPUSDT the weakest (confidence 0.6), run until it is in profit: the
+    next stronger signal rotates it out."""
+    weak_side = _tp_case(rig, "XRPUSDT")[0]
+    for s in (rig.signal("XRPUSDT", weak_side, confidence=0.6, stop_pct=8.0, target_pct=30.0),
+              rig.signal("BTCUSDT", "SHORT", confidence=0.7, stop_pct=8.0, target_pct=30.0),
+              rig.signal("SOLUSDT", "LONG", confidence=0.8, stop_pct=8.0, target_pct=30.0)):
+        assert ex.submit(s)
+    await ex.idle()
+    assert len(ex.book) == 3
+    await _until_in_profit(rig, ex, "XRPUSDT")
+
+
 async def test_tp_sl_time_limit_and_rotation_end_in_trades_that_match_the_exchange_fills(
         shared_data: Path, pg_dsn: str, caplog: pytest.LogCaptureFixture) -> None:
     """Four exits, four reasons; every trade's PnL and fees equal the exchange's fills; no secret logged."""
@@ -223,14 +236,7 @@ async def test_a_rotation_whose_exit_fails_opens_nothing_so_three_stay_three(sha
     ``rotation_not_closed``: the exchange holds three positions, not four (the entry used to go out anyway)."""
     async with trading_rig(shared_data, pg_dsn) as rig:
         ex = await rig.executor()
-        weak_side = _tp_case(rig, "XRPUSDT")[0]
-        for s in (rig.signal("XRPUSDT", weak_side, confidence=0.6, stop_pct=8.0, target_pct=30.0),
-                  rig.signal("BTCUSDT", "SHORT", confidence=0.7, stop_pct=8.0, target_pct=30.0),
-                  rig.signal("SOLUSDT", "LONG", confidence=0.8, stop_pct=8.0, target_pct=30.0)):
-            assert ex.submit(s)
-        await ex.idle()
-        assert len(ex.book) == 3
-        await _until_in_profit(rig, ex, "XRPUSDT")
+        await _full_book_weakest_in_profit(rig, ex)
         rig.emulator.faults.order_reject_503(8)
         assert ex.submit(rig.signal("DOGEUSDT", "LONG", confidence=0.9, stop_pct=8.0, target_pct=30.0))
         await ex.idle()
@@ -251,14 +257,7 @@ async def test_no_rotation_while_the_entry_could_not_be_journalled(shared_data: 
 
     async with trading_rig(shared_data, pg_dsn) as rig:
         ex = await rig.executor()
-        weak_side = _tp_case(rig, "XRPUSDT")[0]
-        for s in (rig.signal("XRPUSDT", weak_side, confidence=0.6, stop_pct=8.0, target_pct=30.0),
-                  rig.signal("BTCUSDT", "SHORT", confidence=0.7, stop_pct=8.0, target_pct=30.0),
-                  rig.signal("SOLUSDT", "LONG", confidence=0.8, stop_pct=8.0, target_pct=30.0)):
-            assert ex.submit(s)
-        await ex.idle()
-        assert len(ex.book) == 3
-        await _until_in_profit(rig, ex, "XRPUSDT")
+        await _full_book_weakest_in_profit(rig, ex)
         sent = len(rig.account.order_log)
         await store_down(rig.pool, True, ("orders",))
         try:
