@@ -25,7 +25,10 @@ What one round does (:meth:`Learner.learn_once`):
 2. **Split.** Everything is sorted by signal time; the latest ``holdout_fraction`` (at least
    ``min_holdout`` rows) is held out, and training keeps only rows whose label window ends before it
    (purge). The challenger is trained on those rows in a worker thread (``asyncio.to_thread``: LightGBM
-   releases the GIL, so the event loop keeps running — tested with a heartbeat).
+   releases the GIL, so the event loop keeps running — tested with a heartbeat). A thread cannot be cancelled:
+   when the round is (the service stopping), it sets the training's abort flag and LightGBM stops before its
+   next boosting iteration — the runner's exit waits for the executor's threads, and would otherwise wait for
+   the whole training. Such a round registers nothing and counts as nothing (the cancellation propagates).
 3. **Gate.** Challenger and champion are scored on the same held-out rows — the strategy's setups there
    when there are ``min_gate_setups`` with both outcomes, else all held-out rows — and
    :func:`smc_quant.model.gate.decide` promotes only if the challenger's AUC is above ``0.5 + margin``
@@ -50,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -299,13 +303,14 @@ class _Fitted:
     challenger_p: np.ndarray
 
 
-def _fit(data: Dataset, config: LearnerConfig) -> _Fitted:
-    """Split, train and score the held-out window (CPU-bound: runs in the worker thread)."""
+def _fit(data: Dataset, config: LearnerConfig, abort: threading.Event | None = None) -> _Fitted:
+    """Split, train and score the held-out window (CPU-bound: runs in the worker thread; ``abort`` set: the
+    training raises ``TrainingAborted`` before its next boosting iteration)."""
     split = split_latest(data.start, data.end, config.holdout_fraction, config.min_holdout)
     if split.train.shape[0] < config.min_holdout:
         raise NotEnoughData(f"only {split.train.shape[0]} training rows before the held-out window")
     tr = data.take(split.train)
-    model = train(tr.x, tr.win, config.train, tr.weight)
+    model = train(tr.x, tr.win, config.train, tr.weight, abort=abort)
     return _Fitted(model, data, split.train, split.holdout, split.cut_ms, model.predict(data.x[split.holdout]))
 
 
@@ -457,7 +462,12 @@ class Learner:
             self._log.warning("learner_experience_refused", rows=refused, schema=self._schema,
                               reason="other schema version, wrong width or non-finite return")
         data = await asyncio.to_thread(Dataset.concat, [history, exp]) if len(exp) else history  # ~10⁵ rows
-        fitted = await asyncio.to_thread(_fit, data, self.config)
+        abort = threading.Event()
+        try:
+            fitted = await asyncio.to_thread(_fit, data, self.config, abort)
+        except asyncio.CancelledError:  # the thread runs on regardless: stop its training at the next iteration
+            abort.set()
+            raise
         hold = data.take(fitted.holdout)
         chosen, gate_on = gate_rows(hold.win, hold.is_setup, self.config.min_gate_setups)
         champion = await self._registry.champion()

@@ -3,11 +3,15 @@
 Determinism: fixed ``seed`` (which seeds bagging, feature fraction and data sampling),
 ``deterministic=True``, ``force_row_wise=True`` and ``num_threads=1``: the same rows give the same
 model string on every run. :func:`train` and :func:`walk_forward_report` are synchronous and CPU-bound;
-callers on the event loop run them with ``asyncio.to_thread`` or in a process pool.
+callers on the event loop run them with ``asyncio.to_thread`` or in a process pool. A worker thread cannot be
+cancelled, so :func:`train` and :func:`train_regressor` take an optional ``abort`` flag (a ``threading.Event``):
+once it is set, training raises :class:`TrainingAborted` before its next boosting iteration (the learner sets it
+when its round is cancelled, so a stopping service does not wait for the whole training).
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,6 +31,29 @@ I64 = npt.NDArray[np.int64]
 
 class FeatureSchemaMismatch(OperationalError):
     """A stored model was trained on another feature schema than the running engine computes."""
+
+
+class TrainingAborted(Exception):
+    """Training stopped because its ``abort`` flag was set (no model: the caller gave up on it)."""
+
+
+class _AbortCheck:
+    """A LightGBM callback run before each boosting iteration: raises :class:`TrainingAborted` once ``abort`` is
+    set (LightGBM lets a callback's exception end ``lgb.train``). It only reads the flag, so an unset one leaves the
+    model exactly as without it."""
+
+    before_iteration = True
+
+    def __init__(self, abort: threading.Event) -> None:
+        self.abort = abort
+
+    def __call__(self, env: lgb.callback.CallbackEnv) -> None:
+        if self.abort.is_set():
+            raise TrainingAborted(f"training aborted before iteration {env.iteration + 1} of {env.end_iteration}")
+
+
+def _callbacks(abort: threading.Event | None) -> list[Any] | None:
+    return None if abort is None else [_AbortCheck(abort)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,29 +139,33 @@ def check_features(booster: lgb.Booster) -> None:
             f"{FEATURE_SCHEMA.version!r}; retrain the model (refusing to predict with mismatched features)")
 
 
-def train(x: F64, y: I64, config: TrainConfig | None = None, weight: F64 | None = None) -> TrainedModel:
+def train(x: F64, y: I64, config: TrainConfig | None = None, weight: F64 | None = None, *,
+          abort: threading.Event | None = None) -> TrainedModel:
     """Fit the classifier on feature rows ``x`` and 0/1 labels ``y`` (blocking; run it off the loop).
 
-    ``weight`` (optional, one per row) scales each row's loss — the learner weights experience rows."""
+    ``weight`` (optional, one per row) scales each row's loss — the learner weights experience rows. ``abort``
+    (optional): once set (from any thread), :class:`TrainingAborted` is raised before the next boosting
+    iteration."""
     config = config or TrainConfig()
     data = lgb.Dataset(np.ascontiguousarray(x, dtype=np.float64), label=np.asarray(y, dtype=np.float64),
                        weight=None if weight is None else np.asarray(weight, dtype=np.float64),
                        feature_name=list(FEATURE_SCHEMA.names), free_raw_data=True)
-    booster = lgb.train(config.lgb_params(), data, num_boost_round=config.num_rounds)
+    booster = lgb.train(config.lgb_params(), data, num_boost_round=config.num_rounds, callbacks=_callbacks(abort))
     return TrainedModel(booster)
 
 
 def train_regressor(x: F64, ret_pct: F64, config: TrainConfig | None = None,
-                    weight: F64 | None = None) -> TrainedModel:
+                    weight: F64 | None = None, *, abort: threading.Event | None = None) -> TrainedModel:
     """Fit the expected-% model: L2 regression of the net % return ``ret_pct`` on ``x`` (blocking).
 
-    Same hyper-parameters and determinism as :func:`train`; ``predict`` then returns the expected net
-    % return of a setup (identity link)."""
+    Same hyper-parameters, determinism and ``abort`` flag as :func:`train`; ``predict`` then returns the expected
+    net % return of a setup (identity link)."""
     config = config or TrainConfig()
     data = lgb.Dataset(np.ascontiguousarray(x, dtype=np.float64), label=np.asarray(ret_pct, dtype=np.float64),
                        weight=None if weight is None else np.asarray(weight, dtype=np.float64),
                        feature_name=list(FEATURE_SCHEMA.names), free_raw_data=True)
-    booster = lgb.train(config.lgb_params("regression"), data, num_boost_round=config.num_rounds)
+    booster = lgb.train(config.lgb_params("regression"), data, num_boost_round=config.num_rounds,
+                        callbacks=_callbacks(abort))
     return TrainedModel(booster)
 
 
@@ -184,5 +215,5 @@ def walk_forward_report(ds: Dataset, n_folds: int = 4, embargo_ms: int = 0, conf
     return WalkForwardReport(per_fold, pooled, shuffled_auc, importance, p_all, oos)
 
 
-__all__ = ["FeatureSchemaMismatch", "TrainConfig", "TrainedModel", "WalkForwardReport", "check_schema",
-           "shuffled", "train", "train_regressor", "walk_forward_report"]
+__all__ = ["FeatureSchemaMismatch", "TrainConfig", "TrainedModel", "TrainingAborted", "WalkForwardReport",
+           "check_schema", "shuffled", "train", "train_regressor", "walk_forward_report"]

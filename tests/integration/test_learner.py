@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, replace
 from decimal import Decimal
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import lightgbm as lgb
 import numpy as np
 import pytest
 
@@ -22,7 +24,7 @@ from smc_quant.model.cli_tasks import _gate, latest_window
 from smc_quant.model.dataset import Dataset, build_dataset
 from smc_quant.model.gate import NotEnoughData
 from smc_quant.model.learner import Learner, LearnerConfig, _fit, candle_history, experience_dataset
-from smc_quant.model.trainer import FeatureSchemaMismatch, TrainConfig, TrainedModel, shuffled, train
+from smc_quant.model.trainer import FeatureSchemaMismatch, TrainConfig, TrainedModel, TrainingAborted, shuffled, train
 from smc_quant.notify import learned
 from smc_quant.store.candles import CandleRepository
 from smc_quant.store.db import create_pool
@@ -559,3 +561,37 @@ async def test_the_schedule_counts_from_the_newest_model_not_from_the_start(
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert outcome is not None and outcome.trigger == "schedule" and outcome.version > first.version
+
+
+async def test_a_cancelled_round_stops_its_training_thread(stores: tuple[ModelRegistry, TradingRepository],
+                                                           real: RealData, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service stops mid-training: its learner task is cancelled, but not the worker thread, which the runner's exit
+    waits for. The round sets its abort flag, LightGBM stops at its next iteration, nothing is registered or counted;
+    the thread used to train on for all 60,000 rounds (about 2 minutes here). An unset flag changes no model."""
+    registry, repo = stores
+    h, loop, began, ended, raised = real.history, asyncio.get_running_loop(), asyncio.Event(), threading.Event(), []
+    assert train(h.x, h.win, abort=threading.Event()).to_string() == train(h.x, h.win).to_string()
+
+    def observed(*args: Any, real_train: Any = lgb.train, callbacks: list[Any] | None = None, **kwargs: Any) -> Any:
+        def first(env: Any) -> None:
+            if env.iteration == env.begin_iteration:
+                loop.call_soon_threadsafe(began.set)  # boosting has begun in the worker thread
+        try:
+            return real_train(*args, callbacks=[*(callbacks or []), first], **kwargs)
+        except BaseException as exc:
+            raised.append(exc)
+            raise
+        finally:
+            ended.set()
+
+    monkeypatch.setattr(lgb, "train", observed)
+    log = _Log()
+    learner = Learner(repo, registry, _loader(h), LearnerConfig(train=TrainConfig(num_rounds=60_000)), log=log)
+    task = asyncio.create_task(learner.run())  # an empty registry: the cold-start round begins at once
+    await asyncio.wait_for(began.wait(), timeout=60)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert await asyncio.to_thread(ended.wait, 60), "the training thread is still training"
+    assert task.cancelled() and len(raised) == 1 and isinstance(raised[0], TrainingAborted)
+    assert await registry.list() == [] and log.lines == []
+    assert (learner.stats.training, learner.stats.rounds, learner.stats.failed) == (False, 0, 0)
