@@ -193,19 +193,30 @@ MARKET_REPEAT_S = 3600.0
 """A market-data outage that lasts is told again at most this often."""
 MARKET_CHECK_S = 15.0
 """How often a process judges its shards' market data for the chat (``/health`` judges on each request)."""
+MARKET_WARMUP_S = 300.0
+"""A shard not yet fresh since it was first judged (a start, a slot taken over: its history still being fetched)
+is told stale only this long after, unless its feed is down."""
 
 
 class MarketWatch:
     """The market-data verdict of ``/health`` (:func:`shard_health`, with the ops server's window and fraction) as
     messages: one when a shard turns stale (which shards, since how long), again at most every ``repeat_s`` while
     any stays stale (a shard newly stale is told at once), one when every shard is fresh again. A shard that recovers
-    while another stays stale is told with the final recovery. Run at each heartbeat of the process."""
+    while another stays stale is told with the final recovery. A shard never fresh since it was first judged is
+    told only after ``warmup_s`` (its feed down: at once) — at a start, ``/health`` finds a third of the symbols
+    stale while their history is fetched, and every start told an outage. Run every ``MARKET_CHECK_S``."""
 
-    def __init__(self, *, window_s: float, fraction: float, started: float, repeat_s: float = MARKET_REPEAT_S) -> None:
+    def __init__(self, *, window_s: float, fraction: float, started: float, repeat_s: float = MARKET_REPEAT_S,
+                 warmup_s: float = MARKET_WARMUP_S) -> None:
         self.window_s = window_s
         self.fraction = fraction
         self.started = started
         self.repeat_s = repeat_s
+        self.warmup_s = warmup_s
+        self.verdicts: list[ShardHealth] = []
+        """The latest verdict of each shard."""
+        self._first_seen: dict[int, float] = {}
+        self._fresh_once: set[int] = set()
         self.told: frozenset[int] = frozenset()
         """The shards of the last stale message; empty once told fresh again (or never stale)."""
         self._told_at = -math.inf
@@ -215,20 +226,29 @@ class MarketWatch:
     def check(self, shards: Sequence[FeedMetrics], now: float, log: Any,
               notify: Callable[[str, str], None] | None) -> bool:
         """:meth:`update`, a change logged (``market_data_health_changed``) and sent with kind ``health``; whether
-        every shard is fresh."""
+        every shard is fresh (by the rule: one still warming up is not)."""
         text = self.update(shards, now)
-        ok = not self.told
+        ok = all(v.healthy for v in self.verdicts)
         if text is not None:
-            (log.warning if ok else log.error)("market_data_health_changed", stale_shards=sorted(self.told), text=text)
+            (log.error if self.told else log.warning)("market_data_health_changed", stale_shards=sorted(self.told),
+                                                      text=text)
             if notify is not None:
                 notify(text, "health")
         return ok
 
     def update(self, shards: Sequence[FeedMetrics], now: float) -> str | None:
         """The message for the shards' verdict at monotonic ``now``, or ``None`` when there is nothing to tell."""
-        verdicts = [shard_health(m, now=now, started=self.started, window_s=self.window_s, fraction=self.fraction)
-                    for m in shards]
-        stale = [v for v in verdicts if not v.healthy]
+        self.verdicts = verdicts = [shard_health(m, now=now, started=self.started, window_s=self.window_s,
+                                                 fraction=self.fraction) for m in shards]
+        for gone in set(self._first_seen) - {v.shard for v in verdicts}:  # a slot handed over: judged anew
+            del self._first_seen[gone]
+            self._fresh_once.discard(gone)
+        for v in verdicts:
+            self._first_seen.setdefault(v.shard, now)
+            if v.healthy:
+                self._fresh_once.add(v.shard)
+        stale = [v for v in verdicts if not v.healthy and (
+            v.down is not None or v.shard in self._fresh_once or now - self._first_seen[v.shard] >= self.warmup_s)]
         if not stale:
             if not self.told:
                 return None

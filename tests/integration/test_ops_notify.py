@@ -147,8 +147,9 @@ def test_a_lasting_outage_is_told_again_hourly_and_a_newly_stale_shard_at_once()
         m.last_final_mono.update({s: last for s in m.symbols[1:]})
 
     watch = MarketWatch(window_s=window, fraction=0.99, started=t0 - 3600.0)
-    quiet, dead = shard(0, last=t0), shard(1, last=t0 - 300.0)
-    assert watch.update([quiet], t0) is None
+    quiet, dead = shard(0, last=t0 - 300.0), shard(1, last=t0 - 300.0)
+    assert watch.update([quiet, dead], t0 - 300.0) is None  # both fresh
+    flowing(quiet, t0)
     first = watch.update([quiet, dead], t0)
     assert first == ("MARKET DATA STALE · shard 1: 0 of 4 symbols fresh, no candle for 5.0 min · no signals from its "
                      "symbols until the candles flow again")
@@ -170,6 +171,25 @@ def test_a_lasting_outage_is_told_again_hourly_and_a_newly_stale_shard_at_once()
     assert watch.update([quiet, dead], t0 + 3800.0) == ("MARKET DATA OK again · every shard (2) has fresh candles · "
                                                         "the outage began 68.3 min ago")
     assert watch.update([quiet, dead], t0 + 3810.0) is None
+
+
+def test_a_shard_still_fetching_its_history_is_not_an_outage() -> None:
+    """At a start (or a slot taken over) a third of a shard's symbols can be stale while their history is fetched:
+    every demo start told an outage and its recovery. A shard never fresh since it was first judged is told only
+    after ``warmup_s``; one whose feed is down, at once."""
+    window, t0 = 2.0, 1_000.0
+    m = FeedMetrics(shard=0, symbols=("AUSDT", "BUSDT", "CUSDT"))
+    m.joined_mono.update({s: t0 for s in m.symbols})
+    m.last_final_mono["AUSDT"] = t0 + 14.0  # one symbol's candles flow, two are still being fetched
+    watch = MarketWatch(window_s=window, fraction=0.99, started=t0, warmup_s=300.0)
+    assert [watch.update([m], t0 + dt) for dt in (15.0, 150.0, 314.0)] == [None, None, None]
+    late = watch.update([m], t0 + 315.0)
+    assert late is not None and late.startswith("MARKET DATA STALE · shard 0: 0 of 3 symbols fresh")
+    down = FeedMetrics(shard=1, symbols=("DUSDT",))
+    down.down = "task shard-1 crashed 6 times in 300s"
+    crashed = MarketWatch(window_s=window, fraction=0.99, started=t0).update([down], t0 + 1.0)
+    assert crashed == ("MARKET DATA STALE · shard 1: feed down (task shard-1 crashed 6 times in 300s) · no signals "
+                       "from its symbols until the candles flow again")
 
 
 async def test_a_failed_run_tells_the_chat_before_it_exits(
@@ -264,6 +284,26 @@ class WatchedWorker(ShardWorker):
 
     market_check_s = 0.1
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.judged = asyncio.Event()
+
+    def check_market(self, now: float | None = None) -> bool:
+        ok = super().check_market(now)
+        self.judged.set()
+        return ok
+
+    async def fresh(self) -> None:
+        """Wait (at most 30 s) for the watch's verdict that every slot is fresh."""
+        async def wait() -> None:
+            while True:
+                self.judged.clear()
+                await self.judged.wait()
+                if self.market_watch is not None and self.market_watch.verdicts and all(
+                        v.healthy for v in self.market_watch.verdicts):
+                    return
+        await asyncio.wait_for(wait(), 30)
+
 
 class BrokenWorker(ShardWorker):
     """A shard worker whose heartbeat report raises: the fault injected."""
@@ -274,7 +314,8 @@ class BrokenWorker(ShardWorker):
 
 def _worker_settings(emu: Emulator, pg_dsn: str, tmp_path: Path, prefix: str, base: str, **cluster: Any) -> Settings:
     return _with_chat(process_settings(emu, pg_dsn, tmp_path, prefix, shard_count=1, ops={"freshness_window_s": 2.0},
-                                       feed={"heartbeat_timeout_s": 60.0}, cluster=cluster), base)
+                                       feed={"heartbeat_timeout_s": 60.0, "bootstrap_candles": 0}, cluster=cluster),
+                      base)
 
 
 async def test_a_shard_worker_tells_its_stale_slot_and_its_failure(
@@ -297,6 +338,7 @@ async def test_a_shard_worker_tells_its_stale_slot_and_its_failure(
         await slot.wait_subscribed()
         emu.resume()
         await slot.wait_until(emu.start_ms + 60_000)
+        await worker.fresh()  # a shard is told stale once it has been fresh (or after its warm-up)
         assert worker.notifier is not None
         worker.notifier.notify("-- the test begins --")
         begins = len(await _texts_until(fake, "-- the test begins --"))
