@@ -70,13 +70,14 @@ def backtest_scorecard(doc: Mapping[str, Any]) -> str:
     names = list(runs)
     keys = ("trades", "hit_rate", "expectancy", "expectancy_pct", "profit_factor", "net_pnl", "fees",
             "max_drawdown_pct", "sharpe_daily", "sortino_daily", "exposure", "return_pct")
-    lines = [f"{'':18}" + "".join(f"{n:>16}" for n in names)]
-    for k in keys:
+    marked = doc.get("marked", {})  # the equity marked every minute (beside the trades' figures)
+    lines = [f"{'':24}" + "".join(f"{n:>16}" for n in names)]
+    for k in (*keys, "max_drawdown_marked_pct") if marked else keys:
         cells = []
         for n in names:
-            v = runs[n]["headline"][k]
+            v = runs[n]["headline"][k] if k in runs[n]["headline"] else marked.get(n, {}).get(k)
             cells.append(f"{v:>16.4f}" if isinstance(v, float) else f"{'–' if v is None else str(v)[:15]:>16}")
-        lines.append(f"{k:18}" + "".join(cells))
+        lines.append(f"{k:24}" + "".join(cells))
     return "\n".join(lines) + "\n"
 
 

@@ -163,6 +163,9 @@ class BacktestResult:
     notes: list[str] = field(default_factory=list)
     funding_paid: Decimal = Decimal(0)
     """Σ funding the positions paid under ``BacktestConfig.funding_rate`` (in ``final_wallet``, not in the trades)."""
+    equity: list[tuple[int, Decimal]] = field(default_factory=list)
+    """(minute close, wallet + unrealised PnL at that minute's marks) at every minute whose equity changed: the
+    marked-to-market curve behind ``max_drawdown_marked`` (the trades alone see only realised equity)."""
 
 
 def _minute_index(prepared: Prepared, start: int, end: int) -> dict[int, list[tuple[str, int]]]:
@@ -209,6 +212,8 @@ class _Run:
         self.cursor: dict[str, int] = {}
         self.active: set[str] = set()
         self.signals: list[Signal] = []
+        self.equity: list[tuple[int, Decimal]] = []
+        """(minute close, wallet + unrealised PnL at the marks) after every minute whose equity changed."""
 
     def _row_at(self, sym: str, t: int) -> int | None:
         """Row of open time ``t`` of ``sym``, walking the symbol's cursor forward (gaps give None)."""
@@ -255,6 +260,9 @@ class _Run:
         if ex.book and await ex.check_exits():
             await self._settle()
         self._refresh_active()
+        equity = broker.account.balance().margin_balance
+        if not self.equity or equity != self.equity[-1][1]:
+            self.equity.append((t + MINUTE_MS, equity))
 
     async def _signals(self, t: int, setups: Sequence[tuple[Any, ...]]) -> None:
         ex = self.stack.executor
@@ -370,7 +378,7 @@ async def run_backtest(prepared: Prepared, filters: Mapping[str, SymbolFilters],
         skip_reasons=dict(stack.executor.stats.skip_reasons), minutes=len(timeline),
         candles=int(sum(np.count_nonzero((s.open_time >= start) & (s.open_time < end)) for s in series.values())),
         seconds=time.perf_counter() - started, final_wallet=acc.balance().wallet,
-        funding_paid=sum((f.amount for f in stack.broker.funding_payments), Decimal(0)))
+        funding_paid=sum((f.amount for f in stack.broker.funding_payments), Decimal(0)), equity=run.equity)
 
 
 def account_orders(account: Any, symbols: Sequence[str]) -> list[OrderRow]:

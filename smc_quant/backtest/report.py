@@ -10,6 +10,10 @@ can recompute it (the acceptance test does, in plain Python). Definitions (``net
 - ``profit_factor`` = Σ net of winners / |Σ net of losers| (``null`` without a losing trade);
 - equity after trade k (in exit-time order) = balance + Σ net of trades 1..k; ``max_drawdown`` = the largest
   fall from a running peak of that curve (the peak includes the starting balance), in USDT and in % of the peak;
+  beside the headline (``marked``, not from the trades), a backtest gives ``max_drawdown_marked`` (and ``_pct``):
+  the same on the equity marked to market at every minute's close (wallet + unrealised PnL,
+  ``BacktestResult.equity``) — what the account went through with its positions open, which the trades table
+  cannot show (a trade that fell 3 % before reaching its target);
 - daily returns: for each UTC day d of the window, r_d = Σ net of trades exiting on d / equity at the start
   of d; ``sharpe_daily`` = mean(r) / stdev(r) × √365 (sample stdev; ``null`` when it is 0 or < 2 days);
   ``sortino_daily`` = mean(r) / √(mean(min(r, 0)²)) × √365 (``null`` without a losing day);
@@ -22,6 +26,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import itertools
 import json
 import math
 import statistics
@@ -62,9 +67,14 @@ def _profit_factor(nets: Sequence[Decimal]) -> float | None:
 
 
 def _drawdown(balance: Decimal, nets: Sequence[Decimal]) -> tuple[Decimal, float]:
-    peak, equity, worst, worst_pct = balance, balance, Decimal(0), 0.0
-    for n in nets:
-        equity += n
+    return _drawdown_of(balance, itertools.accumulate(nets, initial=balance))
+
+
+def _drawdown_of(balance: Decimal, levels: Iterable[Decimal]) -> tuple[Decimal, float]:
+    """The largest fall from a running peak of the equity ``levels`` (the peak starts at ``balance``), in USDT
+    and in % of that peak."""
+    peak, worst, worst_pct = balance, Decimal(0), 0.0
+    for equity in levels:
         peak = max(peak, equity)
         if peak - equity > worst:
             worst = peak - equity
@@ -170,6 +180,10 @@ def build_document(title: str, symbols: Sequence[str], runs: Mapping[str, Any], 
     }
     for name, res in runs.items():
         doc["runs"][name] = run_report(res.trades, res.balance, res.start_ms, res.end_ms)
+        if res.equity:  # not a figure of the trades table: beside the headline, shown with it
+            dd, dd_pct = _drawdown_of(res.balance, (e for _, e in res.equity))
+            doc.setdefault("marked", {})[name] = {"max_drawdown_marked": format(dd, "f"),
+                                                  "max_drawdown_marked_pct": dd_pct}
         if res.funding_paid:  # simulated (--funding-rate): money that left the wallet outside the trades' PnL
             head = doc["runs"][name]["headline"]
             head["funding_paid"] = format(res.funding_paid, "f")
@@ -276,6 +290,10 @@ def _html(doc: Mapping[str, Any], images: Mapping[str, str]) -> str:
     names = list(runs)
     keys = list(next(iter(runs.values()))["headline"]) if runs else []
     head_rows = [{"figure": k, **{n: runs[n]["headline"][k] for n in names}} for k in keys]
+    marked: Mapping[str, Mapping[str, Any]] = doc.get("marked", {})
+    for k in ("max_drawdown_marked", "max_drawdown_marked_pct"):
+        if marked:
+            head_rows.append({"figure": k, **{n: marked.get(n, {}).get(k) for n in names}})
     heading = doc.get("heading", "Backtest")
     candles = f"{doc['candles']} candles · " if "candles" in doc else ""
     parts = [f"<h1>{html.escape(heading)} {html.escape(doc['title'])}</h1>",

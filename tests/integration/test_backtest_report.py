@@ -122,6 +122,8 @@ async def test_walk_forward_report_figures_equal_a_recomputation_from_the_trades
             mine = [Decimal(r["net_pnl"]) for r in rows if r["exit_reason"] == why]
             assert fig["trades"] == len(mine) and Decimal(fig["net_pnl"]) == sum(mine, Decimal(0))
         assert sum(f["trades"] for f in run["by_symbol"].values()) == len(rows)
+        marked = stored["marked"][name]  # the equity marked to market every minute (the engine's, not the trades')
+        assert Decimal(marked["max_drawdown_marked"]) >= 0 and marked["max_drawdown_marked_pct"] >= 0
 
     page = html_path.read_text()
     images = re.findall(r'<img alt="([a-z ]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
@@ -139,4 +141,7 @@ async def test_walk_forward_report_figures_equal_a_recomputation_from_the_trades
         row = "".join(f"<td>{stored['skip_reasons'][n].get(reason, 0)}</td>" for n in names)
         assert f"<tr><td>skipped: {html.escape(reason)}</td>{row}</tr>" in page, reason
     assert "<tr><td>signals</td>" + "".join(f"<td>{stored['signals'][n]}</td>" for n in names) in page
-    assert "trades" in backtest_scorecard(stored)
+    assert "<tr><td>max_drawdown_marked</td>" + "".join(
+        f"<td>{stored['marked'][n]['max_drawdown_marked']}</td>" for n in names) in page
+    card = backtest_scorecard(stored)
+    assert "trades" in card and "max_drawdown_marked_pct" in card

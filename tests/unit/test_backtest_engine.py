@@ -92,6 +92,41 @@ async def test_trades_agree_with_their_orders_and_the_candles(prepared: Prepared
     assert result.final_wallet == result.balance + sum((t.gross_pnl for t in result.trades), Decimal(0)) - fees
 
 
+async def test_the_equity_is_marked_to_market_every_minute_and_gives_the_marked_drawdown(prepared: Prepared) -> None:
+    """``BacktestResult.equity`` is the account marked at every minute's close: while a lone position is open it
+    moves with the candle closes (wallet + qty × (close − entry) for a long), flat it is the wallet. The report's
+    ``max_drawdown_marked`` is taken from it (the trades table sees only realised equity)."""
+    from smc_quant.backtest.report import build_document
+
+    result = await _run(prepared, mode="unfiltered")
+    marked = dict(result.equity)
+    assert result.equity and list(marked) == sorted(marked)
+    lone = [t for t in result.trades if not any(
+        o is not t and o.entry_time_ms < t.exit_time_ms and t.entry_time_ms < o.exit_time_ms for o in result.trades)]
+    checked = 0
+    for t in lone:
+        s = prepared.series[t.symbol]
+        sign = 1 if t.side == "LONG" else -1
+        inside = [(ts, eq) for ts, eq in result.equity if t.entry_time_ms <= ts < t.exit_time_ms]
+        if t.exit_time_ms - t.entry_time_ms >= 5 * 60_000:
+            assert len(inside) >= 2, f"{t.signal_id}: the equity moves with the marks while it is open"
+        wallets = set()
+        for ts, eq in inside:
+            close = Decimal(repr(float(s.close[int(np.searchsorted(s.open_time, ts - 60_000))])))
+            wallets.add(eq - sign * t.quantity * (close - t.entry_price))
+        assert len(wallets) <= 1, (t.signal_id, wallets)  # the same wallet all along: only the mark moved
+        checked += len(inside)
+    assert checked >= 20, "precondition: lone positions held over several minutes"
+    if not result.open_positions:
+        assert result.equity[-1][1] == result.final_wallet
+    head = build_document("t", SYMBOLS, {"unfiltered": result}, [])["marked"]["unfiltered"]
+    worst, peak = Decimal(0), result.balance
+    for _, eq in result.equity:
+        peak = max(peak, eq)
+        worst = max(worst, peak - eq)
+    assert Decimal(head["max_drawdown_marked"]) == worst > 0
+
+
 async def test_bar_path_fills_a_stop_at_its_trigger_inside_a_bar_and_at_the_open_through_a_gap(
         prepared: Prepared) -> None:
     filters, brackets, _ = market_rules(prepared.series)
