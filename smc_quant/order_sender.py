@@ -41,6 +41,7 @@ class OrderJournal(Protocol):
         quantity: Decimal | None, price: Decimal | None = None, trigger_price: Decimal | None = None,
         reduce_only: bool = False, close_position: bool = False, status: str, exchange_id: int | None = None,
         attempt: int = 0, last_error: str | None = None, time_ms: int, intent: Mapping[str, object] | None = None,
+        executed_qty: Decimal | None = None,
     ) -> None: ...
 
 
@@ -100,6 +101,10 @@ def _query_first(exc: VenueRejected) -> bool:
 
 def _exchange_id(state: OrderState | AlgoState) -> int:
     return state.order_id if isinstance(state, OrderState) else state.algo_id
+
+
+def _executed(state: OrderState | AlgoState) -> Decimal | None:
+    return state.executed_qty if isinstance(state, OrderState) else None
 
 
 def error_text(exc: BaseException) -> str:
@@ -174,7 +179,8 @@ class OrderSender:
                 await self.record(meta, status="unknown", last_error=error_text(exc))
                 known = await self._query_until_known(meta, query)
                 if known is not None:
-                    await self.record(meta, status=known.status, exchange_id=_exchange_id(known))
+                    await self.record(meta, status=known.status, exchange_id=_exchange_id(known),
+                                      executed_qty=_executed(known))
                     return known
                 if sends >= budget:
                     raise TemporaryError(f"{meta['client_id']}: absent after {sends} unknown sends") from exc
@@ -188,7 +194,7 @@ class OrderSender:
                 self.stats["retries"] += 1
                 await self._wait_after(exc, sends)
                 continue
-            await self.record(meta, status=state.status, exchange_id=_exchange_id(state))
+            await self.record(meta, status=state.status, exchange_id=_exchange_id(state), executed_qty=_executed(state))
             return state
 
     async def _query_until_known(self, meta: dict[str, Any], query: Callable[[], Awaitable[_T | None]]) -> _T | None:
@@ -219,7 +225,17 @@ class OrderSender:
         await self._sleep(self.delay_after(exc, n))
 
     async def await_fill(self, state: OrderState, *, cancel_rest: bool) -> OrderState:
-        """Poll a not-yet-final order until final or ``fill_timeout_s``; then cancel the rest if asked."""
+        """Poll a not-yet-final order until final or ``fill_timeout_s``; then cancel the rest if asked. A final state
+        reached here is journalled (status and executed quantity: a LIMIT entry cancelled unfilled opened nothing,
+        and a restart must not adopt a position found later on its symbol as ``latest_entry``'s)."""
+        waited = await self._poll_fill(state)
+        if not waited.final and cancel_rest:
+            waited = await self.cancel_rest(waited)
+        if waited.final and not state.final:
+            await self._finish(waited)
+        return waited
+
+    async def _poll_fill(self, state: OrderState) -> OrderState:
         cfg = self.config
         polls = max(1, int(cfg.fill_timeout_s / cfg.fill_poll_s)) if cfg.fill_poll_s > 0 else 1
         for _ in range(polls):
@@ -230,9 +246,21 @@ class OrderSender:
                 state = await self._broker.query_order(state.symbol, state.client_order_id) or state
             except READ_FAILURES as exc:
                 self._log.warning("fill_query_failed", client_id=state.client_order_id, error=error_text(exc))
-        if state.final or not cancel_rest:
-            return state
-        return await self.cancel_rest(state)
+        return state
+
+    async def _finish(self, state: OrderState) -> None:
+        """Journal an order's final state, within ``journal_timeout_s`` (a failure is logged and counted)."""
+        finish = getattr(self._journal, "finish_order", None)
+        if finish is None:
+            return
+        try:
+            await asyncio.wait_for(finish(state.client_order_id, status=state.status, executed_qty=state.executed_qty,
+                                          time_ms=self._clock()), self.config.journal_timeout_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.stats["journal_errors"] += 1
+            self._log.error("journal_failed", client_id=state.client_order_id, error=error_text(exc))
 
     async def cancel_rest(self, state: OrderState) -> OrderState:
         """Take a resting order's unfilled rest off the book: its final state. A failed cancel is tried again
@@ -281,14 +309,15 @@ class OrderSender:
             return False
 
     async def record(self, meta: dict[str, Any], *, status: str, exchange_id: int | None = None,
-                      last_error: str | None = None) -> bool:
+                      last_error: str | None = None, executed_qty: Decimal | None = None) -> bool:
         """Journal one order state, within ``journal_timeout_s``; whether it was stored. A failure is logged and
         counted; only an entry's first row is required (:class:`JournalUnavailable`)."""
         if self._journal is None:
             return True
         try:
             await asyncio.wait_for(self._journal.upsert_order(
-                **meta, status=status, exchange_id=exchange_id, last_error=last_error, time_ms=self._clock()),
+                **meta, status=status, exchange_id=exchange_id, last_error=last_error, time_ms=self._clock(),
+                executed_qty=executed_qty),
                 self.config.journal_timeout_s)
             return True
         except asyncio.CancelledError:

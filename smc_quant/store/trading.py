@@ -42,10 +42,11 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $
 ON CONFLICT (signal_id) DO NOTHING"""
 
 _ORDER_COLS = ("client_order_id, signal_id, symbol, side, kind, order_type, algo, quantity, price, trigger_price, "
-               "reduce_only, close_position, status, exchange_id, attempt, last_error, created_ms, updated_ms, intent")
+               "reduce_only, close_position, status, exchange_id, attempt, last_error, created_ms, updated_ms, intent, "
+               "executed_qty")
 _UPSERT_ORDER = f"""
 INSERT INTO orders ({_ORDER_COLS})
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17, $18::jsonb)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17, $18::jsonb, $19)
 ON CONFLICT (client_order_id) DO UPDATE SET
     signal_id = EXCLUDED.signal_id, symbol = EXCLUDED.symbol, side = EXCLUDED.side, kind = EXCLUDED.kind,
     order_type = EXCLUDED.order_type, algo = EXCLUDED.algo, quantity = EXCLUDED.quantity, price = EXCLUDED.price,
@@ -53,12 +54,16 @@ ON CONFLICT (client_order_id) DO UPDATE SET
     close_position = EXCLUDED.close_position, status = EXCLUDED.status,
     exchange_id = COALESCE(EXCLUDED.exchange_id, orders.exchange_id), attempt = EXCLUDED.attempt,
     last_error = EXCLUDED.last_error, updated_ms = EXCLUDED.updated_ms, updated_at = now(),
-    intent = COALESCE(EXCLUDED.intent, orders.intent)"""
+    intent = COALESCE(EXCLUDED.intent, orders.intent),
+    executed_qty = COALESCE(EXCLUDED.executed_qty, orders.executed_qty)"""
+_FINISH_ORDER = """
+UPDATE orders SET status = $2, executed_qty = $3, updated_ms = $4, updated_at = now() WHERE client_order_id = $1"""
 _ORDER = f"SELECT {_ORDER_COLS} FROM orders WHERE client_order_id = $1"
 _ORDERS_FOR_SIGNAL = f"SELECT {_ORDER_COLS} FROM orders WHERE signal_id = $1 ORDER BY created_ms, client_order_id"
 _LATEST_ENTRY = f"""
 SELECT {_ORDER_COLS} FROM orders
 WHERE symbol = $1 AND kind = 'entry' AND status NOT IN ('REJECTED', 'failed')
+  AND NOT (status IN ('CANCELED', 'EXPIRED', 'EXPIRED_IN_MATCH') AND COALESCE(executed_qty = 0, false))
   AND NOT EXISTS (SELECT 1 FROM trades t WHERE t.signal_id = orders.signal_id)
   AND ($2::timestamptz IS NULL OR inserted_at >= $2) AND ($3::bigint IS NULL OR created_ms >= $3)
 ORDER BY created_ms DESC, client_order_id DESC LIMIT 1"""
@@ -361,19 +366,24 @@ class TradingRepository:
                            trigger_price: Decimal | None = None, reduce_only: bool = False,
                            close_position: bool = False, status: str, exchange_id: int | None = None,
                            attempt: int = 0, last_error: str | None = None, time_ms: int,
-                           intent: Mapping[str, object] | None = None) -> None:
+                           intent: Mapping[str, object] | None = None, executed_qty: Decimal | None = None) -> None:
         """Insert or update our order ``client_id`` (plain or algo).
 
         On update ``created_ms`` keeps its first value, ``updated_ms`` becomes ``time_ms``, and a known
         ``exchange_id`` or ``intent`` is never overwritten by ``None`` (a retry that has not heard back yet).
         ``intent`` (entries): the decision's stop/target prices, leverage and confidence — what a restart
         needs to protect the position should the process die before the position row is written.
+        ``executed_qty``: how much the exchange executed, when its answer said (``None`` keeps what is stored).
         """
         _check(kind, ORDER_KINDS, "order kind")
         await self._pool.execute(
             _UPSERT_ORDER, client_id, signal_id, symbol, side, kind, order_type, algo, quantity, price,
             trigger_price, reduce_only, close_position, status, exchange_id, attempt, last_error, time_ms,
-            None if intent is None else _json(intent))
+            None if intent is None else _json(intent), executed_qty)
+
+    async def finish_order(self, client_id: str, *, status: str, executed_qty: Decimal, time_ms: int) -> None:
+        """The final state of our order ``client_id`` (a LIMIT entry filled, or its rest cancelled)."""
+        await self._pool.execute(_FINISH_ORDER, client_id, status, executed_qty, time_ms)
 
     async def probe_journal(self) -> None:
         """Write an order journal row and roll it back: raises what an entry's row would meet now (PostgreSQL out
@@ -385,7 +395,7 @@ class TradingRepository:
             try:
                 await conn.execute(_UPSERT_ORDER, "journal-probe", "journal-probe", "PROBEUSDT", "BUY", "entry",
                                    "MARKET", False, Decimal(1), None, None, False, False, "probe", None, 0, None, 0,
-                                   None)
+                                   None, None)
             finally:
                 await tx.rollback()
 
@@ -399,10 +409,11 @@ class TradingRepository:
         return [_order(r) for r in await self._pool.fetch(_ORDERS_FOR_SIGNAL, signal_id)]
 
     async def latest_entry(self, symbol: str, since_ms: int | None = None) -> dict[str, Any] | None:
-        """Our newest entry order on ``symbol`` that was not refused and whose trade is not
-        stored — the order that opened a position the book does not know (a crash between the fill and the
-        position row); journalled at ``since_ms`` or later when given (an entry of weeks ago is not the origin
-        of a position seen today: a human's)."""
+        """Our newest entry order on ``symbol`` that was not refused, did not end with nothing executed (CANCELED
+        or EXPIRED with ``executed_qty`` 0: a LIMIT entry whose rest was cancelled unfilled opened nothing) and
+        whose trade is not stored — the order that opened a position the book does not know (a crash between the
+        fill and the position row); journalled at ``since_ms`` or later when given (an entry of weeks ago is not
+        the origin of a position seen today: a human's)."""
         row = await self._pool.fetchrow(_LATEST_ENTRY, symbol, self._epoch_start, since_ms)
         return None if row is None else _order(row)
 

@@ -339,3 +339,25 @@ async def test_an_entry_fill_that_arrives_before_the_entry_answer_is_booked_once
         [trade] = await rig.repo.trades()
         assert (trade.quantity, trade.entry_price) == (fill.quantity, fill.price)
         check_trades([trade], rig.account.fills)
+
+
+async def test_a_limit_entry_cancelled_unfilled_does_not_make_a_later_position_ours(
+        shared_data: Path, pg_dsn: str) -> None:
+    """A LIMIT entry rests, does not fill, and its rest is cancelled: the journal keeps that end (CANCELED, nothing
+    executed). A person then opens a position on the symbol, on the entry's side and within its size: the
+    reconciliation leaves it to a human with an alarm. The journal used to keep the entry at NEW, and the position
+    was adopted as ours: protected with our stop and target, closed at our 2-hour limit."""
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        ex = await rig.executor(orders={"entry_type": "LIMIT", "fill_timeout_s": 0.3, "limit_offset_ticks": 5000})
+        signal = rig.signal("BTCUSDT", "LONG", confidence=0.75, stop_pct=5.0, target_pct=8.0)
+        assert ex.submit(signal)
+        await ex.idle()
+        assert "BTCUSDT" not in ex.book and rig.account.positions() == []
+        [entry] = [o for o in await rig.repo.orders_for_signal(signal.signal_id) if o["kind"] == "entry"]
+        assert (entry["order_type"], entry["status"], entry["executed_qty"]) == ("LIMIT", "CANCELED", 0)
+        by_hand = floor_to_step(entry["quantity"] / 2, Decimal("0.001"))
+        rig.account.new_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity=by_hand, time_ms=rig.clock(),
+                              client_order_id="by-hand-btc")
+        await ex.reconcile()
+        assert "BTCUSDT" not in ex.book and ex.stats.alarms == 1
+        assert rig.account.open_algo_orders("BTCUSDT") == []  # nothing of ours placed on it
