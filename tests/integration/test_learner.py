@@ -23,7 +23,7 @@ from smc_quant.labels import BarrierSpec
 from smc_quant.model.cli_tasks import _gate, latest_window
 from smc_quant.model.dataset import Dataset, build_dataset
 from smc_quant.model.gate import NotEnoughData
-from smc_quant.model.learner import Learner, LearnerConfig, _fit, candle_history, experience_dataset
+from smc_quant.model.learner import Learner, LearnerConfig, LearnOutcome, _fit, candle_history, experience_dataset
 from smc_quant.model.trainer import FeatureSchemaMismatch, TrainConfig, TrainedModel, TrainingAborted, shuffled, train
 from smc_quant.notify import learned
 from smc_quant.store.candles import CandleRepository
@@ -98,6 +98,16 @@ def _loader(ds: Dataset) -> Any:
     async def load() -> Dataset:
         return ds
     return load
+
+
+async def _rounds(learner: Learner, n: int, limit_s: float = 240) -> LearnOutcome | None:
+    """Run the learner's loop until it has finished ``n`` rounds in all (bounded), then stop it: the last outcome."""
+    task = asyncio.create_task(learner.run())
+    try:
+        return await asyncio.wait_for(learner.wait_rounds(n), timeout=limit_s)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def _shuffled(ds: Dataset) -> Dataset:
@@ -362,12 +372,7 @@ async def test_schedule_retrains_without_trades_and_a_failed_round_does_not_stop
 
     log = _Log()
     learner = Learner(repo, registry, flaky, LearnerConfig(retrain_interval_s=0.05, cold_start=False), log=log)
-    task = asyncio.create_task(learner.run())
-    try:
-        outcome = await asyncio.wait_for(learner.wait_rounds(3), timeout=240)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    outcome = await _rounds(learner, 3)
     assert learner.stats.failed == 1 and learner.stats.waiting == 1 and learner.stats.rounds >= 1
     assert log.lines[0] == ("learner_round_failed", {"trigger": "schedule", "error": "OSError: candles unavailable"})
     assert log.lines[1] == ("learner_waiting_for_data", {
@@ -386,12 +391,7 @@ async def test_cold_start_trains_a_champion_from_history_at_once(stores: tuple[M
         promoted.append(version)
 
     learner = Learner(repo, registry, _loader(real.history), on_promoted=swap)
-    task = asyncio.create_task(learner.run())
-    try:
-        outcome = await asyncio.wait_for(learner.wait_rounds(1), timeout=240)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    outcome = await _rounds(learner, 1)
     assert outcome is not None and outcome.trigger == "cold_start" and outcome.promoted
     assert promoted == [outcome.version] and outcome.experience_rows == 0
     again = Learner(repo, registry, _loader(real.history))
@@ -415,13 +415,8 @@ async def test_without_a_champion_the_next_round_comes_soon_not_a_day_later(
     log = _Log()
     config = LearnerConfig(retrain_interval_s=1e9, idle_retry_s=0.05)
     learner = Learner(repo, registry, filling, config, log=log)
-    task = asyncio.create_task(learner.run())
-    try:
-        outcome = await asyncio.wait_for(learner.wait_rounds(3), timeout=240)
-        assert await learner._next_wait() == 1e9, "a champion: back on the schedule"
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    outcome = await _rounds(learner, 3)
+    assert await learner._next_wait() == 1e9, "a champion: back on the schedule"
     assert log.lines[0] == ("learner_waiting_for_data", {
         "trigger": "cold_start", "reason": "10 rows are too few to hold out 10 and train on the rest"})
     assert [kw["promoted"] for event, kw in log.lines[1:] if "promoted" in kw] == [False, True]
@@ -490,12 +485,7 @@ async def test_a_learner_whose_start_fails_logs_it_and_keeps_running(pg_dsn: str
     log = _Log()
     learner = Learner(TradingRepository(pool), ModelRegistry(pool), _loader(real.history),
                       LearnerConfig(idle_retry_s=0.01), log=log)
-    task = asyncio.create_task(learner.run())
-    try:
-        await asyncio.wait_for(learner.wait_rounds(3), timeout=60)  # the failed start and two failed rounds
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    await _rounds(learner, 3, limit_s=60)  # the failed start and two failed rounds
     events = [event for event, _ in log.lines]
     assert events[0] == "learner_prepare_failed" and events.count("learner_round_failed") >= 2
     assert learner.stats.failed >= 3
@@ -554,12 +544,7 @@ async def test_the_schedule_counts_from_the_newest_model_not_from_the_start(
     await later.prepare()
     assert later.schedule_left_s() == 3600.0 and not later.pending
     learner = Learner(repo, registry, _loader(real.history), config)  # the wall clock: 25 hours since
-    task = asyncio.create_task(learner.run())
-    try:
-        outcome = await asyncio.wait_for(learner.wait_rounds(1), timeout=240)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    outcome = await _rounds(learner, 1)
     assert outcome is not None and outcome.trigger == "schedule" and outcome.version > first.version
 
 

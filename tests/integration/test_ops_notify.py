@@ -192,6 +192,18 @@ def test_a_shard_still_fetching_its_history_is_not_an_outage() -> None:
                        "from its symbols until the candles flow again")
 
 
+def _told_before_exit(fake: FakeChat, logs: list[Any], role: str, reason: str) -> None:
+    """The chat already holds the process's ``process_failed`` alarm (no waiting: it went out before the exit),
+    its log line says so, and no secret is in either."""
+    texts = [h.body["content"] for h in fake.of("discord")]
+    assert (f"ERROR process_failed: {role} · {reason} · exit 1: the orchestrator restarts it, warm from "
+            "PostgreSQL") in texts, texts
+    [failed] = [e for e in logs if e["event"] == "process_failed"]
+    assert failed["notified"] is True
+    for secret in SECRETS:
+        assert all(secret not in t for t in texts) and secret not in repr(logs)
+
+
 async def test_a_failed_run_tells_the_chat_before_it_exits(
         shared_data: Path, pg_dsn: str, chat: tuple[FakeChat, str]) -> None:  # noqa: F811
     """A shard's feed crash-loops past its supervisor's restarts: `smc-quant run` exits 1 for its orchestrator — and
@@ -214,13 +226,7 @@ async def test_a_failed_run_tells_the_chat_before_it_exits(
                 service.cluster.feeds[0].queue.put_nowait((0, None))  # type: ignore[arg-type]
             clean = await asyncio.wait_for(asyncio.shield(run), 60)
         assert clean is False
-        texts = [h.body["content"] for h in fake.of("discord")]  # no waiting: it went out before the exit
-        assert ("ERROR process_failed: run · task shard-0 crashed 2 times in 300s · exit 1: the orchestrator restarts "
-                "it, warm from PostgreSQL") in texts, texts
-        [failed] = [e for e in logs if e["event"] == "process_failed"]
-        assert failed["notified"] is True
-        for secret in SECRETS:
-            assert all(secret not in t for t in texts) and secret not in repr(logs)
+        _told_before_exit(fake, logs, "run", "task shard-0 crashed 2 times in 300s")
     finally:
         stop.set()
         if run is not None:
@@ -251,12 +257,7 @@ async def test_a_failed_executor_process_tells_the_chat_before_it_exits(
         with capture_logs() as logs:
             code = await asyncio.wait_for(run_process(BrokenExecutor(settings), asyncio.Event()), 120)
         assert code == 1
-        texts = [h.body["content"] for h in fake.of("discord")]  # no waiting: it went out before the exit
-        assert ("ERROR process_failed: executor · task heartbeat crashed 2 times in 300s · exit 1: the orchestrator "
-                "restarts it, warm from PostgreSQL") in texts, texts
-        [failed] = [e for e in logs if e["event"] == "process_failed"]
-        assert failed["notified"] is True
-        assert all(DISCORD_SECRET not in t for t in texts) and DISCORD_SECRET not in repr(logs)
+        _told_before_exit(fake, logs, "executor", "task heartbeat crashed 2 times in 300s")
     finally:
         await rds.delete(keys.signals, keys.marks)
         await emu.stop()
@@ -360,9 +361,4 @@ async def test_a_shard_worker_tells_its_stale_slot_and_its_failure(
     finally:
         await emu.stop()
     assert code == 1
-    texts = [h.body["content"] for h in fake.of("discord")]  # no waiting: it went out before the exit
-    assert ("ERROR process_failed: shard · task heartbeat crashed 2 times in 300s · exit 1: the orchestrator "
-            "restarts it, warm from PostgreSQL") in texts, texts
-    [failed] = [e for e in logs if e["event"] == "process_failed"]
-    assert failed["notified"] is True
-    assert all(DISCORD_SECRET not in t for t in texts) and DISCORD_SECRET not in repr(logs)
+    _told_before_exit(fake, logs, "shard", "task heartbeat crashed 2 times in 300s")
