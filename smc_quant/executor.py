@@ -418,26 +418,41 @@ class Executor(OperatorHand, AccountEvents):
         self.log.warning("reprotected_after_failed_exit", symbol=entry.position.symbol, stop=sl is not None)
 
     async def daily_summary(self) -> bool:
-        """Once per UTC day (checked after the exits): yesterday's trades, net PnL and the equity, as one message.
+        """Once per UTC day (checked after the exits): the day's trades, net PnL and the equity, as one message.
         The trades are read from PostgreSQL (bounded at 10 s), so those closed before a restart count too; with
-        no database, or none answering, those this process closed."""
+        no database, or none answering, those this process closed. A told day is claimed in PostgreSQL first, so
+        none is told twice, and a start that finds yesterday untold (a restart across midnight) tells it."""
         day = self.clock() // DAY_MS
         if self._summary_day is None:
             self._summary_day = day
-            return False
+            if self.repo is None or (last := await self._last_summary_day()) is None or last >= day - 1:
+                return False
+            self._summary_day = day - 1
         if day <= self._summary_day:
             return False
-        start, end = self._summary_day * DAY_MS, day * DAY_MS
+        told, start, end = self._summary_day, self._summary_day * DAY_MS, day * DAY_MS
         self._summary_day = day
         done = [t for t in self.trades if start <= t.exit_time_ms < end]
+        self.trades = [t for t in self.trades if t.exit_time_ms >= end - DAY_MS]  # keep memory bounded
+        equity = self.snapshot().equity
         if self.repo is not None:
             try:
                 done = await asyncio.wait_for(self.repo.trades(since_ms=start, until_ms=end - 1), 10.0)
-            except Exception as exc:  # told all the same, from memory
-                self.log.warning("daily_summary_from_memory", error=f"{type(exc).__name__}: {exc}")
-        self._notify(messages.daily_summary(done, self.snapshot().equity), "daily_summary")
-        self.trades = [t for t in self.trades if t.exit_time_ms >= end - DAY_MS]  # keep memory bounded
+                net = sum((t.net_pnl for t in done), ZERO)
+                if not await asyncio.wait_for(self.repo.claim_summary(told, len(done), net, equity), 10.0):
+                    return False  # told already (by a process before this one)
+            except Exception as exc:  # told all the same, from memory when the trades could not be read
+                self.log.warning("daily_summary_unrecorded", error=f"{type(exc).__name__}: {exc}")
+        self._notify(messages.daily_summary(done, equity, told), "daily_summary")
         return True
+
+    async def _last_summary_day(self) -> int | None:
+        assert self.repo is not None
+        try:
+            return await asyncio.wait_for(self.repo.last_summary_day(), 10.0)
+        except Exception as exc:  # unknown: no day is told late
+            self.log.warning("daily_summary_unknown", error=f"{type(exc).__name__}: {exc}")
+            return None
 
     def open_risk_pct(self) -> Decimal:
         """What the book would lose if every stop filled now, % of equity (:meth:`RiskManager.book_risk`)."""

@@ -105,14 +105,16 @@ def process_failed(role: str, reason: str) -> str:
     return error("process_failed", f"{role} · {reason} · exit 1: the orchestrator restarts it, warm from PostgreSQL")
 
 
-def daily_summary(trades: Iterable[Trade], equity: Decimal) -> str:
-    """``DAY 3 trades · 2W/1L (67%) · net +8.30 USDT · fees 1.34 · equity 1008.30 USDT``; a win has net PnL > 0."""
+def daily_summary(trades: Iterable[Trade], equity: Decimal, day: int | None = None) -> str:
+    """``DAY 2026-12-06 · 3 trades · 2W/1L (67%) · net +8.30 USDT · fees 1.34 · equity 1008.30 USDT`` for the UTC
+    ``day`` (epoch ms // 86 400 000; ``None``: no date); a win has net PnL > 0."""
     done = list(trades)
+    date = "" if day is None else f"{datetime.fromtimestamp(day * 86_400, UTC).date().isoformat()} · "
     wins = sum(1 for t in done if t.net_pnl > 0)
     net = sum((t.net_pnl for t in done), ZERO)
     fees = sum((t.fees for t in done), ZERO)
     rate = f" ({wins / len(done):.0%})" if done else ""
-    return (f"DAY {len(done)} trades · {wins}W/{len(done) - wins}L{rate} · net {_money(net)} USDT · "
+    return (f"DAY {date}{len(done)} trades · {wins}W/{len(done) - wins}L{rate} · net {_money(net)} USDT · "
             f"fees {fees:.2f} · equity {equity:.2f} USDT")
 
 

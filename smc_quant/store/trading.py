@@ -537,6 +537,18 @@ class TradingRepository:
         """Σ funding the current account epoch paid (received counts negative), at any funding time."""
         return await self.funding_between(_MIN_MS, _MAX_MS)
 
+    async def last_summary_day(self) -> int | None:
+        """The newest UTC day (epoch ms // ``DAY_MS``) whose daily summary was told (``None``: none yet)."""
+        day: int | None = await self._pool.fetchval("SELECT max(day) FROM daily_summaries")
+        return day
+
+    async def claim_summary(self, day: int, trades: int, net_pnl: Decimal, equity: Decimal) -> bool:
+        """Record that ``day``'s summary is being told; ``False`` when it already was (then it is not told)."""
+        status = await self._pool.execute(
+            "INSERT INTO daily_summaries (day, trades, net_pnl, equity) VALUES ($1, $2, $3, $4) "
+            "ON CONFLICT (day) DO NOTHING", day, trades, net_pnl, equity)
+        return bool(status.endswith(" 1"))
+
     async def record_alarm(self, kind: str, detail: str, time_ms: int) -> None:
         """Store something that needs a human (an exit that failed after its retries, an unknown position) —
         once while it is open: the same kind and detail again (every reconciliation finds the same unknown

@@ -1,9 +1,11 @@
 """The daily summary counts the day's trades from PostgreSQL: a service restarted during the day used to tell only
-the trades its own process had closed. Emulator (real 2023 candles), PostgreSQL, the real Notifier against a local
-stand-in for Discord."""
+the trades its own process had closed. A day is told once, and a restart across midnight still tells the day that
+ended while no executor ran. Emulator (real 2023 candles), PostgreSQL, the real Notifier against a local stand-in
+for Discord."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -49,5 +51,71 @@ async def test_the_summary_counts_the_trades_closed_before_a_restart(
     finally:
         await notifier.close()
     summaries = [t for t in texts if t.startswith("DAY")]
-    assert summaries == [daily_summary(closed[:2], ex.snapshot().equity)], texts
-    assert summaries[0].startswith("DAY 2 trades · 1W/1L")
+    assert summaries == [daily_summary(closed[:2], ex.snapshot().equity, day)], texts
+    assert summaries[0].startswith(f"DAY {_date(day)} · 2 trades · 1W/1L")
+
+
+def _date(day: int) -> str:
+    return datetime.fromtimestamp(day * DAY_MS / 1000, UTC).date().isoformat()
+
+
+def _trade(signal_id: str, symbol: str, closed_ms: int, exit_price: str) -> Trade:
+    return Trade(signal_id, symbol, "LONG", Decimal("1"), Decimal("20"), Decimal(exit_price), closed_ms - 600_000,
+                 closed_ms, Decimal("0.05"), ExitReason.TAKE_PROFIT)
+
+
+async def test_a_restart_across_midnight_tells_the_day_that_ended_while_down(
+        shared_data: Path, pg_dsn: str, chat: tuple[FakeChat, str]) -> None:  # noqa: F811
+    fake, base = chat
+    notifier = _notifier(base, telegram_token=None, telegram_chat_id=None)
+    await notifier.start()
+    try:
+        async with trading_rig(shared_data, pg_dsn) as rig:
+            day = rig.clock() // DAY_MS
+            yesterday = (day - 1) * DAY_MS
+            # the process before this one told the day before yesterday, closed two trades yesterday and stopped
+            # before midnight; this one starts ten minutes into today
+            assert await rig.repo.claim_summary(day - 2, 0, Decimal(0), Decimal(1000))
+            closed = [_trade("s1", "SOLUSDT", yesterday + 3_600_000, "21"),
+                      _trade("s2", "SOLUSDT", yesterday + 7_200_000, "19")]
+            for trade in closed:
+                assert await rig.repo.close_trade(trade, features=[], schema_version="",
+                                                  signal_time_ms=trade.entry_time_ms, model_version=None) is not None
+            now = day * DAY_MS + 600_000
+            ex = await rig.executor(notifier=notifier, clock=lambda: now)
+            await ex.check_exits()
+            await ex.check_exits()
+            again = await rig.executor(notifier=notifier, clock=lambda: now)  # restarted once more: told already
+            await again.check_exits()
+            notifier.notify("marker", "info")
+            texts = await _told_until(fake, "marker")
+            assert await rig.repo.last_summary_day() == day - 1
+    finally:
+        await notifier.close()
+    summaries = [t for t in texts if t.startswith("DAY")]
+    assert summaries == [daily_summary(closed, ex.snapshot().equity, day - 1)], texts
+    assert summaries[0].startswith(f"DAY {_date(day - 1)} · 2 trades · 1W/1L")
+
+
+async def test_two_executors_passing_the_same_midnight_tell_the_day_once(
+        shared_data: Path, pg_dsn: str, chat: tuple[FakeChat, str]) -> None:  # noqa: F811
+    """A failover overlap: the old executor still runs when the new one has started; the day is claimed once."""
+    fake, base = chat
+    notifier = _notifier(base, telegram_token=None, telegram_chat_id=None)
+    await notifier.start()
+    try:
+        async with trading_rig(shared_data, pg_dsn) as rig:
+            day = rig.clock() // DAY_MS
+            now = {"ms": day * DAY_MS + 3_600_000}
+            first = await rig.executor(notifier=notifier, clock=lambda: now["ms"])
+            second = await rig.executor(notifier=notifier, clock=lambda: now["ms"])
+            for ex in (first, second):
+                await ex.check_exits()  # the day under way: nothing to tell
+            now["ms"] = (day + 1) * DAY_MS + 1_000
+            assert await first.daily_summary()
+            assert not await second.daily_summary()
+            notifier.notify("marker", "info")
+            texts = await _told_until(fake, "marker")
+    finally:
+        await notifier.close()
+    assert [t for t in texts if t.startswith("DAY")] == [daily_summary([], first.snapshot().equity, day)], texts

@@ -334,6 +334,8 @@ def test_error_and_daily_summary_texts() -> None:
     assert daily_summary(trades, D("1011.4183")) == ("DAY 3 trades · 2W/1L (67%) · net +11.42 USDT · fees 1.34 · "
                                                      "equity 1011.42 USDT")
     assert daily_summary([], D("1000")) == "DAY 0 trades · 0W/0L · net +0.00 USDT · fees 0.00 · equity 1000.00 USDT"
+    assert daily_summary([], D("1000"), 20_793) == (  # 2026-12-06 is UTC day 20,793
+        "DAY 2026-12-06 · 0 trades · 0W/0L · net +0.00 USDT · fees 0.00 · equity 1000.00 USDT")
 
 
 def test_learner_round_texts_speak_only_when_the_live_model_changes_or_loses_its_edge() -> None:
