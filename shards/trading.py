@@ -118,11 +118,13 @@ class TradingStack:
         self.funding_feed: FundingFeed | None = None
         self._session = session
         self._writes: set[asyncio.Task[Any]] = set()
-        age_ms = round(t.max_signal_age_s * 1000) if settings.mode == "live" else 0  # real orders only
+        # a replay's market time runs N× faster than a signal's way to the executor: no age limit there
+        age_ms = round(t.max_signal_age_s * 1000) if settings.mode != "replay" else 0
         self.executor = Executor(
             broker=self.broker, manager=self.manager, risk=self.risk, repo=self.repo, notifier=self.notifier,
             returns=self.returns, funding=self.funding.quote if self.funding is not None else None,
             on_trade_closed=on_trade_closed, clock=self.clock, logger=self.log.bind(component="executor"),
+            market_clock=(lambda: self.clock.latest_close_ms) if settings.mode == "paper" else None,
             config=ExecutorConfig(exit_check_interval_s=t.exit_check_interval_s,
                                   reconcile_interval_s=t.reconcile_interval_s,
                                   taker_fee=Decimal(str(t.taker_fee_pct)) / 100,

@@ -43,11 +43,12 @@ from smc_quant.errors import SmcError
 from smc_quant.executor_config import ExecutorConfig, ExecutorStats
 from smc_quant.executor_events import AccountEvents, FillKey
 from smc_quant.executor_hand import OperatorHand
+from smc_quant.executor_summary import DailySummary
 from smc_quant.funding import FundingQuote
 from smc_quant.orders.broker import AccountEvent, Broker
 from smc_quant.persist import Writer
 from smc_quant.reconciler import Reconciler, client_id
-from smc_quant.risk import DAY_MS, Decision, DrawdownGuard, RiskManager
+from smc_quant.risk import Decision, DrawdownGuard, RiskManager
 from smc_quant.tasks import cancel_and_wait
 
 
@@ -55,14 +56,15 @@ class Notify(Protocol):
     def notify(self, text: str, kind: str) -> None: ...
 
 
-class Executor(OperatorHand, AccountEvents):
+class Executor(OperatorHand, AccountEvents, DailySummary):
     """Turns signals into protected positions and closed trades; see the module docstring."""
 
     def __init__(self, *, broker: Broker, manager: Any, risk: Any, repo: Any | None = None,
                  notifier: Notify | None = None, on_trade_closed: Callable[[Trade], None] | None = None,
                  clock: Callable[[], int], config: ExecutorConfig | None = None,
                  logger: structlog.stdlib.BoundLogger | None = None, returns: ReturnSource | None = None,
-                 funding: Callable[[str], FundingQuote | None] | None = None) -> None:
+                 funding: Callable[[str], FundingQuote | None] | None = None,
+                 market_clock: Callable[[], int] | None = None) -> None:
         self.broker = broker
         self.manager = manager
         self.risk = risk
@@ -74,6 +76,8 @@ class Executor(OperatorHand, AccountEvents):
         """The symbol's current funding quote (``smc_quant.funding.FundingBook.quote``; ``None``: no guard)."""
         self._trade_listeners: list[Callable[[Trade], None]] = [on_trade_closed] if on_trade_closed else []
         self.clock = clock
+        self.market_clock = market_clock or clock
+        """A signal's age is measured on this: the newest candle close seen, on paper (``None``: ``clock``)."""
         self.config = config or ExecutorConfig()
         self.log = logger or structlog.get_logger().bind(component="executor")
         self.stats = ExecutorStats()
@@ -258,7 +262,7 @@ class Executor(OperatorHand, AccountEvents):
             self._skip(signal, Decision("skip", "entry_unresolved", signal), {"unresolved": sorted(self._unresolved)})
             return
         now = self.clock()
-        age_ms = now - signal.open_time - MINUTE_MS  # since its candle closed
+        age_ms = self.market_clock() - signal.open_time - MINUTE_MS  # since its candle closed
         if 0 < self.config.max_signal_age_ms < age_ms:  # held up (a restart, a Redis outage): its setup is gone
             self._skip(signal, Decision("skip", "stale_signal", signal), {"age_s": round(age_ms / 1000, 1)})
             return
@@ -416,43 +420,6 @@ class Executor(OperatorHand, AccountEvents):
         if entry.position.symbol in self.book:
             await self._save(entry)
         self.log.warning("reprotected_after_failed_exit", symbol=entry.position.symbol, stop=sl is not None)
-
-    async def daily_summary(self) -> bool:
-        """Once per UTC day (checked after the exits): the day's trades, net PnL and the equity, as one message.
-        The trades are read from PostgreSQL (bounded at 10 s), so those closed before a restart count too; with
-        no database, or none answering, those this process closed. A told day is claimed in PostgreSQL first, so
-        none is told twice, and a start that finds yesterday untold (a restart across midnight) tells it."""
-        day = self.clock() // DAY_MS
-        if self._summary_day is None:
-            self._summary_day = day
-            if self.repo is None or (last := await self._last_summary_day()) is None or last >= day - 1:
-                return False
-            self._summary_day = day - 1
-        if day <= self._summary_day:
-            return False
-        told, start, end = self._summary_day, self._summary_day * DAY_MS, day * DAY_MS
-        self._summary_day = day
-        done = [t for t in self.trades if start <= t.exit_time_ms < end]
-        self.trades = [t for t in self.trades if t.exit_time_ms >= end - DAY_MS]  # keep memory bounded
-        equity = self.snapshot().equity
-        if self.repo is not None:
-            try:
-                done = await asyncio.wait_for(self.repo.trades(since_ms=start, until_ms=end - 1), 10.0)
-                net = sum((t.net_pnl for t in done), ZERO)
-                if not await asyncio.wait_for(self.repo.claim_summary(told, len(done), net, equity), 10.0):
-                    return False  # told already (by a process before this one)
-            except Exception as exc:  # told all the same, from memory when the trades could not be read
-                self.log.warning("daily_summary_unrecorded", error=f"{type(exc).__name__}: {exc}")
-        self._notify(messages.daily_summary(done, equity, told), "daily_summary")
-        return True
-
-    async def _last_summary_day(self) -> int | None:
-        assert self.repo is not None
-        try:
-            return await asyncio.wait_for(self.repo.last_summary_day(), 10.0)
-        except Exception as exc:  # unknown: no day is told late
-            self.log.warning("daily_summary_unknown", error=f"{type(exc).__name__}: {exc}")
-            return None
 
     def open_risk_pct(self) -> Decimal:
         """What the book would lose if every stop filled now, % of equity (:meth:`RiskManager.book_risk`)."""

@@ -180,7 +180,8 @@ class TradingSettings(_Section):
     """How often the forced-exit clock is checked (at most every 60 s)."""
     max_signal_age_s: Annotated[float, Field(ge=0.0)] = 120.0
     """A signal whose candle closed longer ago than this is skipped (`stale_signal`): one held up by an executor
-    restart or a Redis outage is not entered on a setup minutes old (0: off; applied to live trading)."""
+    restart or a Redis outage is not entered on a setup minutes old (0: off). Live measures it on the wall clock,
+    paper on the newest candle close seen; a replay does not apply it (its market time runs N× faster)."""
     daily_loss_limit_pct: Annotated[float, Field(gt=0.0, le=100.0)] = 5.0
     """Loss today (UTC) as % of the day's starting equity that stops new entries."""
     max_drawdown_pct: Annotated[float, Field(ge=0.0, le=100.0)] = 15.0

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+import numpy as np
 import pytest
 
 from shards.cli import main
 from shards.trading import TradingStack
 from smc_quant.datasets import LEVERAGE_TIERS, load_exchange_info, load_klines
+from smc_quant.domain.candles import MINUTE_MS
 from smc_quant.domain.trading import Signal
 from smc_quant.exchange.exchange_info import SymbolFilters, parse_exchange_info
 from smc_quant.features import FEATURE_SCHEMA
@@ -76,22 +78,30 @@ def paper_stack(settings: Settings, session: aiohttp.ClientSession, pool: asyncp
 
 
 class Paper:
-    """A paper TradingStack on real candles: each symbol priced by its first real 1m candle."""
+    """A paper TradingStack on real candles: minute ``i`` is the same UTC minute for every symbol, counted from the
+    first minute they all have (the signals' age is measured on the newest close the stack has seen)."""
 
     def __init__(self, stack: TradingStack, shared_data: Path) -> None:
         self.stack = stack
         self.series = load_klines()
         self.data = shared_data
+        self.start = max(int(self.series[s].open_time[0]) for s in SYMBOLS)
+
+    def _index(self, symbol: str, i: int) -> int:
+        times = self.series[symbol].open_time
+        k = int(np.searchsorted(times, self.start + i * MINUTE_MS))
+        assert times[k] == self.start + i * MINUTE_MS
+        return k
 
     def price(self, symbol: str, i: int = 0) -> Decimal:
-        candle = candle_at(self.series[symbol], i)
+        candle = candle_at(self.series[symbol], self._index(symbol, i))
         self.stack.on_candle(candle, [])
         return Decimal(repr(candle.close))
 
     async def signal(self, symbol: str, i: int = 0) -> str:
-        """Submit a long on ``symbol`` at its candle ``i`` and wait until the executor has handled it."""
+        """Submit a long on ``symbol`` at minute ``i`` and wait until the executor has handled it."""
         price = self.price(symbol, i)
-        open_time = int(self.series[symbol].open_time[i])
+        open_time = self.start + i * MINUTE_MS
         signal = Signal(f"{symbol}:LONG:{open_time}", symbol, "LONG", open_time, price, 0.75, 2.0, 3.0, "control-test",
                         features=tuple(0.0 for _ in FEATURE_SCHEMA.names), schema_version=FEATURE_SCHEMA.version,
                         created_ms=self.stack.clock())

@@ -423,3 +423,63 @@ async def test_paper_executor_charges_funding_from_its_stream(shared_data: Path,
         await rds.delete(keys.signals, keys.marks)
         await rds.aclose()
         await emu.stop()
+
+
+async def test_paper_executor_skips_the_signals_held_up_while_it_was_down(shared_data: Path, pg_dsn: str,
+                                                                         tmp_path: Path) -> None:
+    """Paper measures a signal's age on market time (the newest close of the marks stream): a signal published
+    while the executor was down, its candle closed ten minutes before the newest marks, is skipped as
+    ``stale_signal`` and stored so; the same setup on the newest closed minute opens. The age limit used to apply
+    to live trading only, so a paper account (and the learner's experience rows) took setups minutes old."""
+    from shards.executor_main import ExecutorProcess
+    from tests.integration.test_scale_kit import wait_for as poll
+
+    await apply_migrations(pg_dsn)
+    emu = Emulator(EmulatorConfig(data_dir=shared_data, symbols=SYMBOLS, speed=0, start_paused=True))
+    await emu.start()
+    keys = ClusterKeys(f"t{uuid.uuid4().hex[:10]}")
+    settings = process_settings(emu, pg_dsn, tmp_path, keys.prefix, cluster={"claim_idle_s": 1.0}, mode="paper")
+    assert settings.mode == "paper" and settings.trading.max_signal_age_s == 120
+    proc = ExecutorProcess(settings)
+    rds: aioredis.Redis = aioredis.from_url(TEST_REDIS_URL)
+    pub = SignalPublisher(rds, keys.signals, marks_stream=keys.marks)
+    t, newest = emu.start_ms, emu.start_ms + 10 * MINUTE_MS
+
+    def long(open_time: int) -> Signal:
+        return Signal(f"BTCUSDT:LONG:{open_time}", "BTCUSDT", "LONG", open_time, Decimal("27000"), 0.75, 1.0, 5.0,
+                      f"held@{open_time}", FEATURES, schema_version=FEATURE_SCHEMA.version,
+                      created_ms=open_time + MINUTE_MS)
+
+    try:
+        pub.start()  # while the executor is down: a signal of minute t, then ten more minutes of marks
+        pub.publish(long(t))
+        for minute in range(t, newest + MINUTE_MS, MINUTE_MS):
+            pub.publish_marks(minute, ["BTCUSDT"], [27000.0], [(minute, 27000.0, 27010.0, 26990.0)])
+        assert await pub.drain(10)  # in Redis (the publisher keeps the newest minutes of marks)
+        await proc.start()
+        stack = proc.trading
+        assert stack.paper is not None and stack.clock.latest_close_ms == newest + MINUTE_MS
+
+        async def handled(n: int) -> bool:
+            return bool(stack.executor.stats.skipped + len(stack.executor.book) >= n)
+
+        await poll(lambda: handled(1), 10, "the held-up signal")
+        assert stack.executor.stats.skip_reasons == {"stale_signal": 1} and not stack.executor.book
+        pub.publish(long(newest))
+        await poll(lambda: handled(2), 10, "the fresh signal")
+        assert "BTCUSDT" in stack.executor.book
+        await stack.settle()
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            stored = await conn.fetchrow("SELECT decision, decision_reason FROM signals WHERE signal_id = $1",
+                                         f"BTCUSDT:LONG:{t}")
+        finally:
+            await conn.close()
+        assert tuple(stored) == ("skip", "stale_signal")
+    finally:
+        await pub.stop()
+        await proc.stop()
+        await rds.delete(keys.signals, keys.marks)
+        await rds.aclose()
+        await emu.stop()
+

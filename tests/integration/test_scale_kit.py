@@ -34,10 +34,12 @@ def free_port() -> int:
 def process_settings(emu: Emulator, dsn: str, state_dir: Path, prefix: str, *, ops: dict[str, Any] | None = None,
                      **fields: Any) -> Settings:
     """One scaled process's settings (in process: ``ExecutorProcess``, ``ShardWorker``) against ``emu``: replay
-    mode, PostgreSQL at ``dsn``, the test Redis with the cluster's keys under ``prefix``, a free ops port, no
-    learner; ``fields`` are further settings (``cluster`` is merged with the prefix)."""
+    mode unless ``mode`` says otherwise, PostgreSQL at ``dsn``, the test Redis with the cluster's keys under
+    ``prefix``, a free ops port, no learner; ``fields`` are further settings (``cluster`` is merged with the
+    prefix)."""
     cluster = {"key_prefix": prefix, **fields.pop("cluster", {})}
-    return load_settings(database_url=dsn, redis_url=TEST_REDIS_URL, mode="replay", state_dir=state_dir,
+    mode = fields.pop("mode", "replay")
+    return load_settings(database_url=dsn, redis_url=TEST_REDIS_URL, mode=mode, state_dir=state_dir,
                          venue={"rest_base": emu.rest_url, "ws_market_base": emu.ws_market_base,
                                 "ws_public_base": emu.ws_public_base},
                          ops={"port": 0, **(ops or {})}, learner={"enabled": False}, cluster=cluster, **fields)
