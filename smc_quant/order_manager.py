@@ -173,10 +173,12 @@ class SmartOrderManager:
                 offset = filters.tick_size * cfg.limit_offset_ticks
                 valid = validate_order(filters, side=side, order_type="LIMIT", quantity=decision.quantity,
                                        mark_price=mark, price=mark - offset if side == "BUY" else mark + offset)
-            # The exits must still lie ahead of the price, or the position would be closed the moment it opens.
-            self._trigger(filters, signal.side, "STOP_MARKET", decision.stop_price, mark)
-            if decision.target_price is not None:  # no target: the stop and the time limit end the trade
-                self._trigger(filters, signal.side, "TAKE_PROFIT_MARKET", decision.target_price, mark)
+            # The exits must still lie ahead of the price, or the position would be closed the moment it opens: of the
+            # mark, and of a LIMIT entry's price (a tick or more beyond the mark, it may sit on the stop itself).
+            for reference in (mark,) if valid.price is None else (mark, valid.price):
+                self._trigger(filters, signal.side, "STOP_MARKET", decision.stop_price, reference)
+                if decision.target_price is not None:  # no target: the stop and the time limit end the trade
+                    self._trigger(filters, signal.side, "TAKE_PROFIT_MARKET", decision.target_price, reference)
         except FilterRejected as exc:
             return self._drop(signal.symbol, f"filter {exc.filter}: {exc}")
         try:

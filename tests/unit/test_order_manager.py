@@ -278,6 +278,23 @@ async def test_decision_whose_stop_is_already_behind_the_mark_is_dropped() -> No
 # -- LIMIT entries and skipped decisions ------------------------------------------------------------
 
 
+async def test_limit_entry_whose_price_would_sit_on_its_stop_is_dropped() -> None:
+    """A LONG LIMIT goes a tick under the mark; with the mark a tick above the stop (it drifted towards the stop
+    since the signal), that price is the stop's: the entry would fill where the stop triggers and be closed at
+    once, two taker fees for nothing. Dropped before any order; a tick further from the stop it is placed."""
+    venue = make_venue()
+    price = venue.start("BTCUSDT", 500)
+    tick = real_filters()["BTCUSDT"].tick_size
+    d = decision("BTCUSDT", "LONG", price, bars("BTCUSDT", 500))
+    assert d.stop_price is not None
+    manager = make_manager(venue, entry_type="LIMIT", fill_timeout_s=0.0, fill_poll_s=1)
+    result = await manager.open(d, d.stop_price + tick)
+    assert result.position is None and result.reason.startswith("filter TRIGGER")
+    assert client_ids(venue.account) == []
+    result = await manager.open(d, d.stop_price + 2 * tick)
+    assert result.reason.startswith("not_filled") and len(client_ids(venue.account)) == 1  # placed, a tick above
+
+
 async def test_limit_entry_not_filled_in_time_is_cancelled_and_dropped() -> None:
     """A LIMIT entry (one tick under the mark) on a real path that walks away is cancelled after fill_timeout_s."""
     venue = make_venue()
