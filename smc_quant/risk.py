@@ -33,7 +33,8 @@ Every decision carries a machine-readable ``reason``. In evaluation order:
   fill at once, as they do when a crash moves every alt together), the margin caps (this position ≤
   ``max_position_margin_pct``, all positions incl. this one ≤ ``max_total_margin_pct`` of equity) and the
   leverage guard: the lowest integer leverage L ≤ ``max_leverage`` such that the margin fits, L ≤ the
-  bracket's max leverage for the notional, notional ≤ ``max_notional(L)``, and the liquidation guard
+  bracket's max leverage for the notional, notional ≤ ``max_notional(L)`` (both at the notional plus
+  ``bracket_headroom``, for a fill above the mark), and the liquidation guard
   ``stop_distance ≤ (1/L − mmr_tier) / liq_safety`` (the isolated-style worst-case liquidation distance as
   a fraction of the entry) holds. When no L carries the full size, the size shrinks to the largest any
   admissible L allows (reason ``shrunk_<cap>``); if no L passes the liquidation guard →
@@ -97,6 +98,9 @@ class RiskConfig:
     """What all positions, this one included, would lose if every stop filled now, as % of equity at most."""
     taker_fee: Decimal = Decimal("0.0005")
     """Taker fee rate: a position is rotated out only when its unrealised gain pays its entry's and its exit's fees."""
+    bracket_headroom: Decimal = Decimal("0.005")
+    """The leverage brackets are checked at the mark plus this fraction: a market fill above the mark (slippage)
+    would otherwise take a size sized to the bracket's cap over it, and the exchange refuses it (-2027)."""
     max_tick_distortion: Decimal = Decimal("0.25")
     """A stop or target whose distance from the signal price shrinks by more than this fraction when rounded onto
     the tick grid (toward the entry) is refused ``tick_too_coarse``: the trade would not be the one the model
@@ -133,6 +137,8 @@ class RiskConfig:
             problems.append("max_correlation must be in (0, 1]")
         if not (self.max_funding_pct.is_finite() and self.max_funding_pct >= 0):
             problems.append("max_funding_pct must be ≥ 0")
+        if not (self.bracket_headroom.is_finite() and 0 <= self.bracket_headroom < 1):
+            problems.append("bracket_headroom must be in [0, 1)")
         if problems:
             raise ValueError("invalid RiskConfig: " + "; ".join(problems))
 
@@ -478,8 +484,9 @@ class RiskManager:
         dist = abs(mark - stop)
         wanted = floor_to_step(equity * risk_pct / HUNDRED / dist, f.market_step_size)
         bound = ""
-        if wanted > f.market_max_qty:
-            wanted, bound = floor_to_step(f.market_max_qty, f.market_step_size), "max_qty"
+        top = min(f.market_max_qty, f.max_qty)  # an entry of either type (LOT_SIZE binds a LIMIT) and its exit fit
+        if wanted > top:
+            wanted, bound = floor_to_step(top, f.market_step_size), "max_qty"
         risk_room = equity * cfg.max_open_risk_pct / HUNDRED - at_risk
         if risk_room <= 0:
             return Decision("skip", "open_risk_cap", signal)
@@ -508,21 +515,22 @@ class RiskManager:
                   cap_name: str) -> _Size | None:
         """The lowest leverage carrying ``wanted`` within every limit, else the one allowing the largest size.
 
-        For each L: notional ≤ min(wanted × mark, margin_cap × L, max_notional(L)); the bracket of that
-        notional must allow L, and the stop must sit inside the liquidation distance:
+        For each L: notional ≤ min(wanted × mark, margin_cap × L, max_notional(L) / (1 + headroom)); the bracket of
+        that notional × (1 + headroom) must allow L, and the stop must sit inside the liquidation distance:
         ``stop_frac × liq_safety ≤ 1/L − mmr``. A notional that lands in a tier not allowing L steps back
         just under that tier's floor. ``None`` when no L passes the liquidation guard.
         """
         br, step = self.brackets[symbol], self.filters[symbol].market_step_size
+        pad = ONE + self.config.bracket_headroom  # the brackets see the notional at a fill this far above the mark
         best: _Size | None = None
         for lev in range(1, self.config.max_leverage + 1):
-            limits = {"": wanted * mark, cap_name: margin_cap * lev, "bracket_notional": br.max_notional(lev)}
+            limits = {"": wanted * mark, cap_name: margin_cap * lev, "bracket_notional": br.max_notional(lev) / pad}
             bound = min(limits, key=lambda k: (limits[k], k != ""))
             qty = min(wanted, floor_to_step(limits[bound] / mark, step))
-            tier = br.tier(qty * mark)
+            tier = br.tier(qty * mark * pad)
             if tier.max_leverage < lev and tier.floor > 0:  # just over a tier floor: step back under it
-                qty, bound = _below(tier.floor, mark, step), "bracket_notional"
-                tier = br.tier(qty * mark)
+                qty, bound = _below(tier.floor / pad, mark, step), "bracket_notional"
+                tier = br.tier(qty * mark * pad)
             if tier.max_leverage < lev or stop_frac * self.config.liq_safety > ONE / lev - tier.maint_margin_ratio:
                 continue
             if qty == wanted:

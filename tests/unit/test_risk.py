@@ -110,6 +110,18 @@ def test_total_margin_cap_chooses_leverage_then_shrinks(rm: RiskManager) -> None
     assert rm.evaluate(sig(), acct(positions=[full]), D("30000.0"), T0).reason == "total_margin_cap"
 
 
+def test_size_is_capped_at_the_smaller_max_qty_so_a_limit_entry_fits(rm: RiskManager) -> None:
+    """GTCUSDT (real exchangeInfo): MARKET_LOT_SIZE allows 150 000, LOT_SIZE (which binds a LIMIT order) 100 000. A
+    size capped at the MARKET maximum was refused whole as a LIMIT entry; it is capped at 100 000 and fits both."""
+    f = rm.filters["GTCUSDT"]
+    assert (f.max_qty, f.market_max_qty) == (D("100000"), D("150000"))
+    d = rm.evaluate(sig("GTCUSDT", price="0.300"), acct("1000000"), D("0.300"), T0)
+    assert (d.action, d.reason, d.quantity) == ("open", "shrunk_max_qty", D("100000"))
+    for order_type, price in (("LIMIT", D("0.299")), ("MARKET", None)):
+        assert validate_order(f, side="BUY", order_type=order_type, quantity=d.quantity, mark_price=D("0.300"),
+                              price=price).quantity == D("100000")
+
+
 def test_below_min_notional_is_skipped(rm: RiskManager) -> None:
     """Equity 100: 1 USDT at risk → 0.001 BTC = 30 USDT, under BTCUSDT's MIN_NOTIONAL of 100."""
     assert rm.evaluate(sig(), acct("100"), D("30000.0"), T0).reason == "below_min_notional"
@@ -119,15 +131,20 @@ def test_leverage_respects_the_real_zec_brackets(market: tuple[dict[str, SymbolF
                                                 ) -> None:
     """ZECUSDT: 900 k wanted with a 100 k margin cap would need 9×, but 500 k+ allows only 4× and 250 k+ only 5×.
 
-    The guard settles on 5× just under the 500 k tier floor: 2 499.999 ZEC at 200 (499 999.8), margin 99 999.96.
+    The guard settles on 5× under the 500 k tier floor with the bracket headroom (0.5 %): 2 487.562 ZEC at 200
+    (497 512.4; a fill 0.5 % above the mark is 499 999.96, still under the floor), margin 99 502.48. Without the
+    headroom it took 2 499.999 (499 999.8), which a fill 1 bp above the mark puts in the 4× tier (-2027).
     """
     cfg = RiskConfig(risk_per_trade_pct=D("0.45"))
     rm = RiskManager(cfg, *market)
     d = rm.evaluate(sig("ZECUSDT", price="200.00", stop=0.5, target=0.75), acct("1000000"), D("200.00"), T0)
-    assert (d.action, d.reason, d.leverage, d.quantity) == ("open", "shrunk_bracket_notional", 5, D("2499.999"))
+    assert (d.action, d.reason, d.leverage, d.quantity) == ("open", "shrunk_bracket_notional", 5, D("2487.562"))
     br = market[1]["ZECUSDT"]
-    assert br.max_leverage(d.notional) == 5 and d.notional <= br.max_notional(5)
-    assert d.margin == D("99999.96")
+    assert br.max_leverage(d.notional * D("1.005")) == 5 and d.notional * D("1.005") <= br.max_notional(5)
+    assert d.margin == D("99502.48")
+    for bad in ("-0.001", "1", "NaN"):
+        with pytest.raises(ValueError, match="bracket_headroom"):
+            RiskConfig(bracket_headroom=D(bad))
 
 
 def test_btc_leverage_from_the_real_tiers(market: tuple[dict[str, SymbolFilters], dict[str, SymbolBrackets]]) -> None:
