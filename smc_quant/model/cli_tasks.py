@@ -252,7 +252,9 @@ async def _gate(registry: ModelRegistry, record: ModelRecord, champion: ModelRec
         x, win, blocks = window.x, window.win, time_blocks(window.start, window.end)
     challenger_p = (await registry.load(record.version)).predict(x)
     champion_p = None if champion is None else (await registry.load(champion.version)).predict(x)
-    return decide(win, challenger_p, champion_p, margin, z, blocks, paired_z)
+    rate = record.metrics.get("train_base_rate")  # stored by the learner since the Brier condition
+    return decide(win, challenger_p, champion_p, margin, z, blocks, paired_z,
+                  base_rate=float(rate) if isinstance(rate, int | float) else None)
 
 
 async def rollback(registry: ModelRegistry) -> ModelRecord:

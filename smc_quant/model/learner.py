@@ -78,7 +78,7 @@ from smc_quant.model.gate import (
     time_blocks,
 )
 from smc_quant.model.metrics import auc
-from smc_quant.model.trainer import FeatureSchemaMismatch, TrainConfig, TrainedModel, check_schema, train
+from smc_quant.model.trainer import TrainConfig, TrainedModel, UnusableModel, check_schema, train
 from smc_quant.strategy import ScalperConfig
 
 if TYPE_CHECKING:
@@ -476,15 +476,19 @@ class Learner:
         if champion is not None:
             try:
                 champion_model = await self._registry.load(champion.version)
-            except FeatureSchemaMismatch as exc:  # a stale champion cannot score these rows: the floor decides
+            except UnusableModel as exc:  # a stale or broken champion cannot score these rows: the floor decides
+                # (a broken one used to fail every round, so nothing could ever replace it; a database error is
+                # not this, and fails the round, so a blip cannot hand the champion's place to a weaker model)
                 self._log.warning("learner_champion_unusable", champion=champion.version, error=str(exc))
                 champion = None
             else:
                 champion_p = await asyncio.to_thread(champion_model.predict, hold.x[chosen])
         gated = hold.take(chosen)  # the rows the gate decides on: stored with the candidate, to re-gate it later
         blocks = time_blocks(gated.start, gated.end)
+        trained = fitted.train  # the win rate the model was fitted to (weighted as in training): no champion's Brier
+        base_rate = float(np.average(data.win[trained], weights=data.weight[trained]))
         decision = decide(hold.win[chosen], fitted.challenger_p[chosen], champion_p, self.config.margin, self.config.z,
-                          blocks, self.config.paired_z)
+                          blocks, self.config.paired_z, base_rate=base_rate)
         standing = None  # the champion against the floor a challenger must clear, on the same rows
         if champion is not None and champion_p is not None:
             standing = chance_test(hold.win[chosen], champion_p, self.config.margin, self.config.z, blocks,
@@ -496,6 +500,8 @@ class Learner:
                                                    "paired_z": c.paired_z, "experience_weight": c.experience_weight},
                   "symbols": list(data.symbols), **getattr(self._history, "labelling", {})}
         metrics = {"holdout_auc": decision.challenger_auc, "champion_auc": decision.champion_auc,
+                   "holdout_brier": decision.challenger_brier, "reference_brier": decision.reference_brier,
+                   "train_base_rate": base_rate,
                    "holdout_all_auc": auc(hold.win, fitted.challenger_p), "gate_on": gate_on,
                    "gate_reason": decision.reason, "train_rows": train_rows, "experience_rows": len(exp),
                    "holdout_start": fitted.cut_ms,

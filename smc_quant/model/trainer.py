@@ -29,7 +29,12 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 
-class FeatureSchemaMismatch(OperationalError):
+class UnusableModel(OperationalError):
+    """A stored model cannot score the engine's rows: another schema or other features, or an artifact that does
+    not load (corrupt, truncated, written by an incompatible LightGBM)."""
+
+
+class FeatureSchemaMismatch(UnusableModel):
     """A stored model was trained on another feature schema than the running engine computes."""
 
 
@@ -103,9 +108,13 @@ class TrainedModel:
 
     @classmethod
     def from_string(cls, text: str, feature_schema: str) -> TrainedModel:
-        """Load an artifact; ``FeatureSchemaMismatch`` unless it matches the running schema."""
+        """Load an artifact; ``FeatureSchemaMismatch`` unless it matches the running schema, ``UnusableModel`` when
+        it does not load."""
         check_schema(feature_schema)
-        booster = lgb.Booster(model_str=text)
+        try:
+            booster = lgb.Booster(model_str=text)
+        except (lgb.basic.LightGBMError, ValueError) as exc:
+            raise UnusableModel(f"the model artifact does not load: {exc}"[:300]) from exc
         check_features(booster)
         return cls(booster, feature_schema)
 
@@ -215,5 +224,5 @@ def walk_forward_report(ds: Dataset, n_folds: int = 4, embargo_ms: int = 0, conf
     return WalkForwardReport(per_fold, pooled, shuffled_auc, importance, p_all, oos)
 
 
-__all__ = ["FeatureSchemaMismatch", "TrainConfig", "TrainedModel", "TrainingAborted", "WalkForwardReport",
-           "check_schema", "shuffled", "train", "train_regressor", "walk_forward_report"]
+__all__ = ["FeatureSchemaMismatch", "TrainConfig", "TrainedModel", "TrainingAborted", "UnusableModel",
+           "WalkForwardReport", "check_schema", "shuffled", "train", "train_regressor", "walk_forward_report"]

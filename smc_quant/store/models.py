@@ -130,11 +130,12 @@ class ModelRegistry:
         return record if record is not None and record.feature_schema == FEATURE_SCHEMA.version else None
 
     async def load(self, version: int) -> TrainedModel:
-        """The model of ``version``; ``FeatureSchemaMismatch`` when its schema is not the engine's."""
+        """The model of ``version``; ``FeatureSchemaMismatch`` when its schema is not the engine's, ``UnusableModel``
+        when its artifact does not load."""
         row = await self._pool.fetchrow(_ARTIFACT, version)
         if row is None:
             raise OperationalError(f"no model version {version} in the registry")
-        return TrainedModel.from_string(bytes(row["artifact"]).decode(), row["feature_schema"])
+        return TrainedModel.from_string(bytes(row["artifact"]).decode(errors="replace"), row["feature_schema"])
 
     async def load_champion(self) -> TrainedModel | None:
         """The champion model, or ``None`` ("no model, not trading" — never a random one)."""

@@ -10,12 +10,13 @@ import pytest
 
 from smc_quant.domain.trading import ExperienceRow
 from smc_quant.features import FEATURE_SCHEMA
+from smc_quant.model import gate
 from smc_quant.model.dataset import Dataset
 from smc_quant.model.gate import (
+    GateDecision,
     NotEnoughData,
     auc_se,
     clustered_auc_se,
-    decide,
     gate_rows,
     holdout_from_json,
     holdout_to_json,
@@ -27,6 +28,13 @@ from smc_quant.model.learner import LearnerConfig, experience_dataset
 from smc_quant.model.metrics import auc
 
 N = len(FEATURE_SCHEMA)
+
+
+def decide(y: npt.NDArray[np.int64], challenger: npt.NDArray[np.float64], champion: npt.NDArray[np.float64] | None,
+           **kw: float | npt.NDArray[np.int64] | None) -> GateDecision:
+    """The gate's ranking tests alone: most tests here score rows with label-blind or noisy scores that are not
+    probabilities (their levels are the point); the Brier condition has its own tests below."""
+    return gate.decide(y, challenger, champion, calibration=False, **kw)  # type: ignore[arg-type]
 
 
 def test_latest_split_holds_out_the_newest_rows_and_purges_overlapping_labels() -> None:
@@ -264,3 +272,30 @@ def test_learner_config_takes_both_significance_levels_from_the_settings() -> No
 
     config = LearnerConfig.of(LearnerSettings(promote_z=2.0, promote_paired_z=0.0))
     assert (config.z, config.paired_z) == (2.0, 0.0)
+
+
+def test_a_better_ranking_with_probabilities_pushed_past_the_threshold_is_not_promoted() -> None:
+    """AUC only ranks; the strategy trades where P ≥ 0.55. A challenger that ranks better than the champion (it
+    clears every AUC test) but whose probabilities sit 0.3 higher would trade most setups: worse calibrated
+    (Brier, beyond the 0.005 margin), it is kept out. The same ranking, calibrated or shifted by only 0.03, is
+    promoted; with no champion, the reference is the constant forecast at the training rows' win rate."""
+    rng = np.random.default_rng(21)
+    y = (rng.random(2000) < 0.3).astype(np.int64)
+    logit = lambda edge: 1 / (1 + np.exp(-(-0.85 + edge * (y - 0.3) + rng.normal(0, 1, 2000))))  # noqa: E731
+    champion, calibrated = logit(1.0), logit(2.0)
+    shifted = np.clip(calibrated + 0.3, 0, 1)
+    ranked = gate.decide(y, shifted, champion, calibration=False)
+    assert ranked.promote and auc(y, shifted) > auc(y, champion) + 0.05
+    assert float(np.mean(shifted >= 0.55)) > 3 * float(np.mean(champion >= 0.55))
+    refused = gate.decide(y, shifted, champion)
+    assert not refused.promote and "worse calibrated" in refused.reason
+    assert refused.challenger_brier is not None and refused.reference_brier is not None
+    assert refused.challenger_brier > refused.reference_brier
+    promoted = gate.decide(y, calibrated, champion)
+    assert promoted.promote and "Brier" in promoted.reason
+    first = gate.decide(y, calibrated, None, base_rate=0.3)
+    assert first.promote and "of the training base rate 0.300" in first.reason
+    assert not gate.decide(y, shifted, None, base_rate=0.3).promote
+    assert gate.decide(y, shifted, None).promote  # no training rate given: no reference without a champion
+    slightly = np.clip(calibrated + 0.03, 0, 1)  # within the margin: a shift of 0.03 adds ~0.001
+    assert gate.decide(y, slightly, champion).promote
