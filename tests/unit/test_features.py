@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from smc_quant.smc.events import (
     K_SWEEP,
     K_SWING,
 )
+from smc_quant.smc.params import SMCParams
 
 F64 = npt.NDArray[np.float64]
 
@@ -47,6 +49,22 @@ def batch(sol: KlineSeries) -> tuple[F64, F64]:
 
 def _col(name: str) -> int:
     return FEATURE_SCHEMA.names.index(name)
+
+
+SCHEMA_DIGESTS = {"smc-features/1": "54650cce245eb6f3"}
+"""Per schema version: the digest of its columns (name:dtype, in order) and of the default SMC parameters."""
+
+
+def test_a_change_of_the_columns_or_parameters_comes_with_a_new_schema_version() -> None:
+    """Stored experience rows are bare vectors read by position, accepted on their schema version alone: a column
+    renamed, moved or added, or a detector parameter changed, under the same version would train the next
+    models on misaligned or differently computed rows (models are checked by name at load; rows cannot be).
+    Changed on purpose: bump ``FEATURE_SCHEMA.version`` and add its digest here."""
+    text = "\n".join(f"{f.name}:{f.dtype}" for f in FEATURE_SCHEMA.features) + "\n" + repr(SMCParams())
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    assert SCHEMA_DIGESTS.get(FEATURE_SCHEMA.version) == digest, (
+        f"the feature columns or SMC parameters changed under {FEATURE_SCHEMA.version!r} (digest {digest}): "
+        "bump FEATURE_SCHEMA.version so stored experience rows of the old layout are refused")
 
 
 def test_schema_is_declared_once_with_version_names_and_dtypes(batch: tuple[F64, F64]) -> None:
