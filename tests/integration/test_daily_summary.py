@@ -5,6 +5,8 @@ for Discord."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -12,47 +14,34 @@ from pathlib import Path
 import pytest
 
 from smc_quant.domain.trading import ExitReason, Trade
-from smc_quant.notify import daily_summary
+from smc_quant.notify import Notifier, daily_summary
 from smc_quant.risk import DAY_MS
 from tests.integration.test_alarm_notify import _told_until
 from tests.integration.test_notify import FakeChat, _notifier, chat  # noqa: F401 (the fixture)
-from tests.integration.trading_kit import trading_rig
+from tests.integration.trading_kit import Rig, trading_rig
 
 pytestmark = pytest.mark.integration
 
+Summaries = Callable[[], Awaitable[list[str]]]
 
-async def test_the_summary_counts_the_trades_closed_before_a_restart(
-        shared_data: Path, pg_dsn: str, chat: tuple[FakeChat, str]) -> None:  # noqa: F811
+
+@contextlib.asynccontextmanager
+async def _told(shared_data: Path, pg_dsn: str, chat: tuple[FakeChat, str]  # noqa: F811
+                ) -> AsyncIterator[tuple[Rig, Notifier, Summaries]]:
+    """A trading rig and a started Notifier to the stand-in chat; ``summaries()`` waits until everything told so
+    far has arrived and returns the daily summaries among it."""
     fake, base = chat
     notifier = _notifier(base, telegram_token=None, telegram_chat_id=None)
     await notifier.start()
     try:
         async with trading_rig(shared_data, pg_dsn) as rig:
-            day = rig.clock() // DAY_MS
-            start = day * DAY_MS
-            # closed by the process before this one: a win, a loss, and one of the day before (not counted)
-            closed = [Trade("s1", "BTCUSDT", "LONG", Decimal("0.01"), Decimal("27000"), Decimal("27300"),
-                            start + 3_600_000, start + 4_000_000, Decimal("0.2"), ExitReason.TAKE_PROFIT),
-                      Trade("s2", "ETHUSDT", "SHORT", Decimal("0.1"), Decimal("1800"), Decimal("1810"),
-                            start + 5_000_000, start + 6_000_000, Decimal("0.1"), ExitReason.STOP_LOSS),
-                      Trade("s0", "SOLUSDT", "LONG", Decimal("1"), Decimal("20"), Decimal("21"),
-                            start - 7_000_000, start - 6_000_000, Decimal("0.05"), ExitReason.TAKE_PROFIT)]
-            for trade in closed:
-                assert await rig.repo.close_trade(trade, features=[], schema_version="",
-                                                  signal_time_ms=trade.entry_time_ms, model_version=None) is not None
-            now = {"ms": start + 7_000_000}
-            ex = await rig.executor(notifier=notifier, clock=lambda: now["ms"])
-            await ex.check_exits()  # the first check: the day is under way
-            now["ms"] = start + DAY_MS + 1_000  # past midnight
-            await ex.check_exits()
-            await ex.check_exits()  # once a day
-            notifier.notify("marker", "info")
-            texts = await _told_until(fake, "marker")
+            async def summaries() -> list[str]:
+                notifier.notify("marker", "info")
+                return [t for t in await _told_until(fake, "marker") if t.startswith("DAY")]
+
+            yield rig, notifier, summaries
     finally:
         await notifier.close()
-    summaries = [t for t in texts if t.startswith("DAY")]
-    assert summaries == [daily_summary(closed[:2], ex.snapshot().equity, day)], texts
-    assert summaries[0].startswith(f"DAY {_date(day)} · 2 trades · 1W/1L")
 
 
 def _date(day: int) -> str:
@@ -64,58 +53,72 @@ def _trade(signal_id: str, symbol: str, closed_ms: int, exit_price: str) -> Trad
                  closed_ms, Decimal("0.05"), ExitReason.TAKE_PROFIT)
 
 
+async def _store(rig: Rig, trades: list[Trade]) -> None:
+    """Trades closed by a process before this one."""
+    for trade in trades:
+        assert await rig.repo.close_trade(trade, features=[], schema_version="", signal_time_ms=trade.entry_time_ms,
+                                          model_version=None) is not None
+
+
+async def test_the_summary_counts_the_trades_closed_before_a_restart(
+        shared_data: Path, pg_dsn: str, chat: tuple[FakeChat, str]) -> None:  # noqa: F811
+    async with _told(shared_data, pg_dsn, chat) as (rig, notifier, summaries):
+        day = rig.clock() // DAY_MS
+        start = day * DAY_MS
+        # closed by the process before this one: a win, a loss, and one of the day before (not counted)
+        closed = [Trade("s1", "BTCUSDT", "LONG", Decimal("0.01"), Decimal("27000"), Decimal("27300"),
+                        start + 3_600_000, start + 4_000_000, Decimal("0.2"), ExitReason.TAKE_PROFIT),
+                  Trade("s2", "ETHUSDT", "SHORT", Decimal("0.1"), Decimal("1800"), Decimal("1810"),
+                        start + 5_000_000, start + 6_000_000, Decimal("0.1"), ExitReason.STOP_LOSS),
+                  Trade("s0", "SOLUSDT", "LONG", Decimal("1"), Decimal("20"), Decimal("21"),
+                        start - 7_000_000, start - 6_000_000, Decimal("0.05"), ExitReason.TAKE_PROFIT)]
+        await _store(rig, closed)
+        now = {"ms": start + 7_000_000}
+        ex = await rig.executor(notifier=notifier, clock=lambda: now["ms"])
+        await ex.check_exits()  # the first check: the day is under way
+        now["ms"] = start + DAY_MS + 1_000  # past midnight
+        await ex.check_exits()
+        await ex.check_exits()  # once a day
+        told = await summaries()
+    assert told == [daily_summary(closed[:2], ex.snapshot().equity, day)]
+    assert told[0].startswith(f"DAY {_date(day)} · 2 trades · 1W/1L")
+
+
 async def test_a_restart_across_midnight_tells_the_day_that_ended_while_down(
         shared_data: Path, pg_dsn: str, chat: tuple[FakeChat, str]) -> None:  # noqa: F811
-    fake, base = chat
-    notifier = _notifier(base, telegram_token=None, telegram_chat_id=None)
-    await notifier.start()
-    try:
-        async with trading_rig(shared_data, pg_dsn) as rig:
-            day = rig.clock() // DAY_MS
-            yesterday = (day - 1) * DAY_MS
-            # the process before this one told the day before yesterday, closed two trades yesterday and stopped
-            # before midnight; this one starts ten minutes into today
-            assert await rig.repo.claim_summary(day - 2, 0, Decimal(0), Decimal(1000))
-            closed = [_trade("s1", "SOLUSDT", yesterday + 3_600_000, "21"),
-                      _trade("s2", "SOLUSDT", yesterday + 7_200_000, "19")]
-            for trade in closed:
-                assert await rig.repo.close_trade(trade, features=[], schema_version="",
-                                                  signal_time_ms=trade.entry_time_ms, model_version=None) is not None
-            now = day * DAY_MS + 600_000
-            ex = await rig.executor(notifier=notifier, clock=lambda: now)
-            await ex.check_exits()
-            await ex.check_exits()
-            again = await rig.executor(notifier=notifier, clock=lambda: now)  # restarted once more: told already
-            await again.check_exits()
-            notifier.notify("marker", "info")
-            texts = await _told_until(fake, "marker")
-            assert await rig.repo.last_summary_day() == day - 1
-    finally:
-        await notifier.close()
-    summaries = [t for t in texts if t.startswith("DAY")]
-    assert summaries == [daily_summary(closed, ex.snapshot().equity, day - 1)], texts
-    assert summaries[0].startswith(f"DAY {_date(day - 1)} · 2 trades · 1W/1L")
+    async with _told(shared_data, pg_dsn, chat) as (rig, notifier, summaries):
+        day = rig.clock() // DAY_MS
+        yesterday = (day - 1) * DAY_MS
+        # the process before this one told the day before yesterday, closed two trades yesterday and stopped
+        # before midnight; this one starts ten minutes into today
+        assert await rig.repo.claim_summary(day - 2, 0, Decimal(0), Decimal(1000))
+        closed = [_trade("s1", "SOLUSDT", yesterday + 3_600_000, "21"),
+                  _trade("s2", "SOLUSDT", yesterday + 7_200_000, "19")]
+        await _store(rig, closed)
+        now = day * DAY_MS + 600_000
+        ex = await rig.executor(notifier=notifier, clock=lambda: now)
+        await ex.check_exits()
+        await ex.check_exits()
+        again = await rig.executor(notifier=notifier, clock=lambda: now)  # restarted once more: told already
+        await again.check_exits()
+        told = await summaries()
+        assert await rig.repo.last_summary_day() == day - 1
+    assert told == [daily_summary(closed, ex.snapshot().equity, day - 1)]
+    assert told[0].startswith(f"DAY {_date(day - 1)} · 2 trades · 1W/1L")
 
 
 async def test_two_executors_passing_the_same_midnight_tell_the_day_once(
         shared_data: Path, pg_dsn: str, chat: tuple[FakeChat, str]) -> None:  # noqa: F811
     """A failover overlap: the old executor still runs when the new one has started; the day is claimed once."""
-    fake, base = chat
-    notifier = _notifier(base, telegram_token=None, telegram_chat_id=None)
-    await notifier.start()
-    try:
-        async with trading_rig(shared_data, pg_dsn) as rig:
-            day = rig.clock() // DAY_MS
-            now = {"ms": day * DAY_MS + 3_600_000}
-            first = await rig.executor(notifier=notifier, clock=lambda: now["ms"])
-            second = await rig.executor(notifier=notifier, clock=lambda: now["ms"])
-            for ex in (first, second):
-                await ex.check_exits()  # the day under way: nothing to tell
-            now["ms"] = (day + 1) * DAY_MS + 1_000
-            assert await first.daily_summary()
-            assert not await second.daily_summary()
-            notifier.notify("marker", "info")
-            texts = await _told_until(fake, "marker")
-    finally:
-        await notifier.close()
-    assert [t for t in texts if t.startswith("DAY")] == [daily_summary([], first.snapshot().equity, day)], texts
+    async with _told(shared_data, pg_dsn, chat) as (rig, notifier, summaries):
+        day = rig.clock() // DAY_MS
+        now = {"ms": day * DAY_MS + 3_600_000}
+        first = await rig.executor(notifier=notifier, clock=lambda: now["ms"])
+        second = await rig.executor(notifier=notifier, clock=lambda: now["ms"])
+        for ex in (first, second):
+            await ex.check_exits()  # the day under way: nothing to tell
+        now["ms"] = (day + 1) * DAY_MS + 1_000
+        assert await first.daily_summary()
+        assert not await second.daily_summary()
+        told = await summaries()
+    assert told == [daily_summary([], first.snapshot().equity, day)]

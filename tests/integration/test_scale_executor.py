@@ -5,9 +5,13 @@ and no client order id reaches the exchange twice."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -68,6 +72,42 @@ def _legs(log: list[str], signal_id: str) -> list[str]:
         if parts is not None and parts.digest == digest:
             out.append(str(parts.leg))
     return out
+
+
+@dataclass
+class InProcess:
+    """An emulator (paused, speed 0), an ``ExecutorProcess`` on the test Redis (not started yet) and a publisher
+    standing in for the shard workers, under keys of the test's own."""
+
+    emu: Emulator
+    keys: ClusterKeys
+    proc: Any
+    rds: aioredis.Redis
+    pub: SignalPublisher
+
+
+@contextlib.asynccontextmanager
+async def _in_process(shared_data: Path, pg_dsn: str, tmp_path: Path, *, emulator: dict[str, Any] | None = None,
+                      **settings: Any) -> AsyncIterator[InProcess]:
+    from shards.executor_main import ExecutorProcess
+
+    await apply_migrations(pg_dsn)
+    emu = Emulator(EmulatorConfig(data_dir=shared_data, symbols=SYMBOLS, speed=0, start_paused=True,
+                                  **(emulator or {})))
+    await emu.start()
+    keys = ClusterKeys(f"t{uuid.uuid4().hex[:10]}")
+    proc = ExecutorProcess(process_settings(emu, pg_dsn, tmp_path, keys.prefix, cluster={"claim_idle_s": 1.0},
+                                            **settings))
+    rds: aioredis.Redis = aioredis.from_url(TEST_REDIS_URL)
+    pub = SignalPublisher(rds, keys.signals, marks_stream=keys.marks)
+    try:
+        yield InProcess(emu, keys, proc, rds, pub)
+    finally:
+        await pub.stop()
+        await proc.stop()
+        await rds.delete(keys.signals, keys.marks)
+        await rds.aclose()
+        await emu.stop()
 
 
 async def test_executor_killed_mid_order_restarts_without_duplicates(shared_data: Path, pg_dsn: str,
@@ -247,7 +287,6 @@ async def test_paper_executor_walks_each_bar_from_the_marks_stream(shared_data: 
     guard's ring starts with the stored candles of the last two hours and follows the marks stream."""
     import numpy as np
 
-    from shards.executor_main import ExecutorProcess
     from smc_quant.datasets import KLINES_2023_1M, read_klines
     from smc_quant.domain.trading import ExitReason
     from smc_quant.store.candles import CandleRepository
@@ -255,25 +294,17 @@ async def test_paper_executor_walks_each_bar_from_the_marks_stream(shared_data: 
     from tests.builders import candles_of
     from tests.integration.test_scale_kit import wait_for as poll
 
-    await apply_migrations(pg_dsn)
-    emu = Emulator(EmulatorConfig(data_dir=shared_data, symbols=SYMBOLS, speed=0, start_paused=True,
-                                  history_minutes=200))
-    await emu.start()
-    btc = read_klines(shared_data / KLINES_2023_1M / "BTCUSDT.csv.gz")
-    first = int(np.searchsorted(btc.open_time, emu.start_ms - 150 * MINUTE_MS))
-    stored = candles_of(btc, first, int(np.searchsorted(btc.open_time, emu.start_ms)))
-    pool = await create_pool(pg_dsn)
-    try:
-        await CandleRepository(pool).upsert(stored)
-    finally:
-        await pool.close()
-    keys = ClusterKeys(f"t{uuid.uuid4().hex[:10]}")
-    settings = process_settings(emu, pg_dsn, tmp_path, keys.prefix, cluster={"claim_idle_s": 1.0})
-    proc = ExecutorProcess(settings)
-    rds: aioredis.Redis = aioredis.from_url(TEST_REDIS_URL)
-    pub = SignalPublisher(rds, keys.signals, marks_stream=keys.marks)
-    t = emu.start_ms
-    try:
+    async with _in_process(shared_data, pg_dsn, tmp_path, emulator={"history_minutes": 200}) as run:
+        emu, proc, pub = run.emu, run.proc, run.pub
+        btc = read_klines(shared_data / KLINES_2023_1M / "BTCUSDT.csv.gz")
+        first = int(np.searchsorted(btc.open_time, emu.start_ms - 150 * MINUTE_MS))
+        stored = candles_of(btc, first, int(np.searchsorted(btc.open_time, emu.start_ms)))
+        pool = await create_pool(pg_dsn)
+        try:
+            await CandleRepository(pool).upsert(stored)
+        finally:
+            await pool.close()
+        t = emu.start_ms
         await proc.start()
         assert proc.trading.paper is not None  # no keys: the paper account
         seeded = proc.trading.returns.window("BTCUSDT", stored[-1].open_time)
@@ -316,12 +347,6 @@ async def test_paper_executor_walks_each_bar_from_the_marks_stream(shared_data: 
         assert await proc.refresh_delistings() == []
         assert proc.trading.filters["BTCUSDT"].tick_size == proc.trading.risk.filters["BTCUSDT"].tick_size == Decimal(
             "0.50")
-    finally:
-        await pub.stop()
-        await proc.stop()
-        await rds.delete(keys.signals, keys.marks)
-        await rds.aclose()
-        await emu.stop()
 
 
 async def test_executor_loops_outlive_a_redis_that_refuses(shared_data: Path, pg_dsn: str, tmp_path: Path,
@@ -366,20 +391,12 @@ async def test_paper_executor_charges_funding_from_its_stream(shared_data: Path,
     it: paper PnL, the drawdown and the learner's experience rows left every funding payment out)."""
     from decimal import ROUND_HALF_UP
 
-    from shards.executor_main import ExecutorProcess
     from tests.integration.test_scale_kit import wait_for as poll
 
-    await apply_migrations(pg_dsn)
     rate = Decimal("0.0004")  # under the funding guard's 0.05 %: the long opens
-    emu = Emulator(EmulatorConfig(data_dir=shared_data, symbols=SYMBOLS, speed=0, start_paused=True,
-                                  funding_rates=(("BTCUSDT", rate),), funding_interval_h=1))
-    await emu.start()
-    keys = ClusterKeys(f"t{uuid.uuid4().hex[:10]}")
-    settings = process_settings(emu, pg_dsn, tmp_path, keys.prefix, cluster={"claim_idle_s": 1.0})
-    proc = ExecutorProcess(settings)
-    rds: aioredis.Redis = aioredis.from_url(TEST_REDIS_URL)
-    pub = SignalPublisher(rds, keys.signals, marks_stream=keys.marks)
-    try:
+    async with _in_process(shared_data, pg_dsn, tmp_path,
+                           emulator={"funding_rates": (("BTCUSDT", rate),), "funding_interval_h": 1}) as run:
+        emu, proc, pub = run.emu, run.proc, run.pub
         await proc.start()
         stack = proc.trading
         assert stack.paper is not None and stack.funding is not None and stack.funding_feed is not None
@@ -417,12 +434,6 @@ async def test_paper_executor_charges_funding_from_its_stream(shared_data: Path,
         await stack.settle()
         assert stack.repo is not None and await stack.repo.funding_paid() == amount
         assert "BTCUSDT" in stack.executor.book  # still held: the flat bars hit neither stop nor target
-    finally:
-        await pub.stop()
-        await proc.stop()
-        await rds.delete(keys.signals, keys.marks)
-        await rds.aclose()
-        await emu.stop()
 
 
 async def test_paper_executor_skips_the_signals_held_up_while_it_was_down(shared_data: Path, pg_dsn: str,
@@ -431,26 +442,17 @@ async def test_paper_executor_skips_the_signals_held_up_while_it_was_down(shared
     while the executor was down, its candle closed ten minutes before the newest marks, is skipped as
     ``stale_signal`` and stored so; the same setup on the newest closed minute opens. The age limit used to apply
     to live trading only, so a paper account (and the learner's experience rows) took setups minutes old."""
-    from shards.executor_main import ExecutorProcess
     from tests.integration.test_scale_kit import wait_for as poll
-
-    await apply_migrations(pg_dsn)
-    emu = Emulator(EmulatorConfig(data_dir=shared_data, symbols=SYMBOLS, speed=0, start_paused=True))
-    await emu.start()
-    keys = ClusterKeys(f"t{uuid.uuid4().hex[:10]}")
-    settings = process_settings(emu, pg_dsn, tmp_path, keys.prefix, cluster={"claim_idle_s": 1.0}, mode="paper")
-    assert settings.mode == "paper" and settings.trading.max_signal_age_s == 120
-    proc = ExecutorProcess(settings)
-    rds: aioredis.Redis = aioredis.from_url(TEST_REDIS_URL)
-    pub = SignalPublisher(rds, keys.signals, marks_stream=keys.marks)
-    t, newest = emu.start_ms, emu.start_ms + 10 * MINUTE_MS
 
     def long(open_time: int) -> Signal:
         return Signal(f"BTCUSDT:LONG:{open_time}", "BTCUSDT", "LONG", open_time, Decimal("27000"), 0.75, 1.0, 5.0,
                       f"held@{open_time}", FEATURES, schema_version=FEATURE_SCHEMA.version,
                       created_ms=open_time + MINUTE_MS)
 
-    try:
+    async with _in_process(shared_data, pg_dsn, tmp_path, mode="paper") as run:
+        emu, proc, pub = run.emu, run.proc, run.pub
+        assert proc.settings.mode == "paper" and proc.settings.trading.max_signal_age_s == 120
+        t, newest = emu.start_ms, emu.start_ms + 10 * MINUTE_MS
         pub.start()  # while the executor is down: a signal of minute t, then ten more minutes of marks
         pub.publish(long(t))
         for minute in range(t, newest + MINUTE_MS, MINUTE_MS):
@@ -476,10 +478,3 @@ async def test_paper_executor_skips_the_signals_held_up_while_it_was_down(shared
         finally:
             await conn.close()
         assert tuple(stored) == ("skip", "stale_signal")
-    finally:
-        await pub.stop()
-        await proc.stop()
-        await rds.delete(keys.signals, keys.marks)
-        await rds.aclose()
-        await emu.stop()
-
