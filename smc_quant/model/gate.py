@@ -216,14 +216,14 @@ def chance_test(y: I64, p: F64, margin: float = 0.01, z: float = 1.645, groups: 
 
 def decide(y: I64, challenger_p: F64, champion_p: F64 | None, margin: float = 0.01,
            z: float = 1.645, groups: I64 | None = None, paired_z: float | None = None, *,
-           calibration: bool = True, brier_margin: float = 0.005, base_rate: float | None = None) -> GateDecision:
+           brier_margin: float | None = 0.005, base_rate: float | None = None) -> GateDecision:
     """Compare AUCs on the same window; with no champion the challenger only has to beat chance. ``z`` is the
     significance of the chance test (:func:`chance_test`), ``paired_z`` that of the gain over the champion
     (``None``: ``z``; 0 turns a test off, leaving the margin). ``groups`` (e.g. :func:`time_blocks`) makes
     both tests cluster-robust; without it the rows are taken as independent (see the module docstring).
-    ``calibration``: the Brier condition last, within ``brier_margin`` (off: the ranking alone, for scores that are
-    not probabilities); with no champion it compares with the constant forecast at ``base_rate`` (the training
-    rows' win rate; ``None``: no Brier condition without a champion)."""
+    Last, the Brier condition within ``brier_margin`` (``None``: off, the ranking alone, for scores that are not
+    probabilities); with no champion it compares with the constant forecast at ``base_rate`` (the training rows'
+    win rate; ``None``: no Brier condition without a champion)."""
     floor = chance_test(y, challenger_p, margin, z, groups)
     ch = floor.auc
     cur = auc(y, champion_p) if champion_p is not None else 0.5
@@ -248,10 +248,10 @@ def decide(y: I64, challenger_p: F64, champion_p: F64 | None, margin: float = 0.
         return _calibrated(y, challenger_p, champion_p, ch, cur,
                            f"challenger AUC {ch:.4f} beats champion {cur:.4f} + {margin}, significantly: "
                            f"difference − {quantile:.3f}·SE = {d_low:.4f} (paired)",
-                           brier_margin if calibration else None, base_rate)
+                           brier_margin, base_rate)
     return _calibrated(y, challenger_p, champion_p, ch, cur,
                        f"challenger AUC {ch:.4f} beats champion {cur:.4f} + {margin}",
-                       brier_margin if calibration else None, base_rate)
+                       brier_margin, base_rate)
 
 
 def _calibrated(y: I64, challenger_p: F64, champion_p: F64 | None, ch: float, cur: float, ranked: str,

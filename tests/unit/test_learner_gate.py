@@ -34,7 +34,7 @@ def decide(y: npt.NDArray[np.int64], challenger: npt.NDArray[np.float64], champi
            **kw: float | npt.NDArray[np.int64] | None) -> GateDecision:
     """The gate's ranking tests alone: most tests here score rows with label-blind or noisy scores that are not
     probabilities (their levels are the point); the Brier condition has its own tests below."""
-    return gate.decide(y, challenger, champion, calibration=False, **kw)  # type: ignore[arg-type]
+    return gate.decide(y, challenger, champion, brier_margin=None, **kw)  # type: ignore[arg-type]
 
 
 def test_latest_split_holds_out_the_newest_rows_and_purges_overlapping_labels() -> None:
@@ -284,7 +284,7 @@ def test_a_better_ranking_with_probabilities_pushed_past_the_threshold_is_not_pr
     logit = lambda edge: 1 / (1 + np.exp(-(-0.85 + edge * (y - 0.3) + rng.normal(0, 1, 2000))))  # noqa: E731
     champion, calibrated = logit(1.0), logit(2.0)
     shifted = np.clip(calibrated + 0.3, 0, 1)
-    ranked = gate.decide(y, shifted, champion, calibration=False)
+    ranked = gate.decide(y, shifted, champion, brier_margin=None)
     assert ranked.promote and auc(y, shifted) > auc(y, champion) + 0.05
     assert float(np.mean(shifted >= 0.55)) > 3 * float(np.mean(champion >= 0.55))
     refused = gate.decide(y, shifted, champion)
