@@ -189,7 +189,8 @@ class Service:
         ls = self.settings.learner
         registry = ModelRegistry(self.pool)
         history = candle_history(CandleRepository(self.pool).fetch, self._watched,
-                                 int(ls.history_days * 86_400_000), self.trading.clock.wall_or_market)
+                                 int(ls.history_days * 86_400_000), self.trading.clock.wall_or_market,
+                                 min_history=ls.min_history_candles)
         predictor = self.scorer.predictor
 
         async def promoted(version: int) -> None:

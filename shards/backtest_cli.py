@@ -137,14 +137,15 @@ async def run_backtests(series: Mapping[str, KlineSeries], *, model: str, settin
     extra: dict[str, Any] = {"model": model}
     if model == "walk-forward":
         ls = settings.learner
-        wf = WalkForwardConfig(history_days=history_days or ls.history_days, retrain_every=ls.retrain_every_trades,
+        wf = WalkForwardConfig(history_days=history_days or ls.history_days, min_history=ls.min_history_candles,
+                               retrain_every=ls.retrain_every_trades,
                                retrain_interval_s=ls.retrain_interval_s, margin=ls.promote_margin,
                                z=ls.promote_z, paired_z=ls.promote_paired_z)
         out = await walk_forward(prepared, filters, brackets, cfg, wf, progress=bar("walk-forward"))
         ml = out.result
         extra["learner_rounds"] = out.rounds
-        notes = [*notes, f"walk-forward: trading starts {_iso(out.trade_start_ms)} after {wf.history_days} days of "
-                         f"history; {len(out.rounds)} learner rounds, "
+        notes = [*notes, f"walk-forward: trading starts {_iso(out.trade_start_ms)} after {wf.min_history:,} "
+                         f"warm-up candles and {wf.history_days} days of history; {len(out.rounds)} learner rounds, "
                          f"{sum(1 for r in out.rounds if r.get('promoted'))} promotions, "
                          f"{sum(1 for r in out.rounds if r.get('champion_edge') is False)} with a champion that "
                          f"showed no edge on the latest window"]

@@ -193,6 +193,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     "universe": {"quote_assets": ("USDT", "USDC")},
                     "ops": {"port": args.ops_port, "freshness_window_s": max(2.0, 60.0 / max(args.speed, 1.0) * 3)},
                     "mode": "replay",
+                    # the replay's engines have only what the bootstrap fetched behind them: learn from the rows
+                    # with that much history at once, rather than wait three replayed days for the live warm-up's
+                    "learner": {"min_history_candles": base.feed.bootstrap_candles},
                 })
                 log.info("demo_emulator", rest=emu.rest_url, market=emu.ws_market_base, speed=args.speed)
                 clean = await run_until_signalled(Service(settings), _stop_event())
@@ -254,8 +257,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     async def task(registry: Any) -> int:
         series = load_series(Path(args.data), args.symbols, args.max_bars, _say)
+        warm = args.min_history if args.min_history is not None else load_settings().learner.min_history_candles
         result = await train_and_register(registry, series, every=args.every, folds=args.folds, out=Path(args.out),
-                                          say=_say, source=args.setups)
+                                          say=_say, source=args.setups, min_history=warm)
         print(result.text, end="")
         return 0
 
@@ -464,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--setups", type=_setup_source, default="broad", metavar="{strategy,broad,candidates}",
                     help="rows to label: the strategy's setups, plus every Nth bar (broad, the learner's "
                          "choice; default), or every Nth bar only (candidates)")
+    tr.add_argument("--min-history", type=int, default=None, metavar="N",
+                    help="label a row only with N candles before it in its file; they warm the features up "
+                         "(default SMC_LEARNER__MIN_HISTORY_CANDLES, 4320: the live warm-up)")
     tr.add_argument("--out", default="reports", help="report folder (default reports/)")
     tr.set_defaults(func=cmd_train)
     sub.add_parser("models", help="list the model registry").set_defaults(func=cmd_models)

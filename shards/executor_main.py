@@ -149,7 +149,7 @@ class ExecutorProcess(ClusterProcess):
             return sorted(set(started) | set(current.symbols if current is not None else ()))
 
         history = candle_history(CandleRepository(self.pool).fetch, symbols, int(ls.history_days * 86_400_000),
-                                 self.trading.clock.wall_or_market)
+                                 self.trading.clock.wall_or_market, min_history=ls.min_history_candles)
 
         async def promoted(version: int) -> None:
             self.log.warning("model_promoted", version=version, note="shard workers follow within a minute")

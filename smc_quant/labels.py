@@ -190,6 +190,11 @@ class SetupRows:
     def __len__(self) -> int:
         return int(self.index.shape[0])
 
+    def take(self, rows: npt.NDArray[np.bool_]) -> SetupRows:
+        """The rows a mask selects."""
+        return SetupRows(self.index[rows], self.side[rows], self.stop_pct[rows], self.target_pct[rows],
+                         self.is_setup[rows])
+
 
 def select_setups(x: F64, source: SetupSource = "strategy", every: int = 1, side_feature: str = "trend_1m",
                   spec: BarrierSpec | None = None, scalper: ScalperConfig | None = None) -> SetupRows:

@@ -114,7 +114,8 @@ class FeedSettings(_Section):
     its first live one, so its engine and the learner's cold start have history (0: start empty)."""
     retention_days: Annotated[float, Field(ge=0.0)] = 90.0
     """Stored candles older than this (before the newest one, or the clock if earlier) are deleted hourly,
-    ~85 MB a day at 323 symbols; never less than the learner's history_days and the warm start (0: keep all)."""
+    ~85 MB a day at 323 symbols; never less than what the learner reads (history_days + min_history_candles)
+    and the warm start (0: keep all)."""
     backfill_limit: Annotated[int, Field(ge=1, le=1500)] = 1000
     """Rows per REST /klines request during backfill (1000 costs weight 5)."""
     backfill_attempts: PositiveInt = 120
@@ -268,6 +269,12 @@ class LearnerSettings(_Section):
     blocks; 0: the margin alone)."""
     history_days: PositiveFloat = 7.0
     """Stored 1m candles (per symbol, most recent) labelled as history for each retrain."""
+    min_history_candles: Annotated[int, Field(ge=0)] = 4320
+    """A history row is labelled only with this many candles before it (fetched in addition to history_days, to
+    warm the features up): the live engine warms up on feed.warm_start_candles (keep them equal), and with less
+    history the 1h trend and the sweeps read differently (docs/learning.md). A fresh deployment therefore learns
+    once it has stored this plus some labelled history (raise feed.bootstrap_candles, or lower this, to start
+    sooner; 0: label from the first candle)."""
     cold_start: bool = True
     """With no champion, train one from the stored history at start (in a worker thread)."""
     keep_candidates: Annotated[int, Field(ge=0)] = 50

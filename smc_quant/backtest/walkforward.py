@@ -6,7 +6,8 @@ history at once), a round after every ``retrain_every`` closed trades (the execu
 ``Learner.on_trade_closed``, as in ``shards/app.py``), and a round every ``retrain_interval_s`` of *candle*
 time (the backtest triggers the schedule; the live loop waits on the wall clock). Each round is the live one:
 history = the last ``history_days`` of every symbol's candles before the current minute, labelled by
-``build_dataset(source="broad")`` (the ``candle_history`` loader's call) + the backtest's own closed trades as
+``build_dataset(source="broad")`` with the ``min_history`` candles before them as warm-up (the ``candle_history``
+loader's call) + the backtest's own closed trades as
 weighted experience rows, purged latest split, challenger trained, gate on the held-out window against the
 champion, promote or keep. A promoted model is loaded into the predictor that scores the next minute.
 
@@ -129,6 +130,8 @@ class WalkForwardConfig:
     """The learner's cadence (the service's defaults) and the rolling history window."""
 
     history_days: float = 7.0
+    min_history: int = 4320
+    """Candles before the history window that only warm the features up (``learner.min_history_candles``)."""
     retrain_every: int = 50
     retrain_interval_s: float = 86_400.0
     margin: float = 0.01
@@ -147,17 +150,20 @@ class WalkForwardResult:
     trade_start_ms: int = 0
 
 
-def _history(series: Mapping[str, KlineSeries], now: _Now, lookback_ms: int, every: int, rules: Any) -> Any:
+def _history(series: Mapping[str, KlineSeries], now: _Now, lookback_ms: int, every: int, rules: Any,
+             min_history: int) -> Any:
+    """``candle_history`` over the in-memory series: the same window, warm-up and labelling."""
     spec = BarrierSpec()
 
     async def load() -> Dataset:
         end = now()
         parts = []
         for s in series.values():
-            lo, hi = np.searchsorted(s.open_time, [end - lookback_ms, end])
-            if hi - lo > spec.horizon:
+            lo, hi = np.searchsorted(s.open_time, [end - lookback_ms - min_history * MINUTE_MS, end])
+            if hi - lo > min_history + spec.horizon:
                 parts.append(s.slice(int(lo), int(hi)))
-        return await asyncio.to_thread(build_dataset, parts, spec, every, "trend_1m", None, "broad", rules)
+        return await asyncio.to_thread(build_dataset, parts, spec, every, "trend_1m", None, "broad", rules,
+                                       min_history=min_history)
 
     return load
 
@@ -171,14 +177,14 @@ def _round_row(o: LearnOutcome, at_ms: int) -> dict[str, Any]:
 async def walk_forward(prepared: Prepared, filters: Mapping[str, SymbolFilters],
                        brackets: Mapping[str, SymbolBrackets], config: BacktestConfig | None = None,
                        wf: WalkForwardConfig | None = None, *, progress: Progress | None = None) -> WalkForwardResult:
-    """Trade from ``history_days`` after the first candle (or ``config.start_ms`` if later) with the learner's
-    models only (see the module docstring)."""
+    """Trade from ``min_history`` minutes + ``history_days`` after the first candle (or ``config.start_ms`` if
+    later) with the learner's models only (see the module docstring)."""
     from dataclasses import replace
 
     cfg = config or BacktestConfig()
     wf = wf or WalkForwardConfig()
     first = min(int(s.open_time[0]) for s in prepared.series.values())
-    start = max(first + int(wf.history_days * DAY_MS), cfg.start_ms or 0)
+    start = max(first + wf.min_history * MINUTE_MS + int(wf.history_days * DAY_MS), cfg.start_ms or 0)
     start -= start % MINUTE_MS
     now = _Now(start)
     predictor = MLPredictor()
@@ -188,7 +194,8 @@ async def walk_forward(prepared: Prepared, filters: Mapping[str, SymbolFilters],
         predictor.load(await registry.load(version), version=version)
 
     learner = Learner(experience, registry,
-                      _history(prepared.series, now, int(wf.history_days * DAY_MS), wf.every, cfg.rules()),
+                      _history(prepared.series, now, int(wf.history_days * DAY_MS), wf.every, cfg.rules(),
+                               wf.min_history),
                       LearnerConfig(retrain_every=wf.retrain_every, retrain_interval_s=1e9, margin=wf.margin, z=wf.z,
                                     paired_z=wf.paired_z, cold_start=True), on_promoted=promoted, log=quiet_logger(),
                       schema_version=FEATURE_SCHEMA.version, clock=now)

@@ -102,21 +102,28 @@ class TrainResult:
 
 async def train_and_register(registry: ModelRegistry, series: Sequence[KlineSeries], *, every: int, folds: int,
                              out: Path, say: Say, spec: BarrierSpec | None = None,
-                             config: TrainConfig | None = None, source: SetupSource = "broad") -> TrainResult:
+                             config: TrainConfig | None = None, source: SetupSource = "broad",
+                             min_history: int = 0) -> TrainResult:
     """Dataset → purged walk-forward report → final model on all but the latest window → candidate (with
-    that window) → text/HTML report.
+    that window) → text/HTML report. ``min_history``: the first candles of each series only warm the
+    features up (``build_dataset``; the service's ``learner.min_history_candles``).
 
     The CPU-bound steps run in a worker thread (``asyncio.to_thread``)."""
     spec, config = spec or BarrierSpec(), config or TrainConfig()
     started = time.perf_counter()
-    say(f"building features and triple-barrier labels ({source} setups, every {every} bars) ...")
-    ds = await asyncio.to_thread(build_dataset, series, spec, every, "trend_1m", None, source)
+    say(f"building features and triple-barrier labels ({source} setups, every {every} bars, "
+        f"after {min_history:,} warm-up candles) ...")
+    ds = await asyncio.to_thread(build_dataset, series, spec, every, "trend_1m", None, source,
+                                 min_history=min_history)
     if len(ds) < 10 * (folds + 1):
         raise OperationalError(f"only {len(ds)} labelled setups: too few for {folds} folds (use more data)")
     say(f"  {len(ds):,} setups ({int(ds.is_setup.sum()):,} strategy setups), base rate {ds.win.mean():.3f} "
         f"({time.perf_counter() - started:.1f} s)")
     say(f"walk-forward: {folds} purged folds + shuffled-label baseline ...")
-    wf = await asyncio.to_thread(walk_forward_report, ds, folds, spec.horizon * 60_000, config)
+    try:
+        wf = await asyncio.to_thread(walk_forward_report, ds, folds, spec.horizon * 60_000, config)
+    except ValueError as exc:
+        raise OperationalError(f"{exc}: use more data or fewer folds") from None
     for i, f in enumerate(wf.folds, 1):
         say(f"  fold {i}: AUC {fmt(f['auc'])}  shuffled {fmt(f['shuffled_auc'])}  test rows {fmt(f['n'])}")
     say(f"  pooled AUC {fmt(wf.pooled['auc'])}, mean fold AUC {fmt(wf.pooled['fold_auc_mean'])}, "
@@ -126,7 +133,7 @@ async def train_and_register(registry: ModelRegistry, series: Sequence[KlineSeri
     say(f"training the final model on {len(fit):,} setups; the latest {len(hold):,} are held out for its gate ...")
     model = await asyncio.to_thread(train, fit.x, fit.win, config)
     params = {**config.to_json(), "barrier": asdict(spec), "every": every, "folds": folds, "source": source,
-              "symbols": list(ds.symbols), "candles": sum(len(s) for s in series)}
+              "min_history": min_history, "symbols": list(ds.symbols), "candles": sum(len(s) for s in series)}
     metrics = {**wf.pooled, "shuffled_auc": wf.shuffled_auc, "folds": wf.folds, "importance": wf.importance,
                "holdout_start": split.cut_ms,
                "holdout": holdout_to_json(hold.x, hold.win, hold.is_setup, hold.start, hold.end, max_rows=5000)}
@@ -244,7 +251,9 @@ async def _gate(registry: ModelRegistry, record: ModelRecord, champion: ModelRec
             except (TypeError, ValueError) as exc:  # written by another version of BarrierSpec
                 say(f"the candidate's stored barriers are unreadable ({exc}): the default ones label the window")
                 spec = BarrierSpec()
-        ds = await asyncio.to_thread(build_dataset, series, spec, every, "trend_1m", None, source)
+        min_history = int(record.params.get("min_history", 0))  # its training rows' warm-up
+        ds = await asyncio.to_thread(build_dataset, series, spec, every, "trend_1m", None, source,
+                                     min_history=min_history)
         window = latest_window(ds, after)
         if len(window) == 0:
             return f"no setups after {utc(after)} UTC in the data (both training windows cover it)"

@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import structlog
 
-from smc_quant.domain.candles import Candle
+from smc_quant.domain.candles import MINUTE_MS, Candle
 from smc_quant.domain.series import KlineSeries
 from smc_quant.domain.trading import ExperienceRow
 from smc_quant.features import FEATURE_SCHEMA
@@ -258,9 +258,14 @@ def _series(symbol: str, candles: Sequence[Candle]) -> KlineSeries:
 def candle_history(fetch: CandleFetch, symbols: Sequence[str] | Callable[[], Sequence[str]], lookback_ms: int,
                    now_ms: Callable[[], int], *,
                    spec: BarrierSpec | None = None, every: int = 5, source: SetupSource = "broad",
-                   scalper: ScalperConfig | None = None) -> HistoryLoader:
-    """A history loader over stored 1m candles: the last ``lookback_ms`` of each symbol (fetched through
-    ``fetch``, e.g. ``CandleRepository.fetch``), labelled by ``build_dataset`` in a worker thread.
+                   scalper: ScalperConfig | None = None, min_history: int = 0) -> HistoryLoader:
+    """A history loader over stored 1m candles: the setups of the last ``lookback_ms`` of each symbol (fetched
+    through ``fetch``, e.g. ``CandleRepository.fetch``), labelled by ``build_dataset`` in a worker thread.
+
+    ``min_history`` more minutes are fetched before that window and only warm the features up: every labelled
+    row has at least that many candles behind it, as the live engine has after its warm start
+    (``learner.min_history_candles``; ``build_dataset``). A symbol with less stored history gives rows only
+    from that many candles on.
 
     ``symbols`` may be a callable, asked at every load: a service that takes new listings while it runs learns
     from their candles too. Symbols with no more candles than the label horizon are skipped. The candles are
@@ -271,12 +276,14 @@ def candle_history(fetch: CandleFetch, symbols: Sequence[str] | Callable[[], Seq
         end = now_ms()
         series = []
         for symbol in symbols() if callable(symbols) else symbols:
-            candles = await fetch(symbol, "1m", end - lookback_ms, end)
-            if len(candles) > spec.horizon:
+            candles = await fetch(symbol, "1m", end - lookback_ms - min_history * MINUTE_MS, end)
+            if len(candles) > min_history + spec.horizon:
                 series.append(_series(symbol, candles))
-        return await asyncio.to_thread(build_dataset, series, spec, every, "trend_1m", None, source, scalper)
+        return await asyncio.to_thread(build_dataset, series, spec, every, "trend_1m", None, source, scalper,
+                                       min_history=min_history)
 
-    return LabelledHistory(load, {"source": source, "every": every, "barrier": asdict(spec)})
+    return LabelledHistory(load, {"source": source, "every": every, "barrier": asdict(spec),
+                                  "min_history": min_history})
 
 
 class LabelledHistory:

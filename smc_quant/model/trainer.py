@@ -203,11 +203,16 @@ class WalkForwardReport:
 
 def walk_forward_report(ds: Dataset, n_folds: int = 4, embargo_ms: int = 0, config: TrainConfig | None = None,
                         shuffle_seed: int = 99) -> WalkForwardReport:
-    """Train on each fold's purged past, predict its test block; also the same with shuffled labels."""
+    """Train on each fold's purged past, predict its test block; also the same with shuffled labels.
+
+    ``ValueError`` when a fold has no training rows left (its past is all purged: too few, too bunched rows)."""
     config = config or TrainConfig()
     folds = walk_forward(ds.start, ds.end, n_folds, embargo_ms=embargo_ms)
     rows, real, per_fold = [], [], []
-    for fold in folds:
+    for k, fold in enumerate(folds, 1):
+        if fold.train.shape[0] == 0:
+            raise ValueError(f"fold {k} of {n_folds} has no training rows left after purging the labels that "
+                             "reach into its test block")
         y_test = ds.win[fold.test]
         p = train(ds.x[fold.train], ds.win[fold.train], config).predict(ds.x[fold.test])
         q = train(ds.x[fold.train], shuffled(ds.win[fold.train], shuffle_seed), config).predict(ds.x[fold.test])

@@ -45,7 +45,8 @@ def effective_retention_days(settings: Settings) -> float:
     if feed.retention_days == 0:
         return 0.0
     needed_minutes = max(feed.warm_start_candles, feed.bootstrap_candles, feed.ring_size)
-    return max(feed.retention_days, settings.learner.history_days, needed_minutes / 1440)
+    learner = settings.learner.history_days + settings.learner.min_history_candles / 1440  # what it fetches
+    return max(feed.retention_days, learner, needed_minutes / 1440)
 
 
 @dataclass(slots=True)

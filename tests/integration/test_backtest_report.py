@@ -93,7 +93,7 @@ def _same(got: Any, want: Any) -> bool:
 async def test_walk_forward_report_figures_equal_a_recomputation_from_the_trades_table(
         shared_data: Path, tmp_path: Path) -> None:
     series = {s: v.slice(0, 12 * 1440) for s, v in load_folder(shared_data, SYMBOLS).items()}
-    settings = load_settings(database_url=None, redis_url=None)
+    settings = load_settings(database_url=None, redis_url=None, learner={"min_history_candles": 1440})
     said: list[str] = []
     doc = await run_backtests(series, model="walk-forward", settings=settings, start_ms=None, end_ms=None,
                               say=said.append, history_days=4.0, show_progress=False)
@@ -105,7 +105,10 @@ async def test_walk_forward_report_figures_equal_a_recomputation_from_the_trades
     assert any(" with a champion that showed no edge on the latest window" in note for note in stored["notes"])
     balance = Decimal(stored["balance"])
     start, end = stored["start_ms"], stored["end_ms"]
-    assert end - start >= 7 * DAY, "traded out of sample after the 4-day history"
+    first = min(int(s.open_time[0]) for s in series.values())
+    assert start == first + 5 * DAY, "traded after 1 day of warm-up + 4 days of history"
+    assert end - start >= 6 * DAY
+    assert any("after 1,440 warm-up candles and 4.0 days of history" in note for note in stored["notes"])
     assert stored["runs"]["unfiltered"]["headline"]["trades"] >= 5, "precondition: the rules traded"
     for name, run in stored["runs"].items():
         rows = run["trades"]

@@ -438,7 +438,8 @@ async def test_without_a_champion_the_retry_backs_off_up_to_the_schedule(
 
 async def test_history_loader_labels_the_candles_stored_in_postgres(pg_dsn: str, shared_data: Path) -> None:
     """``candle_history`` over ``CandleRepository.fetch`` gives the same dataset as the candle files do
-    (real candles written to PostgreSQL, only the requested look-back window read back)."""
+    (real candles written to PostgreSQL, only the requested look-back window and the warm-up before it read
+    back, only the window labelled)."""
     await apply_migrations(pg_dsn)
     pool = await create_pool(pg_dsn)
     try:
@@ -449,11 +450,12 @@ async def test_history_loader_labels_the_candles_stored_in_postgres(pg_dsn: str,
                                        for t, o, h, lo, c, v in zip(s.open_time, s.open, s.high, s.low, s.close,
                                                                     s.volume, strict=True)])
         now = int(series[0].open_time[-1])
-        window = 8_000 * 60_000
-        loader = candle_history(candles_repo.fetch, [*PAIR, "NOSUCHUSDT"], window, lambda: now)
+        window, warm = 6_000 * 60_000, 2_000
+        loader = candle_history(candles_repo.fetch, [*PAIR, "NOSUCHUSDT"], window, lambda: now, min_history=warm)
         got = await loader()
-        want_series = [s.slice(int(np.searchsorted(s.open_time, now - window)), len(s)) for s in series]
-        want = build_dataset(want_series, BarrierSpec(), every=5, source="broad")
+        want_series = [s.slice(int(np.searchsorted(s.open_time, now - window - warm * 60_000)), len(s))
+                       for s in series]
+        want = build_dataset(want_series, BarrierSpec(), every=5, source="broad", min_history=warm)
         assert len(got) == len(want) > 500 and got.symbols == PAIR
         np.testing.assert_array_equal(got.x, want.x)
         np.testing.assert_array_equal(got.win, want.win)
@@ -466,8 +468,8 @@ async def test_history_loader_labels_the_candles_stored_in_postgres(pg_dsn: str,
         outcome = await Learner(TradingRepository(pool), registry, loader).learn_once()
         record = await registry.get(outcome.version)
         assert record is not None
-        assert {k: record.params[k] for k in ("source", "every", "barrier")} == {
-            "source": "broad", "every": 5, "barrier": asdict(BarrierSpec())}
+        assert {k: record.params[k] for k in ("source", "every", "barrier", "min_history")} == {
+            "source": "broad", "every": 5, "barrier": asdict(BarrierSpec()), "min_history": warm}
         said: list[str] = []
         await _gate(registry, record, None, want_series, None, 0.01, 1.645, 1.645, None, said.append)
         window_rows = latest_window(want, record.train_end)

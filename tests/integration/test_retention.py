@@ -114,11 +114,14 @@ async def test_a_failed_pass_is_counted_and_the_loop_goes_on(pg_dsn: str) -> Non
 
 
 def test_the_window_never_drops_what_the_service_reads_back() -> None:
-    """The learner's look-back and the warm start are kept whatever ``retention_days`` says; 0 stays 0."""
-    def days(**feed: Any) -> float:
-        return effective_retention_days(Settings(feed=feed, learner={"history_days": 7.0}))
+    """The learner's look-back (its labelled days and the warm-up before them) and the warm start are kept
+    whatever ``retention_days`` says; 0 stays 0."""
+    def days(min_history: int = 4320, **feed: Any) -> float:
+        return effective_retention_days(Settings(feed=feed, learner={"history_days": 7.0,
+                                                                     "min_history_candles": min_history}))
 
-    assert days(retention_days=1.0) == 7.0
+    assert days(retention_days=1.0) == 10.0  # 7 labelled days + 3 days of warm-up before them
+    assert days(retention_days=1.0, min_history=0) == 7.0
     assert days(retention_days=120.0) == 120.0
     assert days(retention_days=0.0) == 0.0
     assert days(retention_days=1.0, warm_start_candles=20_160) == 14.0  # warm start of two weeks

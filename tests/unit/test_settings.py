@@ -219,3 +219,10 @@ def test_masked_url_hides_every_password_parameter() -> None:
                                "&password=***&passwordless=kept&keypassword=***")
     assert masked_url("postgresql://db/smc?sslpassword=pw2") == "postgresql://db/smc?sslpassword=***"
     assert masked_url("postgresql://smc@db/smc") == "postgresql://smc@db/smc"
+
+
+def test_the_learner_labels_rows_with_the_history_the_live_engine_warms_up_on() -> None:
+    """Training rows with less history than the live warm-up have features the live engine does not produce
+    (``build_dataset``'s ``min_history``): the two defaults move together."""
+    settings = load_settings()
+    assert settings.learner.min_history_candles == settings.feed.warm_start_candles > 0

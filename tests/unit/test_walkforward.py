@@ -118,3 +118,18 @@ def test_probability_and_trading_metrics_on_a_small_case() -> None:
     assert m["expectancy_pct"] == pytest.approx(0.025)
     assert m["profit_factor"] == pytest.approx(0.65 / 0.6)
     assert np.isnan(trading(ret, p, threshold=0.95)["expectancy_pct"])
+
+
+def test_rows_with_less_history_than_min_history_only_warm_the_features_up(shared_data: Path,
+                                                                          real: Dataset) -> None:
+    """``min_history``: the first candles of each series are not labelled, and every other row — its features
+    computed over the whole series — is the row labelled without the warm-up."""
+    series = [read_klines(shared_data / KLINES_2023_1M / f"{s}.csv.gz").slice(0, 6000) for s in ("ETHUSDT", "XRPUSDT")]
+    warm = build_dataset(series, BarrierSpec(), every=2, min_history=2000)
+    first = np.array([int(s.open_time[2000]) for s in series])
+    keep = real.start >= first[real.symbol]
+    assert int((~keep).sum()) > 300 and len(warm) == int(keep.sum())
+    np.testing.assert_array_equal(warm.x, real.x[keep])
+    np.testing.assert_array_equal(warm.start, real.start[keep])
+    np.testing.assert_array_equal(warm.win, real.win[keep])
+    np.testing.assert_array_equal(warm.is_setup, real.is_setup[keep])
