@@ -345,6 +345,12 @@ class Learner:
         self._round_done = asyncio.Condition()
 
     @property
+    def labelling(self) -> dict[str, Any]:
+        """How the history loader labels its rows (``LabelledHistory.labelling``; empty for a plain loader):
+        stored in each candidate's params."""
+        return dict(getattr(self._history, "labelling", {}))
+
+    @property
     def pending(self) -> bool:
         """Whether a retrain has been triggered and not started yet."""
         return self._wake.is_set()
@@ -505,7 +511,7 @@ class Learner:
         c = self.config
         params = {**c.train.to_json(), "learner": {"trigger": trigger, "margin": c.margin, "z": c.z,
                                                    "paired_z": c.paired_z, "experience_weight": c.experience_weight},
-                  "symbols": list(data.symbols), **getattr(self._history, "labelling", {})}
+                  "symbols": list(data.symbols), **self.labelling}
         metrics = {"holdout_auc": decision.challenger_auc, "champion_auc": decision.champion_auc,
                    "holdout_brier": decision.challenger_brier, "reference_brier": decision.reference_brier,
                    "train_base_rate": base_rate,

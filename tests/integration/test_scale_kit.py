@@ -36,13 +36,14 @@ def process_settings(emu: Emulator, dsn: str, state_dir: Path, prefix: str, *, o
     """One scaled process's settings (in process: ``ExecutorProcess``, ``ShardWorker``) against ``emu``: replay
     mode unless ``mode`` says otherwise, PostgreSQL at ``dsn``, the test Redis with the cluster's keys under
     ``prefix``, a free ops port, no learner; ``fields`` are further settings (``cluster`` is merged with the
-    prefix)."""
+    prefix, ``learner`` with ``enabled: False``)."""
     cluster = {"key_prefix": prefix, **fields.pop("cluster", {})}
+    learner = {"enabled": False, **fields.pop("learner", {})}
     mode = fields.pop("mode", "replay")
     return load_settings(database_url=dsn, redis_url=TEST_REDIS_URL, mode=mode, state_dir=state_dir,
                          venue={"rest_base": emu.rest_url, "ws_market_base": emu.ws_market_base,
                                 "ws_public_base": emu.ws_public_base},
-                         ops={"port": 0, **(ops or {})}, learner={"enabled": False}, cluster=cluster, **fields)
+                         ops={"port": 0, **(ops or {})}, learner=learner, cluster=cluster, **fields)
 
 
 def emulator(data: Path, *, minutes: int, speed: float) -> Emulator:

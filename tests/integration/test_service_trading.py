@@ -89,6 +89,7 @@ async def test_paper_service_loads_the_champion_scores_minutes_and_trades_a_real
         assert service.scorer.predictor.version == version, "the champion loads at start"
         assert isinstance(service.trading.broker, PaperBroker), "no live trading in paper mode"
         assert service.learner is not None
+        assert service.learner.labelling["min_history"] == 4320, "it labels rows with the live warm-up behind them"
         await service.cluster.wait_subscribed()
         funding = service.trading.funding_feed
         assert funding is not None, "the funding stream is on by default"
