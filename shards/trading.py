@@ -21,6 +21,7 @@ import structlog
 from shards.control import ControlWatcher
 from shards.funding_feed import FundingFeed
 from shards.market_clock import MarketClock
+from shards.paper_restore import restore_paper_account
 from shards.venue import live_broker
 from smc_quant.correlation import ReturnWindows
 from smc_quant.domain.candles import Candle
@@ -268,35 +269,13 @@ class TradingStack:
                                      "amount": str(payment.amount)})
 
     async def _restore_paper_account(self) -> None:
-        """The paper account lives in memory: rebuild it from PostgreSQL before the executor recovers its book,
-        so a restart keeps the paper positions (re-protected by the reconciliation) and the balance::
-
-            wallet = paper_balance + Σ net PnL of the closed trades + Σ (realised PnL − fee) of the open
-                     positions' fills − Σ funding paid
-
-        (the trades of the current account epoch: after live trading on this database, paper starts afresh
-        from ``paper_balance``)."""
+        """The paper account lives in memory: rebuild it from PostgreSQL before the executor recovers its book, so
+        a restart keeps the paper positions (re-protected by the reconciliation), at what their stored fills leave
+        of them, and the balance (:func:`shards.paper_restore.restore_paper_account`)."""
         assert self.paper is not None and self.repo is not None
-        wallet = (Decimal(str(self.settings.trading.paper_balance)) + await self.repo.realized_since(0)
-                  - await self.repo.funding_paid())
-        positions: dict[str, tuple[Decimal, Decimal, int, int]] = {}
-        for position, _meta in await self.repo.open_positions():
-            for fill in await self.repo.fills_for_signal(position.signal_id):
-                wallet += fill.realized_pnl - fill.fee
-            unknown = position.symbol not in self.filters or position.symbol not in self.brackets
-            if unknown or position.quantity <= 0 or position.entry_price <= 0:
-                self.log.warning("paper_position_not_restored", symbol=position.symbol,
-                                 reason="not traded any more" if unknown else "no quantity or price")
-                continue  # the reconciliation reports it (position_vanished) and closes the book entry
-            amount = position.quantity if position.side == "LONG" else -position.quantity
-            positions[position.symbol] = (amount, position.entry_price, position.leverage, position.entry_time_ms)
-        if positions or wallet != self.paper.account.balance().wallet:
-            try:
-                self.paper.account.restore(wallet, positions)
-            except ValueError as exc:  # never a reason not to start: the reconciliation reports what is missing
-                self.log.error("paper_account_not_restored", error=str(exc))
-                return
-            self.log.info("paper_account_restored", wallet=str(wallet), positions=sorted(positions))
+        await restore_paper_account(self.paper.account, self.repo,
+                                    balance=Decimal(str(self.settings.trading.paper_balance)),
+                                    tradable=self.filters.keys() & self.brackets.keys(), log=self.log)
 
     async def on_minute(self) -> None:
         await self.executor.check_exits()
