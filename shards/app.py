@@ -371,6 +371,8 @@ class Service:
     async def stop(self) -> None:
         """Stop intake, drain, flush, close — each step runs even if an earlier one failed."""
         self._ready = False
+        if self.trading is not None:  # the feed's last flush (cluster.stop) scores a minute: enter none of it
+            self.trading.executor.stop_intake()
         await self.supervisor.stop()
         if self.rules_refresh is not None:
             await self.rules_refresh.stop()

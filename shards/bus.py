@@ -37,6 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from shards.backoff import exponential_backoff
 from smc_quant.domain.trading import Signal
 from smc_quant.ops.health import STREAM_GRACE_S
+from smc_quant.tasks import wait_cancelled
 
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 """Exceptions that mean "Redis is unreachable right now" (retry later), not a bug."""
@@ -237,10 +238,7 @@ class SignalPublisher:
             return
         task.cancel()
         try:
-            await task
-        except asyncio.CancelledError:
-            if not task.cancelled():  # our caller was cancelled, not (only) the flusher
-                raise
+            await wait_cancelled(task)  # our caller's cancellation goes on; the flusher's is absorbed
         except Exception as exc:
             self.log.error("signal_publisher_failed", error=f"{type(exc).__name__}: {exc}")
 

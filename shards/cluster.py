@@ -231,7 +231,8 @@ class ClusterManager:
         """Stop intake, then drain: cancel sockets/workers and the gap fetches in flight, process what is
         queued, flush to PostgreSQL.
 
-        The flush gets ``drain_timeout_s`` (default: half of ``cluster.shutdown_timeout_s``); candles still
+        The flush gets ``drain_timeout_s`` (default: a fifth of ``cluster.shutdown_timeout_s``, the rest is the
+        trading side's: its exits and entries under way come first, missing candles are backfilled); candles still
         unwritten then — PostgreSQL down or blocked — are logged as ``candles_unsaved`` and returned: the
         next start finds those minutes missing after its warm start and backfills them over REST.
         """
@@ -243,7 +244,7 @@ class ClusterManager:
             feed.drain()
         for analyzer in self.analyzers:
             analyzer.flush()
-        budget = self.settings.cluster.shutdown_timeout_s / 2 if drain_timeout_s is None else drain_timeout_s
+        budget = self.settings.cluster.shutdown_timeout_s / 5 if drain_timeout_s is None else drain_timeout_s
         unsaved = sum(await asyncio.gather(*(sink.drain(budget) for sink in self.sinks)))
         if unsaved:
             self._log.error("candles_unsaved", candles=unsaved, seconds=budget,

@@ -10,11 +10,12 @@ same incident (a stop's three tries), and a change the read missed shows again w
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
 import structlog
+
+from smc_quant.tasks import wait_cancelled
 
 
 class RulesRefresh:
@@ -63,8 +64,7 @@ class RulesRefresh:
         """Cancel a read in flight."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await wait_cancelled(self._task)
 
     def metrics(self) -> dict[str, float]:
         return {"rules_refresh_requests": float(self.requests), "rules_refresh_runs": float(self.runs),

@@ -42,6 +42,7 @@ from smc_quant.domain.trading import ZERO, AccountSnapshot, ExitReason, Signal, 
 from smc_quant.errors import SmcError
 from smc_quant.executor_config import ExecutorConfig, ExecutorStats
 from smc_quant.executor_events import AccountEvents, FillKey
+from smc_quant.executor_exits import MarketExits
 from smc_quant.executor_hand import OperatorHand
 from smc_quant.executor_summary import DailySummary
 from smc_quant.funding import FundingQuote
@@ -56,7 +57,7 @@ class Notify(Protocol):
     def notify(self, text: str, kind: str) -> None: ...
 
 
-class Executor(OperatorHand, AccountEvents, DailySummary):
+class Executor(MarketExits, OperatorHand, AccountEvents, DailySummary):
     """Turns signals into protected positions and closed trades; see the module docstring."""
 
     def __init__(self, *, broker: Broker, manager: Any, risk: Any, repo: Any | None = None,
@@ -92,9 +93,10 @@ class Executor(OperatorHand, AccountEvents, DailySummary):
         self._tasks: list[asyncio.Task[None]] = []
         self._symbol_locks: dict[str, asyncio.Lock] = {}
         self._reconciling = asyncio.Lock()  # a reconciliation and an immediate protection repair never overlap
-        self._finishing: set[asyncio.Task[None]] = set()
-        """Entries under way, trades being finished and protection being repaired (awaited by :meth:`idle` and
-        :meth:`stop`)."""
+        self._finishing: set[asyncio.Task[Any]] = set()
+        """Entries and exits under way, trades being finished and protection being repaired (awaited by
+        :meth:`idle` and :meth:`stop`)."""
+        self._stopping = False
         self._recent_fills: dict[FillKey, None] = {}
         self._triggered: dict[tuple[str, int], ExitReason] = {}
         self._repairing: set[str] = set()
@@ -167,8 +169,14 @@ class Executor(OperatorHand, AccountEvents, DailySummary):
         self.started.set()
         self.log.info("executor_started", positions=len(self.book))
 
+    def stop_intake(self) -> None:
+        """Enter nothing from now on (the service is stopping): every signal handled is skipped as ``stopping``.
+        Exits, protection and the pending writes go on."""
+        self._stopping = True
+
     async def stop(self) -> None:
         """Stop taking signals; positions stay protected by their exchange-side orders."""
+        self.stop_intake()
         await self._drain()
         await cancel_and_wait(self._tasks)
         self._tasks = []
@@ -190,7 +198,12 @@ class Executor(OperatorHand, AccountEvents, DailySummary):
             await self._idle.wait()
             await self._events.join()
             if self._finishing or self.writes.pending:
-                await asyncio.gather(*self._finishing, *self.writes.pending, return_exceptions=True)
+                # wait, not gather: cancelling a gather cancels what it waits for, and a caller's bound on idle()
+                # (the scaled executor's stop) cut the very entries that handle() shields from cancellation
+                done, _ = await asyncio.wait({*self._finishing, *self.writes.pending})
+                for task in done:  # their failures are logged where they happen; retrieved here
+                    if not task.cancelled():
+                        task.exception()
                 continue
             if self._signals.empty() and self._events.empty() and self._idle.is_set():
                 return
@@ -258,6 +271,9 @@ class Executor(OperatorHand, AccountEvents, DailySummary):
         if self.halted is not None:
             self._skip(signal, Decision("skip", "halted", signal), {"halted": self.halted})
             return
+        if self._stopping:  # SIGTERM: a signal still queued (the feed's last flush) would race the stop's budget
+            self._skip(signal, Decision("skip", "stopping", signal), {})
+            return
         if self._unresolved:  # a position the book may not count: max_positions and one-per-symbol would not hold
             self._skip(signal, Decision("skip", "entry_unresolved", signal), {"unresolved": sorted(self._unresolved)})
             return
@@ -292,18 +308,12 @@ class Executor(OperatorHand, AccountEvents, DailySummary):
             await asyncio.shield(entering)
         except asyncio.CancelledError:
             if not entering.done():
-                entering.add_done_callback(self._entry_failed_unwatched)
+                entering.add_done_callback(self._failed_unwatched)
             raise
 
     def _entry_done(self, task: asyncio.Task[None]) -> None:
         self._finishing.discard(task)
         self._no_entry_in_flight.set()
-
-    def _entry_failed_unwatched(self, task: asyncio.Task[None]) -> None:
-        """An entry whose caller was cancelled ended: its failure, if any, is logged here (nobody awaits it)."""
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            self.stats.errors += 1
-            self.log.error("signal_failed", signal_id=task.get_name(), error=f"{type(exc).__name__}: {exc}")
 
     async def _enter(self, signal: Signal, decision: Any, detail: dict[str, Any], mark: Decimal) -> None:
         if decision.action == "rotate" and decision.close_symbol in self.book:
@@ -375,52 +385,6 @@ class Executor(OperatorHand, AccountEvents, DailySummary):
                                             "reason": decision.reason})
 
     # -- exits -------------------------------------------------------------------------------------
-    async def close(self, symbol: str, reason: ExitReason) -> bool:
-        """Close ``symbol``'s position at market (protection cancelled first); idempotent. ``True`` when this call
-        closed it or there was none; ``False`` when the exit failed or another exit of it is under way."""
-        entry = self.book.get(symbol)
-        if entry is None:
-            return True
-        if entry.status == "closing":
-            return False
-        async with self._lock(symbol):
-            entry.status, entry.exit_reason = "closing", reason
-            await self._save(entry)
-            mark = self.marks.get(symbol)
-            try:
-                result = await self.manager.close(entry.position, reason, mark=mark)
-                failed = None if getattr(result, "closed", True) else str(getattr(result, "detail", "alarm"))
-            except SmcError as exc:
-                failed = str(exc)
-            if failed is not None:
-                self.stats.alarms += 1
-                self.log.error("exit_failed", symbol=symbol, reason=reason.value, error=failed)
-                self._notify(messages.error(f"exit failed {symbol} ({reason.value})", failed), "error")
-                entry.status = "open"
-                await self._reprotect(entry, mark)
-                return False
-        if reason in (ExitReason.TIME, ExitReason.DELISTING):
-            self.stats.forced_exits += 1
-            self._notify(messages.forced_exit(entry.position, reason), "forced_exit")
-        return True
-
-    async def _reprotect(self, entry: BookEntry, mark: Decimal | None) -> None:
-        """After a failed exit: its stop and target were cancelled before the exit was sent, so place them again
-        now instead of leaving the position without an exchange-side stop until the next reconciliation (the
-        exit is tried again by whoever asked for it: the exit clock, the breaker, a flatten)."""
-        try:
-            sl, tp = await self.manager.ensure_protection(entry.position, mark or entry.position.entry_price)
-        except SmcError as exc:
-            self.stats.errors += 1
-            self.log.error("reprotect_failed", symbol=entry.position.symbol, error=str(exc),
-                           note="the reconciliation tries again")
-            return
-        entry.sl_client_id = client_id(sl) or entry.sl_client_id
-        entry.tp_client_id = client_id(tp) or entry.tp_client_id
-        if entry.position.symbol in self.book:
-            await self._save(entry)
-        self.log.warning("reprotected_after_failed_exit", symbol=entry.position.symbol, stop=sl is not None)
-
     def open_risk_pct(self) -> Decimal:
         """What the book would lose if every stop filled now, % of equity (:meth:`RiskManager.book_risk`)."""
         snap = self.snapshot()

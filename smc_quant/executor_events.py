@@ -89,7 +89,7 @@ class AccountEvents:
     drawdown_guard: DrawdownGuard
     writes: Writer
     _events: asyncio.Queue[AccountEvent]
-    _finishing: set[asyncio.Task[None]]
+    _finishing: set[asyncio.Task[Any]]
     _recent_fills: dict[FillKey, None]
     _triggered: dict[tuple[str, int], ExitReason]
     """(symbol, order id) of the orders our stops and targets placed when they fired (``ALGO_UPDATE``'s ``ai``) →

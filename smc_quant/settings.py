@@ -316,9 +316,10 @@ class ClusterSettings(_Section):
     """Window of the crash counts above."""
     crash_delay_s: Annotated[float, Field(ge=0.0)] = 60.0
     """Start delay after a crash loop."""
-    shutdown_timeout_s: PositiveFloat = 10.0
-    """Graceful shutdown budget on SIGTERM/SIGINT, every command (drain, flush, close); the candle flush
-    gets half (then `candles_unsaved`, backfilled at the next start)."""
+    shutdown_timeout_s: PositiveFloat = 25.0
+    """Graceful shutdown budget on SIGTERM/SIGINT, every command (drain, flush, close), under Docker's 30 s
+    stop_grace_period: the executor's drains (exits and entries under way, trade writes) get up to 2 × 8 s, the
+    candle flush a fifth (then `candles_unsaved`, backfilled at the next start)."""
 
 
 class Settings(BaseSettings):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -15,8 +14,20 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
     for task in pending:
         task.cancel()
     for task in pending:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await wait_cancelled(task)
 
 
-__all__ = ["cancel_and_wait"]
+async def wait_cancelled(task: asyncio.Future[Any]) -> None:
+    """Await ``task``, which the caller cancelled: its cancellation is absorbed, the caller's own is not.
+
+    ``suppress(CancelledError)`` around the await absorbed both, so a bound on the stop (``wait_for``, the
+    shutdown budget) was not enforced: the stop returned normally, late, instead of being cut off in time."""
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+
+
+__all__ = ["cancel_and_wait", "wait_cancelled"]

@@ -37,6 +37,7 @@ from smc_quant.exchange.governor import WeightGovernor
 from smc_quant.exchange.wire_trading import parse_event
 from smc_quant.logging import get_logger
 from smc_quant.orders.broker import AccountEvent, EventSink, StreamExpired
+from smc_quant.tasks import wait_cancelled
 
 __all__ = ["Backoff", "ListenKeyInvalid", "UserDataStream", "stream_backoff"]
 
@@ -193,8 +194,7 @@ class UserDataStream:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await wait_cancelled(task)
         self.connected.clear()
         await self._delete_key()
 

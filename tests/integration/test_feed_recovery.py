@@ -234,7 +234,7 @@ async def test_stop_with_postgres_blocked_ends_in_budget_and_the_restart_backfil
     minutes = 10
     emu = _emulator(shared_data, minutes)
     await emu.start()
-    budget = {"shutdown_timeout_s": 4.0}  # the candle drain gets half of it
+    budget = {"shutdown_timeout_s": 4.0}  # the candle drain gets a fifth of it
     first = Service(settings_for(emu, pg_dsn, shards=2, cluster=budget))
     symbols = await _replay_until(first, emu, 2)
     assert first.cluster is not None

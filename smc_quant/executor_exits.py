@@ -1,0 +1,126 @@
+"""The executor's market exits: a position closed at market (its stop and target cancelled first) as a task of
+its own that a stop's drain waits for, and its protection put back when the exit fails or is cut off.
+
+Every exit goes through :meth:`MarketExits.close`: the exit clock (2-hour limit, delisting, breaker), a rotation,
+a flatten (the operator's, the drawdown guard's), the reconciliation's. Its callers are cancelled at SIGTERM (the
+exit clock's loop, a flatten's watcher, the scaled executor's marks task); the exit itself is not: it used to be
+cut off between cancelling the position's stop and target and its market exit, leaving the position open with no
+exchange-side protection until the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from decimal import Decimal
+from typing import Any
+
+from smc_quant import notify as messages
+from smc_quant.book import Book, BookEntry
+from smc_quant.domain.trading import ExitReason
+from smc_quant.errors import SmcError
+from smc_quant.executor_config import ExecutorStats
+from smc_quant.reconciler import client_id
+
+
+class MarketExits:
+    """Mixed into the executor, whose state and steps it uses (declared here for the type checker)."""
+
+    book: Book
+    marks: dict[str, Decimal]
+    manager: Any
+    stats: ExecutorStats
+    log: Any
+    _finishing: set[asyncio.Task[Any]]
+    _lock: Callable[[str], asyncio.Lock]
+
+    async def _save(self, entry: BookEntry) -> None:
+        raise NotImplementedError  # the executor's
+
+    def _notify(self, text: str, kind: str) -> None:
+        raise NotImplementedError  # the executor's
+
+    async def close(self, symbol: str, reason: ExitReason) -> bool:
+        """Close ``symbol``'s position at market (protection cancelled first); idempotent. ``True`` when this call
+        closed it or there was none; ``False`` when the exit failed or another exit of it is under way.
+
+        The exit runs as its own task, awaited by a stop's drain like an entry: cancelling the caller (the exit
+        clock's loop, a flatten, the scaled executor's marks task — all cancelled at SIGTERM) used to cut it off
+        between cancelling the position's stop and target and its market exit, leaving the position open with no
+        exchange-side protection until the next start."""
+        entry = self.book.get(symbol)
+        if entry is None:
+            return True
+        if entry.status == "closing":
+            return False
+        closing = asyncio.get_running_loop().create_task(self._close(symbol, entry, reason), name=f"close:{symbol}")
+        self._finishing.add(closing)
+        closing.add_done_callback(self._finishing.discard)
+        try:
+            return await asyncio.shield(closing)
+        except asyncio.CancelledError:
+            if not closing.done():
+                closing.add_done_callback(self._failed_unwatched)
+            raise
+
+    async def _close(self, symbol: str, entry: BookEntry, reason: ExitReason) -> bool:
+        async with self._lock(symbol):
+            if entry.status == "closing" or self.book.get(symbol) is not entry:
+                return False  # another exit got here first, or the position is gone
+            entry.status, entry.exit_reason = "closing", reason
+            await self._save(entry)
+            mark = self.marks.get(symbol)
+            try:
+                result = await self.manager.close(entry.position, reason, mark=mark)
+                failed = None if getattr(result, "closed", True) else str(getattr(result, "detail", "alarm"))
+            except SmcError as exc:
+                failed = str(exc)
+            except asyncio.CancelledError:  # a stop's budget ran out mid-exit: its stop and target are cancelled
+                entry.status = "open"
+                self._track(self._reprotect(entry, mark), f"reprotect:{symbol}")  # the stop's second drain waits
+                raise
+            if failed is not None:
+                self.stats.alarms += 1
+                self.log.error("exit_failed", symbol=symbol, reason=reason.value, error=failed)
+                self._notify(messages.error(f"exit failed {symbol} ({reason.value})", failed), "error")
+                entry.status = "open"
+                await self._reprotect(entry, mark)
+                return False
+        if reason in (ExitReason.TIME, ExitReason.DELISTING):
+            self.stats.forced_exits += 1
+            self._notify(messages.forced_exit(entry.position, reason), "forced_exit")
+        return True
+
+    async def _reprotect(self, entry: BookEntry, mark: Decimal | None) -> None:
+        """After a failed exit: its stop and target were cancelled before the exit was sent, so place them again
+        now instead of leaving the position without an exchange-side stop until the next reconciliation (the
+        exit is tried again by whoever asked for it: the exit clock, the breaker, a flatten)."""
+        try:
+            sl, tp = await self.manager.ensure_protection(entry.position, mark or entry.position.entry_price)
+        except SmcError as exc:
+            self.stats.errors += 1
+            self.log.error("reprotect_failed", symbol=entry.position.symbol, error=str(exc),
+                           note="the reconciliation tries again")
+            return
+        entry.sl_client_id = client_id(sl) or entry.sl_client_id
+        entry.tp_client_id = client_id(tp) or entry.tp_client_id
+        if entry.position.symbol in self.book:
+            await self._save(entry)
+        self.log.warning("reprotected_after_failed_exit", symbol=entry.position.symbol, stop=sl is not None)
+
+    def _failed_unwatched(self, task: asyncio.Task[Any]) -> None:
+        """An entry or exit whose caller was cancelled ended: its failure, if any, is logged here (nobody awaits
+        it)."""
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.stats.errors += 1
+            self.log.error("task_failed", task=task.get_name(), error=f"{type(exc).__name__}: {exc}")
+
+    def _track(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``work`` as a task that idle() and a stop's drain wait for."""
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+        task.add_done_callback(self._failed_unwatched)
+
+
+__all__ = ["MarketExits"]
