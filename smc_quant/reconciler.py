@@ -2,28 +2,31 @@
 holds (at start, every ``reconcile_interval_s`` and whenever the user-data stream was lost).
 
 - **Recover**: the open book, each position's fills and the recently handled signal ids are read back;
-  the risk manager gets today's trades and the cooldowns back.
+  the risk manager gets today's trades and the cooldowns back. A position whose entry fills are missing (their
+  events were still queued at a stop, their write was cut by the stop's drain, or the user-data stream was down
+  when the entry filled) has them learned from the exchange: see :meth:`Reconciler._complete_entry`.
 - **Reconcile**, per symbol:
   - ours and at the exchange: sizes compared (a mismatch is logged), protection re-ensured;
-  - ours, flat at the exchange: the exit is learned from our own orders (stop, target, market exits) and
-    the trade finished, else the position is taken off the book with an alarm;
+  - ours, flat at the exchange: a missing entry fill is learned as at recovery (if that could not be asked
+    then), the exit from our own orders (stop, target, market exits), and the trade finished, else the position
+    is taken off the book with an alarm;
   - at the exchange only: adopted when our own journalled entry order opened it (a crash between the fill
     and the position row), else an alarm for a human — never touched.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
 import structlog
 
 from smc_quant.book import Book, BookEntry, journalled_position, queried_fill
-from smc_quant.domain.trading import ZERO, ExitReason, entry_side, exit_side
+from smc_quant.domain.trading import ZERO, ExitReason, Fill, Position, entry_side, exit_side
 from smc_quant.errors import VenueRejected
 from smc_quant.executor_config import ExecutorConfig, ExecutorStats
-from smc_quant.order_sender import error_text
+from smc_quant.order_sender import READ_FAILURES, error_text
 from smc_quant.orders.broker import Broker, ExchangePosition, OrderState
 from smc_quant.orders.client_ids import Leg, client_order_id
 from smc_quant.risk import DAY_MS
@@ -69,14 +72,23 @@ class Reconciler:
         self._on_alarm = on_alarm
 
     async def recover(self) -> None:
-        """Read the open book, its fills, the recent signal ids and the risk state back from PostgreSQL."""
+        """Read the open book, its fills, the recent signal ids and the risk state back from PostgreSQL.
+
+        A position whose stored entry fills fall short of it has them asked of the exchange now — before the event
+        loop runs, so no fill of before the restart can come again and be counted twice. A query that fails for now
+        leaves them missing (the start goes on): asked again when the position is found flat."""
         if self.repo is None:
             return
         for position, meta in await self.repo.open_positions():
             sig = await self.repo.signal(position.signal_id) if hasattr(self.repo, "signal") else None
+            fills = list(await self.repo.fills_for_signal(position.signal_id))
+            try:
+                await self._complete_entry(position, fills)
+            except READ_FAILURES as exc:
+                self.log.warning("entry_fill_unknown", symbol=position.symbol, signal_id=position.signal_id,
+                                 error=error_text(exc), note="asked again when the position is found flat")
             # a "closing" entry is open again: the exit is re-driven by the exit loop or reconciliation
-            self.book.put(BookEntry.of(position, sig, meta.get("sl_client_id"), meta.get("tp_client_id")),
-                          list(await self.repo.fills_for_signal(position.signal_id)))
+            self.book.put(BookEntry.of(position, sig, meta.get("sl_client_id"), meta.get("tp_client_id")), fills)
         now = self.clock()
         for sid in await self.repo.recent_signal_ids(now - self.config.dedupe_window_ms):
             self.book.remember(sid)
@@ -130,7 +142,7 @@ class Reconciler:
         before every order leaves, with the decision as its ``intent``). The entry must be ours (the newest
         entry journalled on the symbol whose trade is not stored), on the same side: see
         :func:`~smc_quant.book.journalled_position`. The entry fill is read from the stored fills, else
-        queried from the exchange (fee estimated at the taker rate). Returns ``False`` when nothing matches.
+        learned as at recovery (:meth:`_complete_entry`). Returns ``False`` when nothing matches.
         """
         if self.repo is None or not hasattr(self.repo, "latest_entry"):
             return False
@@ -141,12 +153,7 @@ class Reconciler:
         signal_id, cid = position.signal_id, str(row["client_order_id"])
         sig = await self.repo.signal(signal_id) if hasattr(self.repo, "signal") else None
         fills = list(await self.repo.fills_for_signal(signal_id))
-        if not any(f.client_order_id == cid for f in fills):
-            state = await self.broker.query_order(remote.symbol, cid)
-            fill = queried_fill(remote.symbol, cid, state, entry_side(remote.side), self.config.taker_fee,
-                                int(row["created_ms"]))
-            if fill is not None:
-                fills.append(fill)
+        await self._complete_entry(position, fills, [cid])
         self.book.remember(signal_id)
         entry = BookEntry.of(position, sig)
         self.book.put(entry, fills)
@@ -165,11 +172,15 @@ class Reconciler:
         return True
 
     async def _closed_while_away(self, entry: BookEntry) -> None:
-        """Our position is flat at the exchange: learn the exit from the orders we own, then finish."""
+        """Our position is flat at the exchange: learn a missing entry fill and the exit from the orders we own, then
+        finish. A query that fails for now raises: the round fails, the position is kept and asked about again."""
         pos = entry.position
         fills = self.book.fills(pos.signal_id)
+        await self._complete_entry(pos, fills)  # without an entry fill no trade can be made of the exit
         known = {f.client_order_id for f in fills}
         for cid, reason in ((entry.sl_client_id, ExitReason.STOP_LOSS), (entry.tp_client_id, ExitReason.TAKE_PROFIT)):
+            if cid and cid in known:  # its fill was stored before a crash: the exit is known, and why
+                entry.exit_reason = entry.exit_reason or reason
             if not cid or cid in known:
                 continue
             asked, state = await self._query(pos.symbol, cid)
@@ -202,6 +213,60 @@ class Reconciler:
             await self._alarm("position_vanished", f"{pos.symbol} {pos.signal_id}", symbol=pos.symbol,
                               signal_id=pos.signal_id)
 
+    async def _complete_entry(self, position: Position, fills: list[Fill], cids: Sequence[str] = ()) -> None:
+        """Add to ``fills`` what they lack of ``position``'s entry, when their entry quantity falls short of it.
+
+        Its entry orders (``cids``, else the signal's journalled entries not refused) are queried by client id, and
+        what each executed beyond the fills stored for it is added as one fill whose price keeps the order's average
+        (a partial fill seen, the rest not; fee estimated at the taker rate). When no query reports an execution —
+        the exchange does not know the order (a paper account rebuilt at a restart never does) or refuses the query
+        — the book's own record of the entry (its quantity at its entry price, from the entry's answer) stands for
+        what is missing. A query that fails for now raises (``READ_FAILURES``): never taken as an answer.
+
+        Idempotent: fills already complete are not asked about, and a learned fill is in memory only (it has no
+        trade id; stored, it would sit beside the real one under another key) — asked again after a restart."""
+        side = entry_side(position.side)
+        if _quantity(fills, side) >= position.quantity:
+            return
+        cids = list(cids) or await self._entry_ids(position.signal_id)
+        learned = False
+        for cid in cids:
+            _, state = await self._query(position.symbol, cid, "entry")
+            whole = queried_fill(position.symbol, cid, state, side, self.config.taker_fee, position.entry_time_ms)
+            if whole is not None:
+                learned = True
+                self._add_missing(fills, whole, [f for f in fills if f.side == side and f.client_order_id == cid],
+                                  "exchange")
+        if not learned:
+            whole = Fill(position.symbol, cids[0], side, position.quantity, position.entry_price,
+                         position.quantity * position.entry_price * self.config.taker_fee, position.entry_time_ms)
+            self._add_missing(fills, whole, [f for f in fills if f.side == side], "book")
+
+    def _add_missing(self, fills: list[Fill], whole: Fill, have: list[Fill], source: str) -> None:
+        """Append the part of ``whole`` (every execution of an order, or of the entry) the fills ``have`` lack."""
+        rest = whole.quantity - _quantity(have, whole.side)
+        if rest <= 0:
+            return
+        price = whole.price
+        if have:  # the rest at the price that makes the whole's average
+            price = (whole.quantity * whole.price - sum((f.quantity * f.price for f in have), ZERO)) / rest
+            price = price if price > 0 else whole.price
+        fills.append(Fill(whole.symbol, whole.client_order_id, whole.side, rest, price,
+                          rest * price * self.config.taker_fee, whole.time_ms))
+        self.stats.repairs += 1
+        self.log.warning("entry_found_by_reconciliation", symbol=whole.symbol, client_id=whole.client_order_id,
+                         qty=str(rest), price=str(price), source=source, fee="estimated")
+
+    async def _entry_ids(self, signal_id: str) -> list[str]:
+        """Client ids of the trade's entry orders the journal does not record as refused (the first try's id when
+        it records none)."""
+        if self.repo is not None and hasattr(self.repo, "orders_for_signal"):
+            ids = [str(o["client_order_id"]) for o in await self.repo.orders_for_signal(signal_id)
+                   if o["kind"] == "entry" and o["status"] != "REJECTED"]
+            if ids:
+                return ids
+        return [client_order_id(signal_id, Leg.ENTRY, 0)]
+
     async def _refused_exits(self, signal_id: str) -> set[str]:
         """Client ids of the trade's exits the order journal records as refused by the exchange."""
         if self.repo is None or not hasattr(self.repo, "orders_for_signal"):
@@ -209,7 +274,7 @@ class Reconciler:
         return {str(o["client_order_id"]) for o in await self.repo.orders_for_signal(signal_id)
                 if o["kind"] == "exit" and o["status"] == "REJECTED"}
 
-    async def _query(self, symbol: str, cid: str) -> tuple[bool, OrderState | None]:
+    async def _query(self, symbol: str, cid: str, leg: str = "exit") -> tuple[bool, OrderState | None]:
         """``(True, state)`` — ``None`` when the exchange does not know the id — or ``(False, None)`` when the
         exchange refuses the query (a symbol no longer listed): logged, nothing to learn from that id. A query
         that fails for now (no answer, throttled, unreadable) raises: the round fails and the next one asks
@@ -217,7 +282,7 @@ class Reconciler:
         try:
             return True, await self.broker.query_order(symbol, cid)
         except VenueRejected as exc:
-            self.log.warning("exit_query_refused", symbol=symbol, client_id=cid, error=error_text(exc))
+            self.log.warning(f"{leg}_query_refused", symbol=symbol, client_id=cid, error=error_text(exc))
             return False, None
 
     async def _triggered_order(self, symbol: str, cid: str) -> OrderState | None:
@@ -252,6 +317,11 @@ class Reconciler:
             self._on_alarm(kind, detail)
         if self.repo is not None:
             await self.repo.record_alarm(kind, detail, self.clock())
+
+
+def _quantity(fills: Sequence[Fill], side: str) -> Decimal:
+    """How much ``fills`` executed on ``side``."""
+    return sum((f.quantity for f in fills if f.side == side), ZERO)
 
 
 def client_id(state: Any) -> str | None:

@@ -18,7 +18,7 @@ import pytest
 
 from shards.trading import TradingStack
 from smc_quant.datasets import LEVERAGE_TIERS, load_exchange_info
-from smc_quant.domain.trading import Fill, Position, Trade
+from smc_quant.domain.trading import ExitReason, Fill, Position, Trade
 from smc_quant.exchange.exchange_info import parse_exchange_info
 from smc_quant.orders.client_ids import Leg, client_order_id
 from smc_quant.settings import load_settings
@@ -88,6 +88,7 @@ async def test_a_position_its_stored_fills_closed_is_not_reopened_and_its_trade_
             [trade] = closed
             assert (trade.signal_id, trade.quantity, trade.entry_price, trade.exit_price, trade.fees) == (
                 SID, Decimal("0.010"), Decimal("37000.0"), Decimal("38000.0"), ENTRY_FEE + EXIT_FEE)
+            assert trade.exit_reason == ExitReason.TAKE_PROFIT  # its stored fill is the target's: not "reconciled"
             assert BALANCE + trade.net_pnl == expected_wallet
             assert [(t.signal_id, t.net_pnl) for t in await repo.trades()] == [(SID, trade.net_pnl)]
             assert await repo.open_positions() == [] and "BTCUSDT" not in stack.executor.book
