@@ -30,12 +30,17 @@ class TemporaryError(SmcError):
 
 
 class RateLimited(TemporaryError):
-    """The exchange throttled us (HTTP 429) or banned the IP (HTTP 418) until ``retry_at_ms``."""
+    """The exchange throttled us (HTTP 429) or banned the IP (HTTP 418) until ``retry_at_ms``.
 
-    def __init__(self, message: str, *, status: int, retry_at_ms: int) -> None:
+    ``retry_at_ms`` is on the clock of whoever raised it (the weight governor's or the order limiter's: the wall
+    clock in the service); ``now_ms``, on the same clock when given, makes :attr:`wait_s` — what a caller on another
+    clock (the order path runs on the market clock, years behind in a replay) must wait."""
+
+    def __init__(self, message: str, *, status: int, retry_at_ms: int, now_ms: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.retry_at_ms = retry_at_ms
+        self.wait_s = None if now_ms is None else max(0.0, (retry_at_ms - now_ms) / 1000)
 
 
 class VenueRejected(SmcError):

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from smc_quant.domain.trading import ExitReason, Position, PositionSide, exit_side
 from smc_quant.errors import RateLimited, TemporaryError, VenueRejected
 from smc_quant.exchange.exchange_info import SymbolFilters
-from smc_quant.order_sender import OrderConfig, OrderSender, StillUnknown, error_text
+from smc_quant.order_sender import OrderConfig, OrderSender, StillUnknown, error_text, rate_limit_wait_s
 from smc_quant.orders.broker import Broker, ExchangePosition, OrderRequest, OrderState
 from smc_quant.orders.client_ids import Leg, client_order_id
 from smc_quant.orders.filters import floor_to_step, validate_order
@@ -138,7 +138,7 @@ class PositionCloser:
             except TemporaryError as exc:
                 last_error = error_text(exc)
                 if isinstance(exc, RateLimited):
-                    await self._sleep(max(0.0, (exc.retry_at_ms - self._clock()) / 1000))
+                    await self._sleep(rate_limit_wait_s(exc))
         self._alarm(position.symbol, f"exit not done after {cfg.exit_max_attempts} attempts", reason=str(reason),
                     last_error=last_error)
         cid = client_order_id(sid, Leg.EXIT, attempt)

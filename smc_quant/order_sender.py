@@ -14,6 +14,7 @@ Counts go into the manager's ``stats`` (one dict, shared).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -105,6 +106,15 @@ def _exchange_id(state: OrderState | AlgoState) -> int:
 
 def _executed(state: OrderState | AlgoState) -> Decimal | None:
     return state.executed_qty if isinstance(state, OrderState) else None
+
+
+def rate_limit_wait_s(exc: RateLimited) -> float:
+    """Seconds to outlast a 429/418 pause: measured where it was raised, else against the wall clock — never the
+    trading clock, which in a replay runs on market time (a pause until a 2026 instant, seen from 2023, was a
+    wait of years, with the exit's stop and target already cancelled)."""
+    if exc.wait_s is not None:
+        return exc.wait_s
+    return max(0.0, (exc.retry_at_ms - time.time() * 1000) / 1000)
 
 
 def error_text(exc: BaseException) -> str:
@@ -218,7 +228,7 @@ class OrderSender:
         """The wait before try ``n`` after ``exc``: the backoff, or longer to outlast a 429/418 pause."""
         delay = self.config.backoff(n)
         if isinstance(exc, RateLimited):
-            delay = max(delay, (exc.retry_at_ms - self._clock()) / 1000)
+            delay = max(delay, rate_limit_wait_s(exc))
         return delay
 
     async def _wait_after(self, exc: TemporaryError, n: int) -> None:

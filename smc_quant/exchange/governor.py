@@ -233,7 +233,7 @@ class WeightGovernor:
         if self._blocked_until_ms - self.clock() > max_wait_s * 1000:
             until, status = self._blocked_until_ms, self._penalty_status
             raise RateLimited(f"REST requests paused until {until} (HTTP {status})",
-                              status=status, retry_at_ms=until)
+                              status=status, retry_at_ms=until, now_ms=self.clock())
 
     def _wait_ms(self, weight: int) -> int:
         now = self.clock()

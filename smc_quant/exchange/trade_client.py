@@ -231,7 +231,8 @@ class LiveBroker:
         elif self.governor.blocked_until_ms > self.governor.clock():
             # placements cost no IP weight, but a 418 ban or 429 pause covers every request from this IP
             until = self.governor.blocked_until_ms
-            raise RateLimited(f"{method} {path}: requests paused until {until}", status=429, retry_at_ms=until)
+            raise RateLimited(f"{method} {path}: requests paused until {until}", status=429, retry_at_ms=until,
+                              now_ms=self.governor.clock())
 
     async def _send(self, method: str, path: str, query: str, body: str, headers: Mapping[str, str], *,
                     order: bool = False, client_id: str | None = None) -> Any:
@@ -283,10 +284,10 @@ class LiveBroker:
         if status in (418, 429):
             retry_after = _retry_after(headers)
             if code == -1015:
-                until = self.limiter.penalise(retry_after_s=retry_after, message=msg)
+                until, now = self.limiter.penalise(retry_after_s=retry_after, message=msg), self.limiter.clock()
             else:
-                until = self.governor.penalise(status, retry_after, msg)
-            return RateLimited(text, status=status, retry_at_ms=until)
+                until, now = self.governor.penalise(status, retry_after, msg), self.governor.clock()
+            return RateLimited(text, status=status, retry_at_ms=until, now_ms=now)
         if code == -1015:
             self.limiter.penalise(message=msg)
         if rule.reaction is Reaction.QUERY_FIRST:

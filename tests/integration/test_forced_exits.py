@@ -303,3 +303,15 @@ async def test_a_repair_waits_for_a_reconciliation_under_way_and_places_one_stop
         live = {a.client_algo_id: a for a in rig.account.open_algo_orders("BTCUSDT")}
         new = ex.book["BTCUSDT"].sl_client_id
         assert new is not None and new != old and live[new].type == "STOP_MARKET" and len(live) == 2
+
+
+async def test_a_rate_limit_during_an_exit_is_waited_out_on_the_wall_clock(shared_data: Path, pg_dsn: str) -> None:
+    """The rig's order path runs on market time (2023), as a replay with keys does; a 429's pause ends at a wall-clock
+    instant. Measured on the market clock, the exit waited years after cancelling the position's stop and target."""
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        ex = await rig.executor(exit_check_interval_s=3600.0)
+        await ex.handle(rig.signal("BTCUSDT", "LONG", confidence=0.75, stop_pct=8.0, target_pct=30.0))
+        assert "BTCUSDT" in ex.book and rig.clock() < 1_700_000_000_000  # precondition: the clock is 2023's
+        rig.emulator.faults.http_error(429, count=1, path="/fapi/v3/positionRisk")  # Retry-After: 1
+        assert await asyncio.wait_for(ex.close("BTCUSDT", ExitReason.TIME), 30)
+        assert not rig.account.positions()
