@@ -184,13 +184,15 @@ class Service:
         if not self.settings.learner.enabled or self.trading is None or self.trading.repo is None:
             return
         assert self.pool is not None and self.universe is not None and self.scorer is not None
+        from smc_quant.labels import BarrierSpec
         from smc_quant.model.learner import Learner, LearnerConfig, candle_history
 
         ls = self.settings.learner
         registry = ModelRegistry(self.pool)
         history = candle_history(CandleRepository(self.pool).fetch, self._watched,
                                  int(ls.history_days * 86_400_000), self.trading.clock.wall_or_market,
-                                 min_history=ls.min_history_candles)
+                                 min_history=ls.min_history_candles,
+                                 spec=BarrierSpec.for_hold(self.settings.trading.max_hold_s))
         predictor = self.scorer.predictor
 
         async def promoted(version: int) -> None:

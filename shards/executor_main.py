@@ -137,6 +137,7 @@ class ExecutorProcess(ClusterProcess):
         if not self.settings.learner.enabled or self.trading.repo is None:
             return
         assert self.pool is not None and self.universe is not None
+        from smc_quant.labels import BarrierSpec
         from smc_quant.model.learner import Learner, LearnerConfig, candle_history
         from smc_quant.store.candles import CandleRepository
         from smc_quant.store.models import ModelRegistry
@@ -149,7 +150,8 @@ class ExecutorProcess(ClusterProcess):
             return sorted(set(started) | set(current.symbols if current is not None else ()))
 
         history = candle_history(CandleRepository(self.pool).fetch, symbols, int(ls.history_days * 86_400_000),
-                                 self.trading.clock.wall_or_market, min_history=ls.min_history_candles)
+                                 self.trading.clock.wall_or_market, min_history=ls.min_history_candles,
+                                 spec=BarrierSpec.for_hold(self.settings.trading.max_hold_s))
 
         async def promoted(version: int) -> None:
             self.log.warning("model_promoted", version=version, note="shard workers follow within a minute")

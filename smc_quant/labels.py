@@ -38,6 +38,7 @@ Pure: numpy + numba, no I/O.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -70,6 +71,12 @@ class BarrierSpec:
     def __post_init__(self) -> None:
         if not (self.stop_pct > 0 and self.target_pct > 0 and self.horizon >= 1 and self.fee_pct >= 0):
             raise ValueError(f"invalid barriers {self}")
+
+    @classmethod
+    def for_hold(cls, max_hold_s: float) -> BarrierSpec:
+        """The default barriers with the horizon of a ``max_hold_s`` forced exit (in 1m bars): the learner labels
+        by the exit rule that is traded (it kept 120 bars whatever ``trading.max_hold_s`` said)."""
+        return cls(horizon=max(1, math.ceil(max_hold_s / 60)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -483,8 +483,11 @@ async def test_paper_executor_skips_the_signals_held_up_while_it_was_down(shared
 async def test_the_executors_learner_labels_rows_with_the_live_warm_up_behind_them(shared_data: Path, pg_dsn: str,
                                                                                    tmp_path: Path) -> None:
     """Multi-process mode: the executor's learner fetches ``learner.min_history_candles`` of warm-up before its
-    window and labels only the window, as the single-process service's does (docs/learning.md, "Warm-up")."""
+    window and labels only the window, as the single-process service's does (docs/learning.md, "Warm-up"), over
+    the horizon of the traded forced exit (it kept 120 bars whatever ``trading.max_hold_s`` said)."""
     async with _in_process(shared_data, pg_dsn, tmp_path, learner={"enabled": True, "cold_start": False,
-                                                                    "min_history_candles": 2880}) as rig:
+                                                                    "min_history_candles": 2880},
+                           trading={"max_hold_s": 3600.0}) as rig:
         await rig.proc.start()
         assert rig.proc.learner is not None and rig.proc.learner.labelling["min_history"] == 2880
+        assert rig.proc.learner.labelling["barrier"]["horizon"] == 60

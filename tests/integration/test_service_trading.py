@@ -90,6 +90,7 @@ async def test_paper_service_loads_the_champion_scores_minutes_and_trades_a_real
         assert isinstance(service.trading.broker, PaperBroker), "no live trading in paper mode"
         assert service.learner is not None
         assert service.learner.labelling["min_history"] == 4320, "it labels rows with the live warm-up behind them"
+        assert service.learner.labelling["barrier"]["horizon"] == 120, "over the 2-hour forced exit"
         await service.cluster.wait_subscribed()
         funding = service.trading.funding_feed
         assert funding is not None, "the funding stream is on by default"
