@@ -555,7 +555,17 @@ class TradingStack:
         return TradingState(halted=ex.halted, positions=len(ex.book), last_reconciled=ex.last_reconciled,
                             reconcile_interval_s=ex.config.reconcile_interval_s,
                             stream_down_since=self.live.stream.down_since if self.live is not None else None,
-                            store_down_since=self.repo.down_since if self.repo is not None else None)
+                            store_down_since=self.repo.down_since if self.repo is not None else None,
+                            clock_offset_ms=self._clock_offset_ms())
+
+    def _clock_offset_ms(self) -> int | None:
+        """Live: the exchange's clock minus ours (signing syncs it every few minutes). Signing corrects for it, but
+        the signal age, the funding window, the 2-hour limit's day and the breaker's UTC day run on ours: a host
+        clock off by minutes skipped every signal as stale, or let one pay a funding it should have avoided,
+        with /health still ok. (A replay's exchange runs on market time: not judged.)"""
+        if self.live is None or self.settings.mode != "live" or self.live.offset.best is None:
+            return None
+        return self.live.offset.offset_ms
 
     def metrics(self) -> dict[str, float]:
         out = self.executor.metrics()
@@ -564,6 +574,8 @@ class TradingStack:
             out["trading_seconds_since_reconcile"] = now - state.last_reconciled
         if self.live is not None:
             out["user_stream_down_s"] = 0.0 if state.stream_down_since is None else now - state.stream_down_since
+        if state.clock_offset_ms is not None:
+            out["exchange_clock_offset_ms"] = float(state.clock_offset_ms)
         out.update(self.scalper.stats.metrics(), strategy_signals=float(self.signals_emitted))
         out.update(self.funding_feed.metrics_dict() if self.funding_feed is not None else {})
         out.update(self.control.metrics() if self.control is not None else {})

@@ -21,7 +21,11 @@ Trading (:func:`trading_health`): impaired while the executor cannot see or repa
   signal arrives, and no marks (the paper account's prices, the drawdown guard's marks);
 - ``database_down``: PostgreSQL has not answered the executor's probe (its lock check, every 30 s) for more than
   ``stream_grace_s``: no entry goes out (its order journal row cannot be written first), and fills, trades and
-  positions are retried for ~15 s, then dropped with a log line.
+  positions are retried for ~15 s, then dropped with a log line;
+- ``clock_skew``: live, the exchange's clock and ours differ by more than ``CLOCK_SKEW_LIMIT_MS`` (1 s; the
+  offset is in the body as ``clock_offset_ms`` and in ``/metrics``). Signing corrects for it, but the signal age,
+  the funding window and the UTC day run on our clock: minutes off skipped every signal as stale, or let an entry
+  pay a funding it should have avoided, unseen. Fix the host's time sync (NTP).
 
 A halt (operator's, max drawdown, account mode) is reported, not unhealthy: it is a decision, and exits and
 protection go on.
@@ -113,10 +117,13 @@ class TradingState:
     """Multi-process executor: when Redis stopped answering (``None`` while it answers, or with no bus)."""
     store_down_since: float | None = None
     """When PostgreSQL stopped answering the executor's probe (``None`` while it answers, or with no database)."""
+    clock_offset_ms: int | None = None
+    """Live: the exchange's clock minus ours, from the signing's time sync (``None`` before one, or not live)."""
 
 
 STREAM_GRACE_S = 60.0
 RECONCILE_MISSES = 2.5
+CLOCK_SKEW_LIMIT_MS = 1000
 
 
 def trading_health(t: TradingState, *, now: float, started: float, stream_grace_s: float = STREAM_GRACE_S,
@@ -136,6 +143,8 @@ def trading_health(t: TradingState, *, now: float, started: float, stream_grace_
         problems.append("signal_bus_down")
     if since > reconcile_misses * t.reconcile_interval_s:
         problems.append("reconcile_failing")
+    if t.clock_offset_ms is not None and abs(t.clock_offset_ms) > CLOCK_SKEW_LIMIT_MS:
+        problems.append("clock_skew")
     body: dict[str, object] = {
         "status": "impaired" if problems else "ok",
         "problems": problems,
@@ -146,6 +155,8 @@ def trading_health(t: TradingState, *, now: float, started: float, stream_grace_
         "signal_bus_down_s": round(bus_down, 3),
         "database_down_s": round(store_down, 3),
     }
+    if t.clock_offset_ms is not None:
+        body["clock_offset_ms"] = t.clock_offset_ms
     return not problems, body
 
 
@@ -181,6 +192,9 @@ def _describe(problem: str, body: Mapping[str, object]) -> str:
     if problem == "database_down":
         return (f"PostgreSQL out of reach for {_seconds(body, 'database_down_s'):.0f} s: no new entries (the order "
                 "journal cannot be written); exits and exchange-side stops go on, fills and trades may not be stored")
+    if problem == "clock_skew":
+        return (f"this host's clock is {_seconds(body, 'clock_offset_ms') / 1000:+.1f} s off the exchange's (fix its "
+                "time sync): signal ages, funding windows and the UTC day are judged on it")
     return problem
 
 

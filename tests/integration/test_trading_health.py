@@ -7,6 +7,8 @@ monotonic time; the HTTP answers show the same verdict at the real time."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +38,18 @@ async def get_health(http: aiohttp.ClientSession, ops: OpsServer) -> tuple[int, 
         return resp.status, await resp.json()
 
 
-async def test_health_turns_503_when_the_user_stream_stays_down_or_reconciliation_keeps_failing(
-        shared_data: Path, pg_dsn: str, tmp_path: Path, http: aiohttp.ClientSession) -> None:
+@contextlib.asynccontextmanager
+async def _served_stack(shared_data: Path, pg_dsn: str, tmp_path: Path, http: aiohttp.ClientSession,
+                        mode: str) -> AsyncIterator[tuple[Emulator, TradingStack, OpsServer]]:
+    """A trading stack in ``mode`` with keys (signed REST and the user-data stream against the emulator, on 2023's
+    clock), PostgreSQL, served by an ``OpsServer`` as the scaled executor serves it."""
     await apply_migrations(pg_dsn)
     pool = await create_pool(pg_dsn, max_size=4)
     em = Emulator(EmulatorConfig(data_dir=shared_data, speed=0, start_paused=True, symbols=("BTCUSDT",),
                                  start_time_ms=START_MS, max_minutes=10))
     await em.start()
     settings = load_settings(
-        state_dir=tmp_path, mode="replay", binance_api_key=em.config.api_key, binance_api_secret=em.config.api_secret,
+        state_dir=tmp_path, mode=mode, binance_api_key=em.config.api_key, binance_api_secret=em.config.api_secret,
         trading={"funding_stream": False},
         venue={"rest_base": em.rest_url, "ws_market_base": em.ws_market_base, "ws_private_base": em.ws_private_base,
                "ws_public_base": em.ws_public_base})
@@ -54,9 +59,21 @@ async def test_health_turns_503_when_the_user_stream_stays_down_or_reconciliatio
                     trading=stack.health_state)
     await stack.start()
     await ops.start("127.0.0.1", 0)
-    stream = stack.live.stream if stack.live is not None else None
-    assert stream is not None
     try:
+        yield em, stack, ops
+    finally:
+        await ops.stop()
+        await stack.executor.stop()
+        await stack.stop()
+        await em.stop()
+        await pool.close()
+
+
+async def test_health_turns_503_when_the_user_stream_stays_down_or_reconciliation_keeps_failing(
+        shared_data: Path, pg_dsn: str, tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    async with _served_stack(shared_data, pg_dsn, tmp_path, http, "replay") as (em, stack, ops):
+        stream = stack.live.stream if stack.live is not None else None
+        assert stream is not None
         await asyncio.wait_for(stream.connected.wait(), 10)
         status, body = await get_health(http, ops)
         assert status == 200 and body["status"] == "ok" and body["trading"]["problems"] == []
@@ -106,9 +123,17 @@ async def test_health_turns_503_when_the_user_stream_stays_down_or_reconciliatio
         stack.executor.halt("operator: test")  # a decision, not a fault
         status, body = await get_health(http, ops)
         assert status == 200 and body["trading"]["halted"] == "operator: test"
-    finally:
-        await ops.stop()
-        await stack.executor.stop()
-        await stack.stop()
-        await em.stop()
-        await pool.close()
+
+
+async def test_a_live_stack_whose_clock_is_off_the_exchanges_is_impaired(shared_data: Path, pg_dsn: str,
+                                                                          tmp_path: Path,
+                                                                          http: aiohttp.ClientSession) -> None:
+    """Live: the offset the signing measured is judged. The emulator's exchange runs on 2023's clock, so this
+    host's is years off it: signing copes (the stack starts and reconciles), and /health says so, naming it. A
+    replay stack (the test above) against the same exchange is not judged: its exchange runs on market time."""
+    async with _served_stack(shared_data, pg_dsn, tmp_path, http, "live") as (_em, stack, ops):
+        status, body = await get_health(http, ops)
+        offset = body["trading"]["clock_offset_ms"]
+        assert offset < -365 * 86_400_000  # the exchange's clock is 2023's: years behind this host's
+        assert status == 503 and body["trading"]["problems"] == ["clock_skew"]
+        assert stack.metrics()["exchange_clock_offset_ms"] == float(offset)

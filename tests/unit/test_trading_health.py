@@ -97,3 +97,21 @@ def test_the_watch_speaks_on_changes_only() -> None:
     assert watch.update(healthy) == ("TRADING OK again · the user-data stream is connected and reconciliation "
                                      "succeeds")
     assert watch.update(healthy) is None and watch.problems == ()
+
+
+@pytest.mark.parametrize(("offset_ms", "impaired"), [(0, False), (-1000, False), (1000, False), (1001, True),
+                                                     (-90_000, True)])
+def test_a_host_clock_off_the_exchanges_is_impaired(offset_ms: int, impaired: bool) -> None:
+    """Signing corrects for the offset, so nothing failed; but the signal age, the funding window and the UTC day
+    run on the host's clock: 90 s behind the exchange skipped no stale signal and let entries pay funding."""
+    ok, body = trading_health(state(clock_offset_ms=offset_ms), now=START + 10, started=START)
+    assert ok is not impaired and body["clock_offset_ms"] == offset_ms
+    assert body["problems"] == (["clock_skew"] if impaired else [])
+    if impaired:
+        text = HealthWatch().update(body)
+        assert text is not None and f"{offset_ms / 1000:+.1f} s off the exchange's" in text
+
+
+def test_no_clock_offset_known_is_not_judged() -> None:
+    ok, body = trading_health(state(clock_offset_ms=None), now=START + 10, started=START)
+    assert ok and "clock_offset_ms" not in body
