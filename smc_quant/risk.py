@@ -14,7 +14,8 @@ Every decision carries a machine-readable ``reason``. In evaluation order:
   planned); then ``price_drifted`` (the mark moved from the signal price by more than ``max_entry_drift`` of
   the stop distance), ``stop_crossed``/``target_crossed`` (an exit on the wrong side of the mark),
   ``price_filter`` (outside PRICE_FILTER);
-* ``funding``: the next funding time of the symbol falls in the hold window (now, now + ``max_hold_ms``] and
+* ``funding``: the next funding time of the symbol falls in the hold window (now, now + ``max_hold_ms`` +
+  ``exit_slack_ms``] and
   the signal's side would pay more than ``max_funding_pct`` % of notional there (:mod:`smc_quant.funding`;
   no quote, or a stale one, is not counted);
 * ``max_positions``: at the limit the weakest-confidence position is rotated out (decision ``rotate``,
@@ -94,6 +95,11 @@ class RiskConfig:
     (1 refuses only identical moves)."""
     max_funding_pct: Decimal = Decimal("0.05")
     """Refuse a signal whose side pays more than this % of notional at a funding time inside its hold."""
+    exit_slack_ms: int = 60_000
+    """How long past ``max_hold_ms`` from now a position may still be held: the fill comes after the decision,
+    the exit clock checks every 15 s and at each minute close, then its order goes out. The funding guard's window
+    is (now, now + max_hold_ms + this]: it used to end at now + max_hold_ms, and a signal handled 50 s after its
+    candle let the 08:00 funding fall just past the window and be paid."""
     max_open_risk_pct: Decimal = Decimal(5)
     """What all positions, this one included, would lose if every stop filled now, as % of equity at most."""
     taker_fee: Decimal = Decimal("0.0005")
@@ -431,7 +437,7 @@ class RiskManager:
 
     def pays_funding(self, signal: Signal, funding: FundingQuote, now_ms: int) -> bool:
         """Whether the funding time falls inside the hold window and the signal's side pays more than allowed."""
-        inside = now_ms < funding.next_ms <= now_ms + self.config.max_hold_ms
+        inside = now_ms < funding.next_ms <= now_ms + self.config.max_hold_ms + self.config.exit_slack_ms
         return inside and funding_cost_pct(signal.side, funding.rate) > self.config.max_funding_pct
 
     def _same_bet(self, signal: Signal, positions: Iterable[Position], correlations: Mapping[str, float]) -> bool:

@@ -34,7 +34,10 @@ def test_funding_inside_the_hold_that_the_side_pays_is_refused(rm: RiskManager) 
     assert limit.action == "open"  # exactly max_funding_pct is allowed
     hold = RiskConfig().max_hold_ms
     assert rm.evaluate(sig(), acct(), D("30000.0"), T0, funding=_funding("0.01", T0 + hold)).reason == "funding"
-    assert rm.evaluate(sig(), acct(), D("30000.0"), T0, funding=_funding("0.01", T0 + hold + 1)).action == "open"
+    # the forced exit fills after the hold (the exit clock's 15 s, the next minute close): a minute's slack
+    assert rm.evaluate(sig(), acct(), D("30000.0"), T0, funding=_funding("0.01", T0 + hold + MIN)).reason == "funding"
+    assert rm.evaluate(sig(), acct(), D("30000.0"), T0,
+                       funding=_funding("0.01", T0 + hold + MIN + 1)).action == "open"
     assert rm.evaluate(sig(), acct(), D("30000.0"), T0, funding=_funding("0.01", T0)).action == "open"  # settled
     assert rm.evaluate(sig(), acct(), D("30000.0"), T0, funding=None).action == "open"
     three = rm.evaluate(sig(), acct(positions=_three("2010")), D("30000.0"), T0, funding=_funding("0.0006", due))
