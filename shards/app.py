@@ -171,6 +171,8 @@ class Service:
             for symbol in feed.symbols:  # the warm start's candles: the correlation guard works from minute one,
                 times, values = feed.store.ring(symbol).arrays()  # and a paper account has its last prices
                 self.trading.returns.extend(symbol, times, values[:, close])
+                if len(times):  # a replay's clock is at the newest stored close when the executor recovers: at 0,
+                    self.trading.clock.advance_to(int(times[-1]) + MINUTE_MS)  # its day was 1970 (losses forgotten)
                 if self.trading.paper is not None and len(times):
                     self.trading.paper.on_price(symbol, Decimal(repr(float(values[-1, close]))),
                                                 int(times[-1]) + MINUTE_MS - 1)

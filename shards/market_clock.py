@@ -15,9 +15,12 @@ class MarketClock:
         self.latest_close_ms = 0
 
     def observe(self, candle: Candle) -> None:
-        close = candle.open_time + MINUTE_MS
-        if close > self.latest_close_ms:
-            self.latest_close_ms = close
+        self.advance_to(candle.open_time + MINUTE_MS)
+
+    def advance_to(self, close_ms: int) -> None:
+        """A close seen elsewhere (the warm start's newest candle); the clock never goes back."""
+        if close_ms > self.latest_close_ms:
+            self.latest_close_ms = close_ms
 
     def __call__(self) -> int:
         if self.replay:
