@@ -232,6 +232,10 @@ class Executor(MarketExits, OperatorHand, AccountEvents, DailySummary):
                      for s, e in self.book.items()}
         return AccountSnapshot.of(self.wallet, positions, self.clock())
 
+    def _reconcile_soon(self, why: str) -> None:
+        """A reconciliation now, in the background (idle() and a stop's drain wait for it)."""
+        self._track(self._reconcile_now(why), f"reconcile:{why}")
+
     async def _reconcile_now(self, why: str) -> None:
         """An extra reconciliation now; a failure is counted and logged (the periodic one tries again)."""
         try:

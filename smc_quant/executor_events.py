@@ -109,6 +109,9 @@ class AccountEvents:
     async def reconcile(self) -> None:
         raise NotImplementedError  # the executor's
 
+    def _reconcile_soon(self, why: str) -> None:
+        raise NotImplementedError  # the executor's
+
     def _notify(self, text: str, kind: str) -> None:
         raise NotImplementedError  # the executor's
 
@@ -186,7 +189,9 @@ class AccountEvents:
         self.stats.fills += 1
         if key is None:
             self.log.warning("fill_unmatched", symbol=u.symbol, client_id=u.client_order_id)
-            return
+            if parts is not None and parts.leg == Leg.ENTRY:  # ours, of no trade the book knows (an entry a dead
+                self._reconcile_soon("unmatched_entry_fill")  # process left resting): adopted and protected now,
+            return  # not at the next periodic reconciliation minutes later
         self._remember_fill(u)
         self.book.fills(key).append(fill)
         entry = self.book.get(u.symbol)

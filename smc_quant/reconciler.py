@@ -34,6 +34,8 @@ from smc_quant.risk import DAY_MS
 MAX_EXIT_IDS = 64
 """Market exit ids of one trade asked about at most (each close tries ``exit_max_attempts`` = 8 ids)."""
 ADOPT_WINDOW_MS = DAY_MS
+RESTING_ENTRY_WINDOW_MS = 7 * DAY_MS
+"""How far back a start looks for LIMIT entries a dead process may have left resting (GTC)."""
 """How far back a journalled entry can be the origin of a position the book does not know: a restart after a
 crash within a day is ours to adopt (and close, past the 2-hour limit); an entry of weeks ago is not the origin
 of a position seen today — that is a human's, left alone with an alarm."""
@@ -92,6 +94,7 @@ class Reconciler:
         now = self.clock()
         for sid in await self.repo.recent_signal_ids(now - self.config.dedupe_window_ms):
             self.book.remember(sid)
+        await self._cancel_resting_entries(now)
         day_start = now - now % DAY_MS
         equity = await self._refresh_balance()
         cooldown = int(getattr(getattr(self.risk, "config", None), "cooldown_ms", 0))
@@ -101,6 +104,32 @@ class Reconciler:
         self.risk.restore(recent, start_equity, now)
         if self.book:
             self.log.info("book_recovered", positions=len(self.book), symbols=sorted(self.book))
+
+    async def _cancel_resting_entries(self, now: int) -> None:
+        """Cancel the LIMIT entries a process that died left resting on the exchange's book (its manager takes the
+        rest off after ``fill_timeout_s``; a crash in between left it there, GTC, for days): filling later, one
+        opened a position no book knew, with no stop, until a reconciliation adopted it — or never, a day on. Each
+        ends final in the journal; what it executed before is adopted by the reconciliation that follows (its
+        journal row names it). A cancel or query that fails for now is left for the next start (logged)."""
+        if self.repo is None or not hasattr(self.repo, "resting_entries"):
+            return
+        for row in await self.repo.resting_entries(now - RESTING_ENTRY_WINDOW_MS):
+            symbol, cid = str(row["symbol"]), str(row["client_order_id"])
+            try:
+                state = await self.broker.cancel_order(symbol, cid)
+                if state is None:  # gone: filled or cancelled meanwhile, or it never reached the exchange
+                    _, state = await self._query(symbol, cid, "entry")
+            except READ_FAILURES as exc:
+                self.stats.errors += 1
+                self.log.error("resting_entry_not_cancelled", symbol=symbol, client_id=cid, error=error_text(exc),
+                               note="tried again at the next start")
+                continue
+            status = state.status if state is not None else "CANCELED"
+            executed = state.executed_qty if state is not None else ZERO
+            await self.repo.finish_order(cid, status=status, executed_qty=executed, time_ms=now)
+            self.stats.repairs += 1
+            self.log.warning("resting_entry_cancelled", symbol=symbol, client_id=cid, status=status,
+                             executed=str(executed), note="left on the book by a process that died")
 
     async def reconcile(self) -> None:
         """Exchange positions and protection vs our book; repair and log every mismatch."""

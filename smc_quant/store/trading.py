@@ -33,6 +33,8 @@ from smc_quant.errors import ConfigError
 DECISIONS = frozenset({"open", "skip", "rotate"})
 ORDER_KINDS = frozenset({"entry", "stop_loss", "take_profit", "exit"})
 POSITION_STATUSES = frozenset({"opening", "open", "closing"})
+RESTING = frozenset({"sending", "interrupted", "unknown", "NEW", "PARTIALLY_FILLED"})
+"""Journal statuses of an order that may still rest on the exchange's book (not known final)."""
 
 _INSERT_SIGNAL = """
 INSERT INTO signals (signal_id, symbol, side, open_time, price, confidence, expected_return_pct, stop_pct,
@@ -67,6 +69,12 @@ WHERE symbol = $1 AND kind = 'entry' AND status NOT IN ('REJECTED', 'failed')
   AND NOT EXISTS (SELECT 1 FROM trades t WHERE t.signal_id = orders.signal_id)
   AND ($2::timestamptz IS NULL OR inserted_at >= $2) AND ($3::bigint IS NULL OR created_ms >= $3)
 ORDER BY created_ms DESC, client_order_id DESC LIMIT 1"""
+
+_RESTING_ENTRIES = f"""
+SELECT {_ORDER_COLS} FROM orders
+WHERE kind = 'entry' AND order_type = 'LIMIT' AND status IN ({", ".join(f"'{s}'" for s in sorted(RESTING))})
+  AND ($1::timestamptz IS NULL OR inserted_at >= $1) AND created_ms >= $2
+ORDER BY created_ms, client_order_id"""
 
 _INSERT_FILL = """
 INSERT INTO fills (symbol, trade_id, client_order_id, order_id, side, qty, price, fee, realized_pnl, time_ms, is_maker)
@@ -416,6 +424,11 @@ class TradingRepository:
         the origin of a position seen today: a human's)."""
         row = await self._pool.fetchrow(_LATEST_ENTRY, symbol, self._epoch_start, since_ms)
         return None if row is None else _order(row)
+
+    async def resting_entries(self, since_ms: int) -> list[dict[str, Any]]:
+        """Our LIMIT entries journalled since ``since_ms`` not known to be final (:data:`RESTING`), oldest first:
+        at a start, those a process that died left on the exchange's book."""
+        return [_order(r) for r in await self._pool.fetch(_RESTING_ENTRIES, self._epoch_start, since_ms)]
 
     async def record_fill(self, fill: Fill) -> bool:
         """Store one execution; ``False`` when this (symbol, trade_id, client_order_id) is already stored."""
