@@ -304,20 +304,9 @@ class Executor(MarketExits, OperatorHand, AccountEvents, DailySummary):
         # the caller (the scaled executor cancels the task awaiting handle() at SIGTERM) must not cut an entry
         # off between its fill and its stop, nor leave a position out of the book and the database.
         self._no_entry_in_flight.clear()  # a flatten waits for this entry: it could not see it in the book yet
-        entering = asyncio.get_running_loop().create_task(self._enter(signal, decision, detail, mark),
-                                                          name=signal.signal_id)
-        self._finishing.add(entering)
-        entering.add_done_callback(self._entry_done)
-        try:
-            await asyncio.shield(entering)
-        except asyncio.CancelledError:
-            if not entering.done():
-                entering.add_done_callback(self._failed_unwatched)
-            raise
-
-    def _entry_done(self, task: asyncio.Task[None]) -> None:
-        self._finishing.discard(task)
-        self._no_entry_in_flight.set()
+        entering = self._track(self._enter(signal, decision, detail, mark), signal.signal_id, unwatched=False)
+        entering.add_done_callback(lambda _task: self._no_entry_in_flight.set())
+        await self._shielded(entering)
 
     async def _enter(self, signal: Signal, decision: Any, detail: dict[str, Any], mark: Decimal) -> None:
         if decision.action == "rotate" and decision.close_symbol in self.book:

@@ -53,15 +53,8 @@ class MarketExits:
             return True
         if entry.status == "closing":
             return False
-        closing = asyncio.get_running_loop().create_task(self._close(symbol, entry, reason), name=f"close:{symbol}")
-        self._finishing.add(closing)
-        closing.add_done_callback(self._finishing.discard)
-        try:
-            return await asyncio.shield(closing)
-        except asyncio.CancelledError:
-            if not closing.done():
-                closing.add_done_callback(self._failed_unwatched)
-            raise
+        return bool(await self._shielded(self._track(self._close(symbol, entry, reason), f"close:{symbol}",
+                                                     unwatched=False)))
 
     async def _close(self, symbol: str, entry: BookEntry, reason: ExitReason) -> bool:
         async with self._lock(symbol):
@@ -109,18 +102,30 @@ class MarketExits:
         self.log.warning("reprotected_after_failed_exit", symbol=entry.position.symbol, stop=sl is not None)
 
     def _failed_unwatched(self, task: asyncio.Task[Any]) -> None:
-        """An entry or exit whose caller was cancelled ended: its failure, if any, is logged here (nobody awaits
-        it)."""
+        """A task nobody awaits (any more) ended: its failure, if any, is logged here."""
         if not task.cancelled() and (exc := task.exception()) is not None:
             self.stats.errors += 1
             self.log.error("task_failed", task=task.get_name(), error=f"{type(exc).__name__}: {exc}")
 
-    def _track(self, work: Coroutine[Any, Any, None], name: str) -> None:
-        """Run ``work`` as a task that idle() and a stop's drain wait for."""
+    def _track(self, work: Coroutine[Any, Any, Any], name: str, *, unwatched: bool = True) -> asyncio.Task[Any]:
+        """Run ``work`` as a task that idle() and a stop's drain wait for; ``unwatched``: nobody awaits it (its
+        failure is logged)."""
         task = asyncio.get_running_loop().create_task(work, name=name)
         self._finishing.add(task)
         task.add_done_callback(self._finishing.discard)
-        task.add_done_callback(self._failed_unwatched)
+        if unwatched:
+            task.add_done_callback(self._failed_unwatched)
+        return task
+
+    async def _shielded(self, task: asyncio.Task[Any]) -> Any:
+        """``task``'s result, for a caller that may be cancelled: the task goes on (a stop's drain waits for it),
+        and its failure, should it come after the caller is gone, is logged."""
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                task.add_done_callback(self._failed_unwatched)
+            raise
 
 
 __all__ = ["MarketExits"]
