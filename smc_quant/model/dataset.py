@@ -73,8 +73,9 @@ def build_dataset(series: Sequence[KlineSeries], spec: BarrierSpec | None = None
     ``min_history``: a row is labelled only with at least this many candles before it in its series (the
     features of every row still come from the whole series). The live engine warms up on
     ``feed.warm_start_candles``; rows with less history behind them carry values the live path does not
-    produce — on real candles, with 1 day of history the 1h trend differs from a 3-day run in 48 % of rows,
-    with 3 days in none (``bench/feature_parity.py``) — so the learner passes that warm-up here.
+    produce — on the real candles, after 1 day of history the 1h trend differs from a run with 10 days or more
+    behind it in 41 % of rows, after 3 days in 2 % (``bench/feature_parity.py``) — so the learner passes that
+    warm-up here.
 
     ``source`` picks the setups (``labels.select_setups``): ``"broad"`` (the strategy's setups plus
     every ``every``-th trend-side bar, all with the strategy's exits — what the learner and ``smc-quant
