@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from smc_quant.domain.trading import ZERO, Fill, Position, entry_side
+from smc_quant.book import filled
+from smc_quant.domain.trading import ZERO, Fill, Position, entry_side, exit_side
 
 if TYPE_CHECKING:
     from smc_quant.sim.account import SimAccount
@@ -30,9 +31,7 @@ if TYPE_CHECKING:
 def held_quantity(position: Position, fills: Sequence[Fill]) -> Decimal:
     """What ``position`` still holds after its stored ``fills``: the quantity it opened — its row's, or its entry
     fills' when they say more — less its exit fills'. Zero or less: the fills closed it."""
-    opening = entry_side(position.side)
-    entered = sum((f.quantity for f in fills if f.side == opening), ZERO)
-    exited = sum((f.quantity for f in fills if f.side != opening), ZERO)
+    entered, exited = filled(fills, entry_side(position.side)), filled(fills, exit_side(position.side))
     return max(position.quantity, entered) - exited
 
 

@@ -5,12 +5,12 @@ query, the position rebuilt from the order journal after a crash. No I/O here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from smc_quant.domain.trading import ZERO, ExitReason, Fill, OrderSide, Position, Signal, Trade, entry_side
+from smc_quant.domain.trading import ZERO, ExitReason, Fill, OrderSide, Position, Signal, Trade, entry_side, exit_side
 from smc_quant.orders.broker import ExchangePosition, OrderState
 from smc_quant.orders.client_ids import signal_digest
 
@@ -123,6 +123,11 @@ class Book(Mapping[str, BookEntry]):
         self._fills.pop(entry.position.signal_id, None)
 
 
+def filled(fills: Iterable[Fill], side: str) -> Decimal:
+    """How much ``fills`` executed on ``side`` (``BUY``/``SELL``)."""
+    return sum((f.quantity for f in fills if f.side == side), ZERO)
+
+
 def round_trip(position: Position, fills: Sequence[Fill], reason: ExitReason) -> Trade | None:
     """The closed trade ``fills`` make of ``position``, or ``None`` while it is not flat.
 
@@ -133,8 +138,7 @@ def round_trip(position: Position, fills: Sequence[Fill], reason: ExitReason) ->
     opening: OrderSide = entry_side(position.side)
     ins = [f for f in fills if f.side == opening]
     outs = [f for f in fills if f.side != opening]
-    qty = sum((f.quantity for f in ins), ZERO)
-    out_qty = sum((f.quantity for f in outs), ZERO)
+    qty, out_qty = filled(ins, opening), filled(outs, exit_side(position.side))
     if qty <= 0 or out_qty < qty:
         return None
     entry_px = sum((f.quantity * f.price for f in ins), ZERO) / qty
@@ -181,4 +185,4 @@ def journalled_position(remote: ExchangePosition, row: Mapping[str, Any]) -> Pos
         mark_price=remote.mark_price or remote.entry_price)
 
 
-__all__ = ["Book", "BookEntry", "journalled_position", "queried_fill", "round_trip"]
+__all__ = ["Book", "BookEntry", "filled", "journalled_position", "queried_fill", "round_trip"]

@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from smc_quant.book import Book, BookEntry, journalled_position, queried_fill
+from smc_quant.book import Book, BookEntry, filled, journalled_position, queried_fill
 from smc_quant.domain.trading import ZERO, ExitReason, Fill, Position, entry_side, exit_side
 from smc_quant.errors import VenueRejected
 from smc_quant.executor_config import ExecutorConfig, ExecutorStats
@@ -255,7 +255,7 @@ class Reconciler:
         Idempotent: fills already complete are not asked about, and a learned fill is in memory only (it has no
         trade id; stored, it would sit beside the real one under another key) — asked again after a restart."""
         side = entry_side(position.side)
-        if _quantity(fills, side) >= position.quantity:
+        if filled(fills, side) >= position.quantity:
             return
         cids = list(cids) or await self._entry_ids(position.signal_id)
         learned = False
@@ -273,7 +273,7 @@ class Reconciler:
 
     def _add_missing(self, fills: list[Fill], whole: Fill, have: list[Fill], source: str) -> None:
         """Append the part of ``whole`` (every execution of an order, or of the entry) the fills ``have`` lack."""
-        rest = whole.quantity - _quantity(have, whole.side)
+        rest = whole.quantity - filled(have, whole.side)
         if rest <= 0:
             return
         price = whole.price
@@ -346,11 +346,6 @@ class Reconciler:
             self._on_alarm(kind, detail)
         if self.repo is not None:
             await self.repo.record_alarm(kind, detail, self.clock())
-
-
-def _quantity(fills: Sequence[Fill], side: str) -> Decimal:
-    """How much ``fills`` executed on ``side``."""
-    return sum((f.quantity for f in fills if f.side == side), ZERO)
 
 
 def client_id(state: Any) -> str | None:
