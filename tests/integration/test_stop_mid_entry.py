@@ -23,23 +23,23 @@ from tests.integration.trading_kit import Rig, trading_rig
 pytestmark = pytest.mark.integration
 
 
+async def _entry_being_protected(rig: Rig, ex: Executor) -> asyncio.Task[None]:
+    """A BTCUSDT long being handled, its stop placed at the exchange but the answer held past the client's 1 s
+    timeout: the entry's protection is still in flight."""
+    rig.emulator.faults.order_timeout(1, hold_s=30.0, only="algo")
+    placed = arrival(ex, lambda e: isinstance(e, AlgoUpdate) and e.symbol == "BTCUSDT" and e.status == "NEW")
+    handling = asyncio.create_task(ex.handle(rig.signal("BTCUSDT", "LONG", confidence=0.75, stop_pct=8.0,
+                                                        target_pct=30.0)))
+    await asyncio.wait_for(placed.wait(), 10)
+    assert not handling.done(), "precondition: the entry is still being protected"
+    return handling
+
+
 async def test_a_stop_during_an_entry_waits_until_the_position_is_protected_and_stored(
         shared_data: Path, pg_dsn: str) -> None:
     async with trading_rig(shared_data, pg_dsn) as rig:
         ex = await rig.executor()
-        # the entry's stop executes at the exchange, its answer is held past the client's 1 s timeout: the
-        # protection is still in flight when the stop comes
-        rig.emulator.faults.order_timeout(1, hold_s=30.0, only="algo")
-        signal = rig.signal("BTCUSDT", "LONG", confidence=0.75, stop_pct=8.0, target_pct=30.0)
-
-        def stop_placed(e: AccountEvent) -> bool:
-            return isinstance(e, AlgoUpdate) and e.symbol == "BTCUSDT" and e.status == "NEW"
-
-        placed = arrival(ex, stop_placed)
-        handling = asyncio.create_task(ex.handle(signal))
-        await asyncio.wait_for(placed.wait(), 10)
-        assert not handling.done(), "precondition: the entry is still being protected"
-
+        handling = await _entry_being_protected(rig, ex)
         handling.cancel()  # what the scaled executor's supervisor does to the task awaiting handle() at a stop
         with contextlib.suppress(asyncio.CancelledError):
             await handling
@@ -57,11 +57,7 @@ async def test_a_bound_on_idle_does_not_cancel_the_entry_it_waits_for(shared_dat
     a gather, the bound cancelled what idle() waited for: the entry that handle() shields from cancellation."""
     async with trading_rig(shared_data, pg_dsn) as rig:
         ex = await rig.executor()
-        rig.emulator.faults.order_timeout(1, hold_s=30.0, only="algo")  # the protection answers past the timeout
-        placed = arrival(ex, lambda e: isinstance(e, AlgoUpdate) and e.symbol == "BTCUSDT" and e.status == "NEW")
-        handling = asyncio.create_task(ex.handle(rig.signal("BTCUSDT", "LONG", confidence=0.75, stop_pct=8.0,
-                                                            target_pct=30.0)))
-        await asyncio.wait_for(placed.wait(), 10)
+        handling = await _entry_being_protected(rig, ex)
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(ex.idle(), 0.1)  # what ExecutorProcess.stop does, with its 4 s
         await handling  # the entry was not cancelled: it finishes
