@@ -1,7 +1,9 @@
 """The executor's daily summary: once per UTC day, the day's trades, net PnL and the equity, as one message.
 
 Each told day is claimed in PostgreSQL (``daily_summaries``) before the message goes out, so no day is told twice,
-and a start that finds yesterday untold (a restart across midnight) tells it.
+and a start that finds yesterday untold (a restart across midnight) tells it. A day is told
+:data:`SUMMARY_GRACE_MS` after its midnight, not at it: a trade whose exit filled at 23:59:59 is stored only when its
+fills have settled, seconds later, and the summary told at midnight used to leave it out.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from typing import Any
 from smc_quant import notify as messages
 from smc_quant.domain.trading import ZERO, AccountSnapshot, Trade
 from smc_quant.risk import DAY_MS
+
+SUMMARY_GRACE_MS = 300_000
+"""How long after its midnight a day is told: an exit filled just before midnight settles (its fills read, its trade
+stored) within seconds, or within a reconciliation round (3 min) when the user stream was down."""
 
 
 class DailySummary:
@@ -34,8 +40,9 @@ class DailySummary:
         """Once per UTC day (checked after the exits): the day's trades, net PnL and the equity, as one message.
         The trades are read from PostgreSQL (bounded at 10 s), so those closed before a restart count too; with
         no database, or none answering, those this process closed. A told day is claimed in PostgreSQL first, so
-        none is told twice, and a start that finds yesterday untold (a restart across midnight) tells it."""
-        day = self.clock() // DAY_MS
+        none is told twice, and a start that finds yesterday untold (a restart across midnight) tells it. A day ends
+        for the summary :data:`SUMMARY_GRACE_MS` after its midnight, so the trades settled just after it count."""
+        day = (self.clock() - SUMMARY_GRACE_MS) // DAY_MS
         if self._summary_day is None:
             self._summary_day = day
             if self.repo is None or (last := await self._last_summary_day()) is None or last >= day - 1:
@@ -68,4 +75,4 @@ class DailySummary:
             return None
 
 
-__all__ = ["DailySummary"]
+__all__ = ["SUMMARY_GRACE_MS", "DailySummary"]

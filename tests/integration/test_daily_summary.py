@@ -1,7 +1,7 @@
-"""The daily summary counts the day's trades from PostgreSQL: a service restarted during the day used to tell only
-the trades its own process had closed. A day is told once, and a restart across midnight still tells the day that
-ended while no executor ran. Emulator (real 2023 candles), PostgreSQL, the real Notifier against a local stand-in
-for Discord."""
+"""The daily summary counts the day's trades from PostgreSQL: a service restarted during the day used to tell only the
+trades its own process had closed. A day is told once, a restart across midnight still tells the day that ended
+while no executor ran, and a trade that filled before midnight but settled after it is counted in its day. Emulator
+(real 2023 candles), PostgreSQL, the real Notifier against a local stand-in for Discord."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from smc_quant.domain.trading import ExitReason, Trade
+from smc_quant.executor_summary import SUMMARY_GRACE_MS
 from smc_quant.notify import Notifier, daily_summary
 from smc_quant.risk import DAY_MS
 from tests.integration.test_alarm_notify import _told_until
@@ -76,7 +77,7 @@ async def test_the_summary_counts_the_trades_closed_before_a_restart(
         now = {"ms": start + 7_000_000}
         ex = await rig.executor(notifier=notifier, clock=lambda: now["ms"])
         await ex.check_exits()  # the first check: the day is under way
-        now["ms"] = start + DAY_MS + 1_000  # past midnight
+        now["ms"] = start + DAY_MS + SUMMARY_GRACE_MS + 1_000  # past midnight and its grace
         await ex.check_exits()
         await ex.check_exits()  # once a day
         told = await summaries()
@@ -117,8 +118,29 @@ async def test_two_executors_passing_the_same_midnight_tell_the_day_once(
         second = await rig.executor(notifier=notifier, clock=lambda: now["ms"])
         for ex in (first, second):
             await ex.check_exits()  # the day under way: nothing to tell
-        now["ms"] = (day + 1) * DAY_MS + 1_000
+        now["ms"] = (day + 1) * DAY_MS + SUMMARY_GRACE_MS + 1_000
         assert await first.daily_summary()
         assert not await second.daily_summary()
         told = await summaries()
     assert told == [daily_summary([], first.snapshot().equity, day)]
+
+
+async def test_a_trade_filled_before_midnight_and_settled_after_it_counts_in_its_day(
+        shared_data: Path, pg_dsn: str, chat: tuple[FakeChat, str]) -> None:  # noqa: F811
+    """The exit filled at 23:59:59; its trade was stored when its fills settled, after midnight. The summary used to
+    be told at midnight, from the trades stored by then, and left this one out; it now waits for the grace."""
+    async with _told(shared_data, pg_dsn, chat) as (rig, notifier, summaries):
+        day = rig.clock() // DAY_MS
+        midnight = (day + 1) * DAY_MS
+        now = {"ms": day * DAY_MS + 3_600_000}
+        ex = await rig.executor(notifier=notifier, clock=lambda: now["ms"])
+        await ex.check_exits()  # the day under way
+        now["ms"] = midnight + 2_000  # the first check after midnight: the last trade's fills are still settling
+        await ex.check_exits()
+        late = _trade("s1", "SOLUSDT", midnight - 1_000, "21")
+        await _store(rig, [late])  # settled
+        now["ms"] = midnight + SUMMARY_GRACE_MS
+        await ex.check_exits()
+        told = await summaries()
+    assert told == [daily_summary([late], ex.snapshot().equity, day)]
+    assert told[0].startswith(f"DAY {_date(day)} · 1 trades · 1W/0L")
