@@ -6,7 +6,7 @@ from PostgreSQL before the executor recovers its book (``TradingStack._restore_p
 
 (the trades of the current account epoch: after live trading on this database, paper starts afresh from
 ``paper_balance``). Each open position row comes back at the quantity its stored fills leave
-(:func:`held_quantity`): a position whose exit fill was stored but whose trade was not (the process died between
+(``smc_quant.book.held``): a position whose exit fill was stored but whose trade was not (the process died between
 the two, or its stop gave up a trade write that was retrying through a database blip) is flat — it is not opened
 again, and its realised PnL, already in the wallet through its fills, is not made a second time. The executor's
 reconciliation then finds it flat at the (simulated) exchange and settles the trade from those same fills.
@@ -14,25 +14,18 @@ reconciliation then finds it flat at the (simulated) exchange and settles the tr
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import structlog
 
-from smc_quant.book import filled
-from smc_quant.domain.trading import ZERO, Fill, Position, entry_side, exit_side
+from smc_quant.book import held
+from smc_quant.domain.trading import ZERO
 
 if TYPE_CHECKING:
     from smc_quant.sim.account import SimAccount
     from smc_quant.store.trading import TradingRepository
-
-
-def held_quantity(position: Position, fills: Sequence[Fill]) -> Decimal:
-    """What ``position`` still holds after its stored ``fills``: the quantity it opened — its row's, or its entry
-    fills' when they say more — less its exit fills'. Zero or less: the fills closed it."""
-    entered, exited = filled(fills, entry_side(position.side)), filled(fills, exit_side(position.side))
-    return max(position.quantity, entered) - exited
 
 
 async def restore_paper_account(account: SimAccount, repo: TradingRepository, *, balance: Decimal,
@@ -47,15 +40,15 @@ async def restore_paper_account(account: SimAccount, repo: TradingRepository, *,
     for position, _meta in await repo.open_positions():
         fills = await repo.fills_for_signal(position.signal_id)
         wallet += sum((f.realized_pnl - f.fee for f in fills), ZERO)
-        held = held_quantity(position, fills)
+        left = held(position, fills)
         reason = ("not traded any more" if position.symbol not in tradable
                   else "no quantity or price" if position.quantity <= 0 or position.entry_price <= 0
-                  else "closed by its stored fills" if held <= 0 else None)
+                  else "closed by its stored fills" if left <= 0 else None)
         if reason is not None:
             log.warning("paper_position_not_restored", symbol=position.symbol, signal_id=position.signal_id,
                         reason=reason)
             continue  # the reconciliation settles its trade from its fills, else reports it (position_vanished)
-        amount = held if position.side == "LONG" else -held
+        amount = left if position.side == "LONG" else -left
         positions[position.symbol] = (amount, position.entry_price, position.leverage, position.entry_time_ms)
     if positions or wallet != account.balance().wallet:
         try:
@@ -66,4 +59,4 @@ async def restore_paper_account(account: SimAccount, repo: TradingRepository, *,
         log.info("paper_account_restored", wallet=str(wallet), positions=sorted(positions))
 
 
-__all__ = ["held_quantity", "restore_paper_account"]
+__all__ = ["restore_paper_account"]

@@ -103,6 +103,12 @@ class Book(Mapping[str, BookEntry]):
         """The fills of ``signal_id`` so far (the stored list: appending to it records a fill)."""
         return self._fills.setdefault(signal_id, [])
 
+    def held(self, symbol: str) -> Decimal:
+        """What ``symbol``'s booked position still holds after the exit fills seen so far (:func:`held`): less
+        than its quantity after a partial exit — a person's partial close on the exchange, an exit cut short."""
+        entry = self._entries[symbol]
+        return held(entry.position, self._fills.get(entry.position.signal_id, ()))
+
     def settle(self, symbol: str) -> tuple[BookEntry, Trade] | None:
         """When the fills of ``symbol``'s position make it flat: take it off the book and return it with its
         closed trade (exit reason as learned, else ``reconciled``)."""
@@ -126,6 +132,15 @@ class Book(Mapping[str, BookEntry]):
 def filled(fills: Iterable[Fill], side: str) -> Decimal:
     """How much ``fills`` executed on ``side`` (``BUY``/``SELL``)."""
     return sum((f.quantity for f in fills if f.side == side), ZERO)
+
+
+def held(position: Position, fills: Iterable[Fill]) -> Decimal:
+    """What ``position`` still holds after ``fills``: the quantity it opened — its own (the entry's answer), or its
+    entry fills' when they say more — less its exit fills'. Zero or less: the fills closed it. The position's own
+    quantity stays the entry's (a missing entry fill is learned against it); this is what the exchange should hold."""
+    fills = list(fills)
+    entered, exited = filled(fills, entry_side(position.side)), filled(fills, exit_side(position.side))
+    return max(position.quantity, entered) - exited
 
 
 def round_trip(position: Position, fills: Sequence[Fill], reason: ExitReason) -> Trade | None:

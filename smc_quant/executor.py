@@ -227,8 +227,10 @@ class Executor(MarketExits, OperatorHand, AccountEvents, DailySummary):
     def snapshot(self) -> AccountSnapshot:
         """The account as the risk manager sees it: the wallet from the user-data stream (ACCOUNT_UPDATE,
         refreshed over REST at start and at every reconciliation — never polled per signal), positions from
-        the book at the latest marks, available = equity − the book's margin."""
-        positions = {s: replace(e.position, mark_price=self.marks.get(s, e.position.entry_price))
+        the book at the latest marks and at what they still hold (after a partial exit: a person's partial close
+        on the exchange), available = equity − the book's margin."""
+        positions = {s: replace(e.position, quantity=held if (held := self.book.held(s)) > 0 else e.position.quantity,
+                                mark_price=self.marks.get(s, e.position.entry_price))
                      for s, e in self.book.items()}
         return AccountSnapshot.of(self.wallet, positions, self.clock())
 

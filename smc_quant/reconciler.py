@@ -72,6 +72,8 @@ class Reconciler:
         self._refresh_balance = refresh_balance
         self._busy = busy
         self._on_alarm = on_alarm
+        self._mismatches: dict[str, tuple[str, Decimal, Decimal] | None] = {}
+        """symbol → the (side, exchange quantity, our held quantity) last told as ``position_mismatch``."""
 
     async def recover(self) -> None:
         """Read the open book, its fills, the recent signal ids and the risk state back from PostgreSQL.
@@ -143,10 +145,13 @@ class Reconciler:
             if pos is None:
                 await self._closed_while_away(entry)
                 continue
-            if pos.quantity != entry.position.quantity or pos.side != entry.position.side:
-                self.stats.repairs += 1
-                self.log.warning("position_mismatch", symbol=symbol, ours=str(entry.position.quantity),
-                                 exchange=str(pos.quantity))
+            held = self.book.held(symbol)
+            mismatch = (pos.side, pos.quantity, held) if pos.quantity != held or pos.side != entry.position.side \
+                else None
+            if mismatch is not None and self._mismatches.get(symbol) != mismatch:  # told once, not every round
+                self.log.warning("position_mismatch", symbol=symbol, ours=str(held), exchange=str(pos.quantity),
+                                 side=pos.side, note="an exit fill we did not see (stream down), or one made by hand")
+            self._mismatches[symbol] = mismatch
             mark = self.marks.get(symbol) or pos.mark_price or entry.position.entry_price
             sl, tp = await self.manager.ensure_protection(entry.position, mark)
             new_ids = (client_id(sl) or entry.sl_client_id, client_id(tp) or entry.tp_client_id)
