@@ -11,8 +11,9 @@ invariants 3 and 4):
   :class:`~smc_quant.order_sender.OrderSender`: journalled as ``sending`` before the request and again with
   the answer; an unknown outcome is queried by client id until the exchange knows it or says it does not,
   and only then re-sent with the *same* id. Nothing is re-sent blind.
-- **Per symbol, once.** Margin type is set before the first order on a symbol (-4046 = already so);
-  leverage whenever the decision's differs from the last value set.
+- **Settings asserted per entry.** Before every entry the symbol's margin type and the decision's leverage are
+  sent (both at once; -4046 = already so). Nothing is cached: a person on the same account may have changed
+  either in the Binance app since our last trade, and the risk manager sized the entry for ours.
 - **Protection right after the fill.** STOP_MARKET at the stop and TAKE_PROFIT_MARKET at the target with
   ``closePosition=true`` on the algo endpoint. A trigger the price has already passed (-2021 or -4142, or our own
   :func:`validate_trigger` saying so) means the exit level is behind us: the position is closed at market
@@ -138,10 +139,8 @@ class SmartOrderManager:
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
         self._sender = OrderSender(broker, config, journal, clock=clock, logger=self._log, sleep=sleep,
                                    stats=self.stats)
-        self._margin_done: set[str] = set()
         self._clean: set[str] = set()
         """Symbols known to carry no protective order of ours from an earlier trade (skips the pre-entry check)."""
-        self._leverage: dict[str, int] = {}
         self._attempts: dict[tuple[str, Leg], int] = {}
         """Next attempt number per (signal, leg): raised when the previous order of the leg is dead."""
         self._background: set[asyncio.Future[_Protection]] = set()
@@ -326,18 +325,26 @@ class SmartOrderManager:
     # -- symbol set-up ---------------------------------------------------------------------------------
 
     async def _prepare_symbol(self, symbol: str, leverage: int) -> None:
-        if symbol not in self._margin_done:
-            try:
-                await self._sender.retrying(lambda: self._broker.set_margin_type(symbol, self.config.margin_type))
-                self.stats["margin_type_set"] += 1
-            except VenueRejected as exc:
-                if exc.code != -4046:  # -4046: already so
-                    self._log.warning("margin_type_not_set", symbol=symbol, error=error_text(exc))
-            self._margin_done.add(symbol)
-        if self._leverage.get(symbol) != leverage:
-            await self._sender.retrying(lambda: self._broker.set_leverage(symbol, leverage))
-            self._leverage[symbol] = leverage
-            self.stats["leverage_set"] += 1
+        """Assert the configured margin type and ``leverage`` on ``symbol``, the two requests concurrently.
+
+        Sent before every entry, never cached: someone on the same account may have changed either since our last
+        trade. A margin-type refusal other than -4046 (already so) is logged and the entry goes on; a leverage
+        refusal, or a temporary failure of either after the sender's retries, is raised (the entry is dropped).
+        ``stats["leverage_set"]`` / ``stats["margin_type_set"]`` count the assertions that held, changed or not.
+        """
+        margin, lev = await asyncio.gather(
+            self._sender.retrying(lambda: self._broker.set_margin_type(symbol, self.config.margin_type)),
+            self._sender.retrying(lambda: self._broker.set_leverage(symbol, leverage)),
+            return_exceptions=True)
+        if isinstance(margin, VenueRejected) and margin.code != -4046:  # -4046: already so
+            self._log.warning("margin_type_not_set", symbol=symbol, error=error_text(margin))
+        if isinstance(lev, BaseException):
+            raise lev
+        if isinstance(margin, BaseException) and not isinstance(margin, VenueRejected):
+            raise margin
+        self.stats["leverage_set"] += 1
+        if not isinstance(margin, VenueRejected) or margin.code == -4046:
+            self.stats["margin_type_set"] += 1
 
     def _repair_entry(self, exc: VenueRejected, request: OrderRequest, filters: SymbolFilters,
                       mark: Decimal) -> Decimal | None:

@@ -195,7 +195,7 @@ class TradingSettings(_Section):
     """Entry order type (LIMIT needs an exchange: live, or replay with keys on the emulator; paper and backtests
     fill MARKET only)."""
     margin_type: Literal["CROSSED", "ISOLATED"] = "CROSSED"
-    """Margin type set once per symbol."""
+    """Margin type asserted for the symbol before every entry."""
     reconcile_interval_s: PositiveFloat = 180.0
     """Orders, positions and balance are reconciled against REST this often (and at start)."""
     recv_window_ms: Annotated[int, Field(ge=1, le=5000)] = 5000

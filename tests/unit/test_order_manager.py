@@ -172,8 +172,9 @@ async def test_every_client_id_reaches_the_exchange_exactly_once_over_many_trade
     assert venue.account.positions() == [] and venue.account.open_algo_orders() == []
 
 
-async def test_leverage_and_margin_type_are_set_once_per_symbol() -> None:
-    """Margin type once per symbol; leverage only when the decision's differs from the last one set."""
+async def test_leverage_and_margin_type_are_asserted_before_every_entry() -> None:
+    """Margin type and the decision's leverage are sent before every entry, unchanged or not (nothing is cached:
+    a person on the account may have changed them between our trades)."""
 
     calls: list[tuple[str, str, object]] = []
 
@@ -197,9 +198,10 @@ async def test_leverage_and_margin_type_are_set_once_per_symbol() -> None:
         assert result.position is not None
         assert (await manager.close(result.position, ExitReason.MANUAL)).outcome == "closed"
     assert calls == [("margin", "ETHUSDT", "CROSSED"), ("leverage", "ETHUSDT", 10),
-                              ("leverage", "ETHUSDT", 5),
-                              ("margin", "BTCUSDT", "CROSSED"), ("leverage", "BTCUSDT", 5)]
-    assert manager.stats["leverage_set"] == 3 and manager.stats["margin_type_set"] == 2
+                     ("margin", "ETHUSDT", "CROSSED"), ("leverage", "ETHUSDT", 10),
+                     ("margin", "ETHUSDT", "CROSSED"), ("leverage", "ETHUSDT", 5),
+                     ("margin", "BTCUSDT", "CROSSED"), ("leverage", "BTCUSDT", 5)]
+    assert manager.stats["leverage_set"] == 4 and manager.stats["margin_type_set"] == 4
 
 
 # -- drops and immediate closes -----------------------------------------------------------------------
