@@ -103,6 +103,10 @@ class Executor(MarketExits, OperatorHand, AccountEvents, DailySummary):
         self._unresolved: set[str] = set()
         """Symbols whose entry's outcome the exchange could not tell, until a reconciliation succeeds: the exchange
         may hold a position the book does not count, so no new entry goes out meanwhile."""
+        self.foreign: set[str] = set()
+        """Symbols holding a position that is not ours (a person's, another tool's): no entry on them — it would
+        add to that position or reverse it, and our stop, target and exits would then close it. Found by the
+        reconciliation and by ``ACCOUNT_UPDATE``; a symbol leaves the set when it is found flat."""
         self.writes = Writer(self.log, first_delay_s=self.config.store_retry_s)  # retried through a database blip
         self._idle = asyncio.Event()
         self._idle.set()
@@ -120,7 +124,7 @@ class Executor(MarketExits, OperatorHand, AccountEvents, DailySummary):
                                      marks=self.marks, clock=clock, config=self.config, stats=self.stats, log=self.log,
                                      settle=self._check_complete, save=self._save,
                                      refresh_balance=self.refresh_balance, busy=self._busy,
-                                     on_alarm=self._notify_alarm)
+                                     on_alarm=self._notify_alarm, foreign=self.foreign)
         manager.on_alarm = self._notify_alarm
         self._alarms_told: dict[str, float] = {}
 
@@ -282,6 +286,9 @@ class Executor(MarketExits, OperatorHand, AccountEvents, DailySummary):
             return
         if self._unresolved:  # a position the book may not count: max_positions and one-per-symbol would not hold
             self._skip(signal, Decision("skip", "entry_unresolved", signal), {"unresolved": sorted(self._unresolved)})
+            return
+        if signal.symbol in self.foreign:  # someone else's position: ours would add to it or reverse it
+            self._skip(signal, Decision("skip", "foreign_position", signal), {})
             return
         now = self.clock()
         age_ms = self.market_clock() - signal.open_time - MINUTE_MS  # since its candle closed

@@ -15,7 +15,9 @@
   symbol's lock, ``ensure_protection`` re-places what is missing, and a stop that cannot be placed closes the
   position at market with an alarm (the order manager's policy). Skipped when the position is flat at the
   exchange (its fills settle it) or is being closed.
-- **ACCOUNT_UPDATE**: the wallet, funding settlements, positions gone flat. **listenKeyExpired** / a reconnect:
+- **ACCOUNT_UPDATE**: the wallet, funding settlements, positions gone flat, and positions that are not ours (a
+  person's, another tool's: a symbol neither booked nor being entered), on which no entry goes out while they are
+  open. **listenKeyExpired** / a reconnect:
   reconcile.
 """
 
@@ -96,6 +98,10 @@ class AccountEvents:
     the exit they are: their fills may carry a client id the exchange made up, not our ``clientAlgoId``."""
     _repairing: set[str]
     _reconciling: asyncio.Lock
+    foreign: set[str]
+
+    def _busy(self, symbol: str) -> bool:
+        raise NotImplementedError  # the executor's
 
     def _check_complete(self, symbol: str) -> None:
         raise NotImplementedError  # the executor's
@@ -141,8 +147,16 @@ class AccountEvents:
             if event.wallet_balance is not None:
                 self.wallet, self._wallet_known = event.wallet_balance, True
             for pos in event.positions:
-                if isinstance(pos, tuple) and pos[0] in self.book:
-                    self._check_complete(pos[0])
+                if isinstance(pos, tuple):  # flat
+                    self.foreign.discard(pos[0])
+                    if pos[0] in self.book:
+                        self._check_complete(pos[0])
+                elif pos.symbol not in self.foreign and (
+                        pos.side != self.book[pos.symbol].position.side if pos.symbol in self.book
+                        else not self._busy(pos.symbol)):  # not ours (nor an entry of ours under way), or ours
+                    self.foreign.add(pos.symbol)  # reversed by someone: no entry on it
+                    self.log.warning("foreign_position", symbol=pos.symbol, side=pos.side, qty=str(pos.quantity),
+                                     note="no entry on this symbol while it is open")
         elif isinstance(event, StreamExpired):
             await self.reconcile()
 

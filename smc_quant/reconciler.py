@@ -6,16 +6,21 @@ holds (at start, every ``reconcile_interval_s`` and whenever the user-data strea
   events were still queued at a stop, their write was cut by the stop's drain, or the user-data stream was down
   when the entry filled) has them learned from the exchange: see :meth:`Reconciler._complete_entry`.
 - **Reconcile**, per symbol:
-  - ours and at the exchange: sizes compared (a mismatch is logged), protection re-ensured;
-  - ours, flat at the exchange: a missing entry fill is learned as at recovery (if that could not be asked
-    then), the exit from our own orders (stop, target, market exits), and the trade finished, else the position
-    is taken off the book with an alarm;
+  - ours and at the exchange: the size compared with what our fills leave (a difference is logged once),
+    protection re-ensured;
+  - ours, flat at the exchange — or on the other side (a person reversed it: that position is not ours): a
+    missing entry fill is learned as at recovery (if that could not be asked then), the exit from our own orders
+    (stop, target, market exits), and the trade finished, else the position is taken off the book with an alarm
+    (``position_vanished``), its stop and target cancelled (they would close a person's next position on the
+    symbol) and its entry recorded as ended (never adopted again);
   - at the exchange only: adopted when our own journalled entry order opened it (a crash between the fill
-    and the position row), else an alarm for a human — never touched.
+    and the position row; told), else an alarm for a human, once while it lasts — never touched, and no entry
+    goes out on the symbol until it is flat (the executor's ``foreign`` set).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -24,7 +29,7 @@ import structlog
 
 from smc_quant.book import Book, BookEntry, filled, journalled_position, queried_fill
 from smc_quant.domain.trading import ZERO, ExitReason, Fill, Position, entry_side, exit_side
-from smc_quant.errors import VenueRejected
+from smc_quant.errors import SmcError, VenueRejected
 from smc_quant.executor_config import ExecutorConfig, ExecutorStats
 from smc_quant.order_sender import READ_FAILURES, error_text
 from smc_quant.orders.broker import Broker, ExchangePosition, OrderState
@@ -48,6 +53,8 @@ class Reconciler:
     ``refresh_balance()`` reads the wallet over REST — the executor's own steps, so a trade learned here is
     finished exactly like one learned from the user-data stream. A symbol ``busy(symbol)`` says has an entry
     or exit under way is left to it for this round. ``on_alarm(kind, detail)`` tells people of an alarm.
+    ``foreign`` is the executor's set of symbols holding a position that is not ours (a person's, another
+    tool's): no entry goes out on them; each round adds those it finds and removes those found flat.
     """
 
     def __init__(self, *, book: Book, broker: Broker, manager: Any, risk: Any, repo: Any | None,
@@ -56,8 +63,11 @@ class Reconciler:
                  save: Callable[[BookEntry], Awaitable[None]],
                  refresh_balance: Callable[[], Awaitable[Decimal]],
                  busy: Callable[[str], bool] = lambda _symbol: False,
-                 on_alarm: Callable[[str, str], None] | None = None) -> None:
+                 on_alarm: Callable[[str, str], None] | None = None, foreign: set[str] | None = None) -> None:
         self.book = book
+        self.foreign = foreign if foreign is not None else set()
+        self._told_unknown: dict[str, str] = {}
+        """symbol → the side of the position not ours last told as ``unknown_position`` (told again on a flip)."""
         self.broker = broker
         self.manager = manager
         self.risk = risk
@@ -142,8 +152,8 @@ class Reconciler:
             if self._busy(symbol):  # an exit under way: its own result settles it (the next round checks)
                 continue
             pos = remote.get(symbol)
-            if pos is None:
-                await self._closed_while_away(entry)
+            if pos is None or pos.side != entry.position.side:  # flat, or the other side: a person reversed it
+                await self._closed_while_away(entry)  # (the other side is never ours: not protected as ours)
                 continue
             held = self.book.held(symbol)
             mismatch = (pos.side, pos.quantity, held) if pos.quantity != held or pos.side != entry.position.side \
@@ -164,10 +174,18 @@ class Reconciler:
                 # An entry under way has filled but is not booked yet: it books and protects the position
                 # itself; adopting it here would raise a false alarm and protect it twice.
                 continue
-            if not await self._adopt(pos):
+            if await self._adopt(pos):
+                self.foreign.discard(symbol)
+                continue
+            self.foreign.add(symbol)
+            if self._told_unknown.get(symbol) != pos.side:  # once, not at every round nor at every size change
+                self._told_unknown[symbol] = pos.side
                 await self._alarm("unknown_position", f"{symbol} {pos.side} {pos.quantity}", symbol=symbol,
                                   side=pos.side, qty=str(pos.quantity),
-                                  note="not opened by this executor; left alone, needs a human")
+                                  note="not opened by this executor; left alone, and no entry on it while it is open")
+        for symbol in [s for s in set(self.foreign) | set(self._told_unknown) if s not in remote]:
+            self.foreign.discard(symbol)  # flat again: entries may go out on it
+            self._told_unknown.pop(symbol, None)
 
     async def _adopt(self, remote: ExchangePosition) -> bool:
         """A position the book does not know, opened by our own entry order: take it over and protect it.
@@ -200,9 +218,11 @@ class Reconciler:
         self.log.warning("position_adopted", symbol=remote.symbol, side=remote.side, qty=str(remote.quantity),
                          signal_id=signal_id, client_id=cid, protected=sl is not None,
                          note="opened by an entry of ours whose position row was never written (crash)")
+        detail = f"{remote.symbol} {remote.side} {remote.quantity}"
+        if self._on_alarm is not None:  # told: a person should know the service took a position over
+            self._on_alarm("position_adopted", detail)
         if self.repo is not None:
-            await self.repo.record_alarm("position_adopted", f"{remote.symbol} {remote.side} {remote.quantity}",
-                                         self.clock())
+            await self.repo.record_alarm("position_adopted", detail, self.clock())
         return True
 
     async def _closed_while_away(self, entry: BookEntry) -> None:
@@ -241,6 +261,13 @@ class Reconciler:
         self.stats.repairs += 1
         self._settle(pos.symbol)
         if pos.symbol in self.book:  # still no exit fills: nothing to learn from; close the book entry
+            # Closed by someone else (a person, while the user-data stream was down): our stop and target are
+            # still armed at the exchange and would close a position the person opens next on the symbol.
+            with contextlib.suppress(SmcError):
+                await self.manager.cancel_protection(pos)
+            self.manager.forget(pos.signal_id)
+            if self.repo is not None:  # its entry is over: never adopted again for a position opened later
+                await self.repo.end_without_trade(pos.signal_id, pos.symbol, "position_vanished", self.clock())
             self.book.drop(pos.symbol)
             if self.repo is not None:
                 await self.repo.delete_position(pos.symbol)

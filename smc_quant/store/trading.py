@@ -67,6 +67,7 @@ SELECT {_ORDER_COLS} FROM orders
 WHERE symbol = $1 AND kind = 'entry' AND status NOT IN ('REJECTED', 'failed')
   AND NOT (status IN ('CANCELED', 'EXPIRED', 'EXPIRED_IN_MATCH') AND COALESCE(executed_qty = 0, false))
   AND NOT EXISTS (SELECT 1 FROM trades t WHERE t.signal_id = orders.signal_id)
+  AND NOT EXISTS (SELECT 1 FROM ended_entries e WHERE e.signal_id = orders.signal_id)
   AND ($2::timestamptz IS NULL OR inserted_at >= $2) AND ($3::bigint IS NULL OR created_ms >= $3)
 ORDER BY created_ms DESC, client_order_id DESC LIMIT 1"""
 
@@ -561,6 +562,13 @@ class TradingRepository:
             "INSERT INTO daily_summaries (day, trades, net_pnl, equity) VALUES ($1, $2, $3, $4) "
             "ON CONFLICT (day) DO NOTHING", day, trades, net_pnl, equity)
         return bool(status.endswith(" 1"))
+
+    async def end_without_trade(self, signal_id: str, symbol: str, reason: str, time_ms: int) -> None:
+        """Record that ``signal_id``'s position ended without a trade of ours (``reason``: ``position_vanished``):
+        :meth:`latest_entry` never returns its entry again. Idempotent."""
+        await self._pool.execute(
+            "INSERT INTO ended_entries (signal_id, symbol, reason, time_ms) VALUES ($1, $2, $3, $4) "
+            "ON CONFLICT (signal_id) DO NOTHING", signal_id, symbol, reason, time_ms)
 
     async def record_alarm(self, kind: str, detail: str, time_ms: int) -> None:
         """Store something that needs a human (an exit that failed after its retries, an unknown position) —

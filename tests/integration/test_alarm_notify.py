@@ -6,6 +6,7 @@ Discord and Telegram."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -40,13 +41,18 @@ async def test_a_foreign_position_and_an_unplaceable_stop_are_told_once(
             rig.account.new_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity=Decimal("0.005"),
                                   time_ms=rig.clock(), client_order_id="by-hand-btc")
             await ex.reconcile()
-            await ex.reconcile()  # the same alarm again: stored and counted, not told twice
-            assert ex.stats.alarms == 2 and ex.stats.alarms_not_repeated == 1
+            await ex.reconcile()  # the same position again: raised once while it lasts, not at every round
+            assert ex.stats.alarms == 1
 
             rig.emulator.faults.order_reject_503(20, only="algo")  # every try of the ETHUSDT stop
             assert ex.submit(rig.signal("ETHUSDT", "SHORT", confidence=0.7, stop_pct=8.0, target_pct=30.0))
             await ex.idle()
             assert "ETHUSDT" not in ex.book, "precondition: closed at market for want of a stop"
+            again = rig.signal("ETHUSDT", "SHORT", confidence=0.7, stop_pct=8.0, target_pct=30.0)
+            assert ex.submit(replace(again, signal_id=f"{again.signal_id}:again"))  # the same alarm within the hour
+            await ex.idle()
+            assert ex.stats.signals == 2 and "ETHUSDT" not in ex.book, "precondition: the same again"
+            assert ex.stats.alarms_not_repeated == 1
 
             notifier.notify("marker", "info")
             texts = await _told_until(fake, "marker")

@@ -68,7 +68,7 @@ def repo(pool: asyncpg.Pool) -> TradingRepository:
 async def test_migrations_apply_twice_cleanly(pg_dsn: str) -> None:
     """A second run applies nothing and leaves the trading tables in place."""
     first = await apply_migrations(pg_dsn)
-    assert first[-1] == "0012_daily_summaries.sql"
+    assert first[-1] == "0013_ended_entries.sql"
     assert await apply_migrations(pg_dsn) == []
     conn = await asyncpg.connect(pg_dsn)
     try:
@@ -76,7 +76,7 @@ async def test_migrations_apply_twice_cleanly(pg_dsn: str) -> None:
     finally:
         await conn.close()
     assert {"signals", "orders", "fills", "positions", "trades", "experience", "alarms", "account_epochs",
-            "funding_payments", "control_events", "daily_summaries"} <= names
+            "funding_payments", "control_events", "daily_summaries", "ended_entries"} <= names
 
 
 async def test_signal_round_trip_and_idempotency(repo: TradingRepository, pool: asyncpg.Pool) -> None:
