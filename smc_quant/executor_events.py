@@ -216,7 +216,8 @@ class AccountEvents:
                 # a stop's or target's own order, its client id made up by the exchange: named by ALGO_UPDATE's
                 # ``ai`` when that came first, else told by its price
                 entry.exit_reason = (self._triggered.get((u.symbol, u.order_id)) or nearest_leg(entry.position, u)
-                                     or entry.exit_reason)
+                                     or entry.exit_reason
+                                     or (ExitReason.MANUAL if u.side == exit_side(entry.position.side) else None))
             elif (parts is not None and (entry.exit_reason is None or entry.status != "closing")
                   and parts.leg in _LEG_EXITS):
                 entry.exit_reason = _LEG_EXITS[parts.leg]
@@ -287,6 +288,10 @@ class AccountEvents:
             return
         self.log.warning("protection_repaired", symbol=symbol, why=why, stop=entry.sl_client_id,
                          target=entry.tp_client_id)
+        if "CANCELED" in why:  # by someone else (a person moving our stop in the app): told, or it goes unseen
+            self._notify(messages.error(f"protection replaced {symbol}", f"our {why} by someone else: placed again "
+                                        "(the service manages this position's stop and target; close the position "
+                                        "to take it over)"), "error")
 
     def _on_funding(self, event: AccountUpdate) -> None:
         """A funding settlement: money the drawdown must count (:func:`smc_quant.risk.funding_amount`)."""

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 import structlog
 
+from smc_quant.domain.trading import ExitReason
 from smc_quant.executor import Executor
-from smc_quant.orders.broker import OrderUpdate
+from smc_quant.orders.broker import AlgoUpdate, OrderUpdate
 from tests.integration.test_forced_exits import arrival, open_position
 from tests.integration.trading_kit import Rig, signed, trading_rig
 
@@ -125,3 +126,48 @@ async def test_a_position_reversed_by_hand_while_the_stream_was_down_is_not_prot
         (remote,) = rig.account.positions()
         assert (remote.side, remote.quantity) == ("LONG", entry.position.quantity)
         assert sorted(a["kind"] for a in await rig.repo.open_alarms()) == ["position_vanished", "unknown_position"]
+
+
+class _Told:
+    """Stands in for the notifier: what the executor tells people."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    def notify(self, text: str, kind: str) -> None:
+        self.sent.append((kind, text))
+
+
+async def test_a_stop_a_person_cancels_is_placed_again_and_the_person_is_told(shared_data: Path,
+                                                                             pg_dsn: str) -> None:
+    """A person cancels our stop (moving it in the app). The stop is placed again at once, as before; the person used
+    to learn of it only from a log line, and their own stop stayed beside ours."""
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        told = _Told()
+        ex = await rig.executor(notifier=told)
+        entry = await open_position(rig, ex, "ETHUSDT", "SHORT")
+        old = entry.sl_client_id
+        assert old is not None
+        cancelled = arrival(ex, lambda e: isinstance(e, AlgoUpdate) and e.client_algo_id == old
+                            and e.status == "CANCELED")
+        status, body = await signed(rig.session, rig.emulator, "DELETE", "/fapi/v1/algoOrder",
+                                    [("symbol", "ETHUSDT"), ("clientAlgoId", old)])
+        assert status == 200, body
+        await asyncio.wait_for(cancelled.wait(), 10)
+        await ex.idle()
+        assert ex.book["ETHUSDT"].sl_client_id not in (None, old)
+        replaced = [text for kind, text in told.sent if kind == "error"]
+        assert len(replaced) == 1 and "ETHUSDT" in replaced[0] and "stop CANCELED by someone else" in replaced[0]
+
+
+async def test_a_position_a_person_closes_by_hand_is_stored_as_a_manual_exit(shared_data: Path, pg_dsn: str) -> None:
+    """Closed in the app with the stream up: one trade, its PnL the exchange's fills, its reason ``manual`` (it used to
+    be ``reconciled``, as if the service had not seen how it ended)."""
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        ex = await rig.executor()
+        entry = await open_position(rig, ex, "ETHUSDT", "SHORT")
+        await _by_hand(rig, ex, "by-hand-close", "BUY", entry.position.quantity, stream=True, reduce_only=True)
+        (trade,) = await rig.repo.trades()
+        assert trade.exit_reason == ExitReason.MANUAL and rig.account.open_algo_orders("ETHUSDT") == []
+        fills = rig.account.fills
+        assert trade.fees == sum(f.fee for f in fills) and trade.exit_price == fills[-1].price
