@@ -134,6 +134,10 @@ def filled(fills: Iterable[Fill], side: str) -> Decimal:
     return sum((f.quantity for f in fills if f.side == side), ZERO)
 
 
+FEE_QUANTUM = Decimal("1e-8")
+"""A share of a fee is rounded to this (USDT, as the exchange reports commissions)."""
+
+
 def held(position: Position, fills: Iterable[Fill]) -> Decimal:
     """What ``position`` still holds after ``fills``: the quantity it opened — its own (the entry's answer), or its
     entry fills' when they say more — less its exit fills'. Zero or less: the fills closed it. The position's own
@@ -147,8 +151,10 @@ def round_trip(position: Position, fills: Sequence[Fill], reason: ExitReason) ->
     """The closed trade ``fills`` make of ``position``, or ``None`` while it is not flat.
 
     Flat means some quantity went in and at least as much came out. Entry and exit prices are the
-    quantity-weighted averages of their sides; fees are the sum over all fills; entry time is the first
-    entry fill, exit time the last exit fill.
+    quantity-weighted averages of their sides; fees are the sum over all fills — of the exit fills, only our
+    quantity's share when more came out than went in (our exit also closed what a person added by hand while the
+    user-data stream was down, or a person's reversal overshot ours: the rest is not our trade's); entry time is
+    the first entry fill, exit time the last exit fill.
     """
     opening: OrderSide = entry_side(position.side)
     ins = [f for f in fills if f.side == opening]
@@ -158,7 +164,10 @@ def round_trip(position: Position, fills: Sequence[Fill], reason: ExitReason) ->
         return None
     entry_px = sum((f.quantity * f.price for f in ins), ZERO) / qty
     exit_px = sum((f.quantity * f.price for f in outs), ZERO) / out_qty
-    fees = sum((f.fee for f in fills), ZERO)
+    exit_fees = sum((f.fee for f in outs), ZERO)
+    if out_qty > qty:
+        exit_fees = (exit_fees * qty / out_qty).quantize(FEE_QUANTUM)
+    fees = sum((f.fee for f in ins), ZERO) + exit_fees
     return Trade(position.signal_id, position.symbol, position.side, qty, entry_px, exit_px,
                  min(f.time_ms for f in ins), max(f.time_ms for f in outs), fees, reason, position.confidence)
 

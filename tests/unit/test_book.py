@@ -37,6 +37,17 @@ def test_round_trip_averages_each_side_by_quantity_and_sums_every_fee() -> None:
     assert trade.exit_reason is ExitReason.TAKE_PROFIT and trade.signal_id == SID and trade.confidence == 0.7
 
 
+def test_round_trip_counts_only_our_share_of_an_exit_that_closed_more_than_we_opened() -> None:
+    """Our exit closed 0.010 more than our entry (a person's addition we never saw, the stream down): the trade is
+    ours — 0.010 at the exit's price, and 0.010 / 0.020 of the exit's fee, not all of it."""
+    fills = [fill("BUY", "0.010", "30000.0", "0.15", T0 + 5), fill("SELL", "0.020", "30600.0", "0.306", T0 + 60_000)]
+    trade = round_trip(position(), fills, ExitReason.TIME)
+    assert trade is not None
+    assert (trade.quantity, trade.exit_price) == (D("0.010"), D("30600.0"))
+    assert trade.fees == D("0.15") + D("0.153")
+    assert trade.gross_pnl == D("6.0000")
+
+
 def test_round_trip_of_a_short_uses_sells_as_entries() -> None:
     fills = [fill("SELL", "0.010", "30000.0", "0.15", T0), fill("BUY", "0.004", "29700.0", "0.06", T0 + 1),
              fill("BUY", "0.006", "29800.0", "0.09", T0 + 2)]
