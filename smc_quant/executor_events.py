@@ -15,7 +15,8 @@
   symbol's lock, ``ensure_protection`` re-places what is missing, and a stop that cannot be placed closes the
   position at market with an alarm (the order manager's policy). Skipped when the position is flat at the
   exchange (its fills settle it) or is being closed.
-- **ACCOUNT_UPDATE**: the wallet, funding settlements, positions gone flat, and positions that are not ours (a
+- **ACCOUNT_UPDATE**: the wallet, funding settlements, deposits and withdrawals (the daily loss limit's base moves
+  with them), positions gone flat, and positions that are not ours (a
   person's, another tool's: a symbol neither booked nor being entered), on which no entry goes out while they are
   open. **listenKeyExpired** / a reconnect:
   reconcile.
@@ -42,6 +43,8 @@ _LEG_EXITS = {Leg.STOP_LOSS.value: ExitReason.STOP_LOSS, Leg.TAKE_PROFIT.value: 
 """The exit an order leg's fill implies (from the leg in its client id)."""
 _SETTLEMENTS = ("settlement_autoclose", "delivery_autoclose")
 """Client ids of the exchange's own closes of a delisted (or delivered) contract."""
+TRANSFERS = frozenset({"DEPOSIT", "WITHDRAW", "WITHDRAW_REJECT", "ADMIN_DEPOSIT", "ADMIN_WITHDRAW"})
+"""``ACCOUNT_UPDATE`` reasons for money moved into or out of the futures wallet (``bc``: the amount)."""
 RECENT_FILLS = 4096
 """Fill keys remembered after their position settled (a duplicate of a forced close can come after it)."""
 FillKey = tuple[str, int, int, str, Decimal, Decimal]
@@ -99,6 +102,7 @@ class AccountEvents:
     _repairing: set[str]
     _reconciling: asyncio.Lock
     foreign: set[str]
+    risk: Any
 
     def _busy(self, symbol: str) -> bool:
         raise NotImplementedError  # the executor's
@@ -144,6 +148,10 @@ class AccountEvents:
         elif isinstance(event, AccountUpdate):
             if event.reason == "FUNDING_FEE":
                 self._on_funding(event)
+            elif event.reason in TRANSFERS and event.balance_change is not None:
+                self.risk.on_transfer(event.balance_change)  # the daily loss limit follows what the account holds
+                self.log.warning("wallet_transfer", reason=event.reason, amount=str(event.balance_change),
+                                 day_start_equity=str(self.risk.day_start_equity))
             if event.wallet_balance is not None:
                 self.wallet, self._wallet_known = event.wallet_balance, True
             for pos in event.positions:

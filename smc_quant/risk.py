@@ -315,6 +315,18 @@ class RiskManager:
         """Net PnL of the trades closed this UTC day."""
         return self._realised
 
+    @property
+    def day_start_equity(self) -> Decimal | None:
+        """The equity today's loss limit is a share of (``None`` before the day's first look at the account)."""
+        return self._day_start_equity
+
+    def on_transfer(self, amount: Decimal) -> None:
+        """Money moved into (+) or out of (−) the futures wallet — a deposit, a withdrawal: no profit or loss, so the
+        day's starting equity moves with it and the daily loss limit stays a share of what the account holds (after
+        a 60 % withdrawal, a 5 % limit on the old base allowed 12.5 % of the rest)."""
+        if self._day_start_equity is not None:
+            self._day_start_equity = max(ZERO, self._day_start_equity + amount)
+
     def start_day(self, equity: Decimal, now_ms: int) -> None:
         """Begin the UTC day of ``now_ms`` with ``equity`` as its starting equity (resets PnL and breaker)."""
         self._day, self._day_start_equity = now_ms // DAY_MS, equity

@@ -19,7 +19,7 @@ import structlog
 
 from smc_quant.domain.trading import ExitReason
 from smc_quant.executor import Executor
-from smc_quant.orders.broker import AlgoUpdate, OrderUpdate
+from smc_quant.orders.broker import AccountUpdate, AlgoUpdate, OrderUpdate
 from tests.integration.test_forced_exits import arrival, open_position
 from tests.integration.trading_kit import Rig, signed, trading_rig
 
@@ -171,3 +171,22 @@ async def test_a_position_a_person_closes_by_hand_is_stored_as_a_manual_exit(sha
         assert trade.exit_reason == ExitReason.MANUAL and rig.account.open_algo_orders("ETHUSDT") == []
         fills = rig.account.fills
         assert trade.fees == sum(f.fee for f in fills) and trade.exit_price == fills[-1].price
+
+
+async def test_a_withdrawal_moves_the_daily_loss_limit_base(shared_data: Path, pg_dsn: str) -> None:
+    """A person withdraws from the futures wallet while a position of ours is open: the ACCOUNT_UPDATE (reason
+    WITHDRAW, ``bc`` the amount) lowers the day's starting equity by as much, so the daily loss limit stays a share
+    of what the account holds; nothing is closed, nothing halts."""
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        ex = await rig.executor()
+        await open_position(rig, ex, "ETHUSDT", "SHORT")
+        base = ex.risk.day_start_equity
+        assert base is not None and base > 0, "precondition: the day has begun"
+        out = (base * Decimal("0.6")).quantize(Decimal("0.01"))
+        wallet = rig.account.balance().wallet - out
+        seen = arrival(ex, lambda e: isinstance(e, AccountUpdate) and e.reason == "WITHDRAW")
+        rig.emulator.user_data.publish([AccountUpdate("WITHDRAW", wallet, (), rig.clock(), -out)])
+        await asyncio.wait_for(seen.wait(), 10)
+        await ex.idle()
+        assert ex.risk.day_start_equity == base - out and ex.wallet == wallet
+        assert "ETHUSDT" in ex.book and ex.halted is None and not ex.risk.breaker_tripped

@@ -288,6 +288,23 @@ def test_breaker_from_realised_losses_alone_and_no_close_when_configured(
     assert rm.due_exits([pos("ETHUSDT", "1", "2000")], T0 + 2 * MIN) == []
 
 
+def test_a_withdrawal_moves_the_daily_loss_limit_with_the_account(
+        market: tuple[dict[str, SymbolFilters], dict[str, SymbolBrackets]]) -> None:
+    """60 % of the wallet withdrawn: the 5 % limit is a share of the 4,000 left (200), not of the morning's 10,000
+    (500, 12.5 % of what is left). A deposit moves it up; it never goes below zero."""
+    rm = RiskManager(RiskConfig(daily_loss_limit_pct=D(5), close_on_breaker=False), *market)
+    rm.start_day(D(10000), T0)
+    rm.on_transfer(D(-6000))
+    assert rm.day_start_equity == D(4000)
+    rm.on_trade_closed(trade("SOLUSDT", "-250", T0 + MIN), D(3750))
+    assert rm.breaker_tripped
+    rm.on_transfer(D(-9000))
+    assert rm.day_start_equity == 0
+    fresh = RiskManager(RiskConfig(), *market)
+    fresh.on_transfer(D(500))  # before the day's first look: the base is taken when it comes
+    assert fresh.day_start_equity is None
+
+
 def test_restore_after_restart_gives_the_same_decisions(
         market: tuple[dict[str, SymbolFilters], dict[str, SymbolBrackets]]) -> None:
     """A manager rebuilt from today's trades and day-start equity decides exactly like the one that lived through."""
