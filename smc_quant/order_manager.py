@@ -11,9 +11,14 @@ invariants 3 and 4):
   :class:`~smc_quant.order_sender.OrderSender`: journalled as ``sending`` before the request and again with
   the answer; an unknown outcome is queried by client id until the exchange knows it or says it does not,
   and only then re-sent with the *same* id. Nothing is re-sent blind.
-- **Settings asserted per entry.** Before every entry the symbol's margin type and the decision's leverage are
-  sent (both at once; -4046 = already so). Nothing is cached: a person on the same account may have changed
-  either in the Binance app since our last trade, and the risk manager sized the entry for ours.
+- **The symbol checked per entry** (:class:`~smc_quant.order_symbol.SymbolSetup`, one round trip). Before every
+  entry the symbol's margin type and the decision's leverage are sent (-4046 = already so) while its open algo
+  orders are read, the three requests at once. Nothing is cached: a person on the same account may have changed
+  a setting in the Binance app since our last trade (the risk manager sized the entry for ours), or left a
+  conditional order of theirs on the symbol — any such order (client id not ours, either side) drops the entry
+  (``foreign_orders: …``), since in one-way mode it would close, add to or reverse our position; theirs are never
+  cancelled. A read that keeps failing drops the entry too (``foreign_orders_not_checked``). Our own
+  ``closePosition`` orders of earlier trades on the symbol are cancelled (they would close the new position).
 - **Protection right after the fill.** STOP_MARKET at the stop and TAKE_PROFIT_MARKET at the target with
   ``closePosition=true`` on the algo endpoint. A trigger the price has already passed (-2021 or -4142, or our own
   :func:`validate_trigger` saying so) means the exit level is behind us: the position is closed at market
@@ -51,6 +56,7 @@ from smc_quant.order_sender import (
     StillUnknown,
     error_text,
 )
+from smc_quant.order_symbol import SymbolSetup
 from smc_quant.orders.broker import (
     AlgoRequest,
     AlgoState,
@@ -121,7 +127,8 @@ class _Protection:
 
 STAT_KEYS = ("sent", "filled", "rejected", "dropped", "unknown_queried", "resent", "retries", "repaired",
              "exit_retries", "exits", "already_flat", "alarms", "protection_placed", "protection_failures",
-             "immediate_trigger_closes", "leverage_set", "margin_type_set", "journal_errors", "cancel_failures")
+             "immediate_trigger_closes", "leverage_set", "margin_type_set", "journal_errors", "cancel_failures",
+             "foreign_orders")
 
 
 class SmartOrderManager:
@@ -139,8 +146,6 @@ class SmartOrderManager:
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
         self._sender = OrderSender(broker, config, journal, clock=clock, logger=self._log, sleep=sleep,
                                    stats=self.stats)
-        self._clean: set[str] = set()
-        """Symbols known to carry no protective order of ours from an earlier trade (skips the pre-entry check)."""
         self._attempts: dict[tuple[str, Leg], int] = {}
         """Next attempt number per (signal, leg): raised when the previous order of the leg is dead."""
         self._background: set[asyncio.Future[_Protection]] = set()
@@ -148,6 +153,8 @@ class SmartOrderManager:
         """Client ids of the algo orders this manager asked to cancel (the newest ``_CANCELS_KEPT``)."""
         self.on_alarm: Callable[[str, str], None] | None = None
         """Tells people of an alarm, ``(kind, detail)`` (set by the executor that owns this manager)."""
+        self._symbols = SymbolSetup(broker, self._sender, config, stats=self.stats, logger=self._log,
+                                    cancelling=self._cancelling, sleep=sleep)
         self._closer = PositionCloser(broker, filters, self._sender, config, attempts=self._attempts,
                                       stats=self.stats, logger=self._log, clock=clock, sleep=sleep,
                                       alarm=self._alarm)
@@ -180,14 +187,8 @@ class SmartOrderManager:
                     self._trigger(filters, signal.side, "TAKE_PROFIT_MARKET", decision.target_price, reference)
         except FilterRejected as exc:
             return self._drop(signal.symbol, f"filter {exc.filter}: {exc}")
-        try:
-            await self._prepare_symbol(signal.symbol, decision.leverage)
-        except VenueRejected as exc:
-            return self._drop(signal.symbol, f"leverage rejected {error_text(exc)}")
-        except TemporaryError as exc:
-            return self._drop(signal.symbol, f"leverage not set: {error_text(exc)}")
-
-        await self._cancel_stale_protection(signal.symbol, signal.signal_id)
+        if (refused := await self._symbols.prepare(signal.symbol, decision.leverage, signal.signal_id)) is not None:
+            return self._drop(signal.symbol, refused)
         quantity, attempt, repaired = valid.quantity, self._attempts.get((signal.signal_id, Leg.ENTRY), 0), False
         while True:
             request = OrderRequest(signal.symbol, side, valid.type, quantity,
@@ -322,30 +323,6 @@ class SmartOrderManager:
         await self._cancel_protection(position)
         return await self._closer.close(position, reason, mark)
 
-    # -- symbol set-up ---------------------------------------------------------------------------------
-
-    async def _prepare_symbol(self, symbol: str, leverage: int) -> None:
-        """Assert the configured margin type and ``leverage`` on ``symbol``, the two requests concurrently.
-
-        Sent before every entry, never cached: someone on the same account may have changed either since our last
-        trade. A margin-type refusal other than -4046 (already so) is logged and the entry goes on; a leverage
-        refusal, or a temporary failure of either after the sender's retries, is raised (the entry is dropped).
-        ``stats["leverage_set"]`` / ``stats["margin_type_set"]`` count the assertions that held, changed or not.
-        """
-        margin, lev = await asyncio.gather(
-            self._sender.retrying(lambda: self._broker.set_margin_type(symbol, self.config.margin_type)),
-            self._sender.retrying(lambda: self._broker.set_leverage(symbol, leverage)),
-            return_exceptions=True)
-        if isinstance(margin, VenueRejected) and margin.code != -4046:  # -4046: already so
-            self._log.warning("margin_type_not_set", symbol=symbol, error=error_text(margin))
-        if isinstance(lev, BaseException):
-            raise lev
-        if isinstance(margin, BaseException) and not isinstance(margin, VenueRejected):
-            raise margin
-        self.stats["leverage_set"] += 1
-        if not isinstance(margin, VenueRejected) or margin.code == -4046:
-            self.stats["margin_type_set"] += 1
-
     def _repair_entry(self, exc: VenueRejected, request: OrderRequest, filters: SymbolFilters,
                       mark: Decimal) -> Decimal | None:
         """The quantity for one repaired resend of a rejected entry, or ``None`` to drop it (reactions table)."""
@@ -381,7 +358,6 @@ class SmartOrderManager:
     async def _protect(self, position: Position, reference: Decimal, *, fresh: bool) -> _Protection:
         """Place (or confirm) stop and target; a passed trigger or an impossible stop closes at market."""
         prot = _Protection()
-        self._clean.discard(position.symbol)
         legs: tuple[tuple[Leg, TriggerType], ...] = ((Leg.STOP_LOSS, "STOP_MARKET"),
                                                      (Leg.TAKE_PROFIT, "TAKE_PROFIT_MARKET"))
         for leg, kind in legs:
@@ -496,34 +472,6 @@ class SmartOrderManager:
                 await self._sleep(self._sender.delay_after(exc, n))
         raise AssertionError("unreachable")
 
-    async def _cancel_stale_protection(self, symbol: str, signal_id: str) -> None:
-        """Before an entry: cancel closePosition algo orders of ours left on ``symbol`` by earlier trades.
-
-        One-way mode holds one position per symbol, so such an order belongs to a closed trade (its other leg
-        fired); left alone it would close the new position at the old trade's level. Skipped (no request) for a
-        symbol whose earlier protection this manager already cancelled or checked since it started.
-        """
-        if symbol in self._clean:
-            return
-        failures = self.stats["cancel_failures"]
-        try:
-            live = await self._broker.open_algo_orders(symbol)
-        except READ_FAILURES as exc:
-            self._log.warning("stale_protection_not_checked", symbol=symbol, error=error_text(exc))
-            return
-        for algo in live:
-            if (algo.close_position and parse_client_order_id(algo.client_algo_id) is not None
-                    and not same_signal(algo.client_algo_id, signal_id)):
-                self._log.warning("stale_protection_cancelled", symbol=symbol, client_id=algo.client_algo_id)
-                self._cancelling(algo.client_algo_id)
-                try:
-                    await self._broker.cancel_algo(symbol, algo.client_algo_id)
-                except (TemporaryError, VenueRejected) as exc:
-                    self.stats["cancel_failures"] += 1
-                    self._log.warning("algo_cancel_failed", client_id=algo.client_algo_id, error=error_text(exc))
-        if self.stats["cancel_failures"] == failures:
-            self._clean.add(symbol)
-
     async def _cancel_protection(self, position: Position) -> None:
         """Cancel every open algo order of this trade (by our ids); already gone is fine.
 
@@ -531,7 +479,6 @@ class SmartOrderManager:
         restart is found too); without a signal id, every closePosition algo order of ours on the symbol.
         """
         sid = position.signal_id
-        failures = self.stats["cancel_failures"]
         try:
             live = await self._broker.open_algo_orders(position.symbol)
             ids = [a.client_algo_id for a in live
@@ -563,8 +510,6 @@ class SmartOrderManager:
                                         "attempt": parts.attempt if parts is not None else 0},
                                        status=state.status, exchange_id=state.algo_id)
                 break
-        if self.stats["cancel_failures"] == failures:
-            self._clean.add(position.symbol)
 
     # -- bookkeeping -------------------------------------------------------------------------------------
 
