@@ -16,10 +16,9 @@
   position at market with an alarm (the order manager's policy). Skipped when the position is flat at the
   exchange (its fills settle it) or is being closed.
 - **ACCOUNT_UPDATE**: the wallet, funding settlements, deposits and withdrawals (the daily loss limit's base moves
-  with them), positions gone flat, and positions that are not ours (a
-  person's, another tool's: a symbol neither booked nor being entered), on which no entry goes out while they are
-  open. **listenKeyExpired** / a reconnect:
-  reconcile.
+  with them), positions gone flat, and positions that are not ours (a person's, another tool's: on a symbol neither
+  booked nor being entered, or ours reversed), on which no entry goes out while they are open.
+- **listenKeyExpired** / a reconnect: reconcile.
 """
 
 from __future__ import annotations

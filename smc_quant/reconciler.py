@@ -82,8 +82,8 @@ class Reconciler:
         self._refresh_balance = refresh_balance
         self._busy = busy
         self._on_alarm = on_alarm
-        self._mismatches: dict[str, tuple[str, Decimal, Decimal] | None] = {}
-        """symbol → the (side, exchange quantity, our held quantity) last told as ``position_mismatch``."""
+        self._mismatches: dict[str, tuple[Decimal, Decimal] | None] = {}
+        """symbol → the (exchange quantity, our held quantity) last told as ``position_mismatch``."""
 
     async def recover(self) -> None:
         """Read the open book, its fills, the recent signal ids and the risk state back from PostgreSQL.
@@ -156,11 +156,10 @@ class Reconciler:
                 await self._closed_while_away(entry)  # (the other side is never ours: not protected as ours)
                 continue
             held = self.book.held(symbol)
-            mismatch = (pos.side, pos.quantity, held) if pos.quantity != held or pos.side != entry.position.side \
-                else None
+            mismatch = (pos.quantity, held) if pos.quantity != held else None
             if mismatch is not None and self._mismatches.get(symbol) != mismatch:  # told once, not every round
                 self.log.warning("position_mismatch", symbol=symbol, ours=str(held), exchange=str(pos.quantity),
-                                 side=pos.side, note="an exit fill we did not see (stream down), or one made by hand")
+                                 side=pos.side, note="a fill we did not see (stream down), or one made by hand")
             self._mismatches[symbol] = mismatch
             mark = self.marks.get(symbol) or pos.mark_price or entry.position.entry_price
             sl, tp = await self.manager.ensure_protection(entry.position, mark)
@@ -169,6 +168,7 @@ class Reconciler:
                 self.stats.repairs += 1
                 entry.sl_client_id, entry.tp_client_id = new_ids
                 await self._save(entry)
+        self._mismatches = {s: m for s, m in self._mismatches.items() if s in self.book}
         for symbol, pos in remote.items():
             if symbol in self.book or self._busy(symbol):
                 # An entry under way has filled but is not booked yet: it books and protects the position
