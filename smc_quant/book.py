@@ -180,7 +180,8 @@ def queried_fill(symbol: str, client_id: str, state: OrderState | None, side: Or
     if state is None or state.executed_qty <= 0:
         return None
     fee = state.executed_qty * state.avg_price * fee_rate
-    return Fill(symbol, client_id, side, state.executed_qty, state.avg_price, fee, state.update_time_ms or time_ms)
+    return Fill(symbol, client_id, side, state.executed_qty, state.avg_price, fee, state.update_time_ms or time_ms,
+                order_id=state.order_id)
 
 
 def journalled_position(remote: ExchangePosition, row: Mapping[str, Any]) -> Position | None:

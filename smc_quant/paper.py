@@ -36,6 +36,7 @@ from smc_quant.orders.broker import (
     Balance,
     EventSink,
     ExchangePosition,
+    ExchangeTrade,
     OrderRequest,
     OrderState,
 )
@@ -281,6 +282,12 @@ class PaperBroker:
 
     async def set_leverage(self, symbol: str, leverage: int) -> None:
         self._account.set_leverage(symbol, leverage)
+
+    async def user_trades(self, symbol: str, since_ms: int) -> list[ExchangeTrade]:
+        """The simulated account's executions on ``symbol`` since ``since_ms`` (commissions in USDT)."""
+        return [ExchangeTrade(f.symbol, f.trade_id, f.order_id, f.side, f.quantity, f.price, f.fee, "USDT",
+                              f.realized_pnl, f.time_ms, f.is_maker)
+                for f in self._account.fills if f.symbol == symbol and f.time_ms >= since_ms]
 
     async def set_margin_type(self, symbol: str, margin_type: Literal["ISOLATED", "CROSSED"]) -> None:
         """Set the margin type; already set (-4046) is a no-op, as the contract says."""

@@ -27,13 +27,14 @@ from typing import Any
 
 import structlog
 
-from smc_quant.book import Book, BookEntry, filled, journalled_position, queried_fill
+from smc_quant.book import Book, BookEntry, filled, held, journalled_position, queried_fill
 from smc_quant.domain.trading import ZERO, ExitReason, Fill, Position, entry_side, exit_side
 from smc_quant.errors import SmcError, VenueRejected
 from smc_quant.executor_config import ExecutorConfig, ExecutorStats
 from smc_quant.order_sender import READ_FAILURES, error_text
 from smc_quant.orders.broker import Broker, ExchangePosition, OrderState
-from smc_quant.orders.client_ids import Leg, client_order_id
+from smc_quant.orders.client_ids import Leg, client_order_id, parse_client_order_id
+from smc_quant.orders.fees import fee_in_quote
 from smc_quant.risk import DAY_MS
 
 MAX_EXIT_IDS = 64
@@ -260,6 +261,9 @@ class Reconciler:
             self._found(entry, cid, state)
         self.stats.repairs += 1
         self._settle(pos.symbol)
+        if pos.symbol in self.book:  # not flat by our orders: closed by someone (a person, the exchange)
+            await self._exits_by_others(entry)
+            self._settle(pos.symbol)
         if pos.symbol in self.book:  # still no exit fills: nothing to learn from; close the book entry
             # Closed by someone else (a person, while the user-data stream was down): our stop and target are
             # still armed at the exchange and would close a position the person opens next on the symbol.
@@ -359,6 +363,44 @@ class Reconciler:
             self.log.warning("exit_query_refused", symbol=symbol, client_id=cid, error=error_text(exc))
             return None
 
+    async def _exits_by_others(self, entry: BookEntry) -> None:
+        """The exits of ``entry`` that no order of ours made and no event told (the user-data stream was down, or the
+        process): a person's close in the app, the exchange's liquidation or ADL. Read from the account's trade
+        history since the entry (:meth:`~smc_quant.orders.broker.Broker.user_trades`): the executions on the exit
+        side we do not have, oldest first, until they make the position flat. Each one's order is asked for once
+        (by the exchange's id) for its client id: an order of ours is skipped (its fills are learned from our own
+        ids), and the others give the exit's reason (:func:`exit_reason_of`). A read that fails raises: the round
+        fails, the position is kept and asked about again."""
+        pos = entry.position
+        fills = self.book.fills(pos.signal_id)
+        left = held(pos, fills)
+        history = getattr(self.broker, "user_trades", None)
+        if left <= 0 or history is None:
+            return
+        side = exit_side(pos.side)
+        have = {f.order_id for f in fills if f.order_id > 0}  # orders whose executions we know (seen or asked)
+        reasons: dict[int, ExitReason | None] = {}
+        for t in await history(pos.symbol, pos.entry_time_ms):
+            if left <= 0:
+                break
+            if t.side != side or t.order_id in have:
+                continue
+            if t.order_id not in reasons:
+                state = await self.broker.query_order_id(pos.symbol, t.order_id)
+                reasons[t.order_id] = exit_reason_of(state.client_order_id if state is not None else "")
+            reason = reasons[t.order_id]
+            if reason is None:  # an order of ours: learned from its own id, or not at all (never twice)
+                continue
+            fee, _ = fee_in_quote(t.commission, t.commission_asset, t.quantity, t.price, self.marks,
+                                  self.config.taker_fee)
+            fills.append(Fill(pos.symbol, f"exchange-{t.order_id}", side, t.quantity, t.price, fee, t.time_ms,
+                              t.realized_pnl, t.trade_id, t.order_id, t.is_maker))
+            left -= t.quantity
+            entry.exit_reason = entry.exit_reason or reason
+            self.stats.repairs += 1
+            self.log.warning("exit_found_in_trade_history", symbol=pos.symbol, order_id=t.order_id,
+                             trade_id=t.trade_id, qty=str(t.quantity), price=str(t.price), reason=reason.value)
+
     def _found(self, entry: BookEntry, cid: str, state: OrderState | None) -> bool:
         """Record the exit fill an order query reports for ``entry`` (``False`` when nothing executed)."""
         pos = entry.position
@@ -380,9 +422,25 @@ class Reconciler:
             await self.repo.record_alarm(kind, detail, self.clock())
 
 
+def exit_reason_of(order_client_id: str) -> ExitReason | None:
+    """The exit an execution of an order that is not ours makes, by the order's client id (``None``: it is ours):
+    the exchange's liquidation (``autoclose-``), ADL (``adl_autoclose``), settlement of a delisted contract
+    (``settlement_autoclose-``, ``delivery_autoclose-``), else a person's (or another tool's) close — an order the
+    exchange no longer knows too."""
+    if parse_client_order_id(order_client_id) is not None:
+        return None
+    if order_client_id.startswith(("settlement_autoclose", "delivery_autoclose")):
+        return ExitReason.DELISTING
+    if order_client_id.startswith("adl_autoclose"):
+        return ExitReason.ADL
+    if order_client_id.startswith("autoclose-"):
+        return ExitReason.LIQUIDATION
+    return ExitReason.MANUAL
+
+
 def client_id(state: Any) -> str | None:
     """The client id of a protection order's state (``None`` when there is none)."""
     return getattr(state, "client_algo_id", None) if state is not None else None
 
 
-__all__ = ["Reconciler", "client_id"]
+__all__ = ["Reconciler", "client_id", "exit_reason_of"]

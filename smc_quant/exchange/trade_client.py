@@ -42,6 +42,7 @@ import yarl
 from smc_quant.errors import DataRejected, RateLimited, TemporaryError, VenueRejected
 from smc_quant.exchange.brackets import SymbolBrackets, parse_leverage_brackets
 from smc_quant.exchange.governor import WeightGovernor
+from smc_quant.exchange.trade_history import TradeHistory
 from smc_quant.exchange.user_stream import UserDataStream
 from smc_quant.exchange.wire_trading import (
     parse_account_config,
@@ -49,7 +50,6 @@ from smc_quant.exchange.wire_trading import (
     parse_balance,
     parse_commission_rate,
     parse_flag,
-    parse_income,
     parse_order,
     parse_position,
 )
@@ -76,8 +76,6 @@ GONE_CODES = frozenset({-2011, -2013})
 PLAIN_TYPES = frozenset({"MARKET", "LIMIT"})
 TIME_SAMPLES = 3
 """``GET /fapi/v1/time`` round trips per refresh; the lowest-RTT midpoint is kept."""
-INCOME_PAGE = 1000
-"""Rows per ``GET /fapi/v1/income`` page: Binance's maximum ``limit``."""
 
 
 class ExchangeRejected(VenueRejected):
@@ -100,7 +98,7 @@ def _flag(value: bool) -> str:
     return "true" if value else "false"
 
 
-class LiveBroker:
+class LiveBroker(TradeHistory):
     """Signed REST broker for one Binance USDT-M account (one-way mode), plus its user-data stream.
 
     ``ws_base_url`` is the WebSocket root (``wss://fstream.binance.com`` on prod, the emulator's
@@ -516,41 +514,6 @@ class LiveBroker:
         body = await self._call("GET", "/fapi/v1/commissionRate", [("symbol", symbol)], weight=20)
         rates: tuple[Decimal, Decimal] = self._parsed(parse_commission_rate, body)
         return rates
-
-    async def funding_income(self, since_ms: int) -> list[tuple[int, Decimal]]:
-        """Every ``FUNDING_FEE`` the account booked at or after ``since_ms``: ``(time_ms, income)``, oldest first,
-        ``income`` signed as Binance sends it (negative = paid, positive = received).
-
-        ``GET /fapi/v1/income`` (weight 30 per page) with ``incomeType=FUNDING_FEE``, ``startTime`` (inclusive)
-        and ``limit=1000``, paged by moving ``startTime`` to the last row's time: rows of that millisecond may
-        straddle two pages, so each ``tranId`` is kept once; a page of fewer than 1000 rows is the last. A full
-        page that does not move the time on (1000 rows in one millisecond) asks for the next ``page`` of the
-        same ``startTime``. Binance keeps only the last three months of income history: older funding is not
-        returned, even when ``since_ms`` asks for it. Malformed rows are counted (``income_malformed``) and
-        skipped; a row of another income type or in another asset than USDT (multi-asset mode) is dropped.
-        """
-        out: list[tuple[int, Decimal]] = []
-        seen: set[int] = set()
-        start, page, pages = since_ms, 1, 0
-        while True:
-            params: list[Param] = [("incomeType", "FUNDING_FEE"), ("startTime", start), ("limit", INCOME_PAGE)]
-            if page > 1:
-                params.append(("page", page))
-            raw = await self._call("GET", "/fapi/v1/income", params, weight=30)
-            rows = self._parsed_rows(parse_income, raw, "income_malformed")
-            pages += 1
-            for row in rows:
-                wanted = row.income_type == "FUNDING_FEE" and row.asset == "USDT" and row.time_ms >= since_ms
-                if wanted and row.tran_id not in seen:
-                    seen.add(row.tran_id)
-                    out.append((row.time_ms, row.income))
-            if len(raw) < INCOME_PAGE:
-                break
-            last = rows[-1].time_ms if rows else start
-            start, page = (last, 1) if last > start else (start, page + 1)
-        out.sort(key=lambda item: item[0])  # stable: Binance's order within a millisecond stays
-        self._log.info("funding_income", since_ms=since_ms, rows=len(out), pages=pages)
-        return out
 
     async def set_leverage(self, symbol: str, leverage: int) -> None:
         """``POST /fapi/v1/leverage`` (weight 1)."""

@@ -44,6 +44,7 @@ from smc_quant.orders.broker import (
     AlgoUpdate,
     Balance,
     ExchangePosition,
+    ExchangeTrade,
     IncomeRow,
     OrderState,
     OrderStatus,
@@ -54,7 +55,7 @@ from smc_quant.orders.broker import (
 
 __all__ = [
     "IGNORED_EVENTS", "parse_account_config", "parse_algo", "parse_balance", "parse_commission_rate", "parse_event",
-    "parse_flag", "parse_income", "parse_order", "parse_position",
+    "parse_flag", "parse_income", "parse_order", "parse_position", "parse_user_trade",
 ]
 
 ORDER_STATUSES = frozenset({"NEW", "PARTIALLY_FILLED", "FILLED", "CANCELED", "EXPIRED", "EXPIRED_IN_MATCH",
@@ -270,6 +271,25 @@ def parse_income(payload: object) -> IncomeRow:
         asset=f.str_("asset"),
         time_ms=f.int_("time"),
         tran_id=f.int_("tranId"),
+    )
+
+
+def parse_user_trade(payload: object) -> ExchangeTrade:
+    """One ``GET /fapi/v1/userTrades`` row: ``id``, ``orderId``, ``side``, ``qty``, ``price``, ``commission`` (paid,
+    positive) in ``commissionAsset``, ``realizedPnl``, ``time``, ``maker``."""
+    f = _Fields(payload, "trade_malformed")
+    return ExchangeTrade(
+        symbol=f.str_("symbol"),
+        trade_id=f.int_("id"),
+        order_id=f.int_("orderId"),
+        side=f.side("side"),
+        quantity=f.dec("qty"),
+        price=f.dec("price"),
+        commission=f.dec("commission"),
+        commission_asset=f.str_("commissionAsset"),
+        realized_pnl=f.dec("realizedPnl"),
+        time_ms=f.int_("time"),
+        is_maker=f.bool_("maker"),
     )
 
 

@@ -27,7 +27,8 @@ from smc_quant.errors import TemporaryError
 
 __all__ = [
     "FILL_EXECUTIONS", "AccountConfig", "AccountEvent", "AccountModeChanged", "AccountUpdate", "AlgoRequest",
-    "AlgoState", "AlgoStatus", "AlgoUpdate", "Balance", "Broker", "ExchangePosition", "IncomeRow", "OrderRequest",
+    "AlgoState", "AlgoStatus", "AlgoUpdate", "Balance", "Broker", "ExchangePosition", "ExchangeTrade", "IncomeRow",
+    "OrderRequest",
     "OrderState", "OrderStatus", "OrderStatusUnknown", "OrderUpdate", "StreamExpired", "TriggerType",
 ]
 
@@ -166,6 +167,25 @@ class IncomeRow:
     time_ms: int
     tran_id: int
     """Unique within one income type of the account."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeTrade:
+    """One execution of the account as the exchange's trade history reports it (``GET /fapi/v1/userTrades``): no
+    client id (an order's is learned by querying ``order_id``), the commission in its own asset."""
+
+    symbol: str
+    trade_id: int
+    order_id: int
+    side: OrderSide
+    quantity: Decimal
+    price: Decimal
+    commission: Decimal
+    """Paid (positive), in ``commission_asset``."""
+    commission_asset: str
+    realized_pnl: Decimal
+    time_ms: int
+    is_maker: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +340,11 @@ class Broker(Protocol):
     async def balance(self) -> Balance: ...
 
     async def set_leverage(self, symbol: str, leverage: int) -> None: ...
+
+    async def user_trades(self, symbol: str, since_ms: int) -> list[ExchangeTrade]:
+        """The account's executions on ``symbol`` at or after ``since_ms`` (within the exchange's 7-day window),
+        oldest first: every one, ours or not."""
+        ...
 
     async def set_margin_type(self, symbol: str, margin_type: Literal["ISOLATED", "CROSSED"]) -> None:
         """No-op when already set (-4046)."""

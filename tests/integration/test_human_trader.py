@@ -82,9 +82,31 @@ async def test_no_entry_on_a_symbol_a_person_holds_until_it_is_flat(shared_data:
         assert "ETHUSDT" in ex.book and _ours(rig)
 
 
-async def test_a_position_closed_by_hand_while_the_stream_was_down_leaves_nothing_armed_nor_adoptable(
+async def test_a_position_closed_by_hand_while_the_stream_was_down_is_a_manual_trade_from_the_trade_history(
         shared_data: Path, pg_dsn: str) -> None:
-    """Our ETHUSDT short is closed by a person while the stream is down: the round finds it flat with no exit of ours
+    """Our ETHUSDT short is closed by a person while the stream is down: no exit of ours, but the account's trade
+    history (``GET /fapi/v1/userTrades``) has the person's execution, and its order's client id is not ours. The trade
+    is stored — ``manual``, at the exchange's price and fee — with nothing of ours left armed and no alarm; it used to
+    be dropped as ``position_vanished``, its loss missing from the day's breaker."""
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        ex = await rig.executor()
+        entry = await open_position(rig, ex, "ETHUSDT", "SHORT")
+        await _by_hand(rig, ex, "by-hand-close", "BUY", entry.position.quantity, stream=False, reduce_only=True)
+        await ex.reconcile()
+        await ex.idle()
+        assert "ETHUSDT" not in ex.book and await rig.repo.open_alarms() == []
+        (trade,) = await rig.repo.trades()
+        fills = rig.account.fills
+        assert (trade.exit_reason, trade.quantity, trade.exit_price) == (ExitReason.MANUAL, entry.position.quantity,
+                                                                         fills[-1].price)
+        assert trade.fees == sum(f.fee for f in fills) and ex.risk.realised_today == trade.net_pnl
+        assert rig.account.open_algo_orders("ETHUSDT") == []
+
+
+async def test_a_position_closed_where_no_history_tells_leaves_nothing_armed_nor_adoptable(
+        shared_data: Path, pg_dsn: str) -> None:
+    """Our ETHUSDT short is closed by a person while the stream is down, and the trade history no longer holds that
+    execution (Binance answers a limited past): the round finds it flat with no exit to learn
     (``position_vanished``). Our stop and target used to stay armed — the person's next short was then closed by our
     old stop — and our entry, with no trade stored, was taken as the origin of the person's next smaller short: adopted
     as ours, with our old entry time, so the 2-hour limit would close it at once."""
@@ -92,6 +114,7 @@ async def test_a_position_closed_by_hand_while_the_stream_was_down_leaves_nothin
         ex = await rig.executor()
         entry = await open_position(rig, ex, "ETHUSDT", "SHORT")
         await _by_hand(rig, ex, "by-hand-close", "BUY", entry.position.quantity, stream=False, reduce_only=True)
+        rig.emulator.faults.forget_trades(rig.clock())
         await ex.reconcile()
         await ex.idle()
         assert "ETHUSDT" not in ex.book and [a["kind"] for a in await rig.repo.open_alarms()] == ["position_vanished"]
@@ -113,8 +136,9 @@ async def test_a_position_reversed_by_hand_while_the_stream_was_down_is_not_prot
         shared_data: Path, pg_dsn: str) -> None:
     """A person buys twice our short while the stream is down: the exchange holds a long. The round used to log a size
     mismatch and place a stop and target for a long it took for ours; our 2-hour exit then found no short and
-    the entry stayed ``closing`` for ever. The long is not ours: our position ended (``position_vanished``), none of
-    our orders stays on the symbol, and no entry goes out on it."""
+    the entry stayed ``closing`` for ever. The long is not ours: our short ended (a ``manual`` trade of our quantity
+    from the person's execution, with our share of its fee), none of our orders stays on the symbol, and no entry
+    goes out on it."""
     async with trading_rig(shared_data, pg_dsn) as rig:
         ex = await rig.executor()
         entry = await open_position(rig, ex, "ETHUSDT", "SHORT")
@@ -125,7 +149,11 @@ async def test_a_position_reversed_by_hand_while_the_stream_was_down_is_not_prot
         assert rig.account.open_algo_orders("ETHUSDT") == []
         (remote,) = rig.account.positions()
         assert (remote.side, remote.quantity) == ("LONG", entry.position.quantity)
-        assert sorted(a["kind"] for a in await rig.repo.open_alarms()) == ["position_vanished", "unknown_position"]
+        assert [a["kind"] for a in await rig.repo.open_alarms()] == ["unknown_position"]
+        (trade,) = await rig.repo.trades()
+        opened, flip = rig.account.fills
+        assert (trade.exit_reason, trade.quantity, trade.exit_price) == (ExitReason.MANUAL, opened.quantity, flip.price)
+        assert trade.fees == opened.fee + (flip.fee / 2).quantize(Decimal("1e-8"))
 
 
 class _Told:

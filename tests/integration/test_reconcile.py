@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from smc_quant.domain.trading import ExitReason
 from smc_quant.executor import Executor
 from smc_quant.orders.broker import AccountEvent, OrderUpdate
 from tests.integration.trading_kit import Rig, trading_rig
@@ -45,8 +46,10 @@ async def _entry_answer_lost(rig: Rig, failures: int, path: str | None) -> Execu
 async def test_restart_drops_a_position_closed_by_hand_and_leaves_a_foreign_one_alone(shared_data: Path,
                                                                                     pg_dsn: str) -> None:
     """ETHUSDT (ours) is closed by a foreign order and BTCUSDT opened by one while the executor is down.
-    The restart finds no exit among our own orders for ETHUSDT: off the book, row deleted, alarm. BTCUSDT
-    was not journalled by us: alarm, and not a single order of ours touches it."""
+    The restart finds no exit among our own orders for ETHUSDT, but the account's trade history has the foreign
+    close: a ``manual`` trade from the exchange's fills, off the book, row deleted (it used to be dropped with a
+    ``position_vanished`` alarm and no trade). BTCUSDT was not journalled by us: alarm, and not a single order of
+    ours touches it."""
     async with trading_rig(shared_data, pg_dsn) as rig:
         first = await rig.executor()
         assert first.submit(rig.signal("ETHUSDT", "SHORT", confidence=0.7, stop_pct=8.0, target_pct=30.0))
@@ -66,12 +69,15 @@ async def test_restart_drops_a_position_closed_by_hand_and_leaves_a_foreign_one_
         await second.idle()
         assert len(second.book) == 0
         assert await rig.repo.open_positions() == []
-        assert second.stats.alarms == 2 and second.stats.closed == 0
-        assert sorted(a["kind"] for a in await rig.repo.open_alarms()) == ["position_vanished", "unknown_position"]
+        assert second.stats.alarms == 1 and second.stats.closed == 1
+        assert [a["kind"] for a in await rig.repo.open_alarms()] == ["unknown_position"]
         assert account.order_log == log_before, "the restart sent an order"
         (btc,) = [p for p in account.positions() if p.symbol == "BTCUSDT"]
         assert btc.side == "LONG" and btc.quantity == Decimal("0.005")
-        assert await rig.repo.trades() == []
+        (trade,) = await rig.repo.trades()
+        eth_fills = [f for f in account.fills if f.symbol == "ETHUSDT"]
+        assert (trade.symbol, trade.exit_reason, trade.quantity) == ("ETHUSDT", ExitReason.MANUAL, eth.quantity)
+        assert trade.exit_price == eth_fills[-1].price and trade.fees == sum(f.fee for f in eth_fills)
 
         # Later a human opens an ETHUSDT short, twice our old entry's size. Our old entry is still the newest on
         # the symbol with no trade stored, but it cannot have opened that: not adopted (it used to be, with the
@@ -81,7 +87,7 @@ async def test_restart_drops_a_position_closed_by_hand_and_leaves_a_foreign_one_
         log_before = account.order_log
         await second.reconcile()
         await second.idle()
-        assert "ETHUSDT" not in second.book and second.stats.alarms == 3  # ETHUSDT's (BTCUSDT's: told already)
+        assert "ETHUSDT" not in second.book and second.stats.alarms == 2  # ETHUSDT's (BTCUSDT's: told already)
         assert account.order_log == log_before, "the reconciliation touched a human's position"
 
 

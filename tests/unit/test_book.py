@@ -11,6 +11,7 @@ from smc_quant.book import Book, BookEntry, journalled_position, queried_fill, r
 from smc_quant.domain.trading import ExitReason, Fill, Position, Signal
 from smc_quant.orders.broker import ExchangePosition, OrderState
 from smc_quant.orders.client_ids import Leg, client_order_id, parse_client_order_id, signal_digest
+from smc_quant.reconciler import exit_reason_of
 
 T0 = 1_688_342_400_000
 SID = f"BTCUSDT:LONG:{T0}"
@@ -74,9 +75,10 @@ def state(executed: str, update_ms: int = 0) -> OrderState:
 
 
 def test_queried_fill_estimates_the_fee_and_falls_back_to_the_given_time() -> None:
+    """It carries the order's exchange id: the reconciliation then knows that order's executions are counted."""
     got = queried_fill("BTCUSDT", "smc-sl", state("0.010"), "SELL", D("0.0005"), T0 + 7)
     assert got == Fill("BTCUSDT", "smc-sl", "SELL", D("0.010"), D("29700.0"), D("0.010") * D("29700.0") * D("0.0005"),
-                       T0 + 7)
+                       T0 + 7, order_id=state("0.010").order_id)
     timed = queried_fill("BTCUSDT", "smc-sl", state("0.010", T0 + 99), "SELL", D("0.0005"), T0 + 7)
     assert timed is not None and timed.time_ms == T0 + 99
 
@@ -159,3 +161,18 @@ def test_book_drop_takes_a_position_off_without_a_trade() -> None:
     book.put(BookEntry.of(position(), None), [fill("BUY", "0.010", "30000.0", "0.15", T0)])
     book.drop("BTCUSDT")
     assert "BTCUSDT" not in book and book.fills(SID) == []
+
+
+@pytest.mark.parametrize(("cid", "reason"), [
+    ("autoclose-1689679020412", ExitReason.LIQUIDATION), ("adl_autoclose", ExitReason.ADL),
+    ("settlement_autoclose-ETHUSDT", ExitReason.DELISTING), ("delivery_autoclose-X", ExitReason.DELISTING),
+    ("by-hand", ExitReason.MANUAL), ("", ExitReason.MANUAL), ("web_abc123", ExitReason.MANUAL),
+])
+def test_an_execution_not_ours_is_named_by_its_order_client_id(cid: str, reason: ExitReason) -> None:
+    """What the reconciliation calls an exit it found in the trade history (the order's client id, asked by the
+    exchange's order id; an order the exchange no longer knows is a person's)."""
+    assert exit_reason_of(cid) == reason
+
+
+def test_an_execution_of_our_own_order_is_not_an_exit_by_others() -> None:
+    assert exit_reason_of(client_order_id("ETHUSDT:SHORT:1", Leg.EXIT, 0)) is None

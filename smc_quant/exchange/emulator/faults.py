@@ -85,6 +85,8 @@ class Faults:
         """Pending order-placement faults, oldest first: ``("timeout", hold_s, only)``, ``("unknown", 0, only)``,
         ``("reject_503", 0, only)``; each placement consumes the first whose ``only`` names its kind
         (:data:`PLACEMENTS`; ``None``: any placement)."""
+        self.trades_forgotten_until_ms = 0
+        """``GET /fapi/v1/userTrades`` answers no execution at or before this time (:meth:`forget_trades`)."""
         self.listen_key_expirer: Callable[[str | None], int] | None = None
         """Installed by the emulator: expires a listenKey (``expire_listen_key``)."""
 
@@ -224,6 +226,12 @@ class Faults:
         self.counters["listen_keys_expired"] += 1
         return self.listen_key_expirer(key)
 
+    def forget_trades(self, until_ms: int) -> None:
+        """The account's trade history (``GET /fapi/v1/userTrades``) no longer holds the executions at or before
+        ``until_ms``, as Binance's answers only a limited past (a 7-day window per request, a bounded retention):
+        what a client then learns of an exit it did not see must come from elsewhere."""
+        self.trades_forgotten_until_ms = max(self.trades_forgotten_until_ms, until_ms)
+
     def apply(self, command: dict[str, Any]) -> Any:
         """Run one admin command ``{"action": name, ...args}``."""
         action = command.get("action")
@@ -231,7 +239,8 @@ class Faults:
         shown = {k: ("<listenKey>" if k == "key" and v else v) for k, v in args.items()}  # a key is a credential
         get_logger(component="emulator").info("fault", action=action, **shown)
         if action not in ("drop_all", "close_all", "stall", "malformed", "delay_ms", "http_error", "garbled",
-                          "malformed_rows", "order_timeout", "order_unknown", "order_reject_503", "expire_listen_key"):
+                          "malformed_rows", "order_timeout", "order_unknown", "order_reject_503", "expire_listen_key",
+                          "forget_trades"):
             raise ValueError(f"unknown fault action {action!r}")
         return getattr(self, str(action))(**args)
 

@@ -548,7 +548,7 @@ class TradingApi:
         start, end, from_id = p.integer("startTime"), p.integer("endTime"), p.integer("fromId")
         fills = [
             f for f in self.account.fills
-            if f.symbol == symbol
+            if f.symbol == symbol and f.time_ms > self._faults.trades_forgotten_until_ms
             and (start is None or f.time_ms >= start)
             and (end is None or f.time_ms <= end)
             and (from_id is None or f.trade_id >= from_id)
