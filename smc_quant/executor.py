@@ -331,6 +331,9 @@ class Executor(MarketExits, OperatorHand, AccountEvents, DailySummary):
                            {**detail, "close_symbol": decision.close_symbol})
                 return
         async with self._lock(signal.symbol):
+            if signal.symbol in self.foreign:  # a person's position seen while this entry waited (rotation, lock)
+                self._skip(signal, Decision("skip", "foreign_position", signal), detail)
+                return
             try:
                 result = await self.manager.open(decision, mark)
             finally:  # after the entry left: the order journal (written before it) already names the signal

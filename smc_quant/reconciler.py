@@ -265,6 +265,12 @@ class Reconciler:
             await self._exits_by_others(entry)
             self._settle(pos.symbol)
         if pos.symbol in self.book:  # still no exit fills: nothing to learn from; close the book entry
+            if any(p.symbol == pos.symbol and p.side == pos.side for p in await self.broker.positions()):
+                # The round's reading of the positions was older than this position (an entry that filled after
+                # it was taken, booked before it was read): it is not gone. Ending it would cancel its stop.
+                self.log.warning("position_flat_unconfirmed", symbol=pos.symbol, signal_id=pos.signal_id,
+                                 note="held at a second reading: kept, asked about again next round")
+                return
             # Closed by someone else (a person, while the user-data stream was down): our stop and target are
             # still armed at the exchange and would close a position the person opens next on the symbol.
             with contextlib.suppress(SmcError):
@@ -369,8 +375,10 @@ class Reconciler:
         history since the entry (:meth:`~smc_quant.orders.broker.Broker.user_trades`): the executions on the exit
         side we do not have, oldest first, until they make the position flat. Each one's order is asked for once
         (by the exchange's id) for its client id: an order of ours is skipped (its fills are learned from our own
-        ids), and the others give the exit's reason (:func:`exit_reason_of`). A read that fails raises: the round
-        fails, the position is kept and asked about again."""
+        ids), and the others give the exit's reason (:func:`exit_reason_of`; the first one found replaces a reason
+        left by an exit of ours that failed, but not a stop's or target's found above). A read that fails for now
+        raises: the round fails, the position is kept and asked about again. A refusal (a delisted symbol, say) is
+        no history: the position ends as ``position_vanished`` — it used to stop every round and the next start."""
         pos = entry.position
         fills = self.book.fills(pos.signal_id)
         left = held(pos, fills)
@@ -378,16 +386,22 @@ class Reconciler:
         if left <= 0 or history is None:
             return
         side = exit_side(pos.side)
-        have = {f.order_id for f in fills if f.order_id > 0}  # orders whose executions we know (seen or asked)
+        seen = {(f.order_id, f.trade_id) for f in fills if f.trade_id > 0}  # executions we have
+        asked = {f.order_id for f in fills if f.trade_id <= 0 and f.order_id > 0}  # orders known as a whole (queried)
+        try:
+            trades = await history(pos.symbol, pos.entry_time_ms)
+        except VenueRejected as exc:
+            self.log.warning("trade_history_refused", symbol=pos.symbol, error=error_text(exc))
+            return
         reasons: dict[int, ExitReason | None] = {}
-        for t in await history(pos.symbol, pos.entry_time_ms):
+        found_others = False
+        for t in trades:
             if left <= 0:
                 break
-            if t.side != side or t.order_id in have:
+            if t.side != side or (t.order_id, t.trade_id) in seen or t.order_id in asked:
                 continue
             if t.order_id not in reasons:
-                state = await self.broker.query_order_id(pos.symbol, t.order_id)
-                reasons[t.order_id] = exit_reason_of(state.client_order_id if state is not None else "")
+                reasons[t.order_id] = await self._order_reason(pos.symbol, t.order_id)
             reason = reasons[t.order_id]
             if reason is None:  # an order of ours: learned from its own id, or not at all (never twice)
                 continue
@@ -396,10 +410,22 @@ class Reconciler:
             fills.append(Fill(pos.symbol, f"exchange-{t.order_id}", side, t.quantity, t.price, fee, t.time_ms,
                               t.realized_pnl, t.trade_id, t.order_id, t.is_maker))
             left -= t.quantity
-            entry.exit_reason = entry.exit_reason or reason
+            if entry.exit_reason not in (ExitReason.STOP_LOSS, ExitReason.TAKE_PROFIT) and not found_others:
+                entry.exit_reason = reason  # the first one names it
+            found_others = True
             self.stats.repairs += 1
             self.log.warning("exit_found_in_trade_history", symbol=pos.symbol, order_id=t.order_id,
                              trade_id=t.trade_id, qty=str(t.quantity), price=str(t.price), reason=reason.value)
+
+    async def _order_reason(self, symbol: str, order_id: int) -> ExitReason | None:
+        """:func:`exit_reason_of` the order with the exchange's ``order_id``; one the exchange refuses to tell of is
+        a person's (``manual``). A query that fails for now raises (the round is asked again)."""
+        try:
+            state = await self.broker.query_order_id(symbol, order_id)
+        except VenueRejected as exc:
+            self.log.warning("order_not_told", symbol=symbol, order_id=order_id, error=error_text(exc))
+            state = None
+        return exit_reason_of(state.client_order_id if state is not None else "")
 
     def _found(self, entry: BookEntry, cid: str, state: OrderState | None) -> bool:
         """Record the exit fill an order query reports for ``entry`` (``False`` when nothing executed)."""

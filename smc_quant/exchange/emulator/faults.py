@@ -85,6 +85,9 @@ class Faults:
         """Pending order-placement faults, oldest first: ``("timeout", hold_s, only)``, ``("unknown", 0, only)``,
         ``("reject_503", 0, only)``; each placement consumes the first whose ``only`` names its kind
         (:data:`PLACEMENTS`; ``None``: any placement)."""
+        self.hidden_positions: frozenset[str] = frozenset()
+        self.hidden_positions_pending = 0
+        """The next ``hidden_positions_pending`` positionRisk answers leave ``hidden_positions`` out."""
         self.trades_forgotten_until_ms = 0
         """``GET /fapi/v1/userTrades`` answers no execution at or before this time (:meth:`forget_trades`)."""
         self.listen_key_expirer: Callable[[str | None], int] | None = None
@@ -226,6 +229,19 @@ class Faults:
         self.counters["listen_keys_expired"] += 1
         return self.listen_key_expirer(key)
 
+    def lagging_positions(self, symbols: Iterable[str], n: int = 1) -> None:
+        """The next ``n`` ``positionRisk`` answers (v2 and v3) leave out ``symbols``' positions, as an answer that
+        lags the matching engine does: a position opened a moment ago is not in it yet."""
+        self.hidden_positions, self.hidden_positions_pending = frozenset(symbols), n
+
+    def take_hidden_positions(self) -> frozenset[str]:
+        """The symbols this positionRisk answer leaves out (one answer of the ``lagging_positions`` fault)."""
+        if self.hidden_positions_pending <= 0:
+            return frozenset()
+        self.hidden_positions_pending -= 1
+        self.counters["lagging_positions"] += 1
+        return self.hidden_positions
+
     def forget_trades(self, until_ms: int) -> None:
         """The account's trade history (``GET /fapi/v1/userTrades``) no longer holds the executions at or before
         ``until_ms``, as Binance's answers only a limited past (a 7-day window per request, a bounded retention):
@@ -240,7 +256,7 @@ class Faults:
         get_logger(component="emulator").info("fault", action=action, **shown)
         if action not in ("drop_all", "close_all", "stall", "malformed", "delay_ms", "http_error", "garbled",
                           "malformed_rows", "order_timeout", "order_unknown", "order_reject_503", "expire_listen_key",
-                          "forget_trades"):
+                          "forget_trades", "lagging_positions"):
             raise ValueError(f"unknown fault action {action!r}")
         return getattr(self, str(action))(**args)
 

@@ -502,7 +502,9 @@ class TradingApi:
 
     def _position_rows(self, symbol: str | None, version: int) -> list[Json]:
         """Positions, plus zero rows for symbols with only open orders (as v3 does, §3.4)."""
-        positions = {p.symbol: p for p in self.account.positions() if symbol in (None, p.symbol)}
+        hidden = self._faults.take_hidden_positions()
+        positions = {p.symbol: p for p in self.account.positions()
+                     if symbol in (None, p.symbol) and p.symbol not in hidden}
         with_orders = {o.symbol for o in self.account.open_orders(symbol)}
         if symbol is not None and version == 2:
             with_orders.add(symbol)
