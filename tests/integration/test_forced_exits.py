@@ -25,7 +25,7 @@ from smc_quant.domain.trading import ExitReason, PositionSide, exit_side
 from smc_quant.executor import Executor
 from smc_quant.orders.broker import AccountEvent, AlgoUpdate, OrderUpdate
 from smc_quant.orders.client_ids import parse_client_order_id
-from tests.integration.trading_kit import Rig, signed, trading_rig
+from tests.integration.trading_kit import Rig, Told, signed, trading_rig
 
 pytestmark = pytest.mark.integration
 
@@ -197,9 +197,11 @@ async def test_an_adl_fill_sent_as_calculated_and_again_as_trade_is_counted_once
 async def test_a_stop_cancelled_by_someone_else_is_placed_again_at_once(shared_data: Path, pg_dsn: str) -> None:
     """Someone (a person, another tool) cancels our stop over REST: the ALGO_UPDATE CANCELED we did not ask for
     has the executor protect the position again at once — a new stop at the exchange, booked and stored — without
-    waiting for the next reconciliation (minutes away)."""
+    waiting for the next reconciliation (minutes away). The person is told (a person moving our stop in the app
+    used to learn of it from a log line only)."""
     async with trading_rig(shared_data, pg_dsn) as rig:
-        ex = await rig.executor()
+        told = Told()
+        ex = await rig.executor(notifier=told)
         entry = await open_position(rig, ex, "BTCUSDT", "LONG")
         old = entry.sl_client_id
         assert old is not None
@@ -221,6 +223,8 @@ async def test_a_stop_cancelled_by_someone_else_is_placed_again_at_once(shared_d
         ((_, meta),) = await rig.repo.open_positions()
         assert meta["sl_client_id"] == new
         assert ex.stats.reconciliations == rounds
+        replaced = [text for kind, text in told.sent if kind == "error"]
+        assert len(replaced) == 1 and "BTCUSDT" in replaced[0] and "stop CANCELED by someone else" in replaced[0]
 
 
 async def test_a_captured_finished_stop_that_executed_nothing_is_replaced_at_once(shared_data: Path,

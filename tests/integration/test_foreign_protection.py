@@ -26,16 +26,11 @@ from smc_quant.executor import Executor
 from smc_quant.order_manager import OrderConfig
 from smc_quant.orders.broker import AlgoUpdate, OrderUpdate
 from tests.integration.test_forced_exits import arrival, open_position
-from tests.integration.trading_kit import Rig, signed, trading_rig
+from tests.integration.trading_kit import Rig, our_orders, signed, trading_rig
 
 pytestmark = pytest.mark.integration
 
 SYMBOL = "ETHUSDT"
-
-
-def _ours(rig: Rig) -> list[str]:
-    """Our orders and algo orders accepted so far (client ids)."""
-    return [cid for cid in rig.account.order_log if cid.startswith("smc-")]
 
 
 def _theirs(rig: Rig) -> dict[str, Any]:
@@ -139,7 +134,7 @@ async def test_no_entry_on_a_symbol_carrying_a_persons_conditional_order(shared_
 
         logs = await _signal(rig, ex)
 
-        assert _ours(rig) == [], "our entry went out onto the person's order"
+        assert our_orders(rig) == [], "our entry went out onto the person's order"
         assert SYMBOL not in ex.book and rig.account.positions() == []
         assert _theirs(rig) == {"my-order": before}  # never cancelled nor changed
         (reason,) = _dropped(logs)
@@ -151,7 +146,7 @@ async def test_no_entry_on_a_symbol_carrying_a_persons_conditional_order(shared_
         await _their_cancel(rig, ex, "my-order")
         await _signal(rig, ex, ":again")
 
-        assert SYMBOL in ex.book and _ours(rig), "the entry after the person's order was gone was dropped"
+        assert SYMBOL in ex.book and our_orders(rig), "the entry after the person's order was gone was dropped"
         assert _theirs(rig) == {}
         entry = ex.book[SYMBOL]
         assert {a.client_algo_id for a in rig.account.open_algo_orders(SYMBOL)} == {entry.sl_client_id,
@@ -177,11 +172,11 @@ async def test_a_symbol_we_traded_before_is_checked_again_for_a_persons_order(sh
         if when == "after_our_trade":
             assert rig.account.open_algo_orders(SYMBOL) == []
             await _their_order_left(rig, ex, "my-target", _target(rig))
-        sent = len(_ours(rig))
+        sent = len(our_orders(rig))
 
         logs = await _signal(rig, ex)
 
-        assert len(_ours(rig)) == sent, "our entry went out onto the person's target"
+        assert len(our_orders(rig)) == sent, "our entry went out onto the person's target"
         assert SYMBOL not in ex.book and rig.account.positions() == []
         assert list(_theirs(rig)) == ["my-target"]
         (reason,) = _dropped(logs)
@@ -203,7 +198,7 @@ async def test_an_entry_whose_check_of_the_algo_orders_fails_is_dropped_unless_a
         if failures == 1:
             assert SYMBOL in ex.book and _dropped(logs) == []
         else:
-            assert _ours(rig) == [] and SYMBOL not in ex.book and rig.account.positions() == []
+            assert our_orders(rig) == [] and SYMBOL not in ex.book and rig.account.positions() == []
             assert rig.emulator.faults.counters["http_403"] >= OrderConfig().entry_max_attempts  # asked again
             (reason,) = _dropped(logs)
             assert reason.startswith("foreign_orders_not_checked: ")

@@ -19,9 +19,9 @@ import structlog
 
 from smc_quant.domain.trading import ExitReason
 from smc_quant.executor import Executor
-from smc_quant.orders.broker import AccountUpdate, AlgoUpdate, OrderUpdate
+from smc_quant.orders.broker import AccountUpdate, OrderUpdate
 from tests.integration.test_forced_exits import arrival, open_position
-from tests.integration.trading_kit import Rig, signed, trading_rig
+from tests.integration.trading_kit import Rig, our_orders, signed, trading_rig
 
 pytestmark = pytest.mark.integration
 
@@ -44,11 +44,6 @@ async def _by_hand(rig: Rig, ex: Executor, cid: str, side: str, quantity: Decima
     await ex.idle()
 
 
-def _ours(rig: Rig) -> list[str]:
-    """Our orders and algo orders accepted so far (client ids)."""
-    return [cid for cid in rig.account.order_log if cid.startswith("smc-")]
-
-
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "stream_down"])
 async def test_no_entry_on_a_symbol_a_person_holds_until_it_is_flat(shared_data: Path, pg_dsn: str,
                                                                      stream: bool) -> None:
@@ -63,7 +58,7 @@ async def test_no_entry_on_a_symbol_a_person_holds_until_it_is_flat(shared_data:
 
         assert ex.submit(rig.signal("ETHUSDT", "SHORT", confidence=0.75, stop_pct=8.0, target_pct=30.0))
         await ex.idle()
-        assert _ours(rig) == [] and len(ex.book) == 0
+        assert our_orders(rig) == [] and len(ex.book) == 0
         assert ex.stats.skip_reasons == {"foreign_position": 1} and ex.foreign == {"ETHUSDT"}
 
         with structlog.testing.capture_logs() as logs:
@@ -79,7 +74,7 @@ async def test_no_entry_on_a_symbol_a_person_holds_until_it_is_flat(shared_data:
         later = rig.signal("ETHUSDT", "SHORT", confidence=0.75, stop_pct=8.0, target_pct=30.0)
         assert ex.submit(replace(later, signal_id=f"{later.signal_id}:again"))  # the same minute: another setup
         await ex.idle()
-        assert "ETHUSDT" in ex.book and _ours(rig)
+        assert "ETHUSDT" in ex.book and our_orders(rig)
 
 
 async def test_a_position_closed_by_hand_while_the_stream_was_down_is_a_manual_trade_from_the_trade_history(
@@ -121,15 +116,15 @@ async def test_a_position_closed_where_no_history_tells_leaves_nothing_armed_nor
         assert rig.account.open_algo_orders("ETHUSDT") == []
 
         await _by_hand(rig, ex, "person-short", "SELL", Decimal("0.300"), stream=False)
-        sent = len(_ours(rig))
+        sent = len(our_orders(rig))
         await ex.reconcile()
         await ex.idle()
-        assert "ETHUSDT" not in ex.book and ex.foreign == {"ETHUSDT"} and len(_ours(rig)) == sent
+        assert "ETHUSDT" not in ex.book and ex.foreign == {"ETHUSDT"} and len(our_orders(rig)) == sent
         assert sorted(a["kind"] for a in await rig.repo.open_alarms()) == ["position_vanished", "unknown_position"]
 
         again = await rig.executor()  # a restart: still not adopted
         await again.idle()
-        assert "ETHUSDT" not in again.book and len(_ours(rig)) == sent
+        assert "ETHUSDT" not in again.book and len(our_orders(rig)) == sent
 
 
 async def test_a_position_reversed_by_hand_while_the_stream_was_down_is_not_protected_as_ours(
@@ -154,38 +149,6 @@ async def test_a_position_reversed_by_hand_while_the_stream_was_down_is_not_prot
         opened, flip = rig.account.fills
         assert (trade.exit_reason, trade.quantity, trade.exit_price) == (ExitReason.MANUAL, opened.quantity, flip.price)
         assert trade.fees == opened.fee + (flip.fee / 2).quantize(Decimal("1e-8"))
-
-
-class _Told:
-    """Stands in for the notifier: what the executor tells people."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str]] = []
-
-    def notify(self, text: str, kind: str) -> None:
-        self.sent.append((kind, text))
-
-
-async def test_a_stop_a_person_cancels_is_placed_again_and_the_person_is_told(shared_data: Path,
-                                                                             pg_dsn: str) -> None:
-    """A person cancels our stop (moving it in the app). The stop is placed again at once, as before; the person used
-    to learn of it only from a log line, and their own stop stayed beside ours."""
-    async with trading_rig(shared_data, pg_dsn) as rig:
-        told = _Told()
-        ex = await rig.executor(notifier=told)
-        entry = await open_position(rig, ex, "ETHUSDT", "SHORT")
-        old = entry.sl_client_id
-        assert old is not None
-        cancelled = arrival(ex, lambda e: isinstance(e, AlgoUpdate) and e.client_algo_id == old
-                            and e.status == "CANCELED")
-        status, body = await signed(rig.session, rig.emulator, "DELETE", "/fapi/v1/algoOrder",
-                                    [("symbol", "ETHUSDT"), ("clientAlgoId", old)])
-        assert status == 200, body
-        await asyncio.wait_for(cancelled.wait(), 10)
-        await ex.idle()
-        assert ex.book["ETHUSDT"].sl_client_id not in (None, old)
-        replaced = [text for kind, text in told.sent if kind == "error"]
-        assert len(replaced) == 1 and "ETHUSDT" in replaced[0] and "stop CANCELED by someone else" in replaced[0]
 
 
 async def test_a_position_a_person_closes_by_hand_is_stored_as_a_manual_exit(shared_data: Path, pg_dsn: str) -> None:

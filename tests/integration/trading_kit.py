@@ -156,6 +156,21 @@ class Rig:
         return out
 
 
+def our_orders(rig: Rig) -> list[str]:
+    """Client ids of our orders and algo orders the exchange accepted so far, in order."""
+    return [cid for cid in rig.account.order_log if cid.startswith("smc-")]
+
+
+class Told:
+    """Stands in for the notifier: what the executor tells people, ``(kind, text)`` in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    def notify(self, text: str, kind: str) -> None:
+        self.sent.append((kind, text))
+
+
 def live_settings(em: Emulator, state_dir: Path, **more: Any) -> Settings:
     """Signed trading against ``em`` on its clock (replay mode with the emulator's keys), funding stream off."""
     return load_settings(state_dir=state_dir, mode="replay", binance_api_key=em.config.api_key,
