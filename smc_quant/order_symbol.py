@@ -2,14 +2,16 @@
 
 One round trip before every entry, nothing cached per process (a person on the same account may have acted in the
 Binance app since our last trade): the margin type and the decision's leverage are asserted (two POSTs) while the
-symbol's open algo orders are read (``GET /fapi/v1/openAlgoOrders``, weight 1), the three requests at once.
+symbol's open algo orders and open orders are read (``GET /fapi/v1/openAlgoOrders`` and ``GET /fapi/v1/openOrders``,
+weight 1 each), the four requests at once.
 
-- **A person's conditional orders block the entry.** One-way mode holds one position per symbol, so every open
-  algo order on it acts on the position we would open: a ``closePosition`` or reduce-only one would close ours at a
-  level the strategy did not choose, an opening one would add to it or reverse it (a size the risk manager did not
-  choose). Any open algo order whose client id is not ours, of either side, drops the entry
-  (``foreign_orders: my-target BUY TAKE_PROFIT_MARKET closePosition @1846.61``); nothing is sent and the person's
-  orders are never cancelled. The next signal on the symbol checks again.
+- **A person's orders block the entry.** One-way mode holds one position per symbol, so every open order on it acts
+  on the position we would open: a ``closePosition`` or reduce-only one would close ours at a level the strategy did
+  not choose, an opening one would add to it or reverse it (a size the risk manager did not choose); a resting one
+  also keeps the exchange from setting the margin type (-4048). Any open algo order or order whose client id is not
+  ours, of either side, drops the entry (``foreign_orders: my-target BUY TAKE_PROFIT_MARKET closePosition
+  @1846.61``, ``person-limit BUY LIMIT qty 1.000``); nothing is sent and the person's orders are never cancelled.
+  The next signal on the symbol checks again.
 - **A read that fails drops the entry** (``foreign_orders_not_checked: …``), after ``entry_max_attempts`` tries:
   an order we cannot see could close the position at any level, and an exchange that cannot list the symbol's
   orders is a poor place to open one; a missed entry costs only the opportunity.
@@ -25,10 +27,10 @@ from typing import Any
 
 from smc_quant.errors import TemporaryError, VenueRejected
 from smc_quant.order_sender import READ_FAILURES, OrderConfig, OrderSender, error_text
-from smc_quant.orders.broker import AlgoState, Broker
+from smc_quant.orders.broker import AlgoState, Broker, OrderState
 from smc_quant.orders.client_ids import parse_client_order_id, same_signal
 
-__all__ = ["SymbolSetup", "describe_algo"]
+__all__ = ["SymbolSetup", "describe_algo", "describe_order"]
 
 _DESCRIBED = 3
 """Foreign orders named in a drop reason (the rest counted)."""
@@ -38,6 +40,12 @@ def describe_algo(algo: AlgoState) -> str:
     """``my-target BUY TAKE_PROFIT_MARKET closePosition @1846.61`` (or ``qty 0.100`` instead of closePosition)."""
     size = "closePosition" if algo.close_position else f"qty {algo.quantity}"
     return f"{algo.client_algo_id} {algo.side} {algo.type} {size} @{algo.trigger_price}"
+
+
+def describe_order(order: OrderState) -> str:
+    """``person-limit BUY LIMIT qty 1.000`` (`` reduceOnly`` when it is)."""
+    return (f"{order.client_order_id} {order.side} {order.type} qty {order.orig_qty}"
+            f"{' reduceOnly' if order.reduce_only else ''}")
 
 
 class SymbolSetup:
@@ -58,25 +66,29 @@ class SymbolSetup:
 
         A leverage refusal (``leverage rejected …``), a temporary failure of either setting (``leverage not set:
         …``), a read of the open algo orders that keeps failing (``foreign_orders_not_checked: …``) or a person's
-        algo order on the symbol (``foreign_orders: …``) drops it; our stale protection is cancelled otherwise.
+        algo order or order on the symbol (``foreign_orders: …``) drops it; our stale protection is cancelled
+        otherwise.
         """
-        settings, live = await asyncio.gather(self._settings(symbol, leverage), self._open_algos(symbol),
-                                              return_exceptions=True)
+        settings, live, resting = await asyncio.gather(
+            self._settings(symbol, leverage), self._read(lambda: self._broker.open_algo_orders(symbol)),
+            self._read(lambda: self._broker.open_orders(symbol)), return_exceptions=True)
         if isinstance(settings, VenueRejected):
             return f"leverage rejected {error_text(settings)}"
         if isinstance(settings, TemporaryError):
             return f"leverage not set: {error_text(settings)}"
         if isinstance(settings, BaseException):
             raise settings
-        if isinstance(live, READ_FAILURES):
-            self._log.warning("open_algos_not_checked", symbol=symbol, error=error_text(live))
-            return f"foreign_orders_not_checked: {error_text(live)}"
-        if isinstance(live, BaseException):
-            raise live
-        foreign = [a for a in live if parse_client_order_id(a.client_algo_id) is None]
-        if foreign:
+        for read in (live, resting):
+            if isinstance(read, READ_FAILURES):
+                self._log.warning("open_orders_not_checked", symbol=symbol, error=error_text(read))
+                return f"foreign_orders_not_checked: {error_text(read)}"
+            if isinstance(read, BaseException):
+                raise read
+        assert isinstance(live, list) and isinstance(resting, list)
+        named = [describe_algo(a) for a in live if parse_client_order_id(a.client_algo_id) is None]
+        named += [describe_order(o) for o in resting if parse_client_order_id(o.client_order_id) is None]
+        if named:
             self._stats["foreign_orders"] += 1
-            named = [describe_algo(a) for a in foreign]
             self._log.warning("foreign_orders_on_symbol", symbol=symbol, orders=named)
             more = f" (+{len(named) - _DESCRIBED} more)" if len(named) > _DESCRIBED else ""
             return f"foreign_orders: {', '.join(named[:_DESCRIBED])}{more}"
@@ -104,11 +116,12 @@ class SymbolSetup:
         if not isinstance(margin, VenueRejected) or margin.code == -4046:
             self._stats["margin_type_set"] += 1
 
-    async def _open_algos(self, symbol: str) -> list[AlgoState]:
-        """The symbol's open algo orders; a failed read is asked again (``entry_max_attempts`` tries), then raised."""
+    async def _read(self, fetch: Callable[[], Awaitable[list[Any]]]) -> list[Any]:
+        """The symbol's open (algo) orders; a failed read is asked again (``entry_max_attempts`` tries), then
+        raised."""
         for n in range(1, self._config.entry_max_attempts + 1):
             try:
-                return await self._broker.open_algo_orders(symbol)
+                return await fetch()
             except READ_FAILURES as exc:  # says nothing about the orders: asked again, never taken as "none"
                 if n == self._config.entry_max_attempts:
                     raise

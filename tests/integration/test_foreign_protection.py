@@ -202,3 +202,30 @@ async def test_an_entry_whose_check_of_the_algo_orders_fails_is_dropped_unless_a
             assert rig.emulator.faults.counters["http_403"] >= OrderConfig().entry_max_attempts  # asked again
             (reason,) = _dropped(logs)
             assert reason.startswith("foreign_orders_not_checked: ")
+
+
+async def test_no_entry_on_a_symbol_carrying_a_persons_resting_order(shared_data: Path, pg_dsn: str) -> None:
+    """A person's ordinary LIMIT order rests on ETHUSDT, 4 % below the price: it would add to (or reverse) our short
+    when it fills, and it keeps the exchange from setting the margin type (-4048). Our signal used to go out beside it
+    (margin type left as it was); now it sends no order and names it. Once the person cancels it, the entry goes."""
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        ex = await rig.executor()
+        price = (rig.price(SYMBOL) * Decimal("0.96")).quantize(Decimal("0.01"))
+        seen = arrival(ex, lambda e: isinstance(e, OrderUpdate) and e.client_order_id == "person-limit")
+        status, body = await signed(rig.session, rig.emulator, "POST", "/fapi/v1/order",
+                                    [("symbol", SYMBOL), ("side", "BUY"), ("type", "LIMIT"), ("timeInForce", "GTC"),
+                                     ("quantity", "1.000"), ("price", str(price)),
+                                     ("newClientOrderId", "person-limit")])
+        assert status == 200, body
+        await asyncio.wait_for(seen.wait(), 10)
+
+        logs = await _signal(rig, ex)
+        assert our_orders(rig) == [] and SYMBOL not in ex.book
+        assert _dropped(logs) == ["foreign_orders: person-limit BUY LIMIT qty 1.000"]
+        assert [o.client_order_id for o in rig.account.open_orders(SYMBOL)] == ["person-limit"]
+
+        status, body = await signed(rig.session, rig.emulator, "DELETE", "/fapi/v1/order",
+                                    [("symbol", SYMBOL), ("origClientOrderId", "person-limit")])
+        assert status == 200, body
+        await _signal(rig, ex, ":again")
+        assert SYMBOL in ex.book and our_orders(rig)
