@@ -35,13 +35,11 @@ from smc_quant.orders.broker import AccountEvent, AccountUpdate, AlgoUpdate, Bro
 from smc_quant.orders.client_ids import Leg, parse_client_order_id
 from smc_quant.orders.fees import fee_in_quote
 from smc_quant.persist import Writer
-from smc_quant.reconciler import client_id
+from smc_quant.reconciler import client_id, exchange_close_reason
 from smc_quant.risk import DrawdownGuard, funding_amount
 
 _LEG_EXITS = {Leg.STOP_LOSS.value: ExitReason.STOP_LOSS, Leg.TAKE_PROFIT.value: ExitReason.TAKE_PROFIT}
 """The exit an order leg's fill implies (from the leg in its client id)."""
-_SETTLEMENTS = ("settlement_autoclose", "delivery_autoclose")
-"""Client ids of the exchange's own closes of a delisted (or delivered) contract."""
 TRANSFERS = frozenset({"DEPOSIT", "WITHDRAW", "WITHDRAW_REJECT", "ADMIN_DEPOSIT", "ADMIN_WITHDRAW"})
 """``ACCOUNT_UPDATE`` reasons for money moved into or out of the futures wallet (``bc``: the amount)."""
 RECENT_FILLS = 4096
@@ -67,14 +65,9 @@ def nearest_leg(position: Position, u: OrderUpdate) -> ExitReason | None:
 
 
 def forced_exit_reason(u: OrderUpdate) -> ExitReason | None:
-    """The exit a fill the exchange made on its own implies (``None`` for an order of ours or a person's)."""
-    if u.client_order_id.startswith(_SETTLEMENTS):
-        return ExitReason.DELISTING
-    if u.is_adl:
-        return ExitReason.ADL
-    if u.is_liquidation:
-        return ExitReason.LIQUIDATION
-    return None
+    """The exit a fill the exchange made on its own implies (``None`` for an order of ours or a person's): by its
+    client id (:func:`~smc_quant.reconciler.exchange_close_reason`), or a liquidation's CALCULATED execution."""
+    return exchange_close_reason(u.client_order_id) or (ExitReason.LIQUIDATION if u.is_liquidation else None)
 
 
 class AccountEvents:

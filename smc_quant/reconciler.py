@@ -448,20 +448,26 @@ class Reconciler:
             await self.repo.record_alarm(kind, detail, self.clock())
 
 
-def exit_reason_of(order_client_id: str) -> ExitReason | None:
-    """The exit an execution of an order that is not ours makes, by the order's client id (``None``: it is ours):
-    the exchange's liquidation (``autoclose-``), ADL (``adl_autoclose``), settlement of a delisted contract
-    (``settlement_autoclose-``, ``delivery_autoclose-``), else a person's (or another tool's) close — an order the
-    exchange no longer knows too."""
-    if parse_client_order_id(order_client_id) is not None:
-        return None
+def exchange_close_reason(order_client_id: str) -> ExitReason | None:
+    """The exit a close the exchange made on its own implies, by its order's client id: settlement of a delisted (or
+    delivered) contract (``settlement_autoclose-``, ``delivery_autoclose-``), ADL (``adl_autoclose``), liquidation
+    (``autoclose-``); ``None`` for any other order (ours, a person's)."""
     if order_client_id.startswith(("settlement_autoclose", "delivery_autoclose")):
         return ExitReason.DELISTING
     if order_client_id.startswith("adl_autoclose"):
         return ExitReason.ADL
     if order_client_id.startswith("autoclose-"):
         return ExitReason.LIQUIDATION
-    return ExitReason.MANUAL
+    return None
+
+
+def exit_reason_of(order_client_id: str) -> ExitReason | None:
+    """The exit an execution of an order that is not ours makes, by the order's client id (``None``: it is ours):
+    the exchange's own close (:func:`exchange_close_reason`), else a person's (or another tool's) close — an order
+    the exchange no longer knows too."""
+    if parse_client_order_id(order_client_id) is not None:
+        return None
+    return exchange_close_reason(order_client_id) or ExitReason.MANUAL
 
 
 def client_id(state: Any) -> str | None:
@@ -469,4 +475,4 @@ def client_id(state: Any) -> str | None:
     return getattr(state, "client_algo_id", None) if state is not None else None
 
 
-__all__ = ["Reconciler", "client_id", "exit_reason_of"]
+__all__ = ["Reconciler", "client_id", "exchange_close_reason", "exit_reason_of"]
