@@ -37,9 +37,14 @@ _DESCRIBED = 3
 
 
 def describe_algo(algo: AlgoState) -> str:
-    """``my-target BUY TAKE_PROFIT_MARKET closePosition @1846.61`` (or ``qty 0.100`` instead of closePosition)."""
+    """``my-target BUY TAKE_PROFIT_MARKET closePosition @1846.61`` (or ``qty 0.100`` instead of closePosition); a
+    trailing stop: ``my-trail SELL TRAILING_STOP_MARKET qty 0.100 callback 1.5% from @1900`` (``from`` only with an
+    activation price)."""
     size = "closePosition" if algo.close_position else f"qty {algo.quantity}"
-    return f"{algo.client_algo_id} {algo.side} {algo.type} {size} @{algo.trigger_price}"
+    if algo.callback_rate is None:
+        return f"{algo.client_algo_id} {algo.side} {algo.type} {size} @{algo.trigger_price}"
+    start = f" from @{algo.trigger_price}" if algo.trigger_price is not None else ""
+    return f"{algo.client_algo_id} {algo.side} {algo.type} {size} callback {algo.callback_rate}%{start}"
 
 
 def describe_order(order: OrderState) -> str:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
-from typing import Any, cast
+from typing import Any, cast, get_args
 
 from smc_quant.domain.trading import ZERO, OrderSide, PositionSide
 from smc_quant.errors import DataRejected
@@ -41,6 +41,7 @@ from smc_quant.orders.broker import (
     AccountUpdate,
     AlgoState,
     AlgoStatus,
+    AlgoType,
     AlgoUpdate,
     Balance,
     ExchangePosition,
@@ -50,7 +51,6 @@ from smc_quant.orders.broker import (
     OrderStatus,
     OrderUpdate,
     StreamExpired,
-    TriggerType,
 )
 
 __all__ = [
@@ -62,7 +62,7 @@ ORDER_STATUSES = frozenset({"NEW", "PARTIALLY_FILLED", "FILLED", "CANCELED", "EX
                             "REJECTED"})
 LIQUIDATION_STATUSES = frozenset({"NEW_INSURANCE", "NEW_ADL"})
 ALGO_STATUSES = frozenset({"NEW", "CANCELED", "TRIGGERING", "TRIGGERED", "FINISHED", "REJECTED", "EXPIRED"})
-TRIGGER_TYPES = frozenset({"STOP_MARKET", "TAKE_PROFIT_MARKET"})
+ALGO_TYPES = frozenset(get_args(AlgoType))
 SIDES = frozenset({"BUY", "SELL"})
 IGNORED_EVENTS = frozenset({"TRADE_LITE", "MARGIN_CALL", "ACCOUNT_CONFIG_UPDATE", "STRATEGY_UPDATE",
                             "GRID_UPDATE", "CONDITIONAL_ORDER_TRIGGER_REJECT"})
@@ -181,35 +181,40 @@ def parse_order(payload: object) -> OrderState:
     )
 
 
-def _trigger_type(value: str, reason: str) -> TriggerType:
-    if value not in TRIGGER_TYPES:
-        raise DataRejected(reason, f"not a STOP_MARKET/TAKE_PROFIT_MARKET algo order: {value!r}"[:200])
-    return cast(TriggerType, value)
+def _algo_type(value: str, reason: str) -> AlgoType:
+    if value not in ALGO_TYPES:
+        raise DataRejected(reason, f"not a conditional order type: {value!r}"[:200])
+    return cast(AlgoType, value)
 
 
 def parse_algo(payload: object) -> AlgoState:
     """One conditional order from ``/fapi/v1/algoOrder`` or ``openAlgoOrders`` (§3.3).
 
     The type is ``orderType`` in the order responses and ``type`` in some listings; both are read.
-    Only STOP_MARKET / TAKE_PROFIT_MARKET are ours (``AlgoState.type``); any other type is rejected.
-    ``quantity`` is ``None`` with ``closePosition`` (or when absent/zero).
+    We place STOP_MARKET / TAKE_PROFIT_MARKET only, but every conditional type parses: a listing of the
+    symbol's open algo orders must show a person's STOP, TAKE_PROFIT or trailing stop too. A trailing stop
+    carries its ``callbackRate``, and its ``activatePrice`` as the trigger (``None`` without one); every other
+    type needs its ``triggerPrice``. ``quantity`` is ``None`` with ``closePosition`` (or when absent/zero).
     """
     f = _Fields(payload, "algo_malformed")
-    kind = f.str_("orderType") if f.has("orderType") else f.str_("type")
+    kind = _algo_type(f.str_("orderType") if f.has("orderType") else f.str_("type"), "algo_malformed")
     close = f.bool_("closePosition")
     qty = f.opt_dec("quantity")
+    trailing = kind == "TRAILING_STOP_MARKET"
+    trigger = (f.opt_dec("triggerPrice") or f.opt_dec("activatePrice") or None) if trailing else f.dec("triggerPrice")
     return AlgoState(
         symbol=f.str_("symbol"),
         client_algo_id=f.str_("clientAlgoId"),
         algo_id=f.int_("algoId"),
         status=_algo_status(f.str_("algoStatus"), "algo_malformed"),
         side=f.side("side"),
-        type=_trigger_type(kind, "algo_malformed"),
-        trigger_price=f.dec("triggerPrice"),
+        type=kind,
+        trigger_price=trigger,
         quantity=None if close or qty == 0 else qty,
         close_position=close,
         update_time_ms=f.opt_int("updateTime"),
         actual_order_id=_actual_order_id(f, "actualOrderId"),
+        callback_rate=(f.opt_dec("callbackRate") or None) if trailing else None,
     )
 
 

@@ -26,15 +26,36 @@ from smc_quant.domain.trading import ZERO, OrderSide, PositionSide
 from smc_quant.errors import TemporaryError
 
 __all__ = [
-    "FILL_EXECUTIONS", "AccountConfig", "AccountEvent", "AccountModeChanged", "AccountUpdate", "AlgoRequest",
-    "AlgoState", "AlgoStatus", "AlgoUpdate", "Balance", "Broker", "ExchangePosition", "ExchangeTrade", "IncomeRow",
+    "FILL_EXECUTIONS",
+    "AccountConfig",
+    "AccountEvent",
+    "AccountModeChanged",
+    "AccountUpdate",
+    "AlgoRequest",
+    "AlgoState",
+    "AlgoStatus",
+    "AlgoType",
+    "AlgoUpdate",
+    "Balance",
+    "Broker",
+    "ExchangePosition",
+    "ExchangeTrade",
+    "IncomeRow",
     "OrderRequest",
-    "OrderState", "OrderStatus", "OrderStatusUnknown", "OrderUpdate", "StreamExpired", "TriggerType",
+    "OrderState",
+    "OrderStatus",
+    "OrderStatusUnknown",
+    "OrderUpdate",
+    "StreamExpired",
+    "TriggerType",
 ]
 
 OrderStatus = Literal["NEW", "PARTIALLY_FILLED", "FILLED", "CANCELED", "EXPIRED", "EXPIRED_IN_MATCH", "REJECTED"]
 AlgoStatus = Literal["NEW", "CANCELED", "TRIGGERING", "TRIGGERED", "FINISHED", "REJECTED", "EXPIRED"]
 TriggerType = Literal["STOP_MARKET", "TAKE_PROFIT_MARKET"]
+"""The conditional orders we place."""
+AlgoType = Literal["STOP_MARKET", "TAKE_PROFIT_MARKET", "STOP", "TAKE_PROFIT", "TRAILING_STOP_MARKET"]
+"""Every conditional type the Algo Order endpoint takes: the account may hold a person's of any of them."""
 FINAL_ORDER = frozenset({"FILLED", "CANCELED", "EXPIRED", "EXPIRED_IN_MATCH", "REJECTED"})
 FINAL_ALGO = frozenset({"CANCELED", "FINISHED", "REJECTED", "EXPIRED"})
 FILL_EXECUTIONS = frozenset({"TRADE", "CALCULATED"})
@@ -110,14 +131,17 @@ class AlgoState:
     algo_id: int
     status: AlgoStatus
     side: OrderSide
-    type: TriggerType
-    trigger_price: Decimal
+    type: AlgoType
+    trigger_price: Decimal | None
+    """The trigger; for a trailing stop its activation price, ``None`` when it has none (active at once)."""
     quantity: Decimal | None = None
     close_position: bool = False
     update_time_ms: int = 0
     actual_order_id: int | None = None
     """``actualOrderId``: the matching-engine order the trigger placed (``None`` before it fired). Its client id
     is not documented to be our ``clientAlgoId``: the fill is looked up by this id when that one is unknown."""
+    callback_rate: Decimal | None = None
+    """A trailing stop's ``callbackRate`` in percent (``None`` for every other type)."""
 
     @property
     def final(self) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_UP, Decimal
-from typing import Literal
+from typing import Literal, get_args
 
 from smc_quant.domain.trading import ZERO, Fill, OrderSide
 from smc_quant.exchange.brackets import SymbolBrackets
@@ -20,11 +20,11 @@ from smc_quant.orders.broker import (
     AccountEvent,
     AccountUpdate,
     AlgoState,
+    AlgoType,
     Balance,
     ExchangePosition,
     IncomeRow,
     OrderState,
-    TriggerType,
 )
 from smc_quant.orders.fees import BNB, QUOTE
 from smc_quant.orders.filters import ceil_to_step, floor_to_step
@@ -39,12 +39,13 @@ from smc_quant.sim.validation import (
     check_price,
     check_quantity,
     check_side,
+    check_trailing,
     check_trigger,
 )
 
 __all__ = ["DUPLICATE_CLIENT_ID", "SimAccount", "SimConfig", "SimRejected"]
 
-CONDITIONAL_TYPES = frozenset({"STOP_MARKET", "TAKE_PROFIT_MARKET", "STOP", "TAKE_PROFIT", "TRAILING_STOP_MARKET"})
+CONDITIONAL_TYPES = frozenset(get_args(AlgoType))
 TRIGGER_TYPES: frozenset[str] = frozenset({"STOP_MARKET", "TAKE_PROFIT_MARKET"})
 TIME_IN_FORCE = frozenset({"GTC", "IOC", "FOK", "GTX"})
 MARGIN_TYPES = frozenset({"CROSSED", "ISOLATED"})
@@ -248,28 +249,37 @@ class SimAccount:
 
     # -- algo orders --------------------------------------------------------------------------------
 
-    def new_algo(self, *, symbol: str, side: str, type: str, trigger_price: Decimal, time_ms: int,
+    def new_algo(self, *, symbol: str, side: str, type: str, trigger_price: Decimal | None, time_ms: int,
                  client_algo_id: str | None = None, quantity: Decimal | None = None, close_position: bool = False,
-                 reduce_only: bool = False, working_type: str = "CONTRACT_PRICE"
-                 ) -> tuple[AlgoState, list[AccountEvent]]:
-        """Place a conditional STOP_MARKET / TAKE_PROFIT_MARKET (``POST /fapi/v1/algoOrder``).
+                 reduce_only: bool = False, working_type: str = "CONTRACT_PRICE",
+                 callback_rate: Decimal | None = None) -> tuple[AlgoState, list[AccountEvent]]:
+        """Place a STOP_MARKET / TAKE_PROFIT_MARKET or a TRAILING_STOP_MARKET (``POST /fapi/v1/algoOrder``).
 
         Refused with -2021 when it would trigger at the current price. ``close_position`` needs an
         open position (-2022) and takes no quantity nor reduce-only (-1106). Both working types watch
         the last price (the simulator's mark price is the last price).
+
+        A trailing stop takes a ``callback_rate`` of 0.1–10 (percent, -1130 outside) and a quantity (never
+        ``close_position``); its ``trigger_price`` is the optional activation price, which must lie beyond the
+        last price in the direction of the order's reference (above it for a SELL), else -2021. It fills at the
+        price that fired it.
         """
         f = self._symbol_filters(symbol)
         algo_side = check_side(side)
-        if type not in TRIGGER_TYPES:
-            raise SimRejected(-1116, f"algo type {type!r} (simulated: STOP_MARKET, TAKE_PROFIT_MARKET)")
-        trigger_type: TriggerType = "STOP_MARKET" if type == "STOP_MARKET" else "TAKE_PROFIT_MARKET"
+        trailing = type == "TRAILING_STOP_MARKET"
+        if type not in TRIGGER_TYPES and not trailing:
+            raise SimRejected(-1116, f"algo type {type!r} (simulated: STOP_MARKET, TAKE_PROFIT_MARKET, "
+                                     "TRAILING_STOP_MARKET)")
+        kind: AlgoType = "STOP_MARKET" if type == "STOP_MARKET" else (
+            "TRAILING_STOP_MARKET" if trailing else "TAKE_PROFIT_MARKET")
         if working_type not in ("CONTRACT_PRICE", "MARK_PRICE"):
             raise SimRejected(-1102, f"workingType {working_type!r}")
         if client_algo_id is not None:
             check_client_id(client_algo_id)
             if self._book.open_algo(client_algo_id) is not None:
                 raise SimRejected(DUPLICATE_CLIENT_ID, f"algo {client_algo_id} is already open")
-        trigger = check_trigger(trigger_price, f)
+        trigger = check_trailing(callback_rate, trigger_price, f, close_position) if trailing else (
+            check_trigger(trigger_price, f))
         if close_position:
             if quantity is not None or reduce_only:
                 raise SimRejected(-1106, "quantity / reduceOnly sent with closePosition")
@@ -277,11 +287,15 @@ class SimAccount:
                 raise SimRejected(-2022, f"closePosition without a position on {symbol}")
         else:
             qty = check_quantity(quantity, f.market_step_size, f.market_min_qty, f.market_max_qty)
-            check_notional(qty, trigger, f, reduce_only=reduce_only)
-        if triggers(trigger_type, algo_side, trigger, self._mark(symbol)):
+            check_notional(qty, self._mark(symbol) if trigger is None else trigger, f, reduce_only=reduce_only)
+        # a trailing SELL activates when the price rises to its activation price: one at or below the price is -2021
+        watched = "TAKE_PROFIT_MARKET" if trailing else kind
+        if trigger is not None and triggers(watched, algo_side, trigger, self._mark(symbol)):
             raise SimRejected(-2021, f"{side} {type} trigger {trigger} vs last {self._prices[symbol]}")
-        algo = self._book.add_algo(symbol, client_algo_id, algo_side, trigger_type, trigger, quantity, close_position,
-                                   reduce_only, working_type, time_ms)
+        algo = self._book.add_algo(symbol, client_algo_id, algo_side, kind, trigger, quantity, close_position,
+                                   reduce_only, working_type, time_ms, callback_rate if trailing else None)
+        if trailing and trigger is None:
+            algo.extreme = self._mark(symbol)  # no activation price: it follows the price from now
         self._order_log.append(algo.client_algo_id)
         return algo.state(), [algo.move("NEW", time_ms)]
 
@@ -466,7 +480,7 @@ class SimAccount:
         reducing = algo.close_position or algo.reduce_only
         if reducing and (amount == 0 or (amount > 0) == (sign > 0)):
             return [algo.move("TRIGGERED", time_ms), algo.move("REJECTED", time_ms, "Reduce Only reject")]
-        base = price if gap else algo.trigger_price
+        base = price if gap or algo.trigger_price is None or algo.callback_rate is not None else algo.trigger_price
         fill_price = self._slipped(algo.symbol, base, algo.side)
         if algo.close_position:
             qty = abs(amount)

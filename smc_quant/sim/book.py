@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from smc_quant.domain.trading import ZERO, OrderSide
-from smc_quant.orders.broker import OrderStatus, TriggerType
+from smc_quant.orders.broker import AlgoType, OrderStatus
 from smc_quant.sim.records import AlgoRecord, OrderRecord
 
 __all__ = ["OrderBook"]
@@ -87,14 +87,14 @@ class OrderBook:
 
     # -- algo orders --------------------------------------------------------------------------------
 
-    def add_algo(self, symbol: str, cid: str | None, side: OrderSide, type: TriggerType, trigger: Decimal,
+    def add_algo(self, symbol: str, cid: str | None, side: OrderSide, type: AlgoType, trigger: Decimal | None,
                  quantity: Decimal | None, close_position: bool, reduce_only: bool, working_type: str,
-                 time_ms: int) -> AlgoRecord:
+                 time_ms: int, callback_rate: Decimal | None = None) -> AlgoRecord:
         """Record a new open algo order (client id ``simalgo-<algoId>`` when none is given)."""
         algo_id = self.next_algo_id
         self.next_algo_id += 1
         algo = AlgoRecord(symbol, cid or f"simalgo-{algo_id}", algo_id, side, type, trigger, quantity,
-                          close_position, reduce_only, working_type, time_ms)
+                          close_position, reduce_only, working_type, time_ms, callback_rate=callback_rate)
         self._algos[algo_id] = algo
         self._algo_ids[algo.client_algo_id] = algo_id
         self._open_algos.setdefault(symbol, {})[algo_id] = algo

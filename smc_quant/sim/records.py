@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from smc_quant.domain.trading import ZERO, OrderSide
-from smc_quant.orders.broker import AlgoState, AlgoStatus, AlgoUpdate, OrderState, OrderStatus, OrderUpdate, TriggerType
+from smc_quant.orders.broker import AlgoState, AlgoStatus, AlgoType, AlgoUpdate, OrderState, OrderStatus, OrderUpdate
 
 __all__ = ["AlgoRecord", "OrderRecord", "triggers"]
 
@@ -66,14 +66,15 @@ class OrderRecord:
 
 @dataclass(slots=True)
 class AlgoRecord:
-    """One conditional order (STOP_MARKET / TAKE_PROFIT_MARKET)."""
+    """One conditional order: STOP_MARKET / TAKE_PROFIT_MARKET, or a TRAILING_STOP_MARKET (``callback_rate`` set)."""
 
     symbol: str
     client_algo_id: str
     algo_id: int
     side: OrderSide
-    type: TriggerType
-    trigger_price: Decimal
+    type: AlgoType
+    trigger_price: Decimal | None
+    """The trigger; a trailing stop's activation price (``None``: it watched from its placement)."""
     quantity: Decimal | None
     close_position: bool
     reduce_only: bool
@@ -82,20 +83,44 @@ class AlgoRecord:
     status: AlgoStatus = "NEW"
     actual_order_id: int | None = None
     """The MARKET order its trigger placed (``actualOrderId``, ``ai``)."""
+    callback_rate: Decimal | None = None
+    """A trailing stop's callback in percent."""
+    extreme: Decimal | None = None
+    """A trailing stop's best price since it became active (the highest for a SELL); ``None`` before."""
 
     def triggers_at(self, price: Decimal) -> bool:
-        """Whether ``price`` fires this order (:func:`triggers`)."""
+        """Whether ``price`` fires this order (:func:`triggers`; a trailing stop follows the price, see
+        :meth:`_trails_to`)."""
+        if self.callback_rate is not None:
+            return self._trails_to(price, self.callback_rate)
+        assert self.trigger_price is not None
         return triggers(self.type, self.side, self.trigger_price, price)
+
+    def _trails_to(self, price: Decimal, callback_rate: Decimal) -> bool:
+        """A trailing stop sees ``price``: once active (at its activation price, or from its placement) it keeps
+        the best price since — the highest for a SELL, the lowest for a BUY — and fires when ``price`` has come
+        back ``callback_rate`` percent from it."""
+        selling = self.side == "SELL"
+        if self.extreme is None:
+            if self.trigger_price is not None and (price < self.trigger_price if selling else
+                                                   price > self.trigger_price):
+                return False
+            self.extreme = price
+        self.extreme = max(self.extreme, price) if selling else min(self.extreme, price)
+        back = self.extreme * callback_rate / 100
+        return price <= self.extreme - back if selling else price >= self.extreme + back
 
     def state(self) -> AlgoState:
         """The algo order as ``GET /fapi/v1/algoOrder`` reports it."""
         return AlgoState(self.symbol, self.client_algo_id, self.algo_id, self.status, self.side, self.type,
-                         self.trigger_price, self.quantity, self.close_position, self.time_ms, self.actual_order_id)
+                         self.trigger_price, self.quantity, self.close_position, self.time_ms, self.actual_order_id,
+                         self.callback_rate)
 
     def move(self, status: AlgoStatus, time_ms: int, reject_reason: str = "",
              executed: Decimal = ZERO) -> AlgoUpdate:
         """Set the status and return its ``ALGO_UPDATE``; ``executed`` is what its triggered order filled (``aq``)."""
         self.status = status
         self.time_ms = time_ms
+        trigger = ZERO if self.trigger_price is None else self.trigger_price
         return AlgoUpdate(self.symbol, self.client_algo_id, self.algo_id, status, self.side, self.type,
-                          self.trigger_price, time_ms, reject_reason, executed, self.actual_order_id)
+                          trigger, time_ms, reject_reason, executed, self.actual_order_id)

@@ -26,7 +26,8 @@ from smc_quant.orders.filters import decimals_of
 from smc_quant.sim.rejections import SimRejected
 
 __all__ = [
-    "check_client_id", "check_notional", "check_price", "check_quantity", "check_side", "check_trigger", "decimals",
+    "check_client_id", "check_notional", "check_price", "check_quantity", "check_side", "check_trailing",
+    "check_trigger", "decimals",
 ]
 
 
@@ -86,6 +87,17 @@ def check_trigger(trigger: Decimal | None, f: SymbolFilters) -> Decimal:
         raise SimRejected(-1102, "triggerPrice is mandatory")
     _check_grid(trigger, f, "triggerPrice", -4006, -4007, -4006)
     return trigger
+
+
+def check_trailing(callback_rate: Decimal | None, activation: Decimal | None, f: SymbolFilters,
+                   close_position: bool) -> Decimal | None:
+    """A TRAILING_STOP_MARKET's ``callbackRate`` (0.1–10 percent, -1130 outside) and optional activation price
+    (on the grid as a trigger); it never takes ``closePosition`` (-1106)."""
+    if callback_rate is None or not Decimal("0.1") <= callback_rate <= 10:
+        raise SimRejected(-1130, f"callbackRate {callback_rate} (0.1 to 10)")
+    if close_position:
+        raise SimRejected(-1106, "closePosition sent with TRAILING_STOP_MARKET")
+    return None if activation is None else check_trigger(activation, f)
 
 
 def check_notional(quantity: Decimal, price: Decimal, f: SymbolFilters, *, reduce_only: bool) -> None:

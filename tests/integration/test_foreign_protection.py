@@ -104,7 +104,23 @@ def _their_orders(rig: Rig) -> dict[str, list[tuple[str, Any]]]:
         # an opening stop (no reduceOnly): it would add 0.1 to our short when it fires
         "opening_stop": [("side", "SELL"), ("type", "STOP_MARKET"), ("triggerPrice", below), ("quantity", "0.100")],
         "close_stop": [("side", "BUY"), ("type", "STOP_MARKET"), ("triggerPrice", above), ("closePosition", "true")],
+        # a trailing stop for a long (the parser used to reject the type: the listing showed nothing on the symbol)
+        "trailing_stop": [("side", "SELL"), ("type", "TRAILING_STOP_MARKET"), ("callbackRate", "1.5"),
+                          ("quantity", "0.100"), ("reduceOnly", "true")],
+        # one that starts trailing once the price reaches its activation price; a BUY one would add to our short
+        "trailing_from": [("side", "BUY"), ("type", "TRAILING_STOP_MARKET"), ("callbackRate", "2"),
+                          ("activatePrice", below), ("quantity", "0.100")],
     }
+
+
+def _described(params: list[tuple[str, Any]]) -> str:
+    """How the drop reason names the person's order ``my-order`` placed with ``params``."""
+    p = dict(params)
+    size = "closePosition" if p.get("closePosition") else "qty 0.100"
+    if "callbackRate" not in p:
+        return f"my-order {p['side']} {p['type']} {size} @{p['triggerPrice']}"
+    start = f" from @{p['activatePrice']}" if "activatePrice" in p else ""
+    return f"my-order {p['side']} {p['type']} {size} callback {p['callbackRate']}%{start}"
 
 
 async def _signal(rig: Rig, ex: Executor, suffix: str = "") -> list[dict[str, Any]]:
@@ -120,7 +136,8 @@ def _dropped(logs: list[dict[str, Any]]) -> list[str]:
     return [e["reason"] for e in logs if e["event"] == "entry_dropped"]
 
 
-@pytest.mark.parametrize("kind", ["close_target", "reduce_only_stop", "opening_stop", "close_stop"])
+@pytest.mark.parametrize("kind", ["close_target", "reduce_only_stop", "opening_stop", "close_stop", "trailing_stop",
+                                  "trailing_from"])
 async def test_no_entry_on_a_symbol_carrying_a_persons_conditional_order(shared_data: Path, pg_dsn: str,
                                                                          kind: str) -> None:
     """A person's conditional order rests on ETHUSDT, where we hold nothing: our signal sends no order (it used to
@@ -138,9 +155,7 @@ async def test_no_entry_on_a_symbol_carrying_a_persons_conditional_order(shared_
         assert SYMBOL not in ex.book and rig.account.positions() == []
         assert _theirs(rig) == {"my-order": before}  # never cancelled nor changed
         (reason,) = _dropped(logs)
-        size = "closePosition" if dict(params).get("closePosition") else "qty 0.100"
-        assert reason == f"foreign_orders: my-order {dict(params)['side']} {dict(params)['type']} {size} " \
-                         f"@{dict(params)['triggerPrice']}"
+        assert reason == f"foreign_orders: {_described(params)}"
         assert ex.manager.stats["foreign_orders"] == 1 and ex.manager.stats["dropped"] == 1
 
         await _their_cancel(rig, ex, "my-order")

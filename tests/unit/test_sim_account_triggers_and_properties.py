@@ -101,6 +101,52 @@ def test_trigger_without_position_is_rejected_and_algos_outlive_the_position(
     assert acc.query_algo(client_algo_id="sl").status == "REJECTED"
 
 
+def test_trailing_stop_follows_the_best_price_and_fires_on_the_callback(make: Callable[..., SimAccount]) -> None:
+    """A person's TRAILING_STOP_MARKET (we never place one; the emulator takes it so that tests can leave one on a
+    symbol): a SELL with 1 % callback and no activation price follows the highest price from its placement, and
+    fires at 1 % below it — 51 000 → 50 490 — filling at the price that fired it."""
+    acc = make(NO_SLIP)
+    market(acc, "BUY", "0.01")
+    state, _ = acc.new_algo(symbol=BTC, side="SELL", type="TRAILING_STOP_MARKET", trigger_price=None,
+                            quantity=D("0.01"), reduce_only=True, callback_rate=D("1"), time_ms=T0, client_algo_id="tr")
+    assert (state.type, state.trigger_price, state.callback_rate) == ("TRAILING_STOP_MARKET", None, D("1"))
+    for t, price in enumerate(("50500", "50000", "51000", "50500"), 1):  # 50 000 > 50 500 × 0.99 = 49 995
+        assert acc.on_price(BTC, D(price), T0 + t) == [], price
+    events = acc.on_price(BTC, D("50480"), T0 + 9)
+    assert kinds(events) == ["algo:TRIGGERED", "NEW", "TRADE", "ACCOUNT", "algo:FINISHED"]
+    assert acc.fills[-1].price == D("50480") and acc.positions() == []
+
+
+def test_trailing_stop_with_an_activation_price_waits_for_it(make: Callable[..., SimAccount]) -> None:
+    """With ``activatePrice`` 51 000 a SELL trailing stop ignores a fall before the price reached it; once at
+    51 200 it trails from there and fires at 2 % below: 50 176."""
+    acc = make(NO_SLIP)
+    market(acc, "BUY", "0.01")
+    acc.new_algo(symbol=BTC, side="SELL", type="TRAILING_STOP_MARKET", trigger_price=D("51000"), quantity=D("0.01"),
+                 reduce_only=True, callback_rate=D("2"), time_ms=T0)
+    for t, price in enumerate(("50500", "48000", "51200", "50200"), 1):
+        assert acc.on_price(BTC, D(price), T0 + t) == [], price
+    assert kinds(acc.on_price(BTC, D("50170"), T0 + 9))[0] == "algo:TRIGGERED"
+
+
+@pytest.mark.parametrize(("side", "activation", "rate", "close", "code"), [
+    ("SELL", "50000", "1", False, -2021),  # a SELL activates above the price: at it, it would fire at once
+    ("BUY", "50100", "1", False, -2021),
+    ("SELL", None, "0.05", False, -1130),  # callbackRate 0.1–10
+    ("SELL", None, "10.5", False, -1130),
+    ("SELL", None, "1", True, -1106),  # no closePosition
+])
+def test_trailing_stop_refusals(make: Callable[..., SimAccount], side: str, activation: str | None, rate: str,
+                                close: bool, code: int) -> None:
+    acc = make()
+    market(acc, "BUY", "0.01")
+    with pytest.raises(SimRejected) as info:
+        acc.new_algo(symbol=BTC, side=side, type="TRAILING_STOP_MARKET", callback_rate=D(rate), time_ms=T0,
+                     trigger_price=None if activation is None else D(activation),
+                     **({"close_position": True} if close else {"quantity": D("0.01")}))
+    assert info.value.code == code
+
+
 def test_algo_cancel_and_duplicate_client_id(make: Callable[..., SimAccount]) -> None:
     """An open algo id cannot be reused (-4116); after a cancel it can; a cancelled algo never fires."""
     acc = make()

@@ -106,13 +106,28 @@ def test_algo_doc_example_shape() -> None:
     assert a.close_position and a.quantity is None and not a.final
 
 
-def test_algo_doc_take_profit_limit_is_not_ours() -> None:
-    """The doc's literal example is a TAKE_PROFIT (limit) algo: not a type we place → rejected with a reason."""
+def test_algo_doc_take_profit_limit_parses_though_we_never_place_one() -> None:
+    """The doc's literal example is a TAKE_PROFIT (limit) algo: not a type we place, but a person's must show in the
+    symbol's listing (it used to be rejected, and the symbol looked free); an unknown type is rejected."""
     doc = {"algoId": 2146760, "clientAlgoId": "x", "orderType": "TAKE_PROFIT", "symbol": "BNBUSDT", "side": "SELL",
            "quantity": "0.01", "algoStatus": "NEW", "triggerPrice": "750.000"}
+    a = parse_algo(doc)
+    assert (a.type, a.trigger_price, a.quantity, a.callback_rate) == ("TAKE_PROFIT", D("750.000"), D("0.01"), None)
     with pytest.raises(DataRejected) as info:
-        parse_algo(doc)
-    assert info.value.reason == "algo_malformed" and "TAKE_PROFIT" in str(info.value)
+        parse_algo({**doc, "orderType": "ICEBERG"})
+    assert info.value.reason == "algo_malformed" and "ICEBERG" in str(info.value)
+
+
+@pytest.mark.parametrize(("activate", "trigger"), [("", None), ("2100.50", D("2100.50"))])
+def test_trailing_stop_parses_with_its_callback_and_activation(activate: str, trigger: Decimal | None) -> None:
+    """A person's TRAILING_STOP_MARKET: no fixed trigger (``triggerPrice`` empty); ``activatePrice`` is kept as the
+    trigger when there is one, and ``callbackRate`` as the callback."""
+    doc = {"algoId": 9, "clientAlgoId": "my-trail", "orderType": "TRAILING_STOP_MARKET", "symbol": "ETHUSDT",
+           "side": "SELL", "quantity": "0.100", "algoStatus": "NEW", "triggerPrice": "", "activatePrice": activate,
+           "callbackRate": "1.5", "closePosition": False, "reduceOnly": True}
+    a = parse_algo(doc)
+    assert (a.type, a.trigger_price, a.callback_rate, a.quantity) == ("TRAILING_STOP_MARKET", trigger, D("1.5"),
+                                                                      D("0.100"))
 
 
 # -- REST: positions and balance ----------------------------------------------------------------------------

@@ -405,11 +405,12 @@ class TradingApi:
         if side not in ("BUY", "SELL"):
             raise ApiError(-1117, "Invalid side.")
         kind = p.req("type").upper()
-        if kind not in ("STOP_MARKET", "TAKE_PROFIT_MARKET"):
+        if kind not in ("STOP_MARKET", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"):
             raise ApiError(-1116, "Invalid orderType.")
         self.modes.check_order(p)
-        trigger = p.decimal("triggerPrice")
-        assert trigger is not None
+        trailing = kind == "TRAILING_STOP_MARKET"  # a person's (we never place one): activatePrice, callbackRate
+        trigger = p.decimal("activatePrice", required=False) if trailing else p.decimal("triggerPrice")
+        callback_rate = p.decimal("callbackRate") if trailing else None
         close_position = p.flag("closePosition")
         quantity = p.decimal("quantity", required=not close_position)
         if close_position and quantity is not None:
@@ -426,7 +427,8 @@ class TradingApi:
             now = self._now()
             state, events = self.account.new_algo(
                 symbol=symbol, side=side, type=kind, trigger_price=trigger, time_ms=now, client_algo_id=client_id,
-                quantity=quantity, close_position=close_position, reduce_only=reduce_only, working_type=working)
+                quantity=quantity, close_position=close_position, reduce_only=reduce_only, working_type=working,
+                callback_rate=callback_rate)
             self._algo_extra[state.algo_id] = _AlgoExtra(quantity, close_position, reduce_only, working, now)
             self._publish(events)
             return self._algo(state)
