@@ -342,9 +342,11 @@ class Executor(MarketExits, OperatorHand, AccountEvents, DailySummary):
             if position is not None:
                 entry = BookEntry.of(position, signal, client_id(getattr(result, "sl", None)),
                                      client_id(getattr(result, "tp", None)))
+                close = getattr(result, "close", None)
+                if close is not None:  # closed at once: booked all the same, its fills settle it as a trade
+                    entry.exit_reason = close.reason
                 self.book.put(entry)
                 await self._save(entry)
-                close = getattr(result, "close", None)
                 if close is not None and not close.closed:
                     # Closing at once (its trigger passed, or no stop would stick) cancelled its protection and
                     # then failed: protect it again now, as after any failed exit, not at the next reconciliation.

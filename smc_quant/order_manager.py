@@ -94,11 +94,12 @@ def entry_intent(decision: Decision) -> dict[str, object]:
 
 @dataclass(frozen=True)
 class OpenResult:
-    """What :meth:`SmartOrderManager.open` achieved; ``position`` is ``None`` when nothing is held.
+    """What :meth:`SmartOrderManager.open` achieved; ``position`` is ``None`` when the entry filled nothing.
 
     ``reason`` is ``opened`` or why not (``filter MIN_NOTIONAL: …``, ``rejected -2019: …``, ``not_filled``,
     ``closed_at_once: stop already passed`` …). ``close`` is set when the position was opened and had to be
-    closed immediately (trigger already passed, protection impossible).
+    closed immediately (trigger already passed, protection impossible): ``position`` is still the one the entry
+    opened, closed or not — the round trip cost fees and slippage, and is a trade like any other.
     """
 
     position: Position | None
@@ -231,8 +232,7 @@ class SmartOrderManager:
         # The fill price is the freshest last price we know: protection is validated against it.
         prot = await asyncio.shield(self._in_background(self._protect(position, position.entry_price, fresh=True)))
         if prot.close is not None:
-            held = None if prot.close.closed else position
-            return OpenResult(held, f"closed_at_once: {prot.close.detail}", state, prot.stop_loss,
+            return OpenResult(position, f"closed_at_once: {prot.close.detail}", state, prot.stop_loss,
                               prot.take_profit, prot.close)
         return OpenResult(position, "opened", state, prot.stop_loss, prot.take_profit)
 
@@ -387,7 +387,7 @@ class SmartOrderManager:
                 if leg is Leg.STOP_LOSS:  # invariant 4: no position without a stop at the exchange
                     self._alarm(position.symbol, "stop could not be placed; closing at market",
                                 errors=prot.failures)
-                    prot.close = await self.close(position, ExitReason.STOP_LOSS, mark=reference)
+                    prot.close = await self.close(position, ExitReason.UNPROTECTED, mark=reference)
                     return prot
                 self._log.warning("take_profit_not_placed", symbol=position.symbol, errors=prot.failures)
                 continue

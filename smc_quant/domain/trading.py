@@ -52,6 +52,9 @@ class ExitReason(StrEnum):
     """Found closed at the exchange by reconciliation without an event we saw."""
     DELISTING = "delisting"
     """Closed by us before the exchange's scheduled delisting of the symbol (``TradingSettings.delisting_exit_s``)."""
+    UNPROTECTED = "unprotected"
+    """Closed by us at market because its stop could not be placed at the exchange (no position without a stop): a
+    failure of the exchange or of our request, not of the market, so no stop-loss cooldown follows."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,8 +197,9 @@ class ExperienceRow:
     def labelled(self) -> bool:
         """Whether the market ended the trade the way a history label ends: at its target, its stop (or beyond it:
         a liquidation), or its time limit. A trade we cut short — rotated out (in profit), the breaker, a
-        delisting, a shutdown, a person — or found closed without its fill (``reconciled``) has no such outcome
-        and is not a training row (it used to be one, a loss at 3× weight, whatever it made)."""
+        delisting, a shutdown, a person, a stop that could not be placed — or found closed without its fill
+        (``reconciled``) has no such outcome and is not a training row (it used to be one, a loss at 3× weight,
+        whatever it made)."""
         return self.exit_reason is None or self.exit_reason in _LABELLED_EXITS
 
 

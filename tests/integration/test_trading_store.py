@@ -68,7 +68,7 @@ def repo(pool: asyncpg.Pool) -> TradingRepository:
 async def test_migrations_apply_twice_cleanly(pg_dsn: str) -> None:
     """A second run applies nothing and leaves the trading tables in place."""
     first = await apply_migrations(pg_dsn)
-    assert first[-1] == "0013_ended_entries.sql"
+    assert first[-1] == "0014_unprotected_exit.sql"
     assert await apply_migrations(pg_dsn) == []
     conn = await asyncpg.connect(pg_dsn)
     try:

@@ -52,7 +52,7 @@ async def test_a_stop_refused_as_already_triggered_closes_the_position_at_once(c
     d = decision("ETHUSDT", "LONG", price, bars("ETHUSDT", 100), stop_pct=0.4, target_pct=0.8)
     manager = make_manager(venue)
     result = await manager.open(d, price)  # the stop is refused here too: closed at once
-    assert result.position is None and result.close is not None and result.close.closed
+    assert result.position is not None and result.close is not None and result.close.closed  # a round trip
     assert result.reason.startswith("closed_at_once: STOP_MARKET already passed")
     assert venue.position("ETHUSDT") is None
 

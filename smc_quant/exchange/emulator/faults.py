@@ -207,9 +207,19 @@ class Faults:
         """The next ``n`` placements are NOT executed and answered HTTP 503 "Service Unavailable." (-1001)."""
         self._queue("reject_503", 0.0, only, n)
 
+    def would_trigger(self, n: int = 1) -> None:
+        """The next ``n`` algo placements are NOT executed and answered HTTP 400 ``-2021 Order would immediately
+        trigger.``: the price ran through the trigger between the client's last look and the matching engine (a
+        stop placed right after a fill in a fast market)."""
+        self._queue("would_trigger", 0.0, "algo", n)
+
     def _queue(self, kind: str, hold_s: float, only: str | None, n: int) -> None:
+        """Queue ``n`` faults of ``kind``; ``n = 0`` drops those of ``kind`` still pending (as ``http_error``'s
+        ``count=0`` turns it off)."""
         if only is not None and only not in PLACEMENTS:
             raise ValueError(f"only must be one of {PLACEMENTS}, not {only!r}")
+        if n == 0:
+            self.order_faults = [f for f in self.order_faults if f[0] != kind]
         self.order_faults += [(kind, hold_s, only)] * n
 
     def take_order_fault(self, placement: str = "order") -> tuple[str, float] | None:
@@ -256,7 +266,7 @@ class Faults:
         get_logger(component="emulator").info("fault", action=action, **shown)
         if action not in ("drop_all", "close_all", "stall", "malformed", "delay_ms", "http_error", "garbled",
                           "malformed_rows", "order_timeout", "order_unknown", "order_reject_503", "expire_listen_key",
-                          "forget_trades", "lagging_positions"):
+                          "forget_trades", "lagging_positions", "would_trigger"):
             raise ValueError(f"unknown fault action {action!r}")
         return getattr(self, str(action))(**args)
 

@@ -292,6 +292,8 @@ class TradingApi:
         fault = self._faults.take_order_fault(placement)
         if fault is not None and fault[0] == "reject_503":
             return json_response({"code": -1001, "msg": "Service Unavailable."}, 503, headers)
+        if fault is not None and fault[0] == "would_trigger":
+            return json_response({"code": -2021, "msg": "Order would immediately trigger."}, 400, headers)
         try:
             body = execute()
         except VenueRejected as exc:

@@ -1,0 +1,76 @@
+"""An entry that fills, but whose stop the exchange refuses as already passed (-2021: the price ran through the stop
+while the entry filled), is closed at market at once. That round trip cost the fees of both legs and the move
+between them. It used to be invisible: no trade stored (nothing in the day's summary, the report, the breaker or the
+learner), nothing told, only a warning log line. Found by a review of the figures the trader sees. Now it is booked
+like any position and settled by its fills: a ``stop_loss`` trade at the exchange's prices and fees, told as an
+OPEN and a CLOSE.
+
+End to end: emulator (real 2023 candles) over real sockets, with its ``would_trigger`` fault refusing the stop as the
+exchange does, the real executor and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from smc_quant.domain.trading import ExitReason
+from smc_quant.orders.broker import OrderUpdate
+from smc_quant.orders.client_ids import Leg, parse_client_order_id
+from tests.integration.test_forced_exits import arrival
+from tests.integration.trading_kit import Told, trading_rig
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("fault", ["would_trigger", "unplaceable"])
+async def test_an_entry_closed_at_once_is_a_trade_stored_and_told(shared_data: Path, pg_dsn: str, fault: str) -> None:
+    """``would_trigger``: the stop is refused as already passed, a ``stop_loss`` trade (the market stopped it out:
+    the symbol's cooldown follows). ``unplaceable``: every try of the stop fails (503), an ``unprotected`` trade
+    with its alarm, and no cooldown — the next signal on the symbol opens."""
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        told = Told()
+        ex = await rig.executor(notifier=told, orders={"exit_retry_base_s": 0.01})
+        wallet = rig.account.balance().wallet
+        if fault == "would_trigger":
+            rig.emulator.faults.would_trigger(1)  # the stop, the first algo order after the fill
+        else:
+            rig.emulator.faults.order_reject_503(20, only="algo")  # every try of the stop
+        exit_filled = arrival(ex, lambda e: isinstance(e, OrderUpdate) and e.has_fill and (
+            (p := parse_client_order_id(e.client_order_id)) is not None and p.leg is Leg.EXIT))
+
+        assert ex.submit(rig.signal("ETHUSDT", "LONG", confidence=0.8, stop_pct=0.5, target_pct=1.0))
+        await ex.idle()
+        await asyncio.wait_for(exit_filled.wait(), 10)
+        await ex.idle()
+
+        assert rig.account.positions() == [] and rig.account.open_algo_orders() == []
+        entry_fill, exit_fill = rig.account.fills
+        (trade,) = await rig.repo.trades()
+        reason = ExitReason.STOP_LOSS if fault == "would_trigger" else ExitReason.UNPROTECTED
+        assert trade.exit_reason is reason and "ETHUSDT" not in ex.book
+        assert (trade.quantity, trade.entry_price, trade.exit_price) == (entry_fill.quantity, entry_fill.price,
+                                                                         exit_fill.price)
+        assert trade.fees == entry_fill.fee + exit_fill.fee
+        assert trade.net_pnl == rig.account.balance().wallet - wallet  # all of what the wallet lost
+        assert ex.risk.realised_today == trade.net_pnl and ex.stats.closed == 1
+        assert [kind for kind, _ in told.sent if kind != "error"] == ["open", "close"]  # "error": the alarm
+        assert told.sent[-1][1].startswith("CLOSE ETHUSDT LONG") and f"· {reason.value} ·" in told.sent[-1][1]
+        errors = [text for kind, text in told.sent if kind == "error"]
+        if fault == "would_trigger":
+            assert ex.manager.stats["immediate_trigger_closes"] == 1 and errors == []
+        else:
+            (error,) = errors
+            assert "stop could not be placed; closing at market" in error
+
+        rig.emulator.faults.order_reject_503(0)  # the exchange places stops again
+        again = rig.signal("ETHUSDT", "LONG", confidence=0.8, stop_pct=0.5, target_pct=1.0)
+        assert ex.submit(replace(again, signal_id=f"{again.signal_id}:again"))
+        await ex.idle()
+        if fault == "would_trigger":
+            assert ex.stats.skip_reasons == {"cooldown": 1} and "ETHUSDT" not in ex.book
+        else:
+            assert ex.stats.skip_reasons == {} and "ETHUSDT" in ex.book
