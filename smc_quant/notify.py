@@ -61,6 +61,21 @@ def _money(value: Decimal) -> str:
     return f"{value:+.2f}"
 
 
+PRICE_PLACES = Decimal("1e-8")
+"""A price shown with more places than this is rounded to it: an average over several fills is an exact quotient
+(``37125.23333333333333333333333``), stored as such but unreadable in a message."""
+
+
+def _price(value: Decimal) -> Decimal:
+    """``value`` as the exchange wrote it (``37125.10`` keeps its places), or rounded to :data:`PRICE_PLACES` with
+    the trailing zeros dropped when it has more."""
+    exponent = value.as_tuple().exponent
+    if not isinstance(exponent, int) or exponent >= PRICE_PLACES.as_tuple().exponent:
+        return value
+    rounded = value.quantize(PRICE_PLACES)
+    return rounded.normalize() if rounded != rounded.to_integral_value() else rounded.quantize(Decimal(1))
+
+
 def utc_minute(ms: int) -> str:
     """Epoch ms as ``YYYY-MM-DD HH:MM UTC``."""
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -75,22 +90,25 @@ def opened(signal: Signal, position: Position) -> str:
 
 
 def closed(trade: Trade) -> str:
-    """``CLOSE BTCUSDT LONG 0.012 37125.10 → 37719.10 · net +6.68 USDT (+1.50%) · take_profit · 59m``.
+    """``CLOSE BTCUSDT LONG 0.012 37125.10 → 37719.10 · net +6.68 USDT (+1.50% of notional) · take_profit · 59m``.
 
-    Net PnL = (exit − entry)·qty·dir − fees; % of the entry notional (:attr:`Trade.net_return_pct`).
+    Net PnL = (exit − entry)·qty·dir − fees, before funding (the day's summary counts it); the percentage is of the
+    entry notional (:attr:`Trade.net_return_pct`), not of the margin — at ×5 the margin made five times that.
+    Average prices over several fills are rounded for reading (:func:`_price`).
     """
     held_min = (trade.exit_time_ms - trade.entry_time_ms) // 60_000
-    return (f"CLOSE {trade.symbol} {trade.side} {trade.quantity} {trade.entry_price} → {trade.exit_price} · "
-            f"net {_money(trade.net_pnl)} USDT ({trade.net_return_pct:+.2f}%) · {trade.exit_reason.value} · "
-            f"{held_min}m")
+    return (f"CLOSE {trade.symbol} {trade.side} {trade.quantity} {_price(trade.entry_price)} → "
+            f"{_price(trade.exit_price)} · net {_money(trade.net_pnl)} USDT ({trade.net_return_pct:+.2f}% of notional)"
+            f" · {trade.exit_reason.value} · {held_min}m")
 
 
 def forced_exit(position: Position, reason: ExitReason = ExitReason.TIME) -> str:
-    """``FORCED EXIT BTCUSDT LONG 0.012 @ 37125.10 (entered 2023-11-14 22:14 UTC)``: closed by us, not by a stop,
-    at the 2-hour limit; any other reason is named (``… UTC) · delisting``)."""
+    """``FORCED EXIT BTCUSDT LONG 0.012 · entered 2023-11-14 22:14 UTC @ 37125.10``: closed by us, not by a stop, at
+    the 2-hour limit; any other reason is named (``… @ 37125.10 · delisting``). The price is the entry's: the exit
+    has not filled yet (its CLOSE follows)."""
     why = "" if reason is ExitReason.TIME else f" · {reason.value}"
-    return (f"FORCED EXIT {position.symbol} {position.side} {position.quantity} @ {position.entry_price} "
-            f"(entered {utc_minute(position.entry_time_ms)}){why}")
+    return (f"FORCED EXIT {position.symbol} {position.side} {position.quantity} · entered "
+            f"{utc_minute(position.entry_time_ms)} @ {_price(position.entry_price)}{why}")
 
 
 def error(kind: str, detail: str) -> str:

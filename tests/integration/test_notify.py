@@ -316,14 +316,23 @@ def _trade(exit_price: str, reason: ExitReason = ExitReason.TAKE_PROFIT) -> Trad
 def test_opened_and_forced_exit_texts() -> None:
     assert opened(SIGNAL, POSITION) == ("OPEN BTCUSDT LONG 0.012 @ 37125.10 x5 · P(win) 0.64 · SL 36828.10 · "
                                         "TP 37719.10 · sweep>choch>fvg@1700000000000")
-    assert forced_exit(POSITION) == "FORCED EXIT BTCUSDT LONG 0.012 @ 37125.10 (entered 2023-11-14 22:14 UTC)"
+    assert forced_exit(POSITION) == "FORCED EXIT BTCUSDT LONG 0.012 · entered 2023-11-14 22:14 UTC @ 37125.10"
 
 
 def test_closed_text_has_net_pnl_and_percent() -> None:
     # gross = (37719.10 − 37125.10)·0.012 = 7.128; net = 7.128 − 0.4455012 = 6.6824988; / 445.5012 = +1.50 %
-    assert closed(_trade("37719.10")) == ("CLOSE BTCUSDT LONG 0.012 37125.10 → 37719.10 · net +6.68 USDT (+1.50%) · "
-                                          "take_profit · 59m")
-    assert "net -1.95 USDT (-0.44%) · stop_loss" in closed(_trade("37000.00", ExitReason.STOP_LOSS))
+    assert closed(_trade("37719.10")) == ("CLOSE BTCUSDT LONG 0.012 37125.10 → 37719.10 · net +6.68 USDT (+1.50% of "
+                                          "notional) · take_profit · 59m")
+    assert "net -1.95 USDT (-0.44% of notional) · stop_loss" in closed(_trade("37000.00", ExitReason.STOP_LOSS))
+
+
+def test_closed_text_rounds_an_average_over_several_fills() -> None:
+    """An average over fills is an exact quotient with 28 digits: shown to 8 places at most, trailing zeros
+    dropped; a price as the exchange wrote it keeps its places (``37000.00``)."""
+    trade = replace(_trade("37000.00"), entry_price=D("111375.7") / 3, exit_price=D("37299.9666666666666666666666667"))
+    assert closed(trade).startswith("CLOSE BTCUSDT LONG 0.012 37125.23333333 → 37299.96666667 · ")
+    assert closed(replace(trade, entry_price=D("111375") / 3)).startswith("CLOSE BTCUSDT LONG 0.012 37125 → ")
+    assert " 37125.10 → 37000.00 · " in closed(_trade("37000.00"))
 
 
 def test_error_and_daily_summary_texts() -> None:
