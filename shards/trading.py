@@ -126,6 +126,7 @@ class TradingStack:
             returns=self.returns, funding=self.funding.quote if self.funding is not None else None,
             on_trade_closed=on_trade_closed, clock=self.clock, logger=self.log.bind(component="executor"),
             market_clock=(lambda: self.clock.latest_close_ms) if settings.mode == "paper" else None,
+            day_funding=self._day_funding if self.repo is not None or self.live is not None else None,
             config=ExecutorConfig(exit_check_interval_s=t.exit_check_interval_s,
                                   reconcile_interval_s=t.reconcile_interval_s,
                                   taker_fee=Decimal(str(t.taker_fee_pct)) / 100,
@@ -301,6 +302,14 @@ class TradingStack:
                              note="restores read this account's trades only, from now on")
         else:
             self.log.info("account_bound", account=epoch.account)
+
+    async def _day_funding(self, start_ms: int, end_ms: int) -> Decimal:
+        """The funding booked at times in ``[start_ms, end_ms)``, received positive: live the exchange's income
+        history (``GET /fapi/v1/income``), the paper account its stored payments."""
+        if self.live is not None:
+            return await self.live.funding_between(start_ms, end_ms)
+        assert self.repo is not None
+        return -await self.repo.funding_between(start_ms, end_ms - 1)
 
     async def _load_drawdown_baseline(self) -> None:
         """The executor's PnL path since the max-drawdown baseline — the account's start, or the first resume

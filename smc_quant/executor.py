@@ -44,7 +44,7 @@ from smc_quant.executor_config import ExecutorConfig, ExecutorStats
 from smc_quant.executor_events import AccountEvents, FillKey
 from smc_quant.executor_exits import MarketExits
 from smc_quant.executor_hand import OperatorHand
-from smc_quant.executor_summary import DailySummary
+from smc_quant.executor_summary import DailySummary, DayFunding
 from smc_quant.funding import FundingQuote
 from smc_quant.orders.broker import AccountEvent, Broker
 from smc_quant.persist import Writer
@@ -65,7 +65,7 @@ class Executor(MarketExits, OperatorHand, AccountEvents, DailySummary):
                  clock: Callable[[], int], config: ExecutorConfig | None = None,
                  logger: structlog.stdlib.BoundLogger | None = None, returns: ReturnSource | None = None,
                  funding: Callable[[str], FundingQuote | None] | None = None,
-                 market_clock: Callable[[], int] | None = None) -> None:
+                 market_clock: Callable[[], int] | None = None, day_funding: DayFunding | None = None) -> None:
         self.broker = broker
         self.manager = manager
         self.risk = risk
@@ -75,6 +75,8 @@ class Executor(MarketExits, OperatorHand, AccountEvents, DailySummary):
         """Recent 1m closes for the correlation guard (fed by the caller; ``None``: no guard)."""
         self.funding = funding
         """The symbol's current funding quote (``smc_quant.funding.FundingBook.quote``; ``None``: no guard)."""
+        self.day_funding = day_funding
+        """The funding the account booked in a time range, for the daily summary (``None``: not told)."""
         self._trade_listeners: list[Callable[[Trade], None]] = [on_trade_closed] if on_trade_closed else []
         self.clock = clock
         self.market_clock = market_clock or clock

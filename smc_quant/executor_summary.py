@@ -1,15 +1,17 @@
-"""The executor's daily summary: once per UTC day, the day's trades, net PnL and the equity, as one message.
+"""The executor's daily summary: once per UTC day, the day's trades, net PnL, funding and the equity, as one message.
 
 Each told day is claimed in PostgreSQL (``daily_summaries``) before the message goes out, so no day is told twice,
-and a start that finds yesterday untold (a restart across midnight) tells it. A day is told
-:data:`SUMMARY_GRACE_MS` after its midnight, not at it: a trade whose exit filled at 23:59:59 is stored only when its
-fills have settled, seconds later, and the summary told at midnight used to leave it out.
+and a start that finds days untold (a restart across midnight, a downtime of days) tells each of them, the newest
+:data:`SUMMARY_CATCH_UP_DAYS` at most. A day is told :data:`SUMMARY_GRACE_MS` after its midnight, not at it: a trade
+whose exit filled at 23:59:59 is stored only when its fills have settled, seconds later, and the summary told at
+midnight used to leave it out. The equity is the account's when the day is told: a day told late says when that was.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from typing import Any
 
 from smc_quant import notify as messages
@@ -19,6 +21,10 @@ from smc_quant.risk import DAY_MS
 SUMMARY_GRACE_MS = 300_000
 """How long after its midnight a day is told: an exit filled just before midnight settles (its fills read, its trade
 stored) within seconds, or within a reconciliation round (3 min) when the user stream was down."""
+SUMMARY_CATCH_UP_DAYS = 7
+"""After a downtime, the untold days told at the start, the newest first among them kept (older ones are logged)."""
+DayFunding = Callable[[int, int], Awaitable[Decimal]]
+"""The funding the account booked at times in ``[start_ms, end_ms)``: received positive, paid negative."""
 
 
 class DailySummary:
@@ -29,6 +35,7 @@ class DailySummary:
     trades: list[Trade]
     log: Any
     _summary_day: int | None
+    day_funding: DayFunding | None
 
     def _notify(self, text: str, kind: str) -> None:
         raise NotImplementedError  # the executor's
@@ -40,21 +47,32 @@ class DailySummary:
         """Once per UTC day (checked after the exits): the day's trades, net PnL and the equity, as one message.
         The trades are read from PostgreSQL (bounded at 10 s), so those closed before a restart count too; with
         no database, or none answering, those this process closed. A told day is claimed in PostgreSQL first, so
-        none is told twice, and a start that finds yesterday untold (a restart across midnight) tells it. A day ends
-        for the summary :data:`SUMMARY_GRACE_MS` after its midnight, so the trades settled just after it count."""
+        none is told twice, and a start that finds days untold since the last one told tells each (at most
+        :data:`SUMMARY_CATCH_UP_DAYS`). A day ends for the summary :data:`SUMMARY_GRACE_MS` after its midnight, so
+        the trades settled just after it count. ``True`` when a day was told."""
         day = (self.clock() - SUMMARY_GRACE_MS) // DAY_MS
         if self._summary_day is None:
             self._summary_day = day
             if self.repo is None or (last := await self._last_summary_day()) is None or last >= day - 1:
                 return False
-            self._summary_day = day - 1
-        if day <= self._summary_day:
-            return False
-        told, start, end = self._summary_day, self._summary_day * DAY_MS, day * DAY_MS
-        self._summary_day = day
+            first = max(last + 1, day - SUMMARY_CATCH_UP_DAYS)
+            if first > last + 1:
+                self.log.warning("daily_summaries_not_told", days=first - last - 1, first_day=last + 1,
+                                 note=f"only the last {SUMMARY_CATCH_UP_DAYS} untold days are told")
+            self._summary_day = first
+        told_any = False
+        while self._summary_day < day:
+            told = self._summary_day
+            self._summary_day = told + 1
+            told_any = await self._tell_day(told) or told_any
+        self.trades = [t for t in self.trades if t.exit_time_ms >= (day - 1) * DAY_MS]  # keep memory bounded
+        return told_any
+
+    async def _tell_day(self, told: int) -> bool:
+        """Claim and tell UTC day ``told``; ``False`` when another process told it already."""
+        start, end = told * DAY_MS, (told + 1) * DAY_MS
         done = [t for t in self.trades if start <= t.exit_time_ms < end]
-        self.trades = [t for t in self.trades if t.exit_time_ms >= end - DAY_MS]  # keep memory bounded
-        equity = self.snapshot().equity
+        equity, now = self.snapshot().equity, self.clock()
         if self.repo is not None:
             try:
                 done = await asyncio.wait_for(self.repo.trades(since_ms=start, until_ms=end - 1), 10.0)
@@ -63,8 +81,21 @@ class DailySummary:
                     return False  # told already (by a process before this one)
             except Exception as exc:  # told all the same, from memory when the trades could not be read
                 self.log.warning("daily_summary_unrecorded", error=f"{type(exc).__name__}: {exc}")
-        self._notify(messages.daily_summary(done, equity, told), "daily_summary")
+        funding = await self._funding(start, end)
+        late = now - end > 2 * SUMMARY_GRACE_MS  # told well after its end: the equity is not the day's
+        self._notify(messages.daily_summary(done, equity, told, funding=funding, equity_at_ms=now if late else None),
+                     "daily_summary")
         return True
+
+    async def _funding(self, start: int, end: int) -> Decimal | None:
+        """The day's funding (bounded at 10 s), ``None`` when there is no source or it could not say."""
+        if self.day_funding is None:
+            return None
+        try:
+            return await asyncio.wait_for(self.day_funding(start, end), 10.0)
+        except Exception as exc:  # the summary goes out without it
+            self.log.warning("daily_summary_funding_unknown", error=f"{type(exc).__name__}: {exc}")
+            return None
 
     async def _last_summary_day(self) -> int | None:
         assert self.repo is not None
@@ -75,4 +106,4 @@ class DailySummary:
             return None
 
 
-__all__ = ["SUMMARY_GRACE_MS", "DailySummary"]
+__all__ = ["SUMMARY_CATCH_UP_DAYS", "SUMMARY_GRACE_MS", "DailySummary", "DayFunding"]

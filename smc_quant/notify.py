@@ -61,7 +61,8 @@ def _money(value: Decimal) -> str:
     return f"{value:+.2f}"
 
 
-PRICE_PLACES = Decimal("1e-8")
+_PRICE_EXPONENT = -8
+PRICE_PLACES = Decimal(1).scaleb(_PRICE_EXPONENT)
 """A price shown with more places than this is rounded to it: an average over several fills is an exact quotient
 (``37125.23333333333333333333333``), stored as such but unreadable in a message."""
 
@@ -70,7 +71,7 @@ def _price(value: Decimal) -> Decimal:
     """``value`` as the exchange wrote it (``37125.10`` keeps its places), or rounded to :data:`PRICE_PLACES` with
     the trailing zeros dropped when it has more."""
     exponent = value.as_tuple().exponent
-    if not isinstance(exponent, int) or exponent >= PRICE_PLACES.as_tuple().exponent:
+    if not isinstance(exponent, int) or exponent >= _PRICE_EXPONENT:
         return value
     rounded = value.quantize(PRICE_PLACES)
     return rounded.normalize() if rounded != rounded.to_integral_value() else rounded.quantize(Decimal(1))
@@ -123,17 +124,27 @@ def process_failed(role: str, reason: str) -> str:
     return error("process_failed", f"{role} · {reason} · exit 1: the orchestrator restarts it, warm from PostgreSQL")
 
 
-def daily_summary(trades: Iterable[Trade], equity: Decimal, day: int | None = None) -> str:
+def daily_summary(trades: Iterable[Trade], equity: Decimal, day: int | None = None, *,
+                  funding: Decimal | None = None, equity_at_ms: int | None = None) -> str:
     """``DAY 2026-12-06 · 3 trades · 2W/1L (67%) · net +8.30 USDT · fees 1.34 · equity 1008.30 USDT`` for the UTC
-    ``day`` (epoch ms // 86 400 000; ``None``: no date); a win has net PnL > 0."""
+    ``day`` (epoch ms // 86 400 000; ``None``: no date); a win has net PnL > 0.
+
+    With the day's ``funding`` (received positive, paid negative) when it is not zero, the net is the wallet's:
+    ``net -13.81 USDT (trades -12.35, funding -1.46)`` — the trades' net leaves funding out. ``equity_at_ms``: the
+    equity is that instant's, not the day's end (a day told late): ``equity 10270.00 USDT at 2023-09-03 15:00 UTC``.
+    """
     done = list(trades)
     date = "" if day is None else f"{datetime.fromtimestamp(day * 86_400, UTC).date().isoformat()} · "
     wins = sum(1 for t in done if t.net_pnl > 0)
     net = sum((t.net_pnl for t in done), ZERO)
     fees = sum((t.fees for t in done), ZERO)
     rate = f" ({wins / len(done):.0%})" if done else ""
-    return (f"DAY {date}{len(done)} trades · {wins}W/{len(done) - wins}L{rate} · net {_money(net)} USDT · "
-            f"fees {fees:.2f} · equity {equity:.2f} USDT")
+    result = f"net {_money(net)} USDT"
+    if funding:
+        result = f"net {_money(net + funding)} USDT (trades {_money(net)}, funding {_money(funding)})"
+    at = "" if equity_at_ms is None else f" at {utc_minute(equity_at_ms)}"
+    return (f"DAY {date}{len(done)} trades · {wins}W/{len(done) - wins}L{rate} · {result} · "
+            f"fees {fees:.2f} · equity {equity:.2f} USDT{at}")
 
 
 def learned(outcome: LearnOutcome) -> str | None:

@@ -69,6 +69,10 @@ class TradeHistory:
         self._log.info("funding_income", since_ms=since_ms, rows=len(out), pages=pages)
         return out
 
+    async def funding_between(self, start_ms: int, end_ms: int) -> Decimal:
+        """Σ the funding booked at times in ``[start_ms, end_ms)`` (:meth:`funding_income`), received positive."""
+        return sum((amount for at, amount in await self.funding_income(start_ms) if at < end_ms), Decimal(0))
+
     async def user_trades(self, symbol: str, since_ms: int) -> list[ExchangeTrade]:
         """The account's executions on ``symbol`` at or after ``since_ms``, oldest first: ours and anyone else's (a
         person's close in the app, the exchange's liquidation). ``GET /fapi/v1/userTrades`` (weight 5) with

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from smc_quant.domain.trading import ExitReason, Trade
-from smc_quant.executor_summary import SUMMARY_GRACE_MS
+from smc_quant.executor_summary import SUMMARY_CATCH_UP_DAYS, SUMMARY_GRACE_MS
 from smc_quant.notify import Notifier, daily_summary
 from smc_quant.risk import DAY_MS
 from tests.integration.test_alarm_notify import _told_until
@@ -144,3 +144,62 @@ async def test_a_trade_filled_before_midnight_and_settled_after_it_counts_in_its
         told = await summaries()
     assert told == [daily_summary([late], ex.snapshot().equity, day)]
     assert told[0].startswith(f"DAY {_date(day)} · 1 trades · 1W/0L")
+
+
+async def test_a_downtime_of_days_tells_each_untold_day_with_the_equity_of_when_it_is_told(
+        shared_data: Path, pg_dsn: str, chat: tuple[FakeChat, str]) -> None:  # noqa: F811
+    """The process before this one told the day 4 days ago, closed a trade on each of the 3 days since, and stopped.
+    This one starts at 15:00: each of the 3 days is told (only yesterday was, the others were lost), and the equity
+    says it is of now, not of the day's end (it used to show as the day's)."""
+    async with _told(shared_data, pg_dsn, chat) as (rig, notifier, summaries):
+        day = rig.clock() // DAY_MS
+        assert await rig.repo.claim_summary(day - 4, 0, Decimal(0), Decimal(1000))
+        closed = [_trade(f"s{k}", "SOLUSDT", (day - k) * DAY_MS + 3_600_000, exit_) for k, exit_ in
+                  ((3, "21"), (2, "19"), (1, "22"))]
+        await _store(rig, closed)
+        now = day * DAY_MS + 15 * 3_600_000
+        ex = await rig.executor(notifier=notifier, clock=lambda: now)
+        await ex.check_exits()
+        told = await summaries()
+        assert await rig.repo.last_summary_day() == day - 1
+    equity = ex.snapshot().equity
+    assert told == [daily_summary([t], equity, day - k, equity_at_ms=now) for k, t in zip((3, 2, 1), closed,
+                                                                                              strict=True)]
+    assert told[0].startswith(f"DAY {_date(day - 3)} · 1 trades · 1W/0L") and told[0].endswith(
+        f"USDT at {_date(day)} 15:00 UTC")
+
+
+async def test_a_long_downtime_tells_the_last_week_only(
+        shared_data: Path, pg_dsn: str, chat: tuple[FakeChat, str]) -> None:  # noqa: F811
+    async with _told(shared_data, pg_dsn, chat) as (rig, notifier, summaries):
+        day = rig.clock() // DAY_MS
+        assert await rig.repo.claim_summary(day - 30, 0, Decimal(0), Decimal(1000))
+        now = day * DAY_MS + 600_000
+        ex = await rig.executor(notifier=notifier, clock=lambda: now)
+        await ex.check_exits()
+        told = await summaries()
+    assert [t.split(" · ")[0] for t in told] == [f"DAY {_date(day - k)}" for k in range(SUMMARY_CATCH_UP_DAYS, 0, -1)]
+
+
+async def test_the_day_tells_the_funding_the_exchange_booked(
+        shared_data: Path, pg_dsn: str, chat: tuple[FakeChat, str]) -> None:  # noqa: F811
+    """Funding is money the trades' net leaves out: the day's net used to differ from the wallet's change by it, with
+    nothing said. The summary reads the day's funding from the exchange's income history and tells both."""
+    async with _told(shared_data, pg_dsn, chat) as (rig, notifier, summaries):
+        day = rig.clock() // DAY_MS
+        closed = [_trade("s1", "SOLUSDT", day * DAY_MS + 3_600_000, "21")]
+        await _store(rig, closed)
+        now = {"ms": rig.clock()}
+        ex = await rig.executor(notifier=notifier, clock=lambda: now["ms"], day_funding=True)
+        await ex.check_exits()  # the day under way
+        rig.account.new_order(symbol="ETHUSDT", side="BUY", type="MARKET", quantity=Decimal("0.5"),
+                              time_ms=rig.clock(), client_order_id="funded")
+        paid, _ = rig.account.settle_funding("ETHUSDT", Decimal("0.002"), day * DAY_MS + 8 * 3_600_000)
+        later, _ = rig.account.settle_funding("ETHUSDT", Decimal("0.001"), (day + 1) * DAY_MS + 3_600)  # next day
+        assert paid > 0 and later > 0
+        now["ms"] = (day + 1) * DAY_MS + SUMMARY_GRACE_MS + 1_000
+        await ex.check_exits()
+        told = await summaries()
+    assert told == [daily_summary(closed, ex.snapshot().equity, day, funding=-paid)]
+    net = closed[0].net_pnl
+    assert f"· net {net - paid:+.2f} USDT (trades {net:+.2f}, funding {-paid:+.2f}) ·" in told[0]

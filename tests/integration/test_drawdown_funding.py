@@ -90,6 +90,9 @@ async def test_a_live_stack_counts_funding_as_charged_and_reads_it_back_from_the
                 assert paid > 0 and stack.executor.stats.funding_settlements == 1
                 assert stack.executor.drawdown_guard.pnl == -paid  # counted as charged
                 assert stack.executor.metrics()["executor_funding_settlements"] == 1.0
+                assert stack.executor.day_funding is not None  # the daily summary's: the exchange's income history
+                assert await stack.executor.day_funding(FUNDING_MS, FUNDING_MS + 1) == -paid
+                assert await stack.executor.day_funding(FUNDING_MS + 1, FUNDING_MS + 2) == 0
             finally:
                 await stack.executor.stop()
                 await stack.stop()

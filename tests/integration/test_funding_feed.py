@@ -200,6 +200,9 @@ async def test_a_paper_position_pays_funding_from_the_stream_and_a_restart_keeps
             try:
                 assert again.paper is not None and again.paper.account.balance().wallet == wallet
                 assert again.executor.drawdown_guard.pnl == -payment.amount  # read back from funding_payments
+                assert again.executor.day_funding is not None  # the daily summary's funding: the stored payment
+                assert await again.executor.day_funding(due, due + 1) == -payment.amount
+                assert await again.executor.day_funding(due + 1, due + 2) == 0
             finally:
                 await again.executor.stop()
                 await again.stop()

@@ -78,11 +78,13 @@ class Rig:
     async def executor(self, returns: ReturnSource | None = None,
                        funding: Callable[[str], FundingQuote | None] | None = None,
                        orders: dict[str, Any] | None = None, notifier: Any = None,
-                       clock: Callable[[], int] | None = None, **config: Any) -> Executor:
+                       clock: Callable[[], int] | None = None, day_funding: bool = False,
+                       **config: Any) -> Executor:
         """A fresh executor (new broker session, new manager) over the same database and exchange; ``returns``
         is the correlation guard's source and ``funding`` the funding guard's (default: none, no guard);
         ``orders`` overrides the order manager's settings (``OrderConfig``); ``notifier`` gets its messages;
-        ``clock`` stands in for the replay clock."""
+        ``clock`` stands in for the replay clock; ``day_funding``: the daily summary tells the exchange's funding
+        (as the live service does)."""
         em = self.emulator
         signer = RequestSigner(em.config.api_key, em.config.api_secret, wall_ms, recv_window_ms=5000)
         limiter = OrderLimiter(sleep=asyncio.sleep, new_event=asyncio.Event)
@@ -100,7 +102,8 @@ class Rig:
                                      clock=clock or self.clock)
         options = {"exit_check_interval_s": 0.05, "reconcile_interval_s": 3600.0, **config}
         ex = Executor(broker=broker, manager=manager, risk=risk, repo=self.repo, clock=clock or self.clock,
-                      config=ExecutorConfig(**options), returns=returns, funding=funding, notifier=notifier)
+                      config=ExecutorConfig(**options), returns=returns, funding=funding, notifier=notifier,
+                      day_funding=broker.funding_between if day_funding else None)
         for symbol in em.symbols:
             price = em.account.last_price(symbol)
             if price is not None:
