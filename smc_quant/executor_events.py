@@ -221,6 +221,9 @@ class AccountEvents:
             elif (parts is not None and (entry.exit_reason is None or entry.status != "closing")
                   and parts.leg in _LEG_EXITS):
                 entry.exit_reason = _LEG_EXITS[parts.leg]
+            elif parts is not None and parts.leg is Leg.EXIT and entry.exit_reason is None:
+                # an exit the order manager sent on its own (protection it could not put back): named by it
+                entry.exit_reason = self.manager.closing_reason(key)
         self._check_complete(u.symbol)  # the book never waits on the database
         if self.repo is not None:
             repo = self.repo

@@ -150,6 +150,8 @@ class SmartOrderManager:
         self._attempts: dict[tuple[str, Leg], int] = {}
         """Next attempt number per (signal, leg): raised when the previous order of the leg is dead."""
         self._background: set[asyncio.Future[_Protection]] = set()
+        self._closing: dict[str, ExitReason] = {}
+        """Why each signal's position was last closed by :meth:`close` (until :meth:`forget`)."""
         self._cancels_sent: dict[str, None] = {}
         """Client ids of the algo orders this manager asked to cancel (the newest ``_CANCELS_KEPT``)."""
         self.on_alarm: Callable[[str, str], None] | None = None
@@ -308,6 +310,12 @@ class SmartOrderManager:
         more set per trade for as long as the process ran."""
         for leg in Leg:
             self._attempts.pop((signal_id, leg), None)
+        self._closing.pop(signal_id, None)
+
+    def closing_reason(self, signal_id: str) -> ExitReason | None:
+        """Why :meth:`close` last closed ``signal_id``'s position — asked by whoever closed it, or by this manager
+        itself (a trigger already passed, a stop that could not be placed); ``None`` when it did not."""
+        return self._closing.get(signal_id)
 
     @property
     def tracked_signals(self) -> int:
@@ -319,7 +327,9 @@ class SmartOrderManager:
         await self._cancel_protection(position)
 
     async def close(self, position: Position, reason: ExitReason, *, mark: Decimal | None = None) -> CloseResult:
-        """Close ``position`` at market: cancel its algo orders, then reduce-only MARKET until flat (or alarm)."""
+        """Close ``position`` at market: cancel its algo orders, then reduce-only MARKET until flat (or alarm). The
+        reason is kept first (:meth:`closing_reason`): the exit's fills may be heard before this returns."""
+        self._closing[position.signal_id] = reason
         await self._cancel_protection(position)
         return await self._closer.close(position, reason, mark)
 

@@ -20,8 +20,8 @@ import pytest
 from smc_quant.domain.trading import ExitReason
 from smc_quant.orders.broker import OrderUpdate
 from smc_quant.orders.client_ids import Leg, parse_client_order_id
-from tests.integration.test_forced_exits import arrival
-from tests.integration.trading_kit import Told, trading_rig
+from tests.integration.test_forced_exits import arrival, open_position
+from tests.integration.trading_kit import Told, signed, trading_rig
 
 pytestmark = pytest.mark.integration
 
@@ -74,3 +74,30 @@ async def test_an_entry_closed_at_once_is_a_trade_stored_and_told(shared_data: P
             assert ex.stats.skip_reasons == {"cooldown": 1} and "ETHUSDT" not in ex.book
         else:
             assert ex.stats.skip_reasons == {} and "ETHUSDT" in ex.book
+
+
+@pytest.mark.parametrize("fault", ["would_trigger", "unplaceable"])
+async def test_a_stop_that_cannot_be_put_back_closes_the_position_under_its_reason(shared_data: Path, pg_dsn: str,
+                                                                                   fault: str) -> None:
+    """Our open position's stop is cancelled by someone; putting it back is refused as already passed, or fails at
+    every try: the position is closed at market, and its trade is a ``stop_loss`` or an ``unprotected`` one — the
+    close was the order manager's own, and its trade used to be stored as ``reconciled``, as if found closed."""
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        ex = await rig.executor(orders={"exit_retry_base_s": 0.01})
+        entry = await open_position(rig, ex, "ETHUSDT", "LONG")
+        if fault == "would_trigger":
+            rig.emulator.faults.would_trigger(1)
+        else:
+            rig.emulator.faults.order_reject_503(20, only="algo")
+        exit_filled = arrival(ex, lambda e: isinstance(e, OrderUpdate) and e.has_fill and (
+            (p := parse_client_order_id(e.client_order_id)) is not None and p.leg is Leg.EXIT))
+        status, body = await signed(rig.session, rig.emulator, "DELETE", "/fapi/v1/algoOrder",
+                                    [("symbol", "ETHUSDT"), ("clientAlgoId", entry.sl_client_id)])
+        assert status == 200, body
+        await asyncio.wait_for(exit_filled.wait(), 10)
+        await ex.idle()
+        rig.emulator.faults.order_reject_503(0)
+
+        assert rig.account.positions() == [] and "ETHUSDT" not in ex.book
+        (trade,) = await rig.repo.trades()
+        assert trade.exit_reason is (ExitReason.STOP_LOSS if fault == "would_trigger" else ExitReason.UNPROTECTED)
