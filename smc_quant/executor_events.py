@@ -10,7 +10,7 @@
   contract.
 - **Protection that ended without executing.** An ``ALGO_UPDATE`` saying that the stop or the target of an open
   position is over and executed nothing — REJECTED, EXPIRED, FINISHED with ``aq = 0``, or CANCELED by anyone but
-  us (the order manager remembers the cancels it sent: a close cancels both legs first, a settled trade its
+  us (the order manager remembers the cancels it sent: a close cancels both legs once flat, a settled trade its
   leftover leg) — repairs that symbol's protection at once, as the reconciliation would minutes later: under the
   symbol's lock, ``ensure_protection`` re-places what is missing, and a stop that cannot be placed closes the
   position at market with an alarm (the order manager's policy). Skipped when the position is flat at the
@@ -245,7 +245,7 @@ class AccountEvents:
             return
         ours = getattr(self.manager, "cancel_requested", None)
         if u.status == "CANCELED" and ours is not None and ours(u.client_algo_id):
-            return  # a cancel we sent (a close cancels both legs first; a failed close protects again itself)
+            return  # a cancel we sent (a close cancels both legs; a failed close protects again itself)
         leg = "stop" if u.client_algo_id == entry.sl_client_id else "target"
         self.log.warning("protection_ended", symbol=u.symbol, leg=leg, status=u.status, client_id=u.client_algo_id,
                          reason=u.reject_reason, executed=None if u.executed_qty is None else str(u.executed_qty))

@@ -1,11 +1,12 @@
-"""The executor's market exits: a position closed at market (its stop and target cancelled first) as a task of
-its own that a stop's drain waits for, and its protection put back when the exit fails or is cut off.
+"""The executor's market exits: a position closed at market (its stop and target armed until it is flat) as a task
+of its own that a stop's drain waits for, and its protection checked and put back when the exit fails or is cut
+off.
 
 Every exit goes through :meth:`MarketExits.close`: the exit clock (2-hour limit, delisting, breaker), a rotation,
 a flatten (the operator's, the drawdown guard's), the reconciliation's. Its callers are cancelled at SIGTERM (the
 exit clock's loop, a flatten's watcher, the scaled executor's marks task); the exit itself is not: it used to be
-cut off between cancelling the position's stop and target and its market exit, leaving the position open with no
-exchange-side protection until the next start.
+cut off between cancelling the position's stop and target (then cancelled first) and its market exit, leaving the
+position open with no exchange-side protection until the next start.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class MarketExits:
         raise NotImplementedError  # the executor's
 
     async def close(self, symbol: str, reason: ExitReason) -> bool:
-        """Close ``symbol``'s position at market (protection cancelled first); idempotent. ``True`` when this call
+        """Close ``symbol``'s position at market (protection cancelled once flat); idempotent. ``True`` when this call
         closed it or there was none; ``False`` when the exit failed or another exit of it is under way.
 
         The exit runs as its own task, awaited by a stop's drain like an entry: cancelling the caller (the exit
@@ -85,9 +86,10 @@ class MarketExits:
         return True
 
     async def _reprotect(self, entry: BookEntry, mark: Decimal | None) -> None:
-        """After a failed exit: its stop and target were cancelled before the exit was sent, so place them again
-        now instead of leaving the position without an exchange-side stop until the next reconciliation (the
-        exit is tried again by whoever asked for it: the exit clock, the breaker, a flatten)."""
+        """After a failed exit: its stop and target stay armed, unless an exit refused for a conflict with them
+        cancelled them or they fired or were cancelled meanwhile — checked, and placed again when missing, now
+        rather than at the next reconciliation (the exit is tried again by whoever asked for it: the exit clock,
+        the breaker, a flatten)."""
         try:
             sl, tp = await self.manager.ensure_protection(entry.position, mark or entry.position.entry_price)
         except SmcError as exc:

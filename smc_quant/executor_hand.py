@@ -54,7 +54,7 @@ class OperatorHand:
         self._notify(f"RESUMED new entries allowed · {reason or 'no reason given'}", "resume")
 
     async def flatten(self) -> list[str]:
-        """Close every position at market (:attr:`ExitReason.MANUAL`, protection cancelled first); returns the
+        """Close every position at market (:attr:`ExitReason.MANUAL`, protection cancelled once flat); returns the
         symbols whose close failed (they stay open and protected; call again). Call it halted: an entry still
         in flight is waited for first, so it is closed too. A close already under way (the 2-hour limit, a
         rotation) is waited for; if it went out, that position counts as done: its exit is on its way."""

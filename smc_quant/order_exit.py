@@ -1,7 +1,8 @@
 """Closing a position at market: reduce-only MARKET orders for what the exchange holds, until flat.
 
 The exit half of :class:`~smc_quant.order_manager.SmartOrderManager` (which cancels the trade's algo
-orders first and owns the shared attempt counters, statistics and alarms). Rules (``BINANCE-PROTOCOL.md``
+orders once it is flat — or before the next exit when one is refused for a conflict with them — and owns the
+shared attempt counters, statistics and alarms). Rules (``BINANCE-PROTOCOL.md``
 §3.3, §7): the size sent is what ``positions()`` reports (capped at the market max quantity; a rest is
 taken on the next pass); backoff ``min(base · 2^(n−1), max)`` between tries until done or
 ``exit_max_attempts``, then an alarm and a journal row with ``last_error``; an exit whose outcome is
@@ -27,6 +28,8 @@ from smc_quant.orders.filters import floor_to_step, validate_order
 
 #: Exit rejections that mean "maybe there is nothing left to reduce": look at the position before retrying.
 _MAYBE_FLAT = frozenset({-2022, -2024, -4118})
+_CONFLICT = -2022
+"""ReduceOnly Order is rejected: no position to reduce, or a conflict with the symbol's open orders."""
 
 
 @dataclass(frozen=True)
@@ -70,9 +73,13 @@ class PositionCloser:
                 return p
         return None
 
-    async def close(self, position: Position, reason: ExitReason, mark: Decimal | None) -> CloseResult:
-        """Reduce-only MARKET until flat; see the module docstring. Never returns without a verdict."""
+    async def close(self, position: Position, reason: ExitReason, mark: Decimal | None,
+                    make_room: Callable[[], Awaitable[None]] | None = None) -> CloseResult:
+        """Reduce-only MARKET until flat; see the module docstring. Never returns without a verdict.
+        ``make_room``: cancels the position's other orders, called once if an exit is refused for conflicting
+        with them (-2022 while the position is still open)."""
         cfg = self.config
+        room_made = make_room is None
         filters = self._filters.get(position.symbol)
         sid = position.signal_id or f"{position.symbol}:{position.entry_time_ms}"
         key = (sid, Leg.EXIT)
@@ -131,6 +138,11 @@ class PositionCloser:
                     try:
                         if await self.exchange_position(position.symbol, position.side) is None:
                             return self._flat(position, reason, n, sent_any, last_state)
+                        if exc.code == _CONFLICT and not room_made and make_room is not None:
+                            room_made = True  # still open: our stop and target are in the way; they go first
+                            self._log.warning("exit_conflicts_with_orders", symbol=position.symbol,
+                                              note="protection cancelled before the next exit")
+                            await make_room()
                     except TemporaryError as exc2:
                         last_error = error_text(exc2)
             except StillUnknown as exc:

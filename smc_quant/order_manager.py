@@ -24,11 +24,12 @@ invariants 3 and 4):
   :func:`validate_trigger` saying so) means the exit level is behind us: the position is closed at market
   at once. If the stop cannot be placed after retries, the position is closed at market and an alarm is
   raised — no position stays without a stop.
-- **Exits** (sent by :class:`~smc_quant.order_exit.PositionCloser`). Cancel both algo orders (already gone
-  is fine), then a reduce-only MARKET order for the size the exchange reports, with backoff
-  ``min(base · 2^(n−1), max)`` between tries, until done or ``exit_max_attempts``; then an alarm (ERROR log,
-  ``stats["alarms"]``, journal ``last_error``). A position that is already flat (the stop fired meanwhile:
-  -2022, or ``positions()`` shows none) is done — no send.
+- **Exits** (sent by :class:`~smc_quant.order_exit.PositionCloser`). A reduce-only MARKET order for the size the
+  exchange reports, the stop and target left armed, with backoff ``min(base · 2^(n−1), max)`` between tries, until
+  done or ``exit_max_attempts``; then an alarm (ERROR log, ``stats["alarms"]``, journal ``last_error``). A position
+  that is already flat (the stop fired meanwhile: -2022, or ``positions()`` shows none) is done — no send. Once
+  flat, both algo orders are cancelled (already gone is fine); before that only when an exit is refused for a
+  conflict with them (-2022 with the position open).
 - **Cancellation.** ``asyncio.CancelledError`` propagates after the journal records ``interrupted``; the
   protection of a filled entry runs to completion in the background even if ``open()`` is cancelled.
 """
@@ -327,11 +328,20 @@ class SmartOrderManager:
         await self._cancel_protection(position)
 
     async def close(self, position: Position, reason: ExitReason, *, mark: Decimal | None = None) -> CloseResult:
-        """Close ``position`` at market: cancel its algo orders, then reduce-only MARKET until flat (or alarm). The
-        reason is kept first (:meth:`closing_reason`): the exit's fills may be heard before this returns."""
+        """Close ``position`` at market: reduce-only MARKET until flat (or alarm), then cancel its algo orders. The
+        reason is kept first (:meth:`closing_reason`): the exit's fills may be heard before this returns.
+
+        The stop and target stay armed while the exit is tried: an exit the exchange keeps refusing (a price band
+        in a fast market, placements failing while cancels pass) used to leave the position without its stop,
+        cancelled first, until the retries were spent — and again at every retry of the exit clock. They are
+        cancelled before an exit only when one is refused for a conflict with open orders (-2022 while the
+        position is still open); an algo order waits outside the matching engine until it triggers, so ours are
+        not expected to conflict."""
         self._closing[position.signal_id] = reason
-        await self._cancel_protection(position)
-        return await self._closer.close(position, reason, mark)
+        result = await self._closer.close(position, reason, mark, make_room=lambda: self._cancel_protection(position))
+        if result.closed:  # flat: the leftover legs go (the one that fired, if any, is over already)
+            await self._cancel_protection(position)
+        return result
 
     def _repair_entry(self, exc: VenueRejected, request: OrderRequest, filters: SymbolFilters,
                       mark: Decimal) -> Decimal | None:

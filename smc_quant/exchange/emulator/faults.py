@@ -213,6 +213,11 @@ class Faults:
         stop placed right after a fill in a fast market)."""
         self._queue("would_trigger", 0.0, "algo", n)
 
+    def reduce_only_conflict(self, n: int = 1) -> None:
+        """The next ``n`` reduce-only placements are NOT executed and answered HTTP 400 ``-2022 ReduceOnly Order is
+        rejected.`` although the position is open: Binance's answer when open orders conflict with it."""
+        self._queue("reduce_only_conflict", 0.0, "reduce_only", n)
+
     def _queue(self, kind: str, hold_s: float, only: str | None, n: int) -> None:
         """Queue ``n`` faults of ``kind``; ``n = 0`` drops those of ``kind`` still pending (as ``http_error``'s
         ``count=0`` turns it off)."""
@@ -266,7 +271,8 @@ class Faults:
         get_logger(component="emulator").info("fault", action=action, **shown)
         if action not in ("drop_all", "close_all", "stall", "malformed", "delay_ms", "http_error", "garbled",
                           "malformed_rows", "order_timeout", "order_unknown", "order_reject_503", "expire_listen_key",
-                          "forget_trades", "lagging_positions", "would_trigger"):
+                          "forget_trades", "lagging_positions", "would_trigger",
+                          "reduce_only_conflict"):
             raise ValueError(f"unknown fault action {action!r}")
         return getattr(self, str(action))(**args)
 

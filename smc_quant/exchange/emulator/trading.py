@@ -294,6 +294,8 @@ class TradingApi:
             return json_response({"code": -1001, "msg": "Service Unavailable."}, 503, headers)
         if fault is not None and fault[0] == "would_trigger":
             return json_response({"code": -2021, "msg": "Order would immediately trigger."}, 400, headers)
+        if fault is not None and fault[0] == "reduce_only_conflict":
+            return json_response({"code": -2022, "msg": "ReduceOnly Order is rejected."}, 400, headers)
         try:
             body = execute()
         except VenueRejected as exc:
