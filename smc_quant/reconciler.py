@@ -38,7 +38,8 @@ from smc_quant.orders.fees import fee_in_quote
 from smc_quant.risk import DAY_MS
 
 MAX_EXIT_IDS = 64
-"""Market exit ids of one trade asked about at most (each close tries ``exit_max_attempts`` = 8 ids)."""
+"""Market exit ids of one trade asked about at least (each close tries ``exit_max_attempts`` = 8 ids); more when the
+order journal records exits beyond."""
 ADOPT_WINDOW_MS = DAY_MS
 RESTING_ENTRY_WINDOW_MS = 7 * DAY_MS
 """How far back a start looks for LIMIT entries a dead process may have left resting (GTC)."""
@@ -248,8 +249,8 @@ class Reconciler:
         # forward until the exchange does not know one — past an id it refused (journalled REJECTED: never at the
         # exchange, the closer's next try took the next id). The reason is the one this process gave the exit, if
         # it still knows it (after a restart: ``reconciled``).
-        refused = await self._refused_exits(pos.signal_id)
-        for attempt in range(MAX_EXIT_IDS):
+        refused, last = await self._journalled_exits(pos.signal_id)
+        for attempt in range(max(MAX_EXIT_IDS, last + 2)):  # past every journalled one, however many were refused
             cid = client_order_id(pos.signal_id, Leg.EXIT, attempt)
             if cid in known:
                 continue
@@ -338,12 +339,15 @@ class Reconciler:
                 return ids
         return [client_order_id(signal_id, Leg.ENTRY, 0)]
 
-    async def _refused_exits(self, signal_id: str) -> set[str]:
-        """Client ids of the trade's exits the order journal records as refused by the exchange."""
+    async def _journalled_exits(self, signal_id: str) -> tuple[set[str], int]:
+        """The client ids of the trade's exits the order journal records as refused by the exchange, and the highest
+        exit attempt it records (−1: none). A long run of refusals (a price band that holds for minutes, 8 ids per
+        close) used to push the exit that filled past the :data:`MAX_EXIT_IDS` asked about: its trade was lost."""
         if self.repo is None or not hasattr(self.repo, "orders_for_signal"):
-            return set()
-        return {str(o["client_order_id"]) for o in await self.repo.orders_for_signal(signal_id)
-                if o["kind"] == "exit" and o["status"] == "REJECTED"}
+            return set(), -1
+        exits = [o for o in await self.repo.orders_for_signal(signal_id) if o["kind"] == "exit"]
+        attempts = [p.attempt for o in exits if (p := parse_client_order_id(str(o["client_order_id"]))) is not None]
+        return {str(o["client_order_id"]) for o in exits if o["status"] == "REJECTED"}, max(attempts, default=-1)
 
     async def _query(self, symbol: str, cid: str, leg: str = "exit") -> tuple[bool, OrderState | None]:
         """``(True, state)`` — ``None`` when the exchange does not know the id — or ``(False, None)`` when the

@@ -299,6 +299,39 @@ async def test_an_exit_the_exchange_refused_does_not_hide_the_next_exit_that_fil
         assert rig.account.open_algo_orders("SOLUSDT") == []
 
 
+async def test_an_exit_that_filled_after_more_refusals_than_the_ids_asked_about_is_still_found(
+        shared_data: Path, pg_dsn: str) -> None:
+    """The exchange's price band refuses SOLUSDT's exits for 8 closes of 8 tries: ``ex-0`` … ``ex-63``, all journalled
+    REJECTED. The next close's ``ex-64`` fills, and the executor dies before its fill comes. The restart used to ask
+    about 64 exit ids at most, so it never saw ``ex-64``: the position ended as ``position_vanished``, its trade and
+    loss lost (found by a review of the exchange in distress). It now asks past every exit the journal holds."""
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        first = await rig.executor(orders={"exit_retry_base_s": 0.001})
+        signal = rig.signal("SOLUSDT", "LONG", confidence=0.75, stop_pct=8.0, target_pct=30.0)
+        assert first.submit(signal)
+        await first.idle()
+        quantity = first.book["SOLUSDT"].position.quantity
+        band = account_filters(rig.emulator.market)["SOLUSDT"]
+        rig.emulator.set_filter("SOLUSDT", "PERCENT_PRICE", multiplierUp="1", multiplierDown="1")
+        for _ in range(8):
+            assert not await first.close("SOLUSDT", ExitReason.TIME)
+        await first.idle()
+        journal = await rig.repo.orders_for_signal(signal.signal_id)
+        assert sum(1 for o in journal if o["kind"] == "exit" and o["status"] == "REJECTED") == 64, "precondition"
+        rig.emulator.set_filter("SOLUSDT", "PERCENT_PRICE", multiplierUp=str(band.percent_up),
+                                multiplierDown=str(band.percent_down))
+        await rig.kill(first)
+        rig.account.new_order(symbol="SOLUSDT", side="SELL", type="MARKET", quantity=quantity, time_ms=rig.clock(),
+                              client_order_id=client_order_id(signal.signal_id, Leg.EXIT, 64), reduce_only=True)
+
+        second = await rig.executor()
+        await second.idle()
+        assert "SOLUSDT" not in second.book and await rig.repo.open_alarms() == []
+        [trade] = await rig.repo.trades()
+        assert (trade.signal_id, trade.quantity) == (signal.signal_id, quantity)
+        check_trades([trade], rig.account.fills)
+
+
 # -- 4. the entry's fill before its REST answer ---------------------------------------------------------------------
 
 
