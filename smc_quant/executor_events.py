@@ -212,14 +212,16 @@ class AccountEvents:
         if entry is not None and entry.position.signal_id == key:
             if parts is None and forced is not None:
                 entry.exit_reason = forced
+            elif parts is None and (fired := self._triggered.get((u.symbol, u.order_id))) is not None:
+                # a stop's or target's own order, its client id made up by the exchange, named by ALGO_UPDATE's
+                # ``ai``: it closed the position, even while an exit of ours was under way (protection stays armed
+                # until the position is flat)
+                entry.exit_reason = fired
             elif parts is None and (entry.exit_reason is None or entry.status != "closing"):
-                # a stop's or target's own order, its client id made up by the exchange: named by ALGO_UPDATE's
-                # ``ai`` when that came first, else told by its price
-                entry.exit_reason = (self._triggered.get((u.symbol, u.order_id)) or nearest_leg(entry.position, u)
-                                     or entry.exit_reason
+                # the same, told by its price (``ai`` not heard first), or someone else's order
+                entry.exit_reason = (nearest_leg(entry.position, u) or entry.exit_reason
                                      or (ExitReason.MANUAL if u.side == exit_side(entry.position.side) else None))
-            elif (parts is not None and (entry.exit_reason is None or entry.status != "closing")
-                  and parts.leg in _LEG_EXITS):
+            elif parts is not None and parts.leg in _LEG_EXITS:  # our stop's or target's order, by our id
                 entry.exit_reason = _LEG_EXITS[parts.leg]
             elif parts is not None and parts.leg is Leg.EXIT and entry.exit_reason is None:
                 # an exit the order manager sent on its own (protection it could not put back): named by it

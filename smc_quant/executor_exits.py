@@ -61,12 +61,15 @@ class MarketExits:
         async with self._lock(symbol):
             if entry.status == "closing" or self.book.get(symbol) is not entry:
                 return False  # another exit got here first, or the position is gone
+            before = entry.exit_reason
             entry.status, entry.exit_reason = "closing", reason
             await self._save(entry)
             mark = self.marks.get(symbol)
+            flat_already = False
             try:
                 result = await self.manager.close(entry.position, reason, mark=mark)
                 failed = None if getattr(result, "closed", True) else str(getattr(result, "detail", "alarm"))
+                flat_already = getattr(result, "outcome", "") == "already_flat"
             except SmcError as exc:
                 failed = str(exc)
             except asyncio.CancelledError:  # a stop's budget ran out mid-exit: its stop and target are cancelled
@@ -80,6 +83,14 @@ class MarketExits:
                 entry.status = "open"
                 await self._reprotect(entry, mark)
                 return False
+        if flat_already:
+            # nothing of ours was sent: the exchange closed it (its stop or target while we could not hear, a person,
+            # a liquidation) — named by that fill, or by the reconciliation that learns it, not by this exit
+            if entry.exit_reason is reason:
+                entry.exit_reason = before
+            self.log.info("exit_found_flat", symbol=symbol, reason=reason.value,
+                          note="no forced exit sent: the position's own fills name how it ended")
+            return True
         if reason in (ExitReason.TIME, ExitReason.DELISTING):
             self.stats.forced_exits += 1
             self._notify(messages.forced_exit(entry.position, reason), "forced_exit")

@@ -14,6 +14,7 @@ import asyncio
 import copy
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 from typing import Any
@@ -336,3 +337,30 @@ async def test_a_rate_limit_during_an_exit_is_waited_out_on_the_wall_clock(share
         rig.emulator.faults.http_error(429, count=1, path="/fapi/v3/positionRisk")  # Retry-After: 1
         assert await asyncio.wait_for(ex.close("BTCUSDT", ExitReason.TIME), 30)
         assert not rig.account.positions()
+
+
+async def test_a_forced_exit_that_finds_the_stop_fired_is_a_stop_loss_and_tells_no_forced_exit(
+        shared_data: Path, pg_dsn: str) -> None:
+    """The exchange fired our ETHUSDT stop while we could not hear (the stream down, a maintenance); the 2-hour exit
+    then finds the position flat and sends nothing. It used to be told as a FORCED EXIT and stored as a
+    ``time_limit`` trade (no stop-loss cooldown, a wrong label for the learner); the trade is the stop's."""
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        told = Told()
+        ex = await rig.executor(notifier=told)
+        entry = await open_position(rig, ex, "ETHUSDT", "LONG")
+        stop = entry.position.stop_price
+        assert stop is not None
+        fired = rig.account.on_price("ETHUSDT", stop * Decimal("0.97"), rig.clock(), gap=True)  # not on the stream
+        assert any(isinstance(e, AlgoUpdate) and e.status == "FINISHED" for e in fired), "precondition: it fired"
+
+        assert await ex.close("ETHUSDT", ExitReason.TIME)
+        await ex.reconcile()
+        await ex.idle()
+
+        (trade,) = await rig.repo.trades()
+        assert trade.exit_reason is ExitReason.STOP_LOSS and "ETHUSDT" not in ex.book
+        assert ex.stats.forced_exits == 0 and [k for k, _ in told.sent] == ["open", "close"]
+        again = rig.signal("ETHUSDT", "LONG", confidence=0.75, stop_pct=8.0, target_pct=30.0)
+        assert ex.submit(replace(again, signal_id=f"{again.signal_id}:again"))
+        await ex.idle()
+        assert ex.stats.skip_reasons == {"cooldown": 1}  # the stop-loss cooldown holds
