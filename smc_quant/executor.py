@@ -509,14 +509,17 @@ class Executor(MarketExits, OperatorHand, AccountEvents, DailySummary):
         if self.notifier is not None:
             self.notifier.notify(text, kind)
 
-    def _notify_alarm(self, kind: str, detail: str) -> None:
-        """An alarm (reconciliation's, the order manager's): something a human must look at. The same one is told
-        once per ``alarm_repeat_s``: a position nobody owns is alarmed again at every reconciliation."""
+    def _notify_alarm(self, kind: str, detail: str, key: str | None = None) -> None:
+        """An alarm (reconciliation's, the order manager's, a failed exit's): something a human must look at. The
+        same one — the same text, or the same ``key`` when given (a detail that changes at every try) — is told
+        once per ``alarm_repeat_s``: a position nobody owns is alarmed again at every reconciliation, a refused
+        exit at every try of the exit clock."""
         text, now = messages.error(kind, detail), time.monotonic()
-        if self._alarms_told.get(text, -math.inf) > now - self.config.alarm_repeat_s:
+        key = key or text
+        if self._alarms_told.get(key, -math.inf) > now - self.config.alarm_repeat_s:
             self.stats.alarms_not_repeated += 1
             return
-        self._alarms_told[text] = now
+        self._alarms_told[key] = now
         for old in [t for t, at in self._alarms_told.items() if at <= now - self.config.alarm_repeat_s]:
             del self._alarms_told[old]
         self._notify(text, "error")

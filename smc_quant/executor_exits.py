@@ -41,6 +41,9 @@ class MarketExits:
     def _notify(self, text: str, kind: str) -> None:
         raise NotImplementedError  # the executor's
 
+    def _notify_alarm(self, kind: str, detail: str, key: str | None = None) -> None:
+        raise NotImplementedError  # the executor's
+
     async def close(self, symbol: str, reason: ExitReason) -> bool:
         """Close ``symbol``'s position at market (protection cancelled once flat); idempotent. ``True`` when this call
         closed it or there was none; ``False`` when the exit failed or another exit of it is under way.
@@ -79,9 +82,11 @@ class MarketExits:
             if failed is not None:
                 self.stats.alarms += 1
                 self.log.error("exit_failed", symbol=symbol, reason=reason.value, error=failed)
-                self._notify(messages.error(f"exit failed {symbol} ({reason.value})", failed), "error")
                 entry.status = "open"
-                await self._reprotect(entry, mark)
+                stop = await self._reprotect(entry, mark)
+                state = "its stop is in place at the exchange" if stop else "its stop is NOT confirmed at the exchange"
+                self._notify_alarm(f"exit failed {symbol} ({reason.value})", f"{failed} · {state}; tried again",
+                                   key=f"exit_failed:{symbol}:{reason.value}:{stop}")
                 return False
         if flat_already:
             # nothing of ours was sent: the exchange closed it (its stop or target while we could not hear, a person,
@@ -96,23 +101,24 @@ class MarketExits:
             self._notify(messages.forced_exit(entry.position, reason), "forced_exit")
         return True
 
-    async def _reprotect(self, entry: BookEntry, mark: Decimal | None) -> None:
+    async def _reprotect(self, entry: BookEntry, mark: Decimal | None) -> bool:
         """After a failed exit: its stop and target stay armed, unless an exit refused for a conflict with them
         cancelled them or they fired or were cancelled meanwhile — checked, and placed again when missing, now
         rather than at the next reconciliation (the exit is tried again by whoever asked for it: the exit clock,
-        the breaker, a flatten)."""
+        the breaker, a flatten). ``True`` when its stop is known to be in place."""
         try:
             sl, tp = await self.manager.ensure_protection(entry.position, mark or entry.position.entry_price)
         except SmcError as exc:
             self.stats.errors += 1
             self.log.error("reprotect_failed", symbol=entry.position.symbol, error=str(exc),
                            note="the reconciliation tries again")
-            return
+            return False
         entry.sl_client_id = client_id(sl) or entry.sl_client_id
         entry.tp_client_id = client_id(tp) or entry.tp_client_id
         if entry.position.symbol in self.book:
             await self._save(entry)
         self.log.warning("reprotected_after_failed_exit", symbol=entry.position.symbol, stop=sl is not None)
+        return sl is not None
 
     def _failed_unwatched(self, task: asyncio.Task[Any]) -> None:
         """A task nobody awaits (any more) ended: its failure, if any, is logged here."""

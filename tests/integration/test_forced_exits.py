@@ -270,18 +270,25 @@ async def test_a_failed_exit_leaves_the_stop_and_target_armed(shared_data: Path,
     without an exchange-side stop until its retries were spent, and again at every retry of the exit clock (found by
     a review of the exchange in distress: a flash move through the stop cost 2.16× the planned loss)."""
     async with trading_rig(shared_data, pg_dsn) as rig:
-        ex = await rig.executor(orders={"exit_max_attempts": 2})
+        told = Told()
+        ex = await rig.executor(orders={"exit_max_attempts": 2}, notifier=told)
         entry = await open_position(rig, ex, "BTCUSDT", "LONG")
         armed = {entry.sl_client_id, entry.tp_client_id}
-        rig.emulator.faults.order_reject_503(2, only="reduce_only")
+        rig.emulator.faults.order_reject_503(4, only="reduce_only")
         sent = list(rig.account.order_log)
         with structlog.testing.capture_logs() as logs:
-            assert not await ex.close("BTCUSDT", ExitReason.MANUAL)
+            assert not await ex.close("BTCUSDT", ExitReason.TIME)
+            assert not await ex.close("BTCUSDT", ExitReason.TIME)  # the exit clock's next try, 15 s later
             await ex.idle()
         assert {a.client_algo_id for a in rig.account.open_algo_orders("BTCUSDT")} == armed
         assert {ex.book["BTCUSDT"].sl_client_id, ex.book["BTCUSDT"].tp_client_id} == armed
         assert rig.account.order_log == sent  # no cancel and no new stop or target reached the exchange
         assert not [e for e in logs if e["event"] == "protection_ended"]
+        # told once an hour, not at every try (an outage of two hours told ~90 of them), and whether a stop stands
+        alarm, error = [text for kind, text in told.sent if kind == "error"]
+        assert alarm == "ERROR order_alarm: BTCUSDT: exit not done after 2 attempts"
+        assert error.startswith("ERROR exit failed BTCUSDT (time_limit): ") and "its stop is in place" in error
+        assert ex.stats.alarms_not_repeated == 2  # the second try's two
 
 
 async def test_an_exit_refused_for_a_conflict_with_open_orders_cancels_them_and_goes_again(
