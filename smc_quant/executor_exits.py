@@ -75,7 +75,7 @@ class MarketExits:
                 flat_already = getattr(result, "outcome", "") == "already_flat"
             except SmcError as exc:
                 failed = str(exc)
-            except asyncio.CancelledError:  # a stop's budget ran out mid-exit: its stop and target are cancelled
+            except asyncio.CancelledError:  # a stop's budget ran out mid-exit: its protection is checked again
                 entry.status = "open"
                 self._track(self._reprotect(entry, mark), f"reprotect:{symbol}")  # the stop's second drain waits
                 raise
