@@ -83,8 +83,11 @@ class Faults:
         self.counters: Counter[str] = Counter()
         self.order_faults: list[tuple[str, float, str | None]] = []
         """Pending order-placement faults, oldest first: ``("timeout", hold_s, only)``, ``("unknown", 0, only)``,
-        ``("reject_503", 0, only)``; each placement consumes the first whose ``only`` names its kind
+        ``("reject_503", 0, only)``, ``("would_trigger", 0, "algo")``, ``("reduce_only_conflict", 0, "reduce_only")``;
+        each placement consumes the first whose ``only`` names its kind
         (:data:`PLACEMENTS`; ``None``: any placement)."""
+        self.order_fault_listeners: list[Callable[[str, str], None]] = []
+        """Called with ``(kind, placement)`` as each order fault is taken: a test waits on it for an order refused."""
         self.hidden_positions: frozenset[str] = frozenset()
         self.hidden_positions_pending = 0
         """The next ``hidden_positions_pending`` positionRisk answers leave ``hidden_positions`` out."""
@@ -234,6 +237,8 @@ class Faults:
             if only is None or only == placement:
                 del self.order_faults[i]
                 self.counters[f"order_{kind}"] += 1
+                for listener in self.order_fault_listeners:
+                    listener(kind, placement)
                 return kind, hold
         return None
 
