@@ -345,7 +345,7 @@ class Executor(MarketExits, OperatorHand, AccountEvents, DailySummary):
                 entry = BookEntry.of(position, signal, client_id(getattr(result, "sl", None)),
                                      client_id(getattr(result, "tp", None)))
                 close = getattr(result, "close", None)
-                if close is not None:  # closed at once: booked all the same, its fills settle it as a trade
+                if close is not None and close.closed:  # closed at once: booked all the same, settled by its fills
                     entry.exit_reason = close.reason
                 self.book.put(entry)
                 await self._save(entry)

@@ -217,9 +217,11 @@ class AccountEvents:
                 # ``ai``: it closed the position, even while an exit of ours was under way (protection stays armed
                 # until the position is flat)
                 entry.exit_reason = fired
-            elif parts is None and (entry.exit_reason is None or entry.status != "closing"):
-                # the same, told by its price (``ai`` not heard first), or someone else's order
-                entry.exit_reason = (nearest_leg(entry.position, u) or entry.exit_reason
+            elif parts is None:
+                # the same, told by its price (``ai`` not heard first), or someone else's order: never our exit (ours
+                # carry our id), so not named by one under way
+                entry.exit_reason = (nearest_leg(entry.position, u)
+                                     or (entry.exit_reason if entry.status != "closing" else None)
                                      or (ExitReason.MANUAL if u.side == exit_side(entry.position.side) else None))
             elif parts is not None and parts.leg in _LEG_EXITS:  # our stop's or target's order, by our id
                 entry.exit_reason = _LEG_EXITS[parts.leg]

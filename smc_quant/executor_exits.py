@@ -77,12 +77,16 @@ class MarketExits:
                 failed = str(exc)
             except asyncio.CancelledError:  # a stop's budget ran out mid-exit: its protection is checked again
                 entry.status = "open"
+                if entry.exit_reason is reason:
+                    entry.exit_reason = before
                 self._track(self._reprotect(entry, mark), f"reprotect:{symbol}")  # the stop's second drain waits
                 raise
             if failed is not None:
                 self.stats.alarms += 1
                 self.log.error("exit_failed", symbol=symbol, reason=reason.value, error=failed)
                 entry.status = "open"
+                if entry.exit_reason is reason:  # still open: how it ends is for whatever closes it later
+                    entry.exit_reason = before
                 stop = await self._reprotect(entry, mark)
                 state = "its stop is in place at the exchange" if stop else "its stop is NOT confirmed at the exchange"
                 self._notify_alarm(f"exit failed {symbol} ({reason.value})", f"{failed} · {state}; tried again",

@@ -101,3 +101,30 @@ async def test_a_stop_that_cannot_be_put_back_closes_the_position_under_its_reas
         assert rig.account.positions() == [] and "ETHUSDT" not in ex.book
         (trade,) = await rig.repo.trades()
         assert trade.exit_reason is (ExitReason.STOP_LOSS if fault == "would_trigger" else ExitReason.UNPROTECTED)
+
+
+async def test_a_close_at_once_that_fails_leaves_no_reason_on_the_position_it_keeps(shared_data: Path,
+                                                                                   pg_dsn: str) -> None:
+    """The entry's stop is refused as already passed and its close at once is refused too: the position stays,
+    protected again. Its exit reason stays unset: a person's close by hand later is a ``manual`` trade, not the
+    ``stop_loss`` of the close that failed (with its cooldown and a training row)."""
+    async with trading_rig(shared_data, pg_dsn) as rig:
+        ex = await rig.executor(orders={"exit_retry_base_s": 0.01, "exit_max_attempts": 2})
+        rig.emulator.faults.would_trigger(1)
+        rig.emulator.faults.order_reject_503(2, only="reduce_only")
+        assert ex.submit(rig.signal("ETHUSDT", "LONG", confidence=0.8, stop_pct=8.0, target_pct=30.0))
+        await ex.idle()
+        entry = ex.book["ETHUSDT"]
+        assert (entry.status, entry.exit_reason) == ("open", None) and entry.sl_client_id is not None
+
+        (held,) = rig.account.positions()
+        done = arrival(ex, lambda e: isinstance(e, OrderUpdate) and e.has_fill and e.client_order_id == "by-hand-1")
+        status, body = await signed(rig.session, rig.emulator, "POST", "/fapi/v1/order",
+                                    [("symbol", "ETHUSDT"), ("side", "SELL"), ("type", "MARKET"),
+                                     ("quantity", str(held.quantity)), ("reduceOnly", "true"),
+                                     ("newClientOrderId", "by-hand-1")])
+        assert status == 200, body
+        await asyncio.wait_for(done.wait(), 10)
+        await ex.idle()
+        (trade,) = await rig.repo.trades()
+        assert trade.exit_reason is ExitReason.MANUAL

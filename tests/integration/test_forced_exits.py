@@ -371,3 +371,36 @@ async def test_a_forced_exit_that_finds_the_stop_fired_is_a_stop_loss_and_tells_
         assert ex.submit(replace(again, signal_id=f"{again.signal_id}:again"))
         await ex.idle()
         assert ex.stats.skip_reasons == {"cooldown": 1}  # the stop-loss cooldown holds
+
+
+async def test_a_stop_that_fires_while_our_exit_is_refused_is_a_stop_loss_whatever_is_heard_first(
+        shared_data: Path, pg_dsn: str) -> None:
+    """Our 2-hour exit is being refused (503s) when the stop, armed until the position is flat, fires. Its order
+    carries an id the exchange made up, and its fill is heard before the ALGO_UPDATE naming it (Binance does not
+    document their order). The fill is not our exit's — ours carry our id — so it is named by its price, a
+    ``stop_loss``; it was named after the exit under way (``time_limit``: no cooldown, a wrong label)."""
+    async with trading_rig(shared_data, pg_dsn, trigger_ids="exchange") as rig:
+        told = Told()
+        ex = await rig.executor(notifier=told, orders={"exit_retry_base_s": 0.3})
+        entry = await open_position(rig, ex, "ETHUSDT", "LONG")
+        stop = entry.position.stop_price
+        assert stop is not None
+        rig.emulator.faults.order_reject_503(3, only="reduce_only")
+        refused = asyncio.Event()
+        rig.emulator.faults.order_fault_listeners.append(lambda kind, placement: refused.set())
+        closing = asyncio.ensure_future(ex.close("ETHUSDT", ExitReason.TIME))
+        await asyncio.wait_for(refused.wait(), 10)
+        assert ex.book["ETHUSDT"].status == "closing", "precondition: our exit is under way"
+
+        fired = rig.account.on_price("ETHUSDT", stop * Decimal("0.99"), rig.clock(), gap=True)
+        fill_heard = arrival(ex, lambda e: isinstance(e, OrderUpdate) and e.has_fill)
+        rig.emulator.user_data.publish([e for e in fired if not isinstance(e, AlgoUpdate)])
+        await asyncio.wait_for(fill_heard.wait(), 10)
+        await ex.idle()
+        rig.emulator.user_data.publish([e for e in fired if isinstance(e, AlgoUpdate)])  # the ALGO_UPDATE after
+        assert await asyncio.wait_for(closing, 30)
+        await ex.idle()
+
+        (trade,) = await rig.repo.trades()
+        assert trade.exit_reason is ExitReason.STOP_LOSS and trade.exit_price < stop
+        assert [k for k, _ in told.sent] == ["open", "close"] and "· stop_loss ·" in told.sent[-1][1]
