@@ -159,7 +159,8 @@ class Service:
                                     pool=self.pool, governor=self.governor,
                                     brackets_file=tiers if tiers.exists() else None, logger=self.log,
                                     model_version=lambda: self.scorer.predictor.version if self.scorer else None,
-                                    delistings=self.universe.delistings, on_stale_rules=self.rules_refresh.request)
+                                    delistings=self.universe.delistings, on_stale_rules=self.rules_refresh.request,
+                                    other_filters=self.universe.other_filters)
         await self.trading.check_account()
 
     async def _attach_trading(self) -> None:

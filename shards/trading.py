@@ -68,9 +68,11 @@ class TradingStack:
                  on_trade_closed: Callable[[Trade], None] | None = None,
                  model_version: Callable[[], int | None] = lambda: None,
                  delistings: Mapping[str, int] | None = None,
-                 on_stale_rules: Callable[[int], object] | None = None) -> None:
+                 on_stale_rules: Callable[[int], object] | None = None,
+                 other_filters: Mapping[str, SymbolFilters] | None = None) -> None:
         """``on_stale_rules``: live, called with the code of an order refused on a rule our filters got wrong (the
-        process re-reads exchangeInfo then: ``shards.rules_refresh.RulesRefresh``)."""
+        process re-reads exchangeInfo then: ``shards.rules_refresh.RulesRefresh``). ``other_filters``: the rules of
+        the symbols outside ``filters`` (``Universe.other_filters``), for an open position on one of them."""
         from smc_quant.notify import Notifier
         from smc_quant.order_manager import OrderConfig, SmartOrderManager
         from smc_quant.risk import RiskConfig, RiskManager
@@ -81,6 +83,7 @@ class TradingStack:
         self.settings = settings
         self.log = logger or structlog.get_logger()
         self.filters: dict[str, SymbolFilters] = {s: f for s, f in filters.items() if f is not None}
+        self._other_filters = other_filters or {}
         known = load_brackets(brackets_file) if brackets_file is not None else {}
         self.brackets = brackets_for(self.filters, known)
         self.clock = MarketClock(settings.mode == "replay")
@@ -303,6 +306,17 @@ class TradingStack:
         else:
             self.log.info("account_bound", account=epoch.account)
 
+    async def _keep_booked_symbols(self) -> None:
+        """An open position on a symbol no longer traded (settings narrowed, or not trading at the exchange) keeps
+        its rules until it closes (the start failed on it; paper dropped it). Its marks stand still meanwhile."""
+        assert self.repo is not None
+        booked = sorted({p.symbol for p, _ in await self.repo.open_positions()} - self.filters.keys())
+        if kept := {s: self._other_filters[s] for s in booked if s in self._other_filters}:
+            await self.set_filters(kept)
+            self.log.warning("symbols_kept_until_closed", symbols=sorted(kept), note="closed as usual, not entered")
+        if unknown := [s for s in booked if s not in kept]:
+            self.log.error("booked_symbols_without_rules", symbols=unknown, note="not listed: reconciled as found")
+
     async def _day_funding(self, start_ms: int, end_ms: int) -> Decimal:
         """The funding booked at times in ``[start_ms, end_ms)``, received positive: live the exchange's income
         history (``GET /fapi/v1/income``), the paper account its stored payments."""
@@ -487,6 +501,7 @@ class TradingStack:
             await self._refresh_brackets_quietly()
         if self.repo is not None:
             await self._bind_account()
+            await self._keep_booked_symbols()
         if self.paper is not None and self.repo is not None:
             await self._restore_paper_account()
         if self.funding is not None:

@@ -429,8 +429,12 @@ class SmartOrderManager:
 
     async def _place_protective(self, position: Position, leg: Leg, kind: TriggerType, price: Decimal | None,
                                 reference: Decimal, *, fresh: bool) -> AlgoState | None:
-        """One protective algo order, re-using a live one; ``None`` after ``protection_max_attempts`` tries."""
-        filters = self._filters[position.symbol]
+        """One protective algo order, re-using a live one; ``None`` after ``protection_max_attempts`` tries, or at
+        once for a symbol whose rules are unknown (the exchange lists it no more: a stop cannot be sized to it)."""
+        filters = self._filters.get(position.symbol)
+        if filters is None:
+            self._log.error("protection_without_rules", symbol=position.symbol, leg=leg.name)
+            return None
         sid = position.signal_id or f"{position.symbol}:{position.entry_time_ms}"
         key = (sid, leg)
         attempt = self._attempts.get(key, 0)

@@ -56,6 +56,9 @@ class Universe:
     weight_limit: int
     delistings: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     """Watched perpetuals with a scheduled delisting: symbol → delisting time (ms), from ``deliveryDate``."""
+    other_filters: Mapping[str, SymbolFilters] = field(default_factory=lambda: MappingProxyType({}))
+    """The filters of the symbols the exchange lists but this universe does not watch (left out by the settings, or
+    not trading now): a position still open on one is kept tradable until it closes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +93,9 @@ def select_universe(info: ExchangeInfo, settings: UniverseSettings, source: Sour
     delistings = MappingProxyType({s: by_name[s].delivery_date_ms for s in symbols
                                    if by_name[s].contract_type == "PERPETUAL"
                                    and 0 < by_name[s].delivery_date_ms < NO_DELIVERY_MS})
-    return Universe(symbols, filters, source, info.weight_limit or default_weight_limit, delistings)
+    others = MappingProxyType({s.symbol: s.filters for s in info.symbols
+                               if s.symbol not in filters and s.filters is not None})
+    return Universe(symbols, filters, source, info.weight_limit or default_weight_limit, delistings, others)
 
 
 def fallback_universe(settings: UniverseSettings,
