@@ -412,6 +412,8 @@ class RiskManager:
         positions = dict(account.positions)
         rotate: str | None = None
         if len(positions) >= self.config.max_positions:
+            if len(positions) > self.config.max_positions:  # the limit was lowered with more open: no swap keeps it
+                return Decision("skip", "max_positions", signal)
             weakest = min(positions.values(), key=lambda p: (p.confidence, p.symbol))
             fees = 2 * weakest.notional * self.config.taker_fee  # its entry's and its exit's: the trade nets > 0
             if not (weakest.unrealized_pnl > fees and signal.confidence > weakest.confidence):

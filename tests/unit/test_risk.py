@@ -236,6 +236,17 @@ def test_rotation_only_for_a_weaker_position_in_profit(rm: RiskManager) -> None:
     assert rm.evaluate(sig(conf=0.59), acct(positions=_three("2010")), D("30000.0"), T0).reason == "max_positions"
 
 
+def test_no_rotation_while_more_are_open_than_a_lowered_limit(
+        market: tuple[dict[str, SymbolFilters], dict[str, SymbolBrackets]]) -> None:
+    """The operator lowered the limit from 3 to 1 with 3 open: a rotation (one out, one in) would keep 3 — a signal
+    that would rotate at the limit is refused (``max_positions``) until the book is within it (found by a review of
+    settings changed between runs; it used to rotate)."""
+    one = RiskManager(RiskConfig(max_positions=1), *market)
+    assert one.evaluate(sig(), acct(positions=_three("2010")), D("30000.0"), T0).reason == "max_positions"
+    d = one.evaluate(sig(), acct(positions=_three("2010")[:1]), D("30000.0"), T0)
+    assert (d.action, d.close_symbol) == ("rotate", "ETHUSDT")  # at the limit, a rotation still swaps one for one
+
+
 def test_forced_exit_exactly_at_two_hours(rm: RiskManager) -> None:
     """A position entered at T0 is due at T0 + 2 h, not a millisecond before."""
     p = pos("ETHUSDT", "1", "2000", t=T0 + 5 * MIN)
