@@ -18,6 +18,7 @@ import aiohttp
 import asyncpg
 import structlog
 
+from shards.account_guard import check_book_is_this_accounts
 from shards.control import ControlWatcher
 from shards.funding_feed import FundingFeed
 from shards.market_clock import MarketClock
@@ -511,6 +512,8 @@ class TradingStack:
         start = getattr(self.broker, "start", None)
         if start is not None:
             await start()
+        if self.live is not None and self.repo is not None:  # before the reconciliation ends a book it cannot see
+            await check_book_is_this_accounts(self.repo, self.live, self.log)
         await self.notifier.start()
         if self.control is not None:  # a halt requested while we were down holds before the first signal
             await self.control.sync()
