@@ -18,7 +18,7 @@ import aiohttp
 import asyncpg
 import structlog
 
-from shards.account_guard import check_book_is_this_accounts
+from shards.account_guard import check_book_is_this_accounts, keep_booked_symbols
 from shards.control import ControlWatcher
 from shards.funding_feed import FundingFeed
 from shards.market_clock import MarketClock
@@ -72,8 +72,7 @@ class TradingStack:
                  on_stale_rules: Callable[[int], object] | None = None,
                  other_filters: Mapping[str, SymbolFilters] | None = None) -> None:
         """``on_stale_rules``: live, called with the code of an order refused on a rule our filters got wrong (the
-        process re-reads exchangeInfo then: ``shards.rules_refresh.RulesRefresh``). ``other_filters``: the rules of
-        the symbols outside ``filters`` (``Universe.other_filters``), for an open position on one of them."""
+        process re-reads exchangeInfo then). ``other_filters``: ``Universe.other_filters``, for a booked symbol."""
         from smc_quant.notify import Notifier
         from smc_quant.order_manager import OrderConfig, SmartOrderManager
         from smc_quant.risk import RiskConfig, RiskManager
@@ -307,17 +306,6 @@ class TradingStack:
         else:
             self.log.info("account_bound", account=epoch.account)
 
-    async def _keep_booked_symbols(self) -> None:
-        """An open position on a symbol no longer traded (settings narrowed, or not trading at the exchange) keeps
-        its rules until it closes (the start failed on it; paper dropped it). Its marks stand still meanwhile."""
-        assert self.repo is not None
-        booked = sorted({p.symbol for p, _ in await self.repo.open_positions()} - self.filters.keys())
-        if kept := {s: self._other_filters[s] for s in booked if s in self._other_filters}:
-            await self.set_filters(kept)
-            self.log.warning("symbols_kept_until_closed", symbols=sorted(kept), note="closed as usual, not entered")
-        if unknown := [s for s in booked if s not in kept]:
-            self.log.error("booked_symbols_without_rules", symbols=unknown, note="not listed: reconciled as found")
-
     async def _day_funding(self, start_ms: int, end_ms: int) -> Decimal:
         """The funding booked at times in ``[start_ms, end_ms)``, received positive: live the exchange's income
         history (``GET /fapi/v1/income``), the paper account its stored payments."""
@@ -502,7 +490,7 @@ class TradingStack:
             await self._refresh_brackets_quietly()
         if self.repo is not None:
             await self._bind_account()
-            await self._keep_booked_symbols()
+            await keep_booked_symbols(self.repo, self.filters, self._other_filters, self.set_filters, self.log)
         if self.paper is not None and self.repo is not None:
             await self._restore_paper_account()
         if self.funding is not None:
