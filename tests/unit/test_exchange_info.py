@@ -44,6 +44,17 @@ def test_btcusdt_filters_are_exact_decimals(payload: dict[str, Any]) -> None:
     assert all(f is not None for f in universe.filters.values())
 
 
+def test_symbols_left_out_keep_their_rules_aside(payload: dict[str, Any]) -> None:
+    """A universe narrowed to BTCUSDT keeps every other listed symbol's rules in ``other_filters`` (an open position
+    on ETHUSDT still closes with them); a watched symbol is never among them."""
+    info = parse_exchange_info(payload)
+    narrowed = select_universe(info, UniverseSettings(symbols=("BTCUSDT",)), "exchange")
+    full = select_universe(info, UniverseSettings(), "exchange")
+    assert narrowed.symbols == ("BTCUSDT",) and "BTCUSDT" not in narrowed.other_filters
+    assert narrowed.other_filters["ETHUSDT"] == full.filters["ETHUSDT"]
+    assert set(full.filters) | set(full.other_filters) == {s.symbol for s in info.symbols if s.filters is not None}
+
+
 def test_settled_quarterly_and_usdc_contracts_are_excluded(payload: dict[str, Any]) -> None:
     """SETTLING, quarterly and other-quote contracts never enter the default universe."""
     info = parse_exchange_info(payload)
