@@ -37,7 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from shards.backoff import exponential_backoff
 from smc_quant.domain.trading import Signal
 from smc_quant.ops.health import STREAM_GRACE_S
-from smc_quant.tasks import wait_cancelled
+from smc_quant.tasks import wait_cancelled, within
 
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 """Exceptions that mean "Redis is unreachable right now" (retry later), not a bug."""
@@ -223,7 +223,7 @@ class SignalPublisher:
     async def drain(self, timeout_s: float) -> bool:
         """Wait (bounded) until the buffer is empty; ``False`` if Redis did not take it in time."""
         try:
-            await asyncio.wait_for(self._empty.wait(), timeout_s)
+            await within(self._empty.wait(), timeout_s)
         except TimeoutError:
             return False
         return True

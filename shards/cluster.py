@@ -30,6 +30,7 @@ from smc_quant.errors import DataRejected
 from smc_quant.exchange.schemas import check_candle
 from smc_quant.ops.metrics import FeedMetrics
 from smc_quant.settings import Settings
+from smc_quant.tasks import within
 
 
 class CandleHistory(CandleWriter, Protocol):
@@ -205,8 +206,7 @@ class ClusterManager:
             budget.fetches -= 1
             tried += 1
             try:
-                fetched = await asyncio.wait_for(self._backfill(symbol, self.settings.feed.interval, start, end),
-                                                 left)
+                fetched = await within(self._backfill(symbol, self.settings.feed.interval, start, end), left)
                 got = [c for c in fetched if c.symbol == symbol and start <= c.open_time <= end and _valid(c)]
                 if got:
                     await self._repo.upsert(got)

@@ -25,7 +25,7 @@ import structlog
 from shards.backoff import exponential_backoff
 from smc_quant.executor import Executor
 from smc_quant.store.control import CHANNEL, ControlRepository, ControlState
-from smc_quant.tasks import cancel_and_wait
+from smc_quant.tasks import cancel_and_wait, within
 
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 MAX_RETRY_S = 300.0
@@ -173,7 +173,7 @@ class ControlWatcher:
             self._wake.clear()
             await self.sync(conn)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                await within(self._wake.wait(), self.poll_s)
 
     def metrics(self) -> dict[str, float]:
         return {"control_event_id": float(self.state.event_id), **{f"control_{k}": float(v)

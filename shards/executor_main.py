@@ -29,6 +29,7 @@ from smc_quant.ops.health import TradingState
 from smc_quant.ops.server import OpsServer
 from smc_quant.settings import Settings
 from smc_quant.store.retention import Housekeeper
+from smc_quant.tasks import within
 
 
 class ExecutorProcess(ClusterProcess):
@@ -183,14 +184,14 @@ class ExecutorProcess(ClusterProcess):
             await self.rules_refresh.stop()
         if self.trading is not None:
             try:
-                await asyncio.wait_for(self.trading.executor.idle(), 4)
+                await within(self.trading.executor.idle(), 4)
             except TimeoutError:
                 self.log.error("executor_not_idle_at_stop")
             self.log.info("stop_step", step="idle", seconds=round(time.monotonic() - started, 3))
             await self.trading.executor.stop()
             self.log.info("stop_step", step="executor", seconds=round(time.monotonic() - started, 3))
             try:  # user stream and listenKey DELETE: bounded, the exchange-side stops protect the positions
-                await asyncio.wait_for(self.trading.stop(), 3)
+                await within(self.trading.stop(), 3)
             except TimeoutError:
                 self.log.error("broker_close_timeout", note="listenKey left to expire on the exchange")
             self.log.info("stop_step", step="trading", seconds=round(time.monotonic() - started, 3))

@@ -38,6 +38,8 @@ from typing import Any
 
 import structlog
 
+from smc_quant.tasks import within
+
 TaskFactory = Callable[[], Coroutine[Any, Any, None]]
 RECANCEL_S = 0.5
 """A supervised task still running this long after its cancellation is cancelled again."""
@@ -286,7 +288,7 @@ async def run_guarded(run: Callable[[], Awaitable[bool]], *, state_dir: Path, ro
     if delay:
         log.warning("crash_loop_backoff", delay_s=delay, crashes=len(history.crashes()))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
+            await within(stop.wait(), delay)
         if stop.is_set():
             history.end(True)
             return True

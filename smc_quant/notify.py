@@ -42,6 +42,7 @@ import structlog
 
 from smc_quant.domain.trading import ZERO, ExitReason, Position, Signal, Trade
 from smc_quant.logging import get_logger
+from smc_quant.tasks import within
 
 if TYPE_CHECKING:
     from smc_quant.model.learner import LearnOutcome
@@ -444,7 +445,7 @@ class Notifier:
         if not self._lanes:
             return True
         try:
-            await asyncio.wait_for(self.wait_idle(), timeout_s)
+            await within(self.wait_idle(), timeout_s)
         except TimeoutError:
             return False
         return True

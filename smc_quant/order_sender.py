@@ -23,6 +23,7 @@ from typing import Any, Literal, Protocol, TypeVar
 from smc_quant.errors import DataRejected, RateLimited, TemporaryError, VenueRejected
 from smc_quant.orders.broker import AlgoRequest, AlgoState, Broker, OrderRequest, OrderState, OrderStatusUnknown
 from smc_quant.orders.reactions import REACTIONS, Reaction
+from smc_quant.tasks import within
 
 __all__ = ["READ_FAILURES", "OrderConfig", "OrderJournal", "OrderKind", "OrderSender", "StillUnknown", "error_text"]
 
@@ -264,8 +265,8 @@ class OrderSender:
         if finish is None:
             return
         try:
-            await asyncio.wait_for(finish(state.client_order_id, status=state.status, executed_qty=state.executed_qty,
-                                          time_ms=self._clock()), self.config.journal_timeout_s)
+            await within(finish(state.client_order_id, status=state.status, executed_qty=state.executed_qty,
+                                time_ms=self._clock()), self.config.journal_timeout_s)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -310,7 +311,7 @@ class OrderSender:
         if probe is None:
             return True
         try:
-            await asyncio.wait_for(probe(), self.config.journal_timeout_s)
+            await within(probe(), self.config.journal_timeout_s)
             return True
         except asyncio.CancelledError:
             raise
@@ -325,7 +326,7 @@ class OrderSender:
         if self._journal is None:
             return True
         try:
-            await asyncio.wait_for(self._journal.upsert_order(
+            await within(self._journal.upsert_order(
                 **meta, status=status, exchange_id=exchange_id, last_error=last_error, time_ms=self._clock(),
                 executed_qty=executed_qty),
                 self.config.journal_timeout_s)

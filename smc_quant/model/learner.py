@@ -80,6 +80,7 @@ from smc_quant.model.gate import (
 from smc_quant.model.metrics import auc
 from smc_quant.model.trainer import TrainConfig, TrainedModel, UnusableModel, check_schema, train
 from smc_quant.strategy import ScalperConfig
+from smc_quant.tasks import within
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -407,7 +408,7 @@ class Learner:
             wait_s = min(self.config.retrain_interval_s, self.config.idle_retry_s)
         while True:
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
+                await within(self._wake.wait(), wait_s)
                 trigger = self._trigger
             except TimeoutError:
                 trigger = "schedule"

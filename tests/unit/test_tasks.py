@@ -1,4 +1,5 @@
-"""``cancel_and_wait``/``wait_cancelled``: a stopped task's cancellation is absorbed, the stopping caller's is not."""
+"""``cancel_and_wait``/``wait_cancelled``: a stopped task's cancellation is absorbed, the stopping caller's is not.
+``within``: a bounded wait that raises in time and never swallows a cancellation."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 
 import pytest
 
-from smc_quant.tasks import cancel_and_wait
+from smc_quant.tasks import cancel_and_wait, within
 
 
 def _slow_to_stop(release: asyncio.Event) -> asyncio.Task[None]:
@@ -40,3 +41,38 @@ async def test_a_bound_on_the_stop_is_enforced() -> None:
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(cancel_and_wait([task]), 0.05)
     assert task.done()  # cancelled again by the bound, its cleanup cut
+
+
+async def test_a_cancellation_that_lands_as_the_bounded_work_answers_ends_the_task() -> None:
+    """A loop's bounded read answers, and the stop cancels the loop in the same turn of the event loop, before the
+    loop resumes. ``asyncio.wait_for`` (Python 3.11) returned the answer and dropped the cancellation: the loop ran
+    on, and the stop that had cancelled it once waited for it forever."""
+    answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def one_round() -> str:
+        return await within(answer, 10)
+
+    task = asyncio.get_running_loop().create_task(one_round())
+    await asyncio.sleep(0)  # it waits for the answer
+    answer.set_result("read")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelled()
+
+
+async def test_bounded_work_that_overruns_raises_in_time_and_is_cancelled() -> None:
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def hung() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    with pytest.raises(TimeoutError):
+        await within(hung(), 0.01)
+    assert started.is_set() and cancelled.is_set()
+    assert await within(asyncio.sleep(0, "answered"), 10) == "answered"

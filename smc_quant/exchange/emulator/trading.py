@@ -58,6 +58,7 @@ from smc_quant.orders.broker import (
 )
 from smc_quant.sim.income import FUNDING_FEE
 from smc_quant.sim.rejections import SimRejected
+from smc_quant.tasks import within
 
 __all__ = ["TradingApi"]
 
@@ -278,7 +279,7 @@ class TradingApi:
     async def _hold(self, seconds: float) -> None:
         """Hold a response (``order_timeout``) until ``seconds`` pass or the emulator stops."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._released.wait(), seconds)
+            await within(self._released.wait(), seconds)
 
     def release(self) -> None:
         """Let every held response go (the emulator is stopping)."""
