@@ -89,6 +89,8 @@ class Executor(MarketExits, OperatorHand, AccountEvents, DailySummary):
         self.wallet = ZERO
         self._wallet_known = False  # until a balance or an ACCOUNT_UPDATE says what it is
         self._summary_day: int | None = None
+        self._summarising: asyncio.Task[Any] | None = None
+        self._summary_wanted = False
         self.trades: list[Trade] = []
         self._signals: asyncio.Queue[Signal] = asyncio.Queue(self.config.queue_size)
         self._events: asyncio.Queue[AccountEvent] = asyncio.Queue()
@@ -437,7 +439,7 @@ class Executor(MarketExits, OperatorHand, AccountEvents, DailySummary):
                                   self.clock(), equity=equity, unrealized=snap.unrealized_pnl)
         for position, reason in due:
             await self.close(position.symbol, reason)
-        await self.daily_summary()
+        self.summarise()  # beside the exits: its reads never hold up the next check
         return len(due)
 
     async def _every(self, interval_s: float, job: Callable[[], Awaitable[object]], failure: str) -> None:

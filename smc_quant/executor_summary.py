@@ -5,18 +5,22 @@ and a start that finds days untold (a restart across midnight, a downtime of day
 :data:`SUMMARY_CATCH_UP_DAYS` at most. A day is told :data:`SUMMARY_GRACE_MS` after its midnight, not at it: a trade
 whose exit filled at 23:59:59 is stored only when its fills have settled, seconds later, and the summary told at
 midnight used to leave it out. The equity is the account's when the day is told: a day told late says when that was.
+The exit check asks for it (:meth:`DailySummary.summarise`) and it runs beside the exits, never before them: its reads
+are bounded at 10 s each, and a week's catch-up after a downtime, with PostgreSQL or the exchange slow, used to hold
+up the exits, the breaker and the max drawdown for minutes.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from decimal import Decimal
 from typing import Any
 
 from smc_quant import notify as messages
 from smc_quant.domain.trading import ZERO, AccountSnapshot, Trade
 from smc_quant.risk import DAY_MS
+from smc_quant.tasks import within
 
 SUMMARY_GRACE_MS = 300_000
 """How long after its midnight a day is told: an exit filled just before midnight settles (its fills read, its trade
@@ -35,7 +39,12 @@ class DailySummary:
     trades: list[Trade]
     log: Any
     _summary_day: int | None
+    _summarising: asyncio.Task[Any] | None
+    _summary_wanted: bool
     day_funding: DayFunding | None
+
+    def _track(self, work: Coroutine[Any, Any, Any], name: str, *, unwatched: bool = True) -> asyncio.Task[Any]:
+        raise NotImplementedError  # the executor's
 
     def _notify(self, text: str, kind: str) -> None:
         raise NotImplementedError  # the executor's
@@ -43,8 +52,21 @@ class DailySummary:
     def snapshot(self) -> AccountSnapshot:
         raise NotImplementedError  # the executor's
 
+    def summarise(self) -> None:
+        """Tell the days that ended, in the background (:meth:`daily_summary`): one run at a time, and a request made
+        while one runs is served by another run after it, which reads the clock again. ``idle()`` and a stop's drain
+        wait for it; a failure is logged (``task_failed``) and the next exit check asks again."""
+        self._summary_wanted = True
+        if self._summarising is None or self._summarising.done():
+            self._summarising = self._track(self._summaries(), "daily-summary")
+
+    async def _summaries(self) -> None:
+        while self._summary_wanted:
+            self._summary_wanted = False
+            await self.daily_summary()
+
     async def daily_summary(self) -> bool:
-        """Once per UTC day (checked after the exits): the day's trades, net PnL and the equity, as one message.
+        """Once per UTC day (asked for by every exit check): the day's trades, net PnL and the equity, as one message.
         The trades are read from PostgreSQL (bounded at 10 s), so those closed before a restart count too; with
         no database, or none answering, those this process closed. A told day is claimed in PostgreSQL first, so
         none is told twice, and a start that finds days untold since the last one told tells each (at most
@@ -75,9 +97,9 @@ class DailySummary:
         equity, now = self.snapshot().equity, self.clock()
         if self.repo is not None:
             try:
-                done = await asyncio.wait_for(self.repo.trades(since_ms=start, until_ms=end - 1), 10.0)
+                done = await within(self.repo.trades(since_ms=start, until_ms=end - 1), 10.0)
                 net = sum((t.net_pnl for t in done), ZERO)
-                if not await asyncio.wait_for(self.repo.claim_summary(told, len(done), net, equity), 10.0):
+                if not await within(self.repo.claim_summary(told, len(done), net, equity), 10.0):
                     return False  # told already (by a process before this one)
             except Exception as exc:  # told all the same, from memory when the trades could not be read
                 self.log.warning("daily_summary_unrecorded", error=f"{type(exc).__name__}: {exc}")
@@ -92,7 +114,7 @@ class DailySummary:
         if self.day_funding is None:
             return None
         try:
-            return await asyncio.wait_for(self.day_funding(start, end), 10.0)
+            return await within(self.day_funding(start, end), 10.0)
         except Exception as exc:  # the summary goes out without it
             self.log.warning("daily_summary_funding_unknown", error=f"{type(exc).__name__}: {exc}")
             return None
@@ -100,7 +122,7 @@ class DailySummary:
     async def _last_summary_day(self) -> int | None:
         assert self.repo is not None
         try:
-            return await asyncio.wait_for(self.repo.last_summary_day(), 10.0)
+            return await within(self.repo.last_summary_day(), 10.0)
         except Exception as exc:  # unknown: no day is told late
             self.log.warning("daily_summary_unknown", error=f"{type(exc).__name__}: {exc}")
             return None

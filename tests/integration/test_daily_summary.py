@@ -5,6 +5,7 @@ while no executor ran, and a trade that filled before midnight but settled after
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from smc_quant.domain.trading import ExitReason, Trade
+from smc_quant.executor import Executor
 from smc_quant.executor_summary import SUMMARY_CATCH_UP_DAYS, SUMMARY_GRACE_MS
 from smc_quant.notify import Notifier, daily_summary
 from smc_quant.risk import DAY_MS
@@ -54,6 +56,12 @@ def _trade(signal_id: str, symbol: str, closed_ms: int, exit_price: str) -> Trad
                  closed_ms, Decimal("0.05"), ExitReason.TAKE_PROFIT)
 
 
+async def _checked(ex: Executor) -> None:
+    """An exit check, and the daily summary it asks for (told beside the exits, in the background)."""
+    await ex.check_exits()
+    await ex.idle()
+
+
 async def _store(rig: Rig, trades: list[Trade]) -> None:
     """Trades closed by a process before this one."""
     for trade in trades:
@@ -76,10 +84,10 @@ async def test_the_summary_counts_the_trades_closed_before_a_restart(
         await _store(rig, closed)
         now = {"ms": start + 7_000_000}
         ex = await rig.executor(notifier=notifier, clock=lambda: now["ms"])
-        await ex.check_exits()  # the first check: the day is under way
+        await _checked(ex)  # the first check: the day is under way
         now["ms"] = start + DAY_MS + SUMMARY_GRACE_MS + 1_000  # past midnight and its grace
-        await ex.check_exits()
-        await ex.check_exits()  # once a day
+        await _checked(ex)
+        await _checked(ex)  # once a day
         told = await summaries()
     assert told == [daily_summary(closed[:2], ex.snapshot().equity, day)]
     assert told[0].startswith(f"DAY {_date(day)} · 2 trades · 1W/1L")
@@ -98,10 +106,10 @@ async def test_a_restart_across_midnight_tells_the_day_that_ended_while_down(
         await _store(rig, closed)
         now = day * DAY_MS + 600_000
         ex = await rig.executor(notifier=notifier, clock=lambda: now)
-        await ex.check_exits()
-        await ex.check_exits()
+        await _checked(ex)
+        await _checked(ex)
         again = await rig.executor(notifier=notifier, clock=lambda: now)  # restarted once more: told already
-        await again.check_exits()
+        await _checked(again)
         told = await summaries()
         assert await rig.repo.last_summary_day() == day - 1
     assert told == [daily_summary(closed, ex.snapshot().equity, day - 1)]
@@ -117,7 +125,7 @@ async def test_two_executors_passing_the_same_midnight_tell_the_day_once(
         first = await rig.executor(notifier=notifier, clock=lambda: now["ms"])
         second = await rig.executor(notifier=notifier, clock=lambda: now["ms"])
         for ex in (first, second):
-            await ex.check_exits()  # the day under way: nothing to tell
+            await _checked(ex)  # the day under way: nothing to tell
         now["ms"] = (day + 1) * DAY_MS + SUMMARY_GRACE_MS + 1_000
         assert await first.daily_summary()
         assert not await second.daily_summary()
@@ -134,13 +142,13 @@ async def test_a_trade_filled_before_midnight_and_settled_after_it_counts_in_its
         midnight = (day + 1) * DAY_MS
         now = {"ms": day * DAY_MS + 3_600_000}
         ex = await rig.executor(notifier=notifier, clock=lambda: now["ms"])
-        await ex.check_exits()  # the day under way
+        await _checked(ex)  # the day under way
         now["ms"] = midnight + 2_000  # the first check after midnight: the last trade's fills are still settling
-        await ex.check_exits()
+        await _checked(ex)
         late = _trade("s1", "SOLUSDT", midnight - 1_000, "21")
         await _store(rig, [late])  # settled
         now["ms"] = midnight + SUMMARY_GRACE_MS
-        await ex.check_exits()
+        await _checked(ex)
         told = await summaries()
     assert told == [daily_summary([late], ex.snapshot().equity, day)]
     assert told[0].startswith(f"DAY {_date(day)} · 1 trades · 1W/0L")
@@ -159,7 +167,7 @@ async def test_a_downtime_of_days_tells_each_untold_day_with_the_equity_of_when_
         await _store(rig, closed)
         now = day * DAY_MS + 15 * 3_600_000
         ex = await rig.executor(notifier=notifier, clock=lambda: now)
-        await ex.check_exits()
+        await _checked(ex)
         told = await summaries()
         assert await rig.repo.last_summary_day() == day - 1
     equity = ex.snapshot().equity
@@ -176,7 +184,7 @@ async def test_a_long_downtime_tells_the_last_week_only(
         assert await rig.repo.claim_summary(day - 30, 0, Decimal(0), Decimal(1000))
         now = day * DAY_MS + 600_000
         ex = await rig.executor(notifier=notifier, clock=lambda: now)
-        await ex.check_exits()
+        await _checked(ex)
         told = await summaries()
     assert [t.split(" · ")[0] for t in told] == [f"DAY {_date(day - k)}" for k in range(SUMMARY_CATCH_UP_DAYS, 0, -1)]
 
@@ -191,15 +199,43 @@ async def test_the_day_tells_the_funding_the_exchange_booked(
         await _store(rig, closed)
         now = {"ms": rig.clock()}
         ex = await rig.executor(notifier=notifier, clock=lambda: now["ms"], day_funding=True)
-        await ex.check_exits()  # the day under way
+        await _checked(ex)  # the day under way
         rig.account.new_order(symbol="ETHUSDT", side="BUY", type="MARKET", quantity=Decimal("0.5"),
                               time_ms=rig.clock(), client_order_id="funded")
         paid, _ = rig.account.settle_funding("ETHUSDT", Decimal("0.002"), day * DAY_MS + 8 * 3_600_000)
         later, _ = rig.account.settle_funding("ETHUSDT", Decimal("0.001"), (day + 1) * DAY_MS + 3_600)  # next day
         assert paid > 0 and later > 0
         now["ms"] = (day + 1) * DAY_MS + SUMMARY_GRACE_MS + 1_000
-        await ex.check_exits()
+        await _checked(ex)
         told = await summaries()
     assert told == [daily_summary(closed, ex.snapshot().equity, day, funding=-paid)]
     net = closed[0].net_pnl
     assert f"· net {net - paid:+.2f} USDT (trades {net:+.2f}, funding {-paid:+.2f}) ·" in told[0]
+
+
+async def test_the_summary_never_holds_up_the_exits(
+        shared_data: Path, pg_dsn: str, chat: tuple[FakeChat, str]) -> None:  # noqa: F811
+    """The exchange does not answer the day's funding read. The exit check used to wait for the summary — 10 s per
+    read, minutes for a week's catch-up after a downtime — with no 2-hour exit, breaker or max drawdown meanwhile.
+    The check is over before the read is even asked; the day is told when the read answers."""
+    async with _told(shared_data, pg_dsn, chat) as (rig, notifier, summaries):
+        day = rig.clock() // DAY_MS
+        now = {"ms": day * DAY_MS + 3_600_000}
+        ex = await rig.executor(notifier=notifier, clock=lambda: now["ms"], exit_check_interval_s=3600.0)
+        await _checked(ex)  # the day under way
+        asked, answered = asyncio.Event(), asyncio.Event()
+
+        async def funding(start_ms: int, end_ms: int) -> Decimal:
+            asked.set()
+            await answered.wait()
+            return Decimal("-1.5")
+
+        ex.day_funding = funding
+        now["ms"] = (day + 1) * DAY_MS + SUMMARY_GRACE_MS + 1_000
+        check = asyncio.create_task(ex.check_exits())
+        await asked.wait()
+        assert check.done(), "the exit check waits for the summary"
+        answered.set()
+        await ex.idle()
+        told = await summaries()
+    assert told == [daily_summary([], ex.snapshot().equity, day, funding=Decimal("-1.5"))]
