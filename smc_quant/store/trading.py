@@ -15,7 +15,6 @@ included); features are ``float8[]`` and come back bit-identical.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import Mapping, Sequence
@@ -29,11 +28,14 @@ import orjson
 
 from smc_quant.domain.trading import ZERO, ExitReason, ExperienceRow, Fill, Position, Signal, Trade
 from smc_quant.errors import ConfigError
+from smc_quant.tasks import within
 
 DECISIONS = frozenset({"open", "skip", "rotate"})
 ORDER_KINDS = frozenset({"entry", "stop_loss", "take_profit", "exit"})
 POSITION_STATUSES = frozenset({"opening", "open", "closing"})
 RESTING = frozenset({"sending", "interrupted", "unknown", "NEW", "PARTIALLY_FILLED"})
+ALARM_REPEAT_MS = 86_400_000
+"""An open alarm with the same kind and detail is stored again after this long (a person may not have seen it)."""
 """Journal statuses of an order that may still rest on the exchange's book (not known final)."""
 
 _INSERT_SIGNAL = """
@@ -254,7 +256,7 @@ class TradingRepository:
         ``AccountConflict`` when another process took it meanwhile; a database error (or ``TimeoutError`` after
         ``timeout_s``: a database that hangs) when it cannot be told — and ``down_since`` says since when."""
         try:
-            held = await asyncio.wait_for(self._check_executor(), timeout_s)
+            held = await within(self._check_executor(), timeout_s)
         except AccountConflict:
             self.down_since = None  # it answered
             raise
@@ -572,11 +574,13 @@ class TradingRepository:
 
     async def record_alarm(self, kind: str, detail: str, time_ms: int) -> None:
         """Store something that needs a human (an exit that failed after its retries, an unknown position) —
-        once while it is open: the same kind and detail again (every reconciliation finds the same unknown
-        position) adds no row until it is resolved."""
+        once a day while it is open: the same kind and detail again (every reconciliation finds the same unknown
+        position) adds no row until it is resolved or a day has passed. Nothing resolves alarms but a person, so
+        "until resolved" alone made it once ever: the same position found again weeks later left no row."""
         await self._pool.execute(
-            "INSERT INTO alarms (kind, detail, time_ms) SELECT $1, $2, $3 WHERE NOT EXISTS "
-            "(SELECT 1 FROM alarms WHERE kind = $1 AND detail = $2 AND resolved_at IS NULL)", kind, detail, time_ms)
+            "INSERT INTO alarms (kind, detail, time_ms) SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM alarms "
+            "WHERE kind = $1 AND detail = $2 AND resolved_at IS NULL AND time_ms > $3::bigint - $4::bigint)",
+            kind, detail, time_ms, ALARM_REPEAT_MS)
 
     async def open_alarms(self) -> list[dict[str, Any]]:
         """Unresolved alarms, oldest first."""

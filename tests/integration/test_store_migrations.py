@@ -11,6 +11,7 @@ import pytest
 
 from smc_quant.errors import OperationalError
 from smc_quant.store.migrations import apply_migrations, default_migrations_dir, read_migrations
+from smc_quant.store.trading import _LATEST_ENTRY
 
 SHIPPED = [m.filename for m in read_migrations(default_migrations_dir())]
 VERSIONS = [name.split("_", 1)[0] for name in SHIPPED]
@@ -133,3 +134,25 @@ async def test_recent_signals_are_found_through_an_index(pg_dsn: str) -> None:
     finally:
         await conn.close()
     assert "signals_created" in plan and "Seq Scan" not in plan, plan
+
+
+async def test_the_newest_entry_on_a_symbol_is_found_through_an_index(pg_dsn: str) -> None:
+    """The reconciliation asks, every round, for the newest entry journalled on each exchange position the book does
+    not hold (``TradingRepository.latest_entry``: a person's position, for as long as it is open). It read the whole
+    order journal, which only grows; ``orders_entry_symbol`` serves it."""
+    await apply_migrations(pg_dsn)
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        # 150,000 orders (about 3 years of trading) on 300 symbols, a third of them entries
+        await conn.execute("""
+            INSERT INTO orders (client_order_id, signal_id, symbol, side, kind, order_type, algo, quantity, status,
+                                created_ms, updated_ms)
+            SELECT 'c' || i, 's' || (i / 3), 'SYM' || (i % 300), 'BUY',
+                   (ARRAY['entry', 'stop_loss', 'take_profit'])[i % 3 + 1], 'MARKET', false, 1, 'FILLED',
+                   i * 600000, i * 600000
+            FROM generate_series(1::bigint, 150000) AS i""")
+        await conn.execute("ANALYZE orders")
+        plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {_LATEST_ENTRY}", "SYM7", None, None))
+    finally:
+        await conn.close()
+    assert "orders_entry_symbol" in plan and "Seq Scan on orders" not in plan, plan

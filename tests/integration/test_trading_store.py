@@ -15,7 +15,7 @@ import pytest
 from smc_quant.domain.trading import ExitReason, Fill, Position, Signal, Trade
 from smc_quant.store.db import create_pool
 from smc_quant.store.migrations import apply_migrations
-from smc_quant.store.trading import AccountConflict, TradingRepository
+from smc_quant.store.trading import ALARM_REPEAT_MS, AccountConflict, TradingRepository
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +68,7 @@ def repo(pool: asyncpg.Pool) -> TradingRepository:
 async def test_migrations_apply_twice_cleanly(pg_dsn: str) -> None:
     """A second run applies nothing and leaves the trading tables in place."""
     first = await apply_migrations(pg_dsn)
-    assert first[-1] == "0014_unprotected_exit.sql"
+    assert first[-1] == "0015_journal_indexes.sql"
     assert await apply_migrations(pg_dsn) == []
     conn = await asyncpg.connect(pg_dsn)
     try:
@@ -375,3 +375,12 @@ async def test_an_alarm_already_open_is_not_stored_again(repo: TradingRepository
     await pool.execute("UPDATE alarms SET resolved_at = now() WHERE detail = 'BTCUSDT LONG 0.010'")
     await repo.record_alarm("unknown_position", "BTCUSDT LONG 0.010", T0 + 9)  # back after it was resolved
     assert [a["time_ms"] for a in await repo.open_alarms()] == [T0 + 5, T0 + 9]
+
+
+async def test_an_alarm_left_open_is_stored_again_after_a_day(repo: TradingRepository) -> None:
+    """Nothing resolves an alarm but a person: the same unknown position found again three weeks later, with the
+    first alarm never resolved, used to leave no row at all. It is stored again once a day while it is open."""
+    await repo.record_alarm("unknown_position", "BTCUSDT LONG 0.010", T0)
+    await repo.record_alarm("unknown_position", "BTCUSDT LONG 0.010", T0 + ALARM_REPEAT_MS - 1)  # within the day: no
+    await repo.record_alarm("unknown_position", "BTCUSDT LONG 0.010", T0 + 21 * ALARM_REPEAT_MS)
+    assert [a["time_ms"] for a in await repo.open_alarms()] == [T0, T0 + 21 * ALARM_REPEAT_MS]
