@@ -81,6 +81,10 @@ class MarketExits:
                     entry.exit_reason = before
                 self._track(self._reprotect(entry, mark), f"reprotect:{symbol}")  # the stop's second drain waits
                 raise
+            if self.book.get(symbol) is not entry:
+                # The trade settled while the exit's answer was awaited (its fills heard first): the manager forgot
+                # its counters then, and the closer counted its last try after that.
+                self.manager.forget(entry.position.signal_id)
             if failed is not None:
                 self.stats.alarms += 1
                 self.log.error("exit_failed", symbol=symbol, reason=reason.value, error=failed)
