@@ -49,7 +49,7 @@ from smc_quant.funding import FundingQuote
 from smc_quant.orders.broker import AccountEvent, Broker
 from smc_quant.persist import Writer
 from smc_quant.reconciler import Reconciler, client_id
-from smc_quant.risk import Decision, DrawdownGuard, RiskManager
+from smc_quant.risk import DAY_MS, Decision, DrawdownGuard, RiskManager
 from smc_quant.tasks import cancel_and_wait
 
 
@@ -91,6 +91,7 @@ class Executor(MarketExits, OperatorHand, AccountEvents, DailySummary):
         self._summary_day: int | None = None
         self._summarising: asyncio.Task[Any] | None = None
         self._summary_wanted = False
+        self._breaker_told: int | None = None  # the UTC day the tripped breaker was told
         self.trades: list[Trade] = []
         self._signals: asyncio.Queue[Signal] = asyncio.Queue(self.config.queue_size)
         self._events: asyncio.Queue[AccountEvent] = asyncio.Queue()
@@ -437,10 +438,27 @@ class Executor(MarketExits, OperatorHand, AccountEvents, DailySummary):
         equity = snap.equity if self._wallet_known else None  # unknown: no day starts from zero
         due = self.risk.due_exits([snap.positions[s] for s, e in self.book.items() if e.status == "open"],
                                   self.clock(), equity=equity, unrealized=snap.unrealized_pnl)
+        self._tell_breaker(snap.unrealized_pnl, sum(reason is ExitReason.BREAKER for _, reason in due))
         for position, reason in due:
             await self.close(position.symbol, reason)
         self.summarise()  # beside the exits: its reads never hold up the next check
         return len(due)
+
+    def _tell_breaker(self, unrealised: Decimal, closing: int) -> None:
+        """Once a UTC day (and once more after a restart that finds it tripped — a daily limit lowered between two
+        runs trips it at the start): the daily loss breaker tripped, with the day's loss and what it does. Nothing
+        told it: the trader saw positions closed as ``daily_breaker`` and then no entries, with no reason given."""
+        day = self.clock() // DAY_MS
+        start = self.risk.day_start_equity
+        if not self.risk.breaker_tripped or self._breaker_told == day or start is None:
+            return
+        self._breaker_told = day
+        limit, realised = self.risk.config.daily_loss_limit_pct, self.risk.realised_today
+        self.log.error("daily_loss_limit", realised=str(realised), unrealised=str(unrealised),
+                       day_start_equity=str(start), limit_pct=str(limit), closing=closing)
+        kept = not self.risk.config.close_on_breaker and bool(self.book)
+        self._notify(messages.daily_loss_limit(realised, unrealised, start, limit, None if kept else closing),
+                     "breaker")
 
     async def _every(self, interval_s: float, job: Callable[[], Awaitable[object]], failure: str) -> None:
         """Run ``job`` every ``interval_s`` (exit checks, reconciliation); a failure is counted and logged under

@@ -113,6 +113,21 @@ def forced_exit(position: Position, reason: ExitReason = ExitReason.TIME) -> str
             f"{utc_minute(position.entry_time_ms)} @ {_price(position.entry_price)}{why}")
 
 
+def daily_loss_limit(realised: Decimal, unrealised: Decimal, start_equity: Decimal, limit_pct: Decimal,
+                     closing: int | None) -> str:
+    """``DAILY LOSS LIMIT · today -123.45 USDT (trades -20.00, open -103.45) = 1.23% of the day's starting equity
+    10000.00 USDT · limit 1% · no new entries until 00:00 UTC · closing 1 position``: the breaker tripped. Today's
+    loss is the net PnL of the trades closed this UTC day plus the open positions' unrealised PnL. ``closing``: the
+    positions it closes; ``None`` when it keeps them (``close_on_breaker`` off)."""
+    today = realised + unrealised
+    share = -today / start_equity * 100 if start_equity > 0 else Decimal(0)
+    after = ("open positions kept" if closing is None
+             else f"closing {closing} position{'' if closing == 1 else 's'}" if closing else "no position open")
+    return (f"DAILY LOSS LIMIT · today {_money(today)} USDT (trades {_money(realised)}, open {_money(unrealised)}) "
+            f"= {share:.2f}% of the day's starting equity {start_equity:.2f} USDT · limit {limit_pct.normalize():f}% "
+            f"· no new entries until 00:00 UTC · {after}")
+
+
 def error(kind: str, detail: str) -> str:
     """``ERROR kind: detail`` with the detail cut to 300 characters (one line)."""
     flat = " ".join(detail.split())
@@ -312,7 +327,7 @@ class _Lane:
     task: asyncio.Task[None] | None = None
 
 
-URGENT = frozenset({"error", "halt", "health"})
+URGENT = frozenset({"error", "halt", "health", "breaker"})
 """Message kinds a full queue drops last."""
 STATE_CHANGES = frozenset({"halt", "resume", "health"})
 """Message kinds never suppressed as repeats: each tells a change of state (halted → resumed → halted again with

@@ -31,6 +31,7 @@ from smc_quant.notify import (
     Notifier,
     TelegramChannel,
     closed,
+    daily_loss_limit,
     daily_summary,
     error,
     forced_exit,
@@ -345,6 +346,16 @@ def test_error_and_daily_summary_texts() -> None:
     assert daily_summary([], D("1000")) == "DAY 0 trades · 0W/0L · net +0.00 USDT · fees 0.00 · equity 1000.00 USDT"
     assert daily_summary([], D("1000"), 20_793) == (  # 2026-12-06 is UTC day 20,793
         "DAY 2026-12-06 · 0 trades · 0W/0L · net +0.00 USDT · fees 0.00 · equity 1000.00 USDT")
+
+
+def test_daily_loss_limit_texts() -> None:
+    assert daily_loss_limit(D("-20"), D("-103.4512"), D("10000"), D("1.0"), 1) == (
+        "DAILY LOSS LIMIT · today -123.45 USDT (trades -20.00, open -103.45) = 1.23% of the day's starting equity "
+        "10000.00 USDT · limit 1% · no new entries until 00:00 UTC · closing 1 position")
+    assert daily_loss_limit(D("-500"), D("0"), D("10000"), D("5"), 0).endswith("· no position open")
+    assert daily_loss_limit(D("-500"), D("-20"), D("10000"), D("5"), 2).endswith("· closing 2 positions")
+    assert daily_loss_limit(D("-500"), D("-20"), D("10000"), D("2.5"), None).endswith(
+        "· limit 2.5% · no new entries until 00:00 UTC · open positions kept")
 
 
 def test_learner_round_texts_speak_only_when_the_live_model_changes_or_loses_its_edge() -> None:
