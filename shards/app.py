@@ -15,7 +15,6 @@ the channels.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import time
 from collections.abc import Sequence
@@ -31,7 +30,7 @@ from shards.bus import redis_client
 from shards.champion import follow_champion, load_champion
 from shards.cluster import ClusterManager
 from shards.rules_refresh import RulesRefresh
-from shards.supervisor import Heartbeat, Supervisor, run_guarded, stop_within
+from shards.supervisor import Heartbeat, Supervisor, run_guarded, stop_within, traceback_tail
 from smc_quant.domain.candle_store import FIELDS
 from smc_quant.domain.candles import MINUTE_MS, Candle, interval_ms
 from smc_quant.exchange.governor import SharedWeightBudget, WeightGovernor
@@ -384,8 +383,11 @@ class Service:
         if self.cluster is not None:
             await self.cluster.stop()
         if self.trading is not None:
-            with contextlib.suppress(Exception):
+            try:
                 await self.trading.stop()
+            except Exception as exc:  # the rest of the stop goes on; what was skipped is said
+                self.log.error("trading_stop_failed", error=f"{type(exc).__name__}: {exc}",
+                               traceback=traceback_tail(exc))
         if self.ops is not None:
             await self.ops.stop()
         if self.governor is not None:

@@ -43,6 +43,8 @@ from smc_quant.tasks import within
 TaskFactory = Callable[[], Coroutine[Any, Any, None]]
 RECANCEL_S = 0.5
 """A supervised task still running this long after its cancellation is cancelled again."""
+CANCEL_GRACE_S = 2.0
+"""How long a stop that overran its budget gets to end once cancelled (:func:`stop_within`)."""
 
 
 @dataclass(slots=True)
@@ -303,15 +305,25 @@ async def run_guarded(run: Callable[[], Awaitable[bool]], *, state_dir: Path, ro
     return clean
 
 
-async def stop_within(stop: Awaitable[None], timeout_s: float, log: Any) -> bool:
+async def stop_within(stop: Awaitable[None], timeout_s: float, log: Any, *,
+                      cancel_grace_s: float = CANCEL_GRACE_S) -> bool:
     """Await the graceful ``stop`` for at most ``timeout_s``; ``False`` when it overran (it is then
-    cancelled, after logging ``shutdown_incomplete`` with where every task waits) or raised."""
+    cancelled, after logging ``shutdown_incomplete`` with where every task waits) or raised.
+
+    A cancelled stop gets ``cancel_grace_s`` to end; one that does not (it swallowed the cancellation: a library
+    read, a bug) is left behind with ``shutdown_stuck`` logged, so SIGTERM still ends the process. It used to be
+    awaited without a bound, until the orchestrator's SIGKILL."""
     stopping = asyncio.ensure_future(stop)
     done, _ = await asyncio.wait([stopping], timeout=timeout_s)
     if not done:
         log.error("shutdown_incomplete", error="timeout", seconds=timeout_s, stacks=task_stacks()[-6000:])
         stopping.cancel()
-        await asyncio.gather(stopping, return_exceptions=True)
+        ended, _ = await asyncio.wait([stopping], timeout=cancel_grace_s)
+        if not ended:
+            log.error("shutdown_stuck", seconds=cancel_grace_s, stacks=task_stacks()[-6000:],
+                      note="the stop did not end when cancelled: left behind")
+        elif not stopping.cancelled():
+            stopping.exception()  # retrieved: the overrun is what is reported
         return False
     if (exc := stopping.exception()) is not None:
         log.error("shutdown_incomplete", error=f"{type(exc).__name__}: {exc}")

@@ -187,7 +187,11 @@ class Executor(MarketExits, OperatorHand, AccountEvents, DailySummary):
         """Stop taking signals; positions stay protected by their exchange-side orders."""
         self.stop_intake()
         await self._drain()
-        await cancel_and_wait(self._tasks)
+        try:
+            await cancel_and_wait(self._tasks)
+        except Exception as exc:  # a loop ended by a bug: said, and the second drain still runs
+            self.stats.errors += 1
+            self.log.error("executor_loop_failed", error=f"{type(exc).__name__}: {exc}")
         self._tasks = []
         await self._drain()  # what the loops started while the first drain waited (a repair, a trade's finish)
 

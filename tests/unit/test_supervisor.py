@@ -12,7 +12,8 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from shards.supervisor import CrashHistory, ErrorAggregator, Heartbeat, LoopWatchdog, Supervisor
+from shards.supervisor import CrashHistory, ErrorAggregator, Heartbeat, LoopWatchdog, Supervisor, stop_within
+from smc_quant.tasks import within
 
 
 async def test_crashed_task_restarts_with_backoff_and_is_reported() -> None:
@@ -281,3 +282,24 @@ async def test_stop_of_named_tasks_leaves_the_others_running() -> None:
     assert a is not None and a.cancelled() and b is not None and not b.done()
     await sup.stop()
     assert b.cancelled()
+
+
+async def test_a_stop_that_does_not_end_when_cancelled_is_left_behind() -> None:
+    """The stop overran its budget and was cancelled, but its cleanup does not end (a read that swallows the
+    cancellation). It was awaited without a bound: SIGTERM never ended the process, until the orchestrator's
+    SIGKILL. It gets a grace, then is left behind, said with where it waits."""
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await release.wait()
+            raise
+
+    with capture_logs() as logs:
+        clean = await within(stop_within(stubborn(), 0.01, structlog.get_logger(), cancel_grace_s=0.01), 10)
+    assert clean is False
+    assert [e["event"] for e in logs] == ["shutdown_incomplete", "shutdown_stuck"]
+    assert "stubborn" in logs[1]["stacks"]
+    release.set()  # let it end before the test's loop closes

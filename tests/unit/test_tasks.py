@@ -76,3 +76,30 @@ async def test_bounded_work_that_overruns_raises_in_time_and_is_cancelled() -> N
         await within(hung(), 0.01)
     assert started.is_set() and cancelled.is_set()
     assert await within(asyncio.sleep(0, "answered"), 10) == "answered"
+
+
+async def test_a_task_that_fails_its_cleanup_does_not_leave_the_others_unawaited() -> None:
+    """The first of three tasks fails as it is cancelled (a flush that raises). Its error used to end the wait there:
+    the tasks after it, whose cleanup takes a few turns of the loop, were never awaited (their cleanup cut by the
+    process's exit). Every task is awaited, then the failure is raised."""
+
+    async def failing() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise RuntimeError("flush failed") from None
+
+    async def closing() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            for _ in range(5):  # a socket's close handshake: a few turns of the loop
+                await asyncio.sleep(0)
+            raise
+
+    loop = asyncio.get_running_loop()
+    tasks = [loop.create_task(failing()), loop.create_task(closing()), loop.create_task(closing())]
+    await asyncio.sleep(0)  # every task at its wait
+    with pytest.raises(RuntimeError, match="flush failed"):
+        await cancel_and_wait(tasks)
+    assert tasks[1].cancelled() and tasks[2].cancelled()
