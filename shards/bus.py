@@ -204,6 +204,7 @@ class SignalPublisher:
         while self._marks and (len(self._marks) > MARKS_MAX or self._marks[0][1] < newest - MARKS_KEEP_MS):
             self._marks.popleft()
             self.stats.marks_dropped += 1
+        self._empty.clear()  # drain() waits for the marks too
         self._queued()
 
     def health(self, now: float | None = None) -> tuple[bool, dict[str, Any]]:
@@ -221,7 +222,8 @@ class SignalPublisher:
         self._task = asyncio.create_task(self.run(), name="signal-publisher")
 
     async def drain(self, timeout_s: float) -> bool:
-        """Wait (bounded) until the buffer is empty; ``False`` if Redis did not take it in time."""
+        """Wait (bounded) until the buffers — signals and marks — are empty; ``False`` if Redis did not take them in
+        time. It returned at once when only marks were queued (a worker's last minute at its stop)."""
         try:
             await within(self._empty.wait(), timeout_s)
         except TimeoutError:
