@@ -311,8 +311,9 @@ async def stop_within(stop: Awaitable[None], timeout_s: float, log: Any, *,
     cancelled, after logging ``shutdown_incomplete`` with where every task waits) or raised.
 
     A cancelled stop gets ``cancel_grace_s`` to end; one that does not (it swallowed the cancellation: a library
-    read, a bug) is left behind with ``shutdown_stuck`` logged, so SIGTERM still ends the process. It used to be
-    awaited without a bound, until the orchestrator's SIGKILL."""
+    read, a bug) is left behind with ``shutdown_stuck`` logged and where every task waits, and the process goes on
+    to its exit: the event loop's close cancels it once more, which ends one that swallowed a single cancellation
+    (redis-py's blocking read). It used to be awaited without a bound, with nothing logged."""
     stopping = asyncio.ensure_future(stop)
     done, _ = await asyncio.wait([stopping], timeout=timeout_s)
     if not done:
@@ -321,9 +322,10 @@ async def stop_within(stop: Awaitable[None], timeout_s: float, log: Any, *,
         ended, _ = await asyncio.wait([stopping], timeout=cancel_grace_s)
         if not ended:
             log.error("shutdown_stuck", seconds=cancel_grace_s, stacks=task_stacks()[-6000:],
-                      note="the stop did not end when cancelled: left behind")
-        elif not stopping.cancelled():
-            stopping.exception()  # retrieved: the overrun is what is reported
+                      note="the stop did not end when cancelled: left behind (the event loop's close cancels it "
+                           "once more; one that never ends holds the process until SIGKILL)")
+        elif not stopping.cancelled() and (exc := stopping.exception()) is not None:
+            log.error("shutdown_incomplete", error=f"{type(exc).__name__}: {exc}", note="raised once cancelled")
         return False
     if (exc := stopping.exception()) is not None:
         log.error("shutdown_incomplete", error=f"{type(exc).__name__}: {exc}")

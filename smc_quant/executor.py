@@ -187,13 +187,16 @@ class Executor(MarketExits, OperatorHand, AccountEvents, DailySummary):
         """Stop taking signals; positions stay protected by their exchange-side orders."""
         self.stop_intake()
         await self._drain()
+        failure: Exception | None = None
         try:
-            await cancel_and_wait(self._tasks)
-        except Exception as exc:  # a loop ended by a bug: said, and the second drain still runs
-            self.stats.errors += 1
-            self.log.error("executor_loop_failed", error=f"{type(exc).__name__}: {exc}")
+            summary = [t for t in (self._summarising,) if t is not None and not t.done()]  # an ended one was logged
+            await cancel_and_wait([*self._tasks, *summary])
+        except Exception as exc:  # a loop ended by a bug: the second drain still runs, then the stop fails
+            failure = exc
         self._tasks = []
         await self._drain()  # what the loops started while the first drain waited (a repair, a trade's finish)
+        if failure is not None:
+            raise failure
 
     async def _drain(self) -> None:
         """Wait for the trades being finished, the repairs and the pending writes — bounded: a write the store
@@ -442,27 +445,32 @@ class Executor(MarketExits, OperatorHand, AccountEvents, DailySummary):
         equity = snap.equity if self._wallet_known else None  # unknown: no day starts from zero
         due = self.risk.due_exits([snap.positions[s] for s, e in self.book.items() if e.status == "open"],
                                   self.clock(), equity=equity, unrealized=snap.unrealized_pnl)
-        self._tell_breaker(snap.unrealized_pnl, sum(reason is ExitReason.BREAKER for _, reason in due))
+        self._tell_breaker(len(due))
         for position, reason in due:
             await self.close(position.symbol, reason)
         self.summarise()  # beside the exits: its reads never hold up the next check
         return len(due)
 
-    def _tell_breaker(self, unrealised: Decimal, closing: int) -> None:
+    def _tell_breaker(self, due: int) -> None:
         """Once a UTC day (and once more after a restart that finds it tripped — a daily limit lowered between two
-        runs trips it at the start): the daily loss breaker tripped, with the day's loss and what it does. Nothing
-        told it: the trader saw positions closed as ``daily_breaker`` and then no entries, with no reason given."""
-        day = self.clock() // DAY_MS
-        start = self.risk.day_start_equity
-        if not self.risk.breaker_tripped or self._breaker_told == day or start is None:
-            return
-        self._breaker_told = day
-        limit, realised = self.risk.config.daily_loss_limit_pct, self.risk.realised_today
-        self.log.error("daily_loss_limit", realised=str(realised), unrealised=str(unrealised),
-                       day_start_equity=str(start), limit_pct=str(limit), closing=closing)
-        kept = not self.risk.config.close_on_breaker and bool(self.book)
-        self._notify(messages.daily_loss_limit(realised, unrealised, start, limit, None if kept else closing),
-                     "breaker")
+        runs trips it at the start): the daily loss breaker tripped, with the day's loss when it tripped (by this
+        check, a trade's close or a signal's evaluation) and the positions this check closes. Nothing told it: the
+        trader saw positions closed as ``daily_breaker`` and then no entries, with no reason given. Never raises:
+        the exits it precedes must go out."""
+        try:
+            day = self.clock() // DAY_MS
+            start, trip = self.risk.day_start_equity, self.risk.trip
+            if trip is None or start is None or self._breaker_told == day:
+                return
+            self._breaker_told = day
+            limit = self.risk.config.daily_loss_limit_pct
+            self.log.error("daily_loss_limit", realised=str(trip[0]), unrealised=str(trip[1]),
+                           day_start_equity=str(start), limit_pct=str(limit), closing=due)
+            kept = not self.risk.config.close_on_breaker and bool(self.book)
+            self._notify(messages.daily_loss_limit(trip[0], trip[1], start, limit, None if kept else due), "breaker")
+        except Exception as exc:
+            self.stats.errors += 1
+            self.log.error("daily_loss_limit_untold", error=f"{type(exc).__name__}: {exc}")
 
     async def _every(self, interval_s: float, job: Callable[[], Awaitable[object]], failure: str) -> None:
         """Run ``job`` every ``interval_s`` (exit checks, reconciliation); a failure is counted and logged under

@@ -5,15 +5,15 @@ and a start that finds days untold (a restart across midnight, a downtime of day
 :data:`SUMMARY_CATCH_UP_DAYS` at most. A day is told :data:`SUMMARY_GRACE_MS` after its midnight, not at it: a trade
 whose exit filled at 23:59:59 is stored only when its fills have settled, seconds later, and the summary told at
 midnight used to leave it out. The equity is the account's when the day is told: a day told late says when that was.
-The exit check asks for it (:meth:`DailySummary.summarise`) and it runs beside the exits, never before them: its reads
-are bounded at 10 s each, and a week's catch-up after a downtime, with PostgreSQL or the exchange slow, used to hold
-up the exits, the breaker and the max drawdown for minutes.
+The exit check asks for it (:meth:`DailySummary.summarise`) and it runs beside the exits and the intake, never before
+them: its reads are bounded at 10 s each, and a week's catch-up after a downtime, with PostgreSQL or the exchange
+slow, used to hold up the exits, the breaker and the max drawdown for minutes.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -43,7 +43,7 @@ class DailySummary:
     _summary_wanted: bool
     day_funding: DayFunding | None
 
-    def _track(self, work: Coroutine[Any, Any, Any], name: str, *, unwatched: bool = True) -> asyncio.Task[Any]:
+    def _failed_unwatched(self, task: asyncio.Task[Any]) -> None:
         raise NotImplementedError  # the executor's
 
     def _notify(self, text: str, kind: str) -> None:
@@ -54,11 +54,22 @@ class DailySummary:
 
     def summarise(self) -> None:
         """Tell the days that ended, in the background (:meth:`daily_summary`): one run at a time, and a request made
-        while one runs is served by another run after it, which reads the clock again. ``idle()`` and a stop's drain
-        wait for it; a failure is logged (``task_failed``) and the next exit check asks again."""
+        while one runs is served by another run after it, which reads the clock again. Nothing is started while no
+        day has ended since the last run (every exit check asks). Neither the exits nor ``idle()`` wait for it —
+        the scaled executor's intake waits for ``idle()`` after every batch of signals; the stop cancels it. A
+        failure is logged (``task_failed``) and the next exit check asks again."""
+        if self._summary_day is not None and (self.clock() - SUMMARY_GRACE_MS) // DAY_MS <= self._summary_day:
+            return
         self._summary_wanted = True
         if self._summarising is None or self._summarising.done():
-            self._summarising = self._track(self._summaries(), "daily-summary")
+            task = asyncio.get_running_loop().create_task(self._summaries(), name="daily-summary")
+            task.add_done_callback(self._failed_unwatched)
+            self._summarising = task
+
+    async def summarised(self) -> None:
+        """Wait until the summary runs under way are over (tests)."""
+        while (task := self._summarising) is not None and not task.done():
+            await asyncio.wait({task})
 
     async def _summaries(self) -> None:
         while self._summary_wanted:
@@ -95,6 +106,7 @@ class DailySummary:
         start, end = told * DAY_MS, (told + 1) * DAY_MS
         done = [t for t in self.trades if start <= t.exit_time_ms < end]
         equity, now = self.snapshot().equity, self.clock()
+        funding = await self._funding(start, end)  # read before the claim: a stop that cuts a read loses no day
         if self.repo is not None:
             try:
                 done = await within(self.repo.trades(since_ms=start, until_ms=end - 1), 10.0)
@@ -103,7 +115,6 @@ class DailySummary:
                     return False  # told already (by a process before this one)
             except Exception as exc:  # told all the same, from memory when the trades could not be read
                 self.log.warning("daily_summary_unrecorded", error=f"{type(exc).__name__}: {exc}")
-        funding = await self._funding(start, end)
         late = now - end > 2 * SUMMARY_GRACE_MS  # told well after its end: the equity is not the day's
         self._notify(messages.daily_summary(done, equity, told, funding=funding, equity_at_ms=now if late else None),
                      "daily_summary")

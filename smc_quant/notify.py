@@ -117,12 +117,12 @@ def daily_loss_limit(realised: Decimal, unrealised: Decimal, start_equity: Decim
                      closing: int | None) -> str:
     """``DAILY LOSS LIMIT · today -123.45 USDT (trades -20.00, open -103.45) = 1.23% of the day's starting equity
     10000.00 USDT · limit 1% · no new entries until 00:00 UTC · closing 1 position``: the breaker tripped. Today's
-    loss is the net PnL of the trades closed this UTC day plus the open positions' unrealised PnL. ``closing``: the
-    positions it closes; ``None`` when it keeps them (``close_on_breaker`` off)."""
+    loss is the net PnL of the trades closed this UTC day plus the open positions' unrealised PnL, when it tripped.
+    ``closing``: the positions closed now; ``None`` when it keeps them (``close_on_breaker`` off)."""
     today = realised + unrealised
     share = -today / start_equity * 100 if start_equity > 0 else Decimal(0)
     after = ("open positions kept" if closing is None
-             else f"closing {closing} position{'' if closing == 1 else 's'}" if closing else "no position open")
+             else f"closing {closing} position{'' if closing == 1 else 's'}" if closing else "no position to close")
     return (f"DAILY LOSS LIMIT · today {_money(today)} USDT (trades {_money(realised)}, open {_money(unrealised)}) "
             f"= {share:.2f}% of the day's starting equity {start_equity:.2f} USDT · limit {limit_pct.normalize():f}% "
             f"· no new entries until 00:00 UTC · {after}")

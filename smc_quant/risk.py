@@ -299,6 +299,7 @@ class RiskManager:
         self._day_start_equity: Decimal | None = None
         self._realised = ZERO
         self._tripped = False
+        self._trip: tuple[Decimal, Decimal] = (ZERO, ZERO)
         self._cooldown_until: dict[str, int] = {}
         self.delistings: Mapping[str, int] = {}
         """Symbols the exchange will delist → when (ms); refreshed with the universe (``delisting``)."""
@@ -342,11 +343,16 @@ class RiskManager:
 
     def _check_breaker(self, unrealised: Decimal) -> bool:
         start = self._day_start_equity
-        if start is not None and start > 0:
+        if start is not None and start > 0 and not self._tripped:
             loss = -(self._realised + unrealised)
             if loss >= start * self.config.daily_loss_limit_pct / HUNDRED:
-                self._tripped = True
+                self._tripped, self._trip = True, (self._realised, unrealised)
         return self._tripped
+
+    @property
+    def trip(self) -> tuple[Decimal, Decimal] | None:
+        """Today's realised and unrealised PnL when the breaker tripped (``None`` while it has not)."""
+        return self._trip if self._tripped else None
 
     def _record(self, trade: Trade) -> None:
         if trade.exit_reason in (ExitReason.STOP_LOSS, ExitReason.LIQUIDATION):

@@ -24,7 +24,8 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
         except asyncio.CancelledError:
             raise  # the caller's own
         except BaseException as exc:  # re-raised below, once the rest are awaited
-            failure = failure or exc
+            if failure is None:
+                failure = exc
     if failure is not None:
         raise failure
 

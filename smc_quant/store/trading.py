@@ -34,9 +34,9 @@ DECISIONS = frozenset({"open", "skip", "rotate"})
 ORDER_KINDS = frozenset({"entry", "stop_loss", "take_profit", "exit"})
 POSITION_STATUSES = frozenset({"opening", "open", "closing"})
 RESTING = frozenset({"sending", "interrupted", "unknown", "NEW", "PARTIALLY_FILLED"})
+"""Journal statuses of an order that may still rest on the exchange's book (not known final)."""
 ALARM_REPEAT_MS = 86_400_000
 """An open alarm with the same kind and detail is stored again after this long (a person may not have seen it)."""
-"""Journal statuses of an order that may still rest on the exchange's book (not known final)."""
 
 _INSERT_SIGNAL = """
 INSERT INTO signals (signal_id, symbol, side, open_time, price, confidence, expected_return_pct, stop_pct,

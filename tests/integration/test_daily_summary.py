@@ -19,6 +19,7 @@ from smc_quant.executor import Executor
 from smc_quant.executor_summary import SUMMARY_CATCH_UP_DAYS, SUMMARY_GRACE_MS
 from smc_quant.notify import Notifier, daily_summary
 from smc_quant.risk import DAY_MS
+from smc_quant.tasks import within
 from tests.integration.test_alarm_notify import _told_until
 from tests.integration.test_notify import FakeChat, _notifier, chat  # noqa: F401 (the fixture)
 from tests.integration.trading_kit import Rig, trading_rig
@@ -59,7 +60,7 @@ def _trade(signal_id: str, symbol: str, closed_ms: int, exit_price: str) -> Trad
 async def _checked(ex: Executor) -> None:
     """An exit check, and the daily summary it asks for (told beside the exits, in the background)."""
     await ex.check_exits()
-    await ex.idle()
+    await ex.summarised()
 
 
 async def _store(rig: Rig, trades: list[Trade]) -> None:
@@ -217,7 +218,8 @@ async def test_the_summary_never_holds_up_the_exits(
         shared_data: Path, pg_dsn: str, chat: tuple[FakeChat, str]) -> None:  # noqa: F811
     """The exchange does not answer the day's funding read. The exit check used to wait for the summary — 10 s per
     read, minutes for a week's catch-up after a downtime — with no 2-hour exit, breaker or max drawdown meanwhile.
-    The check is over before the read is even asked; the day is told when the read answers."""
+    The check is over before the read is even asked, and ``idle()`` (the intake's wait) does not wait for it either;
+    the day is told when the read answers."""
     async with _told(shared_data, pg_dsn, chat) as (rig, notifier, summaries):
         day = rig.clock() // DAY_MS
         now = {"ms": day * DAY_MS + 3_600_000}
@@ -235,7 +237,8 @@ async def test_the_summary_never_holds_up_the_exits(
         check = asyncio.create_task(ex.check_exits())
         await asked.wait()
         assert check.done(), "the exit check waits for the summary"
+        await within(ex.idle(), 10)  # nor does the intake (the scaled executor waits for idle() after every batch)
         answered.set()
-        await ex.idle()
+        await ex.summarised()
         told = await summaries()
     assert told == [daily_summary([], ex.snapshot().equity, day, funding=Decimal("-1.5"))]

@@ -352,7 +352,7 @@ def test_daily_loss_limit_texts() -> None:
     assert daily_loss_limit(D("-20"), D("-103.4512"), D("10000"), D("1.0"), 1) == (
         "DAILY LOSS LIMIT · today -123.45 USDT (trades -20.00, open -103.45) = 1.23% of the day's starting equity "
         "10000.00 USDT · limit 1% · no new entries until 00:00 UTC · closing 1 position")
-    assert daily_loss_limit(D("-500"), D("0"), D("10000"), D("5"), 0).endswith("· no position open")
+    assert daily_loss_limit(D("-500"), D("0"), D("10000"), D("5"), 0).endswith("· no position to close")
     assert daily_loss_limit(D("-500"), D("-20"), D("10000"), D("5"), 2).endswith("· closing 2 positions")
     assert daily_loss_limit(D("-500"), D("-20"), D("10000"), D("2.5"), None).endswith(
         "· limit 2.5% · no new entries until 00:00 UTC · open positions kept")

@@ -274,10 +274,12 @@ def test_daily_breaker_trips_on_realised_plus_unrealised_and_resets_next_day(rm:
     assert rm.evaluate(sig(), acct("9700", "-200"), D("30000.0"), T0 + 62 * MIN).reason == "daily_breaker"
     assert rm.breaker_tripped
     assert rm.evaluate(sig(), acct("9700", "0"), D("30000.0"), T0 + 63 * MIN).reason == "daily_breaker"
+    assert rm.trip == (D(-300), D(-200))  # the loss when it tripped, told as such once the marks recovered
     p = pos("ETHUSDT", "1", "2000", mark="2001")
     assert rm.due_exits([p], T0 + 64 * MIN) == [(p, ExitReason.BREAKER)]
     assert rm.evaluate(sig(), acct("9700", "0"), D("30000.0"), T0 + DAY_MS).action == "open"
     assert not rm.breaker_tripped and rm.due_exits([replace(p, entry_time_ms=T0 + DAY_MS)], T0 + DAY_MS + MIN) == []
+    assert rm.trip is None
 
 
 def test_the_exit_check_starts_a_new_day_with_the_equity_so_the_breaker_sees_it(rm: RiskManager) -> None:
