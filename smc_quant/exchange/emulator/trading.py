@@ -1,14 +1,13 @@
 """Signed REST routes: orders, algo orders, leverage, positions, balances, listenKeys — over a simulated account.
 
-The matching is ``smc_quant.sim.account.SimAccount`` (pure, Decimal); this module is its Binance face:
-request parsing (``params.py``), the security checks (API key, signature, timestamp, recvWindow:
-``security.py``), the account's order-count limits, the order faults, Binance JSON out (``wire.py``) and
-the account events out to the ``/private`` streams (``userdata.py``, which also answers the listenKey
-routes mounted here). The account itself is built in ``account.py``.
+Matching is ``smc_quant.sim.account.SimAccount`` (pure, Decimal), built in ``account.py``; this is its Binance face:
+request parsing (``params.py``), the security checks (API key, signature, timestamp, recvWindow: ``security.py``),
+the account's order-count limits, the order faults, Binance JSON out (``wire.py``) and the account events out to
+the ``/private`` streams (``userdata.py``, which also answers the listenKey routes mounted here).
 
-Limits: IP weight through the market side's limiter (orders 0, queries 1, openOrders 1/40, account
-reads 5, income 30); new orders and algo orders also count on the account's fixed wall-clock windows of
-10 s and 1 min (``X-MBX-ORDER-COUNT-10S``/``-1M`` on every placement response), over either → 429 -1015.
+Limits: IP weight through the market side's limiter (orders 0, queries 1, openOrders 1/40, account reads 5, income
+30); new orders and algo orders also count on the account's fixed wall-clock windows of 10 s and 1 min
+(``X-MBX-ORDER-COUNT-10S``/``-1M`` on every placement response), over either → 429 -1015.
 """
 
 from __future__ import annotations
