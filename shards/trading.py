@@ -1,8 +1,7 @@
 """Trading composition: strategy on scored batches, the executor, and the broker chosen by the mode.
 
-``paper`` (and ``replay`` without keys): the simulated account in process, priced by every closed candle;
-``live`` / ``replay`` with keys: signed REST + the user-data stream against ``venue.rest_base``.
-The same ICTScalper, RiskManager, SmartOrderManager and Executor objects run in every mode.
+``paper`` (and ``replay`` without keys): the simulated account in process, priced by every closed candle; ``live`` /
+``replay`` with keys: signed REST + the user-data stream at ``venue.rest_base``. The same objects in every mode.
 """
 
 from __future__ import annotations
@@ -551,8 +550,9 @@ class TradingStack:
             await asyncio.gather(self._health_task, return_exceptions=True)
         if self.control is not None:
             await self.control.stop()
-        if self._exit_check is not None:
-            await asyncio.gather(self._exit_check, return_exceptions=True)
+        if (check := self._exit_check) is not None:  # its exit goes on, drained within the executor's stop bound
+            check.cancel()  # (waited for, a minute of refused exits ran the stop budget out before the executor's stop)
+            await asyncio.gather(check, return_exceptions=True)
         await self.executor.stop()
         await self.settle()
         if self.repo is not None:  # no order leaves from here: another executor may take over
